@@ -1,0 +1,128 @@
+"""The one exception tree of fedstrata.
+
+Every error fedstrata raises on purpose derives from :class:`FedstrataError`, so
+callers can catch the whole family with one ``except``. The tree::
+
+    FedstrataError
+    ├── ConfigError              invalid configuration (names the field, value and rule)
+    ├── DataError                unreadable or inconsistent client/evaluation data
+    ├── ShapeError               a vector or array does not match the ParamSpec
+    ├── PayloadError             malformed bytes on the wire (bad magic, version,
+    │                            length, checksum, index range, codec parameters)
+    ├── PipelineError            stages that do not chain, or a stage misused
+    ├── AggregationError         aggregator misuse (empty aggregate, merge of
+    │                            incompatible partials, robust aggregator at an inner tier)
+    ├── ClientError              a client failed; carries ``client_id`` and ``reason``
+    │   └── InvalidUpdateError   a client's update is NaN/Inf or of the wrong shape
+    ├── ProtocolError            a participant broke the round or secure-aggregation protocol
+    │   └── SecAggError          secure aggregation failed (e.g. below threshold)
+    ├── TransportError           network failure between processes
+    │   └── DeadlineError        a deadline passed
+    ├── PrivacyBudgetExhausted   the next round would exceed the (epsilon, delta) budget
+    ├── CheckpointError          a checkpoint could not be written or read
+    │   └── CheckpointCorrupt    a checkpoint failed its checksum or format check
+    └── RegistryError            the device registry is unreachable or inconsistent
+
+Errors are never signalled by returning ``None``; user input is never checked with
+``assert``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AggregationError",
+    "CheckpointCorrupt",
+    "CheckpointError",
+    "ClientError",
+    "ConfigError",
+    "DataError",
+    "DeadlineError",
+    "FedstrataError",
+    "InvalidUpdateError",
+    "PayloadError",
+    "PipelineError",
+    "PrivacyBudgetExhausted",
+    "ProtocolError",
+    "RegistryError",
+    "SecAggError",
+    "ShapeError",
+    "TransportError",
+]
+
+
+class FedstrataError(Exception):
+    """Base of every error raised by fedstrata."""
+
+
+class ConfigError(FedstrataError):
+    """A configuration value is invalid; the message names the field and the rule."""
+
+
+class DataError(FedstrataError):
+    """Client or evaluation data is missing, unreadable or inconsistent."""
+
+
+class ShapeError(FedstrataError):
+    """An array does not have the shape or size the parameter spec requires."""
+
+
+class PayloadError(FedstrataError):
+    """Bytes received on the wire do not form a valid payload."""
+
+
+class PipelineError(FedstrataError):
+    """Pipeline stages do not chain, or a stage was used out of order."""
+
+
+class AggregationError(FedstrataError):
+    """An aggregator was misused (empty finalize, incompatible merge, wrong tier)."""
+
+
+class ClientError(FedstrataError):
+    """A client failed during a round.
+
+    Attributes:
+        client_id: the failing client.
+        reason: a short human-readable cause, logged and stored in the run store.
+    """
+
+    def __init__(self, client_id: int, reason: str) -> None:
+        super().__init__(f"client {client_id}: {reason}")
+        self.client_id = client_id
+        self.reason = reason
+
+
+class InvalidUpdateError(ClientError):
+    """A client's update contains NaN/Inf or does not match the model's shape."""
+
+
+class ProtocolError(FedstrataError):
+    """A participant violated the round or secure-aggregation protocol."""
+
+
+class SecAggError(ProtocolError):
+    """Secure aggregation could not complete (e.g. survivors below the threshold)."""
+
+
+class TransportError(FedstrataError):
+    """Network failure between fedstrata processes."""
+
+
+class DeadlineError(TransportError):
+    """A deadline passed before the operation completed."""
+
+
+class PrivacyBudgetExhausted(FedstrataError):
+    """Running the next round would spend more privacy budget than allowed."""
+
+
+class CheckpointError(FedstrataError):
+    """A checkpoint could not be written or read."""
+
+
+class CheckpointCorrupt(CheckpointError):
+    """A checkpoint failed its checksum or format validation."""
+
+
+class RegistryError(FedstrataError):
+    """The device registry is unreachable or holds inconsistent data."""
