@@ -1,1 +1,35 @@
-"""fedstrata.coordinator."""
+"""Round logic as a sans-IO state machine, shared by the simulator and the runtime."""
+
+from fedstrata.coordinator.events import (
+    Accept,
+    ClientFailed,
+    CloseRound,
+    Command,
+    DeadlinePassed,
+    Event,
+    Reject,
+    RoundOutcome,
+    SendModel,
+    StartRound,
+    UpdateArrived,
+)
+from fedstrata.coordinator.machine import RoundCoordinator, RoundPolicy
+from fedstrata.coordinator.topology import Topology, TopologyNode
+
+__all__ = [
+    "Accept",
+    "ClientFailed",
+    "CloseRound",
+    "Command",
+    "DeadlinePassed",
+    "Event",
+    "Reject",
+    "RoundCoordinator",
+    "RoundOutcome",
+    "RoundPolicy",
+    "SendModel",
+    "StartRound",
+    "Topology",
+    "TopologyNode",
+    "UpdateArrived",
+]

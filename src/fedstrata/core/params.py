@@ -34,9 +34,7 @@ class ParamSpec:
 
     def __post_init__(self) -> None:
         if len(self.names) != len(self.shapes):
-            raise ShapeError(
-                f"ParamSpec: {len(self.names)} names but {len(self.shapes)} shapes"
-            )
+            raise ShapeError(f"ParamSpec: {len(self.names)} names but {len(self.shapes)} shapes")
         if len(set(self.names)) != len(self.names):
             raise ShapeError(f"ParamSpec: parameter names must be unique, got {self.names}")
         offsets, total = [], 0
@@ -77,7 +75,7 @@ class ParamSpec:
             raise ShapeError(f"{what}: expected shape ({self.size},), got {vector.shape}")
         if vector.dtype != np.float32:
             raise ShapeError(f"{what}: expected dtype float32, got {vector.dtype}")
-        return vector
+        return vector.view(np.float32)
 
     def flatten(
         self, arrays: Sequence[NDArray[np.generic]], out: FloatVector | None = None

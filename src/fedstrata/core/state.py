@@ -60,7 +60,8 @@ class DiskStateStore:
         if not path.exists():
             return None
         try:
-            return np.load(path, allow_pickle=False)
+            value: NDArray[np.generic] = np.load(path, allow_pickle=False)
+            return value
         except (ValueError, OSError, EOFError) as exc:
             raise CheckpointCorrupt(f"client state {path} is unreadable: {exc}") from exc
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -57,7 +57,7 @@ class ArrayDataset:
         return ArrayDataset(x=self.x[index], y=self.y[index])
 
 
-class OptimizerKind(str, Enum):
+class OptimizerKind(StrEnum):
     SGD = "sgd"
     ADAM = "adam"
 

@@ -1,1 +1,84 @@
-"""fedstrata.secagg."""
+"""Secure aggregation: masked sums that reveal only the aggregate.
+
+Implements the protocol of Bonawitz et al. (CCS 2017) with the sparse neighbour
+graph of SecAgg+ (Bell et al., CCS 2020), two-tier masking for device -> edge ->
+center trees, a mask pool that moves key agreement and mask expansion off the
+round's critical path, and late-device rejection. The client and server are state
+machines without I/O; :func:`simulate_round` drives them in-process. See
+``docs/secagg.md``.
+"""
+
+from fedstrata.secagg.client import ClientPhase, ClientProtocol
+from fedstrata.secagg.config import (
+    GraphParameters,
+    SecAggConfig,
+    check_ring_capacity,
+    derive_parameters,
+)
+from fedstrata.secagg.graph import NeighbourGraph
+from fedstrata.secagg.messages import (
+    AdvertiseKeys,
+    KeyDirectory,
+    MaskedInput,
+    RoundSetup,
+    SealedShares,
+    ShareBundle,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from fedstrata.secagg.pool import MaskPool
+from fedstrata.secagg.prg import Entropy, MaskExpander
+from fedstrata.secagg.ring import add_noise, from_ring, to_ring
+from fedstrata.secagg.server import ServerPhase, ServerProtocol
+from fedstrata.secagg.shamir import ShamirScheme
+from fedstrata.secagg.simulate import (
+    RoundStats,
+    SimulationResult,
+    drive_round,
+    simulate_round,
+    simulate_round_detailed,
+)
+from fedstrata.secagg.twotier import (
+    ClusterReport,
+    TwoTierResult,
+    TwoTierSecAgg,
+    remove_cluster_masks,
+)
+
+__all__ = [
+    "AdvertiseKeys",
+    "ClientPhase",
+    "ClientProtocol",
+    "ClusterReport",
+    "Entropy",
+    "GraphParameters",
+    "KeyDirectory",
+    "MaskExpander",
+    "MaskPool",
+    "MaskedInput",
+    "NeighbourGraph",
+    "RoundSetup",
+    "RoundStats",
+    "SealedShares",
+    "SecAggConfig",
+    "ServerPhase",
+    "ServerProtocol",
+    "ShamirScheme",
+    "ShareBundle",
+    "ShareKeys",
+    "SimulationResult",
+    "TwoTierResult",
+    "TwoTierSecAgg",
+    "UnmaskRequest",
+    "UnmaskResponse",
+    "add_noise",
+    "check_ring_capacity",
+    "derive_parameters",
+    "drive_round",
+    "from_ring",
+    "remove_cluster_masks",
+    "simulate_round",
+    "simulate_round_detailed",
+    "to_ring",
+]

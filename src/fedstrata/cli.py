@@ -1,0 +1,181 @@
+"""The ``fedstrata`` command line (typer). The only place that configures logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedstrata.config import dump_config, list_presets, load_config
+from fedstrata.errors import FedstrataError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="fedstrata: fast, private, hierarchical federated learning.",
+)
+console = Console(stderr=True)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
+
+
+def _fail(exc: FedstrataError) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code=2)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+class _RoundProgress:
+    """A rich progress bar fed by the simulator's per-round metrics."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bytes = 0
+        self.progress = Progress(
+            TextColumn("[bold]round"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            auto_refresh=False,
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task("rounds", total=total, info="starting…")
+
+    def __call__(self, m: Any) -> None:
+        self.bytes += m.bytes_up + m.bytes_down
+        acc = "  —  " if m.accuracy is None else f"{m.accuracy:.3f}"
+        loss = "  —  " if m.loss is None else f"{m.loss:.3f}"
+        info = (
+            f"acc {acc}  loss {loss}  sim {m.sim_time_s:8.1f}s  "
+            f"bytes {_human_bytes(self.bytes)}  failed {m.clients_failed}"
+        )
+        if not self.progress.live.is_started and self.enabled:
+            self.progress.start()
+        self.progress.update(self.task, advance=1, info=info)
+        self.progress.refresh()
+
+    def stop(self) -> None:
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+
+def _summary_table(result: Any) -> Table:
+    sim = result.simulation
+    rounds = sim.rounds
+    accs = [m.accuracy for m in rounds if m.accuracy is not None]
+    table = Table(title="federation summary", show_header=False)
+    rows = [
+        ("rounds", str(len(rounds))),
+        ("final accuracy", f"{accs[-1]:.4f}" if accs else "—"),
+        ("best accuracy", f"{max(accs):.4f}" if accs else "—"),
+        ("simulated time", f"{sim.sim_time_s:.1f} s"),
+        ("wall time", f"{sim.wall_s:.1f} s"),
+        (
+            "bytes up / down",
+            f"{_human_bytes(sum(m.bytes_up for m in rounds))} / "
+            f"{_human_bytes(sum(m.bytes_down for m in rounds))}",
+        ),
+        ("failed client updates", str(sum(m.clients_failed for m in rounds))),
+        ("parameters", f"{result.num_params:,}"),
+        ("worker processes", str(result.workers) if result.workers else "in-process"),
+    ]
+    if result.run_dir is not None:
+        rows.append(("run directory", str(result.run_dir)))
+        report = result.run_dir / "report.html"
+        if report.exists():
+            rows.append(("report", str(report)))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="YAML config file")] = None,
+    preset: Annotated[str | None, typer.Option(help="start from a built-in preset")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override: key.sub=value")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
+) -> None:
+    """Run a federation in the simulator."""
+    _setup_logging(verbose)
+    try:
+        cfg = load_config(config, preset, set_ or [])
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    from fedstrata.api import run as run_federation
+
+    progress = _RoundProgress(cfg.rounds.rounds, cfg.output.progress and not quiet)
+    console.print(
+        f"[bold]fedstrata[/] {cfg.name}: {cfg.data.num_clients} clients "
+        f"({cfg.data.name}, {cfg.data.partition}), {cfg.rounds.rounds} rounds"
+    )
+    try:
+        result = run_federation(cfg, on_round=progress)
+    except FedstrataError as exc:
+        progress.stop()
+        raise _fail(exc) from None
+    progress.stop()
+    Console().print(_summary_table(result))
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+    """Write RUN_DIR/report.html (accuracy, bytes, round-time breakdown)."""
+    from fedstrata.monitoring import write_report
+
+    try:
+        path = write_report(run_dir)
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(str(path))
+
+
+@app.command()
+def presets() -> None:
+    """List the built-in presets."""
+    for name in list_presets():
+        typer.echo(name)
+
+
+@app.command("show-config")
+def show_config(
+    config: Annotated[Path | None, typer.Argument()] = None,
+    preset: Annotated[str | None, typer.Option()] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Print the resolved configuration."""
+    try:
+        cfg = load_config(config, preset, set_ or [])
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2) if as_json else dump_config(cfg))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,30 @@
+"""Typed configuration (pydantic), presets and YAML loading."""
+
+from fedstrata.config.loading import dump_config, list_presets, load_config, parse_override
+from fedstrata.config.models import (
+    ClientConfig,
+    DataConfig,
+    DevicesConfig,
+    FedConfig,
+    ModelConfig,
+    OutputConfig,
+    RoundsConfig,
+    ServerConfig,
+    SimConfig,
+)
+
+__all__ = [
+    "ClientConfig",
+    "DataConfig",
+    "DevicesConfig",
+    "FedConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "RoundsConfig",
+    "ServerConfig",
+    "SimConfig",
+    "dump_config",
+    "list_presets",
+    "load_config",
+    "parse_override",
+]

@@ -1,0 +1,183 @@
+"""The synchronous round as a state machine without I/O.
+
+One instance coordinates one run. Each round: ``StartRound`` selects a cohort and
+returns ``SendModel``; every ``UpdateArrived`` / ``ClientFailed`` is answered with
+``Accept`` or ``Reject`` (unknown, duplicate and late clients are rejected with a
+reason); ``DeadlinePassed`` closes the round with a :class:`RoundOutcome`. Time comes
+from the events, so the simulator's virtual clock and the runtime's real clock drive
+the same logic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from fedstrata.coordinator.events import (
+    Accept,
+    ClientFailed,
+    CloseRound,
+    Command,
+    DeadlinePassed,
+    Event,
+    Reject,
+    RoundOutcome,
+    SendModel,
+    StartRound,
+    UpdateArrived,
+)
+from fedstrata.core.context import derive_rng
+from fedstrata.errors import ConfigError, ProtocolError
+
+__all__ = ["RoundCoordinator", "RoundPolicy"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoundPolicy:
+    """How rounds are run.
+
+    Attributes:
+        clients_per_round: cohort size; ``None`` selects every available client.
+        min_clients: fewest accepted updates for the round to update the model.
+        deadline_s: seconds after the round start by which updates must arrive.
+        root_seed: seed of the run; cohort selection draws from it.
+    """
+
+    clients_per_round: int | None = None
+    min_clients: int = 1
+    deadline_s: float | None = None
+    root_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.clients_per_round is not None and self.clients_per_round < 1:
+            raise ConfigError(f"clients_per_round must be >= 1, got {self.clients_per_round}")
+        if self.min_clients < 1:
+            raise ConfigError(f"min_clients must be >= 1, got {self.min_clients}")
+        if self.deadline_s is not None and self.deadline_s <= 0:
+            raise ConfigError(f"deadline_s must be > 0, got {self.deadline_s}")
+
+
+class Phase(Enum):
+    IDLE = "idle"
+    COLLECTING = "collecting"
+
+
+class RoundCoordinator:
+    """Selects cohorts and decides which updates count; see the module docstring."""
+
+    def __init__(self, policy: RoundPolicy) -> None:
+        self.policy = policy
+        self._phase = Phase.IDLE
+        self._round = -1
+        self._start_s = 0.0
+        self._cohort: set[int] = set()
+        self._reported: set[int] = set()
+        self._accepted: list[int] = []
+        self._failed: list[tuple[int, str]] = []
+        self._late: list[int] = []
+
+    @property
+    def round_idx(self) -> int:
+        return self._round
+
+    def handle(self, event: Event) -> list[Command]:
+        """Advance the state machine by one event.
+
+        Raises:
+            ProtocolError: an event that makes no sense in the current phase
+                (e.g. ``StartRound`` while a round is open).
+        """
+        if isinstance(event, StartRound):
+            return self._start(event)
+        if self._phase is not Phase.COLLECTING:
+            if isinstance(event, UpdateArrived):
+                return [Reject(event.client_id, "no round is open", late=True)]
+            raise ProtocolError(f"{type(event).__name__} received while no round is open")
+        if isinstance(event, UpdateArrived):
+            return [self._on_update(event)]
+        if isinstance(event, ClientFailed):
+            return self._on_failure(event)
+        return [self._close(event)]
+
+    def select(self, round_idx: int, available: np.ndarray) -> np.ndarray:
+        """The cohort of ``round_idx``: a seeded sample of ``available`` (sorted)."""
+        k = self.policy.clients_per_round
+        ids = np.asarray(available, dtype=np.int64)
+        if k is None or k >= ids.size:
+            return np.sort(ids)
+        rng = derive_rng(self.policy.root_seed, round_idx, -1, "select")
+        return np.sort(rng.choice(ids, size=k, replace=False))
+
+    def _start(self, event: StartRound) -> list[Command]:
+        if self._phase is Phase.COLLECTING:
+            raise ProtocolError(
+                f"round {event.round_idx} started while round {self._round} is open"
+            )
+        if event.round_idx <= self._round:
+            raise ProtocolError(f"round {event.round_idx} does not follow round {self._round}")
+        cohort = self.select(event.round_idx, event.available)
+        self._phase, self._round, self._start_s = Phase.COLLECTING, event.round_idx, event.now_s
+        self._cohort = set(cohort.tolist())
+        self._reported, self._accepted, self._failed, self._late = set(), [], [], []
+        log.info("round %d: selected %d clients", self._round, cohort.size)
+        deadline = None if self.policy.deadline_s is None else event.now_s + self.policy.deadline_s
+        return [SendModel(self._round, cohort, deadline)]
+
+    def _check_membership(self, client_id: int) -> str | None:
+        if client_id not in self._cohort:
+            return f"client {client_id} was not selected for round {self._round}"
+        if client_id in self._reported:
+            return f"duplicate submission from client {client_id} in round {self._round}"
+        return None
+
+    def _on_update(self, event: UpdateArrived) -> Command:
+        problem = self._check_membership(event.client_id)
+        if problem is not None:
+            log.warning("round %d: rejected update: %s", self._round, problem)
+            return Reject(event.client_id, problem)
+        self._reported.add(event.client_id)
+        deadline = self.policy.deadline_s
+        if deadline is not None and event.arrival_s - self._start_s > deadline:
+            log.warning("round %d: client %d missed the deadline", self._round, event.client_id)
+            self._late.append(event.client_id)
+            return Reject(event.client_id, "missed the round deadline", late=True)
+        self._accepted.append(event.client_id)
+        return Accept(event.client_id, event.weight)
+
+    def _on_failure(self, event: ClientFailed) -> list[Command]:
+        if event.client_id in self._accepted:  # received, but unusable on decoding
+            self._accepted.remove(event.client_id)
+        elif self._check_membership(event.client_id) is not None:
+            return []
+        self._reported.add(event.client_id)
+        log.warning("round %d: client %d dropped: %s", self._round, event.client_id, event.reason)
+        self._failed.append((event.client_id, event.reason))
+        return []
+
+    def _close(self, event: DeadlinePassed) -> Command:
+        applied = len(self._accepted) >= self.policy.min_clients
+        if not applied:
+            log.warning(
+                "round %d: only %d updates (< min_clients %d); model unchanged",
+                self._round,
+                len(self._accepted),
+                self.policy.min_clients,
+            )
+        missing = sorted(self._cohort - self._reported)
+        self._late.extend(missing)
+        outcome = RoundOutcome(
+            round_idx=self._round,
+            selected=len(self._cohort),
+            accepted=tuple(self._accepted),
+            failed=tuple(self._failed),
+            late=tuple(self._late),
+            end_s=event.now_s,
+            applied=applied,
+        )
+        self._phase = Phase.IDLE
+        return CloseRound(outcome)

@@ -1,0 +1,214 @@
+"""Report figures, rendered to inline SVG strings with matplotlib.
+
+Matplotlib is imported lazily (inside :func:`render_plots`), drawn on an explicit Agg
+canvas (no pyplot, no global backend switch), and configured only through a local
+``rc_context``. Text from the run (extras names) is escaped for mathtext; matplotlib's
+SVG writer escapes XML itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedstrata.monitoring.events import RoundMetrics
+
+__all__ = ["Plot", "render_plots"]
+
+_MARKER_MAX_POINTS = 60
+_BAR_MAX_ROUNDS = 60
+_MAIN_SIZE_IN = (6.4, 3.0)
+_SMALL_SIZE_IN = (4.2, 2.4)
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One rendered figure.
+
+    Attributes:
+        section: the report section it belongs to.
+        title: its caption (plain text; escape before putting it in HTML).
+        svg: the ``<svg>`` element (no XML prolog), safe to inline.
+    """
+
+    section: str
+    title: str
+    svg: str
+
+
+def _column(rounds: Sequence[RoundMetrics], name: str) -> Array:
+    values = [getattr(m, name) for m in rounds]
+    column = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    column[~np.isfinite(column)] = np.nan
+    return column
+
+
+def _extra(rounds: Sequence[RoundMetrics], key: str) -> Array:
+    column = np.array([m.extras.get(key, np.nan) for m in rounds], dtype=np.float64)
+    column[~np.isfinite(column)] = np.nan
+    return column
+
+
+def _mathtext_safe(text: str) -> str:
+    return text.replace("$", r"\$")
+
+
+def _scale(values: Array, units: Sequence[tuple[str, float]]) -> tuple[Array, str]:
+    """Divide ``values`` by the largest unit not above their maximum."""
+    top = float(np.nanmax(values)) if np.isfinite(values).any() else 0.0
+    label, factor = units[0]
+    for unit, size in units:
+        if top >= size:
+            label, factor = unit, size
+    return values / factor, label
+
+
+_TIME_UNITS = (("s", 1.0), ("min", 60.0), ("h", 3600.0))
+_BYTE_UNITS = (("B", 1.0), ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12))
+
+
+def _line(ax: Any, x: Array, y: Array, label: str) -> bool:
+    """Plot the finite points of ``y``; return whether there were any."""
+    mask = np.isfinite(y)
+    if not mask.any():
+        return False
+    marker = "o" if mask.sum() <= _MARKER_MAX_POINTS else None
+    ax.plot(x[mask], y[mask], marker=marker, markersize=3, linewidth=1.2, label=label)
+    return True
+
+
+class _Renderer:
+    """Builds figures on Agg canvases and serialises them to SVG."""
+
+    def __init__(self, rounds: Sequence[RoundMetrics]) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self._figure_cls = Figure
+        self._canvas_cls = FigureCanvasAgg
+        self.rounds = rounds
+        self.x = np.array([m.round_idx for m in rounds], dtype=np.float64)
+        self.plots: list[Plot] = []
+
+    def axes(self, title: str, xlabel: str, ylabel: str, small: bool = False) -> Any:
+        fig = self._figure_cls(figsize=_SMALL_SIZE_IN if small else _MAIN_SIZE_IN)
+        self._canvas_cls(fig)
+        ax = fig.add_subplot()
+        ax.set_title(_mathtext_safe(title))
+        ax.set_xlabel(_mathtext_safe(xlabel))
+        ax.set_ylabel(_mathtext_safe(ylabel))
+        if xlabel == "round":
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return ax
+
+    def add(self, section: str, title: str, ax: Any, legend: bool = False) -> None:
+        import io
+
+        import matplotlib
+
+        if legend:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        fig = ax.figure
+        fig.tight_layout()
+        buffer = io.StringIO()
+        with matplotlib.rc_context({"svg.hashsalt": f"fedstrata-{len(self.plots)}"}):
+            fig.savefig(buffer, format="svg", metadata={"Date": None})
+        text = buffer.getvalue()
+        self.plots.append(Plot(section, title, text[text.index("<svg") :]))
+
+
+def _accuracy(r: _Renderer) -> None:
+    accuracy = _column(r.rounds, "accuracy")
+    if not np.isfinite(accuracy).any():
+        return
+    ax = r.axes("Test accuracy vs round", "round", "accuracy")
+    _line(ax, r.x, accuracy, "accuracy")
+    r.add("Accuracy", "Test accuracy vs round", ax)
+    sim_time, unit = _scale(_column(r.rounds, "sim_time_s"), _TIME_UNITS)
+    ax = r.axes("Test accuracy vs simulated time", f"simulated time ({unit})", "accuracy")
+    _line(ax, sim_time, accuracy, "accuracy")
+    r.add("Accuracy", "Test accuracy vs simulated time", ax)
+
+
+def _loss(r: _Renderer) -> None:
+    ax = r.axes("Loss vs round", "round", "loss")
+    drawn = _line(ax, r.x, _column(r.rounds, "loss"), "test loss")
+    drawn = _line(ax, r.x, _column(r.rounds, "train_loss"), "train loss") or drawn
+    if drawn:
+        r.add("Loss", "Loss vs round", ax, legend=True)
+
+
+def _bytes(r: _Renderer) -> None:
+    up, down = _column(r.rounds, "bytes_up"), _column(r.rounds, "bytes_down")
+    _, unit = _scale(np.concatenate([up, down]), _BYTE_UNITS)
+    factor = dict(_BYTE_UNITS)[unit]
+    ax = r.axes("Bytes per round", "round", unit)
+    _line(ax, r.x, up / factor, "up (clients → server)")
+    _line(ax, r.x, down / factor, "down (server → clients)")
+    r.add("Communication", "Bytes per round", ax, legend=True)
+
+
+def _breakdown(r: _Renderer) -> None:
+    parts = {name: _column(r.rounds, f"{name}_s") for name in ("downlink", "compute", "uplink")}
+    other = _column(r.rounds, "sim_round_s") - sum(parts.values())
+    if (other > 1e-9 * (1.0 + _column(r.rounds, "sim_round_s"))).any():
+        parts["other"] = np.clip(other, 0.0, None)
+    stacked, unit = _scale(np.vstack(list(parts.values())), _TIME_UNITS)
+    ax = r.axes("Round time breakdown (critical path)", "round", f"simulated time ({unit})")
+    if len(r.rounds) <= _BAR_MAX_ROUNDS:
+        bottom = np.zeros(len(r.rounds))
+        for label, heights in zip(parts, stacked, strict=True):
+            ax.bar(r.x, heights, bottom=bottom, width=0.8, label=label)
+            bottom += heights
+    else:
+        ax.stackplot(r.x, stacked, labels=list(parts))
+    r.add("Round time", "Round time breakdown (critical path)", ax, legend=True)
+
+
+def _extras(r: _Renderer) -> None:
+    keys = sorted({key for m in r.rounds for key in m.extras})
+    for key in keys:
+        ax = r.axes(key, "round", key, small=True)
+        if _line(ax, r.x, _extra(r.rounds, key), key):
+            r.add("Extras", key, ax)
+
+
+_SECTIONS: tuple[Callable[[_Renderer], None], ...] = (
+    _accuracy,
+    _loss,
+    _bytes,
+    _breakdown,
+    _extras,
+)
+
+
+def render_plots(rounds: Sequence[RoundMetrics]) -> list[Plot]:
+    """Render every report figure for ``rounds`` (none when there are no rounds).
+
+    Figures without data (no accuracy measured, no loss, an extras series that is never
+    finite) are left out rather than drawn empty.
+    """
+    if not rounds:
+        return []
+    import matplotlib
+
+    with matplotlib.rc_context(
+        {
+            "svg.fonttype": "none",
+            "font.size": 9.0,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "figure.dpi": 100.0,
+        }
+    ):
+        renderer = _Renderer(rounds)
+        for section in _SECTIONS:
+            section(renderer)
+    return renderer.plots

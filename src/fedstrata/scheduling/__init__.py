@@ -1,0 +1,1 @@
+"""Heterogeneity-aware scheduling: device registry, predictor, allocation, selection."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the device registry; run by ``Registry.open`` (upgrade to head)."""

@@ -1,0 +1,1 @@
+"""Migration revisions, oldest first. Revisions only add: they never drop a table."""

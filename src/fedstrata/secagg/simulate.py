@@ -1,0 +1,272 @@
+"""In-process driver: runs every client's and the server's state machine for one round.
+
+This is what the simulator and the benchmark use. It moves messages between the
+state machines in memory, times each party's computation separately (so a round
+can be charged to virtual clocks), and counts each client's bytes with the
+messages' ``nbytes``. The offline phase (setup, keys, shares and, with the mask
+pool, mask expansion) can run before the inputs exist; the online phase is masked
+input plus unmasking.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedstrata.errors import ConfigError, ProtocolError
+from fedstrata.secagg.client import ClientProtocol
+from fedstrata.secagg.config import SecAggConfig
+from fedstrata.secagg.messages import MaskedInput
+from fedstrata.secagg.prg import Entropy, MaskExpander, U32Vector
+from fedstrata.secagg.server import ServerProtocol
+from fedstrata.secagg.shamir import ShamirScheme
+
+__all__ = [
+    "RoundStats",
+    "SimulationResult",
+    "drive_round",
+    "simulate_round",
+    "simulate_round_detailed",
+]
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, eq=False)
+class RoundStats:
+    """Per-party compute seconds and bytes of one simulated round.
+
+    Attributes:
+        client_offline_s: per client, seconds in steps 0-2 (incl. mask pool).
+        client_online_s: per client, seconds in masked input and unmasking.
+        server_offline_s: server seconds in steps 0-2.
+        server_online_s: server seconds in steps 3-4 (summing and recovery).
+        bytes_up: per client, bytes sent to the server.
+        bytes_down: per client, bytes received from the server.
+        late_rejected: late masked inputs the server rejected.
+    """
+
+    client_offline_s: NDArray[np.float64]
+    client_online_s: NDArray[np.float64]
+    server_offline_s: float
+    server_online_s: float
+    bytes_up: NDArray[np.int64]
+    bytes_down: NDArray[np.int64]
+    late_rejected: int
+
+    @property
+    def total_s(self) -> float:
+        """All parties' computation, summed."""
+        clients = float(self.client_offline_s.sum() + self.client_online_s.sum())
+        return clients + self.server_offline_s + self.server_online_s
+
+    @property
+    def online_s(self) -> float:
+        """The critical path's computation: masked input, summing and unmasking."""
+        return float(self.client_online_s.sum()) + self.server_online_s
+
+
+@dataclass(frozen=True, eq=False)
+class SimulationResult:
+    """The unmasked aggregate, who is in it, and the round's costs."""
+
+    aggregate: U32Vector
+    survivors: frozenset[int]
+    stats: RoundStats
+
+
+class _Meter:
+    """Charges wall time and bytes to parties."""
+
+    def __init__(self, n: int) -> None:
+        self.offline = np.zeros(n)
+        self.online = np.zeros(n)
+        self.server = [0.0, 0.0]
+        self.up = np.zeros(n, dtype=np.int64)
+        self.down = np.zeros(n, dtype=np.int64)
+
+    def client(self, cid: int, online: bool, call: Callable[..., _T], *args: object) -> _T:
+        start = time.perf_counter()
+        out = call(*args)
+        (self.online if online else self.offline)[cid] += time.perf_counter() - start
+        return out
+
+    def serve(self, online: bool, call: Callable[..., _T], *args: object) -> _T:
+        start = time.perf_counter()
+        out = call(*args)
+        self.server[int(online)] += time.perf_counter() - start
+        return out
+
+
+def _check_inputs(inputs: Sequence[U32Vector], config: SecAggConfig, dropped: set[int]) -> None:
+    if len(inputs) != config.num_clients:
+        raise ConfigError(
+            f"inputs has {len(inputs)} vectors, config.num_clients is {config.num_clients}"
+        )
+    stray = [c for c in dropped if not 0 <= c < config.num_clients]
+    if stray:
+        raise ConfigError(f"dropped ids {sorted(stray)} are outside [0, {config.num_clients - 1}]")
+
+
+def _offline(clients: list[ClientProtocol], server: ServerProtocol, meter: _Meter) -> None:
+    setup = meter.serve(False, server.setup)
+    for c in clients:
+        adv = meter.client(c.client_id, False, c.on_setup, setup)
+        meter.down[c.client_id] += setup.nbytes
+        meter.up[c.client_id] += adv.nbytes
+        meter.serve(False, server.receive_keys, adv)
+    directories = meter.serve(False, server.close_keys)
+    for cid, directory in directories.items():
+        shares = meter.client(cid, False, clients[cid].on_key_directory, directory)
+        meter.down[cid] += directory.nbytes
+        meter.up[cid] += shares.nbytes
+        meter.serve(False, server.receive_shares, shares)
+    bundles = meter.serve(False, server.close_shares)
+    for cid, bundle in bundles.items():
+        meter.client(cid, False, clients[cid].on_share_bundle, bundle)
+        meter.down[cid] += bundle.nbytes
+
+
+@dataclass(frozen=True)
+class _Plan:
+    dropped: frozenset[int]
+    late: frozenset[int]
+    observe: Callable[[MaskedInput], None] | None
+
+
+def _send_inputs(
+    clients: list[ClientProtocol],
+    server: ServerProtocol,
+    meter: _Meter,
+    inputs: Sequence[U32Vector],
+    plan: _Plan,
+) -> list[MaskedInput]:
+    late_msgs = []
+    for c in clients:
+        cid = c.client_id
+        if cid in plan.dropped:
+            continue
+        msg = meter.client(cid, True, c.masked_input, inputs[cid])
+        meter.up[cid] += msg.nbytes
+        if plan.observe is not None:
+            plan.observe(msg)
+        if cid in plan.late:
+            late_msgs.append(msg)
+        else:
+            meter.serve(True, server.receive_masked_input, msg)
+    return late_msgs
+
+
+def _online(
+    clients: list[ClientProtocol],
+    server: ServerProtocol,
+    meter: _Meter,
+    inputs: Sequence[U32Vector],
+    plan: _Plan,
+) -> tuple[U32Vector, int]:
+    late_msgs = _send_inputs(clients, server, meter, inputs, plan)
+    requests = meter.serve(True, server.close_inputs)
+    rejected = 0
+    for msg in late_msgs:
+        try:
+            server.receive_masked_input(msg)
+        except ProtocolError:
+            rejected += 1
+    for cid, req in requests.items():
+        resp = meter.client(cid, True, clients[cid].on_unmask_request, req)
+        meter.down[cid] += req.nbytes
+        meter.up[cid] += resp.nbytes
+        meter.serve(True, server.receive_unmask, resp)
+    return meter.serve(True, server.finalize), rejected
+
+
+def simulate_round_detailed(
+    inputs: Sequence[U32Vector],
+    dropped: set[int] | frozenset[int],
+    config: SecAggConfig,
+    rng: np.random.Generator | None = None,
+    *,
+    round_id: int = 0,
+    late: set[int] | frozenset[int] = frozenset(),
+) -> SimulationResult:
+    """Run one full round in-process and report the aggregate and its costs.
+
+    Args:
+        inputs: one uint32 vector of ``config.vector_length`` per client.
+        dropped: clients that vanish after sharing keys (worst case: their masks
+            must be recovered).
+        config: the round's parameters.
+        rng: seeds every party's secrets (reproducible, NOT secure); ``None`` uses
+            the OS CSPRNG.
+        round_id: the round number.
+        late: clients whose masked input arrives after the deadline: treated as
+            dropped, then delivered and rejected.
+
+    Raises:
+        ConfigError: the inputs or ids do not match ``config``.
+        SecAggError: too few clients survive to unmask.
+        InvalidUpdateError: an input is not a uint32 vector of the right length.
+    """
+    _check_inputs(inputs, config, set(dropped) | set(late))
+    entropy = Entropy(rng)
+    scheme = ShamirScheme(config.num_clients, config.threshold)
+    expander = MaskExpander(config.vector_length)
+    clients = [
+        ClientProtocol(config, cid, entropy=entropy, scheme=scheme, expander=expander)
+        for cid in range(config.num_clients)
+    ]
+    server = ServerProtocol(config, round_id, entropy=entropy, scheme=scheme, expander=expander)
+    aggregate, stats = drive_round(clients, server, inputs, dropped, late)
+    return SimulationResult(aggregate.copy(), server.survivors, stats)
+
+
+def drive_round(
+    clients: Sequence[ClientProtocol],
+    server: ServerProtocol,
+    inputs: Sequence[U32Vector],
+    dropped: set[int] | frozenset[int],
+    late: set[int] | frozenset[int] = frozenset(),
+    *,
+    observe: Callable[[MaskedInput], None] | None = None,
+) -> tuple[U32Vector, RoundStats]:
+    """Move the messages of one round between ready-made state machines.
+
+    ``clients[i]`` must have ``client_id == i``. ``observe`` sees every masked
+    input as it leaves its client (the server's view). Returns
+    ``server.finalize()`` and the round's costs.
+
+    Raises:
+        SecAggError: too few clients survive to unmask.
+    """
+    meter = _Meter(len(clients))
+    _offline(list(clients), server, meter)
+    plan = _Plan(frozenset(dropped), frozenset(late), observe)
+    aggregate, rejected = _online(list(clients), server, meter, inputs, plan)
+    stats = RoundStats(
+        meter.offline,
+        meter.online,
+        meter.server[0],
+        meter.server[1],
+        meter.up,
+        meter.down,
+        rejected,
+    )
+    return aggregate, stats
+
+
+def simulate_round(
+    inputs: Sequence[U32Vector],
+    dropped: set[int] | frozenset[int],
+    config: SecAggConfig,
+    rng: np.random.Generator | None = None,
+) -> U32Vector:
+    """The unmasked sum of the surviving clients' inputs (mod ``2^modulus_bits``).
+
+    See :func:`simulate_round_detailed` for arguments and errors.
+    """
+    return simulate_round_detailed(inputs, dropped, config, rng).aggregate

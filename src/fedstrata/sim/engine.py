@@ -1,0 +1,276 @@
+"""The discrete-event simulator: real training, simulated time.
+
+Each round the :class:`~fedstrata.coordinator.RoundCoordinator` picks a cohort; the
+executor trains every member for real (in worker processes); the device profiles turn
+each client's work and bytes into virtual time — downlink (latency + model bytes /
+downlink bandwidth), compute (examples x FLOPs per example / device FLOP/s) and uplink
+(latency + update bytes / uplink bandwidth). Arrival times are fed to the coordinator
+as events, which accepts, rejects (late, duplicate, unknown) or drops (failed, NaN/Inf,
+malformed) each update. Accepted updates stream into the aggregator in cohort order,
+so memory stays O(model) and results are bit-identical for any number of workers.
+
+For synchronous rounds the acceptance of an update depends only on its own arrival
+time, so folding updates in cohort order is equivalent to processing the arrival
+events in time order (up to the floating-point order of the sum, which is fixed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedstrata.aggregation import WeightedMean
+from fedstrata.aggregation.protocol import Aggregator
+from fedstrata.algorithms.server import ServerOptimizer
+from fedstrata.coordinator import (
+    Accept,
+    ClientFailed,
+    CloseRound,
+    DeadlinePassed,
+    Reject,
+    RoundCoordinator,
+    RoundOutcome,
+    SendModel,
+    StartRound,
+    UpdateArrived,
+)
+from fedstrata.core.clock import VirtualClock
+from fedstrata.core.context import RoundContext, derive_rng
+from fedstrata.core.params import FloatVector
+from fedstrata.core.payload import HEADER_SIZE
+from fedstrata.core.training import ArrayDataset, LocalPlan, Trainer
+from fedstrata.core.update import validate_vector
+from fedstrata.errors import FedstrataError
+from fedstrata.monitoring import ClientFailure, RoundMetrics, Sink
+from fedstrata.pipeline.stage import Pipeline
+from fedstrata.sim.executor import Executor
+from fedstrata.sim.profiles import ProfileTable
+from fedstrata.sim.tasks import ClientTask, TaskResult
+
+__all__ = ["SimSettings", "Simulation", "SimulationResult"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """Round count, local training plan and evaluation cadence of a simulation."""
+
+    rounds: int
+    plan: LocalPlan
+    eval_every: int = 1
+    root_seed: int = 0
+
+
+@dataclass
+class SimulationResult:
+    """Final parameters and per-round metrics of a finished simulation."""
+
+    params: FloatVector
+    rounds: list[RoundMetrics] = field(default_factory=list)
+    wall_s: float = 0.0
+    sim_time_s: float = 0.0
+    stopped_reason: str | None = None
+
+    @property
+    def final_accuracy(self) -> float | None:
+        accs = [m.accuracy for m in self.rounds if m.accuracy is not None]
+        return accs[-1] if accs else None
+
+
+@dataclass
+class _RoundTally:
+    """Running figures of the round in flight."""
+
+    start_s: float
+    down_bytes: int
+    size: int
+    bytes_up: int = 0
+    bytes_down: int = 0
+    last_arrival: float = 0.0
+    critical: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    any_late: bool = False
+
+
+@dataclass(eq=False)
+class Simulation:
+    """Runs a federation on a virtual clock; see the module docstring."""
+
+    settings: SimSettings
+    coordinator: RoundCoordinator
+    trainer: Trainer  # server-side: evaluation and FLOP counts
+    executor: Executor
+    client_sizes: np.ndarray
+    test_data: ArrayDataset | None
+    profiles: ProfileTable
+    server_optimizer: ServerOptimizer[Any]
+    aggregator: Aggregator[Any] = field(default_factory=WeightedMean)
+    pipeline: Pipeline | None = None
+    sinks: tuple[Sink, ...] = ()
+    on_round: Callable[[RoundMetrics], None] | None = None
+    clock: VirtualClock = field(default_factory=VirtualClock)
+
+    def run(self, params: FloatVector) -> SimulationResult:
+        """Run every round from ``params``; returns the final model and metrics."""
+        start = time.perf_counter()
+        result = SimulationResult(params=params)
+        opt_state = self.server_optimizer.init(params)
+        for round_idx in range(self.settings.rounds):
+            params, opt_state, metrics = self.run_round(round_idx, params, opt_state)
+            result.rounds.append(metrics)
+        result.params = params
+        result.wall_s = time.perf_counter() - start
+        result.sim_time_s = self.clock.now()
+        return result
+
+    def run_round(
+        self, round_idx: int, params: FloatVector, opt_state: object
+    ) -> tuple[FloatVector, object, RoundMetrics]:
+        """One synchronous round: select, train, fold, apply, evaluate, report."""
+        wall0 = time.perf_counter()
+        t0 = self.clock.now()
+        avail = self.profiles.available(
+            derive_rng(self.settings.root_seed, round_idx, -1, "online")
+        )
+        (send,) = self.coordinator.handle(StartRound(round_idx, t0, avail))
+        assert isinstance(send, SendModel)
+        tally = _RoundTally(t0, HEADER_SIZE + params.nbytes, params.shape[0], last_arrival=t0)
+        state = self.aggregator.init(params.shape[0])
+        tasks = [
+            ClientTask(i, int(c), round_idx, self.settings.plan)
+            for i, c in enumerate(send.client_ids)
+        ]
+        for res in self.executor.run(params, tasks):
+            state = self._receive(res, tally, state)
+        end = self._round_end(send, tally)
+        (close,) = self.coordinator.handle(DeadlinePassed(end))
+        assert isinstance(close, CloseRound)
+        self.clock.advance_to(end)
+        outcome = close.outcome
+        if outcome.applied:
+            mean = self.aggregator.finalize(state)
+            if self.pipeline is not None:
+                mean = self.pipeline.decode_aggregate(
+                    mean, RoundContext(round_idx, self.settings.root_seed)
+                )
+            params, opt_state = self.server_optimizer.step(params, mean, opt_state)
+        train_loss = self.aggregator.finalize_metrics(state).get("train_loss")
+        metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
+        self._emit(outcome, metrics)
+        return params, opt_state, metrics
+
+    def _receive(self, res: TaskResult, tally: _RoundTally, state: object) -> object:
+        """Account, time, and (if the coordinator accepts it) fold one client's result."""
+        cid = res.client_id
+        tally.bytes_down += tally.down_bytes
+        problem = self._problem(res)
+        if problem is not None:
+            self.coordinator.handle(ClientFailed(cid, problem))
+            return state
+        up_bytes = res.payload.nbytes if res.payload is not None else HEADER_SIZE + 4 * tally.size
+        tally.bytes_up += up_bytes
+        legs = self._timing(cid, tally.down_bytes, up_bytes)
+        arrival = tally.start_s + sum(legs)
+        weight = float(res.num_examples)
+        (cmd,) = self.coordinator.handle(UpdateArrived(cid, arrival, weight))
+        if isinstance(cmd, Reject):
+            tally.any_late = tally.any_late or cmd.late
+        if not isinstance(cmd, Accept):
+            return state
+        try:
+            state = self._fold(state, res, weight)
+        except FedstrataError as exc:  # malformed payload: dropped, sum untouched
+            self.coordinator.handle(ClientFailed(cid, str(exc)))
+            return state
+        if arrival > tally.last_arrival:
+            tally.last_arrival, tally.critical = arrival, legs
+        return state
+
+    def _problem(self, res: TaskResult) -> str | None:
+        """Why a result cannot be used (client error, NaN/Inf, wrong shape), or None."""
+        if res.error is not None:
+            return res.error
+        if res.payload is None:
+            try:
+                validate_vector(res.client_id, res.vector, self.trainer.spec)
+            except FedstrataError as exc:
+                return str(exc)
+        return None
+
+    def _fold(self, state: object, res: TaskResult, weight: float) -> object:
+        agg, cid, metrics = self.aggregator, res.client_id, res.metrics
+        if res.vector is not None:
+            return agg.accumulate(state, res.vector, weight, client_id=cid, metrics=metrics)
+        assert self.pipeline is not None
+        assert res.payload is not None
+        return agg.accumulate_payload(
+            state, self.pipeline.codec, res.payload, weight, client_id=cid, metrics=metrics
+        )
+
+    def _timing(self, cid: int, down_bytes: int, up_bytes: int) -> tuple[float, float, float]:
+        """Simulated (downlink, compute, uplink) seconds of client ``cid``."""
+        p = self.profiles
+        latency = float(p.latency_s[cid])
+        down_s = latency + down_bytes * 8 / float(p.downlink_bps[cid])
+        examples = self.settings.plan.num_samples(int(self.client_sizes[cid]))
+        compute_s = examples * self.trainer.flops_per_example / float(p.flops[cid])
+        up_s = latency + up_bytes * 8 / float(p.uplink_bps[cid])
+        return down_s, compute_s, up_s
+
+    @staticmethod
+    def _round_end(send: SendModel, tally: _RoundTally) -> float:
+        """The last accepted arrival, or the deadline when someone missed it."""
+        if send.deadline_s is not None and tally.any_late:
+            return send.deadline_s
+        return tally.last_arrival
+
+    def _metrics(
+        self,
+        outcome: RoundOutcome,
+        params: FloatVector,
+        tally: _RoundTally,
+        wall_s: float,
+        train_loss: float | None,
+    ) -> RoundMetrics:
+        acc = loss = None
+        last = outcome.round_idx == self.settings.rounds - 1
+        if self.test_data is not None and (
+            (outcome.round_idx + 1) % self.settings.eval_every == 0 or last
+        ):
+            ev = self.trainer.evaluate(params, self.test_data)
+            acc, loss = ev.accuracy, ev.loss
+        down_s, compute_s, up_s = tally.critical
+        return RoundMetrics(
+            round_idx=outcome.round_idx,
+            accuracy=acc,
+            loss=loss,
+            train_loss=train_loss,
+            clients_selected=outcome.selected,
+            clients_completed=len(outcome.accepted),
+            clients_failed=len(outcome.failed),
+            clients_late=len(outcome.late),
+            bytes_up=tally.bytes_up,
+            bytes_down=tally.bytes_down,
+            sim_round_s=outcome.end_s - tally.start_s,
+            sim_time_s=outcome.end_s,
+            wall_round_s=wall_s,
+            compute_s=compute_s,
+            downlink_s=down_s,
+            uplink_s=up_s,
+            extras={},
+        )
+
+    def _emit(self, outcome: RoundOutcome, metrics: RoundMetrics) -> None:
+        for cid, reason in outcome.failed:
+            failure = ClientFailure(outcome.round_idx, cid, reason)
+            for sink in self.sinks:
+                sink.emit(failure)
+        for sink in self.sinks:
+            sink.emit(metrics)
+        if self.on_round is not None:
+            self.on_round(metrics)

@@ -1,0 +1,305 @@
+"""Run client training in this process or in a pool of persistent worker processes.
+
+:class:`ProcessExecutor` forks its workers once per run, after the dataset and the
+trainer factory exist, so workers inherit them instead of receiving pickles. The
+global model lives in one shared-memory buffer that every worker reads; each update is
+written into a shared-memory *slot*, and only small tuples cross the pipes — one
+message per *chunk* of consecutive clients, so the per-client cost of inter-process
+communication stays far below the cost of training even a tiny model. The calling
+process trains too (it takes the next client whenever it is waiting), so ``N`` cores
+are used with ``N - 1`` workers and nothing is oversubscribed.
+
+Results are handed to the consumer in task order, whoever trained them, so the
+aggregation order — and thus every bit of the result — does not depend on the number
+of workers. Memory is O(model x slots), with the slot count capped by a memory budget,
+not O(clients).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any, Protocol
+
+import numpy as np
+
+from fedstrata.core.params import FloatVector
+from fedstrata.core.payload import Payload
+from fedstrata.errors import ConfigError, PayloadError
+from fedstrata.sim.tasks import ClientJob, ClientTask, TaskResult, run_client
+
+__all__ = ["Executor", "InProcessExecutor", "ProcessExecutor"]
+
+log = logging.getLogger(__name__)
+CHUNKS_IN_FLIGHT = 2  # per worker, so a worker never waits for its next chunk
+MAX_CHUNK = 16
+SLOT_BUDGET_BYTES = 256 << 20
+
+
+class Executor(Protocol):
+    """Trains clients and yields their results in task order."""
+
+    def run(self, params: FloatVector, tasks: Sequence[ClientTask]) -> Iterator[TaskResult]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessExecutor:
+    """Trains clients one after another in the calling process."""
+
+    def __init__(self, job: ClientJob, size: int) -> None:
+        self.job = job
+        self._trainer = job.trainer_factory()
+        self._out = np.zeros(size, dtype=np.float32)
+
+    def run(self, params: FloatVector, tasks: Sequence[ClientTask]) -> Iterator[TaskResult]:
+        for task in tasks:
+            yield _execute(self._trainer, self.job, task, params, self._out)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _execute(
+    trainer: Any, job: ClientJob, task: ClientTask, params: FloatVector, out: FloatVector
+) -> TaskResult:
+    start = time.perf_counter()
+    try:
+        payload, n, steps, metrics = run_client(trainer, job, task, params, out)
+    except Exception as exc:  # a client's failure must not end the round
+        log.debug("client %d failed", task.client_id, exc_info=True)
+        return TaskResult(task.index, task.client_id, error=f"{type(exc).__name__}: {exc}")
+    wall = time.perf_counter() - start
+    vector = out if payload is None else None
+    return TaskResult(task.index, task.client_id, n, steps, metrics, vector, payload, None, wall)
+
+
+def _worker_main(
+    conn: Connection, shm: SharedMemory, job: ClientJob, size: int, slot_bytes: int
+) -> None:
+    trainer = job.trainer_factory()
+    buf = shm.buf
+    assert buf is not None
+    params = np.ndarray((size,), dtype=np.float32, buffer=buf)
+    while True:
+        chunk = conn.recv()
+        if chunk is None:
+            return
+        replies = []
+        for task, slot in chunk:
+            offset = size * 4 + slot * slot_bytes
+            out = np.ndarray((size,), dtype=np.float32, buffer=buf, offset=offset)
+            res = _execute(trainer, job, task, params, out)
+            replies.append(_pack(res, slot, buf, offset, slot_bytes))
+        conn.send(replies)
+
+
+def _pack(
+    res: TaskResult, slot: int, buf: memoryview, offset: int, slot_bytes: int
+) -> tuple[Any, ...]:
+    """A result as a small tuple; an encoded payload goes into the slot if it fits."""
+    blob: bytes | None = None
+    nbytes = -1
+    if res.payload is not None:
+        raw = res.payload.to_bytes()
+        if len(raw) <= slot_bytes:
+            buf[offset : offset + len(raw)] = raw
+            nbytes = len(raw)
+        else:
+            blob = raw
+    return (
+        res.index,
+        res.client_id,
+        slot,
+        nbytes,
+        blob,
+        res.num_examples,
+        res.num_steps,
+        dict(res.metrics),
+        res.error,
+        res.wall_s,
+    )
+
+
+@dataclass
+class _RoundQueue:
+    """Bookkeeping of one ``run`` call."""
+
+    todo: deque[ClientTask]
+    free: deque[int]
+    ready: dict[int, tuple[TaskResult, int]] = field(default_factory=dict)
+    inflight: list[dict[int, tuple[int, int]]] = field(default_factory=list)
+    chunks: list[int] = field(default_factory=list)
+    chunk_size: int = 1
+
+
+class ProcessExecutor:
+    """Persistent forked workers plus the calling process, sharing the model.
+
+    Args:
+        job: what every worker holds (trainer factory, client data, pipeline).
+        size: number of model parameters.
+        workers: number of worker processes (>= 1); the calling process trains too.
+    """
+
+    def __init__(self, job: ClientJob, size: int, workers: int) -> None:
+        if workers < 1:
+            raise ConfigError(f"ProcessExecutor needs workers >= 1, got {workers}")
+        self.job, self.size, self.workers = job, size, workers
+        self._slot_bytes = max(size * 4, 64)
+        least = workers * CHUNKS_IN_FLIGHT + 2
+        wanted = workers * CHUNKS_IN_FLIGHT * MAX_CHUNK + 4
+        self._slots = max(least, min(wanted, SLOT_BUDGET_BYTES // self._slot_bytes))
+        self._shm = SharedMemory(create=True, size=size * 4 + self._slots * self._slot_bytes)
+        buf = self._shm.buf
+        assert buf is not None
+        self._buf = buf
+        self._params = np.ndarray((size,), dtype=np.float32, buffer=buf)
+        self._ctx = mp.get_context("fork")
+        self._conns: list[Connection] = []
+        self._procs: list[Any] = []
+        for _ in range(workers):
+            self._spawn()
+        self._trainer: Any = None  # the calling process's own, made after the fork
+
+    def _spawn(self, index: int | None = None) -> None:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=_worker_main,
+            args=(child, self._shm, self.job, self.size, self._slot_bytes),
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        if index is None:
+            self._conns.append(parent)
+            self._procs.append(proc)
+        else:
+            self._conns[index], self._procs[index] = parent, proc
+
+    def _slot_view(self, slot: int) -> FloatVector:
+        offset = self.size * 4 + slot * self._slot_bytes
+        return np.ndarray((self.size,), np.float32, self._buf, offset)
+
+    def run(self, params: FloatVector, tasks: Sequence[ClientTask]) -> Iterator[TaskResult]:
+        """Train ``tasks``; yields results in ``task.index`` order.
+
+        A yielded ``vector`` lives in shared memory and is valid until the next one.
+        """
+        self._params[:] = params
+        q = _RoundQueue(
+            deque(tasks),
+            deque(range(self._slots)),
+            inflight=[{} for _ in range(self.workers)],
+            chunks=[0] * self.workers,
+            chunk_size=max(1, min(MAX_CHUNK, len(tasks) // (8 * (self.workers + 1)))),
+        )
+        for task in tasks:
+            while task.index not in q.ready:
+                self._step(q)
+            result, slot = q.ready.pop(task.index)
+            yield result
+            q.free.append(slot)
+
+    def _step(self, q: _RoundQueue) -> None:
+        """Make progress: feed workers, take finished chunks, or train one here."""
+        self._dispatch(q)
+        if self._collect(q, timeout=0):
+            return
+        if q.todo and q.free:
+            self._train_here(q)
+        else:
+            self._collect(q, timeout=None)
+
+    def _train_here(self, q: _RoundQueue) -> None:
+        if self._trainer is None:
+            self._trainer = self.job.trainer_factory()
+        task, slot = q.todo.popleft(), q.free.popleft()
+        res = _execute(self._trainer, self.job, task, self._params, self._slot_view(slot))
+        q.ready[task.index] = (res, slot)
+
+    def _dispatch(self, q: _RoundQueue) -> None:
+        for worker in range(self.workers):
+            if q.chunks[worker] >= CHUNKS_IN_FLIGHT or not q.todo or not q.free:
+                continue
+            chunk: list[tuple[ClientTask, int]] = []
+            while q.todo and q.free and len(chunk) < q.chunk_size:
+                task, slot = q.todo.popleft(), q.free.popleft()
+                q.inflight[worker][task.index] = (slot, task.client_id)
+                chunk.append((task, slot))
+            q.chunks[worker] += 1
+            try:
+                self._conns[worker].send(chunk)
+            except OSError:  # the worker is gone: fail what it holds, start a new one
+                self._worker_died(worker, q)
+
+    def _collect(self, q: _RoundQueue, timeout: float | None) -> bool:
+        got = False
+        for ready_conn in wait(self._conns, timeout):
+            worker = next(i for i, c in enumerate(self._conns) if c is ready_conn)
+            try:
+                replies: list[tuple[Any, ...]] = self._conns[worker].recv()
+            except (EOFError, OSError):
+                self._worker_died(worker, q)
+                continue
+            q.chunks[worker] -= 1
+            for msg in replies:
+                q.inflight[worker].pop(msg[0])
+                q.ready[msg[0]] = (self._result(msg), msg[2])
+            got = True
+        return got
+
+    def _result(self, msg: tuple[Any, ...]) -> TaskResult:
+        index, client_id, slot, nbytes, blob, n, steps, metrics, error, wall = msg
+        offset = self.size * 4 + slot * self._slot_bytes
+        vector = payload = None
+        if error is None:
+            try:
+                if blob is not None:
+                    payload = Payload.from_bytes(blob)
+                elif nbytes >= 0:
+                    payload = Payload.from_bytes(self._buf[offset : offset + nbytes])
+                else:
+                    vector = self._slot_view(slot)
+            except PayloadError as exc:
+                error = f"PayloadError: {exc}"
+        return TaskResult(index, client_id, n, steps, metrics, vector, payload, error, wall)
+
+    def _worker_died(self, worker: int, q: _RoundQueue) -> None:
+        log.warning(
+            "worker %d died; restarting it and failing its %d clients in flight",
+            worker,
+            len(q.inflight[worker]),
+        )
+        for index, (slot, client_id) in q.inflight[worker].items():
+            q.ready[index] = (TaskResult(index, client_id, error="worker process died"), slot)
+        q.inflight[worker].clear()
+        q.chunks[worker] = 0
+        self._procs[worker].join(timeout=1)
+        self._spawn(worker)
+
+    def close(self) -> None:
+        """Stop the workers and release the shared memory."""
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+        del self._params, self._buf
+        self._shm.close()
+        self._shm.unlink()
+
+    def __enter__(self) -> ProcessExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,178 @@
+"""Device profiles: compute speed, memory, links and availability of every client.
+
+Profiles are stored column-wise (one NumPy array per attribute) so a population of
+millions costs a few dozen bytes per device. They are generated from distributions —
+compute log-uniform over ``compute_spread`` (three orders of magnitude by default),
+bandwidth log-normal around a median — or loaded from a CSV file with a header
+``device_id,flops,memory_gb,uplink_mbps,downlink_mbps,latency_ms,availability``.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedstrata.errors import ConfigError, DataError
+
+__all__ = ["DeviceProfile", "ProfileDistribution", "ProfileTable"]
+
+F64 = NDArray[np.float64]
+COLUMNS = (
+    "device_id",
+    "flops",
+    "memory_gb",
+    "uplink_mbps",
+    "downlink_mbps",
+    "latency_ms",
+    "availability",
+)
+
+
+@dataclass(frozen=True)
+class ProfileDistribution:
+    """Parameters of generated profiles (see :class:`fedstrata.config.DevicesConfig`)."""
+
+    flops_max: float = 2e10
+    compute_spread: float = 1000.0
+    uplink_mbps: float = 20.0
+    downlink_mbps: float = 100.0
+    bandwidth_sigma: float = 0.5
+    latency_ms: float = 40.0
+    availability: float = 1.0
+    memory_gb: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.compute_spread < 1:
+            raise ConfigError(f"compute_spread must be >= 1, got {self.compute_spread}")
+        if not 0 < self.availability <= 1:
+            raise ConfigError(f"availability must be in (0, 1], got {self.availability}")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One device's row of a :class:`ProfileTable`."""
+
+    device_id: int
+    flops: float
+    memory_gb: float
+    uplink_bps: float
+    downlink_bps: float
+    latency_s: float
+    availability: float
+
+
+@dataclass(frozen=True, eq=False)
+class ProfileTable:
+    """Column-wise profiles of a population; row ``i`` is client ``i``."""
+
+    flops: F64
+    memory_gb: F64
+    uplink_bps: F64
+    downlink_bps: F64
+    latency_s: F64
+    availability: F64
+
+    def __post_init__(self) -> None:
+        n = self.flops.shape[0]
+        for name in ("memory_gb", "uplink_bps", "downlink_bps", "latency_s", "availability"):
+            if getattr(self, name).shape != (n,):
+                raise DataError(
+                    f"ProfileTable.{name} has shape {getattr(self, name).shape}, want ({n},)"
+                )
+        if (
+            (self.flops <= 0).any()
+            or (self.uplink_bps <= 0).any()
+            or (self.downlink_bps <= 0).any()
+        ):
+            raise DataError("ProfileTable: flops and bandwidths must be > 0")
+
+    def __len__(self) -> int:
+        return int(self.flops.shape[0])
+
+    def row(self, i: int) -> DeviceProfile:
+        return DeviceProfile(
+            i,
+            float(self.flops[i]),
+            float(self.memory_gb[i]),
+            float(self.uplink_bps[i]),
+            float(self.downlink_bps[i]),
+            float(self.latency_s[i]),
+            float(self.availability[i]),
+        )
+
+    def available(self, rng: np.random.Generator) -> NDArray[np.int64]:
+        """Ids of the clients that are online this round (Bernoulli(availability))."""
+        online = rng.random(len(self)) < self.availability
+        return np.flatnonzero(online).astype(np.int64)
+
+    @classmethod
+    def generate(cls, n: int, dist: ProfileDistribution, rng: np.random.Generator) -> ProfileTable:
+        """Draw ``n`` profiles from ``dist``."""
+        if n < 1:
+            raise ConfigError(f"number of devices must be >= 1, got {n}")
+        log_lo = np.log(dist.flops_max / dist.compute_spread)
+        flops = np.exp(rng.uniform(log_lo, np.log(dist.flops_max), n))
+
+        def lognormal(median: float) -> F64:
+            return median * np.exp(dist.bandwidth_sigma * rng.standard_normal(n))
+
+        return cls(
+            flops=flops,
+            memory_gb=np.full(n, dist.memory_gb),
+            uplink_bps=lognormal(dist.uplink_mbps) * 1e6,
+            downlink_bps=lognormal(dist.downlink_mbps) * 1e6,
+            latency_s=lognormal(dist.latency_ms) / 1e3,
+            availability=np.full(n, dist.availability),
+        )
+
+    @classmethod
+    def load_csv(cls, path: Path, n: int) -> ProfileTable:
+        """Read profiles for clients ``0..n-1`` from a CSV file (see module docstring).
+
+        Raises:
+            DataError: unreadable file, missing columns, missing devices or bad values.
+        """
+        try:
+            with path.open(newline="") as fh:
+                rows = list(csv.DictReader(fh))
+        except OSError as exc:
+            raise DataError(f"cannot read device profiles {path}: {exc.strerror}") from exc
+        if not rows or set(COLUMNS) - set(rows[0]):
+            raise DataError(f"device profiles {path}: need columns {', '.join(COLUMNS)}")
+        try:
+            table = {int(r["device_id"]): r for r in rows}
+            cols = {c: np.array([float(table[i][c]) for i in range(n)]) for c in COLUMNS[1:]}
+        except KeyError as exc:
+            raise DataError(f"device profiles {path}: no row for device {exc}") from None
+        except ValueError as exc:
+            raise DataError(f"device profiles {path}: bad number: {exc}") from None
+        return cls(
+            cols["flops"],
+            cols["memory_gb"],
+            cols["uplink_mbps"] * 1e6,
+            cols["downlink_mbps"] * 1e6,
+            cols["latency_ms"] / 1e3,
+            cols["availability"],
+        )
+
+    def save_csv(self, path: Path) -> None:
+        """Write the table in the format :meth:`load_csv` reads."""
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(COLUMNS)
+            for i in range(len(self)):
+                writer.writerow(
+                    [
+                        i,
+                        self.flops[i],
+                        self.memory_gb[i],
+                        self.uplink_bps[i] / 1e6,
+                        self.downlink_bps[i] / 1e6,
+                        self.latency_s[i] * 1e3,
+                        self.availability[i],
+                    ]
+                )

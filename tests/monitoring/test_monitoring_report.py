@@ -1,0 +1,159 @@
+"""The HTML report: self-contained, escaped, and robust to thin or partial runs."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from fedstrata.errors import DataError
+from fedstrata.monitoring import (
+    REPORT_FILE,
+    SUMMARY_FILE,
+    ClientFailure,
+    RunStarted,
+    RunStore,
+    write_report,
+)
+from fedstrata.monitoring.report import MAX_FAILURE_ROWS
+
+EVIL = '</pre><script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, attrs))
+
+
+def _assert_self_contained(page: str) -> None:
+    """No scripts, no external assets, no event handlers: only inline HTML and SVG."""
+    assert page.startswith("<!DOCTYPE html>")
+    parser = _Tags()
+    parser.feed(page)
+    names = {tag for tag, _ in parser.tags}
+    assert not names & {"script", "img", "link", "iframe", "object", "embed", "image"}
+    for tag, attrs in parser.tags:
+        for key, value in attrs:
+            assert not key.startswith("on"), (tag, key)
+            assert key != "src", tag
+            if key.endswith("href"):
+                assert (value or "").startswith("#"), (tag, key, value)
+    assert "Content-Security-Policy" in page
+
+
+def test_report_has_every_plot(tmp_path, make_metrics, write_run):
+    rounds = [
+        make_metrics(r, extras={"epsilon_spent": 0.5 * r, "compression_ratio": 32.0})
+        for r in range(20)
+    ]
+    write_run(tmp_path, rounds, failures=[ClientFailure(3, 9, "dropout")])
+    path = write_report(tmp_path)
+    assert path == tmp_path / REPORT_FILE
+    page = path.read_text(encoding="utf-8")
+    _assert_self_contained(page)
+    # accuracy x2, loss, bytes, time breakdown, one per extras series
+    assert page.count("<svg") == 7
+    for caption in ("Test accuracy vs simulated time", "Round time breakdown", "epsilon_spent"):
+        assert caption in page
+    assert "<td>dropout</td>" in page
+    assert "completed" in page  # status from summary.json
+
+
+def test_report_escapes_text_from_the_run(tmp_path, make_metrics, write_run):
+    rounds = [make_metrics(r, extras={EVIL: 1.0, "cost $ (usd)": 2.0}) for r in range(3)]
+    write_run(
+        tmp_path,
+        rounds,
+        config_yaml=f"name: {EVIL}\n",
+        run_id=EVIL,
+        failures=[ClientFailure(0, 1, EVIL)],
+    )
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    _assert_self_contained(page)
+    assert "&lt;script&gt;" in page
+    assert page.count("<svg") == 7
+
+
+def test_report_without_any_accuracy(tmp_path, make_metrics, write_run):
+    write_run(tmp_path, [make_metrics(r, accuracy=None) for r in range(4)])
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "No test accuracy was measured" in page
+    assert "Test accuracy vs round" not in page
+    assert page.count("<svg") == 4  # loss, bytes, breakdown, epsilon_spent
+
+
+def test_report_with_sparse_accuracy_and_diverged_loss(tmp_path, make_metrics, write_run):
+    rounds = [
+        make_metrics(r, accuracy=0.5 if r % 5 == 0 else None, loss=float("inf") if r == 7 else 1.0)
+        for r in range(12)
+    ]
+    write_run(tmp_path, rounds)
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "Test accuracy vs round" in page
+    assert page.count("<svg") == 6
+
+
+def test_report_for_a_single_round(tmp_path, make_metrics, write_run):
+    write_run(tmp_path, [make_metrics(0, extras={})])
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert page.count("<svg") == 5
+
+
+def test_report_for_a_run_without_rounds(tmp_path, write_run):
+    write_run(tmp_path, [])
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "No rounds were recorded" in page
+    assert "<svg" not in page
+
+
+def test_report_truncates_the_failure_table(tmp_path, make_metrics, write_run):
+    failures = [ClientFailure(0, c, "dropout") for c in range(MAX_FAILURE_ROWS + 70)]
+    write_run(tmp_path, [make_metrics(0)], failures=failures)
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert page.count("<td>dropout</td>") == MAX_FAILURE_ROWS
+    assert f"first {MAX_FAILURE_ROWS} of {MAX_FAILURE_ROWS + 70}" in page
+
+
+def test_report_of_a_run_still_being_written(tmp_path, make_metrics):
+    with RunStore.create(tmp_path) as store:
+        store.emit(RunStarted("live", "a: 1\n", 4, 2))
+        store.emit(make_metrics(0))
+        out = write_report(tmp_path, out=tmp_path / "live.html")
+        page = out.read_text(encoding="utf-8")
+        assert not (tmp_path / SUMMARY_FILE).exists()
+    assert f"no {SUMMARY_FILE}" in page
+    assert page.count("<svg") == 6
+
+
+def test_report_rejects_a_corrupt_summary(tmp_path, make_metrics, write_run):
+    write_run(tmp_path, [make_metrics(0)])
+    (tmp_path / SUMMARY_FILE).write_text("{", encoding="utf-8")
+    with pytest.raises(DataError, match=SUMMARY_FILE):
+        write_report(tmp_path)
+    assert not (tmp_path / REPORT_FILE).exists()
+
+
+def test_report_leaves_matplotlib_settings_alone(tmp_path, make_metrics, write_run):
+    import matplotlib
+
+    write_run(tmp_path, [make_metrics(r) for r in range(2)])
+    before = dict(matplotlib.rcParams)
+    backend = matplotlib.get_backend()
+    write_report(tmp_path)
+    assert dict(matplotlib.rcParams) == before
+    assert matplotlib.get_backend() == backend
+
+
+def test_report_figure_ids_are_unique(tmp_path, make_metrics, write_run):
+    write_run(tmp_path, [make_metrics(r) for r in range(3)])
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    # clip paths are referenced by id across the whole page, so one svg must not
+    # pick up another's definition.
+    ids = re.findall(r'<clipPath id="([^"]+)"', page)
+    assert ids
+    assert len(ids) == len(set(ids))
