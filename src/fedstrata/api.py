@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from fedstrata.aggregation import AggregatorSpec, AnyAggregator, make_aggregator
 from fedstrata.algorithms import AnyServerOptimizer, ServerOptimizerSpec, make_server_optimizer
+from fedstrata.compress import ChainCodec
 from fedstrata.config import FedConfig, dump_config
 from fedstrata.config.models import ClientConfig, DataConfig, ServerConfig
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
-from fedstrata.core.context import derive_rng, derive_seed
-from fedstrata.core.params import ParamSpec
-from fedstrata.core.training import LocalPlan, OptimizerKind
+from fedstrata.core.context import RoundContext, derive_rng, derive_seed
+from fedstrata.core.params import FloatVector, ParamSpec
+from fedstrata.core.state import DiskStateStore
+from fedstrata.core.training import LocalPlan, OptimizerKind, Trainer
 from fedstrata.data import FederatedDataset, make_federated
 from fedstrata.monitoring import (
     RoundMetrics,
@@ -28,9 +34,19 @@ from fedstrata.monitoring import (
     RunStatus,
     RunStore,
     RunTotals,
+    Sink,
     new_run_dir,
     write_report,
 )
+from fedstrata.pipeline import DenseCodec, Pipeline, Stage
+from fedstrata.privacy import (
+    BudgetAllocator,
+    CentralGaussian,
+    FixedClip,
+    PlateauSwitch,
+    StageSpec,
+)
+from fedstrata.privacy.hook import CentralDPHook
 from fedstrata.sim import (
     ClientJob,
     Executor,
@@ -42,6 +58,7 @@ from fedstrata.sim import (
     Simulation,
     SimulationResult,
 )
+from fedstrata.sim.hooks import CompressedBroadcast, RoundHook
 from fedstrata.torch_adapter import TorchTrainerFactory
 
 __all__ = ["RunResult", "aggregator", "build_dataset", "local_plan", "run", "server_optimizer"]
@@ -113,10 +130,11 @@ def aggregator(cfg: ServerConfig) -> AnyAggregator:
 
 
 def choose_workers(config: FedConfig, cohort: int) -> int:
-    """Worker processes to use: 0 means train in this process.
+    """Worker processes to fork: 0 means train in this process only.
 
-    ``auto`` uses one worker per core when there are at least two cores and enough
-    clients per round to keep them busy; otherwise it trains in-process.
+    The calling process trains too, so ``auto`` forks one worker fewer than there are
+    cores, and none when there is one core or too few clients per round (< 4 per
+    core) to repay the processes' start-up.
     """
     if config.sim.start_method == "inprocess":
         return 0
@@ -126,7 +144,7 @@ def choose_workers(config: FedConfig, cohort: int) -> int:
         cores = len(os.sched_getaffinity(0))
     else:
         cores = os.cpu_count() or 1
-    return cores if cores >= 2 and cohort >= 2 * cores else 0
+    return cores - 1 if cores >= 2 and cohort >= 4 * cores else 0
 
 
 def _profiles(config: FedConfig, n: int) -> ProfileTable:
@@ -146,10 +164,19 @@ def _profiles(config: FedConfig, n: int) -> ProfileTable:
     return ProfileTable.generate(n, dist, derive_rng(config.seed, 0, -1, "profiles"))
 
 
-def _executor(job: ClientJob, size: int, workers: int) -> Executor:
+def _executor(job: ClientJob, trainer: Trainer, workers: int) -> Executor:
     if workers == 0:
-        return InProcessExecutor(job, size)
-    return ProcessExecutor(job, size, workers)
+        return InProcessExecutor(job, trainer.spec.size, trainer)
+    return ProcessExecutor(job, trainer.spec.size, workers, trainer)
+
+
+def _warm_up(trainer: Trainer, dataset: FederatedDataset, plan: LocalPlan, seed: int) -> None:
+    """Run one tiny training step and evaluation so forked workers inherit warm code paths."""
+    params = trainer.initial_params(seed)
+    sample = dataset.client(0)
+    ctx = RoundContext(0, seed).for_client(0)
+    trainer.train(params, sample, replace(plan, epochs=None, steps=1), ctx, np.empty_like(params))
+    trainer.evaluate(params, sample)
 
 
 def run(
@@ -157,6 +184,7 @@ def run(
     *,
     on_round: Callable[[RoundMetrics], None] | None = None,
     run_name: str | None = None,
+    hooks: Sequence[RoundHook] = (),
 ) -> RunResult:
     """Run the federation described by ``config``.
 
@@ -164,6 +192,7 @@ def run(
         config: the validated configuration.
         on_round: called with each round's metrics (progress display).
         run_name: name of the run directory (default: the config's name).
+        hooks: extra server-side round hooks (e.g. a privacy budget allocator).
 
     Raises:
         FedstrataError: invalid data or configuration discovered while building.
@@ -176,51 +205,141 @@ def run(
         hidden=config.model.hidden,
         shuffle_seeding=config.client.shuffle,
     )
-    cohort = config.rounds.clients_per_round or dataset.num_clients
-    workers = choose_workers(config, cohort)
-    job = ClientJob(trainer_factory=factory, data=dataset, root_seed=config.seed)
     trainer = factory()
-    size = trainer.spec.size
-    executor = _executor(job, size, workers)
-    store = _open_store(config, run_name, dataset.num_clients, size)
+    workers = choose_workers(config, config.rounds.clients_per_round or dataset.num_clients)
+    store = _open_store(config, run_name, dataset.num_clients, trainer.spec.size)
     try:
-        sim = Simulation(
-            settings=SimSettings(
-                config.rounds.rounds,
-                local_plan(config.client),
-                config.rounds.eval_every,
-                config.seed,
-            ),
-            coordinator=RoundCoordinator(
-                RoundPolicy(
-                    config.rounds.clients_per_round,
-                    config.rounds.min_clients,
-                    config.rounds.deadline_s,
-                    config.seed,
-                )
-            ),
-            trainer=trainer,
-            executor=executor,
-            client_sizes=dataset.client_sizes(),
-            test_data=dataset.test,
-            profiles=_profiles(config, dataset.num_clients),
-            server_optimizer=server_optimizer(config.server),
-            aggregator=aggregator(config.server),
-            sinks=() if store is None else (store,),
-            on_round=on_round,
-        )
-        init_seed = config.model.init_seed
-        if init_seed is None:
-            init_seed = derive_seed(config.seed, 0, -1, "init")
-        result = sim.run(trainer.initial_params(init_seed))
+        with ExitStack() as stack:
+            state_dir = _client_state_dir(store, stack)
+            pipeline = _pipeline(config, trainer.spec.size, state_dir)
+            job = ClientJob(factory, dataset, config.seed, pipeline)
+            if workers > 0:
+                _warm_up(trainer, dataset, local_plan(config.client), config.seed)
+            executor = stack.enter_context(closing(_executor(job, trainer, workers)))
+            params = trainer.initial_params(_init_seed(config))
+            sim = _simulation(
+                config,
+                dataset=dataset,
+                trainer=trainer,
+                executor=executor,
+                pipeline=pipeline,
+                params=params,
+            )
+            dp_hooks = privacy_hooks(config, pipeline, dataset.num_clients)
+            sim.sinks, sim.on_round, sim.hooks = _sinks(store), on_round, (*dp_hooks, *hooks)
+            result = sim.run(params)
     except BaseException:
         if store is not None:
             store.close()  # records the run as interrupted
         raise
-    finally:
-        executor.close()
     run_dir = None if store is None else _finish_store(store, config, result, trainer.spec)
-    return RunResult(result, run_dir, size, workers)
+    return RunResult(result, run_dir, trainer.spec.size, workers)
+
+
+def _init_seed(config: FedConfig) -> int:
+    if config.model.init_seed is not None:
+        return config.model.init_seed
+    return derive_seed(config.seed, 0, -1, "init")
+
+
+def _sinks(store: RunStore | None) -> tuple[Sink, ...]:
+    return () if store is None else (store,)
+
+
+def _client_state_dir(store: RunStore | None, stack: ExitStack) -> Path:
+    """Where per-client state (error-feedback residuals) lives for this run."""
+    if store is not None:
+        return store.path / "client_state"
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedstrata-state-")))
+
+
+def _pipeline(config: FedConfig, size: int, state_dir: Path) -> Pipeline | None:
+    """The uplink pipeline, or None for the dense fast path."""
+    stages: list[Stage] = []
+    if config.privacy.enabled:
+        clip = config.privacy.clip_norm
+        stages += [FixedClip(clip), CentralGaussian(noise_multiplier=0.0, clip_norm=clip)]
+    if not stages and not config.compression.enabled:
+        return None
+    spec = config.compression.spec()
+    if not config.compression.enabled:
+        return Pipeline(stages, DenseCodec(size))
+    store = DiskStateStore(state_dir) if spec.error_feedback else None
+    return Pipeline(stages, ChainCodec(spec, size, store))
+
+
+def sampling_rate(config: FedConfig, num_clients: int) -> float:
+    """Probability that a client takes part in a round."""
+    per_round = config.rounds.clients_per_round or num_clients
+    return min(1.0, per_round / num_clients)
+
+
+def privacy_hooks(
+    config: FedConfig, pipeline: Pipeline | None, num_clients: int
+) -> tuple[RoundHook, ...]:
+    """The central-DP hook (budget allocator + noise), or nothing without privacy."""
+    p = config.privacy
+    if not p.enabled or pipeline is None:
+        return ()
+    mechanism = next(s for s in pipeline.stages if isinstance(s, CentralGaussian))
+    q = sampling_rate(config, num_clients)
+    fractions = p.stage_fractions or (1 / len(p.stage_weights),) * len(p.stage_weights)
+    stages = [StageSpec(f, w) for f, w in zip(fractions, p.stage_weights, strict=True)]
+    planned = p.planned_rounds or config.rounds.rounds
+    switch = PlateauSwitch(p.plateau_window, p.plateau_tol) if p.switch_on_plateau else None
+    if p.schedule == "uniform":
+        allocator = BudgetAllocator.uniform(
+            p.epsilon, p.delta, planned, q, accountant=p.accountant
+        )
+    else:
+        allocator = BudgetAllocator(
+            p.epsilon, p.delta, planned, q, stages=stages, accountant=p.accountant, switch=switch
+        )
+    return (CentralDPHook(allocator, mechanism, expected_cohort=q * num_clients),)
+
+
+def _simulation(
+    config: FedConfig,
+    *,
+    dataset: FederatedDataset,
+    trainer: Trainer,
+    executor: Executor,
+    pipeline: Pipeline | None,
+    params: FloatVector,
+) -> Simulation:
+    rounds = config.rounds
+    private = config.privacy.enabled
+    poisson = sampling_rate(config, dataset.num_clients) if private else None
+    broadcast = None
+    if config.downlink.enabled:
+        broadcast = CompressedBroadcast(params, config.downlink.spec(), config.downlink.history)
+    return Simulation(
+        settings=SimSettings(
+            rounds.rounds,
+            local_plan(config.client),
+            rounds.eval_every,
+            config.seed,
+            weighting="uniform" if private else "examples",
+        ),
+        coordinator=RoundCoordinator(
+            RoundPolicy(
+                rounds.clients_per_round,
+                rounds.min_clients,
+                rounds.deadline_s,
+                config.seed,
+                poisson_rate=poisson,
+            )
+        ),
+        trainer=trainer,
+        executor=executor,
+        client_sizes=dataset.client_sizes(),
+        test_data=dataset.test,
+        profiles=_profiles(config, dataset.num_clients),
+        server_optimizer=server_optimizer(config.server),
+        aggregator=aggregator(config.server),
+        pipeline=pipeline,
+        broadcast=broadcast,
+    )
 
 
 def _open_store(

@@ -67,9 +67,11 @@ class _RoundProgress:
         acc = "  —  " if m.accuracy is None else f"{m.accuracy:.3f}"
         loss = "  —  " if m.loss is None else f"{m.loss:.3f}"
         info = (
-            f"acc {acc}  loss {loss}  sim {m.sim_time_s:8.1f}s  "
-            f"bytes {_human_bytes(self.bytes)}  failed {m.clients_failed}"
+            f"acc {acc} loss {loss} sim {m.sim_time_s:.1f}s "
+            f"{_human_bytes(self.bytes)} failed {m.clients_failed}"
         )
+        if "epsilon_spent" in m.extras:
+            info += f" ε {m.extras['epsilon_spent']:.3f}"
         if not self.progress.live.is_started and self.enabled:
             self.progress.start()
         self.progress.update(self.task, advance=1, info=info)
@@ -98,6 +100,7 @@ def _summary_table(result: Any) -> Table:
         ),
         ("failed client updates", str(sum(m.clients_failed for m in rounds))),
         ("parameters", f"{result.num_params:,}"),
+        *_extra_rows(rounds, sim.stopped_reason),
         ("worker processes", str(result.workers) if result.workers else "in-process"),
     ]
     if result.run_dir is not None:
@@ -108,6 +111,19 @@ def _summary_table(result: Any) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def _extra_rows(rounds: list[Any], stopped: str | None) -> list[tuple[str, str]]:
+    rows = []
+    last = rounds[-1].extras if rounds else {}
+    if "uplink_ratio" in last:
+        ratio = [m.extras["uplink_ratio"] for m in rounds]
+        rows.append(("uplink compression", f"{sum(ratio) / len(ratio):.1f}x vs dense float32"))
+    if "epsilon_spent" in last:
+        rows.append(("privacy spent (ε)", f"{last['epsilon_spent']:.4f}"))
+    if stopped:
+        rows.append(("stopped early", stopped))
+    return rows
 
 
 @app.command()

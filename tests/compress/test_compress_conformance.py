@@ -98,12 +98,6 @@ def test_malformed_payload_raises_and_leaves_sum_unchanged(codec: Codec) -> None
     )
 
 
-def test_unexpected_parameter_bytes_are_rejected(
-    codec: Codec, request: pytest.FixtureRequest
-) -> None:
-    if isinstance(codec, DenseCodec):
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="DenseCodec ignores its parameter block")
-        )
+def test_unexpected_parameter_bytes_are_rejected(codec: Codec) -> None:
     payload = codec.encode(_update(1), RoundContext(0, 1).for_client(0))
     _assert_rejected(codec, [Payload(payload.codec, payload.params + b"\x00", payload.body)])

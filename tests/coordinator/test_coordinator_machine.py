@@ -115,3 +115,16 @@ def test_topology_flat_and_tree_validation():
         )
     with pytest.raises(ConfigError, match="root must be the center"):
         Topology(edge_a)
+
+
+def test_poisson_sampling_has_the_expected_rate():
+    m = RoundCoordinator(RoundPolicy(poisson_rate=0.1, root_seed=3))
+    ids = np.arange(5000, dtype=np.int64)
+    sizes = []
+    for r in range(5):
+        sizes.append(start(m, r=r, ids=ids).client_ids.size)
+        m.handle(DeadlinePassed(float(r)))
+    assert all(400 < n < 600 for n in sizes)
+    assert len(set(sizes)) > 1  # the cohort size varies, as Poisson sampling does
+    with pytest.raises(ConfigError, match="poisson_rate"):
+        RoundPolicy(poisson_rate=0.0)

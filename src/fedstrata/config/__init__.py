@@ -3,11 +3,14 @@
 from fedstrata.config.loading import dump_config, list_presets, load_config, parse_override
 from fedstrata.config.models import (
     ClientConfig,
+    CompressionConfig,
     DataConfig,
     DevicesConfig,
+    DownlinkConfig,
     FedConfig,
     ModelConfig,
     OutputConfig,
+    PrivacyConfig,
     RoundsConfig,
     ServerConfig,
     SimConfig,
@@ -15,11 +18,14 @@ from fedstrata.config.models import (
 
 __all__ = [
     "ClientConfig",
+    "CompressionConfig",
     "DataConfig",
     "DevicesConfig",
+    "DownlinkConfig",
     "FedConfig",
     "ModelConfig",
     "OutputConfig",
+    "PrivacyConfig",
     "RoundsConfig",
     "ServerConfig",
     "SimConfig",

@@ -11,13 +11,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fedstrata.compress import CompressionSpec, resolve_spec
+from fedstrata.errors import ConfigError
+
 __all__ = [
     "ClientConfig",
+    "CompressionConfig",
     "DataConfig",
     "DevicesConfig",
+    "DownlinkConfig",
     "FedConfig",
     "ModelConfig",
     "OutputConfig",
+    "PrivacyConfig",
     "RoundsConfig",
     "ServerConfig",
     "SimConfig",
@@ -117,6 +123,91 @@ class DevicesConfig(_Strict):
     memory_gb: float = Field(4.0, gt=0)
 
 
+class CompressionConfig(_Strict):
+    """A compression chain: a ``preset`` (see ``docs/compression.md``) and overrides.
+
+    Fields left unset come from the preset (default ``none``: dense float32).
+    """
+
+    preset: str = "none"
+    sparsify: Literal["none", "topk", "topk_approx", "randk"] | None = None
+    density: float | None = Field(None, gt=0, le=1)
+    quantize: Literal[32, 8, 4, 2, 1] | None = None
+    stochastic: bool | None = None
+    block_size: int | None = Field(None, ge=1)
+    error_feedback: bool | None = None
+    zstd: bool | None = None
+    zstd_level: int | None = Field(None, ge=1, le=22)
+
+    @model_validator(mode="after")
+    def _resolves(self) -> CompressionConfig:
+        try:
+            self.spec()
+        except ConfigError as exc:  # reported with the section's name by pydantic
+            raise ValueError(str(exc)) from None
+        return self
+
+    def spec(self) -> CompressionSpec:
+        """The validated compression spec."""
+        return resolve_spec(self.model_dump(exclude_none=True))
+
+    @property
+    def enabled(self) -> bool:
+        return self.spec() != CompressionSpec()
+
+
+class DownlinkConfig(CompressionConfig):
+    """Compression of the model broadcast (deltas since the version a client holds)."""
+
+    history: int = Field(8, ge=1, description="deltas kept; older clients get the full model")
+
+    def spec(self) -> CompressionSpec:
+        return resolve_spec(self.model_dump(exclude_none=True, exclude={"history"}))
+
+
+class PrivacyConfig(_Strict):
+    """User-level differential privacy (see ``docs/privacy.md``).
+
+    ``mechanism: central`` clips every update to ``clip_norm``, weights clients
+    uniformly, samples the cohort by Poisson sampling at rate
+    ``clients_per_round / num_clients``, adds Gaussian noise at the server, and stops
+    training when the (epsilon, delta) budget would be exceeded. ``schedule: staged``
+    splits the budget over stages of the planned rounds (``stage_fractions``) by
+    ``stage_weights``; ``uniform`` is one stage.
+    """
+
+    mechanism: Literal["none", "central"] = "none"
+    epsilon: float = Field(2.0, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    clip_norm: float = Field(1.0, gt=0)
+    schedule: Literal["uniform", "staged"] = "staged"
+    stage_weights: tuple[float, ...] = (0.3, 0.5, 0.2)
+    stage_fractions: tuple[float, ...] | None = Field(
+        None, description="share of the planned rounds per stage; default: equal"
+    )
+    planned_rounds: int | None = Field(None, ge=1, description="default: rounds.rounds")
+    accountant: Literal["pld", "rdp"] = "pld"
+    switch_on_plateau: bool = False
+    plateau_window: int = Field(5, ge=1)
+    plateau_tol: float = Field(0.01, gt=0)
+
+    @model_validator(mode="after")
+    def _stages_line_up(self) -> PrivacyConfig:
+        fractions = self.stage_fractions
+        if fractions is not None and len(fractions) != len(self.stage_weights):
+            raise ValueError(
+                f"privacy.stage_fractions has {len(fractions)} entries but "
+                f"stage_weights has {len(self.stage_weights)}"
+            )
+        if any(not 0 < w <= 1 for w in (*self.stage_weights, *(fractions or ()))):
+            raise ValueError("privacy stage weights and fractions must be in (0, 1]")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.mechanism != "none"
+
+
 class SimConfig(_Strict):
     workers: int | Literal["auto"] = "auto"
     start_method: Literal["fork", "inprocess"] = "fork"
@@ -140,6 +231,9 @@ class FedConfig(_Strict):
     server: ServerConfig = ServerConfig()
     rounds: RoundsConfig = RoundsConfig()
     devices: DevicesConfig = DevicesConfig()
+    compression: CompressionConfig = CompressionConfig()
+    downlink: DownlinkConfig = DownlinkConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     sim: SimConfig = SimConfig()
     output: OutputConfig = OutputConfig()
 

@@ -46,12 +46,16 @@ class RoundPolicy:
         min_clients: fewest accepted updates for the round to update the model.
         deadline_s: seconds after the round start by which updates must arrive.
         root_seed: seed of the run; cohort selection draws from it.
+        poisson_rate: when set, each available client joins independently with this
+            probability (Poisson sampling, as differential-privacy accounting assumes)
+            and ``clients_per_round`` is ignored.
     """
 
     clients_per_round: int | None = None
     min_clients: int = 1
     deadline_s: float | None = None
     root_seed: int = 0
+    poisson_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.clients_per_round is not None and self.clients_per_round < 1:
@@ -60,6 +64,8 @@ class RoundPolicy:
             raise ConfigError(f"min_clients must be >= 1, got {self.min_clients}")
         if self.deadline_s is not None and self.deadline_s <= 0:
             raise ConfigError(f"deadline_s must be > 0, got {self.deadline_s}")
+        if self.poisson_rate is not None and not 0 < self.poisson_rate <= 1:
+            raise ConfigError(f"poisson_rate must be in (0, 1], got {self.poisson_rate}")
 
 
 class Phase(Enum):
@@ -107,10 +113,12 @@ class RoundCoordinator:
     def select(self, round_idx: int, available: np.ndarray) -> np.ndarray:
         """The cohort of ``round_idx``: a seeded sample of ``available`` (sorted)."""
         k = self.policy.clients_per_round
-        ids = np.asarray(available, dtype=np.int64)
-        if k is None or k >= ids.size:
-            return np.sort(ids)
+        ids = np.sort(np.asarray(available, dtype=np.int64))
         rng = derive_rng(self.policy.root_seed, round_idx, -1, "select")
+        if self.policy.poisson_rate is not None:
+            return ids[rng.random(ids.size) < self.policy.poisson_rate]
+        if k is None or k >= ids.size:
+            return ids
         return np.sort(rng.choice(ids, size=k, replace=False))
 
     def _start(self, event: StartRound) -> list[Command]:

@@ -29,6 +29,8 @@ class DenseCodec:
     def decode(self, payload: Payload) -> FloatVector:
         if payload.codec != CodecId.DENSE_F32:
             raise PayloadError(f"dense codec got a payload of codec {payload.codec.name}")
+        if payload.params:
+            raise PayloadError("dense payload must have an empty parameter block")
         if len(payload.body) != 4 * self.size:
             raise PayloadError(
                 f"dense payload has {len(payload.body)} bytes, expected {4 * self.size}"

@@ -1,1 +1,117 @@
-"""Heterogeneity-aware scheduling: device registry, predictor, allocation, selection."""
+"""Heterogeneity-aware scheduling: device registry, predictor, allocation, selection.
+
+* :class:`Registry` — device profiles, model partitions and round history in SQL
+  (SQLite by default, PostgreSQL by URL), migrated with Alembic on open.
+* :func:`measure_device` / :func:`register_measurement` — benchmark a device.
+* :class:`TimePredictor` — per-device training time, learned online from history.
+* :func:`allocate_work` / :func:`plan_round` / :func:`settle_at_deadline` — size each
+  client's work so all finish by the deadline; accept partial work at the deadline.
+* :class:`RandomSelector`, :class:`OortSelector` — cohort selection.
+* :class:`FedBuffServer` — buffered asynchronous aggregation (sans-IO).
+* :func:`round_utilization`, :func:`predictor_extras` — metrics for ``RoundMetrics.extras``.
+"""
+
+from fedstrata.scheduling._migrate import migrate
+from fedstrata.scheduling.allocation import (
+    Allocation,
+    WorkBounds,
+    allocate_work,
+    choose_partitions,
+    first_arrivals,
+    link_seconds,
+    overselect,
+    plan_round,
+    settle_at_deadline,
+    settlement_weights,
+)
+from fedstrata.scheduling.benchmark import (
+    DeviceMeasurement,
+    measure_device,
+    measure_rtt,
+    register_measurement,
+)
+from fedstrata.scheduling.fedbuff import (
+    Accepted,
+    Applied,
+    FedBuffConfig,
+    FedBuffServer,
+    FedBuffState,
+    Rejected,
+    StalenessKind,
+    staleness_weight,
+)
+from fedstrata.scheduling.metrics import (
+    RoundUtilization,
+    device_utilization,
+    predictor_extras,
+    round_utilization,
+)
+from fedstrata.scheduling.predictor import (
+    PredictorConfig,
+    PredictorError,
+    PredictorState,
+    TimePredictor,
+    replay_history,
+)
+from fedstrata.scheduling.records import (
+    AllocationCandidates,
+    DeviceProfiles,
+    HistoryBatch,
+    ModelPartition,
+    WorkStatus,
+)
+from fedstrata.scheduling.registry import Registry, registry_url
+from fedstrata.scheduling.selection import (
+    OortConfig,
+    OortSelector,
+    OortState,
+    RandomSelector,
+    Selector,
+)
+
+__all__ = [
+    "Accepted",
+    "Allocation",
+    "AllocationCandidates",
+    "Applied",
+    "DeviceMeasurement",
+    "DeviceProfiles",
+    "FedBuffConfig",
+    "FedBuffServer",
+    "FedBuffState",
+    "HistoryBatch",
+    "ModelPartition",
+    "OortConfig",
+    "OortSelector",
+    "OortState",
+    "PredictorConfig",
+    "PredictorError",
+    "PredictorState",
+    "RandomSelector",
+    "Registry",
+    "Rejected",
+    "RoundUtilization",
+    "Selector",
+    "StalenessKind",
+    "TimePredictor",
+    "WorkBounds",
+    "WorkStatus",
+    "allocate_work",
+    "choose_partitions",
+    "device_utilization",
+    "first_arrivals",
+    "link_seconds",
+    "measure_device",
+    "measure_rtt",
+    "migrate",
+    "overselect",
+    "plan_round",
+    "predictor_extras",
+    "register_measurement",
+    "registry_url",
+    "replay_history",
+    "round_utilization",
+    "settle_at_deadline",
+    "settlement_weights",
+    "staleness_weight",
+]

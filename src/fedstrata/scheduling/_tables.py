@@ -50,8 +50,9 @@ model_partitions = Table(
 round_history = Table(
     "round_history",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("device_id", BigInteger, ForeignKey("device_profile.device_id"), nullable=False),
     Column("round_idx", Integer, nullable=False),
     Column("assigned_work", BigInteger, nullable=False),

@@ -21,8 +21,7 @@ from numpy.typing import NDArray
 
 from fedstrata.errors import ConfigError, DataError
 from fedstrata.scheduling.predictor import TimePredictor
-from fedstrata.scheduling.records import DeviceProfiles
-from fedstrata.scheduling.registry import AllocationCandidates
+from fedstrata.scheduling.records import AllocationCandidates, DeviceProfiles
 
 __all__ = [
     "Allocation",
@@ -94,9 +93,15 @@ def _per_client(name: str, value: F64 | float, n: int) -> F64:
     return arr
 
 
-def allocate_work(seconds_per_example: F64, fixed_s: F64 | float, deadline_s: float,
-                  bounds: WorkBounds | None = None, *, max_work: I64 | None = None,
-                  safety: float = 0.0) -> Allocation:
+def allocate_work(
+    seconds_per_example: F64,
+    fixed_s: F64 | float,
+    deadline_s: float,
+    bounds: WorkBounds | None = None,
+    *,
+    max_work: I64 | None = None,
+    safety: float = 0.0,
+) -> Allocation:
     """Size each client's work so predicted finish times are equal and <= the deadline.
 
     The target is ``min(deadline * (1 - safety), slowest finish at max work)``; each
@@ -162,9 +167,17 @@ def link_seconds(profiles: DeviceProfiles, down_bytes: int, up_bytes: int) -> tu
     return down, up
 
 
-def plan_round(predictor: TimePredictor, profiles: DeviceProfiles, *, deadline_s: float,
-               down_bytes: int, up_bytes: int, bounds: WorkBounds | None = None,
-               max_work: I64 | None = None, safety: float = 0.0) -> Allocation:
+def plan_round(
+    predictor: TimePredictor,
+    profiles: DeviceProfiles,
+    *,
+    deadline_s: float,
+    down_bytes: int,
+    up_bytes: int,
+    bounds: WorkBounds | None = None,
+    max_work: I64 | None = None,
+    safety: float = 0.0,
+) -> Allocation:
     """:func:`allocate_work` for ``profiles``' devices with the predictor's speeds.
 
     Raises:
@@ -207,9 +220,16 @@ def first_arrivals(arrival_s: F64, k: int, deadline_s: float | None = None) -> B
     return mask & np.isfinite(t)
 
 
-def settle_at_deadline(assigned: I64, progress_rate: F64, deadline: float, *,
-                       start_s: F64 | float = 0.0, upload_s: F64 | float = 0.0,
-                       min_fraction: float = 0.0, granularity: int = 1) -> tuple[I64, B]:
+def settle_at_deadline(
+    assigned: I64,
+    progress_rate: F64,
+    deadline: float,
+    *,
+    start_s: F64 | float = 0.0,
+    upload_s: F64 | float = 0.0,
+    min_fraction: float = 0.0,
+    granularity: int = 1,
+) -> tuple[I64, B]:
     """Work each client gets done by the deadline, and which clients are dropped.
 
     A client computes from ``start_s`` (after its download) at ``progress_rate``

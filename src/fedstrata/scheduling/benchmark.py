@@ -68,8 +68,14 @@ class DeviceMeasurement:
         return 0.0 if self.rtt_ms is None else self.rtt_ms / 2
 
 
-def measure_rtt(host: str, port: int, *, attempts: int = 5, timeout_s: float = 2.0,
-                clock: Callable[[], float] = time.perf_counter) -> float:
+def measure_rtt(
+    host: str,
+    port: int,
+    *,
+    attempts: int = 5,
+    timeout_s: float = 2.0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     """Median time in ms to open (and close) a TCP connection to ``host:port``.
 
     Raises:
@@ -91,9 +97,15 @@ def measure_rtt(host: str, port: int, *, attempts: int = 5, timeout_s: float = 2
     return float(np.median(samples))
 
 
-def measure_device(train_fn: TrainFn, *, flops_per_example: float, repeats: int = 3,
-                   warmup: int = 1, rtt_target: tuple[str, int] | None = None,
-                   clock: Callable[[], float] = time.perf_counter) -> DeviceMeasurement:
+def measure_device(
+    train_fn: TrainFn,
+    *,
+    flops_per_example: float,
+    repeats: int = 3,
+    warmup: int = 1,
+    rtt_target: tuple[str, int] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> DeviceMeasurement:
     """Benchmark this device with ``train_fn`` (see :data:`TrainFn`).
 
     ``warmup`` untimed calls come first (allocations, JIT); the throughput is the
@@ -104,8 +116,10 @@ def measure_device(train_fn: TrainFn, *, flops_per_example: float, repeats: int 
         TransportError: ``rtt_target`` is unreachable.
     """
     if repeats < 1 or warmup < 0:
-        raise ConfigError(f"measure_device needs repeats >= 1 and warmup >= 0, got "
-                          f"repeats={repeats}, warmup={warmup}")
+        raise ConfigError(
+            f"measure_device needs repeats >= 1 and warmup >= 0, got "
+            f"repeats={repeats}, warmup={warmup}"
+        )
     for _ in range(warmup):
         train_fn()
     rates = []
@@ -114,16 +128,25 @@ def measure_device(train_fn: TrainFn, *, flops_per_example: float, repeats: int 
         examples = train_fn()
         elapsed = clock() - start
         if examples < 1:
-            raise ConfigError(f"train_fn must return the examples it processed (>= 1), got {examples}")
+            raise ConfigError(
+                f"train_fn must return the examples it processed (>= 1), got {examples}"
+            )
         rates.append(examples / max(elapsed, 1e-9))
     mem = psutil.virtual_memory()
     rtt = None if rtt_target is None else measure_rtt(*rtt_target, clock=clock)
-    return DeviceMeasurement(float(np.median(rates)), flops_per_example, mem.total / 2**30,
-                             mem.available / 2**30, rtt, repeats)
+    return DeviceMeasurement(
+        float(np.median(rates)),
+        flops_per_example,
+        mem.total / 2**30,
+        mem.available / 2**30,
+        rtt,
+        repeats,
+    )
 
 
-def register_measurement(registry: Registry, device_id: int,
-                         measurement: DeviceMeasurement) -> None:
+def register_measurement(
+    registry: Registry, device_id: int, measurement: DeviceMeasurement
+) -> None:
     """Store ``measurement`` as ``device_id``'s cpu_score, memory and latency.
 
     A new device is inserted (its bandwidth and availability take the schema
@@ -132,8 +155,16 @@ def register_measurement(registry: Registry, device_id: int,
     Raises:
         RegistryError: the write failed.
     """
-    registry.update_measurement(device_id, cpu_score=measurement.cpu_score,
-                                memory_gb=measurement.memory_available_gb,
-                                network_latency_ms=measurement.latency_ms)
-    log.info("device %d: %.3g GFLOP/s, %.1f GB available, latency %.2f ms", device_id,
-             measurement.cpu_score, measurement.memory_available_gb, measurement.latency_ms)
+    registry.update_measurement(
+        device_id,
+        cpu_score=measurement.cpu_score,
+        memory_gb=measurement.memory_available_gb,
+        network_latency_ms=measurement.latency_ms,
+    )
+    log.info(
+        "device %d: %.3g GFLOP/s, %.1f GB available, latency %.2f ms",
+        device_id,
+        measurement.cpu_score,
+        measurement.memory_available_gb,
+        measurement.latency_ms,
+    )

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fedstrata.core.params import FloatVector
-from fedstrata.core.update import validate_vector
 from fedstrata.errors import ConfigError, InvalidUpdateError, ProtocolError
 
 __all__ = [
@@ -43,15 +42,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class StalenessKind(str, Enum):
+class StalenessKind(StrEnum):
     """Shape of the staleness weight ``s(tau)``."""
 
     POLYNOMIAL = "polynomial"  # (1 + tau) ** -exponent; exponent 0.5 is the paper's
     CONSTANT = "constant"  # 1: no down-weighting
 
 
-def staleness_weight(tau: NDArray[np.int64] | int, exponent: float = 0.5,
-                     kind: StalenessKind = StalenessKind.POLYNOMIAL) -> NDArray[np.float64]:
+def staleness_weight(
+    tau: NDArray[np.int64] | int,
+    exponent: float = 0.5,
+    kind: StalenessKind = StalenessKind.POLYNOMIAL,
+) -> NDArray[np.float64]:
     """``s(tau)``: ``(1 + tau) ** -exponent`` (the paper: exponent 0.5), or 1.
 
     Raises:
@@ -155,15 +157,16 @@ class FedBuffState:
 class FedBuffServer:
     """FedBuff's server half over flat float32 updates of ``dim`` entries."""
 
-    def __init__(self, dim: int, config: FedBuffConfig | None = None,
-                 version: int = 0) -> None:
+    def __init__(self, dim: int, config: FedBuffConfig | None = None, version: int = 0) -> None:
         """An empty buffer at model ``version``.
 
         Raises:
             ConfigError: ``dim`` < 1 or ``version`` < 0.
         """
         if dim < 1 or version < 0:
-            raise ConfigError(f"FedBuffServer needs dim >= 1 and version >= 0, got {dim}, {version}")
+            raise ConfigError(
+                f"FedBuffServer needs dim >= 1 and version >= 0, got {dim}, {version}"
+            )
         self.config = config or FedBuffConfig()
         self._dim = dim
         self._state = FedBuffState(version, np.zeros(dim, np.float32), 0.0, 0, 0)
@@ -189,8 +192,9 @@ class FedBuffServer:
             raise ConfigError(f"FedBuffState.buffer must be float32 ({self._dim},)")
         self._state = state
 
-    def receive(self, client_id: int, delta: FloatVector, base_version: int,
-                weight: float = 1.0) -> Decision:
+    def receive(
+        self, client_id: int, delta: FloatVector, base_version: int, weight: float = 1.0
+    ) -> Decision:
         """Take one client's update trained on model ``base_version``.
 
         Raises:
@@ -199,20 +203,26 @@ class FedBuffServer:
         """
         s, c = self._state, self.config
         if not 0 <= base_version <= s.version:
-            raise ProtocolError(f"client {client_id} trained on version {base_version}, "
-                                f"server is at {s.version}")
+            raise ProtocolError(
+                f"client {client_id} trained on version {base_version}, server is at {s.version}"
+            )
         tau = s.version - base_version
         if tau > c.max_staleness:
-            log.warning("client %d: update %d versions stale (max %d), rejected",
-                        client_id, tau, c.max_staleness)
+            log.warning(
+                "client %d: update %d versions stale (max %d), rejected",
+                client_id,
+                tau,
+                c.max_staleness,
+            )
             return Rejected(client_id, tau, f"staleness {tau} > max_staleness {c.max_staleness}")
         if not (np.isfinite(weight) and weight > 0):
             raise InvalidUpdateError(client_id, f"weight must be finite and > 0, got {weight}")
         self._check(client_id, delta)
         factor = float(staleness_weight(tau, c.staleness_exponent, c.staleness_kind)) * weight
-        s.buffer += np.float32(factor) * delta
-        self._state = FedBuffState(s.version, s.buffer, s.weight_sum + weight, s.count + 1,
-                                   s.staleness_sum + tau)
+        np.add(s.buffer, np.float32(factor) * delta, out=s.buffer)
+        self._state = FedBuffState(
+            s.version, s.buffer, s.weight_sum + weight, s.count + 1, s.staleness_sum + tau
+        )
         if self._state.count < c.buffer_size:
             return Accepted(client_id, tau, factor, self._state.count)
         return self._flush(client_id, tau)
@@ -230,6 +240,10 @@ class FedBuffServer:
         step = mean * np.float32(self.config.server_lr)
         mean_tau = s.staleness_sum / s.count
         self._state = FedBuffState(s.version + 1, np.zeros(self._dim, np.float32), 0.0, 0, 0)
-        log.info("FedBuff: applied %d updates (mean staleness %.2f), version %d",
-                 s.count, mean_tau, self._state.version)
+        log.info(
+            "FedBuff: applied %d updates (mean staleness %.2f), version %d",
+            s.count,
+            mean_tau,
+            self._state.version,
+        )
         return Applied(step, mean, self._state.version, client_id, tau, mean_tau)

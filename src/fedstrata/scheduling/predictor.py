@@ -50,7 +50,7 @@ class PredictorConfig:
     """
 
     ewma: float = 0.3
-    prior_strength: float = 2.0
+    prior_strength: float = 0.5
     overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -95,8 +95,12 @@ class PredictorState:
 class TimePredictor:
     """Predicts each device's training seconds for a given work (examples)."""
 
-    def __init__(self, device_ids: Ids, prior_s_per_example: F64 | Sequence[float],
-                 config: PredictorConfig | None = None) -> None:
+    def __init__(
+        self,
+        device_ids: Ids,
+        prior_s_per_example: F64 | Sequence[float],
+        config: PredictorConfig | None = None,
+    ) -> None:
         """Start from per-device priors of seconds per example.
 
         Raises:
@@ -116,8 +120,12 @@ class TimePredictor:
         self._state = PredictorState(ids, prior, np.zeros_like(prior), np.zeros_like(prior))
 
     @classmethod
-    def from_profiles(cls, profiles: DeviceProfiles, flops_per_example: float,
-                      config: PredictorConfig | None = None) -> TimePredictor:
+    def from_profiles(
+        cls,
+        profiles: DeviceProfiles,
+        flops_per_example: float,
+        config: PredictorConfig | None = None,
+    ) -> TimePredictor:
         """Cold start from registry profiles: ``prior = flops_per_example / flops``.
 
         Raises:
@@ -131,8 +139,15 @@ class TimePredictor:
     def state(self) -> PredictorState:
         """The current state (arrays are copies)."""
         s = self._state
-        return PredictorState(s.device_id.copy(), s.prior_s.copy(), s.ewma_s.copy(),
-                              s.count.copy(), s.ape_sum, s.ape_count, s.last_mape)
+        return PredictorState(
+            s.device_id.copy(),
+            s.prior_s.copy(),
+            s.ewma_s.copy(),
+            s.count.copy(),
+            s.ape_sum,
+            s.ape_count,
+            s.last_mape,
+        )
 
     def load_state(self, state: PredictorState) -> None:
         """Restore a state taken with :attr:`state`."""
@@ -172,8 +187,12 @@ class TimePredictor:
             raise DataError("TimePredictor.predict: work must be >= 0")
         return self.config.overhead_s + w * self.seconds_per_example(device_ids)
 
-    def observe(self, device_ids: Ids, work: F64 | NDArray[np.int64] | float,
-                actual_s: F64 | Sequence[float]) -> PredictorError:
+    def observe(
+        self,
+        device_ids: Ids,
+        work: F64 | NDArray[np.int64] | float,
+        actual_s: F64 | Sequence[float],
+    ) -> PredictorError:
         """Fold one round's measurements in; returns the error of the prior predictions.
 
         Raises:
@@ -198,9 +217,15 @@ class TimePredictor:
         ape = np.abs(predicted[ok] - actual[ok]) / actual[ok]
         s = self._state
         last = float(ape.mean()) if ape.size else float("nan")
-        self._state = PredictorState(s.device_id, s.prior_s, s.ewma_s, s.count,
-                                     s.ape_sum + float(ape.sum()), s.ape_count + int(ape.size),
-                                     last)
+        self._state = PredictorState(
+            s.device_id,
+            s.prior_s,
+            s.ewma_s,
+            s.count,
+            s.ape_sum + float(ape.sum()),
+            s.ape_count + int(ape.size),
+            last,
+        )
         return self.error
 
     @property
@@ -237,6 +262,7 @@ def replay_history(predictor: TimePredictor, history: HistoryBatch) -> Predictor
         rows = np.flatnonzero(usable & (history.round_idx == r))
         _, first = np.unique(history.device_id[rows], return_index=True)
         rows = rows[np.sort(first)]
-        predictor.observe(history.device_id[rows], history.completed_work[rows],
-                          history.actual_s[rows])
+        predictor.observe(
+            history.device_id[rows], history.completed_work[rows], history.actual_s[rows]
+        )
     return predictor.error

@@ -16,7 +16,13 @@ from numpy.typing import NDArray
 
 from fedstrata.errors import ConfigError, DataError
 
-__all__ = ["DeviceProfiles", "HistoryBatch", "ModelPartition", "WorkStatus"]
+__all__ = [
+    "AllocationCandidates",
+    "DeviceProfiles",
+    "HistoryBatch",
+    "ModelPartition",
+    "WorkStatus",
+]
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -89,12 +95,19 @@ class DeviceProfiles:
         ids = _i64("DeviceProfiles.device_id", self.device_id)
         n = ids.shape[0]
         object.__setattr__(self, "device_id", ids)
-        for name in ("cpu_score", "memory_gb", "network_latency_ms", "uplink_mbps",
-                     "downlink_mbps", "availability"):
+        for name in (
+            "cpu_score",
+            "memory_gb",
+            "network_latency_ms",
+            "uplink_mbps",
+            "downlink_mbps",
+            "availability",
+        ):
             object.__setattr__(self, name, _f64(f"DeviceProfiles.{name}", getattr(self, name), n))
         _require("DeviceProfiles.device_id", bool((ids >= 0).all()), "negative", "must be >= 0")
-        _require("DeviceProfiles.device_id", np.unique(ids).size == n, "duplicates",
-                 "must be unique")
+        _require(
+            "DeviceProfiles.device_id", np.unique(ids).size == n, "duplicates", "must be unique"
+        )
         self._check_ranges()
 
     def _check_ranges(self) -> None:
@@ -119,9 +132,13 @@ class DeviceProfiles:
     def take(self, index: NDArray[np.intp]) -> DeviceProfiles:
         """The profiles at positions ``index``."""
         return DeviceProfiles(
-            self.device_id[index], self.cpu_score[index], self.memory_gb[index],
-            self.network_latency_ms[index], self.uplink_mbps[index],
-            self.downlink_mbps[index], self.availability[index],
+            self.device_id[index],
+            self.cpu_score[index],
+            self.memory_gb[index],
+            self.network_latency_ms[index],
+            self.uplink_mbps[index],
+            self.downlink_mbps[index],
+            self.availability[index],
         )
 
 
@@ -201,18 +218,53 @@ class HistoryBatch:
         self._check()
 
     def _check(self) -> None:
-        _require("HistoryBatch.round_idx", bool((self.round_idx >= 0).all()), "negative",
-                 "must be >= 0")
-        _require("HistoryBatch.assigned_work", bool((self.assigned_work >= 1).all()),
-                 "below 1", "must be >= 1")
+        _require(
+            "HistoryBatch.round_idx", bool((self.round_idx >= 0).all()), "negative", "must be >= 0"
+        )
+        _require(
+            "HistoryBatch.assigned_work",
+            bool((self.assigned_work >= 1).all()),
+            "below 1",
+            "must be >= 1",
+        )
         done_ok = (self.completed_work >= 0) & (self.completed_work <= self.assigned_work)
-        _require("HistoryBatch.completed_work", bool(done_ok.all()), "out of range",
-                 "must be in [0, assigned_work]")
+        _require(
+            "HistoryBatch.completed_work",
+            bool(done_ok.all()),
+            "out of range",
+            "must be in [0, assigned_work]",
+        )
         codes = {int(s) for s in WorkStatus}
-        _require("HistoryBatch.status", set(np.unique(self.status).tolist()) <= codes,
-                 "unknown code", f"must be WorkStatus codes {sorted(codes)}")
-        _require("HistoryBatch.actual_s", bool((~(self.actual_s < 0)).all()), "negative",
-                 "must be >= 0 or NaN")
+        _require(
+            "HistoryBatch.status",
+            set(np.unique(self.status).tolist()) <= codes,
+            "unknown code",
+            f"must be WorkStatus codes {sorted(codes)}",
+        )
+        _require(
+            "HistoryBatch.actual_s",
+            bool((~(self.actual_s < 0)).all()),
+            "negative",
+            "must be >= 0 or NaN",
+        )
+
+    def __len__(self) -> int:
+        return int(self.device_id.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class AllocationCandidates:
+    """Result of the allocation query: (device, partition) pairs, best score first.
+
+    Attributes:
+        device_id: device of each pair.
+        partition_id: partition of each pair (the device has enough memory for it).
+        score: ``cpu_score / compute_intensity`` (higher trains the partition faster).
+    """
+
+    device_id: NDArray[np.int64]
+    partition_id: NDArray[np.int64]
+    score: NDArray[np.float64]
 
     def __len__(self) -> int:
         return int(self.device_id.shape[0])

@@ -15,9 +15,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +24,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Float,
-    Table,
     bindparam,
     case,
     create_engine,
@@ -40,8 +37,21 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from fedstrata.errors import ConfigError, RegistryError
 from fedstrata.scheduling._migrate import current_revision, upgrade
+from fedstrata.scheduling._sql import (
+    history_batch,
+    history_rows,
+    order_by_ids,
+    registry_url,
+    sqlite_pragmas,
+    upsert,
+)
 from fedstrata.scheduling._tables import device_profile, model_partitions, round_history
-from fedstrata.scheduling.records import DeviceProfiles, HistoryBatch, ModelPartition, WorkStatus
+from fedstrata.scheduling.records import (
+    AllocationCandidates,
+    DeviceProfiles,
+    HistoryBatch,
+    ModelPartition,
+)
 
 __all__ = ["AllocationCandidates", "Registry", "registry_url"]
 
@@ -56,46 +66,6 @@ _PROFILE_COLUMNS = {
     "downlink_mbps": "downlink_mbps",
     "availability": "availability",
 }
-
-
-def registry_url(target: str | os.PathLike[str]) -> str:
-    """A SQLAlchemy URL for ``target``: a URL is kept, a filesystem path becomes SQLite.
-
-    Raises:
-        ConfigError: an empty target.
-    """
-    text = os.fspath(target)
-    if not text:
-        raise ConfigError("registry target must be a URL or a file path, got ''")
-    if "://" in text:
-        return text
-    return f"sqlite:///{Path(text).expanduser().resolve()}"
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
-@dataclass(frozen=True, eq=False)
-class AllocationCandidates:
-    """Result of the allocation query: (device, partition) pairs, best score first.
-
-    Attributes:
-        device_id: device of each pair.
-        partition_id: partition of each pair (the device has enough memory for it).
-        score: ``cpu_score / compute_intensity`` (higher trains the partition faster).
-    """
-
-    device_id: NDArray[np.int64]
-    partition_id: NDArray[np.int64]
-    score: NDArray[np.float64]
-
-    def __len__(self) -> int:
-        return int(self.device_id.shape[0])
 
 
 class Registry:
@@ -119,7 +89,7 @@ class Registry:
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise RegistryError(f"cannot open registry {url!r}: {exc}") from exc
         if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", sqlite_pragmas)
         try:
             upgrade(engine, "head")
         except Exception:
@@ -157,20 +127,6 @@ class Registry:
         except SQLAlchemyError as exc:
             raise RegistryError(f"registry {what} failed: {exc}") from exc
 
-    def _upsert(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        elif self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            raise RegistryError(f"registry backend {self.dialect!r} is not supported")
-        stmt = insert(table)
-        key = next(iter(table.primary_key.columns)).name
-        changed = {c: stmt.excluded[c] for c in rows[0] if c != key}
-        conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed), rows)
-
     # ----------------------------------------------------------------- devices
 
     def upsert_devices(self, profiles: DeviceProfiles, *, now: datetime | None = None) -> int:
@@ -187,30 +143,42 @@ class Registry:
             for i, d in enumerate(ids)
         ]
         with self._tx("upsert_devices") as conn:
-            self._upsert(conn, device_profile, rows)
+            upsert(conn, device_profile, rows)
         log.info("registry: upserted %d devices", len(rows))
         return len(rows)
 
-    def update_measurement(self, device_id: int, *, cpu_score: float, memory_gb: float,
-                           network_latency_ms: float, now: datetime | None = None) -> None:
+    def update_measurement(
+        self,
+        device_id: int,
+        *,
+        cpu_score: float,
+        memory_gb: float,
+        network_latency_ms: float,
+        now: datetime | None = None,
+    ) -> None:
         """Insert or update one device's measured columns, keeping its other columns.
 
         Raises:
             RegistryError: the write failed.
         """
-        row = {"device_id": int(device_id), "cpu_score": float(cpu_score),
-               "memory_gb": float(memory_gb), "network_latency": float(network_latency_ms),
-               "last_update": now or datetime.now(UTC)}
+        row = {
+            "device_id": int(device_id),
+            "cpu_score": float(cpu_score),
+            "memory_gb": float(memory_gb),
+            "network_latency": float(network_latency_ms),
+            "last_update": now or datetime.now(UTC),
+        }
         with self._tx("update_measurement") as conn:
-            self._upsert(conn, device_profile, [row])
+            upsert(conn, device_profile, [row])
 
     def count_devices(self) -> int:
         """How many devices are registered."""
         with self._tx("count_devices") as conn:
             return int(conn.execute(select(func.count()).select_from(device_profile)).scalar_one())
 
-    def devices(self, device_ids: Sequence[int] | NDArray[np.int64] | None = None
-                ) -> DeviceProfiles:
+    def devices(
+        self, device_ids: Sequence[int] | NDArray[np.int64] | None = None
+    ) -> DeviceProfiles:
         """Profiles of ``device_ids`` in that order (all devices by id when ``None``).
 
         Raises:
@@ -221,7 +189,7 @@ class Registry:
         rows = self._select_by_ids(select(*cols), device_ids)
         table = np.array(rows, dtype=np.float64).reshape(len(rows), len(cols))
         got = table[:, 0].astype(np.int64)
-        order = self._order(got, device_ids)
+        order = order_by_ids(got, device_ids)
         table = table[order]
         return DeviceProfiles(table[:, 0].astype(np.int64), *(table[:, i] for i in range(1, 7)))
 
@@ -235,10 +203,11 @@ class Registry:
         rows = self._select_by_ids(select(t.c.device_id, t.c.avg_train_time), device_ids)
         got = np.array([r[0] for r in rows], dtype=np.int64)
         vals = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
-        return vals[self._order(got, device_ids)]
+        return vals[order_by_ids(got, device_ids)]
 
-    def _select_by_ids(self, stmt: Any, device_ids: Sequence[int] | NDArray[np.int64] | None
-                       ) -> list[Any]:
+    def _select_by_ids(
+        self, stmt: Any, device_ids: Sequence[int] | NDArray[np.int64] | None
+    ) -> list[Any]:
         with self._tx("read devices") as conn:
             if device_ids is None:
                 return list(conn.execute(stmt.order_by(device_profile.c.device_id)))
@@ -248,20 +217,6 @@ class Registry:
                 part = ids[i : i + _CHUNK]
                 rows.extend(conn.execute(stmt.where(device_profile.c.device_id.in_(part))))
             return rows
-
-    @staticmethod
-    def _order(got: NDArray[np.int64], wanted: Sequence[int] | NDArray[np.int64] | None
-               ) -> NDArray[np.intp]:
-        if wanted is None:
-            return np.arange(got.size)
-        want = np.asarray(wanted, dtype=np.int64)
-        sort = np.argsort(got)
-        pos = np.searchsorted(got[sort], want).clip(0, max(got.size - 1, 0))
-        found = got.size > 0 and bool((got[sort][pos] == want).all())
-        if not found:
-            missing = sorted(set(want.tolist()) - set(got.tolist()))
-            raise RegistryError(f"devices not registered: {missing[:10]} ({len(missing)} total)")
-        return sort[pos]
 
     def delete_devices(self, device_ids: Sequence[int] | NDArray[np.int64]) -> int:
         """Remove devices and their history; returns how many devices were removed.
@@ -275,7 +230,9 @@ class Registry:
             for i in range(0, len(ids), _CHUNK):
                 part = ids[i : i + _CHUNK]
                 conn.execute(delete(round_history).where(round_history.c.device_id.in_(part)))
-                res = conn.execute(delete(device_profile).where(device_profile.c.device_id.in_(part)))
+                res = conn.execute(
+                    delete(device_profile).where(device_profile.c.device_id.in_(part))
+                )
                 removed += int(res.rowcount)
         return removed
 
@@ -287,10 +244,17 @@ class Registry:
         Raises:
             RegistryError: the write failed.
         """
-        rows = [{"partition_id": p.partition_id, "required_memory": p.required_memory_gb,
-                 "compute_intensity": p.compute_intensity, "name": p.name} for p in partitions]
+        rows = [
+            {
+                "partition_id": p.partition_id,
+                "required_memory": p.required_memory_gb,
+                "compute_intensity": p.compute_intensity,
+                "name": p.name,
+            }
+            for p in partitions
+        ]
         with self._tx("upsert_partitions") as conn:
-            self._upsert(conn, model_partitions, rows)
+            upsert(conn, model_partitions, rows)
 
     def partitions(self) -> list[ModelPartition]:
         """Every partition, by id."""
@@ -300,9 +264,13 @@ class Registry:
             rows = conn.execute(stmt.order_by(t.c.partition_id)).all()
         return [ModelPartition(int(r[0]), float(r[1]), float(r[2]), str(r[3])) for r in rows]
 
-    def allocation_candidates(self, partition_id: int | None = None, *,
-                              min_availability: float = 0.0, limit: int | None = None
-                              ) -> AllocationCandidates:
+    def allocation_candidates(
+        self,
+        partition_id: int | None = None,
+        *,
+        min_availability: float = 0.0,
+        limit: int | None = None,
+    ) -> AllocationCandidates:
         """The published allocation query: devices with enough memory for a partition,
         ordered by ``cpu_score / compute_intensity`` (descending, ties by device id).
 
@@ -334,8 +302,9 @@ class Registry:
 
     # ----------------------------------------------------------------- history
 
-    def record_history(self, batch: HistoryBatch, *, ewma: float = 0.3,
-                       now: datetime | None = None) -> None:
+    def record_history(
+        self, batch: HistoryBatch, *, ewma: float = 0.3, now: datetime | None = None
+    ) -> None:
         """Append history rows and fold measured times into ``avg_train_time``.
 
         One transaction: an executemany insert of the rows, then an executemany update
@@ -347,7 +316,7 @@ class Registry:
         """
         if not 0 < ewma <= 1:
             raise ConfigError(f"record_history ewma must be in (0, 1], got {ewma}")
-        rows = _history_rows(batch)
+        rows = history_rows(batch)
         measured = np.flatnonzero(np.isfinite(batch.actual_s))
         stamp = now or datetime.now(UTC)
         avg = device_profile.c.avg_train_time
@@ -355,57 +324,47 @@ class Registry:
         stmt = (
             update(device_profile)
             .where(device_profile.c.device_id == bindparam("b_id"))
-            .values(avg_train_time=case((avg.is_(None), new_t), else_=(1 - ewma) * avg + ewma * new_t),
-                    last_update=bindparam("b_now"))
+            .values(
+                avg_train_time=case((avg.is_(None), new_t), else_=(1 - ewma) * avg + ewma * new_t),
+                last_update=bindparam("b_now"),
+            )
         )
-        params = [{"b_id": int(batch.device_id[i]), "b_t": float(batch.actual_s[i]),
-                   "b_now": stamp} for i in measured]
+        params = [
+            {"b_id": int(batch.device_id[i]), "b_t": float(batch.actual_s[i]), "b_now": stamp}
+            for i in measured
+        ]
         with self._tx("record_history") as conn:
             if rows:
                 conn.execute(round_history.insert(), rows)
             if params:
                 conn.execute(stmt, params)
 
-    def history(self, *, device_ids: Sequence[int] | NDArray[np.int64] | None = None,
-                since_round: int = 0, until_round: int | None = None) -> HistoryBatch:
+    def history(
+        self,
+        *,
+        device_ids: Sequence[int] | NDArray[np.int64] | None = None,
+        since_round: int = 0,
+        until_round: int | None = None,
+    ) -> HistoryBatch:
         """History rows with ``since_round <= round_idx <= until_round``, by round then id.
 
         Raises:
             RegistryError: the read failed.
         """
         h = round_history
-        stmt = select(h.c.device_id, h.c.round_idx, h.c.assigned_work, h.c.completed_work,
-                      h.c.predicted_s, h.c.actual_s, h.c.status).where(h.c.round_idx >= since_round)
+        stmt = select(
+            h.c.device_id,
+            h.c.round_idx,
+            h.c.assigned_work,
+            h.c.completed_work,
+            h.c.predicted_s,
+            h.c.actual_s,
+            h.c.status,
+        ).where(h.c.round_idx >= since_round)
         if until_round is not None:
             stmt = stmt.where(h.c.round_idx <= until_round)
         if device_ids is not None:
             stmt = stmt.where(h.c.device_id.in_(np.asarray(device_ids, dtype=np.int64).tolist()))
         with self._tx("history") as conn:
             rows = conn.execute(stmt.order_by(h.c.round_idx, h.c.device_id, h.c.id)).all()
-        return _history_batch(rows)
-
-
-def _history_rows(batch: HistoryBatch) -> list[dict[str, Any]]:
-    names = [WorkStatus(int(s)).name.lower() for s in batch.status]
-    pred = [None if not np.isfinite(v) else v for v in batch.predicted_s.tolist()]
-    act = [None if not np.isfinite(v) else v for v in batch.actual_s.tolist()]
-    return [
-        {"device_id": d, "round_idx": r, "assigned_work": a, "completed_work": c,
-         "predicted_s": p, "actual_s": t, "status": s}
-        for d, r, a, c, p, t, s in zip(batch.device_id.tolist(), batch.round_idx.tolist(),
-                                       batch.assigned_work.tolist(),
-                                       batch.completed_work.tolist(), pred, act, names,
-                                       strict=True)
-    ]
-
-
-def _history_batch(rows: Sequence[Any]) -> HistoryBatch:
-    def col(i: int, dtype: type) -> NDArray[Any]:
-        return np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=dtype)
-
-    try:
-        status = np.array([WorkStatus[str(r[6]).upper()] for r in rows], dtype=np.int8)
-    except KeyError as exc:
-        raise RegistryError(f"round_history holds an unknown status {exc}") from None
-    return HistoryBatch(col(0, np.int64), col(1, np.int64), col(2, np.int64), col(3, np.int64),
-                        col(4, np.float64), col(5, np.float64), status)
+        return history_batch(rows)

@@ -41,13 +41,19 @@ I64 = NDArray[np.int64]
 class Selector(Protocol):
     """Chooses a round's cohort and learns from what the cohort reported."""
 
-    def select(self, round_idx: int, available: I64, k: int,
-               rng: np.random.Generator) -> I64:
+    def select(self, round_idx: int, available: I64, k: int, rng: np.random.Generator) -> I64:
         """Up to ``k`` distinct ids out of ``available``, sorted."""
         ...
 
-    def feedback(self, round_idx: int, client_ids: I64, *, num_samples: I64,
-                 mean_sq_loss: F64, duration_s: F64) -> None:
+    def feedback(
+        self,
+        round_idx: int,
+        client_ids: I64,
+        *,
+        num_samples: I64,
+        mean_sq_loss: F64,
+        duration_s: F64,
+    ) -> None:
         """What the clients of ``round_idx`` did (NaN loss: no statistical report)."""
         ...
 
@@ -64,8 +70,7 @@ def _check_select(available: I64, k: int) -> I64:
 class RandomSelector:
     """Uniform sampling without replacement (the FedAvg baseline)."""
 
-    def select(self, round_idx: int, available: I64, k: int,
-               rng: np.random.Generator) -> I64:
+    def select(self, round_idx: int, available: I64, k: int, rng: np.random.Generator) -> I64:
         """``min(k, len(available))`` ids drawn uniformly, sorted.
 
         Raises:
@@ -77,8 +82,15 @@ class RandomSelector:
             return np.sort(ids)
         return np.sort(rng.choice(ids, size=k, replace=False))
 
-    def feedback(self, round_idx: int, client_ids: I64, *, num_samples: I64,
-                 mean_sq_loss: F64, duration_s: F64) -> None:
+    def feedback(
+        self,
+        round_idx: int,
+        client_ids: I64,
+        *,
+        num_samples: I64,
+        mean_sq_loss: F64,
+        duration_s: F64,
+    ) -> None:
         """Ignored: uniform selection learns nothing."""
 
 
@@ -153,15 +165,24 @@ class OortState:
     def initial(cls, num_clients: int, config: OortConfig) -> OortState:
         """A fresh state: every client unexplored."""
         t = config.preferred_duration_s
-        return cls(np.zeros(num_clients), np.full(num_clients, -1, dtype=np.int64),
-                   np.full(num_clients, np.nan), np.full(num_clients, np.nan),
-                   config.epsilon, float("nan") if t is None else t)
+        return cls(
+            np.zeros(num_clients),
+            np.full(num_clients, -1, dtype=np.int64),
+            np.full(num_clients, np.nan),
+            np.full(num_clients, np.nan),
+            config.epsilon,
+            float("nan") if t is None else t,
+        )
 
 
 def oort_scores(state: OortState, ids: I64, round_idx: int, alpha: float) -> F64:
-    """Oort utility of explored clients ``ids`` at ``round_idx`` (pure)."""
+    """Oort utility of explored clients ``ids`` at ``round_idx`` (pure).
+
+    Statistical utilities are min-max normalised over every explored client.
+    """
+    known = state.stat_utility[state.last_round >= 0]
+    lo, hi = (float(known.min()), float(known.max())) if known.size else (0.0, 0.0)
     stat = state.stat_utility[ids]
-    lo, hi = (float(stat.min()), float(stat.max())) if stat.size else (0.0, 0.0)
     norm = (stat - lo) / (hi - lo) if hi > lo else np.ones_like(stat)
     seen = state.last_round[ids] + 1.0
     bonus = np.sqrt(0.1 * np.log(round_idx + 1.0) / seen)
@@ -170,7 +191,8 @@ def oort_scores(state: OortState, ids: I64, round_idx: int, alpha: float) -> F64
     if np.isfinite(pref):
         slow = np.isfinite(t) & (t > pref)
         util = np.where(slow, util * (pref / np.where(slow, t, 1.0)) ** alpha, util)
-    return np.maximum(util, 1e-12)
+    out: F64 = np.maximum(util, 1e-12)
+    return out
 
 
 class OortSelector:
@@ -195,11 +217,12 @@ class OortSelector:
         ids = np.asarray(client_ids, dtype=np.int64)
         n = self.state.last_round.size
         if ids.size and (ids.min() < 0 or ids.max() >= n):
-            raise DataError(f"OortSelector: client ids must be in [0, {n}), got {ids.min()}..{ids.max()}")
+            raise DataError(
+                f"OortSelector: client ids must be in [0, {n}), got {ids.min()}..{ids.max()}"
+            )
         return ids
 
-    def select(self, round_idx: int, available: I64, k: int,
-               rng: np.random.Generator) -> I64:
+    def select(self, round_idx: int, available: I64, k: int, rng: np.random.Generator) -> I64:
         """Exploit by utility, explore fast unexplored clients; sorted ids.
 
         Raises:
@@ -215,10 +238,16 @@ class OortSelector:
             fresh = ids[self.state.last_round[ids] < 0]
             n_explore = min(round(self.state.epsilon * k), fresh.size)
             n_explore = max(n_explore, k - explored.size)
-            chosen = np.concatenate([self._exploit(explored, k - n_explore, round_idx, rng),
-                                     self._explore(fresh, n_explore, rng)])
-        self.state = replace(self.state, epsilon=max(self.config.epsilon_min,
-                                                     self.state.epsilon * self.config.epsilon_decay))
+            chosen = np.concatenate(
+                [
+                    self._exploit(explored, k - n_explore, round_idx, rng),
+                    self._explore(fresh, n_explore, rng),
+                ]
+            )
+        self.state = replace(
+            self.state,
+            epsilon=max(self.config.epsilon_min, self.state.epsilon * self.config.epsilon_decay),
+        )
         return np.sort(chosen)
 
     def _exploit(self, explored: I64, n: int, round_idx: int, rng: np.random.Generator) -> I64:
@@ -228,7 +257,8 @@ class OortSelector:
         kth = np.sort(util)[::-1][n - 1]
         pool = np.flatnonzero(util >= self.config.cutoff * kth)
         p = util[pool] / util[pool].sum()
-        return explored[rng.choice(pool, size=n, replace=False, p=p)]
+        picked: I64 = explored[rng.choice(pool, size=n, replace=False, p=p)]
+        return picked
 
     def _explore(self, fresh: I64, n: int, rng: np.random.Generator) -> I64:
         if n <= 0:
@@ -252,8 +282,15 @@ class OortSelector:
             self.state = replace(s, preferred_s=s.preferred_s + c.pacer_step_s)
             log.info("round %d: Oort pacer relaxes T to %.3g s", round_idx, self.state.preferred_s)
 
-    def feedback(self, round_idx: int, client_ids: I64, *, num_samples: I64,
-                 mean_sq_loss: F64, duration_s: F64) -> None:
+    def feedback(
+        self,
+        round_idx: int,
+        client_ids: I64,
+        *,
+        num_samples: I64,
+        mean_sq_loss: F64,
+        duration_s: F64,
+    ) -> None:
         """Record each client's statistical utility, duration and round.
 
         ``mean_sq_loss`` is the mean of the squared per-example losses; pass the
@@ -268,8 +305,10 @@ class OortSelector:
         sq = np.asarray(mean_sq_loss, dtype=np.float64)
         dur = np.asarray(duration_s, dtype=np.float64)
         if not samples.shape == sq.shape == dur.shape == ids.shape:
-            raise DataError("OortSelector.feedback: client_ids, num_samples, mean_sq_loss "
-                            "and duration_s must have the same length")
+            raise DataError(
+                "OortSelector.feedback: client_ids, num_samples, mean_sq_loss "
+                "and duration_s must have the same length"
+            )
         s = self.state
         ok = np.isfinite(sq)
         util = samples[ok] * np.sqrt(np.maximum(sq[ok], 0.0))

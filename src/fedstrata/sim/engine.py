@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import numpy as np
 
@@ -45,10 +45,11 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.training import ArrayDataset, LocalPlan, Trainer
 from fedstrata.core.update import validate_vector
-from fedstrata.errors import FedstrataError
+from fedstrata.errors import FedstrataError, PrivacyBudgetExhausted
 from fedstrata.monitoring import ClientFailure, RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.sim.executor import Executor
+from fedstrata.sim.hooks import Broadcaster, DenseBroadcast, RoundHook
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tasks import ClientTask, TaskResult
 
@@ -65,6 +66,7 @@ class SimSettings:
     plan: LocalPlan
     eval_every: int = 1
     root_seed: int = 0
+    weighting: Literal["examples", "uniform"] = "examples"  # DP needs uniform
 
 
 @dataclass
@@ -88,10 +90,10 @@ class _RoundTally:
     """Running figures of the round in flight."""
 
     start_s: float
-    down_bytes: int
     size: int
     bytes_up: int = 0
     bytes_down: int = 0
+    uploads: int = 0
     last_arrival: float = 0.0
     critical: tuple[float, float, float] = (0.0, 0.0, 0.0)
     any_late: bool = False
@@ -114,6 +116,11 @@ class Simulation:
     sinks: tuple[Sink, ...] = ()
     on_round: Callable[[RoundMetrics], None] | None = None
     clock: VirtualClock = field(default_factory=VirtualClock)
+    broadcast: Broadcaster | None = None  # default: the dense model to everyone
+    hooks: tuple[RoundHook, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._bc: Broadcaster = self.broadcast or DenseBroadcast(self.trainer.spec.size)
 
     def run(self, params: FloatVector) -> SimulationResult:
         """Run every round from ``params``; returns the final model and metrics."""
@@ -121,6 +128,13 @@ class Simulation:
         result = SimulationResult(params=params)
         opt_state = self.server_optimizer.init(params)
         for round_idx in range(self.settings.rounds):
+            try:
+                for hook in self.hooks:
+                    hook.start(round_idx)
+            except PrivacyBudgetExhausted as exc:
+                log.warning("stopping before round %d: %s", round_idx, exc)
+                result.stopped_reason = str(exc)
+                break
             params, opt_state, metrics = self.run_round(round_idx, params, opt_state)
             result.rounds.append(metrics)
         result.params = params
@@ -139,44 +153,52 @@ class Simulation:
         )
         (send,) = self.coordinator.handle(StartRound(round_idx, t0, avail))
         assert isinstance(send, SendModel)
-        tally = _RoundTally(t0, HEADER_SIZE + params.nbytes, params.shape[0], last_arrival=t0)
+        tally = _RoundTally(t0, params.shape[0], last_arrival=t0)
         state = self.aggregator.init(params.shape[0])
         tasks = [
             ClientTask(i, int(c), round_idx, self.settings.plan)
             for i, c in enumerate(send.client_ids)
         ]
-        for res in self.executor.run(params, tasks):
+        for res in self.executor.run(self._bc.model_for_clients(params), tasks):
             state = self._receive(res, tally, state)
         end = self._round_end(send, tally)
         (close,) = self.coordinator.handle(DeadlinePassed(end))
         assert isinstance(close, CloseRound)
         self.clock.advance_to(end)
         outcome = close.outcome
+        ctx = RoundContext(round_idx, self.settings.root_seed)
         if outcome.applied:
             mean = self.aggregator.finalize(state)
+            for hook in self.hooks:
+                mean = hook.aggregate(mean, len(outcome.accepted), ctx)
             if self.pipeline is not None:
-                mean = self.pipeline.decode_aggregate(
-                    mean, RoundContext(round_idx, self.settings.root_seed)
-                )
+                mean = self.pipeline.decode_aggregate(mean, ctx)
             params, opt_state = self.server_optimizer.step(params, mean, opt_state)
+            self._bc.publish(params, ctx)
         train_loss = self.aggregator.finalize_metrics(state).get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
+        extras = self._codec_extras(tally)
+        for hook in self.hooks:
+            extras.update(hook.finish(round_idx, len(outcome.accepted), metrics.loss))
+        metrics = replace(metrics, extras=extras)
         self._emit(outcome, metrics)
         return params, opt_state, metrics
 
     def _receive(self, res: TaskResult, tally: _RoundTally, state: object) -> object:
         """Account, time, and (if the coordinator accepts it) fold one client's result."""
         cid = res.client_id
-        tally.bytes_down += tally.down_bytes
+        down_bytes = self._bc.download_bytes(cid)
+        tally.bytes_down += down_bytes
         problem = self._problem(res)
         if problem is not None:
             self.coordinator.handle(ClientFailed(cid, problem))
             return state
         up_bytes = res.payload.nbytes if res.payload is not None else HEADER_SIZE + 4 * tally.size
         tally.bytes_up += up_bytes
-        legs = self._timing(cid, tally.down_bytes, up_bytes)
+        tally.uploads += 1
+        legs = self._timing(cid, down_bytes, up_bytes)
         arrival = tally.start_s + sum(legs)
-        weight = float(res.num_examples)
+        weight = float(res.num_examples) if self.settings.weighting == "examples" else 1.0
         (cmd,) = self.coordinator.handle(UpdateArrived(cid, arrival, weight))
         if isinstance(cmd, Reject):
             tally.any_late = tally.any_late or cmd.late
@@ -190,6 +212,14 @@ class Simulation:
         if arrival > tally.last_arrival:
             tally.last_arrival, tally.critical = arrival, legs
         return state
+
+    def _codec_extras(self, tally: _RoundTally) -> dict[str, float]:
+        done = max(tally.uploads, 1)
+        dense = done * (HEADER_SIZE + 4 * tally.size)
+        return {
+            "uplink_ratio": dense / tally.bytes_up if tally.bytes_up else 1.0,
+            "uplink_bytes_per_client": tally.bytes_up / done,
+        }
 
     def _problem(self, res: TaskResult) -> str | None:
         """Why a result cannot be used (client error, NaN/Inf, wrong shape), or None."""

@@ -32,6 +32,7 @@ import numpy as np
 
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
+from fedstrata.core.training import Trainer
 from fedstrata.errors import ConfigError, PayloadError
 from fedstrata.sim.tasks import ClientJob, ClientTask, TaskResult, run_client
 
@@ -54,9 +55,9 @@ class Executor(Protocol):
 class InProcessExecutor:
     """Trains clients one after another in the calling process."""
 
-    def __init__(self, job: ClientJob, size: int) -> None:
+    def __init__(self, job: ClientJob, size: int, trainer: Trainer | None = None) -> None:
         self.job = job
-        self._trainer = job.trainer_factory()
+        self._trainer = trainer if trainer is not None else job.trainer_factory()
         self._out = np.zeros(size, dtype=np.float32)
 
     def run(self, params: FloatVector, tasks: Sequence[ClientTask]) -> Iterator[TaskResult]:
@@ -147,9 +148,14 @@ class ProcessExecutor:
         job: what every worker holds (trainer factory, client data, pipeline).
         size: number of model parameters.
         workers: number of worker processes (>= 1); the calling process trains too.
+        local_trainer: the calling process's trainer (default: built on first use).
+            Build and warm it up *before* creating the executor and the forked
+            workers inherit a warmed-up framework instead of each paying for it.
     """
 
-    def __init__(self, job: ClientJob, size: int, workers: int) -> None:
+    def __init__(
+        self, job: ClientJob, size: int, workers: int, local_trainer: Trainer | None = None
+    ) -> None:
         if workers < 1:
             raise ConfigError(f"ProcessExecutor needs workers >= 1, got {workers}")
         self.job, self.size, self.workers = job, size, workers
@@ -167,7 +173,7 @@ class ProcessExecutor:
         self._procs: list[Any] = []
         for _ in range(workers):
             self._spawn()
-        self._trainer: Any = None  # the calling process's own, made after the fork
+        self._trainer = local_trainer
 
     def _spawn(self, index: int | None = None) -> None:
         parent, child = self._ctx.Pipe()
