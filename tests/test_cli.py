@@ -30,7 +30,8 @@ def test_run_writes_a_run_directory_and_report(tmp_path):
     assert res.exit_code == 0, res.output
     (run_dir,) = tmp_path.iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["rounds"] == 2 and 0 <= summary["final_accuracy"] <= 1
+    assert summary["rounds"] == 2
+    assert 0 <= summary["final_accuracy"] <= 1
     assert "rounds: 2" in (run_dir / "config.yaml").read_text()
     with sqlite3.connect(run_dir / "metrics.sqlite") as db:
         assert db.execute("select count(*) from rounds").fetchone()[0] == 2
@@ -38,18 +39,21 @@ def test_run_writes_a_run_directory_and_report(tmp_path):
     model = np.load(run_dir / "model.npz")
     assert len(model.files) >= 1
     again = runner.invoke(app, ["report", str(run_dir)])
-    assert again.exit_code == 0 and again.output.strip().endswith("report.html")
+    assert again.exit_code == 0
+    assert again.output.strip().endswith("report.html")
 
 
 def test_invalid_config_names_the_field():
     res = runner.invoke(app, ["run", "--set", "client.lr=-3", "--quiet"])
     assert res.exit_code == 2
-    assert "client.lr" in res.output and "greater than 0" in res.output
+    assert "client.lr" in res.output
+    assert "greater than 0" in res.output
 
 
 def test_unknown_preset_lists_the_available_ones():
     res = runner.invoke(app, ["run", "--preset", "nope"])
-    assert res.exit_code == 2 and "quickstart" in res.output
+    assert res.exit_code == 2
+    assert "quickstart" in res.output
 
 
 def test_presets_and_show_config():

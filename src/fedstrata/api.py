@@ -39,14 +39,6 @@ from fedstrata.monitoring import (
     write_report,
 )
 from fedstrata.pipeline import DenseCodec, Pipeline, Stage
-from fedstrata.privacy import (
-    BudgetAllocator,
-    CentralGaussian,
-    FixedClip,
-    PlateauSwitch,
-    StageSpec,
-)
-from fedstrata.privacy.hook import CentralDPHook
 from fedstrata.sim import (
     ClientJob,
     Executor,
@@ -59,7 +51,7 @@ from fedstrata.sim import (
     SimulationResult,
 )
 from fedstrata.sim.hooks import CompressedBroadcast, RoundHook
-from fedstrata.torch_adapter import TorchTrainerFactory
+from fedstrata.sim.prefetch import Prefetch
 
 __all__ = ["RunResult", "aggregator", "build_dataset", "local_plan", "run", "server_optimizer"]
 
@@ -197,7 +189,11 @@ def run(
     Raises:
         FedstrataError: invalid data or configuration discovered while building.
     """
-    dataset = build_dataset(config.data)
+    # Build the dataset in a forked child while this process imports torch.
+    pending = Prefetch(build_dataset, config.data, background=config.sim.start_method == "fork")
+    from fedstrata.torch_adapter import TorchTrainerFactory  # deferred: imports torch
+
+    dataset = pending.result()
     factory = TorchTrainerFactory(
         model=config.model.kind,
         input_shape=dataset.input_shape,
@@ -257,6 +253,8 @@ def _pipeline(config: FedConfig, size: int, state_dir: Path) -> Pipeline | None:
     """The uplink pipeline, or None for the dense fast path."""
     stages: list[Stage] = []
     if config.privacy.enabled:
+        from fedstrata.privacy import CentralGaussian, FixedClip  # deferred: imports scipy
+
         clip = config.privacy.clip_norm
         stages += [FixedClip(clip), CentralGaussian(noise_multiplier=0.0, clip_norm=clip)]
     if not stages and not config.compression.enabled:
@@ -281,6 +279,9 @@ def privacy_hooks(
     p = config.privacy
     if not p.enabled or pipeline is None:
         return ()
+    from fedstrata.privacy import BudgetAllocator, CentralGaussian, PlateauSwitch, StageSpec
+    from fedstrata.privacy.hook import CentralDPHook
+
     mechanism = next(s for s in pipeline.stages if isinstance(s, CentralGaussian))
     q = sampling_rate(config, num_clients)
     fractions = p.stage_fractions or (1 / len(p.stage_weights),) * len(p.stage_weights)
@@ -360,7 +361,15 @@ def _finish_store(
     for metrics in result.rounds:
         totals.add(metrics)
     store.save_model(spec, result.params)
-    store.emit(totals.finish(store.path.name, RunStatus.COMPLETED, wall_time_s=result.wall_s))
+    status = RunStatus.STOPPED if result.stopped_reason else RunStatus.COMPLETED
+    store.emit(
+        totals.finish(
+            store.path.name,
+            status,
+            wall_time_s=result.wall_s,
+            stop_reason=result.stopped_reason or "",
+        )
+    )
     store.close()
     if config.output.report:
         write_report(store.path)

@@ -116,9 +116,10 @@ def _summary_table(result: Any) -> Table:
 def _extra_rows(rounds: list[Any], stopped: str | None) -> list[tuple[str, str]]:
     rows = []
     last = rounds[-1].extras if rounds else {}
-    if "uplink_ratio" in last:
-        ratio = [m.extras["uplink_ratio"] for m in rounds]
-        rows.append(("uplink compression", f"{sum(ratio) / len(ratio):.1f}x vs dense float32"))
+    ratios = [m.extras.get("uplink_ratio", 1.0) for m in rounds]
+    if ratios and sum(ratios) / len(ratios) > 1.01:
+        mean = sum(ratios) / len(ratios)
+        rows.append(("uplink compression", f"{mean:.1f}x fewer bytes than dense float32"))
     if "epsilon_spent" in last:
         rows.append(("privacy spent (ε)", f"{last['epsilon_spent']:.4f}"))
     if stopped:

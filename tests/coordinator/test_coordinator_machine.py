@@ -44,7 +44,8 @@ def test_selection_is_seeded_and_sorted():
     b = RoundCoordinator(RoundPolicy(clients_per_round=4, root_seed=1))
     ca, cb = start(a).client_ids, start(b).client_ids
     np.testing.assert_array_equal(ca, cb)
-    assert ca.size == 4 and np.all(np.diff(ca) > 0)
+    assert ca.size == 4
+    assert np.all(np.diff(ca) > 0)
     a.handle(DeadlinePassed(1.0))
 
 
@@ -53,12 +54,15 @@ def test_rejects_unknown_duplicate_and_late():
     cohort = start(m, now=100.0).client_ids.tolist()
     outsider = next(i for i in range(10) if i not in cohort)
     (r1,) = m.handle(UpdateArrived(outsider, 101.0, 1.0))
-    assert isinstance(r1, Reject) and "not selected" in r1.reason
+    assert isinstance(r1, Reject)
+    assert "not selected" in r1.reason
     assert isinstance(m.handle(UpdateArrived(cohort[0], 101.0, 1.0))[0], Accept)
     (r2,) = m.handle(UpdateArrived(cohort[0], 102.0, 1.0))
-    assert isinstance(r2, Reject) and "duplicate" in r2.reason
+    assert isinstance(r2, Reject)
+    assert "duplicate" in r2.reason
     (r3,) = m.handle(UpdateArrived(cohort[1], 111.0, 1.0))
-    assert isinstance(r3, Reject) and r3.late
+    assert isinstance(r3, Reject)
+    assert r3.late
     m.handle(ClientFailed(cohort[2], "NaN update"))
     (close,) = m.handle(DeadlinePassed(110.0))
     out = close.outcome
@@ -66,7 +70,8 @@ def test_rejects_unknown_duplicate_and_late():
     assert out.failed == ((cohort[2], "NaN update"),)
     assert out.late == (cohort[1],)
     (after,) = m.handle(UpdateArrived(cohort[1], 120.0, 1.0))
-    assert isinstance(after, Reject) and after.late
+    assert isinstance(after, Reject)
+    assert after.late
 
 
 def test_failure_after_acceptance_retracts_the_update():
@@ -75,7 +80,8 @@ def test_failure_after_acceptance_retracts_the_update():
     m.handle(UpdateArrived(1, 1.0, 1.0))
     m.handle(ClientFailed(1, "payload could not be decoded"))
     (close,) = m.handle(DeadlinePassed(2.0))
-    assert close.outcome.accepted == () and not close.outcome.applied
+    assert close.outcome.accepted == ()
+    assert not close.outcome.applied
 
 
 def test_min_clients_and_protocol_errors():
@@ -95,16 +101,15 @@ def test_min_clients_and_protocol_errors():
 
 def test_topology_flat_and_tree_validation():
     flat = Topology.flat([1, 2, 3])
-    assert (
-        flat.is_flat
-        and flat.depth == 1
-        and flat.parent_of() == {1: "center", 2: "center", 3: "center"}
-    )
+    assert flat.is_flat
+    assert flat.depth == 1
+    assert flat.parent_of() == {1: "center", 2: "center", 3: "center"}
     edge_a = TopologyNode("edge-a", Tier.EDGE, clients=(1, 2))
     edge_b = TopologyNode("edge-b", Tier.EDGE, clients=(3,))
     region = TopologyNode("region-1", Tier.REGION, children=(edge_a, edge_b))
     tree = Topology(TopologyNode("center", Tier.CENTER, children=(region,)))
-    assert tree.depth == 3 and tree.parent_of()[3] == "edge-b"
+    assert tree.depth == 3
+    assert tree.parent_of()[3] == "edge-b"
     with pytest.raises(ConfigError, match="more than one aggregator"):
         Topology(
             TopologyNode(

@@ -55,7 +55,7 @@ def test_state_store_round_trip(kind, tmp_path):
 def test_disk_store_reports_corruption(tmp_path):
     store = DiskStateStore(tmp_path)
     (tmp_path / "residual-1.npy").write_bytes(b"garbage")
-    with pytest.raises(CheckpointCorrupt, match="residual-1.npy"):
+    with pytest.raises(CheckpointCorrupt, match=r"residual-1\.npy"):
         store.get(1, "residual")
     with pytest.raises(ConfigError, match="identifier"):
         store.put(1, "../evil", np.zeros(1))

@@ -29,8 +29,10 @@ def test_unflatten_returns_views():
     w, b = spec.unflatten(flat)
     w[1, 2] = 5.0
     b[0] = 7.0
-    assert flat[5] == 5.0 and flat[6] == 7.0
-    assert spec.offsets == (0, 6) and spec.nbytes == 36
+    assert flat[5] == 5.0
+    assert flat[6] == 7.0
+    assert spec.offsets == (0, 6)
+    assert spec.nbytes == 36
 
 
 def test_bad_inputs_name_the_problem():

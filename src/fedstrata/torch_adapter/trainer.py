@@ -130,7 +130,6 @@ class TorchTrainer:
         self._num_classes = num_classes
         self._seeding = ShuffleSeeding(shuffle_seeding)
         self.model = build_model(kind, self._input_shape, num_classes, hidden)
-        self._macs = forward_macs(self.model, self._input_shape)
         self._spec = ParamSpec.from_arrays(
             [(n, np.empty(tuple(p.shape), np.float32)) for n, p in self.model.named_parameters()]
         )
@@ -142,6 +141,10 @@ class TorchTrainer:
         self._global = torch.from_numpy(self._global_np)
         self._scratch = torch.zeros(self._spec.size)
         _bind_flat(self.model, self._spec, self.flat, self.grad)
+        # After binding, the model lives on the CPU: one tiny forward pass there is
+        # microseconds, where the same pass on the ``meta`` device first loads torch's
+        # meta kernels (over a second per process).
+        self._macs = forward_macs(self.model, self._input_shape)
 
     @property
     def spec(self) -> ParamSpec:
