@@ -13,7 +13,7 @@ from fedstrata.coordinator.events import (
     StartRound,
     UpdateArrived,
 )
-from fedstrata.coordinator.machine import RoundCoordinator, RoundPolicy
+from fedstrata.coordinator.machine import RoundCoordinator, RoundPolicy, Selector
 from fedstrata.coordinator.topology import Topology, TopologyNode
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "RoundCoordinator",
     "RoundOutcome",
     "RoundPolicy",
+    "Selector",
     "SendModel",
     "StartRound",
     "Topology",

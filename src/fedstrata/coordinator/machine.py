@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fedstrata.coordinator.events import (
     Accept,
@@ -32,7 +34,7 @@ from fedstrata.coordinator.events import (
 from fedstrata.core.context import derive_rng
 from fedstrata.errors import ConfigError, ProtocolError
 
-__all__ = ["RoundCoordinator", "RoundPolicy"]
+__all__ = ["RoundCoordinator", "RoundPolicy", "Selector"]
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +75,26 @@ class Phase(Enum):
     COLLECTING = "collecting"
 
 
-class RoundCoordinator:
-    """Selects cohorts and decides which updates count; see the module docstring."""
+class Selector(Protocol):
+    """Chooses ``k`` of the ``available`` clients (e.g. Oort's utility-based selection)."""
 
-    def __init__(self, policy: RoundPolicy) -> None:
+    def select(
+        self, round_idx: int, available: NDArray[np.int64], k: int, rng: np.random.Generator
+    ) -> NDArray[np.int64]: ...
+
+
+class RoundCoordinator:
+    """Selects cohorts and decides which updates count; see the module docstring.
+
+    Args:
+        policy: cohort size, deadline, sampling.
+        selector: who to pick when ``clients_per_round`` is fewer than the available
+            clients; the default is uniform sampling without replacement.
+    """
+
+    def __init__(self, policy: RoundPolicy, selector: Selector | None = None) -> None:
         self.policy = policy
+        self.selector = selector
         self._phase = Phase.IDLE
         self._round = -1
         self._start_s = 0.0
@@ -119,6 +136,11 @@ class RoundCoordinator:
             return ids[rng.random(ids.size) < self.policy.poisson_rate]
         if k is None or k >= ids.size:
             return ids
+        if self.selector is not None:
+            chosen = np.unique(np.asarray(self.selector.select(round_idx, ids, k, rng)))
+            if not np.isin(chosen, ids).all():
+                raise ProtocolError(f"round {round_idx}: the selector chose unavailable clients")
+            return chosen.astype(np.int64)
         return np.sort(rng.choice(ids, size=k, replace=False))
 
     def _start(self, event: StartRound) -> list[Command]:

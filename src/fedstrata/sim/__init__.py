@@ -2,19 +2,33 @@
 
 from fedstrata.sim.engine import SimSettings, Simulation, SimulationResult
 from fedstrata.sim.executor import Executor, InProcessExecutor, ProcessExecutor
+from fedstrata.sim.hooks import (
+    Broadcaster,
+    ClientPlanner,
+    ClientReport,
+    CompressedBroadcast,
+    DenseBroadcast,
+    RoundHook,
+)
 from fedstrata.sim.profiles import DeviceProfile, ProfileDistribution, ProfileTable
 from fedstrata.sim.tasks import ClientJob, ClientSource, ClientTask, TaskResult
 
 __all__ = [
+    "Broadcaster",
     "ClientJob",
+    "ClientPlanner",
+    "ClientReport",
     "ClientSource",
     "ClientTask",
+    "CompressedBroadcast",
+    "DenseBroadcast",
     "DeviceProfile",
     "Executor",
     "InProcessExecutor",
     "ProcessExecutor",
     "ProfileDistribution",
     "ProfileTable",
+    "RoundHook",
     "SimSettings",
     "Simulation",
     "SimulationResult",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -28,7 +28,6 @@ from fedstrata.aggregation import WeightedMean
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.algorithms.server import ServerOptimizer
 from fedstrata.coordinator import (
-    Accept,
     ClientFailed,
     CloseRound,
     DeadlinePassed,
@@ -49,11 +48,19 @@ from fedstrata.errors import FedstrataError, PrivacyBudgetExhausted
 from fedstrata.monitoring import ClientFailure, RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.sim.executor import Executor
-from fedstrata.sim.hooks import Broadcaster, DenseBroadcast, RoundHook
+from fedstrata.sim.hooks import (
+    Broadcaster,
+    ClientPlanner,
+    ClientReport,
+    DenseBroadcast,
+    RoundHook,
+)
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tasks import ClientTask, TaskResult
 
 __all__ = ["SimSettings", "Simulation", "SimulationResult"]
+
+ClientStatus = Literal["accepted", "late", "failed"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,8 @@ class _RoundTally:
 
     start_s: float
     size: int
+    plans: Sequence[LocalPlan] = ()
+    reports: list[ClientReport] = field(default_factory=list)
     bytes_up: int = 0
     bytes_down: int = 0
     uploads: int = 0
@@ -118,6 +127,7 @@ class Simulation:
     clock: VirtualClock = field(default_factory=VirtualClock)
     broadcast: Broadcaster | None = None  # default: the dense model to everyone
     hooks: tuple[RoundHook, ...] = ()
+    planner: ClientPlanner | None = None  # default: every client runs settings.plan
 
     def __post_init__(self) -> None:
         self._bc: Broadcaster = self.broadcast or DenseBroadcast(self.trainer.spec.size)
@@ -155,10 +165,11 @@ class Simulation:
         assert isinstance(send, SendModel)
         tally = _RoundTally(t0, params.shape[0], last_arrival=t0)
         state = self.aggregator.init(params.shape[0])
-        tasks = [
-            ClientTask(i, int(c), round_idx, self.settings.plan)
-            for i, c in enumerate(send.client_ids)
-        ]
+        plans: Sequence[LocalPlan] = [self.settings.plan] * send.client_ids.size
+        if self.planner is not None:
+            plans = self.planner.plans(round_idx, send.client_ids, self.settings.plan)
+        tally.plans = plans
+        tasks = [ClientTask(i, int(c), round_idx, plans[i]) for i, c in enumerate(send.client_ids)]
         for res in self.executor.run(self._bc.model_for_clients(params), tasks):
             state = self._receive(res, tally, state)
         end = self._round_end(send, tally)
@@ -178,6 +189,8 @@ class Simulation:
         train_loss = self.aggregator.finalize_metrics(state).get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
         extras = self._codec_extras(tally)
+        if self.planner is not None:
+            extras.update(self.planner.observe(round_idx, tally.reports, metrics.sim_round_s))
         for hook in self.hooks:
             extras.update(hook.finish(round_idx, len(outcome.accepted), metrics.loss))
         metrics = replace(metrics, extras=extras)
@@ -189,29 +202,48 @@ class Simulation:
         cid = res.client_id
         down_bytes = self._bc.download_bytes(cid)
         tally.bytes_down += down_bytes
+        plan = tally.plans[res.index]
         problem = self._problem(res)
         if problem is not None:
             self.coordinator.handle(ClientFailed(cid, problem))
+            self._report(tally, res, plan, (0.0, 0.0, 0.0), "failed")
             return state
         up_bytes = res.payload.nbytes if res.payload is not None else HEADER_SIZE + 4 * tally.size
         tally.bytes_up += up_bytes
         tally.uploads += 1
-        legs = self._timing(cid, down_bytes, up_bytes)
-        arrival = tally.start_s + sum(legs)
+        legs = self._timing(cid, plan, down_bytes, up_bytes)
         weight = float(res.num_examples) if self.settings.weighting == "examples" else 1.0
-        (cmd,) = self.coordinator.handle(UpdateArrived(cid, arrival, weight))
+        (cmd,) = self.coordinator.handle(UpdateArrived(cid, tally.start_s + sum(legs), weight))
         if isinstance(cmd, Reject):
             tally.any_late = tally.any_late or cmd.late
-        if not isinstance(cmd, Accept):
+            self._report(tally, res, plan, legs, "late" if cmd.late else "failed")
             return state
         try:
             state = self._fold(state, res, weight)
         except FedstrataError as exc:  # malformed payload: dropped, sum untouched
             self.coordinator.handle(ClientFailed(cid, str(exc)))
+            self._report(tally, res, plan, legs, "failed")
             return state
-        if arrival > tally.last_arrival:
-            tally.last_arrival, tally.critical = arrival, legs
+        self._report(tally, res, plan, legs, "accepted")
+        if tally.start_s + sum(legs) > tally.last_arrival:
+            tally.last_arrival, tally.critical = tally.start_s + sum(legs), legs
         return state
+
+    def _report(
+        self,
+        tally: _RoundTally,
+        res: TaskResult,
+        plan: LocalPlan,
+        legs: tuple[float, float, float],
+        status: ClientStatus,
+    ) -> None:
+        if self.planner is None:
+            return
+        examples = plan.num_samples(int(self.client_sizes[res.client_id]))
+        loss = res.metrics.get("train_loss")
+        tally.reports.append(
+            ClientReport(res.client_id, examples, *legs, tally.start_s + sum(legs), status, loss)
+        )
 
     def _codec_extras(self, tally: _RoundTally) -> dict[str, float]:
         done = max(tally.uploads, 1)
@@ -242,12 +274,14 @@ class Simulation:
             state, self.pipeline.codec, res.payload, weight, client_id=cid, metrics=metrics
         )
 
-    def _timing(self, cid: int, down_bytes: int, up_bytes: int) -> tuple[float, float, float]:
+    def _timing(
+        self, cid: int, plan: LocalPlan, down_bytes: int, up_bytes: int
+    ) -> tuple[float, float, float]:
         """Simulated (downlink, compute, uplink) seconds of client ``cid``."""
         p = self.profiles
         latency = float(p.latency_s[cid])
         down_s = latency + down_bytes * 8 / float(p.downlink_bps[cid])
-        examples = self.settings.plan.num_samples(int(self.client_sizes[cid]))
+        examples = plan.num_samples(int(self.client_sizes[cid]))
         compute_s = examples * self.trainer.flops_per_example / float(p.flops[cid])
         up_s = latency + up_bytes * 8 / float(p.uplink_bps[cid])
         return down_s, compute_s, up_s

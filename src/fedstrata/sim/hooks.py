@@ -9,15 +9,64 @@ central noise to the aggregate, and to report the budget spent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
 
 from fedstrata.compress import CompressionSpec, DownlinkEncoder
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
+from fedstrata.core.training import LocalPlan
 
-__all__ = ["Broadcaster", "CompressedBroadcast", "DenseBroadcast", "RoundHook"]
+__all__ = [
+    "Broadcaster",
+    "ClientPlanner",
+    "ClientReport",
+    "CompressedBroadcast",
+    "DenseBroadcast",
+    "RoundHook",
+]
+
+
+@dataclass(frozen=True)
+class ClientReport:
+    """What happened to one cohort member in a round, in simulated seconds.
+
+    ``status`` is ``accepted``, ``late`` (missed the deadline) or ``failed``.
+    """
+
+    client_id: int
+    examples: int
+    down_s: float
+    compute_s: float
+    up_s: float
+    arrival_s: float
+    status: Literal["accepted", "late", "failed"]
+    train_loss: float | None = None
+
+
+class ClientPlanner(Protocol):
+    """Sizes each client's work per round and learns from what happened.
+
+    The heterogeneity-aware scheduler implements it: predict each device's time, give
+    slow devices less work so everyone meets the deadline, record actual times.
+    """
+
+    def plans(
+        self, round_idx: int, cohort: NDArray[np.int64], default: LocalPlan
+    ) -> Sequence[LocalPlan]:
+        """One plan per cohort member, in cohort order."""
+        ...
+
+    def observe(
+        self, round_idx: int, reports: Sequence[ClientReport], round_s: float
+    ) -> Mapping[str, float]:
+        """Learn from the round; returns figures for ``RoundMetrics.extras``."""
+        ...
 
 
 class RoundHook(Protocol):
