@@ -1,7 +1,8 @@
 """Scale: a 10,000-client population, 1,000 clients per round, a small model.
 
-Synthetic(1, 1) data (FedProx generator) split over 10,000 clients, logistic
-regression (60 -> 10), 1 local epoch, batch 10. The run happens in a child process
+Synthetic(1, 1) data (FedProx generator) over 10,000 clients (client sizes from the
+generator's log-normal law, capped at 64 examples), logistic regression (60 -> 10),
+1 local epoch, batch 10. The run happens in a child process
 whose whole process tree (main + workers) is sampled for memory every 50 ms.
 
 Usage: python bench/scale.py [--quick]
@@ -24,6 +25,7 @@ def child(population: int, per_round: int, rounds: int) -> None:
             "name=scale",
             "data.name=synthetic",
             f"data.num_clients={population}",
+            "data.synthetic_max_samples=64",
             "data.partition=iid",
             "model.kind=logreg",
             "client.epochs=1",

@@ -80,6 +80,7 @@ def build_dataset(cfg: DataConfig) -> FederatedDataset:
         quantity_sigma=cfg.quantity_sigma,
         synthetic_alpha=cfg.synthetic_alpha,
         synthetic_beta=cfg.synthetic_beta,
+        synthetic_max_samples=cfg.synthetic_max_samples,
         path=cfg.path,
     )
 

@@ -46,6 +46,11 @@ class DataConfig(_Strict):
     quantity_sigma: float = Field(1.0, gt=0)
     synthetic_alpha: float = Field(1.0, ge=0)
     synthetic_beta: float = Field(1.0, ge=0)
+    synthetic_max_samples: int | None = Field(
+        None,
+        ge=2,
+        description="cap on a synthetic client's examples (the size law is heavy-tailed)",
+    )
     seed: int = Field(0, ge=0, description="seed of the partition (independent of the run seed)")
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ Layout (little-endian)::
     6      2    flags (reserved, must be 0)
     8      4    length of the codec-parameter block in bytes
     12     8    length of the body in bytes
-    20     4    CRC-32 of parameter block + body
+    20     4    CRC-32 of bytes 4..19 of the header, the parameter block and the body
     24     ...  parameter block, then body
 
 Decoding validates every field and raises :class:`~fedstrata.errors.PayloadError`
@@ -30,6 +30,8 @@ __all__ = ["HEADER_SIZE", "CodecId", "Payload"]
 MAGIC = b"FSTR"
 VERSION = 1
 _HEADER = struct.Struct("<4sBBHIQI")
+_FIELDS = struct.Struct("<BBHIQ")  # the header between the magic and the checksum
+_CRC = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size
 MAX_PARAMS_BYTES = 1 << 20
 
@@ -41,6 +43,10 @@ class CodecId(IntEnum):
     CHAIN = 2  # a compression chain; the parameter block records its stages
     RING_U32 = 3  # secure-aggregation masked integer ring
     MODEL_F32 = 4  # a full model broadcast
+
+
+def _crc(fields: bytes, params: bytes, body: bytes) -> int:
+    return zlib.crc32(body, zlib.crc32(params, zlib.crc32(fields)))
 
 
 @dataclass(frozen=True)
@@ -58,11 +64,9 @@ class Payload:
 
     def to_bytes(self) -> bytes:
         """Serialise header, parameter block and body into one buffer."""
-        crc = zlib.crc32(self.body, zlib.crc32(self.params))
-        header = _HEADER.pack(
-            MAGIC, VERSION, int(self.codec), 0, len(self.params), len(self.body), crc
-        )
-        return b"".join((header, self.params, self.body))
+        fields = _FIELDS.pack(VERSION, int(self.codec), 0, len(self.params), len(self.body))
+        crc = _crc(fields, self.params, self.body)
+        return b"".join((MAGIC, fields, _CRC.pack(crc), self.params, self.body))
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Payload:
@@ -95,6 +99,6 @@ class Payload:
             )
         params = bytes(buf[HEADER_SIZE : HEADER_SIZE + params_len])
         body = bytes(buf[HEADER_SIZE + params_len :])
-        if zlib.crc32(body, zlib.crc32(params)) != crc:
+        if _crc(bytes(buf[4:20]), params, body) != crc:
             raise PayloadError("payload checksum mismatch: the bytes were corrupted")
         return cls(codec=codec_id, params=params, body=body)

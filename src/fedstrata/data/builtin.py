@@ -210,6 +210,7 @@ def make_federated(
     quantity_sigma: float = 1.0,
     synthetic_alpha: float = 1.0,
     synthetic_beta: float = 1.0,
+    synthetic_max_samples: int | None = None,
     test_fraction: float = 0.2,
     path: Path | None = None,
 ) -> FederatedDataset:
@@ -243,7 +244,12 @@ def make_federated(
     if name == "synthetic":
         logger.debug("synthetic data comes partitioned; ignoring partition=%s", partition)
         return synthetic(
-            synthetic_alpha, synthetic_beta, num_clients, rng, test_fraction=test_fraction
+            synthetic_alpha,
+            synthetic_beta,
+            num_clients,
+            rng,
+            test_fraction=test_fraction,
+            max_samples=synthetic_max_samples,
         )
     if name == "npz":
         if path is None:

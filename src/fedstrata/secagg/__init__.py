@@ -4,11 +4,29 @@ Implements the protocol of Bonawitz et al. (CCS 2017) with the sparse neighbour
 graph of SecAgg+ (Bell et al., CCS 2020), two-tier masking for device -> edge ->
 center trees, a mask pool that moves key agreement and mask expansion off the
 round's critical path, and late-device rejection. The client and server are state
-machines without I/O; :func:`simulate_round` drives them in-process. See
-``docs/secagg.md``.
+machines without I/O; :func:`simulate_round` drives them in-process.
+:class:`RingCodec` (client) and :class:`SecAggAggregator` (center) run the protocol
+inside the simulator. See ``docs/secagg.md``.
 """
 
+from fedstrata.secagg.aggregator import (
+    RingState,
+    SecAggAggregator,
+    SecAggOptions,
+    SecAggReport,
+    ring_sum,
+    secagg_components,
+)
 from fedstrata.secagg.client import ClientPhase, ClientProtocol
+from fedstrata.secagg.codec import (
+    RingCodec,
+    RingMessage,
+    RingSpec,
+    SupportFn,
+    dequantize,
+    lift,
+    quantize_to_ring,
+)
 from fedstrata.secagg.config import (
     GraphParameters,
     SecAggConfig,
@@ -58,26 +76,39 @@ __all__ = [
     "MaskPool",
     "MaskedInput",
     "NeighbourGraph",
+    "RingCodec",
+    "RingMessage",
+    "RingSpec",
+    "RingState",
     "RoundSetup",
     "RoundStats",
     "SealedShares",
+    "SecAggAggregator",
     "SecAggConfig",
+    "SecAggOptions",
+    "SecAggReport",
     "ServerPhase",
     "ServerProtocol",
     "ShamirScheme",
     "ShareBundle",
     "ShareKeys",
     "SimulationResult",
+    "SupportFn",
     "TwoTierResult",
     "TwoTierSecAgg",
     "UnmaskRequest",
     "UnmaskResponse",
     "add_noise",
     "check_ring_capacity",
+    "dequantize",
     "derive_parameters",
     "drive_round",
     "from_ring",
+    "lift",
+    "quantize_to_ring",
     "remove_cluster_masks",
+    "ring_sum",
+    "secagg_components",
     "simulate_round",
     "simulate_round_detailed",
     "to_ring",

@@ -1,0 +1,483 @@
+"""Secure aggregation inside the simulator: a center-only aggregator that runs the protocol.
+
+:class:`SecAggAggregator` implements the aggregator protocol of
+``fedstrata.aggregation``. It collects the accepted clients' ring vectors (from
+:class:`~fedstrata.secagg.RingCodec` payloads) and, at :meth:`~SecAggAggregator.finalize`,
+runs the real Bonawitz et al. (CCS 2017) / SecAgg+ (Bell et al., CCS 2020) protocol
+over them with :func:`~fedstrata.secagg.simulate_round_detailed`: every party's key
+agreement, secret sharing, masking, and the server's unmasking and dropout recovery
+execute for real in this process, and their compute and bytes are measured.
+
+**Cohort and dropouts.** The aggregator never sees the clients that failed or missed
+the deadline. It models them as the protocol's worst case: the whole cohort of
+``expected_cohort`` clients completes key agreement and secret sharing, and the
+``expected_cohort - accepted`` clients that never reach the aggregator drop before
+the masked-input step, so the server must recover their pairwise masks from the
+survivors' shares. When fewer than the threshold survive, ``finalize`` raises
+:class:`~fedstrata.errors.SecAggError` (the round cannot be unmasked). The accepted
+clients take protocol ids ``0 .. accepted - 1`` in arrival order; the neighbour graph
+is labelled at random by the server's seed, so this loses no generality.
+
+**Weights.** The protocol sums integers, so FedAvg's weights must be integers too.
+Each client's protocol input is ``[w_i * q_i, w_i]`` (mod ``2^b``): its quantized update
+multiplied by its integer weight, plus one extra ring element holding ``w_i``. The
+server thus learns ``sum(w_i q_i)`` and ``sum(w_i)`` — never an individual weight —
+and divides. In a deployment the client does the multiplication before masking; the
+simulator does it here, on the plaintext input, before the protocol masks it, which
+is the same input. Weights are capped at ``max_weight`` (a WARNING says when, as in
+DP-FedAvg's bounded weights) so that the ring cannot overflow:
+``expected_cohort * max_weight * 2^input_bits <= 2^modulus_bits``, checked at
+construction. ``max_weight = 1`` is uniform weighting.
+
+**Memory** is O(cohort x sent coordinates): every accepted ring vector is held until
+``finalize`` (4 bytes per sent coordinate per client; 100 clients x 9,610 parameters is
+3.8 MB), plus the protocol's masks while it runs. Hence ``mergeable`` is false and
+the aggregator runs at the center only (two-tier masking is ``TwoTierSecAgg``).
+
+**Validation.** Ring elements are checked against ``[-L, L]`` when collected (the
+plaintext the client is about to mask), so a malformed payload raises
+:class:`~fedstrata.errors.PayloadError` and never corrupts the sum. In a deployment the
+server cannot see plaintext; bounding a malicious client's input needs range proofs,
+which this protocol does not include.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import final
+
+import numpy as np
+
+from fedstrata.aggregation.metrics import MetricSums
+from fedstrata.aggregation.protocol import (
+    UNKNOWN_CLIENT,
+    check_metrics,
+    check_size,
+    check_vector,
+    check_weight,
+)
+from fedstrata.core.context import RoundContext, derive_rng
+from fedstrata.core.params import FloatVector
+from fedstrata.core.payload import Payload
+from fedstrata.errors import AggregationError, ConfigError, InvalidUpdateError, PayloadError
+from fedstrata.pipeline.stage import Codec
+from fedstrata.secagg.codec import RingCodec, RingMessage, RingSpec, SupportFn, lift
+from fedstrata.secagg.codec import quantize_to_ring as _quantize
+from fedstrata.secagg.config import SecAggConfig, check_ring_capacity
+from fedstrata.secagg.prg import U32Vector
+from fedstrata.secagg.simulate import RoundStats, simulate_round_detailed
+
+__all__ = [
+    "RingState",
+    "SecAggAggregator",
+    "SecAggOptions",
+    "SecAggReport",
+    "ring_sum",
+    "secagg_components",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SecAggOptions:
+    """Protocol parameters of :class:`SecAggAggregator`.
+
+    Attributes:
+        expected_cohort: clients that start each round's key agreement; those that
+            do not deliver an update are recovered as dropouts.
+        max_weight: cap on the integer aggregation weight (1: uniform weighting).
+        dropout_rate: planned dropout rate, for the SecAgg+ degree and threshold.
+        sparse_graph: SecAgg+ neighbour graph (else every client masks with all).
+        precompute_masks: expand masks during key sharing (mask pool).
+        security_bits: statistical security of the graph parameters.
+        root_seed: seeds the simulated parties' secrets per round (reproducible,
+            not secure: a simulation).
+        secure: run the protocol; ``False`` sums the same ring inputs in the clear
+            (plaintext fixed-point FedAvg, the reference the protocol must equal).
+    """
+
+    expected_cohort: int
+    max_weight: int = 1
+    dropout_rate: float = 0.1
+    sparse_graph: bool = True
+    precompute_masks: bool = False
+    security_bits: int = 40
+    root_seed: int = 0
+    secure: bool = True
+
+    def __post_init__(self) -> None:
+        if self.expected_cohort < 2:
+            raise ConfigError(
+                f"SecAggOptions.expected_cohort must be >= 2 (secure aggregation of one "
+                f"client reveals it), got {self.expected_cohort}"
+            )
+        if self.max_weight < 1:
+            raise ConfigError(f"SecAggOptions.max_weight must be >= 1, got {self.max_weight}")
+
+
+@dataclass(frozen=True)
+class SecAggReport:
+    """What one round of secure aggregation did and cost.
+
+    Attributes:
+        round_idx: the round (from the clients' payloads).
+        cohort: clients that started the protocol.
+        accepted: clients whose masked input was summed.
+        degree: neighbours per client; ``threshold``: Shamir threshold.
+        protocol_wall_s: wall seconds of the whole protocol in this process (every
+            party's work, serially): what secure aggregation adds to a simulated round.
+        client_online_s_max: the slowest client's online compute (critical path).
+        client_s_mean: mean per-client compute, offline plus online.
+        server_s: the server's compute.
+        bytes_up_per_client: mean bytes a surviving client sends (masked input incl.).
+        bytes_down_per_client: mean bytes a surviving client receives.
+        plaintext_bytes: ``4 * model size``: a dense float32 update.
+        weights_capped: clients whose weight was capped at ``max_weight``.
+    """
+
+    round_idx: int
+    cohort: int
+    accepted: int
+    degree: int
+    threshold: int
+    protocol_wall_s: float
+    client_online_s_max: float
+    client_s_mean: float
+    server_s: float
+    bytes_up_per_client: float
+    bytes_down_per_client: float
+    plaintext_bytes: int
+    weights_capped: int
+
+    @property
+    def bandwidth_expansion(self) -> float:
+        """Protocol bytes per surviving client (both ways) over a plaintext update."""
+        return (self.bytes_up_per_client + self.bytes_down_per_client) / self.plaintext_bytes
+
+    def extras(self) -> dict[str, float]:
+        """Figures for ``RoundMetrics.extras``."""
+        return {
+            "secagg_protocol_s": self.protocol_wall_s,
+            "secagg_server_s": self.server_s,
+            "secagg_client_s_mean": self.client_s_mean,
+            "secagg_client_online_s_max": self.client_online_s_max,
+            "secagg_dropped": float(self.cohort - self.accepted),
+            "secagg_bytes_up_per_client": self.bytes_up_per_client,
+            "secagg_bytes_down_per_client": self.bytes_down_per_client,
+            "secagg_bandwidth_expansion": self.bandwidth_expansion,
+        }
+
+
+@dataclass(eq=False)
+class RingState:
+    """Collected protocol inputs of one round; O(cohort x sent coordinates).
+
+    Attributes:
+        inputs: per accepted client, ``[w * q, w]`` in the ring (uint32).
+        client_ids: who sent each input, in arrival order.
+        weights: the integer weights folded in.
+        round_idx: the round named by the payloads (``None`` until one arrives).
+        seed: the random-k support seed named by the payloads.
+        metrics: weighted sums of the client-reported metrics.
+        capped: weights capped at ``max_weight``.
+        report: set by ``finalize``.
+    """
+
+    size: int
+    inputs: list[U32Vector] = field(default_factory=list)
+    client_ids: list[int] = field(default_factory=list)
+    weights: list[int] = field(default_factory=list)
+    round_idx: int | None = None
+    seed: int = 0
+    metrics: MetricSums = field(default_factory=MetricSums)
+    capped: int = 0
+    report: SecAggReport | None = None
+
+
+def ring_sum(inputs: list[U32Vector], modulus_bits: int) -> U32Vector:
+    """The plaintext wraparound sum of ring vectors (what secure aggregation reveals)."""
+    total: U32Vector = np.add.reduce(np.stack(inputs), axis=0, dtype=np.uint32)
+    total &= np.uint32((1 << modulus_bits) - 1)
+    return total
+
+
+@final
+class SecAggAggregator:
+    """Center-only aggregator that runs secure aggregation at ``finalize``.
+
+    Also a ``RoundHook`` of the simulator (``start`` / ``aggregate`` / ``finish``):
+    registered as one, it reports :meth:`SecAggReport.extras` in each round's metrics.
+    See the module docstring for cohort, weights, memory and validation.
+    """
+
+    def __init__(self, codec: RingCodec, options: SecAggOptions) -> None:
+        """Check the ring capacity and derive the protocol's parameters.
+
+        Raises:
+            ConfigError: ``expected_cohort * max_weight * 2^input_bits`` exceeds the
+                ring, or the protocol parameters are invalid.
+        """
+        spec = codec.spec
+        n = options.expected_cohort
+        try:
+            check_ring_capacity(n * options.max_weight, spec.input_bits, spec.modulus_bits)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"secure aggregation: cohort {n} x max_weight {options.max_weight} x "
+                f"2^input_bits (input_bits={spec.input_bits}) must be <= 2^{spec.modulus_bits}; "
+                f"lower input_bits or max_weight ({exc})"
+            ) from exc
+        self.codec = codec
+        self.options = options
+        self.config = SecAggConfig.for_cohort(
+            n,
+            codec.count + 1,
+            options.dropout_rate,
+            security_bits=options.security_bits,
+            sparse=options.sparse_graph,
+            modulus_bits=spec.modulus_bits,
+            precompute_masks=options.precompute_masks,
+        )
+        self.last_stats: SecAggReport | None = None
+
+    @property
+    def mergeable(self) -> bool:
+        return False
+
+    def init(self, size: int) -> RingState:
+        """An empty round for a model of ``size`` parameters.
+
+        Raises:
+            ShapeError: ``size`` is not a non-negative integer.
+            AggregationError: ``size`` differs from the codec's.
+        """
+        if check_size(size) != self.codec.size:
+            raise AggregationError(
+                f"secure aggregator built for {self.codec.size} parameters, got size {size}"
+            )
+        return RingState(size)
+
+    def accumulate(
+        self,
+        state: RingState,
+        vector: FloatVector,
+        weight: float,
+        *,
+        client_id: int = UNKNOWN_CLIENT,
+        metrics: Mapping[str, float] | None = None,
+    ) -> RingState:
+        """Quantize a dense update (round to nearest) and collect it.
+
+        Raises:
+            AggregationError: the codec is sparse (needs the round's support: send
+                payloads), or the cohort is full.
+            ShapeError: wrong shape or dtype; InvalidUpdateError: NaN/Inf or bad weight.
+        """
+        if self.codec.sparse:
+            raise AggregationError(
+                f"client {client_id}: a sparse ring codec needs encoded payloads, not vectors"
+            )
+        check_vector(vector, state.size, client_id)
+        msg = RingMessage(state.round_idx or 0, 0, _quantize(vector, self.codec.spec, None))
+        return self._collect(state, msg, weight, client_id, metrics)
+
+    def accumulate_payload(
+        self,
+        state: RingState,
+        codec: Codec,
+        payload: Payload,
+        weight: float,
+        *,
+        client_id: int = UNKNOWN_CLIENT,
+        metrics: Mapping[str, float] | None = None,
+    ) -> RingState:
+        """Validate a ring payload and collect it; ``state`` is unchanged on error.
+
+        Raises:
+            AggregationError: ``codec`` is not a ring codec of this spec and size, or
+                the cohort is full.
+            PayloadError: malformed payload, or one from another round or support.
+            InvalidUpdateError: a bad weight or non-finite metrics.
+        """
+        self._check_codec(codec)
+        try:
+            msg = self.codec.decode_ring(payload)
+            _check_round(state, msg)
+        except PayloadError as exc:
+            logger.warning("client %d: rejected malformed ring payload: %s", client_id, exc)
+            raise
+        return self._collect(state, msg, weight, client_id, metrics)
+
+    def merge(self, a: RingState, b: RingState) -> RingState:
+        """Raises: AggregationError: always (secure aggregation runs at the center only)."""
+        raise AggregationError(
+            "SecAggAggregator is center-only (mergeable is false); use TwoTierSecAgg for trees"
+        )
+
+    def finalize(self, state: RingState) -> FloatVector:
+        """Run the protocol over the collected inputs and return the weighted mean.
+
+        Raises:
+            AggregationError: nothing collected, or a total weight of 0.
+            SecAggError: too few clients survive to unmask.
+        """
+        if not state.inputs:
+            raise AggregationError("cannot finalize secure aggregation with no updates")
+        total = lift(self._ring_total(state), self.codec.spec.modulus_bits)
+        weight = int(total[-1])
+        if weight <= 0:
+            raise AggregationError(
+                f"cannot finalize secure aggregation with total weight {weight} "
+                f"({len(state.inputs)} updates)"
+            )
+        real = total[:-1] / (self.codec.spec.scale * weight)
+        return self.codec.to_dense(real, state.seed).astype(np.float32)
+
+    def finalize_metrics(self, state: RingState) -> dict[str, float]:
+        """Weighted mean of each client metric (metrics travel outside the protocol)."""
+        return state.metrics.means()
+
+    # RoundHook: report the protocol's costs in the round's metrics.
+    def start(self, round_idx: int) -> None:
+        """Nothing to prepare before a round."""
+
+    def aggregate(self, mean: FloatVector, accepted: int, ctx: RoundContext) -> FloatVector:
+        """The aggregate, unchanged."""
+        return mean
+
+    def finish(self, round_idx: int, accepted: int, loss: float | None) -> dict[str, float]:
+        """The round's :meth:`SecAggReport.extras` (empty if the round was not finalized)."""
+        report = self.last_stats
+        if report is None or report.round_idx != round_idx:
+            return {}
+        return report.extras()
+
+    def _check_codec(self, codec: Codec) -> None:
+        mine = self.codec
+        if not (
+            isinstance(codec, RingCodec) and codec.spec == mine.spec and codec.size == mine.size
+        ):
+            raise AggregationError(
+                f"secure aggregation needs payloads of a RingCodec with spec {self.codec.spec} "
+                f"and size {self.codec.size}; got codec {codec.name!r}"
+            )
+
+    def _weight(self, state: RingState, weight: float, client_id: int) -> int:
+        w = check_weight(weight, client_id)
+        if abs(w - round(w)) > 1e-9 * max(1.0, w):
+            raise InvalidUpdateError(
+                client_id, f"secure aggregation needs an integer weight, got {weight}"
+            )
+        if round(w) > self.options.max_weight:
+            logger.warning(
+                "client %d: weight %d capped at max_weight %d (ring capacity)",
+                client_id, round(w), self.options.max_weight,
+            )  # fmt: skip
+            state.capped += 1
+            return self.options.max_weight
+        return round(w)
+
+    def _collect(
+        self,
+        state: RingState,
+        msg: RingMessage,
+        weight: float,
+        client_id: int,
+        metrics: Mapping[str, float] | None,
+    ) -> RingState:
+        checked = check_metrics(metrics, client_id)
+        if len(state.inputs) >= self.options.expected_cohort:
+            raise AggregationError(
+                f"client {client_id}: more updates than expected_cohort "
+                f"{self.options.expected_cohort}"
+            )
+        w = self._weight(state, weight, client_id)
+        mask = np.uint32((1 << self.codec.spec.modulus_bits) - 1)
+        folded = np.empty(self.codec.count + 1, dtype=np.uint32)
+        np.multiply(msg.values, np.uint32(w), out=folded[:-1], dtype=np.uint32)
+        folded[:-1] &= mask
+        folded[-1] = w
+        state.round_idx, state.seed = msg.round_idx, msg.seed
+        state.inputs.append(folded)
+        state.client_ids.append(client_id)
+        state.weights.append(w)
+        state.metrics.add(checked, float(w))
+        return state
+
+    def _ring_total(self, state: RingState) -> U32Vector:
+        """The ring sum: by the protocol (``secure``) or in the clear."""
+        opts, accepted = self.options, len(state.inputs)
+        round_idx = state.round_idx or 0
+        if not opts.secure:
+            return ring_sum(state.inputs, self.codec.spec.modulus_bits)
+        zeros = np.zeros(self.codec.count + 1, dtype=np.uint32)
+        inputs = [*state.inputs, *([zeros] * (opts.expected_cohort - accepted))]
+        dropped = frozenset(range(accepted, opts.expected_cohort))
+        rng = derive_rng(opts.root_seed, round_idx, -1, "secagg")
+        start = time.perf_counter()
+        result = simulate_round_detailed(inputs, dropped, self.config, rng, round_id=round_idx)
+        wall = time.perf_counter() - start
+        state.report = self._report(state, result.stats, result.survivors, wall)
+        self.last_stats = state.report
+        logger.info(
+            "round %d: secure aggregation of %d/%d clients in %.3f s",
+            round_idx, accepted, opts.expected_cohort, wall,
+        )  # fmt: skip
+        return result.aggregate
+
+    def _report(
+        self, state: RingState, stats: RoundStats, survivors: frozenset[int], wall_s: float
+    ) -> SecAggReport:
+        alive = np.array(sorted(survivors), dtype=np.int64)
+        client_s = stats.client_offline_s + stats.client_online_s
+        return SecAggReport(
+            round_idx=state.round_idx or 0,
+            cohort=self.options.expected_cohort,
+            accepted=len(state.inputs),
+            degree=self.config.degree,
+            threshold=self.config.threshold,
+            protocol_wall_s=wall_s,
+            client_online_s_max=float(stats.client_online_s.max()),
+            client_s_mean=float(client_s[alive].mean()),
+            server_s=stats.server_offline_s + stats.server_online_s,
+            bytes_up_per_client=float(stats.bytes_up[alive].mean()),
+            bytes_down_per_client=float(stats.bytes_down[alive].mean()),
+            plaintext_bytes=4 * self.codec.size,
+            weights_capped=state.capped,
+        )
+
+
+def _check_round(state: RingState, msg: RingMessage) -> None:
+    if state.round_idx is None:
+        return
+    if (msg.round_idx, msg.seed) != (state.round_idx, state.seed):
+        raise PayloadError(
+            f"ring payload is for round {msg.round_idx} (support seed {msg.seed}), but this "
+            f"aggregate is round {state.round_idx} (support seed {state.seed})"
+        )
+
+
+def secagg_components(
+    spec: RingSpec,
+    options: SecAggOptions,
+    size: int,
+    support_fn: SupportFn | None = None,
+) -> tuple[RingCodec, SecAggAggregator]:
+    """The client codec and the server aggregator of secure aggregation, consistent.
+
+    Args:
+        spec: how updates enter the ring.
+        options: cohort, weight cap and protocol parameters.
+        size: model parameters.
+        support_fn: the random-k draw when ``spec.density < 1``
+            (``fedstrata.compress.randk_support``).
+
+    Raises:
+        ConfigError: the ring would overflow, or an invalid parameter.
+    """
+    codec = RingCodec(spec, size, support_fn)
+    return codec, SecAggAggregator(codec, options)

@@ -1,0 +1,324 @@
+"""The ring codec: clipped fixed-point updates in ``Z / 2^32`` for secure aggregation.
+
+Secure aggregation (Bonawitz et al., CCS 2017) sums integers modulo ``2^b``, so a
+client's real-valued update must first enter the ring. :class:`RingCodec` does it in
+three pure steps, one vectorised pass over the flat float32 buffer:
+
+1. **Support (optional).** With ``density < 1`` only ``k = round(density * size)``
+   coordinates travel, on a *random-k support shared by the whole cohort*: its seed
+   is ``derive_seed(root, round, -1, "randk")``, so every client (and the server)
+   draws the same indices and the masked sums line up coordinate by coordinate.
+   The draw itself is injected (``support_fn``; the composition root passes
+   ``fedstrata.compress.randk_support``, which ``secagg`` may not import: the two
+   packages are independent layers). The server scales the decoded mean by
+   ``size / k`` (unbiased, as ``fedstrata.compress`` does for random-k without
+   error feedback).
+2. **Clip and quantize.** Each coordinate is clipped to ``[-clip, clip]`` and scaled
+   by ``L / clip`` with ``L = 2^(input_bits - 1) - 1`` levels, then rounded
+   stochastically (``floor(v + u)``, ``u ~ U[0, 1)``: unbiased, Suresh et al.,
+   ICML 2017) or to the nearest integer. The error per coordinate is below
+   ``clip / L`` (stochastic) or ``clip / (2L)`` (nearest) for unclipped values.
+3. **Ring.** The signed integer ``q`` in ``[-L, L]`` is stored in two's complement
+   as a uint32 (``q mod 2^32``).
+
+Parameter block of a ``RING_U32`` payload (little-endian, 32 bytes)::
+
+    u8 version (1) | u8 input_bits | u8 flags (bit 0: stochastic) | u8 modulus_bits
+    f64 clip | u32 size | u32 count (k) | u32 round | u32 reserved (0) | u64 support seed
+
+The body holds ``count`` uint32 ring elements. Decoding checks every field against
+the codec's own spec and every element against ``[-L, L]``, and raises
+:class:`~fedstrata.errors.PayloadError`; it never adds a partial vector.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedstrata.core.context import ClientContext, derive_seed
+from fedstrata.core.params import FloatVector
+from fedstrata.core.payload import CodecId, Payload
+from fedstrata.errors import ConfigError, InvalidUpdateError, PayloadError
+from fedstrata.secagg.prg import U32Vector
+
+__all__ = [
+    "RingCodec",
+    "RingMessage",
+    "RingSpec",
+    "SupportFn",
+    "dequantize",
+    "lift",
+    "quantize_to_ring",
+]
+
+_PARAMS = struct.Struct("<BBBBdIIIIQ")
+_VERSION = 1
+_SERVER = -1
+
+SupportFn = Callable[[int, int, int], NDArray[np.int64]]
+"""``support(seed, size, k)``: ``k`` sorted distinct indices every party derives alike."""
+
+
+@dataclass(frozen=True)
+class RingSpec:
+    """How real updates enter the secure-aggregation ring.
+
+    Attributes:
+        clip: per-coordinate clipping bound ``c > 0``.
+        input_bits: signed fixed-point width; values are integers in ``[-L, L]``
+            with ``L = 2^(input_bits - 1) - 1``.
+        stochastic: unbiased stochastic rounding (else round to nearest).
+        density: fraction of coordinates sent on the cohort-shared random-k support
+            (1.0: every coordinate).
+        modulus_bits: the ring is ``Z / 2^modulus_bits`` (at most 32).
+    """
+
+    clip: float = 1.0
+    input_bits: int = 16
+    stochastic: bool = True
+    density: float = 1.0
+    modulus_bits: int = 32
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.clip) and self.clip > 0):
+            raise ConfigError(f"RingSpec.clip must be finite and > 0, got {self.clip}")
+        if not 1 <= self.modulus_bits <= 32:
+            raise ConfigError(f"RingSpec.modulus_bits must be in [1, 32], got {self.modulus_bits}")
+        if not 2 <= self.input_bits <= self.modulus_bits:
+            raise ConfigError(
+                f"RingSpec.input_bits must be in [2, modulus_bits={self.modulus_bits}], "
+                f"got {self.input_bits}"
+            )
+        if not 0.0 < self.density <= 1.0:
+            raise ConfigError(f"RingSpec.density must be in (0, 1], got {self.density}")
+
+    @property
+    def levels(self) -> int:
+        """``L``: the largest quantized magnitude."""
+        return (1 << (self.input_bits - 1)) - 1
+
+    @property
+    def scale(self) -> float:
+        """Quantization steps per unit: ``L / clip``."""
+        return self.levels / self.clip
+
+    def num_kept(self, size: int) -> int:
+        """Coordinates sent for a model of ``size`` (at least 1)."""
+        if self.density >= 1.0:
+            return size
+        return min(size, max(1, round(self.density * size)))
+
+
+@dataclass(frozen=True, eq=False)
+class RingMessage:
+    """A validated ring payload.
+
+    Attributes:
+        round_idx: the round the client encoded for.
+        seed: seed of the random-k support (0 when every coordinate is sent).
+        values: ``count`` ring elements (uint32, two's complement).
+    """
+
+    round_idx: int
+    seed: int
+    values: U32Vector
+
+
+def quantize_to_ring(
+    values: FloatVector, spec: RingSpec, rng: np.random.Generator | None
+) -> U32Vector:
+    """Clip, scale, round and map ``values`` into the ring (a pure kernel).
+
+    Args:
+        values: finite float32 values (not modified).
+        spec: clipping bound, width and ring.
+        rng: generator for stochastic rounding; ``None`` rounds to nearest.
+    """
+    scaled = np.clip(values, -spec.clip, spec.clip).astype(np.float64) * spec.scale
+    if rng is not None:
+        scaled = np.floor(scaled + rng.random(scaled.shape[0]))  # unbiased
+    q = np.clip(np.rint(scaled), -spec.levels, spec.levels).astype(np.int64)
+    mask = np.int64((1 << spec.modulus_bits) - 1)
+    return (q & mask).astype(np.uint32)
+
+
+def lift(ring: U32Vector, modulus_bits: int) -> NDArray[np.int64]:
+    """Signed integers (centred lift) of ring elements."""
+    size = np.int64(1) << modulus_bits
+    out = ring.astype(np.int64) & (size - 1)
+    out[out >= size // 2] -= size
+    return out
+
+
+def dequantize(ring_sum: U32Vector, spec: RingSpec, divisor: float) -> NDArray[np.float64]:
+    """Real values of a (summed) ring vector divided by ``divisor`` (a pure kernel)."""
+    return lift(ring_sum, spec.modulus_bits) / (spec.scale * divisor)
+
+
+class RingCodec:
+    """Fixed-point ring encoding for secure aggregation (see the module docstring).
+
+    Stateless apart from its spec, so it pickles into worker processes. Its float
+    ``decode`` / ``accumulate`` make it usable with any aggregator (plaintext
+    fixed-point FedAvg); :class:`~fedstrata.secagg.SecAggAggregator` reads the ring
+    values with :meth:`decode_ring` instead.
+    """
+
+    def __init__(self, spec: RingSpec, size: int, support_fn: SupportFn | None = None) -> None:
+        """Build the codec for models of ``size`` parameters.
+
+        Args:
+            spec: clipping, width, density and ring.
+            size: model parameters.
+            support_fn: the cohort-shared random-k draw, required when
+                ``spec.density < 1`` (pass ``fedstrata.compress.randk_support``).
+
+        Raises:
+            ConfigError: ``size`` < 1, or a sparse spec without ``support_fn``.
+        """
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"RingCodec.size must be an integer >= 1, got {size!r}")
+        self.spec = spec
+        self.size = size
+        self.count = spec.num_kept(size)
+        if self.count < size and support_fn is None:
+            raise ConfigError(
+                f"RingCodec: density {spec.density} < 1 needs support_fn "
+                "(e.g. fedstrata.compress.randk_support)"
+            )
+        self._support_fn = support_fn
+
+    @property
+    def name(self) -> str:
+        return "ring"
+
+    @property
+    def sparse(self) -> bool:
+        """Whether only a random-k support travels."""
+        return self.count < self.size
+
+    def support_seed(self, root_seed: int, round_idx: int) -> int:
+        """The cohort-shared seed of round ``round_idx``'s random-k support."""
+        return derive_seed(root_seed, round_idx, _SERVER, "randk") if self.sparse else 0
+
+    def support(self, seed: int) -> NDArray[np.int64]:
+        """Indices sent under ``seed`` (all of them when dense)."""
+        if not self.sparse or self._support_fn is None:
+            return np.arange(self.size, dtype=np.int64)
+        return self._support_fn(seed, self.size, self.count)
+
+    def encode(self, vector: FloatVector, ctx: ClientContext) -> Payload:
+        """Quantize a client's update into ring elements.
+
+        Raises:
+            InvalidUpdateError: ``vector`` is not float32 of ``size`` or has NaN/Inf.
+        """
+        self._check_vector(vector, ctx.client_id)
+        seed = self.support_seed(ctx.round.root_seed, ctx.round_idx)
+        values = vector[self.support(seed)] if self.sparse else vector
+        rng = ctx.rng("ring_quantize") if self.spec.stochastic else None
+        ring = quantize_to_ring(values, self.spec, rng)
+        return Payload(CodecId.RING_U32, self._params(ctx.round_idx, seed), _body(ring))
+
+    def decode_ring(self, payload: Payload) -> RingMessage:
+        """Parse and validate a ring payload.
+
+        Raises:
+            PayloadError: wrong codec, parameters that differ from this codec's spec,
+                a body of the wrong length, or an element outside ``[-L, L]``.
+        """
+        if payload.codec != CodecId.RING_U32:
+            raise PayloadError(f"ring codec got a payload of codec {payload.codec.name}")
+        round_idx, seed = self._check_params(payload.params)
+        if len(payload.body) != 4 * self.count:
+            raise PayloadError(
+                f"ring payload body has {len(payload.body)} bytes, expected {4 * self.count}"
+            )
+        values = np.frombuffer(payload.body, dtype="<u4").astype(np.uint32)
+        bad = np.count_nonzero(np.abs(lift(values, self.spec.modulus_bits)) > self.spec.levels)
+        if bad:
+            raise PayloadError(
+                f"ring payload has {bad} elements outside [-{self.spec.levels}, "
+                f"{self.spec.levels}] (input_bits={self.spec.input_bits})"
+            )
+        return RingMessage(round_idx, seed, values)
+
+    def to_dense(self, values: NDArray[np.float64], seed: int) -> NDArray[np.float64]:
+        """Scatter decoded support values into a model-size vector (× size/k if sparse)."""
+        if not self.sparse:
+            return values
+        dense = np.zeros(self.size, dtype=np.float64)
+        dense[self.support(seed)] = values * (self.size / self.count)
+        return dense
+
+    def decode(self, payload: Payload) -> FloatVector:
+        """The dequantized update as a dense float32 vector.
+
+        Raises:
+            PayloadError: see :meth:`decode_ring`.
+        """
+        msg = self.decode_ring(payload)
+        real = dequantize(msg.values, self.spec, 1.0)
+        return self.to_dense(real, msg.seed).astype(np.float32)
+
+    def accumulate(self, payload: Payload, out: NDArray[np.float64], weight: float) -> None:
+        """``out += weight * decode(payload)``; ``out`` is unchanged on error.
+
+        Raises:
+            PayloadError: see :meth:`decode_ring`.
+        """
+        msg = self.decode_ring(payload)
+        real = self.to_dense(dequantize(msg.values, self.spec, 1.0), msg.seed)
+        out += weight * real
+
+    def nbytes(self) -> int:
+        """Wire size of one payload, header included."""
+        return Payload(CodecId.RING_U32, b"\0" * _PARAMS.size, b"").nbytes + 4 * self.count
+
+    def _params(self, round_idx: int, seed: int) -> bytes:
+        s = self.spec
+        return _PARAMS.pack(
+            _VERSION, s.input_bits, int(s.stochastic), s.modulus_bits, s.clip,
+            self.size, self.count, round_idx, 0, seed,
+        )  # fmt: skip
+
+    def _check_params(self, params: bytes) -> tuple[int, int]:
+        if len(params) != _PARAMS.size:
+            raise PayloadError(
+                f"ring payload parameter block has {len(params)} bytes, expected {_PARAMS.size}"
+            )
+        version, bits, flags, mod, clip, size, count, rnd, reserved, seed = _PARAMS.unpack(params)
+        s = self.spec
+        got = (version, bits, flags, mod, clip, size, count, reserved)
+        want = (
+            _VERSION, s.input_bits, int(s.stochastic), s.modulus_bits, s.clip,
+            self.size, self.count, 0,
+        )  # fmt: skip
+        if got != want:
+            raise PayloadError(
+                "ring payload parameters (version, input_bits, flags, modulus_bits, clip, "
+                f"size, count, reserved) = {got} do not match this codec's {want}"
+            )
+        if not self.sparse and seed != 0:
+            raise PayloadError(f"dense ring payload must have support seed 0, got {seed}")
+        return rnd, seed
+
+    def _check_vector(self, vector: FloatVector, client_id: int) -> None:
+        if not isinstance(vector, np.ndarray) or vector.dtype != np.float32:
+            raise InvalidUpdateError(client_id, "ring codec needs a float32 numpy vector")
+        if vector.shape != (self.size,):
+            raise InvalidUpdateError(
+                client_id, f"update shape {vector.shape}, expected ({self.size},)"
+            )
+        if not np.isfinite(vector).all():
+            bad = int(np.count_nonzero(~np.isfinite(vector)))
+            raise InvalidUpdateError(client_id, f"update has {bad} NaN/Inf entries")
+
+
+def _body(ring: U32Vector) -> bytes:
+    return ring.astype("<u4", copy=False).tobytes()

@@ -1,0 +1,498 @@
+"""Heterogeneity-aware rounds in the simulator: predictor + allocation + deadline.
+
+:class:`ScheduledPlanner` is the simulator's :class:`~fedstrata.sim.hooks.ClientPlanner`
+for :mod:`fedstrata.scheduling`. Each round it
+
+1. predicts every cohort member's seconds per local step (:class:`TimePredictor`,
+   cold-started from the registry's profiles) and sizes its work with
+   :func:`~fedstrata.scheduling.allocate_work` so that the predicted finish time
+   (downlink + compute + uplink) meets the round deadline — slow devices get fewer
+   steps, fast ones more (deadline-aware variable local work: FedProx, Li et al.,
+   MLSys 2020; over-commitment: Bonawitz et al., MLSys 2019);
+2. lets the simulated devices stop at the deadline: a device slower than predicted
+   sends the whole steps it finished in time (partial work, weighted by the fraction
+   done through :class:`SettlementWeighted`) and one that cannot finish a single step
+   is a true straggler, rejected as late by the coordinator. This step models the
+   device, so it reads the simulator's *true* profiles; the allocation never does;
+3. learns from the round's reports: predictor update, registry write-back (one
+   ``round_history`` row per cohort member per round), selector feedback (Oort), and
+   ``RoundMetrics.extras``: utilization, idle time, throughput, predictor error.
+
+:class:`ScheduledSelector` adapts a :class:`fedstrata.scheduling.Selector` (uniform or
+Oort, Lai et al., OSDI 2021) to the coordinator: it skips devices predicted unable to
+meet the deadline, over-selects, and gives Oort the predictor's durations as hints.
+
+The registry and the simulator's profiles are one source: :func:`registry_profiles`
+and :func:`profile_table` convert between them, and :func:`start_from_registry` begins
+a simulation from a registry, warming the predictor from its history.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedstrata.aggregation.protocol import UNKNOWN_CLIENT, Aggregator
+from fedstrata.core.params import FloatVector
+from fedstrata.core.payload import Payload
+from fedstrata.core.training import LocalPlan
+from fedstrata.errors import ConfigError, DataError
+from fedstrata.pipeline.stage import Codec
+from fedstrata.scheduling import (
+    DeviceProfiles,
+    HistoryBatch,
+    OortSelector,
+    PredictorConfig,
+    Registry,
+    Selector,
+    TimePredictor,
+    WorkBounds,
+    WorkStatus,
+    allocate_work,
+    link_seconds,
+    overselect,
+    predictor_extras,
+    replay_history,
+    round_utilization,
+)
+from fedstrata.sim.hooks import ClientReport
+from fedstrata.sim.profiles import ProfileTable
+
+__all__ = [
+    "ScheduleSettings",
+    "ScheduledPlanner",
+    "ScheduledSelector",
+    "SettlementWeighted",
+    "profile_table",
+    "registry_profiles",
+    "start_from_registry",
+]
+
+log = logging.getLogger(__name__)
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+_EDGE = 1 - 1e-9  # stop a hair before the deadline so float sums never cross it
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """How the planner sizes work (use the same ``deadline_s`` as ``RoundPolicy``).
+
+    Attributes:
+        deadline_s: seconds from the round start; ``None`` waits for everyone.
+        allocation: size each client's steps to the deadline (needs ``deadline_s``);
+            off, every client runs the default plan (the equal-work baseline).
+        min_steps: least useful work; a device predicted unable to do it is infeasible.
+        max_steps: most local steps a client may be given (``None``: no cap).
+        safety: fraction of the deadline kept as a margin, in [0, 1).
+        stop_at_deadline: devices send the whole steps done by the deadline.
+        min_fraction: partial work below this fraction of the assignment is dropped.
+    """
+
+    deadline_s: float | None = None
+    allocation: bool = True
+    min_steps: int = 1
+    max_steps: int | None = None
+    safety: float = 0.0
+    stop_at_deadline: bool = True
+    min_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        d = self.deadline_s
+        checks = [
+            ("deadline_s", d is None or d > 0, "None or > 0"),
+            ("allocation", not self.allocation or d is not None, "False without deadline_s"),
+            ("min_steps", self.min_steps >= 1, ">= 1"),
+            ("max_steps", self.max_steps is None or self.max_steps >= self.min_steps, ">= min"),
+            ("safety", 0 <= self.safety < 1, "in [0, 1)"),
+            ("min_fraction", 0 <= self.min_fraction <= 1, "in [0, 1]"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(
+                    f"ScheduleSettings.{name}={getattr(self, name)!r}: must be {rule}"
+                )
+
+
+def registry_profiles(table: ProfileTable) -> DeviceProfiles:
+    """The simulator's profiles as registry rows (device ``i`` is row ``i``)."""
+    return DeviceProfiles(
+        np.arange(len(table), dtype=np.int64),
+        table.flops / 1e9,
+        table.memory_gb,
+        table.latency_s * 1e3,
+        table.uplink_bps / 1e6,
+        table.downlink_bps / 1e6,
+        table.availability,
+    )
+
+
+def profile_table(devices: DeviceProfiles) -> ProfileTable:
+    """Registry rows as the simulator's profiles; ids must be ``0 .. n-1``.
+
+    Raises:
+        DataError: the ids are not exactly ``0 .. n-1``.
+    """
+    order = np.argsort(devices.device_id, kind="stable")
+    if not np.array_equal(devices.device_id[order], np.arange(len(devices))):
+        raise DataError("profile_table: registry device ids must be exactly 0 .. n-1")
+    d = devices.take(order)
+    return ProfileTable(
+        d.flops,
+        d.memory_gb,
+        d.uplink_mbps * 1e6,
+        d.downlink_mbps * 1e6,
+        d.network_latency_ms / 1e3,
+        d.availability,
+    )
+
+
+def start_from_registry(
+    registry: Registry,
+    flops_per_example: float,
+    config: PredictorConfig | None = None,
+) -> tuple[ProfileTable, DeviceProfiles, TimePredictor]:
+    """Begin a simulation from a registry: profiles, and a predictor warmed by history.
+
+    Raises:
+        RegistryError: the registry cannot be read.
+        DataError: registry ids are not ``0 .. n-1``.
+    """
+    devices = registry.devices()
+    predictor = TimePredictor.from_profiles(devices, flops_per_example, config)
+    replay_history(predictor, registry.history())
+    return profile_table(devices), devices, predictor
+
+
+@dataclass(frozen=True, eq=False)
+class _RoundPlan:
+    """What the planner decided for the round in flight."""
+
+    cohort: I64
+    per_step: I64  # examples per local step of each client
+    assigned: I64  # steps assigned
+    planned: I64  # steps the device will run (cut at the deadline)
+    predicted_s: F64  # predicted compute seconds of the assignment
+    target_s: float
+
+
+class ScheduledPlanner:
+    """Sizes work per client, models the deadline, learns, writes history back.
+
+    Args:
+        settings: deadline and allocation knobs.
+        predictor: the scheduler's time predictor (knows only registry profiles).
+        profiles: the registry's profiles, in any order, covering every client.
+        devices: the simulator's true profiles (only for stopping at the deadline).
+        client_sizes: local examples of every client.
+        flops_per_example: of the trained model.
+        down_bytes, up_bytes: bytes per download and per upload.
+        registry: where each round's history is written (``None``: nowhere).
+        selector: scheduling selector fed each round's outcome (e.g. Oort).
+    """
+
+    def __init__(
+        self,
+        settings: ScheduleSettings,
+        predictor: TimePredictor,
+        profiles: DeviceProfiles,
+        devices: ProfileTable,
+        client_sizes: NDArray[np.integer[Any]],
+        *,
+        flops_per_example: float,
+        down_bytes: int,
+        up_bytes: int,
+        registry: Registry | None = None,
+        selector: Selector | None = None,
+    ) -> None:
+        if len(client_sizes) != len(devices):
+            raise DataError(f"{len(client_sizes)} client sizes for {len(devices)} device profiles")
+        self.settings, self.predictor, self.devices = settings, predictor, devices
+        self.sizes = np.asarray(client_sizes, dtype=np.int64)
+        self.flops_per_example = flops_per_example
+        self.registry, self.selector = registry, selector
+        order = np.argsort(profiles.device_id, kind="stable")
+        self._profiles, self._ids = profiles.take(order), profiles.device_id[order]
+        down, up = link_seconds(self._profiles, down_bytes, up_bytes)
+        self._link_s = down + up
+        self._bytes = (down_bytes, up_bytes)
+        self._round: _RoundPlan | None = None
+        self._factor: dict[int, float] = {}
+
+    def _rows(self, ids: I64) -> NDArray[np.intp]:
+        pos = np.searchsorted(self._ids, ids).clip(0, max(self._ids.size - 1, 0))
+        if self._ids.size == 0 or not (self._ids[pos] == ids).all():
+            raise DataError("ScheduledPlanner: clients without a registry profile")
+        return pos
+
+    def per_step(self, ids: I64, batch_size: int) -> I64:
+        """Examples per local step: the batch, or the whole local set when smaller."""
+        out: I64 = np.minimum(batch_size, np.maximum(self.sizes[ids], 1))
+        return out
+
+    def predicted_finish(self, ids: I64, steps: I64 | int, batch_size: int) -> F64:
+        """Predicted seconds from the round start until each client's update arrives."""
+        spe = self.predictor.seconds_per_example(ids)
+        work = np.asarray(steps) * self.per_step(ids, batch_size)
+        return self._link_s[self._rows(ids)] + self.predictor.config.overhead_s + work * spe
+
+    def feasible(self, ids: I64, batch_size: int) -> NDArray[np.bool_]:
+        """Clients predicted able to do ``min_steps`` by the deadline (all if none)."""
+        d = self.settings.deadline_s
+        if d is None:
+            return np.ones(ids.shape, dtype=bool)
+        finish = self.predicted_finish(ids, self.settings.min_steps, batch_size)
+        ok: NDArray[np.bool_] = finish <= d * (1 - self.settings.safety)
+        return ok
+
+    # ------------------------------------------------------------------ plans
+
+    def plans(self, round_idx: int, cohort: I64, default: LocalPlan) -> Sequence[LocalPlan]:
+        """One plan per cohort member: allocated steps, cut where the device is late."""
+        ids = np.asarray(cohort, dtype=np.int64)
+        per = self.per_step(ids, default.batch_size)
+        default_steps = self._default_steps(ids, default)
+        assigned, predicted, target = default_steps, self._predicted(ids, default_steps, per), 0.0
+        if self.settings.allocation and ids.size:
+            assigned, predicted, target = self._allocate(ids, per)
+        planned = self._cut_at_deadline(ids, assigned, per)
+        self._round = _RoundPlan(ids, per, assigned, planned, predicted, target)
+        self._factor = {
+            int(c): float(p / a) for c, p, a in zip(ids, planned, assigned, strict=True)
+        }
+        if not self.settings.allocation and not self.settings.stop_at_deadline:
+            return [default] * ids.size
+        return [replace(default, epochs=None, steps=int(s)) for s in planned]
+
+    def _default_steps(self, ids: I64, plan: LocalPlan) -> I64:
+        if plan.steps is not None:
+            return np.full(ids.size, plan.steps, dtype=np.int64)
+        batches = -(-np.maximum(self.sizes[ids], 1) // plan.batch_size)
+        out: I64 = int(plan.epochs or 1) * batches
+        return out
+
+    def _predicted(self, ids: I64, steps: I64, per: I64) -> F64:
+        return self.predictor.predict(ids, steps * per) if ids.size else np.zeros(0)
+
+    def _allocate(self, ids: I64, per: I64) -> tuple[I64, F64, float]:
+        s = self.settings
+        assert s.deadline_s is not None  # ScheduleSettings guarantees it
+        seconds_per_step = self.predictor.seconds_per_example(ids) * per
+        fixed = self._link_s[self._rows(ids)] + self.predictor.config.overhead_s
+        bounds = WorkBounds(s.min_steps, s.max_steps, 1)
+        alloc = allocate_work(seconds_per_step, fixed, s.deadline_s, bounds, safety=s.safety)
+        return alloc.work, alloc.compute_s, alloc.target_s
+
+    def _true_legs(self, ids: I64) -> tuple[F64, F64, F64]:
+        """(downlink, seconds per example, uplink) from the simulator's true profiles."""
+        d, (down_b, up_b) = self.devices, self._bytes
+        lat = d.latency_s[ids]
+        down = lat + down_b * 8 / d.downlink_bps[ids]
+        up = lat + up_b * 8 / d.uplink_bps[ids]
+        return down, self.flops_per_example / d.flops[ids], up
+
+    def _cut_at_deadline(self, ids: I64, assigned: I64, per: I64) -> I64:
+        """Steps each device really runs: all, or those done by the deadline (>= 1)."""
+        s = self.settings
+        if s.deadline_s is None or not s.stop_at_deadline or ids.size == 0:
+            return assigned
+        down, spe, up = self._true_legs(ids)
+        window = s.deadline_s * _EDGE - down - up
+        done = np.floor(np.maximum(window, 0.0) / (spe * per)).astype(np.int64)
+        done = np.minimum(done, assigned)
+        straggler = (done < 1) | (done < s.min_fraction * assigned)
+        out: I64 = np.where(straggler, assigned, done)  # it runs on and arrives late
+        return out
+
+    def weight_factor(self, client_id: int) -> float:
+        """Fraction of its assignment ``client_id`` completed this round (1 if unknown)."""
+        return self._factor.get(client_id, 1.0)
+
+    # ---------------------------------------------------------------- observe
+
+    def observe(
+        self, round_idx: int, reports: Sequence[ClientReport], round_s: float
+    ) -> Mapping[str, float]:
+        """Learn from the round and return its ``RoundMetrics.extras``."""
+        plan = self._round
+        if plan is None or plan.cohort.size == 0:
+            return {}
+        by_id = {r.client_id: r for r in reports}
+        rows = [by_id.get(int(c)) for c in plan.cohort]
+        status = self._status(plan, rows)
+        done = np.array([r.examples if r else 0 for r in rows], dtype=np.int64)
+        done = np.where(status <= WorkStatus.PARTIAL, done, 0)
+        compute = np.array([r.compute_s if r else np.nan for r in rows])
+        extras = self._extras(plan, rows, status, done, round_s)
+        ok = (status <= WorkStatus.PARTIAL) & (done > 0)
+        if ok.any():
+            err = self.predictor.observe(plan.cohort[ok], done[ok], compute[ok])
+            extras.update(predictor_extras(err))
+        self._write_back(round_idx, plan, status, done, np.where(ok, compute, np.nan))
+        self._feedback(round_idx, plan, rows, done)
+        return extras
+
+    @staticmethod
+    def _status(plan: _RoundPlan, rows: list[ClientReport | None]) -> NDArray[np.int8]:
+        codes = []
+        for r, a, p in zip(rows, plan.assigned, plan.planned, strict=True):
+            if r is None or r.status == "failed":
+                codes.append(WorkStatus.FAILED)
+            elif r.status == "late":
+                codes.append(WorkStatus.DROPPED)
+            else:
+                codes.append(WorkStatus.COMPLETED if p >= a else WorkStatus.PARTIAL)
+        return np.array(codes, dtype=np.int8)
+
+    def _extras(
+        self,
+        plan: _RoundPlan,
+        rows: list[ClientReport | None],
+        status: NDArray[np.int8],
+        done: I64,
+        round_s: float,
+    ) -> dict[str, float]:
+        total = np.array([r.down_s + r.compute_s + r.up_s if r else 0.0 for r in rows])
+        busy = np.where(status == WorkStatus.DROPPED, round_s, np.minimum(total, round_s))
+        busy = np.where(status == WorkStatus.FAILED, 0.0, busy)
+        useful = np.where(status <= WorkStatus.PARTIAL, busy, 0.0)
+        span = max(round_s, 1e-12)
+        extras = round_utilization(busy, span, done).as_extras()
+        extras["sched_useful_utilization"] = float(np.mean(useful / span))
+        extras["sched_partial"] = float(np.sum(status == WorkStatus.PARTIAL))
+        extras["sched_dropped"] = float(np.sum(status == WorkStatus.DROPPED))
+        extras["sched_target_s"] = plan.target_s
+        extras["sched_mean_steps"] = float(plan.planned.mean())
+        return extras
+
+    def _write_back(
+        self, round_idx: int, plan: _RoundPlan, status: NDArray[np.int8], done: I64, actual: F64
+    ) -> None:
+        if self.registry is None:
+            return
+        batch = HistoryBatch(
+            plan.cohort,
+            np.full(plan.cohort.size, round_idx, dtype=np.int64),
+            plan.assigned * plan.per_step,
+            np.minimum(done, plan.assigned * plan.per_step),
+            plan.predicted_s,
+            actual,
+            status,
+        )
+        self.registry.record_history(batch)
+
+    def _feedback(
+        self, round_idx: int, plan: _RoundPlan, rows: list[ClientReport | None], done: I64
+    ) -> None:
+        if self.selector is None:
+            return
+        loss = np.array([r.train_loss if r and r.train_loss is not None else np.nan for r in rows])
+        loss = np.where(done > 0, loss, np.nan)
+        dur = np.array([r.down_s + r.compute_s + r.up_s if r else np.inf for r in rows])
+        self.selector.feedback(
+            round_idx, plan.cohort, num_samples=done, mean_sq_loss=loss**2, duration_s=dur
+        )
+
+
+class ScheduledSelector:
+    """Coordinator selector: skip infeasible devices, over-select, hint Oort.
+
+    Implements :class:`fedstrata.coordinator.Selector` over a
+    :class:`fedstrata.scheduling.Selector`; the planner feeds the same selector back.
+
+    Args:
+        inner: uniform or Oort selection.
+        planner: predicts feasibility and durations.
+        batch_size: the clients' batch size (work per step).
+        overselect_rate: invite ``ceil(k * (1 + rate))`` clients.
+        skip_infeasible: never invite a device predicted to miss the deadline.
+    """
+
+    def __init__(
+        self,
+        inner: Selector,
+        planner: ScheduledPlanner,
+        batch_size: int,
+        *,
+        overselect_rate: float = 0.0,
+        skip_infeasible: bool = True,
+    ) -> None:
+        overselect(1, overselect_rate)  # validates the rate
+        self.inner, self.planner, self.batch_size = inner, planner, batch_size
+        self.rate, self.skip_infeasible = overselect_rate, skip_infeasible
+
+    def select(self, round_idx: int, available: I64, k: int, rng: np.random.Generator) -> I64:
+        """Up to ``ceil(k * (1 + rate))`` feasible clients, sorted."""
+        ids = np.sort(np.asarray(available, dtype=np.int64))
+        if self.skip_infeasible:
+            ok = self.planner.feasible(ids, self.batch_size)
+            if ok.sum() < ids.size:
+                log.info("round %d: %d devices cannot meet the deadline", round_idx, (~ok).sum())
+            ids = ids[ok]
+        if isinstance(self.inner, OortSelector):
+            hint = self.planner.predicted_finish(
+                ids, self.planner.settings.min_steps, self.batch_size
+            )
+            self.inner.hint_durations(ids, hint)
+        want = overselect(k, self.rate) if k >= 1 else 0
+        return self.inner.select(round_idx, ids, want, rng)
+
+
+class SettlementWeighted:
+    """An aggregator whose client weights are scaled by the work each client completed.
+
+    Partial work at the deadline counts with ``weight * done / assigned``
+    (:func:`fedstrata.scheduling.settlement_weights`); everything else is ``inner``'s.
+    """
+
+    def __init__(self, inner: Aggregator[Any], planner: ScheduledPlanner) -> None:
+        self.inner, self.planner = inner, planner
+
+    @property
+    def mergeable(self) -> bool:
+        return bool(self.inner.mergeable)
+
+    def init(self, size: int) -> object:
+        return self.inner.init(size)
+
+    def accumulate(
+        self,
+        state: object,
+        vector: FloatVector,
+        weight: float,
+        *,
+        client_id: int = UNKNOWN_CLIENT,
+        metrics: Mapping[str, float] | None = None,
+    ) -> object:
+        w = weight * self.planner.weight_factor(client_id)
+        return self.inner.accumulate(state, vector, w, client_id=client_id, metrics=metrics)
+
+    def accumulate_payload(
+        self,
+        state: object,
+        codec: Codec,
+        payload: Payload,
+        weight: float,
+        *,
+        client_id: int = UNKNOWN_CLIENT,
+        metrics: Mapping[str, float] | None = None,
+    ) -> object:
+        w = weight * self.planner.weight_factor(client_id)
+        return self.inner.accumulate_payload(
+            state, codec, payload, w, client_id=client_id, metrics=metrics
+        )
+
+    def merge(self, a: object, b: object) -> object:
+        return self.inner.merge(a, b)
+
+    def finalize(self, state: object) -> FloatVector:
+        return self.inner.finalize(state)
+
+    def finalize_metrics(self, state: object) -> dict[str, float]:
+        return self.inner.finalize_metrics(state)
