@@ -60,3 +60,14 @@ def test_presets_and_show_config():
     assert "quickstart" in runner.invoke(app, ["presets"]).output
     res = runner.invoke(app, ["show-config", "--preset", "w1", "--json"])
     assert json.loads(res.output)["data"]["partition"] == "shards"
+
+
+def test_configuration_docs_are_current():
+    from pathlib import Path
+
+    from fedstrata.config.reference import config_reference
+
+    docs = Path(__file__).parents[1] / "docs" / "configuration.md"
+    assert docs.read_text() == config_reference() + "\n", (
+        "docs/configuration.md is stale: run `fedstrata config-reference > docs/configuration.md`"
+    )

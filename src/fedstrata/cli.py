@@ -193,6 +193,14 @@ def show_config(
     typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2) if as_json else dump_config(cfg))
 
 
+@app.command("config-reference")
+def config_reference_cmd() -> None:
+    """Print the configuration reference (Markdown)."""
+    from fedstrata.config.reference import config_reference
+
+    typer.echo(config_reference())
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

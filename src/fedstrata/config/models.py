@@ -37,15 +37,34 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where client data comes from and how it is split across clients."""
 
-    name: Literal["digits", "synthetic", "npz"] = "digits"
+    name: Literal["digits", "synthetic", "npz"] = Field(
+        "digits",
+        description="digits (scikit-learn), synthetic (FedProx), npz (your own files)",
+    )
     path: Path | None = Field(None, description="folder of client_*.npz files (name: npz)")
-    partition: Literal["iid", "dirichlet", "shards", "quantity"] = "dirichlet"
-    num_clients: int = Field(100, ge=1, le=1_000_000)
-    shards_per_client: int = Field(2, ge=1)
-    dirichlet_alpha: float = Field(0.5, gt=0)
-    quantity_sigma: float = Field(1.0, gt=0)
-    synthetic_alpha: float = Field(1.0, ge=0)
-    synthetic_beta: float = Field(1.0, ge=0)
+    partition: Literal["iid", "dirichlet", "shards", "quantity"] = Field(
+        "dirichlet", description="how examples are split across clients (digits)"
+    )
+    num_clients: int = Field(
+        100, ge=1, le=1_000_000, description="number of clients (digits, synthetic)"
+    )
+    shards_per_client: int = Field(
+        2, ge=1, description="label shards per client (partition: shards)"
+    )
+    dirichlet_alpha: float = Field(
+        0.5,
+        gt=0,
+        description="Dirichlet concentration, smaller is more skewed (partition: dirichlet)",
+    )
+    quantity_sigma: float = Field(
+        1.0, gt=0, description="log-normal spread of client sizes (partition: quantity)"
+    )
+    synthetic_alpha: float = Field(
+        1.0, ge=0, description="Synthetic alpha: how much client models differ"
+    )
+    synthetic_beta: float = Field(
+        1.0, ge=0, description="Synthetic beta: how much client feature distributions differ"
+    )
     synthetic_max_samples: int | None = Field(
         None,
         ge=2,
@@ -61,8 +80,10 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    kind: Literal["logreg", "mlp", "cnn"] = "mlp"
-    hidden: int = Field(128, ge=1)
+    kind: Literal["logreg", "mlp", "cnn"] = Field(
+        "mlp", description="logistic regression, 2-layer MLP, or a small CNN"
+    )
+    hidden: int = Field(128, ge=1, description="hidden width (mlp, cnn)")
     init_seed: int | None = Field(
         None, ge=0, description="seed of the initial weights; None derives it from the run seed"
     )
@@ -71,14 +92,16 @@ class ModelConfig(_Strict):
 class ClientConfig(_Strict):
     """Local training on each client (FedAvg; FedProx when prox_mu > 0)."""
 
-    epochs: int | None = Field(1, ge=1)
-    steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(0.05, gt=0)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    prox_mu: float = Field(0.0, ge=0)
+    epochs: int | None = Field(1, ge=1, description="local epochs per round (or set steps)")
+    steps: int | None = Field(
+        None, ge=1, description="local minibatch steps per round (or set epochs)"
+    )
+    batch_size: int = Field(8, ge=1, description="local minibatch size")
+    lr: float = Field(0.05, gt=0, description="local learning rate")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="local optimizer")
+    momentum: float = Field(0.0, ge=0, lt=1, description="local SGD momentum")
+    weight_decay: float = Field(0.0, ge=0, description="local weight decay")
+    prox_mu: float = Field(0.0, ge=0, description="FedProx proximal term mu (0: FedAvg)")
     shuffle: Literal["derived", "round_client"] = Field(
         "derived",
         description="derived: per-(round, client) seeds from the run seed; "
@@ -95,37 +118,52 @@ class ClientConfig(_Strict):
 class ServerConfig(_Strict):
     """Server optimizer (Reddi et al. 2021) and aggregator."""
 
-    optimizer: Literal["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"] = "fedavg"
-    lr: float = Field(1.0, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.99, ge=0, lt=1)
-    tau: float = Field(1e-3, gt=0)
-    aggregator: Literal["mean", "median", "trimmed_mean", "krum"] = "mean"
-    trim_fraction: float = Field(0.1, ge=0, lt=0.5)
-    krum_byzantine: int = Field(1, ge=0)
+    optimizer: Literal["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"] = Field(
+        "fedavg", description="server optimizer (Reddi et al. 2021)"
+    )
+    lr: float = Field(1.0, gt=0, description="server learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM server momentum")
+    beta1: float = Field(0.9, ge=0, lt=1, description="adaptive optimizers' first-moment decay")
+    beta2: float = Field(0.99, ge=0, lt=1, description="adaptive optimizers' second-moment decay")
+    tau: float = Field(1e-3, gt=0, description="adaptive optimizers adaptivity tau")
+    aggregator: Literal["mean", "median", "trimmed_mean", "krum"] = Field(
+        "mean", description="aggregation rule; robust ones run at the center only"
+    )
+    trim_fraction: float = Field(
+        0.1, ge=0, lt=0.5, description="fraction trimmed at each end (trimmed_mean)"
+    )
+    krum_byzantine: int = Field(1, ge=0, description="assumed Byzantine clients f (krum)")
 
 
 class RoundsConfig(_Strict):
-    rounds: int = Field(30, ge=1)
+    rounds: int = Field(30, ge=1, description="number of rounds")
     clients_per_round: int | None = Field(None, ge=1, description="None: every client")
-    min_clients: int = Field(1, ge=1)
+    min_clients: int = Field(
+        1, ge=1, description="fewest accepted updates for a round to change the model"
+    )
     deadline_s: float | None = Field(None, gt=0, description="simulated seconds per round")
-    eval_every: int = Field(1, ge=1)
+    eval_every: int = Field(
+        1, ge=1, description="evaluate the model every N rounds (and after the last)"
+    )
 
 
 class DevicesConfig(_Strict):
     """Generated device profiles (or a file of them) for simulated time."""
 
-    profiles_path: Path | None = None
+    profiles_path: Path | None = Field(
+        None,
+        description="CSV of device profiles (see docs/simulator.md); replaces the generator",
+    )
     flops_max: float = Field(2e10, gt=0, description="fastest device, FLOP/s")
     compute_spread: float = Field(1000.0, ge=1, description="fastest / slowest compute")
     uplink_mbps: float = Field(20.0, gt=0, description="median uplink")
     downlink_mbps: float = Field(100.0, gt=0, description="median downlink")
     bandwidth_sigma: float = Field(0.5, ge=0, description="log-normal spread of bandwidth")
     latency_ms: float = Field(40.0, ge=0, description="median one-way latency")
-    availability: float = Field(1.0, gt=0, le=1)
-    memory_gb: float = Field(4.0, gt=0)
+    availability: float = Field(
+        1.0, gt=0, le=1, description="probability that a device is online in a round"
+    )
+    memory_gb: float = Field(4.0, gt=0, description="device memory")
 
 
 class CompressionConfig(_Strict):
@@ -134,15 +172,23 @@ class CompressionConfig(_Strict):
     Fields left unset come from the preset (default ``none``: dense float32).
     """
 
-    preset: str = "none"
-    sparsify: Literal["none", "topk", "topk_approx", "randk"] | None = None
-    density: float | None = Field(None, gt=0, le=1)
-    quantize: Literal[32, 8, 4, 2, 1] | None = None
-    stochastic: bool | None = None
-    block_size: int | None = Field(None, ge=1)
-    error_feedback: bool | None = None
-    zstd: bool | None = None
-    zstd_level: int | None = Field(None, ge=1, le=22)
+    preset: str = Field(
+        "none", description="a preset name (docs/compression.md); other keys override it"
+    )
+    sparsify: Literal["none", "topk", "topk_approx", "randk"] | None = Field(
+        None, description="sparsifier"
+    )
+    density: float | None = Field(None, gt=0, le=1, description="fraction of coordinates kept")
+    quantize: Literal[32, 8, 4, 2, 1] | None = Field(
+        None, description="bits per value (32: no quantization)"
+    )
+    stochastic: bool | None = Field(None, description="stochastic (unbiased) rounding")
+    block_size: int | None = Field(None, ge=1, description="coordinates per quantization scale")
+    error_feedback: bool | None = Field(
+        None, description="keep what was not sent and add it next time"
+    )
+    zstd: bool | None = Field(None, description="lossless zstd on the encoded body")
+    zstd_level: int | None = Field(None, ge=1, le=22, description="zstd level")
 
     @model_validator(mode="after")
     def _resolves(self) -> CompressionConfig:
@@ -181,20 +227,30 @@ class PrivacyConfig(_Strict):
     ``stage_weights``; ``uniform`` is one stage.
     """
 
-    mechanism: Literal["none", "central"] = "none"
-    epsilon: float = Field(2.0, gt=0)
-    delta: float = Field(1e-5, gt=0, lt=1)
-    clip_norm: float = Field(1.0, gt=0)
-    schedule: Literal["uniform", "staged"] = "staged"
-    stage_weights: tuple[float, ...] = (0.3, 0.5, 0.2)
+    mechanism: Literal["none", "central"] = Field(
+        "none", description="none, or central DP (server adds noise; trusted server)"
+    )
+    epsilon: float = Field(2.0, gt=0, description="total epsilon budget")
+    delta: float = Field(1e-5, gt=0, lt=1, description="delta of the budget")
+    clip_norm: float = Field(1.0, gt=0, description="L2 norm every update is clipped to")
+    schedule: Literal["uniform", "staged"] = Field(
+        "staged", description="uniform: one noise level; staged: budget split over stages"
+    )
+    stage_weights: tuple[float, ...] = Field((0.3, 0.5, 0.2), description="budget share per stage")
     stage_fractions: tuple[float, ...] | None = Field(
         None, description="share of the planned rounds per stage; default: equal"
     )
     planned_rounds: int | None = Field(None, ge=1, description="default: rounds.rounds")
-    accountant: Literal["pld", "rdp"] = "pld"
-    switch_on_plateau: bool = False
-    plateau_window: int = Field(5, ge=1)
-    plateau_tol: float = Field(0.01, gt=0)
+    accountant: Literal["pld", "rdp"] = Field(
+        "pld", description="accountant for the reported ε (PLD is tighter)"
+    )
+    switch_on_plateau: bool = Field(
+        False, description="advance the stage early when the test loss plateaus"
+    )
+    plateau_window: int = Field(5, ge=1, description="rounds per plateau window")
+    plateau_tol: float = Field(
+        0.01, gt=0, description="relative improvement below which the loss has plateaued"
+    )
 
     @model_validator(mode="after")
     def _stages_line_up(self) -> PrivacyConfig:
@@ -214,22 +270,30 @@ class PrivacyConfig(_Strict):
 
 
 class SimConfig(_Strict):
-    workers: int | Literal["auto"] = "auto"
-    start_method: Literal["fork", "inprocess"] = "fork"
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="worker processes; auto: cores - 1 (the main process trains too), 0: none",
+    )
+    start_method: Literal["fork", "inprocess"] = Field(
+        "fork",
+        description="fork: persistent worker processes; inprocess: everything in this process",
+    )
 
 
 class OutputConfig(_Strict):
-    dir: Path = Path("runs")
-    run_store: bool = True
-    report: bool = True
-    progress: bool = True
+    dir: Path = Field(Path("runs"), description="where run directories are created")
+    run_store: bool = Field(
+        True, description="write a run directory (config, metrics, model, summary)"
+    )
+    report: bool = Field(True, description="write report.html at the end")
+    progress: bool = Field(True, description="show a progress bar")
 
 
 class FedConfig(_Strict):
     """A whole federation: data, model, client and server algorithms, rounds, devices."""
 
-    name: str = "federation"
-    seed: int = Field(0, ge=0)
+    name: str = Field("federation", description="name of the run (and of its directory)")
+    seed: int = Field(0, ge=0, description="root seed of every random draw")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     client: ClientConfig = ClientConfig()

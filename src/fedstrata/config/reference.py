@@ -1,0 +1,58 @@
+"""Generate the configuration reference (``docs/configuration.md``) from the models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from fedstrata.config.models import FedConfig
+
+__all__ = ["config_reference"]
+
+
+def _type_name(info: FieldInfo) -> str:
+    text = str(info.annotation).replace("typing.", "").replace("pathlib.", "")
+    return text.replace("<class '", "").replace("'>", "")
+
+
+def _default(info: FieldInfo) -> str:
+    value: Any = info.get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):
+        return "(section)"
+    return "`null`" if value is None else f"`{value}`"
+
+
+def _section(name: str, model: type[BaseModel]) -> list[str]:
+    doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    lines = [
+        f"## `{name}`",
+        "",
+        doc,
+        "",
+        "| key | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for key, info in model.model_fields.items():
+        desc = (info.description or "").replace("|", "\\|")
+        type_name = _type_name(info).replace("|", "\\|")
+        lines.append(f"| `{name}.{key}` | {type_name} | {_default(info)} | {desc} |")
+    return [*lines, ""]
+
+
+def config_reference() -> str:
+    """Markdown describing every configuration key, its type and default."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `fedstrata.config.models` by `fedstrata config-reference`; do not "
+        "edit by hand. Top-level keys: `name` (run name) and `seed` (root seed of every "
+        "random draw).",
+        "",
+    ]
+    for key, info in FedConfig.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines += _section(key, annotation)
+    return "\n".join(lines)
