@@ -44,7 +44,7 @@ def test_users_npz_folder_trains(tmp_path):
             "data.name=npz",
             f"data.path={tmp_path}",
             "model.kind=logreg",
-            "rounds.rounds=5",
+            "rounds.rounds=20",
             "client.lr=0.1",
         ]
     )
