@@ -71,3 +71,22 @@ def test_auto_workers_uses_cores_minus_one_or_none():
 def test_cohort_larger_than_population_is_rejected():
     with pytest.raises(ConfigError, match=r"exceeds data\.num_clients"):
         load_config(overrides=["data.num_clients=5", "rounds.clients_per_round=6"])
+
+
+def test_secure_aggregation_runs_end_to_end_and_reports_its_cost():
+    cfg = load_config(overrides=[*SMALL, "secagg.enabled=true"])
+    plain = run(load_config(overrides=SMALL))
+    secure = run(cfg)
+    extras = secure.simulation.rounds[-1].extras
+    assert extras["secagg_protocol_s"] > 0
+    assert extras["secagg_bandwidth_expansion"] < 1.5
+    # 16-bit fixed point: the model stays close to float FedAvg
+    diff = np.abs(secure.simulation.params - plain.simulation.params).max()
+    assert diff < 1e-3
+
+
+def test_secure_aggregation_refuses_what_it_cannot_combine_with():
+    with pytest.raises(ConfigError, match="disable compression"):
+        load_config(overrides=["secagg.enabled=true", "compression.preset=int8"])
+    with pytest.raises(ConfigError, match="aggregator 'mean'"):
+        load_config(overrides=["secagg.enabled=true", "server.aggregator=median"])

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from fedstrata.monitoring import (
     new_run_dir,
     write_report,
 )
-from fedstrata.pipeline import DenseCodec, Pipeline, Stage
+from fedstrata.pipeline import Codec, DenseCodec, Pipeline, Stage
 from fedstrata.sim import (
     ClientJob,
     Executor,
@@ -54,6 +55,9 @@ from fedstrata.sim.hooks import CompressedBroadcast, RoundHook
 from fedstrata.sim.prefetch import Prefetch
 
 __all__ = ["RunResult", "aggregator", "build_dataset", "local_plan", "run", "server_optimizer"]
+
+if TYPE_CHECKING:
+    from fedstrata.secagg import RingCodec, SecAggAggregator
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +212,9 @@ def run(
     try:
         with ExitStack() as stack:
             state_dir = _client_state_dir(store, stack)
-            pipeline = _pipeline(config, trainer.spec.size, state_dir)
+            secure = secure_aggregation(config, trainer.spec.size, dataset)
+            ring = secure[0] if secure is not None else None
+            pipeline = _pipeline(config, trainer.spec.size, state_dir, ring)
             job = ClientJob(factory, dataset, config.seed, pipeline)
             if workers > 0:
                 _warm_up(trainer, dataset, local_plan(config.client), config.seed)
@@ -223,7 +229,11 @@ def run(
                 params=params,
             )
             dp_hooks = privacy_hooks(config, pipeline, dataset.num_clients)
-            sim.sinks, sim.on_round, sim.hooks = _sinks(store), on_round, (*dp_hooks, *hooks)
+            sa_hooks: tuple[RoundHook, ...] = ()
+            if secure is not None:
+                sim.aggregator, sa_hooks = secure[1], (secure[1],)
+            sim.sinks, sim.on_round = _sinks(store), on_round
+            sim.hooks = (*dp_hooks, *sa_hooks, *hooks)
             result = sim.run(params)
     except BaseException:
         if store is not None:
@@ -250,7 +260,32 @@ def _client_state_dir(store: RunStore | None, stack: ExitStack) -> Path:
     return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedstrata-state-")))
 
 
-def _pipeline(config: FedConfig, size: int, state_dir: Path) -> Pipeline | None:
+def secure_aggregation(
+    config: FedConfig, size: int, dataset: FederatedDataset
+) -> tuple[RingCodec, SecAggAggregator] | None:
+    """The ring codec and secure aggregator, or None when ``secagg`` is off."""
+    s = config.secagg
+    if not s.enabled:
+        return None
+    from fedstrata.compress import randk_support
+    from fedstrata.secagg import SecAggOptions, secagg_components  # deferred: cryptography
+
+    uniform = config.privacy.enabled  # the simulation weights uniformly under DP
+    max_weight = s.max_weight or (1 if uniform else int(dataset.client_sizes().max()))
+    options = SecAggOptions(
+        expected_cohort=config.rounds.clients_per_round or dataset.num_clients,
+        max_weight=max_weight,
+        dropout_rate=s.dropout_rate,
+        sparse_graph=s.sparse_graph,
+        precompute_masks=s.precompute_masks,
+        root_seed=config.seed,
+    )
+    return secagg_components(s.ring_spec(), options, size, randk_support)
+
+
+def _pipeline(
+    config: FedConfig, size: int, state_dir: Path, ring: Codec | None = None
+) -> Pipeline | None:
     """The uplink pipeline, or None for the dense fast path."""
     stages: list[Stage] = []
     if config.privacy.enabled:
@@ -258,6 +293,8 @@ def _pipeline(config: FedConfig, size: int, state_dir: Path) -> Pipeline | None:
 
         clip = config.privacy.clip_norm
         stages += [FixedClip(clip), CentralGaussian(noise_multiplier=0.0, clip_norm=clip)]
+    if ring is not None:
+        return Pipeline(stages, ring)
     if not stages and not config.compression.enabled:
         return None
     spec = config.compression.spec()

@@ -7,12 +7,15 @@ the field instead of a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedstrata.compress import CompressionSpec, resolve_spec
 from fedstrata.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedstrata.secagg import RingSpec
 
 __all__ = [
     "ClientConfig",
@@ -25,6 +28,7 @@ __all__ = [
     "OutputConfig",
     "PrivacyConfig",
     "RoundsConfig",
+    "SecAggSettings",
     "ServerConfig",
     "SimConfig",
 ]
@@ -269,6 +273,33 @@ class PrivacyConfig(_Strict):
         return self.mechanism != "none"
 
 
+class SecAggSettings(_Strict):
+    """Secure aggregation (``docs/secagg.md``): the server learns only the cohort's sum.
+
+    Clients clip each coordinate to ``clip``, quantize to ``input_bits`` and send ring
+    elements (on a cohort-shared random-k support when ``density < 1``); the center
+    runs SecAgg+ over the cohort, recovering failed or late clients as dropouts.
+    """
+
+    enabled: bool = False
+    clip: float = Field(1.0, gt=0, description="per-coordinate clip before fixed point")
+    input_bits: int = Field(16, ge=2, le=32, description="signed fixed-point width")
+    stochastic: bool = True
+    density: float = Field(1.0, gt=0, le=1, description="share of coordinates sent (random-k)")
+    dropout_rate: float = Field(0.1, ge=0, lt=0.5, description="planned; sets degree/threshold")
+    sparse_graph: bool = True
+    precompute_masks: bool = False
+    max_weight: int | None = Field(
+        None, ge=1, description="integer weight cap; None: largest client (1 if uniform)"
+    )
+
+    def ring_spec(self) -> RingSpec:
+        """The clients' ring encoding."""
+        from fedstrata.secagg import RingSpec  # deferred: imports cryptography
+
+        return RingSpec(self.clip, self.input_bits, self.stochastic, self.density)
+
+
 class SimConfig(_Strict):
     workers: int | Literal["auto"] = Field(
         "auto",
@@ -303,6 +334,7 @@ class FedConfig(_Strict):
     compression: CompressionConfig = CompressionConfig()
     downlink: DownlinkConfig = DownlinkConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    secagg: SecAggSettings = SecAggSettings()
     sim: SimConfig = SimConfig()
     output: OutputConfig = OutputConfig()
 
@@ -314,4 +346,18 @@ class FedConfig(_Strict):
                 f"rounds.clients_per_round ({cpr}) exceeds data.num_clients "
                 f"({self.data.num_clients})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _secagg_combines(self) -> FedConfig:
+        if not self.secagg.enabled:
+            return self
+        if self.compression.enabled:
+            raise ValueError("secagg.enabled replaces the uplink codec: disable compression")
+        if self.server.aggregator != "mean":
+            raise ValueError(
+                f"secagg.enabled needs server.aggregator 'mean', got {self.server.aggregator!r}"
+            )
+        if self.privacy.enabled:
+            raise ValueError("secagg.enabled with privacy (Poisson cohorts) is not supported yet")
         return self

@@ -1,44 +1,25 @@
 """Secure aggregation inside the simulator: a center-only aggregator that runs the protocol.
 
-:class:`SecAggAggregator` implements the aggregator protocol of
-``fedstrata.aggregation``. It collects the accepted clients' ring vectors (from
-:class:`~fedstrata.secagg.RingCodec` payloads) and, at :meth:`~SecAggAggregator.finalize`,
-runs the real Bonawitz et al. (CCS 2017) / SecAgg+ (Bell et al., CCS 2020) protocol
-over them with :func:`~fedstrata.secagg.simulate_round_detailed`: every party's key
-agreement, secret sharing, masking, and the server's unmasking and dropout recovery
-execute for real in this process, and their compute and bytes are measured.
+:class:`SecAggAggregator` collects the accepted clients' ring vectors
+(:class:`~fedstrata.secagg.RingCodec` payloads) and, at ``finalize``, runs the real
+Bonawitz et al. (CCS 2017) / SecAgg+ (Bell et al., CCS 2020) protocol over them with
+:func:`~fedstrata.secagg.simulate_round_detailed`, measuring every party's compute and
+bytes. Design notes (``docs/secagg.md``, "In the simulator"):
 
-**Cohort and dropouts.** The aggregator never sees the clients that failed or missed
-the deadline. It models them as the protocol's worst case: the whole cohort of
-``expected_cohort`` clients completes key agreement and secret sharing, and the
-``expected_cohort - accepted`` clients that never reach the aggregator drop before
-the masked-input step, so the server must recover their pairwise masks from the
-survivors' shares. When fewer than the threshold survive, ``finalize`` raises
-:class:`~fedstrata.errors.SecAggError` (the round cannot be unmasked). The accepted
-clients take protocol ids ``0 .. accepted - 1`` in arrival order; the neighbour graph
-is labelled at random by the server's seed, so this loses no generality.
-
-**Weights.** The protocol sums integers, so FedAvg's weights must be integers too.
-Each client's protocol input is ``[w_i * q_i, w_i]`` (mod ``2^b``): its quantized update
-multiplied by its integer weight, plus one extra ring element holding ``w_i``. The
-server thus learns ``sum(w_i q_i)`` and ``sum(w_i)`` — never an individual weight —
-and divides. In a deployment the client does the multiplication before masking; the
-simulator does it here, on the plaintext input, before the protocol masks it, which
-is the same input. Weights are capped at ``max_weight`` (a WARNING says when, as in
-DP-FedAvg's bounded weights) so that the ring cannot overflow:
-``expected_cohort * max_weight * 2^input_bits <= 2^modulus_bits``, checked at
-construction. ``max_weight = 1`` is uniform weighting.
-
-**Memory** is O(cohort x sent coordinates): every accepted ring vector is held until
-``finalize`` (4 bytes per sent coordinate per client; 100 clients x 9,610 parameters is
-3.8 MB), plus the protocol's masks while it runs. Hence ``mergeable`` is false and
-the aggregator runs at the center only (two-tier masking is ``TwoTierSecAgg``).
-
-**Validation.** Ring elements are checked against ``[-L, L]`` when collected (the
-plaintext the client is about to mask), so a malformed payload raises
-:class:`~fedstrata.errors.PayloadError` and never corrupts the sum. In a deployment the
-server cannot see plaintext; bounding a malicious client's input needs range proofs,
-which this protocol does not include.
+* **Dropouts.** All ``expected_cohort`` clients complete key agreement; those that
+  never reach the aggregator (failed, late) drop before the masked input, so the
+  server recovers their masks (the protocol's worst case). Below the threshold,
+  ``finalize`` raises :class:`~fedstrata.errors.SecAggError`.
+* **Weights.** Client ``i`` inputs ``[w_i * q_i, w_i]`` (mod ``2^b``) with an integer
+  weight ``w_i <= max_weight``: the server learns ``sum(w q)`` and ``sum(w)``, never a
+  single weight. (A deployed client multiplies before masking; the simulator does it
+  on the same plaintext input.) The ring cannot overflow when
+  ``expected_cohort * max_weight * 2^input_bits <= 2^modulus_bits`` (checked).
+* **Memory** is O(cohort x sent coordinates) (100 x 9,610 x 4 B = 3.8 MB on W1):
+  ``mergeable`` is false, center only (trees use ``TwoTierSecAgg``).
+* **Validation.** Ring elements are range-checked before masking, so a malformed
+  payload raises :class:`~fedstrata.errors.PayloadError` and never corrupts the sum
+  (a deployed server cannot check masked inputs: that needs range proofs).
 """
 
 from __future__ import annotations

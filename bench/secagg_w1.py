@@ -1,0 +1,247 @@
+"""Cost of secure aggregation inside the simulator on workload W1 (../shared/BASELINES.md).
+
+W1 as ``bench/overhead.py`` runs it (preset ``w1``: 100 clients, all of them every
+round, MLP 64-128-10, digits shards, 1 local epoch, FedAvg weighted by examples), for
+5 rounds, built the way ``fedstrata.api.run`` builds it, once in plaintext (dense
+float32, ``WeightedMean``) and once with secure aggregation (``RingCodec`` clipping to
+±1 and quantizing stochastically to 16 bits on the clients; ``SecAggAggregator``
+running the whole Bonawitz/SecAgg+ protocol for the 100-client cohort at the center,
+examples folded into the ring as integer weights). Both run in this process, side by
+side; the added time per round is the median round wall time of rounds 2-5 with
+secure aggregation minus without. ``secagg`` plans for no dropouts (degree 14,
+threshold 8 from ``derive_parameters``; W4's Flower run used 11 shares, threshold 6,
+no dropouts); ``secagg_drop10`` plans for 10% dropouts (degree 34, threshold 18).
+
+Flower's SecAgg+ adds about 12 s per round on the same workload (W4 in BASELINES.md).
+
+Keys of the JSON line: ``n100_added_s_per_round`` (the headline), ``protocol_s``
+(the protocol's own wall time per round, every party serially in this process),
+``speedup_vs_flower`` (12.0 / added), ``acc_plain`` / ``acc_secagg`` (after round 5),
+``quant_rel_err_round1`` (|aggregate with secagg - plaintext| / |plaintext| after
+round 1, the quantization error), ``bandwidth_expansion`` (protocol bytes per client,
+both ways, over a plaintext float32 upload) and ``uplink_expansion``.
+
+Usage: python bench/secagg_w1.py [--quick] [--repeats N]
+
+Results (2-core shared CPU, --quick): see the issue notes / docs/secagg.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from contextlib import closing
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np
+
+from _common import emit, median
+from fedstrata.api import build_dataset, choose_workers, local_plan, server_optimizer
+from fedstrata.config import load_config
+from fedstrata.coordinator import RoundCoordinator, RoundPolicy
+from fedstrata.core import RoundContext, derive_rng, derive_seed
+from fedstrata.pipeline import Pipeline
+from fedstrata.secagg import RingSpec, SecAggAggregator, SecAggOptions, secagg_components
+from fedstrata.sim import (
+    ClientJob,
+    InProcessExecutor,
+    ProcessExecutor,
+    ProfileDistribution,
+    ProfileTable,
+    SimSettings,
+    Simulation,
+)
+
+ROUNDS = 5
+FLOWER_ADDED_S = 12.0  # BASELINES.md, W4: Flower 1.42 SecAgg+, 100 clients
+
+
+@dataclass
+class ModeRun:
+    """Per-round figures of one 5-round run."""
+
+    round_s: list[float] = field(default_factory=list)
+    accs: list[float | None] = field(default_factory=list)
+    protocol_s: list[float] = field(default_factory=list)
+    extras: dict[str, float] = field(default_factory=dict)
+    params_round1: Any = None
+
+
+def _profiles(cfg: Any, n: int) -> ProfileTable:
+    d = cfg.devices
+    dist = ProfileDistribution(
+        flops_max=d.flops_max,
+        compute_spread=d.compute_spread,
+        uplink_mbps=d.uplink_mbps,
+        downlink_mbps=d.downlink_mbps,
+        bandwidth_sigma=d.bandwidth_sigma,
+        latency_ms=d.latency_ms,
+        availability=d.availability,
+        memory_gb=d.memory_gb,
+    )
+    return ProfileTable.generate(n, dist, derive_rng(cfg.seed, 0, -1, "profiles"))
+
+
+class World:
+    """W1's dataset, trainer factory and initial model, built once like ``api.run``."""
+
+    def __init__(self) -> None:
+        from fedstrata.torch_adapter import TorchTrainerFactory
+
+        self.cfg = load_config(preset="w1", overrides=[f"rounds.rounds={ROUNDS}"])
+        self.dataset = build_dataset(self.cfg.data)
+        self.factory = TorchTrainerFactory(
+            model=self.cfg.model.kind,
+            input_shape=self.dataset.input_shape,
+            num_classes=self.dataset.num_classes,
+            hidden=self.cfg.model.hidden,
+            shuffle_seeding=self.cfg.client.shuffle,
+        )
+        self.trainer = self.factory()
+        self.size = self.trainer.spec.size
+        self.n = self.dataset.num_clients
+        self.workers = choose_workers(self.cfg, self.n)
+        init = self.cfg.model.init_seed
+        self.init_seed = init if init is not None else derive_seed(self.cfg.seed, 0, -1, "init")
+        plan = local_plan(self.cfg.client)
+        params = self.trainer.initial_params(self.init_seed)
+        warm = RoundContext(0, self.cfg.seed).for_client(0)
+        sample = self.dataset.client(0)
+        self.trainer.train(
+            params, sample, replace(plan, epochs=None, steps=1), warm, np.empty_like(params)
+        )
+
+    def secagg(self, dropout_rate: float) -> tuple[Pipeline, SecAggAggregator]:
+        sizes = self.dataset.client_sizes()
+        options = SecAggOptions(
+            expected_cohort=self.n,
+            max_weight=int(sizes.max()),
+            dropout_rate=dropout_rate,
+            root_seed=self.cfg.seed,
+        )
+        codec, agg = secagg_components(RingSpec(clip=1.0, input_bits=16), options, self.size)
+        return Pipeline([], codec), agg
+
+    def run(self, pipeline: Pipeline | None, agg: SecAggAggregator | None) -> ModeRun:
+        cfg, out = self.cfg, ModeRun()
+        job = ClientJob(self.factory, self.dataset, cfg.seed, pipeline)
+        if self.workers == 0:
+            executor: Any = InProcessExecutor(job, self.size, self.trainer)
+        else:
+            executor = ProcessExecutor(job, self.size, self.workers, self.trainer)
+        with closing(executor):
+            sim = self._simulation(executor, pipeline, agg)
+            params = self.trainer.initial_params(self.init_seed)
+            opt_state = sim.server_optimizer.init(params)
+            for r in range(ROUNDS):
+                params, opt_state, m = sim.run_round(r, params, opt_state)
+                out.round_s.append(m.wall_round_s)
+                out.accs.append(m.accuracy)
+                out.protocol_s.append(m.extras.get("secagg_protocol_s", 0.0))
+                out.extras = dict(m.extras)
+                if r == 0:
+                    out.params_round1 = params.copy()
+        return out
+
+    def _simulation(
+        self, executor: Any, pipeline: Pipeline | None, agg: SecAggAggregator | None
+    ) -> Simulation:
+        cfg, rounds = self.cfg, self.cfg.rounds
+        sim = Simulation(
+            settings=SimSettings(
+                rounds.rounds, local_plan(cfg.client), rounds.eval_every, cfg.seed
+            ),
+            coordinator=RoundCoordinator(
+                RoundPolicy(
+                    rounds.clients_per_round, rounds.min_clients, rounds.deadline_s, cfg.seed
+                )
+            ),
+            trainer=self.trainer,
+            executor=executor,
+            client_sizes=self.dataset.client_sizes(),
+            test_data=self.dataset.test,
+            profiles=_profiles(cfg, self.n),
+            server_optimizer=server_optimizer(cfg.server),
+            pipeline=pipeline,
+        )
+        if agg is not None:
+            sim.aggregator, sim.hooks = agg, (agg,)
+        return sim
+
+
+def steady(xs: list[float]) -> float:
+    return median(xs[1:])  # rounds 2-5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one repeat (< 1 minute)")
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.quick else 3)
+    t0 = time.perf_counter()
+    world = World()
+    modes: dict[str, list[ModeRun]] = {"plain": [], "secagg": [], "secagg_drop10": []}
+    for _ in range(repeats):  # interleaved, so drift on a shared machine hits all modes
+        modes["plain"].append(world.run(None, None))
+        modes["secagg"].append(world.run(*world.secagg(0.0)))
+        modes["secagg_drop10"].append(world.run(*world.secagg(0.1)))
+    plain_s = median([steady(r.round_s) for r in modes["plain"]])
+    result = _summary(world, modes, plain_s)
+    result["bench_s"] = round(time.perf_counter() - t0, 1)
+    result["repeats"] = repeats
+    rows = [["mode", "round ms (2-5)", "added ms", "protocol ms", "acc r5", "bytes x plain"]]
+    for name, runs in modes.items():
+        round_s = median([steady(r.round_s) for r in runs])
+        rows.append(
+            [
+                name,
+                f"{1e3 * round_s:.0f}",
+                "-" if name == "plain" else f"{1e3 * (round_s - plain_s):.0f}",
+                f"{1e3 * median([steady(r.protocol_s) for r in runs]):.0f}",
+                f"{runs[0].accs[-1]:.4f}",
+                f"{runs[0].extras.get('secagg_bandwidth_expansion', 1.0):.3f}",
+            ]
+        )
+    emit(rows, result)
+
+
+def _summary(world: World, modes: dict[str, list[ModeRun]], plain_s: float) -> dict[str, Any]:
+    sec, drop = modes["secagg"], modes["secagg_drop10"]
+    added = median([steady(r.round_s) for r in sec]) - plain_s
+    added10 = median([steady(r.round_s) for r in drop]) - plain_s
+    p0 = world.trainer.initial_params(world.init_seed).astype(np.float64)
+    mean_plain = modes["plain"][0].params_round1 - p0
+    mean_sec = sec[0].params_round1 - p0
+    rel = float(np.linalg.norm(mean_sec - mean_plain) / np.linalg.norm(mean_plain))
+    ex = sec[0].extras
+    return {
+        "bench": "secagg_w1",
+        "n100_added_s_per_round": round(added, 4),
+        "n100_protocol_s_per_round": round(median([steady(r.protocol_s) for r in sec]), 4),
+        "flower_added_s_per_round": FLOWER_ADDED_S,
+        "speedup_vs_flower": round(FLOWER_ADDED_S / max(added, 1e-3), 1),
+        "n100_drop10_added_s_per_round": round(added10, 4),
+        "n100_drop10_protocol_s_per_round": round(median([steady(r.protocol_s) for r in drop]), 4),
+        "speedup_vs_flower_drop10": round(FLOWER_ADDED_S / max(added10, 1e-3), 1),
+        "plain_round_s": round(plain_s, 4),
+        "acc_plain": modes["plain"][0].accs[-1],
+        "acc_secagg": sec[0].accs[-1],
+        "acc_secagg_drop10": drop[0].accs[-1],
+        "quant_rel_err_round1": round(rel, 6),
+        "quant_max_abs_err_round1": float(np.abs(mean_sec - mean_plain).max()),
+        "bandwidth_expansion": round(ex["secagg_bandwidth_expansion"], 4),
+        "uplink_expansion": round(ex["secagg_bytes_up_per_client"] / (4 * world.size), 4),
+        "bandwidth_expansion_drop10": round(drop[0].extras["secagg_bandwidth_expansion"], 4),
+        "params": world.size,
+        "workers": world.workers,
+    }
+
+
+if __name__ == "__main__":
+    main()
