@@ -23,7 +23,20 @@ must-show checks use dense FedAvg and the median delta.
 
 Usage: python bench/compression.py [--quick]
 
-Results (2-core CPU machine, full run; see docs/compression.md "Measured" for the table).
+Results (full run, 2-core CPU machine; whole table in docs/compression.md, "Measured").
+Dense FedAvg 0.9306 (median; 38,464 B per upload); Δpt = median paired delta:
+
+    chain                           up x    down x   Δpt     Δpt seed 0
+    int8                            3.9     1        0.00    0.00
+    int2 + EF                       14.8    1        -0.28   -0.28
+    topk1_int8_ef                   153     1        -1.39   -4.17
+    topk01_int8_ef                  568     1        -9.17   -12.78
+    randk1_int8 (stochastic)        269     1        -4.72   -4.72
+    randk 3% int8 stochastic        113     1        +0.83   -0.28
+    down top-k 10% int4             1       4.36     0.00    -0.28
+    up randk 3% + down top-k 10%    113     4.36     +0.83   -0.28
+
+The full run takes about 4 CPU-minutes (78 digits runs of 1-3 s, 10 synthetic runs).
 """
 
 from __future__ import annotations
@@ -84,7 +97,8 @@ def _yaml(value: Any) -> str:
 
 
 def _topk(density: float, bits: int, ef: bool = True, **extra: Any) -> dict[str, Any]:
-    return {"sparsify": "topk", "density": density, "quantize": bits, "error_feedback": ef, **extra}
+    out: dict[str, Any] = {"sparsify": "topk", "density": density, "quantize": bits}
+    return {**out, "error_feedback": ef, **extra}
 
 
 def _randk(density: float, bits: int, **extra: Any) -> dict[str, Any]:
@@ -126,10 +140,12 @@ MOMENTUM = [
 ]
 SYNTH_CHAINS = [
     Chain("int8", {"preset": "int8"}),
+    Chain("int4_sr", {"preset": "int4_sr"}),
     Chain("int2_ef", {"quantize": 2, "error_feedback": True}),
     Chain("topk10_int8_ef", _topk(0.1, 8)),
     Chain("topk1_int8_ef", {"preset": "topk1_int8_ef"}),
     Chain("randk10_int8_sr", _randk(0.1, 8, stochastic=True)),
+    Chain("randk30_int8_sr", _randk(0.3, 8, stochastic=True)),
     Chain("down int8", down={"preset": "int8"}),
     Chain("down topk10_int4", down=DOWN_TOPK10_Q4),
 ]
@@ -145,6 +161,7 @@ class Outcome:
     bytes_down: int
     rounds: int
     uploads: int
+    num_params: int
     wall_s: float
 
 
@@ -152,7 +169,8 @@ def simulate(base: tuple[str, ...], extra: list[str], seed: int) -> Outcome:
     """One run through the public API."""
     cfg = load_config(preset="quickstart", overrides=[*COMMON, *base, f"seed={seed}", *extra])
     start = time.perf_counter()
-    sim = run(cfg).simulation
+    result = run(cfg)
+    sim = result.simulation
     rounds = sim.rounds
     acc = sim.final_accuracy
     if acc is None:
@@ -163,11 +181,14 @@ def simulate(base: tuple[str, ...], extra: list[str], seed: int) -> Outcome:
         bytes_down=sum(m.bytes_down for m in rounds),
         rounds=len(rounds),
         uploads=sum(m.clients_completed for m in rounds),
+        num_params=result.num_params,
         wall_s=time.perf_counter() - start,
     )
 
 
-def row(chain: Chain, runs: list[Outcome], dense: list[Outcome], same: list[Outcome]) -> dict[str, Any]:
+def row(
+    chain: Chain, runs: list[Outcome], dense: list[Outcome], same: list[Outcome]
+) -> dict[str, Any]:
     """The JSON object of one chain: ratios vs ``dense`` and paired accuracy deltas."""
     deltas = [100 * (r.acc - d.acc) for r, d in zip(runs, dense, strict=True)]
     same_deltas = [100 * (r.acc - d.acc) for r, d in zip(runs, same, strict=True)]
@@ -209,28 +230,34 @@ def sweep(
 
 
 def must_show(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets, checked on the digits rows (FedAvg baseline, median delta)."""
+    """The issue's targets on the digits rows: every chain that meets each one.
 
-    def best(ok: Any) -> str | None:
-        hits = [r for r in rows if r["server"] == "fedavg" and ok(r)]
-        return max(hits, key=lambda r: r["uplink_ratio"] * r["downlink_ratio"])["name"] if hits else None
+    Baseline dense fp32 FedAvg (FedAvgM rows excluded); accuracy by the median of the
+    paired per-seed deltas.
+    """
 
-    up100 = best(lambda r: r["uplink_ratio"] >= 100 and r["acc_delta_pt"] >= -1.0)
-    up12 = best(lambda r: 12.5 <= r["uplink_ratio"] < 100 and r["acc_delta_pt"] >= -0.5)
-    up12_any = best(lambda r: r["uplink_ratio"] >= 12.5 and r["acc_delta_pt"] >= -0.5)
-    down4 = best(
-        lambda r: r["uplink"] == "fp32" and r["downlink_ratio"] >= 4 and r["acc_delta_pt"] >= -0.5
-    )
+    def meeting(min_up: float, min_down: float, max_loss_pt: float) -> list[str]:
+        hits = [
+            r
+            for r in rows
+            if r["server"] == "fedavg"
+            and r["uplink_ratio"] >= min_up
+            and r["downlink_ratio"] >= min_down
+            and r["acc_delta_pt"] >= -max_loss_pt
+        ]
+        return [r["name"] for r in sorted(hits, key=lambda r: -r["uplink_ratio"])]
+
     return {
-        "baseline": "dense fp32 FedAvg, median of paired per-seed deltas",
-        "uplink_100x_within_1pt": up100,
-        "uplink_12.5x_within_0.5pt": up12 or up12_any,
-        "downlink_4x_within_0.5pt": down4,
+        "baseline": "dense fp32 FedAvg (FedAvg rows only); median of paired per-seed deltas",
+        "uplink_100x_within_1pt": meeting(100, 0, 1.0),
+        "uplink_12.5x_within_0.5pt": meeting(12.5, 0, 0.5),
+        "downlink_4x_within_0.5pt": meeting(0, 4, 0.5),
     }
 
 
 def table(rows: list[dict[str, Any]]) -> list[list[str]]:
-    head = ["chain", "B/round up", "up x", "B/round down", "down x", "acc", "Δpt", "Δpt s0", "Δpt same srv"]
+    head = ["chain", "B/round up", "up x", "B/round down", "down x", "acc", "Δpt", "Δpt s0"]
+    head.append("Δpt same srv")
     body = [
         [
             r["name"],
@@ -284,10 +311,13 @@ def main() -> None:
     dense, dense_m, rows = sweep(digits, chains, seeds)
     synth = (*SYNTHETIC, f"rounds.rounds={synth_rounds}")
     s_dense, _, s_rows = sweep(synth, pick(SYNTH_CHAINS), (0,))
-    mode = "QUICK (seed 0, fewer rounds and chains; not the issue's figures)" if args.quick else "full"
+    mode = "full"
+    if args.quick:
+        mode = "QUICK (seed 0, fewer rounds and chains; not the issue's figures)"
     print(f"compression benchmark, {mode}; digits {digits_rounds} rounds, seeds {list(seeds)}")
     extra = [dense_row("dense fp32 FedAvgM", dense_m)] if dense_m else []
-    print_table("digits (quickstart)", table([dense_row("dense fp32 FedAvg", dense), *extra, *rows]))
+    digits_rows = [dense_row("dense fp32 FedAvg", dense), *extra, *rows]
+    print_table("digits (quickstart)", table(digits_rows))
     print_table(
         f"synthetic(1,1), logreg, {synth_rounds} rounds, seed 0",
         table([dense_row("dense fp32 FedAvg", s_dense), *s_rows]),
@@ -297,15 +327,16 @@ def main() -> None:
         "quick": args.quick,
         "rounds": digits_rounds,
         "seeds": list(seeds),
-        "num_params": 9610,
+        "num_params": dense[0].num_params,
         "dense_acc": round(statistics.median(r.acc for r in dense), 4),
         "dense_acc_by_seed": [round(r.acc, 4) for r in dense],
-        "dense_fedavgm_acc": round(statistics.median(r.acc for r in dense_m), 4) if dense_m else None,
+        "dense_fedavgm_acc": extra[0]["acc"] if extra else None,
         "dense_uplink_bytes_per_round": round(dense[0].bytes_up / dense[0].rounds),
         "chains": rows,
         "must_show": must_show(rows),
         "synthetic": {
             "rounds": synth_rounds,
+            "num_params": s_dense[0].num_params,
             "dense_acc": round(s_dense[0].acc, 4),
             "chains": s_rows,
         },

@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedstrata.compress import PRESETS, ChainCodec, CompressionSpec
+from fedstrata.compress import PRESETS, ChainCodec, CompressionSpec, wire
 from fedstrata.core import Payload, RoundContext
 from fedstrata.core.payload import CodecId
 from fedstrata.core.state import MemoryStateStore
@@ -135,7 +137,9 @@ def test_oversized_varint_stream_claim_is_rejected() -> None:
 
 def test_zstd_frame_declaring_a_huge_size_is_rejected() -> None:
     codec, payload = VALID["topk1_int8_ef_zstd"]
+    # the encoder sends small bodies raw, so set the zstd flag explicitly
+    params = dataclasses.replace(wire.parse_params(payload.params, SIZE), zstd=True).to_bytes()
     # zstd frame: magic, single-segment with an 8-byte content size of 2**60, empty raw block
     frame = b"\x28\xb5\x2f\xfd\xe0" + (1 << 60).to_bytes(8, "little") + b"\x01\x00\x00"
     with pytest.raises(PayloadError, match="declares"):
-        codec.decode(Payload(CodecId.CHAIN, payload.params, frame))
+        codec.decode(Payload(CodecId.CHAIN, params, frame))

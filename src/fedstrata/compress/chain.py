@@ -77,15 +77,18 @@ def encode_vector(
     if spec.sparsify == "randk" and not spec.error_feedback and k < size:
         values = values * np.float32(size / k)  # unbiased: E[sent] = x
     body, sent = _quantize(values, spec, rng)
+    if code is not None:
+        body = code.table + code.varint + code.bitmap + body
+    use_zstd = False
+    if spec.zstd:  # per payload: a tiny body can grow under zstd, then it goes raw
+        packed = zstandard.ZstdCompressor(level=spec.zstd_level).compress(body)
+        use_zstd = len(packed) < len(body)
+        body = packed if use_zstd else body
     params = wire.ChainParams(
-        spec.sparsify, spec.quantize, spec.stochastic, spec.error_feedback, spec.zstd,
+        spec.sparsify, spec.quantize, spec.stochastic, spec.error_feedback, use_zstd,
         size, values.shape[0], spec.block_size, chunk_log2,
         len(code.varint) if code else 0, randk_seed if spec.sparsify == "randk" else 0,
     )  # fmt: skip
-    if code is not None:
-        body = code.table + code.varint + code.bitmap + body
-    if spec.zstd:
-        body = zstandard.ZstdCompressor(level=spec.zstd_level).compress(body)
     return Encoded(Payload(CodecId.CHAIN, params.to_bytes(), body), indices, sent)
 
 

@@ -214,7 +214,12 @@ class CompressionConfig(_Strict):
 class DownlinkConfig(CompressionConfig):
     """Compression of the model broadcast (deltas since the version a client holds)."""
 
-    history: int = Field(8, ge=1, description="deltas kept; older clients get the full model")
+    history: int = Field(
+        64,
+        ge=1,
+        description="deltas kept; clients further behind get the full model "
+        "(keep it well above num_clients / clients_per_round)",
+    )
 
     def spec(self) -> CompressionSpec:
         return resolve_spec(self.model_dump(exclude_none=True, exclude={"history"}))

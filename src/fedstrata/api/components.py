@@ -1,18 +1,14 @@
-"""Build a federation from a :class:`~fedstrata.config.FedConfig` and run it.
+"""Turn configuration into the simulator's components.
 
-This is the composition root: the only place that turns configuration into
-objects (dataset, trainer factory, pipeline, aggregator, server optimizer, executor,
-device profiles, sinks) and wires them into a :class:`~fedstrata.sim.Simulation`.
+Each function builds one piece from its config section; :mod:`fedstrata.api.runner`
+assembles them. Heavy optional dependencies (torch, dp-accounting, cryptography) are
+imported only by the builders that need them.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import tempfile
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack, closing
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,24 +17,14 @@ import numpy as np
 from fedstrata.aggregation import AggregatorSpec, AnyAggregator, make_aggregator
 from fedstrata.algorithms import AnyServerOptimizer, ServerOptimizerSpec, make_server_optimizer
 from fedstrata.compress import ChainCodec
-from fedstrata.config import FedConfig, dump_config
+from fedstrata.config import FedConfig
 from fedstrata.config.models import ClientConfig, DataConfig, ServerConfig
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
-from fedstrata.core.context import RoundContext, derive_rng, derive_seed
-from fedstrata.core.params import FloatVector, ParamSpec
+from fedstrata.core.context import RoundContext, derive_rng
+from fedstrata.core.params import FloatVector
 from fedstrata.core.state import DiskStateStore
 from fedstrata.core.training import LocalPlan, OptimizerKind, Trainer
 from fedstrata.data import FederatedDataset, make_federated
-from fedstrata.monitoring import (
-    RoundMetrics,
-    RunStarted,
-    RunStatus,
-    RunStore,
-    RunTotals,
-    Sink,
-    new_run_dir,
-    write_report,
-)
 from fedstrata.pipeline import Codec, DenseCodec, Pipeline, Stage
 from fedstrata.sim import (
     ClientJob,
@@ -49,27 +35,27 @@ from fedstrata.sim import (
     ProfileTable,
     SimSettings,
     Simulation,
-    SimulationResult,
 )
 from fedstrata.sim.hooks import CompressedBroadcast, RoundHook
-from fedstrata.sim.prefetch import Prefetch
 
-__all__ = ["RunResult", "aggregator", "build_dataset", "local_plan", "run", "server_optimizer"]
+__all__ = [
+    "aggregator",
+    "build_dataset",
+    "choose_workers",
+    "executor",
+    "local_plan",
+    "pipeline",
+    "privacy_hooks",
+    "profiles",
+    "sampling_rate",
+    "secure_aggregation",
+    "server_optimizer",
+    "simulation",
+    "warm_up",
+]
 
 if TYPE_CHECKING:
     from fedstrata.secagg import RingCodec, SecAggAggregator
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What :func:`run` returns: the simulation's result and where it was stored."""
-
-    simulation: SimulationResult
-    run_dir: Path | None
-    num_params: int
-    workers: int
 
 
 def build_dataset(cfg: DataConfig) -> FederatedDataset:
@@ -144,7 +130,7 @@ def choose_workers(config: FedConfig, cohort: int) -> int:
     return cores - 1 if cores >= 2 and cohort >= 4 * cores else 0
 
 
-def _profiles(config: FedConfig, n: int) -> ProfileTable:
+def profiles(config: FedConfig, n: int) -> ProfileTable:
     d = config.devices
     if d.profiles_path is not None:
         return ProfileTable.load_csv(d.profiles_path, n)
@@ -161,103 +147,19 @@ def _profiles(config: FedConfig, n: int) -> ProfileTable:
     return ProfileTable.generate(n, dist, derive_rng(config.seed, 0, -1, "profiles"))
 
 
-def _executor(job: ClientJob, trainer: Trainer, workers: int) -> Executor:
+def executor(job: ClientJob, trainer: Trainer, workers: int) -> Executor:
     if workers == 0:
         return InProcessExecutor(job, trainer.spec.size, trainer)
     return ProcessExecutor(job, trainer.spec.size, workers, trainer)
 
 
-def _warm_up(trainer: Trainer, dataset: FederatedDataset, plan: LocalPlan, seed: int) -> None:
+def warm_up(trainer: Trainer, dataset: FederatedDataset, plan: LocalPlan, seed: int) -> None:
     """Run one tiny training step and evaluation so forked workers inherit warm code paths."""
     params = trainer.initial_params(seed)
     sample = dataset.client(0)
     ctx = RoundContext(0, seed).for_client(0)
     trainer.train(params, sample, replace(plan, epochs=None, steps=1), ctx, np.empty_like(params))
     trainer.evaluate(params, sample)
-
-
-def run(
-    config: FedConfig,
-    *,
-    on_round: Callable[[RoundMetrics], None] | None = None,
-    run_name: str | None = None,
-    hooks: Sequence[RoundHook] = (),
-) -> RunResult:
-    """Run the federation described by ``config``.
-
-    Args:
-        config: the validated configuration.
-        on_round: called with each round's metrics (progress display).
-        run_name: name of the run directory (default: the config's name).
-        hooks: extra server-side round hooks (e.g. a privacy budget allocator).
-
-    Raises:
-        FedstrataError: invalid data or configuration discovered while building.
-    """
-    # Build the dataset in a forked child while this process imports torch.
-    pending = Prefetch(build_dataset, config.data, background=config.sim.start_method == "fork")
-    from fedstrata.torch_adapter import TorchTrainerFactory  # deferred: imports torch
-
-    dataset = pending.result()
-    factory = TorchTrainerFactory(
-        model=config.model.kind,
-        input_shape=dataset.input_shape,
-        num_classes=dataset.num_classes,
-        hidden=config.model.hidden,
-        shuffle_seeding=config.client.shuffle,
-    )
-    trainer = factory()
-    workers = choose_workers(config, config.rounds.clients_per_round or dataset.num_clients)
-    store = _open_store(config, run_name, dataset.num_clients, trainer.spec.size)
-    try:
-        with ExitStack() as stack:
-            state_dir = _client_state_dir(store, stack)
-            secure = secure_aggregation(config, trainer.spec.size, dataset)
-            ring = secure[0] if secure is not None else None
-            pipeline = _pipeline(config, trainer.spec.size, state_dir, ring)
-            job = ClientJob(factory, dataset, config.seed, pipeline)
-            if workers > 0:
-                _warm_up(trainer, dataset, local_plan(config.client), config.seed)
-            executor = stack.enter_context(closing(_executor(job, trainer, workers)))
-            params = trainer.initial_params(_init_seed(config))
-            sim = _simulation(
-                config,
-                dataset=dataset,
-                trainer=trainer,
-                executor=executor,
-                pipeline=pipeline,
-                params=params,
-            )
-            dp_hooks = privacy_hooks(config, pipeline, dataset.num_clients)
-            sa_hooks: tuple[RoundHook, ...] = ()
-            if secure is not None:
-                sim.aggregator, sa_hooks = secure[1], (secure[1],)
-            sim.sinks, sim.on_round = _sinks(store), on_round
-            sim.hooks = (*dp_hooks, *sa_hooks, *hooks)
-            result = sim.run(params)
-    except BaseException:
-        if store is not None:
-            store.close()  # records the run as interrupted
-        raise
-    run_dir = None if store is None else _finish_store(store, config, result, trainer.spec)
-    return RunResult(result, run_dir, trainer.spec.size, workers)
-
-
-def _init_seed(config: FedConfig) -> int:
-    if config.model.init_seed is not None:
-        return config.model.init_seed
-    return derive_seed(config.seed, 0, -1, "init")
-
-
-def _sinks(store: RunStore | None) -> tuple[Sink, ...]:
-    return () if store is None else (store,)
-
-
-def _client_state_dir(store: RunStore | None, stack: ExitStack) -> Path:
-    """Where per-client state (error-feedback residuals) lives for this run."""
-    if store is not None:
-        return store.path / "client_state"
-    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedstrata-state-")))
 
 
 def secure_aggregation(
@@ -283,7 +185,7 @@ def secure_aggregation(
     return secagg_components(s.ring_spec(), options, size, randk_support)
 
 
-def _pipeline(
+def pipeline(
     config: FedConfig, size: int, state_dir: Path, ring: Codec | None = None
 ) -> Pipeline | None:
     """The uplink pipeline, or None for the dense fast path."""
@@ -337,7 +239,7 @@ def privacy_hooks(
     return (CentralDPHook(allocator, mechanism, expected_cohort=q * num_clients),)
 
 
-def _simulation(
+def simulation(
     config: FedConfig,
     *,
     dataset: FederatedDataset,
@@ -373,42 +275,9 @@ def _simulation(
         executor=executor,
         client_sizes=dataset.client_sizes(),
         test_data=dataset.test,
-        profiles=_profiles(config, dataset.num_clients),
+        profiles=profiles(config, dataset.num_clients),
         server_optimizer=server_optimizer(config.server),
         aggregator=aggregator(config.server),
         pipeline=pipeline,
         broadcast=broadcast,
     )
-
-
-def _open_store(
-    config: FedConfig, run_name: str | None, num_clients: int, size: int
-) -> RunStore | None:
-    if not config.output.run_store:
-        return None
-    run_dir = new_run_dir(config.output.dir, run_name or config.name)
-    store = RunStore.create(run_dir)
-    store.emit(RunStarted(run_dir.name, dump_config(config), num_clients, size))
-    return store
-
-
-def _finish_store(
-    store: RunStore, config: FedConfig, result: SimulationResult, spec: ParamSpec
-) -> Path:
-    totals = RunTotals()
-    for metrics in result.rounds:
-        totals.add(metrics)
-    store.save_model(spec, result.params)
-    status = RunStatus.STOPPED if result.stopped_reason else RunStatus.COMPLETED
-    store.emit(
-        totals.finish(
-            store.path.name,
-            status,
-            wall_time_s=result.wall_s,
-            stop_reason=result.stopped_reason or "",
-        )
-    )
-    store.close()
-    if config.output.report:
-        write_report(store.path)
-    return store.path

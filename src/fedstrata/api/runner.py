@@ -1,0 +1,192 @@
+"""Run a federation described by a :class:`~fedstrata.config.FedConfig`.
+
+The composition root: builds the components (:mod:`fedstrata.api.components`),
+wires them into a :class:`~fedstrata.sim.Simulation`, and records the run in a run
+directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedstrata.api.components import (
+    build_dataset,
+    choose_workers,
+    executor,
+    local_plan,
+    pipeline,
+    privacy_hooks,
+    secure_aggregation,
+    simulation,
+    warm_up,
+)
+from fedstrata.config import FedConfig, dump_config
+from fedstrata.core.context import derive_seed
+from fedstrata.core.params import FloatVector, ParamSpec
+from fedstrata.core.training import Trainer, TrainerFactory
+from fedstrata.data import FederatedDataset
+from fedstrata.monitoring import (
+    RoundMetrics,
+    RunStarted,
+    RunStatus,
+    RunStore,
+    RunTotals,
+    Sink,
+    new_run_dir,
+    write_report,
+)
+from fedstrata.sim import ClientJob, Simulation, SimulationResult
+from fedstrata.sim.hooks import RoundHook
+from fedstrata.sim.prefetch import Prefetch
+
+__all__ = ["RunResult", "run"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` returns: the simulation's result and where it was stored."""
+
+    simulation: SimulationResult
+    run_dir: Path | None
+    num_params: int
+    workers: int
+
+
+def run(
+    config: FedConfig,
+    *,
+    on_round: Callable[[RoundMetrics], None] | None = None,
+    run_name: str | None = None,
+    hooks: Sequence[RoundHook] = (),
+) -> RunResult:
+    """Run the federation described by ``config``.
+
+    Args:
+        config: the validated configuration.
+        on_round: called with each round's metrics (progress display).
+        run_name: name of the run directory (default: the config's name).
+        hooks: extra server-side round hooks (e.g. a privacy budget allocator).
+
+    Raises:
+        FedstrataError: invalid data or configuration discovered while building.
+    """
+    # Build the dataset in a forked child while this process imports torch.
+    pending = Prefetch(build_dataset, config.data, background=config.sim.start_method == "fork")
+    from fedstrata.torch_adapter import TorchTrainerFactory  # deferred: imports torch
+
+    dataset = pending.result()
+    factory = TorchTrainerFactory(
+        model=config.model.kind,
+        input_shape=dataset.input_shape,
+        num_classes=dataset.num_classes,
+        hidden=config.model.hidden,
+        shuffle_seeding=config.client.shuffle,
+    )
+    trainer = factory()
+    workers = choose_workers(config, config.rounds.clients_per_round or dataset.num_clients)
+    store = _open_store(config, run_name, dataset.num_clients, trainer.spec.size)
+    try:
+        with ExitStack() as stack:
+            sim, params = _assemble(
+                config,
+                dataset=dataset,
+                factory=factory,
+                trainer=trainer,
+                workers=workers,
+                store=store,
+                stack=stack,
+            )
+            sim.on_round, sim.hooks = on_round, (*sim.hooks, *hooks)
+            result = sim.run(params)
+    except BaseException:
+        if store is not None:
+            store.close()  # records the run as interrupted
+        raise
+    run_dir = None if store is None else _finish_store(store, config, result, trainer.spec)
+    return RunResult(result, run_dir, trainer.spec.size, workers)
+
+
+def _assemble(
+    config: FedConfig,
+    *,
+    dataset: FederatedDataset,
+    factory: TrainerFactory,
+    trainer: Trainer,
+    workers: int,
+    store: RunStore | None,
+    stack: ExitStack,
+) -> tuple[Simulation, FloatVector]:
+    """Wire the components into a simulation; resources are released by ``stack``."""
+    size = trainer.spec.size
+    secure = secure_aggregation(config, size, dataset)
+    pipe = pipeline(config, size, _client_state_dir(store, stack), secure and secure[0])
+    job = ClientJob(factory, dataset, config.seed, pipe)
+    if workers > 0:  # forked workers inherit a warmed-up torch
+        warm_up(trainer, dataset, local_plan(config.client), config.seed)
+    ex = stack.enter_context(closing(executor(job, trainer, workers)))
+    params = trainer.initial_params(_init_seed(config))
+    sim = simulation(
+        config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, params=params
+    )
+    sim.hooks = privacy_hooks(config, pipe, dataset.num_clients)
+    if secure is not None:
+        sim.aggregator, sim.hooks = secure[1], (*sim.hooks, secure[1])
+    sim.sinks = _sinks(store)
+    return sim, params
+
+
+def _init_seed(config: FedConfig) -> int:
+    if config.model.init_seed is not None:
+        return config.model.init_seed
+    return derive_seed(config.seed, 0, -1, "init")
+
+
+def _sinks(store: RunStore | None) -> tuple[Sink, ...]:
+    return () if store is None else (store,)
+
+
+def _client_state_dir(store: RunStore | None, stack: ExitStack) -> Path:
+    """Where per-client state (error-feedback residuals) lives for this run."""
+    if store is not None:
+        return store.path / "client_state"
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedstrata-state-")))
+
+
+def _open_store(
+    config: FedConfig, run_name: str | None, num_clients: int, size: int
+) -> RunStore | None:
+    if not config.output.run_store:
+        return None
+    run_dir = new_run_dir(config.output.dir, run_name or config.name)
+    store = RunStore.create(run_dir)
+    store.emit(RunStarted(run_dir.name, dump_config(config), num_clients, size))
+    return store
+
+
+def _finish_store(
+    store: RunStore, config: FedConfig, result: SimulationResult, spec: ParamSpec
+) -> Path:
+    totals = RunTotals()
+    for metrics in result.rounds:
+        totals.add(metrics)
+    store.save_model(spec, result.params)
+    status = RunStatus.STOPPED if result.stopped_reason else RunStatus.COMPLETED
+    store.emit(
+        totals.finish(
+            store.path.name,
+            status,
+            wall_time_s=result.wall_s,
+            stop_reason=result.stopped_reason or "",
+        )
+    )
+    store.close()
+    if config.output.report:
+        write_report(store.path)
+    return store.path
