@@ -70,6 +70,8 @@ class _RoundProgress:
             f"acc {acc} loss {loss} sim {m.sim_time_s:.1f}s "
             f"{_human_bytes(self.bytes)} failed {m.clients_failed}"
         )
+        if m.extras.get("uplink_ratio", 1.0) > 1.01:
+            info += f" up {m.extras['uplink_ratio']:.0f}x"
         if "epsilon_spent" in m.extras:
             info += f" ε {m.extras['epsilon_spent']:.3f}"
         if not self.progress.live.is_started and self.enabled:

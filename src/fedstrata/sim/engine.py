@@ -131,6 +131,7 @@ class Simulation:
 
     def __post_init__(self) -> None:
         self._bc: Broadcaster = self.broadcast or DenseBroadcast(self.trainer.spec.size)
+        self._decode_s = 0.0  # server time decoding payloads in the round in flight
 
     def run(self, params: FloatVector) -> SimulationResult:
         """Run every round from ``params``; returns the final model and metrics."""
@@ -186,9 +187,12 @@ class Simulation:
                 mean = self.pipeline.decode_aggregate(mean, ctx)
             params, opt_state = self.server_optimizer.step(params, mean, opt_state)
             self._bc.publish(params, ctx)
-        train_loss = self.aggregator.finalize_metrics(state).get("train_loss")
+        client_means = self.aggregator.finalize_metrics(state)
+        train_loss = client_means.get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
         extras = self._codec_extras(tally)
+        if "encode_s" in client_means:
+            extras["client_encode_s"] = client_means["encode_s"]
         if self.planner is not None:
             extras.update(self.planner.observe(round_idx, tally.reports, metrics.sim_round_s))
         for hook in self.hooks:
@@ -248,9 +252,12 @@ class Simulation:
     def _codec_extras(self, tally: _RoundTally) -> dict[str, float]:
         done = max(tally.uploads, 1)
         dense = done * (HEADER_SIZE + 4 * tally.size)
+        decode_s, self._decode_s = self._decode_s, 0.0
         return {
             "uplink_ratio": dense / tally.bytes_up if tally.bytes_up else 1.0,
             "uplink_bytes_per_client": tally.bytes_up / done,
+            "downlink_bytes_per_client": tally.bytes_down / max(len(tally.plans), 1),
+            "server_decode_s": decode_s,
         }
 
     def _problem(self, res: TaskResult) -> str | None:
@@ -270,9 +277,12 @@ class Simulation:
             return agg.accumulate(state, res.vector, weight, client_id=cid, metrics=metrics)
         assert self.pipeline is not None
         assert res.payload is not None
-        return agg.accumulate_payload(
+        start = time.perf_counter()
+        state = agg.accumulate_payload(
             state, self.pipeline.codec, res.payload, weight, client_id=cid, metrics=metrics
         )
+        self._decode_s += time.perf_counter() - start
+        return state
 
     def _timing(
         self, cid: int, plan: LocalPlan, down_bytes: int, up_bytes: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -74,7 +75,10 @@ def run_client(
     data = job.data.client(task.client_id)
     ctx = RoundContext(task.round_idx, job.root_seed).for_client(task.client_id)
     result = trainer.train(params, data, task.plan, ctx, out)
+    metrics = dict(result.metrics)
     payload = None
     if job.pipeline is not None:
+        start = time.perf_counter()
         payload = job.pipeline.encode(np.array(out, copy=True), ctx)
-    return payload, result.num_examples, result.num_steps, dict(result.metrics)
+        metrics["encode_s"] = time.perf_counter() - start
+    return payload, result.num_examples, result.num_steps, metrics
