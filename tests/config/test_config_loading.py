@@ -64,3 +64,17 @@ def test_bad_yaml_file(tmp_path):
     notmap.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(notmap)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["privacy.mechanism=central", "compression.preset=int8"], "within privacy.clip_norm"),
+        (["privacy.mechanism=central", "scheduling.selector=oort"], "cannot combine"),
+        (["scheduling.allocation=true"], "needs rounds.deadline_s"),
+        (["scheduling.async.enabled=true", "compression.preset=int8"], "dense, non-private"),
+    ],
+)
+def test_combinations_that_would_break_a_guarantee_are_refused(overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(overrides=overrides)

@@ -11,6 +11,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import dp_accounting as dpa
 import numpy as np
@@ -128,7 +129,7 @@ def test_noise_follows_the_schedule(stopped: tuple[str, RunResult]) -> None:
     assert middle < first < last
 
 
-def test_run_store_records_the_stop(tmp_path) -> None:
+def test_run_store_records_the_stop(tmp_path: Path) -> None:
     config = make_config(
         "privacy.schedule=uniform",
         "privacy.planned_rounds=3",

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedstrata.aggregation import AggregatorSpec, AnyAggregator, make_aggregator
+from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.algorithms import AnyServerOptimizer, ServerOptimizerSpec, make_server_optimizer
 from fedstrata.compress import ChainCodec
 from fedstrata.config import FedConfig
@@ -55,6 +56,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from fedstrata.scheduling import Registry
     from fedstrata.secagg import RingCodec, SecAggAggregator
 
 
@@ -247,8 +249,20 @@ def simulation(
     executor: Executor,
     pipeline: Pipeline | None,
     params: FloatVector,
+    profiles: ProfileTable,
+    registry: Registry | None = None,
 ) -> Simulation:
+    """The simulation of ``config`` (hooks, sinks and progress are set by the runner)."""
     rounds = config.rounds
+    planner = selector = None
+    agg: Aggregator[Any] = aggregator(config.server)
+    if config.scheduling.enabled:
+        from fedstrata.api.scheduling import scheduler  # deferred: SQLAlchemy, Alembic
+
+        planner, selector, agg = scheduler(
+            config, dataset=dataset, trainer=trainer, profiles=profiles, registry=registry,
+            aggregator=agg,
+        )  # fmt: skip
     private = config.privacy.enabled
     poisson = sampling_rate(config, dataset.num_clients) if private else None
     broadcast = None
@@ -261,6 +275,7 @@ def simulation(
             rounds.eval_every,
             config.seed,
             weighting="uniform" if private else "examples",
+            client_eval=rounds.client_eval,
         ),
         coordinator=RoundCoordinator(
             RoundPolicy(
@@ -269,15 +284,18 @@ def simulation(
                 rounds.deadline_s,
                 config.seed,
                 poisson_rate=poisson,
-            )
+            ),
+            selector=selector,
         ),
         trainer=trainer,
         executor=executor,
         client_sizes=dataset.client_sizes(),
         test_data=dataset.test,
-        profiles=profiles(config, dataset.num_clients),
+        profiles=profiles,
         server_optimizer=server_optimizer(config.server),
-        aggregator=aggregator(config.server),
+        aggregator=agg,
+        planner=planner,
         pipeline=pipeline,
         broadcast=broadcast,
+        client_data=dataset,
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedstrata.api.components import (
     build_dataset,
@@ -21,7 +22,9 @@ from fedstrata.api.components import (
     local_plan,
     pipeline,
     privacy_hooks,
+    profiles,
     secure_aggregation,
+    server_optimizer,
     simulation,
     warm_up,
 )
@@ -45,6 +48,9 @@ from fedstrata.sim.hooks import RoundHook
 from fedstrata.sim.prefetch import Prefetch
 
 __all__ = ["RunResult", "run"]
+
+if TYPE_CHECKING:
+    from fedstrata.sim.async_engine import AsyncSimulation
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +109,10 @@ def run(
                 store=store,
                 stack=stack,
             )
-            sim.on_round, sim.hooks = on_round, (*sim.hooks, *hooks)
+            if isinstance(sim, Simulation):
+                sim.on_round, sim.hooks = on_round, (*sim.hooks, *hooks)
+            else:
+                sim.on_update = on_round
             result = sim.run(params)
     except BaseException:
         if store is not None:
@@ -122,7 +131,7 @@ def _assemble(
     workers: int,
     store: RunStore | None,
     stack: ExitStack,
-) -> tuple[Simulation, FloatVector]:
+) -> tuple[Simulation | AsyncSimulation, FloatVector]:
     """Wire the components into a simulation; resources are released by ``stack``."""
     size = trainer.spec.size
     secure = secure_aggregation(config, size, dataset)
@@ -132,9 +141,23 @@ def _assemble(
         warm_up(trainer, dataset, local_plan(config.client), config.seed)
     ex = stack.enter_context(closing(executor(job, trainer, workers)))
     params = trainer.initial_params(_init_seed(config))
+    table, registry = profiles(config, dataset.num_clients), None
+    if config.scheduling.enabled or config.scheduling.async_.enabled:
+        from fedstrata.api.scheduling import async_simulation, open_registry, registry_table
+
+        registry = open_registry(config, stack)
+        table = registry_table(registry, table)
+    if config.scheduling.async_.enabled:
+        runner = async_simulation(
+            config, dataset=dataset, trainer=trainer, executor=ex, profiles=table,
+            server_optimizer=server_optimizer(config.server), plan=local_plan(config.client),
+        )  # fmt: skip
+        runner.sinks = _sinks(store)
+        return runner, params
     sim = simulation(
-        config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, params=params
-    )
+        config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, params=params,
+        profiles=table, registry=registry,
+    )  # fmt: skip
     sim.hooks = privacy_hooks(config, pipe, dataset.num_clients)
     if secure is not None:
         sim.aggregator, sim.hooks = secure[1], (*sim.hooks, secure[1])

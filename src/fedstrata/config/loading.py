@@ -122,4 +122,4 @@ def load_config(
 
 def dump_config(config: FedConfig) -> str:
     """The resolved config as YAML (what the run store records)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False)

@@ -23,11 +23,13 @@ __all__ = [
     "DataConfig",
     "DevicesConfig",
     "DownlinkConfig",
+    "FedBuffSection",
     "FedConfig",
     "ModelConfig",
     "OutputConfig",
     "PrivacyConfig",
     "RoundsConfig",
+    "SchedulingConfig",
     "SecAggSettings",
     "ServerConfig",
     "SimConfig",
@@ -148,6 +150,11 @@ class RoundsConfig(_Strict):
     deadline_s: float | None = Field(None, gt=0, description="simulated seconds per round")
     eval_every: int = Field(
         1, ge=1, description="evaluate the model every N rounds (and after the last)"
+    )
+    client_eval: int = Field(
+        0,
+        ge=0,
+        description="also evaluate on this many clients' own data (mean, p10, worst); 0: off",
     )
 
 
@@ -305,6 +312,47 @@ class SecAggSettings(_Strict):
         return RingSpec(self.clip, self.input_bits, self.stochastic, self.density)
 
 
+class FedBuffSection(_Strict):
+    """Buffered asynchronous aggregation (FedBuff, Nguyen et al. 2022)."""
+
+    enabled: bool = Field(False, description="run FedBuff instead of synchronous rounds")
+    concurrency: int = Field(100, ge=1, description="clients training at any moment")
+    buffer_size: int = Field(10, ge=1, description="updates per server step (K)")
+    server_updates: int | None = Field(
+        None, ge=1, description="server steps; None: rounds * clients_per_round / buffer_size"
+    )
+    max_staleness: int = Field(100, ge=0, description="older updates are dropped")
+    staleness_exponent: float = Field(0.5, ge=0, description="weight 1/(1+tau)^exponent")
+
+
+class SchedulingConfig(_Strict):
+    """Heterogeneity-aware scheduling (``docs/scheduling.md``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    allocation: bool = Field(
+        False, description="size each client's local steps to meet rounds.deadline_s"
+    )
+    selector: Literal["random", "oort"] = Field(
+        "random", description="cohort selection: uniform, or Oort's utility x speed"
+    )
+    min_steps: int = Field(1, ge=1, description="least useful work per client")
+    max_steps: int | None = Field(None, ge=1, description="most local steps per client")
+    safety: float = Field(0.0, ge=0, lt=1, description="share of the deadline kept in reserve")
+    overselect: float = Field(0.0, ge=0, description="select k * (1 + overselect) clients")
+    skip_infeasible: bool = Field(
+        True, description="do not select devices predicted to miss the deadline"
+    )
+    registry_url: str | None = Field(
+        None, description="device registry (SQLite path or PostgreSQL URL); read and written"
+    )
+    async_: FedBuffSection = Field(FedBuffSection(), alias="async")
+
+    @property
+    def enabled(self) -> bool:
+        return self.allocation or self.selector == "oort" or self.registry_url is not None
+
+
 class SimConfig(_Strict):
     workers: int | Literal["auto"] = Field(
         "auto",
@@ -340,6 +388,7 @@ class FedConfig(_Strict):
     downlink: DownlinkConfig = DownlinkConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     secagg: SecAggSettings = SecAggSettings()
+    scheduling: SchedulingConfig = SchedulingConfig()
     sim: SimConfig = SimConfig()
     output: OutputConfig = OutputConfig()
 
@@ -365,4 +414,37 @@ class FedConfig(_Strict):
             )
         if self.privacy.enabled:
             raise ValueError("secagg.enabled with privacy (Poisson cohorts) is not supported yet")
+        return self
+
+    @model_validator(mode="after")
+    def _scheduling_fits(self) -> FedConfig:
+        s = self.scheduling
+        if s.allocation and self.rounds.deadline_s is None:
+            raise ValueError("scheduling.allocation needs rounds.deadline_s")
+        if s.async_.enabled and (
+            self.compression.enabled or self.privacy.enabled or self.secagg.enabled
+        ):
+            raise ValueError(
+                "scheduling.async runs dense, non-private updates: disable compression, "
+                "privacy and secagg"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_keeps_its_bounds(self) -> FedConfig:
+        if not self.privacy.enabled:
+            return self
+        if self.compression.enabled:
+            spec = self.compression.spec()
+            if spec.error_feedback or spec.quantize != 32 or spec.sparsify == "randk":
+                raise ValueError(
+                    "privacy.mechanism=central needs every decoded update within "
+                    "privacy.clip_norm; error_feedback, quantize < 32 and randk rescaling "
+                    "exceed it: use topk/topk_approx without error feedback, or zstd only"
+                )
+        if self.scheduling.enabled:
+            raise ValueError(
+                "privacy.mechanism=central weights every client 1 and samples by Poisson: "
+                "it cannot combine with scheduling (work-weighted updates, Oort selection)"
+            )
         return self

@@ -26,19 +26,18 @@ def _default(info: FieldInfo) -> str:
 
 def _section(name: str, model: type[BaseModel]) -> list[str]:
     doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-    lines = [
-        f"## `{name}`",
-        "",
-        doc,
-        "",
-        "| key | type | default | meaning |",
-        "|---|---|---|---|",
-    ]
-    for key, info in model.model_fields.items():
+    head = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    lines, nested = [f"## `{name}`", "", doc, "", *head], []
+    for field_name, info in model.model_fields.items():
+        key = info.alias or field_name
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            nested += _section(f"{name}.{key}", sub)
+            continue
         desc = (info.description or "").replace("|", "\\|")
         type_name = _type_name(info).replace("|", "\\|")
         lines.append(f"| `{name}.{key}` | {type_name} | {_default(info)} | {desc} |")
-    return [*lines, ""]
+    return [*lines, "", *nested]
 
 
 def config_reference() -> str:
