@@ -195,6 +195,44 @@ def show_config(
     typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2) if as_json else dump_config(cfg))
 
 
+device_app = typer.Typer(help="Measure and register this device.", no_args_is_help=True)
+app.add_typer(device_app, name="device")
+
+
+@device_app.command("bench")
+def device_bench(
+    config: Annotated[Path | None, typer.Argument(help="YAML config (its model is timed)")] = None,
+    *,
+    preset: Annotated[str | None, typer.Option()] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+    center: Annotated[str | None, typer.Option(help="HOST:PORT to time the RTT to")] = None,
+    register: Annotated[str | None, typer.Option(help="registry URL or SQLite path")] = None,
+    device_id: Annotated[int, typer.Option(help="id to register the device under")] = 0,
+    repeats: Annotated[int, typer.Option(min=1)] = 3,
+) -> None:
+    """Time local training of the configured model here; optionally register it."""
+    _setup_logging(0)
+    from fedstrata.api.device import bench_device
+
+    try:
+        cfg = load_config(config, preset, set_ or [])
+        m = bench_device(
+            cfg, center=center, registry_url=register, device_id=device_id, repeats=repeats
+        )
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    table = Table(title="device benchmark", show_header=False)
+    table.add_row("training throughput", f"{m.throughput_eps:,.0f} examples/s")
+    table.add_row("compute", f"{m.cpu_score:.3g} GFLOP/s (model {cfg.model.kind})")
+    table.add_row(
+        "memory available / total", f"{m.memory_available_gb:.1f} / {m.memory_total_gb:.1f} GB"
+    )
+    table.add_row("RTT to center", "—" if m.rtt_ms is None else f"{m.rtt_ms:.2f} ms")
+    if register:
+        table.add_row("registered as", f"device {device_id} in {register}")
+    Console().print(table)
+
+
 @app.command("config-reference")
 def config_reference_cmd() -> None:
     """Print the configuration reference (Markdown)."""
