@@ -90,3 +90,26 @@ def test_secure_aggregation_refuses_what_it_cannot_combine_with():
         load_config(overrides=["secagg.enabled=true", "compression.preset=int8"])
     with pytest.raises(ConfigError, match="aggregator 'mean'"):
         load_config(overrides=["secagg.enabled=true", "server.aggregator=median"])
+
+
+def test_hierarchical_run_and_plan():
+    from fedstrata.api.plan import describe_plan
+
+    tree = [*SMALL, "rounds.clients_per_round=null", "topology.mode=explicit"]
+    explicit = {"r0": {"e0": list(range(8)), "e1": list(range(8, 16))}}
+    cfg = load_config(overrides=[*tree, f"topology.regions={explicit}"])
+    result = run(cfg)
+    last = result.simulation.rounds[-1]
+    assert last.clients_completed == 16
+    # the center receives one partial aggregate per region, not 16 client updates
+    assert last.extras["center_ingress_bytes"] * 8 < last.bytes_up
+    text = describe_plan(cfg)
+    assert "region r0: 16 clients" in text
+    assert "predicted global round, flat" in text
+
+
+def test_explicit_topology_must_list_every_client():
+    bad = {"r0": {"e0": [0, 1, 2]}}
+    cfg = load_config(overrides=[*SMALL, "topology.mode=explicit", f"topology.regions={bad}"])
+    with pytest.raises(ConfigError, match="every client"):
+        run(cfg)

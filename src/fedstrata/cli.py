@@ -195,6 +195,25 @@ def show_config(
     typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2) if as_json else dump_config(cfg))
 
 
+@app.command("plan")
+def plan_cmd(
+    config: Annotated[Path | None, typer.Argument(help="YAML config")] = None,
+    *,
+    preset: Annotated[str | None, typer.Option()] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+) -> None:
+    """Print the aggregation tree and the predicted round time, flat vs this tree."""
+    _setup_logging(0)
+    from fedstrata.api.plan import describe_plan
+
+    try:
+        cfg = load_config(config, preset, set_ or [])
+        text = describe_plan(cfg)
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(text)
+
+
 device_app = typer.Typer(help="Measure and register this device.", no_args_is_help=True)
 app.add_typer(device_app, name="device")
 

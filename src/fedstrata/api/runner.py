@@ -44,6 +44,7 @@ from fedstrata.monitoring import (
     write_report,
 )
 from fedstrata.sim import ClientJob, Simulation, SimulationResult
+from fedstrata.sim.hierarchy import HierarchicalSimulation
 from fedstrata.sim.hooks import RoundHook
 from fedstrata.sim.prefetch import Prefetch
 
@@ -111,6 +112,8 @@ def run(
             )
             if isinstance(sim, Simulation):
                 sim.on_round, sim.hooks = on_round, (*sim.hooks, *hooks)
+            elif isinstance(sim, HierarchicalSimulation):
+                sim.on_round = on_round
             else:
                 sim.on_update = on_round
             result = sim.run(params)
@@ -131,7 +134,7 @@ def _assemble(
     workers: int,
     store: RunStore | None,
     stack: ExitStack,
-) -> tuple[Simulation | AsyncSimulation, FloatVector]:
+) -> tuple[Simulation | AsyncSimulation | HierarchicalSimulation, FloatVector]:
     """Wire the components into a simulation; resources are released by ``stack``."""
     size = trainer.spec.size
     secure = secure_aggregation(config, size, dataset)
@@ -147,6 +150,14 @@ def _assemble(
 
         registry = open_registry(config, stack)
         table = registry_table(registry, table)
+    if config.topology.mode != "flat":
+        from fedstrata.api.hierarchy import hierarchical_simulation
+
+        tree = hierarchical_simulation(
+            config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, profiles=table
+        )
+        tree.sinks = _sinks(store)
+        return tree, params
     if config.scheduling.async_.enabled:
         runner = async_simulation(
             config, dataset=dataset, trainer=trainer, executor=ex, profiles=table,

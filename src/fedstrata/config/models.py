@@ -33,6 +33,7 @@ __all__ = [
     "SecAggSettings",
     "ServerConfig",
     "SimConfig",
+    "TopologyConfig",
 ]
 
 
@@ -353,6 +354,54 @@ class SchedulingConfig(_Strict):
         return self.allocation or self.selector == "oort" or self.registry_url is not None
 
 
+class TopologyConfig(_Strict):
+    """The aggregation tree (``docs/hierarchy.md``): flat, planned, or given.
+
+    ``auto`` clusters clients into edges and edges into regions from a latency matrix
+    (``latency_path``, or one generated from a geographic model); ``explicit`` takes
+    ``regions: {region: {edge: [client ids]}}``. Edges aggregate every round, regions
+    every ``kappa_edge`` edge rounds, the center every ``kappa_region`` region rounds
+    (HierFAVG).
+    """
+
+    mode: Literal["flat", "auto", "explicit"] = Field("flat", description="tree shape")
+    edge_size: int = Field(20, ge=1, description="target clients per edge")
+    edge_min: int = Field(10, ge=1, description="fewest clients per edge")
+    edge_max: int = Field(20, ge=1, description="most clients per edge")
+    region_size: int = Field(5, ge=1, description="target edges per region")
+    region_min: int = Field(5, ge=1, description="fewest edges per region")
+    region_max: int = Field(10, ge=1, description="most edges per region")
+    kappa_edge: int = Field(1, ge=1, description="edge rounds per region aggregation")
+    kappa_region: int = Field(1, ge=1, description="region rounds per center aggregation")
+    latency_path: Path | None = Field(
+        None, description="latency matrix (.csv/.npz, ids 0..n-1 and center); None: generated"
+    )
+    geo_regions: int = Field(4, ge=1, description="regions of the generated geography")
+    lan_mbps: float = Field(1000.0, gt=0, description="device -> edge bandwidth")
+    metro_mbps: float = Field(100.0, gt=0, description="edge -> region bandwidth")
+    wan_mbps: float = Field(10.0, gt=0, description="region -> center ingress bandwidth")
+    lan_ms: float = Field(1.0, ge=0, description="device -> edge latency")
+    metro_ms: float = Field(5.0, ge=0, description="edge -> region latency")
+    wan_ms: float = Field(20.0, ge=0, description="region -> center latency")
+    partial_compression: CompressionConfig = Field(
+        CompressionConfig(), description="how edges re-compress partial aggregates"
+    )
+    edge_failure_rate: float = Field(0.0, ge=0, lt=1, description="per edge per round")
+    regions: dict[str, dict[str, list[int]]] | None = Field(
+        None, description="explicit tree: region -> edge -> client ids"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TopologyConfig:
+        if self.mode == "explicit" and not self.regions:
+            raise ValueError("topology.regions is required when topology.mode is 'explicit'")
+        if not self.edge_min <= self.edge_size <= self.edge_max:
+            raise ValueError("topology needs edge_min <= edge_size <= edge_max")
+        if not self.region_min <= self.region_max:
+            raise ValueError("topology needs region_min <= region_max")
+        return self
+
+
 class SimConfig(_Strict):
     workers: int | Literal["auto"] = Field(
         "auto",
@@ -389,6 +438,7 @@ class FedConfig(_Strict):
     privacy: PrivacyConfig = PrivacyConfig()
     secagg: SecAggSettings = SecAggSettings()
     scheduling: SchedulingConfig = SchedulingConfig()
+    topology: TopologyConfig = TopologyConfig()
     sim: SimConfig = SimConfig()
     output: OutputConfig = OutputConfig()
 
@@ -446,5 +496,23 @@ class FedConfig(_Strict):
             raise ValueError(
                 "privacy.mechanism=central weights every client 1 and samples by Poisson: "
                 "it cannot combine with scheduling (work-weighted updates, Oort selection)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _hierarchy_fits(self) -> FedConfig:
+        if self.topology.mode == "flat":
+            return self
+        others = {
+            "privacy": self.privacy.enabled,
+            "secagg": self.secagg.enabled,
+            "scheduling": self.scheduling.enabled or self.scheduling.async_.enabled,
+            "compression (use topology.partial_compression)": self.compression.enabled,
+            "a robust aggregator": self.server.aggregator != "mean",
+        }
+        clash = [name for name, on in others.items() if on]
+        if clash:
+            raise ValueError(
+                f"a hierarchical topology does not combine with {', '.join(clash)} yet"
             )
         return self

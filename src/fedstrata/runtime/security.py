@@ -133,7 +133,9 @@ def server_credentials(tls: TlsFiles, *, require_client_cert: bool) -> grpc.Serv
 def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials:
     """gRPC channel credentials; presents a client certificate when ``tls`` has one."""
     ca, cert, key = tls.read()
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,9 @@ def make_dev_pki(
         raise ConfigError(f"make_dev_pki: days must be >= 1, got {days}")
     folder.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_path, _ = _write_pair(folder, "ca", _sign("fedstrata-dev-ca", ca_key, None, [], days), ca_key)
+    ca_path, _ = _write_pair(
+        folder, "ca", _sign("fedstrata-dev-ca", ca_key, None, [], days), ca_key
+    )
     issuer = ("fedstrata-dev-ca", ca_key)
     sans: list[x509.GeneralName] = [
         x509.DNSName(hostname),

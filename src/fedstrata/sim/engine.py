@@ -56,7 +56,7 @@ from fedstrata.sim.hooks import (
     RoundHook,
 )
 from fedstrata.sim.profiles import ProfileTable
-from fedstrata.sim.tasks import ClientTask, TaskResult
+from fedstrata.sim.tasks import ClientSource, ClientTask, TaskResult
 
 __all__ = ["SimSettings", "Simulation", "SimulationResult"]
 
@@ -74,6 +74,7 @@ class SimSettings:
     eval_every: int = 1
     root_seed: int = 0
     weighting: Literal["examples", "uniform"] = "examples"  # DP needs uniform
+    client_eval: int = 0  # clients evaluated on their own data at each evaluation (0: off)
 
 
 @dataclass
@@ -128,6 +129,7 @@ class Simulation:
     broadcast: Broadcaster | None = None  # default: the dense model to everyone
     hooks: tuple[RoundHook, ...] = ()
     planner: ClientPlanner | None = None  # default: every client runs settings.plan
+    client_data: ClientSource | None = None  # for per-client evaluation
 
     def __post_init__(self) -> None:
         self._bc: Broadcaster = self.broadcast or DenseBroadcast(self.trainer.spec.size)
@@ -193,6 +195,8 @@ class Simulation:
         extras = self._codec_extras(tally)
         if "encode_s" in client_means:
             extras["client_encode_s"] = client_means["encode_s"]
+        if metrics.accuracy is not None:
+            extras.update(self._client_accuracy(round_idx, params))
         if self.planner is not None:
             extras.update(self.planner.observe(round_idx, tally.reports, metrics.sim_round_s))
         for hook in self.hooks:
@@ -302,6 +306,33 @@ class Simulation:
         if send.deadline_s is not None and tally.any_late:
             return send.deadline_s
         return tally.last_arrival
+
+    def _client_accuracy(self, round_idx: int, params: FloatVector) -> dict[str, float]:
+        """Accuracy of the global model on a seeded sample of clients' own data.
+
+        Reports the mean, the 10th percentile and the worst client: a model that is good
+        on average can still fail the branches whose data differ most.
+        """
+        n = self.settings.client_eval
+        if n <= 0 or self.client_data is None:
+            return {}
+        ids = np.arange(self.client_sizes.shape[0])
+        rng = derive_rng(self.settings.root_seed, round_idx, -1, "client_eval")
+        chosen = ids if n >= ids.size else np.sort(rng.choice(ids, n, replace=False))
+        accs = np.array(
+            [
+                self.trainer.evaluate(params, self.client_data.client(int(c))).accuracy
+                for c in chosen
+                if self.client_sizes[c] > 0
+            ]
+        )
+        if accs.size == 0:
+            return {}
+        return {
+            "client_acc_mean": float(accs.mean()),
+            "client_acc_p10": float(np.percentile(accs, 10)),
+            "client_acc_min": float(accs.min()),
+        }
 
     def _metrics(
         self,

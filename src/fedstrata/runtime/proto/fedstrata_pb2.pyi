@@ -14,7 +14,16 @@ class Hello(_message.Message):
     def __init__(self, client_id: _Optional[int] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("batch_size", "lr", "epochs", "steps", "optimizer", "momentum", "weight_decay", "prox_mu")
+    __slots__ = (
+        "batch_size",
+        "lr",
+        "epochs",
+        "steps",
+        "optimizer",
+        "momentum",
+        "weight_decay",
+        "prox_mu",
+    )
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LR_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -31,7 +40,17 @@ class Plan(_message.Message):
     momentum: float
     weight_decay: float
     prox_mu: float
-    def __init__(self, batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., prox_mu: _Optional[float] = ...) -> None: ...
+    def __init__(
+        self,
+        batch_size: _Optional[int] = ...,
+        lr: _Optional[float] = ...,
+        epochs: _Optional[int] = ...,
+        steps: _Optional[int] = ...,
+        optimizer: _Optional[str] = ...,
+        momentum: _Optional[float] = ...,
+        weight_decay: _Optional[float] = ...,
+        prox_mu: _Optional[float] = ...,
+    ) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("kind", "round_idx", "root_seed", "deadline_s", "plan", "model_bytes")
@@ -40,6 +59,7 @@ class Task(_message.Message):
         KIND_UNSPECIFIED: _ClassVar[Task.Kind]
         TRAIN: _ClassVar[Task.Kind]
         DONE: _ClassVar[Task.Kind]
+
     KIND_UNSPECIFIED: Task.Kind
     TRAIN: Task.Kind
     DONE: Task.Kind
@@ -55,7 +75,15 @@ class Task(_message.Message):
     deadline_s: float
     plan: Plan
     model_bytes: int
-    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round_idx: _Optional[int] = ..., root_seed: _Optional[int] = ..., deadline_s: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., model_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self,
+        kind: _Optional[_Union[Task.Kind, str]] = ...,
+        round_idx: _Optional[int] = ...,
+        root_seed: _Optional[int] = ...,
+        deadline_s: _Optional[float] = ...,
+        plan: _Optional[_Union[Plan, _Mapping]] = ...,
+        model_bytes: _Optional[int] = ...,
+    ) -> None: ...
 
 class DownloadRequest(_message.Message):
     __slots__ = ("client_id", "round_idx")
@@ -63,7 +91,9 @@ class DownloadRequest(_message.Message):
     ROUND_IDX_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     round_idx: int
-    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ...
+    ) -> None: ...
 
 class StreamHeader(_message.Message):
     __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics")
@@ -74,6 +104,7 @@ class StreamHeader(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_IDX_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -84,7 +115,14 @@ class StreamHeader(_message.Message):
     total_bytes: int
     num_examples: int
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    def __init__(
+        self,
+        client_id: _Optional[int] = ...,
+        round_idx: _Optional[int] = ...,
+        total_bytes: _Optional[int] = ...,
+        num_examples: _Optional[int] = ...,
+        metrics: _Optional[_Mapping[str, float]] = ...,
+    ) -> None: ...
 
 class StreamPart(_message.Message):
     __slots__ = ("header", "data")
@@ -92,7 +130,9 @@ class StreamPart(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     header: StreamHeader
     data: bytes
-    def __init__(self, header: _Optional[_Union[StreamHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    def __init__(
+        self, header: _Optional[_Union[StreamHeader, _Mapping]] = ..., data: _Optional[bytes] = ...
+    ) -> None: ...
 
 class SubmitReply(_message.Message):
     __slots__ = ("accepted", "reason")

@@ -1,0 +1,145 @@
+"""Build the aggregation tree, the network model and the hierarchical simulation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedstrata.api.components import local_plan, server_optimizer
+from fedstrata.config import FedConfig
+from fedstrata.coordinator.planner import (
+    ClusterBounds,
+    CostModel,
+    Link,
+    TierLinks,
+    plan_topology,
+    predict_round,
+)
+from fedstrata.coordinator.topology import Tier, Topology, TopologyNode
+from fedstrata.core.context import derive_rng
+from fedstrata.core.payload import HEADER_SIZE
+from fedstrata.core.training import Trainer
+from fedstrata.data import FederatedDataset
+from fedstrata.errors import ConfigError
+from fedstrata.pipeline import Pipeline
+from fedstrata.sim import Executor, ProfileTable, SimSettings
+from fedstrata.sim.hierarchy import HierarchicalSimulation, HierSettings
+from fedstrata.sim.network import GeoModel, LatencyMatrix, NetworkModel
+
+__all__ = ["TreePlan", "hierarchical_simulation", "plan_tree", "predicted_round_s"]
+
+
+@dataclass(frozen=True)
+class TreePlan:
+    """The tree, where each aggregator sits in the latency matrix, and the links."""
+
+    topology: Topology
+    hosts: dict[str, int]
+    matrix: LatencyMatrix
+    links: TierLinks
+
+
+def _links(config: FedConfig) -> TierLinks:
+    t = config.topology
+    return TierLinks(
+        Link(t.lan_mbps * 1e6, t.lan_ms / 1e3),
+        Link(t.metro_mbps * 1e6, t.metro_ms / 1e3),
+        Link(t.wan_mbps * 1e6, t.wan_ms / 1e3),
+    )
+
+
+def _matrix(config: FedConfig, n: int) -> LatencyMatrix:
+    t = config.topology
+    if t.latency_path is not None:
+        matrix = LatencyMatrix.load(t.latency_path)
+        missing = [c for c in (*map(str, range(n)), "center") if c not in matrix.ids]
+        if missing:
+            raise ConfigError(f"topology.latency_path lacks sites {missing[:5]} (of {n} + center)")
+        return matrix
+    edges_per_region = max(1, math.ceil(n / (t.geo_regions * t.edge_size)))
+    geo = GeoModel(t.geo_regions, edges_per_region, t.edge_size)
+    layout = geo.generate(derive_rng(config.seed, 0, -1, "geography"))
+    keep = np.r_[np.arange(n), geo.num_devices]  # the first n devices and the center
+    full = geo.latency_ms(layout.coords_km)
+    return LatencyMatrix((*map(str, range(n)), "center"), full[np.ix_(keep, keep)])
+
+
+def _explicit(config: FedConfig, n: int) -> Topology:
+    regions = config.topology.regions or {}
+    nodes = tuple(
+        TopologyNode(region, Tier.REGION, children=tuple(
+            TopologyNode(edge, Tier.EDGE, clients=tuple(clients))
+            for edge, clients in edges.items()
+        ))
+        for region, edges in regions.items()
+    )  # fmt: skip
+    topology = Topology(TopologyNode("center", Tier.CENTER, children=nodes))
+    listed = sorted(topology.root.all_clients())
+    if listed != list(range(n)):
+        raise ConfigError(f"topology.regions must list every client 0..{n - 1} exactly once")
+    return topology
+
+
+def plan_tree(config: FedConfig, n: int) -> TreePlan:
+    """The tree of ``config.topology`` for ``n`` clients (flat, planned or explicit)."""
+    t, matrix = config.topology, _matrix(config, n)
+    center = matrix.index("center")
+    if t.mode == "flat":
+        return TreePlan(Topology.flat(range(n)), {"center": center}, matrix, _links(config))
+    if t.mode == "explicit":
+        return TreePlan(_explicit(config, n), {"center": center}, matrix, _links(config))
+    plan = plan_topology(
+        matrix.latency_ms, derive_rng(config.seed, 0, -1, "plan"),
+        edges=ClusterBounds(t.edge_min, t.edge_max, t.edge_size),
+        regions=ClusterBounds(t.region_min, t.region_max, t.region_size),
+        num_clients=n, center_host=center,
+    )  # fmt: skip
+    return TreePlan(plan.topology, {**plan.hosts, "center": center}, matrix, _links(config))
+
+
+def predicted_round_s(
+    config: FedConfig, tree: TreePlan, trainer: Trainer, sizes: np.ndarray, profiles: ProfileTable
+) -> tuple[float, float]:
+    """Predicted seconds of one global round: (flat, this tree)."""
+    plan = local_plan(config.client)
+    examples = np.array([plan.num_samples(int(s)) for s in sizes])
+    dense = HEADER_SIZE + 4 * trainer.spec.size
+    cost = CostModel(
+        examples * trainer.flops_per_example / profiles.flops, profiles.uplink_bps,
+        profiles.downlink_bps, dense, dense, dense, tree.matrix.latency_ms / 1e3,
+    )  # fmt: skip
+    flat = Topology.flat(range(len(sizes)))
+    center = {"center": tree.hosts["center"]}
+    flat_s = predict_round(flat, cost, tree.links, hosts=center).global_round_s
+    t = config.topology
+    tree_s = predict_round(
+        tree.topology, cost, tree.links, kappa_edge=t.kappa_edge, kappa_region=t.kappa_region,
+        hosts=tree.hosts,
+    ).global_round_s  # fmt: skip
+    return flat_s, tree_s
+
+
+def hierarchical_simulation(
+    config: FedConfig,
+    *,
+    dataset: FederatedDataset,
+    trainer: Trainer,
+    executor: Executor,
+    pipeline: Pipeline | None,
+    profiles: ProfileTable,
+) -> HierarchicalSimulation:
+    """HierFAVG over the planned tree on the simulated network."""
+    t = config.topology
+    tree = plan_tree(config, dataset.num_clients)
+    partial = t.partial_compression.spec() if t.partial_compression.enabled else None
+    settings = SimSettings(
+        config.rounds.rounds, local_plan(config.client), config.rounds.eval_every, config.seed
+    )
+    return HierarchicalSimulation(
+        settings, HierSettings(t.kappa_edge, t.kappa_region, partial, t.edge_failure_rate),
+        tree.topology, NetworkModel(tree.links, tree.matrix, tree.hosts), trainer, executor,
+        dataset.client_sizes(), dataset.test, profiles, server_optimizer(config.server),
+        pipeline,
+    )  # fmt: skip

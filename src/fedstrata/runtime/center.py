@@ -1,0 +1,455 @@
+"""The center's round driver for the deployment runtime (no gRPC in this module).
+
+:class:`Center` owns one run: the :class:`~fedstrata.coordinator.RoundCoordinator`
+(which decides who is selected and which updates count), the aggregator's running
+state, the server optimizer and the client sessions. Transports call three entry
+points with already-authenticated client ids: :meth:`Center.session` (a client's
+lifetime; yields its tasks), :meth:`Center.download` (the model of the open round) and
+:meth:`Center.submit` (an update, as a stream of chunks). ``wire.py`` serves them over
+gRPC; tests may call them directly (the in-memory side of the transport seam).
+
+Ownership and cancellation: :meth:`Center.run` is one task that runs every round and
+returns the final model; cancelling it cancels the round in flight. Sessions end when
+the run ends (a ``DONE`` task) or when the client goes away, which fails the client in
+the open round. A round ends when every selected client is resolved (accepted,
+rejected or failed) or when its deadline scope expires.
+
+Determinism: accepted updates are folded in cohort order through a reorder buffer
+(an update waits only until every earlier cohort member is resolved), so the model is
+bit-identical to the simulator's for the same seed and configuration, whatever the
+arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+import numpy as np
+
+from fedstrata.aggregation.protocol import Aggregator
+from fedstrata.algorithms.server import ServerOptimizer
+from fedstrata.coordinator import (
+    ClientFailed,
+    CloseRound,
+    DeadlinePassed,
+    Reject,
+    RoundCoordinator,
+    RoundOutcome,
+    SendModel,
+    StartRound,
+    UpdateArrived,
+)
+from fedstrata.core.clock import Clock, MonotonicClock
+from fedstrata.core.context import RoundContext
+from fedstrata.core.params import FloatVector
+from fedstrata.core.payload import HEADER_SIZE, CodecId, Payload
+from fedstrata.core.training import LocalPlan
+from fedstrata.errors import ConfigError, FedstrataError, ProtocolError
+from fedstrata.pipeline.stage import Codec, Pipeline
+from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
+
+__all__ = [
+    "Center",
+    "CenterSettings",
+    "RoundRecord",
+    "RuntimeResult",
+    "TaskKind",
+    "TaskSpec",
+    "UploadHeader",
+    "dense_update_limit",
+]
+
+log = logging.getLogger(__name__)
+
+
+class TaskKind(Enum):
+    TRAIN = "train"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the center asks of a client: train in a round, or stop."""
+
+    kind: TaskKind
+    round_idx: int = -1
+    root_seed: int = 0
+    plan: LocalPlan | None = None
+    deadline_s: float | None = None
+    model_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class UploadHeader:
+    """The first message of a submission."""
+
+    client_id: int
+    round_idx: int
+    total_bytes: int
+    num_examples: int
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CenterSettings:
+    """How the center runs.
+
+    Attributes:
+        rounds: rounds to run.
+        plan: the local training plan sent to clients.
+        root_seed: the run's root seed (clients derive their randomness from it).
+        min_available: connected clients needed before a round starts.
+        weighting: ``examples`` (FedAvg) or ``uniform``.
+        chunks: chunk size and the largest accepted transfer.
+        round_timeout_s: real seconds a round waits for its cohort (None: no deadline).
+        start_clients: connected clients needed before the first round (None:
+            ``min_available``); later rounds tolerate dropouts down to ``min_available``.
+    """
+
+    rounds: int
+    plan: LocalPlan
+    root_seed: int = 0
+    min_available: int = 1
+    weighting: Literal["examples", "uniform"] = "examples"
+    chunks: ChunkPlan = field(default_factory=ChunkPlan)
+    round_timeout_s: float | None = None
+    start_clients: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"CenterSettings.rounds must be >= 1, got {self.rounds}")
+        if self.min_available < 1:
+            raise ConfigError(
+                f"CenterSettings.min_available must be >= 1, got {self.min_available}"
+            )
+        if self.round_timeout_s is not None and self.round_timeout_s <= 0:
+            raise ConfigError(
+                f"CenterSettings.round_timeout_s must be > 0, got {self.round_timeout_s}"
+            )
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One finished round: its outcome and the bytes it moved."""
+
+    outcome: RoundOutcome
+    bytes_up: int
+    bytes_down: int
+    train_loss: float | None
+
+
+@dataclass
+class RuntimeResult:
+    """The final model, per-round records and every rejected call (with its reason)."""
+
+    params: FloatVector
+    rounds: list[RoundRecord] = field(default_factory=list)
+    rejections: list[tuple[int, int, str]] = field(default_factory=list)
+
+    @property
+    def wire_bytes(self) -> int:
+        """Payload bytes moved, both directions, every round."""
+        return sum(r.bytes_up + r.bytes_down for r in self.rounds)
+
+
+@dataclass(frozen=True, eq=False)
+class _Held:
+    """An accepted update waiting in the reorder buffer for its turn to be folded."""
+
+    payload: Payload
+    weight: float
+    metrics: dict[str, float]
+
+
+_FAILED = None  # marks a resolved cohort member without a usable update
+
+
+@dataclass(eq=False)
+class _OpenRound:
+    """The round in flight: its cohort, reorder buffer and running aggregate."""
+
+    round_idx: int
+    cohort: list[int]
+    state: Any
+    model: bytes
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    submitted: set[int] = field(default_factory=set)
+    resolved: dict[int, _Held | None] = field(default_factory=dict)
+    next_fold: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+    @property
+    def members(self) -> frozenset[int]:
+        return frozenset(self.cohort)
+
+
+class Center:
+    """Drives rounds for the clients connected to it; see the module docstring.
+
+    Args:
+        settings: rounds, plan, chunking, deadlines.
+        coordinator: the round state machine.
+        aggregator: folds accepted updates.
+        server_optimizer: applies the aggregate.
+        codec: decodes client payloads (the pipeline's codec, or the dense codec).
+        pipeline: server halves of the update stages (None: none).
+        clock: time source for the coordinator's events.
+    """
+
+    def __init__(
+        self,
+        settings: CenterSettings,
+        *,
+        coordinator: RoundCoordinator,
+        aggregator: Aggregator[Any],
+        server_optimizer: ServerOptimizer[Any],
+        codec: Codec,
+        pipeline: Pipeline | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings, self.coordinator, self.aggregator = settings, coordinator, aggregator
+        self.server_optimizer, self.codec, self.pipeline = server_optimizer, codec, pipeline
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self._sessions: dict[int, asyncio.Queue[TaskSpec]] = {}
+        self._joined = asyncio.Event()
+        self._round: _OpenRound | None = None
+        self._finished = False
+        self.rejections: list[tuple[int, int, str]] = []
+
+    # ---- the run -------------------------------------------------------------------
+
+    async def run(self, params: FloatVector) -> RuntimeResult:
+        """Run every round from ``params``; returns the final model and records."""
+        result = RuntimeResult(params=params, rejections=self.rejections)
+        opt_state = self.server_optimizer.init(params)
+        try:
+            for round_idx in range(self.settings.rounds):
+                params, opt_state, record = await self._run_round(round_idx, params, opt_state)
+                result.rounds.append(record)
+        finally:
+            self._finished = True
+            for queue in self._sessions.values():
+                queue.put_nowait(TaskSpec(TaskKind.DONE))
+        result.params = params
+        return result
+
+    async def wait_for_clients(self, count: int) -> None:
+        """Return once ``count`` clients hold a session (cancel to give up)."""
+        while len(self._sessions) < count:
+            self._joined.clear()
+            await self._joined.wait()
+
+    async def _run_round(
+        self, round_idx: int, params: FloatVector, opt_state: object
+    ) -> tuple[FloatVector, object, RoundRecord]:
+        s = self.settings
+        first = s.start_clients if round_idx == 0 and s.start_clients else 0
+        await self.wait_for_clients(max(first, s.min_available))
+        available = np.array(sorted(self._sessions), dtype=np.int64)
+        (send,) = self.coordinator.handle(StartRound(round_idx, self.clock.now(), available))
+        assert isinstance(send, SendModel)
+        model = Payload(CodecId.MODEL_F32, b"", params.astype("<f4").tobytes()).to_bytes()
+        cohort = [int(c) for c in send.client_ids]
+        rnd = _OpenRound(round_idx, cohort, self.aggregator.init(params.shape[0]), model)
+        self._round = rnd
+        self._dispatch(rnd)
+        await self._await_cohort(rnd)
+        return self._close(rnd, params, opt_state)
+
+    def _dispatch(self, rnd: _OpenRound) -> None:
+        s = self.settings
+        task = TaskSpec(
+            TaskKind.TRAIN, rnd.round_idx, s.root_seed, s.plan, s.round_timeout_s, len(rnd.model)
+        )
+        for cid in rnd.cohort:
+            queue = self._sessions.get(cid)
+            if queue is None:
+                self._fail(rnd, cid, "disconnected before the round started")
+            else:
+                queue.put_nowait(task)
+        self._check_done(rnd)
+
+    async def _await_cohort(self, rnd: _OpenRound) -> None:
+        try:
+            async with asyncio.timeout(self.settings.round_timeout_s):
+                await rnd.done.wait()
+        except TimeoutError:
+            missing = sorted(rnd.members - rnd.resolved.keys())
+            log.warning("round %d: deadline passed; missing clients %s", rnd.round_idx, missing)
+
+    def _close(
+        self, rnd: _OpenRound, params: FloatVector, opt_state: object
+    ) -> tuple[FloatVector, object, RoundRecord]:
+        self._fold_ready(rnd, final=True)
+        (close,) = self.coordinator.handle(DeadlinePassed(self.clock.now()))
+        assert isinstance(close, CloseRound)
+        self._round = None
+        outcome = close.outcome
+        if outcome.applied:
+            mean = self.aggregator.finalize(rnd.state)
+            if self.pipeline is not None:
+                ctx = RoundContext(rnd.round_idx, self.settings.root_seed)
+                mean = self.pipeline.decode_aggregate(mean, ctx)
+            params, opt_state = self.server_optimizer.step(params, mean, opt_state)
+        loss = self.aggregator.finalize_metrics(rnd.state).get("train_loss")
+        log.info(
+            "round %d: %d accepted, %d failed, %d late",
+            rnd.round_idx,
+            len(outcome.accepted),
+            len(outcome.failed),
+            len(outcome.late),
+        )
+        return params, opt_state, RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss)
+
+    # ---- resolution and ordered folding --------------------------------------------
+
+    def _fail(self, rnd: _OpenRound, cid: int, reason: str) -> None:
+        if cid in rnd.resolved:
+            return
+        self.coordinator.handle(ClientFailed(cid, reason))
+        rnd.resolved[cid] = _FAILED
+        self._fold_ready(rnd)
+        self._check_done(rnd)
+
+    def _check_done(self, rnd: _OpenRound) -> None:
+        if len(rnd.resolved) >= len(rnd.cohort):
+            rnd.done.set()
+
+    def _fold_ready(self, rnd: _OpenRound, *, final: bool = False) -> None:
+        """Fold resolved updates in cohort order; at the close, skip the unresolved."""
+        while rnd.next_fold < len(rnd.cohort):
+            cid = rnd.cohort[rnd.next_fold]
+            if cid not in rnd.resolved and not final:
+                return
+            entry = rnd.resolved.get(cid, _FAILED)
+            rnd.next_fold += 1
+            if entry is not None:
+                self._fold_one(rnd, cid, entry)
+
+    def _fold_one(self, rnd: _OpenRound, cid: int, held: _Held) -> None:
+        try:
+            rnd.state = self.aggregator.accumulate_payload(
+                rnd.state,
+                self.codec,
+                held.payload,
+                held.weight,
+                client_id=cid,
+                metrics=held.metrics,
+            )
+        except FedstrataError as exc:  # malformed: dropped, the sum is untouched
+            self._reject(rnd.round_idx, cid, f"update unusable: {exc}")
+            self.coordinator.handle(ClientFailed(cid, str(exc)))
+        rnd.resolved[cid] = _FAILED  # release the buffered payload
+
+    def _reject(self, round_idx: int, cid: int, reason: str) -> str:
+        log.warning("round %d: rejected client %d: %s", round_idx, cid, reason)
+        self.rejections.append((round_idx, cid, reason))
+        return reason
+
+    # ---- transport entry points (client ids already authenticated) -------------------
+
+    async def session(self, client_id: int) -> AsyncIterator[TaskSpec]:
+        """A client's session: yields its tasks until ``DONE``; ends fail it.
+
+        Raises:
+            ProtocolError: the client already holds a session, or the run is over.
+        """
+        if client_id in self._sessions:
+            raise ProtocolError(self._reject(-1, client_id, "client already has a session"))
+        if self._finished:
+            raise ProtocolError(self._reject(-1, client_id, "the run is over"))
+        queue: asyncio.Queue[TaskSpec] = asyncio.Queue()
+        self._sessions[client_id] = queue
+        self._joined.set()
+        log.info("client %d connected (%d connected)", client_id, len(self._sessions))
+        try:
+            while True:
+                task = await queue.get()
+                yield task
+                if task.kind is TaskKind.DONE:
+                    return
+        finally:
+            del self._sessions[client_id]
+            rnd = self._round
+            if rnd is not None and client_id in rnd.members:
+                self._fail(rnd, client_id, "disconnected during the round")
+
+    def download(self, client_id: int, round_idx: int) -> tuple[int, AsyncIterator[bytes]]:
+        """The open round's model for a selected client: (total bytes, chunks).
+
+        Raises:
+            ProtocolError: no such open round, or the client was not selected.
+        """
+        rnd = self._round
+        if rnd is None or rnd.round_idx != round_idx or client_id not in rnd.members:
+            raise ProtocolError(
+                self._reject(round_idx, client_id, f"no model of round {round_idx} for it")
+            )
+        rnd.bytes_down += len(rnd.model)
+        return len(rnd.model), _aiter(iter_chunks(rnd.model, self.settings.chunks.chunk_bytes))
+
+    async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
+        """Receive one update; returns (accepted, reason). Never raises for bad input."""
+        cid, rnd = header.client_id, self._round
+        problem = self._submission_problem(rnd, header)
+        if problem is not None or rnd is None:
+            return False, self._reject(header.round_idx, cid, problem or "no round is open")
+        rnd.submitted.add(cid)
+        try:
+            reassembler = Reassembler(header.total_bytes, self.settings.chunks.max_total_bytes)
+            async for chunk in chunks:
+                reassembler.add(chunk)
+            payload = reassembler.payload()
+        except FedstrataError as exc:
+            self._reject(rnd.round_idx, cid, str(exc))
+            self._fail(rnd, cid, f"bad upload: {exc}")
+            return False, str(exc)
+        except BaseException:  # the stream broke (client gone, call cancelled)
+            self._fail(rnd, cid, "upload interrupted")
+            raise
+        return self._arrived(rnd, header, payload)
+
+    def _submission_problem(self, rnd: _OpenRound | None, header: UploadHeader) -> str | None:
+        cid = header.client_id
+        if rnd is None or rnd.round_idx != header.round_idx:
+            open_idx = None if rnd is None else rnd.round_idx
+            return f"submission for round {header.round_idx}, open round is {open_idx}"
+        if cid not in rnd.members:
+            return f"client {cid} was not selected for round {rnd.round_idx}"
+        if cid in rnd.submitted:
+            return f"duplicate submission from client {cid} in round {rnd.round_idx}"
+        return None
+
+    def _arrived(
+        self, rnd: _OpenRound, header: UploadHeader, payload: Payload
+    ) -> tuple[bool, str]:
+        cid = header.client_id
+        rnd.bytes_up += payload.nbytes
+        weight = float(header.num_examples) if self.settings.weighting == "examples" else 1.0
+        (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
+        if isinstance(cmd, Reject):
+            rnd.resolved[cid] = _FAILED
+            self._fold_ready(rnd)
+            self._check_done(rnd)
+            return False, self._reject(rnd.round_idx, cid, cmd.reason)
+        rnd.resolved[cid] = _Held(payload, weight, dict(header.metrics))
+        self._fold_ready(rnd)
+        self._check_done(rnd)
+        return True, ""
+
+
+async def _aiter(chunks: Any) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+        await asyncio.sleep(0)  # let other streams progress between chunks
+
+
+def dense_update_limit(size: int) -> int:
+    """Largest update a center accepts for a model of ``size`` parameters."""
+    return 2 * (HEADER_SIZE + 4 * size) + (1 << 20)
