@@ -214,6 +214,99 @@ def plan_cmd(
     typer.echo(text)
 
 
+serve_app = typer.Typer(help="Run a federation's servers over gRPC.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+pki_app = typer.Typer(help="Credentials for a deployment.", no_args_is_help=True)
+app.add_typer(pki_app, name="pki")
+
+
+def _tls(ca: Path | None, cert: Path | None, key: Path | None) -> Any:
+    if ca is None:
+        return None
+    from fedstrata.runtime.security import TlsFiles
+
+    return TlsFiles(ca, cert, key)
+
+
+@serve_app.command("center")
+def serve_center(
+    config: Annotated[Path | None, typer.Argument(help="YAML config")] = None,
+    *,
+    set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+    address: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:50051",
+    tokens: Annotated[Path, typer.Option(help="JSON {client id: token}")] = Path("tokens.json"),
+    ca: Annotated[Path | None, typer.Option(help="CA certificate (PEM); omit for no TLS")] = None,
+    cert: Annotated[Path | None, typer.Option(help="server certificate (PEM)")] = None,
+    key: Annotated[Path | None, typer.Option(help="server key (PEM)")] = None,
+    mutual: Annotated[bool, typer.Option(help="require client certificates")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
+) -> None:
+    """Run the center (coordinator) of a real federation."""
+    import asyncio
+
+    _setup_logging(verbose)
+    from fedstrata.runtime.commands import load_tokens, run_center
+
+    try:
+        cfg = load_config(config, None, set_ or [])
+        result = asyncio.run(
+            run_center(
+                cfg,
+                address=address,
+                tokens=load_tokens(tokens),
+                tls=_tls(ca, cert, key),
+                mutual=mutual,
+            )
+        )
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"finished {len(result.rounds)} rounds; {result.wire_bytes:,} bytes on the wire")
+
+
+@app.command("client")
+def client_cmd(
+    config: Annotated[
+        Path | None, typer.Argument(help="YAML config (same as the center's)")
+    ] = None,
+    *,
+    server: Annotated[str, typer.Option(help="center host:port")] = "127.0.0.1:50051",
+    client_id: Annotated[int, typer.Option(help="this client's id")] = 0,
+    token: Annotated[str, typer.Option(envvar="FEDSTRATA_TOKEN", help="bearer token")] = "",
+    set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+    ca: Annotated[Path | None, typer.Option(help="CA certificate (PEM); omit for no TLS")] = None,
+    cert: Annotated[Path | None, typer.Option(help="client certificate for mutual TLS")] = None,
+    key: Annotated[Path | None, typer.Option(help="client key for mutual TLS")] = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
+) -> None:
+    """Take part in a real federation as one client."""
+    import asyncio
+
+    _setup_logging(verbose)
+    from fedstrata.runtime.commands import run_client
+
+    try:
+        cfg = load_config(config, None, set_ or [])
+        report = asyncio.run(
+            run_client(
+                cfg, server=server, client_id=client_id, token=token, tls=_tls(ca, cert, key)
+            )
+        )
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"client {client_id}: {report}")
+
+
+@pki_app.command("dev")
+def pki_dev(
+    folder: Annotated[Path, typer.Argument(help="where to write the files")],
+    clients: Annotated[int, typer.Option(min=1, help="number of client certificates")] = 10,
+) -> None:
+    """Write a development CA, server and client certificates, and tokens.json."""
+    from fedstrata.runtime.commands import write_dev_credentials
+
+    typer.echo(str(write_dev_credentials(folder, clients)))
+
+
 device_app = typer.Typer(help="Measure and register this device.", no_args_is_help=True)
 app.add_typer(device_app, name="device")
 

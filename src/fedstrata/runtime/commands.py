@@ -1,0 +1,64 @@
+"""What ``fedstrata serve center``, ``fedstrata client`` and ``fedstrata pki`` run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from fedstrata.config import FedConfig
+from fedstrata.errors import ConfigError
+from fedstrata.runtime.build import deployment
+from fedstrata.runtime.center import RuntimeResult
+from fedstrata.runtime.client import ClientReport
+from fedstrata.runtime.security import TlsFiles, TokenTable, make_dev_pki, new_token
+from fedstrata.runtime.wire import CenterServer, GrpcLink
+
+__all__ = ["load_tokens", "run_center", "run_client", "write_dev_credentials"]
+
+log = logging.getLogger(__name__)
+
+
+def load_tokens(path: Path) -> TokenTable:
+    """Read ``{"<client id>": "<token>", ...}``.
+
+    Raises:
+        ConfigError: unreadable file, not an object of id -> token strings.
+    """
+    try:
+        raw = json.loads(path.read_text())
+        return TokenTable({int(k): str(v) for k, v in raw.items()})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"tokens file {path}: expected {{client id: token}} JSON ({exc})"
+        ) from None
+
+
+def write_dev_credentials(folder: Path, num_clients: int) -> Path:
+    """A development CA, server and client certificates, and ``tokens.json``."""
+    make_dev_pki(folder, range(num_clients))
+    tokens = {str(c): new_token() for c in range(num_clients)}
+    path = folder / "tokens.json"
+    path.write_text(json.dumps(tokens, indent=1))
+    path.chmod(0o600)
+    return path
+
+
+async def run_center(
+    config: FedConfig, *, address: str, tokens: TokenTable, tls: TlsFiles | None, mutual: bool
+) -> RuntimeResult:
+    """Serve the federation until its last round; returns the final model and rounds."""
+    dep = deployment(config)
+    center = dep.center()
+    async with CenterServer(center, tokens, address=address, tls=tls, mutual=mutual) as server:
+        log.warning("center listening on %s", server.target)
+        return await center.run(dep.initial_params())
+
+
+async def run_client(
+    config: FedConfig, *, server: str, client_id: int, token: str, tls: TlsFiles | None
+) -> ClientReport:
+    """Take part in the federation as ``client_id`` until the center finishes."""
+    dep = deployment(config)
+    async with GrpcLink(server, client_id, token, tls=tls) as link:
+        return await dep.client(link, client_id).run()
