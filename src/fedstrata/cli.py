@@ -307,6 +307,59 @@ def pki_dev(
     typer.echo(str(write_dev_credentials(folder, clients)))
 
 
+probe_app = typer.Typer(help="Measure links between real hosts.", no_args_is_help=True)
+app.add_typer(probe_app, name="probe")
+
+
+@probe_app.command("serve")
+def probe_serve(
+    host: Annotated[str, typer.Option(help="address to bind")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 50060,
+) -> None:
+    """Answer latency probes (run one on every host)."""
+    import asyncio
+
+    from fedstrata.runtime.probe import ProbeServer
+
+    async def serve() -> None:
+        async with ProbeServer(host, port) as server:
+            typer.echo(f"probe server on {host}:{server.port}")
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+@probe_app.command("latency")
+def probe_latency(
+    hosts: Annotated[list[str], typer.Argument(help="HOST:PORT of each probe server")],
+    *,
+    names: Annotated[str | None, typer.Option(help="comma-separated site names")] = None,
+    out: Annotated[Path, typer.Option(help="matrix file (.csv or .npz)")] = Path("latency.csv"),
+) -> None:
+    """Measure RTT and throughput between every pair of hosts; write the matrix."""
+    import asyncio
+
+    from fedstrata.runtime.probe import probe_matrix
+
+    try:
+        matrix, mbps = asyncio.run(probe_matrix(hosts, names.split(",") if names else None))
+        matrix.save(out)
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    table = Table(title="one-way latency ms / throughput Mb/s")
+    table.add_column("from \\ to")
+    for site in matrix.ids:
+        table.add_column(site)
+    for i, site in enumerate(matrix.ids):
+        cells = [
+            f"{matrix.latency_ms[i, j]:.2f} / {mbps[i, j]:.0f}" if i != j else "—"
+            for j in range(len(matrix.ids))
+        ]
+        table.add_row(site, *cells)
+    Console().print(table)
+    typer.echo(str(out))
+
+
 device_app = typer.Typer(help="Measure and register this device.", no_args_is_help=True)
 app.add_typer(device_app, name="device")
 
