@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -79,4 +80,15 @@ def emit(table_rows: Sequence[Sequence[str]], result: dict[str, Any]) -> None:
     widths = [max(len(str(r[i])) for r in table_rows) for i in range(len(table_rows[0]))]
     for row in table_rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
-    print(json.dumps(result))
+    print(json.dumps(_finite(result), allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN/Inf floats replaced by None, so the line is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
