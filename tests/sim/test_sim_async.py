@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from simfakes import FakeData, FakeFactory
 
-from conftest import FakeData, FakeFactory
 from fedstrata.algorithms import FedAvg
 from fedstrata.core import LocalPlan
 from fedstrata.errors import ConfigError

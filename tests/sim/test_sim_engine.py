@@ -2,8 +2,8 @@ import logging
 
 import numpy as np
 import pytest
+from simfakes import FakeData, FakeFactory
 
-from conftest import FakeData, FakeFactory
 from fedstrata.algorithms import FedAvg
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
 from fedstrata.core import CodecId, LocalPlan, Payload

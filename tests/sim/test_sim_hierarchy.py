@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from simfakes import FakeData, FakeFactory, FakeTrainer
 
-from conftest import FakeData, FakeFactory, FakeTrainer
 from fedstrata.algorithms import FedAvg
 from fedstrata.compress import CompressionSpec
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy, Topology, TopologyNode

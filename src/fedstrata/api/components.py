@@ -19,7 +19,7 @@ from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.algorithms import AnyServerOptimizer, ServerOptimizerSpec, make_server_optimizer
 from fedstrata.compress import ChainCodec
 from fedstrata.config import FedConfig
-from fedstrata.config.models import ClientConfig, DataConfig, ServerConfig
+from fedstrata.config.models import ClientConfig, DataConfig, ServerConfig, SimConfig
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
@@ -149,7 +149,17 @@ def profiles(config: FedConfig, n: int) -> ProfileTable:
     return ProfileTable.generate(n, dist, derive_rng(config.seed, 0, -1, "profiles"))
 
 
-def executor(job: ClientJob, trainer: Trainer, workers: int) -> Executor:
+def executor(
+    job: ClientJob, trainer: Trainer, workers: int, sim: SimConfig | None = None
+) -> Executor:
+    """Where clients train: this process, forked workers, or Ray actors."""
+    if sim is not None and sim.backend == "ray":
+        from fedstrata.sim.ray_executor import open_ray_executor
+
+        return open_ray_executor(
+            job, trainer.spec.size, address=sim.ray_address, fallback_workers=workers,
+            local_trainer=trainer,
+        )  # fmt: skip
     if workers == 0:
         return InProcessExecutor(job, trainer.spec.size, trainer)
     return ProcessExecutor(job, trainer.spec.size, workers, trainer)

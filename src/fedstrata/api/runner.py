@@ -142,7 +142,7 @@ def _assemble(
     job = ClientJob(factory, dataset, config.seed, pipe)
     if workers > 0:  # forked workers inherit a warmed-up torch
         warm_up(trainer, dataset, local_plan(config.client), config.seed)
-    ex = stack.enter_context(closing(executor(job, trainer, workers)))
+    ex = stack.enter_context(closing(executor(job, trainer, workers, config.sim)))
     params = trainer.initial_params(_init_seed(config))
     table, registry = profiles(config, dataset.num_clients), None
     if config.scheduling.enabled or config.scheduling.async_.enabled:

@@ -411,6 +411,14 @@ class SimConfig(_Strict):
         "fork",
         description="fork: persistent worker processes; inprocess: everything in this process",
     )
+    backend: Literal["local", "ray"] = Field(
+        "local",
+        description="local: this machine's processes; ray: persistent Ray actors "
+        "(falls back to local processes, with a warning, when Ray is unavailable)",
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster (auto, host:6379, ray://host:10001); None: a local Ray"
+    )
 
 
 class OutputConfig(_Strict):

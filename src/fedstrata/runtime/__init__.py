@@ -5,6 +5,7 @@ The only package that imports ``grpc``. The round logic is the simulator's
 time. See ``docs/runtime.md``.
 """
 
+from fedstrata.runtime.aggregator import ParentLink, TierAggregator, TierReport
 from fedstrata.runtime.build import Deployment, check_supported, deployment
 from fedstrata.runtime.center import (
     Center,
@@ -14,6 +15,8 @@ from fedstrata.runtime.center import (
     TaskKind,
     TaskSpec,
     UploadHeader,
+    decode_partial,
+    encode_partial,
 )
 from fedstrata.runtime.client import CenterLink, ClientAgent, ClientReport, decode_model
 from fedstrata.runtime.security import (
@@ -25,7 +28,7 @@ from fedstrata.runtime.security import (
     new_token,
 )
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
-from fedstrata.runtime.wire import CenterServer, GrpcLink
+from fedstrata.runtime.wire import CenterServer, GrpcLink, WireCounter
 
 __all__ = [
     "Center",
@@ -38,18 +41,24 @@ __all__ = [
     "Deployment",
     "DevPki",
     "GrpcLink",
+    "ParentLink",
     "Reassembler",
     "RoundRecord",
     "RuntimeResult",
     "TaskKind",
     "TaskSpec",
+    "TierAggregator",
+    "TierReport",
     "TlsFiles",
     "TokenTable",
     "UploadHeader",
+    "WireCounter",
     "check_supported",
     "client_common_name",
     "decode_model",
+    "decode_partial",
     "deployment",
+    "encode_partial",
     "iter_chunks",
     "make_dev_pki",
     "new_token",

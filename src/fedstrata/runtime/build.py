@@ -1,25 +1,30 @@
 """Build the runtime's center and clients from a :class:`~fedstrata.config.FedConfig`.
 
 The same configuration drives the simulator (:func:`fedstrata.api.run`) and the
-runtime, so a deterministic configuration trains the same model under both. The
-runtime does not yet support compression, downlink compression, differential privacy
-or secure aggregation; configurations that enable them are refused.
+runtime, so a deterministic configuration trains the same model under both. Uplink
+compression travels as the client's codec encoded it (error-feedback residuals live
+on the client); downlink compression, differential privacy and secure aggregation are
+not supported yet and are refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedstrata.aggregation import WeightedMean
 from fedstrata.api import aggregator, build_dataset, local_plan, server_optimizer
+from fedstrata.compress import ChainCodec
 from fedstrata.config import FedConfig
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
 from fedstrata.core.clock import Clock
 from fedstrata.core.context import derive_seed
 from fedstrata.core.params import FloatVector
+from fedstrata.core.state import MemoryStateStore
 from fedstrata.core.training import Trainer, TrainerFactory
 from fedstrata.data import FederatedDataset
 from fedstrata.errors import ConfigError
 from fedstrata.pipeline.dense import DenseCodec
+from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import CenterLink, ClientAgent
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
@@ -31,9 +36,9 @@ def check_supported(config: FedConfig) -> None:
     """Refuse features the runtime does not carry yet.
 
     Raises:
-        ConfigError: compression, downlink, privacy or secure aggregation is enabled.
+        ConfigError: downlink compression, privacy or secure aggregation is enabled.
     """
-    for section in ("compression", "downlink", "privacy", "secagg"):
+    for section in ("downlink", "privacy", "secagg"):
         if getattr(config, section).enabled:
             raise ConfigError(
                 f"{section}.enabled=true is not supported by the runtime yet (simulator only)"
@@ -56,34 +61,100 @@ class Deployment:
             seed = derive_seed(self.config.seed, 0, -1, "init")
         return self.trainer.initial_params(seed)
 
+    @property
+    def size(self) -> int:
+        """Parameters of the model."""
+        return self.trainer.spec.size
+
     def center(
         self,
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         min_available: int | None = None,
         clock: Clock | None = None,
+        participants: int | None = None,
     ) -> Center:
-        """The center: all clients before round 0, then ``min_available`` (default: all)."""
-        cfg, size = self.config, self.trainer.spec.size
-        r = cfg.rounds
-        settings = CenterSettings(
-            rounds=r.rounds,
-            plan=local_plan(cfg.client),
-            root_seed=cfg.seed,
-            min_available=min_available or self.dataset.num_clients,
-            chunks=ChunkPlan(chunk_bytes, dense_update_limit(size)),
-            round_timeout_s=r.deadline_s,
-            start_clients=self.dataset.num_clients,
-        )
-        policy = RoundPolicy(r.clients_per_round, r.min_clients, r.deadline_s, cfg.seed)
+        """The center: all participants before round 0, then ``min_available``.
+
+        Args:
+            chunk_bytes: transfer chunk size.
+            min_available: participants needed from round 1 on (default: all).
+            clock: time source of the coordinator.
+            participants: aggregator tiers below the center (None: the clients connect
+                directly). With tiers, every live tier takes part in every round and
+                the aggregator must be ``mean``.
+
+        Raises:
+            ConfigError: tiers under a non-mergeable aggregator.
+        """
+        cfg, r = self.config, self.config.rounds
+        if participants is None:
+            start = self.dataset.num_clients
+            policy = RoundPolicy(r.clients_per_round, r.min_clients, r.deadline_s, cfg.seed)
+        else:
+            start = participants
+            policy = RoundPolicy(None, 1, r.deadline_s, cfg.seed)
+        agg = aggregator(cfg.server)
+        if participants is not None and not agg.mergeable:
+            raise ConfigError(f"server.aggregator={cfg.server.aggregator!r} cannot merge tiers")
+        settings = self._settings(chunk_bytes, min_available or start, start)
         return Center(
             settings,
             coordinator=RoundCoordinator(policy),
-            aggregator=aggregator(cfg.server),
+            aggregator=agg,
             server_optimizer=server_optimizer(cfg.server),
-            codec=DenseCodec(size),
+            codec=self.uplink_codec(),
             clock=clock,
         )
+
+    def edge(self, clients: int, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Center:
+        """The client-facing center of an aggregator tier serving ``clients`` clients.
+
+        Every connected client trains in every round the parent runs (weighted by its
+        examples); the first round waits for all ``clients``.
+
+        Raises:
+            ConfigError: ``clients`` < 1.
+        """
+        if clients < 1:
+            raise ConfigError(f"an aggregator tier needs clients >= 1, got {clients}")
+        cfg = self.config
+        policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
+        return Center(
+            self._settings(chunk_bytes, 1, clients),
+            coordinator=RoundCoordinator(policy),
+            aggregator=WeightedMean(),
+            server_optimizer=server_optimizer(cfg.server),  # unused: the parent applies
+            codec=self.uplink_codec(),
+        )
+
+    def _settings(self, chunk_bytes: int, min_available: int, start: int) -> CenterSettings:
+        cfg = self.config
+        return CenterSettings(
+            rounds=cfg.rounds.rounds,
+            plan=local_plan(cfg.client),
+            root_seed=cfg.seed,
+            min_available=min_available,
+            chunks=ChunkPlan(chunk_bytes, dense_update_limit(self.size)),
+            round_timeout_s=cfg.rounds.deadline_s,
+            start_clients=start,
+        )
+
+    def uplink_codec(self) -> Codec:
+        """The codec that decodes client updates (no error-feedback state: decode only)."""
+        c = self.config.compression
+        if not c.enabled:
+            return DenseCodec(self.size)
+        store = MemoryStateStore() if c.spec().error_feedback else None
+        return ChainCodec(c.spec(), self.size, store)
+
+    def client_pipeline(self) -> Pipeline | None:
+        """A client's uplink pipeline (its own error-feedback residual), or None: dense."""
+        c = self.config.compression
+        if not c.enabled:
+            return None
+        store = MemoryStateStore() if c.spec().error_feedback else None
+        return Pipeline([], ChainCodec(c.spec(), self.size, store))
 
     def client(
         self, link: CenterLink, client_id: int, trainer: Trainer | None = None
@@ -98,7 +169,8 @@ class Deployment:
                 f"client_id must be in [0, {self.dataset.num_clients}), got {client_id}"
             )
         data = self.dataset.client(client_id)
-        return ClientAgent(link, client_id, trainer or self.factory(), data)
+        trainer = trainer or self.factory()
+        return ClientAgent(link, client_id, trainer, data, self.client_pipeline())
 
 
 def deployment(config: FedConfig) -> Deployment:

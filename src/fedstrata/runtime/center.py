@@ -18,12 +18,19 @@ Determinism: accepted updates are folded in cohort order through a reorder buffe
 (an update waits only until every earlier cohort member is resolved), so the model is
 bit-identical to the simulator's for the same seed and configuration, whatever the
 arrival order.
+
+Tiers: a participant may be an aggregator (``aggregator.py``) that serves its own
+clients with a :class:`Center` of its own (:meth:`Center.collect`) and submits their
+weighted-mean partial (:func:`encode_partial`) instead of an update; the center merges
+partials (``aggregator.merge``) in cohort order like updates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import zipfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -31,6 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fedstrata.aggregation.mean import MeanState
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.algorithms.server import ServerOptimizer
 from fedstrata.coordinator import (
@@ -49,7 +57,7 @@ from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE, CodecId, Payload
 from fedstrata.core.training import LocalPlan
-from fedstrata.errors import ConfigError, FedstrataError, ProtocolError
+from fedstrata.errors import ConfigError, FedstrataError, PayloadError, ProtocolError
 from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
 
@@ -61,7 +69,9 @@ __all__ = [
     "TaskKind",
     "TaskSpec",
     "UploadHeader",
+    "decode_partial",
     "dense_update_limit",
+    "encode_partial",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,6 +103,7 @@ class UploadHeader:
     total_bytes: int
     num_examples: int
     metrics: Mapping[str, float] = field(default_factory=dict)
+    partial: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,7 +172,7 @@ class RuntimeResult:
 class _Held:
     """An accepted update waiting in the reorder buffer for its turn to be folded."""
 
-    payload: Payload
+    payload: Payload | MeanState
     weight: float
     metrics: dict[str, float]
 
@@ -233,9 +244,7 @@ class Center:
                 params, opt_state, record = await self._run_round(round_idx, params, opt_state)
                 result.rounds.append(record)
         finally:
-            self._finished = True
-            for queue in self._sessions.values():
-                queue.put_nowait(TaskSpec(TaskKind.DONE))
+            self.finish()
         result.params = params
         return result
 
@@ -248,25 +257,62 @@ class Center:
     async def _run_round(
         self, round_idx: int, params: FloatVector, opt_state: object
     ) -> tuple[FloatVector, object, RoundRecord]:
+        state, record = await self.collect(round_idx, params)
+        if record.outcome.applied:
+            mean = self.aggregator.finalize(state)
+            if self.pipeline is not None:
+                ctx = RoundContext(round_idx, self.settings.root_seed)
+                mean = self.pipeline.decode_aggregate(mean, ctx)
+            params, opt_state = self.server_optimizer.step(params, mean, opt_state)
+        return params, opt_state, record
+
+    async def collect(
+        self,
+        round_idx: int,
+        params: FloatVector,
+        *,
+        model: bytes | None = None,
+        task: TaskSpec | None = None,
+    ) -> tuple[Any, RoundRecord]:
+        """Run round ``round_idx`` on the connected clients without applying it.
+
+        An aggregator tier calls this with the model and task its parent sent; the
+        center's own rounds call it too. Returns the aggregator's state (every accepted
+        update folded in cohort order) and the round's record.
+
+        Args:
+            round_idx: the round (clients derive their randomness from it).
+            params: the model of the round.
+            model: its broadcast payload bytes as received (None: encoded here).
+            task: the task to relay to clients (None: from the settings).
+        """
         s = self.settings
         first = s.start_clients if round_idx == 0 and s.start_clients else 0
         await self.wait_for_clients(max(first, s.min_available))
         available = np.array(sorted(self._sessions), dtype=np.int64)
         (send,) = self.coordinator.handle(StartRound(round_idx, self.clock.now(), available))
         assert isinstance(send, SendModel)
-        model = Payload(CodecId.MODEL_F32, b"", params.astype("<f4").tobytes()).to_bytes()
+        if model is None:
+            model = Payload(CodecId.MODEL_F32, b"", params.astype("<f4").tobytes()).to_bytes()
         cohort = [int(c) for c in send.client_ids]
         rnd = _OpenRound(round_idx, cohort, self.aggregator.init(params.shape[0]), model)
         self._round = rnd
-        self._dispatch(rnd)
+        self._dispatch(rnd, task)
         await self._await_cohort(rnd)
-        return self._close(rnd, params, opt_state)
+        return rnd.state, self._close(rnd)
 
-    def _dispatch(self, rnd: _OpenRound) -> None:
+    def finish(self) -> None:
+        """End the run: every session gets ``DONE``; later sessions are refused."""
+        self._finished = True
+        for queue in self._sessions.values():
+            queue.put_nowait(TaskSpec(TaskKind.DONE))
+
+    def _dispatch(self, rnd: _OpenRound, relayed: TaskSpec | None = None) -> None:
         s = self.settings
-        task = TaskSpec(
-            TaskKind.TRAIN, rnd.round_idx, s.root_seed, s.plan, s.round_timeout_s, len(rnd.model)
-        )
+        plan = s.plan if relayed is None else relayed.plan
+        seed = s.root_seed if relayed is None else relayed.root_seed
+        deadline = s.round_timeout_s
+        task = TaskSpec(TaskKind.TRAIN, rnd.round_idx, seed, plan, deadline, len(rnd.model))
         for cid in rnd.cohort:
             queue = self._sessions.get(cid)
             if queue is None:
@@ -283,20 +329,12 @@ class Center:
             missing = sorted(rnd.members - rnd.resolved.keys())
             log.warning("round %d: deadline passed; missing clients %s", rnd.round_idx, missing)
 
-    def _close(
-        self, rnd: _OpenRound, params: FloatVector, opt_state: object
-    ) -> tuple[FloatVector, object, RoundRecord]:
+    def _close(self, rnd: _OpenRound) -> RoundRecord:
         self._fold_ready(rnd, final=True)
         (close,) = self.coordinator.handle(DeadlinePassed(self.clock.now()))
         assert isinstance(close, CloseRound)
         self._round = None
         outcome = close.outcome
-        if outcome.applied:
-            mean = self.aggregator.finalize(rnd.state)
-            if self.pipeline is not None:
-                ctx = RoundContext(rnd.round_idx, self.settings.root_seed)
-                mean = self.pipeline.decode_aggregate(mean, ctx)
-            params, opt_state = self.server_optimizer.step(params, mean, opt_state)
         loss = self.aggregator.finalize_metrics(rnd.state).get("train_loss")
         log.info(
             "round %d: %d accepted, %d failed, %d late",
@@ -305,7 +343,7 @@ class Center:
             len(outcome.failed),
             len(outcome.late),
         )
-        return params, opt_state, RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss)
+        return RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss)
 
     # ---- resolution and ordered folding --------------------------------------------
 
@@ -334,18 +372,25 @@ class Center:
 
     def _fold_one(self, rnd: _OpenRound, cid: int, held: _Held) -> None:
         try:
-            rnd.state = self.aggregator.accumulate_payload(
-                rnd.state,
-                self.codec,
-                held.payload,
-                held.weight,
-                client_id=cid,
-                metrics=held.metrics,
-            )
+            if isinstance(held.payload, MeanState):
+                rnd.state = self.aggregator.merge(rnd.state, held.payload)
+            else:
+                rnd.state = self._accumulate(rnd, cid, held)
         except FedstrataError as exc:  # malformed: dropped, the sum is untouched
             self._reject(rnd.round_idx, cid, f"update unusable: {exc}")
             self.coordinator.handle(ClientFailed(cid, str(exc)))
         rnd.resolved[cid] = _FAILED  # release the buffered payload
+
+    def _accumulate(self, rnd: _OpenRound, cid: int, held: _Held) -> Any:
+        assert isinstance(held.payload, Payload)
+        return self.aggregator.accumulate_payload(
+            rnd.state,
+            self.codec,
+            held.payload,
+            held.weight,
+            client_id=cid,
+            metrics=held.metrics,
+        )
 
     def _reject(self, round_idx: int, cid: int, reason: str) -> str:
         log.warning("round %d: rejected client %d: %s", round_idx, cid, reason)
@@ -405,6 +450,8 @@ class Center:
             reassembler = Reassembler(header.total_bytes, self.settings.chunks.max_total_bytes)
             async for chunk in chunks:
                 reassembler.add(chunk)
+            if header.partial:
+                return self._partial_arrived(rnd, header, reassembler.data())
             payload = reassembler.payload()
         except FedstrataError as exc:
             self._reject(rnd.round_idx, cid, str(exc))
@@ -424,14 +471,32 @@ class Center:
             return f"client {cid} was not selected for round {rnd.round_idx}"
         if cid in rnd.submitted:
             return f"duplicate submission from client {cid} in round {rnd.round_idx}"
+        if header.partial and not getattr(self.aggregator, "mergeable", False):
+            return f"partial aggregate from {cid}, but this aggregator cannot merge partials"
         return None
 
+    def _partial_arrived(
+        self, rnd: _OpenRound, header: UploadHeader, data: bytes
+    ) -> tuple[bool, str]:
+        partial = decode_partial(data)
+        if partial.count == 0 or partial.total_weight <= 0:
+            self._fail(rnd, header.client_id, "empty partial aggregate")
+            return False, self._reject(rnd.round_idx, header.client_id, "empty partial")
+        return self._arrived(rnd, header, partial, len(data), partial.total_weight)
+
     def _arrived(
-        self, rnd: _OpenRound, header: UploadHeader, payload: Payload
+        self,
+        rnd: _OpenRound,
+        header: UploadHeader,
+        payload: Payload | MeanState,
+        nbytes: int | None = None,
+        weight: float | None = None,
     ) -> tuple[bool, str]:
         cid = header.client_id
-        rnd.bytes_up += payload.nbytes
-        weight = float(header.num_examples) if self.settings.weighting == "examples" else 1.0
+        rnd.bytes_up += payload.nbytes if isinstance(payload, Payload) else (nbytes or 0)
+        if weight is None:
+            examples = self.settings.weighting == "examples"
+            weight = float(header.num_examples) if examples else 1.0
         (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
         if isinstance(cmd, Reject):
             rnd.resolved[cid] = _FAILED
@@ -451,5 +516,30 @@ async def _aiter(chunks: Any) -> AsyncIterator[bytes]:
 
 
 def dense_update_limit(size: int) -> int:
-    """Largest update a center accepts for a model of ``size`` parameters."""
+    """Largest update a center accepts for a model of ``size`` parameters.
+
+    Covers a float64 partial aggregate of an aggregator tier (:func:`encode_partial`).
+    """
     return 2 * (HEADER_SIZE + 4 * size) + (1 << 20)
+
+
+def encode_partial(state: MeanState) -> bytes:
+    """A weighted-mean partial as bytes (``MeanState.to_arrays`` in an .npz archive)."""
+    buf = io.BytesIO()
+    np.savez(buf, **state.to_arrays())  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def decode_partial(data: bytes) -> MeanState:
+    """The partial of :func:`encode_partial` (bit for bit).
+
+    Raises:
+        PayloadError: not an .npz archive, or a corrupted member.
+        AggregationError: the arrays do not form a valid partial.
+    """
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise PayloadError(f"partial aggregate is not a valid .npz archive: {exc}") from None
+    return MeanState.from_arrays(arrays)

@@ -1,4 +1,4 @@
-"""What ``fedstrata serve center``, ``fedstrata client`` and ``fedstrata pki`` run."""
+"""What ``fedstrata serve center``, ``serve aggregator``, ``client`` and ``pki`` run."""
 
 from __future__ import annotations
 
@@ -8,13 +8,20 @@ from pathlib import Path
 
 from fedstrata.config import FedConfig
 from fedstrata.errors import ConfigError
+from fedstrata.runtime.aggregator import TierAggregator, TierReport
 from fedstrata.runtime.build import deployment
 from fedstrata.runtime.center import RuntimeResult
 from fedstrata.runtime.client import ClientReport
 from fedstrata.runtime.security import TlsFiles, TokenTable, make_dev_pki, new_token
 from fedstrata.runtime.wire import CenterServer, GrpcLink
 
-__all__ = ["load_tokens", "run_center", "run_client", "write_dev_credentials"]
+__all__ = [
+    "load_tokens",
+    "run_aggregator",
+    "run_center",
+    "run_client",
+    "write_dev_credentials",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +52,20 @@ def write_dev_credentials(folder: Path, num_clients: int) -> Path:
 
 
 async def run_center(
-    config: FedConfig, *, address: str, tokens: TokenTable, tls: TlsFiles | None, mutual: bool
+    config: FedConfig,
+    *,
+    address: str,
+    tokens: TokenTable,
+    tls: TlsFiles | None,
+    mutual: bool,
+    participants: int | None = None,
 ) -> RuntimeResult:
-    """Serve the federation until its last round; returns the final model and rounds."""
+    """Serve the federation until its last round; returns the final model and rounds.
+
+    ``participants``: the number of aggregator tiers that connect instead of clients.
+    """
     dep = deployment(config)
-    center = dep.center()
+    center = dep.center(participants=participants)
     async with CenterServer(center, tokens, address=address, tls=tls, mutual=mutual) as server:
         log.warning("center listening on %s", server.target)
         return await center.run(dep.initial_params())
@@ -62,3 +78,27 @@ async def run_client(
     dep = deployment(config)
     async with GrpcLink(server, client_id, token, tls=tls) as link:
         return await dep.client(link, client_id).run()
+
+
+async def run_aggregator(
+    config: FedConfig,
+    *,
+    parent: str,
+    tier_id: int,
+    token: str,
+    parent_tls: TlsFiles | None,
+    clients: int,
+    address: str,
+    tokens: TokenTable,
+    tls: TlsFiles | None,
+    mutual: bool,
+) -> TierReport:
+    """Serve ``clients`` clients at ``address`` as participant ``tier_id`` of ``parent``."""
+    dep = deployment(config)
+    center = dep.edge(clients)
+    async with (
+        CenterServer(center, tokens, address=address, tls=tls, mutual=mutual) as server,
+        GrpcLink(parent, tier_id, token, tls=parent_tls, chunks=center.settings.chunks) as link,
+    ):
+        log.warning("aggregator %d listening on %s (parent %s)", tier_id, server.target, parent)
+        return await TierAggregator(link, center, dep.size).run()

@@ -103,6 +103,18 @@ class Reassembler:
         self._buf[self._filled : end] = chunk
         self._filled = end
 
+    def data(self) -> bytes:
+        """The completed transfer's bytes.
+
+        Raises:
+            PayloadError: fewer bytes than declared.
+        """
+        if self._filled != len(self._buf):
+            raise PayloadError(
+                f"transfer ended after {self._filled} of {len(self._buf)} declared bytes"
+            )
+        return bytes(self._buf)
+
     def payload(self) -> Payload:
         """The completed transfer as a validated payload.
 

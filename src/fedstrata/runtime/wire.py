@@ -44,7 +44,7 @@ from fedstrata.runtime.security import (
 )
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
 
-__all__ = ["CenterServer", "GrpcLink"]
+__all__ = ["CenterServer", "GrpcLink", "WireCounter"]
 
 log = logging.getLogger(__name__)
 SERVICE = "fedstrata.runtime.v1.Center"
@@ -123,6 +123,7 @@ class _Service:
 
     def __init__(self, center: Center, tokens: TokenTable, mutual: bool) -> None:
         self.center, self.tokens, self.mutual = center, tokens, mutual
+        self.counter = WireCounter()
 
     async def _deny(self, context: Any, code: grpc.StatusCode, claimed: int, why: str) -> NoReturn:
         log.warning("denied a call claiming client %d: %s", claimed, why)
@@ -176,25 +177,62 @@ class _Service:
             raise AssertionError("unreachable")  # abort raises
         h = first.header
         cid = await self.authenticate(context, h.client_id)
-        header = UploadHeader(cid, h.round_idx, h.total_bytes, h.num_examples, dict(h.metrics))
+        partial = h.content == pb.StreamHeader.PARTIAL
+        header = UploadHeader(
+            cid, h.round_idx, h.total_bytes, h.num_examples, dict(h.metrics), partial
+        )
         accepted, reason = await self.center.submit(header, _data_parts(requests))
         return pb.SubmitReply(accepted=accepted, reason=reason)
 
     def handler(self) -> grpc.GenericRpcHandler:
+        c = self.counter
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
                 "Session": grpc.unary_stream_rpc_method_handler(
-                    self.session, pb.Hello.FromString, pb.Task.SerializeToString
+                    self.session, c.reader(pb.Hello), c.writer(pb.Task)
                 ),
                 "Download": grpc.unary_stream_rpc_method_handler(
-                    self.download, pb.DownloadRequest.FromString, pb.StreamPart.SerializeToString
+                    self.download, c.reader(pb.DownloadRequest), c.writer(pb.StreamPart)
                 ),
                 "Submit": grpc.stream_unary_rpc_method_handler(
-                    self.submit, pb.StreamPart.FromString, pb.SubmitReply.SerializeToString
+                    self.submit, c.reader(pb.StreamPart), c.writer(pb.SubmitReply)
                 ),
             },
         )
+
+
+GRPC_PREFIX_BYTES = 5  # each gRPC message: 1-byte flag + 4-byte length, then the message
+
+
+class WireCounter:
+    """gRPC message bytes a server received and sent (messages plus their 5-byte prefix).
+
+    HTTP/2 frame headers, TLS records and TCP/IP headers are below this count.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.sent = 0
+
+    @property
+    def total(self) -> int:
+        return self.received + self.sent
+
+    def reader(self, cls: Any) -> Any:
+        def read(data: bytes) -> Any:
+            self.received += len(data) + GRPC_PREFIX_BYTES
+            return cls.FromString(data)
+
+        return read
+
+    def writer(self, cls: Any) -> Any:
+        def write(msg: Any) -> bytes:
+            data: bytes = cls.SerializeToString(msg)
+            self.sent += len(data) + GRPC_PREFIX_BYTES
+            return data
+
+        return write
 
 
 async def _data_parts(requests: AsyncIterator[pb.StreamPart]) -> AsyncIterator[bytes]:
@@ -231,6 +269,11 @@ class CenterServer:
         self._server = aio.server(options=_options(center.settings.chunks, keepalive_s))
         self._server.add_generic_rpc_handlers((self._service.handler(),))
         self.port = 0
+
+    @property
+    def counter(self) -> WireCounter:
+        """gRPC message bytes this server has received and sent so far."""
+        return self._service.counter
 
     async def __aenter__(self) -> CenterServer:
         try:
@@ -338,7 +381,9 @@ class GrpcLink:
         """
         call = self._call("Session", "unary_stream", pb.Hello, pb.Task)
         try:
-            async for msg in call(pb.Hello(client_id=self.client_id), metadata=self._metadata):
+            hello = pb.Hello(client_id=self.client_id)
+            # wait_for_ready: a client started before its center waits for it to listen
+            async for msg in call(hello, metadata=self._metadata, wait_for_ready=True):
                 yield _task(msg)
         except aio.AioRpcError as exc:
             raise _mapped(exc) from exc
@@ -378,15 +423,29 @@ class GrpcLink:
             ProtocolError: the call was refused (authentication).
             TransportError: the connection failed.
         """
-        call = self._call("Submit", "stream_unary", pb.StreamPart, pb.SubmitReply)
-        data = payload.to_bytes()
         header = pb.StreamHeader(
             client_id=self.client_id,
             round_idx=round_idx,
-            total_bytes=len(data),
             num_examples=num_examples,
             metrics=dict(metrics),
         )
+        return await self._stream_up(header, payload.to_bytes())
+
+    async def submit_partial(self, round_idx: int, data: bytes) -> tuple[bool, str]:
+        """Stream an aggregator's partial (:func:`~fedstrata.runtime.center.encode_partial`).
+
+        Raises:
+            ProtocolError: the call was refused (authentication).
+            TransportError: the connection failed.
+        """
+        header = pb.StreamHeader(
+            client_id=self.client_id, round_idx=round_idx, content=pb.StreamHeader.PARTIAL
+        )
+        return await self._stream_up(header, data)
+
+    async def _stream_up(self, header: pb.StreamHeader, data: bytes) -> tuple[bool, str]:
+        call = self._call("Submit", "stream_unary", pb.StreamPart, pb.SubmitReply)
+        header.total_bytes = len(data)
 
         async def parts() -> AsyncIterator[pb.StreamPart]:
             yield pb.StreamPart(header=header)

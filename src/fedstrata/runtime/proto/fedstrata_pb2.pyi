@@ -14,16 +14,7 @@ class Hello(_message.Message):
     def __init__(self, client_id: _Optional[int] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = (
-        "batch_size",
-        "lr",
-        "epochs",
-        "steps",
-        "optimizer",
-        "momentum",
-        "weight_decay",
-        "prox_mu",
-    )
+    __slots__ = ("batch_size", "lr", "epochs", "steps", "optimizer", "momentum", "weight_decay", "prox_mu")
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LR_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -40,17 +31,7 @@ class Plan(_message.Message):
     momentum: float
     weight_decay: float
     prox_mu: float
-    def __init__(
-        self,
-        batch_size: _Optional[int] = ...,
-        lr: _Optional[float] = ...,
-        epochs: _Optional[int] = ...,
-        steps: _Optional[int] = ...,
-        optimizer: _Optional[str] = ...,
-        momentum: _Optional[float] = ...,
-        weight_decay: _Optional[float] = ...,
-        prox_mu: _Optional[float] = ...,
-    ) -> None: ...
+    def __init__(self, batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., prox_mu: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("kind", "round_idx", "root_seed", "deadline_s", "plan", "model_bytes")
@@ -59,7 +40,6 @@ class Task(_message.Message):
         KIND_UNSPECIFIED: _ClassVar[Task.Kind]
         TRAIN: _ClassVar[Task.Kind]
         DONE: _ClassVar[Task.Kind]
-
     KIND_UNSPECIFIED: Task.Kind
     TRAIN: Task.Kind
     DONE: Task.Kind
@@ -75,15 +55,7 @@ class Task(_message.Message):
     deadline_s: float
     plan: Plan
     model_bytes: int
-    def __init__(
-        self,
-        kind: _Optional[_Union[Task.Kind, str]] = ...,
-        round_idx: _Optional[int] = ...,
-        root_seed: _Optional[int] = ...,
-        deadline_s: _Optional[float] = ...,
-        plan: _Optional[_Union[Plan, _Mapping]] = ...,
-        model_bytes: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round_idx: _Optional[int] = ..., root_seed: _Optional[int] = ..., deadline_s: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., model_bytes: _Optional[int] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
     __slots__ = ("client_id", "round_idx")
@@ -91,12 +63,16 @@ class DownloadRequest(_message.Message):
     ROUND_IDX_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     round_idx: int
-    def __init__(
-        self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ...
-    ) -> None: ...
+    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ...) -> None: ...
 
 class StreamHeader(_message.Message):
-    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics")
+    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content")
+    class Content(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        UPDATE: _ClassVar[StreamHeader.Content]
+        PARTIAL: _ClassVar[StreamHeader.Content]
+    UPDATE: StreamHeader.Content
+    PARTIAL: StreamHeader.Content
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -104,25 +80,19 @@ class StreamHeader(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_IDX_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     round_idx: int
     total_bytes: int
     num_examples: int
     metrics: _containers.ScalarMap[str, float]
-    def __init__(
-        self,
-        client_id: _Optional[int] = ...,
-        round_idx: _Optional[int] = ...,
-        total_bytes: _Optional[int] = ...,
-        num_examples: _Optional[int] = ...,
-        metrics: _Optional[_Mapping[str, float]] = ...,
-    ) -> None: ...
+    content: StreamHeader.Content
+    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ...) -> None: ...
 
 class StreamPart(_message.Message):
     __slots__ = ("header", "data")
@@ -130,9 +100,7 @@ class StreamPart(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     header: StreamHeader
     data: bytes
-    def __init__(
-        self, header: _Optional[_Union[StreamHeader, _Mapping]] = ..., data: _Optional[bytes] = ...
-    ) -> None: ...
+    def __init__(self, header: _Optional[_Union[StreamHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class SubmitReply(_message.Message):
     __slots__ = ("accepted", "reason")

@@ -1,0 +1,112 @@
+"""A stackable aggregator tier (an edge or a region) of the deployment runtime.
+
+HierFAVG-style tiers (Liu et al., "Client-Edge-Cloud Hierarchical Federated Learning",
+ICC 2020) with one aggregation per tier per round. An :class:`TierAggregator`
+registers with its parent (the center, or another tier) as **one participant**: it
+holds a session with the parent like a client does. Below, it serves its own clients
+exactly like the center does, through a :class:`~fedstrata.runtime.center.Center` of
+its own (its :meth:`~fedstrata.runtime.center.Center.collect` runs one round without
+applying it). Each round the parent selects it for, the tier
+
+1. downloads the parent's model (the broadcast bytes are relayed unchanged),
+2. runs the round on its connected clients with the parent's round index, seed and
+   plan (so clients train exactly as under the center), folding their updates,
+   compressed or dense, into a :class:`~fedstrata.aggregation.WeightedMean` partial in
+   its cohort order,
+3. submits the partial (``MeanState.to_arrays`` as .npz, chunked) to the parent,
+   which merges it (``content=PARTIAL`` in the stream header).
+
+A tier whose clients all failed submits an empty partial, which the parent records as
+a failure of that participant. Tiers stack: a region is a :class:`TierAggregator`
+whose children are tiers.
+
+Ownership and cancellation: :meth:`TierAggregator.run` owns the parent session for its
+whole life; when it returns (the parent said ``DONE``) or is cancelled, its clients'
+sessions are ended with ``DONE``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fedstrata.aggregation.mean import MeanState
+from fedstrata.core.payload import Payload
+from fedstrata.errors import PayloadError, ProtocolError
+from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
+from fedstrata.runtime.client import decode_model
+
+__all__ = ["ParentLink", "TierAggregator", "TierReport"]
+
+log = logging.getLogger(__name__)
+
+
+class ParentLink(Protocol):
+    """What a tier needs from its connection to its parent (``GrpcLink`` has it)."""
+
+    def session(self) -> AsyncIterator[TaskSpec]: ...
+
+    async def download(self, round_idx: int) -> Payload: ...
+
+    async def submit_partial(self, round_idx: int, data: bytes) -> tuple[bool, str]: ...
+
+
+@dataclass
+class TierReport:
+    """What a tier did: its rounds' records and the parent's refusals."""
+
+    rounds: list[RoundRecord] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)
+
+
+class TierAggregator:
+    """One aggregator tier; see the module docstring.
+
+    Args:
+        parent: the connection to the parent (entered by the caller).
+        center: the client-facing center of this tier (``Deployment.edge``), served to
+            its clients by a :class:`~fedstrata.runtime.wire.CenterServer`.
+        size: parameters of the model.
+    """
+
+    def __init__(self, parent: ParentLink, center: Center, size: int) -> None:
+        self.parent, self.center, self.size = parent, center, size
+
+    async def run(self) -> TierReport:
+        """Serve the parent until it ends the run; then end the clients' sessions.
+
+        Raises:
+            ProtocolError: the parent refused the session.
+            TransportError: the connection to the parent failed.
+        """
+        report = TierReport()
+        try:
+            async for task in self.parent.session():
+                if task.kind is TaskKind.DONE:
+                    break
+                await self._round(task, report)
+        finally:
+            self.center.finish()
+        return report
+
+    async def _round(self, task: TaskSpec, report: TierReport) -> None:
+        r = task.round_idx
+        try:
+            model = await self.parent.download(r)
+            params = decode_model(model, self.size)
+        except (ProtocolError, PayloadError) as exc:
+            log.warning("tier: round %d skipped: %s", r, exc)
+            report.refused.append((r, str(exc)))
+            return
+        state, record = await self.center.collect(r, params, model=model.to_bytes(), task=task)
+        report.rounds.append(record)
+        partial = state if isinstance(state, MeanState) else None
+        if partial is None:
+            raise ProtocolError(f"tier aggregator state is {type(state).__name__}, not a mean")
+        log.info("tier: round %d: %d updates, weight %g", r, partial.count, partial.total_weight)
+        accepted, reason = await self.parent.submit_partial(r, encode_partial(partial))
+        if not accepted:
+            log.warning("tier: round %d partial refused: %s", r, reason)
+            report.refused.append((r, reason))
