@@ -239,6 +239,9 @@ def serve_center(
     cert: Annotated[Path | None, typer.Option(help="server certificate (PEM)")] = None,
     key: Annotated[Path | None, typer.Option(help="server key (PEM)")] = None,
     mutual: Annotated[bool, typer.Option(help="require client certificates")] = False,
+    participants: Annotated[
+        int | None, typer.Option(help="aggregator tiers below the center (default: clients)")
+    ] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
 ) -> None:
     """Run the center (coordinator) of a real federation."""
@@ -256,11 +259,60 @@ def serve_center(
                 tokens=load_tokens(tokens),
                 tls=_tls(ca, cert, key),
                 mutual=mutual,
+                participants=participants,
             )
         )
     except FedstrataError as exc:
         raise _fail(exc) from None
     typer.echo(f"finished {len(result.rounds)} rounds; {result.wire_bytes:,} bytes on the wire")
+
+
+@serve_app.command("aggregator")
+def serve_aggregator(
+    config: Annotated[Path | None, typer.Argument(help="YAML config")] = None,
+    *,
+    set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+    parent: Annotated[str, typer.Option(help="parent (center or region) host:port")] = (
+        "127.0.0.1:50051"
+    ),
+    tier_id: Annotated[int, typer.Option(help="this tier's participant id at the parent")] = 0,
+    token: Annotated[str, typer.Option(envvar="FEDSTRATA_TOKEN", help="token at the parent")] = "",
+    clients: Annotated[int, typer.Option(min=1, help="clients this tier serves")] = 1,
+    address: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:50052",
+    tokens: Annotated[Path, typer.Option(help="JSON {client id: token}")] = Path("tokens.json"),
+    ca: Annotated[Path | None, typer.Option(help="CA certificate (PEM); omit for no TLS")] = None,
+    cert: Annotated[Path | None, typer.Option(help="this tier's server certificate")] = None,
+    key: Annotated[Path | None, typer.Option(help="this tier's server key")] = None,
+    parent_cert: Annotated[Path | None, typer.Option(help="client cert at the parent")] = None,
+    parent_key: Annotated[Path | None, typer.Option(help="client key at the parent")] = None,
+    mutual: Annotated[bool, typer.Option(help="require client certificates")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
+) -> None:
+    """Run an edge or region aggregator between clients and a parent."""
+    import asyncio
+
+    _setup_logging(verbose)
+    from fedstrata.runtime.commands import load_tokens, run_aggregator
+
+    try:
+        cfg = load_config(config, None, set_ or [])
+        report = asyncio.run(
+            run_aggregator(
+                cfg,
+                parent=parent,
+                tier_id=tier_id,
+                token=token,
+                parent_tls=_tls(ca, parent_cert, parent_key),
+                clients=clients,
+                address=address,
+                tokens=load_tokens(tokens),
+                tls=_tls(ca, cert, key),
+                mutual=mutual,
+            )
+        )
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"aggregated {len(report.rounds)} rounds; {len(report.refused)} refused")
 
 
 @app.command("client")

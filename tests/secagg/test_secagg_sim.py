@@ -49,7 +49,7 @@ from fedstrata.sim import (
 
 
 def _load_sim_fakes() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "sim" / "conftest.py"
+    path = Path(__file__).resolve().parents[1] / "sim" / "simfakes.py"
     spec = importlib.util.spec_from_file_location("secagg_sim_fakes", path)
     assert spec is not None
     assert spec.loader is not None
