@@ -355,6 +355,11 @@ def main() -> None:
         "tta_ratio": ours["tta_ratio"],
         "acc_baseline": d["baseline"]["final_acc"],
         "acc_ours": ours["final_acc"],
+        # the same figures for allocation + Oort selection (also an allocation arm)
+        "utilization_alloc_oort": d["alloc+oort"]["utilization"],
+        "throughput_ratio_alloc_oort": d["alloc+oort"]["throughput_ratio"],
+        "tta_ratio_alloc_oort": d["alloc+oort"]["tta_ratio"],
+        "acc_alloc_oort": d["alloc+oort"]["final_acc"],
         "detail": detail,
         "wall_s": time.perf_counter() - t0,
     }  # fmt: skip
