@@ -37,17 +37,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fedstrata.aggregation.protocol import UNKNOWN_CLIENT, Aggregator
-from fedstrata.core.params import FloatVector
-from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, DataError
-from fedstrata.pipeline.stage import Codec
 from fedstrata.scheduling import (
     DeviceProfiles,
     HistoryBatch,
     OortSelector,
-    PredictorConfig,
     Registry,
     Selector,
     TimePredictor,
@@ -57,11 +52,12 @@ from fedstrata.scheduling import (
     link_seconds,
     overselect,
     predictor_extras,
-    replay_history,
     round_utilization,
 )
 from fedstrata.sim.hooks import ClientReport
 from fedstrata.sim.profiles import ProfileTable
+from fedstrata.sim.registry_bridge import profile_table, registry_profiles, start_from_registry
+from fedstrata.sim.settlement import SettlementWeighted
 
 __all__ = [
     "ScheduleSettings",
@@ -118,56 +114,6 @@ class ScheduleSettings:
                 raise ConfigError(
                     f"ScheduleSettings.{name}={getattr(self, name)!r}: must be {rule}"
                 )
-
-
-def registry_profiles(table: ProfileTable) -> DeviceProfiles:
-    """The simulator's profiles as registry rows (device ``i`` is row ``i``)."""
-    return DeviceProfiles(
-        np.arange(len(table), dtype=np.int64),
-        table.flops / 1e9,
-        table.memory_gb,
-        table.latency_s * 1e3,
-        table.uplink_bps / 1e6,
-        table.downlink_bps / 1e6,
-        table.availability,
-    )
-
-
-def profile_table(devices: DeviceProfiles) -> ProfileTable:
-    """Registry rows as the simulator's profiles; ids must be ``0 .. n-1``.
-
-    Raises:
-        DataError: the ids are not exactly ``0 .. n-1``.
-    """
-    order = np.argsort(devices.device_id, kind="stable")
-    if not np.array_equal(devices.device_id[order], np.arange(len(devices))):
-        raise DataError("profile_table: registry device ids must be exactly 0 .. n-1")
-    d = devices.take(order)
-    return ProfileTable(
-        d.flops,
-        d.memory_gb,
-        d.uplink_mbps * 1e6,
-        d.downlink_mbps * 1e6,
-        d.network_latency_ms / 1e3,
-        d.availability,
-    )
-
-
-def start_from_registry(
-    registry: Registry,
-    flops_per_example: float,
-    config: PredictorConfig | None = None,
-) -> tuple[ProfileTable, DeviceProfiles, TimePredictor]:
-    """Begin a simulation from a registry: profiles, and a predictor warmed by history.
-
-    Raises:
-        RegistryError: the registry cannot be read.
-        DataError: registry ids are not ``0 .. n-1``.
-    """
-    devices = registry.devices()
-    predictor = TimePredictor.from_profiles(devices, flops_per_example, config)
-    replay_history(predictor, registry.history())
-    return profile_table(devices), devices, predictor
 
 
 @dataclass(frozen=True, eq=False)
@@ -442,57 +388,3 @@ class ScheduledSelector:
             self.inner.hint_durations(ids, hint)
         want = overselect(k, self.rate) if k >= 1 else 0
         return self.inner.select(round_idx, ids, want, rng)
-
-
-class SettlementWeighted:
-    """An aggregator whose client weights are scaled by the work each client completed.
-
-    Partial work at the deadline counts with ``weight * done / assigned``
-    (:func:`fedstrata.scheduling.settlement_weights`); everything else is ``inner``'s.
-    """
-
-    def __init__(self, inner: Aggregator[Any], planner: ScheduledPlanner) -> None:
-        self.inner, self.planner = inner, planner
-
-    @property
-    def mergeable(self) -> bool:
-        return bool(self.inner.mergeable)
-
-    def init(self, size: int) -> object:
-        return self.inner.init(size)
-
-    def accumulate(
-        self,
-        state: object,
-        vector: FloatVector,
-        weight: float,
-        *,
-        client_id: int = UNKNOWN_CLIENT,
-        metrics: Mapping[str, float] | None = None,
-    ) -> object:
-        w = weight * self.planner.weight_factor(client_id)
-        return self.inner.accumulate(state, vector, w, client_id=client_id, metrics=metrics)
-
-    def accumulate_payload(
-        self,
-        state: object,
-        codec: Codec,
-        payload: Payload,
-        weight: float,
-        *,
-        client_id: int = UNKNOWN_CLIENT,
-        metrics: Mapping[str, float] | None = None,
-    ) -> object:
-        w = weight * self.planner.weight_factor(client_id)
-        return self.inner.accumulate_payload(
-            state, codec, payload, w, client_id=client_id, metrics=metrics
-        )
-
-    def merge(self, a: object, b: object) -> object:
-        return self.inner.merge(a, b)
-
-    def finalize(self, state: object) -> FloatVector:
-        return self.inner.finalize(state)
-
-    def finalize_metrics(self, state: object) -> dict[str, float]:
-        return self.inner.finalize_metrics(state)
