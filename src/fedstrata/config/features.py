@@ -1,0 +1,250 @@
+"""Configuration sections of the optional features: compression, privacy, secure
+aggregation, scheduling and the aggregation tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from fedstrata.compress import CompressionSpec, resolve_spec
+from fedstrata.config.base import Strict as _Strict
+from fedstrata.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedstrata.secagg import RingSpec
+
+__all__ = [
+    "CompressionConfig",
+    "DownlinkConfig",
+    "FedBuffSection",
+    "PrivacyConfig",
+    "SchedulingConfig",
+    "SecAggSettings",
+    "TopologyConfig",
+]
+
+
+class CompressionConfig(_Strict):
+    """A compression chain: a ``preset`` (see ``docs/compression.md``) and overrides.
+
+    Fields left unset come from the preset (default ``none``: dense float32).
+    """
+
+    preset: str = Field(
+        "none", description="a preset name (docs/compression.md); other keys override it"
+    )
+    sparsify: Literal["none", "topk", "topk_approx", "randk"] | None = Field(
+        None, description="sparsifier"
+    )
+    density: float | None = Field(None, gt=0, le=1, description="fraction of coordinates kept")
+    quantize: Literal[32, 8, 4, 2, 1] | None = Field(
+        None, description="bits per value (32: no quantization)"
+    )
+    stochastic: bool | None = Field(None, description="stochastic (unbiased) rounding")
+    block_size: int | None = Field(None, ge=1, description="coordinates per quantization scale")
+    error_feedback: bool | None = Field(
+        None, description="keep what was not sent and add it next time"
+    )
+    zstd: bool | None = Field(None, description="lossless zstd on the encoded body")
+    zstd_level: int | None = Field(None, ge=1, le=22, description="zstd level")
+
+    @model_validator(mode="after")
+    def _resolves(self) -> CompressionConfig:
+        try:
+            self.spec()
+        except ConfigError as exc:  # reported with the section's name by pydantic
+            raise ValueError(str(exc)) from None
+        return self
+
+    def spec(self) -> CompressionSpec:
+        """The validated compression spec."""
+        return resolve_spec(self.model_dump(exclude_none=True))
+
+    @property
+    def enabled(self) -> bool:
+        return self.spec() != CompressionSpec()
+
+
+class DownlinkConfig(CompressionConfig):
+    """Compression of the model broadcast (deltas since the version a client holds)."""
+
+    history: int = Field(
+        64,
+        ge=1,
+        description="deltas kept; clients further behind get the full model "
+        "(keep it well above num_clients / clients_per_round)",
+    )
+
+    def spec(self) -> CompressionSpec:
+        return resolve_spec(self.model_dump(exclude_none=True, exclude={"history"}))
+
+
+class PrivacyConfig(_Strict):
+    """User-level differential privacy (see ``docs/privacy.md``).
+
+    ``mechanism: central`` clips every update to ``clip_norm``, weights clients
+    uniformly, samples the cohort by Poisson sampling at rate
+    ``clients_per_round / num_clients``, adds Gaussian noise at the server, and stops
+    training when the (epsilon, delta) budget would be exceeded. ``schedule: staged``
+    splits the budget over stages of the planned rounds (``stage_fractions``) by
+    ``stage_weights``; ``uniform`` is one stage.
+    """
+
+    mechanism: Literal["none", "central"] = Field(
+        "none", description="none, or central DP (server adds noise; trusted server)"
+    )
+    epsilon: float = Field(2.0, gt=0, description="total epsilon budget")
+    delta: float = Field(1e-5, gt=0, lt=1, description="delta of the budget")
+    clip_norm: float = Field(1.0, gt=0, description="L2 norm every update is clipped to")
+    schedule: Literal["uniform", "staged"] = Field(
+        "staged", description="uniform: one noise level; staged: budget split over stages"
+    )
+    stage_weights: tuple[float, ...] = Field((0.3, 0.5, 0.2), description="budget share per stage")
+    stage_fractions: tuple[float, ...] | None = Field(
+        None, description="share of the planned rounds per stage; default: equal"
+    )
+    planned_rounds: int | None = Field(None, ge=1, description="default: rounds.rounds")
+    accountant: Literal["pld", "rdp"] = Field(
+        "pld", description="accountant for the reported ε (PLD is tighter)"
+    )
+    switch_on_plateau: bool = Field(
+        False, description="advance the stage early when the test loss plateaus"
+    )
+    plateau_window: int = Field(5, ge=1, description="rounds per plateau window")
+    plateau_tol: float = Field(
+        0.01, gt=0, description="relative improvement below which the loss has plateaued"
+    )
+
+    @model_validator(mode="after")
+    def _stages_line_up(self) -> PrivacyConfig:
+        fractions = self.stage_fractions
+        if fractions is not None and len(fractions) != len(self.stage_weights):
+            raise ValueError(
+                f"privacy.stage_fractions has {len(fractions)} entries but "
+                f"stage_weights has {len(self.stage_weights)}"
+            )
+        if any(not 0 < w <= 1 for w in (*self.stage_weights, *(fractions or ()))):
+            raise ValueError("privacy stage weights and fractions must be in (0, 1]")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.mechanism != "none"
+
+
+class SecAggSettings(_Strict):
+    """Secure aggregation (``docs/secagg.md``): the server learns only the cohort's sum.
+
+    Clients clip each coordinate to ``clip``, quantize to ``input_bits`` and send ring
+    elements (on a cohort-shared random-k support when ``density < 1``); the center
+    runs SecAgg+ over the cohort, recovering failed or late clients as dropouts.
+    """
+
+    enabled: bool = False
+    clip: float = Field(1.0, gt=0, description="per-coordinate clip before fixed point")
+    input_bits: int = Field(16, ge=2, le=32, description="signed fixed-point width")
+    stochastic: bool = True
+    density: float = Field(1.0, gt=0, le=1, description="share of coordinates sent (random-k)")
+    dropout_rate: float = Field(0.1, ge=0, lt=0.5, description="planned; sets degree/threshold")
+    sparse_graph: bool = True
+    precompute_masks: bool = False
+    max_weight: int | None = Field(
+        None, ge=1, description="integer weight cap; None: largest client (1 if uniform)"
+    )
+
+    def ring_spec(self) -> RingSpec:
+        """The clients' ring encoding."""
+        from fedstrata.secagg import RingSpec  # deferred: imports cryptography
+
+        return RingSpec(self.clip, self.input_bits, self.stochastic, self.density)
+
+
+class FedBuffSection(_Strict):
+    """Buffered asynchronous aggregation (FedBuff, Nguyen et al. 2022)."""
+
+    enabled: bool = Field(False, description="run FedBuff instead of synchronous rounds")
+    concurrency: int = Field(100, ge=1, description="clients training at any moment")
+    buffer_size: int = Field(10, ge=1, description="updates per server step (K)")
+    server_updates: int | None = Field(
+        None, ge=1, description="server steps; None: rounds * clients_per_round / buffer_size"
+    )
+    max_staleness: int = Field(100, ge=0, description="older updates are dropped")
+    staleness_exponent: float = Field(0.5, ge=0, description="weight 1/(1+tau)^exponent")
+
+
+class SchedulingConfig(_Strict):
+    """Heterogeneity-aware scheduling (``docs/scheduling.md``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    allocation: bool = Field(
+        False, description="size each client's local steps to meet rounds.deadline_s"
+    )
+    selector: Literal["random", "oort"] = Field(
+        "random", description="cohort selection: uniform, or Oort's utility x speed"
+    )
+    min_steps: int = Field(1, ge=1, description="least useful work per client")
+    max_steps: int | None = Field(None, ge=1, description="most local steps per client")
+    safety: float = Field(0.0, ge=0, lt=1, description="share of the deadline kept in reserve")
+    overselect: float = Field(0.0, ge=0, description="select k * (1 + overselect) clients")
+    skip_infeasible: bool = Field(
+        True, description="do not select devices predicted to miss the deadline"
+    )
+    registry_url: str | None = Field(
+        None, description="device registry (SQLite path or PostgreSQL URL); read and written"
+    )
+    async_: FedBuffSection = Field(FedBuffSection(), alias="async")
+
+    @property
+    def enabled(self) -> bool:
+        return self.allocation or self.selector == "oort" or self.registry_url is not None
+
+
+class TopologyConfig(_Strict):
+    """The aggregation tree (``docs/hierarchy.md``): flat, planned, or given.
+
+    ``auto`` clusters clients into edges and edges into regions from a latency matrix
+    (``latency_path``, or one generated from a geographic model); ``explicit`` takes
+    ``regions: {region: {edge: [client ids]}}``. Edges aggregate every round, regions
+    every ``kappa_edge`` edge rounds, the center every ``kappa_region`` region rounds
+    (HierFAVG).
+    """
+
+    mode: Literal["flat", "auto", "explicit"] = Field("flat", description="tree shape")
+    edge_size: int = Field(20, ge=1, description="target clients per edge")
+    edge_min: int = Field(10, ge=1, description="fewest clients per edge")
+    edge_max: int = Field(20, ge=1, description="most clients per edge")
+    region_size: int = Field(5, ge=1, description="target edges per region")
+    region_min: int = Field(5, ge=1, description="fewest edges per region")
+    region_max: int = Field(10, ge=1, description="most edges per region")
+    kappa_edge: int = Field(1, ge=1, description="edge rounds per region aggregation")
+    kappa_region: int = Field(1, ge=1, description="region rounds per center aggregation")
+    latency_path: Path | None = Field(
+        None, description="latency matrix (.csv/.npz, ids 0..n-1 and center); None: generated"
+    )
+    geo_regions: int = Field(4, ge=1, description="regions of the generated geography")
+    lan_mbps: float = Field(1000.0, gt=0, description="device -> edge bandwidth")
+    metro_mbps: float = Field(100.0, gt=0, description="edge -> region bandwidth")
+    wan_mbps: float = Field(10.0, gt=0, description="region -> center ingress bandwidth")
+    lan_ms: float = Field(1.0, ge=0, description="device -> edge latency")
+    metro_ms: float = Field(5.0, ge=0, description="edge -> region latency")
+    wan_ms: float = Field(20.0, ge=0, description="region -> center latency")
+    partial_compression: CompressionConfig = Field(
+        CompressionConfig(), description="how edges re-compress partial aggregates"
+    )
+    edge_failure_rate: float = Field(0.0, ge=0, lt=1, description="per edge per round")
+    regions: dict[str, dict[str, list[int]]] | None = Field(
+        None, description="explicit tree: region -> edge -> client ids"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TopologyConfig:
+        if self.mode == "explicit" and not self.regions:
+            raise ValueError("topology.regions is required when topology.mode is 'explicit'")
+        if not self.edge_min <= self.edge_size <= self.edge_max:
+            raise ValueError("topology needs edge_min <= edge_size <= edge_max")
+        if not self.region_min <= self.region_max:
+            raise ValueError("topology needs region_min <= region_max")
+        return self
