@@ -18,7 +18,13 @@ from fedstrata.runtime.center import (
     decode_partial,
     encode_partial,
 )
-from fedstrata.runtime.client import CenterLink, ClientAgent, ClientReport, decode_model
+from fedstrata.runtime.client import (
+    Backoff,
+    CenterLink,
+    ClientAgent,
+    ClientReport,
+    decode_model,
+)
 from fedstrata.runtime.security import (
     DevPki,
     TlsFiles,
@@ -31,6 +37,7 @@ from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
 from fedstrata.runtime.wire import CenterServer, GrpcLink, WireCounter
 
 __all__ = [
+    "Backoff",
     "Center",
     "CenterLink",
     "CenterServer",

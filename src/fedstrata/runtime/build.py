@@ -9,7 +9,11 @@ not supported yet and are refused.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from dataclasses import dataclass
+
+import numpy as np
 
 from fedstrata.aggregation import WeightedMean
 from fedstrata.api import aggregator, build_dataset, local_plan, server_optimizer
@@ -26,10 +30,12 @@ from fedstrata.errors import ConfigError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
-from fedstrata.runtime.client import CenterLink, ClientAgent
+from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
-__all__ = ["Deployment", "check_supported", "deployment"]
+__all__ = ["DEFAULT_BACKOFF", "Deployment", "check_supported", "deployment"]
+
+DEFAULT_BACKOFF = Backoff()
 
 
 def check_supported(config: FedConfig) -> None:
@@ -73,6 +79,7 @@ class Deployment:
         min_available: int | None = None,
         clock: Clock | None = None,
         participants: int | None = None,
+        stream_min_bytes: int | None = 64 << 20,
     ) -> Center:
         """The center: all participants before round 0, then ``min_available``.
 
@@ -83,6 +90,8 @@ class Deployment:
             participants: aggregator tiers below the center (None: the clients connect
                 directly). With tiers, every live tier takes part in every round and
                 the aggregator must be ``mean``.
+            stream_min_bytes: model size from which rounds aggregate streaming
+                (``CenterSettings.stream_min_bytes``).
 
         Raises:
             ConfigError: tiers under a non-mergeable aggregator.
@@ -98,6 +107,7 @@ class Deployment:
         if participants is not None and not agg.mergeable:
             raise ConfigError(f"server.aggregator={cfg.server.aggregator!r} cannot merge tiers")
         settings = self._settings(chunk_bytes, min_available or start, start)
+        settings = dataclasses.replace(settings, stream_min_bytes=stream_min_bytes)
         return Center(
             settings,
             coordinator=RoundCoordinator(policy),
@@ -157,9 +167,18 @@ class Deployment:
         return Pipeline([], ChainCodec(c.spec(), self.size, store))
 
     def client(
-        self, link: CenterLink, client_id: int, trainer: Trainer | None = None
+        self,
+        link: CenterLink,
+        client_id: int,
+        trainer: Trainer | None = None,
+        *,
+        backoff: Backoff | None = DEFAULT_BACKOFF,
+        sleep: Sleep = asyncio.sleep,
     ) -> ClientAgent:
         """The agent of ``client_id`` over ``link`` (a fresh trainer unless given).
+
+        It reconnects per ``backoff`` (jitter seeded by the run seed and ``client_id``);
+        ``sleep`` awaits the delays (tests inject a fake).
 
         Raises:
             ConfigError: ``client_id`` is not a client of the dataset.
@@ -170,7 +189,11 @@ class Deployment:
             )
         data = self.dataset.client(client_id)
         trainer = trainer or self.factory()
-        return ClientAgent(link, client_id, trainer, data, self.client_pipeline())
+        rng = np.random.default_rng(derive_seed(self.config.seed, 0, client_id, "reconnect"))
+        pipeline = self.client_pipeline()
+        return ClientAgent(
+            link, client_id, trainer, data, pipeline, backoff=backoff, rng=rng, sleep=sleep
+        )
 
 
 def deployment(config: FedConfig) -> Deployment:

@@ -38,9 +38,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fedstrata.aggregation.mean import MeanState
-from fedstrata.aggregation.protocol import Aggregator
-from fedstrata.algorithms.server import ServerOptimizer
+from fedstrata.aggregation.mean import MeanState, WeightedMean
+from fedstrata.aggregation.protocol import Aggregator, check_metrics, check_weight
+from fedstrata.algorithms.server import FedAvg, ServerOptimizer
 from fedstrata.coordinator import (
     ClientFailed,
     CloseRound,
@@ -55,11 +55,13 @@ from fedstrata.coordinator import (
 from fedstrata.core.clock import Clock, MonotonicClock
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
-from fedstrata.core.payload import HEADER_SIZE, CodecId, Payload
+from fedstrata.core.payload import HEADER_SIZE, Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, FedstrataError, PayloadError, ProtocolError
+from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
-from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
+from fedstrata.runtime.streaming import Broadcast, DenseFold, apply_in_place
+from fedstrata.runtime.transport import ChunkPlan, Reassembler
 
 __all__ = [
     "Center",
@@ -120,6 +122,10 @@ class CenterSettings:
         round_timeout_s: real seconds a round waits for its cohort (None: no deadline).
         start_clients: connected clients needed before the first round (None:
             ``min_available``); later rounds tolerate dropouts down to ``min_available``.
+        stream_min_bytes: models of at least this many float32 bytes are aggregated
+            streaming (None: never): a float32 running sum, dense uploads folded chunk
+            by chunk in cohort order, finalize and FedAvg applied in place. Needs the
+            ``mean`` aggregator and dense uploads; see ``docs/runtime.md``.
     """
 
     rounds: int
@@ -130,8 +136,14 @@ class CenterSettings:
     chunks: ChunkPlan = field(default_factory=ChunkPlan)
     round_timeout_s: float | None = None
     start_clients: int | None = None
+    stream_min_bytes: int | None = 64 << 20
 
     def __post_init__(self) -> None:
+        if self.stream_min_bytes is not None and self.stream_min_bytes < 1:
+            raise ConfigError(
+                "CenterSettings.stream_min_bytes must be >= 1 or None, "
+                f"got {self.stream_min_bytes}"
+            )
         if self.rounds < 1:
             raise ConfigError(f"CenterSettings.rounds must be >= 1, got {self.rounds}")
         if self.min_available < 1:
@@ -146,12 +158,17 @@ class CenterSettings:
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """One finished round: its outcome and the bytes it moved."""
+    """One finished round: its outcome and the bytes it moved.
+
+    ``voided``: why a streamed round's aggregate was discarded (an upload broke after
+    it touched the sum); the model is then unchanged although ``outcome.applied``.
+    """
 
     outcome: RoundOutcome
     bytes_up: int
     bytes_down: int
     train_loss: float | None
+    voided: str | None = None
 
 
 @dataclass
@@ -177,6 +194,7 @@ class _Held:
     metrics: dict[str, float]
 
 
+_SUPERSEDED = TaskSpec(TaskKind.DONE)  # ends a session replaced by a reconnection
 _FAILED = None  # marks a resolved cohort member without a usable update
 
 
@@ -187,8 +205,13 @@ class _OpenRound:
     round_idx: int
     cohort: list[int]
     state: Any
-    model: bytes
+    model: Broadcast
+    streamed: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    turn: asyncio.Event = field(default_factory=asyncio.Event)  # set when folding moves
+    closed: bool = False
+    in_flight: int | None = None  # the client whose upload is being folded
+    void: str | None = None
     submitted: set[int] = field(default_factory=set)
     resolved: dict[int, _Held | None] = field(default_factory=dict)
     next_fold: int = 0
@@ -258,13 +281,26 @@ class Center:
         self, round_idx: int, params: FloatVector, opt_state: object
     ) -> tuple[FloatVector, object, RoundRecord]:
         state, record = await self.collect(round_idx, params)
-        if record.outcome.applied:
+        if record.outcome.applied and record.voided is None:
+            if self._streamed(params) and isinstance(self.server_optimizer, FedAvg):
+                return apply_in_place(params, state, self.server_optimizer), opt_state, record
             mean = self.aggregator.finalize(state)
             if self.pipeline is not None:
                 ctx = RoundContext(round_idx, self.settings.root_seed)
                 mean = self.pipeline.decode_aggregate(mean, ctx)
             params, opt_state = self.server_optimizer.step(params, mean, opt_state)
         return params, opt_state, record
+
+    def _streamed(self, params: FloatVector) -> bool:
+        """Whether rounds on ``params`` aggregate streaming (see CenterSettings)."""
+        limit = self.settings.stream_min_bytes
+        return (
+            limit is not None
+            and 4 * params.shape[0] >= limit
+            and isinstance(self.aggregator, WeightedMean)
+            and isinstance(self.codec, DenseCodec)
+            and self.pipeline is None
+        )
 
     async def collect(
         self,
@@ -292,14 +328,18 @@ class Center:
         available = np.array(sorted(self._sessions), dtype=np.int64)
         (send,) = self.coordinator.handle(StartRound(round_idx, self.clock.now(), available))
         assert isinstance(send, SendModel)
-        if model is None:
-            model = Payload(CodecId.MODEL_F32, b"", params.astype("<f4").tobytes()).to_bytes()
+        blob = Broadcast.of_model(params) if model is None else Broadcast.of_bytes(model)
         cohort = [int(c) for c in send.client_ids]
-        rnd = _OpenRound(round_idx, cohort, self.aggregator.init(params.shape[0]), model)
+        streamed = self._streamed(params)
+        agg = _STREAM_MEAN if streamed else self.aggregator
+        rnd = _OpenRound(round_idx, cohort, agg.init(params.shape[0]), blob, streamed)
         self._round = rnd
         self._dispatch(rnd, task)
         await self._await_cohort(rnd)
-        return rnd.state, self._close(rnd)
+        record = self._close(rnd)
+        if rnd.void is not None:  # an empty partial: a tier's parent fails this tier
+            return _STREAM_MEAN.init(0), record
+        return rnd.state, record
 
     def finish(self) -> None:
         """End the run: every session gets ``DONE``; later sessions are refused."""
@@ -312,7 +352,7 @@ class Center:
         plan = s.plan if relayed is None else relayed.plan
         seed = s.root_seed if relayed is None else relayed.root_seed
         deadline = s.round_timeout_s
-        task = TaskSpec(TaskKind.TRAIN, rnd.round_idx, seed, plan, deadline, len(rnd.model))
+        task = TaskSpec(TaskKind.TRAIN, rnd.round_idx, seed, plan, deadline, rnd.model.nbytes)
         for cid in rnd.cohort:
             queue = self._sessions.get(cid)
             if queue is None:
@@ -330,6 +370,9 @@ class Center:
             log.warning("round %d: deadline passed; missing clients %s", rnd.round_idx, missing)
 
     def _close(self, rnd: _OpenRound) -> RoundRecord:
+        rnd.closed = True
+        if rnd.in_flight is not None:
+            self._void(rnd, f"upload of client {rnd.in_flight} still streaming at the close")
         self._fold_ready(rnd, final=True)
         (close,) = self.coordinator.handle(DeadlinePassed(self.clock.now()))
         assert isinstance(close, CloseRound)
@@ -343,7 +386,12 @@ class Center:
             len(outcome.failed),
             len(outcome.late),
         )
-        return RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss)
+        return RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void)
+
+    def _void(self, rnd: _OpenRound, reason: str) -> None:
+        if rnd.void is None:
+            log.warning("round %d: aggregate voided, model unchanged: %s", rnd.round_idx, reason)
+            rnd.void = reason
 
     # ---- resolution and ordered folding --------------------------------------------
 
@@ -367,6 +415,7 @@ class Center:
                 return
             entry = rnd.resolved.get(cid, _FAILED)
             rnd.next_fold += 1
+            rnd.turn.set()
             if entry is not None:
                 self._fold_one(rnd, cid, entry)
 
@@ -402,13 +451,18 @@ class Center:
     async def session(self, client_id: int) -> AsyncIterator[TaskSpec]:
         """A client's session: yields its tasks until ``DONE``; ends fail it.
 
+        A new session of a client that still holds one (it reconnected before the
+        center saw the old connection break) supersedes the old one, which ends.
+
         Raises:
-            ProtocolError: the client already holds a session, or the run is over.
+            ProtocolError: the run is over.
         """
-        if client_id in self._sessions:
-            raise ProtocolError(self._reject(-1, client_id, "client already has a session"))
         if self._finished:
             raise ProtocolError(self._reject(-1, client_id, "the run is over"))
+        old = self._sessions.get(client_id)
+        if old is not None:
+            log.warning("client %d reconnected; its previous session ends", client_id)
+            old.put_nowait(_SUPERSEDED)
         queue: asyncio.Queue[TaskSpec] = asyncio.Queue()
         self._sessions[client_id] = queue
         self._joined.set()
@@ -416,11 +470,14 @@ class Center:
         try:
             while True:
                 task = await queue.get()
+                if task is _SUPERSEDED:
+                    return
                 yield task
                 if task.kind is TaskKind.DONE:
                     return
         finally:
-            del self._sessions[client_id]
+            if self._sessions.get(client_id) is queue:
+                del self._sessions[client_id]
             rnd = self._round
             if rnd is not None and client_id in rnd.members:
                 self._fail(rnd, client_id, "disconnected during the round")
@@ -436,8 +493,8 @@ class Center:
             raise ProtocolError(
                 self._reject(round_idx, client_id, f"no model of round {round_idx} for it")
             )
-        rnd.bytes_down += len(rnd.model)
-        return len(rnd.model), _aiter(iter_chunks(rnd.model, self.settings.chunks.chunk_bytes))
+        rnd.bytes_down += rnd.model.nbytes
+        return rnd.model.nbytes, _aiter(rnd.model.chunks(self.settings.chunks.chunk_bytes))
 
     async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
         """Receive one update; returns (accepted, reason). Never raises for bad input."""
@@ -446,6 +503,8 @@ class Center:
         if problem is not None or rnd is None:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
         rnd.submitted.add(cid)
+        if rnd.streamed and not header.partial:
+            return await self._submit_streamed(rnd, header, chunks)
         try:
             reassembler = Reassembler(header.total_bytes, self.settings.chunks.max_total_bytes)
             async for chunk in chunks:
@@ -461,6 +520,70 @@ class Center:
             self._fail(rnd, cid, "upload interrupted")
             raise
         return self._arrived(rnd, header, payload)
+
+    async def _submit_streamed(
+        self, rnd: _OpenRound, header: UploadHeader, chunks: AsyncIterator[bytes]
+    ) -> tuple[bool, str]:
+        """Fold a dense upload into the sum as it arrives, when its cohort turn comes.
+
+        Until then its stream is left unread (gRPC flow control holds the sender).
+        """
+        cid = header.client_id
+        position = rnd.cohort.index(cid)
+        while rnd.next_fold < position and not rnd.closed and cid not in rnd.resolved:
+            rnd.turn.clear()
+            await rnd.turn.wait()
+        if rnd.closed or cid in rnd.resolved:
+            return False, self._reject(rnd.round_idx, cid, "round resolved before its turn")
+        weight = self._weight(header)
+        (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
+        if isinstance(cmd, Reject):
+            self._resolve(rnd, cid)
+            return False, self._reject(rnd.round_idx, cid, cmd.reason)
+        fold: DenseFold | None = None
+        try:
+            metrics = check_metrics(header.metrics, cid)
+            fold = DenseFold(rnd.state.weighted_sum, check_weight(weight, cid), header.total_bytes)
+            rnd.in_flight = cid
+            async for chunk in chunks:
+                if rnd.closed:
+                    break
+                fold.add(chunk)
+            if rnd.closed:
+                raise PayloadError("the round closed during the upload")
+            rnd.bytes_up += fold.finish()
+        except FedstrataError as exc:
+            self._stream_failed(rnd, cid, f"bad upload: {exc}", fold)
+            return False, self._reject(rnd.round_idx, cid, str(exc))
+        except BaseException:  # the stream broke (client gone, call cancelled)
+            self._stream_failed(rnd, cid, "upload interrupted", fold)
+            raise
+        finally:
+            rnd.in_flight = None
+        state = rnd.state
+        state.total_weight += fold.weight
+        state.count += 1
+        state.metrics.add(metrics, fold.weight)
+        self._resolve(rnd, cid)
+        return True, ""
+
+    def _stream_failed(
+        self, rnd: _OpenRound, cid: int, reason: str, fold: DenseFold | None
+    ) -> None:
+        if fold is not None and fold.touched:
+            self._void(rnd, f"client {cid}: {reason} after part of it was summed")
+        if not rnd.closed:
+            self._fail(rnd, cid, reason)
+
+    def _resolve(self, rnd: _OpenRound, cid: int) -> None:
+        """Mark ``cid`` resolved with nothing left to fold."""
+        rnd.resolved[cid] = _FAILED
+        self._fold_ready(rnd)
+        self._check_done(rnd)
+
+    def _weight(self, header: UploadHeader) -> float:
+        examples = self.settings.weighting == "examples"
+        return float(header.num_examples) if examples else 1.0
 
     def _submission_problem(self, rnd: _OpenRound | None, header: UploadHeader) -> str | None:
         cid = header.client_id
@@ -494,14 +617,10 @@ class Center:
     ) -> tuple[bool, str]:
         cid = header.client_id
         rnd.bytes_up += payload.nbytes if isinstance(payload, Payload) else (nbytes or 0)
-        if weight is None:
-            examples = self.settings.weighting == "examples"
-            weight = float(header.num_examples) if examples else 1.0
+        weight = self._weight(header) if weight is None else weight
         (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
         if isinstance(cmd, Reject):
-            rnd.resolved[cid] = _FAILED
-            self._fold_ready(rnd)
-            self._check_done(rnd)
+            self._resolve(rnd, cid)
             return False, self._reject(rnd.round_idx, cid, cmd.reason)
         rnd.resolved[cid] = _Held(payload, weight, dict(header.metrics))
         self._fold_ready(rnd)
@@ -515,6 +634,9 @@ async def _aiter(chunks: Any) -> AsyncIterator[bytes]:
         await asyncio.sleep(0)  # let other streams progress between chunks
 
 
+_STREAM_MEAN = WeightedMean(sum_dtype="float32")
+
+
 def dense_update_limit(size: int) -> int:
     """Largest update a center accepts for a model of ``size`` parameters.
 
@@ -525,7 +647,7 @@ def dense_update_limit(size: int) -> int:
 
 def encode_partial(state: MeanState) -> bytes:
     """A weighted-mean partial as bytes (``MeanState.to_arrays`` in an .npz archive)."""
-    buf = io.BytesIO()
+    buf = io.BytesIO()  # a float32 (streamed) sum travels as float64, exactly
     np.savez(buf, **state.to_arrays())  # type: ignore[arg-type]
     return buf.getvalue()
 

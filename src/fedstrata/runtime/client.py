@@ -9,13 +9,19 @@ session's keepalives.
 Ownership and cancellation: :meth:`ClientAgent.run` owns the session for its whole
 life and returns when the center says the run is over; cancelling it closes the
 session, which the center treats as the client leaving.
+
+Liveness: when the connection breaks (:class:`~fedstrata.errors.TransportError`), the
+agent reconnects (``CenterLink.reconnect``) after an exponential backoff with jitter
+(:class:`Backoff`; the random source and the sleep are injected) and opens a new
+session. The center has failed it in the round it was cut from; it is selectable again
+from the next round. ``Backoff.attempts`` consecutive failures give up (re-raise).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,12 +31,12 @@ from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import CodecId, Payload
 from fedstrata.core.training import ArrayDataset, Trainer
-from fedstrata.errors import PayloadError, ProtocolError
+from fedstrata.errors import ConfigError, PayloadError, ProtocolError, TransportError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
 
-__all__ = ["CenterLink", "ClientAgent", "ClientReport", "decode_model"]
+__all__ = ["Backoff", "CenterLink", "ClientAgent", "ClientReport", "decode_model"]
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +52,51 @@ class CenterLink(Protocol):
         self, round_idx: int, payload: Payload, num_examples: int, metrics: Mapping[str, float]
     ) -> tuple[bool, str]: ...
 
+    async def reconnect(self) -> None:
+        """Drop the connection (if any is left) and open a new one."""
+        ...
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnection policy: exponential backoff with "equal jitter".
+
+    Attempt ``k`` (0-based) waits a uniform draw in ``[d/2, d]``, ``d = min(max_s,
+    base_s * 2**k)``. Attributes: ``attempts`` consecutive failed connections before
+    giving up (0: never reconnect); ``base_s`` and ``max_s`` in seconds.
+
+    Raises:
+        ConfigError: a negative count or a non-positive delay, or ``max_s < base_s``.
+    """
+
+    attempts: int = 6
+    base_s: float = 0.5
+    max_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 0:
+            raise ConfigError(f"Backoff.attempts must be >= 0, got {self.attempts}")
+        if not 0 < self.base_s <= self.max_s:
+            raise ConfigError(
+                f"Backoff needs 0 < base_s <= max_s, got base_s={self.base_s}, max_s={self.max_s}"
+            )
+
+    def delay_s(self, attempt: int, rng: np.random.Generator) -> float:
+        """Seconds to wait before reconnection attempt ``attempt`` (0-based)."""
+        cap = min(self.max_s, self.base_s * 2.0**attempt)
+        return float(rng.uniform(cap / 2, cap))
+
 
 @dataclass
 class ClientReport:
-    """What a client agent did: rounds trained, and the center's refusals."""
+    """What a client agent did: rounds trained, the center's refusals, reconnections."""
 
     rounds: list[int] = field(default_factory=list)
     refused: list[tuple[int, str]] = field(default_factory=list)
+    reconnects: list[tuple[float, str]] = field(default_factory=list)
 
 
 def decode_model(payload: Payload, size: int) -> FloatVector:
@@ -77,6 +121,9 @@ class ClientAgent:
         trainer: local trainer.
         data: local training data.
         pipeline: uplink encode stages and codec (None: dense float32).
+        backoff: reconnection policy (None: a broken connection ends :meth:`run`).
+        rng: jitter source of the backoff (default: seeded by ``client_id``).
+        sleep: awaits a delay in seconds (tests inject a fake).
     """
 
     def __init__(
@@ -86,24 +133,65 @@ class ClientAgent:
         trainer: Trainer,
         data: ArrayDataset,
         pipeline: Pipeline | None = None,
+        *,
+        backoff: Backoff | None = None,
+        rng: np.random.Generator | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.link, self.client_id, self.trainer, self.data = link, client_id, trainer, data
-        self.pipeline = pipeline
+        self.pipeline, self.backoff, self.sleep = pipeline, backoff, sleep
+        self.rng = rng if rng is not None else np.random.default_rng(client_id)
         self._dense = DenseCodec(trainer.spec.size)
+        self._seen: list[int] = []  # rounds trained before the last reconnection
 
     async def run(self) -> ClientReport:
         """Serve the center until it ends the run.
 
         Raises:
             ProtocolError: the center refused the session.
-            TransportError: the connection failed.
+            TransportError: the connection failed more than ``backoff.attempts`` times
+                in a row (at once without a backoff).
         """
         report = ClientReport()
-        async for task in self.link.session():
-            if task.kind is TaskKind.DONE:
-                break
-            await self._round(task, report)
+        failures = 0
+        while True:
+            try:
+                return await self._session(report)
+            except TransportError as exc:
+                if self.backoff is None or failures >= self.backoff.attempts:
+                    raise
+                failures = 0 if report.rounds != self._seen else failures
+                self._seen = list(report.rounds)
+                await self._reconnect(failures, exc, report)
+                failures += 1
+
+    async def _session(self, report: ClientReport) -> ClientReport:
+        tasks = self.link.session()
+        try:
+            async for task in tasks:
+                if task.kind is TaskKind.DONE:
+                    break
+                await self._round(task, report)
+        finally:
+            aclose = getattr(tasks, "aclose", None)
+            if aclose is not None:
+                await aclose()
         return report
+
+    async def _reconnect(self, attempt: int, exc: TransportError, report: ClientReport) -> None:
+        assert self.backoff is not None
+        delay = self.backoff.delay_s(attempt, self.rng)
+        log.warning(
+            "client %d: connection lost (%s); reconnecting in %.2f s (attempt %d of %d)",
+            self.client_id,
+            exc,
+            delay,
+            attempt + 1,
+            self.backoff.attempts,
+        )
+        report.reconnects.append((delay, str(exc)))
+        await self.sleep(delay)
+        await self.link.reconnect()
 
     async def _round(self, task: TaskSpec, report: ClientReport) -> None:
         try:

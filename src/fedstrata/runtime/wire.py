@@ -346,12 +346,26 @@ class GrpcLink:
         self._channel: aio.Channel | None = None
 
     async def __aenter__(self) -> GrpcLink:
+        self._open()
+        return self
+
+    def _open(self) -> None:
         if self.tls is None:
             self._channel = aio.insecure_channel(self.target, options=self._options)
         else:
             creds = channel_credentials(self.tls)
             self._channel = aio.secure_channel(self.target, creds, options=self._options)
-        return self
+
+    async def close(self) -> None:
+        """Close the channel: calls in flight fail, later calls raise ``TransportError``."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
+
+    async def reconnect(self) -> None:
+        """Close the channel (if open) and open a new one (the backoff is the caller's)."""
+        await self.close()
+        self._open()
 
     async def __aexit__(
         self,
@@ -359,12 +373,11 @@ class GrpcLink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+        await self.close()
 
     def _call(self, method: str, kind: str, request_cls: Any, reply_cls: Any) -> Any:
         if self._channel is None:
-            raise TransportError("GrpcLink used outside its 'async with' block")
+            raise TransportError("GrpcLink is closed (or used outside its 'async with' block)")
         factory = getattr(self._channel, kind)
         return factory(
             f"/{SERVICE}/{method}",

@@ -1,0 +1,11 @@
+"""The ``fedstrata`` command line (typer). The only place that configures logging."""
+
+from fedstrata.cli import commands, deploy  # noqa: F401  (they register their commands)
+from fedstrata.cli.app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

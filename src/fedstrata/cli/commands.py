@@ -1,0 +1,235 @@
+"""Commands that simulate, report and plan: run, report, presets, show-config, plan,
+device bench, config-reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedstrata.cli.app import _fail, _human_bytes, _setup_logging, app, console
+from fedstrata.config import dump_config, list_presets, load_config
+from fedstrata.errors import FedstrataError
+
+
+class _RoundProgress:
+    """A rich progress bar fed by the simulator's per-round metrics."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bytes = 0
+        self.progress = Progress(
+            TextColumn("[bold]round"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            auto_refresh=False,
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task("rounds", total=total, info="starting…")
+
+    def __call__(self, m: Any) -> None:
+        self.bytes += m.bytes_up + m.bytes_down
+        acc = "  —  " if m.accuracy is None else f"{m.accuracy:.3f}"
+        loss = "  —  " if m.loss is None else f"{m.loss:.3f}"
+        info = (
+            f"acc {acc} loss {loss} sim {m.sim_time_s:.1f}s "
+            f"{_human_bytes(self.bytes)} failed {m.clients_failed}"
+        )
+        if m.extras.get("uplink_ratio", 1.0) > 1.01:
+            info += f" up {m.extras['uplink_ratio']:.0f}x"
+        if "epsilon_spent" in m.extras:
+            info += f" ε {m.extras['epsilon_spent']:.3f}"
+        if not self.progress.live.is_started and self.enabled:
+            self.progress.start()
+        self.progress.update(self.task, advance=1, info=info)
+        self.progress.refresh()
+
+    def stop(self) -> None:
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+
+def _summary_table(result: Any) -> Table:
+    sim = result.simulation
+    rounds = sim.rounds
+    accs = [m.accuracy for m in rounds if m.accuracy is not None]
+    table = Table(title="federation summary", show_header=False)
+    rows = [
+        ("rounds", str(len(rounds))),
+        ("final accuracy", f"{accs[-1]:.4f}" if accs else "—"),
+        ("best accuracy", f"{max(accs):.4f}" if accs else "—"),
+        ("simulated time", f"{sim.sim_time_s:.1f} s"),
+        ("wall time", f"{sim.wall_s:.1f} s"),
+        (
+            "bytes up / down",
+            f"{_human_bytes(sum(m.bytes_up for m in rounds))} / "
+            f"{_human_bytes(sum(m.bytes_down for m in rounds))}",
+        ),
+        ("failed client updates", str(sum(m.clients_failed for m in rounds))),
+        ("parameters", f"{result.num_params:,}"),
+        *_extra_rows(rounds, sim.stopped_reason),
+        ("worker processes", str(result.workers) if result.workers else "in-process"),
+    ]
+    if result.run_dir is not None:
+        rows.append(("run directory", str(result.run_dir)))
+        report = result.run_dir / "report.html"
+        if report.exists():
+            rows.append(("report", str(report)))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _extra_rows(rounds: list[Any], stopped: str | None) -> list[tuple[str, str]]:
+    rows = []
+    last = rounds[-1].extras if rounds else {}
+    ratios = [m.extras.get("uplink_ratio", 1.0) for m in rounds]
+    if ratios and sum(ratios) / len(ratios) > 1.01:
+        mean = sum(ratios) / len(ratios)
+        rows.append(("uplink compression", f"{mean:.1f}x fewer bytes than dense float32"))
+    if "epsilon_spent" in last:
+        rows.append(("privacy spent (ε)", f"{last['epsilon_spent']:.4f}"))
+    if stopped:
+        rows.append(("stopped early", stopped))
+    return rows
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="YAML config file")] = None,
+    preset: Annotated[str | None, typer.Option(help="start from a built-in preset")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override: key.sub=value")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
+) -> None:
+    """Run a federation in the simulator."""
+    _setup_logging(verbose)
+    try:
+        cfg = load_config(config, preset, set_ or [])
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    from fedstrata.api import run as run_federation
+
+    progress = _RoundProgress(cfg.rounds.rounds, cfg.output.progress and not quiet)
+    console.print(
+        f"[bold]fedstrata[/] {cfg.name}: {cfg.data.num_clients} clients "
+        f"({cfg.data.name}, {cfg.data.partition}), {cfg.rounds.rounds} rounds"
+    )
+    try:
+        result = run_federation(cfg, on_round=progress)
+    except FedstrataError as exc:
+        progress.stop()
+        raise _fail(exc) from None
+    progress.stop()
+    Console().print(_summary_table(result))
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+    """Write RUN_DIR/report.html (accuracy, bytes, round-time breakdown)."""
+    from fedstrata.monitoring import write_report
+
+    try:
+        path = write_report(run_dir)
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(str(path))
+
+
+@app.command()
+def presets() -> None:
+    """List the built-in presets."""
+    for name in list_presets():
+        typer.echo(name)
+
+
+@app.command("show-config")
+def show_config(
+    config: Annotated[Path | None, typer.Argument()] = None,
+    preset: Annotated[str | None, typer.Option()] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Print the resolved configuration."""
+    try:
+        cfg = load_config(config, preset, set_ or [])
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2) if as_json else dump_config(cfg))
+
+
+@app.command("plan")
+def plan_cmd(
+    config: Annotated[Path | None, typer.Argument(help="YAML config")] = None,
+    *,
+    preset: Annotated[str | None, typer.Option()] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+) -> None:
+    """Print the aggregation tree and the predicted round time, flat vs this tree."""
+    _setup_logging(0)
+    from fedstrata.api.plan import describe_plan
+
+    try:
+        cfg = load_config(config, preset, set_ or [])
+        text = describe_plan(cfg)
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(text)
+
+
+device_app = typer.Typer(help="Measure and register this device.", no_args_is_help=True)
+
+
+@device_app.command("bench")
+def device_bench(
+    config: Annotated[Path | None, typer.Argument(help="YAML config (its model is timed)")] = None,
+    *,
+    preset: Annotated[str | None, typer.Option()] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+    center: Annotated[str | None, typer.Option(help="HOST:PORT to time the RTT to")] = None,
+    register: Annotated[str | None, typer.Option(help="registry URL or SQLite path")] = None,
+    device_id: Annotated[int, typer.Option(help="id to register the device under")] = 0,
+    repeats: Annotated[int, typer.Option(min=1)] = 3,
+) -> None:
+    """Time local training of the configured model here; optionally register it."""
+    _setup_logging(0)
+    from fedstrata.api.device import bench_device
+
+    try:
+        cfg = load_config(config, preset, set_ or [])
+        m = bench_device(
+            cfg, center=center, registry_url=register, device_id=device_id, repeats=repeats
+        )
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    table = Table(title="device benchmark", show_header=False)
+    table.add_row("training throughput", f"{m.throughput_eps:,.0f} examples/s")
+    table.add_row("compute", f"{m.cpu_score:.3g} GFLOP/s (model {cfg.model.kind})")
+    table.add_row(
+        "memory available / total", f"{m.memory_available_gb:.1f} / {m.memory_total_gb:.1f} GB"
+    )
+    table.add_row("RTT to center", "—" if m.rtt_ms is None else f"{m.rtt_ms:.2f} ms")
+    if register:
+        table.add_row("registered as", f"device {device_id} in {register}")
+    Console().print(table)
+
+
+@app.command("config-reference")
+def config_reference_cmd() -> None:
+    """Print the configuration reference (Markdown)."""
+    from fedstrata.config.reference import config_reference
+
+    typer.echo(config_reference())
+
+
+app.add_typer(device_app, name="device")

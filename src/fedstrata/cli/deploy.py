@@ -1,0 +1,222 @@
+"""Commands of a real deployment: serve center/aggregator, client, pki, probe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedstrata.cli.app import _fail, _setup_logging, app
+
+# Options shared by the deployment commands.
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override: key.sub=value")]
+CaOpt = Annotated[Path | None, typer.Option(help="CA certificate (PEM); omit for no TLS")]
+TokensOpt = Annotated[Path, typer.Option(help="JSON {client id: token}")]
+MutualOpt = Annotated[bool, typer.Option(help="require client certificates")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True)]
+from fedstrata.config import load_config
+from fedstrata.errors import FedstrataError
+
+serve_app = typer.Typer(help="Run a federation's servers over gRPC.", no_args_is_help=True)
+
+
+pki_app = typer.Typer(help="Credentials for a deployment.", no_args_is_help=True)
+
+
+def _tls(ca: Path | None, cert: Path | None, key: Path | None) -> Any:
+    if ca is None:
+        return None
+    from fedstrata.runtime.security import TlsFiles
+
+    return TlsFiles(ca, cert, key)
+
+
+@serve_app.command("center")
+def serve_center(
+    config: Annotated[Path | None, typer.Argument(help="YAML config")] = None,
+    *,
+    set_: SetOpt = None,
+    address: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:50051",
+    tokens: TokensOpt = Path("tokens.json"),
+    ca: CaOpt = None,
+    cert: Annotated[Path | None, typer.Option(help="server certificate (PEM)")] = None,
+    key: Annotated[Path | None, typer.Option(help="server key (PEM)")] = None,
+    mutual: MutualOpt = False,
+    participants: Annotated[
+        int | None, typer.Option(help="aggregator tiers below the center (default: clients)")
+    ] = None,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Run the center (coordinator) of a real federation."""
+    import asyncio
+
+    _setup_logging(verbose)
+    from fedstrata.runtime.commands import load_tokens, run_center
+
+    try:
+        cfg = load_config(config, None, set_ or [])
+        result = asyncio.run(
+            run_center(
+                cfg,
+                address=address,
+                tokens=load_tokens(tokens),
+                tls=_tls(ca, cert, key),
+                mutual=mutual,
+                participants=participants,
+            )
+        )
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"finished {len(result.rounds)} rounds; {result.wire_bytes:,} bytes on the wire")
+
+
+@serve_app.command("aggregator")
+def serve_aggregator(
+    config: Annotated[Path | None, typer.Argument(help="YAML config")] = None,
+    *,
+    set_: SetOpt = None,
+    parent: Annotated[str, typer.Option(help="parent (center or region) host:port")] = (
+        "127.0.0.1:50051"
+    ),
+    tier_id: Annotated[int, typer.Option(help="this tier's participant id at the parent")] = 0,
+    token: Annotated[str, typer.Option(envvar="FEDSTRATA_TOKEN", help="token at the parent")] = "",
+    clients: Annotated[int, typer.Option(min=1, help="clients this tier serves")] = 1,
+    address: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:50052",
+    tokens: TokensOpt = Path("tokens.json"),
+    ca: CaOpt = None,
+    cert: Annotated[Path | None, typer.Option(help="this tier's server certificate")] = None,
+    key: Annotated[Path | None, typer.Option(help="this tier's server key")] = None,
+    parent_cert: Annotated[Path | None, typer.Option(help="client cert at the parent")] = None,
+    parent_key: Annotated[Path | None, typer.Option(help="client key at the parent")] = None,
+    mutual: MutualOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Run an edge or region aggregator between clients and a parent."""
+    import asyncio
+
+    _setup_logging(verbose)
+    from fedstrata.runtime.commands import load_tokens, run_aggregator
+
+    try:
+        cfg = load_config(config, None, set_ or [])
+        report = asyncio.run(
+            run_aggregator(
+                cfg,
+                parent=parent,
+                tier_id=tier_id,
+                token=token,
+                parent_tls=_tls(ca, parent_cert, parent_key),
+                clients=clients,
+                address=address,
+                tokens=load_tokens(tokens),
+                tls=_tls(ca, cert, key),
+                mutual=mutual,
+            )
+        )
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"aggregated {len(report.rounds)} rounds; {len(report.refused)} refused")
+
+
+@app.command("client")
+def client_cmd(
+    config: Annotated[
+        Path | None, typer.Argument(help="YAML config (same as the center's)")
+    ] = None,
+    *,
+    server: Annotated[str, typer.Option(help="center host:port")] = "127.0.0.1:50051",
+    client_id: Annotated[int, typer.Option(help="this client's id")] = 0,
+    token: Annotated[str, typer.Option(envvar="FEDSTRATA_TOKEN", help="bearer token")] = "",
+    set_: SetOpt = None,
+    ca: CaOpt = None,
+    cert: Annotated[Path | None, typer.Option(help="client certificate for mutual TLS")] = None,
+    key: Annotated[Path | None, typer.Option(help="client key for mutual TLS")] = None,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Take part in a real federation as one client."""
+    import asyncio
+
+    _setup_logging(verbose)
+    from fedstrata.runtime.commands import run_client
+
+    try:
+        cfg = load_config(config, None, set_ or [])
+        report = asyncio.run(
+            run_client(
+                cfg, server=server, client_id=client_id, token=token, tls=_tls(ca, cert, key)
+            )
+        )
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"client {client_id}: {report}")
+
+
+@pki_app.command("dev")
+def pki_dev(
+    folder: Annotated[Path, typer.Argument(help="where to write the files")],
+    clients: Annotated[int, typer.Option(min=1, help="number of client certificates")] = 10,
+) -> None:
+    """Write a development CA, server and client certificates, and tokens.json."""
+    from fedstrata.runtime.commands import write_dev_credentials
+
+    typer.echo(str(write_dev_credentials(folder, clients)))
+
+
+probe_app = typer.Typer(help="Measure links between real hosts.", no_args_is_help=True)
+
+
+@probe_app.command("serve")
+def probe_serve(
+    host: Annotated[str, typer.Option(help="address to bind")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 50060,
+) -> None:
+    """Answer latency probes (run one on every host)."""
+    import asyncio
+
+    from fedstrata.runtime.probe import ProbeServer
+
+    async def serve() -> None:
+        async with ProbeServer(host, port) as server:
+            typer.echo(f"probe server on {host}:{server.port}")
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+@probe_app.command("latency")
+def probe_latency(
+    hosts: Annotated[list[str], typer.Argument(help="HOST:PORT of each probe server")],
+    *,
+    names: Annotated[str | None, typer.Option(help="comma-separated site names")] = None,
+    out: Annotated[Path, typer.Option(help="matrix file (.csv or .npz)")] = Path("latency.csv"),
+) -> None:
+    """Measure RTT and throughput between every pair of hosts; write the matrix."""
+    import asyncio
+
+    from fedstrata.runtime.probe import probe_matrix
+
+    try:
+        matrix, mbps = asyncio.run(probe_matrix(hosts, names.split(",") if names else None))
+        matrix.save(out)
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    table = Table(title="one-way latency ms / throughput Mb/s")
+    table.add_column("from \\ to")
+    for site in matrix.ids:
+        table.add_column(site)
+    for i, site in enumerate(matrix.ids):
+        cells = [
+            f"{matrix.latency_ms[i, j]:.2f} / {mbps[i, j]:.0f}" if i != j else "—"
+            for j in range(len(matrix.ids))
+        ]
+        table.add_row(site, *cells)
+    Console().print(table)
+    typer.echo(str(out))
+
+
+app.add_typer(serve_app, name="serve")
+app.add_typer(pki_app, name="pki")
+app.add_typer(probe_app, name="probe")
