@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fedstrata.cli.app import _fail, _setup_logging, app
+from fedstrata.config import load_config
+from fedstrata.errors import FedstrataError
 
 # Options shared by the deployment commands.
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override: key.sub=value")]
@@ -17,9 +19,6 @@ CaOpt = Annotated[Path | None, typer.Option(help="CA certificate (PEM); omit for
 TokensOpt = Annotated[Path, typer.Option(help="JSON {client id: token}")]
 MutualOpt = Annotated[bool, typer.Option(help="require client certificates")]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True)]
-from fedstrata.config import load_config
-from fedstrata.errors import FedstrataError
-
 serve_app = typer.Typer(help="Run a federation's servers over gRPC.", no_args_is_help=True)
 
 
