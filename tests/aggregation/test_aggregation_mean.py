@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 from fedstrata.aggregation import MeanState, WeightedMean, accumulate_update
 from fedstrata.core import ClientContext, CodecId, Payload, RoundContext, Update
-from fedstrata.errors import AggregationError, PayloadError, ShapeError
+from fedstrata.errors import AggregationError, ConfigError, PayloadError, ShapeError
 from fedstrata.pipeline import DenseCodec
 
 AGG = WeightedMean()
@@ -316,3 +316,20 @@ def test_merge_rejects_different_sizes_and_self() -> None:
 def test_invalid_size_raises_shape_error() -> None:
     with pytest.raises(ShapeError, match=">= 0"):
         AGG.init(-1)
+
+
+def test_float32_sum_dtype_halves_memory_within_float32_rounding():
+    vecs = [np.random.default_rng(k).standard_normal(1000).astype(np.float32) for k in range(20)]
+    ref, f32 = WeightedMean(), WeightedMean(sum_dtype="float32")
+    a, b = ref.init(1000), f32.init(1000)
+    assert b.weighted_sum.dtype == np.float32
+    assert b.weighted_sum.nbytes * 2 == a.weighted_sum.nbytes
+    for k, v in enumerate(vecs):
+        ref.accumulate(a, v, k + 1.0)
+        f32.accumulate(b, v, k + 1.0)
+    # n=20 float32 roundings of the running sum: within ~n * 2**-24 of its magnitude
+    np.testing.assert_allclose(f32.finalize(b), ref.finalize(a), rtol=0, atol=20 * 2**-24 * 20)
+    restored = MeanState.from_arrays(b.to_arrays())  # travels as float64, exactly
+    assert restored.weighted_sum.astype(np.float32).tobytes() == b.weighted_sum.tobytes()
+    with pytest.raises(ConfigError, match="sum_dtype"):
+        WeightedMean(sum_dtype="float16")

@@ -158,10 +158,10 @@ class ClientAgent:
             try:
                 return await self._session(report)
             except TransportError as exc:
+                if report.rounds != self._seen:  # progress since the last loss
+                    failures, self._seen = 0, list(report.rounds)
                 if self.backoff is None or failures >= self.backoff.attempts:
                     raise
-                failures = 0 if report.rounds != self._seen else failures
-                self._seen = list(report.rounds)
                 await self._reconnect(failures, exc, report)
                 failures += 1
 
