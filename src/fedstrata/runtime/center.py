@@ -28,13 +28,9 @@ partials (``aggregator.merge``) in cohort order like updates.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import zipfile
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Literal
+from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +43,6 @@ from fedstrata.coordinator import (
     DeadlinePassed,
     Reject,
     RoundCoordinator,
-    RoundOutcome,
     SendModel,
     StartRound,
     UpdateArrived,
@@ -55,13 +50,25 @@ from fedstrata.coordinator import (
 from fedstrata.core.clock import Clock, MonotonicClock
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
-from fedstrata.core.payload import HEADER_SIZE, Payload
-from fedstrata.core.training import LocalPlan
-from fedstrata.errors import ConfigError, FedstrataError, PayloadError, ProtocolError
+from fedstrata.core.payload import Payload
+from fedstrata.errors import FedstrataError, PayloadError, ProtocolError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
+from fedstrata.runtime.records import (
+    CenterSettings,
+    HeldUpload,
+    OpenRound,
+    RoundRecord,
+    RuntimeResult,
+    TaskKind,
+    TaskSpec,
+    UploadHeader,
+    decode_partial,
+    dense_update_limit,
+    encode_partial,
+)
 from fedstrata.runtime.streaming import Broadcast, DenseFold, apply_in_place
-from fedstrata.runtime.transport import ChunkPlan, Reassembler
+from fedstrata.runtime.transport import Reassembler
 
 __all__ = [
     "Center",
@@ -79,148 +86,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class TaskKind(Enum):
-    TRAIN = "train"
-    DONE = "done"
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What the center asks of a client: train in a round, or stop."""
-
-    kind: TaskKind
-    round_idx: int = -1
-    root_seed: int = 0
-    plan: LocalPlan | None = None
-    deadline_s: float | None = None
-    model_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class UploadHeader:
-    """The first message of a submission."""
-
-    client_id: int
-    round_idx: int
-    total_bytes: int
-    num_examples: int
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    partial: bool = False
-
-
-@dataclass(frozen=True)
-class CenterSettings:
-    """How the center runs.
-
-    Attributes:
-        rounds: rounds to run.
-        plan: the local training plan sent to clients.
-        root_seed: the run's root seed (clients derive their randomness from it).
-        min_available: connected clients needed before a round starts.
-        weighting: ``examples`` (FedAvg) or ``uniform``.
-        chunks: chunk size and the largest accepted transfer.
-        round_timeout_s: real seconds a round waits for its cohort (None: no deadline).
-        start_clients: connected clients needed before the first round (None:
-            ``min_available``); later rounds tolerate dropouts down to ``min_available``.
-        stream_min_bytes: models of at least this many float32 bytes are aggregated
-            streaming (None: never): a float32 running sum, dense uploads folded chunk
-            by chunk in cohort order, finalize and FedAvg applied in place. Needs the
-            ``mean`` aggregator and dense uploads; see ``docs/runtime.md``.
-    """
-
-    rounds: int
-    plan: LocalPlan
-    root_seed: int = 0
-    min_available: int = 1
-    weighting: Literal["examples", "uniform"] = "examples"
-    chunks: ChunkPlan = field(default_factory=ChunkPlan)
-    round_timeout_s: float | None = None
-    start_clients: int | None = None
-    stream_min_bytes: int | None = 64 << 20
-
-    def __post_init__(self) -> None:
-        if self.stream_min_bytes is not None and self.stream_min_bytes < 1:
-            raise ConfigError(
-                "CenterSettings.stream_min_bytes must be >= 1 or None, "
-                f"got {self.stream_min_bytes}"
-            )
-        if self.rounds < 1:
-            raise ConfigError(f"CenterSettings.rounds must be >= 1, got {self.rounds}")
-        if self.min_available < 1:
-            raise ConfigError(
-                f"CenterSettings.min_available must be >= 1, got {self.min_available}"
-            )
-        if self.round_timeout_s is not None and self.round_timeout_s <= 0:
-            raise ConfigError(
-                f"CenterSettings.round_timeout_s must be > 0, got {self.round_timeout_s}"
-            )
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """One finished round: its outcome and the bytes it moved.
-
-    ``voided``: why a streamed round's aggregate was discarded (an upload broke after
-    it touched the sum); the model is then unchanged although ``outcome.applied``.
-    """
-
-    outcome: RoundOutcome
-    bytes_up: int
-    bytes_down: int
-    train_loss: float | None
-    voided: str | None = None
-
-
-@dataclass
-class RuntimeResult:
-    """The final model, per-round records and every rejected call (with its reason)."""
-
-    params: FloatVector
-    rounds: list[RoundRecord] = field(default_factory=list)
-    rejections: list[tuple[int, int, str]] = field(default_factory=list)
-
-    @property
-    def wire_bytes(self) -> int:
-        """Payload bytes moved, both directions, every round."""
-        return sum(r.bytes_up + r.bytes_down for r in self.rounds)
-
-
-@dataclass(frozen=True, eq=False)
-class _Held:
-    """An accepted update waiting in the reorder buffer for its turn to be folded."""
-
-    payload: Payload | MeanState
-    weight: float
-    metrics: dict[str, float]
-
-
 _SUPERSEDED = TaskSpec(TaskKind.DONE)  # ends a session replaced by a reconnection
 _FAILED = None  # marks a resolved cohort member without a usable update
-
-
-@dataclass(eq=False)
-class _OpenRound:
-    """The round in flight: its cohort, reorder buffer and running aggregate."""
-
-    round_idx: int
-    cohort: list[int]
-    state: Any
-    model: Broadcast
-    streamed: bool = False
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    turn: asyncio.Event = field(default_factory=asyncio.Event)  # set when folding moves
-    closed: bool = False
-    in_flight: int | None = None  # the client whose upload is being folded
-    void: str | None = None
-    submitted: set[int] = field(default_factory=set)
-    resolved: dict[int, _Held | None] = field(default_factory=dict)
-    next_fold: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
-
-    @property
-    def members(self) -> frozenset[int]:
-        return frozenset(self.cohort)
 
 
 class Center:
@@ -252,7 +119,7 @@ class Center:
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self._sessions: dict[int, asyncio.Queue[TaskSpec]] = {}
         self._joined = asyncio.Event()
-        self._round: _OpenRound | None = None
+        self._round: OpenRound | None = None
         self._finished = False
         self.rejections: list[tuple[int, int, str]] = []
 
@@ -332,7 +199,7 @@ class Center:
         cohort = [int(c) for c in send.client_ids]
         streamed = self._streamed(params)
         agg = _STREAM_MEAN if streamed else self.aggregator
-        rnd = _OpenRound(round_idx, cohort, agg.init(params.shape[0]), blob, streamed)
+        rnd = OpenRound(round_idx, cohort, agg.init(params.shape[0]), blob, streamed)
         self._round = rnd
         self._dispatch(rnd, task)
         await self._await_cohort(rnd)
@@ -347,7 +214,7 @@ class Center:
         for queue in self._sessions.values():
             queue.put_nowait(TaskSpec(TaskKind.DONE))
 
-    def _dispatch(self, rnd: _OpenRound, relayed: TaskSpec | None = None) -> None:
+    def _dispatch(self, rnd: OpenRound, relayed: TaskSpec | None = None) -> None:
         s = self.settings
         plan = s.plan if relayed is None else relayed.plan
         seed = s.root_seed if relayed is None else relayed.root_seed
@@ -361,7 +228,7 @@ class Center:
                 queue.put_nowait(task)
         self._check_done(rnd)
 
-    async def _await_cohort(self, rnd: _OpenRound) -> None:
+    async def _await_cohort(self, rnd: OpenRound) -> None:
         try:
             async with asyncio.timeout(self.settings.round_timeout_s):
                 await rnd.done.wait()
@@ -369,7 +236,7 @@ class Center:
             missing = sorted(rnd.members - rnd.resolved.keys())
             log.warning("round %d: deadline passed; missing clients %s", rnd.round_idx, missing)
 
-    def _close(self, rnd: _OpenRound) -> RoundRecord:
+    def _close(self, rnd: OpenRound) -> RoundRecord:
         rnd.closed = True
         if rnd.in_flight is not None:
             self._void(rnd, f"upload of client {rnd.in_flight} still streaming at the close")
@@ -388,14 +255,14 @@ class Center:
         )
         return RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void)
 
-    def _void(self, rnd: _OpenRound, reason: str) -> None:
+    def _void(self, rnd: OpenRound, reason: str) -> None:
         if rnd.void is None:
             log.warning("round %d: aggregate voided, model unchanged: %s", rnd.round_idx, reason)
             rnd.void = reason
 
     # ---- resolution and ordered folding --------------------------------------------
 
-    def _fail(self, rnd: _OpenRound, cid: int, reason: str) -> None:
+    def _fail(self, rnd: OpenRound, cid: int, reason: str) -> None:
         if cid in rnd.resolved:
             return
         self.coordinator.handle(ClientFailed(cid, reason))
@@ -403,11 +270,11 @@ class Center:
         self._fold_ready(rnd)
         self._check_done(rnd)
 
-    def _check_done(self, rnd: _OpenRound) -> None:
+    def _check_done(self, rnd: OpenRound) -> None:
         if len(rnd.resolved) >= len(rnd.cohort):
             rnd.done.set()
 
-    def _fold_ready(self, rnd: _OpenRound, *, final: bool = False) -> None:
+    def _fold_ready(self, rnd: OpenRound, *, final: bool = False) -> None:
         """Fold resolved updates in cohort order; at the close, skip the unresolved."""
         while rnd.next_fold < len(rnd.cohort):
             cid = rnd.cohort[rnd.next_fold]
@@ -419,7 +286,7 @@ class Center:
             if entry is not None:
                 self._fold_one(rnd, cid, entry)
 
-    def _fold_one(self, rnd: _OpenRound, cid: int, held: _Held) -> None:
+    def _fold_one(self, rnd: OpenRound, cid: int, held: HeldUpload) -> None:
         try:
             if isinstance(held.payload, MeanState):
                 rnd.state = self.aggregator.merge(rnd.state, held.payload)
@@ -430,7 +297,7 @@ class Center:
             self.coordinator.handle(ClientFailed(cid, str(exc)))
         rnd.resolved[cid] = _FAILED  # release the buffered payload
 
-    def _accumulate(self, rnd: _OpenRound, cid: int, held: _Held) -> Any:
+    def _accumulate(self, rnd: OpenRound, cid: int, held: HeldUpload) -> Any:
         assert isinstance(held.payload, Payload)
         return self.aggregator.accumulate_payload(
             rnd.state,
@@ -522,7 +389,7 @@ class Center:
         return self._arrived(rnd, header, payload)
 
     async def _submit_streamed(
-        self, rnd: _OpenRound, header: UploadHeader, chunks: AsyncIterator[bytes]
+        self, rnd: OpenRound, header: UploadHeader, chunks: AsyncIterator[bytes]
     ) -> tuple[bool, str]:
         """Fold a dense upload into the sum as it arrives, when its cohort turn comes.
 
@@ -568,14 +435,14 @@ class Center:
         return True, ""
 
     def _stream_failed(
-        self, rnd: _OpenRound, cid: int, reason: str, fold: DenseFold | None
+        self, rnd: OpenRound, cid: int, reason: str, fold: DenseFold | None
     ) -> None:
         if fold is not None and fold.touched:
             self._void(rnd, f"client {cid}: {reason} after part of it was summed")
         if not rnd.closed:
             self._fail(rnd, cid, reason)
 
-    def _resolve(self, rnd: _OpenRound, cid: int) -> None:
+    def _resolve(self, rnd: OpenRound, cid: int) -> None:
         """Mark ``cid`` resolved with nothing left to fold."""
         rnd.resolved[cid] = _FAILED
         self._fold_ready(rnd)
@@ -585,7 +452,7 @@ class Center:
         examples = self.settings.weighting == "examples"
         return float(header.num_examples) if examples else 1.0
 
-    def _submission_problem(self, rnd: _OpenRound | None, header: UploadHeader) -> str | None:
+    def _submission_problem(self, rnd: OpenRound | None, header: UploadHeader) -> str | None:
         cid = header.client_id
         if rnd is None or rnd.round_idx != header.round_idx:
             open_idx = None if rnd is None else rnd.round_idx
@@ -599,7 +466,7 @@ class Center:
         return None
 
     def _partial_arrived(
-        self, rnd: _OpenRound, header: UploadHeader, data: bytes
+        self, rnd: OpenRound, header: UploadHeader, data: bytes
     ) -> tuple[bool, str]:
         partial = decode_partial(data)
         if partial.count == 0 or partial.total_weight <= 0:
@@ -609,7 +476,7 @@ class Center:
 
     def _arrived(
         self,
-        rnd: _OpenRound,
+        rnd: OpenRound,
         header: UploadHeader,
         payload: Payload | MeanState,
         nbytes: int | None = None,
@@ -622,7 +489,7 @@ class Center:
         if isinstance(cmd, Reject):
             self._resolve(rnd, cid)
             return False, self._reject(rnd.round_idx, cid, cmd.reason)
-        rnd.resolved[cid] = _Held(payload, weight, dict(header.metrics))
+        rnd.resolved[cid] = HeldUpload(payload, weight, dict(header.metrics))
         self._fold_ready(rnd)
         self._check_done(rnd)
         return True, ""
@@ -635,33 +502,3 @@ async def _aiter(chunks: Any) -> AsyncIterator[bytes]:
 
 
 _STREAM_MEAN = WeightedMean(sum_dtype="float32")
-
-
-def dense_update_limit(size: int) -> int:
-    """Largest update a center accepts for a model of ``size`` parameters.
-
-    Covers a float64 partial aggregate of an aggregator tier (:func:`encode_partial`).
-    """
-    return 2 * (HEADER_SIZE + 4 * size) + (1 << 20)
-
-
-def encode_partial(state: MeanState) -> bytes:
-    """A weighted-mean partial as bytes (``MeanState.to_arrays`` in an .npz archive)."""
-    buf = io.BytesIO()  # a float32 (streamed) sum travels as float64, exactly
-    np.savez(buf, **state.to_arrays())  # type: ignore[arg-type]
-    return buf.getvalue()
-
-
-def decode_partial(data: bytes) -> MeanState:
-    """The partial of :func:`encode_partial` (bit for bit).
-
-    Raises:
-        PayloadError: not an .npz archive, or a corrupted member.
-        AggregationError: the arrays do not form a valid partial.
-    """
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise PayloadError(f"partial aggregate is not a valid .npz archive: {exc}") from None
-    return MeanState.from_arrays(arrays)

@@ -1,0 +1,209 @@
+"""Messages, settings and round records of the runtime center (no I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+import numpy as np
+
+from fedstrata.aggregation.mean import MeanState
+from fedstrata.coordinator import (
+    RoundOutcome,
+)
+from fedstrata.core.params import FloatVector
+from fedstrata.core.payload import HEADER_SIZE, Payload
+from fedstrata.core.training import LocalPlan
+from fedstrata.errors import ConfigError, PayloadError
+from fedstrata.runtime.streaming import Broadcast
+from fedstrata.runtime.transport import ChunkPlan
+
+__all__ = [
+    "CenterSettings",
+    "RoundRecord",
+    "RuntimeResult",
+    "TaskKind",
+    "TaskSpec",
+    "UploadHeader",
+    "decode_partial",
+    "dense_update_limit",
+    "encode_partial",
+]
+
+log = logging.getLogger(__name__)
+
+
+class TaskKind(Enum):
+    TRAIN = "train"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the center asks of a client: train in a round, or stop."""
+
+    kind: TaskKind
+    round_idx: int = -1
+    root_seed: int = 0
+    plan: LocalPlan | None = None
+    deadline_s: float | None = None
+    model_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class UploadHeader:
+    """The first message of a submission."""
+
+    client_id: int
+    round_idx: int
+    total_bytes: int
+    num_examples: int
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class CenterSettings:
+    """How the center runs.
+
+    Attributes:
+        rounds: rounds to run.
+        plan: the local training plan sent to clients.
+        root_seed: the run's root seed (clients derive their randomness from it).
+        min_available: connected clients needed before a round starts.
+        weighting: ``examples`` (FedAvg) or ``uniform``.
+        chunks: chunk size and the largest accepted transfer.
+        round_timeout_s: real seconds a round waits for its cohort (None: no deadline).
+        start_clients: connected clients needed before the first round (None:
+            ``min_available``); later rounds tolerate dropouts down to ``min_available``.
+        stream_min_bytes: models of at least this many float32 bytes are aggregated
+            streaming (None: never): a float32 running sum, dense uploads folded chunk
+            by chunk in cohort order, finalize and FedAvg applied in place. Needs the
+            ``mean`` aggregator and dense uploads; see ``docs/runtime.md``.
+    """
+
+    rounds: int
+    plan: LocalPlan
+    root_seed: int = 0
+    min_available: int = 1
+    weighting: Literal["examples", "uniform"] = "examples"
+    chunks: ChunkPlan = field(default_factory=ChunkPlan)
+    round_timeout_s: float | None = None
+    start_clients: int | None = None
+    stream_min_bytes: int | None = 64 << 20
+
+    def __post_init__(self) -> None:
+        if self.stream_min_bytes is not None and self.stream_min_bytes < 1:
+            raise ConfigError(
+                "CenterSettings.stream_min_bytes must be >= 1 or None, "
+                f"got {self.stream_min_bytes}"
+            )
+        if self.rounds < 1:
+            raise ConfigError(f"CenterSettings.rounds must be >= 1, got {self.rounds}")
+        if self.min_available < 1:
+            raise ConfigError(
+                f"CenterSettings.min_available must be >= 1, got {self.min_available}"
+            )
+        if self.round_timeout_s is not None and self.round_timeout_s <= 0:
+            raise ConfigError(
+                f"CenterSettings.round_timeout_s must be > 0, got {self.round_timeout_s}"
+            )
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One finished round: its outcome and the bytes it moved.
+
+    ``voided``: why a streamed round's aggregate was discarded (an upload broke after
+    it touched the sum); the model is then unchanged although ``outcome.applied``.
+    """
+
+    outcome: RoundOutcome
+    bytes_up: int
+    bytes_down: int
+    train_loss: float | None
+    voided: str | None = None
+
+
+@dataclass
+class RuntimeResult:
+    """The final model, per-round records and every rejected call (with its reason)."""
+
+    params: FloatVector
+    rounds: list[RoundRecord] = field(default_factory=list)
+    rejections: list[tuple[int, int, str]] = field(default_factory=list)
+
+    @property
+    def wire_bytes(self) -> int:
+        """Payload bytes moved, both directions, every round."""
+        return sum(r.bytes_up + r.bytes_down for r in self.rounds)
+
+
+@dataclass(frozen=True, eq=False)
+class HeldUpload:
+    """An accepted update waiting in the reorder buffer for its turn to be folded."""
+
+    payload: Payload | MeanState
+    weight: float
+    metrics: dict[str, float]
+
+
+@dataclass(eq=False)
+class OpenRound:
+    """The round in flight: its cohort, reorder buffer and running aggregate."""
+
+    round_idx: int
+    cohort: list[int]
+    state: Any
+    model: Broadcast
+    streamed: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    turn: asyncio.Event = field(default_factory=asyncio.Event)  # set when folding moves
+    closed: bool = False
+    in_flight: int | None = None  # the client whose upload is being folded
+    void: str | None = None
+    submitted: set[int] = field(default_factory=set)
+    resolved: dict[int, HeldUpload | None] = field(default_factory=dict)
+    next_fold: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+    @property
+    def members(self) -> frozenset[int]:
+        return frozenset(self.cohort)
+
+
+def dense_update_limit(size: int) -> int:
+    """Largest update a center accepts for a model of ``size`` parameters.
+
+    Covers a float64 partial aggregate of an aggregator tier (:func:`encode_partial`).
+    """
+    return 2 * (HEADER_SIZE + 4 * size) + (1 << 20)
+
+
+def encode_partial(state: MeanState) -> bytes:
+    """A weighted-mean partial as bytes (``MeanState.to_arrays`` in an .npz archive)."""
+    buf = io.BytesIO()  # a float32 (streamed) sum travels as float64, exactly
+    np.savez(buf, **state.to_arrays())  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def decode_partial(data: bytes) -> MeanState:
+    """The partial of :func:`encode_partial` (bit for bit).
+
+    Raises:
+        PayloadError: not an .npz archive, or a corrupted member.
+        AggregationError: the arrays do not form a valid partial.
+    """
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise PayloadError(f"partial aggregate is not a valid .npz archive: {exc}") from None
+    return MeanState.from_arrays(arrays)
