@@ -7,12 +7,25 @@ namespaces or ``tc`` are not allowed (not root, no ``ip``/``tc``, refused by the
 """
 
 import asyncio
+import multiprocessing as mp
+import os
+import signal
 import subprocess
 
 import pytest
+from rthelpers import tokens_for
 
+from fedstrata.api import run
+from fedstrata.config import load_config
 from fedstrata.errors import ConfigError, TransportError
-from fedstrata.runtime.netem import DelayProxy, LinkShape, NamespaceLink, NamespaceLoop
+from fedstrata.runtime import CenterServer, GrpcLink, TokenTable, deployment
+from fedstrata.runtime.netem import (
+    DelayProxy,
+    LinkShape,
+    NamespaceLink,
+    NamespaceLoop,
+    enter_netns,
+)
 from fedstrata.runtime.probe import ProbeServer, probe_link
 
 SHAPE = LinkShape(rate_mbit=10.0, delay_ms=25.0)
@@ -134,3 +147,120 @@ def test_bad_link_shapes_are_config_errors(kwargs, match):
 def test_negative_proxy_delay_is_a_config_error():
     with pytest.raises(ConfigError, match=r"delay_s must be >= 0, got -0\.1"):
         DelayProxy("127.0.0.1", 1, -0.1)
+
+
+# ---- a real gRPC federation across the emulated WAN --------------------------------
+# The center runs in a child process that entered the namespace (not a NamespaceLoop:
+# gRPC core opens sockets on threads that inherit the namespace of whoever started
+# them, which would pull this process's clients into the namespace too).
+
+WAN_FED = [
+    "output.run_store=false",
+    "sim.workers=0",
+    "data.num_clients=2",
+    "rounds.rounds=2",
+    "rounds.clients_per_round=null",
+    "model.kind=mlp",
+    "model.hidden=3328",  # 64*h + h + 10*h + 10 = 249,610 params: ~1 MB per transfer
+    "client.steps=1",
+    "client.epochs=null",
+]
+LIMIT_S = 60.0
+
+
+def _center_in_netns(netns, address, tokens, out):
+    """Child process: enter the namespace, serve the center, report its result."""
+    enter_netns(netns)
+
+    async def main():
+        dep = deployment(load_config(overrides=WAN_FED))
+        center = dep.center()
+        async with CenterServer(center, TokenTable(tokens), address=f"{address}:0") as server:
+            out.put(("port", server.port))
+            result = await center.run(dep.initial_params())
+        out.put(("result", result, server.counter.total))
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def center_process(link):
+    """``start(tokens) -> port``; the child is killed at the end whatever happened."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "fedstrata.runtime.commands", "fedstrata.torch_adapter"])
+    out, started = ctx.Queue(), []
+
+    def start(tokens):
+        proc = ctx.Process(target=_center_in_netns, args=(link.name, link.ns_addr, tokens, out))
+        proc.daemon = True
+        proc.start()
+        started.append(proc)
+        tag, port = out.get(timeout=LIMIT_S)
+        assert tag == "port"
+        return port
+
+    try:
+        yield start, out
+    finally:
+        for proc in started:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.join(5)
+
+
+async def _clients_through_the_proxy(dep, host, port, tokens):
+    async with DelayProxy(host, port, SHAPE.delay_ms / 1e3) as proxy:
+
+        async def client(cid):
+            async with GrpcLink(f"127.0.0.1:{proxy.port}", cid, tokens[cid]) as gl:
+                return await dep.client(gl, cid).run()
+
+        async with asyncio.timeout(LIMIT_S), asyncio.TaskGroup() as tg:
+            for cid in range(dep.dataset.num_clients):
+                tg.create_task(client(cid))
+
+
+def round_floor_s(record, clients, shape):
+    """Least time a round can take on ``shape`` (a lower bound, in seconds).
+
+    Each direction is a ``tbf`` at ``rate`` whose bucket (``burst`` bytes) may be full
+    at the start (counted free); payload bytes understate what ``tbf`` charges (gRPC,
+    HTTP/2, TCP/IP framing), so the bound holds. The task goes down (d), the download
+    request up (d); the down link then carries every download before the last one
+    completes (+d), after which that client's upload goes up (+d). Symmetrically the
+    up link carries every upload after the first download completed.
+    """
+    rate = shape.rate_mbit * 1e6 / 8
+    d = shape.delay_ms / 1e3
+    down_one, up_one = record.bytes_down / clients, record.bytes_up / clients
+    bytes_in_series = max(record.bytes_down + up_one, down_one + record.bytes_up)
+    return 4 * d + (bytes_in_series - 2 * shape.burst_bytes) / rate
+
+
+def test_grpc_federation_across_the_wan_sees_the_link_and_trains_the_same_model(
+    link, center_process
+):
+    start, out = center_process
+    cfg = load_config(overrides=WAN_FED)
+    dep = deployment(cfg)
+    tokens = tokens_for(dep.dataset.num_clients)
+    port = start(tokens)
+    asyncio.run(_clients_through_the_proxy(dep, link.ns_addr, port, tokens))
+    tag, result, wire = out.get(timeout=LIMIT_S)
+    assert tag == "result"
+    sim = run(cfg).simulation
+    assert not result.rejections
+    assert [len(r.outcome.accepted) for r in result.rounds] == [2, 2]
+    # Same seed, same model: the WAN changes the timing, never the bytes or the sum.
+    assert result.params.tobytes() == sim.params.tobytes()
+    for got, want in zip(result.rounds, sim.rounds, strict=True):
+        assert (got.bytes_up, got.bytes_down) == (want.bytes_up, want.bytes_down)
+    assert result.rounds[1].bytes_down >= 2 * dep.trainer.spec.nbytes > 1.9e6
+    assert wire >= result.wire_bytes  # gRPC framing on top of the payloads
+    # Round 1, close to close (its dispatch, transfers, training, folding), takes at
+    # least what its bytes need at 10 Mbit/s plus the added delays.
+    took = result.rounds[1].outcome.end_s - result.rounds[0].outcome.end_s
+    floor = round_floor_s(result.rounds[1], 2, SHAPE)
+    print(f"WAN round 1: {took:.3f} s >= floor {floor:.3f} s; gRPC bytes {wire}")
+    assert floor > 2.0
+    assert took >= floor

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from fedstrata.errors import ConfigError, TransportError
 
-__all__ = ["DelayProxy", "LinkShape", "NamespaceLink", "NamespaceLoop"]
+__all__ = ["DelayProxy", "LinkShape", "NamespaceLink", "NamespaceLoop", "enter_netns"]
 
 log = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
@@ -155,8 +155,16 @@ class NamespaceLink:
         self.close()
 
 
-def _enter_netns(name: str) -> None:
-    """Move the calling thread (only) into network namespace ``name``."""
+def enter_netns(name: str) -> None:
+    """Move the calling thread (only) into network namespace ``name``.
+
+    Threads it starts afterwards inherit the namespace. Call it first thing in a
+    child process (e.g. a multiprocessing target) to run a whole process inside.
+
+    Raises:
+        TransportError: the kernel refused ``setns``.
+        OSError: the namespace does not exist.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
     try:
@@ -171,6 +179,10 @@ class NamespaceLoop:
 
     Sockets opened by coroutines run with :meth:`call` live in the namespace. Exiting
     stops the loop and joins the thread; coroutines still running are cancelled.
+    Not for gRPC: its core opens sockets on its own threads, and those inherit the
+    namespace of the thread that first started them, so a gRPC server here would drag
+    the process's gRPC clients into the namespace. Run a gRPC server in a child
+    process that called :func:`enter_netns` instead.
 
     Raises:
         TransportError: the thread cannot enter the namespace.
@@ -184,7 +196,7 @@ class NamespaceLoop:
 
     def _main(self) -> None:
         try:
-            _enter_netns(self.name)
+            enter_netns(self.name)
         except (OSError, TransportError) as exc:
             self._started.set_exception(TransportError(f"cannot enter netns {self.name}: {exc}"))
             return
