@@ -32,7 +32,7 @@ import argparse
 import os
 import time
 from contextlib import closing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -41,21 +41,23 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import numpy as np
 
 from _common import emit, median
-from fedstrata.api import build_dataset, choose_workers, local_plan, server_optimizer
-from fedstrata.config import load_config
-from fedstrata.coordinator import RoundCoordinator, RoundPolicy
-from fedstrata.core import RoundContext, derive_rng, derive_seed
-from fedstrata.pipeline import Pipeline
-from fedstrata.secagg import RingSpec, SecAggAggregator, SecAggOptions, secagg_components
-from fedstrata.sim import (
-    ClientJob,
-    InProcessExecutor,
-    ProcessExecutor,
-    ProfileDistribution,
-    ProfileTable,
-    SimSettings,
-    Simulation,
+from fedstrata.api.components import (
+    build_dataset,
+    choose_workers,
+    executor,
+    init_seed,
+    local_plan,
+    profiles,
+    secure_aggregation,
+    simulation,
+    trainer_factory,
+    warm_up,
 )
+from fedstrata.config import load_config
+from fedstrata.config.features import SecAggSettings
+from fedstrata.pipeline import Pipeline
+from fedstrata.secagg import SecAggAggregator
+from fedstrata.sim import ClientJob
 
 ROUNDS = 5
 FLOWER_ADDED_S = 12.0  # BASELINES.md, W4: Flower 1.42 SecAgg+, 100 clients
@@ -72,71 +74,40 @@ class ModeRun:
     params_round1: Any = None
 
 
-def _profiles(cfg: Any, n: int) -> ProfileTable:
-    d = cfg.devices
-    dist = ProfileDistribution(
-        flops_max=d.flops_max,
-        compute_spread=d.compute_spread,
-        uplink_mbps=d.uplink_mbps,
-        downlink_mbps=d.downlink_mbps,
-        bandwidth_sigma=d.bandwidth_sigma,
-        latency_ms=d.latency_ms,
-        availability=d.availability,
-        memory_gb=d.memory_gb,
-    )
-    return ProfileTable.generate(n, dist, derive_rng(cfg.seed, 0, -1, "profiles"))
-
-
 class World:
     """W1's dataset, trainer factory and initial model, built once like ``api.run``."""
 
     def __init__(self) -> None:
-        from fedstrata.torch_adapter import TorchTrainerFactory
-
         self.cfg = load_config(preset="w1", overrides=[f"rounds.rounds={ROUNDS}"])
         self.dataset = build_dataset(self.cfg.data)
-        self.factory = TorchTrainerFactory(
-            model=self.cfg.model.kind,
-            input_shape=self.dataset.input_shape,
-            num_classes=self.dataset.num_classes,
-            hidden=self.cfg.model.hidden,
-            shuffle_seeding=self.cfg.client.shuffle,
-        )
+        self.factory = trainer_factory(self.cfg, self.dataset)
         self.trainer = self.factory()
         self.size = self.trainer.spec.size
         self.n = self.dataset.num_clients
         self.workers = choose_workers(self.cfg, self.n)
-        init = self.cfg.model.init_seed
-        self.init_seed = init if init is not None else derive_seed(self.cfg.seed, 0, -1, "init")
-        plan = local_plan(self.cfg.client)
-        params = self.trainer.initial_params(self.init_seed)
-        warm = RoundContext(0, self.cfg.seed).for_client(0)
-        sample = self.dataset.client(0)
-        self.trainer.train(
-            params, sample, replace(plan, epochs=None, steps=1), warm, np.empty_like(params)
-        )
+        self.profiles = profiles(self.cfg, self.n)
+        warm_up(self.trainer, self.dataset, local_plan(self.cfg.client), self.cfg.seed)
 
     def secagg(self, dropout_rate: float) -> tuple[Pipeline, SecAggAggregator]:
-        sizes = self.dataset.client_sizes()
-        options = SecAggOptions(
-            expected_cohort=self.n,
-            max_weight=int(sizes.max()),
-            dropout_rate=dropout_rate,
-            root_seed=self.cfg.seed,
+        """The ring codec and secure aggregator ``api.run`` builds for ``secagg.enabled``."""
+        cfg = self.cfg.model_copy(
+            update={"secagg": SecAggSettings(enabled=True, dropout_rate=dropout_rate)}
         )
-        codec, agg = secagg_components(RingSpec(clip=1.0, input_bits=16), options, self.size)
-        return Pipeline([], codec), agg
+        secure = secure_aggregation(cfg, self.size, self.dataset)
+        assert secure is not None
+        return Pipeline([], secure[0]), secure[1]
 
     def run(self, pipeline: Pipeline | None, agg: SecAggAggregator | None) -> ModeRun:
         cfg, out = self.cfg, ModeRun()
         job = ClientJob(self.factory, self.dataset, cfg.seed, pipeline)
-        if self.workers == 0:
-            executor: Any = InProcessExecutor(job, self.size, self.trainer)
-        else:
-            executor = ProcessExecutor(job, self.size, self.workers, self.trainer)
-        with closing(executor):
-            sim = self._simulation(executor, pipeline, agg)
-            params = self.trainer.initial_params(self.init_seed)
+        with closing(executor(job, self.trainer, self.workers)) as ex:
+            params = self.trainer.initial_params(init_seed(cfg))
+            sim = simulation(
+                cfg, dataset=self.dataset, trainer=self.trainer, executor=ex,
+                pipeline=pipeline, params=params, profiles=self.profiles,
+            )  # fmt: skip
+            if agg is not None:
+                sim.aggregator, sim.hooks = agg, (agg,)
             opt_state = sim.server_optimizer.init(params)
             for r in range(ROUNDS):
                 params, opt_state, m = sim.run_round(r, params, opt_state)
@@ -147,31 +118,6 @@ class World:
                 if r == 0:
                     out.params_round1 = params.copy()
         return out
-
-    def _simulation(
-        self, executor: Any, pipeline: Pipeline | None, agg: SecAggAggregator | None
-    ) -> Simulation:
-        cfg, rounds = self.cfg, self.cfg.rounds
-        sim = Simulation(
-            settings=SimSettings(
-                rounds.rounds, local_plan(cfg.client), rounds.eval_every, cfg.seed
-            ),
-            coordinator=RoundCoordinator(
-                RoundPolicy(
-                    rounds.clients_per_round, rounds.min_clients, rounds.deadline_s, cfg.seed
-                )
-            ),
-            trainer=self.trainer,
-            executor=executor,
-            client_sizes=self.dataset.client_sizes(),
-            test_data=self.dataset.test,
-            profiles=_profiles(cfg, self.n),
-            server_optimizer=server_optimizer(cfg.server),
-            pipeline=pipeline,
-        )
-        if agg is not None:
-            sim.aggregator, sim.hooks = agg, (agg,)
-        return sim
 
 
 def steady(xs: list[float]) -> float:
@@ -215,7 +161,7 @@ def _summary(world: World, modes: dict[str, list[ModeRun]], plain_s: float) -> d
     sec, drop = modes["secagg"], modes["secagg_drop10"]
     added = median([steady(r.round_s) for r in sec]) - plain_s
     added10 = median([steady(r.round_s) for r in drop]) - plain_s
-    p0 = world.trainer.initial_params(world.init_seed).astype(np.float64)
+    p0 = world.trainer.initial_params(init_seed(world.cfg)).astype(np.float64)
     mean_plain = modes["plain"][0].params_round1 - p0
     mean_sec = sec[0].params_round1 - p0
     rel = float(np.linalg.norm(mean_sec - mean_plain) / np.linalg.norm(mean_plain))

@@ -21,10 +21,10 @@ from fedstrata.compress import ChainCodec
 from fedstrata.config import FedConfig
 from fedstrata.config.models import ClientConfig, DataConfig, ServerConfig, SimConfig
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
-from fedstrata.core.context import RoundContext, derive_rng
+from fedstrata.core.context import RoundContext, derive_rng, derive_seed
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import DiskStateStore
-from fedstrata.core.training import LocalPlan, OptimizerKind, Trainer
+from fedstrata.core.training import LocalPlan, OptimizerKind, Trainer, TrainerFactory
 from fedstrata.data import FederatedDataset, make_federated
 from fedstrata.pipeline import Codec, DenseCodec, Pipeline, Stage
 from fedstrata.sim import (
@@ -44,6 +44,7 @@ __all__ = [
     "build_dataset",
     "choose_workers",
     "executor",
+    "init_seed",
     "local_plan",
     "pipeline",
     "privacy_hooks",
@@ -52,6 +53,7 @@ __all__ = [
     "secure_aggregation",
     "server_optimizer",
     "simulation",
+    "trainer_factory",
     "warm_up",
 ]
 
@@ -163,6 +165,26 @@ def executor(
     if workers == 0:
         return InProcessExecutor(job, trainer.spec.size, trainer)
     return ProcessExecutor(job, trainer.spec.size, workers, trainer)
+
+
+def trainer_factory(config: FedConfig, dataset: FederatedDataset) -> TrainerFactory:
+    """The torch trainer recipe for ``config``'s model on ``dataset`` (imports torch)."""
+    from fedstrata.torch_adapter import TorchTrainerFactory  # deferred: imports torch
+
+    return TorchTrainerFactory(
+        model=config.model.kind,
+        input_shape=dataset.input_shape,
+        num_classes=dataset.num_classes,
+        hidden=config.model.hidden,
+        shuffle_seeding=config.client.shuffle,
+    )
+
+
+def init_seed(config: FedConfig) -> int:
+    """Seed of the initial weights: ``model.init_seed``, else derived from the run seed."""
+    if config.model.init_seed is not None:
+        return config.model.init_seed
+    return derive_seed(config.seed, 0, -1, "init")
 
 
 def warm_up(trainer: Trainer, dataset: FederatedDataset, plan: LocalPlan, seed: int) -> None:

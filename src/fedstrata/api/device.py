@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedstrata.api.components import build_dataset, local_plan
+from fedstrata.api.components import build_dataset, local_plan, trainer_factory
 from fedstrata.config import FedConfig
 from fedstrata.core.context import RoundContext
 from fedstrata.errors import ConfigError
@@ -44,15 +44,8 @@ def bench_device(
         TransportError: the center does not answer.
         RegistryError: the registry cannot be written.
     """
-    from fedstrata.torch_adapter import TorchTrainerFactory  # deferred: imports torch
-
     dataset = build_dataset(config.data)
-    trainer = TorchTrainerFactory(
-        model=config.model.kind,
-        input_shape=dataset.input_shape,
-        num_classes=dataset.num_classes,
-        hidden=config.model.hidden,
-    )()
+    trainer = trainer_factory(config, dataset)()
     data, plan = dataset.client(0), local_plan(config.client)
     params = trainer.initial_params(0)
     out = np.empty_like(params)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedstrata.api.components import build_dataset, profiles
+from fedstrata.api.components import build_dataset, profiles, trainer_factory
 from fedstrata.api.hierarchy import plan_tree, predicted_round_s
 from fedstrata.config import FedConfig
 from fedstrata.coordinator.topology import TopologyNode
@@ -25,13 +25,8 @@ def _lines(node: TopologyNode, depth: int = 0) -> list[str]:
 
 def describe_plan(config: FedConfig) -> str:
     """The tree, and the predicted seconds of one global round for flat and for it."""
-    from fedstrata.torch_adapter import TorchTrainerFactory  # deferred: imports torch
-
     dataset = build_dataset(config.data)
-    trainer = TorchTrainerFactory(
-        model=config.model.kind, input_shape=dataset.input_shape,
-        num_classes=dataset.num_classes, hidden=config.model.hidden,
-    )()  # fmt: skip
+    trainer = trainer_factory(config, dataset)()
     tree = plan_tree(config, dataset.num_clients)
     table = profiles(config, dataset.num_clients)
     flat_s, tree_s = predicted_round_s(config, tree, trainer, dataset.client_sizes(), table)

@@ -19,6 +19,7 @@ from fedstrata.api.components import (
     build_dataset,
     choose_workers,
     executor,
+    init_seed,
     local_plan,
     pipeline,
     privacy_hooks,
@@ -26,10 +27,10 @@ from fedstrata.api.components import (
     secure_aggregation,
     server_optimizer,
     simulation,
+    trainer_factory,
     warm_up,
 )
 from fedstrata.config import FedConfig, dump_config
-from fedstrata.core.context import derive_seed
 from fedstrata.core.params import FloatVector, ParamSpec
 from fedstrata.core.training import Trainer, TrainerFactory
 from fedstrata.data import FederatedDataset
@@ -86,16 +87,10 @@ def run(
     """
     # Build the dataset in a forked child while this process imports torch.
     pending = Prefetch(build_dataset, config.data, background=config.sim.start_method == "fork")
-    from fedstrata.torch_adapter import TorchTrainerFactory  # deferred: imports torch
+    import fedstrata.torch_adapter  # noqa: F401  (deferred: imports torch meanwhile)
 
     dataset = pending.result()
-    factory = TorchTrainerFactory(
-        model=config.model.kind,
-        input_shape=dataset.input_shape,
-        num_classes=dataset.num_classes,
-        hidden=config.model.hidden,
-        shuffle_seeding=config.client.shuffle,
-    )
+    factory = trainer_factory(config, dataset)
     trainer = factory()
     workers = choose_workers(config, config.rounds.clients_per_round or dataset.num_clients)
     store = _open_store(config, run_name, dataset.num_clients, trainer.spec.size)
@@ -143,7 +138,7 @@ def _assemble(
     if workers > 0:  # forked workers inherit a warmed-up torch
         warm_up(trainer, dataset, local_plan(config.client), config.seed)
     ex = stack.enter_context(closing(executor(job, trainer, workers, config.sim)))
-    params = trainer.initial_params(_init_seed(config))
+    params = trainer.initial_params(init_seed(config))
     table, registry = profiles(config, dataset.num_clients), None
     if config.scheduling.enabled or config.scheduling.async_.enabled:
         from fedstrata.api.scheduling import async_simulation, open_registry, registry_table
@@ -174,12 +169,6 @@ def _assemble(
         sim.aggregator, sim.hooks = secure[1], (*sim.hooks, secure[1])
     sim.sinks = _sinks(store)
     return sim, params
-
-
-def _init_seed(config: FedConfig) -> int:
-    if config.model.init_seed is not None:
-        return config.model.init_seed
-    return derive_seed(config.seed, 0, -1, "init")
 
 
 def _sinks(store: RunStore | None) -> tuple[Sink, ...]:

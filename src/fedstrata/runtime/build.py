@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedstrata.aggregation import WeightedMean
-from fedstrata.api import aggregator, build_dataset, local_plan, server_optimizer
+from fedstrata.api.components import (
+    aggregator,
+    build_dataset,
+    init_seed,
+    local_plan,
+    server_optimizer,
+    trainer_factory,
+)
 from fedstrata.compress import ChainCodec
 from fedstrata.config import FedConfig
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
@@ -62,10 +69,7 @@ class Deployment:
 
     def initial_params(self) -> FloatVector:
         """The initial model (same seed derivation as the simulator)."""
-        seed = self.config.model.init_seed
-        if seed is None:
-            seed = derive_seed(self.config.seed, 0, -1, "init")
-        return self.trainer.initial_params(seed)
+        return self.trainer.initial_params(init_seed(self.config))
 
     @property
     def size(self) -> int:
@@ -204,14 +208,6 @@ def deployment(config: FedConfig) -> Deployment:
         DataError: the dataset cannot be built.
     """
     check_supported(config)
-    from fedstrata.torch_adapter import TorchTrainerFactory  # deferred: imports torch
-
     dataset = build_dataset(config.data)
-    factory = TorchTrainerFactory(
-        model=config.model.kind,
-        input_shape=dataset.input_shape,
-        num_classes=dataset.num_classes,
-        hidden=config.model.hidden,
-        shuffle_seeding=config.client.shuffle,
-    )
+    factory = trainer_factory(config, dataset)
     return Deployment(config, dataset, factory, factory())
