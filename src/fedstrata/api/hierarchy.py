@@ -28,7 +28,7 @@ from fedstrata.sim import Executor, ProfileTable, SimSettings
 from fedstrata.sim.hierarchy import HierarchicalSimulation, HierSettings
 from fedstrata.sim.network import GeoModel, LatencyMatrix, NetworkModel
 
-__all__ = ["TreePlan", "hierarchical_simulation", "plan_tree", "predicted_round_s"]
+__all__ = ["TreePlan", "hierarchical_simulation", "plan_tree", "predicted_tree_round_s"]
 
 
 @dataclass(frozen=True)
@@ -99,26 +99,29 @@ def plan_tree(config: FedConfig, n: int) -> TreePlan:
     return TreePlan(plan.topology, {**plan.hosts, "center": center}, matrix, _links(config))
 
 
-def predicted_round_s(
+def predicted_tree_round_s(
     config: FedConfig, tree: TreePlan, trainer: Trainer, sizes: np.ndarray, profiles: ProfileTable
-) -> tuple[float, float]:
-    """Predicted seconds of one global round: (flat, this tree)."""
+) -> float:
+    """Predicted seconds of one global round over ``tree`` (what the tree simulation takes).
+
+    Every client of the tree trains in every round, as in
+    :class:`~fedstrata.sim.hierarchy.HierarchicalSimulation`; transfers share each
+    tier's link (:func:`~fedstrata.coordinator.planner.predict_round`).
+    """
     plan = local_plan(config.client)
     examples = np.array([plan.num_samples(int(s)) for s in sizes])
     dense = HEADER_SIZE + 4 * trainer.spec.size
+    ids = np.arange(len(sizes))
+    _, compute_s, _ = profiles.legs_s(ids, examples, trainer.flops_per_example, dense, dense)
     cost = CostModel(
-        examples * trainer.flops_per_example / profiles.flops, profiles.uplink_bps,
+        compute_s, profiles.uplink_bps,
         profiles.downlink_bps, dense, dense, dense, tree.matrix.latency_ms / 1e3,
     )  # fmt: skip
-    flat = Topology.flat(range(len(sizes)))
-    center = {"center": tree.hosts["center"]}
-    flat_s = predict_round(flat, cost, tree.links, hosts=center).global_round_s
     t = config.topology
-    tree_s = predict_round(
+    return predict_round(
         tree.topology, cost, tree.links, kappa_edge=t.kappa_edge, kappa_region=t.kappa_region,
         hosts=tree.hosts,
     ).global_round_s  # fmt: skip
-    return flat_s, tree_s
 
 
 def hierarchical_simulation(

@@ -1,13 +1,97 @@
-"""``fedstrata plan``: show the tree a config builds and what a round should cost."""
+"""``fedstrata plan``: show the tree a config builds and what a round should cost.
+
+The predictions use the simulator's own timing model, so ``fedstrata plan`` and
+``fedstrata run`` agree: a flat round is timed per client by
+:meth:`~fedstrata.sim.ProfileTable.legs_s` and ends at the cohort's latest arrival
+(its expectation over the random cohort: :func:`fedstrata.coordinator.round_time.
+expected_round_s`); a tree round by :func:`~fedstrata.api.hierarchy.predicted_tree_round_s`.
+"""
 
 from __future__ import annotations
 
-from fedstrata.api.components import build_dataset, profiles, trainer_factory
-from fedstrata.api.hierarchy import plan_tree, predicted_round_s
-from fedstrata.config import FedConfig
-from fedstrata.coordinator.topology import TopologyNode
+from dataclasses import dataclass
 
-__all__ = ["describe_plan"]
+import numpy as np
+
+from fedstrata.api.components import (
+    build_dataset,
+    local_plan,
+    profiles,
+    sampling_rate,
+    trainer_factory,
+)
+from fedstrata.api.hierarchy import plan_tree, predicted_tree_round_s
+from fedstrata.config import FedConfig
+from fedstrata.coordinator.round_time import expected_round_s
+from fedstrata.coordinator.topology import TopologyNode
+from fedstrata.core.payload import HEADER_SIZE
+from fedstrata.core.training import Trainer
+from fedstrata.sim import ProfileTable
+
+__all__ = ["RoundPrediction", "describe_plan", "predict", "predicted_flat_round_s"]
+
+
+@dataclass(frozen=True)
+class RoundPrediction:
+    """Predicted simulated seconds of one global round.
+
+    Attributes:
+        flat_s: under ``topology.mode: flat`` (the flat simulator's round).
+        tree_s: under this config's tree; ``None`` when the config is flat.
+        num_clients: the population.
+        num_params: the model's parameters.
+    """
+
+    flat_s: float
+    tree_s: float | None
+    num_clients: int
+    num_params: int
+
+
+def _cohort(config: FedConfig, n: int, table: ProfileTable) -> tuple[int | None, float | None]:
+    """(uniform cohort size, Poisson rate) of a flat round; one of them is None."""
+    online = float(table.availability.mean())
+    if config.privacy.enabled:
+        return None, sampling_rate(config, n) * online
+    k = config.rounds.clients_per_round or n
+    return max(1, min(k, round(online * n))), None
+
+
+def predicted_flat_round_s(
+    config: FedConfig, trainer: Trainer, sizes: np.ndarray, table: ProfileTable
+) -> float:
+    """Expected simulated seconds of a flat round of ``config`` (dense model and update).
+
+    Availability below 1 shrinks a full cohort to the expected number of online
+    clients (Poisson rates are scaled by it); selection by a scheduler (Oort,
+    allocation) is approximated by a uniform cohort capped at the deadline.
+    """
+    n = len(sizes)
+    plan = local_plan(config.client)
+    examples = np.array([plan.num_samples(int(s)) for s in sizes], dtype=np.int64)
+    dense = HEADER_SIZE + 4 * trainer.spec.size
+    down, compute, up = table.legs_s(
+        np.arange(n), examples, trainer.flops_per_example, dense, dense
+    )
+    cohort, rate = _cohort(config, n, table)
+    return expected_round_s(
+        down + compute + up, cohort=cohort, poisson_rate=rate,
+        deadline_s=config.rounds.deadline_s,
+    )  # fmt: skip
+
+
+def predict(config: FedConfig) -> RoundPrediction:
+    """Predicted round times of ``config`` (builds its data, model and profiles)."""
+    dataset = build_dataset(config.data)
+    trainer = trainer_factory(config, dataset)()
+    table = profiles(config, dataset.num_clients)
+    sizes = dataset.client_sizes()
+    flat_s = predicted_flat_round_s(config, trainer, sizes, table)
+    tree_s = None
+    if config.topology.mode != "flat":
+        tree = plan_tree(config, dataset.num_clients)
+        tree_s = predicted_tree_round_s(config, tree, trainer, sizes, table)
+    return RoundPrediction(flat_s, tree_s, dataset.num_clients, trainer.spec.size)
 
 
 def _lines(node: TopologyNode, depth: int = 0) -> list[str]:
@@ -23,21 +107,29 @@ def _lines(node: TopologyNode, depth: int = 0) -> list[str]:
     return out
 
 
+def _cohort_line(config: FedConfig, n: int) -> str:
+    r = config.rounds
+    if config.privacy.enabled:
+        who = f"Poisson sampling at q = {sampling_rate(config, n):.3g}"
+    else:
+        who = f"{r.clients_per_round or n} of {n} clients"
+    deadline = "none" if r.deadline_s is None else f"{r.deadline_s:g} s"
+    return f"flat cohort: {who} per round, deadline {deadline}"
+
+
 def describe_plan(config: FedConfig) -> str:
-    """The tree, and the predicted seconds of one global round for flat and for it."""
-    dataset = build_dataset(config.data)
-    trainer = trainer_factory(config, dataset)()
-    tree = plan_tree(config, dataset.num_clients)
-    table = profiles(config, dataset.num_clients)
-    flat_s, tree_s = predicted_round_s(config, tree, trainer, dataset.client_sizes(), table)
+    """The tree, and the predicted simulated seconds of one global round."""
+    pred = predict(config)
     t = config.topology
+    tree = plan_tree(config, pred.num_clients)
     lines = [f"topology: {t.mode} (depth {tree.topology.depth})", *_lines(tree.topology.root)]
-    lines += [
-        "",
-        f"links: LAN {t.lan_mbps:g} Mb/s, metro {t.metro_mbps:g} Mb/s, WAN {t.wan_mbps:g} Mb/s",
-        f"model: {trainer.spec.size:,} parameters",
-        f"predicted global round, flat:   {flat_s:10.2f} s",
-        f"predicted global round, {t.mode + ':':7s} {tree_s:10.2f} s"
-        f"  (kappa_edge {t.kappa_edge}, kappa_region {t.kappa_region})",
-    ]
+    lines += ["", f"model: {pred.num_params:,} parameters", _cohort_line(config, pred.num_clients)]
+    lines.append(f"predicted global round, flat: {pred.flat_s:10.2f} s (simulated time)")
+    if pred.tree_s is not None:
+        lines += [
+            f"links: LAN {t.lan_mbps:g} Mb/s, metro {t.metro_mbps:g} Mb/s, "
+            f"WAN {t.wan_mbps:g} Mb/s; every client trains every round",
+            f"predicted global round, {t.mode}: {pred.tree_s:10.2f} s"
+            f"  (kappa_edge {t.kappa_edge}, kappa_region {t.kappa_region})",
+        ]
     return "\n".join(lines)

@@ -186,11 +186,9 @@ class AsyncSimulation:
         window.bytes_down += self._model_bytes
 
     def _timing(self, cid: int, examples: int) -> tuple[float, float, float]:
-        p = self.profiles
-        latency = float(p.latency_s[cid])
-        down = latency + self._model_bytes * 8 / float(p.downlink_bps[cid])
-        compute = examples * self.trainer.flops_per_example / float(p.flops[cid])
-        up = latency + self._model_bytes * 8 / float(p.uplink_bps[cid])
+        nbytes, fpe = self._model_bytes, self.trainer.flops_per_example
+        legs = self.profiles.legs_s(np.array([cid]), np.array([examples]), fpe, nbytes, nbytes)
+        down, compute, up = (float(leg[0]) for leg in legs)
         return down, compute, up
 
     def _train_pending(self, params: FloatVector) -> None:

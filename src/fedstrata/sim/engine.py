@@ -292,12 +292,12 @@ class Simulation:
         self, cid: int, plan: LocalPlan, down_bytes: int, up_bytes: int
     ) -> tuple[float, float, float]:
         """Simulated (downlink, compute, uplink) seconds of client ``cid``."""
-        p = self.profiles
-        latency = float(p.latency_s[cid])
-        down_s = latency + down_bytes * 8 / float(p.downlink_bps[cid])
         examples = plan.num_samples(int(self.client_sizes[cid]))
-        compute_s = examples * self.trainer.flops_per_example / float(p.flops[cid])
-        up_s = latency + up_bytes * 8 / float(p.uplink_bps[cid])
+        legs = self.profiles.legs_s(
+            np.array([cid]), np.array([examples]), self.trainer.flops_per_example,
+            down_bytes, up_bytes,
+        )  # fmt: skip
+        down_s, compute_s, up_s = (float(leg[0]) for leg in legs)
         return down_s, compute_s, up_s
 
     @staticmethod

@@ -5,6 +5,10 @@ millions costs a few dozen bytes per device. They are generated from distributio
 compute log-uniform over ``compute_spread`` (three orders of magnitude by default),
 bandwidth log-normal around a median — or loaded from a CSV file with a header
 ``device_id,flops,memory_gb,uplink_mbps,downlink_mbps,latency_ms,availability``.
+
+:meth:`ProfileTable.legs_s` is the one device-timing model: the flat simulator, the
+asynchronous simulator, the scheduled planner and ``fedstrata plan`` all turn work and
+bytes into simulated seconds through it.
 """
 
 from __future__ import annotations
@@ -103,6 +107,27 @@ class ProfileTable:
             float(self.latency_s[i]),
             float(self.availability[i]),
         )
+
+    def legs_s(
+        self,
+        ids: NDArray[np.int64],
+        examples: NDArray[np.int64] | NDArray[np.float64],
+        flops_per_example: float,
+        down_bytes: float | F64,
+        up_bytes: float | F64,
+    ) -> tuple[F64, F64, F64]:
+        """Simulated (downlink, compute, uplink) seconds of clients ``ids``.
+
+        ``downlink = latency + down_bytes * 8 / downlink_bps``, ``compute = examples *
+        flops_per_example / flops``, ``uplink = latency + up_bytes * 8 / uplink_bps``
+        (``docs/simulator.md``); a client's update arrives ``sum`` of the three after
+        the round starts. Byte counts may be scalars or one per client.
+        """
+        latency = self.latency_s[ids]
+        down: F64 = latency + np.asarray(down_bytes, dtype=np.float64) * 8 / self.downlink_bps[ids]
+        compute: F64 = np.asarray(examples, dtype=np.float64) * flops_per_example / self.flops[ids]
+        up: F64 = latency + np.asarray(up_bytes, dtype=np.float64) * 8 / self.uplink_bps[ids]
+        return down, compute, up
 
     def available(self, rng: np.random.Generator) -> NDArray[np.int64]:
         """Ids of the clients that are online this round (Bernoulli(availability))."""

@@ -237,11 +237,9 @@ class ScheduledPlanner:
 
     def _true_legs(self, ids: I64) -> tuple[F64, F64, F64]:
         """(downlink, seconds per example, uplink) from the simulator's true profiles."""
-        d, (down_b, up_b) = self.devices, self._bytes
-        lat = d.latency_s[ids]
-        down = lat + down_b * 8 / d.downlink_bps[ids]
-        up = lat + up_b * 8 / d.uplink_bps[ids]
-        return down, self.flops_per_example / d.flops[ids], up
+        down_b, up_b = self._bytes
+        ones = np.ones(ids.size, dtype=np.int64)
+        return self.devices.legs_s(ids, ones, self.flops_per_example, down_b, up_b)
 
     def _cut_at_deadline(self, ids: I64, assigned: I64, per: I64) -> I64:
         """Steps each device really runs: all, or those done by the deadline (>= 1)."""
