@@ -136,6 +136,19 @@ def test_upsert_updates_existing_devices(registry: Registry) -> None:
     assert_profiles_equal(registry.devices(np.arange(5)), changed)
 
 
+def test_insert_devices_keeps_registered_ones(registry: Registry) -> None:
+    """Issue 11 defect 19: adding generated devices never replaces registered ones."""
+    measured = make_profiles(3, seed=1)  # devices 0..2
+    registry.upsert_devices(measured)
+    assert registry.insert_devices(make_profiles(6, seed=2)) == 3  # only 3..5 are new
+    assert registry.count_devices() == 6
+    assert_profiles_equal(registry.devices(np.arange(3)), measured)
+    assert_profiles_equal(
+        registry.devices(np.arange(3, 6)), make_profiles(6, seed=2).take(np.arange(3, 6))
+    )
+    assert_profiles_equal(registry.registered([1, 99, 4]), registry.devices([1, 4]))
+
+
 def test_unknown_devices_raise_registry_error(registry: Registry) -> None:
     registry.upsert_devices(make_profiles(3))
     with pytest.raises(RegistryError, match=r"not registered: \[99\]"):

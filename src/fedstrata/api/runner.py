@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,6 +65,7 @@ class RunResult:
     run_dir: Path | None
     num_params: int
     workers: int
+    notes: Mapping[str, str] = field(default_factory=dict)  # extra summary rows
 
 
 def run(
@@ -94,6 +95,7 @@ def run(
     trainer = factory()
     workers = choose_workers(config, config.rounds.clients_per_round or dataset.num_clients)
     store = _open_store(config, run_name, dataset.num_clients, trainer.spec.size)
+    notes: dict[str, str] = {}
     try:
         with ExitStack() as stack:
             sim, params = _assemble(
@@ -104,6 +106,7 @@ def run(
                 workers=workers,
                 store=store,
                 stack=stack,
+                notes=notes,
             )
             if isinstance(sim, Simulation):
                 sim.on_round, sim.hooks = on_round, (*sim.hooks, *hooks)
@@ -117,7 +120,7 @@ def run(
             store.close()  # records the run as interrupted
         raise
     run_dir = None if store is None else _finish_store(store, config, result, trainer.spec)
-    return RunResult(result, run_dir, trainer.spec.size, workers)
+    return RunResult(result, run_dir, trainer.spec.size, workers, notes)
 
 
 def _assemble(
@@ -129,8 +132,12 @@ def _assemble(
     workers: int,
     store: RunStore | None,
     stack: ExitStack,
+    notes: dict[str, str],
 ) -> tuple[Simulation | AsyncSimulation | HierarchicalSimulation, FloatVector]:
-    """Wire the components into a simulation; resources are released by ``stack``."""
+    """Wire the components into a simulation; resources are released by ``stack``.
+
+    Facts the run's summary should show (where device profiles came from) go to ``notes``.
+    """
     size = trainer.spec.size
     secure = secure_aggregation(config, size, dataset)
     pipe = pipeline(config, size, _client_state_dir(store, stack), secure and secure[0])
@@ -144,7 +151,8 @@ def _assemble(
         from fedstrata.api.scheduling import async_simulation, open_registry, registry_table
 
         registry = open_registry(config, stack)
-        table = registry_table(registry, table)
+        merged = registry_table(registry, table)
+        table, notes["device profiles"] = merged.table, merged.summary()
     if config.topology.mode != "flat":
         from fedstrata.api.hierarchy import hierarchical_simulation
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.config import FedConfig
@@ -26,11 +31,13 @@ from fedstrata.sim.scheduled import (
     ScheduledSelector,
     ScheduleSettings,
     SettlementWeighted,
-    profile_table,
     registry_profiles,
+    with_registered,
 )
 
-__all__ = ["async_simulation", "open_registry", "registry_table", "scheduler"]
+__all__ = ["RegistryTable", "async_simulation", "open_registry", "registry_table", "scheduler"]
+
+log = logging.getLogger(__name__)
 
 
 def open_registry(config: FedConfig, stack: ExitStack) -> Registry | None:
@@ -41,20 +48,46 @@ def open_registry(config: FedConfig, stack: ExitStack) -> Registry | None:
     return stack.enter_context(Registry.open(url))
 
 
-def registry_table(registry: Registry | None, generated: ProfileTable) -> ProfileTable:
-    """The registry's profiles when it holds the population, else ``generated``.
+@dataclass(frozen=True, eq=False)
+class RegistryTable:
+    """The profiles a run uses and which of them came from the registry.
 
-    A new registry is filled with the generated profiles, so the simulation and the
-    registry are one source from then on.
+    Attributes:
+        table: one profile per client.
+        from_registry: ids of the clients whose profile the registry held.
+    """
+
+    table: ProfileTable
+    from_registry: NDArray[np.int64]
+
+    def summary(self) -> str:
+        """E.g. ``"3 of 100 from the registry (ids 0, 1, 2), 97 generated"``."""
+        ids, n = self.from_registry, len(self.table)
+        shown = ", ".join(str(int(i)) for i in ids[:5]) + (", …" if ids.size > 5 else "")
+        which = f" (ids {shown})" if 0 < ids.size < n else ""
+        return f"{ids.size} of {n} from the registry{which}, {n - ids.size} generated"
+
+
+def registry_table(registry: Registry | None, generated: ProfileTable) -> RegistryTable:
+    """Registered profiles for the clients the registry holds, generated ones for the rest.
+
+    Clients ``0..n-1`` are device ids ``0..n-1``. A registered device (e.g. measured by
+    ``fedstrata device bench --register``) keeps its profile; the others are generated
+    and added to the registry, so the simulation and the registry are one source from
+    then on. Generated profiles never replace registered ones.
+
+    Raises:
+        RegistryError: the registry cannot be read or written.
     """
     if registry is None:
-        return generated
-    if registry.count_devices() >= len(generated):
-        table = profile_table(registry.devices())
-        if len(table) == len(generated):
-            return table
-    registry.upsert_devices(registry_profiles(generated))
-    return generated
+        return RegistryTable(generated, np.zeros(0, dtype=np.int64))
+    rows = registry_profiles(generated)
+    known = registry.registered(rows.device_id)
+    fresh = np.setdiff1d(rows.device_id, known.device_id)
+    registry.insert_devices(rows.take(fresh))
+    out = RegistryTable(with_registered(generated, known), known.device_id)
+    log.info("device profiles: %s", out.summary())
+    return out
 
 
 def scheduler(

@@ -76,6 +76,7 @@ def _summary_table(result: Any) -> Table:
         ("failed client updates", str(sum(m.clients_failed for m in rounds))),
         ("parameters", f"{result.num_params:,}"),
         *_extra_rows(rounds, sim.stopped_reason),
+        *result.notes.items(),
         ("worker processes", str(result.workers) if result.workers else "in-process"),
     ]
     if result.run_dir is not None:

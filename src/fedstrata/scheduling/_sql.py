@@ -19,6 +19,7 @@ from fedstrata.scheduling.records import HistoryBatch, WorkStatus
 __all__ = [
     "history_batch",
     "history_rows",
+    "insert_absent",
     "order_by_ids",
     "registry_url",
     "sqlite_pragmas",
@@ -67,6 +68,25 @@ def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     key = next(iter(table.primary_key.columns)).name
     changed = {c: stmt.excluded[c] for c in rows[0] if c != key}
     conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed), rows)
+
+
+def insert_absent(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (executemany) whose primary key is not in the table; keep the others.
+
+    Raises:
+        RegistryError: the backend has no ON CONFLICT clause.
+    """
+    if not rows:
+        return
+    stmt: Any
+    if conn.dialect.name == "sqlite":
+        stmt = sqlite_insert(table)
+    elif conn.dialect.name == "postgresql":
+        stmt = pg_insert(table)
+    else:
+        raise RegistryError(f"registry backend {conn.dialect.name!r} is not supported")
+    key = next(iter(table.primary_key.columns)).name
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=[key]), rows)
 
 
 def order_by_ids(

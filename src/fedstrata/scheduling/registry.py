@@ -40,6 +40,7 @@ from fedstrata.scheduling._migrate import current_revision, upgrade
 from fedstrata.scheduling._sql import (
     history_batch,
     history_rows,
+    insert_absent,
     order_by_ids,
     registry_url,
     sqlite_pragmas,
@@ -66,6 +67,14 @@ _PROFILE_COLUMNS = {
     "downlink_mbps": "downlink_mbps",
     "availability": "availability",
 }
+
+
+def _profile_rows(profiles: DeviceProfiles, stamp: datetime) -> list[dict[str, Any]]:
+    cols = {db: getattr(profiles, attr).tolist() for attr, db in _PROFILE_COLUMNS.items()}
+    return [
+        {"device_id": d, "last_update": stamp, **{c: v[i] for c, v in cols.items()}}
+        for i, d in enumerate(profiles.device_id.tolist())
+    ]
 
 
 class Registry:
@@ -132,20 +141,42 @@ class Registry:
     def upsert_devices(self, profiles: DeviceProfiles, *, now: datetime | None = None) -> int:
         """Insert or update many devices in one transaction; returns the row count.
 
+        An update replaces every profile column, measured ones included; to add devices
+        without touching registered ones use :meth:`insert_devices`.
+
         Raises:
             RegistryError: the write failed.
         """
-        stamp = now or datetime.now(UTC)
-        cols = {db: getattr(profiles, attr).tolist() for attr, db in _PROFILE_COLUMNS.items()}
-        ids = profiles.device_id.tolist()
-        rows = [
-            {"device_id": d, "last_update": stamp, **{c: v[i] for c, v in cols.items()}}
-            for i, d in enumerate(ids)
-        ]
+        rows = _profile_rows(profiles, now or datetime.now(UTC))
         with self._tx("upsert_devices") as conn:
             upsert(conn, device_profile, rows)
         log.info("registry: upserted %d devices", len(rows))
         return len(rows)
+
+    def insert_devices(self, profiles: DeviceProfiles, *, now: datetime | None = None) -> int:
+        """Register the devices of ``profiles`` that are not registered yet, in one
+        transaction; registered devices keep every column (a measured profile is never
+        replaced). Returns how many devices were added.
+
+        Raises:
+            RegistryError: the read or the write failed.
+        """
+        with self._tx("insert_devices") as conn:
+            known = set(self._known_ids(conn, profiles.device_id.tolist()))
+            fresh = np.array([d not in known for d in profiles.device_id.tolist()], dtype=bool)
+            rows = _profile_rows(profiles.take(np.flatnonzero(fresh)), now or datetime.now(UTC))
+            insert_absent(conn, device_profile, rows)
+        log.info("registry: added %d devices, kept %d registered", len(rows), len(known))
+        return len(rows)
+
+    @staticmethod
+    def _known_ids(conn: Connection, ids: list[int]) -> list[int]:
+        col = device_profile.c.device_id
+        found: list[int] = []
+        for i in range(0, len(ids), _CHUNK):
+            part = ids[i : i + _CHUNK]
+            found.extend(int(r[0]) for r in conn.execute(select(col).where(col.in_(part))))
+        return found
 
     def update_measurement(
         self,
@@ -184,13 +215,22 @@ class Registry:
         Raises:
             RegistryError: a requested device is not registered, or the read failed.
         """
+        found = self.registered(device_ids)
+        return found.take(order_by_ids(found.device_id, device_ids))
+
+    def registered(
+        self, device_ids: Sequence[int] | NDArray[np.int64] | None = None
+    ) -> DeviceProfiles:
+        """Profiles of those of ``device_ids`` that are registered, by id (all when ``None``).
+
+        Raises:
+            RegistryError: the read failed.
+        """
         t = device_profile
         cols = [t.c.device_id, *(t.c[db] for db in _PROFILE_COLUMNS.values())]
         rows = self._select_by_ids(select(*cols), device_ids)
         table = np.array(rows, dtype=np.float64).reshape(len(rows), len(cols))
-        got = table[:, 0].astype(np.int64)
-        order = order_by_ids(got, device_ids)
-        table = table[order]
+        table = table[np.argsort(table[:, 0], kind="stable")]
         return DeviceProfiles(table[:, 0].astype(np.int64), *(table[:, i] for i in range(1, 7)))
 
     def avg_train_time(self, device_ids: Sequence[int] | NDArray[np.int64]) -> NDArray[np.float64]:

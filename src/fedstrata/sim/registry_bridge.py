@@ -1,13 +1,15 @@
 """The simulator's device profiles and the device registry are one source.
 
 ``registry_profiles`` turns a :class:`~fedstrata.sim.profiles.ProfileTable` into registry
-rows, ``profile_table`` the reverse, and ``start_from_registry`` begins a simulation from
-a registry (profiles plus a predictor warmed by the recorded history).
+rows, ``profile_table`` the reverse, ``with_registered`` puts registered rows into a
+table (keeping its other rows), and ``start_from_registry`` begins a simulation from a
+registry (profiles plus a predictor warmed by the recorded history).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fedstrata.errors import DataError
 from fedstrata.scheduling import (
@@ -19,7 +21,7 @@ from fedstrata.scheduling import (
 )
 from fedstrata.sim.profiles import ProfileTable
 
-__all__ = ["profile_table", "registry_profiles", "start_from_registry"]
+__all__ = ["profile_table", "registry_profiles", "start_from_registry", "with_registered"]
 
 
 def registry_profiles(table: ProfileTable) -> DeviceProfiles:
@@ -44,15 +46,37 @@ def profile_table(devices: DeviceProfiles) -> ProfileTable:
     order = np.argsort(devices.device_id, kind="stable")
     if not np.array_equal(devices.device_id[order], np.arange(len(devices))):
         raise DataError("profile_table: registry device ids must be exactly 0 .. n-1")
-    d = devices.take(order)
-    return ProfileTable(
-        d.flops,
-        d.memory_gb,
-        d.uplink_mbps * 1e6,
-        d.downlink_mbps * 1e6,
-        d.network_latency_ms / 1e3,
-        d.availability,
-    )
+    return ProfileTable(**_columns(devices.take(order)))
+
+
+def with_registered(table: ProfileTable, known: DeviceProfiles) -> ProfileTable:
+    """``table`` with the registered rows ``known`` in place of its own (id ``i`` is row
+    ``i``); the other rows are kept exactly.
+
+    Raises:
+        DataError: an id of ``known`` is not a row of ``table``.
+    """
+    at = known.device_id
+    if at.size and not (int(at.min()) >= 0 and int(at.max()) < len(table)):
+        raise DataError(f"with_registered: ids must be table rows 0 .. {len(table) - 1}")
+    out = {}
+    for name, col in _columns(known).items():
+        merged = getattr(table, name).copy()
+        merged[at] = col
+        out[name] = merged
+    return ProfileTable(**out)
+
+
+def _columns(d: DeviceProfiles) -> dict[str, NDArray[np.float64]]:
+    """Registry rows as the simulator's columns (FLOP/s, bit/s, seconds)."""
+    return {
+        "flops": d.flops,
+        "memory_gb": d.memory_gb,
+        "uplink_bps": d.uplink_mbps * 1e6,
+        "downlink_bps": d.downlink_mbps * 1e6,
+        "latency_s": d.network_latency_ms / 1e3,
+        "availability": d.availability,
+    }
 
 
 def start_from_registry(

@@ -56,7 +56,12 @@ from fedstrata.scheduling import (
 )
 from fedstrata.sim.hooks import ClientReport
 from fedstrata.sim.profiles import ProfileTable
-from fedstrata.sim.registry_bridge import profile_table, registry_profiles, start_from_registry
+from fedstrata.sim.registry_bridge import (
+    profile_table,
+    registry_profiles,
+    start_from_registry,
+    with_registered,
+)
 from fedstrata.sim.settlement import SettlementWeighted
 
 __all__ = [
@@ -67,6 +72,7 @@ __all__ = [
     "profile_table",
     "registry_profiles",
     "start_from_registry",
+    "with_registered",
 ]
 
 log = logging.getLogger(__name__)
