@@ -60,3 +60,19 @@ def test_registry_table_uses_registered_rows_and_adds_the_rest(tmp_path):
         assert reg.devices([2]).cpu_score[0] == pytest.approx(0.85)
         assert reg.count_devices() == 6
     assert registry_table(None, generated).table is generated
+
+
+def test_plan_reads_the_registered_profiles(tmp_path):
+    """Issue 11 defects 18 and 19: ``plan`` times the devices ``run`` would use."""
+    from fedstrata.api.plan import predict
+
+    db = tmp_path / "devices.db"
+    base = ["data.num_clients=12", "rounds.clients_per_round=null"]
+    plain = predict(load_config(overrides=base)).flat_s
+    slow = DeviceMeasurement(1.0, 1e6, 32.0, 22.8, None, 3)  # 1 MFLOP/s: the straggler
+    with Registry.open(db) as reg:
+        register_measurement(reg, 3, slow)
+    with_registry = predict(load_config(overrides=[*base, f"scheduling.registry_url={db}"]))
+    assert with_registry.flat_s > plain + 1.0
+    with Registry.open(db) as reg:
+        assert reg.count_devices() == 1  # planning writes nothing

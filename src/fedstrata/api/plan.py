@@ -27,6 +27,7 @@ from fedstrata.coordinator.topology import TopologyNode
 from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.training import Trainer
 from fedstrata.sim import ProfileTable
+from fedstrata.sim.registry_bridge import with_registered
 
 __all__ = ["RoundPrediction", "describe_plan", "predict", "predicted_flat_round_s"]
 
@@ -80,11 +81,28 @@ def predicted_flat_round_s(
     )  # fmt: skip
 
 
+def _profiles(config: FedConfig, n: int) -> ProfileTable:
+    """The profiles ``fedstrata run`` would use: generated, or registered where the
+    registry of ``scheduling.registry_url`` holds a device (read only)."""
+    table = profiles(config, n)
+    url = config.scheduling.registry_url
+    if url is None:
+        return table
+    from fedstrata.scheduling import Registry  # deferred: SQLAlchemy, Alembic
+
+    with Registry.open(url) as registry:
+        return with_registered(table, registry.registered(np.arange(n)))
+
+
 def predict(config: FedConfig) -> RoundPrediction:
-    """Predicted round times of ``config`` (builds its data, model and profiles)."""
+    """Predicted round times of ``config`` (builds its data, model and profiles).
+
+    Raises:
+        FedstrataError: invalid data or configuration, or an unreadable registry.
+    """
     dataset = build_dataset(config.data)
     trainer = trainer_factory(config, dataset)()
-    table = profiles(config, dataset.num_clients)
+    table = _profiles(config, dataset.num_clients)
     sizes = dataset.client_sizes()
     flat_s = predicted_flat_round_s(config, trainer, sizes, table)
     tree_s = None
