@@ -29,7 +29,8 @@ __all__ = [
 class CompressionConfig(_Strict):
     """A compression chain: a ``preset`` (see ``docs/compression.md``) and overrides.
 
-    Fields left unset come from the preset (default ``none``: dense float32).
+    Fields left unset come from the preset (default ``none``: dense float32). A bare
+    preset name stands for the section: ``compression: int8``.
     """
 
     preset: str = Field(
@@ -49,6 +50,12 @@ class CompressionConfig(_Strict):
     )
     zstd: bool | None = Field(None, description="lossless zstd on the encoded body")
     zstd_level: int | None = Field(None, ge=1, le=22, description="zstd level")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_shorthand(cls, data: object) -> object:
+        """``compression: topk1_int8_ef`` means ``compression: {preset: topk1_int8_ef}``."""
+        return {"preset": data} if isinstance(data, str) else data
 
     @model_validator(mode="after")
     def _resolves(self) -> CompressionConfig:
@@ -93,7 +100,9 @@ class PrivacyConfig(_Strict):
     """
 
     mechanism: Literal["none", "central"] = Field(
-        "none", description="none, or central DP (server adds noise; trusted server)"
+        "none",
+        description="none, or central DP (server adds noise; trusted server); local and "
+        "distributed DP are library stages only (docs/privacy.md)",
     )
     epsilon: float = Field(2.0, gt=0, description="total epsilon budget")
     delta: float = Field(1e-5, gt=0, lt=1, description="delta of the budget")
@@ -142,14 +151,18 @@ class SecAggSettings(_Strict):
     runs SecAgg+ over the cohort, recovering failed or late clients as dropouts.
     """
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="run secure aggregation (SecAgg+) on the uplink")
     clip: float = Field(1.0, gt=0, description="per-coordinate clip before fixed point")
     input_bits: int = Field(16, ge=2, le=32, description="signed fixed-point width")
-    stochastic: bool = True
+    stochastic: bool = Field(True, description="stochastic (unbiased) rounding to fixed point")
     density: float = Field(1.0, gt=0, le=1, description="share of coordinates sent (random-k)")
     dropout_rate: float = Field(0.1, ge=0, lt=0.5, description="planned; sets degree/threshold")
-    sparse_graph: bool = True
-    precompute_masks: bool = False
+    sparse_graph: bool = Field(
+        True, description="SecAgg+ sparse neighbour graph (False: every pair of clients)"
+    )
+    precompute_masks: bool = Field(
+        False, description="expand masks when keys are shared (mask pool); masking only adds"
+    )
     max_weight: int | None = Field(
         None, ge=1, description="integer weight cap; None: largest client (1 if uniform)"
     )

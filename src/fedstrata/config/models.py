@@ -91,6 +91,8 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    """The model every client trains (a built-in task; PyTorch)."""
+
     kind: Literal["logreg", "mlp", "cnn"] = Field(
         "mlp", description="logistic regression, 2-layer MLP, or a small CNN"
     )
@@ -147,6 +149,8 @@ class ServerConfig(_Strict):
 
 
 class RoundsConfig(_Strict):
+    """Synchronous rounds: how many, the cohort of each, its deadline, evaluation."""
+
     rounds: int = Field(30, ge=1, description="number of rounds")
     clients_per_round: int | None = Field(None, ge=1, description="None: every client")
     min_clients: int = Field(
@@ -183,6 +187,8 @@ class DevicesConfig(_Strict):
 
 
 class SimConfig(_Strict):
+    """How the simulator trains clients: worker processes here, or Ray actors."""
+
     workers: int | Literal["auto"] = Field(
         "auto",
         description="worker processes; auto: cores - 1 (the main process trains too), 0: none",
@@ -202,6 +208,8 @@ class SimConfig(_Strict):
 
 
 class OutputConfig(_Strict):
+    """What a run writes (its run directory) and shows (progress bar)."""
+
     dir: Path = Field(Path("runs"), description="where run directories are created")
     run_store: bool = Field(
         True, description="write a run directory (config, metrics, model, summary)"

@@ -51,11 +51,14 @@ def check_supported(config: FedConfig) -> None:
     Raises:
         ConfigError: downlink compression, privacy or secure aggregation is enabled.
     """
-    for section in ("downlink", "privacy", "secagg"):
-        if getattr(config, section).enabled:
-            raise ConfigError(
-                f"{section}.enabled=true is not supported by the runtime yet (simulator only)"
-            )
+    refused = {
+        "downlink compression (downlink.preset=none turns it off)": config.downlink.enabled,
+        f"privacy.mechanism={config.privacy.mechanism}": config.privacy.enabled,
+        "secagg.enabled=true": config.secagg.enabled,
+    }
+    for what, on in refused.items():
+        if on:
+            raise ConfigError(f"{what} is not supported by the runtime yet (simulator only)")
 
 
 @dataclass(frozen=True, eq=False)
