@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from fedstrata import __version__
 from fedstrata.errors import FedstrataError
 
 app = typer.Typer(
@@ -18,6 +20,24 @@ app = typer.Typer(
 
 
 console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fedstrata {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Options before the command (``fedstrata --version``)."""
 
 
 def _setup_logging(verbose: int) -> None:
