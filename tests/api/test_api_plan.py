@@ -20,9 +20,13 @@ FAST = [
 ROUNDS = 20
 
 
-def _measured_round_s(overrides: list[str]) -> float:
-    result = run(load_config(overrides=overrides))
+def _measured_round_s_of(cfg) -> float:
+    result = run(cfg)
     return float(np.mean([m.sim_round_s for m in result.simulation.rounds]))
+
+
+def _measured_round_s(overrides: list[str]) -> float:
+    return _measured_round_s_of(load_config(overrides=overrides))
 
 
 @pytest.mark.parametrize("preset", list_presets())
@@ -31,8 +35,7 @@ def test_plan_agrees_with_run_on_every_preset(preset):
     overrides = [f"rounds.rounds={ROUNDS}", *FAST]
     cfg = load_config(preset=preset, overrides=overrides)
     predicted = predict(cfg).flat_s
-    result = run(cfg)
-    measured = float(np.mean([m.sim_round_s for m in result.simulation.rounds]))
+    measured = _measured_round_s_of(cfg)
     assert predicted == pytest.approx(measured, rel=0.2), (preset, predicted, measured)
 
 
@@ -72,3 +75,13 @@ def test_expected_latest_arrival_matches_enumeration():
     assert poisson.sum() == pytest.approx(1 - 0.7**5)  # an empty cohort takes no time
     with pytest.raises(ConfigError, match="poisson_rate"):
         latest_arrival_weights(5, poisson_rate=0.0)
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_plan_agrees_with_run_on_every_preset_as_a_tree(preset):
+    """Issue 11 defect 18: with ``topology.mode: auto`` the tree prediction holds too."""
+    overrides = ["rounds.rounds=2", "topology.mode=auto", "topology.kappa_edge=2", *FAST]
+    cfg = load_config(preset=preset, overrides=overrides)
+    predicted = predict(cfg).tree_s
+    assert predicted is not None
+    assert predicted == pytest.approx(_measured_round_s_of(cfg), rel=0.2)
