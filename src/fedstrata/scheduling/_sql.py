@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fedstrata.errors import ConfigError, RegistryError
-from fedstrata.scheduling.records import HistoryBatch, WorkStatus
+from fedstrata.scheduling.records import DeviceProfiles, HistoryBatch, WorkStatus
 
 __all__ = [
     "history_batch",
     "history_rows",
     "insert_absent",
     "order_by_ids",
+    "profile_rows",
     "registry_url",
     "sqlite_pragmas",
     "upsert",
@@ -68,6 +70,25 @@ def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     key = next(iter(table.primary_key.columns)).name
     changed = {c: stmt.excluded[c] for c in rows[0] if c != key}
     conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed), rows)
+
+
+PROFILE_COLUMNS = {  # DeviceProfiles attribute -> device_profile column
+    "cpu_score": "cpu_score",
+    "memory_gb": "memory_gb",
+    "network_latency_ms": "network_latency",
+    "uplink_mbps": "uplink_mbps",
+    "downlink_mbps": "downlink_mbps",
+    "availability": "availability",
+}
+
+
+def profile_rows(profiles: DeviceProfiles, stamp: datetime) -> list[dict[str, Any]]:
+    """``device_profile`` rows of ``profiles``, stamped ``last_update = stamp``."""
+    cols = {db: getattr(profiles, attr).tolist() for attr, db in PROFILE_COLUMNS.items()}
+    return [
+        {"device_id": d, "last_update": stamp, **{c: v[i] for c, v in cols.items()}}
+        for i, d in enumerate(profiles.device_id.tolist())
+    ]
 
 
 def insert_absent(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

@@ -38,10 +38,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from fedstrata.errors import ConfigError, RegistryError
 from fedstrata.scheduling._migrate import current_revision, upgrade
 from fedstrata.scheduling._sql import (
+    PROFILE_COLUMNS,
     history_batch,
     history_rows,
     insert_absent,
     order_by_ids,
+    profile_rows,
     registry_url,
     sqlite_pragmas,
     upsert,
@@ -59,22 +61,6 @@ __all__ = ["AllocationCandidates", "Registry", "registry_url"]
 log = logging.getLogger(__name__)
 
 _CHUNK = 5000  # ids per IN (...) clause, below every backend's parameter limit
-_PROFILE_COLUMNS = {
-    "cpu_score": "cpu_score",
-    "memory_gb": "memory_gb",
-    "network_latency_ms": "network_latency",
-    "uplink_mbps": "uplink_mbps",
-    "downlink_mbps": "downlink_mbps",
-    "availability": "availability",
-}
-
-
-def _profile_rows(profiles: DeviceProfiles, stamp: datetime) -> list[dict[str, Any]]:
-    cols = {db: getattr(profiles, attr).tolist() for attr, db in _PROFILE_COLUMNS.items()}
-    return [
-        {"device_id": d, "last_update": stamp, **{c: v[i] for c, v in cols.items()}}
-        for i, d in enumerate(profiles.device_id.tolist())
-    ]
 
 
 class Registry:
@@ -147,7 +133,7 @@ class Registry:
         Raises:
             RegistryError: the write failed.
         """
-        rows = _profile_rows(profiles, now or datetime.now(UTC))
+        rows = profile_rows(profiles, now or datetime.now(UTC))
         with self._tx("upsert_devices") as conn:
             upsert(conn, device_profile, rows)
         log.info("registry: upserted %d devices", len(rows))
@@ -164,7 +150,7 @@ class Registry:
         with self._tx("insert_devices") as conn:
             known = set(self._known_ids(conn, profiles.device_id.tolist()))
             fresh = np.array([d not in known for d in profiles.device_id.tolist()], dtype=bool)
-            rows = _profile_rows(profiles.take(np.flatnonzero(fresh)), now or datetime.now(UTC))
+            rows = profile_rows(profiles.take(np.flatnonzero(fresh)), now or datetime.now(UTC))
             insert_absent(conn, device_profile, rows)
         log.info("registry: added %d devices, kept %d registered", len(rows), len(known))
         return len(rows)
@@ -227,7 +213,7 @@ class Registry:
             RegistryError: the read failed.
         """
         t = device_profile
-        cols = [t.c.device_id, *(t.c[db] for db in _PROFILE_COLUMNS.values())]
+        cols = [t.c.device_id, *(t.c[db] for db in PROFILE_COLUMNS.values())]
         rows = self._select_by_ids(select(*cols), device_ids)
         table = np.array(rows, dtype=np.float64).reshape(len(rows), len(cols))
         table = table[np.argsort(table[:, 0], kind="stable")]
