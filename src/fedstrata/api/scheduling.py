@@ -64,7 +64,8 @@ class RegistryTable:
         """E.g. ``"3 of 100 from the registry (ids 0, 1, 2), 97 generated"``."""
         ids, n = self.from_registry, len(self.table)
         shown = ", ".join(str(int(i)) for i in ids[:5]) + (", …" if ids.size > 5 else "")
-        which = f" (ids {shown})" if 0 < ids.size < n else ""
+        label = "id" if ids.size == 1 else "ids"
+        which = f" ({label} {shown})" if 0 < ids.size < n else ""
         return f"{ids.size} of {n} from the registry{which}, {n - ids.size} generated"
 
 
