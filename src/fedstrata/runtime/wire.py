@@ -16,14 +16,19 @@ and is failed in the open round without timers in the round logic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
+from fedstrata.core.clock import Clock
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan, OptimizerKind
 from fedstrata.errors import (
@@ -34,6 +39,7 @@ from fedstrata.errors import (
     TransportError,
 )
 from fedstrata.runtime.center import Center, TaskKind, TaskSpec, UploadHeader
+from fedstrata.runtime.guard import Admission, RefusalLog, Refused, ServerLimits
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.security import (
     TlsFiles,
@@ -42,12 +48,13 @@ from fedstrata.runtime.security import (
     client_common_name,
     server_credentials,
 )
-from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
+from fedstrata.runtime.transport import MAX_CHUNK_BYTES, ChunkPlan, Reassembler, iter_chunks
 
 __all__ = ["CenterServer", "GrpcLink", "WireCounter"]
 
 log = logging.getLogger(__name__)
 SERVICE = "fedstrata.runtime.v1.Center"
+_CONTROL_LIMIT = 64 << 10  # Hello and DownloadRequest: a few bytes
 
 
 def _options(chunks: ChunkPlan, keepalive_s: float) -> list[tuple[str, int]]:
@@ -60,6 +67,27 @@ def _options(chunks: ChunkPlan, keepalive_s: float) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", int(keepalive_s * 500)),
         ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def _server_options(
+    chunks: ChunkPlan, keepalive_s: float, limits: ServerLimits
+) -> list[tuple[str, int]]:
+    """The server's channel options: the client's, plus caps and handshake/idle limits.
+
+    gRPC core refuses a message over the hard limit (a chunk plus ``MAX_CHUNK_BYTES``)
+    before the handler sees it; below that, the handler refuses a message over one
+    chunk with a reason that names the limit and the size.
+    """
+    idle_ms = int(limits.idle_timeout_s * 1000)
+    hard_limit = chunks.message_limit_bytes + MAX_CHUNK_BYTES
+    kept = [o for o in _options(chunks, keepalive_s) if o[0] != "grpc.max_receive_message_length"]
+    return [
+        *kept,
+        ("grpc.max_receive_message_length", hard_limit),
+        ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
+        ("grpc.max_connection_idle_ms", idle_ms),
+        ("grpc.server_handshake_timeout_ms", idle_ms),
     ]
 
 
@@ -119,87 +147,182 @@ def _task(msg: pb.Task) -> TaskSpec:
 
 
 class _Service:
-    """The three RPCs, each authenticated before it reaches the center."""
+    """The three RPCs; each call is authenticated from its metadata before any read.
 
-    def __init__(self, center: Center, tokens: TokenTable, mutual: bool) -> None:
-        self.center, self.tokens, self.mutual = center, tokens, mutual
+    Every method is served as a request stream read with ``context.read()`` under the
+    idle timeout, so not even a unary request is read before the call is authenticated
+    and admitted (:mod:`fedstrata.runtime.guard`).
+    """
+
+    def __init__(
+        self,
+        center: Center,
+        tokens: TokenTable,
+        mutual: bool,
+        limits: ServerLimits,
+        clock: Clock | None = None,
+    ) -> None:
+        self.center, self.tokens, self.mutual, self.limits = center, tokens, mutual, limits
         self.counter = WireCounter()
+        self.admission = Admission(limits, len(tokens))
+        self.refusals = RefusalLog(limits, clock)
+        self.chunk_limit = center.settings.chunks.message_limit_bytes
+        self.hard_limit = self.chunk_limit + MAX_CHUNK_BYTES
 
-    async def _deny(self, context: Any, code: grpc.StatusCode, claimed: int, why: str) -> NoReturn:
-        log.warning("denied a call claiming client %d: %s", claimed, why)
-        self.center.rejections.append((-1, claimed, why))
-        await context.abort(code, why)
-        raise AssertionError("unreachable")  # abort raises
+    @asynccontextmanager
+    async def _guarded(self, context: Any, call: str) -> AsyncIterator[int]:
+        """Authenticate, admit and time the call; a refusal is logged, then aborts it."""
+        self.admission.opened()
+        try:
+            cid = self._authenticate(context)
+            self.admission.admit(cid)
+            try:
+                async with asyncio.timeout(
+                    None if call == "Session" else self.limits.call_timeout_s
+                ):
+                    yield cid
+            except TimeoutError:
+                why = f"call not done after {self.limits.call_timeout_s:g} s"
+                raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", why) from None
+            finally:
+                self.admission.release(cid)
+        except Refused as exc:
+            self.refusals.note(exc, str(context.peer()), call)
+            await context.abort(exc.code, exc.reason)
+        finally:
+            self.admission.closed()
 
-    async def authenticate(self, context: Any, claimed: int) -> int:
+    def _authenticate(self, context: Any) -> int:
+        """The client whose token (and, under mutual TLS, certificate) the call carries."""
         metadata = dict(context.invocation_metadata() or ())
         auth = str(metadata.get("authorization", ""))
         if not auth.startswith("Bearer "):
-            await self._deny(context, grpc.StatusCode.UNAUTHENTICATED, claimed, "no bearer token")
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", "no bearer token")
         owner = self.tokens.client_for(auth.removeprefix("Bearer "))
         if owner is None:
-            await self._deny(context, grpc.StatusCode.UNAUTHENTICATED, claimed, "unknown token")
-        if owner != claimed:
-            why = f"token of client {owner} used by client {claimed}"
-            await self._deny(context, grpc.StatusCode.PERMISSION_DENIED, claimed, why)
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", "unknown token")
         if self.mutual:
             names = context.auth_context().get("x509_common_name", [])
             if client_common_name(owner).encode() not in names:
-                why = f"certificate {names} does not belong to client {owner}"
-                await self._deny(context, grpc.StatusCode.PERMISSION_DENIED, claimed, why)
+                holder = _certificate_client(names)
+                who = f"client {holder}" if holder is not None else "an unknown client"
+                why = f"token of client {owner} used by {who} (certificate {names})"
+                raise Refused(grpc.StatusCode.PERMISSION_DENIED, "permission", why)
         return owner
 
-    async def session(self, request: pb.Hello, context: Any) -> AsyncIterator[pb.Task]:
-        cid = await self.authenticate(context, request.client_id)
-        try:
-            async for task in self.center.session(cid):
-                yield _task_pb(task)
-        except ProtocolError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    @staticmethod
+    def _check_claim(owner: int, claimed: int) -> None:
+        if owner != claimed:
+            why = f"token of client {owner} used by client {claimed}"
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, "permission", why)
 
-    async def download(
-        self, request: pb.DownloadRequest, context: Any
-    ) -> AsyncIterator[pb.StreamPart]:
-        cid = await self.authenticate(context, request.client_id)
+    async def _next(self, context: Any) -> bytes | None:
+        """The peer's next message (None at its end) within the idle timeout."""
         try:
-            total, chunks = self.center.download(cid, request.round_idx)
-        except ProtocolError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        header = pb.StreamHeader(client_id=cid, round_idx=request.round_idx, total_bytes=total)
-        yield pb.StreamPart(header=header)
-        async for chunk in chunks:
-            yield pb.StreamPart(data=chunk)
+            async with asyncio.timeout(self.limits.idle_timeout_s):
+                data = await context.read()
+        except TimeoutError:
+            why = f"no message for {self.limits.idle_timeout_s:g} s"
+            raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "idle", why) from None
+        return None if data is aio.EOF else bytes(data)
 
-    async def submit(self, requests: AsyncIterator[pb.StreamPart], context: Any) -> pb.SubmitReply:
-        first = await anext(aiter(requests), None)
-        if first is None or first.WhichOneof("part") != "header":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "submission lacks a header")
-            raise AssertionError("unreachable")  # abort raises
-        h = first.header
-        cid = await self.authenticate(context, h.client_id)
-        partial = h.content == pb.StreamHeader.PARTIAL
-        header = UploadHeader(
-            cid, h.round_idx, h.total_bytes, h.num_examples, dict(h.metrics), partial
-        )
-        accepted, reason = await self.center.submit(header, _data_parts(requests))
-        return pb.SubmitReply(accepted=accepted, reason=reason)
+    def _parse(self, data: bytes, cls: Any, what: str, limit: int) -> Any:
+        self.counter.received += len(data) + GRPC_PREFIX_BYTES
+        if len(data) > limit:
+            why = f"{what}: message of {len(data)} bytes over the limit of {limit} bytes"
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "oversized", why)
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            why = f"{what}: {len(data)} bytes are not a {cls.__name__} message ({exc})"
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed", why) from None
+
+    async def _first(self, context: Any, cls: Any, what: str, limit: int) -> Any:
+        data = await self._next(context)
+        if data is None:
+            why = (
+                f"{what} ended before its first message (or sent one over gRPC's limit of"
+                f" {self.hard_limit} bytes)"
+            )
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "truncated", why)
+        return self._parse(data, cls, what, limit)
+
+    async def session(self, _requests: object, context: Any) -> None:
+        async with self._guarded(context, "Session") as cid:
+            hello = await self._first(context, pb.Hello, "Session", _CONTROL_LIMIT)
+            self._check_claim(cid, hello.client_id)
+            try:
+                async for task in self.center.session(cid):
+                    await context.write(_task_pb(task))
+            except ProtocolError as exc:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+
+    async def download(self, _requests: object, context: Any) -> None:
+        async with self._guarded(context, "Download") as cid:
+            request = await self._first(context, pb.DownloadRequest, "Download", _CONTROL_LIMIT)
+            self._check_claim(cid, request.client_id)
+            try:
+                total, chunks = self.center.download(cid, request.round_idx)
+            except ProtocolError as exc:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            header = pb.StreamHeader(client_id=cid, round_idx=request.round_idx, total_bytes=total)
+            await context.write(pb.StreamPart(header=header))
+            async for chunk in chunks:
+                await context.write(pb.StreamPart(data=chunk))
+
+    async def submit(self, _requests: object, context: Any) -> pb.SubmitReply:
+        async with self._guarded(context, "Submit") as cid:
+            first = await self._first(context, pb.StreamPart, "Submit", self.chunk_limit)
+            if first.WhichOneof("part") != "header":
+                why = "Submit: the first message is not a header"
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed", why)
+            h = first.header
+            self._check_claim(cid, h.client_id)
+            partial = h.content == pb.StreamHeader.PARTIAL
+            header = UploadHeader(
+                cid, h.round_idx, h.total_bytes, h.num_examples, dict(h.metrics), partial
+            )
+            accepted, reason = await self.center.submit(header, self._data_parts(context))
+            return pb.SubmitReply(accepted=accepted, reason=reason)
+        raise AssertionError("unreachable")  # a refusal aborts the call
+
+    async def _data_parts(self, context: Any) -> AsyncIterator[bytes]:
+        """The chunks after a submission's header (refusals end the upload with a reason)."""
+        while (data := await self._next(context)) is not None:
+            part = self._parse(data, pb.StreamPart, "Submit chunk", self.chunk_limit)
+            if part.WhichOneof("part") != "data":
+                raise PayloadError("a submission carries a second header")
+            yield part.data
 
     def handler(self) -> grpc.GenericRpcHandler:
-        c = self.counter
+        w = self.counter.writer
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
-                "Session": grpc.unary_stream_rpc_method_handler(
-                    self.session, c.reader(pb.Hello), c.writer(pb.Task)
+                # request streams on the server whatever the client's cardinality: the
+                # handlers read (after authenticating) with context.read()
+                "Session": grpc.stream_stream_rpc_method_handler(
+                    self.session, response_serializer=w(pb.Task)
                 ),
-                "Download": grpc.unary_stream_rpc_method_handler(
-                    self.download, c.reader(pb.DownloadRequest), c.writer(pb.StreamPart)
+                "Download": grpc.stream_stream_rpc_method_handler(
+                    self.download, response_serializer=w(pb.StreamPart)
                 ),
                 "Submit": grpc.stream_unary_rpc_method_handler(
-                    self.submit, c.reader(pb.StreamPart), c.writer(pb.SubmitReply)
+                    self.submit, response_serializer=w(pb.SubmitReply)
                 ),
             },
         )
+
+
+def _certificate_client(names: list[bytes]) -> int | None:
+    """The client id a certificate's common name(s) name, if exactly one."""
+    ids = set()
+    for name in names:
+        text = name.decode(errors="replace")
+        prefix = client_common_name(0).removesuffix("0")
+        if text.startswith(prefix) and text[len(prefix) :].isdigit():
+            ids.add(int(text[len(prefix) :]))
+    return ids.pop() if len(ids) == 1 else None
 
 
 GRPC_PREFIX_BYTES = 5  # each gRPC message: 1-byte flag + 4-byte length, then the message
@@ -235,15 +358,12 @@ class WireCounter:
         return write
 
 
-async def _data_parts(requests: AsyncIterator[pb.StreamPart]) -> AsyncIterator[bytes]:
-    async for part in requests:
-        if part.WhichOneof("part") != "data":
-            raise PayloadError("a submission carries a second header")
-        yield part.data
-
-
 class CenterServer:
     """Serves a :class:`Center` over gRPC; owns the server from enter to exit.
+
+    Every call is authenticated from its metadata before a message is read, admitted
+    under the caps of ``limits`` and timed out by them; each refusal is logged with
+    its reason and counted in :attr:`refusals` (see :mod:`fedstrata.runtime.guard`).
 
     Args:
         center: the round driver.
@@ -252,6 +372,8 @@ class CenterServer:
         tls: the server's PEM files (None: plaintext, loopback tests only).
         mutual: require client certificates whose common name matches the token.
         keepalive_s: HTTP/2 ping interval (the sessions' heartbeat).
+        limits: caps and deadlines (default :class:`ServerLimits`).
+        clock: time of the refusal log's windows.
     """
 
     def __init__(
@@ -263,12 +385,26 @@ class CenterServer:
         tls: TlsFiles | None = None,
         mutual: bool = False,
         keepalive_s: float = 10.0,
+        limits: ServerLimits | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.center, self.address, self.tls, self.mutual = center, address, tls, mutual
-        self._service = _Service(center, tokens, mutual and tls is not None)
-        self._server = aio.server(options=_options(center.settings.chunks, keepalive_s))
+        self.limits = limits or ServerLimits()
+        self._service = _Service(center, tokens, mutual and tls is not None, self.limits, clock)
+        options = _server_options(center.settings.chunks, keepalive_s, self.limits)
+        self._server = aio.server(options=options)
         self._server.add_generic_rpc_handlers((self._service.handler(),))
         self.port = 0
+
+    @property
+    def admission(self) -> Admission:
+        """The calls this server holds now (and the most it held at once)."""
+        return self._service.admission
+
+    @property
+    def refusals(self) -> Counter[str]:
+        """Refused calls so far, by kind (``unauthenticated``, ``idle``, ...)."""
+        return self._service.refusals.counts
 
     @property
     def counter(self) -> WireCounter:
@@ -295,6 +431,7 @@ class CenterServer:
         tb: TracebackType | None,
     ) -> None:
         await self._server.stop(grace=1.0)
+        self._service.refusals.flush()
 
     @property
     def target(self) -> str:

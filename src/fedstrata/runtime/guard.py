@@ -1,0 +1,192 @@
+"""Admission control and refusal logging of the runtime's gRPC server (no I/O).
+
+A gRPC server that reads before it authenticates, never times a call out and admits
+any number of calls lets anyone on the network hold its memory (issue 11, defect 5).
+``wire.py`` therefore authenticates every call from its metadata *before* reading a
+message, and uses the pieces here:
+
+* :class:`ServerLimits`: the caps and deadlines (per client, overall, per HTTP/2
+  connection; idle and per-call timeouts) a :class:`~fedstrata.runtime.wire.CenterServer`
+  enforces.
+* :class:`Admission`: counts the calls the server holds (all of them, and those of each
+  authenticated client) and refuses a call over a cap.
+* :class:`RefusalLog`: every refusal is counted by kind and logged at WARNING with its
+  reason; a flood is rate limited (the first ``log_burst`` of a kind per window one by
+  one, then one line with the count), so the log cannot be flooded either.
+* :class:`Refused`: a refusal on its way to the gRPC status (``code``, ``kind``).
+
+Ownership: the server owns one of each; nothing here starts tasks or reads the system
+time except through the injected clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import grpc
+
+from fedstrata.core.clock import Clock, MonotonicClock
+from fedstrata.errors import ConfigError, ProtocolError
+
+__all__ = ["Admission", "RefusalLog", "Refused", "ServerLimits"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What a runtime server admits, and for how long.
+
+    Attributes:
+        max_calls_per_client: concurrent calls of one authenticated client (a client
+            holds its ``Session`` plus one ``Download`` or ``Submit``; the slack covers
+            a reconnection that overlaps its superseded session).
+        max_calls: concurrent authenticated calls in all (None: 2 per token + 16).
+        max_streams_per_connection: HTTP/2 ``SETTINGS_MAX_CONCURRENT_STREAMS``; streams
+            past it are reset by gRPC core (``REFUSED_STREAM``) before any handler runs.
+        idle_timeout_s: longest wait for a peer's next message (and for a connection
+            without calls, or a TLS handshake); the call is then refused as idle.
+        call_timeout_s: ``Download`` and ``Submit`` end by then (None: no limit);
+            ``Session`` is exempt (it lasts the run; keepalive pings are its heartbeat).
+        log_burst: refusals of one kind logged one by one per window.
+        log_window_s: the window of ``log_burst``; a count of the rest follows.
+    """
+
+    max_calls_per_client: int = 8
+    max_calls: int | None = None
+    max_streams_per_connection: int = 100
+    idle_timeout_s: float = 60.0
+    call_timeout_s: float | None = 3600.0
+    log_burst: int = 5
+    log_window_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_calls_per_client", "max_streams_per_connection", "log_burst"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ServerLimits.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_calls is not None and self.max_calls < 1:
+            raise ConfigError(f"ServerLimits.max_calls must be >= 1, got {self.max_calls}")
+        for name in ("idle_timeout_s", "call_timeout_s", "log_window_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"ServerLimits.{name} must be > 0, got {value}")
+
+    def total_cap(self, num_tokens: int) -> int:
+        """The overall cap for a server that knows ``num_tokens`` clients."""
+        return self.max_calls if self.max_calls is not None else 2 * num_tokens + 16
+
+
+class Refused(ProtocolError):
+    """A call refused by the server: ``code`` goes to the peer, ``kind`` to the counts.
+
+    Kinds: ``unauthenticated``, ``permission``, ``capacity``, ``idle``, ``deadline``,
+    ``malformed``, ``oversized``, ``truncated``.
+    """
+
+    def __init__(self, code: grpc.StatusCode, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.kind, self.reason = code, kind, reason
+
+
+class Admission:
+    """Counts held calls; :meth:`admit` refuses one over a cap.
+
+    Attributes:
+        open_calls: calls inside a handler now (authenticated or not).
+        peak_open_calls: the most ever at once.
+        held: authenticated calls admitted and not yet released.
+    """
+
+    def __init__(self, limits: ServerLimits, num_tokens: int) -> None:
+        self.per_client_cap = limits.max_calls_per_client
+        self.total_cap = limits.total_cap(num_tokens)
+        self._by_client: Counter[int] = Counter()
+        self.held = 0
+        self.open_calls = 0
+        self.peak_open_calls = 0
+
+    def opened(self) -> None:
+        """A handler started (before authentication)."""
+        self.open_calls += 1
+        self.peak_open_calls = max(self.peak_open_calls, self.open_calls)
+
+    def closed(self) -> None:
+        """A handler ended."""
+        self.open_calls -= 1
+
+    def admit(self, client_id: int) -> None:
+        """Admit one call of an authenticated client.
+
+        Raises:
+            Refused: the client or the server is at its cap (``RESOURCE_EXHAUSTED``).
+        """
+        if self._by_client[client_id] >= self.per_client_cap:
+            why = f"client {client_id} already holds {self.per_client_cap} calls (the cap)"
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "capacity", why)
+        if self.held >= self.total_cap:
+            why = f"the server holds {self.total_cap} calls (the cap)"
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "capacity", why)
+        self._by_client[client_id] += 1
+        self.held += 1
+
+    def release(self, client_id: int) -> None:
+        """Release a call :meth:`admit` admitted."""
+        self.held -= 1
+        self._by_client[client_id] -= 1
+        if self._by_client[client_id] <= 0:
+            del self._by_client[client_id]
+
+    def calls_of(self, client_id: int) -> int:
+        """Calls ``client_id`` holds now."""
+        return self._by_client[client_id]
+
+
+class RefusalLog:
+    """Counts refusals by kind and logs them at WARNING, rate limited per kind.
+
+    Attributes:
+        counts: refusals so far, by kind (a fixed, small set of keys).
+    """
+
+    def __init__(self, limits: ServerLimits, clock: Clock | None = None) -> None:
+        self.burst, self.window_s = limits.log_burst, limits.log_window_s
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self.counts: Counter[str] = Counter()
+        self._windows: dict[str, tuple[float, int]] = {}  # kind -> (start, seen in it)
+
+    def note(self, refusal: Refused, peer: str, call: str) -> None:
+        """Count one refusal; log it unless its kind is over the burst in this window."""
+        kind, now = refusal.kind, self.clock.now()
+        self.counts[kind] += 1
+        start, seen = self._windows.get(kind, (now, 0))
+        if now - start >= self.window_s:
+            self._summarise(kind, seen, now - start)
+            start, seen = now, 0
+        seen += 1
+        self._windows[kind] = (start, seen)
+        if seen <= self.burst:
+            log.warning("refused %s from %s (%s): %s", call, peer, kind, refusal.reason)
+        elif seen == self.burst + 1:
+            log.warning(
+                "more %s refusals follow; counting them, one line per %g s", kind, self.window_s
+            )
+
+    def flush(self) -> None:
+        """Log the counts not yet logged (the server is stopping)."""
+        now = self.clock.now()
+        for kind, (start, seen) in sorted(self._windows.items()):
+            self._summarise(kind, seen, now - start)
+        self._windows.clear()
+
+    def _summarise(self, kind: str, seen: int, span_s: float) -> None:
+        if seen > self.burst:
+            log.warning(
+                "refused %d more calls (%s) in %.1f s; %d %s refusals in all",
+                seen - self.burst,
+                kind,
+                span_s,
+                self.counts[kind],
+                kind,
+            )
