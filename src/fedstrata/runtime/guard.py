@@ -46,6 +46,11 @@ class ServerLimits:
         max_calls: concurrent authenticated calls in all (None: 2 per token + 16).
         max_streams_per_connection: HTTP/2 ``SETTINGS_MAX_CONCURRENT_STREAMS``; streams
             past it are reset by gRPC core (``REFUSED_STREAM``) before any handler runs.
+        max_pending_calls: calls gRPC core queues for the handlers; past half of it core
+            sheds new calls at random, past all of it every new one (``CANCELLED``,
+            before any handler runs, so only the peer sees it). Under a flood the
+            handlers refuse unauthenticated calls in well under a millisecond each, so
+            the queue stays short; this bounds it when they cannot keep up.
         idle_timeout_s: longest wait for a peer's next message (and for a connection
             without calls, or a TLS handshake); the call is then refused as idle.
         call_timeout_s: ``Download`` and ``Submit`` end by then (None: no limit);
@@ -57,13 +62,15 @@ class ServerLimits:
     max_calls_per_client: int = 8
     max_calls: int | None = None
     max_streams_per_connection: int = 100
+    max_pending_calls: int = 8192
     idle_timeout_s: float = 60.0
     call_timeout_s: float | None = 3600.0
     log_burst: int = 5
     log_window_s: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("max_calls_per_client", "max_streams_per_connection", "log_burst"):
+        counts = ("max_calls_per_client", "max_streams_per_connection", "max_pending_calls")
+        for name in (*counts, "log_burst"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ServerLimits.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_calls is not None and self.max_calls < 1:

@@ -88,6 +88,8 @@ def _server_options(
         ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
         ("grpc.max_connection_idle_ms", idle_ms),
         ("grpc.server_handshake_timeout_ms", idle_ms),
+        ("grpc.server.max_pending_requests", max(1, limits.max_pending_calls // 2)),
+        ("grpc.server.max_pending_requests_hard_limit", limits.max_pending_calls),
     ]
 
 
