@@ -14,6 +14,9 @@ message, and uses the pieces here:
   reason; a flood is rate limited (the first ``log_burst`` of a kind per window one by
   one, then one line with the count), so the log cannot be flooded either.
 * :class:`Refused`: a refusal on its way to the gRPC status (``code``, ``kind``).
+* :class:`CallGuard`: the per-call sequence for the service's handlers: authenticate
+  from metadata, admit, time the call; read each message under the idle timeout and
+  parse it under a size limit; log and abort on a refusal.
 
 Ownership: the server owns one of each; nothing here starts tasks or reads the system
 time except through the injected clock.
@@ -21,18 +24,64 @@ time except through the injected clock.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
+from grpc import aio
 
 from fedstrata.core.clock import Clock, MonotonicClock
 from fedstrata.errors import ConfigError, ProtocolError
+from fedstrata.runtime.security import TokenTable, client_common_name
+from fedstrata.runtime.transport import MAX_CHUNK_BYTES, ChunkPlan
 
-__all__ = ["Admission", "RefusalLog", "Refused", "ServerLimits"]
+__all__ = [
+    "CONTROL_LIMIT_BYTES",
+    "Admission",
+    "CallGuard",
+    "RefusalLog",
+    "Refused",
+    "ServerLimits",
+    "hard_limit_bytes",
+    "server_options",
+]
 
 log = logging.getLogger(__name__)
+
+CONTROL_LIMIT_BYTES = 64 << 10  # Hello and DownloadRequest: a few bytes
+
+
+def hard_limit_bytes(chunk_limit_bytes: int) -> int:
+    """gRPC core's receive limit: one more chunk of slack over the handlers' limit.
+
+    Below it a handler refuses an oversized message naming its size; over it gRPC core
+    refuses the message before the handler sees it.
+    """
+    return chunk_limit_bytes + MAX_CHUNK_BYTES
+
+
+def server_options(
+    base: list[tuple[str, int]], chunks: ChunkPlan, limits: ServerLimits
+) -> list[tuple[str, int]]:
+    """A server's channel options: ``base`` (the link's), its receive limit raised to
+    :func:`hard_limit_bytes`, and the caps and timeouts of ``limits``."""
+    idle_ms = int(limits.idle_timeout_s * 1000)
+    kept = [o for o in base if o[0] != "grpc.max_receive_message_length"]
+    return [
+        *kept,
+        ("grpc.max_receive_message_length", hard_limit_bytes(chunks.message_limit_bytes)),
+        ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
+        ("grpc.max_connection_idle_ms", idle_ms),
+        ("grpc.server_handshake_timeout_ms", idle_ms),
+        ("grpc.server.max_pending_requests", max(1, limits.max_pending_calls // 2)),
+        ("grpc.server.max_pending_requests_hard_limit", limits.max_pending_calls),
+    ]
 
 
 @dataclass(frozen=True)
@@ -197,3 +246,148 @@ class RefusalLog:
                 self.counts[kind],
                 kind,
             )
+
+
+class CallGuard:
+    """Authenticates, admits, times and reads the calls of one server's handlers.
+
+    Args:
+        tokens: the bearer tokens the server accepts.
+        limits: caps and deadlines.
+        mutual: check that the client certificate belongs to the token's client.
+        chunk_limit: the largest message a handler parses (one chunk plus framing).
+        clock: time of the refusal log's windows.
+
+    Attributes:
+        on_read: called with the size of every message read (byte accounting).
+    """
+
+    def __init__(
+        self,
+        tokens: TokenTable,
+        limits: ServerLimits,
+        *,
+        mutual: bool,
+        chunk_limit: int,
+        clock: Clock | None = None,
+    ) -> None:
+        self.tokens, self.limits, self.mutual = tokens, limits, mutual
+        self.admission = Admission(limits, len(tokens))
+        self.refusals = RefusalLog(limits, clock)
+        self.hard_limit = hard_limit_bytes(chunk_limit)
+        self.on_read: Callable[[int], None] = lambda _size: None
+
+    @asynccontextmanager
+    async def guarded(self, context: Any, call: str) -> AsyncIterator[int]:
+        """Authenticate, admit and time ``call``; yields the client id.
+
+        A :class:`Refused` raised inside (or here) is logged, then aborts the call.
+        """
+        self.admission.opened()
+        try:
+            cid = self.authenticate(context)
+            self.admission.admit(cid)
+            timeout_s = None if call == "Session" else self.limits.call_timeout_s
+            try:
+                async with asyncio.timeout(timeout_s):
+                    yield cid
+            except TimeoutError:
+                why = f"call not done after {timeout_s:g} s"
+                raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", why) from None
+            finally:
+                self.admission.release(cid)
+        except Refused as exc:
+            self.refusals.note(exc, str(context.peer()), call)
+            await context.abort(exc.code, exc.reason)
+        finally:
+            self.admission.closed()
+
+    def authenticate(self, context: Any) -> int:
+        """The client whose token (and, under mutual TLS, certificate) the call carries.
+
+        Raises:
+            Refused: no or an unknown token; a certificate of another client.
+        """
+        metadata = dict(context.invocation_metadata() or ())
+        auth = str(metadata.get("authorization", ""))
+        if not auth.startswith("Bearer "):
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", "no bearer token")
+        owner = self.tokens.client_for(auth.removeprefix("Bearer "))
+        if owner is None:
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", "unknown token")
+        if self.mutual:
+            names = context.auth_context().get("x509_common_name", [])
+            if client_common_name(owner).encode() not in names:
+                holder = _certificate_client(names)
+                who = f"client {holder}" if holder is not None else "an unknown client"
+                why = f"token of client {owner} used by {who} (certificate {names})"
+                raise Refused(grpc.StatusCode.PERMISSION_DENIED, "permission", why)
+        return owner
+
+    @staticmethod
+    def check_claim(owner: int, claimed: int) -> None:
+        """Refuse a message that names another client than the token's.
+
+        Raises:
+            Refused: ``claimed`` is not ``owner`` (``PERMISSION_DENIED``).
+        """
+        if owner != claimed:
+            why = f"token of client {owner} used by client {claimed}"
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, "permission", why)
+
+    async def next(self, context: Any) -> bytes | None:
+        """The peer's next message (None at its end) within the idle timeout.
+
+        Raises:
+            Refused: no message within ``idle_timeout_s``.
+        """
+        try:
+            async with asyncio.timeout(self.limits.idle_timeout_s):
+                data = await context.read()
+        except TimeoutError:
+            why = f"no message for {self.limits.idle_timeout_s:g} s"
+            raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "idle", why) from None
+        return None if data is aio.EOF else bytes(data)
+
+    def parse(self, data: bytes, cls: Any, what: str, limit: int) -> Any:
+        """``data`` as a ``cls`` message.
+
+        Raises:
+            Refused: over ``limit`` bytes, or not a ``cls`` message.
+        """
+        self.on_read(len(data))
+        if len(data) > limit:
+            why = f"{what}: message of {len(data)} bytes over the limit of {limit} bytes"
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "oversized", why)
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            why = f"{what}: {len(data)} bytes are not a {cls.__name__} message ({exc})"
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed", why) from None
+
+    async def first(self, context: Any, cls: Any, what: str, limit: int) -> Any:
+        """The call's first message, parsed.
+
+        Raises:
+            Refused: none came (or gRPC core refused one over its hard limit), or as
+                :meth:`next` and :meth:`parse`.
+        """
+        data = await self.next(context)
+        if data is None:
+            why = (
+                f"{what} ended before its first message (or sent one over gRPC's limit of"
+                f" {self.hard_limit} bytes)"
+            )
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "truncated", why)
+        return self.parse(data, cls, what, limit)
+
+
+def _certificate_client(names: list[bytes]) -> int | None:
+    """The client id a certificate's common name(s) name, if exactly one."""
+    prefix = client_common_name(0).removesuffix("0")
+    ids = set()
+    for name in names:
+        text = name.decode(errors="replace")
+        if text.startswith(prefix) and text[len(prefix) :].isdigit():
+            ids.add(int(text[len(prefix) :]))
+    return ids.pop() if len(ids) == 1 else None

@@ -16,16 +16,13 @@ and is failed in the open round without timers in the round logic.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 from grpc import aio
 
 from fedstrata.core.clock import Clock
@@ -39,22 +36,27 @@ from fedstrata.errors import (
     TransportError,
 )
 from fedstrata.runtime.center import Center, TaskKind, TaskSpec, UploadHeader
-from fedstrata.runtime.guard import Admission, RefusalLog, Refused, ServerLimits
+from fedstrata.runtime.guard import (
+    CONTROL_LIMIT_BYTES,
+    Admission,
+    CallGuard,
+    Refused,
+    ServerLimits,
+    server_options,
+)
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.security import (
     TlsFiles,
     TokenTable,
     channel_credentials,
-    client_common_name,
     server_credentials,
 )
-from fedstrata.runtime.transport import MAX_CHUNK_BYTES, ChunkPlan, Reassembler, iter_chunks
+from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
 
 __all__ = ["CenterServer", "GrpcLink", "WireCounter"]
 
 log = logging.getLogger(__name__)
 SERVICE = "fedstrata.runtime.v1.Center"
-_CONTROL_LIMIT = 64 << 10  # Hello and DownloadRequest: a few bytes
 
 
 def _options(chunks: ChunkPlan, keepalive_s: float) -> list[tuple[str, int]]:
@@ -67,29 +69,6 @@ def _options(chunks: ChunkPlan, keepalive_s: float) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", int(keepalive_s * 500)),
         ("grpc.http2.max_pings_without_data", 0),
-    ]
-
-
-def _server_options(
-    chunks: ChunkPlan, keepalive_s: float, limits: ServerLimits
-) -> list[tuple[str, int]]:
-    """The server's channel options: the client's, plus caps and handshake/idle limits.
-
-    gRPC core refuses a message over the hard limit (a chunk plus ``MAX_CHUNK_BYTES``)
-    before the handler sees it; below that, the handler refuses a message over one
-    chunk with a reason that names the limit and the size.
-    """
-    idle_ms = int(limits.idle_timeout_s * 1000)
-    hard_limit = chunks.message_limit_bytes + MAX_CHUNK_BYTES
-    kept = [o for o in _options(chunks, keepalive_s) if o[0] != "grpc.max_receive_message_length"]
-    return [
-        *kept,
-        ("grpc.max_receive_message_length", hard_limit),
-        ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
-        ("grpc.max_connection_idle_ms", idle_ms),
-        ("grpc.server_handshake_timeout_ms", idle_ms),
-        ("grpc.server.max_pending_requests", max(1, limits.max_pending_calls // 2)),
-        ("grpc.server.max_pending_requests_hard_limit", limits.max_pending_calls),
     ]
 
 
@@ -153,7 +132,7 @@ class _Service:
 
     Every method is served as a request stream read with ``context.read()`` under the
     idle timeout, so not even a unary request is read before the call is authenticated
-    and admitted (:mod:`fedstrata.runtime.guard`).
+    and admitted (:class:`~fedstrata.runtime.guard.CallGuard`).
     """
 
     def __init__(
@@ -164,95 +143,18 @@ class _Service:
         limits: ServerLimits,
         clock: Clock | None = None,
     ) -> None:
-        self.center, self.tokens, self.mutual, self.limits = center, tokens, mutual, limits
+        self.center = center
         self.counter = WireCounter()
-        self.admission = Admission(limits, len(tokens))
-        self.refusals = RefusalLog(limits, clock)
         self.chunk_limit = center.settings.chunks.message_limit_bytes
-        self.hard_limit = self.chunk_limit + MAX_CHUNK_BYTES
-
-    @asynccontextmanager
-    async def _guarded(self, context: Any, call: str) -> AsyncIterator[int]:
-        """Authenticate, admit and time the call; a refusal is logged, then aborts it."""
-        self.admission.opened()
-        try:
-            cid = self._authenticate(context)
-            self.admission.admit(cid)
-            try:
-                async with asyncio.timeout(
-                    None if call == "Session" else self.limits.call_timeout_s
-                ):
-                    yield cid
-            except TimeoutError:
-                why = f"call not done after {self.limits.call_timeout_s:g} s"
-                raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", why) from None
-            finally:
-                self.admission.release(cid)
-        except Refused as exc:
-            self.refusals.note(exc, str(context.peer()), call)
-            await context.abort(exc.code, exc.reason)
-        finally:
-            self.admission.closed()
-
-    def _authenticate(self, context: Any) -> int:
-        """The client whose token (and, under mutual TLS, certificate) the call carries."""
-        metadata = dict(context.invocation_metadata() or ())
-        auth = str(metadata.get("authorization", ""))
-        if not auth.startswith("Bearer "):
-            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", "no bearer token")
-        owner = self.tokens.client_for(auth.removeprefix("Bearer "))
-        if owner is None:
-            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", "unknown token")
-        if self.mutual:
-            names = context.auth_context().get("x509_common_name", [])
-            if client_common_name(owner).encode() not in names:
-                holder = _certificate_client(names)
-                who = f"client {holder}" if holder is not None else "an unknown client"
-                why = f"token of client {owner} used by {who} (certificate {names})"
-                raise Refused(grpc.StatusCode.PERMISSION_DENIED, "permission", why)
-        return owner
-
-    @staticmethod
-    def _check_claim(owner: int, claimed: int) -> None:
-        if owner != claimed:
-            why = f"token of client {owner} used by client {claimed}"
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED, "permission", why)
-
-    async def _next(self, context: Any) -> bytes | None:
-        """The peer's next message (None at its end) within the idle timeout."""
-        try:
-            async with asyncio.timeout(self.limits.idle_timeout_s):
-                data = await context.read()
-        except TimeoutError:
-            why = f"no message for {self.limits.idle_timeout_s:g} s"
-            raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "idle", why) from None
-        return None if data is aio.EOF else bytes(data)
-
-    def _parse(self, data: bytes, cls: Any, what: str, limit: int) -> Any:
-        self.counter.received += len(data) + GRPC_PREFIX_BYTES
-        if len(data) > limit:
-            why = f"{what}: message of {len(data)} bytes over the limit of {limit} bytes"
-            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "oversized", why)
-        try:
-            return cls.FromString(data)
-        except DecodeError as exc:
-            why = f"{what}: {len(data)} bytes are not a {cls.__name__} message ({exc})"
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed", why) from None
-
-    async def _first(self, context: Any, cls: Any, what: str, limit: int) -> Any:
-        data = await self._next(context)
-        if data is None:
-            why = (
-                f"{what} ended before its first message (or sent one over gRPC's limit of"
-                f" {self.hard_limit} bytes)"
-            )
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "truncated", why)
-        return self._parse(data, cls, what, limit)
+        self.guard = CallGuard(
+            tokens, limits, mutual=mutual, chunk_limit=self.chunk_limit, clock=clock
+        )
+        self.guard.on_read = self.counter.count_received
 
     async def session(self, _requests: object, context: Any) -> None:
-        async with self._guarded(context, "Session") as cid:
-            hello = await self._first(context, pb.Hello, "Session", _CONTROL_LIMIT)
-            self._check_claim(cid, hello.client_id)
+        async with self.guard.guarded(context, "Session") as cid:
+            hello = await self.guard.first(context, pb.Hello, "Session", CONTROL_LIMIT_BYTES)
+            self.guard.check_claim(cid, hello.client_id)
             try:
                 async for task in self.center.session(cid):
                     await context.write(_task_pb(task))
@@ -260,9 +162,11 @@ class _Service:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
 
     async def download(self, _requests: object, context: Any) -> None:
-        async with self._guarded(context, "Download") as cid:
-            request = await self._first(context, pb.DownloadRequest, "Download", _CONTROL_LIMIT)
-            self._check_claim(cid, request.client_id)
+        async with self.guard.guarded(context, "Download") as cid:
+            request = await self.guard.first(
+                context, pb.DownloadRequest, "Download", CONTROL_LIMIT_BYTES
+            )
+            self.guard.check_claim(cid, request.client_id)
             try:
                 total, chunks = self.center.download(cid, request.round_idx)
             except ProtocolError as exc:
@@ -273,13 +177,13 @@ class _Service:
                 await context.write(pb.StreamPart(data=chunk))
 
     async def submit(self, _requests: object, context: Any) -> pb.SubmitReply:
-        async with self._guarded(context, "Submit") as cid:
-            first = await self._first(context, pb.StreamPart, "Submit", self.chunk_limit)
+        async with self.guard.guarded(context, "Submit") as cid:
+            first = await self.guard.first(context, pb.StreamPart, "Submit", self.chunk_limit)
             if first.WhichOneof("part") != "header":
                 why = "Submit: the first message is not a header"
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed", why)
             h = first.header
-            self._check_claim(cid, h.client_id)
+            self.guard.check_claim(cid, h.client_id)
             partial = h.content == pb.StreamHeader.PARTIAL
             header = UploadHeader(
                 cid, h.round_idx, h.total_bytes, h.num_examples, dict(h.metrics), partial
@@ -290,8 +194,8 @@ class _Service:
 
     async def _data_parts(self, context: Any) -> AsyncIterator[bytes]:
         """The chunks after a submission's header (refusals end the upload with a reason)."""
-        while (data := await self._next(context)) is not None:
-            part = self._parse(data, pb.StreamPart, "Submit chunk", self.chunk_limit)
+        while (data := await self.guard.next(context)) is not None:
+            part = self.guard.parse(data, pb.StreamPart, "Submit chunk", self.chunk_limit)
             if part.WhichOneof("part") != "data":
                 raise PayloadError("a submission carries a second header")
             yield part.data
@@ -316,17 +220,6 @@ class _Service:
         )
 
 
-def _certificate_client(names: list[bytes]) -> int | None:
-    """The client id a certificate's common name(s) name, if exactly one."""
-    ids = set()
-    for name in names:
-        text = name.decode(errors="replace")
-        prefix = client_common_name(0).removesuffix("0")
-        if text.startswith(prefix) and text[len(prefix) :].isdigit():
-            ids.add(int(text[len(prefix) :]))
-    return ids.pop() if len(ids) == 1 else None
-
-
 GRPC_PREFIX_BYTES = 5  # each gRPC message: 1-byte flag + 4-byte length, then the message
 
 
@@ -343,6 +236,10 @@ class WireCounter:
     @property
     def total(self) -> int:
         return self.received + self.sent
+
+    def count_received(self, message_bytes: int) -> None:
+        """Count one received message of ``message_bytes`` (plus its prefix)."""
+        self.received += message_bytes + GRPC_PREFIX_BYTES
 
     def reader(self, cls: Any) -> Any:
         def read(data: bytes) -> Any:
@@ -393,7 +290,8 @@ class CenterServer:
         self.center, self.address, self.tls, self.mutual = center, address, tls, mutual
         self.limits = limits or ServerLimits()
         self._service = _Service(center, tokens, mutual and tls is not None, self.limits, clock)
-        options = _server_options(center.settings.chunks, keepalive_s, self.limits)
+        chunks = center.settings.chunks
+        options = server_options(_options(chunks, keepalive_s), chunks, self.limits)
         self._server = aio.server(options=options)
         self._server.add_generic_rpc_handlers((self._service.handler(),))
         self.port = 0
@@ -401,12 +299,12 @@ class CenterServer:
     @property
     def admission(self) -> Admission:
         """The calls this server holds now (and the most it held at once)."""
-        return self._service.admission
+        return self._service.guard.admission
 
     @property
     def refusals(self) -> Counter[str]:
         """Refused calls so far, by kind (``unauthenticated``, ``idle``, ...)."""
-        return self._service.refusals.counts
+        return self._service.guard.refusals.counts
 
     @property
     def counter(self) -> WireCounter:
@@ -433,7 +331,7 @@ class CenterServer:
         tb: TracebackType | None,
     ) -> None:
         await self._server.stop(grace=1.0)
-        self._service.refusals.flush()
+        self._service.guard.refusals.flush()
 
     @property
     def target(self) -> str:
