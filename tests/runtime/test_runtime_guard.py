@@ -336,7 +336,7 @@ def test_admission_and_limits_validate():
     with pytest.raises(ConfigError, match="idle_timeout_s"):
         ServerLimits(idle_timeout_s=0)
     admission = Admission(ServerLimits(max_calls_per_client=1), num_tokens=2)
-    assert admission.total_cap == 20
+    assert admission.total_cap == 70
     admission.admit(7)
     with pytest.raises(Refused, match="client 7 already holds 1 calls"):
         admission.admit(7)

@@ -92,9 +92,11 @@ class ServerLimits:
         max_calls_per_client: concurrent calls of one authenticated client (a client
             holds its ``Session`` plus one ``Download`` or ``Submit``; the slack covers
             a reconnection that overlaps its superseded session).
-        max_calls: concurrent authenticated calls in all (None: 2 per token + 16).
+        max_calls: concurrent authenticated calls in all (None: 3 per token + 64).
         max_streams_per_connection: HTTP/2 ``SETTINGS_MAX_CONCURRENT_STREAMS``; streams
-            past it are reset by gRPC core (``REFUSED_STREAM``) before any handler runs.
+            past it wait or are reset by gRPC core (``REFUSED_STREAM``) before any
+            handler runs. Clients in one process with the same channel options share
+            one connection, hence the high default.
         max_pending_calls: calls gRPC core queues for the handlers; past half of it core
             sheds new calls at random, past all of it every new one (``CANCELLED``,
             before any handler runs, so only the peer sees it). Under a flood the
@@ -110,7 +112,7 @@ class ServerLimits:
 
     max_calls_per_client: int = 8
     max_calls: int | None = None
-    max_streams_per_connection: int = 100
+    max_streams_per_connection: int = 1024
     max_pending_calls: int = 8192
     idle_timeout_s: float = 60.0
     call_timeout_s: float | None = 3600.0
@@ -131,7 +133,7 @@ class ServerLimits:
 
     def total_cap(self, num_tokens: int) -> int:
         """The overall cap for a server that knows ``num_tokens`` clients."""
-        return self.max_calls if self.max_calls is not None else 2 * num_tokens + 16
+        return self.max_calls if self.max_calls is not None else 3 * num_tokens + 64
 
 
 class Refused(ProtocolError):
