@@ -15,8 +15,15 @@ from grpc import aio
 from fedstrata.api import run
 from fedstrata.core.payload import CodecId, Payload
 from fedstrata.errors import ConfigError, FedstrataError, ProtocolError
-from fedstrata.runtime import CenterServer, ChunkPlan, GrpcLink, TokenTable, make_dev_pki
-from fedstrata.runtime.guard import Admission, RefusalLog, Refused, ServerLimits
+from fedstrata.runtime import (
+    CenterServer,
+    ChunkPlan,
+    GrpcLink,
+    ServerLimits,
+    TokenTable,
+    make_dev_pki,
+)
+from fedstrata.runtime.guard import Admission, RefusalLog, Refused
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.records import TaskKind, TaskSpec
 from fedstrata.runtime.security import channel_credentials
