@@ -1,4 +1,4 @@
-"""Admission control and refusal logging of the runtime's gRPC server (no I/O).
+"""Admission control, deadlines and refusal logging of the runtime's gRPC server.
 
 A gRPC server that reads before it authenticates, never times a call out and admits
 any number of calls lets anyone on the network hold its memory (issue 11, defect 5).
@@ -18,8 +18,10 @@ message, and uses the pieces here:
   from metadata, admit, time the call; read each message under the idle timeout and
   parse it under a size limit; log and abort on a refusal.
 
-Ownership: the server owns one of each; nothing here starts tasks or reads the system
-time except through the injected clock.
+Ownership and cancellation: the server owns one :class:`CallGuard` (which owns the
+rest); nothing here starts tasks. Deadlines are ``asyncio.timeout`` scopes inside the
+handler's own task, so cancelling the call cancels them; the refusal log reads time
+from the injected clock only.
 """
 
 from __future__ import annotations
