@@ -71,3 +71,71 @@ def test_configuration_docs_are_current():
     assert docs.read_text() == config_reference() + "\n", (
         "docs/configuration.md is stale: run `fedstrata config-reference > docs/configuration.md`"
     )
+
+
+def test_pki_dev_host_adds_the_server_names(tmp_path):
+    """Issue 11 defect 16: ``pki dev --host NAME`` (repeatable) names the server."""
+    from cryptography import x509
+
+    res = runner.invoke(
+        app,
+        [
+            "pki",
+            "dev",
+            str(tmp_path),
+            "--clients",
+            "2",
+            "--host",
+            "center-host",
+            "--host",
+            "10.0.0.5",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    cert = x509.load_pem_x509_certificate((tmp_path / "server.pem").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "center-host" in sans.get_values_for_type(x509.DNSName)
+    assert "10.0.0.5" in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    bad = runner.invoke(app, ["pki", "dev", str(tmp_path / "b"), "--host", "a b"])
+    assert bad.exit_code == 2
+    assert "neither an IP address nor a DNS name" in bad.output
+
+
+def test_token_comes_from_a_file_or_the_environment_and_the_flag_warns(
+    tmp_path, monkeypatch, capsys
+):
+    """Issue 11 defect 9: a token on the command line shows in ``ps``: the flag warns
+    and points to ``--token-file`` and FEDSTRATA_TOKEN, which are read instead."""
+    import pytest
+
+    from fedstrata.cli.deploy import read_token
+    from fedstrata.errors import ConfigError
+
+    monkeypatch.delenv("FEDSTRATA_TOKEN", raising=False)
+    path = tmp_path / "token"
+    path.write_text("from-file\n")
+    path.chmod(0o600)
+    assert read_token("", path) == "from-file"
+    monkeypatch.setenv("FEDSTRATA_TOKEN", "from-env")
+    assert read_token("", None) == "from-env"
+    assert capsys.readouterr().err == ""
+    assert read_token("on-the-command-line", None) == "on-the-command-line"
+    warning = capsys.readouterr().err
+    assert "--token-file" in warning
+    assert "FEDSTRATA_TOKEN" in warning
+    monkeypatch.delenv("FEDSTRATA_TOKEN")
+    with pytest.raises(ConfigError, match="no bearer token"):
+        read_token("", None)
+    path.chmod(0o644)
+    read_token("", path)
+    assert "readable by other users" in capsys.readouterr().err
+
+
+def test_client_refuses_a_missing_token_file_before_connecting(tmp_path, monkeypatch):
+    """Issue 11 defect 9: ``client --token-file`` is an option; a bad file fails fast."""
+    monkeypatch.delenv("FEDSTRATA_TOKEN", raising=False)
+    res = runner.invoke(app, ["client", "--token-file", str(tmp_path / "missing")])
+    assert res.exit_code == 2
+    assert "--token-file" in res.output
+    helped = runner.invoke(app, ["client", "--help"])
+    assert "--token-file" in helped.output

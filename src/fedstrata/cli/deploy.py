@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,13 +12,23 @@ from rich.table import Table
 
 from fedstrata.cli.app import _fail, _setup_logging, app
 from fedstrata.config import load_config
-from fedstrata.errors import FedstrataError
+from fedstrata.errors import ConfigError, FedstrataError
+
+TOKEN_ENV = "FEDSTRATA_TOKEN"
 
 # Options shared by the deployment commands.
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override: key.sub=value")]
 CaOpt = Annotated[Path | None, typer.Option(help="CA certificate (PEM); omit for no TLS")]
 TokensOpt = Annotated[Path, typer.Option(help="JSON {client id: token}")]
 MutualOpt = Annotated[bool, typer.Option(help="require client certificates")]
+TokenFileOpt = Annotated[
+    Path | None,
+    typer.Option(help=f"file holding the bearer token (or set {TOKEN_ENV}); keep it mode 600"),
+]
+TokenFlagOpt = Annotated[
+    str,
+    typer.Option("--token", help=f"deprecated (visible in ps): use --token-file or {TOKEN_ENV}"),
+]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True)]
 serve_app = typer.Typer(help="Run a federation's servers over gRPC.", no_args_is_help=True)
 
@@ -31,6 +42,46 @@ def _tls(ca: Path | None, cert: Path | None, key: Path | None) -> Any:
     from fedstrata.runtime.security import TlsFiles
 
     return TlsFiles(ca, cert, key)
+
+
+def read_token(flag: str, path: Path | None) -> str:
+    """The bearer token: from ``--token-file``, the environment, or the old flag.
+
+    ``--token`` still works but warns: a command line is visible to every user of the
+    host (``ps``, ``/proc/<pid>/cmdline``).
+
+    Raises:
+        ConfigError: both a flag and a file, an unreadable or empty file, or no token.
+    """
+    if flag and path is not None:
+        raise ConfigError("give the token once: --token-file or --token, not both")
+    if flag:
+        typer.secho(
+            f"warning: --token shows the token to every user of this host (ps);"
+            f" use --token-file PATH or the {TOKEN_ENV} environment variable",
+            err=True,
+            fg="yellow",
+        )
+        return flag
+    if path is not None:
+        return _token_from_file(path)
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ConfigError(f"no bearer token: pass --token-file PATH or set {TOKEN_ENV}")
+    return token
+
+
+def _token_from_file(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"--token-file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise ConfigError(f"--token-file {path} is empty")
+    if mode & 0o077:
+        typer.secho(f"warning: {path} is readable by other users; chmod 600 it", err=True)
+    return token
 
 
 @serve_app.command("center")
@@ -81,7 +132,8 @@ def serve_aggregator(
         "127.0.0.1:50051"
     ),
     tier_id: Annotated[int, typer.Option(help="this tier's participant id at the parent")] = 0,
-    token: Annotated[str, typer.Option(envvar="FEDSTRATA_TOKEN", help="token at the parent")] = "",
+    token: TokenFlagOpt = "",
+    token_file: TokenFileOpt = None,
     clients: Annotated[int, typer.Option(min=1, help="clients this tier serves")] = 1,
     address: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:50052",
     tokens: TokensOpt = Path("tokens.json"),
@@ -106,7 +158,7 @@ def serve_aggregator(
                 cfg,
                 parent=parent,
                 tier_id=tier_id,
-                token=token,
+                token=read_token(token, token_file),
                 parent_tls=_tls(ca, parent_cert, parent_key),
                 clients=clients,
                 address=address,
@@ -128,7 +180,8 @@ def client_cmd(
     *,
     server: Annotated[str, typer.Option(help="center host:port")] = "127.0.0.1:50051",
     client_id: Annotated[int, typer.Option(help="this client's id")] = 0,
-    token: Annotated[str, typer.Option(envvar="FEDSTRATA_TOKEN", help="bearer token")] = "",
+    token: TokenFlagOpt = "",
+    token_file: TokenFileOpt = None,
     set_: SetOpt = None,
     ca: CaOpt = None,
     cert: Annotated[Path | None, typer.Option(help="client certificate for mutual TLS")] = None,
@@ -145,7 +198,11 @@ def client_cmd(
         cfg = load_config(config, None, set_ or [])
         report = asyncio.run(
             run_client(
-                cfg, server=server, client_id=client_id, token=token, tls=_tls(ca, cert, key)
+                cfg,
+                server=server,
+                client_id=client_id,
+                token=read_token(token, token_file),
+                tls=_tls(ca, cert, key),
             )
         )
     except FedstrataError as exc:
@@ -157,11 +214,22 @@ def client_cmd(
 def pki_dev(
     folder: Annotated[Path, typer.Argument(help="where to write the files")],
     clients: Annotated[int, typer.Option(min=1, help="number of client certificates")] = 10,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            help="a DNS name or IP address clients dial the server by (repeatable);"
+            " localhost, 127.0.0.1 and ::1 are always included",
+        ),
+    ] = None,
 ) -> None:
     """Write a development CA, server and client certificates, and tokens.json."""
     from fedstrata.runtime.commands import write_dev_credentials
 
-    typer.echo(str(write_dev_credentials(folder, clients)))
+    try:
+        typer.echo(str(write_dev_credentials(folder, clients, host or [])))
+    except FedstrataError as exc:
+        raise _fail(exc) from None
 
 
 probe_app = typer.Typer(help="Measure links between real hosts.", no_args_is_help=True)

@@ -25,6 +25,7 @@ from fedstrata.runtime.client import (
     ClientReport,
     decode_model,
 )
+from fedstrata.runtime.guard import ServerLimits
 from fedstrata.runtime.security import (
     DevPki,
     TlsFiles,
@@ -52,6 +53,7 @@ __all__ = [
     "Reassembler",
     "RoundRecord",
     "RuntimeResult",
+    "ServerLimits",
     "TaskKind",
     "TaskSpec",
     "TierAggregator",

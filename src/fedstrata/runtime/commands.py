@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from fedstrata.config import FedConfig
@@ -41,9 +42,15 @@ def load_tokens(path: Path) -> TokenTable:
         ) from None
 
 
-def write_dev_credentials(folder: Path, num_clients: int) -> Path:
-    """A development CA, server and client certificates, and ``tokens.json``."""
-    make_dev_pki(folder, range(num_clients))
+def write_dev_credentials(folder: Path, num_clients: int, hosts: Sequence[str] = ()) -> Path:
+    """A development CA, server and client certificates, and ``tokens.json``.
+
+    ``hosts``: names (DNS or IP) the server certificate is valid for besides localhost.
+
+    Raises:
+        ConfigError: a host that is neither a DNS name nor an IP address.
+    """
+    make_dev_pki(folder, range(num_clients), hosts=hosts)
     tokens = {str(c): new_token() for c in range(num_clients)}
     path = folder / "tokens.json"
     path.write_text(json.dumps(tokens, indent=1))

@@ -9,7 +9,8 @@
   certificate's common name must also be ``client-<id>`` of the token's client, so a
   stolen token is useless without the matching key.
 * :func:`make_dev_pki` writes a development CA plus server and client certificates
-  with ``cryptography``: for tests and trials only, never for production keys.
+  with ``cryptography`` (the server's for every host name clients dial): for tests
+  and trials only, never for production keys.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import datetime as dt
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ __all__ = [
     "make_dev_pki",
     "new_token",
     "server_credentials",
+    "server_names",
 ]
 
 
@@ -195,31 +198,58 @@ def _sign(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+_DNS_LABEL = re.compile(r"(\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)")
+
+
+def server_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
+    """Subject alternative names for ``hosts``: IP addresses as such, others as DNS names.
+
+    Raises:
+        ConfigError: a name that is neither an IP address nor a DNS name.
+    """
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+            continue
+        except ValueError:
+            pass
+        labels = host.rstrip(".").split(".")
+        if not host or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+            raise ConfigError(f"server host {host!r} is neither an IP address nor a DNS name")
+        sans.append(x509.DNSName(host))
+    return list(dict.fromkeys(sans))  # de-duplicated, in order
+
+
 def make_dev_pki(
-    folder: Path, client_ids: Iterable[int], *, hostname: str = "localhost", days: int = 30
+    folder: Path,
+    client_ids: Iterable[int],
+    *,
+    hostname: str = "localhost",
+    hosts: Sequence[str] = (),
+    days: int = 30,
 ) -> DevPki:
     """Write a development CA, a server certificate and one certificate per client.
 
-    The server certificate is valid for ``hostname`` and 127.0.0.1; client
-    certificates carry the common name :func:`client_common_name`.
+    The server certificate is valid for ``hostname``, 127.0.0.1 and ::1, and for every
+    name in ``hosts`` (DNS names or IP addresses: the names clients dial, e.g.
+    ``center-host`` or ``10.0.0.5``); its common name is the first of ``hosts`` (else
+    ``hostname``). Client certificates carry the common name :func:`client_common_name`.
 
     Raises:
-        ConfigError: ``days`` < 1.
+        ConfigError: ``days`` < 1, or a host that is not a DNS name or an IP address.
     """
     if days < 1:
         raise ConfigError(f"make_dev_pki: days must be >= 1, got {days}")
+    sans = server_names([*hosts, hostname, "127.0.0.1", "::1"])
     folder.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_path, _ = _write_pair(
         folder, "ca", _sign("fedstrata-dev-ca", ca_key, None, [], days), ca_key
     )
     issuer = ("fedstrata-dev-ca", ca_key)
-    sans: list[x509.GeneralName] = [
-        x509.DNSName(hostname),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-    ]
     server_key = ec.generate_private_key(ec.SECP256R1())
-    cert = _sign(hostname, server_key, issuer, sans, days)
+    cert = _sign(hosts[0] if hosts else hostname, server_key, issuer, sans, days)
     server = TlsFiles(ca_path, *_write_pair(folder, "server", cert, server_key))
     clients = {}
     for cid in client_ids:

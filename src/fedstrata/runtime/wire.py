@@ -17,13 +17,15 @@ and is failed in the open round without timers in the round logic.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from grpc import aio
 
+from fedstrata.core.clock import Clock
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan, OptimizerKind
 from fedstrata.errors import (
@@ -34,12 +36,19 @@ from fedstrata.errors import (
     TransportError,
 )
 from fedstrata.runtime.center import Center, TaskKind, TaskSpec, UploadHeader
+from fedstrata.runtime.guard import (
+    CONTROL_LIMIT_BYTES,
+    Admission,
+    CallGuard,
+    Refused,
+    ServerLimits,
+    server_options,
+)
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.security import (
     TlsFiles,
     TokenTable,
     channel_credentials,
-    client_common_name,
     server_credentials,
 )
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
@@ -119,84 +128,93 @@ def _task(msg: pb.Task) -> TaskSpec:
 
 
 class _Service:
-    """The three RPCs, each authenticated before it reaches the center."""
+    """The three RPCs; each call is authenticated from its metadata before any read.
 
-    def __init__(self, center: Center, tokens: TokenTable, mutual: bool) -> None:
-        self.center, self.tokens, self.mutual = center, tokens, mutual
+    Every method is served as a request stream read with ``context.read()`` under the
+    idle timeout, so not even a unary request is read before the call is authenticated
+    and admitted (:class:`~fedstrata.runtime.guard.CallGuard`).
+    """
+
+    def __init__(
+        self,
+        center: Center,
+        tokens: TokenTable,
+        mutual: bool,
+        limits: ServerLimits,
+        clock: Clock | None = None,
+    ) -> None:
+        self.center = center
         self.counter = WireCounter()
-
-    async def _deny(self, context: Any, code: grpc.StatusCode, claimed: int, why: str) -> NoReturn:
-        log.warning("denied a call claiming client %d: %s", claimed, why)
-        self.center.rejections.append((-1, claimed, why))
-        await context.abort(code, why)
-        raise AssertionError("unreachable")  # abort raises
-
-    async def authenticate(self, context: Any, claimed: int) -> int:
-        metadata = dict(context.invocation_metadata() or ())
-        auth = str(metadata.get("authorization", ""))
-        if not auth.startswith("Bearer "):
-            await self._deny(context, grpc.StatusCode.UNAUTHENTICATED, claimed, "no bearer token")
-        owner = self.tokens.client_for(auth.removeprefix("Bearer "))
-        if owner is None:
-            await self._deny(context, grpc.StatusCode.UNAUTHENTICATED, claimed, "unknown token")
-        if owner != claimed:
-            why = f"token of client {owner} used by client {claimed}"
-            await self._deny(context, grpc.StatusCode.PERMISSION_DENIED, claimed, why)
-        if self.mutual:
-            names = context.auth_context().get("x509_common_name", [])
-            if client_common_name(owner).encode() not in names:
-                why = f"certificate {names} does not belong to client {owner}"
-                await self._deny(context, grpc.StatusCode.PERMISSION_DENIED, claimed, why)
-        return owner
-
-    async def session(self, request: pb.Hello, context: Any) -> AsyncIterator[pb.Task]:
-        cid = await self.authenticate(context, request.client_id)
-        try:
-            async for task in self.center.session(cid):
-                yield _task_pb(task)
-        except ProtocolError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-
-    async def download(
-        self, request: pb.DownloadRequest, context: Any
-    ) -> AsyncIterator[pb.StreamPart]:
-        cid = await self.authenticate(context, request.client_id)
-        try:
-            total, chunks = self.center.download(cid, request.round_idx)
-        except ProtocolError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        header = pb.StreamHeader(client_id=cid, round_idx=request.round_idx, total_bytes=total)
-        yield pb.StreamPart(header=header)
-        async for chunk in chunks:
-            yield pb.StreamPart(data=chunk)
-
-    async def submit(self, requests: AsyncIterator[pb.StreamPart], context: Any) -> pb.SubmitReply:
-        first = await anext(aiter(requests), None)
-        if first is None or first.WhichOneof("part") != "header":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "submission lacks a header")
-            raise AssertionError("unreachable")  # abort raises
-        h = first.header
-        cid = await self.authenticate(context, h.client_id)
-        partial = h.content == pb.StreamHeader.PARTIAL
-        header = UploadHeader(
-            cid, h.round_idx, h.total_bytes, h.num_examples, dict(h.metrics), partial
+        self.chunk_limit = center.settings.chunks.message_limit_bytes
+        self.guard = CallGuard(
+            tokens, limits, mutual=mutual, chunk_limit=self.chunk_limit, clock=clock
         )
-        accepted, reason = await self.center.submit(header, _data_parts(requests))
-        return pb.SubmitReply(accepted=accepted, reason=reason)
+        self.guard.on_read = self.counter.count_received
+
+    async def session(self, _requests: object, context: Any) -> None:
+        async with self.guard.guarded(context, "Session") as cid:
+            hello = await self.guard.first(context, pb.Hello, "Session", CONTROL_LIMIT_BYTES)
+            self.guard.check_claim(cid, hello.client_id)
+            try:
+                async for task in self.center.session(cid):
+                    await context.write(_task_pb(task))
+            except ProtocolError as exc:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+
+    async def download(self, _requests: object, context: Any) -> None:
+        async with self.guard.guarded(context, "Download") as cid:
+            request = await self.guard.first(
+                context, pb.DownloadRequest, "Download", CONTROL_LIMIT_BYTES
+            )
+            self.guard.check_claim(cid, request.client_id)
+            try:
+                total, chunks = self.center.download(cid, request.round_idx)
+            except ProtocolError as exc:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            header = pb.StreamHeader(client_id=cid, round_idx=request.round_idx, total_bytes=total)
+            await context.write(pb.StreamPart(header=header))
+            async for chunk in chunks:
+                await context.write(pb.StreamPart(data=chunk))
+
+    async def submit(self, _requests: object, context: Any) -> pb.SubmitReply:
+        async with self.guard.guarded(context, "Submit") as cid:
+            first = await self.guard.first(context, pb.StreamPart, "Submit", self.chunk_limit)
+            if first.WhichOneof("part") != "header":
+                why = "Submit: the first message is not a header"
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed", why)
+            h = first.header
+            self.guard.check_claim(cid, h.client_id)
+            partial = h.content == pb.StreamHeader.PARTIAL
+            header = UploadHeader(
+                cid, h.round_idx, h.total_bytes, h.num_examples, dict(h.metrics), partial
+            )
+            accepted, reason = await self.center.submit(header, self._data_parts(context))
+            return pb.SubmitReply(accepted=accepted, reason=reason)
+        raise AssertionError("unreachable")  # a refusal aborts the call
+
+    async def _data_parts(self, context: Any) -> AsyncIterator[bytes]:
+        """The chunks after a submission's header (refusals end the upload with a reason)."""
+        while (data := await self.guard.next(context)) is not None:
+            part = self.guard.parse(data, pb.StreamPart, "Submit chunk", self.chunk_limit)
+            if part.WhichOneof("part") != "data":
+                raise PayloadError("a submission carries a second header")
+            yield part.data
 
     def handler(self) -> grpc.GenericRpcHandler:
-        c = self.counter
+        w = self.counter.writer
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
-                "Session": grpc.unary_stream_rpc_method_handler(
-                    self.session, c.reader(pb.Hello), c.writer(pb.Task)
+                # request streams on the server whatever the client's cardinality: the
+                # handlers read (after authenticating) with context.read()
+                "Session": grpc.stream_stream_rpc_method_handler(
+                    self.session, response_serializer=w(pb.Task)
                 ),
-                "Download": grpc.unary_stream_rpc_method_handler(
-                    self.download, c.reader(pb.DownloadRequest), c.writer(pb.StreamPart)
+                "Download": grpc.stream_stream_rpc_method_handler(
+                    self.download, response_serializer=w(pb.StreamPart)
                 ),
                 "Submit": grpc.stream_unary_rpc_method_handler(
-                    self.submit, c.reader(pb.StreamPart), c.writer(pb.SubmitReply)
+                    self.submit, response_serializer=w(pb.SubmitReply)
                 ),
             },
         )
@@ -219,6 +237,10 @@ class WireCounter:
     def total(self) -> int:
         return self.received + self.sent
 
+    def count_received(self, message_bytes: int) -> None:
+        """Count one received message of ``message_bytes`` (plus its prefix)."""
+        self.received += message_bytes + GRPC_PREFIX_BYTES
+
     def reader(self, cls: Any) -> Any:
         def read(data: bytes) -> Any:
             self.received += len(data) + GRPC_PREFIX_BYTES
@@ -235,15 +257,12 @@ class WireCounter:
         return write
 
 
-async def _data_parts(requests: AsyncIterator[pb.StreamPart]) -> AsyncIterator[bytes]:
-    async for part in requests:
-        if part.WhichOneof("part") != "data":
-            raise PayloadError("a submission carries a second header")
-        yield part.data
-
-
 class CenterServer:
     """Serves a :class:`Center` over gRPC; owns the server from enter to exit.
+
+    Every call is authenticated from its metadata before a message is read, admitted
+    under the caps of ``limits`` and timed out by them; each refusal is logged with
+    its reason and counted in :attr:`refusals` (see :mod:`fedstrata.runtime.guard`).
 
     Args:
         center: the round driver.
@@ -252,6 +271,8 @@ class CenterServer:
         tls: the server's PEM files (None: plaintext, loopback tests only).
         mutual: require client certificates whose common name matches the token.
         keepalive_s: HTTP/2 ping interval (the sessions' heartbeat).
+        limits: caps and deadlines (default :class:`ServerLimits`).
+        clock: time of the refusal log's windows.
     """
 
     def __init__(
@@ -263,12 +284,27 @@ class CenterServer:
         tls: TlsFiles | None = None,
         mutual: bool = False,
         keepalive_s: float = 10.0,
+        limits: ServerLimits | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.center, self.address, self.tls, self.mutual = center, address, tls, mutual
-        self._service = _Service(center, tokens, mutual and tls is not None)
-        self._server = aio.server(options=_options(center.settings.chunks, keepalive_s))
+        self.limits = limits or ServerLimits()
+        self._service = _Service(center, tokens, mutual and tls is not None, self.limits, clock)
+        chunks = center.settings.chunks
+        options = server_options(_options(chunks, keepalive_s), chunks, self.limits)
+        self._server = aio.server(options=options)
         self._server.add_generic_rpc_handlers((self._service.handler(),))
         self.port = 0
+
+    @property
+    def admission(self) -> Admission:
+        """The calls this server holds now (and the most it held at once)."""
+        return self._service.guard.admission
+
+    @property
+    def refusals(self) -> Counter[str]:
+        """Refused calls so far, by kind (``unauthenticated``, ``idle``, ...)."""
+        return self._service.guard.refusals.counts
 
     @property
     def counter(self) -> WireCounter:
@@ -295,6 +331,7 @@ class CenterServer:
         tb: TracebackType | None,
     ) -> None:
         await self._server.stop(grace=1.0)
+        self._service.guard.refusals.flush()
 
     @property
     def target(self) -> str:
