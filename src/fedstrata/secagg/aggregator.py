@@ -323,6 +323,11 @@ class SecAggAggregator:
         return state.metrics.means()
 
     # RoundHook: report the protocol's costs in the round's metrics.
+    @property
+    def applies_every_round(self) -> bool:
+        """A round below ``min_clients`` leaves the model unchanged."""
+        return False
+
     def start(self, round_idx: int) -> None:
         """Nothing to prepare before a round."""
 
