@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -87,9 +88,10 @@ def test_round_with_no_update_applies_the_noise_alone() -> None:
     result = run(config)
     assert result.simulation.rounds[0].clients_completed == 0
     moved = result.simulation.params - initial_params(config)
-    # the noise alone: std sigma * C / (q N) = sigma * 1.0 / 1 per coordinate
+    # the noise alone: std sigma * C / (q N) per coordinate, q N = 1 / 40 * 40
     sigma = result.simulation.rounds[0].extras["noise_multiplier"]
-    assert float(np.std(moved)) == pytest.approx(sigma, rel=0.1)
+    expected = sigma * config.privacy.clip_norm
+    assert float(np.std(moved)) == pytest.approx(expected, rel=0.1)
 
 
 def test_epsilon_recomputed_from_the_run_store_alone_when_q_varies(tmp_path: Path) -> None:
@@ -141,3 +143,30 @@ def _metrics(round_idx: int, extras: dict[str, float]) -> RoundMetrics:
         sim_round_s=1.0, sim_time_s=float(round_idx + 1), wall_round_s=0.1, compute_s=0.5,
         downlink_s=0.2, uplink_s=0.3, extras=extras,
     )  # fmt: skip
+
+
+def test_readme_dp_example_warns_that_noise_dwarfs_the_signal(caplog) -> None:
+    """Issue 11 defect 20: before the run, a WARNING states how many times the noise
+    std per coordinate exceeds the clipped mean update (README's DP example: ~20x)."""
+    from fedstrata.api.components import pipeline, privacy_hooks
+
+    config = load_config(
+        preset="quickstart", overrides=["privacy.mechanism=central", "privacy.epsilon=2"]
+    )
+    size = 64 * 128 + 128 + 128 * 10 + 10  # the quickstart MLP
+    caplog.set_level(logging.WARNING, logger="fedstrata.privacy.hook")
+    (hook,) = privacy_hooks(config, pipeline(config, size, Path(".")), 100, size)
+    (record,) = caplog.records
+    ratio = hook.check_noise(size)
+    assert 15 < ratio < 25
+    assert f"is {ratio:.0f}x the largest clipped mean update per coordinate" in record.message
+    assert "privacy.epsilon" in record.message
+
+
+def test_no_warning_when_the_signal_is_not_dwarfed(caplog) -> None:
+    """Issue 11 defect 20: a large cohort at a generous budget runs without the warning."""
+    allocator = BudgetAllocator.uniform(8.0, DELTA, 10, 0.5)
+    hook = CentralDPHook(allocator, CentralGaussian(0.0, 1.0), expected_cohort=500.0)
+    caplog.set_level(logging.WARNING, logger="fedstrata.privacy.hook")
+    assert hook.check_noise(650) < 1
+    assert not caplog.records

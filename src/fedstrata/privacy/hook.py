@@ -88,14 +88,15 @@ class CentralDPHook:
             logger.warning(
                 "central DP: the noise std per coordinate (sigma*C/(qN) = %.3g*%.3g/%.3g = "
                 "%.3g) is %.0fx the largest clipped mean update per coordinate (C/sqrt(d) "
-                "= %.3g for %d parameters); averaged over the %d planned rounds it is "
-                "still %.1fx. Expect accuracy well below a non-private run. The ratio does "
-                "not depend on the clip norm: lower it with more clients (a larger "
-                "population at the same rounds.clients_per_round / num_clients), a larger "
-                "privacy.epsilon or a smaller model; a small privacy.clip_norm or "
-                "server.lr keeps training stable by averaging the noise over more rounds",
+                "= %.3g for %s parameters); averaged over the %d planned rounds it is "
+                "%.1fx, so expect accuracy well below a non-private run. The ratio "
+                "sigma*sqrt(d)/(qN) does not depend on the clip norm; lower it with a "
+                "larger population (more clients at the same sampling rate), a larger "
+                "privacy.epsilon or a smaller model. A small privacy.clip_norm or "
+                "server.lr keeps training stable by averaging the noise over more rounds. "
+                "Safe to ignore for a demo of the mechanics",
                 sigma, clip, self.expected_cohort, sigma * clip / self.expected_cohort,
-                ratio, clip / math.sqrt(size), size, rounds, ratio / math.sqrt(rounds),
+                ratio, clip / math.sqrt(size), f"{size:,}", rounds, ratio / math.sqrt(rounds),
             )  # fmt: skip
         return ratio
 
