@@ -182,7 +182,7 @@ class Simulation:
         outcome = close.outcome
         ctx = RoundContext(round_idx, self.settings.root_seed)
         if outcome.applied or any(hook.applies_every_round for hook in self.hooks):
-            mean = self._round_mean(state, len(outcome.accepted), params.shape[0])
+            mean = self._round_mean(state, outcome, params.shape[0])
             for hook in self.hooks:
                 mean = hook.aggregate(mean, len(outcome.accepted), ctx)
             if self.pipeline is not None:
@@ -205,11 +205,18 @@ class Simulation:
         self._emit(outcome, metrics)
         return params, opt_state, metrics
 
-    def _round_mean(self, state: object, accepted: int, size: int) -> FloatVector:
+    def _round_mean(self, state: object, outcome: RoundOutcome, size: int) -> FloatVector:
         """The aggregate; zeros when nothing was accepted (a hook that applies every
         round, central DP, still noises it: an unchanged model would reveal a small
         cohort)."""
-        if accepted == 0:
+        if not outcome.applied:
+            log.info(
+                "round %d: applying the noised aggregate of %d updates although below "
+                "min_clients (central DP applies every round)",
+                outcome.round_idx,
+                len(outcome.accepted),
+            )
+        if not outcome.accepted:
             return np.zeros(size, dtype=np.float32)
         return self.aggregator.finalize(state)
 
