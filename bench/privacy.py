@@ -106,6 +106,7 @@ BASE = (
     "client.lr=0.05",
     "server.optimizer=fedavg",
     "server.lr=1.0",
+    "privacy.clip_norm=1.0",
     f"rounds.clients_per_round={PER_ROUND}",
     "sim.workers=0",
     "output.run_store=false",

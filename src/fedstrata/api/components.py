@@ -247,9 +247,12 @@ def sampling_rate(config: FedConfig, num_clients: int) -> float:
 
 
 def privacy_hooks(
-    config: FedConfig, pipeline: Pipeline | None, num_clients: int
+    config: FedConfig, pipeline: Pipeline | None, num_clients: int, size: int | None = None
 ) -> tuple[RoundHook, ...]:
-    """The central-DP hook (budget allocator + noise), or nothing without privacy."""
+    """The central-DP hook (budget allocator + noise), or nothing without privacy.
+
+    With the model's ``size`` a WARNING is logged when the noise dwarfs the signal.
+    """
     p = config.privacy
     if not p.enabled or pipeline is None:
         return ()
@@ -270,7 +273,10 @@ def privacy_hooks(
         allocator = BudgetAllocator(
             p.epsilon, p.delta, planned, q, stages=stages, accountant=p.accountant, switch=switch
         )
-    return (CentralDPHook(allocator, mechanism, expected_cohort=q * num_clients),)
+    hook = CentralDPHook(allocator, mechanism, expected_cohort=q * num_clients)
+    if size is not None:
+        hook.check_noise(size)
+    return (hook,)
 
 
 def simulation(

@@ -172,7 +172,7 @@ def _assemble(
         config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, params=params,
         profiles=table, registry=registry,
     )  # fmt: skip
-    sim.hooks = privacy_hooks(config, pipe, dataset.num_clients)
+    sim.hooks = privacy_hooks(config, pipe, dataset.num_clients, size)
     if secure is not None:
         sim.aggregator, sim.hooks = secure[1], (*sim.hooks, secure[1])
     sim.sinks = _sinks(store)

@@ -202,16 +202,22 @@ class BudgetAllocator:
                 f"got {round_idx}"
             )
 
-    def check_round(self, round_idx: int) -> None:
+    def check_round(self, round_idx: int, sampling_rate: float | None = None) -> None:
         """Raise if running ``round_idx`` would push ε above the budget.
 
+        Args:
+            round_idx: the next round.
+            sampling_rate: this round's ``q`` (default: the planned one).
+
         Raises:
-            ConfigError: ``round_idx`` is not the next unrecorded round.
+            ConfigError: ``round_idx`` is not the next unrecorded round, or
+                ``sampling_rate`` is outside ``(0, 1]``.
             PrivacyBudgetExhausted: the round would exceed ``total_epsilon``.
         """
         self._expect_next(round_idx)
         sigma = self.noise_multiplier(round_idx)
-        eps = self._accountant.epsilon_after(sigma, self.sampling_rate)
+        q = self.sampling_rate if sampling_rate is None else sampling_rate
+        eps = self._accountant.epsilon_after(sigma, q)
         if eps > self.total_epsilon:
             raise PrivacyBudgetExhausted(
                 f"round {round_idx} would raise ε from {self.epsilon_spent:.6g} to {eps:.6g}, "
@@ -219,17 +225,24 @@ class BudgetAllocator:
                 f"training stops after {round_idx} rounds — save the final state"
             )
 
-    def record(self, round_idx: int) -> PrivacyRoundMetrics:
+    def record(self, round_idx: int, sampling_rate: float | None = None) -> PrivacyRoundMetrics:
         """Record that ``round_idx`` ran with this plan's σ; returns its metrics.
 
+        Args:
+            round_idx: the next round.
+            sampling_rate: the ``q`` the round ran at (default: the planned one).
+                The plan is not re-calibrated when it differs.
+
         Raises:
-            ConfigError: ``round_idx`` is not the next unrecorded round.
+            ConfigError: ``round_idx`` is not the next unrecorded round, or
+                ``sampling_rate`` is outside ``(0, 1]``.
             PrivacyBudgetExhausted: the round exceeds the budget (nothing is recorded).
         """
-        self.check_round(round_idx)
+        self.check_round(round_idx, sampling_rate)
         stage = self.stage_of(round_idx)
         sigma = self._plan[stage].noise_multiplier
-        eps = self._accountant.record_round(sigma, self.sampling_rate)
+        q = self.sampling_rate if sampling_rate is None else sampling_rate
+        eps = self._accountant.record_round(sigma, q)
         return PrivacyRoundMetrics(
             round_idx, eps, self.total_epsilon - eps, sigma, stage, self._plan[stage].name
         )

@@ -5,12 +5,19 @@ Per round: refuse to start when the budget would be exceeded
 uniformly weighted updates back into their sum, add Gaussian noise of std
 ``sigma_r * C`` (``sigma_r`` from the budget allocator's stage), divide by the
 *expected* cohort size ``q * N`` (McMahan et al., ICLR 2018, "DP-FedAvg"); record the
-round in the accountant and report ε spent.
+round in the accountant and report ε spent, σ and the round's sampling rate ``q``
+(so ε can be recomputed from the run store alone).
+
+Every round is noised and applied, also one with fewer than ``rounds.min_clients``
+accepted updates (none: the noise alone): skipping the update would reveal that the
+cohort was small, which the accountant does not cover.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +28,22 @@ from fedstrata.errors import ConfigError
 from fedstrata.privacy.allocator import BudgetAllocator
 from fedstrata.privacy.mechanisms import CentralGaussian
 
-__all__ = ["CentralDPHook"]
+__all__ = ["NOISE_WARNING_RATIO", "CentralDPHook", "noise_to_signal"]
+
+logger = logging.getLogger(__name__)
+
+NOISE_WARNING_RATIO = 10.0
+"""Warn before a run whose per-coordinate noise is this many times the signal."""
+
+
+def noise_to_signal(noise_multiplier: float, expected_cohort: float, size: int) -> float:
+    """Noise std per coordinate over the clipped mean update per coordinate, per round.
+
+    The noisy mean gets noise of std ``σ C / (q N)`` per coordinate; a mean of
+    updates clipped to ``C`` has norm at most ``C``, so at most ``C / sqrt(d)`` per
+    coordinate (RMS). The ratio ``σ sqrt(d) / (q N)`` does not depend on ``C``.
+    """
+    return noise_multiplier * math.sqrt(size) / expected_cohort
 
 
 @dataclass(eq=False)
@@ -31,34 +53,77 @@ class CentralDPHook:
     Attributes:
         allocator: the staged budget allocator (owns the accountant).
         mechanism: the Gaussian mechanism (its clip norm must match the clip stage).
-        expected_cohort: ``q * N``, the fixed denominator of the noisy mean.
+        expected_cohort: ``q * N`` at the allocator's planned ``q``: the fixed
+            denominator of the noisy mean.
+        sampling_rate_of: the sampling rate of each round, for a driver whose
+            population changes (``None``: the allocator's planned ``q`` every
+            round); the denominator then is ``q_r * N``.
     """
 
     allocator: BudgetAllocator
     mechanism: CentralGaussian
     expected_cohort: float
+    sampling_rate_of: Callable[[int], float] | None = None
 
     def __post_init__(self) -> None:
         if not self.expected_cohort > 0:
             raise ConfigError(f"expected_cohort must be > 0, got {self.expected_cohort}")
 
+    @property
+    def applies_every_round(self) -> bool:
+        """Always: a round below ``min_clients`` is noised and applied too."""
+        return True
+
+    def check_noise(self, size: int) -> float:
+        """Log a WARNING before the run when the noise dwarfs the signal; returns the ratio.
+
+        The ratio is :func:`noise_to_signal` at the least noisy stage of the plan,
+        for a model of ``size`` parameters.
+        """
+        sigma = min(p.noise_multiplier for p in self.allocator.plan)
+        ratio = noise_to_signal(sigma, self.expected_cohort, size)
+        if ratio >= NOISE_WARNING_RATIO:
+            rounds = self.allocator.planned_rounds
+            clip = self.mechanism.clip_norm
+            logger.warning(
+                "central DP: the noise std per coordinate (sigma*C/(qN) = %.3g*%.3g/%.3g = "
+                "%.3g) is %.0fx the largest clipped mean update per coordinate (C/sqrt(d) "
+                "= %.3g for %s parameters); averaged over the %d planned rounds it is "
+                "%.1fx, so expect accuracy well below a non-private run. The ratio "
+                "sigma*sqrt(d)/(qN) does not depend on the clip norm; lower it with a "
+                "larger population (more clients at the same sampling rate), a larger "
+                "privacy.epsilon or a smaller model. A small privacy.clip_norm or "
+                "server.lr keeps training stable by averaging the noise over more rounds. "
+                "Safe to ignore for a demo of the mechanics",
+                sigma, clip, self.expected_cohort, sigma * clip / self.expected_cohort,
+                ratio, clip / math.sqrt(size), f"{size:,}", rounds, ratio / math.sqrt(rounds),
+            )  # fmt: skip
+        return ratio
+
+    def _rate(self, round_idx: int) -> float:
+        planned = self.allocator.sampling_rate
+        return planned if self.sampling_rate_of is None else self.sampling_rate_of(round_idx)
+
     def start(self, round_idx: int) -> None:
         """Raises: PrivacyBudgetExhausted: this round would exceed the budget."""
-        self.allocator.check_round(round_idx)
+        self.allocator.check_round(round_idx, self._rate(round_idx))
 
     def aggregate(self, mean: FloatVector, accepted: int, ctx: RoundContext) -> FloatVector:
         total = mean.astype(np.float64) * accepted
         sigma = self.allocator.noise_multiplier(ctx.round_idx)
         self.mechanism.add_noise(total, ctx, noise_multiplier=sigma)
-        return (total / self.expected_cohort).astype(np.float32)
+        cohort = self.expected_cohort * self._rate(ctx.round_idx) / self.allocator.sampling_rate
+        return (total / cohort).astype(np.float32)
 
     def finish(self, round_idx: int, accepted: int, loss: float | None) -> Mapping[str, float]:
-        metrics = self.allocator.record(round_idx)
+        rate = self._rate(round_idx)
+        metrics = self.allocator.record(round_idx, rate)
         if loss is not None and np.isfinite(loss):
             self.allocator.observe_progress(loss)
         return {
             "epsilon_spent": metrics.epsilon_spent,
             "epsilon_remaining": metrics.remaining_epsilon,
             "noise_multiplier": metrics.noise_multiplier,
+            "sampling_rate": rate,
             "dp_stage": float(metrics.stage),
         }

@@ -8,8 +8,10 @@ bytes. Design notes (``docs/secagg.md``, "In the simulator"):
 
 * **Dropouts.** All ``expected_cohort`` clients complete key agreement; those that
   never reach the aggregator (failed, late) drop before the masked input, so the
-  server recovers their masks (the protocol's worst case). Below the threshold,
-  ``finalize`` raises :class:`~fedstrata.errors.SecAggError`.
+  server recovers their masks (the protocol's worst case). When some secret has
+  fewer than ``threshold`` surviving holders besides its owner (full graph: fewer
+  than ``threshold + 1`` survivors), ``finalize`` raises
+  :class:`~fedstrata.errors.SecAggError` (the protocol refuses before any reveal).
 * **Weights.** Client ``i`` inputs ``[w_i * q_i, w_i]`` (mod ``2^b``) with an integer
   weight ``w_i <= max_weight``: the server learns ``sum(w q)`` and ``sum(w)``, never a
   single weight. (A deployed client multiplies before masking; the simulator does it
@@ -323,6 +325,11 @@ class SecAggAggregator:
         return state.metrics.means()
 
     # RoundHook: report the protocol's costs in the round's metrics.
+    @property
+    def applies_every_round(self) -> bool:
+        """A round below ``min_clients`` leaves the model unchanged."""
+        return False
+
     def start(self, round_idx: int) -> None:
         """Nothing to prepare before a round."""
 

@@ -279,7 +279,8 @@ class ClientProtocol:
             ProtocolError: a peer is listed both as survivor and dropped (the attack
                 that would reveal a client's input), a listed peer sent no shares,
                 or a second request arrives.
-            SecAggError: fewer than ``threshold`` survivors are listed.
+            SecAggError: fewer than ``threshold`` surviving neighbours are listed
+                (this client's self-mask seed could not be rebuilt).
         """
         self._expect(ClientPhase.INPUT_SENT, "UnmaskRequest")
         self._check_round(msg.round_id)
@@ -292,7 +293,8 @@ class ClientProtocol:
         unknown = (msg.survivors | msg.dropped) - set(self._held)
         if unknown:
             raise ProtocolError(f"client {self.client_id}: no shares held for {sorted(unknown)}")
-        self._require(len(msg.survivors) + 1, "survivors listed")
+        # this client's seed is rebuilt from its surviving neighbours' shares only
+        self._require(len(msg.survivors), "surviving neighbours listed")
         self.phase = ClientPhase.DONE
         seeds = {v: self._held[v][:SHARE_BYTES] for v in sorted(msg.survivors)}
         keys = {v: self._held[v][SHARE_BYTES:] for v in sorted(msg.dropped)}

@@ -269,9 +269,53 @@ def derive_parameters(
             return params
     params = _evaluate(num_clients, num_clients - 1, rates, targets)
     if not params.meets_targets:
-        logger.warning(
-            "secagg: full graph for n=%d misses the correctness target (log2 failure %.1f)",
-            num_clients,
-            params.failure_log2,
-        )
+        logger.warning("secagg: %s", correctness_advice(num_clients, params, rates, targets))
     return params
+
+
+def _full_graph_meets(n: int, rates: tuple[float, float], targets: tuple[int, int]) -> bool:
+    return _evaluate(n, n - 1, rates, targets).failure_log2 <= -targets[1]
+
+
+def _smallest_cohort(n: int, rates: tuple[float, float], targets: tuple[int, int]) -> int | None:
+    for m in range(n + 1, 8 * n + 64):
+        if _full_graph_meets(m, rates, targets):
+            return m
+    return None
+
+
+def _largest_dropout(n: int, rates: tuple[float, float], targets: tuple[int, int]) -> float:
+    lo, hi = 0.0, rates[0]
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _full_graph_meets(n, (mid, rates[1]), targets) else (lo, mid)
+    return lo
+
+
+def correctness_advice(
+    n: int, params: GraphParameters, rates: tuple[float, float], targets: tuple[int, int]
+) -> str:
+    """Why a full graph of ``n`` clients misses the correctness target, and what to change.
+
+    The threshold cannot be lowered without weakening privacy (two disjoint sets
+    of holders), so the remedies are a larger cohort or, when real dropouts are
+    rarer than planned, a lower planned dropout rate.
+    """
+    dropout, _ = rates
+    odds = 2.0**-params.failure_log2
+    chance = f"about 1 in {odds:,.0f}" if odds >= 2 else "likely"
+    cohort = _smallest_cohort(n, rates, targets)
+    grow = f"a cohort of at least {cohort} clients" if cohort else "a larger cohort"
+    rate = _largest_dropout(n, rates, targets)
+    lower = f"plan dropout_rate <= {rate:.3f}" if rate > 0 else "plan a lower dropout_rate"
+    return (
+        f"full graph for n={n} at planned dropout {dropout:.0%} misses the correctness "
+        f"target: a round fails with probability up to 2^{params.failure_log2:.1f} "
+        f"({chance}; target 2^-{targets[1]}) because some client may keep fewer than "
+        f"threshold={params.threshold} of its {params.degree} share holders. To meet it "
+        f"use {grow} (rounds.clients_per_round) or, if real dropouts are rarer, {lower} "
+        "(secagg.dropout_rate); the threshold cannot be lowered without weakening "
+        "privacy. Safe to ignore when an occasional failed round is acceptable: the "
+        "round fails with SecAggError, refused before any share is revealed when too "
+        "few clients sent their masked input"
+    )

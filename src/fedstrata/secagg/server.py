@@ -236,23 +236,49 @@ class ServerProtocol:
     def close_inputs(self) -> dict[int, UnmaskRequest]:
         """Deadline of step 3: fix the survivors; ask each for its neighbours' shares.
 
+        The round is refused here, before any client reveals a share, unless
+        every secret the unmasking needs (each survivor's self-mask seed, the mask
+        key of each dropped client with a surviving neighbour) has ``threshold``
+        holders among the survivors other than its owner. A client holds no share
+        of its own secrets, so the full graph needs ``threshold + 1`` inputs.
+
         Raises:
-            SecAggError: fewer than ``threshold`` masked inputs arrived.
+            SecAggError: fewer than ``threshold`` masked inputs arrived, or some
+                secret has fewer than ``threshold`` surviving holders.
         """
         self._expect(ServerPhase.INPUTS, "close_inputs")
         self._require(len(self._inputs), "masked inputs arrived")
         dropped = set(self._shares) - self._inputs
-        if dropped:
-            logger.warning(
-                "round %d: %d clients dropped before input", self.round_id, len(dropped)
-            )
         for u in sorted(self._inputs):
             peers = {int(v) for v in self.graph.neighbours(u)} & set(self._shares)
             self._requests[u] = UnmaskRequest(
                 self.round_id, frozenset(peers & self._inputs), frozenset(peers & dropped)
             )
+        try:
+            self._check_recoverable()
+        except SecAggError:
+            self._requests.clear()
+            raise
+        if dropped:
+            logger.warning(
+                "round %d: %d clients dropped before input", self.round_id, len(dropped)
+            )
         self.phase = ServerPhase.UNMASK
         return dict(self._requests)
+
+    def _check_recoverable(self) -> None:
+        needed = [(u, "self-mask seed") for u in sorted(self._inputs)]
+        lost = sorted(set().union(*(r.dropped for r in self._requests.values())))
+        needed += [(v, "mask key") for v in lost]
+        t = self.config.threshold
+        for owner, what in needed:
+            holders = (set(self._shares[owner].ciphertexts) & self._inputs) - {owner}
+            if len(holders) < t:
+                raise SecAggError(
+                    f"round {self.round_id}: cannot rebuild the {what} of client {owner}: "
+                    f"{len(holders)} surviving holders, threshold {t}; refusing the round "
+                    "before any share is revealed"
+                )
 
     # -- step 4: unmasking -------------------------------------------------------
 
@@ -281,21 +307,24 @@ class ServerProtocol:
     def finalize(self) -> U32Vector:
         """Remove the masks and return the sum of the survivors' inputs.
 
-        With ``remove_self_masks=False`` the survivors' self-masks stay in the
-        result (the two-tier cluster mask) and the result is not reduced below
-        2^32.
+        Every secret is rebuilt before the sum is touched, and the masks are
+        removed from a copy: a refused call leaves the round in the unmask phase
+        with the sum intact, so more responses can arrive and ``finalize`` can be
+        called again. With ``remove_self_masks=False`` the survivors' self-masks
+        stay in the result (the two-tier cluster mask) and the result is not
+        reduced below 2^32.
 
         Raises:
-            SecAggError: some secret has fewer than ``threshold`` revealed shares.
+            SecAggError: some secret has fewer than ``threshold`` revealed shares
+                (the round stays open).
         """
         self._expect(ServerPhase.UNMASK, "finalize")
-        t = self.config.threshold
-        if self.remove_self_masks:
-            shares = {u: r.self_mask_shares for u, r in self._responses.items()}
-            seeds = rebuild_secrets(sorted(self._inputs), shares, t, "self-mask seed")
-            for seed in seeds.values():
-                self._expander.add(self._sum, seed, self.round_id, -1)
-        self._remove_dropped_masks()
+        seeds = self._rebuild_seeds()
+        keys = self._rebuild_dropped_keys()
+        result = self._sum.copy()
+        for seed in seeds.values():
+            self._expander.add(result, seed, self.round_id, -1)
+        self._remove_dropped_masks(result, keys)
         self.phase = ServerPhase.DONE
         logger.info(
             "round %d: unmasked the sum of %d clients (%d responded to unmasking)",
@@ -303,18 +332,27 @@ class ServerProtocol:
             len(self._inputs),
             len(self._responses),
         )
-        result = self._sum
         if self.remove_self_masks and self.config.modulus_bits < 32:
             result &= np.uint32((1 << self.config.modulus_bits) - 1)
         return result
 
-    def _remove_dropped_masks(self) -> None:
+    def _rebuild_seeds(self) -> dict[int, bytes]:
+        if not self.remove_self_masks:
+            return {}
+        shares = {u: r.self_mask_shares for u, r in self._responses.items()}
+        return rebuild_secrets(
+            sorted(self._inputs), shares, self.config.threshold, "self-mask seed"
+        )
+
+    def _rebuild_dropped_keys(self) -> dict[int, bytes]:
         dropped = sorted(set().union(*(r.dropped for r in self._requests.values())))
         shares = {u: r.key_shares for u, r in self._responses.items()}
-        keys = rebuild_secrets(dropped, shares, self.config.threshold, "mask key")
+        return rebuild_secrets(dropped, shares, self.config.threshold, "mask key")
+
+    def _remove_dropped_masks(self, total: U32Vector, keys: dict[int, bytes]) -> None:
         for v, raw in keys.items():
             private = X25519PrivateKey.from_private_bytes(raw)
             for u in sorted(self._inputs & self._directory[v]):
                 public = load_public_key(self._keys[u].mask_public, u)
                 secret = agree(private, public, u)
-                self._expander.add(self._sum, secret, self.round_id, 1 if u > v else -1)
+                self._expander.add(total, secret, self.round_id, 1 if u > v else -1)

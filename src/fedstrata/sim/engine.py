@@ -181,8 +181,8 @@ class Simulation:
         self.clock.advance_to(end)
         outcome = close.outcome
         ctx = RoundContext(round_idx, self.settings.root_seed)
-        if outcome.applied:
-            mean = self.aggregator.finalize(state)
+        if outcome.applied or any(hook.applies_every_round for hook in self.hooks):
+            mean = self._round_mean(state, outcome, params.shape[0])
             for hook in self.hooks:
                 mean = hook.aggregate(mean, len(outcome.accepted), ctx)
             if self.pipeline is not None:
@@ -204,6 +204,21 @@ class Simulation:
         metrics = replace(metrics, extras=extras)
         self._emit(outcome, metrics)
         return params, opt_state, metrics
+
+    def _round_mean(self, state: object, outcome: RoundOutcome, size: int) -> FloatVector:
+        """The aggregate; zeros when nothing was accepted (a hook that applies every
+        round, central DP, still noises it: an unchanged model would reveal a small
+        cohort)."""
+        if not outcome.applied:
+            log.info(
+                "round %d: applying the noised aggregate of %d updates although below "
+                "min_clients (central DP applies every round)",
+                outcome.round_idx,
+                len(outcome.accepted),
+            )
+        if not outcome.accepted:
+            return np.zeros(size, dtype=np.float32)
+        return self.aggregator.finalize(state)
 
     def _receive(self, res: TaskResult, tally: _RoundTally, state: object) -> object:
         """Account, time, and (if the coordinator accepts it) fold one client's result."""

@@ -72,6 +72,13 @@ class ClientPlanner(Protocol):
 class RoundHook(Protocol):
     """Server-side participant in every round."""
 
+    @property
+    def applies_every_round(self) -> bool:
+        """Whether the round's aggregate is applied even when fewer than
+        ``rounds.min_clients`` updates were accepted (a zero sum when none): central
+        DP, where skipping the update would reveal that the cohort was small."""
+        ...
+
     def start(self, round_idx: int) -> None:
         """Called before a round; raise ``PrivacyBudgetExhausted`` to stop training."""
         ...
