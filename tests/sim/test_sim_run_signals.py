@@ -6,6 +6,7 @@ until its run store records a round, signals it, then polls with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -105,10 +106,8 @@ def cleanup() -> Iterator[list[psutil.Process]]:
     procs: list[psutil.Process] = []
     yield procs
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             p.kill()
-        except psutil.Error:
-            pass
 
 
 def test_sigkill_of_run_leaves_no_workers_and_no_shared_memory(tmp_path, cleanup):

@@ -141,10 +141,16 @@ class AsyncSimulation:
         self._seq = 0
         self._rng = np.random.default_rng(derive_seed(self.settings.root_seed, 0, -1, "async"))
 
-    def run(self, params: FloatVector) -> SimulationResult:
-        """Run until ``server_updates`` server steps; returns the model and metrics."""
+    def run(
+        self, params: FloatVector, progress: SimulationResult | None = None
+    ) -> SimulationResult:
+        """Run until ``server_updates`` server steps; returns the model and metrics.
+
+        ``progress``, when given, is filled in step by step and returned (see
+        :meth:`fedstrata.sim.Simulation.run`).
+        """
         start = time.perf_counter()
-        result = SimulationResult(params=params)
+        result = SimulationResult(params=params) if progress is None else progress
         opt_state = self.server_optimizer.init(params)
         window = _Window(self.clock.now(), start)
         for _ in range(self.settings.concurrency):
@@ -158,6 +164,7 @@ class AsyncSimulation:
                 params, opt_state = self.server_optimizer.step(params, decision.step, opt_state)
                 metrics = self._metrics(decision, params, window)
                 result.rounds.append(metrics)
+                result.params = params
                 self._emit(metrics)
                 window = _Window(self.clock.now(), time.perf_counter())
             self._dispatch(window)

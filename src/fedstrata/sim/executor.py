@@ -3,9 +3,10 @@
 :class:`ProcessExecutor` forks its workers once per run, after the dataset and the
 trainer factory exist, so workers inherit them instead of receiving pickles. The
 global model lives in one shared anonymous memory mapping that every worker inherits
-and reads; each update is written into a *slot* of that mapping, and only small tuples cross the pipes — one
-message per *chunk* of consecutive clients, so the per-client cost of inter-process
-communication stays far below the cost of training even a tiny model. The calling
+and reads; each update is written into a *slot* of that mapping, and only small
+tuples cross the pipes — one message per *chunk* of consecutive clients, so the
+per-client cost of inter-process communication stays far below the cost of training
+even a tiny model. The calling
 process trains too (it takes the next client whenever it is waiting), so ``N`` cores
 are used with ``N - 1`` workers and nothing is oversubscribed.
 
@@ -25,13 +26,10 @@ the parent is gone, and it exits.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import mmap
 import multiprocessing as mp
 import os
-import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -45,6 +43,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import Trainer
 from fedstrata.errors import ConfigError, PayloadError
+from fedstrata.sim._child import die_with_parent
 from fedstrata.sim.tasks import ClientJob, ClientTask, TaskResult, run_client
 
 __all__ = ["Executor", "InProcessExecutor", "ProcessExecutor"]
@@ -53,7 +52,6 @@ log = logging.getLogger(__name__)
 CHUNKS_IN_FLIGHT = 2  # per worker, so a worker never waits for its next chunk
 MAX_CHUNK = 16
 SLOT_BUDGET_BYTES = 256 << 20
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class Executor(Protocol):
@@ -103,26 +101,16 @@ def _execute(
     return TaskResult(task.index, task.client_id, n, steps, metrics, vector, payload, None, wall)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Leave SIGINT to the parent and exit when the parent dies (see the module doc)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if os.getppid() != parent_pid:  # it died before the signal was armed
-        os._exit(0)
-
-
 def _worker_main(
     conn: Connection,
-    inherited: list[Connection],
-    parent_pid: int,
     buf: memoryview,
     job: ClientJob,
+    *,
     sizes: tuple[int, int],
+    parent_pid: int,
+    inherited: list[Connection],
 ) -> None:
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     for other in inherited:  # parent-side ends: without them, recv sees the parent's EOF
         other.close()
     size, slot_bytes = sizes
@@ -225,7 +213,8 @@ class ProcessExecutor:
         inherited = [*self._conns, parent]
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child, inherited, os.getpid(), self._buf, self.job, sizes),
+            args=(child, self._buf, self.job),
+            kwargs={"sizes": sizes, "parent_pid": os.getpid(), "inherited": inherited},
             daemon=True,
         )
         proc.start()

@@ -143,14 +143,21 @@ class HierarchicalSimulation:
             self._codec = ChainCodec(spec, self._size, store, state_key="partial_ef")
         self._now = 0.0
 
-    def run(self, params: FloatVector) -> SimulationResult:
-        """Run ``settings.rounds`` global rounds from ``params``."""
+    def run(
+        self, params: FloatVector, progress: SimulationResult | None = None
+    ) -> SimulationResult:
+        """Run ``settings.rounds`` global rounds from ``params``.
+
+        ``progress``, when given, is filled in round by round and returned (see
+        :meth:`fedstrata.sim.Simulation.run`).
+        """
         start = time.perf_counter()
-        result = SimulationResult(params=params)
+        result = SimulationResult(params=params) if progress is None else progress
         opt_state = self.server_optimizer.init(params)
         for r in range(self.settings.rounds):
             params, opt_state, metrics = self.run_round(r, params, opt_state)
             result.rounds.append(metrics)
+            result.params = params
         result.params, result.wall_s, result.sim_time_s = (
             params,
             time.perf_counter() - start,
