@@ -205,7 +205,8 @@ class ProcessExecutor:
 
     @property
     def description(self) -> str:
-        return f"{self.workers} worker processes + this one"
+        plural = "es" if self.workers > 1 else ""
+        return f"{self.workers} worker process{plural} + this one"
 
     def _spawn(self, index: int | None = None) -> None:
         parent, child = self._ctx.Pipe()

@@ -167,7 +167,7 @@ class RayExecutor:
 
     @property
     def description(self) -> str:
-        return f"{self.num_actors} Ray actors"
+        return f"{self.num_actors} Ray actor{'s' if self.num_actors != 1 else ''}"
 
     def _new_actor(self) -> Any:
         return self._actor_cls.remote(self._job_ref, self.size)
