@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 
 from fedstrata.coordinator.events import RoundOutcome
 
-__all__ = ["NON_FINITE", "failure_kind", "summarize_losses"]
+__all__ = ["NON_FINITE", "describe_losses", "failure_kind", "summarize_losses"]
 
 NON_FINITE = "non-finite update (NaN/Inf)"
 NON_FINITE_HINT = "non-finite updates mean local training diverged: lower client.lr"
@@ -44,7 +45,7 @@ def _ids(clients: list[int]) -> str:
     return f"clients {shown}" + (f" and {more} more" if more > 0 else "")
 
 
-def _failed_parts(failed: tuple[tuple[int, str], ...]) -> list[str]:
+def _failed_parts(failed: Sequence[tuple[int, str]]) -> list[str]:
     groups: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for client_id, reason in failed:
         groups[failure_kind(reason)].append((client_id, reason))
@@ -54,12 +55,12 @@ def _failed_parts(failed: tuple[tuple[int, str], ...]) -> list[str]:
         if len(members) == 1:
             parts.append(f"client {first_id} dropped: {_detail(first_reason)}")
         else:
-            ids = _ids([c for c, _ in members])
+            ids = _ids(list(dict.fromkeys(c for c, _ in members)))  # a client may fail twice
             parts.append(f"{len(members)} x {kind} ({ids}; e.g. {_detail(first_reason)})")
     return parts
 
 
-def _late_part(late: tuple[int, ...]) -> str:
+def _late_part(late: Sequence[int]) -> str:
     if len(late) == 1:
         return f"client {late[0]} missed the deadline"
     return f"{len(late)} missed the deadline ({_ids(sorted(late))})"
@@ -71,13 +72,26 @@ def summarize_losses(outcome: RoundOutcome) -> str | None:
     Failures are grouped by :func:`failure_kind`, largest group first; a group of one
     keeps the client's full reason. Non-finite updates add a hint.
     """
-    lost = len(outcome.failed) + len(outcome.late)
+    return describe_losses(outcome.failed, outcome.late, outcome.selected)
+
+
+def describe_losses(
+    failed: Sequence[tuple[int, str]], late: Sequence[int], expected: int
+) -> str | None:
+    """:func:`summarize_losses` for any driver: ``(client, reason)`` failures, late ids.
+
+    Args:
+        failed: failed updates with their reasons.
+        late: clients whose updates came too late or never.
+        expected: updates expected in the round (the cohort size).
+    """
+    lost = len(failed) + len(late)
     if lost == 0:
         return None
-    parts = _failed_parts(outcome.failed)
-    if outcome.late:
-        parts.append(_late_part(outcome.late))
-    text = f"{lost} of {outcome.selected} client updates not used: " + "; ".join(parts)
-    if any(failure_kind(reason) == NON_FINITE for _, reason in outcome.failed):
+    parts = _failed_parts(failed)
+    if late:
+        parts.append(_late_part(late))
+    text = f"{lost} of {expected} client updates not used: " + "; ".join(parts)
+    if any(failure_kind(reason) == NON_FINITE for _, reason in failed):
         text += f" (hint: {NON_FINITE_HINT})"
     return text

@@ -35,6 +35,7 @@ from fedstrata.aggregation import MeanState, WeightedMean
 from fedstrata.algorithms.server import ServerOptimizer
 from fedstrata.compress import ChainCodec, CompressionSpec
 from fedstrata.coordinator.planner import rehome
+from fedstrata.coordinator.summary import describe_losses
 from fedstrata.coordinator.topology import Tier, Topology, TopologyNode
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
@@ -102,6 +103,7 @@ class _Tally:
     updates: int = 0
     lost: set[int] = field(default_factory=set)
     failed_clients: set[int] = field(default_factory=set)
+    failures: list[tuple[int, str]] = field(default_factory=list)  # (client, reason)
     edge_rounds: int = 0
     failed_edges: set[str] = field(default_factory=set)
 
@@ -181,6 +183,9 @@ class HierarchicalSimulation:
             log.warning("global round %d: nothing reached the center; model unchanged", r)
         self._now = part.end_s
         metrics = self._metrics(r, params, part, tally, t0=t0, wall_s=time.perf_counter() - wall0)
+        losses = describe_losses(tally.failures, (), tally.updates + len(tally.failures))
+        if losses is not None:
+            log.warning("global round %d: %s", r, losses)
         if failed:
             self.topology = rehome(self.topology, failed)
             log.warning("global round %d: edges %s failed; clients re-homed", r, sorted(failed))
@@ -337,8 +342,9 @@ class HierarchicalSimulation:
                 state, res.vector, weight, client_id=cid, metrics=res.metrics
             )
         except FedstrataError as exc:
-            log.warning("round step %d: client %d dropped: %s", res.index, cid, exc)
+            log.info("round step %d: client %d dropped: %s", res.index, cid, exc)
             tally.failed_clients.add(cid)
+            tally.failures.append((cid, str(exc)))
             return None
         tally.updates += 1
         return self._dense_bytes
