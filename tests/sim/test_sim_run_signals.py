@@ -51,7 +51,12 @@ def _start(tmp_path: Path) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-c", "from fedstrata.cli import main; main()", *RUN]
     argv += ["--set", f"output.dir={tmp_path / 'runs'}"]
     with (tmp_path / "stdout").open("wb") as out, (tmp_path / "stderr").open("wb") as err:
-        return subprocess.Popen(argv, env=env, stdout=out, stderr=err)
+        # A shell's background job starts with SIGINT ignored; a terminal's does not.
+        reset = signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            return subprocess.Popen(argv, env=env, stdout=out, stderr=err)
+        finally:
+            signal.signal(signal.SIGINT, reset)
 
 
 def _rounds_recorded(tmp_path: Path) -> int:

@@ -152,7 +152,7 @@ def _interrupted_text(exc: KeyboardInterrupt) -> str:
     from fedstrata.api.runner import RunInterrupted
 
     if not isinstance(exc, RunInterrupted):
-        return "[bold yellow]interrupted[/]; nothing was saved"
+        return "[bold yellow]interrupted[/]"
     text = f"[bold yellow]interrupted[/] after {exc}"
     if exc.run_dir is not None:
         kept = "model and metrics" if exc.rounds else "run record"

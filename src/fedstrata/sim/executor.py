@@ -332,8 +332,9 @@ class ProcessExecutor:
         for conn in self._conns:
             with contextlib.suppress(OSError):
                 conn.send(None)
+        deadline = time.monotonic() + 5.0  # for all of them: they finish their chunks
         for proc in self._procs:
-            proc.join(timeout=5)
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.terminate()
         del self._params
