@@ -81,7 +81,7 @@ class RunInterrupted(KeyboardInterrupt):
     """
 
     def __init__(self, run_dir: Path | None, rounds: int) -> None:
-        super().__init__(f"{rounds} round{'' if rounds == 1 else 's'}")
+        super().__init__(f"interrupted after {_rounds(rounds)}")
         self.run_dir, self.rounds = run_dir, rounds
 
 
@@ -169,13 +169,17 @@ def _interrupted(
         return RunInterrupted(store.path, 0)
     progress.wall_s = elapsed_s
     progress.sim_time_s = progress.rounds[-1].sim_time_s if progress.rounds else 0.0
-    progress.stopped_reason = f"interrupted after {rounds} round{'' if rounds == 1 else 's'}"
+    progress.stopped_reason = f"interrupted after {_rounds(rounds)}"
     try:
         run_dir = _finish_store(store, config, progress, spec, RunStatus.INTERRUPTED)
     except BaseException:
         store.close()
         raise
     return RunInterrupted(run_dir, rounds)
+
+
+def _rounds(n: int) -> str:
+    return f"{n} round{'' if n == 1 else 's'}"
 
 
 def _warn_if_most_failed(result: SimulationResult) -> None:

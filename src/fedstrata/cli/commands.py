@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedstrata.cli.app import _fail, _human_bytes, _setup_logging, app, console
-from fedstrata.config import dump_config, list_presets, load_config
+from fedstrata.config import FedConfig, dump_config, list_presets, load_config
 from fedstrata.errors import FedstrataError
 
 
@@ -141,7 +141,7 @@ def run(
     Console().print(_summary_table(result))
 
 
-def _data_source(cfg: Any) -> str:
+def _data_source(cfg: FedConfig) -> str:
     if cfg.data.name == "npz":
         return f"npz folder {cfg.data.path}"
     return f"{cfg.data.name}, {cfg.data.partition}"
@@ -153,7 +153,7 @@ def _interrupted_text(exc: KeyboardInterrupt) -> str:
 
     if not isinstance(exc, RunInterrupted):
         return "[bold yellow]interrupted[/]"
-    text = f"[bold yellow]interrupted[/] after {exc}"
+    text = f"[bold yellow]{exc}[/]"
     if exc.run_dir is not None:
         kept = "model and metrics" if exc.rounds else "run record"
         text += f"; {kept} saved in {exc.run_dir}"
