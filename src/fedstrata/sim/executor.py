@@ -6,9 +6,9 @@ global model lives in one shared anonymous memory mapping that every worker inhe
 and reads; each update is written into a *slot* of that mapping, and only small
 tuples cross the pipes — one message per *chunk* of consecutive clients, so the
 per-client cost of inter-process communication stays far below the cost of training
-even a tiny model. The calling
-process trains too (it takes the next client whenever it is waiting), so ``N`` cores
-are used with ``N - 1`` workers and nothing is oversubscribed.
+even a tiny model. The calling process trains too (it takes the next client whenever
+it is waiting), so ``N`` cores are used with ``N - 1`` workers and nothing is
+oversubscribed.
 
 Results are handed to the consumer in task order, whoever trained them, so the
 aggregation order — and thus every bit of the result — does not depend on the number
