@@ -1,4 +1,5 @@
 import json
+import logging
 import sqlite3
 
 import numpy as np
@@ -139,3 +140,59 @@ def test_client_refuses_a_missing_token_file_before_connecting(tmp_path, monkeyp
     assert "--token-file" in res.output
     helped = runner.invoke(app, ["client", "--help"])
     assert "--token-file" in helped.output
+
+
+SMALL_RUN = [
+    "run",
+    "--quiet",
+    "--set",
+    "sim.workers=0",
+    "--set",
+    "output.run_store=false",
+    "--set",
+    "data.num_clients=12",
+    "--set",
+    "rounds.clients_per_round=6",
+]
+
+
+def test_banner_counts_the_clients_of_an_npz_folder(tmp_path):
+    """Issue 11 defect 11: the banner shows the folder's 30 clients, not the default 100."""
+    rng = np.random.default_rng(0)
+    for c in range(30):
+        x = rng.standard_normal((6, 4)).astype(np.float32)
+        np.savez(tmp_path / f"client_{c}.npz", x=x, y=np.arange(6) % 3)
+    args = [*SMALL_RUN, "--set", "data.name=npz", "--set", f"data.path={tmp_path}"]
+    res = runner.invoke(app, [*args, "--set", "rounds.rounds=1", "--set", "model.kind=logreg"])
+    assert res.exit_code == 0, res.output
+    banner = res.output.splitlines()[0]
+    assert ": 30 clients (npz folder" in banner, banner
+
+
+def test_diverging_clients_log_one_line_per_round_with_a_hint(caplog):
+    """Issue 11 defect 21: client.lr=1e30 gives one warning per round, a hint, a verdict."""
+    caplog.set_level(logging.WARNING)
+    res = runner.invoke(app, [*SMALL_RUN, "--set", "client.lr=1e30", "--set", "rounds.rounds=3"])
+    assert res.exit_code == 0, res.output
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    per_round = [w for w in warnings if w.startswith("round ")]
+    assert [w.split(":")[0] for w in per_round] == ["round 0", "round 1", "round 2"], warnings
+    assert all("x non-finite update (NaN/Inf)" in w for w in per_round), per_round
+    assert all("lower client.lr" in w for w in per_round), per_round
+    (verdict,) = [w for w in warnings if not w.startswith("round ")]
+    assert verdict.startswith("18 of 18 client updates failed in 3 rounds"), verdict
+    assert "in-process" in res.output  # where the clients trained
+
+
+def test_report_on_a_missing_directory_says_so_plainly(tmp_path):
+    """Issue 11 defect 24: no internal name (``RunStore.open``) in the error."""
+    res = runner.invoke(app, ["report", str(tmp_path / "nope")])
+    assert res.exit_code == 2
+    text = " ".join(res.output.split())  # rich wraps at 80 columns
+    assert text.startswith("error: run directory /"), text
+    assert text.endswith("does not exist"), text
+    res = runner.invoke(app, ["report", str(tmp_path)])
+    assert res.exit_code == 2
+    text = " ".join(res.output.split())
+    assert "RunStore" not in text
+    assert text.endswith("is not a run directory: metrics.sqlite is missing"), text

@@ -78,3 +78,16 @@ def test_bad_yaml_file(tmp_path):
 def test_combinations_that_would_break_a_guarantee_are_refused(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):
         load_config(overrides=overrides)
+
+
+def test_bad_yaml_names_the_file_and_the_place(tmp_path):
+    """Issue 11 defect 24: malformed YAML names its file, not ``"<unicode string>"``."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds:\n  rounds: [1, 2\nname: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    message = str(info.value)
+    assert "<unicode string>" not in message
+    assert message.startswith(f"config file {bad} is not valid YAML: line 3, column 5: ")
+    assert "expected ',' or ']'" in message
+    assert "(while parsing a flow sequence at line 2, column 11)" in message

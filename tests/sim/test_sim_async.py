@@ -37,9 +37,11 @@ class Recorder:
         return decision
 
 
-def make(workers=0, *, updates=5, concurrency=6, k=3, max_staleness=100, server=None):
+def make(
+    workers=0, *, updates=5, concurrency=6, k=3, max_staleness=100, server=None, factory=None
+):
     data = FakeData(N)
-    job = ClientJob(trainer_factory=FakeFactory(), data=data, root_seed=7)
+    job = ClientJob(trainer_factory=factory or FakeFactory(), data=data, root_seed=7)
     executor = InProcessExecutor(job, 4) if workers == 0 else ProcessExecutor(job, 4, workers)
     server = server or FedBuffServer(4, FedBuffConfig(buffer_size=k, max_staleness=max_staleness))
     sim = AsyncSimulation(
@@ -168,3 +170,19 @@ def test_settings_validation(kwargs, field):
 def test_concurrency_above_the_population_is_refused():
     with pytest.raises(ConfigError, match="concurrency"):
         make(concurrency=N + 1)
+
+
+def test_failing_clients_make_one_warning_per_server_step(caplog):
+    """Issue 11 defect 21 (async): failures are summed up once per server step."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="fedstrata.sim.async_engine")
+    sim, _ = make(updates=3, factory=FakeFactory(nan_clients=tuple(range(0, N, 2))))
+    sim.run(FakeFactory()().initial_params(1))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    infos = [r for r in caplog.records if r.levelno == logging.INFO and "failed" in r.getMessage()]
+    assert warnings, "no summary"
+    assert len(warnings) <= 3, warnings
+    assert all(w.startswith("server step ") and "NaN/Inf" in w for w in warnings), warnings
+    assert all(w.endswith("lower client.lr)") for w in warnings), warnings
+    assert len(infos) > len(warnings)

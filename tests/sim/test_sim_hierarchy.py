@@ -206,3 +206,21 @@ def test_settings_are_validated():
         HierSettings(kappa_edge=0)
     with pytest.raises(ConfigError, match="edge_failure_rate"):
         HierSettings(edge_failure_rate=1.0)
+
+
+def test_failing_clients_make_one_warning_per_global_round(caplog):
+    """Issue 11 defect 21 (tiers): NaN clients are summed up once per global round."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="fedstrata.sim.hierarchy")
+    sim = make(tree(), rounds=2, factory=FakeFactory(nan_clients=(0, 4, 7)))
+    sim.run(params0())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith(
+        "global round 0: 3 of 12 client updates not used: 3 x non-finite"
+    )
+    assert "lower client.lr" in warnings[0]
+    assert (
+        sum("dropped" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO) == 6
+    )

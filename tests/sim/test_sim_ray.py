@@ -239,3 +239,13 @@ def test_open_ray_executor_uses_ray_when_it_can(ray_session):
         assert ex.num_actors == 1
     finally:
         ex.close()
+
+
+@needs_ray
+def test_ray_executor_describes_its_actors(ray_session):
+    """Issue 11 defect 24: the run summary names Ray actors, not "worker processes 1"."""
+    with RayExecutor(make_job(), 4, num_actors=2) as ex:
+        assert ex.description == "2 Ray actors"
+    with ProcessExecutor(make_job(), 4, workers=1) as local:
+        assert local.description == "1 worker process + this one"
+    assert InProcessExecutor(make_job(), 4).description == "in-process"

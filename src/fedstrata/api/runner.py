@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from fedstrata.sim.hierarchy import HierarchicalSimulation
 from fedstrata.sim.hooks import RoundHook
 from fedstrata.sim.prefetch import Prefetch
 
-__all__ = ["RunResult", "run"]
+__all__ = ["RunInterrupted", "RunResult", "run"]
 
 if TYPE_CHECKING:
     from fedstrata.sim.async_engine import AsyncSimulation
@@ -65,7 +66,24 @@ class RunResult:
     run_dir: Path | None
     num_params: int
     workers: int
+    executor: str = "in-process"  # where clients trained, e.g. "4 Ray actors"
     notes: Mapping[str, str] = field(default_factory=dict)  # extra summary rows
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or another KeyboardInterrupt) stopped a run.
+
+    The run directory, if any, holds the model of the last completed round
+    (``model.npz``), the rounds so far, and a summary with status ``interrupted``.
+
+    Attributes:
+        run_dir: the run directory, or None without a run store.
+        rounds: rounds completed before the interruption.
+    """
+
+    def __init__(self, run_dir: Path | None, rounds: int) -> None:
+        super().__init__(f"interrupted after {_rounds(rounds)}")
+        self.run_dir, self.rounds = run_dir, rounds
 
 
 def run(
@@ -74,6 +92,7 @@ def run(
     on_round: Callable[[RoundMetrics], None] | None = None,
     run_name: str | None = None,
     hooks: Sequence[RoundHook] = (),
+    on_start: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Run the federation described by ``config``.
 
@@ -82,20 +101,27 @@ def run(
         on_round: called with each round's metrics (progress display).
         run_name: name of the run directory (default: the config's name).
         hooks: extra server-side round hooks (e.g. a privacy budget allocator).
+        on_start: called with the number of clients once the dataset is loaded.
 
     Raises:
         FedstrataError: invalid data or configuration discovered while building.
+        RunInterrupted: a KeyboardInterrupt stopped the run; the last completed
+            round's model and the run so far were saved first.
     """
     # Build the dataset in a forked child while this process imports torch.
     pending = Prefetch(build_dataset, config.data, background=config.sim.start_method == "fork")
     import fedstrata.torch_adapter  # noqa: F401  (deferred: imports torch meanwhile)
 
     dataset = pending.result()
+    if on_start is not None:
+        on_start(dataset.num_clients)
     factory = trainer_factory(config, dataset)
     trainer = factory()
     workers = choose_workers(config, config.rounds.clients_per_round or dataset.num_clients)
     store = _open_store(config, run_name, dataset.num_clients, trainer.spec.size)
     notes: dict[str, str] = {}
+    progress: SimulationResult | None = None
+    start = time.perf_counter()
     try:
         with ExitStack() as stack:
             sim, params = _assemble(
@@ -114,13 +140,63 @@ def run(
                 sim.on_round = on_round
             else:
                 sim.on_update = on_round
-            result = sim.run(params)
+            progress = SimulationResult(params=params)
+            result = sim.run(params, progress)
+            where = sim.executor.description
+    except KeyboardInterrupt:
+        elapsed_s = time.perf_counter() - start
+        raise _interrupted(store, config, progress, trainer.spec, elapsed_s) from None
     except BaseException:
         if store is not None:
             store.close()  # records the run as interrupted
         raise
+    _warn_if_most_failed(result)
     run_dir = None if store is None else _finish_store(store, config, result, trainer.spec)
-    return RunResult(result, run_dir, trainer.spec.size, workers, notes)
+    return RunResult(result, run_dir, trainer.spec.size, workers, where, notes)
+
+
+def _interrupted(
+    store: RunStore | None,
+    config: FedConfig,
+    progress: SimulationResult | None,
+    spec: ParamSpec,
+    elapsed_s: float,
+) -> RunInterrupted:
+    """Save what an interrupted run has (model of the last completed round, summary)."""
+    rounds = 0 if progress is None else len(progress.rounds)
+    log.info("interrupted after %d rounds", rounds)
+    if store is None:
+        return RunInterrupted(None, rounds)
+    if progress is None:  # interrupted while building: nothing trained yet
+        store.close()  # records the run as interrupted
+        return RunInterrupted(store.path, 0)
+    progress.wall_s = elapsed_s
+    progress.sim_time_s = progress.rounds[-1].sim_time_s if progress.rounds else 0.0
+    progress.stopped_reason = f"interrupted after {_rounds(rounds)}"
+    try:
+        run_dir = _finish_store(store, config, progress, spec, RunStatus.INTERRUPTED)
+    except BaseException:
+        store.close()
+        raise
+    return RunInterrupted(run_dir, rounds)
+
+
+def _rounds(n: int) -> str:
+    return f"{n} round{'' if n == 1 else 's'}"
+
+
+def _warn_if_most_failed(result: SimulationResult) -> None:
+    """One warning at the end when most client updates of the run failed."""
+    failed = sum(m.clients_failed for m in result.rounds)
+    used = sum(m.clients_completed for m in result.rounds)
+    if failed > used:
+        log.warning(
+            "%d of %d client updates failed in %d rounds: the final model learned from "
+            "few or none of them (see the per-round warnings for the reasons)",
+            failed,
+            failed + used,
+            len(result.rounds),
+        )
 
 
 def _assemble(
@@ -202,13 +278,18 @@ def _open_store(
 
 
 def _finish_store(
-    store: RunStore, config: FedConfig, result: SimulationResult, spec: ParamSpec
+    store: RunStore,
+    config: FedConfig,
+    result: SimulationResult,
+    spec: ParamSpec,
+    status: RunStatus | None = None,
 ) -> Path:
     totals = RunTotals()
     for metrics in result.rounds:
         totals.add(metrics)
     store.save_model(spec, result.params)
-    status = RunStatus.STOPPED if result.stopped_reason else RunStatus.COMPLETED
+    if status is None:
+        status = RunStatus.STOPPED if result.stopped_reason else RunStatus.COMPLETED
     store.emit(
         totals.finish(
             store.path.name,

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedstrata.cli.app import _fail, _human_bytes, _setup_logging, app, console
-from fedstrata.config import dump_config, list_presets, load_config
+from fedstrata.config import FedConfig, dump_config, list_presets, load_config
 from fedstrata.errors import FedstrataError
 
 
@@ -77,7 +77,7 @@ def _summary_table(result: Any) -> Table:
         ("parameters", f"{result.num_params:,}"),
         *_extra_rows(rounds, sim.stopped_reason),
         *result.notes.items(),
-        ("worker processes", str(result.workers) if result.workers else "in-process"),
+        ("clients trained", result.executor),
     ]
     if result.run_dir is not None:
         rows.append(("run directory", str(result.run_dir)))
@@ -122,17 +122,43 @@ def run(
     from fedstrata.api import run as run_federation
 
     progress = _RoundProgress(cfg.rounds.rounds, cfg.output.progress and not quiet)
-    console.print(
-        f"[bold]fedstrata[/] {cfg.name}: {cfg.data.num_clients} clients "
-        f"({cfg.data.name}, {cfg.data.partition}), {cfg.rounds.rounds} rounds"
-    )
+
+    def banner(num_clients: int) -> None:  # once the data are loaded: their real count
+        console.print(
+            f"[bold]fedstrata[/] {cfg.name}: {num_clients} clients ({_data_source(cfg)}), "
+            f"{cfg.rounds.rounds} rounds"
+        )
+
     try:
-        result = run_federation(cfg, on_round=progress)
+        result = run_federation(cfg, on_round=progress, on_start=banner)
     except FedstrataError as exc:
         progress.stop()
         raise _fail(exc) from None
+    except KeyboardInterrupt as exc:
+        progress.stop()
+        console.print(_interrupted_text(exc), soft_wrap=True)
+        raise typer.Exit(code=130) from None
     progress.stop()
     Console().print(_summary_table(result))
+
+
+def _data_source(cfg: FedConfig) -> str:
+    if cfg.data.name == "npz":
+        return f"npz folder {cfg.data.path}"
+    return f"{cfg.data.name}, {cfg.data.partition}"
+
+
+def _interrupted_text(exc: KeyboardInterrupt) -> str:
+    """One line: how far the run got and where its model is."""
+    from fedstrata.api.runner import RunInterrupted
+
+    if not isinstance(exc, RunInterrupted):
+        return "[bold yellow]interrupted[/]"
+    text = f"[bold yellow]{exc}[/]"
+    if exc.run_dir is not None:
+        kept = "model and metrics" if exc.rounds else "run record"
+        text += f"; {kept} saved in {exc.run_dir}"
+    return text
 
 
 @app.command()

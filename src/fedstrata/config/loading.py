@@ -49,7 +49,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         return _as_tree(yaml.safe_load(text), str(path))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What PyYAML found and where (1-based line and column), without its stream name."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return str(exc)
+    where = "" if exc.problem_mark is None else f"{_at(exc.problem_mark)}: "
+    text = f"{where}{exc.problem or 'parse error'}"
+    if exc.context:
+        since = "" if exc.context_mark is None else f" at {_at(exc.context_mark)}"
+        text += f" ({exc.context}{since})"
+    return text
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

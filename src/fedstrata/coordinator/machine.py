@@ -31,6 +31,7 @@ from fedstrata.coordinator.events import (
     StartRound,
     UpdateArrived,
 )
+from fedstrata.coordinator.summary import summarize_losses
 from fedstrata.core.context import derive_rng
 from fedstrata.errors import ConfigError, ProtocolError
 
@@ -173,7 +174,7 @@ class RoundCoordinator:
         self._reported.add(event.client_id)
         deadline = self.policy.deadline_s
         if deadline is not None and event.arrival_s - self._start_s > deadline:
-            log.warning("round %d: client %d missed the deadline", self._round, event.client_id)
+            log.info("round %d: client %d missed the deadline", self._round, event.client_id)
             self._late.append(event.client_id)
             return Reject(event.client_id, "missed the round deadline", late=True)
         self._accepted.append(event.client_id)
@@ -185,19 +186,12 @@ class RoundCoordinator:
         elif self._check_membership(event.client_id) is not None:
             return []
         self._reported.add(event.client_id)
-        log.warning("round %d: client %d dropped: %s", self._round, event.client_id, event.reason)
+        log.info("round %d: client %d dropped: %s", self._round, event.client_id, event.reason)
         self._failed.append((event.client_id, event.reason))
         return []
 
     def _close(self, event: DeadlinePassed) -> Command:
         applied = len(self._accepted) >= self.policy.min_clients
-        if not applied:
-            log.warning(
-                "round %d: only %d updates (< min_clients %d); model unchanged",
-                self._round,
-                len(self._accepted),
-                self.policy.min_clients,
-            )
         missing = sorted(self._cohort - self._reported)
         self._late.extend(missing)
         outcome = RoundOutcome(
@@ -210,4 +204,17 @@ class RoundCoordinator:
             applied=applied,
         )
         self._phase = Phase.IDLE
+        self._log_close(outcome)
         return CloseRound(outcome)
+
+    def _log_close(self, outcome: RoundOutcome) -> None:
+        """At most one warning per round: an aggregate not applied, and who was lost."""
+        lines = []
+        if not outcome.applied:
+            accepted, needed = len(outcome.accepted), self.policy.min_clients
+            lines.append(f"only {accepted} updates (< min_clients {needed}); aggregate unused")
+        losses = summarize_losses(outcome)
+        if losses is not None:
+            lines.append(losses)
+        if lines:
+            log.warning("round %d: %s", outcome.round_idx, "; ".join(lines))

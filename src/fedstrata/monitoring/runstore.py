@@ -129,10 +129,10 @@ class RunStore:
                 database, or not a fedstrata run store (names the file).
         """
         if not run_dir.is_dir():
-            raise DataError(f"RunStore.open: run directory {run_dir} does not exist")
+            raise DataError(f"run directory {run_dir} does not exist")
         metrics = run_dir / METRICS_FILE
         if not metrics.is_file():
-            raise DataError(f"RunStore.open: {metrics} is missing")
+            raise DataError(f"{run_dir} is not a run directory: {METRICS_FILE} is missing")
         store = cls(run_dir, cls._connect_or_raise(metrics, create=False), writable=False)
         try:
             store._check_schema()

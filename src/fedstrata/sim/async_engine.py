@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fedstrata.algorithms.server import ServerOptimizer
+from fedstrata.coordinator.summary import describe_losses
 from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import derive_seed
 from fedstrata.core.params import FloatVector
@@ -102,6 +103,7 @@ class _Window:
     wall0: float
     arrivals: int = 0
     failed: int = 0
+    failures: list[tuple[int, str]] = field(default_factory=list)  # (client, reason)
     stale: int = 0
     examples: int = 0
     taus: list[int] = field(default_factory=list)
@@ -141,10 +143,16 @@ class AsyncSimulation:
         self._seq = 0
         self._rng = np.random.default_rng(derive_seed(self.settings.root_seed, 0, -1, "async"))
 
-    def run(self, params: FloatVector) -> SimulationResult:
-        """Run until ``server_updates`` server steps; returns the model and metrics."""
+    def run(
+        self, params: FloatVector, progress: SimulationResult | None = None
+    ) -> SimulationResult:
+        """Run until ``server_updates`` server steps; returns the model and metrics.
+
+        ``progress``, when given, is filled in step by step and returned (see
+        :meth:`fedstrata.sim.Simulation.run`).
+        """
         start = time.perf_counter()
-        result = SimulationResult(params=params)
+        result = SimulationResult(params=params) if progress is None else progress
         opt_state = self.server_optimizer.init(params)
         window = _Window(self.clock.now(), start)
         for _ in range(self.settings.concurrency):
@@ -158,12 +166,20 @@ class AsyncSimulation:
                 params, opt_state = self.server_optimizer.step(params, decision.step, opt_state)
                 metrics = self._metrics(decision, params, window)
                 result.rounds.append(metrics)
+                result.params = params
                 self._emit(metrics)
+                self._log_losses(window)
                 window = _Window(self.clock.now(), time.perf_counter())
             self._dispatch(window)
         result.params, result.sim_time_s = params, self.clock.now()
         result.wall_s = time.perf_counter() - start
         return result
+
+    def _log_losses(self, w: _Window) -> None:
+        """One warning per server step for the clients that failed since the last one."""
+        losses = describe_losses(w.failures, (), w.arrivals)
+        if losses is not None:
+            log.warning("server step %d: %s", self.server.version, losses)
 
     # -------------------------------------------------------------- dispatch
 
@@ -223,8 +239,9 @@ class AsyncSimulation:
         res = self._done.pop(d.seq)
         w.arrivals += 1
         if res.problem is not None or res.delta is None or not res.weight > 0:
-            log.warning("client %d failed: %s", d.client_id, res.problem)
+            log.info("client %d failed: %s", d.client_id, res.problem)
             w.failed += 1
+            w.failures.append((d.client_id, res.problem or "no usable update"))
             return None
         w.bytes_up += self._model_bytes
         decision = self.server.receive(d.client_id, res.delta, d.version, res.weight)

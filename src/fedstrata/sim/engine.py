@@ -135,10 +135,16 @@ class Simulation:
         self._bc: Broadcaster = self.broadcast or DenseBroadcast(self.trainer.spec.size)
         self._decode_s = 0.0  # server time decoding payloads in the round in flight
 
-    def run(self, params: FloatVector) -> SimulationResult:
-        """Run every round from ``params``; returns the final model and metrics."""
+    def run(
+        self, params: FloatVector, progress: SimulationResult | None = None
+    ) -> SimulationResult:
+        """Run every round from ``params``; returns the final model and metrics.
+
+        ``progress``, when given, is filled in and returned: after each round it holds
+        that round's model and the metrics so far, so an interrupted caller keeps them.
+        """
         start = time.perf_counter()
-        result = SimulationResult(params=params)
+        result = SimulationResult(params=params) if progress is None else progress
         opt_state = self.server_optimizer.init(params)
         for round_idx in range(self.settings.rounds):
             try:
@@ -150,6 +156,7 @@ class Simulation:
                 break
             params, opt_state, metrics = self.run_round(round_idx, params, opt_state)
             result.rounds.append(metrics)
+            result.params = params
         result.params = params
         result.wall_s = time.perf_counter() - start
         result.sim_time_s = self.clock.now()

@@ -2,30 +2,39 @@
 
 :class:`ProcessExecutor` forks its workers once per run, after the dataset and the
 trainer factory exist, so workers inherit them instead of receiving pickles. The
-global model lives in one shared-memory buffer that every worker reads; each update is
-written into a shared-memory *slot*, and only small tuples cross the pipes — one
-message per *chunk* of consecutive clients, so the per-client cost of inter-process
-communication stays far below the cost of training even a tiny model. The calling
-process trains too (it takes the next client whenever it is waiting), so ``N`` cores
-are used with ``N - 1`` workers and nothing is oversubscribed.
+global model lives in one shared anonymous memory mapping that every worker inherits
+and reads; each update is written into a *slot* of that mapping, and only small
+tuples cross the pipes — one message per *chunk* of consecutive clients, so the
+per-client cost of inter-process communication stays far below the cost of training
+even a tiny model. The calling process trains too (it takes the next client whenever
+it is waiting), so ``N`` cores are used with ``N - 1`` workers and nothing is
+oversubscribed.
 
 Results are handed to the consumer in task order, whoever trained them, so the
 aggregation order — and thus every bit of the result — does not depend on the number
 of workers. Memory is O(model x slots), with the slot count capped by a memory budget,
 not O(clients).
+
+Workers never outlive the run. The mapping has no name (nothing in ``/dev/shm``, no
+resource tracker), so it disappears with the last process that maps it. Each worker
+ignores SIGINT (Ctrl-C is the parent's to handle), asks Linux for SIGKILL when its
+parent dies (``PR_SET_PDEATHSIG``), and holds no copy of any parent-side pipe end, so
+even where that signal is unavailable a worker's next ``recv`` sees end-of-file once
+the parent is gone, and it exits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import multiprocessing as mp
+import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from multiprocessing.shared_memory import SharedMemory
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,6 +43,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import Trainer
 from fedstrata.errors import ConfigError, PayloadError
+from fedstrata.sim._child import die_with_parent
 from fedstrata.sim.tasks import ClientJob, ClientTask, TaskResult, run_client
 
 __all__ = ["Executor", "InProcessExecutor", "ProcessExecutor"]
@@ -47,6 +57,11 @@ SLOT_BUDGET_BYTES = 256 << 20
 class Executor(Protocol):
     """Trains clients and yields their results in task order."""
 
+    @property
+    def description(self) -> str:
+        """Where clients train, for people (e.g. ``"3 worker processes + this one"``)."""
+        ...
+
     def run(self, params: FloatVector, tasks: Sequence[ClientTask]) -> Iterator[TaskResult]: ...
 
     def close(self) -> None: ...
@@ -59,6 +74,10 @@ class InProcessExecutor:
         self.job = job
         self._trainer = trainer if trainer is not None else job.trainer_factory()
         self._out = np.zeros(size, dtype=np.float32)
+
+    @property
+    def description(self) -> str:
+        return "in-process"
 
     def run(self, params: FloatVector, tasks: Sequence[ClientTask]) -> Iterator[TaskResult]:
         for task in tasks:
@@ -83,14 +102,25 @@ def _execute(
 
 
 def _worker_main(
-    conn: Connection, shm: SharedMemory, job: ClientJob, size: int, slot_bytes: int
+    conn: Connection,
+    buf: memoryview,
+    job: ClientJob,
+    *,
+    sizes: tuple[int, int],
+    parent_pid: int,
+    inherited: list[Connection],
 ) -> None:
+    die_with_parent(parent_pid)
+    for other in inherited:  # parent-side ends: without them, recv sees the parent's EOF
+        other.close()
+    size, slot_bytes = sizes
     trainer = job.trainer_factory()
-    buf = shm.buf
-    assert buf is not None
     params = np.ndarray((size,), dtype=np.float32, buffer=buf)
     while True:
-        chunk = conn.recv()
+        try:
+            chunk = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
         if chunk is None:
             return
         replies = []
@@ -163,11 +193,9 @@ class ProcessExecutor:
         least = workers * CHUNKS_IN_FLIGHT + 2
         wanted = workers * CHUNKS_IN_FLIGHT * MAX_CHUNK + 4
         self._slots = max(least, min(wanted, SLOT_BUDGET_BYTES // self._slot_bytes))
-        self._shm = SharedMemory(create=True, size=size * 4 + self._slots * self._slot_bytes)
-        buf = self._shm.buf
-        assert buf is not None
-        self._buf = buf
-        self._params = np.ndarray((size,), dtype=np.float32, buffer=buf)
+        self._mem = mmap.mmap(-1, size * 4 + self._slots * self._slot_bytes)  # shared, unnamed
+        self._buf = memoryview(self._mem)
+        self._params = np.ndarray((size,), dtype=np.float32, buffer=self._buf)
         self._ctx = mp.get_context("fork")
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
@@ -175,11 +203,19 @@ class ProcessExecutor:
             self._spawn()
         self._trainer = local_trainer
 
+    @property
+    def description(self) -> str:
+        plural = "es" if self.workers > 1 else ""
+        return f"{self.workers} worker process{plural} + this one"
+
     def _spawn(self, index: int | None = None) -> None:
         parent, child = self._ctx.Pipe()
+        sizes = (self.size, self._slot_bytes)
+        inherited = [*self._conns, parent]
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child, self._shm, self.job, self.size, self._slot_bytes),
+            args=(child, self._buf, self.job),
+            kwargs={"sizes": sizes, "parent_pid": os.getpid(), "inherited": inherited},
             daemon=True,
         )
         proc.start()
@@ -292,17 +328,19 @@ class ProcessExecutor:
         self._spawn(worker)
 
     def close(self) -> None:
-        """Stop the workers and release the shared memory."""
+        """Stop the workers and unmap the shared memory."""
         for conn in self._conns:
             with contextlib.suppress(OSError):
                 conn.send(None)
+        deadline = time.monotonic() + 5.0  # for all of them: they finish their chunks
         for proc in self._procs:
-            proc.join(timeout=5)
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.terminate()
-        del self._params, self._buf
-        self._shm.close()
-        self._shm.unlink()
+        del self._params
+        with contextlib.suppress(BufferError):  # a caller still holds a result view:
+            self._buf.release()  # the mapping goes when that view is collected
+            self._mem.close()
 
     def __enter__(self) -> ProcessExecutor:
         return self

@@ -35,6 +35,7 @@ from fedstrata.aggregation import MeanState, WeightedMean
 from fedstrata.algorithms.server import ServerOptimizer
 from fedstrata.compress import ChainCodec, CompressionSpec
 from fedstrata.coordinator.planner import rehome
+from fedstrata.coordinator.summary import describe_losses
 from fedstrata.coordinator.topology import Tier, Topology, TopologyNode
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
@@ -102,6 +103,7 @@ class _Tally:
     updates: int = 0
     lost: set[int] = field(default_factory=set)
     failed_clients: set[int] = field(default_factory=set)
+    failures: list[tuple[int, str]] = field(default_factory=list)  # (client, reason)
     edge_rounds: int = 0
     failed_edges: set[str] = field(default_factory=set)
 
@@ -143,14 +145,21 @@ class HierarchicalSimulation:
             self._codec = ChainCodec(spec, self._size, store, state_key="partial_ef")
         self._now = 0.0
 
-    def run(self, params: FloatVector) -> SimulationResult:
-        """Run ``settings.rounds`` global rounds from ``params``."""
+    def run(
+        self, params: FloatVector, progress: SimulationResult | None = None
+    ) -> SimulationResult:
+        """Run ``settings.rounds`` global rounds from ``params``.
+
+        ``progress``, when given, is filled in round by round and returned (see
+        :meth:`fedstrata.sim.Simulation.run`).
+        """
         start = time.perf_counter()
-        result = SimulationResult(params=params)
+        result = SimulationResult(params=params) if progress is None else progress
         opt_state = self.server_optimizer.init(params)
         for r in range(self.settings.rounds):
             params, opt_state, metrics = self.run_round(r, params, opt_state)
             result.rounds.append(metrics)
+            result.params = params
         result.params, result.wall_s, result.sim_time_s = (
             params,
             time.perf_counter() - start,
@@ -174,6 +183,9 @@ class HierarchicalSimulation:
             log.warning("global round %d: nothing reached the center; model unchanged", r)
         self._now = part.end_s
         metrics = self._metrics(r, params, part, tally, t0=t0, wall_s=time.perf_counter() - wall0)
+        losses = describe_losses(tally.failures, (), tally.updates + len(tally.failures))
+        if losses is not None:
+            log.warning("global round %d: %s", r, losses)
         if failed:
             self.topology = rehome(self.topology, failed)
             log.warning("global round %d: edges %s failed; clients re-homed", r, sorted(failed))
@@ -330,8 +342,9 @@ class HierarchicalSimulation:
                 state, res.vector, weight, client_id=cid, metrics=res.metrics
             )
         except FedstrataError as exc:
-            log.warning("round step %d: client %d dropped: %s", res.index, cid, exc)
+            log.info("round step %d: client %d dropped: %s", res.index, cid, exc)
             tally.failed_clients.add(cid)
+            tally.failures.append((cid, str(exc)))
             return None
         tally.updates += 1
         return self._dense_bytes

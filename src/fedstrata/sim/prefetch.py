@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import pickle
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
 
 from fedstrata.errors import DataError, FedstrataError
+from fedstrata.sim._child import die_with_parent
 
 __all__ = ["Prefetch"]
 
@@ -22,7 +24,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _child(
+    conn: Connection, parent_pid: int, fn: Callable[..., Any], args: tuple[Any, ...]
+) -> None:
+    die_with_parent(parent_pid)
     try:
         value = fn(*args)
     except Exception as exc:  # sent to the parent, which raises it there
@@ -50,7 +55,7 @@ class Prefetch(Generic[T]):
             return
         ctx = mp.get_context("fork")
         self._conn, child = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_child, args=(child, fn, args), daemon=True)
+        self._proc = ctx.Process(target=_child, args=(child, os.getpid(), fn, args), daemon=True)
         self._proc.start()
         child.close()
 

@@ -165,6 +165,10 @@ class RayExecutor:
         ray.get([a.ping.remote() for a in self._actors])
         log.info("Ray executor: %d actors on %.0f CPUs", self.num_actors, cpus)
 
+    @property
+    def description(self) -> str:
+        return f"{self.num_actors} Ray actor{'s' if self.num_actors != 1 else ''}"
+
     def _new_actor(self) -> Any:
         return self._actor_cls.remote(self._job_ref, self.size)
 
