@@ -16,6 +16,7 @@ and is failed in the open round without timers in the round logic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
@@ -27,6 +28,7 @@ from grpc import aio
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan, OptimizerKind
 from fedstrata.errors import (
+    ConfigError,
     DeadlineError,
     FedstrataError,
     PayloadError,
@@ -100,6 +102,7 @@ def _task_pb(task: TaskSpec) -> pb.Task:
         deadline_s=task.deadline_s or 0.0,
         plan=_plan_pb(task.plan),
         model_bytes=task.model_bytes,
+        run_id=task.run_id,
     )
 
 
@@ -115,6 +118,21 @@ def _task(msg: pb.Task) -> TaskSpec:
         _plan(msg.plan),
         msg.deadline_s or None,
         msg.model_bytes,
+        msg.run_id,
+    )
+
+
+def _upload_header(h: pb.StreamHeader, cid: int) -> UploadHeader:
+    partial = h.content == pb.StreamHeader.PARTIAL
+    return UploadHeader(
+        cid,
+        h.round_idx,
+        h.total_bytes,
+        h.num_examples,
+        dict(h.metrics),
+        partial,
+        h.run_id,
+        h.live_clients,
     )
 
 
@@ -152,7 +170,8 @@ class _Service:
     async def session(self, request: pb.Hello, context: Any) -> AsyncIterator[pb.Task]:
         cid = await self.authenticate(context, request.client_id)
         try:
-            async for task in self.center.session(cid):
+            live = request.live_clients
+            async for task in self.center.session(cid, run_id=request.run_id, live_clients=live):
                 yield _task_pb(task)
         except ProtocolError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
@@ -162,10 +181,12 @@ class _Service:
     ) -> AsyncIterator[pb.StreamPart]:
         cid = await self.authenticate(context, request.client_id)
         try:
-            total, chunks = self.center.download(cid, request.round_idx)
+            total, chunks = self.center.download(cid, request.round_idx, request.run_id)
         except ProtocolError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        header = pb.StreamHeader(client_id=cid, round_idx=request.round_idx, total_bytes=total)
+        header = pb.StreamHeader(
+            client_id=cid, round_idx=request.round_idx, total_bytes=total, run_id=request.run_id
+        )
         yield pb.StreamPart(header=header)
         async for chunk in chunks:
             yield pb.StreamPart(data=chunk)
@@ -177,12 +198,9 @@ class _Service:
             raise AssertionError("unreachable")  # abort raises
         h = first.header
         cid = await self.authenticate(context, h.client_id)
-        partial = h.content == pb.StreamHeader.PARTIAL
-        header = UploadHeader(
-            cid, h.round_idx, h.total_bytes, h.num_examples, dict(h.metrics), partial
-        )
+        header = _upload_header(h, cid)
         accepted, reason = await self.center.submit(header, _data_parts(requests))
-        return pb.SubmitReply(accepted=accepted, reason=reason)
+        return pb.SubmitReply(accepted=accepted, reason=reason, run_id=self.center.run_id)
 
     def handler(self) -> grpc.GenericRpcHandler:
         c = self.counter
@@ -317,6 +335,15 @@ def _mapped(exc: aio.AioRpcError) -> FedstrataError:
 class GrpcLink:
     """A client's connection to the center; owns its channel from enter to exit.
 
+    Every wait has a deadline: opening a session waits at most ``connect_timeout_s``
+    for the connection (then :class:`~fedstrata.errors.TransportError`), downloads and
+    uploads at most ``call_timeout_s`` (then :class:`~fedstrata.errors.DeadlineError`);
+    an open session is watched by HTTP/2 keepalive pings. Each connection attempt is
+    logged (INFO), each failure too (WARNING).
+
+    Run identity: the link remembers the run id of the last task its session received
+    (:attr:`run_id`) and names it in every download and upload.
+
     Args:
         target: ``host:port`` of the center.
         client_id: this client.
@@ -324,6 +351,9 @@ class GrpcLink:
         tls: CA (and, for mutual TLS, this client's certificate and key); None: plaintext.
         chunks: chunk size for uploads and the largest accepted download.
         server_name: name to verify in the server certificate (default: from ``target``).
+        keepalive_s: HTTP/2 ping interval (the session's heartbeat).
+        connect_timeout_s: how long opening a session waits for the connection.
+        call_timeout_s: deadline of one download or upload (None: none).
     """
 
     def __init__(
@@ -336,8 +366,17 @@ class GrpcLink:
         chunks: ChunkPlan | None = None,
         server_name: str | None = None,
         keepalive_s: float = 10.0,
+        connect_timeout_s: float = 20.0,
+        call_timeout_s: float | None = 600.0,
     ) -> None:
+        if connect_timeout_s <= 0 or (call_timeout_s is not None and call_timeout_s <= 0):
+            raise ConfigError(
+                "GrpcLink timeouts must be > 0, got "
+                f"connect_timeout_s={connect_timeout_s}, call_timeout_s={call_timeout_s}"
+            )
         self.target, self.client_id, self.tls = target, client_id, tls
+        self.connect_timeout_s, self.call_timeout_s = connect_timeout_s, call_timeout_s
+        self.run_id = ""
         self.chunks = chunks or ChunkPlan()
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._options: list[tuple[str, Any]] = list(_options(self.chunks, keepalive_s))
@@ -385,21 +424,47 @@ class GrpcLink:
             response_deserializer=reply_cls.FromString,
         )
 
-    async def session(self) -> AsyncIterator[TaskSpec]:
+    async def session(self, live_clients: int = 0) -> AsyncIterator[TaskSpec]:
         """The tasks the center sends this client, until ``DONE``.
+
+        ``live_clients``: an aggregator tier's connected clients (0: a client).
 
         Raises:
             ProtocolError: the center refused the session.
-            TransportError: the connection failed.
+            TransportError: no connection within ``connect_timeout_s``, or it failed.
         """
         call = self._call("Session", "unary_stream", pb.Hello, pb.Task)
+        await self._connect()
         try:
-            hello = pb.Hello(client_id=self.client_id)
-            # wait_for_ready: a client started before its center waits for it to listen
-            async for msg in call(hello, metadata=self._metadata, wait_for_ready=True):
-                yield _task(msg)
+            hello = pb.Hello(
+                client_id=self.client_id, run_id=self.run_id, live_clients=live_clients
+            )
+            async for msg in call(hello, metadata=self._metadata):
+                task = _task(msg)
+                self.run_id = task.run_id or self.run_id
+                yield task
         except aio.AioRpcError as exc:
-            raise _mapped(exc) from exc
+            err = _mapped(exc)
+            log.warning("client %d: session with %s ended: %s", self.client_id, self.target, err)
+            raise err from exc
+
+    async def _connect(self) -> None:
+        """Wait for the channel to connect, at most ``connect_timeout_s``."""
+        channel = self._channel
+        if channel is None:
+            raise TransportError("GrpcLink is closed (or used outside its 'async with' block)")
+        log.info(
+            "client %d: connecting to %s (waiting up to %g s)",
+            self.client_id, self.target, self.connect_timeout_s,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                await channel.channel_ready()
+        except TimeoutError:
+            why = f"no connection to {self.target} within {self.connect_timeout_s:g} s"
+            log.warning("client %d: %s", self.client_id, why)
+            raise TransportError(why) from None
+        log.info("client %d: connected to %s", self.client_id, self.target)
 
     async def download(self, round_idx: int) -> Payload:
         """The model of ``round_idx``, reassembled from its chunks.
@@ -410,10 +475,12 @@ class GrpcLink:
             TransportError: the connection failed.
         """
         call = self._call("Download", "unary_stream", pb.DownloadRequest, pb.StreamPart)
-        request = pb.DownloadRequest(client_id=self.client_id, round_idx=round_idx)
+        request = pb.DownloadRequest(
+            client_id=self.client_id, round_idx=round_idx, run_id=self.run_id
+        )
         reassembler: Reassembler | None = None
         try:
-            async for part in call(request, metadata=self._metadata):
+            async for part in call(request, metadata=self._metadata, timeout=self.call_timeout_s):
                 if part.WhichOneof("part") == "header":
                     limit = self.chunks.max_total_bytes
                     reassembler = Reassembler(part.header.total_bytes, limit)
@@ -441,18 +508,27 @@ class GrpcLink:
             round_idx=round_idx,
             num_examples=num_examples,
             metrics=dict(metrics),
+            run_id=self.run_id,
         )
         return await self._stream_up(header, payload.to_bytes())
 
-    async def submit_partial(self, round_idx: int, data: bytes) -> tuple[bool, str]:
+    async def submit_partial(
+        self, round_idx: int, data: bytes, live_clients: int = 0
+    ) -> tuple[bool, str]:
         """Stream an aggregator's partial (:func:`~fedstrata.runtime.center.encode_partial`).
+
+        ``live_clients``: the tier's connected clients now.
 
         Raises:
             ProtocolError: the call was refused (authentication).
             TransportError: the connection failed.
         """
         header = pb.StreamHeader(
-            client_id=self.client_id, round_idx=round_idx, content=pb.StreamHeader.PARTIAL
+            client_id=self.client_id,
+            round_idx=round_idx,
+            content=pb.StreamHeader.PARTIAL,
+            run_id=self.run_id,
+            live_clients=live_clients,
         )
         return await self._stream_up(header, data)
 
@@ -466,7 +542,9 @@ class GrpcLink:
                 yield pb.StreamPart(data=chunk)
 
         try:
-            reply: pb.SubmitReply = await call(parts(), metadata=self._metadata)
+            reply: pb.SubmitReply = await call(
+                parts(), metadata=self._metadata, timeout=self.call_timeout_s
+            )
         except aio.AioRpcError as exc:
             raise _mapped(exc) from exc
         return reply.accepted, reply.reason
