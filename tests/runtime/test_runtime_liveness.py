@@ -143,7 +143,7 @@ def test_session_to_a_dead_server_fails_within_the_connect_timeout(caplog):
                 pass  # pragma: no cover - nothing listens
 
     caplog.set_level(logging.INFO, logger="fedstrata.runtime")
-    with pytest.raises(TransportError, match="no connection to .* within 0.3 s"):
+    with pytest.raises(TransportError, match=r"no connection to .* within 0\.3 s"):
         asyncio.run(asyncio.wait_for(main(), LIMIT_S))
     assert f"client 0: connecting to 127.0.0.1:{port} (waiting up to 0.3 s)" in caplog.text
 
