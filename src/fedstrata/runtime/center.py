@@ -18,9 +18,9 @@ the open round. A round ends when every selected client is resolved (accepted,
 rejected or failed) or when its deadline scope expires.
 
 Determinism: accepted updates are folded in cohort order through a reorder buffer
-(an update waits only until every earlier cohort member is resolved), so the model is
-bit-identical to the simulator's for the same seed and configuration, whatever the
-arrival order.
+(:class:`~fedstrata.runtime.intake.RoundIntake`, one per open round; an update waits
+only until every earlier cohort member is resolved), so the model is bit-identical to
+the simulator's for the same seed and configuration, whatever the arrival order.
 
 Tiers: a participant may be an aggregator (``aggregator.py``) that serves its own
 clients with a :class:`Center` of its own (:meth:`Center.collect`) and submits their
@@ -44,30 +44,26 @@ from typing import Any
 
 import numpy as np
 
-from fedstrata.aggregation.mean import MeanState, WeightedMean
-from fedstrata.aggregation.protocol import Aggregator, check_metrics, check_weight
+from fedstrata.aggregation.mean import WeightedMean
+from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.algorithms.server import FedAvg, ServerOptimizer
 from fedstrata.coordinator import (
-    ClientFailed,
     CloseRound,
     DeadlinePassed,
-    Reject,
     RoundCoordinator,
     SendModel,
     StartRound,
-    UpdateArrived,
 )
 from fedstrata.core.clock import Clock, MonotonicClock
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
-from fedstrata.core.payload import Payload
-from fedstrata.errors import FedstrataError, PayloadError, ProtocolError
+from fedstrata.errors import ProtocolError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
+from fedstrata.runtime.intake import RoundIntake
 from fedstrata.runtime.liveness import Roster
 from fedstrata.runtime.records import (
     CenterSettings,
-    HeldUpload,
     OpenRound,
     RoundRecord,
     RuntimeResult,
@@ -78,8 +74,7 @@ from fedstrata.runtime.records import (
     dense_update_limit,
     encode_partial,
 )
-from fedstrata.runtime.streaming import Broadcast, DenseFold, apply_in_place
-from fedstrata.runtime.transport import Reassembler
+from fedstrata.runtime.streaming import Broadcast, apply_in_place
 
 __all__ = [
     "Center",
@@ -98,7 +93,6 @@ log = logging.getLogger(__name__)
 
 
 _SUPERSEDED = TaskSpec(TaskKind.DONE)  # ends a session replaced by a reconnection
-_FAILED = None  # marks a resolved cohort member without a usable update
 
 
 class Center:
@@ -135,7 +129,7 @@ class Center:
         self._sessions: dict[int, asyncio.Queue[TaskSpec]] = {}
         self._rounds_started = 0
         self._start_awaited = False
-        self._round: OpenRound | None = None
+        self._intake: RoundIntake | None = None  # the open round
         self._finished = False
         self.rejections: list[tuple[int, int, str]] = []
 
@@ -252,10 +246,19 @@ class Center:
         streamed = self._streamed(params)
         agg = _STREAM_MEAN if streamed else self.aggregator
         rnd = OpenRound(round_idx, cohort, agg.init(params.shape[0]), blob, self.run_id, streamed)
-        self._round = rnd
-        self._dispatch(rnd, task)
+        intake = RoundIntake(
+            rnd,
+            settings=self.settings,
+            coordinator=self.coordinator,
+            aggregator=agg,
+            codec=self.codec,
+            clock=self.clock,
+            reject=self._reject,
+        )
+        self._intake = intake
+        self._dispatch(intake, task)
         await self._await_cohort(rnd)
-        record = self._close(rnd)
+        record = self._close(intake)
         if rnd.void is not None:  # an empty partial: a tier's parent fails this tier
             return _STREAM_MEAN.init(0), record
         return rnd.state, record
@@ -274,8 +277,8 @@ class Center:
         for queue in self._sessions.values():
             queue.put_nowait(TaskSpec(TaskKind.DONE))
 
-    def _dispatch(self, rnd: OpenRound, relayed: TaskSpec | None = None) -> None:
-        s = self.settings
+    def _dispatch(self, intake: RoundIntake, relayed: TaskSpec | None = None) -> None:
+        s, rnd = self.settings, intake.rnd
         plan = s.plan if relayed is None else relayed.plan
         seed = s.root_seed if relayed is None else relayed.root_seed
         deadline = s.round_timeout_s
@@ -285,10 +288,10 @@ class Center:
         for cid in rnd.cohort:
             queue = self._sessions.get(cid)
             if queue is None:
-                self._fail(rnd, cid, "disconnected before the round started")
+                intake.fail(cid, "disconnected before the round started")
             else:
                 queue.put_nowait(task)
-        self._check_done(rnd)
+        intake.check_done()
 
     async def _await_cohort(self, rnd: OpenRound) -> None:
         try:
@@ -298,14 +301,15 @@ class Center:
             missing = sorted(rnd.members - rnd.resolved.keys())
             log.warning("round %d: deadline passed; missing clients %s", rnd.round_idx, missing)
 
-    def _close(self, rnd: OpenRound) -> RoundRecord:
+    def _close(self, intake: RoundIntake) -> RoundRecord:
+        rnd = intake.rnd
         rnd.closed = True
         if rnd.in_flight is not None:
-            self._void(rnd, f"upload of client {rnd.in_flight} still streaming at the close")
-        self._fold_ready(rnd, final=True)
+            intake.void(f"upload of client {rnd.in_flight} still streaming at the close")
+        intake.fold_ready(final=True)
         (close,) = self.coordinator.handle(DeadlinePassed(self.clock.now()))
         assert isinstance(close, CloseRound)
-        self._round = None
+        self._intake = None
         outcome = close.outcome
         loss = self.aggregator.finalize_metrics(rnd.state).get("train_loss")
         log.info(
@@ -316,59 +320,6 @@ class Center:
             len(outcome.late),
         )
         return RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void)
-
-    def _void(self, rnd: OpenRound, reason: str) -> None:
-        if rnd.void is None:
-            log.warning("round %d: aggregate voided, model unchanged: %s", rnd.round_idx, reason)
-            rnd.void = reason
-
-    # ---- resolution and ordered folding --------------------------------------------
-
-    def _fail(self, rnd: OpenRound, cid: int, reason: str) -> None:
-        if cid in rnd.resolved or rnd.closed:  # a closed round's outcome is final
-            return
-        self.coordinator.handle(ClientFailed(cid, reason))
-        rnd.resolved[cid] = _FAILED
-        self._fold_ready(rnd)
-        self._check_done(rnd)
-
-    def _check_done(self, rnd: OpenRound) -> None:
-        if len(rnd.resolved) >= len(rnd.cohort):
-            rnd.done.set()
-
-    def _fold_ready(self, rnd: OpenRound, *, final: bool = False) -> None:
-        """Fold resolved updates in cohort order; at the close, skip the unresolved."""
-        while rnd.next_fold < len(rnd.cohort):
-            cid = rnd.cohort[rnd.next_fold]
-            if cid not in rnd.resolved and not final:
-                return
-            entry = rnd.resolved.get(cid, _FAILED)
-            rnd.next_fold += 1
-            rnd.turn.set()
-            if entry is not None:
-                self._fold_one(rnd, cid, entry)
-
-    def _fold_one(self, rnd: OpenRound, cid: int, held: HeldUpload) -> None:
-        try:
-            if isinstance(held.payload, MeanState):
-                rnd.state = self.aggregator.merge(rnd.state, held.payload)
-            else:
-                rnd.state = self._accumulate(rnd, cid, held)
-        except FedstrataError as exc:  # malformed: dropped, the sum is untouched
-            self._reject(rnd.round_idx, cid, f"update unusable: {exc}")
-            self.coordinator.handle(ClientFailed(cid, str(exc)))
-        rnd.resolved[cid] = _FAILED  # release the buffered payload
-
-    def _accumulate(self, rnd: OpenRound, cid: int, held: HeldUpload) -> Any:
-        assert isinstance(held.payload, Payload)
-        return self.aggregator.accumulate_payload(
-            rnd.state,
-            self.codec,
-            held.payload,
-            held.weight,
-            client_id=cid,
-            metrics=held.metrics,
-        )
 
     def _reject(self, round_idx: int, cid: int, reason: str) -> str:
         log.warning("round %d: rejected client %d: %s", round_idx, cid, reason)
@@ -417,9 +368,9 @@ class Center:
             if self._sessions.get(client_id) is queue:
                 del self._sessions[client_id]
                 self.roster.leave(client_id)
-            rnd = self._round
-            if rnd is not None and client_id in rnd.members:
-                self._fail(rnd, client_id, "disconnected during the round")
+            intake = self._intake
+            if intake is not None and client_id in intake.rnd.members:
+                intake.fail(client_id, "disconnected during the round")
 
     def download(
         self, client_id: int, round_idx: int, run_id: str = ""
@@ -430,7 +381,7 @@ class Center:
             ProtocolError: another run, no such open round, or the client was not
                 selected.
         """
-        rnd = self._round
+        rnd = None if self._intake is None else self._intake.rnd
         if run_id != self.run_id:
             why = f"download for run {run_id or '(none)'}; this is run {self.run_id}"
             raise ProtocolError(self._reject(round_idx, client_id, why))
@@ -443,99 +394,13 @@ class Center:
 
     async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
         """Receive one update; returns (accepted, reason). Never raises for bad input."""
-        cid, rnd = header.client_id, self._round
+        cid, intake = header.client_id, self._intake
         if header.partial and header.run_id == self.run_id:
             self.roster.report(cid, header.live_clients)
-        problem = self._submission_problem(rnd, header)
-        if problem is not None or rnd is None:
+        problem = self._submission_problem(None if intake is None else intake.rnd, header)
+        if problem is not None or intake is None:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
-        rnd.submitted.add(cid)
-        if rnd.streamed and not header.partial:
-            return await self._submit_streamed(rnd, header, chunks)
-        try:
-            reassembler = Reassembler(header.total_bytes, self.settings.chunks.max_total_bytes)
-            async for chunk in chunks:
-                reassembler.add(chunk)
-            if header.partial:
-                return self._partial_arrived(rnd, header, reassembler.data())
-            payload = reassembler.payload()
-        except FedstrataError as exc:
-            self._reject(rnd.round_idx, cid, str(exc))
-            self._fail(rnd, cid, f"bad upload: {exc}")
-            return False, str(exc)
-        except BaseException:  # the stream broke (client gone, call cancelled)
-            self._fail(rnd, cid, "upload interrupted")
-            raise
-        return self._arrived(rnd, header, payload)
-
-    async def _submit_streamed(
-        self, rnd: OpenRound, header: UploadHeader, chunks: AsyncIterator[bytes]
-    ) -> tuple[bool, str]:
-        """Fold a dense upload into the sum as it arrives, when its cohort turn comes.
-
-        Until then its stream is left unread (gRPC flow control holds the sender).
-        """
-        cid = header.client_id
-        position = rnd.cohort.index(cid)
-        while rnd.next_fold < position and not rnd.closed and cid not in rnd.resolved:
-            rnd.turn.clear()
-            await rnd.turn.wait()
-        if rnd.closed or cid in rnd.resolved:
-            return False, self._reject(rnd.round_idx, cid, "round resolved before its turn")
-        weight = self._weight(header)
-        (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
-        if isinstance(cmd, Reject):
-            self._resolve(rnd, cid)
-            return False, self._reject(rnd.round_idx, cid, cmd.reason)
-        fold: DenseFold | None = None
-        try:
-            metrics = check_metrics(header.metrics, cid)
-            fold = DenseFold(rnd.state.weighted_sum, check_weight(weight, cid), header.total_bytes)
-            rnd.in_flight = cid
-            async for chunk in chunks:
-                if rnd.closed:
-                    break
-                fold.add(chunk)
-            if rnd.closed:
-                raise PayloadError("the round closed during the upload")
-            rnd.bytes_up += fold.finish()
-        except FedstrataError as exc:
-            self._stream_failed(rnd, cid, f"bad upload: {exc}", fold)
-            return False, self._reject(rnd.round_idx, cid, str(exc))
-        except BaseException:  # the stream broke (client gone, call cancelled)
-            self._stream_failed(rnd, cid, "upload interrupted", fold)
-            raise
-        finally:
-            rnd.in_flight = None
-        state = rnd.state
-        state.total_weight += fold.weight
-        state.count += 1
-        state.metrics.add(metrics, fold.weight)
-        self._resolve(rnd, cid)
-        return True, ""
-
-    def _stream_failed(
-        self, rnd: OpenRound, cid: int, reason: str, fold: DenseFold | None
-    ) -> None:
-        if fold is not None and fold.touched:
-            self._void(rnd, f"client {cid}: {reason} after part of it was summed")
-        if not rnd.closed:
-            self._fail(rnd, cid, reason)
-
-    def _resolve(self, rnd: OpenRound, cid: int) -> None:
-        """Mark ``cid`` resolved with nothing left to fold."""
-        rnd.resolved[cid] = _FAILED
-        self._fold_ready(rnd)
-        self._check_done(rnd)
-
-    def _late(self, rnd: OpenRound, cid: int) -> str:
-        return self._reject(
-            rnd.round_idx, cid, f"late: round {rnd.round_idx} closed before the upload completed"
-        )
-
-    def _weight(self, header: UploadHeader) -> float:
-        examples = self.settings.weighting == "examples"
-        return float(header.num_examples) if examples else 1.0
+        return await intake.submit(header, chunks)
 
     def _submission_problem(self, rnd: OpenRound | None, header: UploadHeader) -> str | None:
         cid = header.client_id
@@ -551,39 +416,6 @@ class Center:
         if header.partial and not getattr(self.aggregator, "mergeable", False):
             return f"partial aggregate from {cid}, but this aggregator cannot merge partials"
         return None
-
-    def _partial_arrived(
-        self, rnd: OpenRound, header: UploadHeader, data: bytes
-    ) -> tuple[bool, str]:
-        if rnd.closed:
-            return False, self._late(rnd, header.client_id)
-        partial = decode_partial(data)
-        if partial.count == 0 or partial.total_weight <= 0:
-            self._fail(rnd, header.client_id, "empty partial aggregate")
-            return False, self._reject(rnd.round_idx, header.client_id, "empty partial")
-        return self._arrived(rnd, header, partial, len(data), partial.total_weight)
-
-    def _arrived(
-        self,
-        rnd: OpenRound,
-        header: UploadHeader,
-        payload: Payload | MeanState,
-        nbytes: int | None = None,
-        weight: float | None = None,
-    ) -> tuple[bool, str]:
-        cid = header.client_id
-        if rnd.closed:  # the upload outlived its round: the coordinator has moved on
-            return False, self._late(rnd, cid)
-        rnd.bytes_up += payload.nbytes if isinstance(payload, Payload) else (nbytes or 0)
-        weight = self._weight(header) if weight is None else weight
-        (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
-        if isinstance(cmd, Reject):
-            self._resolve(rnd, cid)
-            return False, self._reject(rnd.round_idx, cid, cmd.reason)
-        rnd.resolved[cid] = HeldUpload(payload, weight, dict(header.metrics))
-        self._fold_ready(rnd)
-        self._check_done(rnd)
-        return True, ""
 
 
 async def _aiter(chunks: Any) -> AsyncIterator[bytes]:
