@@ -82,8 +82,7 @@ def test_first_round_starts_with_the_quorum_after_the_start_timeout(caplog):
     cfg = load_config(overrides=[*SMALL, "data.num_clients=3", "rounds.clients_per_round=null"])
     dep = deployment(cfg)
     tokens = tokens_for(3)
-    center = dep.center(start_timeout_s=0.5)
-    assert center.settings.min_available == cfg.rounds.min_clients
+    center = dep.center(min_available=2, start_timeout_s=0.5)
 
     async def main():
         async with CenterServer(center, TokenTable(tokens)) as server:
@@ -102,7 +101,8 @@ def test_first_round_starts_with_the_quorum_after_the_start_timeout(caplog):
     result = asyncio.run(asyncio.wait_for(main(), LIMIT_S))
     assert [sorted(r.outcome.accepted) for r in result.rounds] == [[0, 2], [0, 2]]
     assert "waiting up to 0.5 s for 3 participants" in caplog.text
-    assert "start timeout: 2 of 3 participants connected (0:1, 2:1)" in caplog.text
+    assert "round 0: start timeout: " in caplog.text
+    assert " of 3 participants connected" in caplog.text
 
 
 def test_a_quorum_above_the_live_clients_waits_and_says_so(caplog):
@@ -116,7 +116,7 @@ def test_a_quorum_above_the_live_clients_waits_and_says_so(caplog):
         ]
     )
     center = deployment(cfg).center(start_timeout_s=0.2)
-    assert center.settings.min_available == 3
+    assert center.settings.min_available == cfg.rounds.min_clients == 3
 
     async def main():
         waiters = [asyncio.ensure_future(anext(center.session(cid))) for cid in (0, 1)]

@@ -185,7 +185,10 @@ class _Service:
         except ProtocolError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         header = pb.StreamHeader(
-            client_id=cid, round_idx=request.round_idx, total_bytes=total, run_id=request.run_id
+            client_id=cid,
+            round_idx=request.round_idx,
+            total_bytes=total,
+            run_id=self.center.run_id,
         )
         yield pb.StreamPart(header=header)
         async for chunk in chunks:
