@@ -1,6 +1,7 @@
 """Issue 11: a deployment never hangs on a dead peer; every wait has a deadline."""
 
 import asyncio
+import contextlib
 import logging
 import socket
 
@@ -206,3 +207,45 @@ def test_tiers_start_rounds_only_once_their_clients_are_reachable():
 
     result = asyncio.run(asyncio.wait_for(main(), LIMIT_S))
     assert [len(r.outcome.accepted) for r in result.rounds] == [2, 2]
+
+
+def test_tier_left_without_clients_leaves_and_registers_again_when_one_connects(caplog):
+    """Issue 11 defects 1 and 7: a tier whose only client died does not hold the
+    center (it leaves its parent), and registers again once a client is back."""
+    cfg = load_config(overrides=[*SMALL, "data.num_clients=1", "rounds.clients_per_round=null"])
+    dep = deployment(cfg)
+    tokens = tokens_for(2)
+
+    async def main():
+        center, edge = dep.center(participants=1), dep.edge(1)
+        async with (
+            CenterServer(center, TokenTable(tokens)) as top,
+            CenterServer(edge, TokenTable(tokens)) as below,
+        ):
+
+            async def tier():
+                async with GrpcLink(top.target, 1, tokens[1]) as link:
+                    return await TierAggregator(link, edge, dep.size).run()
+
+            async def client():
+                with contextlib.suppress(_Killed):  # its channel closes: no client left
+                    async with GrpcLink(below.target, 0, tokens[0]) as link:
+                        await dep.client(_DiesInRound(link, 0), 0).run()
+                await center.roster.wait(lambda: center.connected == 0, None)  # tier left
+                async with GrpcLink(below.target, 0, tokens[0]) as link:
+                    return await dep.client(link, 0).run()
+
+            async with asyncio.TaskGroup() as tg:
+                run = tg.create_task(center.run(dep.initial_params()))
+                tg.create_task(tier())
+                back = tg.create_task(client())
+        return run.result(), back.result()
+
+    caplog.set_level(logging.INFO, logger="fedstrata.runtime")
+    result, report = asyncio.run(asyncio.wait_for(main(), LIMIT_S))
+    first, second = result.rounds
+    assert first.outcome.accepted == ()
+    assert [cid for cid, _ in first.outcome.failed] == [1]
+    assert second.outcome.accepted == (1,)
+    assert report.rounds == [1]
+    assert "tier: no clients left; leaving the parent" in caplog.text

@@ -22,7 +22,8 @@ whose children are tiers.
 
 Liveness: a tier registers with its parent only once it has clients (it waits for all
 of them at most the start timeout, then for one), and tells the parent how many it
-reaches (in its ``Hello`` and with every partial), so the parent's quorum counts
+reaches (in its ``Hello``, with every partial, and whenever the number changes), so the
+parent's quorum counts
 clients and no round is burnt on a tier without any. A tier left without clients
 after a round leaves its parent and registers again when one connects. Its own wait
 for clients in a round is bounded by the parent's deadline (or the start timeout).
@@ -36,6 +37,8 @@ retries).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -43,7 +46,7 @@ from typing import Protocol
 
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.core.payload import Payload
-from fedstrata.errors import PayloadError, ProtocolError
+from fedstrata.errors import FedstrataError, PayloadError, ProtocolError
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
 
@@ -62,6 +65,8 @@ class ParentLink(Protocol):
     async def submit_partial(
         self, round_idx: int, data: bytes, live_clients: int = 0
     ) -> tuple[bool, str]: ...
+
+    async def report_live(self, live_clients: int) -> None: ...
 
 
 @dataclass
@@ -106,6 +111,7 @@ class TierAggregator:
         live = self.center.connected
         log.info("tier: registering with the parent (%d clients connected)", live)
         tasks = self.parent.session(live_clients=live)
+        reporter = asyncio.create_task(self._report_changes(live))
         try:
             async for task in tasks:
                 if task.kind is TaskKind.DONE:
@@ -114,10 +120,25 @@ class TierAggregator:
                 if self.center.connected == 0:
                     return False
         finally:
+            reporter.cancel()
             aclose = getattr(tasks, "aclose", None)
             if aclose is not None:
                 await aclose()
         return True
+
+    def _changed(self, reported: int) -> bool:
+        return self.center.connected != reported
+
+    async def _report_changes(self, reported: int) -> None:
+        """Tell the parent whenever the number of connected clients changes."""
+        while True:
+            await self.center.roster.wait(functools.partial(self._changed, reported), None)
+            reported = self.center.connected
+            try:
+                await self.parent.report_live(reported)
+            except FedstrataError as exc:  # the session's own error ends the tier
+                log.warning("tier: could not report %d live clients: %s", reported, exc)
+                return
 
     async def _round(self, task: TaskSpec, report: TierReport) -> None:
         r = task.round_idx

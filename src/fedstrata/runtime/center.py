@@ -397,6 +397,8 @@ class Center:
         cid, intake = header.client_id, self._intake
         if header.partial and header.run_id == self.run_id:
             self.roster.report(cid, header.live_clients)
+            if header.total_bytes == 0:  # a tier's report of its clients, no partial
+                return True, ""
         problem = self._submission_problem(None if intake is None else intake.rnd, header)
         if problem is not None or intake is None:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")

@@ -438,11 +438,10 @@ class GrpcLink:
         """
         call = self._call("Session", "unary_stream", pb.Hello, pb.Task)
         await self._connect()
+        hello = pb.Hello(client_id=self.client_id, run_id=self.run_id, live_clients=live_clients)
+        stream = call(hello, metadata=self._metadata)
         try:
-            hello = pb.Hello(
-                client_id=self.client_id, run_id=self.run_id, live_clients=live_clients
-            )
-            async for msg in call(hello, metadata=self._metadata):
+            async for msg in stream:
                 task = _task(msg)
                 self.run_id = task.run_id or self.run_id
                 yield task
@@ -450,6 +449,8 @@ class GrpcLink:
             err = _mapped(exc)
             log.warning("client %d: session with %s ended: %s", self.client_id, self.target, err)
             raise err from exc
+        finally:  # closing the iterator ends the session at the center too
+            stream.cancel()
 
     async def _connect(self) -> None:
         """Wait for the channel to connect, at most ``connect_timeout_s``."""
@@ -534,6 +535,25 @@ class GrpcLink:
             live_clients=live_clients,
         )
         return await self._stream_up(header, data)
+
+    async def report_live(self, live_clients: int) -> None:
+        """An aggregator tier's number of connected clients, between partials (a
+        ``PARTIAL`` header without data).
+
+        Raises:
+            ProtocolError: the call was refused.
+            TransportError: the connection failed.
+        """
+        header = pb.StreamHeader(
+            client_id=self.client_id,
+            round_idx=-1,
+            content=pb.StreamHeader.PARTIAL,
+            run_id=self.run_id,
+            live_clients=live_clients,
+        )
+        accepted, reason = await self._stream_up(header, b"")
+        if not accepted:
+            log.warning("tier %d: live-client report refused: %s", self.client_id, reason)
 
     async def _stream_up(self, header: pb.StreamHeader, data: bytes) -> tuple[bool, str]:
         call = self._call("Submit", "stream_unary", pb.StreamPart, pb.SubmitReply)
