@@ -287,6 +287,7 @@ class _BigChunks:
 
     async def submit(self, round_idx, payload, num_examples, metrics):
         junk = Payload(CodecId.DENSE_F32, b"", np.zeros(self.size, np.float32).tobytes())
+        self.big.run_id = self.link.run_id  # the run the session joined
         async with self.big:
             return await self.big.submit(round_idx, junk, num_examples, metrics)
 

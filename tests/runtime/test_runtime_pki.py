@@ -40,6 +40,7 @@ def test_a_certificate_for_a_custom_name_verifies_for_that_name_only(tmp_path, s
             link = GrpcLink(
                 server.target, 0, "t0", tls=pki.client(0, mutual=False), server_name=name
             )
+            link.run_id = center.run_id  # as if its session had joined the run
             async with link:
                 return await link.download(0)
 

@@ -30,6 +30,13 @@ TokenFlagOpt = Annotated[
     typer.Option("--token", help=f"deprecated (visible in ps): use --token-file or {TOKEN_ENV}"),
 ]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True)]
+StartTimeoutOpt = Annotated[
+    float,
+    typer.Option(min=0.001, help="seconds the first round waits for every participant"),
+]
+ConnectTimeoutOpt = Annotated[
+    float, typer.Option(min=0.001, help="seconds each connection attempt waits")
+]
 serve_app = typer.Typer(help="Run a federation's servers over gRPC.", no_args_is_help=True)
 
 
@@ -98,16 +105,26 @@ def serve_center(
     participants: Annotated[
         int | None, typer.Option(help="aggregator tiers below the center (default: clients)")
     ] = None,
+    min_clients: Annotated[
+        int | None,
+        typer.Option(min=1, help="quorum: reachable clients a round needs (rounds.min_clients)"),
+    ] = None,
+    start_timeout: StartTimeoutOpt = 60.0,
+    output: Annotated[
+        Path | None, typer.Option(help="where the run directory goes (output.dir)")
+    ] = None,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Run the center (coordinator) of a real federation."""
+    """Run the center (coordinator) of a real federation; writes its run directory."""
     import asyncio
 
     _setup_logging(verbose)
     from fedstrata.runtime.commands import load_tokens, run_center
 
     try:
-        cfg = load_config(config, None, set_ or [])
+        extra = [] if min_clients is None else [f"rounds.min_clients={min_clients}"]
+        extra += [] if output is None else [f"output.dir={output}"]
+        cfg = load_config(config, None, [*(set_ or []), *extra])
         result = asyncio.run(
             run_center(
                 cfg,
@@ -116,11 +133,14 @@ def serve_center(
                 tls=_tls(ca, cert, key),
                 mutual=mutual,
                 participants=participants,
+                start_timeout_s=start_timeout,
             )
         )
     except FedstrataError as exc:
         raise _fail(exc) from None
     typer.echo(f"finished {len(result.rounds)} rounds; {result.wire_bytes:,} bytes on the wire")
+    if result.run_dir is not None:
+        typer.echo(str(result.run_dir))
 
 
 @serve_app.command("aggregator")
@@ -143,6 +163,8 @@ def serve_aggregator(
     parent_cert: Annotated[Path | None, typer.Option(help="client cert at the parent")] = None,
     parent_key: Annotated[Path | None, typer.Option(help="client key at the parent")] = None,
     mutual: MutualOpt = False,
+    start_timeout: StartTimeoutOpt = 60.0,
+    connect_timeout: ConnectTimeoutOpt = 20.0,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Run an edge or region aggregator between clients and a parent."""
@@ -165,6 +187,8 @@ def serve_aggregator(
                 tokens=load_tokens(tokens),
                 tls=_tls(ca, cert, key),
                 mutual=mutual,
+                start_timeout_s=start_timeout,
+                connect_timeout_s=connect_timeout,
             )
         )
     except FedstrataError as exc:
@@ -186,12 +210,17 @@ def client_cmd(
     ca: CaOpt = None,
     cert: Annotated[Path | None, typer.Option(help="client certificate for mutual TLS")] = None,
     key: Annotated[Path | None, typer.Option(help="client key for mutual TLS")] = None,
+    retries: Annotated[
+        int, typer.Option(min=0, help="reconnection attempts before giving up")
+    ] = 6,
+    connect_timeout: ConnectTimeoutOpt = 20.0,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Take part in a real federation as one client."""
+    """Take part in a real federation as one client (exits non-zero when it gives up)."""
     import asyncio
 
     _setup_logging(verbose)
+    from fedstrata.runtime.client import Backoff
     from fedstrata.runtime.commands import run_client
 
     try:
@@ -203,6 +232,8 @@ def client_cmd(
                 client_id=client_id,
                 token=read_token(token, token_file),
                 tls=_tls(ca, cert, key),
+                backoff=Backoff(attempts=retries),
+                connect_timeout_s=connect_timeout,
             )
         )
     except FedstrataError as exc:

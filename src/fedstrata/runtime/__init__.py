@@ -26,6 +26,7 @@ from fedstrata.runtime.client import (
     decode_model,
 )
 from fedstrata.runtime.guard import ServerLimits
+from fedstrata.runtime.link import GrpcLink
 from fedstrata.runtime.security import (
     DevPki,
     TlsFiles,
@@ -35,7 +36,7 @@ from fedstrata.runtime.security import (
     new_token,
 )
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
-from fedstrata.runtime.wire import CenterServer, GrpcLink, WireCounter
+from fedstrata.runtime.wire import CenterServer, WireCounter
 
 __all__ = [
     "Backoff",

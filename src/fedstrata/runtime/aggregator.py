@@ -20,13 +20,25 @@ A tier whose clients all failed submits an empty partial, which the parent recor
 a failure of that participant. Tiers stack: a region is a :class:`TierAggregator`
 whose children are tiers.
 
+Liveness: a tier registers with its parent only once it has clients (it waits for all
+of them at most the start timeout, then for one), and tells the parent how many it
+reaches (in its ``Hello``, with every partial, and whenever the number changes), so the
+parent's quorum counts
+clients and no round is burnt on a tier without any. A tier left without clients
+after a round leaves its parent and registers again when one connects. Its own wait
+for clients in a round is bounded by the parent's deadline (or the start timeout).
+
 Ownership and cancellation: :meth:`TierAggregator.run` owns the parent session for its
 whole life; when it returns (the parent said ``DONE``) or is cancelled, its clients'
-sessions are ended with ``DONE``.
+sessions are ended with ``DONE``. A broken parent connection ends it with
+:class:`~fedstrata.errors.TransportError` (its clients then give up after their
+retries).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -34,7 +46,7 @@ from typing import Protocol
 
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.core.payload import Payload
-from fedstrata.errors import PayloadError, ProtocolError
+from fedstrata.errors import FedstrataError, PayloadError, ProtocolError
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
 
@@ -46,11 +58,15 @@ log = logging.getLogger(__name__)
 class ParentLink(Protocol):
     """What a tier needs from its connection to its parent (``GrpcLink`` has it)."""
 
-    def session(self) -> AsyncIterator[TaskSpec]: ...
+    def session(self, live_clients: int = 0) -> AsyncIterator[TaskSpec]: ...
 
     async def download(self, round_idx: int) -> Payload: ...
 
-    async def submit_partial(self, round_idx: int, data: bytes) -> tuple[bool, str]: ...
+    async def submit_partial(
+        self, round_idx: int, data: bytes, live_clients: int = 0
+    ) -> tuple[bool, str]: ...
+
+    async def report_live(self, live_clients: int) -> None: ...
 
 
 @dataclass
@@ -83,13 +99,46 @@ class TierAggregator:
         """
         report = TierReport()
         try:
-            async for task in self.parent.session():
-                if task.kind is TaskKind.DONE:
-                    break
-                await self._round(task, report)
+            while not await self._serve(report):
+                log.warning("tier: no clients left; leaving the parent until one connects")
         finally:
             self.center.finish()
         return report
+
+    async def _serve(self, report: TierReport) -> bool:
+        """One registration with the parent; True once the parent ended the run."""
+        await self.center.await_start()
+        live = self.center.connected
+        log.info("tier: registering with the parent (%d clients connected)", live)
+        tasks = self.parent.session(live_clients=live)
+        reporter = asyncio.create_task(self._report_changes(live))
+        try:
+            async for task in tasks:
+                if task.kind is TaskKind.DONE:
+                    return True
+                await self._round(task, report)
+                if self.center.connected == 0:
+                    return False
+        finally:
+            reporter.cancel()
+            aclose = getattr(tasks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return True
+
+    def _changed(self, reported: int) -> bool:
+        return self.center.connected != reported
+
+    async def _report_changes(self, reported: int) -> None:
+        """Tell the parent whenever the number of connected clients changes."""
+        while True:
+            await self.center.roster.wait(functools.partial(self._changed, reported), None)
+            reported = self.center.connected
+            try:
+                await self.parent.report_live(reported)
+            except FedstrataError as exc:  # the session's own error ends the tier
+                log.warning("tier: could not report %d live clients: %s", reported, exc)
+                return
 
     async def _round(self, task: TaskSpec, report: TierReport) -> None:
         r = task.round_idx
@@ -100,13 +149,17 @@ class TierAggregator:
             log.warning("tier: round %d skipped: %s", r, exc)
             report.refused.append((r, str(exc)))
             return
-        state, record = await self.center.collect(r, params, model=model.to_bytes(), task=task)
+        limit_s = task.deadline_s or self.center.settings.start_timeout_s
+        state, record = await self.center.collect(
+            r, params, model=model.to_bytes(), task=task, limit_s=limit_s
+        )
         report.rounds.append(record)
         partial = state if isinstance(state, MeanState) else None
         if partial is None:
             raise ProtocolError(f"tier aggregator state is {type(state).__name__}, not a mean")
         log.info("tier: round %d: %d updates, weight %g", r, partial.count, partial.total_weight)
-        accepted, reason = await self.parent.submit_partial(r, encode_partial(partial))
+        live = self.center.connected
+        accepted, reason = await self.parent.submit_partial(r, encode_partial(partial), live)
         if not accepted:
             log.warning("tier: round %d partial refused: %s", r, reason)
             report.refused.append((r, reason))

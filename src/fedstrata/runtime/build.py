@@ -40,9 +40,16 @@ from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
-__all__ = ["DEFAULT_BACKOFF", "Deployment", "check_supported", "deployment"]
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "DEFAULT_START_TIMEOUT_S",
+    "Deployment",
+    "check_supported",
+    "deployment",
+]
 
 DEFAULT_BACKOFF = Backoff()
+DEFAULT_START_TIMEOUT_S = 60.0
 
 
 def check_supported(config: FedConfig) -> None:
@@ -87,18 +94,22 @@ class Deployment:
         clock: Clock | None = None,
         participants: int | None = None,
         stream_min_bytes: int | None = 64 << 20,
+        start_timeout_s: float | None = DEFAULT_START_TIMEOUT_S,
     ) -> Center:
-        """The center: all participants before round 0, then ``min_available``.
+        """The center: round 0 waits for every participant at most ``start_timeout_s``;
+        every round starts once ``min_available`` clients are reachable.
 
         Args:
             chunk_bytes: transfer chunk size.
-            min_available: participants needed from round 1 on (default: all).
+            min_available: the quorum of reachable clients (default:
+                ``rounds.min_clients``).
             clock: time source of the coordinator.
             participants: aggregator tiers below the center (None: the clients connect
                 directly). With tiers, every live tier takes part in every round and
                 the aggregator must be ``mean``.
             stream_min_bytes: model size from which rounds aggregate streaming
                 (``CenterSettings.stream_min_bytes``).
+            start_timeout_s: how long round 0 waits for every participant.
 
         Raises:
             ConfigError: tiers under a non-mergeable aggregator.
@@ -113,8 +124,10 @@ class Deployment:
         agg = aggregator(cfg.server)
         if participants is not None and not agg.mergeable:
             raise ConfigError(f"server.aggregator={cfg.server.aggregator!r} cannot merge tiers")
-        settings = self._settings(chunk_bytes, min_available or start, start)
-        settings = dataclasses.replace(settings, stream_min_bytes=stream_min_bytes)
+        settings = self._settings(chunk_bytes, min_available or r.min_clients, start)
+        settings = dataclasses.replace(
+            settings, stream_min_bytes=stream_min_bytes, start_timeout_s=start_timeout_s
+        )
         return Center(
             settings,
             coordinator=RoundCoordinator(policy),
@@ -124,11 +137,18 @@ class Deployment:
             clock=clock,
         )
 
-    def edge(self, clients: int, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Center:
+    def edge(
+        self,
+        clients: int,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        start_timeout_s: float | None = DEFAULT_START_TIMEOUT_S,
+    ) -> Center:
         """The client-facing center of an aggregator tier serving ``clients`` clients.
 
         Every connected client trains in every round the parent runs (weighted by its
-        examples); the first round waits for all ``clients``.
+        examples); the first round waits for all ``clients`` at most
+        ``start_timeout_s``, then runs with those connected.
 
         Raises:
             ConfigError: ``clients`` < 1.
@@ -137,8 +157,9 @@ class Deployment:
             raise ConfigError(f"an aggregator tier needs clients >= 1, got {clients}")
         cfg = self.config
         policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
+        settings = self._settings(chunk_bytes, 1, clients)
         return Center(
-            self._settings(chunk_bytes, 1, clients),
+            dataclasses.replace(settings, start_timeout_s=start_timeout_s),
             coordinator=RoundCoordinator(policy),
             aggregator=WeightedMean(),
             server_optimizer=server_optimizer(cfg.server),  # unused: the parent applies
@@ -197,9 +218,16 @@ class Deployment:
         data = self.dataset.client(client_id)
         trainer = trainer or self.factory()
         rng = np.random.default_rng(derive_seed(self.config.seed, 0, client_id, "reconnect"))
-        pipeline = self.client_pipeline()
         return ClientAgent(
-            link, client_id, trainer, data, pipeline, backoff=backoff, rng=rng, sleep=sleep
+            link,
+            client_id,
+            trainer,
+            data,
+            self.client_pipeline(),
+            backoff=backoff,
+            rng=rng,
+            sleep=sleep,
+            new_pipeline=self.client_pipeline,
         )
 
 

@@ -9,54 +9,61 @@ lifetime; yields its tasks), :meth:`Center.download` (the model of the open roun
 gRPC; tests may call them directly (the in-memory side of the transport seam).
 
 Ownership and cancellation: :meth:`Center.run` is one task that runs every round and
-returns the final model; cancelling it cancels the round in flight. Sessions end when
+returns the final model; cancelling it cancels the round in flight. Before a round it
+waits (:class:`~fedstrata.runtime.liveness.Roster`): the first round for every expected
+participant at most ``start_timeout_s``, every round for the quorum of reachable
+clients (``min_available``), logging whom it waits for. Sessions end when
 the run ends (a ``DONE`` task) or when the client goes away, which fails the client in
 the open round. A round ends when every selected client is resolved (accepted,
 rejected or failed) or when its deadline scope expires.
 
 Determinism: accepted updates are folded in cohort order through a reorder buffer
-(an update waits only until every earlier cohort member is resolved), so the model is
-bit-identical to the simulator's for the same seed and configuration, whatever the
-arrival order.
+(:class:`~fedstrata.runtime.intake.RoundIntake`, one per open round; an update waits
+only until every earlier cohort member is resolved), so the model is bit-identical to
+the simulator's for the same seed and configuration, whatever the arrival order.
 
 Tiers: a participant may be an aggregator (``aggregator.py``) that serves its own
 clients with a :class:`Center` of its own (:meth:`Center.collect`) and submits their
 weighted-mean partial (:func:`encode_partial`) instead of an update; the center merges
-partials (``aggregator.merge``) in cohort order like updates.
+partials (``aggregator.merge``) in cohort order like updates. A tier reports the clients
+it reaches, so the quorum counts clients, not tiers.
+
+Run identity: the center names its run (``run_id``, random unless given); tasks carry
+it, and a download or upload of another run is refused. An upload is bound to its run
+and round end to end: one that completes after its round closed is refused as late.
+A tier adopts the run id its parent relays (a new one resets its round numbering).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
 
-from fedstrata.aggregation.mean import MeanState, WeightedMean
-from fedstrata.aggregation.protocol import Aggregator, check_metrics, check_weight
+from fedstrata.aggregation.mean import WeightedMean
+from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.algorithms.server import FedAvg, ServerOptimizer
 from fedstrata.coordinator import (
-    ClientFailed,
     CloseRound,
     DeadlinePassed,
-    Reject,
     RoundCoordinator,
     SendModel,
     StartRound,
-    UpdateArrived,
 )
 from fedstrata.core.clock import Clock, MonotonicClock
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
-from fedstrata.core.payload import Payload
-from fedstrata.errors import FedstrataError, PayloadError, ProtocolError
+from fedstrata.errors import ProtocolError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
+from fedstrata.runtime.intake import RoundIntake
+from fedstrata.runtime.liveness import Roster
 from fedstrata.runtime.records import (
     CenterSettings,
-    HeldUpload,
     OpenRound,
     RoundRecord,
     RuntimeResult,
@@ -67,8 +74,7 @@ from fedstrata.runtime.records import (
     dense_update_limit,
     encode_partial,
 )
-from fedstrata.runtime.streaming import Broadcast, DenseFold, apply_in_place
-from fedstrata.runtime.transport import Reassembler
+from fedstrata.runtime.streaming import Broadcast, apply_in_place
 
 __all__ = [
     "Center",
@@ -87,7 +93,6 @@ log = logging.getLogger(__name__)
 
 
 _SUPERSEDED = TaskSpec(TaskKind.DONE)  # ends a session replaced by a reconnection
-_FAILED = None  # marks a resolved cohort member without a usable update
 
 
 class Center:
@@ -101,6 +106,7 @@ class Center:
         codec: decodes client payloads (the pipeline's codec, or the dense codec).
         pipeline: server halves of the update stages (None: none).
         clock: time source for the coordinator's events.
+        run_id: this run's name on the wire (default: random).
     """
 
     def __init__(
@@ -113,26 +119,41 @@ class Center:
         codec: Codec,
         pipeline: Pipeline | None = None,
         clock: Clock | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.settings, self.coordinator, self.aggregator = settings, coordinator, aggregator
         self.server_optimizer, self.codec, self.pipeline = server_optimizer, codec, pipeline
         self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self.run_id = run_id or secrets.token_hex(8)
+        self.roster = Roster()
         self._sessions: dict[int, asyncio.Queue[TaskSpec]] = {}
-        self._joined = asyncio.Event()
-        self._round: OpenRound | None = None
+        self._rounds_started = 0
+        self._start_awaited = False
+        self._intake: RoundIntake | None = None  # the open round
         self._finished = False
         self.rejections: list[tuple[int, int, str]] = []
 
     # ---- the run -------------------------------------------------------------------
 
-    async def run(self, params: FloatVector) -> RuntimeResult:
-        """Run every round from ``params``; returns the final model and records."""
+    async def run(
+        self,
+        params: FloatVector,
+        on_round: Callable[[int, RoundRecord, FloatVector], None] | None = None,
+    ) -> RuntimeResult:
+        """Run every round from ``params``; returns the final model and records.
+
+        ``on_round(round_idx, record, params)`` is called after each round with the
+        model it produced (the run directory is written from it).
+        """
         result = RuntimeResult(params=params, rejections=self.rejections)
         opt_state = self.server_optimizer.init(params)
+        log.info("run %s: %d rounds", self.run_id, self.settings.rounds)
         try:
             for round_idx in range(self.settings.rounds):
                 params, opt_state, record = await self._run_round(round_idx, params, opt_state)
                 result.rounds.append(record)
+                if on_round is not None:
+                    on_round(round_idx, record, params)
         finally:
             self.finish()
         result.params = params
@@ -140,9 +161,29 @@ class Center:
 
     async def wait_for_clients(self, count: int) -> None:
         """Return once ``count`` clients hold a session (cancel to give up)."""
-        while len(self._sessions) < count:
-            self._joined.clear()
-            await self._joined.wait()
+        await self.roster.wait(lambda: len(self._sessions) >= count, None)
+
+    @property
+    def connected(self) -> int:
+        """Participants holding a session now."""
+        return len(self._sessions)
+
+    async def await_start(self) -> None:
+        """The wait before a round: for every expected participant at most the start
+        timeout (before the first round only), then for the quorum (no limit)."""
+        await self._gather(self._rounds_started, None)
+
+    async def _gather(self, round_idx: int, limit_s: float | None) -> bool:
+        s = self.settings
+        first = 0 if self._start_awaited else (s.start_clients or 0)
+        self._start_awaited = True
+        return await self.roster.gather(
+            round_idx,
+            expected=first,
+            quorum=s.min_available,
+            timeout_s=s.start_timeout_s,
+            limit_s=limit_s,
+        )
 
     async def _run_round(
         self, round_idx: int, params: FloatVector, opt_state: object
@@ -176,6 +217,7 @@ class Center:
         *,
         model: bytes | None = None,
         task: TaskSpec | None = None,
+        limit_s: float | None = None,
     ) -> tuple[Any, RoundRecord]:
         """Run round ``round_idx`` on the connected clients without applying it.
 
@@ -187,11 +229,15 @@ class Center:
             round_idx: the round (clients derive their randomness from it).
             params: the model of the round.
             model: its broadcast payload bytes as received (None: encoded here).
-            task: the task to relay to clients (None: from the settings).
+            task: the task to relay to clients (None: from the settings); a new run id
+                in it starts a new run here.
+            limit_s: give up waiting for the quorum after this long and run the round
+                with whoever is live (None: wait on).
         """
-        s = self.settings
-        first = s.start_clients if round_idx == 0 and s.start_clients else 0
-        await self.wait_for_clients(max(first, s.min_available))
+        if task is not None and task.run_id and task.run_id != self.run_id:
+            self._adopt_run(task.run_id)
+        await self._gather(round_idx, limit_s)
+        self._rounds_started += 1
         available = np.array(sorted(self._sessions), dtype=np.int64)
         (send,) = self.coordinator.handle(StartRound(round_idx, self.clock.now(), available))
         assert isinstance(send, SendModel)
@@ -199,14 +245,31 @@ class Center:
         cohort = [int(c) for c in send.client_ids]
         streamed = self._streamed(params)
         agg = _STREAM_MEAN if streamed else self.aggregator
-        rnd = OpenRound(round_idx, cohort, agg.init(params.shape[0]), blob, streamed)
-        self._round = rnd
-        self._dispatch(rnd, task)
+        rnd = OpenRound(round_idx, cohort, agg.init(params.shape[0]), blob, self.run_id, streamed)
+        intake = RoundIntake(
+            rnd,
+            settings=self.settings,
+            coordinator=self.coordinator,
+            aggregator=agg,
+            codec=self.codec,
+            clock=self.clock,
+            reject=self._reject,
+        )
+        self._intake = intake
+        self._dispatch(intake, task)
         await self._await_cohort(rnd)
-        record = self._close(rnd)
+        record = self._close(intake)
         if rnd.void is not None:  # an empty partial: a tier's parent fails this tier
             return _STREAM_MEAN.init(0), record
         return rnd.state, record
+
+    def _adopt_run(self, run_id: str) -> None:
+        """A tier's parent started a new run: number rounds afresh under its id."""
+        level = logging.WARNING if self._rounds_started else logging.INFO
+        log.log(level, "run %s replaces run %s; rounds start afresh", run_id, self.run_id)
+        self.run_id, self._rounds_started = run_id, 0
+        self._start_awaited = True  # a running tier: its clients are already here
+        self.coordinator = RoundCoordinator(self.coordinator.policy, self.coordinator.selector)
 
     def finish(self) -> None:
         """End the run: every session gets ``DONE``; later sessions are refused."""
@@ -214,19 +277,21 @@ class Center:
         for queue in self._sessions.values():
             queue.put_nowait(TaskSpec(TaskKind.DONE))
 
-    def _dispatch(self, rnd: OpenRound, relayed: TaskSpec | None = None) -> None:
-        s = self.settings
+    def _dispatch(self, intake: RoundIntake, relayed: TaskSpec | None = None) -> None:
+        s, rnd = self.settings, intake.rnd
         plan = s.plan if relayed is None else relayed.plan
         seed = s.root_seed if relayed is None else relayed.root_seed
         deadline = s.round_timeout_s
-        task = TaskSpec(TaskKind.TRAIN, rnd.round_idx, seed, plan, deadline, rnd.model.nbytes)
+        task = TaskSpec(
+            TaskKind.TRAIN, rnd.round_idx, seed, plan, deadline, rnd.model.nbytes, rnd.run_id
+        )
         for cid in rnd.cohort:
             queue = self._sessions.get(cid)
             if queue is None:
-                self._fail(rnd, cid, "disconnected before the round started")
+                intake.fail(cid, "disconnected before the round started")
             else:
                 queue.put_nowait(task)
-        self._check_done(rnd)
+        intake.check_done()
 
     async def _await_cohort(self, rnd: OpenRound) -> None:
         try:
@@ -236,14 +301,15 @@ class Center:
             missing = sorted(rnd.members - rnd.resolved.keys())
             log.warning("round %d: deadline passed; missing clients %s", rnd.round_idx, missing)
 
-    def _close(self, rnd: OpenRound) -> RoundRecord:
+    def _close(self, intake: RoundIntake) -> RoundRecord:
+        rnd = intake.rnd
         rnd.closed = True
         if rnd.in_flight is not None:
-            self._void(rnd, f"upload of client {rnd.in_flight} still streaming at the close")
-        self._fold_ready(rnd, final=True)
+            intake.void(f"upload of client {rnd.in_flight} still streaming at the close")
+        intake.fold_ready(final=True)
         (close,) = self.coordinator.handle(DeadlinePassed(self.clock.now()))
         assert isinstance(close, CloseRound)
-        self._round = None
+        self._intake = None
         outcome = close.outcome
         loss = self.aggregator.finalize_metrics(rnd.state).get("train_loss")
         log.info(
@@ -255,59 +321,6 @@ class Center:
         )
         return RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void)
 
-    def _void(self, rnd: OpenRound, reason: str) -> None:
-        if rnd.void is None:
-            log.warning("round %d: aggregate voided, model unchanged: %s", rnd.round_idx, reason)
-            rnd.void = reason
-
-    # ---- resolution and ordered folding --------------------------------------------
-
-    def _fail(self, rnd: OpenRound, cid: int, reason: str) -> None:
-        if cid in rnd.resolved:
-            return
-        self.coordinator.handle(ClientFailed(cid, reason))
-        rnd.resolved[cid] = _FAILED
-        self._fold_ready(rnd)
-        self._check_done(rnd)
-
-    def _check_done(self, rnd: OpenRound) -> None:
-        if len(rnd.resolved) >= len(rnd.cohort):
-            rnd.done.set()
-
-    def _fold_ready(self, rnd: OpenRound, *, final: bool = False) -> None:
-        """Fold resolved updates in cohort order; at the close, skip the unresolved."""
-        while rnd.next_fold < len(rnd.cohort):
-            cid = rnd.cohort[rnd.next_fold]
-            if cid not in rnd.resolved and not final:
-                return
-            entry = rnd.resolved.get(cid, _FAILED)
-            rnd.next_fold += 1
-            rnd.turn.set()
-            if entry is not None:
-                self._fold_one(rnd, cid, entry)
-
-    def _fold_one(self, rnd: OpenRound, cid: int, held: HeldUpload) -> None:
-        try:
-            if isinstance(held.payload, MeanState):
-                rnd.state = self.aggregator.merge(rnd.state, held.payload)
-            else:
-                rnd.state = self._accumulate(rnd, cid, held)
-        except FedstrataError as exc:  # malformed: dropped, the sum is untouched
-            self._reject(rnd.round_idx, cid, f"update unusable: {exc}")
-            self.coordinator.handle(ClientFailed(cid, str(exc)))
-        rnd.resolved[cid] = _FAILED  # release the buffered payload
-
-    def _accumulate(self, rnd: OpenRound, cid: int, held: HeldUpload) -> Any:
-        assert isinstance(held.payload, Payload)
-        return self.aggregator.accumulate_payload(
-            rnd.state,
-            self.codec,
-            held.payload,
-            held.weight,
-            client_id=cid,
-            metrics=held.metrics,
-        )
-
     def _reject(self, round_idx: int, cid: int, reason: str) -> str:
         log.warning("round %d: rejected client %d: %s", round_idx, cid, reason)
         self.rejections.append((round_idx, cid, reason))
@@ -315,11 +328,15 @@ class Center:
 
     # ---- transport entry points (client ids already authenticated) -------------------
 
-    async def session(self, client_id: int) -> AsyncIterator[TaskSpec]:
+    async def session(
+        self, client_id: int, *, run_id: str = "", live_clients: int = 0
+    ) -> AsyncIterator[TaskSpec]:
         """A client's session: yields its tasks until ``DONE``; ends fail it.
 
         A new session of a client that still holds one (it reconnected before the
         center saw the old connection break) supersedes the old one, which ends.
+        ``run_id``: the run the client last took part in (logged when it differs);
+        ``live_clients``: the clients a tier reaches (0: a client, which reaches one).
 
         Raises:
             ProtocolError: the run is over.
@@ -330,10 +347,15 @@ class Center:
         if old is not None:
             log.warning("client %d reconnected; its previous session ends", client_id)
             old.put_nowait(_SUPERSEDED)
+        if run_id and run_id != self.run_id:
+            log.info("client %d comes from run %s; this is run %s", client_id, run_id, self.run_id)
         queue: asyncio.Queue[TaskSpec] = asyncio.Queue()
         self._sessions[client_id] = queue
-        self._joined.set()
-        log.info("client %d connected (%d connected)", client_id, len(self._sessions))
+        self.roster.join(client_id, live_clients if live_clients > 0 else 1)
+        log.info(
+            "client %d connected (%d connected, %d clients reachable)",
+            client_id, len(self._sessions), self.roster.reachable,
+        )  # fmt: skip
         try:
             while True:
                 task = await queue.get()
@@ -345,17 +367,24 @@ class Center:
         finally:
             if self._sessions.get(client_id) is queue:
                 del self._sessions[client_id]
-            rnd = self._round
-            if rnd is not None and client_id in rnd.members:
-                self._fail(rnd, client_id, "disconnected during the round")
+                self.roster.leave(client_id)
+            intake = self._intake
+            if intake is not None and client_id in intake.rnd.members:
+                intake.fail(client_id, "disconnected during the round")
 
-    def download(self, client_id: int, round_idx: int) -> tuple[int, AsyncIterator[bytes]]:
+    def download(
+        self, client_id: int, round_idx: int, run_id: str = ""
+    ) -> tuple[int, AsyncIterator[bytes]]:
         """The open round's model for a selected client: (total bytes, chunks).
 
         Raises:
-            ProtocolError: no such open round, or the client was not selected.
+            ProtocolError: another run, no such open round, or the client was not
+                selected.
         """
-        rnd = self._round
+        rnd = None if self._intake is None else self._intake.rnd
+        if run_id != self.run_id:
+            why = f"download for run {run_id or '(none)'}; this is run {self.run_id}"
+            raise ProtocolError(self._reject(round_idx, client_id, why))
         if rnd is None or rnd.round_idx != round_idx or client_id not in rnd.members:
             raise ProtocolError(
                 self._reject(round_idx, client_id, f"no model of round {round_idx} for it")
@@ -365,95 +394,20 @@ class Center:
 
     async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
         """Receive one update; returns (accepted, reason). Never raises for bad input."""
-        cid, rnd = header.client_id, self._round
-        problem = self._submission_problem(rnd, header)
-        if problem is not None or rnd is None:
+        cid, intake = header.client_id, self._intake
+        if header.partial and header.run_id == self.run_id:
+            self.roster.report(cid, header.live_clients)
+            if header.total_bytes == 0:  # a tier's report of its clients, no partial
+                return True, ""
+        problem = self._submission_problem(None if intake is None else intake.rnd, header)
+        if problem is not None or intake is None:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
-        rnd.submitted.add(cid)
-        if rnd.streamed and not header.partial:
-            return await self._submit_streamed(rnd, header, chunks)
-        try:
-            reassembler = Reassembler(header.total_bytes, self.settings.chunks.max_total_bytes)
-            async for chunk in chunks:
-                reassembler.add(chunk)
-            if header.partial:
-                return self._partial_arrived(rnd, header, reassembler.data())
-            payload = reassembler.payload()
-        except FedstrataError as exc:
-            self._reject(rnd.round_idx, cid, str(exc))
-            self._fail(rnd, cid, f"bad upload: {exc}")
-            return False, str(exc)
-        except BaseException:  # the stream broke (client gone, call cancelled)
-            self._fail(rnd, cid, "upload interrupted")
-            raise
-        return self._arrived(rnd, header, payload)
-
-    async def _submit_streamed(
-        self, rnd: OpenRound, header: UploadHeader, chunks: AsyncIterator[bytes]
-    ) -> tuple[bool, str]:
-        """Fold a dense upload into the sum as it arrives, when its cohort turn comes.
-
-        Until then its stream is left unread (gRPC flow control holds the sender).
-        """
-        cid = header.client_id
-        position = rnd.cohort.index(cid)
-        while rnd.next_fold < position and not rnd.closed and cid not in rnd.resolved:
-            rnd.turn.clear()
-            await rnd.turn.wait()
-        if rnd.closed or cid in rnd.resolved:
-            return False, self._reject(rnd.round_idx, cid, "round resolved before its turn")
-        weight = self._weight(header)
-        (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
-        if isinstance(cmd, Reject):
-            self._resolve(rnd, cid)
-            return False, self._reject(rnd.round_idx, cid, cmd.reason)
-        fold: DenseFold | None = None
-        try:
-            metrics = check_metrics(header.metrics, cid)
-            fold = DenseFold(rnd.state.weighted_sum, check_weight(weight, cid), header.total_bytes)
-            rnd.in_flight = cid
-            async for chunk in chunks:
-                if rnd.closed:
-                    break
-                fold.add(chunk)
-            if rnd.closed:
-                raise PayloadError("the round closed during the upload")
-            rnd.bytes_up += fold.finish()
-        except FedstrataError as exc:
-            self._stream_failed(rnd, cid, f"bad upload: {exc}", fold)
-            return False, self._reject(rnd.round_idx, cid, str(exc))
-        except BaseException:  # the stream broke (client gone, call cancelled)
-            self._stream_failed(rnd, cid, "upload interrupted", fold)
-            raise
-        finally:
-            rnd.in_flight = None
-        state = rnd.state
-        state.total_weight += fold.weight
-        state.count += 1
-        state.metrics.add(metrics, fold.weight)
-        self._resolve(rnd, cid)
-        return True, ""
-
-    def _stream_failed(
-        self, rnd: OpenRound, cid: int, reason: str, fold: DenseFold | None
-    ) -> None:
-        if fold is not None and fold.touched:
-            self._void(rnd, f"client {cid}: {reason} after part of it was summed")
-        if not rnd.closed:
-            self._fail(rnd, cid, reason)
-
-    def _resolve(self, rnd: OpenRound, cid: int) -> None:
-        """Mark ``cid`` resolved with nothing left to fold."""
-        rnd.resolved[cid] = _FAILED
-        self._fold_ready(rnd)
-        self._check_done(rnd)
-
-    def _weight(self, header: UploadHeader) -> float:
-        examples = self.settings.weighting == "examples"
-        return float(header.num_examples) if examples else 1.0
+        return await intake.submit(header, chunks)
 
     def _submission_problem(self, rnd: OpenRound | None, header: UploadHeader) -> str | None:
         cid = header.client_id
+        if header.run_id != self.run_id:
+            return f"submission for run {header.run_id or '(none)'}; this is run {self.run_id}"
         if rnd is None or rnd.round_idx != header.round_idx:
             open_idx = None if rnd is None else rnd.round_idx
             return f"submission for round {header.round_idx}, open round is {open_idx}"
@@ -464,35 +418,6 @@ class Center:
         if header.partial and not getattr(self.aggregator, "mergeable", False):
             return f"partial aggregate from {cid}, but this aggregator cannot merge partials"
         return None
-
-    def _partial_arrived(
-        self, rnd: OpenRound, header: UploadHeader, data: bytes
-    ) -> tuple[bool, str]:
-        partial = decode_partial(data)
-        if partial.count == 0 or partial.total_weight <= 0:
-            self._fail(rnd, header.client_id, "empty partial aggregate")
-            return False, self._reject(rnd.round_idx, header.client_id, "empty partial")
-        return self._arrived(rnd, header, partial, len(data), partial.total_weight)
-
-    def _arrived(
-        self,
-        rnd: OpenRound,
-        header: UploadHeader,
-        payload: Payload | MeanState,
-        nbytes: int | None = None,
-        weight: float | None = None,
-    ) -> tuple[bool, str]:
-        cid = header.client_id
-        rnd.bytes_up += payload.nbytes if isinstance(payload, Payload) else (nbytes or 0)
-        weight = self._weight(header) if weight is None else weight
-        (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
-        if isinstance(cmd, Reject):
-            self._resolve(rnd, cid)
-            return False, self._reject(rnd.round_idx, cid, cmd.reason)
-        rnd.resolved[cid] = HeldUpload(payload, weight, dict(header.metrics))
-        self._fold_ready(rnd)
-        self._check_done(rnd)
-        return True, ""
 
 
 async def _aiter(chunks: Any) -> AsyncIterator[bytes]:

@@ -2,7 +2,7 @@
 
 :class:`ClientAgent` wraps a :class:`~fedstrata.core.Trainer`, the client's local data
 and (optionally) the uplink :class:`~fedstrata.pipeline.Pipeline`. It talks to the
-center through a :class:`CenterLink` — :class:`~fedstrata.runtime.wire.GrpcLink` in
+center through a :class:`CenterLink` — :class:`~fedstrata.runtime.link.GrpcLink` in
 deployment. Training runs in a worker thread so the event loop keeps serving the
 session's keepalives.
 
@@ -14,7 +14,14 @@ Liveness: when the connection breaks (:class:`~fedstrata.errors.TransportError`)
 agent reconnects (``CenterLink.reconnect``) after an exponential backoff with jitter
 (:class:`Backoff`; the random source and the sleep are injected) and opens a new
 session. The center has failed it in the round it was cut from; it is selectable again
-from the next round. ``Backoff.attempts`` consecutive failures give up (re-raise).
+from the next round. ``Backoff.attempts`` consecutive failures give up: :meth:`run`
+raises a :class:`~fedstrata.errors.TransportError` that says so (the CLI exits non-zero
+with it). Every backoff is logged (WARNING).
+
+Run identity: tasks name their run. A task of a new run (a restarted center) resets the
+agent's per-run state (the uplink pipeline with its error-feedback residuals, from
+``new_pipeline``); within one run, a task whose round does not follow the last one is
+refused.
 """
 
 from __future__ import annotations
@@ -124,6 +131,8 @@ class ClientAgent:
         backoff: reconnection policy (None: a broken connection ends :meth:`run`).
         rng: jitter source of the backoff (default: seeded by ``client_id``).
         sleep: awaits a delay in seconds (tests inject a fake).
+        new_pipeline: builds a fresh uplink pipeline for a new run (None: keep
+            ``pipeline``, which must then hold no per-run state).
     """
 
     def __init__(
@@ -137,9 +146,13 @@ class ClientAgent:
         backoff: Backoff | None = None,
         rng: np.random.Generator | None = None,
         sleep: Sleep = asyncio.sleep,
+        new_pipeline: Callable[[], Pipeline | None] | None = None,
     ) -> None:
         self.link, self.client_id, self.trainer, self.data = link, client_id, trainer, data
         self.pipeline, self.backoff, self.sleep = pipeline, backoff, sleep
+        self._new_pipeline = new_pipeline
+        self._run_id: str | None = None  # the run of the last task
+        self._last_round = -1
         self.rng = rng if rng is not None else np.random.default_rng(client_id)
         self._dense = DenseCodec(trainer.spec.size)
         self._seen: list[int] = []  # rounds trained before the last reconnection
@@ -160,8 +173,10 @@ class ClientAgent:
             except TransportError as exc:
                 if report.rounds != self._seen:  # progress since the last loss
                     failures, self._seen = 0, list(report.rounds)
-                if self.backoff is None or failures >= self.backoff.attempts:
+                if self.backoff is None:
                     raise
+                if failures >= self.backoff.attempts:
+                    raise self._give_up(exc) from exc
                 await self._reconnect(failures, exc, report)
                 failures += 1
 
@@ -171,12 +186,44 @@ class ClientAgent:
             async for task in tasks:
                 if task.kind is TaskKind.DONE:
                     break
-                await self._round(task, report)
+                if self._admit(task, report):
+                    await self._round(task, report)
         finally:
             aclose = getattr(tasks, "aclose", None)
             if aclose is not None:
                 await aclose()
         return report
+
+    def _give_up(self, exc: TransportError) -> TransportError:
+        assert self.backoff is not None
+        why = (
+            f"client {self.client_id}: gave up after {self.backoff.attempts} reconnection "
+            f"attempts: {exc}"
+        )
+        log.error("%s", why)
+        return TransportError(why)
+
+    def _admit(self, task: TaskSpec, report: ClientReport) -> bool:
+        """Track the run and refuse a round that does not follow the last one."""
+        if task.run_id != self._run_id:
+            if self._run_id is not None:
+                log.warning(
+                    "client %d: new run %s (was %s); per-run state reset",
+                    self.client_id, task.run_id, self._run_id,
+                )  # fmt: skip
+                if self._new_pipeline is not None:
+                    self.pipeline = self._new_pipeline()
+            self._run_id, self._last_round = task.run_id, -1
+        if task.round_idx <= self._last_round:
+            why = (
+                f"round {task.round_idx} does not follow round {self._last_round} "
+                f"of run {task.run_id}"
+            )
+            log.warning("client %d: task refused: %s", self.client_id, why)
+            report.refused.append((task.round_idx, why))
+            return False
+        self._last_round = task.round_idx
+        return True
 
     async def _reconnect(self, attempt: int, exc: TransportError, report: ClientReport) -> None:
         assert self.backoff is not None

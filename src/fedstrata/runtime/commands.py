@@ -10,11 +10,13 @@ from pathlib import Path
 from fedstrata.config import FedConfig
 from fedstrata.errors import ConfigError
 from fedstrata.runtime.aggregator import TierAggregator, TierReport
-from fedstrata.runtime.build import deployment
+from fedstrata.runtime.build import DEFAULT_BACKOFF, DEFAULT_START_TIMEOUT_S, deployment
 from fedstrata.runtime.center import RuntimeResult
-from fedstrata.runtime.client import ClientReport
+from fedstrata.runtime.client import Backoff, ClientReport
+from fedstrata.runtime.link import GrpcLink
+from fedstrata.runtime.recorder import RunRecorder
 from fedstrata.runtime.security import TlsFiles, TokenTable, make_dev_pki, new_token
-from fedstrata.runtime.wire import CenterServer, GrpcLink
+from fedstrata.runtime.wire import CenterServer
 
 __all__ = [
     "load_tokens",
@@ -66,25 +68,54 @@ async def run_center(
     tls: TlsFiles | None,
     mutual: bool,
     participants: int | None = None,
+    start_timeout_s: float | None = DEFAULT_START_TIMEOUT_S,
 ) -> RuntimeResult:
     """Serve the federation until its last round; returns the final model and rounds.
 
-    ``participants``: the number of aggregator tiers that connect instead of clients.
+    Writes the run directory (``output.dir``; see :class:`RunRecorder`) as rounds
+    complete. ``participants``: the number of aggregator tiers that connect instead of
+    clients. Rounds start once ``rounds.min_clients`` clients are reachable; the first
+    waits at most ``start_timeout_s`` for every participant.
     """
     dep = deployment(config)
-    center = dep.center(participants=participants)
-    async with CenterServer(center, tokens, address=address, tls=tls, mutual=mutual) as server:
-        log.warning("center listening on %s", server.target)
-        return await center.run(dep.initial_params())
+    center = dep.center(participants=participants, start_timeout_s=start_timeout_s)
+    recorder = RunRecorder.create(dep)
+    on_round = None if recorder is None else recorder.on_round
+    try:
+        async with CenterServer(center, tokens, address=address, tls=tls, mutual=mutual) as server:
+            log.warning("center listening on %s (run %s)", server.target, center.run_id)
+            result = await center.run(dep.initial_params(), on_round)
+    except BaseException:
+        if recorder is not None:
+            recorder.abort()
+        raise
+    if recorder is not None:
+        result.run_dir = recorder.finish(result.params)
+    return result
 
 
 async def run_client(
-    config: FedConfig, *, server: str, client_id: int, token: str, tls: TlsFiles | None
+    config: FedConfig,
+    *,
+    server: str,
+    client_id: int,
+    token: str,
+    tls: TlsFiles | None,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    connect_timeout_s: float = 20.0,
 ) -> ClientReport:
-    """Take part in the federation as ``client_id`` until the center finishes."""
+    """Take part in the federation as ``client_id`` until the center finishes.
+
+    Raises:
+        TransportError: the server stayed unreachable through ``backoff``'s attempts
+            (each waits at most ``connect_timeout_s`` for the connection).
+        ProtocolError: the server refused this client.
+    """
     dep = deployment(config)
-    async with GrpcLink(server, client_id, token, tls=tls) as link:
-        return await dep.client(link, client_id).run()
+    async with GrpcLink(
+        server, client_id, token, tls=tls, connect_timeout_s=connect_timeout_s
+    ) as link:
+        return await dep.client(link, client_id, backoff=backoff).run()
 
 
 async def run_aggregator(
@@ -99,13 +130,31 @@ async def run_aggregator(
     tokens: TokenTable,
     tls: TlsFiles | None,
     mutual: bool,
+    start_timeout_s: float | None = DEFAULT_START_TIMEOUT_S,
+    connect_timeout_s: float = 20.0,
 ) -> TierReport:
-    """Serve ``clients`` clients at ``address`` as participant ``tier_id`` of ``parent``."""
+    """Serve ``clients`` clients at ``address`` as participant ``tier_id`` of ``parent``.
+
+    It registers with the parent once its clients connected (all of them, or those
+    there after ``start_timeout_s``).
+
+    Raises:
+        TransportError: the parent is unreachable within ``connect_timeout_s``, or the
+            connection to it failed.
+    """
     dep = deployment(config)
-    center = dep.edge(clients)
+    center = dep.edge(clients, start_timeout_s=start_timeout_s)
+    chunks = center.settings.chunks
     async with (
         CenterServer(center, tokens, address=address, tls=tls, mutual=mutual) as server,
-        GrpcLink(parent, tier_id, token, tls=parent_tls, chunks=center.settings.chunks) as link,
+        GrpcLink(
+            parent,
+            tier_id,
+            token,
+            tls=parent_tls,
+            chunks=chunks,
+            connect_timeout_s=connect_timeout_s,
+        ) as link,  # fmt: skip
     ):
         log.warning("aggregator %d listening on %s (parent %s)", tier_id, server.target, parent)
         return await TierAggregator(link, center, dep.size).run()

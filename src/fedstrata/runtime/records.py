@@ -9,6 +9,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -54,11 +55,16 @@ class TaskSpec:
     plan: LocalPlan | None = None
     deadline_s: float | None = None
     model_bytes: int = 0
+    run_id: str = ""
 
 
 @dataclass(frozen=True)
 class UploadHeader:
-    """The first message of a submission."""
+    """The first message of a submission.
+
+    ``run_id`` binds it to one run and ``round_idx`` to one round of it; a tier's
+    partial also carries ``live_clients``, its connected clients when it submitted.
+    """
 
     client_id: int
     round_idx: int
@@ -66,6 +72,8 @@ class UploadHeader:
     num_examples: int
     metrics: Mapping[str, float] = field(default_factory=dict)
     partial: bool = False
+    run_id: str = ""
+    live_clients: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,12 +84,16 @@ class CenterSettings:
         rounds: rounds to run.
         plan: the local training plan sent to clients.
         root_seed: the run's root seed (clients derive their randomness from it).
-        min_available: connected clients needed before a round starts.
+        min_available: the quorum: reachable clients (a tier counts the clients it
+            reports) needed before a round starts (``rounds.min_clients``).
         weighting: ``examples`` (FedAvg) or ``uniform``.
         chunks: chunk size and the largest accepted transfer.
         round_timeout_s: real seconds a round waits for its cohort (None: no deadline).
-        start_clients: connected clients needed before the first round (None:
-            ``min_available``); later rounds tolerate dropouts down to ``min_available``.
+        start_clients: participants the first round waits for, at most
+            ``start_timeout_s`` (None: none); then it starts with whoever is live once
+            the quorum is reached. Later rounds wait for the quorum only.
+        start_timeout_s: seconds the first round waits for ``start_clients``; also how
+            often a wait for the quorum is logged (None: no limit).
         stream_min_bytes: models of at least this many float32 bytes are aggregated
             streaming (None: never): a float32 running sum, dense uploads folded chunk
             by chunk in cohort order, finalize and FedAvg applied in place. Needs the
@@ -96,6 +108,7 @@ class CenterSettings:
     chunks: ChunkPlan = field(default_factory=ChunkPlan)
     round_timeout_s: float | None = None
     start_clients: int | None = None
+    start_timeout_s: float | None = 60.0
     stream_min_bytes: int | None = 64 << 20
 
     def __post_init__(self) -> None:
@@ -109,6 +122,10 @@ class CenterSettings:
         if self.min_available < 1:
             raise ConfigError(
                 f"CenterSettings.min_available must be >= 1, got {self.min_available}"
+            )
+        if self.start_timeout_s is not None and self.start_timeout_s <= 0:
+            raise ConfigError(
+                f"CenterSettings.start_timeout_s must be > 0, got {self.start_timeout_s}"
             )
         if self.round_timeout_s is not None and self.round_timeout_s <= 0:
             raise ConfigError(
@@ -133,11 +150,15 @@ class RoundRecord:
 
 @dataclass
 class RuntimeResult:
-    """The final model, per-round records and every rejected call (with its reason)."""
+    """The final model, per-round records and every rejected call (with its reason).
+
+    ``run_dir``: where the center wrote its run directory (None: not written).
+    """
 
     params: FloatVector
     rounds: list[RoundRecord] = field(default_factory=list)
     rejections: list[tuple[int, int, str]] = field(default_factory=list)
+    run_dir: Path | None = None
 
     @property
     def wire_bytes(self) -> int:
@@ -162,6 +183,7 @@ class OpenRound:
     cohort: list[int]
     state: Any
     model: Broadcast
+    run_id: str = ""
     streamed: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
     turn: asyncio.Event = field(default_factory=asyncio.Event)  # set when folding moves

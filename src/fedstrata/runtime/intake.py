@@ -1,0 +1,246 @@
+"""One open round of a runtime center: its uploads, resolution and ordered folding.
+
+:class:`RoundIntake` is created by :class:`~fedstrata.runtime.center.Center` when a
+round opens and dropped when it closes. It resolves every cohort member (accepted,
+rejected or failed), holds accepted updates in a reorder buffer and folds them in
+cohort order (so the sum is formed in the simulator's order), and receives uploads:
+buffered and decoded whole, or, for large dense models, folded into the sum chunk by
+chunk when the client's cohort turn comes. An upload is bound to this round: one that
+completes after the round closed is refused as late and never reaches the coordinator
+(which by then runs a later round). No gRPC in this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, final
+
+from fedstrata.aggregation.mean import MeanState
+from fedstrata.aggregation.protocol import Aggregator, check_metrics, check_weight
+from fedstrata.coordinator import ClientFailed, Reject, RoundCoordinator, UpdateArrived
+from fedstrata.core.clock import Clock
+from fedstrata.core.payload import Payload
+from fedstrata.errors import FedstrataError, PayloadError
+from fedstrata.pipeline.stage import Codec
+from fedstrata.runtime.records import (
+    CenterSettings,
+    HeldUpload,
+    OpenRound,
+    UploadHeader,
+    decode_partial,
+)
+from fedstrata.runtime.streaming import DenseFold
+from fedstrata.runtime.transport import Reassembler
+
+__all__ = ["RoundIntake"]
+
+log = logging.getLogger(__name__)
+
+_FAILED = None  # marks a resolved cohort member without a usable update
+Rejector = Callable[[int, int, str], str]  # (round, client, reason) -> reason, recorded
+
+
+@final
+class RoundIntake:
+    """The uploads and the reorder buffer of one open round; see the module docstring.
+
+    Args:
+        rnd: the round's state.
+        settings: weighting and chunk limits.
+        coordinator: the round state machine (of this round).
+        aggregator: folds accepted updates.
+        codec: decodes client payloads.
+        clock: time of the coordinator's events.
+        reject: records and logs a refusal; returns the reason.
+    """
+
+    def __init__(
+        self,
+        rnd: OpenRound,
+        *,
+        settings: CenterSettings,
+        coordinator: RoundCoordinator,
+        aggregator: Aggregator[Any],
+        codec: Codec,
+        clock: Clock,
+        reject: Rejector,
+    ) -> None:
+        self.rnd, self.settings, self.coordinator = rnd, settings, coordinator
+        self.aggregator, self.codec, self.clock, self.reject = aggregator, codec, clock, reject
+
+    # ---- resolution and ordered folding --------------------------------------------
+
+    def fail(self, cid: int, reason: str) -> None:
+        """Fail ``cid`` in this round (a closed round's outcome is final)."""
+        rnd = self.rnd
+        if cid in rnd.resolved or rnd.closed:
+            return
+        self.coordinator.handle(ClientFailed(cid, reason))
+        rnd.resolved[cid] = _FAILED
+        self.fold_ready()
+        self.check_done()
+
+    def check_done(self) -> None:
+        if len(self.rnd.resolved) >= len(self.rnd.cohort):
+            self.rnd.done.set()
+
+    def void(self, reason: str) -> None:
+        """Discard the round's aggregate (the model stays unchanged)."""
+        if self.rnd.void is None:
+            log.warning(
+                "round %d: aggregate voided, model unchanged: %s", self.rnd.round_idx, reason
+            )
+            self.rnd.void = reason
+
+    def fold_ready(self, *, final: bool = False) -> None:
+        """Fold resolved updates in cohort order; at the close, skip the unresolved."""
+        rnd = self.rnd
+        while rnd.next_fold < len(rnd.cohort):
+            cid = rnd.cohort[rnd.next_fold]
+            if cid not in rnd.resolved and not final:
+                return
+            entry = rnd.resolved.get(cid, _FAILED)
+            rnd.next_fold += 1
+            rnd.turn.set()
+            if entry is not None:
+                self._fold_one(cid, entry)
+
+    def _fold_one(self, cid: int, held: HeldUpload) -> None:
+        rnd = self.rnd
+        try:
+            if isinstance(held.payload, MeanState):
+                rnd.state = self.aggregator.merge(rnd.state, held.payload)
+            else:
+                rnd.state = self.aggregator.accumulate_payload(
+                    rnd.state,
+                    self.codec,
+                    held.payload,
+                    held.weight,
+                    client_id=cid,
+                    metrics=held.metrics,
+                )
+        except FedstrataError as exc:  # malformed: dropped, the sum is untouched
+            self.reject(rnd.round_idx, cid, f"update unusable: {exc}")
+            self.coordinator.handle(ClientFailed(cid, str(exc)))
+        rnd.resolved[cid] = _FAILED  # release the buffered payload
+
+    def _resolve(self, cid: int) -> None:
+        """Mark ``cid`` resolved with nothing left to fold."""
+        self.rnd.resolved[cid] = _FAILED
+        self.fold_ready()
+        self.check_done()
+
+    # ---- uploads ---------------------------------------------------------------------
+
+    async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
+        """Receive one checked upload; returns (accepted, reason)."""
+        rnd, cid = self.rnd, header.client_id
+        rnd.submitted.add(cid)
+        if rnd.streamed and not header.partial:
+            return await self._submit_streamed(header, chunks)
+        try:
+            reassembler = Reassembler(header.total_bytes, self.settings.chunks.max_total_bytes)
+            async for chunk in chunks:
+                reassembler.add(chunk)
+            if header.partial:
+                return self._partial_arrived(header, reassembler.data())
+            payload = reassembler.payload()
+        except FedstrataError as exc:
+            self.reject(rnd.round_idx, cid, str(exc))
+            self.fail(cid, f"bad upload: {exc}")
+            return False, str(exc)
+        except BaseException:  # the stream broke (client gone, call cancelled)
+            self.fail(cid, "upload interrupted")
+            raise
+        return self._arrived(header, payload)
+
+    async def _submit_streamed(
+        self, header: UploadHeader, chunks: AsyncIterator[bytes]
+    ) -> tuple[bool, str]:
+        """Fold a dense upload into the sum as it arrives, when its cohort turn comes.
+
+        Until then its stream is left unread (gRPC flow control holds the sender).
+        """
+        rnd, cid = self.rnd, header.client_id
+        position = rnd.cohort.index(cid)
+        while rnd.next_fold < position and not rnd.closed and cid not in rnd.resolved:
+            rnd.turn.clear()
+            await rnd.turn.wait()
+        if rnd.closed or cid in rnd.resolved:
+            return False, self.reject(rnd.round_idx, cid, "round resolved before its turn")
+        weight = self._weight(header)
+        (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
+        if isinstance(cmd, Reject):
+            self._resolve(cid)
+            return False, self.reject(rnd.round_idx, cid, cmd.reason)
+        fold: DenseFold | None = None
+        try:
+            metrics = check_metrics(header.metrics, cid)
+            fold = DenseFold(rnd.state.weighted_sum, check_weight(weight, cid), header.total_bytes)
+            rnd.in_flight = cid
+            async for chunk in chunks:
+                if rnd.closed:
+                    break
+                fold.add(chunk)
+            if rnd.closed:
+                raise PayloadError("the round closed during the upload")
+            rnd.bytes_up += fold.finish()
+        except FedstrataError as exc:
+            self._stream_failed(cid, f"bad upload: {exc}", fold)
+            return False, self.reject(rnd.round_idx, cid, str(exc))
+        except BaseException:  # the stream broke (client gone, call cancelled)
+            self._stream_failed(cid, "upload interrupted", fold)
+            raise
+        finally:
+            rnd.in_flight = None
+        state = rnd.state
+        state.total_weight += fold.weight
+        state.count += 1
+        state.metrics.add(metrics, fold.weight)
+        self._resolve(cid)
+        return True, ""
+
+    def _stream_failed(self, cid: int, reason: str, fold: DenseFold | None) -> None:
+        if fold is not None and fold.touched:
+            self.void(f"client {cid}: {reason} after part of it was summed")
+        self.fail(cid, reason)
+
+    def _late(self, cid: int) -> str:
+        idx = self.rnd.round_idx
+        return self.reject(idx, cid, f"late: round {idx} closed before the upload completed")
+
+    def _weight(self, header: UploadHeader) -> float:
+        examples = self.settings.weighting == "examples"
+        return float(header.num_examples) if examples else 1.0
+
+    def _partial_arrived(self, header: UploadHeader, data: bytes) -> tuple[bool, str]:
+        rnd, cid = self.rnd, header.client_id
+        if rnd.closed:
+            return False, self._late(cid)
+        partial = decode_partial(data)
+        if partial.count == 0 or partial.total_weight <= 0:
+            self.fail(cid, "empty partial aggregate")
+            return False, self.reject(rnd.round_idx, cid, "empty partial")
+        return self._arrived(header, partial, len(data), partial.total_weight)
+
+    def _arrived(
+        self,
+        header: UploadHeader,
+        payload: Payload | MeanState,
+        nbytes: int | None = None,
+        weight: float | None = None,
+    ) -> tuple[bool, str]:
+        rnd, cid = self.rnd, header.client_id
+        if rnd.closed:  # the upload outlived its round: the coordinator has moved on
+            return False, self._late(cid)
+        rnd.bytes_up += payload.nbytes if isinstance(payload, Payload) else (nbytes or 0)
+        weight = self._weight(header) if weight is None else weight
+        (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
+        if isinstance(cmd, Reject):
+            self._resolve(cid)
+            return False, self.reject(rnd.round_idx, cid, cmd.reason)
+        rnd.resolved[cid] = HeldUpload(payload, weight, dict(header.metrics))
+        self.fold_ready()
+        self.check_done()
+        return True, ""

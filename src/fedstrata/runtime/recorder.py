@@ -1,0 +1,132 @@
+"""The center's run directory: the simulator's layout, written as rounds complete.
+
+:class:`RunRecorder` feeds the monitoring run store (:class:`~fedstrata.monitoring.RunStore`,
+the same writer as :func:`fedstrata.api.run`): ``config.yaml`` when the run starts; after
+every round its client failures and metrics (``metrics.sqlite``) and the model it
+produced (``model.npz``); at the end ``summary.json`` and ``report.html``. Times are
+real seconds (the runtime has no simulated clock): ``sim_round_s`` is the round's wall
+time. The center evaluates on the dataset's test set every ``rounds.eval_every`` rounds
+and after the last.
+
+Ownership: the recorder owns its store; :meth:`RunRecorder.finish` or
+:meth:`RunRecorder.abort` (an interrupted run) closes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fedstrata.config import dump_config
+from fedstrata.core.params import FloatVector
+from fedstrata.monitoring import (
+    RoundMetrics,
+    RunStarted,
+    RunStatus,
+    RunStore,
+    RunTotals,
+    new_run_dir,
+    write_report,
+)
+from fedstrata.monitoring.events import ClientFailure
+from fedstrata.runtime.build import Deployment
+from fedstrata.runtime.records import RoundRecord
+
+__all__ = ["RunRecorder"]
+
+log = logging.getLogger(__name__)
+
+
+class RunRecorder:
+    """Writes one center run's directory; see the module docstring.
+
+    Args:
+        dep: the deployment (configuration, trainer, test set).
+        store: the created run store (``RunStarted`` already emitted).
+        clock: wall-clock seconds (tests inject a fake).
+    """
+
+    def __init__(
+        self, dep: Deployment, store: RunStore, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.dep, self.store, self.clock = dep, store, clock
+        self.totals = RunTotals()
+        self._started = self._last = clock()
+
+    @classmethod
+    def create(cls, dep: Deployment, run_name: str | None = None) -> RunRecorder | None:
+        """A recorder in a fresh run directory under ``output.dir`` (None: disabled).
+
+        Raises:
+            ConfigError: the run name is not a safe file name.
+            CheckpointError: the directory cannot be created.
+        """
+        cfg = dep.config
+        if not cfg.output.run_store:
+            return None
+        store = RunStore.create(new_run_dir(cfg.output.dir, run_name or cfg.name))
+        store.emit(
+            RunStarted(store.path.name, dump_config(cfg), dep.dataset.num_clients, dep.size)
+        )
+        log.warning("center: run directory %s", store.path)
+        return cls(dep, store)
+
+    @property
+    def path(self) -> Path:
+        """The run directory."""
+        return self.store.path
+
+    def on_round(self, round_idx: int, record: RoundRecord, params: FloatVector) -> None:
+        """Record a finished round and the model it produced."""
+        now = self.clock()
+        for cid, reason in record.outcome.failed:
+            self.store.emit(ClientFailure(round_idx, cid, reason))
+        metrics = self._metrics(round_idx, record, params, now - self._last, now)
+        self._last = now
+        self.totals.add(metrics)
+        self.store.emit(metrics)
+        self.store.save_model(self.dep.trainer.spec, params)
+
+    def _metrics(
+        self, round_idx: int, record: RoundRecord, params: FloatVector, round_s: float, now: float
+    ) -> RoundMetrics:
+        rounds = self.dep.config.rounds
+        accuracy = loss = None
+        if (round_idx + 1) % rounds.eval_every == 0 or round_idx == rounds.rounds - 1:
+            ev = self.dep.trainer.evaluate(params, self.dep.dataset.test)
+            accuracy, loss = ev.accuracy, ev.loss
+        out = record.outcome
+        return RoundMetrics(
+            round_idx=round_idx,
+            accuracy=accuracy,
+            loss=loss,
+            train_loss=record.train_loss,
+            clients_selected=out.selected,
+            clients_completed=len(out.accepted),
+            clients_failed=len(out.failed),
+            clients_late=len(out.late),
+            bytes_up=record.bytes_up,
+            bytes_down=record.bytes_down,
+            sim_round_s=round_s,
+            sim_time_s=max(round_s, now - self._started),
+            wall_round_s=round_s,
+            compute_s=0.0,
+            downlink_s=0.0,
+            uplink_s=0.0,
+        )
+
+    def finish(self, params: FloatVector) -> Path:
+        """Save the final model, the summary and the report; close the store."""
+        self.store.save_model(self.dep.trainer.spec, params)
+        wall_s = self.clock() - self._started
+        self.store.emit(self.totals.finish(self.path.name, RunStatus.COMPLETED, wall_s))
+        self.store.close()
+        if self.dep.config.output.report:
+            write_report(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Close the store of an interrupted run (it records the run as such)."""
+        self.store.close()
