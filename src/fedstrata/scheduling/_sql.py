@@ -60,14 +60,7 @@ def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """
     if not rows:
         return
-    stmt: Any
-    if conn.dialect.name == "sqlite":
-        stmt = sqlite_insert(table)
-    elif conn.dialect.name == "postgresql":
-        stmt = pg_insert(table)
-    else:
-        raise RegistryError(f"registry backend {conn.dialect.name!r} is not supported")
-    key = next(iter(table.primary_key.columns)).name
+    stmt, key = _insert(conn, table)
     changed = {c: stmt.excluded[c] for c in rows[0] if c != key}
     conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed), rows)
 
@@ -99,6 +92,16 @@ def insert_absent(conn: Connection, table: Table, rows: list[dict[str, Any]]) ->
     """
     if not rows:
         return
+    stmt, key = _insert(conn, table)
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=[key]), rows)
+
+
+def _insert(conn: Connection, table: Table) -> tuple[Any, str]:
+    """The backend's INSERT (with an ON CONFLICT clause) for ``table`` and its key column.
+
+    Raises:
+        RegistryError: the backend has no ON CONFLICT clause.
+    """
     stmt: Any
     if conn.dialect.name == "sqlite":
         stmt = sqlite_insert(table)
@@ -106,8 +109,7 @@ def insert_absent(conn: Connection, table: Table, rows: list[dict[str, Any]]) ->
         stmt = pg_insert(table)
     else:
         raise RegistryError(f"registry backend {conn.dialect.name!r} is not supported")
-    key = next(iter(table.primary_key.columns)).name
-    conn.execute(stmt.on_conflict_do_nothing(index_elements=[key]), rows)
+    return stmt, next(iter(table.primary_key.columns)).name
 
 
 def order_by_ids(
