@@ -34,7 +34,7 @@ import numpy as np
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import Trainer
-from fedstrata.errors import ConfigError, PayloadError, TransportError
+from fedstrata.errors import ConfigError, MissingDependencyError, PayloadError, TransportError
 from fedstrata.sim.executor import (
     CHUNKS_IN_FLIGHT,
     MAX_CHUNK,
@@ -130,7 +130,8 @@ class RayExecutor:
 
     Raises:
         ConfigError: ``num_actors`` or ``size`` is not positive.
-        TransportError: Ray is not installed, cannot start, or its actors fail to start.
+        MissingDependencyError: Ray is not installed (``pip install 'fedstrata[ray]'``).
+        TransportError: Ray cannot start, or its actors fail to start.
     """
 
     def __init__(
@@ -256,8 +257,8 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise TransportError(
-            "the Ray backend needs the 'ray' package: pip install 'fedstrata[ray]'"
+        raise MissingDependencyError(
+            "ray", "fedstrata[ray]", "the Ray backend (sim.backend: ray)"
         ) from exc
     return ray
 
@@ -312,7 +313,7 @@ def open_ray_executor(
         raise ConfigError(f"fallback_workers must be >= 0, got {fallback_workers}")
     try:
         return RayExecutor(job, size, num_actors=num_actors, address=address)
-    except TransportError as exc:
+    except (TransportError, MissingDependencyError) as exc:
         log.warning("Ray backend unavailable, training in local processes instead: %s", exc)
     if fallback_workers == 0:
         return InProcessExecutor(job, size, local_trainer)
