@@ -20,6 +20,7 @@ from fedstrata.api.components import (
     build_dataset,
     choose_workers,
     executor,
+    forks,
     init_seed,
     local_plan,
     pipeline,
@@ -109,7 +110,7 @@ def run(
             round's model and the run so far were saved first.
     """
     # Build the dataset in a forked child while this process imports torch.
-    pending = Prefetch(build_dataset, config.data, background=config.sim.start_method == "fork")
+    pending = Prefetch(build_dataset, config.data, background=forks(config.sim))
     import fedstrata.torch_adapter  # noqa: F401  (deferred: imports torch meanwhile)
 
     dataset = pending.result()

@@ -1,5 +1,11 @@
 """Discrete-event simulator: real training in worker processes, simulated time."""
 
+from fedstrata.sim._workers import (
+    WorkerThreads,
+    resolve_start_method,
+    threads_per_process,
+    usable_cores,
+)
 from fedstrata.sim.engine import SimSettings, Simulation, SimulationResult
 from fedstrata.sim.executor import Executor, InProcessExecutor, ProcessExecutor
 from fedstrata.sim.hooks import (
@@ -33,4 +39,8 @@ __all__ = [
     "Simulation",
     "SimulationResult",
     "TaskResult",
+    "WorkerThreads",
+    "resolve_start_method",
+    "threads_per_process",
+    "usable_cores",
 ]

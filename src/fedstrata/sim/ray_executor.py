@@ -35,13 +35,13 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import Trainer
 from fedstrata.errors import ConfigError, MissingDependencyError, PayloadError, TransportError
+from fedstrata.sim._workers import StartMethod, WorkerThreads, _execute
 from fedstrata.sim.executor import (
     CHUNKS_IN_FLIGHT,
     MAX_CHUNK,
     Executor,
     InProcessExecutor,
     ProcessExecutor,
-    _execute,
 )
 from fedstrata.sim.tasks import ClientJob, ClientTask, TaskResult
 
@@ -294,6 +294,8 @@ def open_ray_executor(
     num_actors: int | None = None,
     fallback_workers: int = 0,
     local_trainer: Trainer | None = None,
+    start_method: StartMethod = "fork",
+    threads: WorkerThreads | None = None,
 ) -> Executor:
     """A :class:`RayExecutor`, or local workers if Ray is missing or cannot start.
 
@@ -305,6 +307,9 @@ def open_ray_executor(
         fallback_workers: forked workers of the fallback :class:`ProcessExecutor`
             (0: train in this process with :class:`InProcessExecutor`).
         local_trainer: the calling process's trainer for the fallback.
+        start_method: how the fallback's workers start (``fork`` or ``spawn``).
+        threads: intra-op threads of each fallback training process (Ray sets its
+            actors' threads itself, one per CPU it gives them).
 
     Raises:
         ConfigError: ``num_actors`` or ``fallback_workers`` is invalid.
@@ -316,5 +321,7 @@ def open_ray_executor(
     except (TransportError, MissingDependencyError) as exc:
         log.warning("Ray backend unavailable, training in local processes instead: %s", exc)
     if fallback_workers == 0:
-        return InProcessExecutor(job, size, local_trainer)
-    return ProcessExecutor(job, size, fallback_workers, local_trainer)
+        return InProcessExecutor(job, size, local_trainer, threads=threads)
+    return ProcessExecutor(
+        job, size, fallback_workers, local_trainer, start_method=start_method, threads=threads
+    )
