@@ -204,7 +204,7 @@ def render_plots(rounds: Sequence[RoundMetrics]) -> list[Plot]:
     try:
         import matplotlib
     except ImportError as exc:
-        raise MissingDependencyError("matplotlib", "fedstrata[plot]", "the figures") from exc
+        raise MissingDependencyError("matplotlib", "fedstrata[plot]", "drawing figures") from exc
 
     with matplotlib.rc_context(
         {
