@@ -17,9 +17,8 @@ SMALL = [
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_same_seed_gives_bit_identical_models_for_any_worker_count(workers):
-    # torch's results depend on its thread count: fix it (auto divides the cores)
-    ref = run(load_config(overrides=[*SMALL, "sim.workers=0", "sim.threads=1"]))
-    got = run(load_config(overrides=[*SMALL, f"sim.workers={workers}", "sim.threads=1"]))
+    ref = run(load_config(overrides=[*SMALL, "sim.workers=0"]))
+    got = run(load_config(overrides=[*SMALL, f"sim.workers={workers}"]))
     assert got.workers == workers
     assert ref.simulation.params.tobytes() == got.simulation.params.tobytes()
     assert [m.accuracy for m in ref.simulation.rounds] == [

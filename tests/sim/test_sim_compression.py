@@ -125,8 +125,8 @@ def test_no_client_state_without_error_feedback(tmp_path):
 
 def test_compressed_run_is_bit_identical_across_worker_counts(tmp_path):
     chain = ("compression.preset=topk1_int8_ef", "downlink.preset=int8")
-    inproc = run_small(tmp_path / "w0", *chain, "sim.workers=0", "sim.threads=1")
-    forked = run_small(tmp_path / "w1", *chain, "sim.workers=1", "sim.threads=1")
+    inproc = run_small(tmp_path / "w0", *chain, "sim.workers=0")
+    forked = run_small(tmp_path / "w1", *chain, "sim.workers=1")
     assert (inproc.workers, forked.workers) == (0, 1)
     assert inproc.simulation.params.tobytes() == forked.simulation.params.tobytes()
     for a, b in zip(inproc.simulation.rounds, forked.simulation.rounds, strict=True):

@@ -15,7 +15,9 @@ import torch
 from simfakes import FakeData, FakeTrainer
 
 from fedstrata.api import run
+from fedstrata.api.components import worker_threads
 from fedstrata.config import load_config
+from fedstrata.config.models import SimConfig
 from fedstrata.core import TrainResult
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError
@@ -25,10 +27,12 @@ from fedstrata.sim import (
     InProcessExecutor,
     ProcessExecutor,
     WorkerThreads,
+    auto_threads,
     resolve_start_method,
     threads_per_process,
 )
-from fedstrata.torch_adapter import set_torch_threads
+from fedstrata.sim._workers import PARALLEL_STEP_FLOPS
+from fedstrata.torch_adapter import TorchTrainer, set_torch_threads
 
 SMALL = [
     "output.run_store=false",
@@ -117,6 +121,17 @@ def test_threads_divide_the_cores_between_the_training_processes():
     assert threads_per_process(5, cores=16) == 2
     assert threads_per_process(15, cores=16) == 1
     assert threads_per_process(7, cores=2) == 1  # never below one
+
+
+def test_auto_threads_keep_small_models_on_one_thread():
+    """Built-in models are far below the threshold: one thread, whatever the workers."""
+    mlp_step = TorchTrainer("mlp", (64,), 10, 128).flops_per_example * 8
+    assert mlp_step < PARALLEL_STEP_FLOPS
+    for workers in (0, 1, 7):
+        assert worker_threads(SimConfig(), workers, mlp_step).count == 1
+    assert auto_threads(0, PARALLEL_STEP_FLOPS, cores=16) == 16  # a large model: the share
+    assert auto_threads(3, 1e10, cores=16) == 4
+    assert worker_threads(SimConfig(threads=5), 3, mlp_step).count == 5  # explicit wins
 
 
 def test_auto_start_method_is_fork_on_linux_and_spawn_elsewhere():

@@ -36,8 +36,8 @@ from fedstrata.sim import (
     SimSettings,
     Simulation,
     WorkerThreads,
+    auto_threads,
     resolve_start_method,
-    threads_per_process,
     usable_cores,
 )
 from fedstrata.sim.hooks import CompressedBroadcast, RoundHook
@@ -141,14 +141,19 @@ def forks(sim: SimConfig) -> bool:
     return sim.start_method != "inprocess" and resolve_start_method(sim.start_method) == "fork"
 
 
-def worker_threads(sim: SimConfig, workers: int) -> WorkerThreads:
-    """Intra-op threads of each training process: ``sim.threads``, or the cores split.
+def worker_threads(sim: SimConfig, workers: int, step_flops: float) -> WorkerThreads:
+    """Intra-op threads of each training process: ``sim.threads``, or :func:`auto_threads`.
 
     Applied with :func:`fedstrata.torch_adapter.set_torch_threads` (imports torch).
+
+    Args:
+        sim: the simulator's section (``threads``).
+        workers: worker processes (the calling process trains too).
+        step_flops: work of one training step (FLOPs per example x batch size).
     """
     from fedstrata.torch_adapter import set_torch_threads  # deferred: imports torch
 
-    count = threads_per_process(workers) if sim.threads == "auto" else sim.threads
+    count = auto_threads(workers, step_flops) if sim.threads == "auto" else sim.threads
     return WorkerThreads(count, set_torch_threads)
 
 
@@ -170,11 +175,19 @@ def profiles(config: FedConfig, n: int) -> ProfileTable:
 
 
 def executor(
-    job: ClientJob, trainer: Trainer, workers: int, sim: SimConfig | None = None
+    job: ClientJob,
+    trainer: Trainer,
+    workers: int,
+    sim: SimConfig | None = None,
+    *,
+    batch_size: int = 1,
 ) -> Executor:
-    """Where clients train: this process, worker processes, or Ray actors."""
+    """Where clients train: this process, worker processes, or Ray actors.
+
+    ``batch_size`` sizes a training step for ``sim.threads: auto``.
+    """
     sim = SimConfig() if sim is None else sim
-    threads = worker_threads(sim, workers)
+    threads = worker_threads(sim, workers, trainer.flops_per_example * batch_size)
     method = resolve_start_method(sim.start_method) if workers > 0 else "fork"
     if sim.backend == "ray":
         from fedstrata.sim.ray_executor import open_ray_executor

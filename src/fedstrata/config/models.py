@@ -201,9 +201,10 @@ class SimConfig(_Strict):
     )
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto",
-        description="intra-op threads of each training process (this one and every "
-        "worker); auto: cores // (workers + 1), at least 1. Results are bit-identical "
-        "for any number of workers at a fixed thread count",
+        description="intra-op torch threads of each training process (this one and "
+        "every worker); auto: 1 for small models (under 1e8 FLOPs per training step), "
+        "else cores // (workers + 1). Results are bit-identical for any number of "
+        "workers at a fixed thread count",
     )
     backend: Literal["local", "ray"] = Field(
         "local",

@@ -2,6 +2,7 @@
 
 from fedstrata.sim._workers import (
     WorkerThreads,
+    auto_threads,
     resolve_start_method,
     threads_per_process,
     usable_cores,
@@ -40,6 +41,7 @@ __all__ = [
     "SimulationResult",
     "TaskResult",
     "WorkerThreads",
+    "auto_threads",
     "resolve_start_method",
     "threads_per_process",
     "usable_cores",

@@ -11,7 +11,9 @@
   by name and the parent unlinks when it closes (Python's resource tracker removes
   it should the parent die first).
 * :class:`WorkerThreads` is the intra-op thread count of each training process and
-  the framework call that applies it; :func:`threads_per_process` divides the cores.
+  the framework call that applies it; :func:`threads_per_process` divides the cores,
+  and :func:`auto_threads` does so only for models whose training step is large
+  enough (``PARALLEL_STEP_FLOPS``) to repay the threads' synchronisation.
 * ``_worker_main`` is a worker's life: set up, then train the chunks of clients the
   parent sends until it sends ``None`` or goes away.
 """
@@ -41,11 +43,13 @@ from fedstrata.sim._child import die_with_parent
 from fedstrata.sim.tasks import ClientJob, ClientTask, TaskResult, run_client
 
 __all__ = [
+    "PARALLEL_STEP_FLOPS",
     "THREAD_ENV_VARS",
     "SharedBlock",
     "StartMethod",
     "WorkerThreads",
     "attach",
+    "auto_threads",
     "resolve_start_method",
     "threads_per_process",
     "usable_cores",
@@ -55,6 +59,11 @@ log = logging.getLogger(__name__)
 StartMethod = Literal["fork", "spawn"]
 # Read by OpenMP, MKL and OpenBLAS when a spawned child first loads them.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Below this much work per training step (FLOPs per example x batch size) one thread is
+# fastest: each parallel region costs microseconds of synchronisation, which a step of
+# a few MFLOP cannot repay (measured on the built-in MLP and CNN, 0.5 to 20 MFLOP per
+# step: a second thread was up to 40x slower on a busy 2-core machine, never faster).
+PARALLEL_STEP_FLOPS = 1e8
 
 
 def resolve_start_method(method: str) -> StartMethod:
@@ -88,6 +97,19 @@ def threads_per_process(workers: int, cores: int | None = None) -> int:
     """
     total = usable_cores() if cores is None else cores
     return max(1, total // (workers + 1))
+
+
+def auto_threads(workers: int, step_flops: float, cores: int | None = None) -> int:
+    """``sim.threads: auto``: one thread for small models, else the cores divided.
+
+    Args:
+        workers: worker processes (the calling process trains too).
+        step_flops: work of one training step, FLOPs per example x batch size.
+        cores: cores to divide (default: :func:`usable_cores`).
+    """
+    if step_flops < PARALLEL_STEP_FLOPS:
+        return 1
+    return threads_per_process(workers, cores)
 
 
 @dataclass(frozen=True)
