@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +146,24 @@ def test_auto_start_method_is_fork_on_linux_and_spawn_elsewhere():
 def test_thread_count_below_one_is_a_config_error():
     with pytest.raises(ConfigError, match=r"sim.threads must be >= 1, got 0"):
         WorkerThreads(0, set_torch_threads)
+
+
+def test_a_killed_spawned_worker_is_restarted_and_the_block_is_unlinked():
+    job = ClientJob(trainer_factory=OneThreadFactory(), data=FakeData(), root_seed=1)
+    ex = ProcessExecutor(job, 4, 2, start_method="spawn")
+    name = ex._block.handle()
+    assert isinstance(name, str)
+    assert Path("/dev/shm", name).exists() or not sys.platform.startswith("linux")
+    try:
+        assert len(list(ex.run(np.zeros(4, np.float32), tasks(12)))) == 12
+        for proc in ex._procs:
+            proc.kill()
+            proc.join()
+        second = list(ex.run(np.zeros(4, np.float32), tasks(12)))
+        assert [r.index for r in second] == list(range(12))
+        third = list(ex.run(np.zeros(4, np.float32), tasks(12)))
+        assert all(r.error is None for r in third)  # the restarted workers train
+        assert len({r.metrics["pid"] for r in third}) >= 2
+    finally:
+        ex.close()
+    assert not Path("/dev/shm", name).exists()

@@ -5,7 +5,7 @@ default) it does so after the dataset and the trainer factory exist, so workers 
 them instead of receiving pickles; with ``spawn`` (macOS, Windows, or asked for) each
 worker gets the job pickled once and builds its own trainer. The global model lives in
 one shared memory block (see :mod:`fedstrata.sim._workers`) that every worker reads;
-each update is written into a *slot* of that mapping, and only small
+each update is written into a *slot* of that block, and only small
 tuples cross the pipes — one message per *chunk* of consecutive clients, so the
 per-client cost of inter-process communication stays far below the cost of training
 even a tiny model. The calling process trains too (it takes the next client whenever
@@ -17,10 +17,11 @@ aggregation order — and thus every bit of the result — does not depend on th
 of workers. Memory is O(model x slots), with the slot count capped by a memory budget,
 not O(clients).
 
-Each training process, this one included, gets ``cores // (workers + 1)`` intra-op
-threads (:class:`~fedstrata.sim._workers.WorkerThreads`), so a model that would use
-every core does not oversubscribe the machine once per worker; spawned children also
-get ``OMP_NUM_THREADS`` and friends before they load any math library.
+Each training process, this one included, runs the intra-op thread count it is given
+(:class:`~fedstrata.sim._workers.WorkerThreads`; ``sim.threads: auto`` divides the
+cores between the processes for large models), so a model that would use every core
+does not oversubscribe the machine once per worker; spawned children also get
+``OMP_NUM_THREADS`` and friends before they load any math library.
 
 Workers never outlive the run. Under ``fork`` the mapping has no name (nothing in
 ``/dev/shm``, no resource tracker), so it disappears with the last process that maps
