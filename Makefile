@@ -1,18 +1,20 @@
 # fedstrata: `make demo` runs the default federation, `make test` runs the tests.
-# Both create .venv/ when it is missing or stale (pyproject.toml changed).
+# Both create .venv/ when it is missing or stale (pyproject.toml or constraints.txt
+# changed). The venv gets the exact versions of constraints.txt; the package itself only
+# declares compatible ranges (users install it next to their own torch).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 
 .PHONY: venv demo test check lint format bench-quick clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@rm -f $(VENV)/.stamp-*
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	@touch $@
 
 venv: $(STAMP)

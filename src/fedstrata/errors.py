@@ -5,6 +5,8 @@ callers can catch the whole family with one ``except``. The tree::
 
     FedstrataError
     ├── ConfigError              invalid configuration (names the field, value and rule)
+    │   └── MissingDependencyError   an optional dependency is missing; says what to
+    │                                pip install (also an ``ImportError``)
     ├── DataError                unreadable or inconsistent client/evaluation data
     ├── ShapeError               a vector or array does not match the ParamSpec
     ├── PayloadError             malformed bytes on the wire (bad magic, version,
@@ -39,6 +41,7 @@ __all__ = [
     "DeadlineError",
     "FedstrataError",
     "InvalidUpdateError",
+    "MissingDependencyError",
     "PayloadError",
     "PipelineError",
     "PrivacyBudgetExhausted",
@@ -56,6 +59,28 @@ class FedstrataError(Exception):
 
 class ConfigError(FedstrataError):
     """A configuration value is invalid; the message names the field and the rule."""
+
+
+class MissingDependencyError(ConfigError, ImportError):
+    """What was asked for needs an optional dependency that is not installed.
+
+    The message names the missing package and what to install, e.g.
+    ``pip install 'fedstrata[postgres]'``. It is also an :class:`ImportError`, so code
+    that probes for the package with ``except ImportError`` keeps working.
+
+    Attributes:
+        package: the importable name of the missing package (``"psycopg"``).
+        install: the requirement that brings it (``"fedstrata[postgres]"``).
+    """
+
+    def __init__(self, package: str, install: str, needed_for: str) -> None:
+        super().__init__(
+            f"{needed_for} needs the package {package!r}, which is not installed: "
+            f"pip install '{install}'"
+        )
+        self.name = package
+        self.package = package
+        self.install = install
 
 
 class DataError(FedstrataError):

@@ -7,7 +7,6 @@ imported only by the builders that need them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,10 @@ from fedstrata.sim import (
     ProfileTable,
     SimSettings,
     Simulation,
+    WorkerThreads,
+    auto_threads,
+    resolve_start_method,
+    usable_cores,
 )
 from fedstrata.sim.hooks import CompressedBroadcast, RoundHook
 
@@ -44,6 +47,7 @@ __all__ = [
     "build_dataset",
     "choose_workers",
     "executor",
+    "forks",
     "init_seed",
     "local_plan",
     "pipeline",
@@ -55,6 +59,7 @@ __all__ = [
     "simulation",
     "trainer_factory",
     "warm_up",
+    "worker_threads",
 ]
 
 if TYPE_CHECKING:
@@ -117,21 +122,39 @@ def aggregator(cfg: ServerConfig) -> AnyAggregator:
 
 
 def choose_workers(config: FedConfig, cohort: int) -> int:
-    """Worker processes to fork: 0 means train in this process only.
+    """Worker processes to start: 0 means train in this process only.
 
-    The calling process trains too, so ``auto`` forks one worker fewer than there are
-    cores, and none when there is one core or too few clients per round (< 4 per
+    The calling process trains too, so ``auto`` starts one worker fewer than there
+    are cores, and none when there is one core or too few clients per round (< 4 per
     core) to repay the processes' start-up.
     """
     if config.sim.start_method == "inprocess":
         return 0
     if config.sim.workers != "auto":
         return config.sim.workers
-    if hasattr(os, "sched_getaffinity"):
-        cores = len(os.sched_getaffinity(0))
-    else:
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     return cores - 1 if cores >= 2 and cohort >= 4 * cores else 0
+
+
+def forks(sim: SimConfig) -> bool:
+    """Whether worker processes (and the dataset prefetch) start with ``fork``."""
+    return sim.start_method != "inprocess" and resolve_start_method(sim.start_method) == "fork"
+
+
+def worker_threads(sim: SimConfig, workers: int, step_flops: float) -> WorkerThreads:
+    """Intra-op threads of each training process: ``sim.threads``, or :func:`auto_threads`.
+
+    Applied with :func:`fedstrata.torch_adapter.set_torch_threads` (imports torch).
+
+    Args:
+        sim: the simulator's section (``threads``).
+        workers: worker processes (the calling process trains too).
+        step_flops: work of one training step (FLOPs per example x batch size).
+    """
+    from fedstrata.torch_adapter import set_torch_threads  # deferred: imports torch
+
+    count = auto_threads(workers, step_flops) if sim.threads == "auto" else sim.threads
+    return WorkerThreads(count, set_torch_threads)
 
 
 def profiles(config: FedConfig, n: int) -> ProfileTable:
@@ -152,19 +175,32 @@ def profiles(config: FedConfig, n: int) -> ProfileTable:
 
 
 def executor(
-    job: ClientJob, trainer: Trainer, workers: int, sim: SimConfig | None = None
+    job: ClientJob,
+    trainer: Trainer,
+    workers: int,
+    sim: SimConfig | None = None,
+    *,
+    batch_size: int = 1,
 ) -> Executor:
-    """Where clients train: this process, forked workers, or Ray actors."""
-    if sim is not None and sim.backend == "ray":
+    """Where clients train: this process, worker processes, or Ray actors.
+
+    ``batch_size`` sizes a training step for ``sim.threads: auto``.
+    """
+    sim = SimConfig() if sim is None else sim
+    threads = worker_threads(sim, workers, trainer.flops_per_example * batch_size)
+    method = resolve_start_method(sim.start_method) if workers > 0 else "fork"
+    if sim.backend == "ray":
         from fedstrata.sim.ray_executor import open_ray_executor
 
         return open_ray_executor(
             job, trainer.spec.size, address=sim.ray_address, fallback_workers=workers,
-            local_trainer=trainer,
+            local_trainer=trainer, start_method=method, threads=threads,
         )  # fmt: skip
     if workers == 0:
-        return InProcessExecutor(job, trainer.spec.size, trainer)
-    return ProcessExecutor(job, trainer.spec.size, workers, trainer)
+        return InProcessExecutor(job, trainer.spec.size, trainer, threads=threads)
+    return ProcessExecutor(
+        job, trainer.spec.size, workers, trainer, start_method=method, threads=threads
+    )
 
 
 def trainer_factory(config: FedConfig, dataset: FederatedDataset) -> TrainerFactory:

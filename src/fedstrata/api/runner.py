@@ -20,6 +20,7 @@ from fedstrata.api.components import (
     build_dataset,
     choose_workers,
     executor,
+    forks,
     init_seed,
     local_plan,
     pipeline,
@@ -109,7 +110,7 @@ def run(
             round's model and the run so far were saved first.
     """
     # Build the dataset in a forked child while this process imports torch.
-    pending = Prefetch(build_dataset, config.data, background=config.sim.start_method == "fork")
+    pending = Prefetch(build_dataset, config.data, background=forks(config.sim))
     import fedstrata.torch_adapter  # noqa: F401  (deferred: imports torch meanwhile)
 
     dataset = pending.result()
@@ -218,9 +219,12 @@ def _assemble(
     secure = secure_aggregation(config, size, dataset)
     pipe = pipeline(config, size, _client_state_dir(store, stack), secure and secure[0])
     job = ClientJob(factory, dataset, config.seed, pipe)
-    if workers > 0:  # forked workers inherit a warmed-up torch
+    if workers > 0 and forks(config.sim):  # forked workers inherit a warmed-up torch
         warm_up(trainer, dataset, local_plan(config.client), config.seed)
-    ex = stack.enter_context(closing(executor(job, trainer, workers, config.sim)))
+    batch = config.client.batch_size
+    ex = stack.enter_context(
+        closing(executor(job, trainer, workers, config.sim, batch_size=batch))
+    )
     params = trainer.initial_params(init_seed(config))
     table, registry = profiles(config, dataset.num_clients), None
     if config.scheduling.enabled or config.scheduling.async_.enabled:

@@ -7,7 +7,7 @@ the field instead of a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -193,9 +193,18 @@ class SimConfig(_Strict):
         "auto",
         description="worker processes; auto: cores - 1 (the main process trains too), 0: none",
     )
-    start_method: Literal["fork", "inprocess"] = Field(
-        "fork",
-        description="fork: persistent worker processes; inprocess: everything in this process",
+    start_method: Literal["auto", "fork", "spawn", "inprocess"] = Field(
+        "auto",
+        description="how worker processes start. fork: they inherit the data and the "
+        "warmed-up framework (Linux); spawn: fresh interpreters that unpickle the job "
+        "(macOS, Windows); auto: fork on Linux, spawn elsewhere; inprocess: no workers",
+    )
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="intra-op torch threads of each training process (this one and "
+        "every worker); auto: 1 for small models (under 1e8 FLOPs per training step), "
+        "else cores // (workers + 1). Results are bit-identical for any number of "
+        "workers at a fixed thread count",
     )
     backend: Literal["local", "ray"] = Field(
         "local",

@@ -23,7 +23,7 @@ from fedstrata.core.training import ArrayDataset
 from fedstrata.data import partition as part
 from fedstrata.data.federated import FederatedDataset, holdout_split
 from fedstrata.data.folder import load_npz_folder
-from fedstrata.errors import ConfigError
+from fedstrata.errors import ConfigError, MissingDependencyError
 
 __all__ = ["DatasetName", "PartitionName", "load_digits_split", "make_federated", "synthetic"]
 
@@ -46,12 +46,16 @@ def load_digits_split(
 
     Raises:
         ConfigError: ``test_fraction`` outside ``(0, 1)``.
+        MissingDependencyError: scikit-learn is not installed.
     """
     if not 0 < test_fraction < 1:
         raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}")
     # Imported here: scikit-learn costs ~0.7 s to import and only this loader needs it.
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as exc:  # a base dependency, missing only from a partial install
+        raise MissingDependencyError("sklearn", "scikit-learn", "the digits dataset") from exc
 
     bunch = load_digits()
     x = (bunch.data / 16.0).astype(np.float32)

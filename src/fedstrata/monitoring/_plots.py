@@ -1,9 +1,9 @@
 """Report figures, rendered to inline SVG strings with matplotlib.
 
-Matplotlib is imported lazily (inside :func:`render_plots`), drawn on an explicit Agg
-canvas (no pyplot, no global backend switch), and configured only through a local
-``rc_context``. Text from the run (extras names) is escaped for mathtext; matplotlib's
-SVG writer escapes XML itself.
+Matplotlib (the ``plot`` extra) is imported lazily (inside :func:`render_plots`), drawn
+on an explicit Agg canvas (no pyplot, no global backend switch), and configured only
+through a local ``rc_context``. Text from the run (extras names) is escaped for
+mathtext; matplotlib's SVG writer escapes XML itself.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.errors import MissingDependencyError
 from fedstrata.monitoring.events import RoundMetrics
 
 __all__ = ["Plot", "render_plots"]
@@ -194,10 +195,16 @@ def render_plots(rounds: Sequence[RoundMetrics]) -> list[Plot]:
 
     Figures without data (no accuracy measured, no loss, an extras series that is never
     finite) are left out rather than drawn empty.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed (the ``plot`` extra).
     """
     if not rounds:
         return []
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise MissingDependencyError("matplotlib", "fedstrata[plot]", "drawing figures") from exc
 
     with matplotlib.rc_context(
         {

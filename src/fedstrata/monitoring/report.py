@@ -3,19 +3,20 @@
 ``report.html`` holds inline SVG figures (no scripts, no external assets; a Content
 Security Policy forbids both) and escapes every piece of text from the run with
 :func:`html.escape`. It works for a run still being written (no ``summary.json``: the
-summary is computed from the stored rounds), for a single round, and for runs that
-never measured accuracy.
+summary is computed from the stored rounds), for a single round, for runs that
+never measured accuracy, and without matplotlib (the ``plot`` extra; tables only).
 """
 
 from __future__ import annotations
 
 import html
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedstrata.errors import DataError
+from fedstrata.errors import DataError, MissingDependencyError
 from fedstrata.monitoring._atomic import atomic_write_text
 from fedstrata.monitoring._plots import Plot, render_plots
 from fedstrata.monitoring.events import ClientFailure, RoundMetrics, RunStatus, RunTotals
@@ -24,6 +25,7 @@ from fedstrata.monitoring.runstore import RunStore
 
 __all__ = ["MAX_FAILURE_ROWS", "write_report"]
 
+log = logging.getLogger(__name__)
 MAX_FAILURE_ROWS = 50
 
 _CSS = """
@@ -116,6 +118,15 @@ def _plots_html(plots: Sequence[Plot]) -> list[str]:
     return sections
 
 
+def _figures_html(rounds: Sequence[RoundMetrics]) -> list[str]:
+    """The figure sections, or a note saying how to get them when matplotlib is missing."""
+    try:
+        return _plots_html(render_plots(rounds))
+    except MissingDependencyError as exc:
+        log.warning("report without figures: %s", exc)
+        return [f'<p class="note">No figures: {_esc(exc)}</p>']
+
+
 def _failures_html(failures: Sequence[ClientFailure], total: int) -> str:
     if total == 0:
         return '<p class="note">No client failures were recorded.</p>'
@@ -165,7 +176,7 @@ def render_report(store: RunStore) -> str:
         _section("Summary", _table(("field", "value"), _summary_rows(summary), numeric=set()))
     ]
     if rounds:
-        sections.extend(_plots_html(render_plots(rounds)))
+        sections.extend(_figures_html(rounds))
         if all(m.accuracy is None for m in rounds):
             sections.append('<p class="note">No test accuracy was measured in this run.</p>')
     else:
@@ -179,7 +190,8 @@ def render_report(store: RunStore) -> str:
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the run's HTML report (default ``run_dir/report.html``) and return its path.
 
-    The file is written atomically. Matplotlib is imported only when a run has rounds.
+    The file is written atomically. Matplotlib is imported only when a run has rounds;
+    without it (the ``plot`` extra) the report has tables and a note instead of figures.
 
     Args:
         run_dir: a run directory written by :class:`RunStore`.

@@ -9,10 +9,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from fedstrata.errors import RegistryError
+from fedstrata.scheduling._sql import open_engine, registry_url
 
 __all__ = ["current_revision", "migrate", "upgrade"]
 
@@ -63,10 +64,9 @@ def migrate(url: str | os.PathLike[str], revision: str = "head") -> None:
 
     Raises:
         RegistryError: see :func:`upgrade`.
+        MissingDependencyError: a PostgreSQL URL without ``fedstrata[postgres]``.
     """
-    from fedstrata.scheduling.registry import registry_url
-
-    engine = create_engine(registry_url(url))
+    engine = open_engine(registry_url(url))
     try:
         upgrade(engine, revision)
     finally:

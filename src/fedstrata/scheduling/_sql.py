@@ -10,17 +10,18 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Engine, Table, create_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from fedstrata.errors import ConfigError, RegistryError
+from fedstrata.errors import ConfigError, MissingDependencyError, RegistryError
 from fedstrata.scheduling.records import DeviceProfiles, HistoryBatch, WorkStatus
 
 __all__ = [
     "history_batch",
     "history_rows",
     "insert_absent",
+    "open_engine",
     "order_by_ids",
     "profile_rows",
     "registry_url",
@@ -41,6 +42,24 @@ def registry_url(target: str | os.PathLike[str]) -> str:
     if "://" in text:
         return text
     return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def open_engine(url: str, *, echo: bool = False) -> Engine:
+    """``create_engine(url)``, with a missing database driver named by its extra.
+
+    Raises:
+        MissingDependencyError: a PostgreSQL URL without the driver installed
+            (``pip install 'fedstrata[postgres]'``).
+        RegistryError: any other driver that cannot be imported.
+    """
+    try:
+        return create_engine(url, echo=echo)
+    except ModuleNotFoundError as exc:
+        if url.startswith("postgresql"):
+            raise MissingDependencyError(
+                "psycopg", "fedstrata[postgres]", f"the PostgreSQL device registry at {url!r}"
+            ) from exc
+        raise RegistryError(f"cannot open registry {url!r}: driver missing: {exc}") from exc
 
 
 def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

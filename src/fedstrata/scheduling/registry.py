@@ -26,7 +26,6 @@ from sqlalchemy import (
     Float,
     bindparam,
     case,
-    create_engine,
     delete,
     event,
     func,
@@ -42,6 +41,7 @@ from fedstrata.scheduling._sql import (
     history_batch,
     history_rows,
     insert_absent,
+    open_engine,
     order_by_ids,
     profile_rows,
     registry_url,
@@ -76,12 +76,13 @@ class Registry:
 
         Raises:
             RegistryError: the database is unreachable or cannot be migrated.
+            MissingDependencyError: a PostgreSQL URL without ``fedstrata[postgres]``.
             ConfigError: an empty target.
         """
         url = registry_url(target)
         try:
-            engine = create_engine(url, echo=echo)
-        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            engine = open_engine(url, echo=echo)
+        except (SQLAlchemyError, ValueError) as exc:
             raise RegistryError(f"cannot open registry {url!r}: {exc}") from exc
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", sqlite_pragmas)

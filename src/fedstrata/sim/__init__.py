@@ -1,5 +1,12 @@
 """Discrete-event simulator: real training in worker processes, simulated time."""
 
+from fedstrata.sim._workers import (
+    WorkerThreads,
+    auto_threads,
+    resolve_start_method,
+    threads_per_process,
+    usable_cores,
+)
 from fedstrata.sim.engine import SimSettings, Simulation, SimulationResult
 from fedstrata.sim.executor import Executor, InProcessExecutor, ProcessExecutor
 from fedstrata.sim.hooks import (
@@ -33,4 +40,9 @@ __all__ = [
     "Simulation",
     "SimulationResult",
     "TaskResult",
+    "WorkerThreads",
+    "auto_threads",
+    "resolve_start_method",
+    "threads_per_process",
+    "usable_cores",
 ]

@@ -1,9 +1,11 @@
 """Run client training in this process or in a pool of persistent worker processes.
 
-:class:`ProcessExecutor` forks its workers once per run, after the dataset and the
-trainer factory exist, so workers inherit them instead of receiving pickles. The
-global model lives in one shared anonymous memory mapping that every worker inherits
-and reads; each update is written into a *slot* of that mapping, and only small
+:class:`ProcessExecutor` starts its workers once per run. With ``fork`` (Linux's
+default) it does so after the dataset and the trainer factory exist, so workers inherit
+them instead of receiving pickles; with ``spawn`` (macOS, Windows, or asked for) each
+worker gets the job pickled once and builds its own trainer. The global model lives in
+one shared memory block (see :mod:`fedstrata.sim._workers`) that every worker reads;
+each update is written into a *slot* of that block, and only small
 tuples cross the pipes — one message per *chunk* of consecutive clients, so the
 per-client cost of inter-process communication stays far below the cost of training
 even a tiny model. The calling process trains too (it takes the next client whenever
@@ -15,8 +17,16 @@ aggregation order — and thus every bit of the result — does not depend on th
 of workers. Memory is O(model x slots), with the slot count capped by a memory budget,
 not O(clients).
 
-Workers never outlive the run. The mapping has no name (nothing in ``/dev/shm``, no
-resource tracker), so it disappears with the last process that maps it. Each worker
+Each training process, this one included, runs the intra-op thread count it is given
+(:class:`~fedstrata.sim._workers.WorkerThreads`; ``sim.threads: auto`` divides the
+cores between the processes for large models), so a model that would use every core
+does not oversubscribe the machine once per worker; spawned children also get
+``OMP_NUM_THREADS`` and friends before they load any math library.
+
+Workers never outlive the run. Under ``fork`` the mapping has no name (nothing in
+``/dev/shm``, no resource tracker), so it disappears with the last process that maps
+it; under ``spawn`` the named block is unlinked at :meth:`ProcessExecutor.close`, or by
+Python's resource tracker if this process dies first. Each worker
 ignores SIGINT (Ctrl-C is the parent's to handle), asks Linux for SIGKILL when its
 parent dies (``PR_SET_PDEATHSIG``), and holds no copy of any parent-side pipe end, so
 even where that signal is unavailable a worker's next ``recv`` sees end-of-file once
@@ -27,9 +37,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import mmap
 import multiprocessing as mp
 import os
+import pickle
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -43,8 +53,14 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import Trainer
 from fedstrata.errors import ConfigError, PayloadError
-from fedstrata.sim._child import die_with_parent
-from fedstrata.sim.tasks import ClientJob, ClientTask, TaskResult, run_client
+from fedstrata.sim._workers import (
+    SharedBlock,
+    StartMethod,
+    WorkerThreads,
+    _execute,
+    _worker_main,
+)
+from fedstrata.sim.tasks import ClientJob, ClientTask, TaskResult
 
 __all__ = ["Executor", "InProcessExecutor", "ProcessExecutor"]
 
@@ -68,12 +84,29 @@ class Executor(Protocol):
 
 
 class InProcessExecutor:
-    """Trains clients one after another in the calling process."""
+    """Trains clients one after another in the calling process.
 
-    def __init__(self, job: ClientJob, size: int, trainer: Trainer | None = None) -> None:
+    Args:
+        job: the trainer factory, client data and pipeline.
+        size: number of model parameters.
+        trainer: this process's trainer (default: built from ``job``).
+        threads: intra-op threads for this process while the executor is open
+            (restored at :meth:`close`); ``None`` leaves the framework alone.
+    """
+
+    def __init__(
+        self,
+        job: ClientJob,
+        size: int,
+        trainer: Trainer | None = None,
+        *,
+        threads: WorkerThreads | None = None,
+    ) -> None:
         self.job = job
         self._trainer = trainer if trainer is not None else job.trainer_factory()
         self._out = np.zeros(size, dtype=np.float32)
+        self._threads = threads
+        self._previous = threads.apply(threads.count) if threads is not None else None
 
     @property
     def description(self) -> str:
@@ -84,79 +117,10 @@ class InProcessExecutor:
             yield _execute(self._trainer, self.job, task, params, self._out)
 
     def close(self) -> None:
-        """Nothing to release."""
-
-
-def _execute(
-    trainer: Any, job: ClientJob, task: ClientTask, params: FloatVector, out: FloatVector
-) -> TaskResult:
-    start = time.perf_counter()
-    try:
-        payload, n, steps, metrics = run_client(trainer, job, task, params, out)
-    except Exception as exc:  # a client's failure must not end the round
-        log.debug("client %d failed", task.client_id, exc_info=True)
-        return TaskResult(task.index, task.client_id, error=f"{type(exc).__name__}: {exc}")
-    wall = time.perf_counter() - start
-    vector = out if payload is None else None
-    return TaskResult(task.index, task.client_id, n, steps, metrics, vector, payload, None, wall)
-
-
-def _worker_main(
-    conn: Connection,
-    buf: memoryview,
-    job: ClientJob,
-    *,
-    sizes: tuple[int, int],
-    parent_pid: int,
-    inherited: list[Connection],
-) -> None:
-    die_with_parent(parent_pid)
-    for other in inherited:  # parent-side ends: without them, recv sees the parent's EOF
-        other.close()
-    size, slot_bytes = sizes
-    trainer = job.trainer_factory()
-    params = np.ndarray((size,), dtype=np.float32, buffer=buf)
-    while True:
-        try:
-            chunk = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        if chunk is None:
-            return
-        replies = []
-        for task, slot in chunk:
-            offset = size * 4 + slot * slot_bytes
-            out = np.ndarray((size,), dtype=np.float32, buffer=buf, offset=offset)
-            res = _execute(trainer, job, task, params, out)
-            replies.append(_pack(res, slot, buf, offset, slot_bytes))
-        conn.send(replies)
-
-
-def _pack(
-    res: TaskResult, slot: int, buf: memoryview, offset: int, slot_bytes: int
-) -> tuple[Any, ...]:
-    """A result as a small tuple; an encoded payload goes into the slot if it fits."""
-    blob: bytes | None = None
-    nbytes = -1
-    if res.payload is not None:
-        raw = res.payload.to_bytes()
-        if len(raw) <= slot_bytes:
-            buf[offset : offset + len(raw)] = raw
-            nbytes = len(raw)
-        else:
-            blob = raw
-    return (
-        res.index,
-        res.client_id,
-        slot,
-        nbytes,
-        blob,
-        res.num_examples,
-        res.num_steps,
-        dict(res.metrics),
-        res.error,
-        res.wall_s,
-    )
+        """Give this process its previous thread count back."""
+        if self._threads is not None and self._previous is not None:
+            self._threads.apply(self._previous)
+            self._previous = None
 
 
 @dataclass
@@ -172,7 +136,7 @@ class _RoundQueue:
 
 
 class ProcessExecutor:
-    """Persistent forked workers plus the calling process, sharing the model.
+    """Persistent worker processes plus the calling process, sharing the model.
 
     Args:
         job: what every worker holds (trainer factory, client data, pipeline).
@@ -181,41 +145,65 @@ class ProcessExecutor:
         local_trainer: the calling process's trainer (default: built on first use).
             Build and warm it up *before* creating the executor and the forked
             workers inherit a warmed-up framework instead of each paying for it.
+        start_method: ``fork`` (workers inherit everything) or ``spawn`` (each worker
+            unpickles the job and imports the framework itself); see
+            :func:`~fedstrata.sim._workers.resolve_start_method`.
+        threads: intra-op threads of every training process, this one included
+            (restored here at :meth:`close`); ``None`` leaves the framework alone.
     """
 
     def __init__(
-        self, job: ClientJob, size: int, workers: int, local_trainer: Trainer | None = None
+        self,
+        job: ClientJob,
+        size: int,
+        workers: int,
+        local_trainer: Trainer | None = None,
+        *,
+        start_method: StartMethod = "fork",
+        threads: WorkerThreads | None = None,
     ) -> None:
         if workers < 1:
             raise ConfigError(f"ProcessExecutor needs workers >= 1, got {workers}")
         self.job, self.size, self.workers = job, size, workers
+        self.start_method: StartMethod = start_method
         self._slot_bytes = max(size * 4, 64)
         least = workers * CHUNKS_IN_FLIGHT + 2
         wanted = workers * CHUNKS_IN_FLIGHT * MAX_CHUNK + 4
         self._slots = max(least, min(wanted, SLOT_BUDGET_BYTES // self._slot_bytes))
-        self._mem = mmap.mmap(-1, size * 4 + self._slots * self._slot_bytes)  # shared, unnamed
-        self._buf = memoryview(self._mem)
+        self._block = SharedBlock(size * 4 + self._slots * self._slot_bytes, start_method)
+        self._buf = self._block.buf
         self._params = np.ndarray((size,), dtype=np.float32, buffer=self._buf)
-        self._ctx = mp.get_context("fork")
+        self._ctx: Any = mp.get_context(start_method)
+        self._threads = threads
+        # spawn: pickled once, unpickled by each worker after it has set its thread env
+        self._pickled = pickle.dumps((job, threads)) if start_method == "spawn" else None
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
         for _ in range(workers):
             self._spawn()
         self._trainer = local_trainer
+        self._previous = threads.apply(threads.count) if threads is not None else None
 
     @property
     def description(self) -> str:
         plural = "es" if self.workers > 1 else ""
-        return f"{self.workers} worker process{plural} + this one"
+        how = "spawned" if self.start_method == "spawn" else "worker"
+        return f"{self.workers} {how} process{plural} + this one"
 
     def _spawn(self, index: int | None = None) -> None:
         parent, child = self._ctx.Pipe()
-        sizes = (self.size, self._slot_bytes)
-        inherited = [*self._conns, parent]
+        forked = self._pickled is None
+        work = (self.job, self._threads) if self._pickled is None else self._pickled
+        env = self._threads.env() if self._threads is not None and not forked else {}
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child, self._buf, self.job),
-            kwargs={"sizes": sizes, "parent_pid": os.getpid(), "inherited": inherited},
+            args=(child, self._block.handle(), work),
+            kwargs={
+                "sizes": (self.size, self._slot_bytes),
+                "parent_pid": os.getpid(),
+                "inherited": [*self._conns, parent] if forked else [],
+                "env": env,
+            },
             daemon=True,
         )
         proc.start()
@@ -263,6 +251,8 @@ class ProcessExecutor:
     def _train_here(self, q: _RoundQueue) -> None:
         if self._trainer is None:
             self._trainer = self.job.trainer_factory()
+            if self._threads is not None:  # the factory may have set its own count
+                self._threads.apply(self._threads.count)
         task, slot = q.todo.popleft(), q.free.popleft()
         res = _execute(self._trainer, self.job, task, self._params, self._slot_view(slot))
         q.ready[task.index] = (res, slot)
@@ -328,7 +318,7 @@ class ProcessExecutor:
         self._spawn(worker)
 
     def close(self) -> None:
-        """Stop the workers and unmap the shared memory."""
+        """Stop the workers, release the shared memory, restore this process's threads."""
         for conn in self._conns:
             with contextlib.suppress(OSError):
                 conn.send(None)
@@ -338,9 +328,10 @@ class ProcessExecutor:
             if proc.is_alive():
                 proc.terminate()
         del self._params
-        with contextlib.suppress(BufferError):  # a caller still holds a result view:
-            self._buf.release()  # the mapping goes when that view is collected
-            self._mem.close()
+        self._block.close()
+        if self._threads is not None and self._previous is not None:
+            self._threads.apply(self._previous)
+            self._previous = None
 
     def __enter__(self) -> ProcessExecutor:
         return self

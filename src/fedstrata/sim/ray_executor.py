@@ -34,14 +34,14 @@ import numpy as np
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import Trainer
-from fedstrata.errors import ConfigError, PayloadError, TransportError
+from fedstrata.errors import ConfigError, MissingDependencyError, PayloadError, TransportError
+from fedstrata.sim._workers import StartMethod, WorkerThreads, _execute
 from fedstrata.sim.executor import (
     CHUNKS_IN_FLIGHT,
     MAX_CHUNK,
     Executor,
     InProcessExecutor,
     ProcessExecutor,
-    _execute,
 )
 from fedstrata.sim.tasks import ClientJob, ClientTask, TaskResult
 
@@ -130,7 +130,8 @@ class RayExecutor:
 
     Raises:
         ConfigError: ``num_actors`` or ``size`` is not positive.
-        TransportError: Ray is not installed, cannot start, or its actors fail to start.
+        MissingDependencyError: Ray is not installed (``pip install 'fedstrata[ray]'``).
+        TransportError: Ray cannot start, or its actors fail to start.
     """
 
     def __init__(
@@ -256,8 +257,8 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise TransportError(
-            "the Ray backend needs the 'ray' package: pip install 'fedstrata[ray]'"
+        raise MissingDependencyError(
+            "ray", "fedstrata[ray]", "the Ray backend (sim.backend: ray)"
         ) from exc
     return ray
 
@@ -293,6 +294,8 @@ def open_ray_executor(
     num_actors: int | None = None,
     fallback_workers: int = 0,
     local_trainer: Trainer | None = None,
+    start_method: StartMethod = "fork",
+    threads: WorkerThreads | None = None,
 ) -> Executor:
     """A :class:`RayExecutor`, or local workers if Ray is missing or cannot start.
 
@@ -304,6 +307,9 @@ def open_ray_executor(
         fallback_workers: forked workers of the fallback :class:`ProcessExecutor`
             (0: train in this process with :class:`InProcessExecutor`).
         local_trainer: the calling process's trainer for the fallback.
+        start_method: how the fallback's workers start (``fork`` or ``spawn``).
+        threads: intra-op threads of each fallback training process (Ray sets its
+            actors' threads itself, one per CPU it gives them).
 
     Raises:
         ConfigError: ``num_actors`` or ``fallback_workers`` is invalid.
@@ -312,8 +318,10 @@ def open_ray_executor(
         raise ConfigError(f"fallback_workers must be >= 0, got {fallback_workers}")
     try:
         return RayExecutor(job, size, num_actors=num_actors, address=address)
-    except TransportError as exc:
+    except (TransportError, MissingDependencyError) as exc:
         log.warning("Ray backend unavailable, training in local processes instead: %s", exc)
     if fallback_workers == 0:
-        return InProcessExecutor(job, size, local_trainer)
-    return ProcessExecutor(job, size, fallback_workers, local_trainer)
+        return InProcessExecutor(job, size, local_trainer, threads=threads)
+    return ProcessExecutor(
+        job, size, fallback_workers, local_trainer, start_method=start_method, threads=threads
+    )

@@ -6,6 +6,7 @@ for worker processes.
 """
 
 from fedstrata.torch_adapter.models import ModelKind, build_model, forward_macs, init_params_
+from fedstrata.torch_adapter.threads import set_torch_threads
 from fedstrata.torch_adapter.trainer import ShuffleSeeding, TorchTrainer, TorchTrainerFactory
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "build_model",
     "forward_macs",
     "init_params_",
+    "set_torch_threads",
 ]
