@@ -8,6 +8,17 @@ from fedstrata.core import Trainer, TrainerFactory
 
 def test_all_lists_the_public_api() -> None:
     assert set(adapter.__all__) == {
+        "ClientData",
+        "FirstExample",
+        "LocalTraining",
+        "Task",
+        "TaskPopulation",
+        "TaskTrainerFactory",
+        "builtin_task",
+        "load_model",
+        "resolve_task",
+        "save_state_dict",
+        "state_dict",
         "ModelKind",
         "ShuffleSeeding",
         "TorchTrainer",

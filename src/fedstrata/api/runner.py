@@ -22,9 +22,13 @@ from fedstrata.api.components import (
     executor,
     init_seed,
     local_plan,
+    pin_layout,
     pipeline,
+    population,
     privacy_hooks,
     profiles,
+    resolve_task,
+    save_torch_model,
     secure_aggregation,
     server_optimizer,
     simulation,
@@ -32,9 +36,8 @@ from fedstrata.api.components import (
     warm_up,
 )
 from fedstrata.config import FedConfig, dump_config
-from fedstrata.core.params import FloatVector, ParamSpec
-from fedstrata.core.training import Trainer, TrainerFactory
-from fedstrata.data import FederatedDataset
+from fedstrata.core.params import FloatVector
+from fedstrata.core.training import ClientPopulation, Trainer, TrainerFactory
 from fedstrata.monitoring import (
     RoundMetrics,
     RunStarted,
@@ -54,6 +57,7 @@ __all__ = ["RunInterrupted", "RunResult", "run"]
 
 if TYPE_CHECKING:
     from fedstrata.sim.async_engine import AsyncSimulation
+    from fedstrata.torch_adapter import Task
 
 log = logging.getLogger(__name__)
 
@@ -93,30 +97,32 @@ def run(
     run_name: str | None = None,
     hooks: Sequence[RoundHook] = (),
     on_start: Callable[[int], None] | None = None,
+    task: Task | str | None = None,
 ) -> RunResult:
     """Run the federation described by ``config``.
 
     Args:
         config: the validated configuration.
+        task: your own task (a :class:`fedstrata.torch_adapter.Task` or an import
+            string); default: ``config.task``, else the config's built-in model.
         on_round: called with each round's metrics (progress display).
         run_name: name of the run directory (default: the config's name).
         hooks: extra server-side round hooks (e.g. a privacy budget allocator).
         on_start: called with the number of clients once the dataset is loaded.
 
     Raises:
+        TaskError: the task's module does not import, or its model factory or data
+            are unusable (the message names the function).
         FedstrataError: invalid data or configuration discovered while building.
         RunInterrupted: a KeyboardInterrupt stopped the run; the last completed
             round's model and the run so far were saved first.
     """
-    # Build the dataset in a forked child while this process imports torch.
-    pending = Prefetch(build_dataset, config.data, background=config.sim.start_method == "fork")
-    import fedstrata.torch_adapter  # noqa: F401  (deferred: imports torch meanwhile)
-
-    dataset = pending.result()
+    dataset, chosen = _load(config, task)
     if on_start is not None:
         on_start(dataset.num_clients)
-    factory = trainer_factory(config, dataset)
+    factory = trainer_factory(config, dataset, chosen)
     trainer = factory()
+    factory = pin_layout(factory, trainer)
     workers = choose_workers(config, config.rounds.clients_per_round or dataset.num_clients)
     store = _open_store(config, run_name, dataset.num_clients, trainer.spec.size)
     notes: dict[str, str] = {}
@@ -145,21 +151,34 @@ def run(
             where = sim.executor.description
     except KeyboardInterrupt:
         elapsed_s = time.perf_counter() - start
-        raise _interrupted(store, config, progress, trainer.spec, elapsed_s) from None
+        raise _interrupted(store, config, progress, trainer, elapsed_s) from None
     except BaseException:
         if store is not None:
             store.close()  # records the run as interrupted
         raise
     _warn_if_most_failed(result)
-    run_dir = None if store is None else _finish_store(store, config, result, trainer.spec)
+    run_dir = None if store is None else _finish_store(store, config, result, trainer)
     return RunResult(result, run_dir, trainer.spec.size, workers, where, notes)
+
+
+def _load(config: FedConfig, task: Task | str | None) -> tuple[ClientPopulation, Task | None]:
+    """The clients' data and the task (None: the config's built-in model)."""
+    if task is None and config.task is None:
+        # Build the dataset in a forked child while this process imports torch.
+        background = config.sim.start_method == "fork"
+        pending = Prefetch(build_dataset, config.data, background=background)
+        import fedstrata.torch_adapter  # noqa: F401  (deferred: imports torch meanwhile)
+
+        return pending.result(), None
+    chosen = resolve_task(config, task)
+    return population(config, chosen), chosen
 
 
 def _interrupted(
     store: RunStore | None,
     config: FedConfig,
     progress: SimulationResult | None,
-    spec: ParamSpec,
+    trainer: Trainer,
     elapsed_s: float,
 ) -> RunInterrupted:
     """Save what an interrupted run has (model of the last completed round, summary)."""
@@ -174,7 +193,7 @@ def _interrupted(
     progress.sim_time_s = progress.rounds[-1].sim_time_s if progress.rounds else 0.0
     progress.stopped_reason = f"interrupted after {_rounds(rounds)}"
     try:
-        run_dir = _finish_store(store, config, progress, spec, RunStatus.INTERRUPTED)
+        run_dir = _finish_store(store, config, progress, trainer, RunStatus.INTERRUPTED)
     except BaseException:
         store.close()
         raise
@@ -202,7 +221,7 @@ def _warn_if_most_failed(result: SimulationResult) -> None:
 def _assemble(
     config: FedConfig,
     *,
-    dataset: FederatedDataset,
+    dataset: ClientPopulation,
     factory: TrainerFactory,
     trainer: Trainer,
     workers: int,
@@ -281,13 +300,14 @@ def _finish_store(
     store: RunStore,
     config: FedConfig,
     result: SimulationResult,
-    spec: ParamSpec,
+    trainer: Trainer,
     status: RunStatus | None = None,
 ) -> Path:
     totals = RunTotals()
     for metrics in result.rounds:
         totals.add(metrics)
-    store.save_model(spec, result.params)
+    store.save_model(trainer.spec, result.params)
+    save_torch_model(trainer, result.params, store.path)
     if status is None:
         status = RunStatus.STOPPED if result.stopped_reason else RunStatus.COMPLETED
     store.emit(
