@@ -53,9 +53,11 @@ from fedstrata.sim.hierarchy import HierarchicalSimulation
 from fedstrata.sim.hooks import RoundHook
 from fedstrata.sim.prefetch import Prefetch
 
-__all__ = ["RunInterrupted", "RunResult", "run"]
+__all__ = ["RunInterrupted", "RunResult", "load_model", "run"]
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from fedstrata.sim.async_engine import AsyncSimulation
     from fedstrata.torch_adapter import Task
 
@@ -159,6 +161,24 @@ def run(
     _warn_if_most_failed(result)
     run_dir = None if store is None else _finish_store(store, config, result, trainer)
     return RunResult(result, run_dir, trainer.spec.size, workers, where, notes)
+
+
+def load_model(run_dir: Path | str, task: Task | str) -> nn.Module:
+    """A run's final model in the task's own module (Issue 14 part 7).
+
+    ``task`` is the task object or its import string (resolved from the current
+    directory). For a built-in model pass
+    ``fedstrata.torch_adapter.builtin_task(kind, input_shape, num_classes, hidden)``.
+
+    Raises:
+        CheckpointError: the run directory has no readable ``model.pt``.
+        TaskError: the task cannot be loaded or its module does not fit the weights.
+    """
+    from fedstrata.torch_adapter import Task, resolve_task
+    from fedstrata.torch_adapter import load_model as load
+
+    chosen = task if isinstance(task, Task) else resolve_task(task)
+    return load(Path(run_dir), chosen)
 
 
 def _load(config: FedConfig, task: Task | str | None) -> tuple[ClientPopulation, Task | None]:

@@ -201,7 +201,7 @@ class Simulation:
         client_means = self.aggregator.finalize_metrics(state)
         train_loss = client_means.get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
-        extras = self._codec_extras(tally)
+        extras = {**metrics.extras, **self._codec_extras(tally)}
         if "encode_s" in client_means:
             extras["client_encode_s"] = client_means["encode_s"]
         if metrics.accuracy is not None:

@@ -209,8 +209,14 @@ class TorchTrainer:
         if self._example is None:
             return 0
         was_training = self.model.training
+        self.model.eval()  # one example: batch norm cannot train on it
         try:
             return count_macs(self.model, self._example())
+        except Exception as exc:
+            raise TaskError(
+                f"model {describe_fn(self.task.model)} failed on client 0's first example "
+                f"while fedstrata counted its FLOPs: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             self.model.train(was_training)
 

@@ -1,0 +1,159 @@
+"""Issue 14 parts 1, 7, 9: running your own task from a config import string or an object."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedstrata.api import load_model, run
+from fedstrata.config import load_config
+from fedstrata.errors import TaskError
+from fedstrata.monitoring import RunStore
+
+TASK_MODULE = textwrap.dedent(
+    """
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from fedstrata.torch_adapter import Task
+
+    DIM = 5
+
+
+    def model():
+        return nn.Sequential(nn.Linear(DIM, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+
+
+    def client_data(cid):
+        rng = np.random.default_rng(cid)
+        x = rng.standard_normal((12 + 4 * cid, DIM)).astype(np.float32)
+        return x, (x.sum(axis=1) > 0).astype(np.int64)
+
+
+    def test_data():
+        return client_data(99)
+
+
+    def sgd(params):
+        return torch.optim.SGD(params, lr=0.1, momentum=0.5)
+
+
+    def metrics(model, data):
+        x, y = data
+        pred = model(torch.from_numpy(x)).argmax(1).numpy()
+        tp = float(((pred == 1) & (y == 1)).sum())
+        f1 = 2 * tp / max(float((pred == 1).sum() + (y == 1).sum()), 1.0)
+        return {"accuracy": float((pred == y).mean()), "f1": f1}
+
+
+    def make_task():
+        return Task(model=model, client_data=client_data, num_clients=6, test_data=test_data,
+                    optimizer=sgd, evaluate=metrics)
+    """
+)
+
+
+def _config(tmp_path: Path, **extra: str) -> Path:
+    project = tmp_path / "proj"
+    (project / "credit").mkdir(parents=True)
+    (project / "credit" / "__init__.py").write_text("")
+    (project / "credit" / "task.py").write_text(TASK_MODULE)
+    lines = [
+        "task: credit.task:make_task",
+        "rounds: {rounds: 2}",
+        "client: {batch_size: 4, lr: 0.1}",
+        "sim: {workers: 0}",
+        f"output: {{dir: {tmp_path / 'runs'}, report: false, progress: false}}",
+        *(f"{k}: {v}" for k, v in extra.items()),
+    ]
+    path = project / "fed.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_task_from_config_import_string_and_model_out(tmp_path: Path) -> None:
+    """Parts 1 and 7: the config names the task; model.pt loads into the user's module."""
+    path = _config(tmp_path)
+    config = load_config(path)
+    assert config.project_dir == path.parent.resolve()
+    result = run(config)
+    rounds = result.simulation.rounds
+    assert len(rounds) == 2 and all(r.clients_completed == 6 for r in rounds)
+    assert rounds[-1].accuracy is not None and "test_f1" in rounds[-1].extras
+    assert result.run_dir is not None and (result.run_dir / "model.pt").is_file()
+
+    from credit.task import make_task  # importable now: the project dir is on sys.path
+
+    module = load_model(result.run_dir, make_task())
+    state = module.state_dict()
+    assert "1.running_mean" in state and "1.num_batches_tracked" in state
+    flat = np.concatenate(
+        [p.detach().numpy().ravel() for p in module.parameters() if p.requires_grad]
+    )
+    assert np.array_equal(flat, result.simulation.params[: flat.size])
+    saved = torch.load(result.run_dir / "model.pt", weights_only=True)
+    assert torch.equal(saved["3.weight"], module[3].weight)
+    assert RunStore.open(result.run_dir).rounds()[-1].extras["test_f1"] >= 0
+
+
+def test_task_object_through_the_python_api_and_forked_workers(tmp_path: Path) -> None:
+    """Part 1: run() takes the Task object; forked workers give the same bits."""
+    path = _config(tmp_path)
+    config = load_config(path, overrides=["output.run_store=false"])
+    from credit.task import make_task
+
+    task = make_task()
+    inprocess = run(config, task=task)
+    forked = run(config.model_copy(update={"sim": config.sim.model_copy(update={"workers": 1})}),
+                 task=task)  # fmt: skip
+    assert forked.workers == 1
+    assert inprocess.simulation.params.tobytes() == forked.simulation.params.tobytes()
+
+
+def test_failing_client_counts_as_failed_and_the_round_goes_on(tmp_path: Path) -> None:
+    """Part 9: a client whose data function raises fails alone, with its reason stored."""
+    from fedstrata.torch_adapter import Task
+
+    def model() -> torch.nn.Module:
+        return torch.nn.Linear(3, 2)
+
+    def data(cid: int) -> tuple[np.ndarray, np.ndarray]:
+        if cid == 2:
+            raise OSError("branch 2's table is missing")
+        return np.ones((4, 3), np.float32), np.array([0, 1, 0, 1])
+
+    config = load_config(
+        overrides=[
+            "rounds.rounds=2", "sim.workers=0", f"output.dir={tmp_path}",
+            "output.report=false", "output.progress=false",
+        ]
+    )  # fmt: skip
+    task = Task(model=model, client_data=lambda c: data(c) if c != 2 else data(2), num_clients=4)
+    with pytest.raises(TaskError, match="branch 2's table is missing"):
+        run(config, task=task)  # the sizes are read up front: fails before any round
+    sizes_ok = Task(model=model, client_data=_FailsWhenTraining(), num_clients=4)
+    result = run(config, task=sizes_ok)
+    assert [r.clients_failed for r in result.simulation.rounds] == [1, 1]
+    assert [r.clients_completed for r in result.simulation.rounds] == [3, 3]
+    assert result.run_dir is not None
+    reasons = [f.reason for f in RunStore.open(result.run_dir).failures()]
+    assert reasons and all("_FailsWhenTraining" in r and "raised" in r for r in reasons)
+
+
+class _FailsWhenTraining:
+    """Client 2's data load fails from the second call on (sizes are read first)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, cid: int) -> tuple[np.ndarray, np.ndarray]:
+        if cid == 2:
+            self.calls += 1
+            if self.calls > 1:
+                raise OSError("branch 2 went offline")
+        return np.ones((4, 3), np.float32), np.array([0, 1, 0, 1])
