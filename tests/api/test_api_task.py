@@ -83,15 +83,19 @@ def test_task_from_config_import_string_and_model_out(tmp_path: Path) -> None:
     assert config.project_dir == path.parent.resolve()
     result = run(config)
     rounds = result.simulation.rounds
-    assert len(rounds) == 2 and all(r.clients_completed == 6 for r in rounds)
-    assert rounds[-1].accuracy is not None and "test_f1" in rounds[-1].extras
-    assert result.run_dir is not None and (result.run_dir / "model.pt").is_file()
+    assert len(rounds) == 2
+    assert all(r.clients_completed == 6 for r in rounds)
+    assert rounds[-1].accuracy is not None
+    assert "test_f1" in rounds[-1].extras
+    assert result.run_dir is not None
+    assert (result.run_dir / "model.pt").is_file()
 
     from credit.task import make_task  # importable now: the project dir is on sys.path
 
     module = load_model(result.run_dir, make_task())
     state = module.state_dict()
-    assert "1.running_mean" in state and "1.num_batches_tracked" in state
+    assert "1.running_mean" in state
+    assert "1.num_batches_tracked" in state
     flat = np.concatenate(
         [p.detach().numpy().ravel() for p in module.parameters() if p.requires_grad]
     )
@@ -142,7 +146,8 @@ def test_failing_client_counts_as_failed_and_the_round_goes_on(tmp_path: Path) -
     assert [r.clients_completed for r in result.simulation.rounds] == [3, 3]
     assert result.run_dir is not None
     reasons = [f.reason for f in RunStore.open(result.run_dir).failures()]
-    assert reasons and all("_FailsWhenTraining" in r and "raised" in r for r in reasons)
+    assert reasons
+    assert all("_FailsWhenTraining" in r and "raised" in r for r in reasons)
 
 
 class _FailsWhenTraining:

@@ -100,7 +100,8 @@ def test_task_import_string_resolves_from_the_config_files_directory(tmp_path: P
     path = tmp_path / "fed.yaml"
     path.write_text("task: my_project.task:CreditRisk\n")
     cfg = load_config(path)
-    assert cfg.task == "my_project.task:CreditRisk" and cfg.project_dir == tmp_path.resolve()
+    assert cfg.task == "my_project.task:CreditRisk"
+    assert cfg.project_dir == tmp_path.resolve()
     assert load_config(overrides=["task=a.b:C"]).project_dir is None
     with pytest.raises(ConfigError, match="task"):
         load_config(overrides=["task=not an import string"])

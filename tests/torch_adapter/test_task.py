@@ -95,7 +95,8 @@ def test_dataset_and_dataloader_data() -> None:
     for data in (Pairs(), torch.utils.data.DataLoader(Pairs(), batch_size=5)):
         out = np.empty_like(params)
         result = trainer.train(params, data, PLAN, ctx(), out)  # type: ignore[arg-type]
-        assert result.num_examples == 20 and np.abs(out).sum() > 0
+        assert result.num_examples == 20
+        assert np.abs(out).sum() > 0
     assert trainer.evaluate(params, Pairs()).num_examples == 20  # type: ignore[arg-type]
 
 
@@ -106,7 +107,8 @@ def test_buffers_aggregated_frozen_kept_and_local_buffers() -> None:
     trainable = ("bn.weight", "bn.bias", "head.weight", "head.bias")
     assert names[:4] == trainable  # trainable first, then frozen, then buffers
     assert names[4:6] == ("frozen.weight", "frozen.bias")
-    assert "bn.running_mean" in names and "bn.num_batches_tracked" not in names
+    assert "bn.running_mean" in names
+    assert "bn.num_batches_tracked" not in names
     delta = train(trainer, arrays(4))
     off = dict(zip(names, trainer.spec.offsets, strict=True))
     assert np.all(delta[off["frozen.weight"] : off["frozen.weight"] + DIM * DIM] == 0)
@@ -132,7 +134,8 @@ def test_custom_loop_gets_batches_optimizer_and_reports_metrics() -> None:
     params = trainer.initial_params(0)
     out = np.empty_like(params)
     result = trainer.train(params, arrays(5), PLAN, ctx(), out)  # type: ignore[arg-type]
-    assert result.metrics["stopped_at"] == 3 and result.num_steps == 3
+    assert result.metrics["stopped_at"] == 3
+    assert result.num_steps == 3
     assert np.abs(out).sum() > 0
 
 
@@ -144,7 +147,9 @@ def test_evaluate_returns_named_metrics() -> None:
 
     trainer = TorchTrainer(Task(model=mlp, evaluate=metrics))
     ev = trainer.evaluate(trainer.initial_params(0), arrays(6))  # type: ignore[arg-type]
-    assert ev.accuracy == 0.5 and ev.metrics["auc"] == 0.75 and np.isnan(ev.loss)
+    assert ev.accuracy == 0.5
+    assert ev.metrics["auc"] == 0.75
+    assert np.isnan(ev.loss)
 
 
 def test_factory_returning_non_module_is_named() -> None:
@@ -170,7 +175,9 @@ def test_bad_data_is_named() -> None:
     with pytest.raises(TaskError, match=r"strings\(0\) returned x of dtype <U1"):
         TaskPopulation(Task(model=mlp, client_data=strings, num_clients=2)).client(0)
     data = TaskPopulation(Task(model=mlp, client_data=wrong_shape, num_clients=2)).client(1)
-    with pytest.raises(TaskError, match=r"wrong_shape\(1\) \(x: shape \(3, 7\) float32.*mat1 and mat2"):
+    with pytest.raises(
+        TaskError, match=r"wrong_shape\(1\) \(x: shape \(3, 7\) float32.*mat1 and mat2"
+    ):
         train(trainer, data)
 
 
@@ -217,7 +224,29 @@ def test_resolve_task_errors(tmp_path: pytest.TempPathFactory) -> None:
         resolve_task("fine_task:missing", root)  # type: ignore[arg-type]
     with pytest.raises(TaskError, match="is a int, not a fedstrata"):
         resolve_task("fine_task:x", root)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="package.module:attribute"):
+    with pytest.raises(ConfigError, match=r"package\.module:attribute"):
         resolve_task("no_colon")
     with pytest.raises(ConfigError, match="num_clients"):
         Task(model=mlp, client_data=arrays)
+
+
+def test_plain_sgd_probe_puts_torch_sgd_tasks_on_the_fast_path() -> None:
+    """Part 1: a task whose optimizer is a plain torch.optim.SGD trains on the flat path,
+    bit-identical to the real optimizer; other optimizers are left alone."""
+    from fedstrata.torch_adapter.probe import SgdSettings, plain_sgd
+
+    def sgd(p: list[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(p, lr=0.07, momentum=0.9, weight_decay=1e-3)
+
+    task = Task(model=mlp, optimizer=sgd)
+    settings = plain_sgd(task)
+    assert settings == SgdSettings(0.07, 0.9, 1e-3)
+    fast = TaskTrainerFactory(task, torch_threads=None, sgd=settings)()
+    slow = TorchTrainer(task)
+    data = arrays(9)
+    assert train(fast, data).tobytes() == train(slow, data).tobytes()
+    for other in (
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+        lambda p: torch.optim.Adam(p, lr=0.1),
+    ):
+        assert plain_sgd(Task(model=mlp, optimizer=other)) is None

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from fedstrata.scheduling import Registry
     from fedstrata.secagg import RingCodec, SecAggAggregator
     from fedstrata.torch_adapter import Task
+    from fedstrata.torch_adapter.probe import SgdSettings
 
 
 def build_dataset(cfg: DataConfig) -> FederatedDataset:
@@ -180,19 +181,23 @@ def executor(
 
 
 def trainer_factory(
-    config: FedConfig, dataset: ClientPopulation, task: Task | None = None
+    config: FedConfig,
+    dataset: ClientPopulation,
+    task: Task | None = None,
+    sgd: SgdSettings | None = None,
 ) -> TrainerFactory:
     """The torch trainer recipe: ``task``'s model, else the config's built-in model.
 
     The built-in models are tasks too (:func:`fedstrata.torch_adapter.builtin_task`);
     their recipe also carries the data's input shape and classes, which are checked.
+    ``sgd``: the task's optimizer is this plain SGD (the fast path trains it).
     Imports torch.
     """
     from fedstrata.torch_adapter import FirstExample, TaskTrainerFactory, TorchTrainerFactory
 
     if task is not None:
         return TaskTrainerFactory(
-            task, shuffle_seeding=config.client.shuffle, example=FirstExample(dataset)
+            task, shuffle_seeding=config.client.shuffle, example=FirstExample(dataset), sgd=sgd
         )
     if not isinstance(dataset, FederatedDataset):
         raise ConfigError("a population of a task's own data needs the task's model")

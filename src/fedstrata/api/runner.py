@@ -38,6 +38,7 @@ from fedstrata.api.components import (
 from fedstrata.config import FedConfig, dump_config
 from fedstrata.core.params import FloatVector
 from fedstrata.core.training import ClientPopulation, Trainer, TrainerFactory
+from fedstrata.errors import ConfigError
 from fedstrata.monitoring import (
     RoundMetrics,
     RunStarted,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 
     from fedstrata.sim.async_engine import AsyncSimulation
     from fedstrata.torch_adapter import Task
+    from fedstrata.torch_adapter.probe import SgdSettings
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +121,10 @@ def run(
         RunInterrupted: a KeyboardInterrupt stopped the run; the last completed
             round's model and the run so far were saved first.
     """
-    dataset, chosen = _load(config, task)
+    dataset, chosen, sgd = _load(config, task)
     if on_start is not None:
         on_start(dataset.num_clients)
-    factory = trainer_factory(config, dataset, chosen)
+    factory = trainer_factory(config, dataset, chosen, sgd)
     trainer = factory()
     factory = pin_layout(factory, trainer)
     workers = choose_workers(config, config.rounds.clients_per_round or dataset.num_clients)
@@ -181,17 +183,29 @@ def load_model(run_dir: Path | str, task: Task | str) -> nn.Module:
     return load(Path(run_dir), chosen)
 
 
-def _load(config: FedConfig, task: Task | str | None) -> tuple[ClientPopulation, Task | None]:
-    """The clients' data and the task (None: the config's built-in model)."""
+def _load(
+    config: FedConfig, task: Task | str | None
+) -> tuple[ClientPopulation, Task | None, SgdSettings | None]:
+    """The clients' data, the task (None: the config's built-in model), and its
+    optimizer's settings when that is a plain SGD (the fast path trains it)."""
+    background = config.sim.start_method == "fork"
     if task is None and config.task is None:
         # Build the dataset in a forked child while this process imports torch.
-        background = config.sim.start_method == "fork"
         pending = Prefetch(build_dataset, config.data, background=background)
         import fedstrata.torch_adapter  # noqa: F401  (deferred: imports torch meanwhile)
 
-        return pending.result(), None
+        return pending.result(), None, None
     chosen = resolve_task(config, task)
-    return population(config, chosen), chosen
+    if chosen is None:  # unreachable: task or config.task is set
+        raise ConfigError("no task to run")
+    from fedstrata.torch_adapter.probe import plain_sgd
+
+    # A child probes the optimizer (its first construction imports torch._dynamo)
+    # while this process loads the task's data.
+    probe = Prefetch(plain_sgd, chosen, background=background and chosen.optimizer is not None)
+    dataset = population(config, chosen)
+    dataset.client_sizes()
+    return dataset, chosen, probe.result()
 
 
 def _interrupted(

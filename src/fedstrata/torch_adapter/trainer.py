@@ -62,6 +62,7 @@ from fedstrata.torch_adapter.loops import (
     run_optimizer_loop,
 )
 from fedstrata.torch_adapter.models import ModelKind, build_model, count_macs
+from fedstrata.torch_adapter.probe import SgdSettings
 from fedstrata.torch_adapter.task import Task, describe_fn
 
 __all__ = [
@@ -146,6 +147,7 @@ class TorchTrainer:
         num_classes: int | None = None,
         example: Callable[[], torch.Tensor] | None = None,
         expected: tuple[tuple[str, tuple[int, ...]], ...] | None = None,
+        sgd: SgdSettings | None = None,
     ) -> None:
         """Build the task's module and bind it to the flat buffers.
 
@@ -159,6 +161,8 @@ class TorchTrainer:
                 when ``input_shape`` is unknown.
             expected: the global model's ``(name, shape)`` list from the main process;
                 a different module here makes every client fail with a clear error.
+            sgd: the task's optimizer is this plain SGD (:func:`plain_sgd`): train it
+                on the fast path.
 
         Raises:
             TaskError: the model factory failed or returned a non-module.
@@ -184,6 +188,8 @@ class TorchTrainer:
         self._loss = task.loss or default_loss
         self._mismatch = None if expected is None else _mismatch(expected, self._spec, task)
         self._macs: int | None = None
+        self._sgd = sgd
+        self._fast = task.plain_sgd or sgd is not None
 
     @property
     def spec(self) -> ParamSpec:
@@ -298,13 +304,15 @@ class TorchTrainer:
         gen = torch.Generator().manual_seed(_shuffle_seed(ctx, self._seeding))
         self.model.train()
         with torch.enable_grad():
-            if self.task.plain_sgd:
+            if self._fast:
+                if self._sgd is not None:
+                    plan = self._sgd.plan(plan)
                 steps, loss_sum, seen = self._run(minibatches(local, plan, gen), plan, local)
                 metrics: dict[str, float] = {}
             else:
                 steps, loss_sum, seen, metrics = self._run_task(local, plan, ctx, gen)
         np.subtract(self.flat_np, params, out=out)
-        if not self.task.plain_sgd and not np.isfinite(out).all():
+        if not self._fast and not np.isfinite(out).all():
             raise TaskError(f"{self._who()} produced NaN/Inf parameters on client {ctx.client_id}")
         if seen:
             metrics.setdefault("train_loss", loss_sum / seen)
@@ -578,6 +586,7 @@ class TaskTrainerFactory:
         shuffle_seeding: how each client's shuffle generator is seeded.
         expected: the global model's ``(name, shape)`` list, checked in each worker.
         example: returns one input example (a batch of one) to count FLOPs with.
+        sgd: the task's optimizer is this plain SGD: train on the fast path.
     """
 
     task: Task
@@ -585,6 +594,7 @@ class TaskTrainerFactory:
     shuffle_seeding: ShuffleSeeding | str = ShuffleSeeding.DERIVED
     expected: tuple[tuple[str, tuple[int, ...]], ...] | None = None
     example: Callable[[], torch.Tensor] | None = None
+    sgd: SgdSettings | None = None
 
     def __post_init__(self) -> None:
         seeding = _enum(ShuffleSeeding, self.shuffle_seeding, "shuffle_seeding")
@@ -598,5 +608,9 @@ class TaskTrainerFactory:
         """Set the thread count (if asked) and build a trainer for the task."""
         _set_threads(self.torch_threads)
         return TorchTrainer(
-            self.task, self.shuffle_seeding, example=self.example, expected=self.expected
+            self.task,
+            self.shuffle_seeding,
+            example=self.example,
+            expected=self.expected,
+            sgd=self.sgd,
         )
