@@ -133,32 +133,20 @@ def test_failing_client_counts_as_failed_and_the_round_goes_on(tmp_path: Path) -
 
     config = load_config(
         overrides=[
-            "rounds.rounds=2", "sim.workers=0", f"output.dir={tmp_path}",
-            "output.report=false", "output.progress=false",
+            "rounds.rounds=2", "rounds.clients_per_round=4", "sim.workers=0",
+            f"output.dir={tmp_path}", "output.report=false", "output.progress=false",
         ]
     )  # fmt: skip
-    task = Task(model=model, client_data=lambda c: data(c) if c != 2 else data(2), num_clients=4)
-    with pytest.raises(TaskError, match="branch 2's table is missing"):
-        run(config, task=task)  # the sizes are read up front: fails before any round
-    sizes_ok = Task(model=model, client_data=_FailsWhenTraining(), num_clients=4)
-    result = run(config, task=sizes_ok)
+    result = run(config, task=Task(model=model, client_data=data, num_clients=4))
     assert [r.clients_failed for r in result.simulation.rounds] == [1, 1]
     assert [r.clients_completed for r in result.simulation.rounds] == [3, 3]
     assert result.run_dir is not None
-    reasons = [f.reason for f in RunStore.open(result.run_dir).failures()]
-    assert reasons
-    assert all("_FailsWhenTraining" in r and "raised" in r for r in reasons)
+    failures = RunStore.open(result.run_dir).failures()
+    assert [f.client_id for f in failures] == [2, 2]
+    assert all("data(2) raised OSError: branch 2's table is missing" in f.reason for f in failures)
+    with pytest.raises(TaskError, match=r"model raised OSError"):
+        run(config, task=Task(model=data_model_fails, client_data=data, num_clients=4))
 
 
-class _FailsWhenTraining:
-    """Client 2's data load fails from the second call on (sizes are read first)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, cid: int) -> tuple[np.ndarray, np.ndarray]:
-        if cid == 2:
-            self.calls += 1
-            if self.calls > 1:
-                raise OSError("branch 2 went offline")
-        return np.ones((4, 3), np.float32), np.array([0, 1, 0, 1])
+def data_model_fails() -> torch.nn.Module:
+    raise OSError("no weights file")

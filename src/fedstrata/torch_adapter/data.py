@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, final
 
+import logging
+
 import numpy as np
 import torch
 from numpy.typing import NDArray
@@ -21,6 +23,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from fedstrata.core.training import ArrayDataset, ClientPopulation, LocalData
 from fedstrata.errors import DataError, TaskError
 from fedstrata.torch_adapter.task import Task, describe_fn
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ClientData",
@@ -178,10 +182,30 @@ class TaskPopulation:
         return call_data_fn(self._load, int(client_id))
 
     def client_sizes(self) -> NDArray[np.intp]:
-        """Every client's number of examples (loads each client's data once)."""
+        """Every client's number of examples (loads each client's data once).
+
+        A client whose data cannot be loaded counts 0 examples (a WARNING names the
+        clients and the first reason); it will fail when selected, alone.
+
+        Raises:
+            TaskError: no client's data could be loaded (the first error).
+        """
         if self._sizes is None:
-            sizes = [len(self.client(c)) for c in range(self._n)]
-            self._sizes = np.asarray(sizes, dtype=np.intp)
+            sizes, failed = np.zeros(self._n, dtype=np.intp), []
+            for c in range(self._n):
+                try:
+                    sizes[c] = len(self.client(c))
+                except TaskError as exc:
+                    failed.append((c, exc))
+            if len(failed) == self._n:
+                raise failed[0][1]
+            if failed:
+                log.warning(
+                    "the data of %d of %d clients could not be loaded (clients %s; e.g. %s); "
+                    "they will fail when selected",
+                    len(failed), self._n, ", ".join(str(c) for c, _ in failed[:10]), failed[0][1],
+                )  # fmt: skip
+            self._sizes = sizes
         return self._sizes
 
 
