@@ -9,11 +9,10 @@ task's clients as the simulator sees them (:class:`fedstrata.core.ClientPopulati
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, final
-
-import logging
 
 import numpy as np
 import torch
