@@ -250,3 +250,32 @@ def test_plain_sgd_probe_puts_torch_sgd_tasks_on_the_fast_path() -> None:
         lambda p: torch.optim.Adam(p, lr=0.1),
     ):
         assert plain_sgd(Task(model=mlp, optimizer=other)) is None
+
+
+def test_custom_loop_with_plain_sgd_gets_flat_sgd_with_the_same_bits() -> None:
+    """Part 1: a custom loop over a probed plain SGD gets FlatSGD; same arithmetic even
+    when the loop detaches gradients with model.zero_grad() or changes lr mid-way."""
+    from fedstrata.torch_adapter.flatsgd import FlatSGD
+    from fedstrata.torch_adapter.probe import plain_sgd
+
+    seen: list[type] = []
+
+    def loop(model: nn.Module, data: object, c: LocalTraining) -> None:
+        seen.append(type(c.optimizer))
+        for i, (x, y) in enumerate(c.batches()):
+            model.zero_grad()  # set_to_none: grads leave the flat gradient
+            c.loss(model(x), y).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            if i == 3:
+                c.optimizer.param_groups[0]["lr"] = 0.01
+            c.optimizer.step()
+
+    def sgd(p: list[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2)
+
+    task = Task(model=mlp, optimizer=sgd, train=loop)
+    flat = TaskTrainerFactory(task, torch_threads=None, sgd=plain_sgd(task))()
+    real = TorchTrainer(task)
+    data = arrays(10)
+    assert train(flat, data).tobytes() == train(real, data).tobytes()
+    assert seen == [FlatSGD, torch.optim.SGD]

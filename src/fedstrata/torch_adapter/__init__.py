@@ -9,16 +9,11 @@ final model in the task's own module.
 
 from fedstrata.torch_adapter.data import ClientData, FirstExample, TaskPopulation
 from fedstrata.torch_adapter.export import load_model, save_state_dict, state_dict
+from fedstrata.torch_adapter.factories import TaskTrainerFactory, TorchTrainerFactory, builtin_task
 from fedstrata.torch_adapter.loops import LocalTraining
 from fedstrata.torch_adapter.models import ModelKind, build_model, forward_macs, init_params_
 from fedstrata.torch_adapter.task import Task, resolve_task
-from fedstrata.torch_adapter.trainer import (
-    ShuffleSeeding,
-    TaskTrainerFactory,
-    TorchTrainer,
-    TorchTrainerFactory,
-    builtin_task,
-)
+from fedstrata.torch_adapter.trainer import ShuffleSeeding, TorchTrainer
 
 __all__ = [
     "ClientData",

@@ -26,7 +26,7 @@ from fedstrata.core.params import FloatVector, ParamSpec
 from fedstrata.errors import TaskError
 from fedstrata.torch_adapter.task import describe_fn
 
-__all__ = ["FlatModel", "build_module", "global_entries", "shapes_of"]
+__all__ = ["FlatModel", "build_module", "global_entries", "layout_mismatch", "shapes_of"]
 
 
 def build_module(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
@@ -170,4 +170,23 @@ def shapes_of(spec: ParamSpec) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """``(name, shape)`` of every global tensor, to compare two processes' models."""
     return tuple(
         (n, tuple(int(d) for d in s)) for n, s in zip(spec.names, spec.shapes, strict=True)
+    )
+
+
+def layout_mismatch(
+    expected: tuple[tuple[str, tuple[int, ...]], ...], spec: ParamSpec, factory: object
+) -> str | None:
+    """Why ``spec`` differs from the global model's layout, or None."""
+    got = shapes_of(spec)
+    if got == expected:
+        return None
+    for (n1, s1), (n2, s2) in zip(expected, got, strict=False):
+        if (n1, s1) != (n2, s2):
+            return (
+                f"model factory {describe_fn(factory)} built a different model here: "
+                f"{n2!r} {s2} where the global model has {n1!r} {s1}"
+            )
+    return (
+        f"model factory {describe_fn(factory)} built a model with {len(got)} global "
+        f"tensors here, the global model has {len(expected)}"
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, final
+from typing import Any, Protocol, final
 
 import torch
 from torch import nn
@@ -27,9 +27,33 @@ from fedstrata.core.training import LocalPlan
 from fedstrata.errors import TaskError
 from fedstrata.torch_adapter.data import ClientData, describe_batch
 
-__all__ = ["Batch", "LocalTraining", "index_batches", "minibatches", "run_optimizer_loop"]
+__all__ = [
+    "EVAL_BATCH",
+    "Batch",
+    "LocalTraining",
+    "OptimizerLike",
+    "eval_batches",
+    "index_batches",
+    "minibatches",
+    "run_optimizer_loop",
+]
+
+EVAL_BATCH = 1024
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class OptimizerLike(Protocol):
+    """What a training loop uses of an optimizer: a ``torch.optim.Optimizer`` or
+    :class:`~fedstrata.torch_adapter.flatsgd.FlatSGD`."""
+
+    param_groups: list[dict[str, Any]]
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+
+    def step(self, closure: Any = None) -> Any: ...
+
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -111,7 +135,9 @@ class LocalTraining:
         plan: epochs or steps, batch size, learning rate (the config's ``client``).
         generator: this client's seeded ``torch.Generator`` (shuffling, dropout masks).
         optimizer: the task's optimizer over the trainable parameters (or
-            ``torch.optim.SGD``/``Adam`` from the plan).
+            ``torch.optim.SGD``/``Adam`` from the plan); when the task's optimizer is
+            a plain ``torch.optim.SGD``, a ``FlatSGD`` with its settings (same
+            arithmetic, no ``torch.optim`` object).
         scheduler: the task's scheduler, or None.
         loss: the task's loss (default cross-entropy).
         data: this client's data, normalised.
@@ -122,7 +148,7 @@ class LocalTraining:
     client_id: int
     plan: LocalPlan
     generator: torch.Generator
-    optimizer: torch.optim.Optimizer
+    optimizer: OptimizerLike
     scheduler: Any
     loss: LossFn
     data: ClientData
@@ -175,3 +201,16 @@ def checked_loss(
             f"the model's forward pass or loss failed on a batch of {origin} "
             f"({describe_batch(x, y)}): {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def eval_batches(data: ClientData) -> Iterator[Batch]:
+    """Evaluation batches: slices of 1024 on tensors, else the (or a) DataLoader."""
+    if data.tensors is not None:
+        x, y = data.tensors
+        for start in range(0, int(y.shape[0]), EVAL_BATCH):
+            yield x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
+        return
+    source = data.source
+    loader = source if isinstance(source, DataLoader) else DataLoader(source, EVAL_BATCH)
+    for batch in loader:
+        yield batch[0], batch[1]

@@ -46,12 +46,13 @@ class SgdSettings:
 def plain_sgd(task: Task) -> SgdSettings | None:
     """The SGD settings when ``task`` trains with a plain ``torch.optim.SGD``, else None.
 
-    None too for tasks with their own loop or scheduler (they get the real object).
+    None too for tasks with a scheduler (it needs the real optimizer object). A task
+    with its own loop then gets a :class:`~fedstrata.torch_adapter.flatsgd.FlatSGD`.
 
     Raises:
         TaskError: the model or optimizer factory failed.
     """
-    if task.optimizer is None or task.train is not None or task.scheduler is not None:
+    if task.optimizer is None or task.scheduler is not None:
         return None
     params = [p for p in build_module(task.model, 0).parameters() if p.requires_grad]
     try:

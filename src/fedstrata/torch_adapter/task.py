@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from fedstrata.torch_adapter.loops import LocalTraining
 
-__all__ = ["Task", "describe_fn", "resolve_task"]
+__all__ = ["Task", "as_metrics", "call_user", "describe_fn", "resolve_task"]
 
 ModelFn = Callable[[], "nn.Module"]
 LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
@@ -176,3 +176,25 @@ def resolve_task(spec: str, project_dir: Path | None = None) -> Task:
             "(or a callable returning one)"
         )
     return obj
+
+
+def call_user(fn: Callable[..., Any], role: str, *args: object) -> Any:
+    """Call a task function; any exception becomes a TaskError naming it."""
+    try:
+        return fn(*args)
+    except TaskError:
+        raise
+    except Exception as exc:
+        raise TaskError(f"{role} {describe_fn(fn)} raised {type(exc).__name__}: {exc}") from exc
+
+
+def as_metrics(result: object, who: str) -> dict[str, float]:
+    """A task function's named metrics as floats (None means none)."""
+    if result is None:
+        return {}
+    if not isinstance(result, Mapping):
+        raise TaskError(f"{who} returned {type(result).__name__}, not a mapping of metrics")
+    try:
+        return {str(k): float(v) for k, v in result.items()}
+    except (TypeError, ValueError) as exc:
+        raise TaskError(f"{who} returned a metric that is not a number: {exc}") from None

@@ -29,16 +29,14 @@ No DataLoader for array data: the client's arrays become tensors with
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from enum import StrEnum
-from typing import Any, TypeVar, final
+from typing import final
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.functional import cross_entropy
-from torch.utils.data import DataLoader
 
 from fedstrata.core.context import ClientContext
 from fedstrata.core.params import FloatVector, ParamSpec
@@ -51,33 +49,26 @@ from fedstrata.core.training import (
     TrainResult,
 )
 from fedstrata.errors import ConfigError, DataError, TaskError
-from fedstrata.torch_adapter.binding import FlatModel, build_module, shapes_of
+from fedstrata.torch_adapter.binding import FlatModel, build_module, layout_mismatch, shapes_of
 from fedstrata.torch_adapter.data import ClientData, client_data
+from fedstrata.torch_adapter.flatsgd import FlatSGD, sgd_step_
 from fedstrata.torch_adapter.loops import (
     Batch,
     LocalTraining,
     checked_loss,
     default_loss,
+    eval_batches,
     minibatches,
     run_optimizer_loop,
 )
-from fedstrata.torch_adapter.models import ModelKind, build_model, count_macs
+from fedstrata.torch_adapter.models import count_macs
 from fedstrata.torch_adapter.probe import SgdSettings
-from fedstrata.torch_adapter.task import Task, describe_fn
+from fedstrata.torch_adapter.task import Task, as_metrics, call_user, describe_fn
 
-__all__ = [
-    "ShuffleSeeding",
-    "TaskTrainerFactory",
-    "TorchTrainer",
-    "TorchTrainerFactory",
-    "builtin_task",
-]
+__all__ = ["ShuffleSeeding", "TorchTrainer"]
 
-EVAL_BATCH = 1024
 FLOPS_PER_MAC = 6  # forward 2 FLOPs per MAC, backward about twice the forward
 W1_SEED_STRIDE = 100003
-
-_E = TypeVar("_E", bound=StrEnum)
 
 
 class ShuffleSeeding(StrEnum):
@@ -96,38 +87,6 @@ def _shuffle_seed(ctx: ClientContext, seeding: ShuffleSeeding) -> int:
     if seeding is ShuffleSeeding.ROUND_CLIENT:
         return W1_SEED_STRIDE * ctx.round_idx + ctx.client_id
     return ctx.seed("shuffle")
-
-
-@dataclass(frozen=True)
-class _BuiltinModel:
-    """Picklable factory of a built-in model on the CPU (PyTorch's default init)."""
-
-    kind: ModelKind
-    input_shape: tuple[int, ...]
-    num_classes: int
-    hidden: int
-
-    def __call__(self) -> nn.Module:
-        meta = build_model(self.kind, self.input_shape, self.num_classes, self.hidden)
-        return meta.to_empty(device="cpu").apply(_reset)
-
-
-def _reset(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear | nn.Conv2d):
-        module.reset_parameters()
-
-
-def builtin_task(
-    kind: ModelKind | str, input_shape: tuple[int, ...], num_classes: int, hidden: int = 128
-) -> Task:
-    """The built-in model ``kind`` as a task (its data come from the config).
-
-    Raises:
-        ConfigError: unknown kind or invalid sizes.
-    """
-    shape = tuple(int(d) for d in input_shape)
-    build_model(kind, shape, num_classes, hidden)  # validates
-    return Task(model=_BuiltinModel(ModelKind(kind), shape, num_classes, hidden), name=str(kind))
 
 
 @final
@@ -186,10 +145,12 @@ class TorchTrainer:
         self._global = torch.from_numpy(self._global_np)
         self._scratch = torch.zeros(size)
         self._loss = task.loss or default_loss
-        self._mismatch = None if expected is None else _mismatch(expected, self._spec, task)
+        self._mismatch = (
+            None if expected is None else layout_mismatch(expected, self._spec, task.model)
+        )
         self._macs: int | None = None
         self._sgd = sgd
-        self._fast = task.plain_sgd or sgd is not None
+        self._fast = task.plain_sgd or (sgd is not None and task.train is None)
 
     @property
     def spec(self) -> ParamSpec:
@@ -238,7 +199,7 @@ class TorchTrainer:
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ConfigError(f"initial_params: seed must be a non-negative int, got {seed!r}")
         fresh = FlatModel.bind(build_module(self.task.model, int(seed)), self.task.local_buffers)
-        problem = _mismatch(shapes_of(self._spec), fresh.spec, self.task)
+        problem = layout_mismatch(shapes_of(self._spec), fresh.spec, self.task.model)
         if problem is not None:
             raise TaskError(problem)
         return fresh.flat_np.copy()
@@ -356,7 +317,7 @@ class TorchTrainer:
         opt = self._optimizer(plan)
         sched = None
         if self.task.scheduler is not None:
-            sched = _call(self.task.scheduler, "Task.scheduler", opt)
+            sched = call_user(self.task.scheduler, "Task.scheduler", opt)
         local = LocalTraining(
             ctx.round_idx, ctx.client_id, plan, gen, opt, sched, self._loss, data
         )
@@ -365,14 +326,17 @@ class TorchTrainer:
             loss_sum, seen = run_optimizer_loop(self.model, local, prox)
             self._bound.check_bound(self._who())
             return local.steps, loss_sum, seen, {}
-        result = _call(self.task.train, "Task.train", self.model, data.source, local)
+        result = call_user(self.task.train, "Task.train", self.model, data.source, local)
         self._bound.check_bound(self._who())
-        return local.steps, 0.0, 0, _metrics(result, self._who())
+        return local.steps, 0.0, 0, as_metrics(result, self._who())
 
-    def _optimizer(self, plan: LocalPlan) -> torch.optim.Optimizer:
+    def _optimizer(self, plan: LocalPlan) -> torch.optim.Optimizer | FlatSGD:
         params = self._trainable()
+        if self._sgd is not None:  # a plain torch.optim.SGD: same arithmetic, flat
+            n = self._bound.trainable
+            return FlatSGD(params, self.flat[:n], self.grad[:n], self._momentum, self._sgd)
         if self.task.optimizer is not None:
-            opt = _call(self.task.optimizer, "Task.optimizer", params)
+            opt = call_user(self.task.optimizer, "Task.optimizer", params)
             if not isinstance(opt, torch.optim.Optimizer):
                 raise TaskError(
                     f"Task.optimizer {describe_fn(self.task.optimizer)} returned "
@@ -414,16 +378,9 @@ class TorchTrainer:
         self._add_prox(plan)
         n = self._bound.trainable
         weights = self.flat if n == self._spec.size else self.flat[:n]
-        step = self.grad if n == self._spec.size else self.grad[:n]
-        if plan.weight_decay != 0:
-            step.add_(weights, alpha=plan.weight_decay)
-        if plan.momentum != 0:
-            if first:
-                self._momentum.copy_(step)
-            else:
-                self._momentum.mul_(plan.momentum).add_(step, alpha=1.0)
-            step = self._momentum
-        weights.add_(step, alpha=-plan.lr)
+        grad = self.grad if n == self._spec.size else self.grad[:n]
+        settings = SgdSettings(plan.lr, plan.momentum, plan.weight_decay)
+        sgd_step_(weights, grad, self._momentum, settings, first)
 
     def evaluate(self, params: FloatVector, data: LocalData) -> EvalResult:
         """Metrics of ``params`` on ``data``: the task's ``evaluate``, else mean loss
@@ -440,8 +397,8 @@ class TorchTrainer:
         self.model.eval()
         with torch.no_grad():
             if self.task.evaluate is not None:
-                result = _call(self.task.evaluate, "Task.evaluate", self.model, local.source)
-                named = _metrics(result, f"Task.evaluate {describe_fn(self.task.evaluate)}")
+                result = call_user(self.task.evaluate, "Task.evaluate", self.model, local.source)
+                named = as_metrics(result, f"Task.evaluate {describe_fn(self.task.evaluate)}")
                 return EvalResult(
                     loss=named.get("loss", math.nan),
                     accuracy=named.get("accuracy", math.nan),
@@ -452,7 +409,7 @@ class TorchTrainer:
 
     def _default_eval(self, data: ClientData) -> EvalResult:
         loss_sum, correct, n = 0.0, 0, 0
-        for xb, yb in _eval_batches(data):
+        for xb, yb in eval_batches(data):
             logits = self.model(xb)
             if self.task.loss is None:
                 loss_sum += cross_entropy(logits, yb, reduction="sum").item()
@@ -462,155 +419,3 @@ class TorchTrainer:
                 correct += int((logits.argmax(dim=1) == yb).sum().item())
             n += int(yb.shape[0])
         return EvalResult(loss=loss_sum / n, accuracy=correct / n, num_examples=n)
-
-
-def _eval_batches(data: ClientData) -> Iterator[Batch]:
-    if data.tensors is not None:
-        x, y = data.tensors
-        for start in range(0, int(y.shape[0]), EVAL_BATCH):
-            yield x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
-        return
-    source = data.source
-    loader = source if isinstance(source, DataLoader) else DataLoader(source, EVAL_BATCH)
-    for batch in loader:
-        yield batch[0], batch[1]
-
-
-def _call(fn: Callable[..., Any], role: str, *args: object) -> Any:
-    """Call a task function; any exception becomes a TaskError naming it."""
-    try:
-        return fn(*args)
-    except TaskError:
-        raise
-    except Exception as exc:
-        raise TaskError(f"{role} {describe_fn(fn)} raised {type(exc).__name__}: {exc}") from exc
-
-
-def _metrics(result: object, who: str) -> dict[str, float]:
-    """A task function's named metrics as floats (None means none)."""
-    if result is None:
-        return {}
-    if not isinstance(result, Mapping):
-        raise TaskError(f"{who} returned {type(result).__name__}, not a mapping of metrics")
-    try:
-        return {str(k): float(v) for k, v in result.items()}
-    except (TypeError, ValueError) as exc:
-        raise TaskError(f"{who} returned a metric that is not a number: {exc}") from None
-
-
-def _mismatch(
-    expected: tuple[tuple[str, tuple[int, ...]], ...], spec: ParamSpec, task: Task
-) -> str | None:
-    """Why ``spec`` differs from the global model's layout, or None."""
-    got = shapes_of(spec)
-    if got == expected:
-        return None
-    for (n1, s1), (n2, s2) in zip(expected, got, strict=False):
-        if (n1, s1) != (n2, s2):
-            return (
-                f"model factory {describe_fn(task.model)} built a different model here: "
-                f"{n2!r} {s2} where the global model has {n1!r} {s1}"
-            )
-    return (
-        f"model factory {describe_fn(task.model)} built a model with {len(got)} global "
-        f"tensors here, the global model has {len(expected)}"
-    )
-
-
-def _enum(cls: type[_E], value: str, field: str) -> _E:
-    try:
-        return cls(value)
-    except ValueError as exc:
-        allowed = ", ".join(m.value for m in cls)
-        raise ConfigError(
-            f"TorchTrainerFactory.{field} must be one of {allowed}; got {value!r}"
-        ) from exc
-
-
-@dataclass(frozen=True)
-class TorchTrainerFactory:
-    """Picklable recipe for a :class:`TorchTrainer`, called inside worker processes.
-
-    Attributes:
-        model: model architecture (a :class:`ModelKind` or its value; stored as the enum).
-        input_shape: shape of one example (``x.shape[1:]``).
-        num_classes: number of classes.
-        hidden: hidden width (mlp, cnn).
-        torch_threads: intra-op threads set with ``torch.set_num_threads`` when the
-            factory is called (a per-process setting); ``None`` leaves it alone.
-        shuffle_seeding: how each client's shuffle generator is seeded.
-    """
-
-    model: ModelKind | str
-    input_shape: tuple[int, ...]
-    num_classes: int
-    hidden: int = 128
-    torch_threads: int | None = 1
-    shuffle_seeding: ShuffleSeeding | str = ShuffleSeeding.DERIVED
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "model", _enum(ModelKind, self.model, "model"))
-        seeding = _enum(ShuffleSeeding, self.shuffle_seeding, "shuffle_seeding")
-        object.__setattr__(self, "shuffle_seeding", seeding)
-        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ConfigError(
-                f"TorchTrainerFactory.torch_threads must be >= 1 or None, got {self.torch_threads}"
-            )
-        build_model(self.model, self.input_shape, self.num_classes, self.hidden)  # validates
-
-    def __call__(self) -> TorchTrainer:
-        """Set the thread count (if asked) and build a trainer."""
-        _set_threads(self.torch_threads)
-        task = builtin_task(self.model, self.input_shape, self.num_classes, self.hidden)
-        return TorchTrainer(
-            task,
-            self.shuffle_seeding,
-            input_shape=self.input_shape,
-            num_classes=self.num_classes,
-        )
-
-
-def _set_threads(threads: int | None) -> None:
-    if threads is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-
-
-@dataclass(frozen=True, eq=False)
-class TaskTrainerFactory:
-    """Recipe for a :class:`TorchTrainer` of a user's task, called in worker processes.
-
-    Attributes:
-        task: the task (inherited by forked workers).
-        torch_threads: intra-op threads per process (``None`` leaves it alone).
-        shuffle_seeding: how each client's shuffle generator is seeded.
-        expected: the global model's ``(name, shape)`` list, checked in each worker.
-        example: returns one input example (a batch of one) to count FLOPs with.
-        sgd: the task's optimizer is this plain SGD: train on the fast path.
-    """
-
-    task: Task
-    torch_threads: int | None = 1
-    shuffle_seeding: ShuffleSeeding | str = ShuffleSeeding.DERIVED
-    expected: tuple[tuple[str, tuple[int, ...]], ...] | None = None
-    example: Callable[[], torch.Tensor] | None = None
-    sgd: SgdSettings | None = None
-
-    def __post_init__(self) -> None:
-        seeding = _enum(ShuffleSeeding, self.shuffle_seeding, "shuffle_seeding")
-        object.__setattr__(self, "shuffle_seeding", seeding)
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ConfigError(
-                f"TaskTrainerFactory.torch_threads must be >= 1 or None, got {self.torch_threads}"
-            )
-
-    def __call__(self) -> TorchTrainer:
-        """Set the thread count (if asked) and build a trainer for the task."""
-        _set_threads(self.torch_threads)
-        return TorchTrainer(
-            self.task,
-            self.shuffle_seeding,
-            example=self.example,
-            expected=self.expected,
-            sgd=self.sgd,
-        )
