@@ -13,6 +13,7 @@ from fedstrata.api import load_model, run
 from fedstrata.config import load_config
 from fedstrata.errors import TaskError
 from fedstrata.monitoring import RunStore
+from fedstrata.torch_adapter import LocalTraining
 
 TASK_MODULE = textwrap.dedent(
     """
@@ -150,3 +151,36 @@ def test_failing_client_counts_as_failed_and_the_round_goes_on(tmp_path: Path) -
 
 def data_model_fails() -> torch.nn.Module:
     raise OSError("no weights file")
+
+
+def _w1_mlp() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+
+
+def _w1_sgd(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.05)
+
+
+def _w1_loop(model: torch.nn.Module, data: object, ctx: LocalTraining) -> None:
+    for x, y in ctx.batches():
+        ctx.optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        ctx.optimizer.step()
+
+
+def test_w1_as_a_user_task_matches_the_builtin_preset_every_round() -> None:
+    """Issue 14 must-show: W1's MLP as a plain nn.Module with torch.optim.SGD (and with
+    a custom loop) reaches the built-in preset's accuracy after every round, bit for bit."""
+    from fedstrata.torch_adapter import Task
+
+    config = load_config(
+        preset="w1", overrides=["rounds.rounds=3", "sim.workers=0", "output.run_store=false"]
+    )
+    builtin = run(config).simulation
+    for task in (
+        Task(model=_w1_mlp, optimizer=_w1_sgd),
+        Task(model=_w1_mlp, optimizer=_w1_sgd, train=_w1_loop),
+    ):
+        mine = run(config, task=task).simulation
+        assert [r.accuracy for r in mine.rounds] == [r.accuracy for r in builtin.rounds]
+        assert mine.params.tobytes() == builtin.params.tobytes()
