@@ -184,3 +184,23 @@ def test_w1_as_a_user_task_matches_the_builtin_preset_every_round() -> None:
         mine = run(config, task=task).simulation
         assert [r.accuracy for r in mine.rounds] == [r.accuracy for r in builtin.rounds]
         assert mine.params.tobytes() == builtin.params.tobytes()
+
+
+def test_task_on_ray_actors_gives_the_same_bits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14 part 1 (with part 2's Ray backend): local Ray actors import the task
+    module from the project directory and train it exactly as this process does."""
+    from fedstrata.sim.ray_executor import ray_available
+
+    if not ray_available():
+        pytest.skip("Ray is not installed")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    path = _config(tmp_path)
+    config = load_config(path, overrides=["output.run_store=false"])
+    local = run(config)
+    on_ray = run(
+        config.model_copy(update={"sim": config.sim.model_copy(update={"backend": "ray"})})
+    )
+    assert "Ray actors" in on_ray.executor
+    assert on_ray.simulation.params.tobytes() == local.simulation.params.tobytes()
