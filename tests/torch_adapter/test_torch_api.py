@@ -10,6 +10,8 @@ def test_all_lists_the_public_api() -> None:
     assert set(adapter.__all__) == {
         "ClientData",
         "FirstExample",
+        "ImageFolder",
+        "read_table",
         "LocalTraining",
         "Task",
         "TaskPopulation",

@@ -12,12 +12,14 @@ from fedstrata.torch_adapter.export import load_model, save_state_dict, state_di
 from fedstrata.torch_adapter.factories import TaskTrainerFactory, TorchTrainerFactory, builtin_task
 from fedstrata.torch_adapter.loops import LocalTraining
 from fedstrata.torch_adapter.models import ModelKind, build_model, forward_macs, init_params_
+from fedstrata.torch_adapter.readers import ImageFolder, read_table
 from fedstrata.torch_adapter.task import Task, resolve_task
 from fedstrata.torch_adapter.trainer import ShuffleSeeding, TorchTrainer
 
 __all__ = [
     "ClientData",
     "FirstExample",
+    "ImageFolder",
     "LocalTraining",
     "ModelKind",
     "ShuffleSeeding",
@@ -31,6 +33,7 @@ __all__ = [
     "forward_macs",
     "init_params_",
     "load_model",
+    "read_table",
     "resolve_task",
     "save_state_dict",
     "state_dict",

@@ -86,6 +86,8 @@ def _as_tensor(value: object, what: str, origin: str) -> torch.Tensor:
 
 def _pair(x: object, y: object, origin: str) -> tuple[torch.Tensor, torch.Tensor]:
     xt, yt = _as_tensor(x, "x", origin), _as_tensor(y, "y", origin)
+    if not yt.is_floating_point() and yt.dtype != torch.int64:
+        yt = yt.long()  # class ids: what the losses index with
     if xt.ndim == 0 or yt.ndim == 0 or xt.shape[0] != yt.shape[0]:
         raise TaskError(
             f"{origin} returned x and y with different numbers of examples "
@@ -150,7 +152,11 @@ class TaskPopulation:
     """
 
     def __init__(self, task: Task) -> None:
-        """Raises: ConfigError-free; TaskError when the task has no ``client_data``."""
+        """Wrap ``task``'s ``client_data``.
+
+        Raises:
+            TaskError: the task has no ``client_data`` (it uses the config's data).
+        """
         if task.client_data is None or task.num_clients is None:
             raise TaskError(f"task {task.name!r} has no client_data: it uses the config's data")
         self._task = task
