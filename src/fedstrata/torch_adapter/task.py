@@ -27,9 +27,9 @@ map-style ``torch.utils.data.Dataset`` (batched by a seeded ``DataLoader``), or 
 Parameters and buffers: every parameter (trainable or frozen) and every
 floating-point buffer (batch-norm running statistics) is part of the global model
 and averaged; integer buffers (``num_batches_tracked``) and the buffers named in
-``local_buffers`` (exact names or dotted prefixes, e.g. ``"bn1"``) stay local:
-each worker keeps its own copy, never sent, never averaged (FedBN keeps all
-batch-norm statistics local: ``local_buffers=("bn",)`` style prefixes).
+``local_buffers`` (exact names or dotted prefixes, e.g. ``"bn1"``) stay out of the
+global model: never sent, never averaged; each worker process's module keeps its own
+copy (shared by the clients that process trains; not yet persisted per client).
 
 Randomness: ``model()`` is called under ``torch.manual_seed(seed)`` inside
 ``torch.random.fork_rng``, so the initial model is the one
