@@ -405,7 +405,12 @@ class TorchTrainer:
                     num_examples=len(local),
                     metrics=named,
                 )
-            return self._default_eval(local)
+            try:
+                return self._default_eval(local)
+            except Exception as exc:
+                raise TaskError(
+                    f"evaluating on {local.origin} failed: {type(exc).__name__}: {exc}"
+                ) from exc
 
     def _default_eval(self, data: ClientData) -> EvalResult:
         loss_sum, correct, n = 0.0, 0, 0
