@@ -81,15 +81,21 @@ def _check_build(input_shape: tuple[int, ...], num_classes: int, hidden: int) ->
 
 
 def build_model(
-    kind: ModelKind | str, input_shape: tuple[int, ...], num_classes: int, hidden: int = 128
+    kind: ModelKind | str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    hidden: int = 128,
+    device: str = "meta",
 ) -> nn.Sequential:
-    """Build an uninitialised model on the ``meta`` device.
+    """Build the model on ``device``: uninitialised on ``meta`` (the default), else
+    initialised by the layers' constructors from the global generator.
 
     Args:
         kind: ``logreg``, ``mlp`` or ``cnn``.
         input_shape: shape of one example as stored in the dataset (``x.shape[1:]``).
         num_classes: number of output logits.
         hidden: width of the hidden layer (``mlp``, ``cnn``).
+        device: ``meta`` or ``cpu``.
 
     Raises:
         ConfigError: unknown kind or invalid sizes.
@@ -101,7 +107,7 @@ def build_model(
     _check_build(input_shape, num_classes, hidden)
     flat_in = math.prod(input_shape)
     head: list[nn.Module] = [nn.Flatten(1)] if len(input_shape) > 1 else []
-    with torch.device("meta"):
+    with torch.device(device):
         if kind is ModelKind.LOGREG:
             return nn.Sequential(*head, nn.Linear(flat_in, num_classes))
         if kind is ModelKind.MLP:
