@@ -279,3 +279,33 @@ def test_custom_loop_with_plain_sgd_gets_flat_sgd_with_the_same_bits() -> None:
     data = arrays(10)
     assert train(flat, data).tobytes() == train(real, data).tobytes()
     assert seen == [FlatSGD, torch.optim.SGD]
+
+
+class TextNet(nn.Module):
+    """Embedding + LSTM + a head: token ids in, logits out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.head = nn.Linear(8, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embed(x))
+        return self.head(out[:, -1])
+
+
+def test_embedding_and_lstm_train_through_the_flat_vector() -> None:
+    """Part 1: integer inputs (token ids), an embedding and an LSTM train through the
+    flat vector: the LSTM's weights change in the delta."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 20, (12, 5)).astype(np.int64)
+    y = rng.integers(0, CLASSES, 12).astype(np.int64)
+    sgd = lambda p: torch.optim.SGD(p, lr=0.1)  # noqa: E731
+    trainer = TorchTrainer(Task(model=TextNet, optimizer=sgd))
+    delta = train(trainer, (x, y))
+    assert np.abs(delta).sum() > 0
+    names = trainer.spec.names
+    lstm_w = names.index("lstm.weight_ih_l0")
+    off, size = trainer.spec.offsets[lstm_w], 4 * 8 * 8
+    assert np.abs(delta[off : off + size]).sum() > 0

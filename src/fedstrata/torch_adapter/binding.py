@@ -158,12 +158,14 @@ class FlatModel:
 def _rebind(module: nn.Module, views: dict[int, torch.Tensor]) -> None:
     """Point every owner of each global tensor at its flat view (shared ones too)."""
     for owner in module.modules():
+        # setattr, not a dict write: modules that cache their tensors (an LSTM's
+        # flat weights) refresh the cache in __setattr__.
         for attr, p in list(owner._parameters.items()):
             if p is not None and id(p) in views:
-                owner._parameters[attr] = views[id(p)]  # type: ignore[assignment]
+                setattr(owner, attr, views[id(p)])
         for attr, b in list(owner._buffers.items()):
             if b is not None and id(b) in views:
-                owner._buffers[attr] = views[id(b)]
+                setattr(owner, attr, views[id(b)])
 
 
 def shapes_of(spec: ParamSpec) -> tuple[tuple[str, tuple[int, ...]], ...]:
