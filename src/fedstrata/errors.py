@@ -9,6 +9,8 @@ callers can catch the whole family with one ``except``. The tree::
     │                                pip install (also an ``ImportError``)
     ├── DataError                unreadable or inconsistent client/evaluation data
     ├── ShapeError               a vector or array does not match the ParamSpec
+    ├── TaskError                the user's task code failed or returned something
+    │                            unusable (names the user's function and the problem)
     ├── PayloadError             malformed bytes on the wire (bad magic, version,
     │                            length, checksum, index range, codec parameters)
     ├── PipelineError            stages that do not chain, or a stage misused
@@ -49,6 +51,7 @@ __all__ = [
     "RegistryError",
     "SecAggError",
     "ShapeError",
+    "TaskError",
     "TransportError",
 ]
 
@@ -89,6 +92,16 @@ class DataError(FedstrataError):
 
 class ShapeError(FedstrataError):
     """An array does not have the shape or size the parameter spec requires."""
+
+
+class TaskError(FedstrataError):
+    """The user's task (model factory, data, loss, loop, metrics) failed or misbehaved.
+
+    The message names the user's function (``module.qualname``) and what was wrong:
+    a module that does not import, a factory returning a non-module, data of the
+    wrong dtype or shape, a training loop that raised or produced NaN, parameters
+    whose shapes differ from the global model's.
+    """
 
 
 class PayloadError(FedstrataError):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from fedstrata.config import FedConfig, dump_config, list_presets, load_config, parse_override
@@ -91,3 +93,15 @@ def test_bad_yaml_names_the_file_and_the_place(tmp_path):
     assert message.startswith(f"config file {bad} is not valid YAML: line 3, column 5: ")
     assert "expected ',' or ']'" in message
     assert "(while parsing a flow sequence at line 2, column 11)" in message
+
+
+def test_task_import_string_resolves_from_the_config_files_directory(tmp_path: Path) -> None:
+    """Issue 14 part 1: ``task:`` is an import string; project_dir defaults to the file's dir."""
+    path = tmp_path / "fed.yaml"
+    path.write_text("task: my_project.task:CreditRisk\n")
+    cfg = load_config(path)
+    assert cfg.task == "my_project.task:CreditRisk"
+    assert cfg.project_dir == tmp_path.resolve()
+    assert load_config(overrides=["task=a.b:C"]).project_dir is None
+    with pytest.raises(ConfigError, match="task"):
+        load_config(overrides=["task=not an import string"])

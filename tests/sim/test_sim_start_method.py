@@ -33,7 +33,7 @@ from fedstrata.sim import (
     threads_per_process,
 )
 from fedstrata.sim._workers import PARALLEL_STEP_FLOPS
-from fedstrata.torch_adapter import TorchTrainer, set_torch_threads
+from fedstrata.torch_adapter import TorchTrainerFactory, set_torch_threads
 
 SMALL = [
     "output.run_store=false",
@@ -126,7 +126,7 @@ def test_threads_divide_the_cores_between_the_training_processes():
 
 def test_auto_threads_keep_small_models_on_one_thread():
     """Built-in models are far below the threshold: one thread, whatever the workers."""
-    mlp_step = TorchTrainer("mlp", (64,), 10, 128).flops_per_example * 8
+    mlp_step = TorchTrainerFactory("mlp", (64,), 10, 128)().flops_per_example * 8
     assert mlp_step < PARALLEL_STEP_FLOPS
     for workers in (0, 1, 7):
         assert worker_threads(SimConfig(), workers, mlp_step).count == 1

@@ -12,6 +12,19 @@ from fedstrata.errors import ConfigError
 
 def test_all_lists_the_public_api() -> None:
     assert set(adapter.__all__) == {
+        "ClientData",
+        "FirstExample",
+        "ImageFolder",
+        "read_table",
+        "LocalTraining",
+        "Task",
+        "TaskPopulation",
+        "TaskTrainerFactory",
+        "builtin_task",
+        "load_model",
+        "resolve_task",
+        "save_state_dict",
+        "state_dict",
         "ModelKind",
         "ShuffleSeeding",
         "TorchTrainer",

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fedstrata.errors import ConfigError
-from fedstrata.torch_adapter import ModelKind, TorchTrainer, build_model, forward_macs
+from fedstrata.torch_adapter import ModelKind, TorchTrainerFactory, build_model, forward_macs
 
 
 def _flat(model: nn.Module) -> np.ndarray:
@@ -31,7 +31,7 @@ def _reference(kind: str, hidden: int = 16) -> nn.Module:
 @pytest.mark.parametrize("kind", ["logreg", "mlp", "cnn"])
 @pytest.mark.parametrize("seed", [0, 7])
 def test_init_equals_pytorch_default_after_manual_seed(kind: str, seed: int) -> None:
-    trainer = TorchTrainer(kind, (64,), 10, hidden=16)
+    trainer = TorchTrainerFactory(kind, (64,), 10, hidden=16, torch_threads=None)()
     ours = trainer.initial_params(seed)
     state = torch.get_rng_state()
     try:
@@ -44,7 +44,7 @@ def test_init_equals_pytorch_default_after_manual_seed(kind: str, seed: int) -> 
 
 def test_global_rng_is_never_touched() -> None:
     before = torch.get_rng_state()
-    trainer = TorchTrainer("cnn", (1, 8, 8), 10)
+    trainer = TorchTrainerFactory("cnn", (1, 8, 8), 10, torch_threads=None)()
     trainer.initial_params(3)
     assert torch.equal(torch.get_rng_state(), before)
 
@@ -63,7 +63,7 @@ def test_forward_macs() -> None:
 
 @pytest.mark.parametrize("shape", [(784,), (28, 28), (1, 28, 28)])
 def test_cnn_accepts_mnist_layouts(shape: tuple[int, ...]) -> None:
-    trainer = TorchTrainer("cnn", shape, 10, hidden=8)
+    trainer = TorchTrainerFactory("cnn", shape, 10, hidden=8, torch_threads=None)()
     params = trainer.initial_params(0)
     x = np.random.default_rng(0).random((3, *shape)).astype(np.float32)
     from fedstrata.core.training import ArrayDataset

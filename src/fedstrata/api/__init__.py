@@ -8,13 +8,14 @@ from fedstrata.api.components import (
     sampling_rate,
     server_optimizer,
 )
-from fedstrata.api.runner import RunResult, run
+from fedstrata.api.runner import RunResult, load_model, run
 
 __all__ = [
     "RunResult",
     "aggregator",
     "build_dataset",
     "choose_workers",
+    "load_model",
     "local_plan",
     "run",
     "sampling_rate",

@@ -23,8 +23,15 @@ from fedstrata.coordinator import RoundCoordinator, RoundPolicy
 from fedstrata.core.context import RoundContext, derive_rng, derive_seed
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import DiskStateStore
-from fedstrata.core.training import LocalPlan, OptimizerKind, Trainer, TrainerFactory
+from fedstrata.core.training import (
+    ClientPopulation,
+    LocalPlan,
+    OptimizerKind,
+    Trainer,
+    TrainerFactory,
+)
 from fedstrata.data import FederatedDataset, make_federated
+from fedstrata.errors import ConfigError
 from fedstrata.pipeline import Codec, DenseCodec, Pipeline, Stage
 from fedstrata.sim import (
     ClientJob,
@@ -50,10 +57,14 @@ __all__ = [
     "forks",
     "init_seed",
     "local_plan",
+    "pin_layout",
     "pipeline",
+    "population",
     "privacy_hooks",
     "profiles",
+    "resolve_task",
     "sampling_rate",
+    "save_torch_model",
     "secure_aggregation",
     "server_optimizer",
     "simulation",
@@ -65,6 +76,8 @@ __all__ = [
 if TYPE_CHECKING:
     from fedstrata.scheduling import Registry
     from fedstrata.secagg import RingCodec, SecAggAggregator
+    from fedstrata.torch_adapter import Task
+    from fedstrata.torch_adapter.probe import SgdSettings
 
 
 def build_dataset(cfg: DataConfig) -> FederatedDataset:
@@ -203,10 +216,27 @@ def executor(
     )
 
 
-def trainer_factory(config: FedConfig, dataset: FederatedDataset) -> TrainerFactory:
-    """The torch trainer recipe for ``config``'s model on ``dataset`` (imports torch)."""
-    from fedstrata.torch_adapter import TorchTrainerFactory  # deferred: imports torch
+def trainer_factory(
+    config: FedConfig,
+    dataset: ClientPopulation,
+    task: Task | None = None,
+    sgd: SgdSettings | None = None,
+) -> TrainerFactory:
+    """The torch trainer recipe: ``task``'s model, else the config's built-in model.
 
+    The built-in models are tasks too (:func:`fedstrata.torch_adapter.builtin_task`);
+    their recipe also carries the data's input shape and classes, which are checked.
+    ``sgd``: the task's optimizer is this plain SGD (the fast path trains it).
+    Imports torch.
+    """
+    from fedstrata.torch_adapter import FirstExample, TaskTrainerFactory, TorchTrainerFactory
+
+    if task is not None:
+        return TaskTrainerFactory(
+            task, shuffle_seeding=config.client.shuffle, example=FirstExample(dataset), sgd=sgd
+        )
+    if not isinstance(dataset, FederatedDataset):
+        raise ConfigError("a population of a task's own data needs the task's model")
     return TorchTrainerFactory(
         model=config.model.kind,
         input_shape=dataset.input_shape,
@@ -216,6 +246,53 @@ def trainer_factory(config: FedConfig, dataset: FederatedDataset) -> TrainerFact
     )
 
 
+def pin_layout(factory: TrainerFactory, trainer: Trainer) -> TrainerFactory:
+    """``factory`` that makes every worker check its model against ``trainer``'s.
+
+    A task's model factory that builds another architecture in a worker then fails
+    each of that worker's clients with a message naming the differing tensor.
+    """
+    from fedstrata.torch_adapter import TaskTrainerFactory
+    from fedstrata.torch_adapter.binding import shapes_of
+
+    if isinstance(factory, TaskTrainerFactory):
+        return replace(factory, expected=shapes_of(trainer.spec))
+    return factory
+
+
+def save_torch_model(trainer: Trainer, params: FloatVector, run_dir: Path) -> None:
+    """Write ``model.pt``, the task module's ``state_dict`` (Issue 14 part 7)."""
+    from fedstrata.torch_adapter import TorchTrainer, save_state_dict
+    from fedstrata.torch_adapter.export import MODEL_PT
+
+    if isinstance(trainer, TorchTrainer):
+        save_state_dict(trainer.task, params, run_dir / MODEL_PT)
+
+
+def resolve_task(config: FedConfig, task: Task | str | None = None) -> Task | None:
+    """The task to run: ``task`` (an object or an import string), else ``config.task``.
+
+    Raises:
+        TaskError: the task's module does not import or does not hold a Task.
+    """
+    spec = task if task is not None else config.task
+    if spec is None:
+        return None
+    from fedstrata.torch_adapter import Task  # deferred: torch
+    from fedstrata.torch_adapter import resolve_task as resolve
+
+    return spec if isinstance(spec, Task) else resolve(spec, config.project_dir)
+
+
+def population(config: FedConfig, task: Task | None) -> ClientPopulation:
+    """The task's own clients when it has ``client_data``, else the config's data."""
+    if task is not None and task.client_data is not None:
+        from fedstrata.torch_adapter import TaskPopulation
+
+        return TaskPopulation(task)
+    return build_dataset(config.data)
+
+
 def init_seed(config: FedConfig) -> int:
     """Seed of the initial weights: ``model.init_seed``, else derived from the run seed."""
     if config.model.init_seed is not None:
@@ -223,7 +300,7 @@ def init_seed(config: FedConfig) -> int:
     return derive_seed(config.seed, 0, -1, "init")
 
 
-def warm_up(trainer: Trainer, dataset: FederatedDataset, plan: LocalPlan, seed: int) -> None:
+def warm_up(trainer: Trainer, dataset: ClientPopulation, plan: LocalPlan, seed: int) -> None:
     """Run one tiny training step and evaluation so forked workers inherit warm code paths."""
     params = trainer.initial_params(seed)
     sample = dataset.client(0)
@@ -233,7 +310,7 @@ def warm_up(trainer: Trainer, dataset: FederatedDataset, plan: LocalPlan, seed: 
 
 
 def secure_aggregation(
-    config: FedConfig, size: int, dataset: FederatedDataset
+    config: FedConfig, size: int, dataset: ClientPopulation
 ) -> tuple[RingCodec, SecAggAggregator] | None:
     """The ring codec and secure aggregator, or None when ``secagg`` is off."""
     s = config.secagg
@@ -318,7 +395,7 @@ def privacy_hooks(
 def simulation(
     config: FedConfig,
     *,
-    dataset: FederatedDataset,
+    dataset: ClientPopulation,
     trainer: Trainer,
     executor: Executor,
     pipeline: Pipeline | None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedstrata.api.components import build_dataset, local_plan, trainer_factory
+from fedstrata.api.components import local_plan, population, resolve_task, trainer_factory
 from fedstrata.config import FedConfig
 from fedstrata.core.context import RoundContext
 from fedstrata.errors import ConfigError
@@ -44,8 +44,9 @@ def bench_device(
         TransportError: the center does not answer.
         RegistryError: the registry cannot be written.
     """
-    dataset = build_dataset(config.data)
-    trainer = trainer_factory(config, dataset)()
+    task = resolve_task(config)  # the config's task, or None: the built-in model
+    dataset = population(config, task)
+    trainer = trainer_factory(config, dataset, task)()
     data, plan = dataset.client(0), local_plan(config.client)
     params = trainer.initial_params(0)
     out = np.empty_like(params)

@@ -20,8 +20,7 @@ from fedstrata.coordinator.planner import (
 from fedstrata.coordinator.topology import Tier, Topology, TopologyNode
 from fedstrata.core.context import derive_rng
 from fedstrata.core.payload import HEADER_SIZE
-from fedstrata.core.training import Trainer
-from fedstrata.data import FederatedDataset
+from fedstrata.core.training import ClientPopulation, Trainer
 from fedstrata.errors import ConfigError
 from fedstrata.pipeline import Pipeline
 from fedstrata.sim import Executor, ProfileTable, SimSettings
@@ -127,7 +126,7 @@ def predicted_tree_round_s(
 def hierarchical_simulation(
     config: FedConfig,
     *,
-    dataset: FederatedDataset,
+    dataset: ClientPopulation,
     trainer: Trainer,
     executor: Executor,
     pipeline: Pipeline | None,

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedstrata.api.components import (
-    build_dataset,
     local_plan,
+    population,
     profiles,
+    resolve_task,
     sampling_rate,
     trainer_factory,
 )
@@ -100,8 +101,9 @@ def predict(config: FedConfig) -> RoundPrediction:
     Raises:
         FedstrataError: invalid data or configuration, or an unreadable registry.
     """
-    dataset = build_dataset(config.data)
-    trainer = trainer_factory(config, dataset)()
+    task = resolve_task(config)  # the config's task, or None: the built-in model
+    dataset = population(config, task)
+    trainer = trainer_factory(config, dataset, task)()
     table = _profiles(config, dataset.num_clients)
     sizes = dataset.client_sizes()
     flat_s = predicted_flat_round_s(config, trainer, sizes, table)

@@ -23,9 +23,13 @@ from fedstrata.api.components import (
     forks,
     init_seed,
     local_plan,
+    pin_layout,
     pipeline,
+    population,
     privacy_hooks,
     profiles,
+    resolve_task,
+    save_torch_model,
     secure_aggregation,
     server_optimizer,
     simulation,
@@ -33,9 +37,9 @@ from fedstrata.api.components import (
     warm_up,
 )
 from fedstrata.config import FedConfig, dump_config
-from fedstrata.core.params import FloatVector, ParamSpec
-from fedstrata.core.training import Trainer, TrainerFactory
-from fedstrata.data import FederatedDataset
+from fedstrata.core.params import FloatVector
+from fedstrata.core.training import ClientPopulation, Trainer, TrainerFactory
+from fedstrata.errors import ConfigError
 from fedstrata.monitoring import (
     RoundMetrics,
     RunStarted,
@@ -51,10 +55,14 @@ from fedstrata.sim.hierarchy import HierarchicalSimulation
 from fedstrata.sim.hooks import RoundHook
 from fedstrata.sim.prefetch import Prefetch
 
-__all__ = ["RunInterrupted", "RunResult", "run"]
+__all__ = ["RunInterrupted", "RunResult", "load_model", "run"]
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from fedstrata.sim.async_engine import AsyncSimulation
+    from fedstrata.torch_adapter import Task
+    from fedstrata.torch_adapter.probe import SgdSettings
 
 log = logging.getLogger(__name__)
 
@@ -94,30 +102,32 @@ def run(
     run_name: str | None = None,
     hooks: Sequence[RoundHook] = (),
     on_start: Callable[[int], None] | None = None,
+    task: Task | str | None = None,
 ) -> RunResult:
     """Run the federation described by ``config``.
 
     Args:
         config: the validated configuration.
+        task: your own task (a :class:`fedstrata.torch_adapter.Task` or an import
+            string); default: ``config.task``, else the config's built-in model.
         on_round: called with each round's metrics (progress display).
         run_name: name of the run directory (default: the config's name).
         hooks: extra server-side round hooks (e.g. a privacy budget allocator).
         on_start: called with the number of clients once the dataset is loaded.
 
     Raises:
+        TaskError: the task's module does not import, or its model factory or data
+            are unusable (the message names the function).
         FedstrataError: invalid data or configuration discovered while building.
         RunInterrupted: a KeyboardInterrupt stopped the run; the last completed
             round's model and the run so far were saved first.
     """
-    # Build the dataset in a forked child while this process imports torch.
-    pending = Prefetch(build_dataset, config.data, background=forks(config.sim))
-    import fedstrata.torch_adapter  # noqa: F401  (deferred: imports torch meanwhile)
-
-    dataset = pending.result()
+    dataset, chosen, sgd = _load(config, task)
     if on_start is not None:
         on_start(dataset.num_clients)
-    factory = trainer_factory(config, dataset)
+    factory = trainer_factory(config, dataset, chosen, sgd)
     trainer = factory()
+    factory = pin_layout(factory, trainer)
     workers = choose_workers(config, config.rounds.clients_per_round or dataset.num_clients)
     store = _open_store(config, run_name, dataset.num_clients, trainer.spec.size)
     notes: dict[str, str] = {}
@@ -146,21 +156,64 @@ def run(
             where = sim.executor.description
     except KeyboardInterrupt:
         elapsed_s = time.perf_counter() - start
-        raise _interrupted(store, config, progress, trainer.spec, elapsed_s) from None
+        raise _interrupted(store, config, progress, trainer, elapsed_s) from None
     except BaseException:
         if store is not None:
             store.close()  # records the run as interrupted
         raise
     _warn_if_most_failed(result)
-    run_dir = None if store is None else _finish_store(store, config, result, trainer.spec)
+    run_dir = None if store is None else _finish_store(store, config, result, trainer)
     return RunResult(result, run_dir, trainer.spec.size, workers, where, notes)
+
+
+def load_model(run_dir: Path | str, task: Task | str) -> nn.Module:
+    """A run's final model in the task's own module (Issue 14 part 7).
+
+    ``task`` is the task object or its import string (resolved from the current
+    directory). For a built-in model pass
+    ``fedstrata.torch_adapter.builtin_task(kind, input_shape, num_classes, hidden)``.
+
+    Raises:
+        CheckpointError: the run directory has no readable ``model.pt``.
+        TaskError: the task cannot be loaded or its module does not fit the weights.
+    """
+    from fedstrata.torch_adapter import Task, resolve_task
+    from fedstrata.torch_adapter import load_model as load
+
+    chosen = task if isinstance(task, Task) else resolve_task(task)
+    return load(Path(run_dir), chosen)
+
+
+def _load(
+    config: FedConfig, task: Task | str | None
+) -> tuple[ClientPopulation, Task | None, SgdSettings | None]:
+    """The clients' data, the task (None: the config's built-in model), and its
+    optimizer's settings when that is a plain SGD (the fast path trains it)."""
+    background = forks(config.sim)
+    if task is None and config.task is None:
+        # Build the dataset in a forked child while this process imports torch.
+        pending = Prefetch(build_dataset, config.data, background=background)
+        import fedstrata.torch_adapter  # noqa: F401  (deferred: imports torch meanwhile)
+
+        return pending.result(), None, None
+    chosen = resolve_task(config, task)
+    if chosen is None:  # unreachable: task or config.task is set
+        raise ConfigError("no task to run")
+    from fedstrata.torch_adapter.probe import plain_sgd
+
+    # A child probes the optimizer (its first construction imports torch._dynamo)
+    # while this process loads the task's data.
+    probe = Prefetch(plain_sgd, chosen, background=background and chosen.optimizer is not None)
+    dataset = population(config, chosen)
+    dataset.client_sizes()
+    return dataset, chosen, probe.result()
 
 
 def _interrupted(
     store: RunStore | None,
     config: FedConfig,
     progress: SimulationResult | None,
-    spec: ParamSpec,
+    trainer: Trainer,
     elapsed_s: float,
 ) -> RunInterrupted:
     """Save what an interrupted run has (model of the last completed round, summary)."""
@@ -175,7 +228,7 @@ def _interrupted(
     progress.sim_time_s = progress.rounds[-1].sim_time_s if progress.rounds else 0.0
     progress.stopped_reason = f"interrupted after {_rounds(rounds)}"
     try:
-        run_dir = _finish_store(store, config, progress, spec, RunStatus.INTERRUPTED)
+        run_dir = _finish_store(store, config, progress, trainer, RunStatus.INTERRUPTED)
     except BaseException:
         store.close()
         raise
@@ -203,7 +256,7 @@ def _warn_if_most_failed(result: SimulationResult) -> None:
 def _assemble(
     config: FedConfig,
     *,
-    dataset: FederatedDataset,
+    dataset: ClientPopulation,
     factory: TrainerFactory,
     trainer: Trainer,
     workers: int,
@@ -285,13 +338,14 @@ def _finish_store(
     store: RunStore,
     config: FedConfig,
     result: SimulationResult,
-    spec: ParamSpec,
+    trainer: Trainer,
     status: RunStatus | None = None,
 ) -> Path:
     totals = RunTotals()
     for metrics in result.rounds:
         totals.add(metrics)
-    store.save_model(spec, result.params)
+    store.save_model(trainer.spec, result.params)
+    save_torch_model(trainer, result.params, store.path)
     if status is None:
         status = RunStatus.STOPPED if result.stopped_reason else RunStatus.COMPLETED
     store.emit(

@@ -13,8 +13,7 @@ from numpy.typing import NDArray
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.config import FedConfig
 from fedstrata.core.payload import HEADER_SIZE
-from fedstrata.core.training import Trainer
-from fedstrata.data import FederatedDataset
+from fedstrata.core.training import ClientPopulation, Trainer
 from fedstrata.scheduling import (
     FedBuffConfig,
     FedBuffServer,
@@ -94,7 +93,7 @@ def registry_table(registry: Registry | None, generated: ProfileTable) -> Regist
 def scheduler(
     config: FedConfig,
     *,
-    dataset: FederatedDataset,
+    dataset: ClientPopulation,
     trainer: Trainer,
     profiles: ProfileTable,
     registry: Registry | None,
@@ -128,7 +127,7 @@ def scheduler(
 def async_simulation(
     config: FedConfig,
     *,
-    dataset: FederatedDataset,
+    dataset: ClientPopulation,
     trainer: Trainer,
     executor: Executor,
     profiles: ProfileTable,

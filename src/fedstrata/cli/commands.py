@@ -143,6 +143,8 @@ def run(
 
 
 def _data_source(cfg: FedConfig) -> str:
+    if cfg.task is not None:
+        return f"task {cfg.task}"
     if cfg.data.name == "npz":
         return f"npz folder {cfg.data.path}"
     return f"{cfg.data.name}, {cfg.data.partition}"

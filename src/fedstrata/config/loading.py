@@ -117,6 +117,8 @@ def load_config(
     """Build a :class:`FedConfig` from a preset, then a YAML file, then overrides.
 
     Later sources win. Without a file or preset, the ``quickstart`` preset is used.
+    A ``task`` named in a file is imported from the file's directory unless
+    ``project_dir`` says otherwise.
 
     Raises:
         ConfigError: unreadable file, unknown preset, bad override, or a value that
@@ -127,6 +129,8 @@ def load_config(
         tree = _preset_tree(preset or "quickstart")
     if path is not None:
         tree = _merge(tree, _read_yaml(path))
+        if tree.get("task") is not None and tree.get("project_dir") is None:
+            tree["project_dir"] = str(Path(path).resolve().parent)  # like flwr run
     for text in overrides:
         keys, value = parse_override(text)
         tree = _apply_override(tree, keys, value)

@@ -232,6 +232,17 @@ class FedConfig(_Strict):
 
     name: str = Field("federation", description="name of the run (and of its directory)")
     seed: int = Field(0, ge=0, description="root seed of every random draw")
+    task: str | None = Field(
+        None,
+        description="your own task as an import string (my_project.task:CreditRisk, see "
+        "docs/tasks.md); replaces model, and data when the task has client_data",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+    )
+    project_dir: Path | None = Field(
+        None,
+        description="directory the task's module is imported from; default: the config "
+        "file's directory (the current directory without a file)",
+    )
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     client: ClientConfig = ClientConfig()
@@ -250,7 +261,8 @@ class FedConfig(_Strict):
     @model_validator(mode="after")
     def _cohort_fits(self) -> FedConfig:
         cpr = self.rounds.clients_per_round
-        if cpr is not None and self.data.name != "npz" and cpr > self.data.num_clients:
+        own_data = self.data.name == "npz" or self.task is not None
+        if cpr is not None and not own_data and cpr > self.data.num_clients:
             raise ValueError(
                 f"rounds.clients_per_round ({cpr}) exceeds data.num_clients "
                 f"({self.data.num_clients})"

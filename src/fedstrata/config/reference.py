@@ -46,8 +46,10 @@ def config_reference() -> str:
         "# Configuration reference",
         "",
         "Generated from `fedstrata.config.models` by `fedstrata config-reference`; do not "
-        "edit by hand. Top-level keys: `name` (run name) and `seed` (root seed of every "
-        "random draw).",
+        "edit by hand. Top-level keys: `name` (run name), `seed` (root seed of every "
+        "random draw), `task` (your own task as an import string, "
+        "`my_project.task:CreditRisk`; see docs/tasks.md) and `project_dir` (where the "
+        "task's module is imported from; default: the config file's directory).",
         "",
     ]
     for key, info in FedConfig.model_fields.items():

@@ -20,7 +20,9 @@ from fedstrata.errors import ConfigError, DataError
 
 __all__ = [
     "ArrayDataset",
+    "ClientPopulation",
     "EvalResult",
+    "LocalData",
     "LocalPlan",
     "OptimizerKind",
     "TrainResult",
@@ -55,6 +57,34 @@ class ArrayDataset:
     def subset(self, index: NDArray[np.intp]) -> ArrayDataset:
         """The examples at ``index`` (a copy)."""
         return ArrayDataset(x=self.x[index], y=self.y[index])
+
+
+class LocalData(Protocol):
+    """A client's (or the test) data as the round logic sees it: opaque, with a size.
+
+    :class:`ArrayDataset` is one; a user task's data (a torch ``Dataset``) is another.
+    Only the trainer looks inside.
+    """
+
+    def __len__(self) -> int: ...
+
+
+class ClientPopulation(Protocol):
+    """The clients of a federation: their data by id, their sizes, a test set."""
+
+    @property
+    def num_clients(self) -> int: ...
+
+    @property
+    def test(self) -> LocalData | None:
+        """The central test set, or None (no central evaluation)."""
+        ...
+
+    def client(self, client_id: int) -> LocalData: ...
+
+    def client_sizes(self) -> NDArray[np.intp]:
+        """Number of training examples of every client, shape ``(num_clients,)``."""
+        ...
 
 
 class OptimizerKind(StrEnum):
@@ -111,9 +141,13 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class EvalResult:
+    """An evaluation: mean loss, accuracy (NaN when the task defines none), and any
+    further named metrics of a task's own ``evaluate`` (AUC, F1, ...)."""
+
     loss: float
     accuracy: float
     num_examples: int
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
 
 class Trainer(Protocol):
@@ -134,7 +168,7 @@ class Trainer(Protocol):
     def train(
         self,
         params: FloatVector,
-        data: ArrayDataset,
+        data: LocalData,
         plan: LocalPlan,
         ctx: ClientContext,
         out: FloatVector,
@@ -142,7 +176,7 @@ class Trainer(Protocol):
         """Train from ``params`` on ``data`` and write ``new - params`` into ``out``."""
         ...
 
-    def evaluate(self, params: FloatVector, data: ArrayDataset) -> EvalResult: ...
+    def evaluate(self, params: FloatVector, data: LocalData) -> EvalResult: ...
 
 
 class TrainerFactory(Protocol):

@@ -36,7 +36,7 @@ from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import derive_seed
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
-from fedstrata.core.training import ArrayDataset, LocalPlan, Trainer
+from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.core.update import validate_vector
 from fedstrata.errors import ConfigError, FedstrataError
 from fedstrata.monitoring import RoundMetrics, Sink
@@ -122,7 +122,7 @@ class AsyncSimulation:
     trainer: Trainer
     executor: Executor
     client_sizes: np.ndarray
-    test_data: ArrayDataset | None
+    test_data: LocalData | None
     profiles: ProfileTable
     server_optimizer: ServerOptimizer[Any]  # receives FedBuff's step as the delta
     sinks: tuple[Sink, ...] = ()

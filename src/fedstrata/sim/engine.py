@@ -17,6 +17,7 @@ events in time order (up to the floating-point order of the sum, which is fixed)
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,7 +43,7 @@ from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
-from fedstrata.core.training import ArrayDataset, LocalPlan, Trainer
+from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.core.update import validate_vector
 from fedstrata.errors import FedstrataError, PrivacyBudgetExhausted
 from fedstrata.monitoring import ClientFailure, RoundMetrics, Sink
@@ -63,6 +64,7 @@ __all__ = ["SimSettings", "Simulation", "SimulationResult"]
 ClientStatus = Literal["accepted", "late", "failed"]
 
 log = logging.getLogger(__name__)
+_HEADLINE = ("loss", "accuracy")  # a task's evaluate metrics stored as fields, not extras
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ class Simulation:
     trainer: Trainer  # server-side: evaluation and FLOP counts
     executor: Executor
     client_sizes: np.ndarray
-    test_data: ArrayDataset | None
+    test_data: LocalData | None
     profiles: ProfileTable
     server_optimizer: ServerOptimizer[Any]
     aggregator: Aggregator[Any] = field(default_factory=WeightedMean)
@@ -199,7 +201,7 @@ class Simulation:
         client_means = self.aggregator.finalize_metrics(state)
         train_loss = client_means.get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
-        extras = self._codec_extras(tally)
+        extras = {**metrics.extras, **self._codec_extras(tally)}
         if "encode_s" in client_means:
             extras["client_encode_s"] = client_means["encode_s"]
         if metrics.accuracy is not None:
@@ -365,12 +367,15 @@ class Simulation:
         train_loss: float | None,
     ) -> RoundMetrics:
         acc = loss = None
+        extras: dict[str, float] = {}
         last = outcome.round_idx == self.settings.rounds - 1
         if self.test_data is not None and (
             (outcome.round_idx + 1) % self.settings.eval_every == 0 or last
         ):
             ev = self.trainer.evaluate(params, self.test_data)
-            acc, loss = ev.accuracy, ev.loss
+            acc = None if math.isnan(ev.accuracy) else ev.accuracy
+            loss = ev.loss
+            extras = {f"test_{k}": v for k, v in ev.metrics.items() if k not in _HEADLINE}
         down_s, compute_s, up_s = tally.critical
         return RoundMetrics(
             round_idx=outcome.round_idx,
@@ -389,7 +394,7 @@ class Simulation:
             compute_s=compute_s,
             downlink_s=down_s,
             uplink_s=up_s,
-            extras={},
+            extras=extras,
         )
 
     def _emit(self, outcome: RoundOutcome, metrics: RoundMetrics) -> None:

@@ -41,7 +41,7 @@ from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.state import MemoryStateStore
-from fedstrata.core.training import ArrayDataset, Trainer
+from fedstrata.core.training import LocalData, Trainer
 from fedstrata.core.update import validate_vector
 from fedstrata.errors import ConfigError, FedstrataError
 from fedstrata.monitoring import RoundMetrics, Sink
@@ -125,7 +125,7 @@ class HierarchicalSimulation:
     trainer: Trainer
     executor: Executor
     client_sizes: np.ndarray
-    test_data: ArrayDataset | None
+    test_data: LocalData | None
     profiles: ProfileTable
     server_optimizer: ServerOptimizer[Any]
     pipeline: Pipeline | None = None

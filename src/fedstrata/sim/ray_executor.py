@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -273,10 +274,12 @@ def _connect(ray: Any, address: str | None, num_cpus: int | None) -> bool:
         return False
     start = time.perf_counter()
     try:
-        if address is None:
+        if address is None:  # local actors import what this process can (a user's task)
+            path = os.pathsep.join(p for p in sys.path if p)
             ray.init(
                 address="local", num_cpus=num_cpus, include_dashboard=False,
                 configure_logging=False, log_to_driver=False,
+                runtime_env={"env_vars": {"PYTHONPATH": path}},
             )  # fmt: skip
         else:
             ray.init(address=address, configure_logging=False, log_to_driver=False)

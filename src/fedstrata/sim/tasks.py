@@ -12,7 +12,7 @@ import numpy as np
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
-from fedstrata.core.training import ArrayDataset, LocalPlan, Trainer, TrainerFactory
+from fedstrata.core.training import LocalData, LocalPlan, Trainer, TrainerFactory
 from fedstrata.pipeline.stage import Pipeline
 
 __all__ = ["ClientJob", "ClientSource", "ClientTask", "TaskResult", "run_client"]
@@ -21,7 +21,7 @@ __all__ = ["ClientJob", "ClientSource", "ClientTask", "TaskResult", "run_client"
 class ClientSource(Protocol):
     """Anything that hands out a client's local data by id."""
 
-    def client(self, client_id: int) -> ArrayDataset: ...
+    def client(self, client_id: int) -> LocalData: ...
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from torch import nn
 
 from fedstrata.errors import ConfigError
 
-__all__ = ["ModelKind", "build_model", "forward_macs", "init_params_"]
+__all__ = ["ModelKind", "build_model", "count_macs", "forward_macs", "init_params_"]
 
 
 class ModelKind(StrEnum):
@@ -81,15 +81,21 @@ def _check_build(input_shape: tuple[int, ...], num_classes: int, hidden: int) ->
 
 
 def build_model(
-    kind: ModelKind | str, input_shape: tuple[int, ...], num_classes: int, hidden: int = 128
+    kind: ModelKind | str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    hidden: int = 128,
+    device: str = "meta",
 ) -> nn.Sequential:
-    """Build an uninitialised model on the ``meta`` device.
+    """Build the model on ``device``: uninitialised on ``meta`` (the default), else
+    initialised by the layers' constructors from the global generator.
 
     Args:
         kind: ``logreg``, ``mlp`` or ``cnn``.
         input_shape: shape of one example as stored in the dataset (``x.shape[1:]``).
         num_classes: number of output logits.
         hidden: width of the hidden layer (``mlp``, ``cnn``).
+        device: ``meta`` or ``cpu``.
 
     Raises:
         ConfigError: unknown kind or invalid sizes.
@@ -101,7 +107,7 @@ def build_model(
     _check_build(input_shape, num_classes, hidden)
     flat_in = math.prod(input_shape)
     head: list[nn.Module] = [nn.Flatten(1)] if len(input_shape) > 1 else []
-    with torch.device("meta"):
+    with torch.device(device):
         if kind is ModelKind.LOGREG:
             return nn.Sequential(*head, nn.Linear(flat_in, num_classes))
         if kind is ModelKind.MLP:
@@ -135,23 +141,30 @@ def init_params_(model: nn.Module, generator: torch.Generator) -> None:
 def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass for one example (Linear and Conv2d).
 
-    Runs the model once on one example (no compute and no memory when the model is on
-    the ``meta`` device) to learn the layers' output shapes.
+    Runs the model once on one zero example (no compute and no memory when the model
+    is on the ``meta`` device) to learn the layers' output shapes.
     """
-    total = 0
+    return count_macs(model, torch.zeros((1, *input_shape), device=_device_of(model)))
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of Linear and Conv2d layers in one forward pass of ``example``
+    (a batch of one), counted by forward hooks; any module, any input dtype."""
+    total, batch = 0, max(int(example.shape[0]), 1)
 
     def hook(module: nn.Module, _inp: object, out: torch.Tensor) -> None:
         nonlocal total
-        if isinstance(module, nn.Linear):
-            total += module.in_features * module.out_features
+        if isinstance(module, nn.Linear):  # once per position (a sequence has several)
+            positions = max(out.numel() // max(module.out_features, 1) // batch, 1)
+            total += module.in_features * module.out_features * positions
         elif isinstance(module, nn.Conv2d):
             per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
-            total += out.numel() * per_output
+            total += out.numel() * per_output // batch
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
         with torch.no_grad():
-            model(torch.zeros((1, *input_shape), device=_device_of(model)))
+            model(example)
     finally:
         for h in handles:
             h.remove()

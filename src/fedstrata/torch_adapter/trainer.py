@@ -1,35 +1,37 @@
-"""The torch implementation of :class:`fedstrata.core.training.Trainer`.
+"""The torch implementation of :class:`fedstrata.core.training.Trainer`, for any task.
 
-One model per trainer (per worker process), never one per client. The model's
-parameters are views into ONE flat float32 tensor that shares memory with a NumPy
-vector (``torch.from_numpy``), and their ``.grad`` tensors are views into one flat
-gradient tensor. So, per client:
+Every model is a task (:class:`fedstrata.torch_adapter.task.Task`): the built-in
+``logreg``/``mlp``/``cnn`` are tasks whose factory builds them, and a user's task
+brings its own module. One model per trainer (per worker process), never one per
+client. The model's global state (parameters, aggregated buffers) lives in views
+into ONE flat float32 tensor that shares memory with a NumPy vector
+(:mod:`fedstrata.torch_adapter.binding`), so per client:
 
 * loading the global model is one ``np.copyto``;
-* zeroing the gradients is one ``zero_()``;
-* an SGD step is two to five in-place ops on the flat vectors (no per-parameter
-  loop), with the exact arithmetic of ``torch.optim.SGD`` (``dampening=0``,
-  ``nesterov=False``): ``g += wd * w``; ``buf = g`` (first step) or
-  ``buf = momentum * buf + g``; ``w += -lr * buf``;
 * the delta is one ``np.subtract`` into the caller's ``out``.
 
-FedProx (Li et al., "Federated Optimization in Heterogeneous Networks", MLSys 2020)
-adds the gradient of ``mu/2 * ||w - w_global||^2``, i.e. ``mu * (w - w_global)``, to
-the loss gradient before the optimizer sees it. Adam uses ``torch.optim.Adam``
-(built per client; ``momentum`` is ignored, ``weight_decay`` is Adam's L2 term).
+Tasks without their own optimizer or loop (the built-ins and any plain-SGD task)
+take the fast path: gradients are views into one flat gradient tensor, zeroing them
+is one ``zero_()``, and an SGD step is two to five in-place ops on the trainable
+prefix of the flat vectors, with the exact arithmetic of ``torch.optim.SGD``
+(``dampening=0``, ``nesterov=False``): ``g += wd * w``; ``buf = g`` (first step) or
+``buf = momentum * buf + g``; ``w += -lr * buf``. FedProx (Li et al., "Federated
+Optimization in Heterogeneous Networks", MLSys 2020) adds the gradient of
+``mu/2 * ||w - w_global||^2``, i.e. ``mu * (w - w_global)``. Adam uses
+``torch.optim.Adam`` (built per client). Tasks with their own optimizer or loop run
+it on the same bound module (:mod:`fedstrata.torch_adapter.loops`).
 
-No DataLoader: the client's NumPy arrays become tensors with ``torch.from_numpy``
-(no copy), an epoch is ``torch.randperm`` from a ``torch.Generator`` seeded from the
-client context, and minibatches are index gathers.
+No DataLoader for array data: the client's arrays become tensors with
+``torch.from_numpy`` (no copy), an epoch is ``torch.randperm`` from a
+``torch.Generator`` seeded from the client context, and minibatches are index gathers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from enum import StrEnum
-from typing import TypeVar, final
+from typing import final
 
 import numpy as np
 import torch
@@ -41,20 +43,32 @@ from fedstrata.core.params import FloatVector, ParamSpec
 from fedstrata.core.training import (
     ArrayDataset,
     EvalResult,
+    LocalData,
     LocalPlan,
     OptimizerKind,
     TrainResult,
 )
-from fedstrata.errors import ConfigError, DataError
-from fedstrata.torch_adapter.models import ModelKind, build_model, forward_macs, init_params_
+from fedstrata.errors import ConfigError, DataError, TaskError
+from fedstrata.torch_adapter.binding import FlatModel, build_module, layout_mismatch, shapes_of
+from fedstrata.torch_adapter.data import ClientData, client_data
+from fedstrata.torch_adapter.flatsgd import FlatSGD, sgd_step_
+from fedstrata.torch_adapter.loops import (
+    Batch,
+    LocalTraining,
+    checked_loss,
+    default_loss,
+    eval_batches,
+    minibatches,
+    run_optimizer_loop,
+)
+from fedstrata.torch_adapter.models import count_macs
+from fedstrata.torch_adapter.probe import SgdSettings
+from fedstrata.torch_adapter.task import Task, as_metrics, call_user, describe_fn
 
-__all__ = ["ShuffleSeeding", "TorchTrainer", "TorchTrainerFactory"]
+__all__ = ["ShuffleSeeding", "TorchTrainer"]
 
-EVAL_BATCH = 1024
 FLOPS_PER_MAC = 6  # forward 2 FLOPs per MAC, backward about twice the forward
 W1_SEED_STRIDE = 100003
-
-_E = TypeVar("_E", bound=StrEnum)
 
 
 class ShuffleSeeding(StrEnum):
@@ -75,80 +89,72 @@ def _shuffle_seed(ctx: ClientContext, seeding: ShuffleSeeding) -> int:
     return ctx.seed("shuffle")
 
 
-def _bind_flat(model: nn.Module, spec: ParamSpec, flat: torch.Tensor, grad: torch.Tensor) -> None:
-    """Replace every parameter by a view into ``flat`` with its grad a view into ``grad``."""
-    for name, shape, offset in zip(spec.names, spec.shapes, spec.offsets, strict=True):
-        prefix, _, attr = name.rpartition(".")
-        module = model.get_submodule(prefix)
-        size = math.prod(shape)
-        param = nn.Parameter(flat[offset : offset + size].view(shape))
-        param.grad = grad[offset : offset + size].view(shape)
-        setattr(module, attr, param)
-
-
-def _batches(n: int, plan: LocalPlan, gen: torch.Generator) -> Iterator[torch.Tensor]:
-    """Minibatch index tensors: ``plan.epochs`` epochs or ``plan.steps`` steps.
-
-    Every epoch is a fresh ``torch.randperm``; with ``steps`` the epochs cycle.
-    """
-    steps_left = plan.steps
-    epochs_left = plan.epochs
-    while epochs_left is None or epochs_left > 0:
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n, plan.batch_size):
-            if steps_left is not None:
-                if steps_left == 0:
-                    return
-                steps_left -= 1
-            yield perm[start : start + plan.batch_size]
-        if epochs_left is not None:
-            epochs_left -= 1
-
-
 @final
 class TorchTrainer:
-    """Local training and evaluation of one torch model over flat float32 vectors.
+    """Local training and evaluation of one task's torch model over flat vectors.
 
-    Owns one model whose parameters alias :attr:`flat`; not thread-safe (one trainer
-    per worker process). Implements :class:`fedstrata.core.training.Trainer`.
+    Owns one module whose global state aliases :attr:`flat_np`; not thread-safe (one
+    trainer per worker process). Implements :class:`fedstrata.core.training.Trainer`.
     """
 
     def __init__(
         self,
-        kind: ModelKind | str,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        hidden: int = 128,
+        task: Task,
         shuffle_seeding: ShuffleSeeding | str = ShuffleSeeding.DERIVED,
+        *,
+        input_shape: tuple[int, ...] | None = None,
+        num_classes: int | None = None,
+        example: Callable[[], torch.Tensor] | None = None,
+        expected: tuple[tuple[str, tuple[int, ...]], ...] | None = None,
+        sgd: SgdSettings | None = None,
     ) -> None:
-        """Build the model and its flat buffers.
+        """Build the task's module and bind it to the flat buffers.
+
+        Args:
+            task: the task (its ``model`` is called once here).
+            shuffle_seeding: how each client's shuffle generator is seeded.
+            input_shape: shape of one example, when known (built-in data): checked
+                on every dataset, and used to count FLOPs.
+            num_classes: label range checked on array data, when known.
+            example: returns one input batch (of one example) to count FLOPs with,
+                when ``input_shape`` is unknown.
+            expected: the global model's ``(name, shape)`` list from the main process;
+                a different module here makes every client fail with a clear error.
+            sgd: the task's optimizer is this plain SGD (:func:`plain_sgd`): train it
+                on the fast path.
 
         Raises:
-            ConfigError: unknown model kind or invalid sizes.
+            TaskError: the model factory failed or returned a non-module.
         """
-        self._input_shape = tuple(int(d) for d in input_shape)
-        self._num_classes = num_classes
+        self.task = task
         self._seeding = ShuffleSeeding(shuffle_seeding)
-        self.model = build_model(kind, self._input_shape, num_classes, hidden)
-        self._spec = ParamSpec.from_arrays(
-            [(n, np.empty(tuple(p.shape), np.float32)) for n, p in self.model.named_parameters()]
+        self._input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self._num_classes = num_classes
+        self._example = example
+        self._bound = FlatModel.bind(build_module(task.model, 0), task.local_buffers)
+        self.model = self._bound.module
+        self._spec = self._bound.spec
+        self.flat_np, self.flat, self.grad = (
+            self._bound.flat_np,
+            self._bound.flat,
+            self._bound.grad,
         )
-        self.flat_np: FloatVector = self._spec.zeros()
-        self.flat = torch.from_numpy(self.flat_np)
-        self.grad = torch.zeros(self._spec.size)
-        self._momentum = torch.zeros(self._spec.size)
+        size = self._bound.trainable
+        self._momentum = torch.zeros(size)
         self._global_np: FloatVector = self._spec.zeros()
         self._global = torch.from_numpy(self._global_np)
-        self._scratch = torch.zeros(self._spec.size)
-        _bind_flat(self.model, self._spec, self.flat, self.grad)
-        # After binding, the model lives on the CPU: one tiny forward pass there is
-        # microseconds, where the same pass on the ``meta`` device first loads torch's
-        # meta kernels (over a second per process).
-        self._macs = forward_macs(self.model, self._input_shape)
+        self._scratch = torch.zeros(size)
+        self._loss = task.loss or default_loss
+        self._mismatch = (
+            None if expected is None else layout_mismatch(expected, self._spec, task.model)
+        )
+        self._macs: int | None = None
+        self._sgd = sgd
+        self._fast = task.plain_sgd or (sgd is not None and task.train is None)
 
     @property
     def spec(self) -> ParamSpec:
-        """Names, shapes and offsets of the model's parameters in the flat vector."""
+        """Names, shapes and offsets of the model's global tensors in the flat vector."""
         return self._spec
 
     @property
@@ -158,30 +164,62 @@ class TorchTrainer:
         A forward multiply-accumulate is 2 FLOPs and the backward pass costs about
         twice the forward (gradients with respect to inputs and to weights), hence
         ``6 * MACs``; only Linear and Conv2d layers are counted (activations, pooling
-        and the loss are negligible next to them).
+        and the loss are negligible next to them). Measured once, on one example.
         """
+        if self._macs is None:
+            self._macs = self._count_macs()
         return float(FLOPS_PER_MAC * self._macs)
 
-    def initial_params(self, seed: int) -> FloatVector:
-        """PyTorch-default initialisation drawn from ``torch.Generator().manual_seed(seed)``.
+    def _count_macs(self) -> int:
+        if self._input_shape is not None:
+            return count_macs(self.model, torch.zeros((1, *self._input_shape)))
+        if self._example is None:
+            return 0
+        was_training = self.model.training
+        self.model.eval()  # one example: batch norm cannot train on it
+        try:
+            return count_macs(self.model, self._example())
+        except Exception as exc:
+            raise TaskError(
+                f"model {describe_fn(self.task.model)} failed on client 0's first example "
+                f"while fedstrata counted its FLOPs: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            self.model.train(was_training)
 
-        Equal to ``torch.manual_seed(seed)`` then constructing the model the usual
-        way, without touching the global random state.
+    def initial_params(self, seed: int) -> FloatVector:
+        """The global state of ``torch.manual_seed(seed); task.model()``.
+
+        The global random state is saved and restored around the call.
 
         Raises:
             ConfigError: ``seed`` is not a non-negative int.
+            TaskError: the factory failed, or built a different model than before.
         """
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ConfigError(f"initial_params: seed must be a non-negative int, got {seed!r}")
-        init_params_(self.model, torch.Generator().manual_seed(int(seed)))
-        return self.flat_np.copy()
+        fresh = FlatModel.bind(build_module(self.task.model, int(seed)), self.task.local_buffers)
+        problem = layout_mismatch(shapes_of(self._spec), fresh.spec, self.task.model)
+        if problem is not None:
+            raise TaskError(problem)
+        return fresh.flat_np.copy()
+
+    def _client_data(self, data: LocalData, what: str) -> ClientData:
+        """Normalise ``data``; built-in array data are checked against the model."""
+        if isinstance(data, ArrayDataset):
+            return ClientData(data, self._tensors(data, what), len(data), what)
+        if not isinstance(data, ClientData):
+            data = client_data(data, what)
+        if data.num_examples == 0:
+            raise DataError(f"{what}: the dataset is empty ({data.origin})")
+        return data
 
     def _tensors(self, data: ArrayDataset, what: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero-copy tensors of ``data`` (copies only if dtype or writability require)."""
         x, y = data.x, data.y
         if len(y) == 0:
             raise DataError(f"{what}: the dataset is empty")
-        if tuple(x.shape[1:]) != self._input_shape:
+        if self._input_shape is not None and tuple(x.shape[1:]) != self._input_shape:
             raise DataError(
                 f"{what}: examples have shape {tuple(x.shape[1:])}, "
                 f"the model expects {self._input_shape}"
@@ -191,7 +229,7 @@ class TorchTrainer:
         if y.dtype != np.int64 or not y.flags.writeable:
             y = np.array(y, dtype=np.int64)
         lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or hi >= self._num_classes:
+        if self._num_classes is not None and (lo < 0 or hi >= self._num_classes):
             raise DataError(
                 f"{what}: labels must lie in [0, {self._num_classes}), got [{lo}, {hi}]"
             )
@@ -200,45 +238,63 @@ class TorchTrainer:
     def train(
         self,
         params: FloatVector,
-        data: ArrayDataset,
+        data: LocalData,
         plan: LocalPlan,
         ctx: ClientContext,
         out: FloatVector,
     ) -> TrainResult:
         """Train from ``params`` on ``data``; write ``new - params`` into ``out``.
 
-        Non-finite parameters are not an error here: the delta is written as is and
-        the caller validates it.
+        On the fast path non-finite parameters are not an error here: the delta is
+        written as is and the caller validates it. A task's own optimizer or loop that
+        produces NaN/Inf raises instead, naming the task's function.
 
         Raises:
             ShapeError: ``params`` or ``out`` is not a float32 vector of the spec's size.
             DataError: empty data, wrong example shape, or labels out of range.
+            TaskError: the task's code failed, produced NaN, or changed the model.
         """
         self._spec.check(params, "train params")
         self._spec.check(out, "train out")
-        x, y = self._tensors(data, f"client {ctx.client_id} train")
+        if self._mismatch is not None:
+            raise TaskError(self._mismatch)
+        local = self._client_data(data, f"client {ctx.client_id} train")
         np.copyto(self.flat_np, params)
         if plan.prox_mu > 0:
             np.copyto(self._global_np, params)
         gen = torch.Generator().manual_seed(_shuffle_seed(ctx, self._seeding))
+        self.model.train()
         with torch.enable_grad():
-            steps, loss_sum, seen = self._run(x, y, plan, gen)
+            if self._fast:
+                if self._sgd is not None:
+                    plan = self._sgd.plan(plan)
+                steps, loss_sum, seen = self._run(minibatches(local, plan, gen), plan, local)
+                metrics: dict[str, float] = {}
+            else:
+                steps, loss_sum, seen, metrics = self._run_task(local, plan, ctx, gen)
         np.subtract(self.flat_np, params, out=out)
-        return TrainResult(len(data), steps, {"train_loss": loss_sum / seen})
+        if not self._fast and not np.isfinite(out).all():
+            raise TaskError(f"{self._who()} produced NaN/Inf parameters on client {ctx.client_id}")
+        if seen:
+            metrics.setdefault("train_loss", loss_sum / seen)
+        return TrainResult(len(local), steps, metrics)
+
+    def _who(self) -> str:
+        fn = self.task.train or self.task.optimizer
+        role = "Task.train" if self.task.train is not None else "Task.optimizer"
+        return f"{role} {describe_fn(fn)}"
 
     def _run(
-        self, x: torch.Tensor, y: torch.Tensor, plan: LocalPlan, gen: torch.Generator
+        self, batches: Iterator[Batch], plan: LocalPlan, data: ClientData
     ) -> tuple[int, float, int]:
-        """The training loop; returns (steps, sum of per-example loss, examples seen)."""
+        """The flat loop; returns (steps, sum of per-example loss, examples seen)."""
         adam = None
         if plan.optimizer is OptimizerKind.ADAM:
-            adam = torch.optim.Adam(
-                self.model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay
-            )
+            adam = torch.optim.Adam(self._trainable(), lr=plan.lr, weight_decay=plan.weight_decay)
         steps, loss_sum, seen = 0, 0.0, 0
-        for idx in _batches(int(y.shape[0]), plan, gen):
+        for x, y in batches:
             self.grad.zero_()
-            loss = cross_entropy(self.model(x[idx]), y[idx])
+            loss = checked_loss(self.model, self._loss, x, y, data.origin)
             torch.autograd.backward(loss)
             with torch.no_grad():
                 if adam is None:
@@ -247,96 +303,124 @@ class TorchTrainer:
                     self._add_prox(plan)
                     adam.step()
             steps += 1
-            loss_sum += loss.item() * idx.shape[0]
-            seen += int(idx.shape[0])
+            loss_sum += loss.item() * int(y.shape[0])
+            seen += int(y.shape[0])
         return steps, loss_sum, seen
+
+    def _trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _run_task(
+        self, data: ClientData, plan: LocalPlan, ctx: ClientContext, gen: torch.Generator
+    ) -> tuple[int, float, int, dict[str, float]]:
+        """A task's own optimizer and/or loop on the bound module."""
+        opt = self._optimizer(plan)
+        sched = None
+        if self.task.scheduler is not None:
+            sched = call_user(self.task.scheduler, "Task.scheduler", opt)
+        local = LocalTraining(
+            ctx.round_idx, ctx.client_id, plan, gen, opt, sched, self._loss, data
+        )
+        prox = self._prox_hook(plan)
+        if self.task.train is None:
+            loss_sum, seen = run_optimizer_loop(self.model, local, prox)
+            self._bound.check_bound(self._who())
+            return local.steps, loss_sum, seen, {}
+        result = call_user(self.task.train, "Task.train", self.model, data.source, local)
+        self._bound.check_bound(self._who())
+        return local.steps, 0.0, 0, as_metrics(result, self._who())
+
+    def _optimizer(self, plan: LocalPlan) -> torch.optim.Optimizer | FlatSGD:
+        params = self._trainable()
+        if self._sgd is not None:  # a plain torch.optim.SGD: same arithmetic, flat
+            n = self._bound.trainable
+            return FlatSGD(params, self.flat[:n], self.grad[:n], self._momentum, self._sgd)
+        if self.task.optimizer is not None:
+            opt = call_user(self.task.optimizer, "Task.optimizer", params)
+            if not isinstance(opt, torch.optim.Optimizer):
+                raise TaskError(
+                    f"Task.optimizer {describe_fn(self.task.optimizer)} returned "
+                    f"{type(opt).__name__}, not a torch.optim.Optimizer"
+                )
+            return opt
+        if plan.optimizer is OptimizerKind.ADAM:
+            return torch.optim.Adam(params, lr=plan.lr, weight_decay=plan.weight_decay)
+        return torch.optim.SGD(
+            params, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay
+        )
+
+    def _prox_hook(self, plan: LocalPlan) -> Callable[[], None] | None:
+        if plan.prox_mu <= 0:
+            return None
+        params = self._trainable()
+        n = self._bound.trainable
+
+        def prox() -> None:
+            with torch.no_grad():
+                delta = self.flat[:n] - self._global[:n]
+                offset = 0
+                for p in params:
+                    k = p.numel()
+                    if p.grad is not None:
+                        p.grad.add_(delta[offset : offset + k].view_as(p), alpha=plan.prox_mu)
+                    offset += k
+
+        return prox
 
     def _add_prox(self, plan: LocalPlan) -> None:
         if plan.prox_mu > 0:
-            torch.sub(self.flat, self._global, out=self._scratch)
-            self.grad.add_(self._scratch, alpha=plan.prox_mu)
+            n = self._bound.trainable
+            torch.sub(self.flat[:n], self._global[:n], out=self._scratch)
+            self.grad[:n].add_(self._scratch, alpha=plan.prox_mu)
 
     def _sgd_step(self, plan: LocalPlan, first: bool) -> None:
-        """``torch.optim.SGD`` arithmetic on the flat vectors (dampening 0, no Nesterov)."""
+        """``torch.optim.SGD`` arithmetic on the trainable prefix (dampening 0, no Nesterov)."""
         self._add_prox(plan)
-        step = self.grad
-        if plan.weight_decay != 0:
-            step.add_(self.flat, alpha=plan.weight_decay)
-        if plan.momentum != 0:
-            if first:
-                self._momentum.copy_(step)
-            else:
-                self._momentum.mul_(plan.momentum).add_(step, alpha=1.0)
-            step = self._momentum
-        self.flat.add_(step, alpha=-plan.lr)
+        n = self._bound.trainable
+        weights = self.flat if n == self._spec.size else self.flat[:n]
+        grad = self.grad if n == self._spec.size else self.grad[:n]
+        settings = SgdSettings(plan.lr, plan.momentum, plan.weight_decay)
+        sgd_step_(weights, grad, self._momentum, settings, first)
 
-    def evaluate(self, params: FloatVector, data: ArrayDataset) -> EvalResult:
-        """Mean cross-entropy and accuracy of ``params`` on ``data`` (batches of 1024).
+    def evaluate(self, params: FloatVector, data: LocalData) -> EvalResult:
+        """Metrics of ``params`` on ``data``: the task's ``evaluate``, else mean loss
+        and accuracy (array data in batches of 1024).
 
         Raises:
             ShapeError: ``params`` is not a float32 vector of the spec's size.
             DataError: empty data, wrong example shape, or labels out of range.
+            TaskError: the task's ``evaluate`` failed or returned non-numbers.
         """
         self._spec.check(params, "evaluate params")
-        x, y = self._tensors(data, "evaluate")
+        local = self._client_data(data, "evaluate")
         np.copyto(self.flat_np, params)
-        loss_sum, correct = 0.0, 0
+        self.model.eval()
         with torch.no_grad():
-            for start in range(0, int(y.shape[0]), EVAL_BATCH):
-                xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
-                logits = self.model(xb)
+            if self.task.evaluate is not None:
+                result = call_user(self.task.evaluate, "Task.evaluate", self.model, local.source)
+                named = as_metrics(result, f"Task.evaluate {describe_fn(self.task.evaluate)}")
+                return EvalResult(
+                    loss=named.get("loss", math.nan),
+                    accuracy=named.get("accuracy", math.nan),
+                    num_examples=len(local),
+                    metrics=named,
+                )
+            try:
+                return self._default_eval(local)
+            except Exception as exc:
+                raise TaskError(
+                    f"evaluating on {local.origin} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+
+    def _default_eval(self, data: ClientData) -> EvalResult:
+        loss_sum, correct, n = 0.0, 0, 0
+        for xb, yb in eval_batches(data):
+            logits = self.model(xb)
+            if self.task.loss is None:
                 loss_sum += cross_entropy(logits, yb, reduction="sum").item()
+            else:
+                loss_sum += float(self._loss(logits, yb).item()) * int(yb.shape[0])
+            if logits.ndim == 2 and yb.ndim == 1:
                 correct += int((logits.argmax(dim=1) == yb).sum().item())
-        n = int(y.shape[0])
+            n += int(yb.shape[0])
         return EvalResult(loss=loss_sum / n, accuracy=correct / n, num_examples=n)
-
-
-def _enum(cls: type[_E], value: str, field: str) -> _E:
-    try:
-        return cls(value)
-    except ValueError as exc:
-        allowed = ", ".join(m.value for m in cls)
-        raise ConfigError(
-            f"TorchTrainerFactory.{field} must be one of {allowed}; got {value!r}"
-        ) from exc
-
-
-@dataclass(frozen=True)
-class TorchTrainerFactory:
-    """Picklable recipe for a :class:`TorchTrainer`, called inside worker processes.
-
-    Attributes:
-        model: model architecture (a :class:`ModelKind` or its value; stored as the enum).
-        input_shape: shape of one example (``x.shape[1:]``).
-        num_classes: number of classes.
-        hidden: hidden width (mlp, cnn).
-        torch_threads: intra-op threads set with ``torch.set_num_threads`` when the
-            factory is called (a per-process setting); ``None`` leaves it alone.
-        shuffle_seeding: how each client's shuffle generator is seeded.
-    """
-
-    model: ModelKind | str
-    input_shape: tuple[int, ...]
-    num_classes: int
-    hidden: int = 128
-    torch_threads: int | None = 1
-    shuffle_seeding: ShuffleSeeding | str = ShuffleSeeding.DERIVED
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "model", _enum(ModelKind, self.model, "model"))
-        seeding = _enum(ShuffleSeeding, self.shuffle_seeding, "shuffle_seeding")
-        object.__setattr__(self, "shuffle_seeding", seeding)
-        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ConfigError(
-                f"TorchTrainerFactory.torch_threads must be >= 1 or None, got {self.torch_threads}"
-            )
-        build_model(self.model, self.input_shape, self.num_classes, self.hidden)  # validates
-
-    def __call__(self) -> TorchTrainer:
-        """Set the thread count (if asked) and build a trainer."""
-        if self.torch_threads is not None and torch.get_num_threads() != self.torch_threads:
-            torch.set_num_threads(self.torch_threads)
-        return TorchTrainer(
-            self.model, self.input_shape, self.num_classes, self.hidden, self.shuffle_seeding
-        )
