@@ -131,7 +131,8 @@ class FederatedEvaluator:
         if failures:
             log.warning(
                 "round %d: federated evaluation failed on %d of %d clients (e.g. client %d: %s)",
-                round_idx, len(failures), len(ids), failures[0].client_id, failures[0].reason,
+                round_idx, len(failures), len(ids), failures[0].client_id,
+                failures[0].reason.removeprefix("federated evaluation: "),
             )  # fmt: skip
         for failure in failures:
             for sink in sinks:
