@@ -66,11 +66,10 @@ def test_flat_simulation_evaluates_every_n_rounds_on_held_out_data() -> None:
     assert [e.round_idx for e in result.fed_evals] == [1, 3, 4]  # every 2nd and the last
     last = result.fed_evals[-1]
     ids = evaluator.sample(4)
-    assert len(ids) == 5 and list(ids) == sorted(ids)
+    assert len(ids) == 5
+    assert list(ids) == sorted(ids)
     trainer, held = FakeTrainer(), HeldOut()
-    direct = {
-        int(c): trainer.evaluate(result.params, held.client(int(c))) for c in ids if c != 7
-    }
+    direct = {int(c): trainer.evaluate(result.params, held.client(int(c))) for c in ids if c != 7}
     assert {r.client_id for r in last.results} == set(direct)
     for r in last.results:
         assert r.metrics["loss"] == pytest.approx(direct[r.client_id].loss)
@@ -104,7 +103,8 @@ def test_sample_is_seeded_and_settings_are_checked() -> None:
     ev = FederatedEvaluator(FedEvalSettings(1, 3, 9), np.arange(10))
     assert list(ev.sample(2)) == list(ev.sample(2))
     assert not FedEvalSettings(3, 1).due(0, last=False)
-    assert FedEvalSettings(3, 1).due(2, last=False) and FedEvalSettings(3, 1).due(0, last=True)
+    assert FedEvalSettings(3, 1).due(2, last=False)
+    assert FedEvalSettings(3, 1).due(0, last=True)
     with pytest.raises(ConfigError, match="no client holds evaluation data"):
         FederatedEvaluator(FedEvalSettings(1, 1), np.array([], dtype=np.intp))
     with pytest.raises(ConfigError, match="every and sample_size"):

@@ -60,7 +60,8 @@ def test_every_client_is_split_into_disjoint_parts_of_its_own_kind(load) -> None
         assert type(train.source) is type(held.source)
         ids_train, ids_held = _ids(train.source), _ids(held.source)
         assert sorted(ids_train + ids_held) == list(range(sizes[c]))
-        assert ids_train == sorted(ids_train) and ids_held == sorted(ids_held)
+        assert ids_train == sorted(ids_train)
+        assert ids_held == sorted(ids_held)
         assert _ids(split.held_out.client(c).source) == ids_held  # seeded: the same each call
 
 
