@@ -174,9 +174,11 @@ class RoundsConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    """Federated evaluation: clients evaluate the global model on their own held-out
-    data (docs/tasks.md); the run store and report show the weighted mean and the
-    distribution over clients."""
+    """Federated evaluation: clients evaluate the model on their own held-out data.
+
+    See docs/tasks.md: the run store and the report show the weighted mean and the
+    distribution over clients (worst 10%, p10/p50/p90, std).
+    """
 
     every: int = Field(
         0, ge=0, description="federated evaluation every N rounds (and after the last); 0: off"
