@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -109,3 +110,28 @@ def test_sample_is_seeded_and_settings_are_checked() -> None:
         FederatedEvaluator(FedEvalSettings(1, 1), np.array([], dtype=np.intp))
     with pytest.raises(ConfigError, match="every and sample_size"):
         FedEvalSettings(0, 1)
+
+
+def test_ray_actors_evaluate_the_same(tmp_path_factory) -> None:
+    """Evaluation tasks run on Ray actors too (a private local Ray, shut down after)."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'fedstrata[ray]')")
+    from fedstrata.sim.ray_executor import RayExecutor
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[FakeTrainer.__module__])
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        temp = str(tmp_path_factory.mktemp("ray"))  # short: Ray's socket paths are limited
+        ray.init(address="local", include_dashboard=False, num_cpus=2, _temp_dir=temp,
+                 configure_logging=False, log_to_driver=False)  # fmt: skip
+        try:
+            job = ClientJob(FakeFactory(), FakeData(), root_seed=5, eval_data=HeldOut())
+            evaluator = FederatedEvaluator(FedEvalSettings(1, 12, 5), np.arange(12))
+            params = FakeTrainer().initial_params(1)
+            with RayExecutor(job, 4, num_actors=2) as ex:
+                got = evaluator.run(ex, params, 0, ())
+        finally:
+            ray.shutdown()
+    want = evaluator.run(InProcessExecutor(job, 4), params, 0, ())
+    assert (got.results, got.distributions) == (want.results, want.distributions)
+    assert got.clients_failed == 1
