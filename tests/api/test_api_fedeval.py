@@ -125,6 +125,14 @@ def test_user_task_with_its_own_client_test_data(tmp_path: Path) -> None:
     assert result.simulation.rounds[0].clients_completed == CLIENTS
 
 
+def test_holdout_zero_evaluates_each_client_on_its_training_data(tmp_path: Path) -> None:
+    task = make_task()
+    result = run(config(tmp_path, "evaluation.holdout=0", "output.run_store=false"), task=task)
+    last = result.simulation.fed_evals[-1]
+    assert [r.num_examples for r in last.results] == [10 + 5 * c for c in range(CLIENTS)]
+    assert result.simulation.rounds[0].clients_completed == CLIENTS
+
+
 def test_builtin_preset_federated_evaluation(tmp_path: Path) -> None:
     """Issue 14 part 3 must-show for a built-in preset (quickstart, made tiny)."""
     cfg = load_config(
