@@ -178,7 +178,7 @@ def _interrupted_text(exc: KeyboardInterrupt) -> str:
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
-    """Write RUN_DIR/report.html (accuracy, bytes, round-time breakdown)."""
+    """Write RUN_DIR/report.html (accuracy, federated evaluation, bytes, round time)."""
     from fedstrata.monitoring import write_report
 
     try:
