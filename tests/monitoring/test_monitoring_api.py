@@ -14,9 +14,12 @@ EXPECTED = {
     "MODEL_FILE",
     "REPORT_FILE",
     "SUMMARY_FILE",
+    "ClientEval",
     "ClientFailure",
     "Fanout",
+    "FedEvalMetrics",
     "MemorySink",
+    "MetricDistribution",
     "MetricEvent",
     "RoundMetrics",
     "RunFinished",
@@ -38,7 +41,7 @@ def test_all_is_the_public_api():
 
 
 def test_submodules_declare_all():
-    for module in ("events", "sinks", "runstore", "rundir", "report"):
+    for module in ("events", "fedeval", "sinks", "runstore", "rundir", "report"):
         mod = importlib.import_module(f"fedstrata.monitoring.{module}")
         assert all(hasattr(mod, name) for name in mod.__all__)
 

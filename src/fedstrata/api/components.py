@@ -426,7 +426,6 @@ def simulation(
             rounds.eval_every,
             config.seed,
             weighting="uniform" if private else "examples",
-            client_eval=rounds.client_eval,
         ),
         coordinator=RoundCoordinator(
             RoundPolicy(
@@ -448,5 +447,4 @@ def simulation(
         planner=planner,
         pipeline=pipeline,
         broadcast=broadcast,
-        client_data=dataset,
     )

@@ -36,6 +36,7 @@ from fedstrata.api.components import (
     trainer_factory,
     warm_up,
 )
+from fedstrata.api.fedeval import federated_split
 from fedstrata.config import FedConfig, dump_config
 from fedstrata.core.params import FloatVector
 from fedstrata.core.training import ClientPopulation, Trainer, TrainerFactory
@@ -54,6 +55,7 @@ from fedstrata.sim import ClientJob, Simulation, SimulationResult
 from fedstrata.sim.hierarchy import HierarchicalSimulation
 from fedstrata.sim.hooks import RoundHook
 from fedstrata.sim.prefetch import Prefetch
+from fedstrata.sim.tasks import ClientSource
 
 __all__ = ["RunInterrupted", "RunResult", "load_model", "run"]
 
@@ -123,6 +125,8 @@ def run(
             round's model and the run so far were saved first.
     """
     dataset, chosen, sgd = _load(config, task)
+    split = federated_split(config, dataset, chosen)
+    dataset = split.population
     if on_start is not None:
         on_start(dataset.num_clients)
     factory = trainer_factory(config, dataset, chosen, sgd)
@@ -144,7 +148,9 @@ def run(
                 store=store,
                 stack=stack,
                 notes=notes,
+                eval_data=split.eval_data,
             )
+            sim.fed_eval = split.evaluator
             if isinstance(sim, Simulation):
                 sim.on_round, sim.hooks = on_round, (*sim.hooks, *hooks)
             elif isinstance(sim, HierarchicalSimulation):
@@ -263,6 +269,7 @@ def _assemble(
     store: RunStore | None,
     stack: ExitStack,
     notes: dict[str, str],
+    eval_data: ClientSource | None = None,
 ) -> tuple[Simulation | AsyncSimulation | HierarchicalSimulation, FloatVector]:
     """Wire the components into a simulation; resources are released by ``stack``.
 
@@ -271,7 +278,7 @@ def _assemble(
     size = trainer.spec.size
     secure = secure_aggregation(config, size, dataset)
     pipe = pipeline(config, size, _client_state_dir(store, stack), secure and secure[0])
-    job = ClientJob(factory, dataset, config.seed, pipe)
+    job = ClientJob(factory, dataset, config.seed, pipe, eval_data)
     if workers > 0 and forks(config.sim):  # forked workers inherit a warmed-up torch
         warm_up(trainer, dataset, local_plan(config.client), config.seed)
     batch = config.client.batch_size

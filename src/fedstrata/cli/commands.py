@@ -76,6 +76,7 @@ def _summary_table(result: Any) -> Table:
         ("failed client updates", str(sum(m.clients_failed for m in rounds))),
         ("parameters", f"{result.num_params:,}"),
         *_extra_rows(rounds, sim.stopped_reason),
+        *_fed_eval_rows(sim.fed_evals),
         *result.notes.items(),
         ("clients trained", result.executor),
     ]
@@ -87,6 +88,18 @@ def _summary_table(result: Any) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def _fed_eval_rows(evals: list[Any]) -> list[tuple[str, str]]:
+    """The last federated evaluation: each metric's weighted mean and worst 10%."""
+    if not evals:
+        return []
+    last = evals[-1]
+    where = f"round {last.round_idx}, {len(last.results)} clients"
+    return [
+        (f"federated {d.metric}", f"mean {d.mean:.4f}, worst 10% {d.worst10:.4f} ({where})")
+        for d in last.distributions
+    ]
 
 
 def _extra_rows(rounds: list[Any], stopped: str | None) -> list[tuple[str, str]]:
@@ -165,7 +178,7 @@ def _interrupted_text(exc: KeyboardInterrupt) -> str:
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
-    """Write RUN_DIR/report.html (accuracy, bytes, round-time breakdown)."""
+    """Write RUN_DIR/report.html (accuracy, federated evaluation, bytes, round time)."""
     from fedstrata.monitoring import write_report
 
     try:

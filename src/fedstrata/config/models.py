@@ -31,6 +31,7 @@ __all__ = [
     "DataConfig",
     "DevicesConfig",
     "DownlinkConfig",
+    "EvaluationConfig",
     "FedBuffSection",
     "FedConfig",
     "ModelConfig",
@@ -158,13 +159,61 @@ class RoundsConfig(_Strict):
     )
     deadline_s: float | None = Field(None, gt=0, description="simulated seconds per round")
     eval_every: int = Field(
-        1, ge=1, description="evaluate the model every N rounds (and after the last)"
+        1, ge=1, description="evaluate on the central test set every N rounds (and after the last)"
     )
-    client_eval: int = Field(
-        0,
+
+    @model_validator(mode="before")
+    @classmethod
+    def _client_eval_moved(cls, data: object) -> object:
+        if isinstance(data, dict) and "client_eval" in data:
+            raise ValueError(
+                "rounds.client_eval was replaced by the evaluation section: "
+                "evaluation: {every: 1, clients: N} (see docs/tasks.md)"
+            )
+        return data
+
+
+class EvaluationConfig(_Strict):
+    """Federated evaluation: clients evaluate the model on their own held-out data.
+
+    See docs/tasks.md: the run store and the report show the weighted mean and the
+    distribution over clients (worst 10%, p10/p50/p90, std).
+    """
+
+    every: int = Field(
+        0, ge=0, description="federated evaluation every N rounds (and after the last); 0: off"
+    )
+    clients: int | None = Field(
+        None, ge=1, description="clients evaluated each time (a seeded sample); None: all"
+    )
+    fraction: float | None = Field(
+        None, gt=0, le=1, description="or this fraction of the clients (not with clients)"
+    )
+    holdout: float = Field(
+        0.2,
         ge=0,
-        description="also evaluate on this many clients' own data (mean, p10, worst); 0: off",
+        lt=1,
+        description="share of each client's examples held out from training for it "
+        "(0: evaluate on the training data); not with a task's client_test_data",
     )
+
+    @model_validator(mode="after")
+    def _one_size(self) -> EvaluationConfig:
+        if self.clients is not None and self.fraction is not None:
+            raise ValueError("set at most one of evaluation.clients and evaluation.fraction")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0
+
+    def sample_size(self, eligible: int) -> int:
+        """How many of ``eligible`` clients evaluate each time."""
+        if self.clients is not None:
+            return min(self.clients, eligible)
+        if self.fraction is not None:
+            return max(1, min(eligible, round(self.fraction * eligible)))
+        return eligible
 
 
 class DevicesConfig(_Strict):
@@ -248,6 +297,7 @@ class FedConfig(_Strict):
     client: ClientConfig = ClientConfig()
     server: ServerConfig = ServerConfig()
     rounds: RoundsConfig = RoundsConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     devices: DevicesConfig = DevicesConfig()
     compression: CompressionConfig = CompressionConfig()
     downlink: DownlinkConfig = DownlinkConfig()
@@ -265,6 +315,24 @@ class FedConfig(_Strict):
         if cpr is not None and not own_data and cpr > self.data.num_clients:
             raise ValueError(
                 f"rounds.clients_per_round ({cpr}) exceeds data.num_clients "
+                f"({self.data.num_clients})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _evaluation_fits(self) -> FedConfig:
+        e = self.evaluation
+        if not e.enabled:
+            return self
+        if self.privacy.enabled:
+            raise ValueError(
+                "evaluation.every > 0 with privacy: per-client evaluation results are not "
+                "covered by the privacy accountant (set evaluation.every: 0)"
+            )
+        own_data = self.data.name == "npz" or self.task is not None
+        if e.clients is not None and not own_data and e.clients > self.data.num_clients:
+            raise ValueError(
+                f"evaluation.clients ({e.clients}) exceeds data.num_clients "
                 f"({self.data.num_clients})"
             )
         return self

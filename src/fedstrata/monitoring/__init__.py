@@ -1,9 +1,10 @@
 """Metric events, sinks, the run store, and the HTML report.
 
 The simulator emits typed events (:class:`RunStarted`, :class:`RoundMetrics`,
-:class:`ClientFailure`, :class:`RunFinished`) to a :class:`Sink` — usually a
-:class:`Fanout` over a :class:`RunStore` and other exporters. Reports and dashboards
-read the run directory back through :meth:`RunStore.open`.
+:class:`ClientFailure`, :class:`FedEvalMetrics`, :class:`RunFinished`) to a
+:class:`Sink` — usually a :class:`Fanout` over a :class:`RunStore` and other
+exporters. Reports and dashboards read the run directory back through
+:meth:`RunStore.open`.
 """
 
 from fedstrata.monitoring.events import (
@@ -15,6 +16,7 @@ from fedstrata.monitoring.events import (
     RunStatus,
     RunTotals,
 )
+from fedstrata.monitoring.fedeval import ClientEval, FedEvalMetrics, MetricDistribution
 from fedstrata.monitoring.report import write_report
 from fedstrata.monitoring.rundir import (
     CONFIG_FILE,
@@ -34,9 +36,12 @@ __all__ = [
     "MODEL_FILE",
     "REPORT_FILE",
     "SUMMARY_FILE",
+    "ClientEval",
     "ClientFailure",
     "Fanout",
+    "FedEvalMetrics",
     "MemorySink",
+    "MetricDistribution",
     "MetricEvent",
     "RoundMetrics",
     "RunFinished",

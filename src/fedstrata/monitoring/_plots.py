@@ -17,8 +17,12 @@ from numpy.typing import NDArray
 
 from fedstrata.errors import MissingDependencyError
 from fedstrata.monitoring.events import RoundMetrics
+from fedstrata.monitoring.fedeval import FedEvalMetrics
 
-__all__ = ["Plot", "render_plots"]
+__all__ = ["FED_EVAL_SECTION", "Plot", "render_fed_eval_plots", "render_plots"]
+
+FED_EVAL_SECTION = "Federated evaluation"
+MAX_FED_EVAL_METRICS = 6
 
 _MARKER_MAX_POINTS = 60
 _BAR_MAX_ROUNDS = 60
@@ -86,7 +90,7 @@ def _line(ax: Any, x: Array, y: Array, label: str) -> bool:
 class _Renderer:
     """Builds figures on Agg canvases and serialises them to SVG."""
 
-    def __init__(self, rounds: Sequence[RoundMetrics]) -> None:
+    def __init__(self, rounds: Sequence[RoundMetrics], salt: str = "fedstrata") -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -95,6 +99,7 @@ class _Renderer:
         self.rounds = rounds
         self.x = np.array([m.round_idx for m in rounds], dtype=np.float64)
         self.plots: list[Plot] = []
+        self._salt = salt  # SVG ids must differ between renderers of one page
 
     def axes(self, title: str, xlabel: str, ylabel: str, small: bool = False) -> Any:
         fig = self._figure_cls(figsize=_SMALL_SIZE_IN if small else _MAIN_SIZE_IN)
@@ -119,7 +124,7 @@ class _Renderer:
         fig = ax.figure
         fig.tight_layout()
         buffer = io.StringIO()
-        with matplotlib.rc_context({"svg.hashsalt": f"fedstrata-{len(self.plots)}"}):
+        with matplotlib.rc_context({"svg.hashsalt": f"{self._salt}-{len(self.plots)}"}):
             fig.savefig(buffer, format="svg", metadata={"Date": None})
         text = buffer.getvalue()
         self.plots.append(Plot(section, title, text[text.index("<svg") :]))
@@ -188,6 +193,47 @@ _SECTIONS: tuple[Callable[[_Renderer], None], ...] = (
     _breakdown,
     _extras,
 )
+
+
+def _fed_eval_metric(r: _Renderer, evals: Sequence[FedEvalMetrics], metric: str) -> None:
+    x = np.array([e.round_idx for e in evals], dtype=np.float64)
+    dists = [e.get(metric) for e in evals]
+
+    def col(name: str) -> Array:
+        return np.array([np.nan if d is None else getattr(d, name) for d in dists])
+
+    title = f"Federated {metric} vs round"
+    ax = r.axes(title, "round", metric)
+    p10, p90 = col("p10"), col("p90")
+    band = np.isfinite(p10) & np.isfinite(p90)
+    ax.fill_between(x[band], p10[band], p90[band], alpha=0.2, label="p10 to p90 of clients")
+    _line(ax, x, col("mean"), "weighted mean")
+    _line(ax, x, col("p50"), "median client")
+    _line(ax, x, col("worst10"), "worst 10% of clients")
+    r.add(FED_EVAL_SECTION, title, ax, legend=True)
+    last = evals[-1]
+    values = np.array([c.metrics.get(metric, np.nan) for c in last.results], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size:
+        title = f"{metric} per client, round {last.round_idx} ({values.size} clients)"
+        ax = r.axes(title, metric, "clients", small=True)
+        ax.hist(values, bins=min(20, max(5, values.size // 2)))
+        r.add(FED_EVAL_SECTION, title, ax)
+
+
+def render_fed_eval_plots(evals: Sequence[FedEvalMetrics]) -> list[Plot]:
+    """Per metric (at most six): the weighted mean, median, worst 10% and p10 to p90 band
+    over clients vs round, and the last evaluation's histogram over clients."""
+    if not evals:
+        return []
+    import matplotlib
+
+    metrics = sorted({d.metric for e in evals for d in e.distributions})
+    with matplotlib.rc_context({"svg.fonttype": "none", "font.size": 9.0, "axes.grid": True}):
+        renderer = _Renderer((), salt="fedstrata-fed-eval")
+        for metric in metrics[:MAX_FED_EVAL_METRICS]:
+            _fed_eval_metric(renderer, evals, metric)
+    return renderer.plots
 
 
 def render_plots(rounds: Sequence[RoundMetrics]) -> list[Plot]:

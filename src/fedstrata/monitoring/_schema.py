@@ -1,8 +1,10 @@
 """The SQLite schema of ``metrics.sqlite`` and the row <-> event conversions.
 
 Table ``rounds`` has one column per :class:`RoundMetrics` field, in field order, plus
-``extras`` as a JSON object. SQLite stores NaN as NULL, so a NaN loss is stored as the
-text ``'nan'`` (NULL keeps meaning "not measured"); floats otherwise round-trip exactly.
+``extras`` as a JSON object. Version 2 added the federated-evaluation tables
+(:mod:`fedstrata.monitoring._fedeval_sql`); a version-1 store still reads. SQLite
+stores NaN as NULL, so a NaN loss is stored as the text ``'nan'`` (NULL keeps
+meaning "not measured"); floats otherwise round-trip exactly.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from fedstrata.errors import DataError
+from fedstrata.monitoring._fedeval_sql import FED_EVAL_SQL
 from fedstrata.monitoring.events import ClientFailure, RoundMetrics
 
 __all__ = [
     "FAILURE_COLUMNS",
+    "READABLE_VERSIONS",
     "ROUND_COLUMNS",
     "SCHEMA_SQL",
     "SCHEMA_VERSION",
@@ -28,7 +32,8 @@ __all__ = [
     "round_to_row",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = frozenset({"1", "2"})  # 1: before federated evaluation
 
 _ROUND_TYPES: dict[str, str] = {
     "round_idx": "INTEGER PRIMARY KEY",
@@ -56,7 +61,8 @@ FAILURE_COLUMNS: tuple[str, ...] = ("round_idx", "client_id", "reason")
 _NAN_TEXT = "nan"
 _NAN_COLUMNS = frozenset({"loss", "train_loss"})
 
-SCHEMA_SQL = f"""
+SCHEMA_SQL = (
+    f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rounds (
     {", ".join(f"{name} {_ROUND_TYPES[name]}" for name in ROUND_COLUMNS)}
@@ -69,6 +75,8 @@ CREATE TABLE IF NOT EXISTS client_failures (
 );
 CREATE INDEX IF NOT EXISTS client_failures_round ON client_failures (round_idx);
 """
+    + FED_EVAL_SQL
+)
 
 
 def _encode(name: str, value: object) -> object:

@@ -3,7 +3,9 @@
 Metrics are not logs: the simulator (and later the runtime) emits these frozen events
 to opt-in sinks (:mod:`fedstrata.monitoring.sinks`), such as the run store. One run emits::
 
-    RunStarted  (RoundMetrics | ClientFailure)*  RunFinished
+    RunStarted  (RoundMetrics | ClientFailure | FedEvalMetrics)*  RunFinished
+
+(:class:`~fedstrata.monitoring.fedeval.FedEvalMetrics`: a round's federated evaluation.)
 
 Events validate at construction and raise :class:`~fedstrata.errors.DataError` naming
 the field, the value and the rule. Test loss and training loss may be NaN or infinite
@@ -20,6 +22,7 @@ from types import MappingProxyType
 from typing import TypeAlias
 
 from fedstrata.errors import DataError
+from fedstrata.monitoring.fedeval import FedEvalMetrics
 
 __all__ = [
     "ClientFailure",
@@ -303,7 +306,7 @@ class RunFinished:
             raise _fail(ev, "stop_reason", self.stop_reason, "must be a str")
 
 
-MetricEvent: TypeAlias = RoundMetrics | ClientFailure | RunStarted | RunFinished
+MetricEvent: TypeAlias = RoundMetrics | ClientFailure | RunStarted | RunFinished | FedEvalMetrics
 
 
 @dataclass
@@ -327,6 +330,11 @@ class RunTotals:
     clients_failed: int = 0
     clients_late: int = 0
     final_extras: dict[str, float] = field(default_factory=dict)
+    final_fed_eval: dict[str, float] = field(default_factory=dict)
+
+    def add_fed_eval(self, event: FedEvalMetrics) -> None:
+        """Keep the last federated evaluation's means and worst 10% (and its round)."""
+        self.final_fed_eval = {"round": float(event.round_idx), **event.headline()}
 
     def add(self, metrics: RoundMetrics) -> None:
         """Fold one round's metrics into the totals."""

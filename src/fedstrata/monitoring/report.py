@@ -18,8 +18,14 @@ from typing import Any
 
 from fedstrata.errors import DataError, MissingDependencyError
 from fedstrata.monitoring._atomic import atomic_write_text
-from fedstrata.monitoring._plots import Plot, render_plots
+from fedstrata.monitoring._plots import (
+    FED_EVAL_SECTION,
+    Plot,
+    render_fed_eval_plots,
+    render_plots,
+)
 from fedstrata.monitoring.events import ClientFailure, RoundMetrics, RunStatus, RunTotals
+from fedstrata.monitoring.fedeval import FedEvalMetrics
 from fedstrata.monitoring.rundir import REPORT_FILE, SUMMARY_FILE, build_summary
 from fedstrata.monitoring.runstore import RunStore
 
@@ -136,13 +142,45 @@ def _failures_html(failures: Sequence[ClientFailure], total: int) -> str:
     return f'<p class="note">{_esc(note)}</p>\n{table}'
 
 
-def _load_summary(store: RunStore, rounds: Sequence[RoundMetrics]) -> dict[str, Any]:
+_FED_EVAL_NOTE = (
+    "Each client evaluated the global model on its own held-out data. The mean is "
+    "weighted by examples; std, percentiles, min, max and the worst 10% (the mean of "
+    "the worst tenth of clients, at least one) are over clients, each counting once."
+)
+
+
+def _fed_eval_html(evals: Sequence[FedEvalMetrics]) -> str:
+    last = evals[-1]
+    head = f"Last evaluation: round {last.round_idx}, {len(last.results)} clients"
+    if last.clients_failed:
+        head += f" ({last.clients_failed} failed)"
+    rows = [
+        (d.metric, f"{d.clients:,}", f"{d.examples:,}",
+         *(f"{v:.4g}" for v in (d.mean, d.worst10, d.p10, d.p50, d.p90, d.std, d.min, d.max)))
+        for d in last.distributions
+    ]  # fmt: skip
+    header = ("metric", "clients", "examples", "weighted mean", "worst 10%", "p10", "p50",
+              "p90", "std", "min", "max")  # fmt: skip
+    table = _table(header, rows, numeric=set(range(1, len(header))))
+    figures = [
+        f"<figure>{p.svg}<figcaption>{_esc(p.title)}</figcaption></figure>"
+        for p in render_fed_eval_plots(evals)
+    ]
+    body = [f'<p class="note">{_esc(_FED_EVAL_NOTE)}</p>', f"<p>{_esc(head)}</p>", table]
+    return _section(FED_EVAL_SECTION, "\n".join([*body, *figures]))
+
+
+def _load_summary(
+    store: RunStore, rounds: Sequence[RoundMetrics], evals: Sequence[FedEvalMetrics]
+) -> dict[str, Any]:
     """``summary.json``, or one computed from the rounds when it does not exist yet."""
     if (store.path / SUMMARY_FILE).exists():
         return store.summary()
     totals = RunTotals()
     for metrics in rounds:
         totals.add(metrics)
+    if evals:
+        totals.add_fed_eval(evals[-1])
     reason = f"no {SUMMARY_FILE}: the run is still going or ended without closing its store"
     finished = totals.finish(store.path.name, RunStatus.INTERRUPTED, stop_reason=reason)
     return build_summary(finished, totals, None, store.failure_count())
@@ -171,7 +209,8 @@ def render_report(store: RunStore) -> str:
         DataError: the run's metrics or ``summary.json`` are unreadable.
     """
     rounds = store.rounds()
-    summary = _load_summary(store, rounds)
+    evals = store.fed_evals()
+    summary = _load_summary(store, rounds, evals)
     sections = [
         _section("Summary", _table(("field", "value"), _summary_rows(summary), numeric=set()))
     ]
@@ -181,6 +220,8 @@ def render_report(store: RunStore) -> str:
             sections.append('<p class="note">No test accuracy was measured in this run.</p>')
     else:
         sections.append('<p class="note">No rounds were recorded.</p>')
+    if evals:
+        sections.insert(1, _fed_eval_html(evals))
     failures = store.failures(limit=MAX_FAILURE_ROWS)
     sections.append(_section("Client failures", _failures_html(failures, store.failure_count())))
     sections.append(_section("Configuration", _config_html(store)))

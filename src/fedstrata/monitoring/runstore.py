@@ -3,7 +3,8 @@
 Layout of a run directory::
 
     config.yaml      the resolved configuration, verbatim (from RunStarted)
-    metrics.sqlite   tables ``rounds`` (one row per round), ``client_failures``, ``meta``
+    metrics.sqlite   tables ``rounds`` (one row per round), ``client_failures``, ``meta``,
+                     ``fed_eval_*`` (federated evaluation, :mod:`._fedeval_sql`)
     model.npz        final flat float32 parameters with their names and shapes
     summary.json     machine-readable summary (written at RunFinished, or at close)
     report.html      written later by :func:`fedstrata.monitoring.report.write_report`
@@ -32,7 +33,7 @@ from typing import Any, TypeVar
 
 from fedstrata.core import FloatVector, ParamSpec
 from fedstrata.errors import CheckpointError, ConfigError, DataError
-from fedstrata.monitoring import _schema
+from fedstrata.monitoring import _fedeval_sql, _schema
 from fedstrata.monitoring._atomic import atomic_write_text
 from fedstrata.monitoring._model import read_model, write_model
 from fedstrata.monitoring.events import (
@@ -44,6 +45,7 @@ from fedstrata.monitoring.events import (
     RunStatus,
     RunTotals,
 )
+from fedstrata.monitoring.fedeval import FedEvalMetrics
 from fedstrata.monitoring.rundir import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -175,7 +177,7 @@ class RunStore:
             rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
             version = dict(rows).get("schema_version")
             columns = tuple(r[1] for r in self._conn.execute("PRAGMA table_info(rounds)"))
-        if version != str(_schema.SCHEMA_VERSION) or columns != _schema.ROUND_COLUMNS:
+        if version not in _schema.READABLE_VERSIONS or columns != _schema.ROUND_COLUMNS:
             raise DataError(
                 f"{where} of schema version {_schema.SCHEMA_VERSION} "
                 f"(found version {version!r}, columns {columns})"
@@ -209,6 +211,8 @@ class RunStore:
             self._on_started(event)
         elif isinstance(event, RunFinished):
             self._on_finished(event)
+        elif isinstance(event, FedEvalMetrics):
+            self._on_fed_eval(event)
         else:
             raise DataError(f"RunStore cannot store a {type(event).__name__}")
 
@@ -246,6 +250,16 @@ class RunStore:
                 ) from exc
             self._pending.clear()
             self._totals.add(metrics)
+
+    def _on_fed_eval(self, event: FedEvalMetrics) -> None:
+        with self._db(f"store the federated evaluation of round {event.round_idx}"):
+            try:
+                with self._conn:
+                    _fedeval_sql.insert_fed_eval(self._conn, event)
+            except sqlite3.IntegrityError as exc:
+                raise DataError(f"{self._dir / METRICS_FILE}: federated evaluation of round "
+                                f"{event.round_idx} is already stored") from exc  # fmt: skip
+            self._totals.add_fed_eval(event)
 
     def _insert_pending(self) -> None:
         self._conn.executemany(
@@ -328,6 +342,18 @@ class RunStore:
         with self._db("read rounds"):
             rows = self._conn.execute(f"SELECT {cols} FROM rounds ORDER BY round_idx").fetchall()
         return [self._decoded(_schema.round_from_row, row) for row in rows]
+
+    def fed_evals(self) -> list[FedEvalMetrics]:
+        """Every stored federated evaluation, by round (none in a version-1 store).
+
+        Raises:
+            DataError: the database is unreadable or holds invalid rows (names the file).
+        """
+        with self._db("read federated evaluations"):
+            try:
+                return _fedeval_sql.read_fed_eval(self._conn)
+            except DataError as exc:
+                raise DataError(f"{self._dir / METRICS_FILE}: {exc}") from exc
 
     def failures(self, limit: int | None = None) -> list[ClientFailure]:
         """Stored client failures in the order they were reported (the first ``limit``).

@@ -192,7 +192,7 @@ def _execute(
         log.debug("client %d failed", task.client_id, exc_info=True)
         return TaskResult(task.index, task.client_id, error=f"{type(exc).__name__}: {exc}")
     wall = time.perf_counter() - start
-    vector = out if payload is None else None
+    vector = out if payload is None and not task.evaluate else None
     return TaskResult(task.index, task.client_id, n, steps, metrics, vector, payload, None, wall)
 
 
@@ -248,9 +248,13 @@ def _serve(
 def _pack(
     res: TaskResult, slot: int, buf: memoryview, offset: int, slot_bytes: int
 ) -> tuple[Any, ...]:
-    """A result as a small tuple; an encoded payload goes into the slot if it fits."""
+    """A result as a small tuple; an encoded payload goes into the slot if it fits.
+
+    ``nbytes``: the payload's length in the slot, -1 for a dense vector in the slot,
+    -2 for no vector (an evaluation).
+    """
     blob: bytes | None = None
-    nbytes = -1
+    nbytes = -1 if res.vector is not None else -2
     if res.payload is not None:
         raw = res.payload.to_bytes()
         if len(raw) <= slot_bytes:

@@ -43,6 +43,7 @@ from fedstrata.monitoring import RoundMetrics, Sink
 from fedstrata.scheduling import Accepted, Applied, FedBuffServer, Rejected
 from fedstrata.sim.engine import SimulationResult
 from fedstrata.sim.executor import Executor
+from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tasks import ClientTask
 
@@ -128,6 +129,7 @@ class AsyncSimulation:
     sinks: tuple[Sink, ...] = ()
     on_update: Callable[[RoundMetrics], None] | None = None
     clock: VirtualClock = field(default_factory=VirtualClock)
+    fed_eval: FederatedEvaluator | None = None  # clients evaluate on their own data
 
     def __post_init__(self) -> None:
         if self.settings.concurrency > len(self.profiles):
@@ -153,6 +155,8 @@ class AsyncSimulation:
         """
         start = time.perf_counter()
         result = SimulationResult(params=params) if progress is None else progress
+        if self.fed_eval is not None:
+            result.fed_evals = self.fed_eval.history
         opt_state = self.server_optimizer.init(params)
         window = _Window(self.clock.now(), start)
         for _ in range(self.settings.concurrency):
@@ -167,6 +171,7 @@ class AsyncSimulation:
                 metrics = self._metrics(decision, params, window)
                 result.rounds.append(metrics)
                 result.params = params
+                self._federated_eval(params, metrics.round_idx)
                 self._emit(metrics)
                 self._log_losses(window)
                 window = _Window(self.clock.now(), time.perf_counter())
@@ -174,6 +179,13 @@ class AsyncSimulation:
         result.params, result.sim_time_s = params, self.clock.now()
         result.wall_s = time.perf_counter() - start
         return result
+
+    def _federated_eval(self, params: FloatVector, step: int) -> None:
+        """Federated evaluation after server step ``step`` when due (no clients in flight
+        are disturbed: the executor is idle between server steps)."""
+        if self.fed_eval is not None:
+            last = step + 1 >= self.settings.server_updates
+            self.fed_eval.maybe_run(self.executor, params, step, last=last, sinks=self.sinks)
 
     def _log_losses(self, w: _Window) -> None:
         """One warning per server step for the clients that failed since the last one."""

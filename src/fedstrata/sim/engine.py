@@ -46,9 +46,10 @@ from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.core.update import validate_vector
 from fedstrata.errors import FedstrataError, PrivacyBudgetExhausted
-from fedstrata.monitoring import ClientFailure, RoundMetrics, Sink
+from fedstrata.monitoring import ClientFailure, FedEvalMetrics, RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.sim.executor import Executor
+from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.hooks import (
     Broadcaster,
     ClientPlanner,
@@ -57,7 +58,7 @@ from fedstrata.sim.hooks import (
     RoundHook,
 )
 from fedstrata.sim.profiles import ProfileTable
-from fedstrata.sim.tasks import ClientSource, ClientTask, TaskResult
+from fedstrata.sim.tasks import ClientTask, TaskResult
 
 __all__ = ["SimSettings", "Simulation", "SimulationResult"]
 
@@ -76,7 +77,6 @@ class SimSettings:
     eval_every: int = 1
     root_seed: int = 0
     weighting: Literal["examples", "uniform"] = "examples"  # DP needs uniform
-    client_eval: int = 0  # clients evaluated on their own data at each evaluation (0: off)
 
 
 @dataclass
@@ -88,6 +88,7 @@ class SimulationResult:
     wall_s: float = 0.0
     sim_time_s: float = 0.0
     stopped_reason: str | None = None
+    fed_evals: list[FedEvalMetrics] = field(default_factory=list)  # federated evaluations
 
     @property
     def final_accuracy(self) -> float | None:
@@ -131,7 +132,7 @@ class Simulation:
     broadcast: Broadcaster | None = None  # default: the dense model to everyone
     hooks: tuple[RoundHook, ...] = ()
     planner: ClientPlanner | None = None  # default: every client runs settings.plan
-    client_data: ClientSource | None = None  # for per-client evaluation
+    fed_eval: FederatedEvaluator | None = None  # clients evaluate on their own data
 
     def __post_init__(self) -> None:
         self._bc: Broadcaster = self.broadcast or DenseBroadcast(self.trainer.spec.size)
@@ -147,6 +148,8 @@ class Simulation:
         """
         start = time.perf_counter()
         result = SimulationResult(params=params) if progress is None else progress
+        if self.fed_eval is not None:
+            result.fed_evals = self.fed_eval.history
         opt_state = self.server_optimizer.init(params)
         for round_idx in range(self.settings.rounds):
             try:
@@ -204,13 +207,14 @@ class Simulation:
         extras = {**metrics.extras, **self._codec_extras(tally)}
         if "encode_s" in client_means:
             extras["client_encode_s"] = client_means["encode_s"]
-        if metrics.accuracy is not None:
-            extras.update(self._client_accuracy(round_idx, params))
         if self.planner is not None:
             extras.update(self.planner.observe(round_idx, tally.reports, metrics.sim_round_s))
         for hook in self.hooks:
             extras.update(hook.finish(round_idx, len(outcome.accepted), metrics.loss))
         metrics = replace(metrics, extras=extras)
+        if self.fed_eval is not None:
+            last = round_idx == self.settings.rounds - 1
+            self.fed_eval.maybe_run(self.executor, params, round_idx, last=last, sinks=self.sinks)
         self._emit(outcome, metrics)
         return params, opt_state, metrics
 
@@ -330,33 +334,6 @@ class Simulation:
         if send.deadline_s is not None and tally.any_late:
             return send.deadline_s
         return tally.last_arrival
-
-    def _client_accuracy(self, round_idx: int, params: FloatVector) -> dict[str, float]:
-        """Accuracy of the global model on a seeded sample of clients' own data.
-
-        Reports the mean, the 10th percentile and the worst client: a model that is good
-        on average can still fail the branches whose data differ most.
-        """
-        n = self.settings.client_eval
-        if n <= 0 or self.client_data is None:
-            return {}
-        ids = np.arange(self.client_sizes.shape[0])
-        rng = derive_rng(self.settings.root_seed, round_idx, -1, "client_eval")
-        chosen = ids if n >= ids.size else np.sort(rng.choice(ids, n, replace=False))
-        accs = np.array(
-            [
-                self.trainer.evaluate(params, self.client_data.client(int(c))).accuracy
-                for c in chosen
-                if self.client_sizes[c] > 0
-            ]
-        )
-        if accs.size == 0:
-            return {}
-        return {
-            "client_acc_mean": float(accs.mean()),
-            "client_acc_p10": float(np.percentile(accs, 10)),
-            "client_acc_min": float(accs.min()),
-        }
 
     def _metrics(
         self,

@@ -298,7 +298,7 @@ class ProcessExecutor:
                     payload = Payload.from_bytes(blob)
                 elif nbytes >= 0:
                     payload = Payload.from_bytes(self._buf[offset : offset + nbytes])
-                else:
+                elif nbytes == -1:
                     vector = self._slot_view(slot)
             except PayloadError as exc:
                 error = f"PayloadError: {exc}"

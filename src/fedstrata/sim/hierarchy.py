@@ -48,6 +48,7 @@ from fedstrata.monitoring import RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.sim.engine import SimSettings, SimulationResult
 from fedstrata.sim.executor import Executor
+from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.network import NetworkModel, fair_share_finish
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tasks import ClientTask, TaskResult
@@ -131,6 +132,7 @@ class HierarchicalSimulation:
     pipeline: Pipeline | None = None
     sinks: tuple[Sink, ...] = ()
     on_round: Callable[[RoundMetrics], None] | None = None
+    fed_eval: FederatedEvaluator | None = None  # clients evaluate on their own data
 
     def __post_init__(self) -> None:
         self.aggregator = WeightedMean()
@@ -155,6 +157,8 @@ class HierarchicalSimulation:
         """
         start = time.perf_counter()
         result = SimulationResult(params=params) if progress is None else progress
+        if self.fed_eval is not None:
+            result.fed_evals = self.fed_eval.history
         opt_state = self.server_optimizer.init(params)
         for r in range(self.settings.rounds):
             params, opt_state, metrics = self.run_round(r, params, opt_state)
@@ -189,6 +193,9 @@ class HierarchicalSimulation:
         if failed:
             self.topology = rehome(self.topology, failed)
             log.warning("global round %d: edges %s failed; clients re-homed", r, sorted(failed))
+        if self.fed_eval is not None:
+            last = r == self.settings.rounds - 1
+            self.fed_eval.maybe_run(self.executor, params, r, last=last, sinks=self.sinks)
         for sink in self.sinks:
             sink.emit(metrics)
         if self.on_round is not None:

@@ -1,4 +1,9 @@
-"""What the simulator asks a worker to do for one client, and what comes back."""
+"""What the simulator asks a worker to do for one client, and what comes back.
+
+A task trains a client, or (``ClientTask.evaluate``) evaluates the global model on
+the client's own held-out data (``ClientJob.eval_data``): federated evaluation runs
+in the same workers as training.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,17 @@ from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalData, LocalPlan, Trainer, TrainerFactory
+from fedstrata.errors import DataError
 from fedstrata.pipeline.stage import Pipeline
 
-__all__ = ["ClientJob", "ClientSource", "ClientTask", "TaskResult", "run_client"]
+__all__ = [
+    "ClientJob",
+    "ClientSource",
+    "ClientTask",
+    "TaskResult",
+    "evaluate_client",
+    "run_client",
+]
 
 
 class ClientSource(Protocol):
@@ -26,12 +39,18 @@ class ClientSource(Protocol):
 
 @dataclass(frozen=True)
 class ClientTask:
-    """Train client ``client_id`` in round ``round_idx``; ``index`` orders results."""
+    """Train client ``client_id`` in round ``round_idx``; ``index`` orders results.
+
+    With ``evaluate``, evaluate the global model on the client's held-out data
+    instead (``plan`` is unused): the result has no vector, and its metrics are the
+    task's evaluation metrics.
+    """
 
     index: int
     client_id: int
     round_idx: int
     plan: LocalPlan
+    evaluate: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +61,7 @@ class ClientJob:
     data: ClientSource
     root_seed: int
     pipeline: Pipeline | None = None  # None: send the dense float32 delta as it is
+    eval_data: ClientSource | None = None  # each client's held-out data (federated eval)
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,8 +90,11 @@ def run_client(
     """Train one client into ``out`` and encode it with the job's pipeline.
 
     Returns:
-        ``(payload or None for the dense path, num_examples, num_steps, metrics)``.
+        ``(payload or None for the dense path, num_examples, num_steps, metrics)``;
+        for an evaluation task ``(None, examples evaluated, 0, metrics)``.
     """
+    if task.evaluate:
+        return evaluate_client(trainer, job, task, params)
     data = job.data.client(task.client_id)
     ctx = RoundContext(task.round_idx, job.root_seed).for_client(task.client_id)
     result = trainer.train(params, data, task.plan, ctx, out)
@@ -82,3 +105,21 @@ def run_client(
         payload = job.pipeline.encode(np.array(out, copy=True), ctx)
         metrics["encode_s"] = time.perf_counter() - start
     return payload, result.num_examples, result.num_steps, metrics
+
+
+def evaluate_client(
+    trainer: Trainer, job: ClientJob, task: ClientTask, params: FloatVector
+) -> tuple[None, int, int, dict[str, float]]:
+    """Evaluate ``params`` on client ``task.client_id``'s held-out data.
+
+    The metrics are the task's named metrics (its ``evaluate``), else ``loss`` and
+    ``accuracy``.
+
+    Raises:
+        DataError: the job has no evaluation data, or the client's is empty.
+    """
+    if job.eval_data is None:
+        raise DataError("this run has no per-client evaluation data (evaluation.every: 0)")
+    result = trainer.evaluate(params, job.eval_data.client(task.client_id))
+    metrics = dict(result.metrics) or {"loss": result.loss, "accuracy": result.accuracy}
+    return None, result.num_examples, 0, metrics

@@ -10,6 +10,8 @@ field                     default when omitted
 ``client_data(cid)``      the config's ``data`` section (built-in or npz data)
 ``num_clients``           required with ``client_data``
 ``test_data()``           the config's test set (none with ``client_data``)
+``client_test_data(cid)`` client ``cid``'s own held-out data for federated
+                          evaluation (default: ``evaluation.holdout`` of its data)
 ``loss(output, target)``  ``torch.nn.functional.cross_entropy``
 ``optimizer(params)``     fedstrata's flat in-place SGD from the ``client`` section
 ``scheduler(optimizer)``  none; stepped after every optimizer step
@@ -94,6 +96,7 @@ class Task:
     client_data: Callable[[int], Any] | None = None
     num_clients: int | None = None
     test_data: Callable[[], Any] | None = None
+    client_test_data: Callable[[int], Any] | None = None
     loss: LossFn | None = None
     optimizer: OptimizerFn | None = None
     scheduler: SchedulerFn | None = None
@@ -104,8 +107,9 @@ class Task:
 
     def __post_init__(self) -> None:
         _check_callable("model", self.model, required=True)
-        for name in ("client_data", "test_data", "loss", "optimizer", "scheduler"):
+        for name in ("client_data", "test_data", "client_test_data", "loss", "optimizer"):
             _check_callable(name, getattr(self, name))
+        _check_callable("scheduler", self.scheduler)
         _check_callable("train", self.train)
         _check_callable("evaluate", self.evaluate)
         object.__setattr__(self, "local_buffers", tuple(self.local_buffers))
