@@ -9,6 +9,8 @@ field                     default when omitted
 ``model()``               required: returns any ``torch.nn.Module``
 ``client_data(cid)``      the config's ``data`` section (built-in or npz data)
 ``num_clients``           required with ``client_data``
+``client_sizes()``        every client's example count, read by calling
+                          ``client_data`` once per client at start-up
 ``test_data()``           the config's test set (none with ``client_data``)
 ``loss(output, target)``  ``torch.nn.functional.cross_entropy``
 ``optimizer(params)``     fedstrata's flat in-place SGD from the ``client`` section
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
@@ -93,6 +95,7 @@ class Task:
     model: ModelFn
     client_data: Callable[[int], Any] | None = None
     num_clients: int | None = None
+    client_sizes: Callable[[], Sequence[int]] | None = None
     test_data: Callable[[], Any] | None = None
     loss: LossFn | None = None
     optimizer: OptimizerFn | None = None
@@ -104,7 +107,8 @@ class Task:
 
     def __post_init__(self) -> None:
         _check_callable("model", self.model, required=True)
-        for name in ("client_data", "test_data", "loss", "optimizer", "scheduler"):
+        names = ("client_data", "client_sizes", "test_data", "loss", "optimizer", "scheduler")
+        for name in names:
             _check_callable(name, getattr(self, name))
         _check_callable("train", self.train)
         _check_callable("evaluate", self.evaluate)
