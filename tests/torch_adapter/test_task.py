@@ -309,3 +309,26 @@ def test_embedding_and_lstm_train_through_the_flat_vector() -> None:
     lstm_w = names.index("lstm.weight_ih_l0")
     off, size = trainer.spec.offsets[lstm_w], 4 * 8 * 8
     assert np.abs(delta[off : off + size]).sum() > 0
+
+
+def test_declared_client_sizes_skip_loading_and_are_checked() -> None:
+    """Part 1: Task.client_sizes avoids loading every client at start-up."""
+    loads: list[int] = []
+
+    def data(cid: int) -> tuple[np.ndarray, np.ndarray]:
+        loads.append(cid)
+        return arrays(cid, 10 + cid)
+
+    def sizes() -> list[int]:
+        return [10 + c for c in range(4)]
+
+    population = TaskPopulation(
+        Task(model=mlp, client_data=data, num_clients=4, client_sizes=sizes)
+    )
+    assert population.client_sizes().tolist() == [10, 11, 12, 13]
+    assert loads == []
+    bad = TaskPopulation(
+        Task(model=mlp, client_data=data, num_clients=3, client_sizes=lambda: [1, 2])
+    )
+    with pytest.raises(TaskError, match=r"client_sizes .* returned shape \(2,\); expected 3"):
+        bad.client_sizes()

@@ -189,12 +189,17 @@ class TaskPopulation:
     def client_sizes(self) -> NDArray[np.intp]:
         """Every client's number of examples (loads each client's data once).
 
-        A client whose data cannot be loaded counts 0 examples (a WARNING names the
-        clients and the first reason); it will fail when selected, alone.
+        The task's ``client_sizes()`` when it has one (no data are loaded), else each
+        client's data are loaded once. A client whose data cannot be loaded counts 0
+        examples (a WARNING names the clients and the first reason); it will fail when
+        selected, alone.
 
         Raises:
-            TaskError: no client's data could be loaded (the first error).
+            TaskError: no client's data could be loaded (the first error), or
+                ``client_sizes()`` failed or returned the wrong number of sizes.
         """
+        if self._sizes is None and self._task.client_sizes is not None:
+            self._sizes = self._declared_sizes(self._task.client_sizes)
         if self._sizes is None:
             sizes, failed = np.zeros(self._n, dtype=np.intp), []
             for c in range(self._n):
@@ -212,6 +217,16 @@ class TaskPopulation:
                 )  # fmt: skip
             self._sizes = sizes
         return self._sizes
+
+    def _declared_sizes(self, fn: Callable[[], object]) -> NDArray[np.intp]:
+        who = f"Task.client_sizes {describe_fn(fn)}"
+        try:
+            sizes = np.asarray(fn(), dtype=np.intp)
+        except Exception as exc:
+            raise TaskError(f"{who} raised {type(exc).__name__}: {exc}") from exc
+        if sizes.shape != (self._n,) or (sizes < 0).any():
+            raise TaskError(f"{who} returned shape {sizes.shape}; expected {self._n} counts >= 0")
+        return sizes
 
 
 @dataclass(eq=False)

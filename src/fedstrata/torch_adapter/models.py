@@ -8,8 +8,10 @@ Three kinds (:class:`ModelKind`):
   MNIST-like): ``Conv(1,16,3,pad 1) -> ReLU -> MaxPool 2 -> Conv(16,32,3,pad 1) ->
   ReLU -> MaxPool 2 -> Linear(32*(s/4)^2, hidden) -> ReLU -> Linear(hidden, classes)``.
 
-Models are built on the ``meta`` device (no memory, no random draws) and get real
-storage later (see :mod:`fedstrata.torch_adapter.trainer`). :func:`init_params_`
+:func:`build_model` builds on the ``meta`` device (no memory, no random draws: to
+validate sizes and count MACs) or, for training, on the CPU, where the built-in task
+(:func:`fedstrata.torch_adapter.builtin_task`) calls it under
+``torch.manual_seed(seed)`` like any task's model factory. :func:`init_params_`
 reproduces PyTorch's default ``nn.Linear`` / ``nn.Conv2d`` initialisation
 (``kaiming_uniform_(a=sqrt(5))`` on weights, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
 on biases) in module order, but draws from an explicit ``torch.Generator``: the

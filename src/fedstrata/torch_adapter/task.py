@@ -9,6 +9,8 @@ field                     default when omitted
 ``model()``               required: returns any ``torch.nn.Module``
 ``client_data(cid)``      the config's ``data`` section (built-in or npz data)
 ``num_clients``           required with ``client_data``
+``client_sizes()``        every client's example count, read by calling
+                          ``client_data`` once per client at start-up
 ``test_data()``           the config's test set (none with ``client_data``)
 ``client_test_data(cid)`` client ``cid``'s own held-out data for federated
                           evaluation (default: ``evaluation.holdout`` of its data)
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
@@ -95,6 +97,7 @@ class Task:
     model: ModelFn
     client_data: Callable[[int], Any] | None = None
     num_clients: int | None = None
+    client_sizes: Callable[[], Sequence[int]] | None = None
     test_data: Callable[[], Any] | None = None
     client_test_data: Callable[[int], Any] | None = None
     loss: LossFn | None = None
@@ -107,9 +110,9 @@ class Task:
 
     def __post_init__(self) -> None:
         _check_callable("model", self.model, required=True)
-        for name in ("client_data", "test_data", "client_test_data", "loss", "optimizer"):
+        names = ("client_data", "client_sizes", "test_data", "client_test_data")
+        for name in (*names, "loss", "optimizer", "scheduler"):
             _check_callable(name, getattr(self, name))
-        _check_callable("scheduler", self.scheduler)
         _check_callable("train", self.train)
         _check_callable("evaluate", self.evaluate)
         object.__setattr__(self, "local_buffers", tuple(self.local_buffers))
