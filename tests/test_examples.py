@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +15,6 @@ from fedstrata.cli import app
 from fedstrata.monitoring import RunStore
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-@pytest.fixture
-def fresh_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The examples' modules are imported from a copy under ``tmp_path``; forget them
-    (and the copy's place on sys.path) afterwards."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    yield
-    for name, module in list(sys.modules.items()):
-        if str(tmp_path) in (getattr(module, "__file__", None) or ""):
-            del sys.modules[name]
 
 
 def run_quick(example: str, tmp_path: Path) -> tuple[dict, Path]:

@@ -48,10 +48,10 @@ def _draw(rng: np.random.Generator, label: int, tint: NDArray[np.float64]) -> ND
     return img.clip(0, 255).astype(np.uint8)
 
 
-def _images(rng: np.random.Generator, n: int, mix: NDArray[np.float64]) -> dict[str, NDArray]:
+def _write(path: Path, rng: np.random.Generator, n: int, mix: NDArray[np.float64]) -> None:
     tint = rng.uniform(0.5, 1.0, 3)
     labels = rng.choice(len(SHAPES), size=n, p=mix)
-    return {"images": np.stack([_draw(rng, int(k), tint) for k in labels]), "labels": labels}
+    np.savez(path, images=np.stack([_draw(rng, int(k), tint) for k in labels]), labels=labels)
 
 
 def prepare_data(seed: int = 0) -> None:
@@ -60,8 +60,8 @@ def prepare_data(seed: int = 0) -> None:
     DATA.mkdir(exist_ok=True)
     for client in range(NUM_CLIENTS):
         mix = rng.dirichlet(np.full(len(SHAPES), 1.0))
-        np.savez(DATA / f"client_{client}.npz", **_images(rng, int(rng.integers(40, 100)), mix))
-    np.savez(DATA / "test.npz", **_images(rng, 500, np.full(len(SHAPES), 1 / len(SHAPES))))
+        _write(DATA / f"client_{client}.npz", rng, int(rng.integers(40, 100)), mix)
+    _write(DATA / "test.npz", rng, 500, np.full(len(SHAPES), 1 / len(SHAPES)))
 
 
 # ---- the task -----------------------------------------------------------------------
@@ -114,7 +114,8 @@ class ShapesCNN(nn.Module):
         self.head = nn.Linear(32, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        logits: torch.Tensor = self.head(self.features(x))
+        return logits
 
 
 def make_task() -> Task:

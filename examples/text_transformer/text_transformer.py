@@ -61,7 +61,8 @@ class TransformerClassifier(nn.Module):
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         h = self.encoder(self.tokens(tokens) + self.positions(positions), src_key_padding_mask=pad)
         keep = (~pad).unsqueeze(-1).float()
-        return self.head((h * keep).sum(1) / keep.sum(1).clamp(min=1.0))
+        logits: torch.Tensor = self.head((h * keep).sum(1) / keep.sum(1).clamp(min=1.0))
+        return logits
 
 
 # ---- synthetic token data, made from the client id --------------------------------------
@@ -109,7 +110,7 @@ ACCUMULATE = 2
 
 
 def train(net: nn.Module, data: Tokens, ctx: LocalTraining) -> dict[str, float]:
-    """Local loop: accumulate gradients over two minibatches (16 examples), clip, step, schedule."""
+    """Local loop: accumulate gradients over two minibatches, clip, step, schedule."""
     net.train()
     total, steps = 0.0, 0
     for i, (x, y) in enumerate(ctx.batches(), start=1):
