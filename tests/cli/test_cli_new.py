@@ -108,3 +108,20 @@ def test_run_reads_a_project_folder_config(tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", str(tmp_path), "--quiet"])
     assert result.exit_code == 2
     assert "fedstrata.yaml" in result.output
+
+
+def test_every_template_file_is_package_data() -> None:
+    """Part 4: the wheel ships the templates (pyproject's package-data covers each file)."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["fedstrata"]
+    package = root / "src" / "fedstrata"
+    files = [p for p in (package / "templates").rglob("*") if p.is_file()]
+    files = [p for p in files if "__pycache__" not in p.parts]
+    assert len(files) >= 3 * 5
+    for path in files:
+        rel = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(rel, pat) for pat in patterns), rel
