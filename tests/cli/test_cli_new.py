@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import fedstrata
 from fedstrata.cli import app
-from fedstrata.cli.new import Template, create_project, package_name
+from fedstrata.cli.new import Template, create_project, package_name, project_config
 from fedstrata.errors import ConfigError
 
 runner = CliRunner()
@@ -103,11 +103,21 @@ def test_new_refuses_a_name_that_is_no_python_package(name: str) -> None:
     assert package_name("credit-risk") == "credit_risk"
 
 
-def test_run_reads_a_project_folder_config(tmp_path: Path) -> None:
-    """Part 4: `fedstrata run DIR` reads DIR/fedstrata.yaml; a missing one is an error."""
+def test_run_reads_a_project_folder_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Part 4: `fedstrata run DIR` reads DIR/fedstrata.yaml (a missing one is an error);
+    `fedstrata run` reads ./fedstrata.yaml unless a file or a preset is named."""
     result = runner.invoke(app, ["run", str(tmp_path), "--quiet"])
     assert result.exit_code == 2
     assert "fedstrata.yaml" in result.output
+    monkeypatch.chdir(tmp_path)
+    assert project_config(None, None) is None  # no file here: the quickstart preset
+    Path("fedstrata.yaml").write_text("rounds: {rounds: 2}\n")
+    assert project_config(None, None) == Path("fedstrata.yaml")
+    assert project_config(None, "w1") is None
+    assert project_config(Path("other.yaml"), None) == Path("other.yaml")
+    assert project_config(tmp_path, None) == tmp_path / "fedstrata.yaml"
 
 
 def test_every_template_file_is_package_data() -> None:
