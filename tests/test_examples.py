@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from fedstrata.cli import app
@@ -56,6 +58,14 @@ def test_image_cnn_with_a_custom_dataset_and_augmentation_learns(tmp_path: Path)
     summary, project = run_quick("image_cnn", tmp_path)
     assert len(list((project / "data").glob("client_*.npz"))) == 8
     assert summary["final_accuracy"] > 0.4  # five classes: chance 0.2
+    example = sys.modules["image_cnn"]  # imported from the copy by `fedstrata run`
+    train, test = example.client_data(0), example.test_data()
+    assert isinstance(train, torch.utils.data.Dataset)
+    assert not isinstance(train, torch.utils.data.TensorDataset)
+    torch.manual_seed(0)
+    views = [train[0][0] for _ in range(8)]
+    assert any(not torch.equal(views[0], v) for v in views[1:])  # augmented per draw
+    assert torch.equal(test[0][0], test[0][0])  # the test set is not augmented
 
 
 @pytest.mark.usefixtures("fresh_imports")
@@ -66,3 +76,7 @@ def test_text_transformer_from_a_config_in_code_learns(tmp_path: Path) -> None:
     assert not (project / "data").exists()
     assert summary["final_accuracy"] > 0.6  # three classes: chance 0.33
     assert summary["final_extras"]["test_macro_f1"] > 0.5
+    example = sys.modules["text_transformer"]
+    small = example.TransformerClassifier(example.TextConfig(layers=1, d_model=16, heads=2))
+    assert len(small.encoder.layers) == 1
+    assert small(torch.ones((2, 5), dtype=torch.int64)).shape == (2, 3)
