@@ -1,7 +1,11 @@
 """Test-suite configuration shared by every package's tests."""
 
 import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import settings
 
 # CI runs the property tests derandomized (the same examples every run, so a red CI is
@@ -9,3 +13,15 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture
+def fresh_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For tests that import a user's project from ``tmp_path`` (``task:`` import
+    strings): restore sys.path and forget the project's modules afterwards, so the next
+    project with the same module name is imported afresh."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield
+    for name, module in list(sys.modules.items()):
+        if str(tmp_path) in (getattr(module, "__file__", None) or ""):
+            del sys.modules[name]

@@ -1,4 +1,5 @@
-"""Every YAML and shell example in README.md and docs/*.md works (issue 11 defect 22).
+"""Every YAML and shell example in README.md, docs/*.md and examples/*/README.md works
+(issue 11 defect 22; the examples since issue 14 part 5).
 
 * A ```` ```yaml ```` block is a configuration: the config loader reads and validates it.
   A block marked ``<!-- docs-test: alternatives -->`` on the line before its fence holds
@@ -33,7 +34,11 @@ from fedstrata.cli import app
 from fedstrata.config import FedConfig, PrivacyConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "examples").glob("*/README.md")),  # issue 14 part 5
+]
 SHELL = {"bash", "sh", "shell", "console"}
 MARKER = re.compile(r"<!--\s*docs-test:\s*([\w-]+)\s*-->")
 MARKERS = {"alternatives", "not-config"}

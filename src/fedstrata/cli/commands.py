@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedstrata.cli.app import _fail, _human_bytes, _setup_logging, app, console
+from fedstrata.cli.new import project_config
 from fedstrata.config import FedConfig, dump_config, list_presets, load_config
 from fedstrata.errors import FedstrataError
 
@@ -109,6 +110,7 @@ def _extra_rows(rounds: list[Any], stopped: str | None) -> list[tuple[str, str]]
     if ratios and sum(ratios) / len(ratios) > 1.01:
         mean = sum(ratios) / len(ratios)
         rows.append(("uplink compression", f"{mean:.1f}x fewer bytes than dense float32"))
+    rows += [(f"final {k}", f"{v:.4f}") for k, v in sorted(last.items()) if k.startswith("test_")]
     if "epsilon_spent" in last:
         rows.append(("privacy spent (ε)", f"{last['epsilon_spent']:.4f}"))
     if stopped:
@@ -118,7 +120,10 @@ def _extra_rows(rounds: list[Any], stopped: str | None) -> list[tuple[str, str]]
 
 @app.command()
 def run(
-    config: Annotated[Path | None, typer.Argument(help="YAML config file")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="YAML config file, or a project folder (its fedstrata.yaml)"),
+    ] = None,
     preset: Annotated[str | None, typer.Option(help="start from a built-in preset")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override: key.sub=value")
@@ -126,10 +131,10 @@ def run(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
 ) -> None:
-    """Run a federation in the simulator."""
+    """Run a federation in the simulator (./fedstrata.yaml when no config is given)."""
     _setup_logging(verbose)
     try:
-        cfg = load_config(config, preset, set_ or [])
+        cfg = load_config(project_config(config, preset), preset, set_ or [])
     except FedstrataError as exc:
         raise _fail(exc) from None
     from fedstrata.api import run as run_federation
