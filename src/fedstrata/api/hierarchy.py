@@ -142,6 +142,6 @@ def hierarchical_simulation(
     return HierarchicalSimulation(
         settings, HierSettings(t.kappa_edge, t.kappa_region, partial, t.edge_failure_rate),
         tree.topology, NetworkModel(tree.links, tree.matrix, tree.hosts), trainer, executor,
-        dataset.client_sizes(), dataset.test, profiles, server_optimizer(config.server),
-        pipeline,
+        dataset.client_sizes(), dataset.test, profiles,
+        server_optimizer(config.server, config.project_dir), pipeline,
     )  # fmt: skip

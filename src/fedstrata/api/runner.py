@@ -293,7 +293,8 @@ def _assemble(
     if config.scheduling.async_.enabled:
         runner = async_simulation(
             config, dataset=dataset, trainer=trainer, executor=ex, profiles=table,
-            server_optimizer=server_optimizer(config.server), plan=local_plan(config.client),
+            server_optimizer=server_optimizer(config.server, config.project_dir),
+            plan=local_plan(config.client),
         )  # fmt: skip
         runner.sinks = _sinks(store)
         return runner, params

@@ -186,9 +186,13 @@ def client_cmd(
     ca: CaOpt = None,
     cert: Annotated[Path | None, typer.Option(help="client certificate for mutual TLS")] = None,
     key: Annotated[Path | None, typer.Option(help="client key for mutual TLS")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="this client's own data directory, read by the task's local_data"),
+    ] = None,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Take part in a real federation as one client."""
+    """Take part in a real federation as one client, training on its own data."""
     import asyncio
 
     _setup_logging(verbose)
@@ -203,6 +207,7 @@ def client_cmd(
                 client_id=client_id,
                 token=read_token(token, token_file),
                 tls=_tls(ca, cert, key),
+                data_dir=data,
             )
         )
     except FedstrataError as exc:

@@ -69,6 +69,9 @@ async def run_center(
 ) -> RuntimeResult:
     """Serve the federation until its last round; returns the final model and rounds.
 
+    The center reads no data: a task's model factory gives the parameter layout and
+    the initial weights.
+
     ``participants``: the number of aggregator tiers that connect instead of clients.
     """
     dep = deployment(config)
@@ -79,10 +82,20 @@ async def run_center(
 
 
 async def run_client(
-    config: FedConfig, *, server: str, client_id: int, token: str, tls: TlsFiles | None
+    config: FedConfig,
+    *,
+    server: str,
+    client_id: int,
+    token: str,
+    tls: TlsFiles | None,
+    data_dir: Path | None = None,
 ) -> ClientReport:
-    """Take part in the federation as ``client_id`` until the center finishes."""
-    dep = deployment(config)
+    """Take part in the federation as ``client_id`` until the center finishes.
+
+    With a task, the client trains on its own data: ``task.local_data(data_dir)``,
+    else ``task.client_data(client_id)``, loaded before its session starts.
+    """
+    dep = deployment(config, data_dir=data_dir)
     async with GrpcLink(server, client_id, token, tls=tls) as link:
         return await dep.client(link, client_id).run()
 

@@ -17,6 +17,9 @@ field                     default when omitted
 ctx)``                    minibatches of ``client.batch_size``
 ``evaluate(model, data)`` mean loss and accuracy
 ``local_buffers``         ``()``: every floating-point buffer is aggregated
+``local_data(path)``      none; a gRPC client's own data, read from the folder
+                          ``fedstrata client --data DIR`` names (the center and the
+                          simulator never call it)
 ========================  =========================================================
 
 ``client_data`` may return a ``(x, y)`` pair of NumPy arrays or tensors (the fast
@@ -101,10 +104,11 @@ class Task:
     evaluate: EvalFn | None = None
     local_buffers: tuple[str, ...] = ()
     name: str = "task"
+    local_data: Callable[[Path], Any] | None = None  # a deployment client's own folder
 
     def __post_init__(self) -> None:
         _check_callable("model", self.model, required=True)
-        for name in ("client_data", "test_data", "loss", "optimizer", "scheduler"):
+        for name in ("client_data", "test_data", "loss", "optimizer", "scheduler", "local_data"):
             _check_callable(name, getattr(self, name))
         _check_callable("train", self.train)
         _check_callable("evaluate", self.evaluate)
