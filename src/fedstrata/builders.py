@@ -11,6 +11,7 @@ its composition root. Torch is imported only by the builders that need it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fedstrata.aggregation import AggregatorSpec, make_aggregator
@@ -23,13 +24,22 @@ from fedstrata.core.context import derive_seed
 from fedstrata.core.training import ClientPopulation, LocalPlan, OptimizerKind, TrainerFactory
 from fedstrata.data import FederatedDataset, make_federated
 from fedstrata.errors import ConfigError
-from fedstrata.strategy import is_import_string, resolve_aggregator, resolve_server_optimizer
+from fedstrata.strategy import (
+    RuleAggregator,
+    as_aggregator,
+    as_server_optimizer,
+    describe,
+    is_import_string,
+    resolve_aggregator,
+    resolve_server_optimizer,
+)
 
 if TYPE_CHECKING:
     from fedstrata.torch_adapter import Task
     from fedstrata.torch_adapter.probe import SgdSettings
 
 __all__ = [
+    "ServerStrategy",
     "aggregator",
     "build_dataset",
     "init_seed",
@@ -37,6 +47,7 @@ __all__ = [
     "population",
     "resolve_task",
     "server_optimizer",
+    "server_strategy",
     "trainer_factory",
 ]
 
@@ -175,3 +186,77 @@ def trainer_factory(
         hidden=config.model.hidden,
         shuffle_seeding=config.client.shuffle,
     )
+
+
+@dataclass(frozen=True, eq=False)
+class ServerStrategy:
+    """The server's optimizer and aggregator for one run.
+
+    Attributes:
+        optimizer: applies the round's aggregate to the global model.
+        aggregator: combines the round's updates.
+        custom_aggregator: the aggregator is the user's own (not a built-in name).
+    """
+
+    optimizer: ServerOptimizer[Any]
+    aggregator: Aggregator[Any]
+    custom_aggregator: bool
+
+
+def server_strategy(
+    config: FedConfig, *, optimizer: object = None, aggregation: object = None
+) -> ServerStrategy:
+    """The run's server strategy: ``optimizer`` / ``aggregation`` when given (your
+    objects, classes or import strings), else the config's ``server`` section.
+
+    Raises:
+        ConfigError: your aggregator where it cannot run (secure aggregation, a
+            hierarchy, asynchronous buffering or central DP).
+        TaskError: your object cannot be imported or built, or lacks the protocol.
+    """
+    root = config.project_dir
+    if optimizer is None:
+        opt = server_optimizer(config.server, root)
+    elif isinstance(optimizer, str):
+        opt = resolve_server_optimizer(optimizer, root)
+    else:
+        opt = as_server_optimizer(optimizer)
+    custom = aggregation is not None or is_import_string(config.server.aggregator)
+    if aggregation is None:
+        agg = aggregator(config.server, root)
+    elif isinstance(aggregation, str):
+        agg = resolve_aggregator(aggregation, root)
+    else:
+        agg = as_aggregator(aggregation)
+    if custom:
+        check_custom_aggregator(config, agg)
+    return ServerStrategy(opt, agg, custom)
+
+
+def check_custom_aggregator(config: FedConfig, agg: Aggregator[Any]) -> None:
+    """Refuse your aggregator where it cannot run.
+
+    Secure aggregation reveals only the masked sum, so it needs the weighted mean;
+    a hierarchy merges partial aggregates at inner tiers; asynchronous FedBuff buffers
+    updates itself; central DP calibrates its noise to the mean of clipped updates.
+
+    Raises:
+        ConfigError: the feature that rules it out, and why.
+    """
+    name = describe(agg.rule) if isinstance(agg, RuleAggregator) else describe(agg)
+    reasons = {
+        "secagg.enabled=true (the server sees only the masked sum: the mean)": (
+            config.secagg.enabled
+        ),
+        "a hierarchical topology (its tiers run the weighted mean)": (
+            config.topology.mode != "flat"
+        ),
+        "scheduling.async (FedBuff aggregates its buffer itself)": (
+            config.scheduling.async_.enabled
+        ),
+        f"privacy.mechanism={config.privacy.mechanism} (its noise is calibrated to the mean "
+        "of clipped updates)": (config.privacy.enabled),
+    }
+    for what, clash in reasons.items():
+        if clash:
+            raise ConfigError(f"your aggregator {name} cannot run with {what}")

@@ -59,6 +59,7 @@ __all__ = [
     "UserServerOptimizer",
     "as_aggregator",
     "as_server_optimizer",
+    "describe",
     "import_object",
     "is_import_string",
     "resolve_aggregator",
@@ -83,7 +84,7 @@ def is_import_string(name: str) -> bool:
 
 def describe(obj: object) -> str:
     """``module.qualname`` of a user object or function, for messages."""
-    target = obj if inspect.isfunction(obj) or inspect.isclass(obj) else type(obj)
+    target = obj if hasattr(obj, "__qualname__") else type(obj)  # functions, methods
     return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.builders import (
+    ServerStrategy,
     aggregator,
     build_dataset,
     init_seed,
@@ -23,6 +24,7 @@ from fedstrata.builders import (
     population,
     resolve_task,
     server_optimizer,
+    server_strategy,
     trainer_factory,
 )
 from fedstrata.compress import ChainCodec
@@ -254,11 +256,16 @@ def simulation(
     params: FloatVector,
     profiles: ProfileTable,
     registry: Registry | None = None,
+    strategy: ServerStrategy | None = None,
 ) -> Simulation:
-    """The simulation of ``config`` (hooks, sinks and progress are set by the runner)."""
+    """The simulation of ``config`` (hooks, sinks and progress are set by the runner).
+
+    ``strategy``: the server optimizer and aggregator (default: the config's).
+    """
     rounds = config.rounds
     planner = selector = None
-    agg: Aggregator[Any] = aggregator(config.server, config.project_dir)
+    strategy = strategy or server_strategy(config)
+    agg: Aggregator[Any] = strategy.aggregator
     if config.scheduling.enabled:
         from fedstrata.api.scheduling import scheduler  # deferred: SQLAlchemy, Alembic
 
@@ -295,7 +302,7 @@ def simulation(
         client_sizes=dataset.client_sizes(),
         test_data=dataset.test,
         profiles=profiles,
-        server_optimizer=server_optimizer(config.server, config.project_dir),
+        server_optimizer=strategy.optimizer,
         aggregator=agg,
         planner=planner,
         pipeline=pipeline,
