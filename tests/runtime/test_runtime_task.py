@@ -115,9 +115,10 @@ def _center_main(config: Path, port: int, tokens: dict[int, str], out: Any) -> N
     out.put(("center", os.getpid(), accepted, result.params))
 
 
-def _client_main(config: Path, cid: int, port: int, token: str, data: Path, out: Any) -> None:
+def _client_main(config: Path, port: int, token: str, job: tuple[int, Path], out: Any) -> None:
     from fedstrata.runtime.commands import run_client
 
+    cid, data = job
     report = asyncio.run(
         run_client(
             load_config(config),
@@ -146,9 +147,7 @@ def processes():
 def _evaluate(config: Path, params: np.ndarray, folders: list[Path]) -> tuple[float, float]:
     """Accuracy and loss of ``params`` on every client's rows (read here by hand)."""
     dep = deployment(load_config(config))  # the center's build: no data read
-    tables = [
-        np.loadtxt(f / "branch.csv", delimiter=",", skiprows=1) for f in folders
-    ]
+    tables = [np.loadtxt(f / "branch.csv", delimiter=",", skiprows=1) for f in folders]
     rows = np.concatenate(tables)
     data = (rows[:, :4].astype(np.float32), rows[:, 4].astype(np.int64))
     from fedstrata.torch_adapter.data import client_data
@@ -175,7 +174,7 @@ def test_each_client_process_trains_on_its_own_folder_and_the_center_reads_none(
 
     start(_center_main, config, port, tokens, out)
     for cid in range(N_CLIENTS):
-        start(_client_main, config, cid, port, tokens[cid], folders[cid], out)
+        start(_client_main, config, port, tokens[cid], (cid, folders[cid]), out)
     results = [out.get(timeout=LIMIT_S) for _ in range(1 + N_CLIENTS)]
 
     _, center_pid, accepted, params = next(r for r in results if r[0] == "center")
