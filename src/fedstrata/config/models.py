@@ -176,7 +176,6 @@ def _builtin_or_import(value: str, builtin: tuple[str, ...]) -> str:
         return value
     raise ValueError(
         f"must be one of {', '.join(builtin)} or an import string 'package.module:attribute'"
-        f", got {value!r}"
     )
 
 
