@@ -109,7 +109,7 @@ def _center_main(overrides: list[str], port: int, chunk: int, out: Any) -> None:
     from fedstrata.runtime import CenterServer, TokenTable, deployment
 
     dep = deployment(load_config(overrides=overrides))
-    n = dep.dataset.num_clients
+    n = dep.num_clients
     center = dep.center(chunk_bytes=chunk)
     params = dep.initial_params()
 

@@ -196,3 +196,12 @@ def test_report_on_a_missing_directory_says_so_plainly(tmp_path):
     text = " ".join(res.output.split())
     assert "RunStore" not in text
     assert text.endswith("is not a run directory: metrics.sqlite is missing"), text
+
+
+def test_client_data_option_reaches_the_deployment(tmp_path, monkeypatch):
+    """Issue 14 part 2: ``fedstrata client --data DIR`` hands DIR to the task's reader;
+    without a task that has ``local_data`` it is refused before any connection."""
+    monkeypatch.setenv("FEDSTRATA_TOKEN", "t")
+    res = runner.invoke(app, ["client", "--set", "model.kind=logreg", "--data", str(tmp_path)])
+    assert res.exit_code != 0
+    assert "--data needs a task with local_data" in res.output

@@ -16,6 +16,8 @@ PACKAGES = [
     "fedstrata.sim",
     "fedstrata.monitoring",
     "fedstrata.torch_adapter",
+    "fedstrata.builders",
+    "fedstrata.strategy",
 ]
 
 

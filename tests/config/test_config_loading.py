@@ -35,7 +35,7 @@ def test_round_trip_through_dump():
     ("override", "fragment"),
     [
         ("client.lr=-1", "client.lr: Input should be greater than 0 (got -1)"),
-        ("server.optimizer=sgdx", "server.optimizer: Input should be 'fedavg', 'fedavgm'"),
+        ("server.optimizer=sgdx", "server.optimizer: Value error, must be one of fedavg, fedavgm"),
         ("client.lrr=0.1", "client.lrr: Extra inputs are not permitted"),
         ("rounds.clients_per_round=500", "exceeds data.num_clients"),
         ("client.steps=3", "exactly one of client.epochs and client.steps"),

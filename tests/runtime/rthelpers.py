@@ -49,7 +49,7 @@ async def run_federation(
     stream_min_bytes: int | None = 64 << 20,
 ) -> tuple[RuntimeResult, list[ClientReport]]:
     """Center + every client of ``dep`` as asyncio tasks over loopback (port 0)."""
-    n = dep.dataset.num_clients
+    n = dep.num_clients
     tokens = dict(tokens or tokens_for(n))
     center = dep.center(
         chunk_bytes=chunk_bytes, min_available=min_available, stream_min_bytes=stream_min_bytes

@@ -10,7 +10,13 @@ from fedstrata.runtime import check_supported
 
 
 @pytest.mark.parametrize(
-    "override", ["downlink.preset=int8", "privacy.mechanism=central", "secagg.enabled=true"]
+    "override",
+    [
+        "downlink.preset=int8",
+        "privacy.mechanism=central",
+        "secagg.enabled=true",
+        "evaluation.every=2",  # federated evaluation: refused, never accepted and ignored
+    ],
 )
 def test_refusals_name_real_keys(override):
     """Issue 11 defect 22: a refusal named ``privacy.enabled``, which is not a key."""

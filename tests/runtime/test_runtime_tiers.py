@@ -55,7 +55,7 @@ def test_partial_round_trips_bit_for_bit():
 
 async def _two_tiers(dep, split):
     """Center <- 2 tiers <- clients split between them; returns the center's result."""
-    n = dep.dataset.num_clients
+    n = dep.num_clients
     tier_ids = [n, n + 1]
     tokens = {i: new_token() for i in range(n + 2)}
     center = dep.center(participants=2)

@@ -216,7 +216,7 @@ async def _clients_through_the_proxy(dep, host, port, tokens):
                 return await dep.client(gl, cid).run()
 
         async with asyncio.timeout(LIMIT_S), asyncio.TaskGroup() as tg:
-            for cid in range(dep.dataset.num_clients):
+            for cid in range(dep.num_clients):
                 tg.create_task(client(cid))
 
 
@@ -243,7 +243,7 @@ def test_grpc_federation_across_the_wan_sees_the_link_and_trains_the_same_model(
     start, out = center_process
     cfg = load_config(overrides=WAN_FED)
     dep = deployment(cfg)
-    tokens = tokens_for(dep.dataset.num_clients)
+    tokens = tokens_for(dep.num_clients)
     port = start(tokens)
     asyncio.run(_clients_through_the_proxy(dep, link.ns_addr, port, tokens))
     tag, result, wire = out.get(timeout=LIMIT_S)

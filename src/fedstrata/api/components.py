@@ -13,25 +13,32 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedstrata.aggregation import AggregatorSpec, AnyAggregator, make_aggregator
 from fedstrata.aggregation.protocol import Aggregator
-from fedstrata.algorithms import AnyServerOptimizer, ServerOptimizerSpec, make_server_optimizer
+from fedstrata.builders import (
+    ServerStrategy,
+    aggregator,
+    build_dataset,
+    init_seed,
+    local_plan,
+    population,
+    resolve_task,
+    server_optimizer,
+    server_strategy,
+    trainer_factory,
+)
 from fedstrata.compress import ChainCodec
 from fedstrata.config import FedConfig
-from fedstrata.config.models import ClientConfig, DataConfig, ServerConfig, SimConfig
+from fedstrata.config.models import SimConfig
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
-from fedstrata.core.context import RoundContext, derive_rng, derive_seed
+from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import DiskStateStore
 from fedstrata.core.training import (
     ClientPopulation,
     LocalPlan,
-    OptimizerKind,
     Trainer,
     TrainerFactory,
 )
-from fedstrata.data import FederatedDataset, make_federated
-from fedstrata.errors import ConfigError
 from fedstrata.pipeline import Codec, DenseCodec, Pipeline, Stage
 from fedstrata.sim import (
     ClientJob,
@@ -76,62 +83,6 @@ __all__ = [
 if TYPE_CHECKING:
     from fedstrata.scheduling import Registry
     from fedstrata.secagg import RingCodec, SecAggAggregator
-    from fedstrata.torch_adapter import Task
-    from fedstrata.torch_adapter.probe import SgdSettings
-
-
-def build_dataset(cfg: DataConfig) -> FederatedDataset:
-    """The federated dataset named by ``cfg``."""
-    return make_federated(
-        cfg.name,
-        partition=cfg.partition,
-        num_clients=cfg.num_clients,
-        seed=cfg.seed,
-        shards_per_client=cfg.shards_per_client,
-        dirichlet_alpha=cfg.dirichlet_alpha,
-        quantity_sigma=cfg.quantity_sigma,
-        synthetic_alpha=cfg.synthetic_alpha,
-        synthetic_beta=cfg.synthetic_beta,
-        synthetic_max_samples=cfg.synthetic_max_samples,
-        path=cfg.path,
-    )
-
-
-def local_plan(cfg: ClientConfig) -> LocalPlan:
-    """The clients' training plan."""
-    return LocalPlan(
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        epochs=cfg.epochs,
-        steps=cfg.steps,
-        optimizer=OptimizerKind(cfg.optimizer),
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        prox_mu=cfg.prox_mu,
-    )
-
-
-def server_optimizer(cfg: ServerConfig) -> AnyServerOptimizer:
-    """The server optimizer named by ``cfg`` (Reddi et al. 2021)."""
-    return make_server_optimizer(
-        ServerOptimizerSpec(
-            name=cfg.optimizer,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            beta1=cfg.beta1,
-            beta2=cfg.beta2,
-            tau=cfg.tau,
-        )
-    )
-
-
-def aggregator(cfg: ServerConfig) -> AnyAggregator:
-    """The aggregator named by ``cfg``."""
-    return make_aggregator(
-        AggregatorSpec(
-            name=cfg.aggregator, trim_fraction=cfg.trim_fraction, krum_byzantine=cfg.krum_byzantine
-        )
-    )
 
 
 def choose_workers(config: FedConfig, cohort: int) -> int:
@@ -216,36 +167,6 @@ def executor(
     )
 
 
-def trainer_factory(
-    config: FedConfig,
-    dataset: ClientPopulation,
-    task: Task | None = None,
-    sgd: SgdSettings | None = None,
-) -> TrainerFactory:
-    """The torch trainer recipe: ``task``'s model, else the config's built-in model.
-
-    The built-in models are tasks too (:func:`fedstrata.torch_adapter.builtin_task`);
-    their recipe also carries the data's input shape and classes, which are checked.
-    ``sgd``: the task's optimizer is this plain SGD (the fast path trains it).
-    Imports torch.
-    """
-    from fedstrata.torch_adapter import FirstExample, TaskTrainerFactory, TorchTrainerFactory
-
-    if task is not None:
-        return TaskTrainerFactory(
-            task, shuffle_seeding=config.client.shuffle, example=FirstExample(dataset), sgd=sgd
-        )
-    if not isinstance(dataset, FederatedDataset):
-        raise ConfigError("a population of a task's own data needs the task's model")
-    return TorchTrainerFactory(
-        model=config.model.kind,
-        input_shape=dataset.input_shape,
-        num_classes=dataset.num_classes,
-        hidden=config.model.hidden,
-        shuffle_seeding=config.client.shuffle,
-    )
-
-
 def pin_layout(factory: TrainerFactory, trainer: Trainer) -> TrainerFactory:
     """``factory`` that makes every worker check its model against ``trainer``'s.
 
@@ -267,37 +188,6 @@ def save_torch_model(trainer: Trainer, params: FloatVector, run_dir: Path) -> No
 
     if isinstance(trainer, TorchTrainer):
         save_state_dict(trainer.task, params, run_dir / MODEL_PT)
-
-
-def resolve_task(config: FedConfig, task: Task | str | None = None) -> Task | None:
-    """The task to run: ``task`` (an object or an import string), else ``config.task``.
-
-    Raises:
-        TaskError: the task's module does not import or does not hold a Task.
-    """
-    spec = task if task is not None else config.task
-    if spec is None:
-        return None
-    from fedstrata.torch_adapter import Task  # deferred: torch
-    from fedstrata.torch_adapter import resolve_task as resolve
-
-    return spec if isinstance(spec, Task) else resolve(spec, config.project_dir)
-
-
-def population(config: FedConfig, task: Task | None) -> ClientPopulation:
-    """The task's own clients when it has ``client_data``, else the config's data."""
-    if task is not None and task.client_data is not None:
-        from fedstrata.torch_adapter import TaskPopulation
-
-        return TaskPopulation(task)
-    return build_dataset(config.data)
-
-
-def init_seed(config: FedConfig) -> int:
-    """Seed of the initial weights: ``model.init_seed``, else derived from the run seed."""
-    if config.model.init_seed is not None:
-        return config.model.init_seed
-    return derive_seed(config.seed, 0, -1, "init")
 
 
 def warm_up(trainer: Trainer, dataset: ClientPopulation, plan: LocalPlan, seed: int) -> None:
@@ -402,11 +292,16 @@ def simulation(
     params: FloatVector,
     profiles: ProfileTable,
     registry: Registry | None = None,
+    strategy: ServerStrategy | None = None,
 ) -> Simulation:
-    """The simulation of ``config`` (hooks, sinks and progress are set by the runner)."""
+    """The simulation of ``config`` (hooks, sinks and progress are set by the runner).
+
+    ``strategy``: the server optimizer and aggregator (default: the config's).
+    """
     rounds = config.rounds
     planner = selector = None
-    agg: Aggregator[Any] = aggregator(config.server)
+    strategy = strategy or server_strategy(config)
+    agg: Aggregator[Any] = strategy.aggregator
     if config.scheduling.enabled:
         from fedstrata.api.scheduling import scheduler  # deferred: SQLAlchemy, Alembic
 
@@ -442,7 +337,7 @@ def simulation(
         client_sizes=dataset.client_sizes(),
         test_data=dataset.test,
         profiles=profiles,
-        server_optimizer=server_optimizer(config.server),
+        server_optimizer=strategy.optimizer,
         aggregator=agg,
         planner=planner,
         pipeline=pipeline,

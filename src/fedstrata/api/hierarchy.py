@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from fedstrata.algorithms.server import ServerOptimizer
 from fedstrata.api.components import local_plan, server_optimizer
 from fedstrata.config import FedConfig
 from fedstrata.coordinator.planner import (
@@ -131,8 +133,12 @@ def hierarchical_simulation(
     executor: Executor,
     pipeline: Pipeline | None,
     profiles: ProfileTable,
+    optimizer: ServerOptimizer[Any] | None = None,
 ) -> HierarchicalSimulation:
-    """HierFAVG over the planned tree on the simulated network."""
+    """HierFAVG over the planned tree on the simulated network.
+
+    ``optimizer``: the server optimizer (default: the config's).
+    """
     t = config.topology
     tree = plan_tree(config, dataset.num_clients)
     partial = t.partial_compression.spec() if t.partial_compression.enabled else None
@@ -142,6 +148,6 @@ def hierarchical_simulation(
     return HierarchicalSimulation(
         settings, HierSettings(t.kappa_edge, t.kappa_region, partial, t.edge_failure_rate),
         tree.topology, NetworkModel(tree.links, tree.matrix, tree.hosts), trainer, executor,
-        dataset.client_sizes(), dataset.test, profiles, server_optimizer(config.server),
-        pipeline,
+        dataset.client_sizes(), dataset.test, profiles,
+        optimizer or server_optimizer(config.server, config.project_dir), pipeline,
     )  # fmt: skip

@@ -31,12 +31,12 @@ from fedstrata.api.components import (
     resolve_task,
     save_torch_model,
     secure_aggregation,
-    server_optimizer,
     simulation,
     trainer_factory,
     warm_up,
 )
 from fedstrata.api.fedeval import federated_split
+from fedstrata.builders import ServerStrategy, server_strategy
 from fedstrata.config import FedConfig, dump_config
 from fedstrata.core.params import FloatVector
 from fedstrata.core.training import ClientPopulation, Trainer, TrainerFactory
@@ -105,6 +105,8 @@ def run(
     hooks: Sequence[RoundHook] = (),
     on_start: Callable[[int], None] | None = None,
     task: Task | str | None = None,
+    server_optimizer: object = None,
+    aggregator: object = None,
 ) -> RunResult:
     """Run the federation described by ``config``.
 
@@ -116,6 +118,11 @@ def run(
         run_name: name of the run directory (default: the config's name).
         hooks: extra server-side round hooks (e.g. a privacy budget allocator).
         on_start: called with the number of clients once the dataset is loaded.
+        server_optimizer: your own server optimizer (an object with ``init`` and
+            ``step``, its class, or an import string); default: ``server.optimizer``.
+        aggregator: your own aggregator (an Aggregator, a rule ``(vectors, weights)
+            -> aggregate``, its class, or an import string); default:
+            ``server.aggregator``. See :mod:`fedstrata.strategy`.
 
     Raises:
         TaskError: the task's module does not import, or its model factory or data
@@ -124,6 +131,7 @@ def run(
         RunInterrupted: a KeyboardInterrupt stopped the run; the last completed
             round's model and the run so far were saved first.
     """
+    strategy = server_strategy(config, optimizer=server_optimizer, aggregation=aggregator)
     dataset, chosen, sgd = _load(config, task)
     split = federated_split(config, dataset, chosen)
     dataset = split.population
@@ -148,6 +156,7 @@ def run(
                 store=store,
                 stack=stack,
                 notes=notes,
+                strategy=strategy,
                 eval_data=split.eval_data,
             )
             sim.fed_eval = split.evaluator
@@ -269,6 +278,7 @@ def _assemble(
     store: RunStore | None,
     stack: ExitStack,
     notes: dict[str, str],
+    strategy: ServerStrategy,
     eval_data: ClientSource | None = None,
 ) -> tuple[Simulation | AsyncSimulation | HierarchicalSimulation, FloatVector]:
     """Wire the components into a simulation; resources are released by ``stack``.
@@ -297,20 +307,21 @@ def _assemble(
         from fedstrata.api.hierarchy import hierarchical_simulation
 
         tree = hierarchical_simulation(
-            config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, profiles=table
-        )
+            config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, profiles=table,
+            optimizer=strategy.optimizer,
+        )  # fmt: skip
         tree.sinks = _sinks(store)
         return tree, params
     if config.scheduling.async_.enabled:
         runner = async_simulation(
             config, dataset=dataset, trainer=trainer, executor=ex, profiles=table,
-            server_optimizer=server_optimizer(config.server), plan=local_plan(config.client),
+            server_optimizer=strategy.optimizer, plan=local_plan(config.client),
         )  # fmt: skip
         runner.sinks = _sinks(store)
         return runner, params
     sim = simulation(
         config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, params=params,
-        profiles=table, registry=registry,
+        profiles=table, registry=registry, strategy=strategy,
     )  # fmt: skip
     sim.hooks = privacy_hooks(config, pipe, dataset.num_clients, size)
     if secure is not None:

@@ -214,9 +214,14 @@ def client_cmd(
         int, typer.Option(min=0, help="reconnection attempts before giving up")
     ] = 6,
     connect_timeout: ConnectTimeoutOpt = 20.0,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="this client's own data directory, read by the task's local_data"),
+    ] = None,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Take part in a real federation as one client (exits non-zero when it gives up)."""
+    """Take part in a real federation as one client, training on its own data (exits
+    non-zero when it gives up)."""
     import asyncio
 
     _setup_logging(verbose)
@@ -234,6 +239,7 @@ def client_cmd(
                 tls=_tls(ca, cert, key),
                 backoff=Backoff(attempts=retries),
                 connect_timeout_s=connect_timeout,
+                data_dir=data,
             )
         )
     except FedstrataError as exc:

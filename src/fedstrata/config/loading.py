@@ -111,14 +111,22 @@ def _format_validation(exc: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
+def _names_user_code(tree: dict[str, Any]) -> bool:
+    """Whether the tree names a task or a server strategy of the user's own."""
+    server = tree.get("server")
+    own = [server.get(k) for k in ("optimizer", "aggregator")] if isinstance(server, dict) else []
+    return tree.get("task") is not None or any(isinstance(v, str) and ":" in v for v in own)
+
+
 def load_config(
     path: Path | None = None, preset: str | None = None, overrides: Sequence[str] = ()
 ) -> FedConfig:
     """Build a :class:`FedConfig` from a preset, then a YAML file, then overrides.
 
     Later sources win. Without a file or preset, the ``quickstart`` preset is used.
-    A ``task`` named in a file is imported from the file's directory unless
-    ``project_dir`` says otherwise.
+    A ``task`` (or a ``server.optimizer`` / ``server.aggregator`` import string)
+    named in a file is imported from the file's directory unless ``project_dir``
+    says otherwise.
 
     Raises:
         ConfigError: unreadable file, unknown preset, bad override, or a value that
@@ -129,7 +137,7 @@ def load_config(
         tree = _preset_tree(preset or "quickstart")
     if path is not None:
         tree = _merge(tree, _read_yaml(path))
-        if tree.get("task") is not None and tree.get("project_dir") is None:
+        if _names_user_code(tree) and tree.get("project_dir") is None:
             tree["project_dir"] = str(Path(path).resolve().parent)  # like flwr run
     for text in overrides:
         keys, value = parse_override(text)

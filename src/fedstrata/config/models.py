@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fedstrata.config.base import Strict as _Strict
 from fedstrata.config.features import (
@@ -132,21 +132,52 @@ class ClientConfig(_Strict):
 class ServerConfig(_Strict):
     """Server optimizer (Reddi et al. 2021) and aggregator."""
 
-    optimizer: Literal["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"] = Field(
-        "fedavg", description="server optimizer (Reddi et al. 2021)"
+    optimizer: str = Field(
+        "fedavg",
+        description="server optimizer (Reddi et al. 2021): fedavg, fedavgm, fedadam, "
+        "fedyogi, fedadagrad, or your own as an import string (my_project.strategy:MyOpt, "
+        "see docs/tasks.md)",
     )
     lr: float = Field(1.0, gt=0, description="server learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM server momentum")
     beta1: float = Field(0.9, ge=0, lt=1, description="adaptive optimizers' first-moment decay")
     beta2: float = Field(0.99, ge=0, lt=1, description="adaptive optimizers' second-moment decay")
     tau: float = Field(1e-3, gt=0, description="adaptive optimizers adaptivity tau")
-    aggregator: Literal["mean", "median", "trimmed_mean", "krum"] = Field(
-        "mean", description="aggregation rule; robust ones run at the center only"
+    aggregator: str = Field(
+        "mean",
+        description="aggregation rule: mean, median, trimmed_mean, krum, or your own as an "
+        "import string (my_project.strategy:clipped_mean); all but mean run at the center "
+        "only",
     )
     trim_fraction: float = Field(
         0.1, ge=0, lt=0.5, description="fraction trimmed at each end (trimmed_mean)"
     )
     krum_byzantine: int = Field(1, ge=0, description="assumed Byzantine clients f (krum)")
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        return _builtin_or_import(value, _SERVER_OPTIMIZERS)
+
+    @field_validator("aggregator")
+    @classmethod
+    def _known_aggregator(cls, value: str) -> str:
+        return _builtin_or_import(value, _AGGREGATORS)
+
+
+_SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
+_AGGREGATORS = ("mean", "median", "trimmed_mean", "krum")
+
+
+def _builtin_or_import(value: str, builtin: tuple[str, ...]) -> str:
+    if value in builtin:
+        return value
+    module, sep, attr = value.partition(":")
+    if sep and module and attr.isidentifier():
+        return value
+    raise ValueError(
+        f"must be one of {', '.join(builtin)} or an import string 'package.module:attribute'"
+    )
 
 
 class RoundsConfig(_Strict):
@@ -393,7 +424,7 @@ class FedConfig(_Strict):
             "secagg": self.secagg.enabled,
             "scheduling": self.scheduling.enabled or self.scheduling.async_.enabled,
             "compression (use topology.partial_compression)": self.compression.enabled,
-            "a robust aggregator": self.server.aggregator != "mean",
+            "a robust or custom aggregator": self.server.aggregator != "mean",
         }
         clash = [name for name, on in others.items() if on]
         if clash:

@@ -49,7 +49,8 @@ def config_reference() -> str:
         "edit by hand. Top-level keys: `name` (run name), `seed` (root seed of every "
         "random draw), `task` (your own task as an import string, "
         "`my_project.task:CreditRisk`; see docs/tasks.md) and `project_dir` (where the "
-        "task's module is imported from; default: the config file's directory).",
+        "task's module, and those of `server.optimizer` / `server.aggregator` import "
+        "strings, are imported from; default: the config file's directory).",
         "",
     ]
     for key, info in FedConfig.model_fields.items():

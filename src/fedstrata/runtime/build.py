@@ -1,7 +1,15 @@
 """Build the runtime's center and clients from a :class:`~fedstrata.config.FedConfig`.
 
 The same configuration drives the simulator (:func:`fedstrata.api.run`) and the
-runtime, so a deterministic configuration trains the same model under both. Uplink
+runtime, so a deterministic configuration trains the same model under both; both use
+the shared builders of :mod:`fedstrata.builders` (the runtime imports neither the
+simulator nor :mod:`fedstrata.api`).
+
+With a task (``task:`` in the config, Issue 14 part 2) the center loads only its model
+factory (the parameter layout and the initial weights) and no data; each client loads
+its own data on its machine: ``task.local_data(DIR)`` for ``fedstrata client --data
+DIR``, else ``task.client_data(client_id)``. Without a task, every process builds the
+config's built-in dataset and a client trains on its partition. Uplink
 compression travels as the client's codec encoded it (error-feedback residuals live
 on the client); downlink compression, differential privacy and secure aggregation are
 not supported yet and are refused.
@@ -11,16 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedstrata.aggregation import WeightedMean
-from fedstrata.api.components import (
+from fedstrata.builders import (
     aggregator,
     build_dataset,
     init_seed,
     local_plan,
+    resolve_task,
     server_optimizer,
     trainer_factory,
 )
@@ -31,14 +43,16 @@ from fedstrata.core.clock import Clock
 from fedstrata.core.context import derive_seed
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import MemoryStateStore
-from fedstrata.core.training import Trainer, TrainerFactory
-from fedstrata.data import FederatedDataset
+from fedstrata.core.training import LocalData, Trainer, TrainerFactory
 from fedstrata.errors import ConfigError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
+
+if TYPE_CHECKING:
+    from fedstrata.torch_adapter import Task
 
 __all__ = [
     "DEFAULT_BACKOFF",
@@ -56,26 +70,46 @@ def check_supported(config: FedConfig) -> None:
     """Refuse features the runtime does not carry yet.
 
     Raises:
-        ConfigError: downlink compression, privacy or secure aggregation is enabled.
+        ConfigError: downlink compression, privacy, secure aggregation or federated
+            evaluation is enabled.
     """
     refused = {
         "downlink compression (downlink.preset=none turns it off)": config.downlink.enabled,
         f"privacy.mechanism={config.privacy.mechanism}": config.privacy.enabled,
         "secagg.enabled=true": config.secagg.enabled,
+        f"evaluation.every={config.evaluation.every} (federated evaluation)": (
+            config.evaluation.enabled
+        ),
     }
     for what, on in refused.items():
         if on:
             raise ConfigError(f"{what} is not supported by the runtime yet (simulator only)")
 
 
+LocalSource = Callable[[int], LocalData]
+"""Loads one client's data on this machine (called by that client only)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Deployment:
-    """The parts a center or a client builds from one configuration."""
+    """The parts a center or a client builds from one configuration.
+
+    Attributes:
+        config: the configuration.
+        num_clients: clients of the federation (the center waits for them all).
+        factory: builds a trainer (the model layout; no data).
+        trainer: one trainer built by ``factory``.
+        local_data: loads a client's own data, on the client's machine only.
+        test_data: loads the center's test set (the built-in data's, or a task's
+            ``test_data()``), or None without one; called by the center only.
+    """
 
     config: FedConfig
-    dataset: FederatedDataset
+    num_clients: int
     factory: TrainerFactory
     trainer: Trainer
+    local_data: LocalSource
+    test_data: Callable[[], LocalData] | None = None
 
     def initial_params(self) -> FloatVector:
         """The initial model (same seed derivation as the simulator)."""
@@ -116,12 +150,12 @@ class Deployment:
         """
         cfg, r = self.config, self.config.rounds
         if participants is None:
-            start = self.dataset.num_clients
+            start = self.num_clients
             policy = RoundPolicy(r.clients_per_round, r.min_clients, r.deadline_s, cfg.seed)
         else:
             start = participants
             policy = RoundPolicy(None, 1, r.deadline_s, cfg.seed)
-        agg = aggregator(cfg.server)
+        agg = aggregator(cfg.server, cfg.project_dir)
         if participants is not None and not agg.mergeable:
             raise ConfigError(f"server.aggregator={cfg.server.aggregator!r} cannot merge tiers")
         settings = self._settings(chunk_bytes, min_available or r.min_clients, start)
@@ -132,7 +166,7 @@ class Deployment:
             settings,
             coordinator=RoundCoordinator(policy),
             aggregator=agg,
-            server_optimizer=server_optimizer(cfg.server),
+            server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec(),
             clock=clock,
         )
@@ -162,7 +196,8 @@ class Deployment:
             dataclasses.replace(settings, start_timeout_s=start_timeout_s),
             coordinator=RoundCoordinator(policy),
             aggregator=WeightedMean(),
-            server_optimizer=server_optimizer(cfg.server),  # unused: the parent applies
+            # unused: the parent applies
+            server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec(),
         )
 
@@ -205,17 +240,17 @@ class Deployment:
     ) -> ClientAgent:
         """The agent of ``client_id`` over ``link`` (a fresh trainer unless given).
 
-        It reconnects per ``backoff`` (jitter seeded by the run seed and ``client_id``);
-        ``sleep`` awaits the delays (tests inject a fake).
+        It loads its own data here (:attr:`local_data`). It reconnects per
+        ``backoff`` (jitter seeded by the run seed and ``client_id``); ``sleep``
+        awaits the delays (tests inject a fake).
 
         Raises:
-            ConfigError: ``client_id`` is not a client of the dataset.
+            ConfigError: ``client_id`` is not a client of the federation.
+            TaskError: the task's data function failed or returned unusable data.
         """
-        if not 0 <= client_id < self.dataset.num_clients:
-            raise ConfigError(
-                f"client_id must be in [0, {self.dataset.num_clients}), got {client_id}"
-            )
-        data = self.dataset.client(client_id)
+        if not 0 <= client_id < self.num_clients:
+            raise ConfigError(f"client_id must be in [0, {self.num_clients}), got {client_id}")
+        data = self.local_data(client_id)
         trainer = trainer or self.factory()
         rng = np.random.default_rng(derive_seed(self.config.seed, 0, client_id, "reconnect"))
         return ClientAgent(
@@ -231,14 +266,77 @@ class Deployment:
         )
 
 
-def deployment(config: FedConfig) -> Deployment:
-    """Build the dataset and trainer factory of ``config`` (imports torch).
+def deployment(
+    config: FedConfig, *, task: Task | str | None = None, data_dir: Path | None = None
+) -> Deployment:
+    """Build the trainer factory of ``config`` and where a client's data come from.
+
+    Imports torch. Nothing reads data here: with a task, the center never does; a
+    client reads its own in :meth:`Deployment.client`.
+
+    Args:
+        config: the configuration.
+        task: your task object or import string (default: ``config.task``).
+        data_dir: this client's data directory, read by ``task.local_data``.
 
     Raises:
-        ConfigError: an unsupported feature is enabled.
-        DataError: the dataset cannot be built.
+        ConfigError: an unsupported feature, or ``data_dir`` without a task that has
+            ``local_data``.
+        TaskError: the task cannot be imported.
+        DataError: the built-in dataset cannot be built.
     """
     check_supported(config)
-    dataset = build_dataset(config.data)
-    factory = trainer_factory(config, dataset)
-    return Deployment(config, dataset, factory, factory())
+    chosen = resolve_task(config, task)
+    if chosen is None:
+        if data_dir is not None:
+            raise ConfigError("--data needs a task with local_data (see docs/tasks.md)")
+        dataset = build_dataset(config.data)
+        factory = trainer_factory(config, dataset)
+        n = dataset.num_clients
+        return Deployment(config, n, factory, factory(), dataset.client, lambda: dataset.test)
+    factory = trainer_factory(config, None, chosen)
+    source = _task_source(chosen, data_dir)
+    test = _task_test(chosen)
+    return Deployment(config, _task_clients(config, chosen), factory, factory(), source, test)
+
+
+def _task_test(task: Task) -> Callable[[], LocalData] | None:
+    """The task's central test set, loaded when first asked for (None without one)."""
+    from fedstrata.torch_adapter.data import call_data_fn  # deferred: torch
+
+    load = task.test_data
+    if load is None:
+        return None
+    return lambda: call_data_fn(load)
+
+
+def _task_clients(config: FedConfig, task: Task) -> int:
+    """The federation's size: ``task.num_clients``, else ``data.num_clients``."""
+    return task.num_clients if task.num_clients is not None else config.data.num_clients
+
+
+def _task_source(task: Task, data_dir: Path | None) -> LocalSource:
+    from fedstrata.torch_adapter.data import call_data_fn  # deferred: torch
+
+    if data_dir is not None:
+        read = task.local_data
+        if read is None:
+            raise ConfigError(
+                f"--data {data_dir}: task {task.name!r} has no local_data(path) to read it"
+            )
+        return lambda _cid: call_data_fn(read, data_dir)  # type: ignore[arg-type]
+    load = task.client_data
+    if load is None:
+        return _NoData(task.name)  # the center needs none; a client fails at start-up
+    return lambda cid: call_data_fn(load, cid)
+
+
+@dataclass(frozen=True)
+class _NoData:
+    task_name: str
+
+    def __call__(self, client_id: int) -> LocalData:
+        raise ConfigError(
+            f"task {self.task_name!r} has no client_data(client_id): give client {client_id} "
+            "its data directory with --data DIR (read by the task's local_data)"
+        )

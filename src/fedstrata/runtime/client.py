@@ -37,7 +37,7 @@ import numpy as np
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import CodecId, Payload
-from fedstrata.core.training import ArrayDataset, Trainer
+from fedstrata.core.training import LocalData, Trainer
 from fedstrata.errors import ConfigError, PayloadError, ProtocolError, TransportError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Pipeline
@@ -140,7 +140,7 @@ class ClientAgent:
         link: CenterLink,
         client_id: int,
         trainer: Trainer,
-        data: ArrayDataset,
+        data: LocalData,
         pipeline: Pipeline | None = None,
         *,
         backoff: Backoff | None = None,

@@ -75,7 +75,9 @@ async def run_center(
     Writes the run directory (``output.dir``; see :class:`RunRecorder`) as rounds
     complete. ``participants``: the number of aggregator tiers that connect instead of
     clients. Rounds start once ``rounds.min_clients`` clients are reachable; the first
-    waits at most ``start_timeout_s`` for every participant.
+    waits at most ``start_timeout_s`` for every participant. With a task, the center
+    reads no client data: the task's model factory gives the parameter layout and the
+    initial weights.
     """
     dep = deployment(config)
     center = dep.center(participants=participants, start_timeout_s=start_timeout_s)
@@ -103,15 +105,19 @@ async def run_client(
     tls: TlsFiles | None,
     backoff: Backoff = DEFAULT_BACKOFF,
     connect_timeout_s: float = 20.0,
+    data_dir: Path | None = None,
 ) -> ClientReport:
     """Take part in the federation as ``client_id`` until the center finishes.
+
+    With a task, the client trains on its own data: ``task.local_data(data_dir)``,
+    else ``task.client_data(client_id)``, loaded before its session starts.
 
     Raises:
         TransportError: the server stayed unreachable through ``backoff``'s attempts
             (each waits at most ``connect_timeout_s`` for the connection).
         ProtocolError: the server refused this client.
     """
-    dep = deployment(config)
+    dep = deployment(config, data_dir=data_dir)
     async with GrpcLink(
         server, client_id, token, tls=tls, connect_timeout_s=connect_timeout_s
     ) as link:

@@ -5,7 +5,7 @@ the same writer as :func:`fedstrata.api.run`): ``config.yaml`` when the run star
 every round its client failures and metrics (``metrics.sqlite``) and the model it
 produced (``model.npz``); at the end ``summary.json`` and ``report.html``. Times are
 real seconds (the runtime has no simulated clock): ``sim_round_s`` is the round's wall
-time. The center evaluates on the dataset's test set every ``rounds.eval_every`` rounds
+time. The center evaluates on its test set (if any) every ``rounds.eval_every`` rounds
 and after the last.
 
 Ownership: the recorder owns its store; :meth:`RunRecorder.finish` or
@@ -53,6 +53,7 @@ class RunRecorder:
     ) -> None:
         self.dep, self.store, self.clock = dep, store, clock
         self.totals = RunTotals()
+        self._test = None if dep.test_data is None else dep.test_data()
         self._started = self._last = clock()
 
     @classmethod
@@ -67,9 +68,7 @@ class RunRecorder:
         if not cfg.output.run_store:
             return None
         store = RunStore.create(new_run_dir(cfg.output.dir, run_name or cfg.name))
-        store.emit(
-            RunStarted(store.path.name, dump_config(cfg), dep.dataset.num_clients, dep.size)
-        )
+        store.emit(RunStarted(store.path.name, dump_config(cfg), dep.num_clients, dep.size))
         log.warning("center: run directory %s", store.path)
         return cls(dep, store)
 
@@ -94,8 +93,9 @@ class RunRecorder:
     ) -> RoundMetrics:
         rounds = self.dep.config.rounds
         accuracy = loss = None
-        if (round_idx + 1) % rounds.eval_every == 0 or round_idx == rounds.rounds - 1:
-            ev = self.dep.trainer.evaluate(params, self.dep.dataset.test)
+        last = round_idx == rounds.rounds - 1
+        if self._test is not None and ((round_idx + 1) % rounds.eval_every == 0 or last):
+            ev = self.dep.trainer.evaluate(params, self._test)
             accuracy, loss = ev.accuracy, ev.loss
         out = record.outcome
         return RoundMetrics(

@@ -21,6 +21,9 @@ field                     default when omitted
 ctx)``                    minibatches of ``client.batch_size``
 ``evaluate(model, data)`` mean loss and accuracy
 ``local_buffers``         ``()``: every floating-point buffer is aggregated
+``local_data(path)``      none; a gRPC client's own data, read from the folder
+                          ``fedstrata client --data DIR`` names (the center and the
+                          simulator never call it)
 ========================  =========================================================
 
 ``client_data`` may return a ``(x, y)`` pair of NumPy arrays or tensors (the fast
@@ -107,10 +110,11 @@ class Task:
     evaluate: EvalFn | None = None
     local_buffers: tuple[str, ...] = ()
     name: str = "task"
+    local_data: Callable[[Path], Any] | None = None  # a deployment client's own folder
 
     def __post_init__(self) -> None:
         _check_callable("model", self.model, required=True)
-        names = ("client_data", "client_sizes", "test_data", "client_test_data")
+        names = ("client_data", "client_sizes", "test_data", "client_test_data", "local_data")
         for name in (*names, "loss", "optimizer", "scheduler"):
             _check_callable(name, getattr(self, name))
         _check_callable("train", self.train)
