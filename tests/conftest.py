@@ -15,11 +15,12 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def fresh_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """For tests that import a user's project from ``tmp_path`` (``task:`` import
-    strings): restore sys.path and forget the project's modules afterwards, so the next
-    project with the same module name is imported afresh."""
+    """Every test may import a user's project from ``tmp_path`` (``task:`` import
+    strings, user strategies): restore sys.path and forget the project's modules
+    afterwards, so the next project with the same module name is imported afresh
+    (fedstrata refuses a second copy of a module name in one process)."""
     monkeypatch.setattr(sys, "path", list(sys.path))
     yield
     for name, module in list(sys.modules.items()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -110,6 +111,7 @@ def test_task_object_through_the_python_api_and_forked_workers(tmp_path: Path) -
     """Part 1: run() takes the Task object; forked workers give the same bits."""
     path = _config(tmp_path)
     config = load_config(path, overrides=["output.run_store=false"])
+    sys.path.insert(0, str(path.parent))  # the user's own import (the fixture restores it)
     from credit.task import make_task
 
     task = make_task()

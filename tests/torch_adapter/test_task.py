@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -332,3 +334,20 @@ def test_declared_client_sizes_skip_loading_and_are_checked() -> None:
     )
     with pytest.raises(TaskError, match=r"client_sizes .* returned shape \(2,\); expected 3"):
         bad.client_sizes()
+
+
+@pytest.mark.usefixtures("fresh_imports")
+def test_a_second_project_with_the_same_module_name_is_refused(tmp_path: Path) -> None:
+    """Part 9: Python caches modules by name; a second project whose task module has
+    the name of one already imported must not silently get the first project's task."""
+    source = (
+        "from torch import nn\nfrom fedstrata.torch_adapter import Task\n"
+        "t = Task(model=lambda: nn.Linear(2, 2), name={name!r})\n"
+    )
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "same_name_task.py").write_text(source.format(name=name))
+    assert resolve_task("same_name_task:t", tmp_path / "a").name == "a"
+    assert resolve_task("same_name_task:t", tmp_path / "a").name == "a"  # same project: fine
+    with pytest.raises(TaskError, match=r"already imported from .*a/same_name_task\.py"):
+        resolve_task("same_name_task:t", tmp_path / "b")

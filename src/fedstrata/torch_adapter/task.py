@@ -50,6 +50,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, final
 
 from fedstrata.errors import ConfigError, TaskError
@@ -135,7 +136,7 @@ class Task:
         return self.optimizer is None and self.train is None
 
 
-def _import_attr(module_name: str, attr: str, spec: str) -> object:
+def _import_attr(module_name: str, attr: str, spec: str, root: Path) -> object:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -149,10 +150,34 @@ def _import_attr(module_name: str, attr: str, spec: str) -> object:
         raise TaskError(
             f"task {spec!r}: importing {module_name} failed: {type(exc).__name__}: {exc}"
         ) from exc
+    _check_origin(module, root, spec)
     try:
         return getattr(module, attr)
     except AttributeError:
         raise TaskError(f"task {spec!r}: module {module_name} has no attribute {attr!r}") from None
+
+
+def _check_origin(module: ModuleType, root: Path, spec: str) -> None:
+    """Refuse a module imported earlier from elsewhere when the project has its own.
+
+    Python caches modules by name: a second project whose task module has the name of
+    one already imported (another project's, or an installed package's) would
+    silently get the first one.
+
+    Raises:
+        TaskError: the project directory holds the module but another copy is loaded.
+    """
+    parts = module.__name__.split(".")
+    mine = [root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")]
+    theirs = getattr(module, "__file__", None)
+    if theirs is None or not any(p.is_file() for p in mine):
+        return
+    if Path(theirs).resolve() not in {p.resolve() for p in mine}:
+        raise TaskError(
+            f"task {spec!r}: module {module.__name__} is already imported from {theirs}, "
+            f"not from the project directory {root}; a process holds one module per name "
+            "(rename the project's package, or run it in a new process)"
+        )
 
 
 def resolve_task(spec: str, project_dir: Path | None = None) -> Task:
@@ -170,10 +195,10 @@ def resolve_task(spec: str, project_dir: Path | None = None) -> Task:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr.isidentifier():
         raise ConfigError(f"task must look like 'package.module:attribute', got {spec!r}")
-    root = str((project_dir or Path.cwd()).resolve())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    obj = _import_attr(module_name, attr, spec)
+    root = (project_dir or Path.cwd()).resolve()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    obj = _import_attr(module_name, attr, spec, root)
     if not isinstance(obj, Task) and callable(obj):
         try:
             obj = obj()
