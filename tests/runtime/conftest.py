@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+import signal
+from typing import Any
+
 import pytest
 from rthelpers import SMALL, run_federation
 
@@ -23,3 +28,17 @@ def small_deployment(small_config) -> Deployment:
 def federation():
     """``await federation(dep, ...)``: see :func:`run_federation`."""
     return run_federation
+
+
+@pytest.fixture
+def processes():
+    """``(ctx, started)``: a forkserver context (torch and the runtime preloaded) and the
+    list of processes a test started; any still alive are killed at the end."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "fedstrata.runtime.commands", "fedstrata.torch_adapter"])
+    started: list[Any] = []
+    yield ctx, started
+    for p in started:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGKILL)
+        p.join(5)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing as mp
 import os
 import signal
 import socket
@@ -149,18 +148,6 @@ class _Stall:
 
     async def reconnect(self) -> None:
         await self.link.reconnect()
-
-
-@pytest.fixture
-def processes():
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "fedstrata.runtime.commands", "fedstrata.torch_adapter"])
-    started: list[Any] = []
-    yield ctx, started
-    for p in started:
-        if p.is_alive():
-            os.kill(p.pid, signal.SIGKILL)
-        p.join(5)
 
 
 @pytest.mark.slow

@@ -11,9 +11,7 @@ logged with its process id, so the test checks who read what.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
 import os
-import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -130,18 +128,6 @@ def _client_main(config: Path, port: int, token: str, job: tuple[int, Path], out
         )
     )
     out.put(("client", os.getpid(), cid, report.rounds))
-
-
-@pytest.fixture
-def processes():
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "fedstrata.runtime.commands", "fedstrata.torch_adapter"])
-    started: list[Any] = []
-    yield ctx, started
-    for p in started:
-        if p.is_alive():
-            os.kill(p.pid, signal.SIGKILL)
-        p.join(5)
 
 
 def _evaluate(config: Path, params: np.ndarray, folders: list[Path]) -> tuple[float, float]:
