@@ -35,6 +35,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.state import DiskStateStore
 from fedstrata.core.training import (
     ClientPopulation,
+    ClientStateful,
     LocalPlan,
     Trainer,
     TrainerFactory,
@@ -197,6 +198,8 @@ def warm_up(trainer: Trainer, dataset: ClientPopulation, plan: LocalPlan, seed: 
     ctx = RoundContext(0, seed).for_client(0)
     trainer.train(params, sample, replace(plan, epochs=None, steps=1), ctx, np.empty_like(params))
     trainer.evaluate(params, sample)
+    if isinstance(trainer, ClientStateful) and trainer.client_state is not None:
+        trainer.client_state.reset()  # central evaluation sees the factory's local buffers
 
 
 def secure_aggregation(

@@ -39,7 +39,8 @@ from fedstrata.api.fedeval import federated_split
 from fedstrata.builders import ServerStrategy, server_strategy
 from fedstrata.config import FedConfig, dump_config
 from fedstrata.core.params import FloatVector
-from fedstrata.core.training import ClientPopulation, Trainer, TrainerFactory
+from fedstrata.core.state import DiskStateStore
+from fedstrata.core.training import ClientPopulation, ClientStateful, Trainer, TrainerFactory
 from fedstrata.errors import ConfigError
 from fedstrata.monitoring import (
     RoundMetrics,
@@ -287,8 +288,11 @@ def _assemble(
     """
     size = trainer.spec.size
     secure = secure_aggregation(config, size, dataset)
-    pipe = pipeline(config, size, _client_state_dir(store, stack), secure and secure[0])
-    job = ClientJob(factory, dataset, config.seed, pipe, eval_data)
+    state_dir = _client_state_dir(store, stack)
+    pipe = pipeline(config, size, state_dir, secure and secure[0])
+    job = ClientJob(
+        factory, dataset, config.seed, pipe, eval_data, _local_store(trainer, state_dir)
+    )
     if workers > 0 and forks(config.sim):  # forked workers inherit a warmed-up torch
         warm_up(trainer, dataset, local_plan(config.client), config.seed)
     batch = config.client.batch_size
@@ -334,8 +338,15 @@ def _sinks(store: RunStore | None) -> tuple[Sink, ...]:
     return () if store is None else (store,)
 
 
+def _local_store(trainer: Trainer, state_dir: Path) -> DiskStateStore | None:
+    """Where each client's local buffers (FedBN) live; None when the model has none."""
+    if isinstance(trainer, ClientStateful) and trainer.client_state is not None:
+        return DiskStateStore(state_dir)
+    return None
+
+
 def _client_state_dir(store: RunStore | None, stack: ExitStack) -> Path:
-    """Where per-client state (error-feedback residuals) lives for this run."""
+    """Where per-client state (error-feedback residuals, local buffers) lives for this run."""
     if store is not None:
         return store.path / "client_state"
     return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedstrata-state-")))

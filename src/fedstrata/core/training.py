@@ -9,18 +9,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fedstrata.core.context import ClientContext
 from fedstrata.core.params import FloatVector, ParamSpec
+from fedstrata.core.state import ClientStateStore
 from fedstrata.errors import ConfigError, DataError
 
 __all__ = [
     "ArrayDataset",
     "ClientPopulation",
+    "ClientState",
+    "ClientStateful",
     "EvalResult",
     "LocalData",
     "LocalPlan",
@@ -177,6 +180,36 @@ class Trainer(Protocol):
         ...
 
     def evaluate(self, params: FloatVector, data: LocalData) -> EvalResult: ...
+
+
+class ClientState(Protocol):
+    """A model's state kept per client (FedBN's local batch norm).
+
+    Li et al., "FedBN: Federated Learning on Non-IID Features via Local Batch
+    Normalization", ICLR 2021. The simulator loads a client's state before it trains
+    or evaluates, saves it after training, and resets it afterwards, so the state lives
+    in a :class:`~fedstrata.core.state.ClientStateStore` every worker reaches.
+    """
+
+    def load(self, store: ClientStateStore, client_id: int) -> None:
+        """Set the state to the client's saved values (first time: the initial ones)."""
+        ...
+
+    def save(self, store: ClientStateStore, client_id: int) -> None:
+        """Save the current state as ``client_id``'s."""
+        ...
+
+    def reset(self) -> None:
+        """Set the state back to its initial values (central evaluation sees these)."""
+        ...
+
+
+@runtime_checkable
+class ClientStateful(Protocol):
+    """A trainer with per-client state; ``client_state`` is None when it has none."""
+
+    @property
+    def client_state(self) -> ClientState | None: ...
 
 
 class TrainerFactory(Protocol):

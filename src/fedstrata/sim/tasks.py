@@ -8,7 +8,8 @@ in the same workers as training.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,7 +18,14 @@ import numpy as np
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
-from fedstrata.core.training import LocalData, LocalPlan, Trainer, TrainerFactory
+from fedstrata.core.state import ClientStateStore
+from fedstrata.core.training import (
+    ClientStateful,
+    LocalData,
+    LocalPlan,
+    Trainer,
+    TrainerFactory,
+)
 from fedstrata.errors import DataError
 from fedstrata.pipeline.stage import Pipeline
 
@@ -62,6 +70,7 @@ class ClientJob:
     root_seed: int
     pipeline: Pipeline | None = None  # None: send the dense float32 delta as it is
     eval_data: ClientSource | None = None  # each client's held-out data (federated eval)
+    client_state: ClientStateStore | None = None  # per-client model state (FedBN buffers)
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +106,8 @@ def run_client(
         return evaluate_client(trainer, job, task, params)
     data = job.data.client(task.client_id)
     ctx = RoundContext(task.round_idx, job.root_seed).for_client(task.client_id)
-    result = trainer.train(params, data, task.plan, ctx, out)
+    with _client_turn(trainer, job, task.client_id, save=True):
+        result = trainer.train(params, data, task.plan, ctx, out)
     metrics = dict(result.metrics)
     payload = None
     if job.pipeline is not None:
@@ -120,6 +130,34 @@ def evaluate_client(
     """
     if job.eval_data is None:
         raise DataError("this run has no per-client evaluation data (evaluation.every: 0)")
-    result = trainer.evaluate(params, job.eval_data.client(task.client_id))
+    data = job.eval_data.client(task.client_id)
+    with _client_turn(trainer, job, task.client_id, save=False):
+        result = trainer.evaluate(params, data)
     metrics = dict(result.metrics) or {"loss": result.loss, "accuracy": result.accuracy}
     return None, result.num_examples, 0, metrics
+
+
+@contextmanager
+def _client_turn(
+    trainer: Trainer, job: ClientJob, client_id: int, *, save: bool
+) -> Iterator[None]:
+    """Around one client's turn: its own per-client state (FedBN), saved if ``save``.
+
+    Without a store or per-client state (every built-in model) this does nothing.
+    Afterwards the state is back at its initial values, so a client never sees
+    another's and central evaluation sees the factory's.
+    """
+    store = job.client_state
+    state = None
+    if store is not None and isinstance(trainer, ClientStateful):
+        state = trainer.client_state
+    if store is None or state is None:
+        yield
+        return
+    state.load(store, client_id)
+    try:
+        yield
+        if save:
+            state.save(store, client_id)
+    finally:
+        state.reset()

@@ -26,7 +26,14 @@ from fedstrata.core.params import FloatVector, ParamSpec
 from fedstrata.errors import TaskError
 from fedstrata.torch_adapter.task import describe_fn
 
-__all__ = ["FlatModel", "build_module", "global_entries", "layout_mismatch", "shapes_of"]
+__all__ = [
+    "FlatModel",
+    "build_module",
+    "global_entries",
+    "is_local",
+    "layout_mismatch",
+    "shapes_of",
+]
 
 
 def build_module(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
@@ -51,7 +58,8 @@ def build_module(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     return module
 
 
-def _is_local(name: str, local: tuple[str, ...]) -> bool:
+def is_local(name: str, local: tuple[str, ...]) -> bool:
+    """Whether buffer ``name`` is named by ``local`` (an exact name or a prefix)."""
     return any(name == p or name.startswith(p + ".") for p in local)
 
 
@@ -70,7 +78,7 @@ def global_entries(
     buffers = [
         (n, b)
         for n, b in module.named_buffers()
-        if b.is_floating_point() and not _is_local(n, local_buffers)
+        if b.is_floating_point() and not is_local(n, local_buffers)
     ]
     entries: list[tuple[str, torch.Tensor]] = [*trainable, *frozen, *buffers]
     for name, tensor in entries:

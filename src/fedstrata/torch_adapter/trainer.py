@@ -52,6 +52,7 @@ from fedstrata.errors import ConfigError, DataError, TaskError
 from fedstrata.torch_adapter.binding import FlatModel, build_module, layout_mismatch, shapes_of
 from fedstrata.torch_adapter.data import ClientData, client_data
 from fedstrata.torch_adapter.flatsgd import FlatSGD, sgd_step_
+from fedstrata.torch_adapter.local_state import LocalBuffers
 from fedstrata.torch_adapter.loops import (
     Batch,
     LocalTraining,
@@ -94,7 +95,8 @@ class TorchTrainer:
     """Local training and evaluation of one task's torch model over flat vectors.
 
     Owns one module whose global state aliases :attr:`flat_np`; not thread-safe (one
-    trainer per worker process). Implements :class:`fedstrata.core.training.Trainer`.
+    trainer per worker process). Implements :class:`fedstrata.core.training.Trainer`
+    and, when the task has local buffers, :class:`~fedstrata.core.training.ClientStateful`.
     """
 
     def __init__(
@@ -133,6 +135,8 @@ class TorchTrainer:
         self._example = example
         self._bound = FlatModel.bind(build_module(task.model, 0), task.local_buffers)
         self.model = self._bound.module
+        local = LocalBuffers(self.model, task.local_buffers)  # FedBN: kept per client
+        self.client_state: LocalBuffers | None = local if len(local) else None
         self._spec = self._bound.spec
         self.flat_np, self.flat, self.grad = (
             self._bound.flat_np,
