@@ -22,13 +22,13 @@ from fedstrata.config import FedConfig
 from fedstrata.config.models import ClientConfig, DataConfig, ServerConfig
 from fedstrata.core.context import derive_seed
 from fedstrata.core.training import ClientPopulation, LocalPlan, OptimizerKind, TrainerFactory
+from fedstrata.core.usercode import describe
 from fedstrata.data import FederatedDataset, make_federated
 from fedstrata.errors import ConfigError
 from fedstrata.strategy import (
     RuleAggregator,
     as_aggregator,
     as_server_optimizer,
-    describe,
     is_import_string,
     resolve_aggregator,
     resolve_server_optimizer,

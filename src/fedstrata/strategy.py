@@ -26,10 +26,8 @@ first on ``sys.path``. Errors in your code become a
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, final
@@ -49,7 +47,8 @@ from fedstrata.aggregation.protocol import (
 from fedstrata.algorithms.server import ServerOptimizer
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
-from fedstrata.errors import AggregationError, ConfigError, TaskError
+from fedstrata.core.usercode import call_user, describe, import_object
+from fedstrata.errors import AggregationError, TaskError
 from fedstrata.pipeline.stage import Codec
 
 __all__ = [
@@ -59,8 +58,6 @@ __all__ = [
     "UserServerOptimizer",
     "as_aggregator",
     "as_server_optimizer",
-    "describe",
-    "import_object",
     "is_import_string",
     "resolve_aggregator",
     "resolve_server_optimizer",
@@ -82,39 +79,6 @@ def is_import_string(name: str) -> bool:
     return ":" in name
 
 
-def describe(obj: object) -> str:
-    """``module.qualname`` of a user object or function, for messages."""
-    target = obj if hasattr(obj, "__qualname__") else type(obj)  # functions, methods
-    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
-
-
-def import_object(spec: str, project_dir: Path | None, what: str) -> object:
-    """The attribute ``module:attribute`` names, imported from ``project_dir`` first.
-
-    Raises:
-        ConfigError: ``spec`` is not ``module:attribute``.
-        TaskError: the module does not import (its error is quoted) or lacks it.
-    """
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr.isidentifier():
-        raise ConfigError(f"{what} must look like 'package.module:attribute', got {spec!r}")
-    root = str((project_dir or Path.cwd()).resolve())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise TaskError(
-            f"{what} {spec!r}: importing {module_name} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise TaskError(
-            f"{what} {spec!r}: module {module_name} has no attribute {attr!r}"
-        ) from None
-
-
 def _instantiate(obj: object, what: str) -> object:
     if not inspect.isclass(obj):
         return obj
@@ -133,7 +97,7 @@ class UserServerOptimizer:
 
     def init(self, params: FloatVector) -> object:
         """Your ``init``. Raises: TaskError naming it when it raises."""
-        return _call(self.inner.init, "server optimizer", params)
+        return call_user(self.inner.init, "server optimizer", params)
 
     def step(self, params: FloatVector, delta: FloatVector, state: Any) -> tuple[FloatVector, Any]:
         """Your ``step``, whose new parameters must be finite float32 of the model's size.
@@ -143,19 +107,10 @@ class UserServerOptimizer:
                 another shape or with NaN/Inf.
         """
         who = f"server optimizer {describe(self.inner.step)}"
-        out = _call(self.inner.step, "server optimizer", params, delta, state)
+        out = call_user(self.inner.step, "server optimizer", params, delta, state)
         if not isinstance(out, tuple) or len(out) != 2:
             raise TaskError(f"{who} returned {type(out).__name__}, not (params, state)")
         return _checked_vector(out[0], params.shape[0], who), out[1]
-
-
-def _call(fn: Callable[..., Any], role: str, *args: object) -> Any:
-    try:
-        return fn(*args)
-    except TaskError:
-        raise
-    except Exception as exc:
-        raise TaskError(f"{role} {describe(fn)} raised {type(exc).__name__}: {exc}") from exc
 
 
 def _checked_vector(value: object, size: int, who: str) -> FloatVector:
@@ -280,7 +235,7 @@ class RuleAggregator:
         if not state.vectors:
             raise AggregationError(f"aggregation rule {describe(self.rule)} got no updates")
         weights = np.asarray(state.weights, dtype=np.float64)
-        out = _call(self.rule, "aggregation rule", np.stack(state.vectors), weights)
+        out = call_user(self.rule, "aggregation rule", np.stack(state.vectors), weights)
         return _checked_vector(out, state.size, f"aggregation rule {describe(self.rule)}")
 
     def finalize_metrics(self, state: RuleState) -> dict[str, float]:

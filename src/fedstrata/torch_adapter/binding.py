@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from fedstrata.core.params import FloatVector, ParamSpec
+from fedstrata.core.usercode import describe
 from fedstrata.errors import TaskError
-from fedstrata.torch_adapter.task import describe_fn
 
 __all__ = [
     "FlatModel",
@@ -48,11 +48,11 @@ def build_module(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
             module = factory()
         except Exception as exc:
             raise TaskError(
-                f"model factory {describe_fn(factory)} raised {type(exc).__name__}: {exc}"
+                f"model factory {describe(factory)} raised {type(exc).__name__}: {exc}"
             ) from exc
     if not isinstance(module, nn.Module):
         raise TaskError(
-            f"model factory {describe_fn(factory)} returned {type(module).__name__}, "
+            f"model factory {describe(factory)} returned {type(module).__name__}, "
             "not a torch.nn.Module"
         )
     return module
@@ -193,10 +193,10 @@ def layout_mismatch(
     for (n1, s1), (n2, s2) in zip(expected, got, strict=False):
         if (n1, s1) != (n2, s2):
             return (
-                f"model factory {describe_fn(factory)} built a different model here: "
+                f"model factory {describe(factory)} built a different model here: "
                 f"{n2!r} {s2} where the global model has {n1!r} {s1}"
             )
     return (
-        f"model factory {describe_fn(factory)} built a model with {len(got)} global "
+        f"model factory {describe(factory)} built a model with {len(got)} global "
         f"tensors here, the global model has {len(expected)}"
     )

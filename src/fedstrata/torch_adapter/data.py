@@ -20,8 +20,9 @@ from numpy.typing import NDArray
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from fedstrata.core.training import ArrayDataset, ClientPopulation, LocalData
+from fedstrata.core.usercode import describe
 from fedstrata.errors import DataError, TaskError
-from fedstrata.torch_adapter.task import Task, describe_fn
+from fedstrata.torch_adapter.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def _length(dataset: object, origin: str) -> int:
 
 def call_data_fn(fn: Callable[..., object], *args: int) -> ClientData:
     """Call a user data function and normalise its result (errors name ``fn``)."""
-    origin = f"{describe_fn(fn)}({', '.join(map(str, args))})"
+    origin = f"{describe(fn)}({', '.join(map(str, args))})"
     try:
         raw = fn(*args)
     except Exception as exc:
@@ -219,7 +220,7 @@ class TaskPopulation:
         return self._sizes
 
     def _declared_sizes(self, fn: Callable[[], object]) -> NDArray[np.intp]:
-        who = f"Task.client_sizes {describe_fn(fn)}"
+        who = f"Task.client_sizes {describe(fn)}"
         try:
             sizes = np.asarray(fn(), dtype=np.intp)
         except Exception as exc:

@@ -24,9 +24,10 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from fedstrata.core.context import derive_rng
 from fedstrata.core.training import LocalData
+from fedstrata.core.usercode import describe
 from fedstrata.errors import ConfigError, TaskError
 from fedstrata.torch_adapter.data import ClientData, TaskPopulation, call_data_fn, client_data
-from fedstrata.torch_adapter.task import Task, describe_fn
+from fedstrata.torch_adapter.task import Task
 
 __all__ = ["HoldoutPopulation", "TaskTestSource", "held_out_counts"]
 
@@ -81,7 +82,7 @@ class HoldoutPopulation:
         if not 0 < fraction < 1:
             raise ConfigError(f"evaluation.holdout must be in (0, 1) here, got {fraction}")
         self._base, self._fraction, self._seed = base, fraction, seed
-        self._who = describe_fn(task.client_data)
+        self._who = describe(task.client_data)
         sizes = base.client_sizes()
         self._held = held_out_counts(sizes, fraction)
         self._sizes = sizes - self._held

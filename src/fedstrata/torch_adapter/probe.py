@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import torch
 
 from fedstrata.core.training import LocalPlan, OptimizerKind
+from fedstrata.core.usercode import describe
 from fedstrata.errors import TaskError
 from fedstrata.torch_adapter.binding import build_module
-from fedstrata.torch_adapter.task import Task, describe_fn
+from fedstrata.torch_adapter.task import Task
 
 __all__ = ["SgdSettings", "plain_sgd"]
 
@@ -59,7 +60,7 @@ def plain_sgd(task: Task) -> SgdSettings | None:
         opt = task.optimizer(params)
     except Exception as exc:
         raise TaskError(
-            f"Task.optimizer {describe_fn(task.optimizer)} raised {type(exc).__name__}: {exc}"
+            f"Task.optimizer {describe(task.optimizer)} raised {type(exc).__name__}: {exc}"
         ) from exc
     if type(opt) is not torch.optim.SGD or len(opt.param_groups) != 1:
         return None

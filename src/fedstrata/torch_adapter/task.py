@@ -45,14 +45,12 @@ Randomness: ``model()`` is called under ``torch.manual_seed(seed)`` inside
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, final
 
+from fedstrata.core.usercode import describe, import_object
 from fedstrata.errors import ConfigError, TaskError
 
 if TYPE_CHECKING:
@@ -61,7 +59,7 @@ if TYPE_CHECKING:
 
     from fedstrata.torch_adapter.loops import LocalTraining
 
-__all__ = ["Task", "as_metrics", "call_user", "describe_fn", "resolve_task"]
+__all__ = ["Task", "as_metrics", "resolve_task"]
 
 ModelFn = Callable[[], "nn.Module"]
 LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
@@ -69,13 +67,6 @@ OptimizerFn = Callable[[list["nn.Parameter"]], "torch.optim.Optimizer"]
 SchedulerFn = Callable[["torch.optim.Optimizer"], Any]
 TrainFn = Callable[["nn.Module", Any, "LocalTraining"], "Mapping[str, float] | None"]
 EvalFn = Callable[["nn.Module", Any], Mapping[str, float]]
-
-
-def describe_fn(fn: object) -> str:
-    """``module.qualname`` of a user function, for error messages."""
-    module = getattr(fn, "__module__", None) or "?"
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return f"{module}.{name}"
 
 
 def _check_callable(field: str, value: object, required: bool = False) -> None:
@@ -136,50 +127,6 @@ class Task:
         return self.optimizer is None and self.train is None
 
 
-def _import_attr(module_name: str, attr: str, spec: str, root: Path) -> object:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            raise TaskError(
-                f"task {spec!r}: no module named {exc.name!r} (searched the project "
-                "directory and sys.path)"
-            ) from exc
-        raise TaskError(f"task {spec!r}: importing {module_name} failed: {exc}") from exc
-    except Exception as exc:  # the user's module raised while importing
-        raise TaskError(
-            f"task {spec!r}: importing {module_name} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    _check_origin(module, root, spec)
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise TaskError(f"task {spec!r}: module {module_name} has no attribute {attr!r}") from None
-
-
-def _check_origin(module: ModuleType, root: Path, spec: str) -> None:
-    """Refuse a module imported earlier from elsewhere when the project has its own.
-
-    Python caches modules by name: a second project whose task module has the name of
-    one already imported (another project's, or an installed package's) would
-    silently get the first one.
-
-    Raises:
-        TaskError: the project directory holds the module but another copy is loaded.
-    """
-    parts = module.__name__.split(".")
-    mine = [root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")]
-    theirs = getattr(module, "__file__", None)
-    if theirs is None or not any(p.is_file() for p in mine):
-        return
-    if Path(theirs).resolve() not in {p.resolve() for p in mine}:
-        raise TaskError(
-            f"task {spec!r}: module {module.__name__} is already imported from {theirs}, "
-            f"not from the project directory {root}; a process holds one module per name "
-            "(rename the project's package, or run it in a new process)"
-        )
-
-
 def resolve_task(spec: str, project_dir: Path | None = None) -> Task:
     """The :class:`Task` an import string such as ``my_project.task:CreditRisk`` names.
 
@@ -192,19 +139,13 @@ def resolve_task(spec: str, project_dir: Path | None = None) -> Task:
         TaskError: the module cannot be imported (its error is quoted), the attribute
             is missing, calling it fails, or it is not a Task.
     """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr.isidentifier():
-        raise ConfigError(f"task must look like 'package.module:attribute', got {spec!r}")
-    root = (project_dir or Path.cwd()).resolve()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    obj = _import_attr(module_name, attr, spec, root)
+    obj = import_object(spec, project_dir, "task")
     if not isinstance(obj, Task) and callable(obj):
         try:
             obj = obj()
         except Exception as exc:
             raise TaskError(
-                f"task {spec!r}: calling {describe_fn(obj)}() failed: {type(exc).__name__}: {exc}"
+                f"task {spec!r}: calling {describe(obj)}() failed: {type(exc).__name__}: {exc}"
             ) from exc
     if not isinstance(obj, Task):
         raise TaskError(
@@ -212,16 +153,6 @@ def resolve_task(spec: str, project_dir: Path | None = None) -> Task:
             "(or a callable returning one)"
         )
     return obj
-
-
-def call_user(fn: Callable[..., Any], role: str, *args: object) -> Any:
-    """Call a task function; any exception becomes a TaskError naming it."""
-    try:
-        return fn(*args)
-    except TaskError:
-        raise
-    except Exception as exc:
-        raise TaskError(f"{role} {describe_fn(fn)} raised {type(exc).__name__}: {exc}") from exc
 
 
 def as_metrics(result: object, who: str) -> dict[str, float]:

@@ -48,6 +48,7 @@ from fedstrata.core.training import (
     OptimizerKind,
     TrainResult,
 )
+from fedstrata.core.usercode import call_user, describe
 from fedstrata.errors import ConfigError, DataError, TaskError
 from fedstrata.torch_adapter.binding import FlatModel, build_module, layout_mismatch, shapes_of
 from fedstrata.torch_adapter.data import ClientData, client_data
@@ -64,7 +65,7 @@ from fedstrata.torch_adapter.loops import (
 )
 from fedstrata.torch_adapter.models import count_macs
 from fedstrata.torch_adapter.probe import SgdSettings
-from fedstrata.torch_adapter.task import Task, as_metrics, call_user, describe_fn
+from fedstrata.torch_adapter.task import Task, as_metrics
 
 __all__ = ["ShuffleSeeding", "TorchTrainer"]
 
@@ -185,7 +186,7 @@ class TorchTrainer:
             return count_macs(self.model, self._example())
         except Exception as exc:
             raise TaskError(
-                f"model {describe_fn(self.task.model)} failed on client 0's first example "
+                f"model {describe(self.task.model)} failed on client 0's first example "
                 f"while fedstrata counted its FLOPs: {type(exc).__name__}: {exc}"
             ) from exc
         finally:
@@ -286,7 +287,7 @@ class TorchTrainer:
     def _who(self) -> str:
         fn = self.task.train or self.task.optimizer
         role = "Task.train" if self.task.train is not None else "Task.optimizer"
-        return f"{role} {describe_fn(fn)}"
+        return f"{role} {describe(fn)}"
 
     def _run(
         self, batches: Iterator[Batch], plan: LocalPlan, data: ClientData
@@ -343,7 +344,7 @@ class TorchTrainer:
             opt = call_user(self.task.optimizer, "Task.optimizer", params)
             if not isinstance(opt, torch.optim.Optimizer):
                 raise TaskError(
-                    f"Task.optimizer {describe_fn(self.task.optimizer)} returned "
+                    f"Task.optimizer {describe(self.task.optimizer)} returned "
                     f"{type(opt).__name__}, not a torch.optim.Optimizer"
                 )
             return opt
@@ -402,7 +403,7 @@ class TorchTrainer:
         with torch.no_grad():
             if self.task.evaluate is not None:
                 result = call_user(self.task.evaluate, "Task.evaluate", self.model, local.source)
-                named = as_metrics(result, f"Task.evaluate {describe_fn(self.task.evaluate)}")
+                named = as_metrics(result, f"Task.evaluate {describe(self.task.evaluate)}")
                 return EvalResult(
                     loss=named.get("loss", math.nan),
                     accuracy=named.get("accuracy", math.nan),
