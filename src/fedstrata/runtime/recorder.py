@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedstrata.config import dump_config
+from fedstrata.coordinator.cadence import evaluation_due
 from fedstrata.core.params import FloatVector
 from fedstrata.monitoring import (
     RoundMetrics,
@@ -94,7 +95,7 @@ class RunRecorder:
         rounds = self.dep.config.rounds
         accuracy = loss = None
         last = round_idx == rounds.rounds - 1
-        if self._test is not None and ((round_idx + 1) % rounds.eval_every == 0 or last):
+        if self._test is not None and evaluation_due(round_idx, rounds.eval_every, last=last):
             ev = self.dep.trainer.evaluate(params, self._test)
             accuracy, loss = ev.accuracy, ev.loss
         out = record.outcome

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fedstrata.algorithms.server import ServerOptimizer
+from fedstrata.coordinator.cadence import evaluation_due
 from fedstrata.coordinator.summary import describe_losses
 from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import derive_seed
@@ -273,9 +274,7 @@ class AsyncSimulation:
         idx = decision.new_version - 1
         acc = loss = None
         last = decision.new_version >= self.settings.server_updates
-        if self.test_data is not None and (
-            decision.new_version % self.settings.eval_every == 0 or last
-        ):
+        if self.test_data is not None and evaluation_due(idx, self.settings.eval_every, last=last):
             ev = self.trainer.evaluate(params, self.test_data)
             acc, loss = ev.accuracy, ev.loss
         now = self.clock.now()

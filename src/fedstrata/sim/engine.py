@@ -39,6 +39,7 @@ from fedstrata.coordinator import (
     StartRound,
     UpdateArrived,
 )
+from fedstrata.coordinator.cadence import evaluation_due
 from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
@@ -346,8 +347,8 @@ class Simulation:
         acc = loss = None
         extras: dict[str, float] = {}
         last = outcome.round_idx == self.settings.rounds - 1
-        if self.test_data is not None and (
-            (outcome.round_idx + 1) % self.settings.eval_every == 0 or last
+        if self.test_data is not None and evaluation_due(
+            outcome.round_idx, self.settings.eval_every, last=last
         ):
             ev = self.trainer.evaluate(params, self.test_data)
             acc = None if math.isnan(ev.accuracy) else ev.accuracy

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.coordinator.cadence import evaluation_due
 from fedstrata.core.context import derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.training import LocalPlan
@@ -61,7 +62,7 @@ class FedEvalSettings:
 
     def due(self, round_idx: int, last: bool) -> bool:
         """Whether the model after round ``round_idx`` is evaluated."""
-        return last or (round_idx + 1) % self.every == 0
+        return evaluation_due(round_idx, self.every, last=last)
 
 
 @dataclass(eq=False)

@@ -34,6 +34,7 @@ import numpy as np
 from fedstrata.aggregation import MeanState, WeightedMean
 from fedstrata.algorithms.server import ServerOptimizer
 from fedstrata.compress import ChainCodec, CompressionSpec
+from fedstrata.coordinator.cadence import evaluation_due
 from fedstrata.coordinator.planner import rehome
 from fedstrata.coordinator.summary import describe_losses
 from fedstrata.coordinator.topology import Tier, Topology, TopologyNode
@@ -382,7 +383,7 @@ class HierarchicalSimulation:
     ) -> RoundMetrics:
         acc = loss = None
         last = r == self.settings.rounds - 1
-        if self.test_data is not None and ((r + 1) % self.settings.eval_every == 0 or last):
+        if self.test_data is not None and evaluation_due(r, self.settings.eval_every, last=last):
             ev = self.trainer.evaluate(params, self.test_data)
             acc, loss = ev.accuracy, ev.loss
         selected = sum(1 for _ in self.topology.root.all_clients())
