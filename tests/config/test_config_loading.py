@@ -71,10 +71,9 @@ def test_bad_yaml_file(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
-        (["privacy.mechanism=central", "compression.preset=int8"], "within privacy.clip_norm"),
-        (["privacy.mechanism=central", "scheduling.selector=oort"], "cannot combine"),
+        (["privacy.mechanism=central", "scheduling.selector=oort"], "Poisson sampling"),
         (["scheduling.allocation=true"], "needs rounds.deadline_s"),
-        (["scheduling.async.enabled=true", "compression.preset=int8"], "dense, non-private"),
+        (["scheduling.async.enabled=true", "privacy.mechanism=central"], "Poisson-subsampled"),
     ],
 )
 def test_combinations_that_would_break_a_guarantee_are_refused(overrides, fragment):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fedstrata.aggregation.clipped import ClipDecoded
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.builders import (
     ServerStrategy,
@@ -243,7 +244,10 @@ def pipeline(
     if not config.compression.enabled:
         return Pipeline(stages, DenseCodec(size))
     store = DiskStateStore(state_dir) if spec.error_feedback else None
-    return Pipeline(stages, ChainCodec(spec, size, store))
+    codec: Codec = ChainCodec(spec, size, store)
+    if config.privacy.enabled:  # a lossy decoding may exceed clip_norm: clip it again
+        codec = ClipDecoded(codec, config.privacy.clip_norm)
+    return Pipeline(stages, codec)
 
 
 def sampling_rate(config: FedConfig, num_clients: int) -> float:
@@ -279,7 +283,10 @@ def privacy_hooks(
         allocator = BudgetAllocator(
             p.epsilon, p.delta, planned, q, stages=stages, accountant=p.accountant, switch=switch
         )
-    hook = CentralDPHook(allocator, mechanism, expected_cohort=q * num_clients)
+    server_clip = pipeline.codec if isinstance(pipeline.codec, ClipDecoded) else None
+    hook = CentralDPHook(
+        allocator, mechanism, expected_cohort=q * num_clients, server_clip=server_clip
+    )
     if size is not None:
         hook.check_noise(size)
     return (hook,)

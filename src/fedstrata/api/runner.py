@@ -320,6 +320,7 @@ def _assemble(
         runner = async_simulation(
             config, dataset=dataset, trainer=trainer, executor=ex, profiles=table,
             server_optimizer=strategy.optimizer, plan=local_plan(config.client),
+            aggregator=strategy.aggregator, pipeline=pipe, params=params,
         )  # fmt: skip
         runner.sinks = _sinks(store)
         return runner, params

@@ -10,10 +10,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.aggregation import WeightedMean
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.config import FedConfig
+from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.training import ClientPopulation, Trainer
+from fedstrata.errors import ConfigError
+from fedstrata.pipeline import Pipeline
 from fedstrata.scheduling import (
     FedBuffConfig,
     FedBuffServer,
@@ -25,6 +29,7 @@ from fedstrata.scheduling import (
 )
 from fedstrata.sim import Executor, ProfileTable
 from fedstrata.sim.async_engine import AsyncSettings, AsyncSimulation
+from fedstrata.sim.hooks import CompressedBroadcast
 from fedstrata.sim.scheduled import (
     ScheduledPlanner,
     ScheduledSelector,
@@ -99,7 +104,17 @@ def scheduler(
     registry: Registry | None,
     aggregator: Aggregator[Any],
 ) -> tuple[ScheduledPlanner | None, ScheduledSelector | None, Aggregator[Any]]:
-    """Planner, selector and (settlement-weighted) aggregator, or the inputs unchanged."""
+    """Planner, selector and (settlement-weighted) aggregator, or the inputs unchanged.
+
+    Under central DP the planner still allocates work and cuts it at the deadline,
+    but there is no selector (the cohort is the accountant's Poisson sample) and the
+    aggregator keeps fixed weights of 1: a partial update counts like a full one, so
+    each accepted update adds at most ``clip_norm`` to the noised sum and the
+    sensitivity, the rate ``q`` and ε are those of the run without scheduling. (Work
+    weights ``done / assigned`` would have to pass through the hook's fixed
+    denominator ``q N`` to stay bounded; the uniform rule is the one documented in
+    docs/privacy.md.)
+    """
     s = config.scheduling
     if not s.enabled:
         return None, None, aggregator
@@ -121,6 +136,8 @@ def scheduler(
         inner, planner, config.client.batch_size,
         overselect_rate=s.overselect, skip_infeasible=s.allocation and s.skip_infeasible,
     )  # fmt: skip
+    if config.privacy.enabled:
+        return planner, None, aggregator
     return planner, selector, SettlementWeighted(aggregator, planner)
 
 
@@ -133,11 +150,21 @@ def async_simulation(
     profiles: ProfileTable,
     server_optimizer: Any,
     plan: Any,
+    aggregator: Aggregator[Any] | None = None,
+    pipeline: Pipeline | None = None,
+    params: FloatVector | None = None,
 ) -> AsyncSimulation:
-    """FedBuff on the virtual clock (``scheduling.async.enabled``)."""
+    """FedBuff on the virtual clock (``scheduling.async.enabled``).
+
+    ``aggregator``: the server's rule over each step's ``K`` buffered updates (the
+    weighted mean keeps FedBuff's running sum; a robust rule holds the ``K`` vectors).
+    ``pipeline``: the uplink codec (its payloads are decoded into the buffer).
+    ``params``: the initial model, needed for downlink compression's replica.
+    """
     a = config.scheduling.async_
     per_round = config.rounds.clients_per_round or dataset.num_clients
     updates = a.server_updates or max(1, config.rounds.rounds * per_round // a.buffer_size)
+    rule = None if aggregator is None or isinstance(aggregator, WeightedMean) else aggregator
     server = FedBuffServer(
         trainer.spec.size,
         FedBuffConfig(
@@ -145,12 +172,18 @@ def async_simulation(
             max_staleness=a.max_staleness,
             staleness_exponent=a.staleness_exponent,
         ),
+        aggregator=rule,
     )
     settings = AsyncSettings(
         updates, min(a.concurrency, dataset.num_clients), plan, config.rounds.eval_every,
         config.seed,
     )  # fmt: skip
+    broadcast = None
+    if config.downlink.enabled:
+        if params is None:
+            raise ConfigError("async_simulation: downlink compression needs the initial params")
+        broadcast = CompressedBroadcast(params, config.downlink.spec(), config.downlink.history)
     return AsyncSimulation(
         settings, server, trainer, executor, dataset.client_sizes(), dataset.test, profiles,
-        server_optimizer,
+        server_optimizer, pipeline=pipeline, broadcast=broadcast,
     )  # fmt: skip

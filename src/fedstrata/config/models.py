@@ -387,32 +387,71 @@ class FedConfig(_Strict):
         s = self.scheduling
         if s.allocation and self.rounds.deadline_s is None:
             raise ValueError("scheduling.allocation needs rounds.deadline_s")
-        if s.async_.enabled and (
-            self.compression.enabled or self.privacy.enabled or self.secagg.enabled
-        ):
-            raise ValueError(
-                "scheduling.async runs dense, non-private updates: disable compression, "
-                "privacy and secagg"
-            )
+        if not s.async_.enabled:
+            return self
+        refused = {
+            "privacy": (
+                self.privacy.enabled,
+                "the accountant composes Poisson-subsampled rounds (each client sampled "
+                "independently at rate q, one noised sum per round); buffered asynchronous "
+                "arrivals form no such rounds: who lands in a buffer depends on device "
+                "speed and staleness, not on an independent draw (see docs/privacy.md)",
+            ),
+            "secagg": (
+                self.secagg.enabled,
+                "secure aggregation needs a cohort that agrees keys and secret-shares "
+                "them before any input is masked; a FedBuff buffer is formed only after "
+                "the updates arrive (see docs/secagg.md)",
+            ),
+            "scheduling.allocation": (
+                s.allocation,
+                "allocation sizes work to a round deadline; FedBuff has no rounds and no "
+                "deadline (see docs/scheduling.md)",
+            ),
+            "scheduling.selector=oort": (
+                s.selector == "oort",
+                "Oort picks a cohort per round from its utility feedback; FedBuff's "
+                "dispatcher starts one idle client at a time and has no Oort policy yet "
+                "(see docs/scheduling.md)",
+            ),
+        }
+        for name, (on, reason) in refused.items():
+            if on:
+                raise ValueError(f"scheduling.async does not combine with {name}: {reason}")
         return self
 
     @model_validator(mode="after")
     def _privacy_keeps_its_bounds(self) -> FedConfig:
+        """Central DP composes with any codec (the server clips each decoded update,
+        docs/privacy.md) and with allocation/deadlines at fixed weights; these stay out."""
         if not self.privacy.enabled:
             return self
-        if self.compression.enabled:
-            spec = self.compression.spec()
-            if spec.error_feedback or spec.quantize != 32 or spec.sparsify == "randk":
+        s = self.scheduling
+        refused = {
+            "scheduling.selector=oort": (
+                s.selector == "oort",
+                "Oort selects clients by a utility computed from their training losses, "
+                "so one client's data changes who else is selected; the accountant "
+                "assumes Poisson sampling, every client independently at rate q",
+            ),
+            "scheduling.overselect": (
+                s.overselect > 0,
+                "Poisson sampling has no fixed cohort to over-select; raise "
+                "rounds.clients_per_round instead, which raises q and the accountant sees it",
+            ),
+            "scheduling.skip_infeasible": (
+                s.allocation and s.skip_infeasible,
+                "under privacy the cohort is a Poisson sample of every available client "
+                "at rate q and the noisy sum is divided by the expected cohort q*N; a "
+                "device predicted to miss the deadline sends the steps it finishes or is "
+                "dropped as late: set scheduling.skip_infeasible: false",
+            ),
+        }
+        for name, (on, reason) in refused.items():
+            if on:
                 raise ValueError(
-                    "privacy.mechanism=central needs every decoded update within "
-                    "privacy.clip_norm; error_feedback, quantize < 32 and randk rescaling "
-                    "exceed it: use topk/topk_approx without error feedback, or zstd only"
+                    f"privacy.mechanism=central does not combine with {name}: {reason}"
                 )
-        if self.scheduling.enabled:
-            raise ValueError(
-                "privacy.mechanism=central weights every client 1 and samples by Poisson: "
-                "it cannot combine with scheduling (work-weighted updates, Oort selection)"
-            )
         return self
 
     @model_validator(mode="after")

@@ -8,6 +8,11 @@ uniformly weighted updates back into their sum, add Gaussian noise of std
 round in the accountant and report ε spent, σ and the round's sampling rate ``q``
 (so ε can be recomputed from the run store alone).
 
+Under a lossy wire codec the sensitivity stays ``C``: the pipeline's
+:class:`~fedstrata.aggregation.clipped.ClipDecoded` clips every decoded update to
+``C`` on the server before it is folded, and this hook reports those norms
+(``dp_server_clipped``, ``dp_decoded_norm_max``, ``dp_folded_norm_max``).
+
 Every round is noised and applied, also one with fewer than ``rounds.min_clients``
 accepted updates (none: the noise alone): skipping the update would reveal that the
 cohort was small, which the accountant does not cover.
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedstrata.aggregation.clipped import ClipDecoded
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.errors import ConfigError
@@ -58,12 +64,15 @@ class CentralDPHook:
         sampling_rate_of: the sampling rate of each round, for a driver whose
             population changes (``None``: the allocator's planned ``q`` every
             round); the denominator then is ``q_r * N``.
+        server_clip: the wire codec that clips each decoded update to the clip norm
+            (a lossy codec under central DP); its norms are reported each round.
     """
 
     allocator: BudgetAllocator
     mechanism: CentralGaussian
     expected_cohort: float
     sampling_rate_of: Callable[[int], float] | None = None
+    server_clip: ClipDecoded | None = None
 
     def __post_init__(self) -> None:
         if not self.expected_cohort > 0:
@@ -120,7 +129,9 @@ class CentralDPHook:
         metrics = self.allocator.record(round_idx, rate)
         if loss is not None and np.isfinite(loss):
             self.allocator.observe_progress(loss)
+        clip = {} if self.server_clip is None else self.server_clip.take_stats().as_extras()
         return {
+            **clip,
             "epsilon_spent": metrics.epsilon_spent,
             "epsilon_remaining": metrics.remaining_epsilon,
             "noise_multiplier": metrics.noise_multiplier,

@@ -12,6 +12,14 @@ to the buffer. Every ``K`` accepted arrivals the server applies
 (``delta = new - old``; with unit weights this is the paper's ``1/K`` average) and
 increments the model version. Updates staler than ``max_staleness`` are rejected.
 
+With an aggregator (:mod:`fedstrata.aggregation`: median, trimmed mean, Krum or your
+own) the buffer is that aggregator's state instead of a running sum: each accepted
+update enters as ``s(tau) * delta`` with its weight ``w``, and every ``K`` arrivals
+the step is ``eta_g * rule(buffer)`` over those ``K`` staleness-scaled updates (a
+robust rule sees each buffered client once, unweighted). Memory is the aggregator's:
+O(K x model) for the robust rules, which hold every buffered vector, O(model) for the
+mean. Without an aggregator the running float32 sum above is kept (the paper's rule).
+
 :class:`FedBuffServer` does no I/O and reads no clock: the driver (simulator or runtime)
 feeds it arrivals and acts on the returned decision. The buffer is one flat float32
 vector; the model itself stays with the driver.
@@ -22,10 +30,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.core.params import FloatVector
 from fedstrata.errors import ConfigError, InvalidUpdateError, ProtocolError
 
@@ -157,8 +167,14 @@ class FedBuffState:
 class FedBuffServer:
     """FedBuff's server half over flat float32 updates of ``dim`` entries."""
 
-    def __init__(self, dim: int, config: FedBuffConfig | None = None, version: int = 0) -> None:
-        """An empty buffer at model ``version``.
+    def __init__(
+        self,
+        dim: int,
+        config: FedBuffConfig | None = None,
+        version: int = 0,
+        aggregator: Aggregator[Any] | None = None,
+    ) -> None:
+        """An empty buffer at model ``version``; ``aggregator`` replaces the running sum.
 
         Raises:
             ConfigError: ``dim`` < 1 or ``version`` < 0.
@@ -170,6 +186,8 @@ class FedBuffServer:
         self.config = config or FedBuffConfig()
         self._dim = dim
         self._state = FedBuffState(version, np.zeros(dim, np.float32), 0.0, 0, 0)
+        self.aggregator = aggregator
+        self._agg_state: object = None if aggregator is None else aggregator.init(dim)
 
     @property
     def version(self) -> int:
@@ -178,7 +196,13 @@ class FedBuffServer:
 
     @property
     def state(self) -> FedBuffState:
-        """A copy of the whole state."""
+        """A copy of the whole state.
+
+        Raises:
+            ConfigError: the buffer is an aggregator's state (not a running sum).
+        """
+        if self.aggregator is not None:
+            raise ConfigError("FedBuffServer.state: an aggregator's buffer is not checkpointed")
         s = self._state
         return FedBuffState(s.version, s.buffer.copy(), s.weight_sum, s.count, s.staleness_sum)
 
@@ -218,8 +242,15 @@ class FedBuffServer:
         if not (np.isfinite(weight) and weight > 0):
             raise InvalidUpdateError(client_id, f"weight must be finite and > 0, got {weight}")
         self._check(client_id, delta)
-        factor = float(staleness_weight(tau, c.staleness_exponent, c.staleness_kind)) * weight
-        np.add(s.buffer, np.float32(factor) * delta, out=s.buffer)
+        decay = float(staleness_weight(tau, c.staleness_exponent, c.staleness_kind))
+        factor = decay * weight
+        if self.aggregator is None:
+            np.add(s.buffer, np.float32(factor) * delta, out=s.buffer)
+        else:
+            scaled = np.float32(decay) * delta
+            self._agg_state = self.aggregator.accumulate(
+                self._agg_state, scaled, weight, client_id=client_id
+            )
         self._state = FedBuffState(
             s.version, s.buffer, s.weight_sum + weight, s.count + 1, s.staleness_sum + tau
         )
@@ -236,7 +267,11 @@ class FedBuffServer:
 
     def _flush(self, client_id: int, tau: int) -> Applied:
         s = self._state
-        mean = s.buffer / np.float32(s.weight_sum)
+        if self.aggregator is None:
+            mean = s.buffer / np.float32(s.weight_sum)
+        else:
+            mean = self.aggregator.finalize(self._agg_state)
+            self._agg_state = self.aggregator.init(self._dim)
         step = mean * np.float32(self.config.server_lr)
         mean_tau = s.staleness_sum / s.count
         self._state = FedBuffState(s.version + 1, np.zeros(self._dim, np.float32), 0.0, 0, 0)

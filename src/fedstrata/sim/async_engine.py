@@ -17,6 +17,24 @@ version's parameters) just before the model changes or when one of them complete
 whichever comes first. Completion times do not depend on the training result, so this
 is exact; results are consumed in event order, so runs are bit-identical for any
 number of workers. Memory: one float32 vector per client in flight.
+
+The features of the synchronous simulator compose:
+
+* **robust aggregation**: the server's buffer is the configured aggregator's state,
+  so median / trimmed mean / Krum run over the ``K`` staleness-scaled updates of each
+  server step (O(K x model) memory; :class:`~fedstrata.scheduling.FedBuffServer`);
+* **uplink compression**: clients encode with the pipeline's codec (error feedback per
+  client, in the codec's state store), the server decodes each payload into the
+  buffer; a malformed payload drops that client. The upload takes the payload's real
+  size: a client's completion is an event at the end of its compute, when its payload
+  is known, followed by its arrival after the upload;
+* **downlink compression**: a :class:`~fedstrata.sim.hooks.CompressedBroadcast`
+  sends each dispatched client the compressed deltas from the version it holds to
+  the current one (clients train from the broadcast replica; the server keeps the
+  exact model); the download's bytes and seconds are those of that message.
+
+Bytes are recorded per server step (``bytes_up``, ``bytes_down``, and the extras
+``uplink_ratio``, ``uplink_bytes_per_client``, ``downlink_bytes_per_client``).
 """
 
 from __future__ import annotations
@@ -25,7 +43,7 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,23 +52,26 @@ from fedstrata.algorithms.server import ServerOptimizer
 from fedstrata.coordinator.cadence import evaluation_due
 from fedstrata.coordinator.summary import describe_losses
 from fedstrata.core.clock import VirtualClock
-from fedstrata.core.context import derive_seed
+from fedstrata.core.context import RoundContext, derive_seed
 from fedstrata.core.params import FloatVector
-from fedstrata.core.payload import HEADER_SIZE
+from fedstrata.core.payload import HEADER_SIZE, Payload
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.core.update import validate_vector
 from fedstrata.errors import ConfigError, FedstrataError
 from fedstrata.monitoring import RoundMetrics, Sink
+from fedstrata.pipeline.stage import Pipeline
 from fedstrata.scheduling import Accepted, Applied, FedBuffServer, Rejected
 from fedstrata.sim.engine import SimulationResult
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
+from fedstrata.sim.hooks import Broadcaster, DenseBroadcast
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tasks import ClientTask
 
 __all__ = ["AsyncSettings", "AsyncSimulation"]
 
 Decision = Accepted | Applied | Rejected
+_COMPUTED, _ARRIVED = 0, 1  # event kinds: compute done (payload known), update arrived
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +116,7 @@ class _Result:
     weight: float
     loss: float | None
     problem: str | None
+    payload: Payload | None = None
 
 
 @dataclass
@@ -112,6 +134,8 @@ class _Window:
     losses: list[float] = field(default_factory=list)
     bytes_up: int = 0
     bytes_down: int = 0
+    uploads: int = 0
+    dispatched: int = 0
     last: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
@@ -131,6 +155,8 @@ class AsyncSimulation:
     on_update: Callable[[RoundMetrics], None] | None = None
     clock: VirtualClock = field(default_factory=VirtualClock)
     fed_eval: FederatedEvaluator | None = None  # clients evaluate on their own data
+    pipeline: Pipeline | None = None  # the uplink codec (None: dense float32 deltas)
+    broadcast: Broadcaster | None = None  # default: the dense model to every client
 
     def __post_init__(self) -> None:
         if self.settings.concurrency > len(self.profiles):
@@ -138,8 +164,14 @@ class AsyncSimulation:
                 f"AsyncSettings.concurrency={self.settings.concurrency} exceeds the "
                 f"{len(self.profiles)} clients"
             )
+        if self.pipeline is not None and self.pipeline.stages:
+            raise ConfigError(
+                "AsyncSimulation: pipeline stages with a server half (e.g. central DP) "
+                "do not apply to buffered asynchronous steps; use a codec only"
+            )
         self._model_bytes = HEADER_SIZE + 4 * self.trainer.spec.size
-        self._heap: list[tuple[float, int, int]] = []
+        self._bc: Broadcaster = self.broadcast or DenseBroadcast(self.trainer.spec.size)
+        self._heap: list[tuple[float, int, int, int]] = []
         self._flight: dict[int, _Dispatch] = {}
         self._pending: list[_Dispatch] = []
         self._done: dict[int, _Result] = {}
@@ -163,12 +195,17 @@ class AsyncSimulation:
         for _ in range(self.settings.concurrency):
             self._dispatch(window)
         while self.server.version < self.settings.server_updates and self._heap:
-            finish_s, _, cid = heapq.heappop(self._heap)
+            finish_s, _, cid, kind = heapq.heappop(self._heap)
             self.clock.advance_to(finish_s)
+            if kind == _COMPUTED:
+                self._upload(cid, params)
+                continue
             decision = self._arrive(cid, params, window)
             if isinstance(decision, Applied):
                 self._train_pending(params)  # they were dispatched on the old model
                 params, opt_state = self.server_optimizer.step(params, decision.step, opt_state)
+                ctx = RoundContext(decision.new_version, self.settings.root_seed)
+                self._bc.publish(params, ctx)
                 metrics = self._metrics(decision, params, window)
                 result.rounds.append(metrics)
                 result.params = params
@@ -202,23 +239,50 @@ class AsyncSimulation:
         return int(idle[self._rng.integers(idle.size)])
 
     def _dispatch(self, window: _Window) -> None:
-        """Start one new client on the current model version."""
+        """Start one new client on the current model version.
+
+        Dense uploads have a known size, so the arrival is scheduled at once; an
+        encoded upload's size is known only after training, so the end of the
+        client's compute is scheduled instead (see :meth:`_upload`).
+        """
         cid = self._pick()
         examples = self.settings.plan.num_samples(int(self.client_sizes[cid]))
-        legs = self._timing(cid, examples)
+        down_bytes = self._bc.download_bytes(cid)
+        legs = self._timing(cid, examples, down_bytes, self._model_bytes)
         now = self.clock.now()
         d = _Dispatch(self._seq, cid, self.server.version, now, legs, examples)
         self._seq += 1
         self._flight[cid] = d
         self._pending.append(d)
-        heapq.heappush(self._heap, (now + sum(legs), d.seq, cid))
-        window.bytes_down += self._model_bytes
+        if self.pipeline is None:
+            heapq.heappush(self._heap, (now + sum(legs), d.seq, cid, _ARRIVED))
+        else:
+            heapq.heappush(self._heap, (now + legs[0] + legs[1], d.seq, cid, _COMPUTED))
+        window.bytes_down += down_bytes
+        window.dispatched += 1
 
-    def _timing(self, cid: int, examples: int) -> tuple[float, float, float]:
-        nbytes, fpe = self._model_bytes, self.trainer.flops_per_example
-        legs = self.profiles.legs_s(np.array([cid]), np.array([examples]), fpe, nbytes, nbytes)
+    def _timing(
+        self, cid: int, examples: int, down_bytes: int, up_bytes: int
+    ) -> tuple[float, float, float]:
+        fpe = self.trainer.flops_per_example
+        legs = self.profiles.legs_s(
+            np.array([cid]), np.array([examples]), fpe, down_bytes, up_bytes
+        )
         down, compute, up = (float(leg[0]) for leg in legs)
         return down, compute, up
+
+    def _upload(self, cid: int, params: FloatVector) -> None:
+        """Client ``cid`` finished computing: schedule its arrival after the upload of
+        its payload's real size (a failed client reports after a dense-sized upload)."""
+        d = self._flight[cid]
+        if d.seq not in self._done:
+            self._train_pending(params)
+        res = self._done[d.seq]
+        up_bytes = self._model_bytes if res.payload is None else res.payload.nbytes
+        legs = self._timing(cid, d.examples, 0, up_bytes)
+        d = replace(d, legs=(d.legs[0], d.legs[1], legs[2]))
+        self._flight[cid] = d
+        heapq.heappush(self._heap, (self.clock.now() + legs[2], d.seq, cid, _ARRIVED))
 
     def _train_pending(self, params: FloatVector) -> None:
         """Train every client dispatched on the current version, in dispatch order."""
@@ -228,7 +292,7 @@ class AsyncSimulation:
         tasks = [
             ClientTask(i, d.client_id, d.seq, self.settings.plan) for i, d in enumerate(batch)
         ]
-        for res in self.executor.run(params, tasks):
+        for res in self.executor.run(self._bc.model_for_clients(params), tasks):
             d = batch[res.index]
             problem = res.error
             if problem is None and res.vector is not None:
@@ -237,10 +301,21 @@ class AsyncSimulation:
                 except FedstrataError as exc:
                     problem = str(exc)
             delta = None if problem is not None or res.vector is None else res.vector.copy()
-            if problem is None and delta is None:
-                problem = "no dense update (async runs need the dense path)"
+            payload = None if problem is not None else res.payload
+            if problem is None and delta is None and payload is None:
+                problem = "no update (neither a dense vector nor a payload)"
             loss = res.metrics.get("train_loss")
-            self._done[d.seq] = _Result(delta, float(res.num_examples), loss, problem)
+            weight = float(res.num_examples)
+            self._done[d.seq] = _Result(delta, weight, loss, problem, payload)
+
+    def _decoded(self, res: _Result) -> tuple[FloatVector | None, str | None]:
+        """The dense update of a result (decoding its payload), or why there is none."""
+        if res.payload is None or self.pipeline is None:
+            return res.delta, res.problem
+        try:
+            return self.pipeline.codec.decode(res.payload), None
+        except FedstrataError as exc:  # a malformed payload drops the client only
+            return None, str(exc)
 
     # --------------------------------------------------------------- arrivals
 
@@ -251,13 +326,16 @@ class AsyncSimulation:
             self._train_pending(params)
         res = self._done.pop(d.seq)
         w.arrivals += 1
-        if res.problem is not None or res.delta is None or not res.weight > 0:
-            log.info("client %d failed: %s", d.client_id, res.problem)
+        if res.problem is None:
+            w.bytes_up += self._model_bytes if res.payload is None else res.payload.nbytes
+            w.uploads += 1
+        delta, problem = self._decoded(res)
+        if problem is not None or delta is None or not res.weight > 0:
+            log.info("client %d failed: %s", d.client_id, problem)
             w.failed += 1
-            w.failures.append((d.client_id, res.problem or "no usable update"))
+            w.failures.append((d.client_id, problem or "no usable update"))
             return None
-        w.bytes_up += self._model_bytes
-        decision = self.server.receive(d.client_id, res.delta, d.version, res.weight)
+        decision = self.server.receive(d.client_id, delta, d.version, res.weight)
         if isinstance(decision, Rejected):
             w.stale += 1
             return decision
@@ -286,6 +364,9 @@ class AsyncSimulation:
             "async_in_flight": float(len(self._flight)),
             "sched_throughput_eps": w.examples / span if span > 0 else 0.0,
             "async_last_client_s": float(sum(w.last)),
+            "uplink_ratio": w.uploads * self._model_bytes / w.bytes_up if w.bytes_up else 1.0,
+            "uplink_bytes_per_client": w.bytes_up / max(w.uploads, 1),
+            "downlink_bytes_per_client": w.bytes_down / max(w.dispatched, 1),
         }
         return RoundMetrics(
             round_idx=idx,
