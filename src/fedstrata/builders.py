@@ -237,8 +237,9 @@ def check_custom_aggregator(config: FedConfig, agg: Aggregator[Any]) -> None:
     """Refuse your aggregator where it cannot run.
 
     Secure aggregation reveals only the masked sum, so it needs the weighted mean;
-    a hierarchy merges partial aggregates at inner tiers; asynchronous FedBuff buffers
-    updates itself; central DP calibrates its noise to the mean of clipped updates.
+    a hierarchy merges partial aggregates at inner tiers; central DP calibrates its
+    noise to the mean of clipped updates. (Asynchronous FedBuff runs it over each
+    server step's buffered updates.)
 
     Raises:
         ConfigError: the feature that rules it out, and why.
@@ -250,9 +251,6 @@ def check_custom_aggregator(config: FedConfig, agg: Aggregator[Any]) -> None:
         ),
         "a hierarchical topology (its tiers run the weighted mean)": (
             config.topology.mode != "flat"
-        ),
-        "scheduling.async (FedBuff aggregates its buffer itself)": (
-            config.scheduling.async_.enabled
         ),
         f"privacy.mechanism={config.privacy.mechanism} (its noise is calibrated to the mean "
         "of clipped updates)": (config.privacy.enabled),

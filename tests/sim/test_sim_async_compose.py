@@ -93,6 +93,17 @@ def test_a_robust_aggregator_changes_the_async_run() -> None:
     assert len(median.simulation.rounds) == 6
 
 
+def _median_rule(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return np.median(vectors, axis=0).astype(np.float32)
+
+
+def test_your_aggregator_runs_over_each_server_steps_buffer() -> None:
+    """A rule passed to api.run sees the buffered updates: it matches the built-in median."""
+    ours = run(make_config(), aggregator=_median_rule)
+    builtin = run_with("server.aggregator=median")
+    np.testing.assert_allclose(ours.simulation.params, builtin.simulation.params, atol=1e-6)
+
+
 class PoisonTrainer(FakeTrainer):
     """Client 0 sends a huge update; everyone else trains like the fake."""
 
