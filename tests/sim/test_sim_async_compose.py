@@ -69,7 +69,8 @@ def test_uplink_compression_sends_codec_payloads_decoded_into_the_buffer() -> No
         assert m.extras["uplink_bytes_per_client"] < DENSE / 3
     assert all(m.extras["uplink_ratio"] == 1.0 for m in dense.simulation.rounds)
     acc_dense, acc_int8 = dense.simulation.final_accuracy, int8.simulation.final_accuracy
-    assert acc_dense is not None and acc_int8 is not None
+    assert acc_dense is not None
+    assert acc_int8 is not None
     assert acc_int8 > acc_dense - 0.1  # the decoded updates train the model
 
 

@@ -93,7 +93,9 @@ LOSSY = {
 def test_lossy_codecs_keep_every_folded_update_within_clip_norm(name: str) -> None:
     dense, _ = recorded()
     result, seen = recorded(*LOSSY[name])
-    assert seen and all(norm <= CLIP and weight == 1.0 for weight, norm in seen)
+    assert seen
+    assert all(norm <= CLIP for _, norm in seen)
+    assert all(weight == 1.0 for weight, _ in seen)
     assert all(x <= CLIP for x in extras(result, "dp_folded_norm_max"))
     assert extras(result, "epsilon_spent") == extras(dense, "epsilon_spent")
     assert extras(result, "sampling_rate") == extras(dense, "sampling_rate")
@@ -120,7 +122,9 @@ SCHED = (
 def test_allocation_under_dp_keeps_weights_one_and_the_accountant_unchanged() -> None:
     dense, _ = recorded()
     result, seen = recorded(*SCHED)
-    assert seen and all(weight == 1.0 and norm <= CLIP * (1 + 1e-6) for weight, norm in seen)
+    assert seen
+    assert all(weight == 1.0 for weight, _ in seen)
+    assert all(norm <= CLIP * (1 + 1e-6) for _, norm in seen)
     assert extras(result, "epsilon_spent") == extras(dense, "epsilon_spent")
     assert extras(result, "sampling_rate") == extras(dense, "sampling_rate")
     steps = extras(result, "sched_mean_steps")  # the planner sized the work
@@ -142,9 +146,11 @@ def test_under_dp_the_scheduler_has_no_selector_and_no_work_weights() -> None:
         )  # fmt: skip
         assert planner is not None
         if private:
-            assert agg is inner and selector is None
+            assert agg is inner
+            assert selector is None
         else:
-            assert isinstance(agg, SettlementWeighted) and selector is not None
+            assert isinstance(agg, SettlementWeighted)
+            assert selector is not None
 
 
 @pytest.mark.parametrize(
