@@ -151,6 +151,8 @@ def test_a_poisoned_clients_update_is_suppressed_by_median_but_not_by_mean() -> 
         ("privacy.mechanism=central", "Poisson-subsampled rounds"),
         ("secagg.enabled=true", "agrees keys"),
         ("scheduling.selector=oort", "one idle client at a time"),
+        ("scheduling.overselect=0.2", "no cohort to over-select"),
+        ("rounds.deadline_s=10", "no rounds to close"),
     ],
 )
 def test_async_refuses_what_it_cannot_honour(extra: str, fragment: str) -> None:

@@ -401,7 +401,7 @@ class FedConfig(_Strict):
                 self.secagg.enabled,
                 "secure aggregation needs a cohort that agrees keys and secret-shares "
                 "them before any input is masked; a FedBuff buffer is formed only after "
-                "the updates arrive (see docs/secagg.md)",
+                "the updates arrive (see docs/scheduling.md)",
             ),
             "scheduling.allocation": (
                 s.allocation,
@@ -413,6 +413,16 @@ class FedConfig(_Strict):
                 "Oort picks a cohort per round from its utility feedback; FedBuff's "
                 "dispatcher starts one idle client at a time and has no Oort policy yet "
                 "(see docs/scheduling.md)",
+            ),
+            "scheduling.overselect": (
+                s.overselect > 0,
+                "FedBuff has no cohort to over-select: scheduling.async.concurrency clients "
+                "are always in flight (see docs/scheduling.md)",
+            ),
+            "rounds.deadline_s": (
+                self.rounds.deadline_s is not None,
+                "FedBuff has no rounds to close at a deadline; stale updates are bounded by "
+                "scheduling.async.max_staleness instead (see docs/scheduling.md)",
             ),
         }
         for name, (on, reason) in refused.items():
