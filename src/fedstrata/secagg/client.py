@@ -129,6 +129,7 @@ class ClientProtocol:
         self._held: dict[int, bytes] = {}
         self._mask_peers: list[int] = []
         self._mask: U32Vector | None = None
+        self._aeads: dict[int, AESGCM] = {}
 
     def _expect(self, phase: ClientPhase, step: str) -> None:
         if self.phase is not phase:
@@ -204,8 +205,14 @@ class ClientProtocol:
         return [row.astype("<u4").tobytes() for row in shares]
 
     def _aead(self, peer: int) -> AESGCM:
-        secret = agree(self._enc_key, self._directory[peer][0], peer)
-        return AESGCM(derive_key(secret, self._round_id, b"fedstrata-share"))
+        """The share channel with ``peer``, agreed once per round (sealing and opening
+        use the same X25519 secret; the direction is in the nonce)."""
+        aead = self._aeads.get(peer)
+        if aead is None:
+            secret = agree(self._enc_key, self._directory[peer][0], peer)
+            aead = AESGCM(derive_key(secret, self._round_id, b"fedstrata-share"))
+            self._aeads[peer] = aead
+        return aead
 
     def on_share_bundle(self, msg: ShareBundle) -> None:
         """Step 2 -> 3: store the shares addressed to this client.
