@@ -2,7 +2,8 @@
 
 Implements the protocol of Bonawitz et al. (CCS 2017) with the sparse neighbour
 graph of SecAgg+ (Bell et al., CCS 2020), two-tier masking for device -> edge ->
-center trees (:class:`TreeSecAgg` drives it one event at a time for a tree driver), a mask pool that moves key agreement and mask expansion off the
+center trees (:class:`TreeSecAgg` drives it one event at a time for a tree
+driver), a mask pool that moves key agreement and mask expansion off the
 round's critical path, and late-device rejection. The client and server are state
 machines without I/O; :func:`simulate_round` drives them in-process.
 :class:`RingCodec` (client) and :class:`SecAggAggregator` (center) run the protocol

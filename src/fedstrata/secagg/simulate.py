@@ -22,7 +22,7 @@ from fedstrata.errors import ConfigError, ProtocolError
 from fedstrata.secagg.client import ClientProtocol
 from fedstrata.secagg.config import SecAggConfig
 from fedstrata.secagg.messages import MaskedInput, UnmaskRequest
-from fedstrata.secagg.prg import Entropy, MaskExpander, U32Vector
+from fedstrata.secagg.prg import Entropy, MaskExpander, PairSecrets, U32Vector
 from fedstrata.secagg.server import ServerProtocol
 from fedstrata.secagg.shamir import ShamirScheme
 
@@ -91,11 +91,14 @@ class SimulationResult:
 class PartyMeter:
     """Charges wall time and bytes to the parties of one protocol instance.
 
+    With ``pairs`` (the :class:`~fedstrata.secagg.prg.PairSecrets` memo its clients
+    share) a client is also charged the pair secrets it took from the memo.
     ``online`` calls are split further: :meth:`client_input` and :meth:`serve_input`
     mark the masked-input step, so :class:`RoundStats` tells masking from unmasking.
     """
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, pairs: PairSecrets | None = None) -> None:
+        self.pairs = pairs
         self.offline = np.zeros(n)
         self.online = np.zeros(n)
         self.inputs = np.zeros(n)
@@ -107,7 +110,10 @@ class PartyMeter:
     def client(self, cid: int, online: bool, call: Callable[..., _T], *args: object) -> _T:
         start = time.perf_counter()
         out = call(*args)
-        (self.online if online else self.offline)[cid] += time.perf_counter() - start
+        spent = time.perf_counter() - start
+        if self.pairs is not None:  # pair secrets the other end computed for this one
+            spent += self.pairs.take_owed()
+        (self.online if online else self.offline)[cid] += spent
         return out
 
     def serve(self, online: bool, call: Callable[..., _T], *args: object) -> _T:

@@ -55,7 +55,13 @@ from fedstrata.errors import AggregationError, ConfigError, PayloadError, SecAgg
 from fedstrata.pipeline.stage import Codec
 from fedstrata.secagg.codec import RingCodec, lift
 from fedstrata.secagg.config import SecAggConfig, check_ring_capacity
-from fedstrata.secagg.prg import Entropy, MaskExpander, U32Vector, new_private_key
+from fedstrata.secagg.prg import (
+    Entropy,
+    MaskExpander,
+    PairSecrets,
+    U32Vector,
+    new_private_key,
+)
 from fedstrata.secagg.shamir import ShamirScheme
 from fedstrata.secagg.simulate import drive_unmask
 from fedstrata.secagg.tree_cost import assemble_cost, forward_report
@@ -175,7 +181,8 @@ class TreeRound:
             entropy = Entropy(derive_rng(tree.options.root_seed, round_idx, -1, "secagg-tree"))
             self.center_key = new_private_key(entropy)
             public = self.center_key.public_key().public_bytes_raw()
-            keying = Keying(entropy, MaskExpander(tree.codec.count + 1), round_idx, public)
+            expander = MaskExpander(tree.codec.count + 1)
+            keying = Keying(entropy, expander, round_idx, public, PairSecrets())
             self._keying = keying
             self.edges = {
                 name: self._start_edge(name, tuple(ids), regions.get(name), keying)

@@ -21,7 +21,7 @@ from fedstrata.errors import ConfigError, InvalidUpdateError, PayloadError
 from fedstrata.secagg.client import ClientProtocol
 from fedstrata.secagg.codec import RingMessage
 from fedstrata.secagg.config import SecAggConfig
-from fedstrata.secagg.prg import Entropy, MaskExpander, U32Vector
+from fedstrata.secagg.prg import Entropy, MaskExpander, PairSecrets, U32Vector
 from fedstrata.secagg.server import ServerProtocol
 from fedstrata.secagg.shamir import ShamirScheme
 from fedstrata.secagg.simulate import PartyMeter, drive_offline
@@ -152,12 +152,14 @@ class Keying:
         expander: one PRG buffer set for every party (the simulation is serial).
         round_id: the round (part of every key and mask derivation).
         center_public: the center's X25519 key the devices seal to.
+        pairs: each pair secret computed once for both ends, charged to both.
     """
 
     entropy: Entropy
     expander: MaskExpander
     round_id: int
     center_public: bytes | None
+    pairs: PairSecrets
 
 
 @dataclass(eq=False)
@@ -187,6 +189,7 @@ class ProtocolInstance:
                 scheme=scheme,
                 expander=keying.expander,
                 center_public=center,
+                pairs=keying.pairs,
             )
             for i in range(config.num_clients)
         ]
@@ -198,7 +201,7 @@ class ProtocolInstance:
             expander=keying.expander,
             remove_self_masks=not inner,
         )
-        meter = PartyMeter(config.num_clients)
+        meter = PartyMeter(config.num_clients, keying.pairs)
         drive_offline(clients, server, meter)
         return cls(config, clients, server, meter)
 
