@@ -92,7 +92,7 @@ class PartyMeter:
     """Charges wall time and bytes to the parties of one protocol instance.
 
     With ``pairs`` (the :class:`~fedstrata.secagg.prg.PairSecrets` memo its clients
-    share) a client is also charged the pair secrets it took from the memo.
+    share) a party is also charged the pair secrets it took from the memo.
     ``online`` calls are split further: :meth:`client_input` and :meth:`serve_input`
     mark the masked-input step, so :class:`RoundStats` tells masking from unmasking.
     """
@@ -119,7 +119,10 @@ class PartyMeter:
     def serve(self, online: bool, call: Callable[..., _T], *args: object) -> _T:
         start = time.perf_counter()
         out = call(*args)
-        self.server[int(online)] += time.perf_counter() - start
+        spent = time.perf_counter() - start
+        if self.pairs is not None:
+            spent += self.pairs.take_owed()
+        self.server[int(online)] += spent
         return out
 
     def client_input(self, cid: int, call: Callable[..., _T], *args: object) -> _T:

@@ -200,6 +200,7 @@ class ProtocolInstance:
             scheme=scheme,
             expander=keying.expander,
             remove_self_masks=not inner,
+            pairs=keying.pairs,
         )
         meter = PartyMeter(config.num_clients, keying.pairs)
         drive_offline(clients, server, meter)
