@@ -251,9 +251,14 @@ def test_costs_cover_every_party_and_bytes_add_up() -> None:
     clusters = _clusters([4, 4, 4])
     regions = {"edge0": "north", "edge1": "north", "edge2": "south"}
     rnd = _tree(codec).start_round(0, clusters, regions)
+    rnd.fold("edge0", codec, _payload(codec, 0), 1, client_id=0)
+    so_far = rnd.cost().devices[0]  # what the driver charges when the update is sent
+    assert so_far.masked_input_s > 0
+    assert so_far.bytes_up > 4 * (codec.count + 1)
     for name, ids in clusters.items():
         for cid in ids[:3]:  # one dropout per edge
-            rnd.fold(name, codec, _payload(codec, cid), 1, client_id=cid)
+            if cid:
+                rnd.fold(name, codec, _payload(codec, cid), 1, client_id=cid)
         rnd.close_edge(name)
     cost = rnd.finalize().cost
     assert set(cost.devices) == set(range(12))

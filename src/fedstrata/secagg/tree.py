@@ -64,7 +64,7 @@ from fedstrata.secagg.prg import (
 )
 from fedstrata.secagg.shamir import ShamirScheme
 from fedstrata.secagg.simulate import drive_unmask
-from fedstrata.secagg.tree_cost import assemble_cost, forward_report
+from fedstrata.secagg.tree_cost import TreeSecAggCost, assemble_cost, forward_report
 from fedstrata.secagg.tree_parties import (
     EdgeOutcome,
     EdgeParties,
@@ -177,6 +177,7 @@ class TreeRound:
         self._metrics = MetricSums()
         self._capped = 0
         self._done = False
+        self._center_unmask_s = 0.0
         with self._timed():
             entropy = Entropy(derive_rng(tree.options.root_seed, round_idx, -1, "secagg-tree"))
             self.center_key = new_private_key(entropy)
@@ -366,10 +367,10 @@ class TreeRound:
                     f"round {self.round_idx}: no edge delivered its cluster value "
                     f"(failed: {self._failed()})"
                 )
-            total, center_unmask_s = self._center_total(arrived)
+            total, self._center_unmask_s = self._center_total(arrived)
             self._done = True
             mean, weight = self._decode(total)
-        cost = assemble_cost(self.edges, self._outer, center_unmask_s, self.wall_s)
+        cost = self.cost()
         return TreeAggregate(
             mean,
             total,
@@ -380,6 +381,10 @@ class TreeRound:
             self._metrics.means(),
             self._capped,
         )
+
+    def cost(self) -> TreeSecAggCost:
+        """Every party's compute and bytes so far (e.g. a device's after its fold)."""
+        return assemble_cost(self.edges, self._outer, self._center_unmask_s, self.wall_s)
 
     def _failed(self) -> dict[str, str]:
         return {p.name: p.failed for p in self.edges.values() if p.failed is not None}
