@@ -286,3 +286,22 @@ def test_pair_secrets_are_computed_once_and_charged_to_both_ends() -> None:
     second = pairs.agree(v, pv.public_bytes_raw(), pu, 0)
     assert first == second == agree(u, pv, 1)
     assert pairs.take_owed() > 0.0
+
+
+def test_unclosed_edges_are_left_out_and_metrics_follow_the_sum() -> None:
+    """Issue 12 part 4: only survivors under arrived edges count, in the sum and the metrics."""
+    codec = _codec()
+    clusters = _clusters([3, 3, 3, 3])
+    rnd = _tree(codec).start_round(0, clusters)
+    for name, ids in clusters.items():
+        for cid in ids:
+            loss = {"train_loss": float(cid)}
+            rnd.fold(name, codec, _payload(codec, cid), 1, client_id=cid, metrics=loss)
+    for name in ("edge0", "edge1", "edge2"):
+        rnd.close_edge(name)  # edge3 is never closed
+    result = rnd.finalize()
+    assert result.failed_edges == {"edge3": "not closed before finalize"}
+    assert result.metrics == {"train_loss": pytest.approx(4.0)}  # clients 0..8
+    assert result.total_weight == 9
+    with pytest.raises(AggregationError, match="already finalized"):
+        rnd.finalize()

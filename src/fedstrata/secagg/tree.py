@@ -174,7 +174,6 @@ class TreeRound:
         self.round_idx = round_idx
         self.wall_s = 0.0
         self._seed: int | None = None
-        self._metrics = MetricSums()
         self._capped = 0
         self._done = False
         self._center_unmask_s = 0.0
@@ -254,12 +253,13 @@ class TreeRound:
                     f"round {self.round_idx}: client {client_id} is not selected under edge "
                     f"{edge!r} or was already folded"
                 )
-            vector = self._protocol_input(codec, payload, weight, client_id, metrics)
+            vector, checked, w = self._protocol_input(codec, payload, weight, client_id, metrics)
             if parties.protocol is not None:
                 parties.protocol.deliver(local, vector)
             elif parties.plain is not None:
                 np.add(parties.plain, vector, out=parties.plain)
             parties.folded.add(local)
+            parties.metrics.add(checked, float(w))
 
     def _protocol_input(
         self,
@@ -268,7 +268,7 @@ class TreeRound:
         weight: float,
         client_id: int,
         metrics: Mapping[str, float] | None,
-    ) -> U32Vector:
+    ) -> tuple[U32Vector, dict[str, float], int]:
         mine = self.tree.codec
         if not (
             isinstance(codec, RingCodec) and (codec.spec, codec.size) == (mine.spec, mine.size)
@@ -290,8 +290,7 @@ class TreeRound:
             logger.warning("client %d: weight %s capped at %d", client_id, weight, w)
         self._capped += int(capped)
         self._seed = msg.seed
-        self._metrics.add(checked, float(w))
-        return weighted_input(msg.values, w, mine.spec.modulus_bits)
+        return weighted_input(msg.values, w, mine.spec.modulus_bits), checked, w
 
     def close_edge(self, edge: str) -> EdgeOutcome:
         """End the edge's inner protocol with the clients folded so far.
@@ -354,6 +353,9 @@ class TreeRound:
     def finalize(self) -> TreeAggregate:
         """Unmask the sum over the edges that arrived and decode the weighted mean.
 
+        Edges neither closed nor failed are left out ("not closed before
+        finalize"). The round ends here, whether it succeeds or raises.
+
         Raises:
             SecAggError: no edge arrived, or too few for the outer protocol.
             AggregationError: a total weight of 0, or the round already finalized.
@@ -361,6 +363,10 @@ class TreeRound:
         if self._done:
             raise AggregationError(f"round {self.round_idx}: already finalized")
         with self._timed():
+            for parties in self.edges.values():
+                if parties.value is None and parties.failed is None:
+                    self.fail_edge(parties.name, "not closed before finalize")
+            self._done = True
             arrived = [p for p in self.edges.values() if p.arrived]
             if not arrived:
                 raise SecAggError(
@@ -368,7 +374,6 @@ class TreeRound:
                     f"(failed: {self._failed()})"
                 )
             total, self._center_unmask_s = self._center_total(arrived)
-            self._done = True
             mean, weight = self._decode(total)
         cost = self.cost()
         return TreeAggregate(
@@ -378,7 +383,7 @@ class TreeRound:
             {p.name: p.survivors for p in arrived},
             self._failed(),
             cost,
-            self._metrics.means(),
+            _metric_means(arrived),
             self._capped,
         )
 
@@ -442,3 +447,11 @@ def _value(parties: EdgeParties) -> U32Vector:
     if parties.value is None:
         raise AggregationError(f"edge {parties.name!r} has no value (not closed)")
     return parties.value
+
+
+def _metric_means(arrived: list[EdgeParties]) -> dict[str, float]:
+    """Weighted means of the client metrics under the edges in the sum."""
+    sums = MetricSums()
+    for parties in arrived:
+        sums.merge(parties.metrics)
+    return sums.means()

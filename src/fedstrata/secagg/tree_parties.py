@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedstrata.aggregation.metrics import MetricSums
 from fedstrata.aggregation.protocol import check_weight
 from fedstrata.core.params import FloatVector
 from fedstrata.errors import ConfigError, InvalidUpdateError, PayloadError
@@ -104,7 +105,8 @@ class TreeAggregate:
         survivors: per edge that arrived, the client ids in the sum.
         failed_edges: per edge left out, why.
         cost: every party's compute and bytes.
-        metrics: weighted means of the client-reported metrics (outside the protocol).
+        metrics: weighted means of the client-reported metrics of the survivors
+            under the edges that arrived (metrics travel outside the protocol).
         weights_capped: clients whose weight was capped at ``max_weight``.
     """
 
@@ -224,6 +226,7 @@ class EdgeParties:
         protocol: the inner protocol (``None`` when not secure).
         plain: the plaintext sum (only when not secure).
         folded: local ids whose input is in the edge's sum.
+        metrics: weighted sums of their reported metrics (outside the protocol).
         value: ``S_e + B_e`` once closed (``S_e`` when not secure).
         report: what the edge forwards to the center (sealed shares).
         failed: why the edge is out of the round (``None``: not failed).
@@ -235,6 +238,7 @@ class EdgeParties:
     protocol: ProtocolInstance | None
     plain: U32Vector | None
     folded: set[int] = field(default_factory=set)
+    metrics: MetricSums = field(default_factory=MetricSums)
     value: U32Vector | None = None
     report: ClusterReport | None = None
     failed: str | None = None
