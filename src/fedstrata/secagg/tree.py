@@ -46,14 +46,12 @@ from typing import final
 
 import numpy as np
 
-from fedstrata.aggregation.metrics import MetricSums
 from fedstrata.aggregation.protocol import UNKNOWN_CLIENT, check_metrics
 from fedstrata.core.context import derive_rng
-from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.errors import AggregationError, ConfigError, PayloadError, SecAggError
 from fedstrata.pipeline.stage import Codec
-from fedstrata.secagg.codec import RingCodec, lift
+from fedstrata.secagg.codec import RingCodec
 from fedstrata.secagg.config import SecAggConfig, check_ring_capacity
 from fedstrata.secagg.prg import (
     Entropy,
@@ -74,7 +72,10 @@ from fedstrata.secagg.tree_parties import (
     TreeSecAggOptions,
     check_ring_round,
     check_tree,
+    decode_mean,
+    edge_value,
     integer_weight,
+    metric_means,
     weighted_input,
 )
 from fedstrata.secagg.twotier import ClusterReport, remove_cluster_masks
@@ -374,7 +375,7 @@ class TreeRound:
                     f"(failed: {self._failed()})"
                 )
             total, self._center_unmask_s = self._center_total(arrived)
-            mean, weight = self._decode(total)
+            mean, weight = decode_mean(self.tree.codec, total, self._seed or 0, self.round_idx)
         cost = self.cost()
         return TreeAggregate(
             mean,
@@ -383,7 +384,7 @@ class TreeRound:
             {p.name: p.survivors for p in arrived},
             self._failed(),
             cost,
-            _metric_means(arrived),
+            metric_means(arrived),
             self._capped,
         )
 
@@ -397,7 +398,7 @@ class TreeRound:
     def _center_total(self, arrived: list[EdgeParties]) -> tuple[U32Vector, float]:
         outer = self._outer
         if outer is None:
-            total = np.add.reduce([_value(p) for p in arrived], dtype=np.uint32)
+            total = np.add.reduce([edge_value(p) for p in arrived], dtype=np.uint32)
         else:
             total = self._unmask_outer(outer)
         if not self.tree.options.secure:
@@ -426,32 +427,7 @@ class TreeRound:
         total &= np.uint32((1 << self.tree.codec.spec.modulus_bits) - 1)
         return total
 
-    def _decode(self, total: U32Vector) -> tuple[FloatVector, int]:
-        codec = self.tree.codec
-        lifted = lift(total, codec.spec.modulus_bits)
-        weight = int(lifted[-1])
-        if weight <= 0:
-            raise AggregationError(
-                f"round {self.round_idx}: cannot decode a secure sum with total weight {weight}"
-            )
-        real = lifted[:-1] / (codec.spec.scale * weight)
-        return codec.to_dense(real, self._seed or 0).astype(np.float32), weight
-
     @property
     def outer(self) -> ProtocolInstance | None:
         """The outer protocol among the edges (``None``: one edge, or not secure)."""
         return self._outer
-
-
-def _value(parties: EdgeParties) -> U32Vector:
-    if parties.value is None:
-        raise AggregationError(f"edge {parties.name!r} has no value (not closed)")
-    return parties.value
-
-
-def _metric_means(arrived: list[EdgeParties]) -> dict[str, float]:
-    """Weighted means of the client metrics under the edges in the sum."""
-    sums = MetricSums()
-    for parties in arrived:
-        sums.merge(parties.metrics)
-    return sums.means()

@@ -18,9 +18,9 @@ import numpy as np
 from fedstrata.aggregation.metrics import MetricSums
 from fedstrata.aggregation.protocol import check_weight
 from fedstrata.core.params import FloatVector
-from fedstrata.errors import ConfigError, InvalidUpdateError, PayloadError
+from fedstrata.errors import AggregationError, ConfigError, InvalidUpdateError, PayloadError
 from fedstrata.secagg.client import ClientProtocol
-from fedstrata.secagg.codec import RingMessage
+from fedstrata.secagg.codec import RingCodec, RingMessage, lift
 from fedstrata.secagg.config import SecAggConfig
 from fedstrata.secagg.prg import Entropy, MaskExpander, PairSecrets, U32Vector
 from fedstrata.secagg.server import ServerProtocol
@@ -40,7 +40,10 @@ __all__ = [
     "TreeSecAggOptions",
     "check_ring_round",
     "check_tree",
+    "decode_mean",
+    "edge_value",
     "integer_weight",
+    "metric_means",
     "weighted_input",
 ]
 
@@ -298,3 +301,40 @@ def check_ring_round(msg: RingMessage, round_idx: int, seed: int | None) -> None
         raise PayloadError(
             f"ring payload has support seed {msg.seed}, but this round's payloads use {seed}"
         )
+
+
+def edge_value(parties: EdgeParties) -> U32Vector:
+    """The value a closed edge sends up.
+
+    Raises:
+        AggregationError: the edge was not closed.
+    """
+    if parties.value is None:
+        raise AggregationError(f"edge {parties.name!r} has no value (not closed)")
+    return parties.value
+
+
+def metric_means(arrived: Sequence[EdgeParties]) -> dict[str, float]:
+    """Weighted means of the client metrics under the edges in the sum."""
+    sums = MetricSums()
+    for parties in arrived:
+        sums.merge(parties.metrics)
+    return sums.means()
+
+
+def decode_mean(
+    codec: RingCodec, total: U32Vector, seed: int, round_idx: int
+) -> tuple[FloatVector, int]:
+    """``sum(w q) / (scale * sum(w))`` on the support (random-k rescaled), and ``sum(w)``.
+
+    Raises:
+        AggregationError: a total weight of 0 or less.
+    """
+    lifted = lift(total, codec.spec.modulus_bits)
+    weight = int(lifted[-1])
+    if weight <= 0:
+        raise AggregationError(
+            f"round {round_idx}: cannot decode a secure sum with total weight {weight}"
+        )
+    real = lifted[:-1] / (codec.spec.scale * weight)
+    return codec.to_dense(real, seed).astype(np.float32), weight
