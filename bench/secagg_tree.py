@@ -14,9 +14,10 @@ against the plain ring sum of exactly the surviving clients.
 
 Run: ``python bench/secagg_tree.py [--quick]``; the last stdout line is JSON.
 
-Results (2-core shared CPU, --quick; see docs/secagg.md, "Secure aggregation in a
-tree"): added wall time per round 0.47 s at density 0.1 and 0.52 s at density 1.0
-(target <= 1.0 s); the exact sum in every round.
+Results (2-core CPU shared with other jobs, load 4.5-4.9, --quick; see docs/secagg.md,
+"Secure aggregation in a tree"): added CPU time per round 0.40-0.53 s at density 0.1
+and 0.52-0.61 s at density 1.0 (target <= 1.0 s); added wall time 0.79-1.33 s under
+that load; the exact sum in every round.
 """
 
 from __future__ import annotations
