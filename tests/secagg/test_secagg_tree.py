@@ -30,10 +30,12 @@ from fedstrata.secagg import (
     MaskExpander,
     RingCodec,
     RingSpec,
+    SecAggConfig,
     TreeSecAgg,
     TreeSecAggOptions,
     lift,
     remove_cluster_masks,
+    simulate_round_detailed,
 )
 from fedstrata.secagg.prg import PairSecrets, agree
 
@@ -305,3 +307,18 @@ def test_unclosed_edges_are_left_out_and_metrics_follow_the_sum() -> None:
     assert result.total_weight == 9
     with pytest.raises(AggregationError, match="already finalized"):
         rnd.finalize()
+
+
+def test_flat_round_with_shared_pair_secrets_is_the_same_round() -> None:
+    """The memo changes the process's work, not the aggregate or who is charged."""
+    config = SecAggConfig(num_clients=6, vector_length=64, threshold=3, degree=5)
+    inputs = [np.full(64, i, np.uint32) for i in range(6)]
+    runs = [
+        simulate_round_detailed(
+            inputs, {2}, config, np.random.default_rng(0), share_pair_secrets=share
+        )
+        for share in (False, True)
+    ]
+    np.testing.assert_array_equal(runs[0].aggregate, runs[1].aggregate)
+    assert int(runs[1].aggregate[0]) == 15 - 2
+    assert (runs[1].stats.client_offline_s > 0).all()

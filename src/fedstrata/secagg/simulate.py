@@ -272,6 +272,7 @@ def simulate_round_detailed(
     *,
     round_id: int = 0,
     late: set[int] | frozenset[int] = frozenset(),
+    share_pair_secrets: bool = False,
 ) -> SimulationResult:
     """Run one full round in-process and report the aggregate and its costs.
 
@@ -285,6 +286,9 @@ def simulate_round_detailed(
         round_id: the round number.
         late: clients whose masked input arrives after the deadline: treated as
             dropped, then delivered and rejected.
+        share_pair_secrets: compute each X25519 pair secret once for both ends
+            (:class:`~fedstrata.secagg.prg.PairSecrets`): about half the key
+            agreements in this process, the same aggregate and per-party charges.
 
     Raises:
         ConfigError: the inputs or ids do not match ``config``.
@@ -295,12 +299,15 @@ def simulate_round_detailed(
     entropy = Entropy(rng)
     scheme = ShamirScheme(config.num_clients, config.threshold)
     expander = MaskExpander(config.vector_length)
+    pairs = PairSecrets() if share_pair_secrets else None
     clients = [
-        ClientProtocol(config, cid, entropy=entropy, scheme=scheme, expander=expander)
+        ClientProtocol(config, cid, entropy=entropy, scheme=scheme, expander=expander, pairs=pairs)
         for cid in range(config.num_clients)
     ]
-    server = ServerProtocol(config, round_id, entropy=entropy, scheme=scheme, expander=expander)
-    aggregate, stats = drive_round(clients, server, inputs, dropped, late)
+    server = ServerProtocol(
+        config, round_id, entropy=entropy, scheme=scheme, expander=expander, pairs=pairs
+    )
+    aggregate, stats = drive_round(clients, server, inputs, dropped, late, pairs=pairs)
     return SimulationResult(aggregate.copy(), server.survivors, stats)
 
 
@@ -312,17 +319,19 @@ def drive_round(
     late: set[int] | frozenset[int] = frozenset(),
     *,
     observe: Callable[[MaskedInput], None] | None = None,
+    pairs: PairSecrets | None = None,
 ) -> tuple[U32Vector, RoundStats]:
     """Move the messages of one round between ready-made state machines.
 
     ``clients[i]`` must have ``client_id == i``. ``observe`` sees every masked
-    input as it leaves its client (the server's view). Returns
-    ``server.finalize()`` and the round's costs.
+    input as it leaves its client (the server's view). ``pairs`` is the memo the
+    parties were built with, if any (its shared work is charged to both ends).
+    Returns ``server.finalize()`` and the round's costs.
 
     Raises:
         SecAggError: too few clients survive to unmask.
     """
-    meter = PartyMeter(len(clients))
+    meter = PartyMeter(len(clients), pairs)
     drive_offline(clients, server, meter)
     plan = _Plan(frozenset(dropped), frozenset(late), observe)
     aggregate, rejected = _online(list(clients), server, meter, inputs, plan)
