@@ -19,6 +19,7 @@ def test_core_entry_points_are_exported() -> None:
         "ServerProtocol",
         "simulate_round",
         "TwoTierSecAgg",
+        "TreeSecAgg",
         "MaskPool",
     ):
         assert name in secagg.__all__

@@ -2,7 +2,8 @@
 
 Implements the protocol of Bonawitz et al. (CCS 2017) with the sparse neighbour
 graph of SecAgg+ (Bell et al., CCS 2020), two-tier masking for device -> edge ->
-center trees, a mask pool that moves key agreement and mask expansion off the
+center trees (:class:`TreeSecAgg` drives it one event at a time for a tree
+driver), a mask pool that moves key agreement and mask expansion off the
 round's critical path, and late-device rejection. The client and server are state
 machines without I/O; :func:`simulate_round` drives them in-process.
 :class:`RingCodec` (client) and :class:`SecAggAggregator` (center) run the protocol
@@ -57,6 +58,14 @@ from fedstrata.secagg.simulate import (
     simulate_round,
     simulate_round_detailed,
 )
+from fedstrata.secagg.tree import (
+    EdgeOutcome,
+    TreeAggregate,
+    TreeRound,
+    TreeSecAgg,
+    TreeSecAggOptions,
+)
+from fedstrata.secagg.tree_cost import PartyCost, TreeSecAggCost
 from fedstrata.secagg.twotier import (
     ClusterReport,
     TwoTierResult,
@@ -69,6 +78,7 @@ __all__ = [
     "ClientPhase",
     "ClientProtocol",
     "ClusterReport",
+    "EdgeOutcome",
     "Entropy",
     "GraphParameters",
     "KeyDirectory",
@@ -76,6 +86,7 @@ __all__ = [
     "MaskPool",
     "MaskedInput",
     "NeighbourGraph",
+    "PartyCost",
     "RingCodec",
     "RingMessage",
     "RingSpec",
@@ -94,6 +105,11 @@ __all__ = [
     "ShareKeys",
     "SimulationResult",
     "SupportFn",
+    "TreeAggregate",
+    "TreeRound",
+    "TreeSecAgg",
+    "TreeSecAggCost",
+    "TreeSecAggOptions",
     "TwoTierResult",
     "TwoTierSecAgg",
     "UnmaskRequest",

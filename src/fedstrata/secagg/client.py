@@ -36,6 +36,7 @@ from fedstrata.secagg.messages import (
 from fedstrata.secagg.prg import (
     Entropy,
     MaskExpander,
+    PairSecrets,
     U32Vector,
     agree,
     derive_key,
@@ -94,6 +95,8 @@ class ClientProtocol:
         expander: a mask expander of ``config.vector_length`` to reuse.
         center_public: two-tier mode: self-mask shares are sealed to this X25519
             key (the center's) so the inner server (the edge) cannot read them.
+        pairs: simulation only: a memo that computes each pair secret once for
+            both ends (:class:`~fedstrata.secagg.prg.PairSecrets`).
 
     Raises:
         ConfigError: ``client_id`` or ``scheme`` do not match ``config``.
@@ -108,6 +111,7 @@ class ClientProtocol:
         scheme: ShamirScheme | None = None,
         expander: MaskExpander | None = None,
         center_public: bytes | None = None,
+        pairs: PairSecrets | None = None,
     ) -> None:
         if not 0 <= client_id < config.num_clients:
             raise ConfigError(
@@ -122,6 +126,8 @@ class ClientProtocol:
         self._center_public = center_public
         self._enc_key = new_private_key(self._entropy)
         self._mask_key = new_private_key(self._entropy)
+        self._publics = (b"", b"")  # set in on_setup
+        self._pairs = pairs
         self._seed = self._entropy.bytes(32)
         self._round_id = 0
         self._graph: NeighbourGraph | None = None
@@ -129,6 +135,7 @@ class ClientProtocol:
         self._held: dict[int, bytes] = {}
         self._mask_peers: list[int] = []
         self._mask: U32Vector | None = None
+        self._aeads: dict[int, AESGCM] = {}
 
     def _expect(self, phase: ClientPhase, step: str) -> None:
         if self.phase is not phase:
@@ -156,11 +163,11 @@ class ClientProtocol:
         self._round_id = msg.round_id
         self._graph = NeighbourGraph(self.config.num_clients, self.config.degree, msg.graph_seed)
         self.phase = ClientPhase.KEYS_SENT
-        return AdvertiseKeys(
-            self.client_id,
+        self._publics = (
             self._enc_key.public_key().public_bytes_raw(),
             self._mask_key.public_key().public_bytes_raw(),
         )
+        return AdvertiseKeys(self.client_id, *self._publics)
 
     def on_key_directory(self, msg: KeyDirectory) -> ShareKeys:
         """Step 1 -> 2: Shamir-share the self-mask seed and mask key to the neighbours.
@@ -203,9 +210,23 @@ class ClientProtocol:
         shares = self._scheme.share(secrets, holders, coeffs.reshape(t - 1, 2 * CHUNKS))
         return [row.astype("<u4").tobytes() for row in shares]
 
+    def _agree(self, which: int, peer: int) -> bytes:
+        """The X25519 secret with ``peer`` under key 0 (share channel) or 1 (mask)."""
+        private = self._enc_key if which == 0 else self._mask_key
+        public = self._directory[peer][which]
+        if self._pairs is None:
+            return agree(private, public, peer)
+        return self._pairs.agree(private, self._publics[which], public, peer)
+
     def _aead(self, peer: int) -> AESGCM:
-        secret = agree(self._enc_key, self._directory[peer][0], peer)
-        return AESGCM(derive_key(secret, self._round_id, b"fedstrata-share"))
+        """The share channel with ``peer``, agreed once per round (sealing and opening
+        use the same X25519 secret; the direction is in the nonce)."""
+        aead = self._aeads.get(peer)
+        if aead is None:
+            secret = self._agree(0, peer)
+            aead = AESGCM(derive_key(secret, self._round_id, b"fedstrata-share"))
+            self._aeads[peer] = aead
+        return aead
 
     def on_share_bundle(self, msg: ShareBundle) -> None:
         """Step 2 -> 3: store the shares addressed to this client.
@@ -248,7 +269,7 @@ class ClientProtocol:
     def _build_mask(self) -> U32Vector:
         mask = self._expander.expand(self._seed, self._round_id).copy()
         for peer in self._mask_peers:
-            secret = agree(self._mask_key, self._directory[peer][1], peer)
+            secret = self._agree(1, peer)
             self._expander.add(mask, secret, self._round_id, 1 if self.client_id < peer else -1)
         return mask
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -24,6 +25,7 @@ __all__ = [
     "SEED_BYTES",
     "Entropy",
     "MaskExpander",
+    "PairSecrets",
     "U32Vector",
     "agree",
     "derive_key",
@@ -88,6 +90,47 @@ def agree(private: X25519PrivateKey, public: X25519PublicKey, owner: int) -> byt
         return private.exchange(public)
     except ValueError as exc:
         raise ProtocolError(f"client {owner}: key agreement failed ({exc})") from exc
+
+
+class PairSecrets:
+    """Simulation only: each X25519 pair secret computed once for both of its ends.
+
+    Clients ``u`` and ``v`` both derive ``DH(u, v) = DH(v, u)``. When every party
+    runs in one process (the simulator), the second end takes the first end's
+    result and is charged the seconds the first end measured (``owed_s``, which
+    :class:`~fedstrata.secagg.simulate.PartyMeter` adds to the caller), so each
+    party's reported compute is what a deployed party pays while the process does
+    the exchange once. Holds secrets of many parties: never use it across trust
+    boundaries (a deployment passes no memo).
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[bytes, bytes], tuple[bytes, float]] = {}
+        self.owed_s = 0.0
+
+    def agree(
+        self, private: X25519PrivateKey, own_public: bytes, public: X25519PublicKey, owner: int
+    ) -> bytes:
+        """:func:`agree`, or the other end's result (each pair is used by two ends).
+
+        Raises:
+            ProtocolError: see :func:`agree`.
+        """
+        peer = public.public_bytes_raw()
+        key = (own_public, peer) if own_public < peer else (peer, own_public)
+        hit = self._memo.pop(key, None)
+        if hit is not None:
+            self.owed_s += hit[1]
+            return hit[0]
+        start = time.perf_counter()
+        secret = agree(private, public, owner)
+        self._memo[key] = (secret, time.perf_counter() - start)
+        return secret
+
+    def take_owed(self) -> float:
+        """The seconds owed by the calls since the last take (then reset)."""
+        owed, self.owed_s = self.owed_s, 0.0
+        return owed
 
 
 def derive_key(secret: bytes, round_id: int, label: bytes) -> bytes:

@@ -35,7 +35,14 @@ from fedstrata.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from fedstrata.secagg.prg import Entropy, MaskExpander, U32Vector, agree, load_public_key
+from fedstrata.secagg.prg import (
+    Entropy,
+    MaskExpander,
+    PairSecrets,
+    U32Vector,
+    agree,
+    load_public_key,
+)
 from fedstrata.secagg.recovery import rebuild_secrets
 from fedstrata.secagg.shamir import SHARE_BYTES, ShamirScheme
 
@@ -66,6 +73,9 @@ class ServerProtocol:
         remove_self_masks: ``False`` for the inner tier of two-tier aggregation:
             the result keeps the survivors' self-masks (the cluster mask), whose
             shares clients seal to the center.
+        pairs: simulation only: the clients' pair-secret memo; rebuilding a
+            dropped client's masks takes the secrets its neighbours already
+            computed (:class:`~fedstrata.secagg.prg.PairSecrets`).
 
     Raises:
         ConfigError: ``scheme`` does not match ``config``.
@@ -80,8 +90,10 @@ class ServerProtocol:
         scheme: ShamirScheme | None = None,
         expander: MaskExpander | None = None,
         remove_self_masks: bool = True,
+        pairs: PairSecrets | None = None,
     ) -> None:
         self.config = config
+        self._pairs = pairs
         self.round_id = round_id
         self.phase = ServerPhase.KEYS
         self.remove_self_masks = remove_self_masks
@@ -354,5 +366,9 @@ class ServerProtocol:
             private = X25519PrivateKey.from_private_bytes(raw)
             for u in sorted(self._inputs & self._directory[v]):
                 public = load_public_key(self._keys[u].mask_public, u)
-                secret = agree(private, public, u)
+                if self._pairs is None:
+                    secret = agree(private, public, u)
+                else:
+                    own = self._keys[v].mask_public
+                    secret = self._pairs.agree(private, own, public, u)
                 self._expander.add(total, secret, self.round_id, 1 if u > v else -1)

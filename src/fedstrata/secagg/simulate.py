@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -21,15 +21,18 @@ from numpy.typing import NDArray
 from fedstrata.errors import ConfigError, ProtocolError
 from fedstrata.secagg.client import ClientProtocol
 from fedstrata.secagg.config import SecAggConfig
-from fedstrata.secagg.messages import MaskedInput
-from fedstrata.secagg.prg import Entropy, MaskExpander, U32Vector
+from fedstrata.secagg.messages import MaskedInput, UnmaskRequest
+from fedstrata.secagg.prg import Entropy, MaskExpander, PairSecrets, U32Vector
 from fedstrata.secagg.server import ServerProtocol
 from fedstrata.secagg.shamir import ShamirScheme
 
 __all__ = [
+    "PartyMeter",
     "RoundStats",
     "SimulationResult",
+    "drive_offline",
     "drive_round",
+    "drive_unmask",
     "simulate_round",
     "simulate_round_detailed",
 ]
@@ -49,6 +52,9 @@ class RoundStats:
         bytes_up: per client, bytes sent to the server.
         bytes_down: per client, bytes received from the server.
         late_rejected: late masked inputs the server rejected.
+        client_input_s: per client, the part of ``client_online_s`` spent masking
+            its input (the rest is unmasking).
+        server_input_s: the part of ``server_online_s`` spent summing masked inputs.
     """
 
     client_offline_s: NDArray[np.float64]
@@ -58,6 +64,8 @@ class RoundStats:
     bytes_up: NDArray[np.int64]
     bytes_down: NDArray[np.int64]
     late_rejected: int
+    client_input_s: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    server_input_s: float = 0.0
 
     @property
     def total_s(self) -> float:
@@ -80,27 +88,70 @@ class SimulationResult:
     stats: RoundStats
 
 
-class _Meter:
-    """Charges wall time and bytes to parties."""
+class PartyMeter:
+    """Charges wall time and bytes to the parties of one protocol instance.
 
-    def __init__(self, n: int) -> None:
+    With ``pairs`` (the :class:`~fedstrata.secagg.prg.PairSecrets` memo its clients
+    share) a party is also charged the pair secrets it took from the memo.
+    ``online`` calls are split further: :meth:`client_input` and :meth:`serve_input`
+    mark the masked-input step, so :class:`RoundStats` tells masking from unmasking.
+    """
+
+    def __init__(self, n: int, pairs: PairSecrets | None = None) -> None:
+        self.pairs = pairs
         self.offline = np.zeros(n)
         self.online = np.zeros(n)
+        self.inputs = np.zeros(n)
         self.server = [0.0, 0.0]
+        self.server_input = 0.0
         self.up = np.zeros(n, dtype=np.int64)
         self.down = np.zeros(n, dtype=np.int64)
 
     def client(self, cid: int, online: bool, call: Callable[..., _T], *args: object) -> _T:
         start = time.perf_counter()
         out = call(*args)
-        (self.online if online else self.offline)[cid] += time.perf_counter() - start
+        spent = time.perf_counter() - start
+        if self.pairs is not None:  # pair secrets the other end computed for this one
+            spent += self.pairs.take_owed()
+        (self.online if online else self.offline)[cid] += spent
         return out
 
     def serve(self, online: bool, call: Callable[..., _T], *args: object) -> _T:
         start = time.perf_counter()
         out = call(*args)
-        self.server[int(online)] += time.perf_counter() - start
+        spent = time.perf_counter() - start
+        if self.pairs is not None:
+            spent += self.pairs.take_owed()
+        self.server[int(online)] += spent
         return out
+
+    def client_input(self, cid: int, call: Callable[..., _T], *args: object) -> _T:
+        """An online client call that masks the input (step 3)."""
+        before = self.online[cid]
+        out = self.client(cid, True, call, *args)
+        self.inputs[cid] += self.online[cid] - before
+        return out
+
+    def serve_input(self, call: Callable[..., _T], *args: object) -> _T:
+        """An online server call that sums a masked input (step 3)."""
+        before = self.server[1]
+        out = self.serve(True, call, *args)
+        self.server_input += self.server[1] - before
+        return out
+
+    def stats(self, late_rejected: int = 0) -> RoundStats:
+        """The costs charged so far."""
+        return RoundStats(
+            self.offline,
+            self.online,
+            self.server[0],
+            self.server[1],
+            self.up,
+            self.down,
+            late_rejected,
+            self.inputs,
+            self.server_input,
+        )
 
 
 def _check_inputs(inputs: Sequence[U32Vector], config: SecAggConfig, dropped: set[int]) -> None:
@@ -113,7 +164,10 @@ def _check_inputs(inputs: Sequence[U32Vector], config: SecAggConfig, dropped: se
         raise ConfigError(f"dropped ids {sorted(stray)} are outside [0, {config.num_clients - 1}]")
 
 
-def _offline(clients: list[ClientProtocol], server: ServerProtocol, meter: _Meter) -> None:
+def drive_offline(
+    clients: Sequence[ClientProtocol], server: ServerProtocol, meter: PartyMeter
+) -> None:
+    """Steps 0-2 (setup, keys, shares) for every client; ``clients[i].client_id == i``."""
     setup = meter.serve(False, server.setup)
     for c in clients:
         adv = meter.client(c.client_id, False, c.on_setup, setup)
@@ -142,7 +196,7 @@ class _Plan:
 def _send_inputs(
     clients: list[ClientProtocol],
     server: ServerProtocol,
-    meter: _Meter,
+    meter: PartyMeter,
     inputs: Sequence[U32Vector],
     plan: _Plan,
 ) -> list[MaskedInput]:
@@ -151,21 +205,21 @@ def _send_inputs(
         cid = c.client_id
         if cid in plan.dropped:
             continue
-        msg = meter.client(cid, True, c.masked_input, inputs[cid])
+        msg = meter.client_input(cid, c.masked_input, inputs[cid])
         meter.up[cid] += msg.nbytes
         if plan.observe is not None:
             plan.observe(msg)
         if cid in plan.late:
             late_msgs.append(msg)
         else:
-            meter.serve(True, server.receive_masked_input, msg)
+            meter.serve_input(server.receive_masked_input, msg)
     return late_msgs
 
 
 def _online(
     clients: list[ClientProtocol],
     server: ServerProtocol,
-    meter: _Meter,
+    meter: PartyMeter,
     inputs: Sequence[U32Vector],
     plan: _Plan,
 ) -> tuple[U32Vector, int]:
@@ -177,12 +231,37 @@ def _online(
             server.receive_masked_input(msg)
         except ProtocolError:
             rejected += 1
+    return _answer_unmask(clients, server, meter, requests), rejected
+
+
+def _answer_unmask(
+    clients: Sequence[ClientProtocol],
+    server: ServerProtocol,
+    meter: PartyMeter,
+    requests: dict[int, UnmaskRequest],
+) -> U32Vector:
     for cid, req in requests.items():
         resp = meter.client(cid, True, clients[cid].on_unmask_request, req)
         meter.down[cid] += req.nbytes
         meter.up[cid] += resp.nbytes
         meter.serve(True, server.receive_unmask, resp)
-    return meter.serve(True, server.finalize), rejected
+    result: U32Vector = meter.serve(True, server.finalize)
+    return result
+
+
+def drive_unmask(
+    clients: Sequence[ClientProtocol], server: ServerProtocol, meter: PartyMeter
+) -> U32Vector:
+    """Steps 3 (deadline) and 4: close the inputs, collect the unmasking, finalize.
+
+    For drivers that deliver the masked inputs themselves (one at a time, as they
+    arrive). Returns ``server.finalize()``.
+
+    Raises:
+        SecAggError: too few clients survive to unmask (nothing revealed).
+    """
+    requests = meter.serve(True, server.close_inputs)
+    return _answer_unmask(clients, server, meter, requests)
 
 
 def simulate_round_detailed(
@@ -193,6 +272,7 @@ def simulate_round_detailed(
     *,
     round_id: int = 0,
     late: set[int] | frozenset[int] = frozenset(),
+    share_pair_secrets: bool = False,
 ) -> SimulationResult:
     """Run one full round in-process and report the aggregate and its costs.
 
@@ -206,6 +286,9 @@ def simulate_round_detailed(
         round_id: the round number.
         late: clients whose masked input arrives after the deadline: treated as
             dropped, then delivered and rejected.
+        share_pair_secrets: compute each X25519 pair secret once for both ends
+            (:class:`~fedstrata.secagg.prg.PairSecrets`): about half the key
+            agreements in this process, the same aggregate and per-party charges.
 
     Raises:
         ConfigError: the inputs or ids do not match ``config``.
@@ -216,12 +299,15 @@ def simulate_round_detailed(
     entropy = Entropy(rng)
     scheme = ShamirScheme(config.num_clients, config.threshold)
     expander = MaskExpander(config.vector_length)
+    pairs = PairSecrets() if share_pair_secrets else None
     clients = [
-        ClientProtocol(config, cid, entropy=entropy, scheme=scheme, expander=expander)
+        ClientProtocol(config, cid, entropy=entropy, scheme=scheme, expander=expander, pairs=pairs)
         for cid in range(config.num_clients)
     ]
-    server = ServerProtocol(config, round_id, entropy=entropy, scheme=scheme, expander=expander)
-    aggregate, stats = drive_round(clients, server, inputs, dropped, late)
+    server = ServerProtocol(
+        config, round_id, entropy=entropy, scheme=scheme, expander=expander, pairs=pairs
+    )
+    aggregate, stats = drive_round(clients, server, inputs, dropped, late, pairs=pairs)
     return SimulationResult(aggregate.copy(), server.survivors, stats)
 
 
@@ -233,29 +319,23 @@ def drive_round(
     late: set[int] | frozenset[int] = frozenset(),
     *,
     observe: Callable[[MaskedInput], None] | None = None,
+    pairs: PairSecrets | None = None,
 ) -> tuple[U32Vector, RoundStats]:
     """Move the messages of one round between ready-made state machines.
 
     ``clients[i]`` must have ``client_id == i``. ``observe`` sees every masked
-    input as it leaves its client (the server's view). Returns
-    ``server.finalize()`` and the round's costs.
+    input as it leaves its client (the server's view). ``pairs`` is the memo the
+    parties were built with, if any (its shared work is charged to both ends).
+    Returns ``server.finalize()`` and the round's costs.
 
     Raises:
         SecAggError: too few clients survive to unmask.
     """
-    meter = _Meter(len(clients))
-    _offline(list(clients), server, meter)
+    meter = PartyMeter(len(clients), pairs)
+    drive_offline(clients, server, meter)
     plan = _Plan(frozenset(dropped), frozenset(late), observe)
     aggregate, rejected = _online(list(clients), server, meter, inputs, plan)
-    stats = RoundStats(
-        meter.offline,
-        meter.online,
-        meter.server[0],
-        meter.server[1],
-        meter.up,
-        meter.down,
-        rejected,
-    )
+    stats = meter.stats(rejected)
     return aggregate, stats
 
 
