@@ -123,9 +123,10 @@ def predicted_tree_round_s(
 ) -> float:
     """Predicted seconds of one global round over ``tree`` (what the tree simulation takes).
 
-    Every client of the tree trains in every round, as in
-    :class:`~fedstrata.sim.hierarchy.HierarchicalSimulation`; transfers share each
-    tier's link (:func:`~fedstrata.coordinator.planner.predict_round`).
+    The cohort of each of the run's first rounds (at most 8) is drawn as the run's
+    coordinator draws it (availability, ``clients_per_round``, Poisson sampling); the
+    tree pruned to it is timed with transfers sharing each tier's link
+    (:func:`~fedstrata.coordinator.planner.predict_round`), and the rounds averaged.
     """
     plan = local_plan(config.client)
     examples = np.array([plan.num_samples(int(s)) for s in sizes])
@@ -136,11 +137,30 @@ def predicted_tree_round_s(
         compute_s, profiles.uplink_bps,
         profiles.downlink_bps, dense, dense, dense, tree.matrix.latency_ms / 1e3,
     )  # fmt: skip
-    t = config.topology
-    return predict_round(
-        tree.topology, cost, tree.links, kappa_edge=t.kappa_edge, kappa_region=t.kappa_region,
-        hosts=tree.hosts,
-    ).global_round_s  # fmt: skip
+    t, coordinator = config.topology, round_coordinator(config, len(sizes))
+    times = []
+    for r in range(min(config.rounds.rounds, 8)):
+        online = profiles.available(derive_rng(config.seed, r, -1, "online"))
+        root = _pruned(tree.topology.root, set(coordinator.select(r, online).tolist()))
+        if root is None:
+            times.append(0.0)
+            continue
+        times.append(
+            predict_round(
+                Topology(root), cost, tree.links, kappa_edge=t.kappa_edge,
+                kappa_region=t.kappa_region, hosts=tree.hosts,
+            ).global_round_s
+        )  # fmt: skip
+    return float(np.mean(times))
+
+
+def _pruned(node: TopologyNode, cohort: set[int]) -> TopologyNode | None:
+    """``node`` with only the ``cohort``'s clients and the nodes above them."""
+    kids = tuple(k for k in (_pruned(c, cohort) for c in node.children) if k is not None)
+    clients = tuple(c for c in node.clients if c in cohort)
+    if not kids and not clients:
+        return None
+    return TopologyNode(node.name, node.tier, kids, clients)
 
 
 def tree_margin_s(
