@@ -103,6 +103,15 @@ def test_allocation_meets_the_deadline_equal_work_misses():
     assert all("sched_mean_steps" in m.extras for m in sized.rounds)
 
 
+def test_overselection_invites_more_than_the_cohort():
+    """Issue 12 part 4: scheduling.overselect through the coordinator's selector."""
+    res = tree_run(
+        "rounds.clients_per_round=4", "scheduling.overselect=0.5",
+        "scheduling.allocation=true", "rounds.deadline_s=0.2",
+    )  # fmt: skip
+    assert all(m.clients_selected == 6 for m in res.rounds)
+
+
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [
