@@ -9,6 +9,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from simfakes import FakeData, FakeFactory
 from test_sim_hierarchy import LINKS, WideTrainer, params0, tree
 
@@ -216,3 +218,50 @@ def test_depth_one_tree_with_a_cohort_equals_the_flat_engine():
     got = make(Topology.flat(range(12)), policy=policy, rounds=3).run(params0())
     np.testing.assert_array_equal(got.params, engine.params)
     assert [m.clients_selected for m in got.rounds] == [5, 5, 5]
+
+
+class HalfForClientFour:
+    """A planner stand-in: client 4 did half its assigned work."""
+
+    def weight_factor(self, client_id):
+        return 0.5 if client_id == 4 else 1.0
+
+
+def test_partial_work_is_weighted_by_the_fraction_done():
+    """Issue 12 part 4: the scheduler's settlement weighting holds at a tree's edges."""
+    from fedstrata.aggregation import WeightedMean
+    from fedstrata.sim.settlement import SettlementWeighted
+
+    agg = SettlementWeighted(WeightedMean(), HalfForClientFour())
+    got = make(Topology.flat(range(12)), aggregator=agg, rounds=1).run(params0())
+    data, trainer, p = FakeData(), FakeFactory()(), params0()
+    acc, total = np.zeros(4), 0.0
+    for c in range(12):
+        out = np.zeros(4, np.float32)
+        ctx = RoundContext(0, 5).for_client(c)
+        res = trainer.train(p, data.client(c), LocalPlan(lr=0.5), ctx, out)
+        w = res.num_examples * (0.5 if c == 4 else 1.0)
+        acc += w * out.astype(np.float64)
+        total += w
+    np.testing.assert_allclose(got.params, p + (acc / total).astype(np.float32), rtol=1e-6)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    k=st.integers(1, 12),
+    kappa=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    deadline=st.none() | st.floats(0.01, 0.5),
+)
+def test_outcomes_partition_the_cohort_and_legs_bound_the_round(k, kappa, deadline):
+    """Issue 12 parts 4-5: for any cohort, periods and deadline, every selected client is
+    completed, late or failed once, and the critical legs never exceed the round."""
+    policy = RoundPolicy(clients_per_round=k, deadline_s=deadline, root_seed=5)
+    hier = HierSettings(kappa_edge=kappa[0], kappa_region=kappa[1])
+    res = make(tree(EDGES), policy=policy, hier=hier, table=profiles(slow=(4,)), rounds=1)
+    m = res.run(params0()).rounds[0]
+    assert m.clients_selected == k
+    assert m.clients_completed + m.clients_late + m.clients_failed == k
+    legs = m.downlink_s + m.compute_s + m.uplink_s
+    assert legs <= m.sim_round_s * (1 + 1e-9)
+    if m.clients_late == 0 and m.clients_completed:
+        assert legs == pytest.approx(m.sim_round_s)
