@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -43,7 +44,7 @@ from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.errors import FedstrataError
-from fedstrata.monitoring import ClientFailure, FedEvalMetrics, RoundMetrics, Sink
+from fedstrata.monitoring import FedEvalMetrics, RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
@@ -56,12 +57,16 @@ from fedstrata.sim.hooks import (
 )
 from fedstrata.sim.intake import (
     apply_server_halves,
+    client_extras,
     client_legs,
     client_weight,
     codec_extras,
+    emit_round,
     evaluate_round,
+    finish_round,
     fold_result,
     result_problem,
+    round_mean,
     start_hooks,
     upload_bytes,
 )
@@ -199,41 +204,24 @@ class Simulation:
         outcome = close.outcome
         ctx = RoundContext(round_idx, self.settings.root_seed)
         if outcome.applied or any(hook.applies_every_round for hook in self.hooks):
-            mean = self._round_mean(state, outcome, params.shape[0])
+            finalize = partial(self.aggregator.finalize, state)
+            mean = round_mean(outcome, params.shape[0], finalize)
             mean = apply_server_halves(mean, len(outcome.accepted), ctx, self.hooks, self.pipeline)
             params, opt_state = self.server_optimizer.step(params, mean, opt_state)
             self._bc.publish(params, ctx)
         client_means = self.aggregator.finalize_metrics(state)
         train_loss = client_means.get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
-        extras = {**metrics.extras, **self._codec_extras(tally)}
-        if "encode_s" in client_means:
-            extras["client_encode_s"] = client_means["encode_s"]
-        if self.planner is not None:
-            extras.update(self.planner.observe(round_idx, tally.reports, metrics.sim_round_s))
-        for hook in self.hooks:
-            extras.update(hook.finish(round_idx, len(outcome.accepted), metrics.loss))
-        metrics = replace(metrics, extras=extras)
+        extras = {**metrics.extras, **self._codec_extras(tally), **client_extras(client_means)}
+        metrics = finish_round(
+            replace(metrics, extras=extras), outcome,
+            hooks=self.hooks, planner=self.planner, reports=tally.reports,
+        )  # fmt: skip
         if self.fed_eval is not None:
             last = round_idx == self.settings.rounds - 1
             self.fed_eval.maybe_run(self.executor, params, round_idx, last=last, sinks=self.sinks)
-        self._emit(outcome, metrics)
+        emit_round(outcome, metrics, self.sinks, self.on_round)
         return params, opt_state, metrics
-
-    def _round_mean(self, state: object, outcome: RoundOutcome, size: int) -> FloatVector:
-        """The aggregate; zeros when nothing was accepted (a hook that applies every
-        round, central DP, still noises it: an unchanged model would reveal a small
-        cohort)."""
-        if not outcome.applied:
-            log.info(
-                "round %d: applying the noised aggregate of %d updates although below "
-                "min_clients (central DP applies every round)",
-                outcome.round_idx,
-                len(outcome.accepted),
-            )
-        if not outcome.accepted:
-            return np.zeros(size, dtype=np.float32)
-        return self.aggregator.finalize(state)
 
     def _receive(self, res: TaskResult, tally: _RoundTally, state: object) -> object:
         """Account, time, and (if the coordinator accepts it) fold one client's result."""
@@ -334,13 +322,3 @@ class Simulation:
             uplink_s=up_s,
             extras=ev.extras or {},
         )
-
-    def _emit(self, outcome: RoundOutcome, metrics: RoundMetrics) -> None:
-        for cid, reason in outcome.failed:
-            failure = ClientFailure(outcome.round_idx, cid, reason)
-            for sink in self.sinks:
-                sink.emit(failure)
-        for sink in self.sinks:
-            sink.emit(metrics)
-        if self.on_round is not None:
-            self.on_round(metrics)

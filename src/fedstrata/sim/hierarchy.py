@@ -37,6 +37,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -63,13 +64,22 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.state import MemoryStateStore
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.errors import ConfigError
-from fedstrata.monitoring import ClientFailure, RoundMetrics, Sink
+from fedstrata.monitoring import RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.sim.engine import SimSettings, SimulationResult
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.hooks import Broadcaster, ClientPlanner, DenseBroadcast, RoundHook
-from fedstrata.sim.intake import apply_server_halves, codec_extras, evaluate_round, start_hooks
+from fedstrata.sim.intake import (
+    apply_server_halves,
+    client_extras,
+    codec_extras,
+    emit_round,
+    evaluate_round,
+    finish_round,
+    round_mean,
+    start_hooks,
+)
 from fedstrata.sim.network import NetworkModel
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tree_node import MeanTier, RobustCenter, TierAggregation
@@ -216,25 +226,22 @@ class HierarchicalSimulation:
         self._now = outcome.end_s
         ctx = RoundContext(r, self.settings.root_seed)
         if outcome.applied or any(hook.applies_every_round for hook in self.hooks):
-            mean = self._round_mean(root, outcome, params.shape[0])
+            mean = round_mean(outcome, params.shape[0], partial(self._center_mean, root))
             mean = apply_server_halves(mean, len(outcome.accepted), ctx, self.hooks, self.pipeline)
             params, opt_state = self.server_optimizer.step(params, mean, opt_state)
             self._bc.publish(params, ctx)
         metrics = self._metrics(r, params, root, tally, outcome, wall_s=0.0)
-        extras = dict(metrics.extras)
-        if self.planner is not None:
-            extras.update(self.planner.observe(r, tally.reports, metrics.sim_round_s))
-        for hook in self.hooks:
-            extras.update(hook.finish(r, len(outcome.accepted), metrics.loss))
-        wall_s = time.perf_counter() - wall0
-        metrics = replace(metrics, extras=extras, wall_round_s=wall_s)
+        metrics = finish_round(
+            metrics, outcome, hooks=self.hooks, planner=self.planner, reports=tally.reports
+        )
+        metrics = replace(metrics, wall_round_s=time.perf_counter() - wall0)
         if failed:
             self.topology = rehome(self.topology, failed)
             log.warning("global round %d: edges %s failed; clients re-homed", r, sorted(failed))
         if self.fed_eval is not None:
             last = r == self.settings.rounds - 1
             self.fed_eval.maybe_run(self.executor, params, r, last=last, sinks=self.sinks)
-        self._emit(outcome, metrics)
+        emit_round(outcome, metrics, self.sinks, self.on_round)
         return params, opt_state, metrics
 
     def _walk(self) -> TreeWalk:
@@ -268,11 +275,10 @@ class HierarchicalSimulation:
         assert isinstance(close, CloseRound)
         return close.outcome
 
-    def _round_mean(self, root: NodeResult, outcome: RoundOutcome, size: int) -> FloatVector:
-        """The center's aggregate; zeros when nothing reached it (a hook that applies
-        every round, central DP, still noises it)."""
-        if not outcome.accepted or self._center.weight(root.state) <= 0:
-            return np.zeros(size, dtype=np.float32)
+    def _center_mean(self, root: NodeResult) -> FloatVector:
+        """The center's aggregate; zeros when no weight reached it."""
+        if self._center.weight(root.state) <= 0:
+            return np.zeros(self.trainer.spec.size, dtype=np.float32)
         return self._center.finalize(root.state)
 
     def _failed_edges(self, r: int) -> set[str]:
@@ -294,7 +300,8 @@ class HierarchicalSimulation:
         ev = evaluate_round(
             self.trainer, self.test_data, params, r, rounds=s.rounds, eval_every=s.eval_every
         )
-        train_loss = self._center.client_metrics(root.state).get("train_loss")
+        client_means = self._center.client_metrics(root.state)
+        train_loss = client_means.get("train_loss")
         down_s, compute_s, up_s = root.legs
         decode_s, self._inner.decode_s = self._inner.decode_s, 0.0
         codec = codec_extras(
@@ -312,6 +319,7 @@ class HierarchicalSimulation:
             extras={
                 **(ev.extras or {}),
                 **codec,
+                **client_extras(client_means),
                 "center_ingress_bytes": float(tally.ingress[Tier.CENTER]),
                 "region_ingress_bytes": float(tally.ingress[Tier.REGION]),
                 "edge_ingress_bytes": float(tally.ingress[Tier.EDGE]),
@@ -319,13 +327,3 @@ class HierarchicalSimulation:
                 "client_updates": float(tally.updates),
             },
         )  # fmt: skip
-
-    def _emit(self, outcome: RoundOutcome, metrics: RoundMetrics) -> None:
-        for cid, reason in outcome.failed:
-            failure = ClientFailure(outcome.round_idx, cid, reason)
-            for sink in self.sinks:
-                sink.emit(failure)
-        for sink in self.sinks:
-            sink.emit(metrics)
-        if self.on_round is not None:
-            self.on_round(metrics)

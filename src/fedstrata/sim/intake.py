@@ -10,41 +10,49 @@ evaluation and the codec figures of the round's metrics.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.coordinator.cadence import evaluation_due
+from fedstrata.coordinator.events import RoundOutcome
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector, ParamSpec
 from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.core.update import validate_vector
 from fedstrata.errors import FedstrataError, PrivacyBudgetExhausted
+from fedstrata.monitoring import ClientFailure, RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
-from fedstrata.sim.hooks import RoundHook
+from fedstrata.sim.hooks import ClientPlanner, ClientReport, RoundHook
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tasks import TaskResult
 
 __all__ = [
     "Evaluation",
     "apply_server_halves",
+    "client_extras",
     "client_legs",
     "client_weight",
     "codec_extras",
     "dense_bytes",
+    "emit_round",
     "evaluate_round",
+    "finish_round",
     "fold_result",
     "result_problem",
+    "round_mean",
     "start_hooks",
     "upload_bytes",
 ]
 
+log = logging.getLogger(__name__)
 _HEADLINE = ("loss", "accuracy")  # a task's evaluate metrics stored as fields, not extras
 
 
@@ -171,6 +179,63 @@ def evaluate_round(
     acc = None if math.isnan(ev.accuracy) else ev.accuracy
     extras = {f"test_{k}": v for k, v in ev.metrics.items() if k not in _HEADLINE}
     return Evaluation(acc, ev.loss, extras)
+
+
+def round_mean(
+    outcome: RoundOutcome, size: int, finalize: Callable[[], FloatVector]
+) -> FloatVector:
+    """The round's aggregate (``finalize()``); zeros when nothing was accepted (a hook
+    that applies every round, central DP, still noises it: an unchanged model would
+    reveal a small cohort)."""
+    if not outcome.applied:
+        log.info(
+            "round %d: applying the noised aggregate of %d updates although below "
+            "min_clients (central DP applies every round)",
+            outcome.round_idx,
+            len(outcome.accepted),
+        )
+    if not outcome.accepted:
+        return np.zeros(size, dtype=np.float32)
+    return finalize()
+
+
+def finish_round(
+    metrics: RoundMetrics,
+    outcome: RoundOutcome,
+    *,
+    hooks: Sequence[RoundHook],
+    planner: ClientPlanner | None,
+    reports: Sequence[ClientReport],
+) -> RoundMetrics:
+    """``metrics`` with the planner's and the hooks' figures (after the server step)."""
+    extras = dict(metrics.extras)
+    if planner is not None:
+        extras.update(planner.observe(outcome.round_idx, reports, metrics.sim_round_s))
+    for hook in hooks:
+        extras.update(hook.finish(outcome.round_idx, len(outcome.accepted), metrics.loss))
+    return replace(metrics, extras=extras)
+
+
+def emit_round(
+    outcome: RoundOutcome,
+    metrics: RoundMetrics,
+    sinks: Sequence[Sink],
+    on_round: Callable[[RoundMetrics], None] | None,
+) -> None:
+    """Send the round's client failures and metrics to the sinks and the callback."""
+    for cid, reason in outcome.failed:
+        failure = ClientFailure(outcome.round_idx, cid, reason)
+        for sink in sinks:
+            sink.emit(failure)
+    for sink in sinks:
+        sink.emit(metrics)
+    if on_round is not None:
+        on_round(metrics)
+
+
+def client_extras(client_means: Mapping[str, float]) -> dict[str, float]:
+    """Figures the clients report beside their loss (seconds spent encoding)."""
+    return {"client_encode_s": client_means["encode_s"]} if "encode_s" in client_means else {}
 
 
 def codec_extras(
