@@ -77,10 +77,10 @@ class TreeTally:
     def mark(self, cid: int, status: Status, arrival_s: float, reason: str = "") -> None:
         """Record a client's fate in one period; the worst fate and last arrival stay."""
         old, old_arrival = self.status.get(cid, ("accepted", arrival_s))
+        if status == "failed" and (cid not in self.status or old != "failed"):
+            self.failures.append((cid, reason))  # the first failure's reason is reported
         worst = status if _RANK[status] >= _RANK[old] else old
         self.status[cid] = (worst, max(arrival_s, old_arrival))
-        if status == "failed":
-            self.failures.append((cid, reason))
 
 
 @dataclass
