@@ -217,9 +217,7 @@ def test_failing_clients_make_one_warning_per_global_round(caplog):
     sim.run(params0())
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 2, warnings
-    assert warnings[0].startswith(
-        "global round 0: 3 of 12 client updates not used: 3 x non-finite"
-    )
+    assert warnings[0].startswith("round 0: 3 of 12 client updates not used: 3 x non-finite")
     assert "lower client.lr" in warnings[0]
     assert (
         sum("dropped" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO) == 6

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from fedstrata.builders import (
 from fedstrata.compress import ChainCodec
 from fedstrata.config import FedConfig
 from fedstrata.config.models import SimConfig
-from fedstrata.coordinator import RoundCoordinator, RoundPolicy
+from fedstrata.coordinator import RoundCoordinator, RoundPolicy, Selector
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import DiskStateStore
@@ -292,6 +292,33 @@ def privacy_hooks(
     return (hook,)
 
 
+def sim_settings(config: FedConfig) -> SimSettings:
+    """Rounds, local plan, evaluation cadence, seed and weighting (uniform under DP)."""
+    r = config.rounds
+    weighting: Literal["examples", "uniform"] = "uniform" if config.privacy.enabled else "examples"
+    return SimSettings(
+        r.rounds, local_plan(config.client), r.eval_every, config.seed, weighting=weighting
+    )
+
+
+def round_coordinator(
+    config: FedConfig, num_clients: int, selector: Selector | None = None
+) -> RoundCoordinator:
+    """Cohort size, ``min_clients``, deadline and (under DP) Poisson sampling."""
+    r = config.rounds
+    poisson = sampling_rate(config, num_clients) if config.privacy.enabled else None
+    policy = RoundPolicy(
+        r.clients_per_round, r.min_clients, r.deadline_s, config.seed, poisson_rate=poisson
+    )
+    return RoundCoordinator(policy, selector=selector)
+
+
+def broadcaster(config: FedConfig, params: FloatVector) -> CompressedBroadcast | None:
+    """The compressed downlink (``downlink``), or None for the dense model."""
+    d = config.downlink
+    return CompressedBroadcast(params, d.spec(), d.history) if d.enabled else None
+
+
 def simulation(
     config: FedConfig,
     *,
@@ -308,7 +335,6 @@ def simulation(
 
     ``strategy``: the server optimizer and aggregator (default: the config's).
     """
-    rounds = config.rounds
     planner = selector = None
     strategy = strategy or server_strategy(config)
     agg: Aggregator[Any] = strategy.aggregator
@@ -319,29 +345,9 @@ def simulation(
             config, dataset=dataset, trainer=trainer, profiles=profiles, registry=registry,
             aggregator=agg,
         )  # fmt: skip
-    private = config.privacy.enabled
-    poisson = sampling_rate(config, dataset.num_clients) if private else None
-    broadcast = None
-    if config.downlink.enabled:
-        broadcast = CompressedBroadcast(params, config.downlink.spec(), config.downlink.history)
     return Simulation(
-        settings=SimSettings(
-            rounds.rounds,
-            local_plan(config.client),
-            rounds.eval_every,
-            config.seed,
-            weighting="uniform" if private else "examples",
-        ),
-        coordinator=RoundCoordinator(
-            RoundPolicy(
-                rounds.clients_per_round,
-                rounds.min_clients,
-                rounds.deadline_s,
-                config.seed,
-                poisson_rate=poisson,
-            ),
-            selector=selector,
-        ),
+        settings=sim_settings(config),
+        coordinator=round_coordinator(config, dataset.num_clients, selector),
         trainer=trainer,
         executor=executor,
         client_sizes=dataset.client_sizes(),
@@ -351,5 +357,5 @@ def simulation(
         aggregator=agg,
         planner=planner,
         pipeline=pipeline,
-        broadcast=broadcast,
+        broadcast=broadcaster(config, params),
     )

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedstrata.algorithms.server import ServerOptimizer
-from fedstrata.api.components import local_plan, server_optimizer
+from fedstrata.aggregation import WeightedMean
+from fedstrata.aggregation.protocol import Aggregator
+from fedstrata.api.components import (
+    broadcaster,
+    local_plan,
+    privacy_hooks,
+    round_coordinator,
+    sim_settings,
+)
+from fedstrata.builders import ServerStrategy, server_strategy
 from fedstrata.config import FedConfig
 from fedstrata.coordinator.planner import (
     ClusterBounds,
@@ -21,15 +29,25 @@ from fedstrata.coordinator.planner import (
 )
 from fedstrata.coordinator.topology import Tier, Topology, TopologyNode
 from fedstrata.core.context import derive_rng
+from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.training import ClientPopulation, Trainer
 from fedstrata.errors import ConfigError
 from fedstrata.pipeline import Pipeline
-from fedstrata.sim import Executor, ProfileTable, SimSettings
+from fedstrata.sim import Executor, ProfileTable
 from fedstrata.sim.hierarchy import HierarchicalSimulation, HierSettings
 from fedstrata.sim.network import GeoModel, LatencyMatrix, NetworkModel
 
-__all__ = ["TreePlan", "hierarchical_simulation", "plan_tree", "predicted_tree_round_s"]
+if TYPE_CHECKING:
+    from fedstrata.scheduling import Registry
+
+__all__ = [
+    "TreePlan",
+    "hierarchical_simulation",
+    "plan_tree",
+    "predicted_tree_round_s",
+    "tree_margin_s",
+]
 
 
 @dataclass(frozen=True)
@@ -105,9 +123,10 @@ def predicted_tree_round_s(
 ) -> float:
     """Predicted seconds of one global round over ``tree`` (what the tree simulation takes).
 
-    Every client of the tree trains in every round, as in
-    :class:`~fedstrata.sim.hierarchy.HierarchicalSimulation`; transfers share each
-    tier's link (:func:`~fedstrata.coordinator.planner.predict_round`).
+    The cohort of each of the run's first rounds (at most 8) is drawn as the run's
+    coordinator draws it (availability, ``clients_per_round``, Poisson sampling); the
+    tree pruned to it is timed with transfers sharing each tier's link
+    (:func:`~fedstrata.coordinator.planner.predict_round`), and the rounds averaged.
     """
     plan = local_plan(config.client)
     examples = np.array([plan.num_samples(int(s)) for s in sizes])
@@ -118,11 +137,56 @@ def predicted_tree_round_s(
         compute_s, profiles.uplink_bps,
         profiles.downlink_bps, dense, dense, dense, tree.matrix.latency_ms / 1e3,
     )  # fmt: skip
-    t = config.topology
-    return predict_round(
-        tree.topology, cost, tree.links, kappa_edge=t.kappa_edge, kappa_region=t.kappa_region,
-        hosts=tree.hosts,
-    ).global_round_s  # fmt: skip
+    t, coordinator = config.topology, round_coordinator(config, len(sizes))
+    times = []
+    for r in range(min(config.rounds.rounds, 8)):
+        online = profiles.available(derive_rng(config.seed, r, -1, "online"))
+        root = _pruned(tree.topology.root, set(coordinator.select(r, online).tolist()))
+        if root is None:
+            times.append(0.0)
+            continue
+        times.append(
+            predict_round(
+                Topology(root), cost, tree.links, kappa_edge=t.kappa_edge,
+                kappa_region=t.kappa_region, hosts=tree.hosts,
+            ).global_round_s
+        )  # fmt: skip
+    return float(np.mean(times))
+
+
+def _pruned(node: TopologyNode, cohort: set[int]) -> TopologyNode | None:
+    """``node`` with only the ``cohort``'s clients and the nodes above them."""
+    kids = tuple(k for k in (_pruned(c, cohort) for c in node.children) if k is not None)
+    clients = tuple(c for c in node.clients if c in cohort)
+    if not kids and not clients:
+        return None
+    return TopologyNode(node.name, node.tier, kids, clients)
+
+
+def tree_margin_s(
+    topology: Topology, network: NetworkModel, profiles: ProfileTable, size: int
+) -> float:
+    """Seconds of a client's round that its own links do not show: the dense model's
+    way down to its edge (each hop's latency plus its egress shared by all siblings,
+    an upper bound of the fair share) and the tree's client hop latency above the
+    device's own, both ways. The scheduler plans within the deadline less this.
+    """
+    bits = 8.0 * (HEADER_SIZE + 4 * size)
+    worst = 0.0
+
+    def visit(node: TopologyNode, reached_s: float) -> None:
+        nonlocal worst
+        egress = len(node.children) + len(node.clients)
+        send_s = egress * bits / network.link(node.tier).bandwidth_bps
+        for c in node.clients:
+            extra = network.hop_latency_s(c, node.name, node.tier) - profiles.latency_s[c]
+            worst = max(worst, reached_s + send_s + 2 * max(extra, 0.0))
+        for kid in node.children:
+            hop_s = network.hop_latency_s(network.hosts.get(kid.name), node.name, node.tier)
+            visit(kid, reached_s + hop_s + send_s)
+
+    visit(topology.root, 0.0)
+    return worst
 
 
 def hierarchical_simulation(
@@ -133,21 +197,42 @@ def hierarchical_simulation(
     executor: Executor,
     pipeline: Pipeline | None,
     profiles: ProfileTable,
-    optimizer: ServerOptimizer[Any] | None = None,
+    params: FloatVector,
+    strategy: ServerStrategy | None = None,
+    registry: Registry | None = None,
 ) -> HierarchicalSimulation:
-    """HierFAVG over the planned tree on the simulated network.
+    """HierFAVG over the planned tree on the simulated network, with the config's
+    cohort, deadline, downlink, central DP, scheduler and center aggregator.
 
-    ``optimizer``: the server optimizer (default: the config's).
+    ``strategy``: the server optimizer and aggregator (default: the config's); a
+    robust aggregator runs at the center over its children's partial means.
     """
     t = config.topology
+    strategy = strategy or server_strategy(config)
     tree = plan_tree(config, dataset.num_clients)
     partial = t.partial_compression.spec() if t.partial_compression.enabled else None
-    settings = SimSettings(
-        config.rounds.rounds, local_plan(config.client), config.rounds.eval_every, config.seed
-    )
+    network = NetworkModel(tree.links, tree.matrix, tree.hosts)
+    planner = selector = None
+    clients: Aggregator[Any] = WeightedMean()
+    if config.scheduling.enabled:
+        from fedstrata.api.scheduling import scheduler  # deferred: SQLAlchemy, Alembic
+
+        deadline = config.rounds.deadline_s
+        if deadline is not None:
+            margin = tree_margin_s(tree.topology, network, profiles, trainer.spec.size)
+            deadline = max(deadline - margin, 1e-3 * deadline)
+        planner, selector, clients = scheduler(
+            config, dataset=dataset, trainer=trainer, profiles=profiles, registry=registry,
+            aggregator=clients, deadline_s=deadline,
+        )  # fmt: skip
+    center = None if config.server.aggregator == "mean" else strategy.aggregator
     return HierarchicalSimulation(
-        settings, HierSettings(t.kappa_edge, t.kappa_region, partial, t.edge_failure_rate),
-        tree.topology, NetworkModel(tree.links, tree.matrix, tree.hosts), trainer, executor,
-        dataset.client_sizes(), dataset.test, profiles,
-        optimizer or server_optimizer(config.server, config.project_dir), pipeline,
+        sim_settings(config),
+        HierSettings(t.kappa_edge, t.kappa_region, partial, t.edge_failure_rate),
+        tree.topology, network, trainer, executor,
+        dataset.client_sizes(), dataset.test, profiles, strategy.optimizer, pipeline,
+        coordinator=round_coordinator(config, dataset.num_clients, selector),
+        aggregator=clients, center_aggregator=center, broadcast=broadcaster(config, params),
+        hooks=privacy_hooks(config, pipeline, dataset.num_clients, trainer.spec.size),
+        planner=planner,
     )  # fmt: skip

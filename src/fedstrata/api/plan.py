@@ -134,7 +134,7 @@ def _cohort_line(config: FedConfig, n: int) -> str:
     else:
         who = f"{r.clients_per_round or n} of {n} clients"
     deadline = "none" if r.deadline_s is None else f"{r.deadline_s:g} s"
-    return f"flat cohort: {who} per round, deadline {deadline}"
+    return f"cohort: {who} per round, deadline {deadline}"
 
 
 def describe_plan(config: FedConfig) -> str:
@@ -148,7 +148,7 @@ def describe_plan(config: FedConfig) -> str:
     if pred.tree_s is not None:
         lines += [
             f"links: LAN {t.lan_mbps:g} Mb/s, metro {t.metro_mbps:g} Mb/s, "
-            f"WAN {t.wan_mbps:g} Mb/s; every client trains every round",
+            f"WAN {t.wan_mbps:g} Mb/s; the cohort trains in every edge round",
             f"predicted global round, {t.mode}: {pred.tree_s:10.2f} s"
             f"  (kappa_edge {t.kappa_edge}, kappa_region {t.kappa_region})",
         ]

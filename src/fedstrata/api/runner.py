@@ -161,10 +161,8 @@ def run(
                 eval_data=split.eval_data,
             )
             sim.fed_eval = split.evaluator
-            if isinstance(sim, Simulation):
+            if isinstance(sim, (Simulation, HierarchicalSimulation)):
                 sim.on_round, sim.hooks = on_round, (*sim.hooks, *hooks)
-            elif isinstance(sim, HierarchicalSimulation):
-                sim.on_round = on_round
             else:
                 sim.on_update = on_round
             progress = SimulationResult(params=params)
@@ -312,7 +310,7 @@ def _assemble(
 
         tree = hierarchical_simulation(
             config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, profiles=table,
-            optimizer=strategy.optimizer,
+            params=params, strategy=strategy, registry=registry,
         )  # fmt: skip
         tree.sinks = _sinks(store)
         return tree, params

@@ -103,6 +103,7 @@ def scheduler(
     profiles: ProfileTable,
     registry: Registry | None,
     aggregator: Aggregator[Any],
+    deadline_s: float | None = None,
 ) -> tuple[ScheduledPlanner | None, ScheduledSelector | None, Aggregator[Any]]:
     """Planner, selector and (settlement-weighted) aggregator, or the inputs unchanged.
 
@@ -114,6 +115,9 @@ def scheduler(
     weights ``done / assigned`` would have to pass through the hook's fixed
     denominator ``q N`` to stay bounded; the uniform rule is the one documented in
     docs/privacy.md.)
+
+    ``deadline_s``: what the planner sizes work to (default: ``rounds.deadline_s``; a
+    tree passes less, for the model's way down to the edges).
     """
     s = config.scheduling
     if not s.enabled:
@@ -125,7 +129,7 @@ def scheduler(
     inner = OortSelector(dataset.num_clients) if s.selector == "oort" else RandomSelector()
     nbytes = HEADER_SIZE + 4 * trainer.spec.size
     settings = ScheduleSettings(
-        config.rounds.deadline_s, s.allocation, s.min_steps, s.max_steps, s.safety
+        deadline_s or config.rounds.deadline_s, s.allocation, s.min_steps, s.max_steps, s.safety
     )
     planner = ScheduledPlanner(
         settings, predictor, regp, profiles, dataset.client_sizes(),

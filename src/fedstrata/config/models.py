@@ -468,16 +468,24 @@ class FedConfig(_Strict):
     def _hierarchy_fits(self) -> FedConfig:
         if self.topology.mode == "flat":
             return self
+        t, private = self.topology, self.privacy.enabled
+        periods = t.kappa_edge * t.kappa_region > 1
+        partial = t.partial_compression.spec() if t.partial_compression.enabled else None
+        lossy = partial is not None and (partial.sparsify != "none" or partial.quantize != 32)
         others = {
-            "privacy": self.privacy.enabled,
-            "secagg": self.secagg.enabled,
-            "scheduling": self.scheduling.enabled or self.scheduling.async_.enabled,
-            "compression (use topology.partial_compression)": self.compression.enabled,
-            "a robust or custom aggregator": self.server.aggregator != "mean",
+            "secagg (two-tier masks are not driven by the tree yet)": self.secagg.enabled,
+            "scheduling.async (FedBuff buffers updates itself)": self.scheduling.async_.enabled,
+            "privacy with kappa_edge * kappa_region > 1 (a client then sends several clipped "
+            "updates per global round; the accountant counts one)": private and periods,
+            "privacy with a robust server.aggregator (the noise is calibrated to the sum of "
+            "clipped updates, not to a robust statistic of edge aggregates)": private
+            and self.server.aggregator != "mean",
+            "privacy with a lossy topology.partial_compression (a re-encoded edge sum is no "
+            "longer within clip_norm per client)": private and lossy,
+            "scheduling with kappa_edge * kappa_region > 1 (the planner sizes one local "
+            "training per client per round)": self.scheduling.enabled and periods,
         }
         clash = [name for name, on in others.items() if on]
         if clash:
-            raise ValueError(
-                f"a hierarchical topology does not combine with {', '.join(clash)} yet"
-            )
+            raise ValueError(f"a hierarchical topology does not combine with {'; '.join(clash)}")
         return self

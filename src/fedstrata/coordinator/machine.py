@@ -144,6 +144,12 @@ class RoundCoordinator:
             return chosen.astype(np.int64)
         return np.sort(rng.choice(ids, size=k, replace=False))
 
+    def is_late(self, arrival_s: float) -> bool:
+        """Whether an update arriving at ``arrival_s`` misses the open round's deadline
+        (the one rule; a tree driver asks it when an update reaches its edge)."""
+        deadline = self.policy.deadline_s
+        return deadline is not None and arrival_s - self._start_s > deadline
+
     def _start(self, event: StartRound) -> list[Command]:
         if self._phase is Phase.COLLECTING:
             raise ProtocolError(
@@ -172,8 +178,7 @@ class RoundCoordinator:
             log.warning("round %d: rejected update: %s", self._round, problem)
             return Reject(event.client_id, problem)
         self._reported.add(event.client_id)
-        deadline = self.policy.deadline_s
-        if deadline is not None and event.arrival_s - self._start_s > deadline:
+        if self.is_late(event.arrival_s):
             log.info("round %d: client %d missed the deadline", self._round, event.client_id)
             self._late.append(event.client_id)
             return Reject(event.client_id, "missed the round deadline", late=True)

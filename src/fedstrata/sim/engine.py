@@ -17,10 +17,10 @@ events in time order (up to the floating-point order of the sum, which is fixed)
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -39,15 +39,12 @@ from fedstrata.coordinator import (
     StartRound,
     UpdateArrived,
 )
-from fedstrata.coordinator.cadence import evaluation_due
 from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
-from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
-from fedstrata.core.update import validate_vector
-from fedstrata.errors import FedstrataError, PrivacyBudgetExhausted
-from fedstrata.monitoring import ClientFailure, FedEvalMetrics, RoundMetrics, Sink
+from fedstrata.errors import FedstrataError
+from fedstrata.monitoring import FedEvalMetrics, RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
@@ -58,6 +55,21 @@ from fedstrata.sim.hooks import (
     DenseBroadcast,
     RoundHook,
 )
+from fedstrata.sim.intake import (
+    apply_server_halves,
+    client_extras,
+    client_legs,
+    client_weight,
+    codec_extras,
+    emit_round,
+    evaluate_round,
+    finish_round,
+    fold_result,
+    result_problem,
+    round_mean,
+    start_hooks,
+    upload_bytes,
+)
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tasks import ClientTask, TaskResult
 
@@ -66,7 +78,6 @@ __all__ = ["SimSettings", "Simulation", "SimulationResult"]
 ClientStatus = Literal["accepted", "late", "failed"]
 
 log = logging.getLogger(__name__)
-_HEADLINE = ("loss", "accuracy")  # a task's evaluate metrics stored as fields, not extras
 
 
 @dataclass(frozen=True)
@@ -153,12 +164,10 @@ class Simulation:
             result.fed_evals = self.fed_eval.history
         opt_state = self.server_optimizer.init(params)
         for round_idx in range(self.settings.rounds):
-            try:
-                for hook in self.hooks:
-                    hook.start(round_idx)
-            except PrivacyBudgetExhausted as exc:
-                log.warning("stopping before round %d: %s", round_idx, exc)
-                result.stopped_reason = str(exc)
+            stop = start_hooks(self.hooks, round_idx)
+            if stop is not None:
+                log.warning("stopping before round %d: %s", round_idx, stop)
+                result.stopped_reason = stop
                 break
             params, opt_state, metrics = self.run_round(round_idx, params, opt_state)
             result.rounds.append(metrics)
@@ -195,44 +204,24 @@ class Simulation:
         outcome = close.outcome
         ctx = RoundContext(round_idx, self.settings.root_seed)
         if outcome.applied or any(hook.applies_every_round for hook in self.hooks):
-            mean = self._round_mean(state, outcome, params.shape[0])
-            for hook in self.hooks:
-                mean = hook.aggregate(mean, len(outcome.accepted), ctx)
-            if self.pipeline is not None:
-                mean = self.pipeline.decode_aggregate(mean, ctx)
+            finalize = partial(self.aggregator.finalize, state)
+            mean = round_mean(outcome, params.shape[0], finalize)
+            mean = apply_server_halves(mean, len(outcome.accepted), ctx, self.hooks, self.pipeline)
             params, opt_state = self.server_optimizer.step(params, mean, opt_state)
             self._bc.publish(params, ctx)
         client_means = self.aggregator.finalize_metrics(state)
         train_loss = client_means.get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
-        extras = {**metrics.extras, **self._codec_extras(tally)}
-        if "encode_s" in client_means:
-            extras["client_encode_s"] = client_means["encode_s"]
-        if self.planner is not None:
-            extras.update(self.planner.observe(round_idx, tally.reports, metrics.sim_round_s))
-        for hook in self.hooks:
-            extras.update(hook.finish(round_idx, len(outcome.accepted), metrics.loss))
-        metrics = replace(metrics, extras=extras)
+        extras = {**metrics.extras, **self._codec_extras(tally), **client_extras(client_means)}
+        metrics = finish_round(
+            replace(metrics, extras=extras), outcome,
+            hooks=self.hooks, planner=self.planner, reports=tally.reports,
+        )  # fmt: skip
         if self.fed_eval is not None:
             last = round_idx == self.settings.rounds - 1
             self.fed_eval.maybe_run(self.executor, params, round_idx, last=last, sinks=self.sinks)
-        self._emit(outcome, metrics)
+        emit_round(outcome, metrics, self.sinks, self.on_round)
         return params, opt_state, metrics
-
-    def _round_mean(self, state: object, outcome: RoundOutcome, size: int) -> FloatVector:
-        """The aggregate; zeros when nothing was accepted (a hook that applies every
-        round, central DP, still noises it: an unchanged model would reveal a small
-        cohort)."""
-        if not outcome.applied:
-            log.info(
-                "round %d: applying the noised aggregate of %d updates although below "
-                "min_clients (central DP applies every round)",
-                outcome.round_idx,
-                len(outcome.accepted),
-            )
-        if not outcome.accepted:
-            return np.zeros(size, dtype=np.float32)
-        return self.aggregator.finalize(state)
 
     def _receive(self, res: TaskResult, tally: _RoundTally, state: object) -> object:
         """Account, time, and (if the coordinator accepts it) fold one client's result."""
@@ -240,23 +229,27 @@ class Simulation:
         down_bytes = self._bc.download_bytes(cid)
         tally.bytes_down += down_bytes
         plan = tally.plans[res.index]
-        problem = self._problem(res)
+        problem = result_problem(res, self.trainer.spec)
         if problem is not None:
             self.coordinator.handle(ClientFailed(cid, problem))
             self._report(tally, res, plan, (0.0, 0.0, 0.0), "failed")
             return state
-        up_bytes = res.payload.nbytes if res.payload is not None else HEADER_SIZE + 4 * tally.size
+        up_bytes = upload_bytes(res, tally.size)
         tally.bytes_up += up_bytes
         tally.uploads += 1
-        legs = self._timing(cid, plan, down_bytes, up_bytes)
-        weight = float(res.num_examples) if self.settings.weighting == "examples" else 1.0
+        legs = client_legs(
+            self.profiles, self.client_sizes, self.trainer.flops_per_example,
+            cid=cid, plan=plan, down_bytes=down_bytes, up_bytes=up_bytes,
+        )  # fmt: skip
+        weight = client_weight(res, self.settings.weighting)
         (cmd,) = self.coordinator.handle(UpdateArrived(cid, tally.start_s + sum(legs), weight))
         if isinstance(cmd, Reject):
             tally.any_late = tally.any_late or cmd.late
             self._report(tally, res, plan, legs, "late" if cmd.late else "failed")
             return state
         try:
-            state = self._fold(state, res, weight)
+            state, decode_s = fold_result(self.aggregator, state, res, weight, self.pipeline)
+            self._decode_s += decode_s
         except FedstrataError as exc:  # malformed payload: dropped, sum untouched
             self.coordinator.handle(ClientFailed(cid, str(exc)))
             self._report(tally, res, plan, legs, "failed")
@@ -283,51 +276,11 @@ class Simulation:
         )
 
     def _codec_extras(self, tally: _RoundTally) -> dict[str, float]:
-        done = max(tally.uploads, 1)
-        dense = done * (HEADER_SIZE + 4 * tally.size)
         decode_s, self._decode_s = self._decode_s, 0.0
-        return {
-            "uplink_ratio": dense / tally.bytes_up if tally.bytes_up else 1.0,
-            "uplink_bytes_per_client": tally.bytes_up / done,
-            "downlink_bytes_per_client": tally.bytes_down / max(len(tally.plans), 1),
-            "server_decode_s": decode_s,
-        }
-
-    def _problem(self, res: TaskResult) -> str | None:
-        """Why a result cannot be used (client error, NaN/Inf, wrong shape), or None."""
-        if res.error is not None:
-            return res.error
-        if res.payload is None:
-            try:
-                validate_vector(res.client_id, res.vector, self.trainer.spec)
-            except FedstrataError as exc:
-                return str(exc)
-        return None
-
-    def _fold(self, state: object, res: TaskResult, weight: float) -> object:
-        agg, cid, metrics = self.aggregator, res.client_id, res.metrics
-        if res.vector is not None:
-            return agg.accumulate(state, res.vector, weight, client_id=cid, metrics=metrics)
-        assert self.pipeline is not None
-        assert res.payload is not None
-        start = time.perf_counter()
-        state = agg.accumulate_payload(
-            state, self.pipeline.codec, res.payload, weight, client_id=cid, metrics=metrics
-        )
-        self._decode_s += time.perf_counter() - start
-        return state
-
-    def _timing(
-        self, cid: int, plan: LocalPlan, down_bytes: int, up_bytes: int
-    ) -> tuple[float, float, float]:
-        """Simulated (downlink, compute, uplink) seconds of client ``cid``."""
-        examples = plan.num_samples(int(self.client_sizes[cid]))
-        legs = self.profiles.legs_s(
-            np.array([cid]), np.array([examples]), self.trainer.flops_per_example,
-            down_bytes, up_bytes,
+        return codec_extras(
+            uploads=tally.uploads, size=tally.size, bytes_up=tally.bytes_up,
+            bytes_down=tally.bytes_down, receivers=len(tally.plans), decode_s=decode_s,
         )  # fmt: skip
-        down_s, compute_s, up_s = (float(leg[0]) for leg in legs)
-        return down_s, compute_s, up_s
 
     @staticmethod
     def _round_end(send: SendModel, tally: _RoundTally) -> float:
@@ -344,21 +297,16 @@ class Simulation:
         wall_s: float,
         train_loss: float | None,
     ) -> RoundMetrics:
-        acc = loss = None
-        extras: dict[str, float] = {}
-        last = outcome.round_idx == self.settings.rounds - 1
-        if self.test_data is not None and evaluation_due(
-            outcome.round_idx, self.settings.eval_every, last=last
-        ):
-            ev = self.trainer.evaluate(params, self.test_data)
-            acc = None if math.isnan(ev.accuracy) else ev.accuracy
-            loss = ev.loss
-            extras = {f"test_{k}": v for k, v in ev.metrics.items() if k not in _HEADLINE}
+        s = self.settings
+        ev = evaluate_round(
+            self.trainer, self.test_data, params, outcome.round_idx,
+            rounds=s.rounds, eval_every=s.eval_every,
+        )  # fmt: skip
         down_s, compute_s, up_s = tally.critical
         return RoundMetrics(
             round_idx=outcome.round_idx,
-            accuracy=acc,
-            loss=loss,
+            accuracy=ev.accuracy,
+            loss=ev.loss,
             train_loss=train_loss,
             clients_selected=outcome.selected,
             clients_completed=len(outcome.accepted),
@@ -372,15 +320,5 @@ class Simulation:
             compute_s=compute_s,
             downlink_s=down_s,
             uplink_s=up_s,
-            extras=extras,
+            extras=ev.extras or {},
         )
-
-    def _emit(self, outcome: RoundOutcome, metrics: RoundMetrics) -> None:
-        for cid, reason in outcome.failed:
-            failure = ClientFailure(outcome.round_idx, cid, reason)
-            for sink in self.sinks:
-                sink.emit(failure)
-        for sink in self.sinks:
-            sink.emit(metrics)
-        if self.on_round is not None:
-            self.on_round(metrics)

@@ -16,6 +16,16 @@ feedback (keyed by the node). Simulated time comes from the :mod:`network model
 <fedstrata.sim.network>`: broadcast down the node's link (egress shared fairly),
 clients' compute from their profiles, uploads into the node's ingress shared fairly.
 
+Each global round the :class:`~fedstrata.coordinator.RoundCoordinator` draws the cohort
+from the available clients (``clients_per_round``, Poisson sampling under central DP,
+the scheduler's over-selection); only selected clients train and nodes without
+selected clients sit out. Client updates that reach their edge after the deadline are
+late (:mod:`fedstrata.sim.tree_round`). The coordinator closes the round with its
+outcome (``min_clients``); the center's aggregate then goes through the round hooks
+(central DP noise) and the pipeline's server halves, as in the flat simulator
+(:mod:`fedstrata.sim.intake`), and the center broadcasts the new model through the
+run's :class:`~fedstrata.sim.hooks.Broadcaster` (dense or compressed deltas).
+
 An edge that fails in a global round loses its cluster for that round; from the next
 round its clients are re-homed to the smallest live sibling edge, or to the region
 (:func:`fedstrata.coordinator.planner.rehome`).
@@ -25,34 +35,55 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from fedstrata.aggregation import MeanState, WeightedMean
+from fedstrata.aggregation import WeightedMean
+from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.algorithms.server import ServerOptimizer
 from fedstrata.compress import ChainCodec, CompressionSpec
-from fedstrata.coordinator.cadence import evaluation_due
+from fedstrata.coordinator import (
+    ClientFailed,
+    CloseRound,
+    DeadlinePassed,
+    RoundCoordinator,
+    RoundOutcome,
+    RoundPolicy,
+    SendModel,
+    StartRound,
+    UpdateArrived,
+)
 from fedstrata.coordinator.planner import rehome
-from fedstrata.coordinator.summary import describe_losses
-from fedstrata.coordinator.topology import Tier, Topology, TopologyNode
+from fedstrata.coordinator.topology import Tier, Topology
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
-from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.state import MemoryStateStore
-from fedstrata.core.training import LocalData, Trainer
-from fedstrata.core.update import validate_vector
-from fedstrata.errors import ConfigError, FedstrataError
+from fedstrata.core.training import LocalData, LocalPlan, Trainer
+from fedstrata.errors import ConfigError
 from fedstrata.monitoring import RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.sim.engine import SimSettings, SimulationResult
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
-from fedstrata.sim.network import NetworkModel, fair_share_finish
+from fedstrata.sim.hooks import Broadcaster, ClientPlanner, DenseBroadcast, RoundHook
+from fedstrata.sim.intake import (
+    apply_server_halves,
+    client_extras,
+    codec_extras,
+    emit_round,
+    evaluate_round,
+    finish_round,
+    round_mean,
+    start_hooks,
+)
+from fedstrata.sim.network import NetworkModel
 from fedstrata.sim.profiles import ProfileTable
-from fedstrata.sim.tasks import ClientTask, TaskResult
+from fedstrata.sim.tree_node import MeanTier, RobustCenter, TierAggregation
+from fedstrata.sim.tree_round import NodeResult, TreeTally, TreeWalk
 
 __all__ = ["HierSettings", "HierarchicalSimulation"]
 
@@ -95,30 +126,14 @@ class HierSettings:
         return {Tier.EDGE: self.kappa_edge, Tier.REGION: self.kappa_region}.get(tier, 1)
 
 
-@dataclass
-class _Tally:
-    """Figures of the global round in flight."""
-
-    ingress: dict[Tier, int] = field(default_factory=lambda: dict.fromkeys(Tier, 0))
-    bytes_up: int = 0
-    bytes_down: int = 0
-    updates: int = 0
-    lost: set[int] = field(default_factory=set)
-    failed_clients: set[int] = field(default_factory=set)
-    failures: list[tuple[int, str]] = field(default_factory=list)  # (client, reason)
-    edge_rounds: int = 0
-    failed_edges: set[str] = field(default_factory=set)
-
-
-@dataclass
-class _Partial:
-    state: MeanState
-    end_s: float
-
-
 @dataclass(eq=False)
 class HierarchicalSimulation:
-    """Runs HierFAVG over a :class:`Topology` on simulated time; see the module docstring."""
+    """Runs HierFAVG over a :class:`Topology` on simulated time; see the module docstring.
+
+    ``aggregator`` folds client updates at every node (the weighted mean, or the
+    scheduler's settlement-weighted mean); ``center_aggregator``, when set, is a robust
+    aggregator run at the center over its children's partial means.
+    """
 
     settings: SimSettings
     hier: HierSettings
@@ -134,18 +149,32 @@ class HierarchicalSimulation:
     sinks: tuple[Sink, ...] = ()
     on_round: Callable[[RoundMetrics], None] | None = None
     fed_eval: FederatedEvaluator | None = None  # clients evaluate on their own data
+    coordinator: RoundCoordinator | None = None  # default: every client, no deadline
+    aggregator: Aggregator[Any] = field(default_factory=WeightedMean)
+    center_aggregator: Aggregator[Any] | None = None
+    broadcast: Broadcaster | None = None  # default: the dense model
+    hooks: tuple[RoundHook, ...] = ()
+    planner: ClientPlanner | None = None  # default: every client runs settings.plan
 
     def __post_init__(self) -> None:
-        self.aggregator = WeightedMean()
-        self._size = self.trainer.spec.size
-        self._dense_bytes = HEADER_SIZE + 4 * self._size
+        size = self.trainer.spec.size
         names = sorted(n.name for n in self.topology.root.walk())
         self._node_ids = {name: i for i, name in enumerate(names)}
         self._codec: ChainCodec | None = None
         spec = self.hier.partial_spec
         if spec is not None:
             store = MemoryStateStore() if spec.error_feedback else None
-            self._codec = ChainCodec(spec, self._size, store, state_key="partial_ef")
+            self._codec = ChainCodec(spec, size, store, state_key="partial_ef")
+        self._coordinator = self.coordinator or RoundCoordinator(
+            RoundPolicy(root_seed=self.settings.root_seed)
+        )
+        self._bc = self.broadcast or DenseBroadcast(size)
+        self._inner = MeanTier(
+            self.aggregator, self.pipeline, self._codec, self.settings.root_seed
+        )
+        self._center: TierAggregation = self._inner
+        if self.center_aggregator is not None:
+            self._center = RobustCenter(self.center_aggregator, self._inner)
         self._now = 0.0
 
     def run(
@@ -154,7 +183,8 @@ class HierarchicalSimulation:
         """Run ``settings.rounds`` global rounds from ``params``.
 
         ``progress``, when given, is filled in round by round and returned (see
-        :meth:`fedstrata.sim.Simulation.run`).
+        :meth:`fedstrata.sim.Simulation.run`). A round hook may stop the run (the
+        privacy budget is spent): ``stopped_reason`` says why.
         """
         start = time.perf_counter()
         result = SimulationResult(params=params) if progress is None else progress
@@ -162,6 +192,11 @@ class HierarchicalSimulation:
             result.fed_evals = self.fed_eval.history
         opt_state = self.server_optimizer.init(params)
         for r in range(self.settings.rounds):
+            stop = start_hooks(self.hooks, r)
+            if stop is not None:
+                log.warning("stopping before global round %d: %s", r, stop)
+                result.stopped_reason = stop
+                break
             params, opt_state, metrics = self.run_round(r, params, opt_state)
             result.rounds.append(metrics)
             result.params = params
@@ -175,33 +210,76 @@ class HierarchicalSimulation:
     def run_round(
         self, r: int, params: FloatVector, opt_state: object
     ) -> tuple[FloatVector, object, RoundMetrics]:
-        """One global round: the center's iteration over the whole tree, then the step."""
+        """One global round: cohort, the center's iteration over the tree, then the step."""
         wall0, t0 = time.perf_counter(), self._now
         failed = self._failed_edges(r)
-        tally = _Tally(failed_edges=failed)
+        send = self._start(r, t0)
+        plans: Sequence[LocalPlan] = [self.settings.plan] * send.client_ids.size
+        if self.planner is not None:
+            plans = self.planner.plans(r, send.client_ids, self.settings.plan)
+        cohort = [int(c) for c in send.client_ids]
+        tally = TreeTally(t0, frozenset(cohort), dict(zip(cohort, plans, strict=True)), failed)
         base = r * self.hier.kappa_edge * self.hier.kappa_region
-        part = self._iteration(self.topology.root, params, t0, base, tally)
-        if part.state.total_weight > 0:
-            mean = self.aggregator.finalize(part.state)
+        model = self._bc.model_for_clients(params)
+        root = self._walk().cycle(self.topology.root, model, t0, base, tally, fresh=True)
+        outcome = self._close(send, tally, root.end_s)
+        self._now = outcome.end_s
+        ctx = RoundContext(r, self.settings.root_seed)
+        if outcome.applied or any(hook.applies_every_round for hook in self.hooks):
+            mean = round_mean(outcome, params.shape[0], partial(self._center_mean, root))
+            mean = apply_server_halves(mean, len(outcome.accepted), ctx, self.hooks, self.pipeline)
             params, opt_state = self.server_optimizer.step(params, mean, opt_state)
-        else:
-            log.warning("global round %d: nothing reached the center; model unchanged", r)
-        self._now = part.end_s
-        metrics = self._metrics(r, params, part, tally, t0=t0, wall_s=time.perf_counter() - wall0)
-        losses = describe_losses(tally.failures, (), tally.updates + len(tally.failures))
-        if losses is not None:
-            log.warning("global round %d: %s", r, losses)
+            self._bc.publish(params, ctx)
+        metrics = self._metrics(r, params, root, tally, outcome, wall_s=0.0)
+        metrics = finish_round(
+            metrics, outcome, hooks=self.hooks, planner=self.planner, reports=tally.reports
+        )
+        metrics = replace(metrics, wall_round_s=time.perf_counter() - wall0)
         if failed:
             self.topology = rehome(self.topology, failed)
             log.warning("global round %d: edges %s failed; clients re-homed", r, sorted(failed))
         if self.fed_eval is not None:
             last = r == self.settings.rounds - 1
             self.fed_eval.maybe_run(self.executor, params, r, last=last, sinks=self.sinks)
-        for sink in self.sinks:
-            sink.emit(metrics)
-        if self.on_round is not None:
-            self.on_round(metrics)
+        emit_round(outcome, metrics, self.sinks, self.on_round)
         return params, opt_state, metrics
+
+    def _walk(self) -> TreeWalk:
+        return TreeWalk(
+            self.network, self.trainer, self.executor, self.profiles, self.client_sizes,
+            self._coordinator, self._bc, self._inner, self._center, self._node_ids,
+            {Tier.EDGE: self.hier.kappa_edge, Tier.REGION: self.hier.kappa_region},
+            self.settings.weighting,
+        )  # fmt: skip
+
+    def _start(self, r: int, t0: float) -> SendModel:
+        """The coordinator's cohort among the available clients of the tree."""
+        online = self.profiles.available(derive_rng(self.settings.root_seed, r, -1, "online"))
+        avail = np.intersect1d(online, np.fromiter(self.topology.root.all_clients(), np.int64))
+        (send,) = self._coordinator.handle(StartRound(r, t0, avail))
+        assert isinstance(send, SendModel)
+        return send
+
+    def _close(self, send: SendModel, tally: TreeTally, end_s: float) -> RoundOutcome:
+        """Tell the coordinator each cohort member's fate; it closes the round."""
+        for cid in send.client_ids.tolist():
+            status, arrival = tally.status.get(cid, ("failed", end_s))
+            if status == "failed":
+                reason = next((why for c, why in tally.failures if c == cid), "no update")
+                self._coordinator.handle(ClientFailed(cid, reason))
+            else:
+                self._coordinator.handle(UpdateArrived(cid, arrival, 1.0))
+        for cid, reason in tally.failures:
+            log.info("global round %d: client %d dropped: %s", send.round_idx, cid, reason)
+        (close,) = self._coordinator.handle(DeadlinePassed(max(end_s, tally.start_s)))
+        assert isinstance(close, CloseRound)
+        return close.outcome
+
+    def _center_mean(self, root: NodeResult) -> FloatVector:
+        """The center's aggregate; zeros when no weight reached it."""
+        if self._center.weight(root.state) <= 0:
+            return np.zeros(self.trainer.spec.size, dtype=np.float32)
+        return self._center.finalize(root.state)
 
     def _failed_edges(self, r: int) -> set[str]:
         edges = sorted(n.name for n in self.topology.root.walk() if n.tier is Tier.EDGE)
@@ -214,189 +292,34 @@ class HierarchicalSimulation:
             }
         return failed
 
-    # ---------------------------------------------------------------- one node
-
-    def _cycle(
-        self, node: TopologyNode, model: FloatVector, start_s: float, base: int, tally: _Tally
-    ) -> _Partial:
-        """``repeats`` iterations of ``node`` from ``model``; returns its partial upward."""
-        reps, stride = self.hier.repeats(node.tier), self._stride(node)
-        local, t, part = model, start_s, None
-        for i in range(reps):
-            part = self._iteration(node, local, t, base + i * stride, tally)
-            t = part.end_s
-            if reps > 1 and part.state.total_weight > 0:
-                local = local + self.aggregator.finalize(part.state)
-        assert part is not None
-        if reps == 1 or part.state.total_weight <= 0:
-            return part
-        delta = (local - model).astype(np.float64) * part.state.total_weight
-        state = MeanState(delta, part.state.total_weight, part.state.count, part.state.metrics)
-        return _Partial(state, t)
-
-    def _stride(self, node: TopologyNode) -> int:
-        return 1 if node.tier is Tier.EDGE else self.hier.kappa_edge
-
-    def _iteration(
-        self, node: TopologyNode, model: FloatVector, start_s: float, sub: int, tally: _Tally
-    ) -> _Partial:
-        """Broadcast ``model`` to the children, let them work, gather their uploads."""
-        link, failed = self.network.link(node.tier), tally.failed_edges
-        kids = [c for c in node.children if c.name not in failed]
-        for c in node.children:
-            if c.name in failed:
-                tally.failed_clients.update(c.all_clients())
-        ids = np.asarray(node.clients, dtype=np.int64)
-        caps_down = np.concatenate(
-            [
-                np.minimum(self.profiles.downlink_bps[ids], link.bandwidth_bps),
-                np.full(len(kids), link.bandwidth_bps),
-            ]
-        )
-        m = caps_down.size
-        tally.bytes_down += m * self._dense_bytes
-        lat = self._latencies(node, ids, kids)
-        arrive = (
-            start_s
-            + lat
-            + fair_share_finish(
-                np.zeros(m), np.full(m, 8.0 * self._dense_bytes), caps_down, link.bandwidth_bps
-            )
-        )
-        state = self.aggregator.init(self._size)
-        ready, bits, keep = self._clients(
-            node, model, arrive[: ids.size], sub=sub, state=state, tally=tally
-        )
-        for j, kid in enumerate(kids):
-            p = self._cycle(kid, model, float(arrive[ids.size + j]), sub, tally)
-            if p.state.total_weight <= 0:
-                continue
-            ready.append(p.end_s)
-            bits.append(8.0 * self._send_up(state, p, kid, sub))
-            keep.append(ids.size + j)
-        if not keep:
-            return _Partial(state, start_s)
-        kept = np.asarray(keep, dtype=np.int64)
-        caps_up = self._up_caps(ids, len(kids), link.bandwidth_bps)[kept]
-        done = fair_share_finish(np.asarray(ready), np.asarray(bits), caps_up, link.bandwidth_bps)
-        up_bytes = int(sum(bits) // 8)
-        tally.ingress[node.tier] += up_bytes
-        tally.bytes_up += up_bytes
-        return _Partial(state, float((done + lat[kept]).max()))
-
-    def _latencies(
-        self, node: TopologyNode, ids: np.ndarray, kids: list[TopologyNode]
-    ) -> np.ndarray:
-        hosts = self.network.hosts
-        senders = [int(i) for i in ids] + [hosts.get(k.name) for k in kids]
-        return np.array([self.network.hop_latency_s(s, node.name, node.tier) for s in senders])
-
-    def _up_caps(self, ids: np.ndarray, n_kids: int, bandwidth: float) -> np.ndarray:
-        clients = np.minimum(self.profiles.uplink_bps[ids], bandwidth)
-        return np.concatenate([clients, np.full(n_kids, bandwidth)])
-
-    def _clients(
-        self, node: TopologyNode, model: FloatVector, arrive: np.ndarray, *,
-        sub: int, state: MeanState, tally: _Tally,
-    ) -> tuple[list[float], list[float], list[int]]:  # fmt: skip
-        """Train ``node``'s own clients; returns upload ready times, bits and positions."""
-        ids = np.asarray(node.clients, dtype=np.int64)
-        ready: list[float] = []
-        bits: list[float] = []
-        keep: list[int] = []
-        if ids.size == 0:
-            return ready, bits, keep
-        plan = self.settings.plan
-        tasks = [ClientTask(i, int(c), sub, plan) for i, c in enumerate(ids)]
-        if node.tier is Tier.EDGE:
-            tally.edge_rounds += 1
-        for res in self.executor.run(model, tasks):
-            nbytes = self._fold(state, res, tally)
-            if nbytes is None:
-                continue
-            examples = plan.num_samples(int(self.client_sizes[res.client_id]))
-            compute = (
-                examples
-                * self.trainer.flops_per_example
-                / float(self.profiles.flops[res.client_id])
-            )
-            ready.append(float(arrive[res.index]) + compute)
-            bits.append(8.0 * nbytes)
-            keep.append(res.index)
-        return ready, bits, keep
-
-    def _fold(self, state: MeanState, res: TaskResult, tally: _Tally) -> int | None:
-        """Accumulate one client's result; returns its upload bytes, or None if dropped."""
-        cid = res.client_id
-        weight = float(res.num_examples) if self.settings.weighting == "examples" else 1.0
-        try:
-            if res.error is not None:
-                raise FedstrataError(res.error)
-            if res.payload is not None:
-                assert self.pipeline is not None
-                self.aggregator.accumulate_payload(
-                    state,
-                    self.pipeline.codec,
-                    res.payload,
-                    weight,
-                    client_id=cid,
-                    metrics=res.metrics,
-                )
-                tally.updates += 1
-                return res.payload.nbytes
-            validate_vector(cid, res.vector, self.trainer.spec)
-            assert res.vector is not None
-            self.aggregator.accumulate(
-                state, res.vector, weight, client_id=cid, metrics=res.metrics
-            )
-        except FedstrataError as exc:
-            log.info("round step %d: client %d dropped: %s", res.index, cid, exc)
-            tally.failed_clients.add(cid)
-            tally.failures.append((cid, str(exc)))
-            return None
-        tally.updates += 1
-        return self._dense_bytes
-
-    def _send_up(self, state: MeanState, part: _Partial, kid: TopologyNode, sub: int) -> int:
-        """Merge ``kid``'s partial into ``state`` (re-compressed if configured); its bytes."""
-        if self._codec is None:
-            self.aggregator.merge(state, part.state)
-            return self._dense_bytes
-        w = part.state.total_weight
-        delta = (part.state.weighted_sum / w).astype(np.float32)
-        ctx = RoundContext(sub, self.settings.root_seed).for_client(self._node_ids[kid.name])
-        payload = self._codec.encode(delta, ctx)
-        self.aggregator.accumulate_payload(state, self._codec, payload, w, client_id=-1)
-        state.count += part.state.count - 1
-        state.metrics.merge(part.state.metrics)
-        return payload.nbytes
-
     def _metrics(
-        self,
-        r: int,
-        params: FloatVector,
-        part: _Partial,
-        tally: _Tally,
-        *,
-        t0: float,
-        wall_s: float,
-    ) -> RoundMetrics:
-        acc = loss = None
-        last = r == self.settings.rounds - 1
-        if self.test_data is not None and evaluation_due(r, self.settings.eval_every, last=last):
-            ev = self.trainer.evaluate(params, self.test_data)
-            acc, loss = ev.accuracy, ev.loss
-        selected = sum(1 for _ in self.topology.root.all_clients())
-        failed = len(tally.failed_clients)
-        train_loss = self.aggregator.finalize_metrics(part.state).get("train_loss")
+        self, r: int, params: FloatVector, root: NodeResult, tally: TreeTally,
+        outcome: RoundOutcome, *, wall_s: float,
+    ) -> RoundMetrics:  # fmt: skip
+        s = self.settings
+        ev = evaluate_round(
+            self.trainer, self.test_data, params, r, rounds=s.rounds, eval_every=s.eval_every
+        )
+        client_means = self._center.client_metrics(root.state)
+        train_loss = client_means.get("train_loss")
+        down_s, compute_s, up_s = root.legs
+        decode_s, self._inner.decode_s = self._inner.decode_s, 0.0
+        codec = codec_extras(
+            uploads=tally.uploads, size=self.trainer.spec.size, bytes_up=tally.client_bytes_up,
+            bytes_down=tally.client_bytes_down, receivers=tally.client_downloads,
+            decode_s=decode_s,
+        )  # fmt: skip
         return RoundMetrics(
-            round_idx=r, accuracy=acc, loss=loss, train_loss=train_loss,
-            clients_selected=selected, clients_completed=selected - failed,
-            clients_failed=failed, clients_late=0,
+            round_idx=r, accuracy=ev.accuracy, loss=ev.loss, train_loss=train_loss,
+            clients_selected=outcome.selected, clients_completed=len(outcome.accepted),
+            clients_failed=len(outcome.failed), clients_late=len(outcome.late),
             bytes_up=tally.bytes_up, bytes_down=tally.bytes_down,
-            sim_round_s=part.end_s - t0, sim_time_s=part.end_s, wall_round_s=wall_s,
-            compute_s=0.0, downlink_s=0.0, uplink_s=0.0,
+            sim_round_s=outcome.end_s - tally.start_s, sim_time_s=outcome.end_s,
+            wall_round_s=wall_s, compute_s=compute_s, downlink_s=down_s, uplink_s=up_s,
             extras={
+                **(ev.extras or {}),
+                **codec,
+                **client_extras(client_means),
                 "center_ingress_bytes": float(tally.ingress[Tier.CENTER]),
                 "region_ingress_bytes": float(tally.ingress[Tier.REGION]),
                 "edge_ingress_bytes": float(tally.ingress[Tier.EDGE]),

@@ -1,0 +1,252 @@
+"""What every simulator driver does with a client's result and a closed round.
+
+Written once and used by the flat :class:`~fedstrata.sim.Simulation` and the tree
+driver (:mod:`fedstrata.sim.hierarchy`): why a result cannot be used, the weighting
+rule, folding a result (dense vector or encoded payload) into an aggregator's state,
+the bytes and seconds of a client's legs, the server halves applied to a round's
+aggregate (round hooks, then the pipeline's decode in reverse), the round's central
+evaluation and the codec figures of the round's metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from fedstrata.aggregation.protocol import Aggregator
+from fedstrata.coordinator.cadence import evaluation_due
+from fedstrata.coordinator.events import RoundOutcome
+from fedstrata.core.context import RoundContext
+from fedstrata.core.params import FloatVector, ParamSpec
+from fedstrata.core.payload import HEADER_SIZE
+from fedstrata.core.training import LocalData, LocalPlan, Trainer
+from fedstrata.core.update import validate_vector
+from fedstrata.errors import FedstrataError, PrivacyBudgetExhausted
+from fedstrata.monitoring import ClientFailure, RoundMetrics, Sink
+from fedstrata.pipeline.stage import Pipeline
+from fedstrata.sim.hooks import ClientPlanner, ClientReport, RoundHook
+from fedstrata.sim.profiles import ProfileTable
+from fedstrata.sim.tasks import TaskResult
+
+__all__ = [
+    "Evaluation",
+    "apply_server_halves",
+    "client_extras",
+    "client_legs",
+    "client_weight",
+    "codec_extras",
+    "dense_bytes",
+    "emit_round",
+    "evaluate_round",
+    "finish_round",
+    "fold_result",
+    "result_problem",
+    "round_mean",
+    "start_hooks",
+    "upload_bytes",
+]
+
+log = logging.getLogger(__name__)
+_HEADLINE = ("loss", "accuracy")  # a task's evaluate metrics stored as fields, not extras
+
+
+def dense_bytes(size: int) -> int:
+    """Bytes of a dense float32 update or model of ``size`` entries on the wire."""
+    return HEADER_SIZE + 4 * size
+
+
+def result_problem(res: TaskResult, spec: ParamSpec) -> str | None:
+    """Why a result cannot be used (client error, NaN/Inf, wrong shape), or None."""
+    if res.error is not None:
+        return res.error
+    if res.payload is None:
+        try:
+            validate_vector(res.client_id, res.vector, spec)
+        except FedstrataError as exc:
+            return str(exc)
+    return None
+
+
+def client_weight(res: TaskResult, weighting: Literal["examples", "uniform"]) -> float:
+    """The weighting rule: examples trained, or 1 (uniform; what DP needs)."""
+    return float(res.num_examples) if weighting == "examples" else 1.0
+
+
+def upload_bytes(res: TaskResult, size: int) -> int:
+    """Bytes of ``res``'s upload: its payload, or the dense vector."""
+    return res.payload.nbytes if res.payload is not None else dense_bytes(size)
+
+
+def fold_result(
+    aggregator: Aggregator[Any],
+    state: object,
+    res: TaskResult,
+    weight: float,
+    pipeline: Pipeline | None,
+) -> tuple[object, float]:
+    """Fold one usable result into ``state``; returns the state and decode seconds.
+
+    Raises:
+        FedstrataError: a malformed payload (the state is left unchanged).
+    """
+    cid, metrics = res.client_id, res.metrics
+    if res.vector is not None:
+        state = aggregator.accumulate(state, res.vector, weight, client_id=cid, metrics=metrics)
+        return state, 0.0
+    if pipeline is None or res.payload is None:
+        raise FedstrataError(f"client {cid} sent a payload but the run has no pipeline")
+    start = time.perf_counter()
+    state = aggregator.accumulate_payload(
+        state, pipeline.codec, res.payload, weight, client_id=cid, metrics=metrics
+    )
+    return state, time.perf_counter() - start
+
+
+def client_legs(
+    profiles: ProfileTable,
+    client_sizes: np.ndarray,
+    flops_per_example: float,
+    *,
+    cid: int,
+    plan: LocalPlan,
+    down_bytes: int,
+    up_bytes: int,
+) -> tuple[float, float, float]:
+    """Simulated (downlink, compute, uplink) seconds of client ``cid`` on its own links."""
+    examples = plan.num_samples(int(client_sizes[cid]))
+    legs = profiles.legs_s(
+        np.array([cid]), np.array([examples]), flops_per_example, down_bytes, up_bytes
+    )
+    down_s, compute_s, up_s = (float(leg[0]) for leg in legs)
+    return down_s, compute_s, up_s
+
+
+def start_hooks(hooks: Sequence[RoundHook], round_idx: int) -> str | None:
+    """Start ``round_idx`` in every hook; the reason to stop the run, or None."""
+    try:
+        for hook in hooks:
+            hook.start(round_idx)
+    except PrivacyBudgetExhausted as exc:
+        return str(exc)
+    return None
+
+
+def apply_server_halves(
+    mean: FloatVector,
+    accepted: int,
+    ctx: RoundContext,
+    hooks: Sequence[RoundHook],
+    pipeline: Pipeline | None,
+) -> FloatVector:
+    """The round's aggregate after the hooks (central DP noise) and the pipeline's
+    server halves in reverse: what the server optimizer steps with."""
+    for hook in hooks:
+        mean = hook.aggregate(mean, accepted, ctx)
+    if pipeline is not None:
+        mean = pipeline.decode_aggregate(mean, ctx)
+    return mean
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The round's central evaluation (all None / empty when not due)."""
+
+    accuracy: float | None = None
+    loss: float | None = None
+    extras: dict[str, float] | None = None
+
+
+def evaluate_round(
+    trainer: Trainer,
+    test_data: LocalData | None,
+    params: FloatVector,
+    round_idx: int,
+    *,
+    rounds: int,
+    eval_every: int,
+) -> Evaluation:
+    """Evaluate ``params`` centrally when the cadence says so."""
+    last = round_idx == rounds - 1
+    if test_data is None or not evaluation_due(round_idx, eval_every, last=last):
+        return Evaluation()
+    ev = trainer.evaluate(params, test_data)
+    acc = None if math.isnan(ev.accuracy) else ev.accuracy
+    extras = {f"test_{k}": v for k, v in ev.metrics.items() if k not in _HEADLINE}
+    return Evaluation(acc, ev.loss, extras)
+
+
+def round_mean(
+    outcome: RoundOutcome, size: int, finalize: Callable[[], FloatVector]
+) -> FloatVector:
+    """The round's aggregate (``finalize()``); zeros when nothing was accepted (a hook
+    that applies every round, central DP, still noises it: an unchanged model would
+    reveal a small cohort)."""
+    if not outcome.applied:
+        log.info(
+            "round %d: applying the noised aggregate of %d updates although below "
+            "min_clients (central DP applies every round)",
+            outcome.round_idx,
+            len(outcome.accepted),
+        )
+    if not outcome.accepted:
+        return np.zeros(size, dtype=np.float32)
+    return finalize()
+
+
+def finish_round(
+    metrics: RoundMetrics,
+    outcome: RoundOutcome,
+    *,
+    hooks: Sequence[RoundHook],
+    planner: ClientPlanner | None,
+    reports: Sequence[ClientReport],
+) -> RoundMetrics:
+    """``metrics`` with the planner's and the hooks' figures (after the server step)."""
+    extras = dict(metrics.extras)
+    if planner is not None:
+        extras.update(planner.observe(outcome.round_idx, reports, metrics.sim_round_s))
+    for hook in hooks:
+        extras.update(hook.finish(outcome.round_idx, len(outcome.accepted), metrics.loss))
+    return replace(metrics, extras=extras)
+
+
+def emit_round(
+    outcome: RoundOutcome,
+    metrics: RoundMetrics,
+    sinks: Sequence[Sink],
+    on_round: Callable[[RoundMetrics], None] | None,
+) -> None:
+    """Send the round's client failures and metrics to the sinks and the callback."""
+    for cid, reason in outcome.failed:
+        failure = ClientFailure(outcome.round_idx, cid, reason)
+        for sink in sinks:
+            sink.emit(failure)
+    for sink in sinks:
+        sink.emit(metrics)
+    if on_round is not None:
+        on_round(metrics)
+
+
+def client_extras(client_means: Mapping[str, float]) -> dict[str, float]:
+    """Figures the clients report beside their loss (seconds spent encoding)."""
+    return {"client_encode_s": client_means["encode_s"]} if "encode_s" in client_means else {}
+
+
+def codec_extras(
+    *, uploads: int, size: int, bytes_up: int, bytes_down: int, receivers: int, decode_s: float
+) -> dict[str, float]:
+    """Codec figures of a round: uplink ratio against dense, bytes per client."""
+    done = max(uploads, 1)
+    dense = done * dense_bytes(size)
+    return {
+        "uplink_ratio": dense / bytes_up if bytes_up else 1.0,
+        "uplink_bytes_per_client": bytes_up / done,
+        "downlink_bytes_per_client": bytes_down / max(receivers, 1),
+        "server_decode_s": decode_s,
+    }

@@ -1,0 +1,210 @@
+"""How one node of the aggregation tree aggregates: the seam every tier goes through.
+
+A node's aggregation is a small protocol, :class:`TierAggregation`: ``init`` an empty
+state, ``fold`` a client's result into it, ``send`` a child's partial up its hop (the
+bytes on the wire and what the parent merges), ``merge`` a child's hop into the
+parent's state, and ``finalize`` the state into the node's mean update. The tree
+driver (:mod:`fedstrata.sim.tree_round`) only calls these five, so another scheme —
+secure aggregation with two-tier masks, where a client's fold adds a masked ring
+vector, ``send`` adds the edge's cluster mask and ``finalize`` unmasks at the center —
+plugs in as one more implementation without touching the driver.
+
+* :class:`MeanTier` (every tier by default): the client-tier aggregator (the weighted
+  mean, or the scheduler's settlement-weighted mean) folds client results; partials
+  are :class:`~fedstrata.aggregation.MeanState`\\ s merged exactly, or re-compressed
+  for the hop with a :class:`~fedstrata.compress.ChainCodec` and its own error
+  feedback keyed by the sending node.
+* :class:`RobustCenter` (the center under ``server.aggregator`` median, trimmed mean
+  or Krum): each child's partial *mean* enters the robust aggregator as one vector
+  (with the child's total weight, which the robust rules ignore), so the statistic is
+  taken over the edges' or regions' aggregates; the center's own clients (a depth-one
+  tree) enter one by one, as in the flat simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from fedstrata.aggregation import MeanState, WeightedMean
+from fedstrata.aggregation.protocol import Aggregator
+from fedstrata.compress import ChainCodec
+from fedstrata.core.context import RoundContext
+from fedstrata.core.params import FloatVector
+from fedstrata.core.payload import Payload
+from fedstrata.errors import AggregationError
+from fedstrata.pipeline.stage import Pipeline
+from fedstrata.sim.intake import dense_bytes, fold_result
+from fedstrata.sim.tasks import TaskResult
+
+__all__ = ["Hop", "MeanTier", "RobustCenter", "TierAggregation"]
+
+
+@dataclass(frozen=True, eq=False)
+class Hop:
+    """A child's partial on its way to the parent.
+
+    Attributes:
+        sender: the child's node id (its error-feedback and metric key).
+        nbytes: bytes on the hop's link.
+        weight: the child's total client weight.
+        partial: the child's exact partial (dense hop), or its counts and metrics
+            when ``payload`` carries the re-compressed mean.
+        payload: the re-compressed mean change, or None on a dense hop.
+    """
+
+    sender: int
+    nbytes: int
+    weight: float
+    partial: MeanState
+    payload: Payload | None = None
+
+
+class TierAggregation(Protocol):
+    """One node's aggregation; see the module docstring."""
+
+    def init(self, size: int) -> object:
+        """An empty state."""
+        ...
+
+    def fold(self, state: object, res: TaskResult, weight: float) -> object:
+        """Fold a usable client result; raises ``FedstrataError`` if malformed."""
+        ...
+
+    def send(self, partial: MeanState, sender: int, sub: int) -> Hop:
+        """Prepare a child's ``partial`` for the hop up (edge round ``sub``)."""
+        ...
+
+    def merge(self, state: object, hop: Hop) -> object:
+        """Merge a child's hop into ``state``."""
+        ...
+
+    def partial(self, state: object) -> MeanState:
+        """What this node sends up (a mergeable weighted sum)."""
+        ...
+
+    def finalize(self, state: object) -> FloatVector:
+        """The node's mean update (the center's aggregate)."""
+        ...
+
+    def weight(self, state: object) -> float:
+        """Total weight folded or merged in (0: nothing to send or apply)."""
+        ...
+
+    def client_metrics(self, state: object) -> dict[str, float]:
+        """Means of the client-reported metrics (``train_loss``)."""
+        ...
+
+
+@dataclass(eq=False)
+class MeanTier:
+    """The weighted mean at a node (see the module docstring).
+
+    Attributes:
+        clients: folds client results (``WeightedMean`` or a wrapper of it whose state
+            is a ``MeanState``, e.g. the scheduler's ``SettlementWeighted``).
+        pipeline: decodes client payloads (None: dense updates).
+        codec: re-compresses partials for the hops above the edge (None: dense).
+        root_seed: seeds the partial codec's randomness per (edge round, node).
+    """
+
+    clients: Aggregator[Any]
+    pipeline: Pipeline | None = None
+    codec: ChainCodec | None = None
+    root_seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._mean = WeightedMean()
+        self.decode_s = 0.0
+
+    def init(self, size: int) -> object:
+        return self.clients.init(size)
+
+    def fold(self, state: object, res: TaskResult, weight: float) -> object:
+        state, decode_s = fold_result(self.clients, state, res, weight, self.pipeline)
+        self.decode_s += decode_s
+        return state
+
+    def send(self, partial: MeanState, sender: int, sub: int) -> Hop:
+        w = partial.total_weight
+        if self.codec is None:
+            return Hop(sender, dense_bytes(partial.size), w, partial)
+        delta = (partial.weighted_sum / w).astype(np.float32)
+        ctx = RoundContext(sub, self.root_seed).for_client(sender)
+        payload = self.codec.encode(delta, ctx)
+        return Hop(sender, payload.nbytes, w, partial, payload)
+
+    def merge(self, state: object, hop: Hop) -> object:
+        assert isinstance(state, MeanState)
+        if hop.payload is None:
+            return self._mean.merge(state, hop.partial)
+        assert self.codec is not None
+        self._mean.accumulate_payload(state, self.codec, hop.payload, hop.weight, client_id=-1)
+        state.count += hop.partial.count - 1
+        state.metrics.merge(hop.partial.metrics)
+        return state
+
+    def partial(self, state: object) -> MeanState:
+        assert isinstance(state, MeanState)
+        return state
+
+    def finalize(self, state: object) -> FloatVector:
+        return self._mean.finalize(self.partial(state))
+
+    def weight(self, state: object) -> float:
+        return self.partial(state).total_weight
+
+    def client_metrics(self, state: object) -> dict[str, float]:
+        return self._mean.finalize_metrics(self.partial(state))
+
+
+@dataclass(eq=False)
+class RobustCenter:
+    """A robust aggregator at the center over its children's partial means.
+
+    Attributes:
+        robust: the center-only aggregator (median, trimmed mean, Krum).
+        tier: the inner tiers' aggregation (decodes re-compressed hops and the
+            center's own clients' payloads).
+    """
+
+    robust: Aggregator[Any]
+    tier: MeanTier
+
+    def init(self, size: int) -> object:
+        return self.robust.init(size)
+
+    def fold(self, state: object, res: TaskResult, weight: float) -> object:
+        state, decode_s = fold_result(self.robust, state, res, weight, self.tier.pipeline)
+        self.tier.decode_s += decode_s
+        return state
+
+    def send(self, partial: MeanState, sender: int, sub: int) -> Hop:
+        return self.tier.send(partial, sender, sub)
+
+    def merge(self, state: object, hop: Hop) -> object:
+        metrics = hop.partial.metrics.means()
+        if hop.payload is None:
+            mean = (hop.partial.weighted_sum / hop.weight).astype(np.float32)
+            return self.robust.accumulate(
+                state, mean, hop.weight, client_id=hop.sender, metrics=metrics
+            )
+        assert self.tier.codec is not None
+        return self.robust.accumulate_payload(
+            state, self.tier.codec, hop.payload, hop.weight, client_id=hop.sender, metrics=metrics
+        )
+
+    def partial(self, state: object) -> MeanState:
+        raise AggregationError("a robust aggregator runs at the center, which sends nothing up")
+
+    def finalize(self, state: object) -> FloatVector:
+        return self.robust.finalize(state)
+
+    def weight(self, state: object) -> float:
+        """The number of vectors held (the robust rules count vectors, not weights)."""
+        return float(len(getattr(state, "vectors", ())))
+
+    def client_metrics(self, state: object) -> dict[str, float]:
+        return self.robust.finalize_metrics(state)
