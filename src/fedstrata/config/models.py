@@ -7,11 +7,12 @@ the field instead of a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from fedstrata.config.base import Strict as _Strict
+from fedstrata.config.compat import refusal
 from fedstrata.config.features import (
     CompressionConfig,
     DownlinkConfig,
@@ -21,9 +22,6 @@ from fedstrata.config.features import (
     SecAggSettings,
     TopologyConfig,
 )
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "ClientConfig",
@@ -355,11 +353,6 @@ class FedConfig(_Strict):
         e = self.evaluation
         if not e.enabled:
             return self
-        if self.privacy.enabled:
-            raise ValueError(
-                "evaluation.every > 0 with privacy: per-client evaluation results are not "
-                "covered by the privacy accountant (set evaluation.every: 0)"
-            )
         own_data = self.data.name == "npz" or self.task is not None
         if e.clients is not None and not own_data and e.clients > self.data.num_clients:
             raise ValueError(
@@ -369,66 +362,9 @@ class FedConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _secagg_combines(self) -> FedConfig:
-        if not self.secagg.enabled:
-            return self
-        if self.compression.enabled:
-            raise ValueError("secagg.enabled replaces the uplink codec: disable compression")
-        if self.server.aggregator != "mean":
-            raise ValueError(
-                f"secagg.enabled needs server.aggregator 'mean', got {self.server.aggregator!r}"
-            )
-        if self.privacy.enabled:
-            raise ValueError("secagg.enabled with privacy (Poisson cohorts) is not supported yet")
-        return self
-
-    @model_validator(mode="after")
-    def _scheduling_fits(self) -> FedConfig:
-        s = self.scheduling
-        if s.allocation and self.rounds.deadline_s is None:
-            raise ValueError("scheduling.allocation needs rounds.deadline_s")
-        if s.async_.enabled and (
-            self.compression.enabled or self.privacy.enabled or self.secagg.enabled
-        ):
-            raise ValueError(
-                "scheduling.async runs dense, non-private updates: disable compression, "
-                "privacy and secagg"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _privacy_keeps_its_bounds(self) -> FedConfig:
-        if not self.privacy.enabled:
-            return self
-        if self.compression.enabled:
-            spec = self.compression.spec()
-            if spec.error_feedback or spec.quantize != 32 or spec.sparsify == "randk":
-                raise ValueError(
-                    "privacy.mechanism=central needs every decoded update within "
-                    "privacy.clip_norm; error_feedback, quantize < 32 and randk rescaling "
-                    "exceed it: use topk/topk_approx without error feedback, or zstd only"
-                )
-        if self.scheduling.enabled:
-            raise ValueError(
-                "privacy.mechanism=central weights every client 1 and samples by Poisson: "
-                "it cannot combine with scheduling (work-weighted updates, Oort selection)"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _hierarchy_fits(self) -> FedConfig:
-        if self.topology.mode == "flat":
-            return self
-        others = {
-            "privacy": self.privacy.enabled,
-            "secagg": self.secagg.enabled,
-            "scheduling": self.scheduling.enabled or self.scheduling.async_.enabled,
-            "compression (use topology.partial_compression)": self.compression.enabled,
-            "a robust or custom aggregator": self.server.aggregator != "mean",
-        }
-        clash = [name for name, on in others.items() if on]
-        if clash:
-            raise ValueError(
-                f"a hierarchical topology does not combine with {', '.join(clash)} yet"
-            )
+    def _features_compose(self) -> FedConfig:
+        """Issue 12 part 3: one check of the declared support (docs/compatibility.md)."""
+        why = refusal(self)
+        if why is not None:
+            raise ValueError(why)
         return self
