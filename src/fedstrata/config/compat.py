@@ -407,7 +407,10 @@ def refusal(config: FedConfig, driver: Driver | None = None) -> str | None:
 
 
 def _unsupported(driver: Driver, f: Feature) -> str:
-    why = f"the {driver.title} ({driver.docs}) does not run {f.title}; {_NOT_BUILT}"
+    why = (
+        f"the {driver.title} ({driver.docs}) does not run {f.title}; {_NOT_BUILT} "
+        f"(leave {f.setting} at its default)"
+    )
     if driver.selected_by is None:
         return f"{_name(f)} is not supported by the {driver.title}: {why}"
     return f"{_name(feature(driver.selected_by))} does not combine with {_name(f)}: {why}"

@@ -26,8 +26,12 @@ PAIR_BASE: tuple[str, ...] = (
 
 
 def pairs() -> list[tuple[Feature, Feature]]:
-    """Every pair of features, in declaration order."""
-    return list(combinations(FEATURES, 2))
+    """Every pair of features that can be on together, in declaration order.
+
+    Two features set by one key (``robust`` and ``custom_aggregator``: two values of
+    ``server.aggregator``) exclude each other and are no pair.
+    """
+    return [(a, b) for a, b in combinations(FEATURES, 2) if a.setting != b.setting]
 
 
 def feature_overrides(features: Sequence[Feature], tmp: str = "devices") -> list[str]:
@@ -56,7 +60,7 @@ def _matrix(notes: list[str]) -> list[str]:
         cells = []
         for col in keys:
             why = index.get((row, col), index.get((col, row), "-"))
-            if row == col:
+            if row == col or why == "-":
                 cells.append("")
             elif why is None:
                 cells.append("✓")
@@ -122,7 +126,7 @@ def compatibility_table() -> str:
             "",
             "The simulator picks its driver from the configuration: a `topology` other "
             "than flat runs the hierarchical simulator, `scheduling.async` the FedBuff "
-            "simulator, anything else the flat one. `fedstrata center` runs the "
+            "simulator, anything else the flat one. `fedstrata serve center` runs the "
             "deployment runtime (docs/runtime.md).",
             "",
             *_drivers(),
