@@ -283,6 +283,10 @@ RUNTIME = Driver(
 )  # fmt: skip
 
 _NOT_BUILT = "not built yet"
+_DP_SCHEDULING = (
+    "central DP weights every client 1 and samples by Poisson; with scheduling "
+    "(work-weighted updates, selection by speed) it is " + _NOT_BUILT
+)
 
 REFUSALS: tuple[Refusal, ...] = (
     Refusal(
@@ -323,15 +327,10 @@ REFUSALS: tuple[Refusal, ...] = (
         when=_lossy,
         condition="lossy: error feedback, quantize < 32 or randk",
     ),
-    *(
-        Refusal(
-            ("privacy", key),
-            "central DP weights every client 1 and samples by Poisson; with scheduling "
-            "(work-weighted updates, selection by speed) it is " + _NOT_BUILT,
-            in_principle=False,
-        )
-        for key in ("overselect", "allocation", "oort", "registry")
-    ),
+    Refusal(("privacy", "overselect"), _DP_SCHEDULING, in_principle=False),
+    Refusal(("privacy", "allocation"), _DP_SCHEDULING, in_principle=False),
+    Refusal(("privacy", "oort"), _DP_SCHEDULING, in_principle=False),
+    Refusal(("privacy", "registry"), _DP_SCHEDULING, in_principle=False),
     Refusal(
         ("privacy", "custom_aggregator"),
         "central DP calibrates its noise to the mean of clipped updates; the sensitivity "
@@ -400,7 +399,8 @@ def refusal(config: FedConfig, driver: Driver | None = None) -> str | None:
             a, b = (feature(k) for k in r.pair)
             return f"{_name(a)} does not combine with {_name(b)}: {r.reason}"
     chosen = driver or driver_for(config)
-    for f in on:
+    needed = {k for f in on for k in f.needs}  # name what was asked for before its needs
+    for f in sorted(on, key=lambda f: f.key in needed):
         if f.key not in chosen.supports:
             return _unsupported(chosen, f)
     return None
