@@ -26,9 +26,20 @@ ASYNC = feature_overrides((feature("async"),))
 
 
 def test_the_compatibility_table_is_current() -> None:
+    """Issue 12 part 3: the docs' table is what the declaration generates."""
     assert DOCS.read_text() == compatibility_table() + "\n", (
         "docs/compatibility.md is stale: run `fedstrata compatibility > docs/compatibility.md`"
     )
+
+
+def test_the_cli_prints_the_table() -> None:
+    from typer.testing import CliRunner
+
+    from fedstrata.cli import app
+
+    result = CliRunner().invoke(app, ["compatibility"])
+    assert result.exit_code == 0
+    assert result.output == compatibility_table() + "\n"
 
 
 @pytest.mark.parametrize("f", FEATURES, ids=[f.key for f in FEATURES])
@@ -112,3 +123,9 @@ def test_a_pair_is_refused_whichever_order_it_is_switched_on(pair) -> None:
     a, b = pair
     first, second = pair_refusal(a, b), pair_refusal(b, a)
     assert (first is None) == (second is None)
+
+
+@pytest.mark.parametrize("r", REFUSALS, ids=["+".join(r.pair) for r in REFUSALS])
+def test_a_reason_says_whether_it_holds_in_principle(r) -> None:
+    """A refusal that is only not built yet says so; one that holds in principle does not."""
+    assert ("not built yet" in r.reason) == (not r.in_principle)
