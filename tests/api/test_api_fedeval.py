@@ -164,9 +164,9 @@ def test_builtin_preset_federated_evaluation(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "mode",
     [
-        ["topology.mode=auto", "topology.edge_size=3", "topology.edge_min=2",
-         "topology.edge_max=4", "topology.region_size=2", "topology.region_min=1",
-         "topology.region_max=2"],
+        ["rounds.clients_per_round=null", "topology.mode=auto", "topology.edge_size=3",
+         "topology.edge_min=2", "topology.edge_max=4", "topology.region_size=2",
+         "topology.region_min=1", "topology.region_max=2"],
         ["scheduling.async.enabled=true", "scheduling.async.concurrency=3",
          "scheduling.async.buffer_size=2", "scheduling.async.server_updates=3"],
     ],

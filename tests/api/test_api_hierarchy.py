@@ -116,7 +116,7 @@ def test_overselection_invites_more_than_the_cohort():
     ("extra", "reason"),
     [
         (["privacy.mechanism=central", "topology.kappa_edge=2"], "accountant counts one"),
-        (["privacy.mechanism=central", "server.aggregator=median"], "robust statistic"),
+        (["privacy.mechanism=central", "server.aggregator=median"], "robust rule"),
         (["scheduling.allocation=true", "rounds.deadline_s=1", "topology.kappa_region=2"],
          "one local training"),
         (["secagg.enabled=true"], "two-tier masks"),

@@ -59,7 +59,11 @@ def test_plan_prints_each_prediction_once():
     """Issue 11 defect 18: a flat config printed its flat prediction twice."""
     text = describe_plan(load_config(preset="quickstart"))
     assert text.count("predicted global round") == 1
-    tree = describe_plan(load_config(preset="quickstart", overrides=["topology.mode=auto"]))
+    tree = describe_plan(
+        load_config(
+            preset="quickstart", overrides=["topology.mode=auto", "rounds.clients_per_round=null"]
+        )
+    )
     assert tree.count("predicted global round, flat") == 1
     assert tree.count("predicted global round, auto") == 1
 
@@ -81,6 +85,7 @@ def test_expected_latest_arrival_matches_enumeration():
 def test_plan_agrees_with_run_on_every_preset_as_a_tree(preset):
     """Issue 11 defect 18: with ``topology.mode: auto`` the tree prediction holds too."""
     overrides = ["rounds.rounds=2", "topology.mode=auto", "topology.kappa_edge=2", *FAST]
+    overrides.append("rounds.clients_per_round=null")  # the tree trains every client
     cfg = load_config(preset=preset, overrides=overrides)
     predicted = predict(cfg).tree_s
     assert predicted is not None

@@ -72,7 +72,7 @@ def test_bad_yaml_file(tmp_path):
     ("overrides", "fragment"),
     [
         (["privacy.mechanism=central", "scheduling.selector=oort"], "Poisson sampling"),
-        (["scheduling.allocation=true"], "needs rounds.deadline_s"),
+        (["scheduling.allocation=true"], "takes effect only with round deadline"),
         (["scheduling.async.enabled=true", "privacy.mechanism=central"], "Poisson-subsampled"),
     ],
 )

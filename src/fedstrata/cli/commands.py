@@ -1,5 +1,5 @@
 """Commands that simulate, report and plan: run, report, presets, show-config, plan,
-device bench, config-reference."""
+device bench, config-reference, compatibility."""
 
 from __future__ import annotations
 
@@ -277,6 +277,14 @@ def config_reference_cmd() -> None:
     from fedstrata.config.reference import config_reference
 
     typer.echo(config_reference())
+
+
+@app.command("compatibility")
+def compatibility_cmd() -> None:
+    """Print which features combine, per driver and per pair (Markdown)."""
+    from fedstrata.config.compat_table import compatibility_table
+
+    typer.echo(compatibility_table())
 
 
 app.add_typer(device_app, name="device")

@@ -7,11 +7,12 @@ the field instead of a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from fedstrata.config.base import Strict as _Strict
+from fedstrata.config.compat import refusal
 from fedstrata.config.features import (
     CompressionConfig,
     DownlinkConfig,
@@ -21,9 +22,6 @@ from fedstrata.config.features import (
     SecAggSettings,
     TopologyConfig,
 )
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "ClientConfig",
@@ -355,11 +353,6 @@ class FedConfig(_Strict):
         e = self.evaluation
         if not e.enabled:
             return self
-        if self.privacy.enabled:
-            raise ValueError(
-                "evaluation.every > 0 with privacy: per-client evaluation results are not "
-                "covered by the privacy accountant (set evaluation.every: 0)"
-            )
         own_data = self.data.name == "npz" or self.task is not None
         if e.clients is not None and not own_data and e.clients > self.data.num_clients:
             raise ValueError(
@@ -369,123 +362,9 @@ class FedConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _secagg_combines(self) -> FedConfig:
-        if not self.secagg.enabled:
-            return self
-        if self.compression.enabled:
-            raise ValueError("secagg.enabled replaces the uplink codec: disable compression")
-        if self.server.aggregator != "mean":
-            raise ValueError(
-                f"secagg.enabled needs server.aggregator 'mean', got {self.server.aggregator!r}"
-            )
-        if self.privacy.enabled:
-            raise ValueError("secagg.enabled with privacy (Poisson cohorts) is not supported yet")
-        return self
-
-    @model_validator(mode="after")
-    def _scheduling_fits(self) -> FedConfig:
-        s = self.scheduling
-        if s.allocation and self.rounds.deadline_s is None:
-            raise ValueError("scheduling.allocation needs rounds.deadline_s")
-        if not s.async_.enabled:
-            return self
-        refused = {
-            "privacy": (
-                self.privacy.enabled,
-                "the accountant composes Poisson-subsampled rounds (each client sampled "
-                "independently at rate q, one noised sum per round); buffered asynchronous "
-                "arrivals form no such rounds: who lands in a buffer depends on device "
-                "speed and staleness, not on an independent draw (see docs/privacy.md)",
-            ),
-            "secagg": (
-                self.secagg.enabled,
-                "secure aggregation needs a cohort that agrees keys and secret-shares "
-                "them before any input is masked; a FedBuff buffer is formed only after "
-                "the updates arrive (see docs/scheduling.md)",
-            ),
-            "scheduling.allocation": (
-                s.allocation,
-                "allocation sizes work to a round deadline; FedBuff has no rounds and no "
-                "deadline (see docs/scheduling.md)",
-            ),
-            "scheduling.selector=oort": (
-                s.selector == "oort",
-                "Oort picks a cohort per round from its utility feedback; FedBuff's "
-                "dispatcher starts one idle client at a time and has no Oort policy yet "
-                "(see docs/scheduling.md)",
-            ),
-            "scheduling.overselect": (
-                s.overselect > 0,
-                "FedBuff has no cohort to over-select: scheduling.async.concurrency clients "
-                "are always in flight (see docs/scheduling.md)",
-            ),
-            "rounds.deadline_s": (
-                self.rounds.deadline_s is not None,
-                "FedBuff has no rounds to close at a deadline; stale updates are bounded by "
-                "scheduling.async.max_staleness instead (see docs/scheduling.md)",
-            ),
-        }
-        for name, (on, reason) in refused.items():
-            if on:
-                raise ValueError(f"scheduling.async does not combine with {name}: {reason}")
-        return self
-
-    @model_validator(mode="after")
-    def _privacy_keeps_its_bounds(self) -> FedConfig:
-        """Central DP composes with any codec (the server clips each decoded update,
-        docs/privacy.md) and with allocation/deadlines at fixed weights; these stay out."""
-        if not self.privacy.enabled:
-            return self
-        s = self.scheduling
-        refused = {
-            "scheduling.selector=oort": (
-                s.selector == "oort",
-                "Oort selects clients by a utility computed from their training losses, "
-                "so one client's data changes who else is selected; the accountant "
-                "assumes Poisson sampling, every client independently at rate q",
-            ),
-            "scheduling.overselect": (
-                s.overselect > 0,
-                "Poisson sampling has no fixed cohort to over-select; raise "
-                "rounds.clients_per_round instead, which raises q and the accountant sees it",
-            ),
-            "scheduling.skip_infeasible": (
-                s.allocation and s.skip_infeasible,
-                "under privacy the cohort is a Poisson sample of every available client "
-                "at rate q and the noisy sum is divided by the expected cohort q*N; a "
-                "device predicted to miss the deadline sends the steps it finishes or is "
-                "dropped as late: set scheduling.skip_infeasible: false",
-            ),
-        }
-        for name, (on, reason) in refused.items():
-            if on:
-                raise ValueError(
-                    f"privacy.mechanism=central does not combine with {name}: {reason}"
-                )
-        return self
-
-    @model_validator(mode="after")
-    def _hierarchy_fits(self) -> FedConfig:
-        if self.topology.mode == "flat":
-            return self
-        t, private = self.topology, self.privacy.enabled
-        periods = t.kappa_edge * t.kappa_region > 1
-        partial = t.partial_compression.spec() if t.partial_compression.enabled else None
-        lossy = partial is not None and (partial.sparsify != "none" or partial.quantize != 32)
-        others = {
-            "secagg (two-tier masks are not driven by the tree yet)": self.secagg.enabled,
-            "scheduling.async (FedBuff buffers updates itself)": self.scheduling.async_.enabled,
-            "privacy with kappa_edge * kappa_region > 1 (a client then sends several clipped "
-            "updates per global round; the accountant counts one)": private and periods,
-            "privacy with a robust server.aggregator (the noise is calibrated to the sum of "
-            "clipped updates, not to a robust statistic of edge aggregates)": private
-            and self.server.aggregator != "mean",
-            "privacy with a lossy topology.partial_compression (a re-encoded edge sum is no "
-            "longer within clip_norm per client)": private and lossy,
-            "scheduling with kappa_edge * kappa_region > 1 (the planner sizes one local "
-            "training per client per round)": self.scheduling.enabled and periods,
-        }
-        clash = [name for name, on in others.items() if on]
-        if clash:
-            raise ValueError(f"a hierarchical topology does not combine with {'; '.join(clash)}")
+    def _features_compose(self) -> FedConfig:
+        """Issue 12 part 3: one check of the declared support (docs/compatibility.md)."""
+        why = refusal(self)
+        if why is not None:
+            raise ValueError(why)
         return self

@@ -11,8 +11,9 @@ its own data on its machine: ``task.local_data(DIR)`` for ``fedstrata client --d
 DIR``, else ``task.client_data(client_id)``. Without a task, every process builds the
 config's built-in dataset and a client trains on its partition. Uplink
 compression travels as the client's codec encoded it (error-feedback residuals live
-on the client); downlink compression, differential privacy and secure aggregation are
-not supported yet and are refused.
+on the client); what the runtime does not run yet (downlink compression, differential
+privacy, secure aggregation, scheduling, a ``topology`` section) is refused by
+:func:`check_supported` (docs/compatibility.md).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from fedstrata.builders import (
 )
 from fedstrata.compress import ChainCodec
 from fedstrata.config import FedConfig
+from fedstrata.config.compat import RUNTIME, refusal
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
 from fedstrata.core.clock import Clock
 from fedstrata.core.context import derive_seed
@@ -67,23 +69,19 @@ DEFAULT_START_TIMEOUT_S = 60.0
 
 
 def check_supported(config: FedConfig) -> None:
-    """Refuse features the runtime does not carry yet.
+    """Refuse features the runtime does not carry (issue 12 part 3).
+
+    The runtime's supported set is :data:`fedstrata.config.compat.RUNTIME`, checked by
+    the same declaration as the simulator's (docs/compatibility.md); sections the
+    runtime does not read (``scheduling``, ``topology``, ...) are refused, never ignored.
 
     Raises:
-        ConfigError: downlink compression, privacy, secure aggregation or federated
-            evaluation is enabled.
+        ConfigError: a feature the runtime does not run is enabled; the message names
+            its setting, its docs page and the reason.
     """
-    refused = {
-        "downlink compression (downlink.preset=none turns it off)": config.downlink.enabled,
-        f"privacy.mechanism={config.privacy.mechanism}": config.privacy.enabled,
-        "secagg.enabled=true": config.secagg.enabled,
-        f"evaluation.every={config.evaluation.every} (federated evaluation)": (
-            config.evaluation.enabled
-        ),
-    }
-    for what, on in refused.items():
-        if on:
-            raise ConfigError(f"{what} is not supported by the runtime yet (simulator only)")
+    why = refusal(config, RUNTIME)
+    if why is not None:
+        raise ConfigError(why)
 
 
 LocalSource = Callable[[int], LocalData]

@@ -1,0 +1,190 @@
+"""The pair matrix (issue 12 part 3): every accepted pair of features really runs.
+
+For each feature, :data:`EVIDENCE` declares what a run records when the feature is on
+(compression: an uplink ratio above 1; privacy: the epsilon spent; ...). A pair of
+features is either refused by the configuration check (with its declared reason, see
+``docs/compatibility.md``) or trains a tiny federation for two rounds, after which
+both features' evidence must be in the run's records; a pair that is accepted but
+lacks a feature's evidence is *silently ignored*, which must never happen. Used by
+``tests/test_composition.py`` and ``bench/composition.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedstrata.api.runner import RunResult, run
+from fedstrata.config import FedConfig, load_config
+from fedstrata.config.compat import Feature
+from fedstrata.config.compat_table import PAIR_BASE, feature_overrides, pair_refusal
+
+__all__ = ["EVIDENCE", "TINY", "Evidence", "PairOutcome", "missing_evidence", "run_features"]
+
+TINY: tuple[str, ...] = (
+    *PAIR_BASE,
+    "data.name=synthetic",
+    "data.num_clients=8",
+    "data.synthetic_max_samples=40",
+    "model.kind=logreg",
+    "client.epochs=1",
+    "rounds.rounds=2",
+    "sim.workers=0",
+    "output.run_store=false",
+    "output.report=false",
+    "output.progress=false",
+)
+"""A federation that trains two rounds in a fraction of a second (every feature off)."""
+
+Check = Callable[[FedConfig, RunResult], bool]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a run records when a feature is on.
+
+    Attributes:
+        what: the evidence in words.
+        check: whether a run's records hold it.
+        control: overrides that switch the feature back off; when set, the evidence is
+            that the final model differs from the run with them (the feature is not
+            otherwise recorded, e.g. the aggregation rule).
+    """
+
+    what: str
+    check: Check
+    control: tuple[str, ...] = ()
+
+
+def _last(r: RunResult) -> dict[str, float]:
+    return dict(r.simulation.rounds[-1].extras)
+
+
+def _every(key: str, r: RunResult) -> bool:
+    return all(key in m.extras for m in r.simulation.rounds)
+
+
+def _sampled(c: FedConfig, r: RunResult) -> bool:
+    trained = sum(m.clients_selected for m in r.simulation.rounds)
+    return trained < c.rounds.rounds * c.data.num_clients
+
+
+def _deadline(c: FedConfig, r: RunResult) -> bool:
+    limit = c.rounds.deadline_s
+    return limit is not None and all(m.sim_round_s <= limit + 1e-9 for m in r.simulation.rounds)
+
+
+def _epsilon(c: FedConfig, r: RunResult) -> bool:
+    spent = _last(r).get("epsilon_spent", 0.0)
+    return 0 < spent <= c.privacy.epsilon * (1 + 1e-6)
+
+
+def _allocated(c: FedConfig, r: RunResult) -> bool:
+    extras, top = _last(r), c.scheduling.max_steps or 10**9
+    return extras.get("sched_target_s", 0.0) > 0 and extras.get("sched_mean_steps", 0) <= top
+
+
+def _overselected(c: FedConfig, r: RunResult) -> bool:
+    k = c.rounds.clients_per_round or c.data.num_clients
+    return any(m.clients_selected > k for m in r.simulation.rounds)
+
+
+EVIDENCE: dict[str, Evidence] = {
+    "sampling": Evidence("fewer clients trained than every client every round", _sampled),
+    "deadline": Evidence("every round's sim_round_s within rounds.deadline_s", _deadline),
+    "compression": Evidence(
+        "uplink_ratio > 1 every round",
+        lambda c, r: all(m.extras.get("uplink_ratio", 1.0) > 1 for m in r.simulation.rounds),
+    ),
+    "downlink": Evidence(
+        "downlink bytes per client below the dense model",
+        lambda c, r: _last(r).get("downlink_bytes_per_client", np.inf) < 4 * r.num_params,
+    ),
+    "privacy": Evidence("epsilon_spent recorded, within privacy.epsilon", _epsilon),
+    "secagg": Evidence(
+        "secure-aggregation protocol stats every round",
+        lambda c, r: _every("secagg_protocol_s", r),
+    ),
+    "hierarchy": Evidence(
+        "edge tier ingress bytes recorded", lambda c, r: _last(r).get("edge_ingress_bytes", 0) > 0
+    ),
+    "allocation": Evidence("a round target and steps within scheduling.max_steps", _allocated),
+    "oort": Evidence("scheduler stats every round", lambda c, r: _every("sched_devices", r)),
+    "overselect": Evidence("more clients selected than rounds.clients_per_round", _overselected),
+    "registry": Evidence(
+        "device profiles merged with the registry", lambda c, r: "device profiles" in r.notes
+    ),
+    "async": Evidence(
+        "staleness of buffered updates recorded", lambda c, r: _every("async_staleness_mean", r)
+    ),
+    "robust": Evidence(
+        "final model differs from the weighted mean's",
+        lambda c, r: True,
+        control=("server.aggregator=mean",),
+    ),
+    "custom_aggregator": Evidence(
+        "final model differs from the weighted mean's",
+        lambda c, r: True,
+        control=("server.aggregator=mean",),
+    ),
+    "fedeval": Evidence(
+        "federated evaluations recorded", lambda c, r: len(r.simulation.fed_evals) > 0
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PairOutcome:
+    """What became of a set of features switched on together.
+
+    Attributes:
+        features: their keys.
+        refused: the configuration check's message, or None when it ran.
+        missing: keys of the features whose evidence the run lacks (silently ignored).
+    """
+
+    features: tuple[str, ...]
+    refused: str | None
+    missing: tuple[str, ...] = ()
+
+
+def _run(overrides: Sequence[str]) -> tuple[FedConfig, RunResult]:
+    config = load_config(overrides=[*TINY, *overrides])
+    return config, run(config)
+
+
+def missing_evidence(
+    features: Sequence[Feature], config: FedConfig, result: RunResult, extra: Sequence[str]
+) -> tuple[str, ...]:
+    """Keys of ``features`` whose declared evidence ``result`` lacks.
+
+    ``extra`` are the overrides of the run, replayed with a feature's control.
+    """
+    missing = []
+    for f in features:
+        ev = EVIDENCE[f.key]
+        ok = ev.check(config, result)
+        if ok and ev.control:
+            _, plain = _run([*extra, *ev.control])
+            ok = not np.array_equal(plain.simulation.params, result.simulation.params)
+        if not ok:
+            missing.append(f.key)
+    return tuple(missing)
+
+
+def run_features(features: Sequence[Feature], scratch: Path) -> PairOutcome:
+    """Switch ``features`` on in :data:`TINY`: refused, or run and check the evidence.
+
+    ``scratch`` holds what a feature writes (the device registry).
+    """
+    keys = tuple(f.key for f in features)
+    if len(features) == 2:
+        refused = pair_refusal(*features)
+        if refused is not None:
+            return PairOutcome(keys, refused)
+    overrides = feature_overrides(features, str(scratch))
+    config, result = _run(overrides)
+    return PairOutcome(keys, None, missing_evidence(features, config, result, overrides))
