@@ -1,0 +1,178 @@
+"""The refused combinations of the declared support (:mod:`fedstrata.config.compat`):
+one entry per pair, with its reason and whether it holds in principle. A combination
+that becomes supported is one deleted entry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fedstrata.config.compat_types import NOT_BUILT as _NOT_BUILT
+from fedstrata.config.compat_types import Refusal
+
+if TYPE_CHECKING:
+    from fedstrata.config.models import FedConfig
+
+__all__ = ["REFUSALS"]
+
+_ASYNC_POISSON = (
+    "the accountant composes Poisson-subsampled rounds (each client sampled "
+    "independently at rate q, one noised sum per round); buffered asynchronous arrivals "
+    "form no such rounds: who lands in a buffer depends on device speed and staleness, "
+    "not on an independent draw"
+)
+
+
+def _periods(c: FedConfig) -> bool:
+    return c.topology.kappa_edge * c.topology.kappa_region > 1
+
+
+def _lossy_partials(c: FedConfig) -> bool:
+    t = c.topology.partial_compression
+    if not t.enabled:
+        return False
+    spec = t.spec()
+    return spec.sparsify != "none" or spec.quantize != 32
+
+
+def _skips_infeasible(c: FedConfig) -> bool:
+    return c.scheduling.skip_infeasible
+
+
+REFUSALS: tuple[Refusal, ...] = (
+    Refusal(
+        ("secagg", "robust"),
+        "a robust aggregator must see individual updates; secure aggregation reveals "
+        "only their sum",
+        in_principle=True,
+    ),
+    Refusal(
+        ("secagg", "custom_aggregator"),
+        "your own aggregator sees individual updates; secure aggregation reveals only their sum",
+        in_principle=True,
+    ),
+    Refusal(
+        ("secagg", "compression"),
+        "secure aggregation encodes updates into its own ring (secagg.density sends a "
+        "cohort-shared random-k support); other uplink codecs under it are " + _NOT_BUILT,
+        in_principle=False,
+    ),
+    Refusal(
+        ("secagg", "privacy"),
+        "central DP samples Poisson cohorts and weights clients uniformly; with secure "
+        "aggregation (distributed noise) it is " + _NOT_BUILT,
+        in_principle=False,
+    ),
+    Refusal(
+        ("secagg", "allocation"),
+        "secure aggregation replaces the settlement-weighted aggregator, so partial work "
+        "would be weighted as full work; " + _NOT_BUILT,
+        in_principle=False,
+    ),
+    Refusal(
+        ("secagg", "hierarchy"),
+        "two-tier masks (secagg.tree.TreeSecAgg) driven by the tree engine are " + _NOT_BUILT,
+        in_principle=False,
+    ),
+    Refusal(
+        ("secagg", "async"),
+        "secure aggregation needs a cohort that agrees keys and secret-shares them before "
+        "any input is masked; a FedBuff buffer is formed only after the updates arrive",
+        in_principle=True,
+    ),
+    Refusal(
+        ("privacy", "async"),
+        _ASYNC_POISSON,
+        in_principle=True,
+    ),
+    Refusal(
+        ("allocation", "async"),
+        "allocation sizes work to a round deadline; FedBuff has no rounds and no deadline",
+        in_principle=True,
+    ),
+    Refusal(
+        ("deadline", "async"),
+        "FedBuff has no rounds to close at a deadline; stale updates are bounded by "
+        "scheduling.async.max_staleness instead",
+        in_principle=True,
+    ),
+    Refusal(
+        ("overselect", "async"),
+        "FedBuff has no cohort to over-select: scheduling.async.concurrency clients are "
+        "always in flight",
+        in_principle=True,
+    ),
+    Refusal(
+        ("oort", "async"),
+        "Oort picks a cohort per round from its utility feedback; FedBuff's dispatcher "
+        "starts one idle client at a time and has no Oort policy: " + _NOT_BUILT,
+        in_principle=False,
+    ),
+    Refusal(
+        ("privacy", "overselect"),
+        "Poisson sampling has no fixed cohort to over-select; raise "
+        "rounds.clients_per_round instead, which raises q and the accountant sees it",
+        in_principle=True,
+    ),
+    Refusal(
+        ("privacy", "oort"),
+        "Oort selects clients by a utility computed from their training losses, so one "
+        "client's data changes who else is selected; the accountant assumes Poisson "
+        "sampling, every client independently at rate q",
+        in_principle=True,
+    ),
+    Refusal(
+        ("privacy", "allocation"),
+        "under privacy the cohort is a Poisson sample of every available client at rate q "
+        "and the noisy sum is divided by the expected cohort q*N; leaving out devices "
+        "predicted to miss the deadline from that sample is " + _NOT_BUILT + " (set "
+        "scheduling.skip_infeasible: false: they send the steps they finish or are late)",
+        in_principle=False,
+        when=_skips_infeasible,
+        condition="scheduling.skip_infeasible (the default)",
+    ),
+    Refusal(
+        ("privacy", "custom_aggregator"),
+        "central DP calibrates its noise to the mean of clipped updates; the sensitivity "
+        "of your own aggregation rule is unknown",
+        in_principle=True,
+    ),
+    Refusal(
+        ("privacy", "robust"),
+        "central DP calibrates its noise to the mean of clipped updates; noise calibrated "
+        "to a robust rule's sensitivity is " + _NOT_BUILT,
+        in_principle=False,
+    ),
+    Refusal(
+        ("privacy", "fedeval"),
+        "per-client evaluation results are not covered by the privacy accountant; "
+        "private federated evaluation is " + _NOT_BUILT,
+        in_principle=False,
+    ),
+    Refusal(
+        ("privacy", "hierarchy"),
+        "with kappa_edge * kappa_region > 1 a client sends several clipped updates per "
+        "global round and the accountant counts one; accounting for the periods is " + _NOT_BUILT,
+        in_principle=False,
+        when=_periods,
+        condition="kappa_edge * kappa_region > 1",
+        example=("topology.kappa_edge=2",),
+    ),
+    Refusal(
+        ("privacy", "hierarchy"),
+        "a lossy topology.partial_compression re-encodes an edge's sum, which is then no "
+        "longer within clip_norm per client; clipping the partials is " + _NOT_BUILT,
+        in_principle=False,
+        when=_lossy_partials,
+        condition="lossy topology.partial_compression",
+        example=("topology.partial_compression.preset=int8",),
+    ),
+    Refusal(
+        ("allocation", "hierarchy"),
+        "with kappa_edge * kappa_region > 1 a client trains several times per global "
+        "round; the planner sizes one local training per round: " + _NOT_BUILT,
+        in_principle=False,
+        when=_periods,
+        condition="kappa_edge * kappa_region > 1",
+        example=("topology.kappa_edge=2",),
+    ),
+)
