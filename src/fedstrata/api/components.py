@@ -297,8 +297,9 @@ def sim_settings(config: FedConfig) -> SimSettings:
     r = config.rounds
     weighting: Literal["examples", "uniform"] = "uniform" if config.privacy.enabled else "examples"
     return SimSettings(
-        r.rounds, local_plan(config.client), r.eval_every, config.seed, weighting=weighting
-    )
+        r.rounds, local_plan(config.client), r.eval_every, config.seed, weighting=weighting,
+        dropout_rate=config.devices.dropout_rate,
+    )  # fmt: skip
 
 
 def round_coordinator(

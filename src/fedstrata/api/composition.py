@@ -95,6 +95,10 @@ def _overselected(c: FedConfig, r: RunResult) -> bool:
 EVIDENCE: dict[str, Evidence] = {
     "sampling": Evidence("fewer clients trained than every client every round", _sampled),
     "deadline": Evidence("every round's sim_round_s within rounds.deadline_s", _deadline),
+    "dropout": Evidence(
+        "clients that dropped out counted as failed",
+        lambda c, r: sum(m.clients_failed for m in r.simulation.rounds) > 0,
+    ),
     "compression": Evidence(
         "uplink_ratio > 1 every round",
         lambda c, r: all(m.extras.get("uplink_ratio", 1.0) > 1 for m in r.simulation.rounds),

@@ -180,7 +180,7 @@ def async_simulation(
     )
     settings = AsyncSettings(
         updates, min(a.concurrency, dataset.num_clients), plan, config.rounds.eval_every,
-        config.seed,
+        config.seed, config.devices.dropout_rate,
     )  # fmt: skip
     broadcast = None
     if config.downlink.enabled:

@@ -57,7 +57,7 @@ DRIVERS: tuple[Driver, ...] = (
         "async", "FedBuff simulator", "async",
         frozenset({
             "async", "sampling", "registry", "fedeval", "compression", "downlink", "robust",
-            "custom_aggregator",
+            "custom_aggregator", "dropout",
         }),
         "docs/scheduling.md",
     ),
@@ -65,7 +65,7 @@ DRIVERS: tuple[Driver, ...] = (
         "hierarchical", "hierarchical simulator", "hierarchy",
         frozenset({
             "hierarchy", "fedeval", "sampling", "deadline", "compression", "downlink",
-            "privacy", "allocation", "oort", "overselect", "registry", "robust",
+            "privacy", "allocation", "oort", "overselect", "registry", "robust", "dropout",
         }),
         "docs/hierarchy.md",
     ),

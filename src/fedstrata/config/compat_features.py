@@ -40,6 +40,14 @@ FEATURES: tuple[Feature, ...] = (
         ("rounds.deadline_s=0.12",),
     ),
     Feature(
+        "dropout",
+        "client dropouts (simulated)",
+        "devices.dropout_rate",
+        "docs/simulator.md",
+        lambda c: c.devices.dropout_rate > 0,
+        ("devices.dropout_rate=0.2",),
+    ),
+    Feature(
         "compression",
         "uplink compression",
         "compression.preset",

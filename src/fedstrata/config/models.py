@@ -262,6 +262,13 @@ class DevicesConfig(_Strict):
         1.0, gt=0, le=1, description="probability that a device is online in a round"
     )
     memory_gb: float = Field(4.0, gt=0, description="device memory")
+    dropout_rate: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="probability that a selected client drops out during a round, after "
+        "it was sent the model (synchronous simulators; a seeded draw per client and round)",
+    )
 
 
 class SimConfig(_Strict):

@@ -65,6 +65,7 @@ from fedstrata.sim.engine import SimulationResult
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.hooks import Broadcaster, DenseBroadcast
+from fedstrata.sim.intake import dropped_out
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tasks import ClientTask
 
@@ -86,6 +87,8 @@ class AsyncSettings:
         plan: every client's local training plan.
         eval_every: evaluate the model every this many server steps.
         root_seed: seed of client selection and local training.
+        dropout_rate: probability that a dispatched client drops out (a seeded draw per
+            dispatch): its update never arrives.
     """
 
     server_updates: int
@@ -93,6 +96,7 @@ class AsyncSettings:
     plan: LocalPlan
     eval_every: int = 1
     root_seed: int = 0
+    dropout_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("server_updates", "concurrency", "eval_every"):
@@ -294,7 +298,8 @@ class AsyncSimulation:
         ]
         for res in self.executor.run(self._bc.model_for_clients(params), tasks):
             d = batch[res.index]
-            problem = res.error
+            s = self.settings
+            problem = res.error or dropped_out(s.dropout_rate, s.root_seed, d.seq, d.client_id)
             if problem is None and res.vector is not None:
                 try:
                     validate_vector(res.client_id, res.vector, self.trainer.spec)

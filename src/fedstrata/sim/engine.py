@@ -40,7 +40,7 @@ from fedstrata.coordinator import (
     UpdateArrived,
 )
 from fedstrata.core.clock import VirtualClock
-from fedstrata.core.context import RoundContext, derive_rng
+from fedstrata.core.context import derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.errors import FedstrataError
@@ -56,17 +56,17 @@ from fedstrata.sim.hooks import (
     RoundHook,
 )
 from fedstrata.sim.intake import (
-    apply_server_halves,
     client_extras,
     client_legs,
     client_weight,
     codec_extras,
+    dropped_out,
     emit_round,
     evaluate_round,
     finish_round,
     fold_result,
     result_problem,
-    round_mean,
+    server_step,
     start_hooks,
     upload_bytes,
 )
@@ -89,6 +89,7 @@ class SimSettings:
     eval_every: int = 1
     root_seed: int = 0
     weighting: Literal["examples", "uniform"] = "examples"  # DP needs uniform
+    dropout_rate: float = 0.0  # a selected client drops out after receiving the model
 
 
 @dataclass
@@ -202,17 +203,18 @@ class Simulation:
         assert isinstance(close, CloseRound)
         self.clock.advance_to(end)
         outcome = close.outcome
-        ctx = RoundContext(round_idx, self.settings.root_seed)
-        if outcome.applied or any(hook.applies_every_round for hook in self.hooks):
-            finalize = partial(self.aggregator.finalize, state)
-            mean = round_mean(outcome, params.shape[0], finalize)
-            mean = apply_server_halves(mean, len(outcome.accepted), ctx, self.hooks, self.pipeline)
-            params, opt_state = self.server_optimizer.step(params, mean, opt_state)
-            self._bc.publish(params, ctx)
+        step = server_step(
+            outcome, params, opt_state, partial(self.aggregator.finalize, state),
+            hooks=self.hooks, pipeline=self.pipeline, optimizer=self.server_optimizer,
+            broadcast=self._bc, root_seed=self.settings.root_seed,
+        )  # fmt: skip
+        params, opt_state = step.params, step.opt_state
         client_means = self.aggregator.finalize_metrics(state)
         train_loss = client_means.get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
         extras = {**metrics.extras, **self._codec_extras(tally), **client_extras(client_means)}
+        if step.lost is not None:
+            extras["aggregate_lost"] = 1.0
         metrics = finish_round(
             replace(metrics, extras=extras), outcome,
             hooks=self.hooks, planner=self.planner, reports=tally.reports,
@@ -229,7 +231,10 @@ class Simulation:
         down_bytes = self._bc.download_bytes(cid)
         tally.bytes_down += down_bytes
         plan = tally.plans[res.index]
-        problem = result_problem(res, self.trainer.spec)
+        s = self.settings
+        problem = result_problem(res, self.trainer.spec) or dropped_out(
+            s.dropout_rate, s.root_seed, self.coordinator.round_idx, cid
+        )
         if problem is not None:
             self.coordinator.handle(ClientFailed(cid, problem))
             self._report(tally, res, plan, (0.0, 0.0, 0.0), "failed")

@@ -59,7 +59,7 @@ from fedstrata.coordinator import (
 )
 from fedstrata.coordinator.planner import rehome
 from fedstrata.coordinator.topology import Tier, Topology
-from fedstrata.core.context import RoundContext, derive_rng
+from fedstrata.core.context import derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import MemoryStateStore
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
@@ -71,13 +71,12 @@ from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.hooks import Broadcaster, ClientPlanner, DenseBroadcast, RoundHook
 from fedstrata.sim.intake import (
-    apply_server_halves,
     client_extras,
     codec_extras,
     emit_round,
     evaluate_round,
     finish_round,
-    round_mean,
+    server_step,
     start_hooks,
 )
 from fedstrata.sim.network import NetworkModel
@@ -224,13 +223,15 @@ class HierarchicalSimulation:
         root = self._walk().cycle(self.topology.root, model, t0, base, tally, fresh=True)
         outcome = self._close(send, tally, root.end_s)
         self._now = outcome.end_s
-        ctx = RoundContext(r, self.settings.root_seed)
-        if outcome.applied or any(hook.applies_every_round for hook in self.hooks):
-            mean = round_mean(outcome, params.shape[0], partial(self._center_mean, root))
-            mean = apply_server_halves(mean, len(outcome.accepted), ctx, self.hooks, self.pipeline)
-            params, opt_state = self.server_optimizer.step(params, mean, opt_state)
-            self._bc.publish(params, ctx)
+        step = server_step(
+            outcome, params, opt_state, partial(self._center_mean, root),
+            hooks=self.hooks, pipeline=self.pipeline, optimizer=self.server_optimizer,
+            broadcast=self._bc, root_seed=self.settings.root_seed,
+        )  # fmt: skip
+        params, opt_state = step.params, step.opt_state
         metrics = self._metrics(r, params, root, tally, outcome, wall_s=0.0)
+        if step.lost is not None:
+            metrics = replace(metrics, extras={**metrics.extras, "aggregate_lost": 1.0})
         metrics = finish_round(
             metrics, outcome, hooks=self.hooks, planner=self.planner, reports=tally.reports
         )
@@ -249,7 +250,7 @@ class HierarchicalSimulation:
             self.network, self.trainer, self.executor, self.profiles, self.client_sizes,
             self._coordinator, self._bc, self._inner, self._center, self._node_ids,
             {Tier.EDGE: self.hier.kappa_edge, Tier.REGION: self.hier.kappa_region},
-            self.settings.weighting,
+            self.settings.weighting, self.settings.root_seed, self.settings.dropout_rate,
         )  # fmt: skip
 
     def _start(self, r: int, t0: float) -> SendModel:

@@ -20,34 +20,38 @@ from typing import Any, Literal
 import numpy as np
 
 from fedstrata.aggregation.protocol import Aggregator
+from fedstrata.algorithms.server import ServerOptimizer
 from fedstrata.coordinator.cadence import evaluation_due
 from fedstrata.coordinator.events import RoundOutcome
-from fedstrata.core.context import RoundContext
+from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector, ParamSpec
 from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.core.update import validate_vector
-from fedstrata.errors import FedstrataError, PrivacyBudgetExhausted
+from fedstrata.errors import FedstrataError, PrivacyBudgetExhausted, SecAggError
 from fedstrata.monitoring import ClientFailure, RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
-from fedstrata.sim.hooks import ClientPlanner, ClientReport, RoundHook
+from fedstrata.sim.hooks import Broadcaster, ClientPlanner, ClientReport, RoundHook
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tasks import TaskResult
 
 __all__ = [
     "Evaluation",
+    "ServerStep",
     "apply_server_halves",
     "client_extras",
     "client_legs",
     "client_weight",
     "codec_extras",
     "dense_bytes",
+    "dropped_out",
     "emit_round",
     "evaluate_round",
     "finish_round",
     "fold_result",
     "result_problem",
     "round_mean",
+    "server_step",
     "start_hooks",
     "upload_bytes",
 ]
@@ -71,6 +75,16 @@ def result_problem(res: TaskResult, spec: ParamSpec) -> str | None:
         except FedstrataError as exc:
             return str(exc)
     return None
+
+
+def dropped_out(rate: float, root_seed: int, round_idx: int, client_id: int) -> str | None:
+    """Why client ``client_id`` drops out of round ``round_idx`` after it was sent the
+    model (``devices.dropout_rate``: a seeded draw per client and round), or None."""
+    if rate <= 0:
+        return None
+    if derive_rng(root_seed, round_idx, client_id, "dropout").random() >= rate:
+        return None
+    return f"dropped out during the round (devices.dropout_rate {rate:g})"
 
 
 def client_weight(res: TaskResult, weighting: Literal["examples", "uniform"]) -> float:
@@ -197,6 +211,53 @@ def round_mean(
     if not outcome.accepted:
         return np.zeros(size, dtype=np.float32)
     return finalize()
+
+
+@dataclass(frozen=True)
+class ServerStep:
+    """What the server did with a closed round.
+
+    Attributes:
+        params: the model after the round (unchanged when nothing was applied).
+        opt_state: the server optimizer's state after the round.
+        lost: why the round's aggregate could not be recovered (secure aggregation
+            refused the round before revealing anything), or None.
+    """
+
+    params: FloatVector
+    opt_state: object
+    lost: str | None = None
+
+
+def server_step(
+    outcome: RoundOutcome,
+    params: FloatVector,
+    opt_state: object,
+    finalize: Callable[[], FloatVector],
+    *,
+    hooks: Sequence[RoundHook],
+    pipeline: Pipeline | None,
+    optimizer: ServerOptimizer[Any],
+    broadcast: Broadcaster,
+    root_seed: int,
+) -> ServerStep:
+    """Apply a closed round: its mean, the server halves, the optimizer step, the
+    broadcast's new version. A round below ``min_clients`` is applied only when a hook
+    applies every round (central DP). A round whose secure sum cannot be recovered
+    (too few survivors for the protocol's threshold) leaves the model unchanged and
+    the run goes on: the protocol refused it before revealing any share."""
+    if not (outcome.applied or any(hook.applies_every_round for hook in hooks)):
+        return ServerStep(params, opt_state)
+    ctx = RoundContext(outcome.round_idx, root_seed)
+    try:
+        mean = round_mean(outcome, params.shape[0], finalize)
+    except SecAggError as exc:
+        log.warning("round %d: aggregate lost, model unchanged: %s", outcome.round_idx, exc)
+        return ServerStep(params, opt_state, str(exc))
+    mean = apply_server_halves(mean, len(outcome.accepted), ctx, hooks, pipeline)
+    params, opt_state = optimizer.step(params, mean, opt_state)
+    broadcast.publish(params, ctx)
+    return ServerStep(params, opt_state)
 
 
 def finish_round(

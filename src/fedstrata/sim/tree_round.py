@@ -37,6 +37,7 @@ from fedstrata.sim.intake import (
     client_legs,
     client_weight,
     dense_bytes,
+    dropped_out,
     result_problem,
     upload_bytes,
 )
@@ -120,6 +121,8 @@ class TreeWalk:
     node_ids: Mapping[str, int]
     repeats: Mapping[Tier, int]
     weighting: Literal["examples", "uniform"] = "examples"
+    root_seed: int = 0
+    dropout_rate: float = 0.0  # devices.dropout_rate: drops after receiving the model
 
     def __post_init__(self) -> None:
         self._size = self.trainer.spec.size
@@ -311,7 +314,9 @@ class TreeWalk:
         uploads = []
         for res in self.executor.run(model, tasks):
             got = float(arrive[res.index])
-            problem = result_problem(res, self.trainer.spec)
+            problem = result_problem(res, self.trainer.spec) or dropped_out(
+                self.dropout_rate, self.root_seed, sub, res.client_id
+            )
             if problem is not None:
                 self._settle(res, "failed", problem, _NO_LEGS, arrival=got, tally=tally)
                 continue
