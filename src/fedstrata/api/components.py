@@ -7,6 +7,7 @@ imported only by the builders that need them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ from fedstrata.core.training import (
     Trainer,
     TrainerFactory,
 )
+from fedstrata.errors import ConfigError
 from fedstrata.pipeline import Codec, DenseCodec, Pipeline, Stage
 from fedstrata.sim import (
     ClientJob,
@@ -61,6 +63,8 @@ __all__ = [
     "aggregator",
     "build_dataset",
     "choose_workers",
+    "distributed_allocator",
+    "dp_allocator",
     "executor",
     "forks",
     "init_seed",
@@ -82,8 +86,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from fedstrata.privacy import BudgetAllocator
+    from fedstrata.privacy.distributed import NoiseShares
     from fedstrata.scheduling import Registry
-    from fedstrata.secagg import RingCodec, SecAggAggregator
+    from fedstrata.secagg import RingCodec, RingSpec, SecAggAggregator
 
 
 def choose_workers(config: FedConfig, cohort: int) -> int:
@@ -203,26 +209,101 @@ def warm_up(trainer: Trainer, dataset: ClientPopulation, plan: LocalPlan, seed: 
 
 
 def secure_aggregation(
-    config: FedConfig, size: int, dataset: ClientPopulation
+    config: FedConfig,
+    size: int,
+    dataset: ClientPopulation,
+    allocator: BudgetAllocator | None = None,
 ) -> tuple[RingCodec, SecAggAggregator] | None:
-    """The ring codec and secure aggregator, or None when ``secagg`` is off."""
+    """The ring codec and secure aggregator, or None when ``secagg`` is off.
+
+    Issue 12 part 4: the ``compression`` section maps onto the ring (random-k
+    support, input bits, stochastic rounding), the ring is the narrowest that holds
+    the cohort's sum, ``scheduling.allocation``'s partial-work weights are rounded to
+    the integers the ring carries, and with ``privacy.mechanism: distributed`` each
+    client adds its noise share (planned by ``allocator``) in the ring.
+    """
     s = config.secagg
     if not s.enabled:
         return None
     from fedstrata.compress import randk_support
-    from fedstrata.secagg import SecAggOptions, secagg_components  # deferred: cryptography
+    from fedstrata.secagg import (  # deferred: cryptography
+        SecAggOptions,
+        fit_modulus,
+        secagg_components,
+    )
 
+    comp = config.compression.spec() if config.compression.enabled else None
+    spec = s.ring_spec(comp)
     uniform = config.privacy.enabled  # the simulation weights uniformly under DP
     max_weight = s.max_weight or (1 if uniform else int(dataset.client_sizes().max()))
+    cohort = config.rounds.clients_per_round or dataset.num_clients
+    shares, survivors = None, 0
+    if config.privacy.mechanism == "distributed" and allocator is not None:
+        shares, survivors = _noise_shares(config, allocator, spec, size, cohort)
+        spec = replace(spec, noise_bound=shares.bound)
     options = SecAggOptions(
-        expected_cohort=config.rounds.clients_per_round or dataset.num_clients,
+        expected_cohort=cohort,
         max_weight=max_weight,
         dropout_rate=s.dropout_rate,
         sparse_graph=s.sparse_graph,
         precompute_masks=s.precompute_masks,
         root_seed=config.seed,
+        round_weights=config.scheduling.allocation,
+        min_survivors=survivors,
     )
-    return secagg_components(s.ring_spec(), options, size, randk_support)
+    spec = fit_modulus(spec, cohort * max_weight)
+    return secagg_components(spec, options, size, randk_support, shares)
+
+
+def _noise_shares(
+    config: FedConfig, allocator: BudgetAllocator, spec: RingSpec, size: int, cohort: int
+) -> tuple[NoiseShares, int]:
+    """Distributed DP's noise shares and the least survivors they are planned for."""
+    from fedstrata.privacy.distributed import noise_shares, ring_sensitivity
+
+    survivors = cohort - math.floor(config.secagg.dropout_rate * cohort)
+    sensitivity = ring_sensitivity(config.privacy.clip_norm, spec.scale, spec.num_kept(size))
+    return noise_shares(allocator, sensitivity, survivors, config.privacy.noise), survivors
+
+
+def dp_allocator(
+    config: FedConfig, num_clients: int, *, fixed_size: bool = False
+) -> BudgetAllocator:
+    """The privacy budget allocator of ``config.privacy`` (uniform or staged).
+
+    ``fixed_size``: the cohort is ``clients_per_round`` of ``num_clients`` drawn
+    without replacement (distributed DP under secure aggregation), else Poisson.
+    """
+    from fedstrata.privacy import (
+        BudgetAllocator,
+        PlateauSwitch,
+        Sampling,
+        SamplingKind,
+        StageSpec,
+    )
+
+    p = config.privacy
+    q = sampling_rate(config, num_clients)
+    sampling = Sampling(SamplingKind.FIXED_SIZE, num_clients) if fixed_size else None
+    planned = p.planned_rounds or config.rounds.rounds
+    if p.schedule == "uniform":
+        return BudgetAllocator.uniform(
+            p.epsilon, p.delta, planned, q, accountant=p.accountant, sampling=sampling
+        )
+    fractions = p.stage_fractions or (1 / len(p.stage_weights),) * len(p.stage_weights)
+    stages = [StageSpec(f, w) for f, w in zip(fractions, p.stage_weights, strict=True)]
+    switch = PlateauSwitch(p.plateau_window, p.plateau_tol) if p.switch_on_plateau else None
+    return BudgetAllocator(
+        p.epsilon, p.delta, planned, q, stages=stages, accountant=p.accountant,
+        sampling=sampling, switch=switch,
+    )  # fmt: skip
+
+
+def distributed_allocator(config: FedConfig, num_clients: int) -> BudgetAllocator | None:
+    """The allocator of ``privacy.mechanism: distributed`` (fixed-size cohorts), or None."""
+    if config.privacy.mechanism != "distributed":
+        return None
+    return dp_allocator(config, num_clients, fixed_size=True)
 
 
 def pipeline(
@@ -234,7 +315,9 @@ def pipeline(
         from fedstrata.privacy import CentralGaussian, FixedClip  # deferred: imports scipy
 
         clip = config.privacy.clip_norm
-        stages += [FixedClip(clip), CentralGaussian(noise_multiplier=0.0, clip_norm=clip)]
+        stages.append(FixedClip(clip))
+        if config.privacy.mechanism == "central":
+            stages.append(CentralGaussian(noise_multiplier=0.0, clip_norm=clip))
     if ring is not None:
         return Pipeline(stages, ring)
     if not stages and not config.compression.enabled:
@@ -253,36 +336,48 @@ def sampling_rate(config: FedConfig, num_clients: int) -> float:
 
 
 def privacy_hooks(
-    config: FedConfig, pipeline: Pipeline | None, num_clients: int, size: int | None = None
+    config: FedConfig,
+    pipeline: Pipeline | None,
+    num_clients: int,
+    size: int | None = None,
+    allocator: BudgetAllocator | None = None,
 ) -> tuple[RoundHook, ...]:
-    """The central-DP hook (budget allocator + noise), or nothing without privacy.
+    """The DP hook (budget allocator, and noise for central DP), or nothing.
 
-    With the model's ``size`` a WARNING is logged when the noise dwarfs the signal.
+    ``allocator``: distributed DP's (:func:`distributed_allocator`), whose plan set
+    the clients' noise shares in the ring codec. With the model's ``size`` a WARNING
+    is logged when central noise dwarfs the signal.
     """
     p = config.privacy
     if not p.enabled or pipeline is None:
         return ()
-    from fedstrata.privacy import BudgetAllocator, CentralGaussian, PlateauSwitch, StageSpec
+    if p.mechanism == "distributed":
+        return _distributed_hook(pipeline, allocator)
+    from fedstrata.privacy import CentralGaussian
     from fedstrata.privacy.hook import CentralDPHook
 
     mechanism = next(s for s in pipeline.stages if isinstance(s, CentralGaussian))
     q = sampling_rate(config, num_clients)
-    fractions = p.stage_fractions or (1 / len(p.stage_weights),) * len(p.stage_weights)
-    stages = [StageSpec(f, w) for f, w in zip(fractions, p.stage_weights, strict=True)]
-    planned = p.planned_rounds or config.rounds.rounds
-    switch = PlateauSwitch(p.plateau_window, p.plateau_tol) if p.switch_on_plateau else None
-    if p.schedule == "uniform":
-        allocator = BudgetAllocator.uniform(
-            p.epsilon, p.delta, planned, q, accountant=p.accountant
-        )
-    else:
-        allocator = BudgetAllocator(
-            p.epsilon, p.delta, planned, q, stages=stages, accountant=p.accountant, switch=switch
-        )
-    hook = CentralDPHook(allocator, mechanism, expected_cohort=q * num_clients)
+    hook = CentralDPHook(
+        dp_allocator(config, num_clients), mechanism, expected_cohort=q * num_clients
+    )
     if size is not None:
         hook.check_noise(size)
     return (hook,)
+
+
+def _distributed_hook(
+    pipeline: Pipeline, allocator: BudgetAllocator | None
+) -> tuple[RoundHook, ...]:
+    from fedstrata.privacy.distributed import NoiseShares
+    from fedstrata.privacy.distributed_hook import DistributedDPHook
+    from fedstrata.secagg import RingCodec
+
+    codec = pipeline.codec
+    shares = codec.noise_fn if isinstance(codec, RingCodec) else None
+    if allocator is None or not isinstance(shares, NoiseShares):
+        raise ConfigError("privacy.mechanism=distributed needs the secure-aggregation ring codec")
+    return (DistributedDPHook(allocator, shares),)
 
 
 def simulation(
@@ -313,7 +408,8 @@ def simulation(
             aggregator=agg,
         )  # fmt: skip
     private = config.privacy.enabled
-    poisson = sampling_rate(config, dataset.num_clients) if private else None
+    central = config.privacy.mechanism == "central"  # distributed: fixed-size cohorts
+    poisson = sampling_rate(config, dataset.num_clients) if central else None
     broadcast = None
     if config.downlink.enabled:
         broadcast = CompressedBroadcast(params, config.downlink.spec(), config.downlink.history)

@@ -20,6 +20,8 @@ from fedstrata.config.features import (
     SchedulingConfig,
     SecAggSettings,
     TopologyConfig,
+    secagg_compression_fits,
+    secagg_privacy_fits,
 )
 
 if TYPE_CHECKING:
@@ -370,16 +372,27 @@ class FedConfig(_Strict):
 
     @model_validator(mode="after")
     def _secagg_combines(self) -> FedConfig:
+        if self.privacy.mechanism == "distributed" and not self.secagg.enabled:
+            raise ValueError(
+                "privacy.mechanism=distributed adds each client's noise share inside secure "
+                "aggregation: set secagg.enabled: true (or use mechanism: central)"
+            )
         if not self.secagg.enabled:
             return self
         if self.compression.enabled:
-            raise ValueError("secagg.enabled replaces the uplink codec: disable compression")
+            secagg_compression_fits(self.compression, self.secagg)
         if self.server.aggregator != "mean":
             raise ValueError(
                 f"secagg.enabled needs server.aggregator 'mean', got {self.server.aggregator!r}"
             )
-        if self.privacy.enabled:
-            raise ValueError("secagg.enabled with privacy (Poisson cohorts) is not supported yet")
+        if self.privacy.mechanism == "central":
+            raise ValueError(
+                "secagg.enabled with privacy.mechanism=central is not built (central DP "
+                "samples Poisson cohorts, secure aggregation fixes its cohort up front): "
+                "use privacy.mechanism: distributed"
+            )
+        if self.privacy.mechanism == "distributed":
+            secagg_privacy_fits(self.privacy)
         return self
 
     @model_validator(mode="after")
@@ -400,7 +413,7 @@ class FedConfig(_Strict):
     def _privacy_keeps_its_bounds(self) -> FedConfig:
         if not self.privacy.enabled:
             return self
-        if self.compression.enabled:
+        if self.compression.enabled and self.privacy.mechanism == "central":
             spec = self.compression.spec()
             if spec.error_feedback or spec.quantize != 32 or spec.sparsify == "randk":
                 raise ValueError(

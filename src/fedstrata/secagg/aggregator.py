@@ -47,9 +47,10 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.errors import AggregationError, ConfigError, InvalidUpdateError, PayloadError
 from fedstrata.pipeline.stage import Codec
-from fedstrata.secagg.codec import RingCodec, RingMessage, RingSpec, SupportFn, lift
+from fedstrata.secagg.codec import NoiseFn, RingCodec, RingMessage, RingSpec, SupportFn, lift
 from fedstrata.secagg.codec import quantize_to_ring as _quantize
 from fedstrata.secagg.config import SecAggConfig, check_ring_capacity
+from fedstrata.secagg.cost import ProtocolCost, protocol_cost
 from fedstrata.secagg.prg import U32Vector
 from fedstrata.secagg.simulate import RoundStats, simulate_round_detailed
 
@@ -81,6 +82,12 @@ class SecAggOptions:
             not secure: a simulation).
         secure: run the protocol; ``False`` sums the same ring inputs in the clear
             (plaintext fixed-point FedAvg, the reference the protocol must equal).
+        round_weights: round a fractional weight (partial-work settlement weights of
+            ``scheduling.allocation``) to the nearest integer >= 1 instead of
+            refusing it; the relative weight error is at most ``0.5 / w``.
+        min_survivors: release nothing (a zero update, the protocol is not run)
+            when fewer clients survive: distributed DP accounts the noise of this
+            many shares (Issue 12 part 4).
     """
 
     expected_cohort: int
@@ -91,6 +98,8 @@ class SecAggOptions:
     security_bits: int = 40
     root_seed: int = 0
     secure: bool = True
+    round_weights: bool = False
+    min_survivors: int = 0
 
     def __post_init__(self) -> None:
         if self.expected_cohort < 2:
@@ -120,6 +129,8 @@ class SecAggReport:
         bytes_down_per_client: mean bytes a surviving client receives.
         plaintext_bytes: ``4 * model size``: a dense float32 update.
         weights_capped: clients whose weight was capped at ``max_weight``.
+        cost: per surviving client, the protocol's bytes and compute (charged to the
+            simulated clock, Issue 12 part 4).
     """
 
     round_idx: int
@@ -135,6 +146,7 @@ class SecAggReport:
     bytes_down_per_client: float
     plaintext_bytes: int
     weights_capped: int
+    cost: ProtocolCost | None = None
 
     @property
     def bandwidth_expansion(self) -> float:
@@ -207,7 +219,8 @@ class SecAggAggregator:
         spec = codec.spec
         n = options.expected_cohort
         try:
-            check_ring_capacity(n * options.max_weight, spec.input_bits, spec.modulus_bits)
+            bits = spec.bound.bit_length() + 1  # input_bits when there is no noise
+            check_ring_capacity(n * options.max_weight, bits, spec.modulus_bits)
         except ConfigError as exc:
             raise ConfigError(
                 f"secure aggregation: cohort {n} x max_weight {options.max_weight} x "
@@ -226,6 +239,7 @@ class SecAggAggregator:
             precompute_masks=options.precompute_masks,
         )
         self.last_stats: SecAggReport | None = None
+        self.withheld: set[int] = set()
 
     @property
     def mergeable(self) -> bool:
@@ -310,6 +324,8 @@ class SecAggAggregator:
         """
         if not state.inputs:
             raise AggregationError("cannot finalize secure aggregation with no updates")
+        if len(state.inputs) < self.options.min_survivors:
+            return self._withhold(state)
         total = lift(self._ring_total(state), self.codec.spec.modulus_bits)
         weight = int(total[-1])
         if weight <= 0:
@@ -319,6 +335,17 @@ class SecAggAggregator:
             )
         real = total[:-1] / (self.codec.spec.scale * weight)
         return self.codec.to_dense(real, state.seed).astype(np.float32)
+
+    def _withhold(self, state: RingState) -> FloatVector:
+        """A zero update: too few survivors for the noise that was accounted."""
+        round_idx = state.round_idx or 0
+        logger.warning(
+            "round %d: only %d clients survived, fewer than the %d whose noise shares "
+            "distributed DP accounts; the sum is not unmasked (zero update)",
+            round_idx, len(state.inputs), self.options.min_survivors,
+        )  # fmt: skip
+        self.withheld.add(round_idx)
+        return np.zeros(self.codec.size, dtype=np.float32)
 
     def finalize_metrics(self, state: RingState) -> dict[str, float]:
         """Weighted mean of each client metric (metrics travel outside the protocol)."""
@@ -339,10 +366,19 @@ class SecAggAggregator:
 
     def finish(self, round_idx: int, accepted: int, loss: float | None) -> dict[str, float]:
         """The round's :meth:`SecAggReport.extras` (empty if the round was not finalized)."""
+        if round_idx in self.withheld:
+            return {"secagg_withheld": 1.0}
         report = self.last_stats
         if report is None or report.round_idx != round_idx:
             return {}
         return report.extras()
+
+    def round_cost(self, round_idx: int) -> ProtocolCost | None:
+        """The protocol's per-client costs of ``round_idx`` (None: it did not run)."""
+        report = self.last_stats
+        if report is None or report.round_idx != round_idx:
+            return None
+        return report.cost
 
     def _check_codec(self, codec: Codec) -> None:
         mine = self.codec
@@ -356,6 +392,8 @@ class SecAggAggregator:
 
     def _weight(self, state: RingState, weight: float, client_id: int) -> int:
         w = check_weight(weight, client_id)
+        if self.options.round_weights:
+            w = float(max(1, round(w)))
         if abs(w - round(w)) > 1e-9 * max(1.0, w):
             raise InvalidUpdateError(
                 client_id, f"secure aggregation needs an integer weight, got {weight}"
@@ -436,6 +474,7 @@ class SecAggAggregator:
             bytes_down_per_client=float(stats.bytes_down[alive].mean()),
             plaintext_bytes=4 * self.codec.size,
             weights_capped=state.capped,
+            cost=protocol_cost(stats, state.client_ids, self.codec.count + 1),
         )
 
 
@@ -454,6 +493,7 @@ def secagg_components(
     options: SecAggOptions,
     size: int,
     support_fn: SupportFn | None = None,
+    noise_fn: NoiseFn | None = None,
 ) -> tuple[RingCodec, SecAggAggregator]:
     """The client codec and the server aggregator of secure aggregation, consistent.
 
@@ -463,9 +503,10 @@ def secagg_components(
         size: model parameters.
         support_fn: the random-k draw when ``spec.density < 1``
             (``fedstrata.compress.randk_support``).
+        noise_fn: each client's distributed-DP noise share (added in the ring).
 
     Raises:
         ConfigError: the ring would overflow, or an invalid parameter.
     """
-    codec = RingCodec(spec, size, support_fn)
+    codec = RingCodec(spec, size, support_fn, noise_fn)
     return codec, SecAggAggregator(codec, options)

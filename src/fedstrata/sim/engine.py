@@ -59,6 +59,7 @@ from fedstrata.sim.hooks import (
     RoundHook,
 )
 from fedstrata.sim.profiles import ProfileTable
+from fedstrata.sim.protocol_cost import ProtocolCharge, ProtocolCosts, charge
 from fedstrata.sim.tasks import ClientTask, TaskResult
 
 __all__ = ["SimSettings", "Simulation", "SimulationResult"]
@@ -111,6 +112,7 @@ class _RoundTally:
     last_arrival: float = 0.0
     critical: tuple[float, float, float] = (0.0, 0.0, 0.0)
     any_late: bool = False
+    protocol_s: float = 0.0  # simulated seconds a protocol (secure aggregation) added
 
 
 @dataclass(eq=False)
@@ -202,6 +204,9 @@ class Simulation:
                 mean = self.pipeline.decode_aggregate(mean, ctx)
             params, opt_state = self.server_optimizer.step(params, mean, opt_state)
             self._bc.publish(params, ctx)
+        extra = self._protocol_charge(round_idx, tally)
+        outcome = replace(outcome, end_s=outcome.end_s + extra.seconds)
+        self.clock.advance_to(outcome.end_s)
         client_means = self.aggregator.finalize_metrics(state)
         train_loss = client_means.get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
@@ -218,6 +223,19 @@ class Simulation:
             self.fed_eval.maybe_run(self.executor, params, round_idx, last=last, sinks=self.sinks)
         self._emit(outcome, metrics)
         return params, opt_state, metrics
+
+    def _protocol_charge(self, round_idx: int, tally: _RoundTally) -> ProtocolCharge:
+        """Secure aggregation's legs and bytes this round (Issue 12 part 4)."""
+        total = ProtocolCharge()
+        for hook in self.hooks:
+            cost = hook.round_cost(round_idx) if isinstance(hook, ProtocolCosts) else None
+            if cost is not None:
+                extra = charge(cost, self.profiles)
+                tally.bytes_up += extra.bytes_up
+                tally.bytes_down += extra.bytes_down
+                total = ProtocolCharge(total.seconds + extra.seconds)
+        tally.protocol_s = total.seconds
+        return total
 
     def _round_mean(self, state: object, outcome: RoundOutcome, size: int) -> FloatVector:
         """The aggregate; zeros when nothing was accepted (a hook that applies every
@@ -291,6 +309,7 @@ class Simulation:
             "uplink_bytes_per_client": tally.bytes_up / done,
             "downlink_bytes_per_client": tally.bytes_down / max(len(tally.plans), 1),
             "server_decode_s": decode_s,
+            **({"protocol_sim_s": tally.protocol_s} if tally.protocol_s else {}),
         }
 
     def _problem(self, res: TaskResult) -> str | None:
