@@ -235,7 +235,8 @@ def secure_aggregation(
     comp = config.compression.spec() if config.compression.enabled else None
     spec = s.ring_spec(comp)
     uniform = config.privacy.enabled  # the simulation weights uniformly under DP
-    max_weight = s.max_weight or (1 if uniform else int(dataset.client_sizes().max()))
+    largest = 1 if uniform else int(dataset.client_sizes().max())
+    max_weight = s.max_weight or largest
     cohort = config.rounds.clients_per_round or dataset.num_clients
     shares, survivors = None, 0
     if config.privacy.mechanism == "distributed" and allocator is not None:
@@ -248,7 +249,8 @@ def secure_aggregation(
         sparse_graph=s.sparse_graph,
         precompute_masks=s.precompute_masks,
         root_seed=config.seed,
-        round_weights=config.scheduling.allocation,
+        round_weights=config.scheduling.allocation or max_weight < largest,
+        weight_scale=min(1.0, max_weight / largest),
         min_survivors=survivors,
     )
     spec = fit_modulus(spec, cohort * max_weight)

@@ -182,7 +182,10 @@ class SecAggSettings(_Strict):
         False, description="expand masks when keys are shared (mask pool); masking only adds"
     )
     max_weight: int | None = Field(
-        None, ge=1, description="integer weight cap; None: largest client (1 if uniform)"
+        None,
+        ge=1,
+        description="integer weight levels: weights are scaled so the largest client gets "
+        "max_weight, then rounded (a narrower ring); None: largest client (1 if uniform)",
     )
 
     def ring_spec(self, compression: CompressionSpec | None = None) -> RingSpec:

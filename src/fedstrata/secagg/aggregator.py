@@ -85,6 +85,9 @@ class SecAggOptions:
         round_weights: round a fractional weight (partial-work settlement weights of
             ``scheduling.allocation``) to the nearest integer >= 1 instead of
             refusing it; the relative weight error is at most ``0.5 / w``.
+        weight_scale: with ``round_weights``, weights are multiplied by this first
+            (``max_weight / largest client``: weights quantized to ``max_weight``
+            levels rather than capped, so a narrow ring carries them).
         min_survivors: release nothing (a zero update, the protocol is not run)
             when fewer clients survive: distributed DP accounts the noise of this
             many shares (Issue 12 part 4).
@@ -99,6 +102,7 @@ class SecAggOptions:
     root_seed: int = 0
     secure: bool = True
     round_weights: bool = False
+    weight_scale: float = 1.0
     min_survivors: int = 0
 
     def __post_init__(self) -> None:
@@ -109,6 +113,10 @@ class SecAggOptions:
             )
         if self.max_weight < 1:
             raise ConfigError(f"SecAggOptions.max_weight must be >= 1, got {self.max_weight}")
+        if not (np.isfinite(self.weight_scale) and self.weight_scale > 0):
+            raise ConfigError(
+                f"SecAggOptions.weight_scale must be finite and > 0, got {self.weight_scale}"
+            )
 
 
 @dataclass(frozen=True)
@@ -393,7 +401,7 @@ class SecAggAggregator:
     def _weight(self, state: RingState, weight: float, client_id: int) -> int:
         w = check_weight(weight, client_id)
         if self.options.round_weights:
-            w = float(max(1, round(w)))
+            w = float(max(1, round(w * self.options.weight_scale)))
         if abs(w - round(w)) > 1e-9 * max(1.0, w):
             raise InvalidUpdateError(
                 client_id, f"secure aggregation needs an integer weight, got {weight}"
