@@ -68,7 +68,7 @@ def test_compression_that_cannot_enter_the_ring_is_refused(setting: str, reason:
 def test_distributed_dp_needs_secagg_and_rdp() -> None:
     """Issue 12 part 4: distributed DP is refused without secure aggregation or with PLD."""
     plain = [o for o in BASE if not o.startswith("secagg.enabled")]
-    with pytest.raises(ConfigError, match="set secagg.enabled"):
+    with pytest.raises(ConfigError, match=r"set secagg\.enabled"):
         load_config(overrides=[*plain, *DISTRIBUTED])
     with pytest.raises(ConfigError, match="accountant: rdp"):
         load_config(overrides=[*BASE, *DISTRIBUTED, "privacy.accountant=pld"])
