@@ -26,8 +26,8 @@ Parameter block of a ``RING_U32`` payload (little-endian, 32 bytes)::
     u8 version (1) | u8 input_bits | u8 flags (bit 0: stochastic) | u8 modulus_bits
     f64 clip | u32 size | u32 count (k) | u32 round | u32 noise_bound | u64 support seed
 
-The body holds ``count`` ring elements, little-endian, each in the narrowest of 1, 2
-or 4 bytes that holds ``modulus_bits`` (a ring fitted to the cohort,
+The body holds ``count`` ring elements, little-endian, each in ``ceil(modulus_bits /
+8)`` bytes (a ring fitted to the cohort,
 :func:`fit_modulus`, makes 8-bit inputs travel in 2 bytes, Issue 12 part 4).
 Decoding checks every field against the codec's own spec and every element against
 ``[-(L + noise_bound), L + noise_bound]``, and raises
@@ -85,7 +85,7 @@ class RingSpec:
         density: fraction of coordinates sent on the cohort-shared random-k support
             (1.0: every coordinate).
         modulus_bits: the ring is ``Z / 2^modulus_bits`` (at most 32); elements
-            travel in the narrowest of 1, 2 or 4 bytes that holds it.
+            travel in ``ceil(modulus_bits / 8)`` bytes.
         noise_bound: largest magnitude of an integer noise share added to each
             element (distributed DP, Issue 12 part 4); elements lie in
             ``[-(L + noise_bound), L + noise_bound]``.
@@ -120,8 +120,8 @@ class RingSpec:
 
     @property
     def element_bytes(self) -> int:
-        """Bytes per ring element on the wire: 1, 2 or 4."""
-        return 1 if self.modulus_bits <= 8 else 2 if self.modulus_bits <= 16 else 4
+        """Bytes per ring element on the wire: ``ceil(modulus_bits / 8)``."""
+        return (self.modulus_bits + 7) // 8
 
     @property
     def levels(self) -> int:
@@ -174,7 +174,7 @@ def quantize_to_ring(
 
 
 def fit_modulus(spec: RingSpec, total_weight: int) -> RingSpec:
-    """``spec`` on the smallest ring of 8, 16 or 32 bits whose sum cannot wrap.
+    """``spec`` on the smallest ring of 8, 16, 24 or 32 bits whose sum cannot wrap.
 
     A sum of inputs of magnitude at most ``spec.bound`` (``e`` bits with the sign)
     with integer weights summing to at most ``total_weight`` cannot wrap the ring
@@ -185,7 +185,7 @@ def fit_modulus(spec: RingSpec, total_weight: int) -> RingSpec:
         ConfigError: not even 32 bits hold the sum.
     """
     need = total_weight << (spec.bound.bit_length() + 1)
-    for bits in (8, 16, 32):
+    for bits in (8, 16, 24, 32):
         if need <= (1 << bits) and spec.input_bits <= bits:
             return replace(spec, modulus_bits=bits)
     raise ConfigError(
@@ -316,7 +316,7 @@ class RingCodec:
             raise PayloadError(
                 f"ring payload body has {len(payload.body)} bytes, expected {width * self.count}"
             )
-        values = np.frombuffer(payload.body, dtype=f"<u{width}").astype(np.uint32)
+        values = _unpack(payload.body, width)
         bound = self.spec.bound
         bad = np.count_nonzero(np.abs(lift(values, self.spec.modulus_bits)) > bound)
         if bad:
@@ -400,4 +400,12 @@ class RingCodec:
 
 
 def _body(ring: U32Vector, width: int) -> bytes:
-    return ring.astype(f"<u{width}", copy=False).tobytes()
+    """``ring`` as little-endian elements of ``width`` bytes (1 to 4)."""
+    raw = ring.astype("<u4", copy=False).view(np.uint8).reshape(-1, 4)
+    return raw[:, :width].tobytes()
+
+
+def _unpack(body: bytes, width: int) -> U32Vector:
+    raw = np.zeros((len(body) // width, 4), dtype=np.uint8)
+    raw[:, :width] = np.frombuffer(body, dtype=np.uint8).reshape(-1, width)
+    return raw.reshape(-1).view("<u4").astype(np.uint32)
