@@ -15,6 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedstrata.aggregation.protocol import Aggregator
+from fedstrata.api.dp import (
+    distributed_allocator,
+    distributed_hook,
+    dp_allocator,
+    noise_shares_for,
+    sampling_rate,
+)
 from fedstrata.builders import (
     ServerStrategy,
     aggregator,
@@ -41,7 +48,6 @@ from fedstrata.core.training import (
     Trainer,
     TrainerFactory,
 )
-from fedstrata.errors import ConfigError
 from fedstrata.pipeline import Codec, DenseCodec, Pipeline, Stage
 from fedstrata.sim import (
     ClientJob,
@@ -87,9 +93,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from fedstrata.privacy import BudgetAllocator
-    from fedstrata.privacy.distributed import NoiseShares
     from fedstrata.scheduling import Registry
-    from fedstrata.secagg import RingCodec, RingSpec, SecAggAggregator
+    from fedstrata.secagg import RingCodec, SecAggAggregator
 
 
 def choose_workers(config: FedConfig, cohort: int) -> int:
@@ -237,10 +242,12 @@ def secure_aggregation(
     uniform = config.privacy.enabled  # the simulation weights uniformly under DP
     largest = 1 if uniform else int(dataset.client_sizes().max())
     max_weight = s.max_weight or largest
-    cohort = config.rounds.clients_per_round or dataset.num_clients
+    per_round = config.rounds.clients_per_round or dataset.num_clients
+    cohort = min(dataset.num_clients, invited(per_round, config.scheduling.overselect))
     shares, survivors = None, 0
-    if config.privacy.mechanism == "distributed" and allocator is not None:
-        shares, survivors = _noise_shares(config, allocator, spec, size, cohort)
+    if config.privacy.mechanism == "distributed":
+        allocator = allocator or dp_allocator(config, dataset.num_clients, fixed_size=True)
+        shares, survivors = noise_shares_for(config, allocator, spec, size, cohort)
         spec = replace(spec, noise_bound=shares.bound)
     options = SecAggOptions(
         expected_cohort=cohort,
@@ -257,55 +264,9 @@ def secure_aggregation(
     return secagg_components(spec, options, size, randk_support, shares)
 
 
-def _noise_shares(
-    config: FedConfig, allocator: BudgetAllocator, spec: RingSpec, size: int, cohort: int
-) -> tuple[NoiseShares, int]:
-    """Distributed DP's noise shares and the least survivors they are planned for."""
-    from fedstrata.privacy.distributed import noise_shares, ring_sensitivity
-
-    survivors = cohort - math.floor(config.secagg.dropout_rate * cohort)
-    sensitivity = ring_sensitivity(config.privacy.clip_norm, spec.scale, spec.num_kept(size))
-    return noise_shares(allocator, sensitivity, survivors, config.privacy.noise), survivors
-
-
-def dp_allocator(
-    config: FedConfig, num_clients: int, *, fixed_size: bool = False
-) -> BudgetAllocator:
-    """The privacy budget allocator of ``config.privacy`` (uniform or staged).
-
-    ``fixed_size``: the cohort is ``clients_per_round`` of ``num_clients`` drawn
-    without replacement (distributed DP under secure aggregation), else Poisson.
-    """
-    from fedstrata.privacy import (
-        BudgetAllocator,
-        PlateauSwitch,
-        Sampling,
-        SamplingKind,
-        StageSpec,
-    )
-
-    p = config.privacy
-    q = sampling_rate(config, num_clients)
-    sampling = Sampling(SamplingKind.FIXED_SIZE, num_clients) if fixed_size else None
-    planned = p.planned_rounds or config.rounds.rounds
-    if p.schedule == "uniform":
-        return BudgetAllocator.uniform(
-            p.epsilon, p.delta, planned, q, accountant=p.accountant, sampling=sampling
-        )
-    fractions = p.stage_fractions or (1 / len(p.stage_weights),) * len(p.stage_weights)
-    stages = [StageSpec(f, w) for f, w in zip(fractions, p.stage_weights, strict=True)]
-    switch = PlateauSwitch(p.plateau_window, p.plateau_tol) if p.switch_on_plateau else None
-    return BudgetAllocator(
-        p.epsilon, p.delta, planned, q, stages=stages, accountant=p.accountant,
-        sampling=sampling, switch=switch,
-    )  # fmt: skip
-
-
-def distributed_allocator(config: FedConfig, num_clients: int) -> BudgetAllocator | None:
-    """The allocator of ``privacy.mechanism: distributed`` (fixed-size cohorts), or None."""
-    if config.privacy.mechanism != "distributed":
-        return None
-    return dp_allocator(config, num_clients, fixed_size=True)
+def invited(per_round: int, overselect: float) -> int:
+    """Clients that start a round: ``ceil(per_round * (1 + overselect))``."""
+    return math.ceil(per_round * (1 + overselect) - 1e-9)
 
 
 def pipeline(
@@ -331,12 +292,6 @@ def pipeline(
     return Pipeline(stages, ChainCodec(spec, size, store))
 
 
-def sampling_rate(config: FedConfig, num_clients: int) -> float:
-    """Probability that a client takes part in a round."""
-    per_round = config.rounds.clients_per_round or num_clients
-    return min(1.0, per_round / num_clients)
-
-
 def privacy_hooks(
     config: FedConfig,
     pipeline: Pipeline | None,
@@ -354,7 +309,7 @@ def privacy_hooks(
     if not p.enabled or pipeline is None:
         return ()
     if p.mechanism == "distributed":
-        return _distributed_hook(pipeline, allocator)
+        return distributed_hook(pipeline, allocator)
     from fedstrata.privacy import CentralGaussian
     from fedstrata.privacy.hook import CentralDPHook
 
@@ -366,20 +321,6 @@ def privacy_hooks(
     if size is not None:
         hook.check_noise(size)
     return (hook,)
-
-
-def _distributed_hook(
-    pipeline: Pipeline, allocator: BudgetAllocator | None
-) -> tuple[RoundHook, ...]:
-    from fedstrata.privacy.distributed import NoiseShares
-    from fedstrata.privacy.distributed_hook import DistributedDPHook
-    from fedstrata.secagg import RingCodec
-
-    codec = pipeline.codec
-    shares = codec.noise_fn if isinstance(codec, RingCodec) else None
-    if allocator is None or not isinstance(shares, NoiseShares):
-        raise ConfigError("privacy.mechanism=distributed needs the secure-aggregation ring codec")
-    return (DistributedDPHook(allocator, shares),)
 
 
 def simulation(
