@@ -127,6 +127,7 @@ class ClientProtocol:
         self._graph: NeighbourGraph | None = None
         self._directory: dict[int, tuple[X25519PublicKey, X25519PublicKey]] = {}
         self._held: dict[int, bytes] = {}
+        self._channels: dict[int, AESGCM] = {}  # per-neighbour share key, agreed once
         self._mask_peers: list[int] = []
         self._mask: U32Vector | None = None
 
@@ -204,8 +205,13 @@ class ClientProtocol:
         return [row.astype("<u4").tobytes() for row in shares]
 
     def _aead(self, peer: int) -> AESGCM:
-        secret = agree(self._enc_key, self._directory[peer][0], peer)
-        return AESGCM(derive_key(secret, self._round_id, b"fedstrata-share"))
+        """The channel to ``peer`` (one key agreement serves both directions)."""
+        channel = self._channels.get(peer)
+        if channel is None:
+            secret = agree(self._enc_key, self._directory[peer][0], peer)
+            channel = AESGCM(derive_key(secret, self._round_id, b"fedstrata-share"))
+            self._channels[peer] = channel
+        return channel
 
     def on_share_bundle(self, msg: ShareBundle) -> None:
         """Step 2 -> 3: store the shares addressed to this client.
