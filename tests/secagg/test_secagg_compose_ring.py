@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from fedstrata.compress import randk_support
 from fedstrata.core.context import RoundContext
+from fedstrata.core.state import MemoryStateStore
 from fedstrata.errors import ConfigError
 from fedstrata.privacy.distributed import NoiseShares
 from fedstrata.secagg import (
@@ -24,6 +25,7 @@ from fedstrata.secagg import (
     quantize_to_ring,
     secagg_components,
 )
+from fedstrata.secagg.feedback import RESIDUAL_KEY
 
 SIZE = 200
 
@@ -63,6 +65,26 @@ def test_packed_ring_sum_matches_float_mean_within_the_bound(n: int, bits: int, 
     mean = np.mean(vectors, axis=0)[support] * (SIZE / codec.count)
     bound = spec.clip / spec.levels * (SIZE / codec.count) + 1e-6
     assert np.abs(got[support] - mean).max() <= bound
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(1, 5), st.integers(0, 2**31 - 1))
+def test_error_feedback_residual_telescopes(rounds: int, seed: int) -> None:
+    """Issue 12 part 4: with error feedback what a client sent over the rounds plus its
+    final residual equals the sum of its updates (nothing is lost, only delayed)."""
+    spec = RingSpec(clip=1.0, input_bits=8, density=0.2, error_feedback=True)
+    store = MemoryStateStore()
+    codec = RingCodec(spec, SIZE, randk_support, state_store=store)
+    rng = np.random.default_rng(seed)
+    inputs, sent = np.zeros(SIZE), np.zeros(SIZE)
+    for r in range(rounds):
+        x = rng.uniform(-0.5, 0.5, SIZE).astype(np.float32)
+        inputs += x
+        sent += codec.decode(codec.encode(x, ctx(r, 3)))  # not rescaled by size / k
+    residual = store.get(3, RESIDUAL_KEY)
+    assert residual is not None
+    np.testing.assert_allclose(sent + residual, inputs, atol=1e-4)
+    assert not codec.decode(codec.encode(np.zeros(SIZE, np.float32), ctx(9, 4))).any()
 
 
 def test_noise_shares_are_added_before_masking_and_sum_to_the_target_std() -> None:

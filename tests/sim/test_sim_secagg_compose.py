@@ -53,7 +53,6 @@ def test_randk_int8_under_secagg_records_uplink_ten_times_below_dense() -> None:
     [
         ("compression.sparsify=topk", "support differs"),
         ("compression.sparsify=topk_approx", "support differs"),
-        ("compression.error_feedback=true", "not built"),
         ("compression.zstd=true", "uniformly random"),
         ("compression.block_size=64", "cohort-shared scale"),
     ],
@@ -63,6 +62,19 @@ def test_compression_that_cannot_enter_the_ring_is_refused(setting: str, reason:
     extra = ["compression.density=0.1"] if "topk" in setting else ["compression.quantize=8"]
     with pytest.raises(ConfigError, match=reason):
         load_config(overrides=[*BASE, setting, *extra])
+
+
+def test_error_feedback_under_secagg_changes_the_run_and_keeps_residuals(tmp_path) -> None:
+    """Issue 12 part 4: client-side error feedback under masking is honoured (the
+    residuals are stored per client and the trained model differs from without it)."""
+    out = [f"output.dir={tmp_path}", "output.run_store=true", "output.report=false"]
+    with_ef = _run(*RANDK_INT8, "compression.error_feedback=true", *out)
+    without = _run(*RANDK_INT8)
+    assert not np.array_equal(with_ef.simulation.params, without.simulation.params)
+    assert with_ef.run_dir is not None
+    assert any((with_ef.run_dir / "client_state").rglob("*"))
+    with pytest.raises(ConfigError, match=r"no\s+longer bounded by privacy.clip_norm"):
+        load_config(overrides=[*BASE, *DISTRIBUTED, "compression.error_feedback=true"])
 
 
 def test_distributed_dp_needs_secagg_and_rdp() -> None:

@@ -48,6 +48,7 @@ from fedstrata.core.training import (
     Trainer,
     TrainerFactory,
 )
+from fedstrata.errors import ConfigError
 from fedstrata.pipeline import Codec, DenseCodec, Pipeline, Stage
 from fedstrata.sim import (
     ClientJob,
@@ -218,6 +219,7 @@ def secure_aggregation(
     size: int,
     dataset: ClientPopulation,
     allocator: BudgetAllocator | None = None,
+    state_dir: Path | None = None,
 ) -> tuple[RingCodec, SecAggAggregator] | None:
     """The ring codec and secure aggregator, or None when ``secagg`` is off.
 
@@ -225,7 +227,11 @@ def secure_aggregation(
     support, input bits, stochastic rounding), the ring is the narrowest that holds
     the cohort's sum, ``scheduling.allocation``'s partial-work weights are rounded to
     the integers the ring carries, and with ``privacy.mechanism: distributed`` each
-    client adds its noise share (planned by ``allocator``) in the ring.
+    client adds its noise share (planned by ``allocator``) in the ring. With
+    ``compression.error_feedback`` clients keep their residuals under ``state_dir``.
+
+    Raises:
+        ConfigError: error feedback without ``state_dir``, or the ring overflows.
     """
     s = config.secagg
     if not s.enabled:
@@ -261,7 +267,18 @@ def secure_aggregation(
         min_survivors=survivors,
     )
     spec = fit_modulus(spec, cohort * max_weight)
-    return secagg_components(spec, options, size, randk_support, shares)
+    store = _residual_store(spec.error_feedback, state_dir)
+    return secagg_components(
+        spec, options, size, randk_support, noise_fn=shares, state_store=store
+    )
+
+
+def _residual_store(feedback: bool, state_dir: Path | None) -> DiskStateStore | None:
+    if not feedback:
+        return None
+    if state_dir is None:
+        raise ConfigError("compression.error_feedback under secagg needs a client state dir")
+    return DiskStateStore(state_dir)
 
 
 def invited(per_round: int, overselect: float) -> int:

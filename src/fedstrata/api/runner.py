@@ -289,8 +289,8 @@ def _assemble(
     """
     size = trainer.spec.size
     allocator = distributed_allocator(config, dataset.num_clients)
-    secure = secure_aggregation(config, size, dataset, allocator)
     state_dir = _client_state_dir(store, stack)
+    secure = secure_aggregation(config, size, dataset, allocator, state_dir)
     pipe = pipeline(config, size, state_dir, secure and secure[0])
     job = ClientJob(
         factory, dataset, config.seed, pipe, eval_data, _local_store(trainer, state_dir)

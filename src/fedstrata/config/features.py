@@ -193,17 +193,20 @@ class SecAggSettings(_Strict):
 
         Issue 12 part 4: ``sparsify: randk`` + ``density`` become the cohort-shared
         random-k support, ``quantize`` bits + ``stochastic`` the ring's input bits and
-        rounding (``FedConfig`` refuses the parts that cannot enter a ring).
+        rounding, ``error_feedback`` the clients' residuals (``FedConfig`` refuses the
+        parts that cannot enter a ring).
         """
         from fedstrata.secagg import RingSpec  # deferred: imports cryptography
 
         bits, stochastic, density = self.input_bits, self.stochastic, self.density
+        feedback = False
         if compression is not None:
             if compression.sparsify == "randk":
                 density = compression.density
             if compression.quantize < 32:
                 bits, stochastic = compression.quantize, compression.stochastic
-        return RingSpec(self.clip, bits, stochastic, density)
+            feedback = compression.error_feedback
+        return RingSpec(self.clip, bits, stochastic, density, error_feedback=feedback)
 
 
 class FedBuffSection(_Strict):
@@ -312,11 +315,6 @@ def secagg_compression_fits(compression: CompressionConfig, secagg: SecAggSettin
             "support differs, so masked sums cannot line up coordinate by coordinate; use "
             "sparsify: randk (a support shared by the cohort)"
         )
-    if spec.error_feedback:
-        raise ValueError(
-            "secagg.enabled with compression.error_feedback is not built (a client-side "
-            "residual is compatible with masking, but the ring codec keeps none yet)"
-        )
     if spec.zstd:
         raise ValueError(
             "secagg.enabled with compression.zstd: masked ring elements are uniformly "
@@ -339,12 +337,18 @@ def secagg_compression_fits(compression: CompressionConfig, secagg: SecAggSettin
         )
 
 
-def secagg_privacy_fits(privacy: PrivacyConfig) -> None:
+def secagg_privacy_fits(privacy: PrivacyConfig, compression: CompressionConfig) -> None:
     """Refuse distributed-DP settings the secure-aggregation round cannot honour.
 
     Raises:
         ValueError: the reason, naming the setting.
     """
+    if compression.enabled and compression.spec().error_feedback:
+        raise ValueError(
+            "privacy.mechanism=distributed with compression.error_feedback: the residual "
+            "carries earlier rounds' updates into this one, so one client's input is no "
+            "longer bounded by privacy.clip_norm as the accountant assumes"
+        )
     if privacy.accountant != "rdp":
         raise ValueError(
             "privacy.mechanism=distributed samples a fixed-size cohort (secure aggregation "

@@ -392,7 +392,7 @@ class FedConfig(_Strict):
                 "use privacy.mechanism: distributed"
             )
         if self.privacy.mechanism == "distributed":
-            secagg_privacy_fits(self.privacy)
+            secagg_privacy_fits(self.privacy, self.compression)
         return self
 
     @model_validator(mode="after")

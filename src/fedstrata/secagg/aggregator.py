@@ -50,6 +50,7 @@ from fedstrata.aggregation.protocol import (
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
+from fedstrata.core.state import ClientStateStore
 from fedstrata.errors import AggregationError, ConfigError, InvalidUpdateError, PayloadError
 from fedstrata.pipeline.stage import Codec
 from fedstrata.secagg.codec import NoiseFn, RingCodec, RingMessage, RingSpec, SupportFn, lift
@@ -398,7 +399,9 @@ def secagg_components(
     options: SecAggOptions,
     size: int,
     support_fn: SupportFn | None = None,
+    *,
     noise_fn: NoiseFn | None = None,
+    state_store: ClientStateStore | None = None,
 ) -> tuple[RingCodec, SecAggAggregator]:
     """The client codec and the server aggregator of secure aggregation, consistent.
 
@@ -409,9 +412,10 @@ def secagg_components(
         support_fn: the random-k draw when ``spec.density < 1``
             (``fedstrata.compress.randk_support``).
         noise_fn: each client's distributed-DP noise share (added in the ring).
+        state_store: clients' error-feedback residuals (``spec.error_feedback``).
 
     Raises:
         ConfigError: the ring would overflow, or an invalid parameter.
     """
-    codec = RingCodec(spec, size, support_fn, noise_fn)
+    codec = RingCodec(spec, size, support_fn, noise_fn, state_store)
     return codec, SecAggAggregator(codec, options)

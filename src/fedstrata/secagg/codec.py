@@ -23,12 +23,13 @@ three pure steps, one vectorised pass over the flat float32 buffer:
 
 Parameter block of a ``RING_U32`` payload (little-endian, 32 bytes)::
 
-    u8 version (1) | u8 input_bits | u8 flags (bit 0: stochastic) | u8 modulus_bits
+    u8 version (1) | u8 input_bits | u8 flags | u8 modulus_bits
     f64 clip | u32 size | u32 count (k) | u32 round | u32 noise_bound | u64 support seed
 
-The body holds ``count`` ring elements, little-endian, each in ``ceil(modulus_bits /
-8)`` bytes (a ring fitted to the cohort,
-:func:`fit_modulus`, makes 8-bit inputs travel in 2 bytes, Issue 12 part 4).
+Flags: bit 0 stochastic rounding, bit 1 error feedback. The body holds ``count``
+ring elements, little-endian, each in ``ceil(modulus_bits / 8)`` bytes (a ring
+fitted to the cohort, :func:`fit_modulus`, makes 8-bit inputs travel in 2 bytes,
+Issue 12 part 4).
 Decoding checks every field against the codec's own spec and every element against
 ``[-(L + noise_bound), L + noise_bound]``, and raises
 :class:`~fedstrata.errors.PayloadError`; it never adds a partial vector.
@@ -46,7 +47,9 @@ from numpy.typing import NDArray
 from fedstrata.core.context import ClientContext, derive_seed
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import CodecId, Payload
+from fedstrata.core.state import ClientStateStore
 from fedstrata.errors import ConfigError, InvalidUpdateError, PayloadError
+from fedstrata.secagg.feedback import add_residual, keep_residual
 from fedstrata.secagg.prg import U32Vector
 
 __all__ = [
@@ -89,6 +92,9 @@ class RingSpec:
         noise_bound: largest magnitude of an integer noise share added to each
             element (distributed DP, Issue 12 part 4); elements lie in
             ``[-(L + noise_bound), L + noise_bound]``.
+        error_feedback: each client keeps what it did not send and adds it next
+            time (:mod:`fedstrata.secagg.feedback`); the server then does not
+            rescale a sparse mean by ``size / k``.
     """
 
     clip: float = 1.0
@@ -97,6 +103,7 @@ class RingSpec:
     density: float = 1.0
     modulus_bits: int = 32
     noise_bound: int = 0
+    error_feedback: bool = False
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.clip) and self.clip > 0):
@@ -222,6 +229,7 @@ class RingCodec:
         size: int,
         support_fn: SupportFn | None = None,
         noise_fn: NoiseFn | None = None,
+        state_store: ClientStateStore | None = None,
     ) -> None:
         """Build the codec for models of ``size`` parameters.
 
@@ -232,6 +240,8 @@ class RingCodec:
                 ``spec.density < 1`` (pass ``fedstrata.compress.randk_support``).
             noise_fn: each client's integer noise share, added in the ring before
                 masking (distributed DP); clipped to ``spec.noise_bound``.
+            state_store: where clients keep their residuals, required when
+                ``spec.error_feedback``.
 
         Raises:
             ConfigError: ``size`` < 1, a sparse spec without ``support_fn``, or
@@ -251,6 +261,9 @@ class RingCodec:
         if noise_fn is not None and spec.noise_bound < 1:
             raise ConfigError("RingCodec: a noise_fn needs RingSpec.noise_bound >= 1")
         self._noise_fn = noise_fn
+        if spec.error_feedback and state_store is None:
+            raise ConfigError("RingCodec: error_feedback needs a state_store")
+        self._store = state_store if spec.error_feedback else None
 
     @property
     def name(self) -> str:
@@ -284,9 +297,15 @@ class RingCodec:
         """
         self._check_vector(vector, ctx.client_id)
         seed = self.support_seed(ctx.round.root_seed, ctx.round_idx)
-        values = vector[self.support(seed)] if self.sparse else vector
+        support = self.support(seed)
+        if self._store is not None:
+            vector = add_residual(self._store, ctx.client_id, vector)
+        values = vector[support] if self.sparse else vector
         rng = ctx.rng("ring_quantize") if self.spec.stochastic else None
         ring = quantize_to_ring(values, self.spec, rng)
+        if self._store is not None:
+            sent = dequantize(ring, self.spec, 1.0)
+            keep_residual(self._store, ctx.client_id, vector, support, sent)
         if self._noise_fn is not None:
             ring = self._add_noise(ring, ctx)
         body = _body(ring, self.spec.element_bytes)
@@ -327,11 +346,13 @@ class RingCodec:
         return RingMessage(round_idx, seed, values)
 
     def to_dense(self, values: NDArray[np.float64], seed: int) -> NDArray[np.float64]:
-        """Scatter decoded support values into a model-size vector (× size/k if sparse)."""
+        """Scatter decoded support values into a model-size vector (× size/k if sparse
+        without error feedback)."""
         if not self.sparse:
             return values
         dense = np.zeros(self.size, dtype=np.float64)
-        dense[self.support(seed)] = values * (self.size / self.count)
+        rescale = 1.0 if self.spec.error_feedback else self.size / self.count
+        dense[self.support(seed)] = values * rescale
         return dense
 
     def decode(self, payload: Payload) -> FloatVector:
@@ -362,7 +383,7 @@ class RingCodec:
     def _params(self, round_idx: int, seed: int) -> bytes:
         s = self.spec
         return _PARAMS.pack(
-            _VERSION, s.input_bits, int(s.stochastic), s.modulus_bits, s.clip,
+            _VERSION, s.input_bits, _flags(s), s.modulus_bits, s.clip,
             self.size, self.count, round_idx, s.noise_bound, seed,
         )  # fmt: skip
 
@@ -375,7 +396,7 @@ class RingCodec:
         s = self.spec
         got = (version, bits, flags, mod, clip, size, count, noise)
         want = (
-            _VERSION, s.input_bits, int(s.stochastic), s.modulus_bits, s.clip,
+            _VERSION, s.input_bits, _flags(s), s.modulus_bits, s.clip,
             self.size, self.count, s.noise_bound,
         )  # fmt: skip
         if got != want:
@@ -397,6 +418,10 @@ class RingCodec:
         if not np.isfinite(vector).all():
             bad = int(np.count_nonzero(~np.isfinite(vector)))
             raise InvalidUpdateError(client_id, f"update has {bad} NaN/Inf entries")
+
+
+def _flags(spec: RingSpec) -> int:
+    return int(spec.stochastic) | (int(spec.error_feedback) << 1)
 
 
 def _body(ring: U32Vector, width: int) -> bytes:
