@@ -77,13 +77,16 @@ def test_error_feedback_under_secagg_changes_the_run_and_keeps_residuals(tmp_pat
         load_config(overrides=[*BASE, *DISTRIBUTED, "compression.error_feedback=true"])
 
 
-def test_distributed_dp_needs_secagg_and_rdp() -> None:
-    """Issue 12 part 4: distributed DP is refused without secure aggregation or with PLD."""
+def test_distributed_dp_needs_secagg_rdp_and_online_devices() -> None:
+    """Issue 12 part 4: distributed DP is refused without secure aggregation, with PLD
+    (no fixed-size event), or with offline devices (inclusion above k / N)."""
     plain = [o for o in BASE if not o.startswith("secagg.enabled")]
     with pytest.raises(ConfigError, match=r"set secagg\.enabled"):
         load_config(overrides=[*plain, *DISTRIBUTED])
     with pytest.raises(ConfigError, match="accountant: rdp"):
         load_config(overrides=[*BASE, *DISTRIBUTED, "privacy.accountant=pld"])
+    with pytest.raises(ConfigError, match="inclusion probability"):
+        load_config(overrides=[*BASE, *DISTRIBUTED, "devices.availability=0.9"])
 
 
 def _independent_epsilon(sigmas: list[float], population: int, cohort: int) -> float:
@@ -112,6 +115,34 @@ def test_distributed_dp_epsilon_matches_dp_accounting_and_stops_when_spent() -> 
         assert m.extras["epsilon_spent"] == pytest.approx(want, rel=0.01)
         assert m.extras["dp_share_std"] >= 1
     assert rounds[-1].extras["epsilon_spent"] <= 2.0 + 1e-9
+
+
+def test_central_dp_under_secagg_noises_the_ring_sum_for_its_sensitivity(tmp_path) -> None:
+    """Issue 12 part 4: central DP with secagg and lossy ring compression: clients clip,
+    the server noises the securely summed aggregate with the sensitivity that includes
+    rounding and the random-k rescaling; fixed-size cohorts accounted as dp-accounting
+    computes them (within 1%)."""
+    central = [o.replace("distributed", "central") for o in DISTRIBUTED]
+    config = load_config(overrides=[*BASE, *central, *RANDK_INT8, "rounds.rounds=2"])
+    from fedstrata.api.components import pipeline, secure_aggregation
+    from fedstrata.builders import build_dataset
+    from fedstrata.privacy import CentralGaussian
+
+    dataset = build_dataset(config.data)
+    secure = secure_aggregation(config, 9610, dataset)
+    assert secure is not None
+    ring = secure[0]
+    pipe = pipeline(config, 9610, tmp_path, ring)
+    assert pipe is not None
+    (noise,) = [s for s in pipe.stages if isinstance(s, CentralGaussian)]
+    want = (9610 / ring.count) * (0.15 + math.sqrt(ring.count) / ring.spec.scale)
+    assert noise.clip_norm == pytest.approx(want)
+    result = run(config)
+    rounds = result.simulation.rounds
+    sigmas = [m.extras["noise_multiplier"] for m in rounds]
+    assert rounds[-1].extras["epsilon_spent"] == pytest.approx(
+        _independent_epsilon(sigmas, 12, 6), rel=0.01
+    )
 
 
 def test_secagg_with_allocation_keeps_settlement_weights(monkeypatch) -> None:

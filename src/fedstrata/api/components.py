@@ -20,6 +20,7 @@ from fedstrata.api.dp import (
     distributed_hook,
     dp_allocator,
     noise_shares_for,
+    ring_sensitivity_real,
     sampling_rate,
 )
 from fedstrata.builders import (
@@ -297,7 +298,8 @@ def pipeline(
         clip = config.privacy.clip_norm
         stages.append(FixedClip(clip))
         if config.privacy.mechanism == "central":
-            stages.append(CentralGaussian(noise_multiplier=0.0, clip_norm=clip))
+            noise_clip = clip if ring is None else ring_sensitivity_real(clip, ring)
+            stages.append(CentralGaussian(noise_multiplier=0.0, clip_norm=noise_clip))
     if ring is not None:
         return Pipeline(stages, ring)
     if not stages and not config.compression.enabled:
@@ -332,9 +334,8 @@ def privacy_hooks(
 
     mechanism = next(s for s in pipeline.stages if isinstance(s, CentralGaussian))
     q = sampling_rate(config, num_clients)
-    hook = CentralDPHook(
-        dp_allocator(config, num_clients), mechanism, expected_cohort=q * num_clients
-    )
+    allocator = dp_allocator(config, num_clients, fixed_size=config.secagg.enabled)
+    hook = CentralDPHook(allocator, mechanism, expected_cohort=q * num_clients)
     if size is not None:
         hook.check_noise(size)
     return (hook,)
@@ -368,7 +369,8 @@ def simulation(
             aggregator=agg,
         )  # fmt: skip
     private = config.privacy.enabled
-    central = config.privacy.mechanism == "central"  # distributed: fixed-size cohorts
+    # Poisson cohorts for central DP; fixed-size under secure aggregation (its cohort)
+    central = config.privacy.mechanism == "central" and not config.secagg.enabled
     poisson = sampling_rate(config, dataset.num_clients) if central else None
     broadcast = None
     if config.downlink.enabled:

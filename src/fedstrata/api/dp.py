@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from fedstrata.config import FedConfig
 from fedstrata.errors import ConfigError
-from fedstrata.pipeline import Pipeline
+from fedstrata.pipeline import Codec, Pipeline
 from fedstrata.sim.hooks import RoundHook
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ __all__ = [
     "distributed_hook",
     "dp_allocator",
     "noise_shares_for",
+    "ring_sensitivity_real",
     "sampling_rate",
 ]
 
@@ -106,3 +107,22 @@ def distributed_hook(
     if allocator is None or not isinstance(shares, NoiseShares):
         raise ConfigError("privacy.mechanism=distributed needs the secure-aggregation ring codec")
     return (DistributedDPHook(allocator, shares),)
+
+
+def ring_sensitivity_real(clip_norm: float, ring: Codec) -> float:
+    """Central DP under secure aggregation: one client's L2 influence on the decoded sum.
+
+    Clipped to ``C``, scaled by the ring's ``s``, rounded on ``k`` coordinates (each
+    by less than one step) and rescaled by ``size / k`` when sparse without error
+    feedback: at most ``rescale * (C + sqrt(k) / s)``. The server's noise uses it.
+
+    Raises:
+        ConfigError: ``ring`` is not the secure-aggregation ring codec.
+    """
+    from fedstrata.secagg import RingCodec
+
+    if not isinstance(ring, RingCodec):
+        raise ConfigError(f"central DP under secagg needs the ring codec, got {ring.name!r}")
+    spec = ring.spec
+    rescale = ring.size / ring.count if ring.sparse and not spec.error_feedback else 1.0
+    return rescale * (clip_norm + math.sqrt(ring.count) / spec.scale)

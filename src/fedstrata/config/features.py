@@ -337,25 +337,33 @@ def secagg_compression_fits(compression: CompressionConfig, secagg: SecAggSettin
         )
 
 
-def secagg_privacy_fits(privacy: PrivacyConfig, compression: CompressionConfig) -> None:
-    """Refuse distributed-DP settings the secure-aggregation round cannot honour.
+def secagg_privacy_fits(
+    privacy: PrivacyConfig, compression: CompressionConfig, availability: float
+) -> None:
+    """Refuse DP settings the secure-aggregation round cannot honour.
 
     Raises:
         ValueError: the reason, naming the setting.
     """
+    name = f"privacy.mechanism={privacy.mechanism} with secagg.enabled"
     if compression.enabled and compression.spec().error_feedback:
         raise ValueError(
-            "privacy.mechanism=distributed with compression.error_feedback: the residual "
-            "carries earlier rounds' updates into this one, so one client's input is no "
-            "longer bounded by privacy.clip_norm as the accountant assumes"
+            f"{name} and compression.error_feedback: the residual carries earlier rounds' "
+            "updates into this one, so one client's input is no longer bounded by "
+            "privacy.clip_norm as the accountant assumes"
         )
     if privacy.accountant != "rdp":
         raise ValueError(
-            "privacy.mechanism=distributed samples a fixed-size cohort (secure aggregation "
-            "fixes it up front), which dp-accounting accounts with RDP only: set "
-            "privacy.accountant: rdp"
+            f"{name} samples a fixed-size cohort (secure aggregation fixes it up front), "
+            "which dp-accounting accounts with RDP only: set privacy.accountant: rdp"
         )
-    if privacy.switch_on_plateau:
+    if availability < 1:
+        raise ValueError(
+            f"{name} samples its fixed-size cohort among the online devices; with "
+            f"devices.availability={availability} < 1 a client's inclusion probability "
+            "exceeds clients_per_round / num_clients, which the accountant assumes"
+        )
+    if privacy.mechanism == "distributed" and privacy.switch_on_plateau:
         raise ValueError(
             "privacy.mechanism=distributed: clients draw each round's noise share from the "
             "plan fixed before the run, so privacy.switch_on_plateau cannot move a stage"

@@ -385,14 +385,8 @@ class FedConfig(_Strict):
             raise ValueError(
                 f"secagg.enabled needs server.aggregator 'mean', got {self.server.aggregator!r}"
             )
-        if self.privacy.mechanism == "central":
-            raise ValueError(
-                "secagg.enabled with privacy.mechanism=central is not built (central DP "
-                "samples Poisson cohorts, secure aggregation fixes its cohort up front): "
-                "use privacy.mechanism: distributed"
-            )
-        if self.privacy.mechanism == "distributed":
-            secagg_privacy_fits(self.privacy, self.compression)
+        if self.privacy.enabled:
+            secagg_privacy_fits(self.privacy, self.compression, self.devices.availability)
         return self
 
     @model_validator(mode="after")
@@ -413,7 +407,8 @@ class FedConfig(_Strict):
     def _privacy_keeps_its_bounds(self) -> FedConfig:
         if not self.privacy.enabled:
             return self
-        if self.compression.enabled and self.privacy.mechanism == "central":
+        lossy_ok = self.secagg.enabled  # the ring's rounding is in the noise's sensitivity
+        if self.compression.enabled and self.privacy.mechanism == "central" and not lossy_ok:
             spec = self.compression.spec()
             if spec.error_feedback or spec.quantize != 32 or spec.sparsify == "randk":
                 raise ValueError(
