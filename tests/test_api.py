@@ -86,8 +86,16 @@ def test_secure_aggregation_runs_end_to_end_and_reports_its_cost():
 
 
 def test_secure_aggregation_refuses_what_it_cannot_combine_with():
-    with pytest.raises(ConfigError, match="does not combine with uplink compression"):
-        load_config(overrides=["secagg.enabled=true", "compression.preset=int8"])
+    with pytest.raises(ConfigError, match="support differs"):  # Issue 12 part 4
+        load_config(
+            overrides=[
+                "secagg.enabled=true",
+                "compression.sparsify=topk",
+                "compression.density=0.1",
+            ]
+        )
+    int8 = load_config(overrides=["secagg.enabled=true", "compression.preset=int8"])
+    assert int8.secagg.ring_spec(int8.compression.spec()).input_bits == 8  # composes now
     with pytest.raises(ConfigError, match="secure aggregation reveals only their sum"):
         load_config(overrides=["secagg.enabled=true", "server.aggregator=median"])
 

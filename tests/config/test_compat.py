@@ -77,8 +77,10 @@ def test_a_refused_pair_names_both_settings_the_docs_and_the_reason(r) -> None:
         [*HIERARCHY, "rounds.deadline_s=5"],
         [*ASYNC, "server.aggregator=median"],
         [*ASYNC, "downlink.preset=int8"],
+        ["secagg.enabled=true", "scheduling.allocation=true", "rounds.deadline_s=5"],
     ],
-    ids=["tree+downlink", "tree+sampling", "tree+deadline", "async+median", "async+downlink"],
+    ids=["tree+downlink", "tree+sampling", "tree+deadline", "async+median", "async+downlink",
+         "secagg+allocation"],
 )  # fmt: skip
 def test_combinations_ignored_before_are_honoured_now(overrides) -> None:
     """Issue 12: the issue's list of settings that were accepted and silently ignored
@@ -89,10 +91,9 @@ def test_combinations_ignored_before_are_honoured_now(overrides) -> None:
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["secagg.enabled=true", "scheduling.allocation=true", "rounds.deadline_s=5"],
         ["scheduling.overselect=0.2"],
     ],
-    ids=["secagg+allocation", "overselect-alone"],
+    ids=["overselect-alone"],
 )  # fmt: skip
 def test_combinations_accepted_and_ignored_before_are_refused(overrides) -> None:
     """Issue 12: settings that were accepted and silently ignored and are not built."""

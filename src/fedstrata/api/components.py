@@ -7,6 +7,7 @@ imported only by the builders that need them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -15,6 +16,14 @@ import numpy as np
 
 from fedstrata.aggregation.clipped import ClipDecoded
 from fedstrata.aggregation.protocol import Aggregator
+from fedstrata.api.dp import (
+    distributed_allocator,
+    distributed_hook,
+    dp_allocator,
+    noise_shares_for,
+    ring_sensitivity_real,
+    sampling_rate,
+)
 from fedstrata.builders import (
     ServerStrategy,
     aggregator,
@@ -41,6 +50,7 @@ from fedstrata.core.training import (
     Trainer,
     TrainerFactory,
 )
+from fedstrata.errors import ConfigError
 from fedstrata.pipeline import Codec, DenseCodec, Pipeline, Stage
 from fedstrata.sim import (
     ClientJob,
@@ -62,6 +72,8 @@ __all__ = [
     "aggregator",
     "build_dataset",
     "choose_workers",
+    "distributed_allocator",
+    "dp_allocator",
     "executor",
     "forks",
     "init_seed",
@@ -83,6 +95,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from fedstrata.privacy import BudgetAllocator
     from fedstrata.scheduling import Registry
     from fedstrata.secagg import RingCodec, SecAggAggregator
 
@@ -204,26 +217,75 @@ def warm_up(trainer: Trainer, dataset: ClientPopulation, plan: LocalPlan, seed: 
 
 
 def secure_aggregation(
-    config: FedConfig, size: int, dataset: ClientPopulation
+    config: FedConfig,
+    size: int,
+    dataset: ClientPopulation,
+    allocator: BudgetAllocator | None = None,
+    state_dir: Path | None = None,
 ) -> tuple[RingCodec, SecAggAggregator] | None:
-    """The ring codec and secure aggregator, or None when ``secagg`` is off."""
+    """The ring codec and secure aggregator, or None when ``secagg`` is off.
+
+    Issue 12 part 4: the ``compression`` section maps onto the ring (random-k
+    support, input bits, stochastic rounding), the ring is the narrowest that holds
+    the cohort's sum, ``scheduling.allocation``'s partial-work weights are rounded to
+    the integers the ring carries, and with ``privacy.mechanism: distributed`` each
+    client adds its noise share (planned by ``allocator``) in the ring. With
+    ``compression.error_feedback`` clients keep their residuals under ``state_dir``.
+
+    Raises:
+        ConfigError: error feedback without ``state_dir``, or the ring overflows.
+    """
     s = config.secagg
     if not s.enabled:
         return None
     from fedstrata.compress import randk_support
-    from fedstrata.secagg import SecAggOptions, secagg_components  # deferred: cryptography
+    from fedstrata.secagg import (  # deferred: cryptography
+        SecAggOptions,
+        fit_modulus,
+        secagg_components,
+    )
 
+    comp = config.compression.spec() if config.compression.enabled else None
+    spec = s.ring_spec(comp)
     uniform = config.privacy.enabled  # the simulation weights uniformly under DP
-    max_weight = s.max_weight or (1 if uniform else int(dataset.client_sizes().max()))
+    largest = 1 if uniform else int(dataset.client_sizes().max())
+    max_weight = s.max_weight or largest
+    per_round = config.rounds.clients_per_round or dataset.num_clients
+    cohort = min(dataset.num_clients, invited(per_round, config.scheduling.overselect))
+    shares, survivors = None, 0
+    if config.privacy.mechanism == "distributed":
+        allocator = allocator or dp_allocator(config, dataset.num_clients, fixed_size=True)
+        shares, survivors = noise_shares_for(config, allocator, spec, size, cohort)
+        spec = replace(spec, noise_bound=shares.bound)
     options = SecAggOptions(
-        expected_cohort=config.rounds.clients_per_round or dataset.num_clients,
+        expected_cohort=cohort,
         max_weight=max_weight,
         dropout_rate=s.dropout_rate,
         sparse_graph=s.sparse_graph,
         precompute_masks=s.precompute_masks,
         root_seed=config.seed,
+        round_weights=config.scheduling.allocation or max_weight < largest,
+        weight_scale=min(1.0, max_weight / largest),
+        min_survivors=survivors,
     )
-    return secagg_components(s.ring_spec(), options, size, randk_support)
+    spec = fit_modulus(spec, cohort * max_weight)
+    store = _residual_store(spec.error_feedback, state_dir)
+    return secagg_components(
+        spec, options, size, randk_support, noise_fn=shares, state_store=store
+    )
+
+
+def _residual_store(feedback: bool, state_dir: Path | None) -> DiskStateStore | None:
+    if not feedback:
+        return None
+    if state_dir is None:
+        raise ConfigError("compression.error_feedback under secagg needs a client state dir")
+    return DiskStateStore(state_dir)
+
+
+def invited(per_round: int, overselect: float) -> int:
+    """Clients that start a round: ``ceil(per_round * (1 + overselect))``."""
+    return math.ceil(per_round * (1 + overselect) - 1e-9)
 
 
 def pipeline(
@@ -235,7 +297,10 @@ def pipeline(
         from fedstrata.privacy import CentralGaussian, FixedClip  # deferred: imports scipy
 
         clip = config.privacy.clip_norm
-        stages += [FixedClip(clip), CentralGaussian(noise_multiplier=0.0, clip_norm=clip)]
+        stages.append(FixedClip(clip))
+        if config.privacy.mechanism == "central":
+            noise_clip = clip if ring is None else ring_sensitivity_real(clip, ring)
+            stages.append(CentralGaussian(noise_multiplier=0.0, clip_norm=noise_clip))
     if ring is not None:
         return Pipeline(stages, ring)
     if not stages and not config.compression.enabled:
@@ -250,39 +315,30 @@ def pipeline(
     return Pipeline(stages, codec)
 
 
-def sampling_rate(config: FedConfig, num_clients: int) -> float:
-    """Probability that a client takes part in a round."""
-    per_round = config.rounds.clients_per_round or num_clients
-    return min(1.0, per_round / num_clients)
-
-
 def privacy_hooks(
-    config: FedConfig, pipeline: Pipeline | None, num_clients: int, size: int | None = None
+    config: FedConfig,
+    pipeline: Pipeline | None,
+    num_clients: int,
+    size: int | None = None,
+    allocator: BudgetAllocator | None = None,
 ) -> tuple[RoundHook, ...]:
-    """The central-DP hook (budget allocator + noise), or nothing without privacy.
+    """The DP hook (budget allocator, and noise for central DP), or nothing.
 
-    With the model's ``size`` a WARNING is logged when the noise dwarfs the signal.
+    ``allocator``: distributed DP's (:func:`distributed_allocator`), whose plan set
+    the clients' noise shares in the ring codec. With the model's ``size`` a WARNING
+    is logged when central noise dwarfs the signal.
     """
     p = config.privacy
     if not p.enabled or pipeline is None:
         return ()
-    from fedstrata.privacy import BudgetAllocator, CentralGaussian, PlateauSwitch, StageSpec
+    if p.mechanism == "distributed":
+        return distributed_hook(pipeline, allocator)
+    from fedstrata.privacy import CentralGaussian
     from fedstrata.privacy.hook import CentralDPHook
 
     mechanism = next(s for s in pipeline.stages if isinstance(s, CentralGaussian))
     q = sampling_rate(config, num_clients)
-    fractions = p.stage_fractions or (1 / len(p.stage_weights),) * len(p.stage_weights)
-    stages = [StageSpec(f, w) for f, w in zip(fractions, p.stage_weights, strict=True)]
-    planned = p.planned_rounds or config.rounds.rounds
-    switch = PlateauSwitch(p.plateau_window, p.plateau_tol) if p.switch_on_plateau else None
-    if p.schedule == "uniform":
-        allocator = BudgetAllocator.uniform(
-            p.epsilon, p.delta, planned, q, accountant=p.accountant
-        )
-    else:
-        allocator = BudgetAllocator(
-            p.epsilon, p.delta, planned, q, stages=stages, accountant=p.accountant, switch=switch
-        )
+    allocator = dp_allocator(config, num_clients, fixed_size=config.secagg.enabled)
     server_clip = pipeline.codec if isinstance(pipeline.codec, ClipDecoded) else None
     hook = CentralDPHook(
         allocator, mechanism, expected_cohort=q * num_clients, server_clip=server_clip
@@ -307,7 +363,9 @@ def round_coordinator(
 ) -> RoundCoordinator:
     """Cohort size, ``min_clients``, deadline and (under DP) Poisson sampling."""
     r = config.rounds
-    poisson = sampling_rate(config, num_clients) if config.privacy.enabled else None
+    # Poisson cohorts for central DP; fixed-size under secure aggregation (its cohort)
+    central = config.privacy.mechanism == "central" and not config.secagg.enabled
+    poisson = sampling_rate(config, num_clients) if central else None
     policy = RoundPolicy(
         r.clients_per_round, r.min_clients, r.deadline_s, config.seed, poisson_rate=poisson
     )

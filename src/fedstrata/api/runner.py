@@ -12,13 +12,14 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedstrata.api.components import (
     build_dataset,
     choose_workers,
+    distributed_allocator,
     executor,
     forks,
     init_seed,
@@ -285,8 +286,9 @@ def _assemble(
     Facts the run's summary should show (where device profiles came from) go to ``notes``.
     """
     size = trainer.spec.size
-    secure = secure_aggregation(config, size, dataset)
+    allocator = distributed_allocator(config, dataset.num_clients)
     state_dir = _client_state_dir(store, stack)
+    secure = secure_aggregation(config, size, dataset, allocator, state_dir)
     pipe = pipeline(config, size, state_dir, secure and secure[0])
     job = ClientJob(
         factory, dataset, config.seed, pipe, eval_data, _local_store(trainer, state_dir)
@@ -322,13 +324,15 @@ def _assemble(
         )  # fmt: skip
         runner.sinks = _sinks(store)
         return runner, params
+    if secure is not None:  # scheduling wraps it (settlement weights, Issue 12 part 4)
+        strategy = replace(strategy, aggregator=secure[1])
     sim = simulation(
         config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, params=params,
         profiles=table, registry=registry, strategy=strategy,
     )  # fmt: skip
-    sim.hooks = privacy_hooks(config, pipe, dataset.num_clients, size)
+    sim.hooks = privacy_hooks(config, pipe, dataset.num_clients, size, allocator)
     if secure is not None:
-        sim.aggregator, sim.hooks = secure[1], (*sim.hooks, secure[1])
+        sim.hooks = (*sim.hooks, secure[1])
     sim.sinks = _sinks(store)
     return sim, params
 

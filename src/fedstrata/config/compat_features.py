@@ -65,7 +65,7 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature(
         "privacy",
-        "central differential privacy",
+        "differential privacy (central or distributed)",
         "privacy.mechanism",
         "docs/privacy.md",
         lambda c: c.privacy.enabled,

@@ -51,24 +51,6 @@ REFUSALS: tuple[Refusal, ...] = (
         in_principle=True,
     ),
     Refusal(
-        ("secagg", "compression"),
-        "secure aggregation encodes updates into its own ring (secagg.density sends a "
-        "cohort-shared random-k support); other uplink codecs under it are " + _NOT_BUILT,
-        in_principle=False,
-    ),
-    Refusal(
-        ("secagg", "privacy"),
-        "central DP samples Poisson cohorts and weights clients uniformly; with secure "
-        "aggregation (distributed noise) it is " + _NOT_BUILT,
-        in_principle=False,
-    ),
-    Refusal(
-        ("secagg", "allocation"),
-        "secure aggregation replaces the settlement-weighted aggregator, so partial work "
-        "would be weighted as full work; " + _NOT_BUILT,
-        in_principle=False,
-    ),
-    Refusal(
         ("secagg", "hierarchy"),
         "two-tier masks (secagg.tree.TreeSecAgg) driven by the tree engine are " + _NOT_BUILT,
         in_principle=False,

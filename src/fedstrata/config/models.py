@@ -21,6 +21,8 @@ from fedstrata.config.features import (
     SchedulingConfig,
     SecAggSettings,
     TopologyConfig,
+    secagg_compression_fits,
+    secagg_privacy_fits,
 )
 
 __all__ = [
@@ -370,8 +372,18 @@ class FedConfig(_Strict):
 
     @model_validator(mode="after")
     def _features_compose(self) -> FedConfig:
-        """Issue 12 part 3: one check of the declared support (docs/compatibility.md)."""
+        """Issue 12 part 3: one check of the declared support (docs/compatibility.md),
+        then the settings a secure-aggregation ring cannot carry."""
         why = refusal(self)
         if why is not None:
             raise ValueError(why)
+        if self.privacy.mechanism == "distributed" and not self.secagg.enabled:
+            raise ValueError(
+                "privacy.mechanism=distributed adds each client's noise share inside secure "
+                "aggregation: set secagg.enabled: true (or use mechanism: central)"
+            )
+        if self.secagg.enabled and self.compression.enabled:
+            secagg_compression_fits(self.compression, self.secagg)
+        if self.secagg.enabled and self.privacy.enabled:
+            secagg_privacy_fits(self.privacy, self.compression, self.devices.availability)
         return self

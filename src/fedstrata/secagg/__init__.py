@@ -20,11 +20,13 @@ from fedstrata.secagg.aggregator import (
 )
 from fedstrata.secagg.client import ClientPhase, ClientProtocol
 from fedstrata.secagg.codec import (
+    NoiseFn,
     RingCodec,
     RingMessage,
     RingSpec,
     SupportFn,
     dequantize,
+    fit_modulus,
     lift,
     quantize_to_ring,
 )
@@ -86,6 +88,7 @@ __all__ = [
     "MaskPool",
     "MaskedInput",
     "NeighbourGraph",
+    "NoiseFn",
     "PartyCost",
     "RingCodec",
     "RingMessage",
@@ -119,6 +122,7 @@ __all__ = [
     "dequantize",
     "derive_parameters",
     "drive_round",
+    "fit_modulus",
     "from_ring",
     "lift",
     "quantize_to_ring",

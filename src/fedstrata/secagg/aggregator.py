@@ -16,7 +16,12 @@ bytes. Design notes (``docs/secagg.md``, "In the simulator"):
   weight ``w_i <= max_weight``: the server learns ``sum(w q)`` and ``sum(w)``, never a
   single weight. (A deployed client multiplies before masking; the simulator does it
   on the same plaintext input.) The ring cannot overflow when
-  ``expected_cohort * max_weight * 2^input_bits <= 2^modulus_bits`` (checked).
+  ``expected_cohort * max_weight * 2^e <= 2^modulus_bits`` (checked; ``e`` bits hold
+  ``L + noise_bound`` with the sign). With ``round_weights`` fractional weights
+  (``scheduling.allocation``'s partial work, Issue 12 part 4) are scaled by
+  ``weight_scale`` and rounded to the nearest integer >= 1.
+* **Survivors.** Below ``min_survivors`` accepted clients the sum is never unmasked
+  (distributed DP accounted the noise of that many shares): a zero update.
 * **Memory** is O(cohort x sent coordinates) (100 x 9,610 x 4 B = 3.8 MB on W1):
   ``mergeable`` is false, center only (trees use ``TwoTierSecAgg``).
 * **Validation.** Ring elements are range-checked before masking, so a malformed
@@ -45,11 +50,14 @@ from fedstrata.aggregation.protocol import (
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
+from fedstrata.core.state import ClientStateStore
 from fedstrata.errors import AggregationError, ConfigError, InvalidUpdateError, PayloadError
 from fedstrata.pipeline.stage import Codec
-from fedstrata.secagg.codec import RingCodec, RingMessage, RingSpec, SupportFn, lift
+from fedstrata.secagg.codec import NoiseFn, RingCodec, RingMessage, RingSpec, SupportFn, lift
 from fedstrata.secagg.codec import quantize_to_ring as _quantize
 from fedstrata.secagg.config import SecAggConfig, check_ring_capacity
+from fedstrata.secagg.cost import ProtocolCost, protocol_cost
+from fedstrata.secagg.options import SecAggOptions, SecAggReport
 from fedstrata.secagg.prg import U32Vector
 from fedstrata.secagg.simulate import RoundStats, simulate_round_detailed
 
@@ -63,96 +71,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SecAggOptions:
-    """Protocol parameters of :class:`SecAggAggregator`.
-
-    Attributes:
-        expected_cohort: clients that start each round's key agreement; those that
-            do not deliver an update are recovered as dropouts.
-        max_weight: cap on the integer aggregation weight (1: uniform weighting).
-        dropout_rate: planned dropout rate, for the SecAgg+ degree and threshold.
-        sparse_graph: SecAgg+ neighbour graph (else every client masks with all).
-        precompute_masks: expand masks during key sharing (mask pool).
-        security_bits: statistical security of the graph parameters.
-        root_seed: seeds the simulated parties' secrets per round (reproducible,
-            not secure: a simulation).
-        secure: run the protocol; ``False`` sums the same ring inputs in the clear
-            (plaintext fixed-point FedAvg, the reference the protocol must equal).
-    """
-
-    expected_cohort: int
-    max_weight: int = 1
-    dropout_rate: float = 0.1
-    sparse_graph: bool = True
-    precompute_masks: bool = False
-    security_bits: int = 40
-    root_seed: int = 0
-    secure: bool = True
-
-    def __post_init__(self) -> None:
-        if self.expected_cohort < 2:
-            raise ConfigError(
-                f"SecAggOptions.expected_cohort must be >= 2 (secure aggregation of one "
-                f"client reveals it), got {self.expected_cohort}"
-            )
-        if self.max_weight < 1:
-            raise ConfigError(f"SecAggOptions.max_weight must be >= 1, got {self.max_weight}")
-
-
-@dataclass(frozen=True)
-class SecAggReport:
-    """What one round of secure aggregation did and cost.
-
-    Attributes:
-        round_idx: the round (from the clients' payloads).
-        cohort: clients that started the protocol.
-        accepted: clients whose masked input was summed.
-        degree: neighbours per client; ``threshold``: Shamir threshold.
-        protocol_wall_s: wall seconds of the whole protocol in this process (every
-            party's work, serially): what secure aggregation adds to a simulated round.
-        client_online_s_max: the slowest client's online compute (critical path).
-        client_s_mean: mean per-client compute, offline plus online.
-        server_s: the server's compute.
-        bytes_up_per_client: mean bytes a surviving client sends (masked input incl.).
-        bytes_down_per_client: mean bytes a surviving client receives.
-        plaintext_bytes: ``4 * model size``: a dense float32 update.
-        weights_capped: clients whose weight was capped at ``max_weight``.
-    """
-
-    round_idx: int
-    cohort: int
-    accepted: int
-    degree: int
-    threshold: int
-    protocol_wall_s: float
-    client_online_s_max: float
-    client_s_mean: float
-    server_s: float
-    bytes_up_per_client: float
-    bytes_down_per_client: float
-    plaintext_bytes: int
-    weights_capped: int
-
-    @property
-    def bandwidth_expansion(self) -> float:
-        """Protocol bytes per surviving client (both ways) over a plaintext update."""
-        return (self.bytes_up_per_client + self.bytes_down_per_client) / self.plaintext_bytes
-
-    def extras(self) -> dict[str, float]:
-        """Figures for ``RoundMetrics.extras``."""
-        return {
-            "secagg_protocol_s": self.protocol_wall_s,
-            "secagg_server_s": self.server_s,
-            "secagg_client_s_mean": self.client_s_mean,
-            "secagg_client_online_s_max": self.client_online_s_max,
-            "secagg_dropped": float(self.cohort - self.accepted),
-            "secagg_bytes_up_per_client": self.bytes_up_per_client,
-            "secagg_bytes_down_per_client": self.bytes_down_per_client,
-            "secagg_bandwidth_expansion": self.bandwidth_expansion,
-        }
 
 
 @dataclass(eq=False)
@@ -207,7 +125,8 @@ class SecAggAggregator:
         spec = codec.spec
         n = options.expected_cohort
         try:
-            check_ring_capacity(n * options.max_weight, spec.input_bits, spec.modulus_bits)
+            bits = spec.bound.bit_length() + 1  # input_bits when there is no noise
+            check_ring_capacity(n * options.max_weight, bits, spec.modulus_bits)
         except ConfigError as exc:
             raise ConfigError(
                 f"secure aggregation: cohort {n} x max_weight {options.max_weight} x "
@@ -226,6 +145,7 @@ class SecAggAggregator:
             precompute_masks=options.precompute_masks,
         )
         self.last_stats: SecAggReport | None = None
+        self.withheld: set[int] = set()
 
     @property
     def mergeable(self) -> bool:
@@ -310,6 +230,8 @@ class SecAggAggregator:
         """
         if not state.inputs:
             raise AggregationError("cannot finalize secure aggregation with no updates")
+        if len(state.inputs) < self.options.min_survivors:
+            return self._withhold(state)
         total = lift(self._ring_total(state), self.codec.spec.modulus_bits)
         weight = int(total[-1])
         if weight <= 0:
@@ -319,6 +241,17 @@ class SecAggAggregator:
             )
         real = total[:-1] / (self.codec.spec.scale * weight)
         return self.codec.to_dense(real, state.seed).astype(np.float32)
+
+    def _withhold(self, state: RingState) -> FloatVector:
+        """A zero update: too few survivors for the noise that was accounted."""
+        round_idx = state.round_idx or 0
+        logger.warning(
+            "round %d: only %d clients survived, fewer than the %d whose noise shares "
+            "distributed DP accounts; the sum is not unmasked (zero update)",
+            round_idx, len(state.inputs), self.options.min_survivors,
+        )  # fmt: skip
+        self.withheld.add(round_idx)
+        return np.zeros(self.codec.size, dtype=np.float32)
 
     def finalize_metrics(self, state: RingState) -> dict[str, float]:
         """Weighted mean of each client metric (metrics travel outside the protocol)."""
@@ -339,10 +272,19 @@ class SecAggAggregator:
 
     def finish(self, round_idx: int, accepted: int, loss: float | None) -> dict[str, float]:
         """The round's :meth:`SecAggReport.extras` (empty if the round was not finalized)."""
+        if round_idx in self.withheld:
+            return {"secagg_withheld": 1.0}
         report = self.last_stats
         if report is None or report.round_idx != round_idx:
             return {}
         return report.extras()
+
+    def round_cost(self, round_idx: int) -> ProtocolCost | None:
+        """The protocol's per-client costs of ``round_idx`` (None: it did not run)."""
+        report = self.last_stats
+        if report is None or report.round_idx != round_idx:
+            return None
+        return report.cost
 
     def _check_codec(self, codec: Codec) -> None:
         mine = self.codec
@@ -356,6 +298,8 @@ class SecAggAggregator:
 
     def _weight(self, state: RingState, weight: float, client_id: int) -> int:
         w = check_weight(weight, client_id)
+        if self.options.round_weights:
+            w = float(max(1, round(w * self.options.weight_scale)))
         if abs(w - round(w)) > 1e-9 * max(1.0, w):
             raise InvalidUpdateError(
                 client_id, f"secure aggregation needs an integer weight, got {weight}"
@@ -436,6 +380,7 @@ class SecAggAggregator:
             bytes_down_per_client=float(stats.bytes_down[alive].mean()),
             plaintext_bytes=4 * self.codec.size,
             weights_capped=state.capped,
+            cost=protocol_cost(stats, state.client_ids, self.codec.count + 1),
         )
 
 
@@ -454,6 +399,9 @@ def secagg_components(
     options: SecAggOptions,
     size: int,
     support_fn: SupportFn | None = None,
+    *,
+    noise_fn: NoiseFn | None = None,
+    state_store: ClientStateStore | None = None,
 ) -> tuple[RingCodec, SecAggAggregator]:
     """The client codec and the server aggregator of secure aggregation, consistent.
 
@@ -463,9 +411,11 @@ def secagg_components(
         size: model parameters.
         support_fn: the random-k draw when ``spec.density < 1``
             (``fedstrata.compress.randk_support``).
+        noise_fn: each client's distributed-DP noise share (added in the ring).
+        state_store: clients' error-feedback residuals (``spec.error_feedback``).
 
     Raises:
         ConfigError: the ring would overflow, or an invalid parameter.
     """
-    codec = RingCodec(spec, size, support_fn)
+    codec = RingCodec(spec, size, support_fn, noise_fn, state_store)
     return codec, SecAggAggregator(codec, options)

@@ -23,11 +23,15 @@ three pure steps, one vectorised pass over the flat float32 buffer:
 
 Parameter block of a ``RING_U32`` payload (little-endian, 32 bytes)::
 
-    u8 version (1) | u8 input_bits | u8 flags (bit 0: stochastic) | u8 modulus_bits
-    f64 clip | u32 size | u32 count (k) | u32 round | u32 reserved (0) | u64 support seed
+    u8 version (1) | u8 input_bits | u8 flags | u8 modulus_bits
+    f64 clip | u32 size | u32 count (k) | u32 round | u32 noise_bound | u64 support seed
 
-The body holds ``count`` uint32 ring elements. Decoding checks every field against
-the codec's own spec and every element against ``[-L, L]``, and raises
+Flags: bit 0 stochastic rounding, bit 1 error feedback. The body holds ``count``
+ring elements, little-endian, each in ``ceil(modulus_bits / 8)`` bytes (a ring
+fitted to the cohort, :func:`fit_modulus`, makes 8-bit inputs travel in 2 bytes,
+Issue 12 part 4).
+Decoding checks every field against the codec's own spec and every element against
+``[-(L + noise_bound), L + noise_bound]``, and raises
 :class:`~fedstrata.errors.PayloadError`; it never adds a partial vector.
 """
 
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,15 +47,19 @@ from numpy.typing import NDArray
 from fedstrata.core.context import ClientContext, derive_seed
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import CodecId, Payload
+from fedstrata.core.state import ClientStateStore
 from fedstrata.errors import ConfigError, InvalidUpdateError, PayloadError
+from fedstrata.secagg.feedback import add_residual, keep_residual
 from fedstrata.secagg.prg import U32Vector
 
 __all__ = [
+    "NoiseFn",
     "RingCodec",
     "RingMessage",
     "RingSpec",
     "SupportFn",
     "dequantize",
+    "fit_modulus",
     "lift",
     "quantize_to_ring",
 ]
@@ -62,6 +70,10 @@ _SERVER = -1
 
 SupportFn = Callable[[int, int, int], NDArray[np.int64]]
 """``support(seed, size, k)``: ``k`` sorted distinct indices every party derives alike."""
+
+NoiseFn = Callable[[int, int, np.random.Generator], NDArray[np.int64]]
+"""``noise(round_idx, count, rng)``: a client's integer noise share for the round
+(distributed DP; ``fedstrata.privacy.distributed.NoiseShares``)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,14 @@ class RingSpec:
         stochastic: unbiased stochastic rounding (else round to nearest).
         density: fraction of coordinates sent on the cohort-shared random-k support
             (1.0: every coordinate).
-        modulus_bits: the ring is ``Z / 2^modulus_bits`` (at most 32).
+        modulus_bits: the ring is ``Z / 2^modulus_bits`` (at most 32); elements
+            travel in ``ceil(modulus_bits / 8)`` bytes.
+        noise_bound: largest magnitude of an integer noise share added to each
+            element (distributed DP, Issue 12 part 4); elements lie in
+            ``[-(L + noise_bound), L + noise_bound]``.
+        error_feedback: each client keeps what it did not send and adds it next
+            time (:mod:`fedstrata.secagg.feedback`); the server then does not
+            rescale a sparse mean by ``size / k``.
     """
 
     clip: float = 1.0
@@ -83,6 +102,8 @@ class RingSpec:
     stochastic: bool = True
     density: float = 1.0
     modulus_bits: int = 32
+    noise_bound: int = 0
+    error_feedback: bool = False
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.clip) and self.clip > 0):
@@ -96,6 +117,18 @@ class RingSpec:
             )
         if not 0.0 < self.density <= 1.0:
             raise ConfigError(f"RingSpec.density must be in (0, 1], got {self.density}")
+        if self.noise_bound < 0:
+            raise ConfigError(f"RingSpec.noise_bound must be >= 0, got {self.noise_bound}")
+
+    @property
+    def bound(self) -> int:
+        """Largest magnitude of one client's ring element: ``L + noise_bound``."""
+        return self.levels + self.noise_bound
+
+    @property
+    def element_bytes(self) -> int:
+        """Bytes per ring element on the wire: ``ceil(modulus_bits / 8)``."""
+        return (self.modulus_bits + 7) // 8
 
     @property
     def levels(self) -> int:
@@ -147,6 +180,27 @@ def quantize_to_ring(
     return (q & mask).astype(np.uint32)
 
 
+def fit_modulus(spec: RingSpec, total_weight: int) -> RingSpec:
+    """``spec`` on the smallest ring of 8, 16, 24 or 32 bits whose sum cannot wrap.
+
+    A sum of inputs of magnitude at most ``spec.bound`` (``e`` bits with the sign)
+    with integer weights summing to at most ``total_weight`` cannot wrap the ring
+    ``Z / 2^b`` when ``total_weight * 2^e <= 2^b`` (as ``check_ring_capacity``).
+    Narrower rings travel in fewer bytes (``RingSpec.element_bytes``).
+
+    Raises:
+        ConfigError: not even 32 bits hold the sum.
+    """
+    need = total_weight << (spec.bound.bit_length() + 1)
+    for bits in (8, 16, 24, 32):
+        if need <= (1 << bits) and spec.input_bits <= bits:
+            return replace(spec, modulus_bits=bits)
+    raise ConfigError(
+        f"secure aggregation: total weight {total_weight} x element bound {spec.bound} "
+        "overflows a 32-bit ring; lower input_bits, max_weight or the cohort"
+    )
+
+
 def lift(ring: U32Vector, modulus_bits: int) -> NDArray[np.int64]:
     """Signed integers (centred lift) of ring elements."""
     size = np.int64(1) << modulus_bits
@@ -169,7 +223,14 @@ class RingCodec:
     values with :meth:`decode_ring` instead.
     """
 
-    def __init__(self, spec: RingSpec, size: int, support_fn: SupportFn | None = None) -> None:
+    def __init__(
+        self,
+        spec: RingSpec,
+        size: int,
+        support_fn: SupportFn | None = None,
+        noise_fn: NoiseFn | None = None,
+        state_store: ClientStateStore | None = None,
+    ) -> None:
         """Build the codec for models of ``size`` parameters.
 
         Args:
@@ -177,9 +238,14 @@ class RingCodec:
             size: model parameters.
             support_fn: the cohort-shared random-k draw, required when
                 ``spec.density < 1`` (pass ``fedstrata.compress.randk_support``).
+            noise_fn: each client's integer noise share, added in the ring before
+                masking (distributed DP); clipped to ``spec.noise_bound``.
+            state_store: where clients keep their residuals, required when
+                ``spec.error_feedback``.
 
         Raises:
-            ConfigError: ``size`` < 1, or a sparse spec without ``support_fn``.
+            ConfigError: ``size`` < 1, a sparse spec without ``support_fn``, or
+                ``noise_fn`` without ``spec.noise_bound``.
         """
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError(f"RingCodec.size must be an integer >= 1, got {size!r}")
@@ -192,10 +258,21 @@ class RingCodec:
                 "(e.g. fedstrata.compress.randk_support)"
             )
         self._support_fn = support_fn
+        if noise_fn is not None and spec.noise_bound < 1:
+            raise ConfigError("RingCodec: a noise_fn needs RingSpec.noise_bound >= 1")
+        self._noise_fn = noise_fn
+        if spec.error_feedback and state_store is None:
+            raise ConfigError("RingCodec: error_feedback needs a state_store")
+        self._store = state_store if spec.error_feedback else None
 
     @property
     def name(self) -> str:
         return "ring"
+
+    @property
+    def noise_fn(self) -> NoiseFn | None:
+        """Each client's distributed-DP noise share, or None."""
+        return self._noise_fn
 
     @property
     def sparse(self) -> bool:
@@ -220,10 +297,28 @@ class RingCodec:
         """
         self._check_vector(vector, ctx.client_id)
         seed = self.support_seed(ctx.round.root_seed, ctx.round_idx)
-        values = vector[self.support(seed)] if self.sparse else vector
+        support = self.support(seed)
+        if self._store is not None:
+            vector = add_residual(self._store, ctx.client_id, vector)
+        values = vector[support] if self.sparse else vector
         rng = ctx.rng("ring_quantize") if self.spec.stochastic else None
         ring = quantize_to_ring(values, self.spec, rng)
-        return Payload(CodecId.RING_U32, self._params(ctx.round_idx, seed), _body(ring))
+        if self._store is not None:
+            sent = dequantize(ring, self.spec, 1.0)
+            keep_residual(self._store, ctx.client_id, vector, support, sent)
+        if self._noise_fn is not None:
+            ring = self._add_noise(ring, ctx)
+        body = _body(ring, self.spec.element_bytes)
+        return Payload(CodecId.RING_U32, self._params(ctx.round_idx, seed), body)
+
+    def _add_noise(self, ring: U32Vector, ctx: ClientContext) -> U32Vector:
+        """``ring + share`` mod ``2^b``: the client's noise share, before masking."""
+        assert self._noise_fn is not None
+        share = self._noise_fn(ctx.round_idx, ring.shape[0], ctx.rng("distributed_dp"))
+        bound = self.spec.noise_bound
+        share = np.clip(share.astype(np.int64), -bound, bound)
+        mask = np.int64((1 << self.spec.modulus_bits) - 1)
+        return ((ring.astype(np.int64) + share) & mask).astype(np.uint32)
 
     def decode_ring(self, payload: Payload) -> RingMessage:
         """Parse and validate a ring payload.
@@ -235,25 +330,29 @@ class RingCodec:
         if payload.codec != CodecId.RING_U32:
             raise PayloadError(f"ring codec got a payload of codec {payload.codec.name}")
         round_idx, seed = self._check_params(payload.params)
-        if len(payload.body) != 4 * self.count:
+        width = self.spec.element_bytes
+        if len(payload.body) != width * self.count:
             raise PayloadError(
-                f"ring payload body has {len(payload.body)} bytes, expected {4 * self.count}"
+                f"ring payload body has {len(payload.body)} bytes, expected {width * self.count}"
             )
-        values = np.frombuffer(payload.body, dtype="<u4").astype(np.uint32)
-        bad = np.count_nonzero(np.abs(lift(values, self.spec.modulus_bits)) > self.spec.levels)
+        values = _unpack(payload.body, width)
+        bound = self.spec.bound
+        bad = np.count_nonzero(np.abs(lift(values, self.spec.modulus_bits)) > bound)
         if bad:
             raise PayloadError(
-                f"ring payload has {bad} elements outside [-{self.spec.levels}, "
-                f"{self.spec.levels}] (input_bits={self.spec.input_bits})"
+                f"ring payload has {bad} elements outside [-{bound}, {bound}] "
+                f"(input_bits={self.spec.input_bits}, noise_bound={self.spec.noise_bound})"
             )
         return RingMessage(round_idx, seed, values)
 
     def to_dense(self, values: NDArray[np.float64], seed: int) -> NDArray[np.float64]:
-        """Scatter decoded support values into a model-size vector (× size/k if sparse)."""
+        """Scatter decoded support values into a model-size vector (× size/k if sparse
+        without error feedback)."""
         if not self.sparse:
             return values
         dense = np.zeros(self.size, dtype=np.float64)
-        dense[self.support(seed)] = values * (self.size / self.count)
+        rescale = 1.0 if self.spec.error_feedback else self.size / self.count
+        dense[self.support(seed)] = values * rescale
         return dense
 
     def decode(self, payload: Payload) -> FloatVector:
@@ -278,13 +377,14 @@ class RingCodec:
 
     def nbytes(self) -> int:
         """Wire size of one payload, header included."""
-        return Payload(CodecId.RING_U32, b"\0" * _PARAMS.size, b"").nbytes + 4 * self.count
+        header = Payload(CodecId.RING_U32, b"\0" * _PARAMS.size, b"").nbytes
+        return header + self.spec.element_bytes * self.count
 
     def _params(self, round_idx: int, seed: int) -> bytes:
         s = self.spec
         return _PARAMS.pack(
-            _VERSION, s.input_bits, int(s.stochastic), s.modulus_bits, s.clip,
-            self.size, self.count, round_idx, 0, seed,
+            _VERSION, s.input_bits, _flags(s), s.modulus_bits, s.clip,
+            self.size, self.count, round_idx, s.noise_bound, seed,
         )  # fmt: skip
 
     def _check_params(self, params: bytes) -> tuple[int, int]:
@@ -292,17 +392,17 @@ class RingCodec:
             raise PayloadError(
                 f"ring payload parameter block has {len(params)} bytes, expected {_PARAMS.size}"
             )
-        version, bits, flags, mod, clip, size, count, rnd, reserved, seed = _PARAMS.unpack(params)
+        version, bits, flags, mod, clip, size, count, rnd, noise, seed = _PARAMS.unpack(params)
         s = self.spec
-        got = (version, bits, flags, mod, clip, size, count, reserved)
+        got = (version, bits, flags, mod, clip, size, count, noise)
         want = (
-            _VERSION, s.input_bits, int(s.stochastic), s.modulus_bits, s.clip,
-            self.size, self.count, 0,
+            _VERSION, s.input_bits, _flags(s), s.modulus_bits, s.clip,
+            self.size, self.count, s.noise_bound,
         )  # fmt: skip
         if got != want:
             raise PayloadError(
                 "ring payload parameters (version, input_bits, flags, modulus_bits, clip, "
-                f"size, count, reserved) = {got} do not match this codec's {want}"
+                f"size, count, noise_bound) = {got} do not match this codec's {want}"
             )
         if not self.sparse and seed != 0:
             raise PayloadError(f"dense ring payload must have support seed 0, got {seed}")
@@ -320,5 +420,17 @@ class RingCodec:
             raise InvalidUpdateError(client_id, f"update has {bad} NaN/Inf entries")
 
 
-def _body(ring: U32Vector) -> bytes:
-    return ring.astype("<u4", copy=False).tobytes()
+def _flags(spec: RingSpec) -> int:
+    return int(spec.stochastic) | (int(spec.error_feedback) << 1)
+
+
+def _body(ring: U32Vector, width: int) -> bytes:
+    """``ring`` as little-endian elements of ``width`` bytes (1 to 4)."""
+    raw = ring.astype("<u4", copy=False).view(np.uint8).reshape(-1, 4)
+    return raw[:, :width].tobytes()
+
+
+def _unpack(body: bytes, width: int) -> U32Vector:
+    raw = np.zeros((len(body) // width, 4), dtype=np.uint8)
+    raw[:, :width] = np.frombuffer(body, dtype=np.uint8).reshape(-1, width)
+    return raw.reshape(-1).view("<u4").astype(np.uint32)

@@ -60,6 +60,7 @@ from fedstrata.sim.intake import (
     client_legs,
     client_weight,
     codec_extras,
+    dense_bytes,
     dropped_out,
     emit_round,
     evaluate_round,
@@ -71,6 +72,7 @@ from fedstrata.sim.intake import (
     upload_bytes,
 )
 from fedstrata.sim.profiles import ProfileTable
+from fedstrata.sim.protocol_cost import ProtocolCharge, ProtocolCosts, charge
 from fedstrata.sim.tasks import ClientTask, TaskResult
 
 __all__ = ["SimSettings", "Simulation", "SimulationResult"]
@@ -123,6 +125,8 @@ class _RoundTally:
     last_arrival: float = 0.0
     critical: tuple[float, float, float] = (0.0, 0.0, 0.0)
     any_late: bool = False
+    protocol_s: float = 0.0  # simulated seconds a protocol (secure aggregation) added
+    protocol_bytes_up: int = 0  # the protocol's own uplink bytes (keys, shares)
 
 
 @dataclass(eq=False)
@@ -209,6 +213,9 @@ class Simulation:
             broadcast=self._bc, root_seed=self.settings.root_seed,
         )  # fmt: skip
         params, opt_state = step.params, step.opt_state
+        extra = self._protocol_charge(round_idx, tally)
+        outcome = replace(outcome, end_s=outcome.end_s + extra.seconds)
+        self.clock.advance_to(outcome.end_s)
         client_means = self.aggregator.finalize_metrics(state)
         train_loss = client_means.get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
@@ -224,6 +231,20 @@ class Simulation:
             self.fed_eval.maybe_run(self.executor, params, round_idx, last=last, sinks=self.sinks)
         emit_round(outcome, metrics, self.sinks, self.on_round)
         return params, opt_state, metrics
+
+    def _protocol_charge(self, round_idx: int, tally: _RoundTally) -> ProtocolCharge:
+        """Secure aggregation's legs and bytes this round (Issue 12 part 4)."""
+        total = ProtocolCharge()
+        for hook in self.hooks:
+            cost = hook.round_cost(round_idx) if isinstance(hook, ProtocolCosts) else None
+            if cost is not None:
+                extra = charge(cost, self.profiles)
+                tally.bytes_up += extra.bytes_up
+                tally.protocol_bytes_up += extra.bytes_up
+                tally.bytes_down += extra.bytes_down
+                total = ProtocolCharge(total.seconds + extra.seconds)
+        tally.protocol_s = total.seconds
+        return total
 
     def _receive(self, res: TaskResult, tally: _RoundTally, state: object) -> object:
         """Account, time, and (if the coordinator accepts it) fold one client's result."""
@@ -282,10 +303,16 @@ class Simulation:
 
     def _codec_extras(self, tally: _RoundTally) -> dict[str, float]:
         decode_s, self._decode_s = self._decode_s, 0.0
-        return codec_extras(
+        extras = codec_extras(
             uploads=tally.uploads, size=tally.size, bytes_up=tally.bytes_up,
             bytes_down=tally.bytes_down, receivers=len(tally.plans), decode_s=decode_s,
         )  # fmt: skip
+        if tally.protocol_s:
+            extras["protocol_sim_s"] = tally.protocol_s
+        if tally.protocol_bytes_up:  # the codec's own ratio, without the protocol's bytes
+            payload = tally.bytes_up - tally.protocol_bytes_up
+            extras["payload_ratio"] = tally.uploads * dense_bytes(tally.size) / max(payload, 1)
+        return extras
 
     @staticmethod
     def _round_end(send: SendModel, tally: _RoundTally) -> float:
