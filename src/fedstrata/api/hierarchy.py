@@ -15,6 +15,7 @@ from fedstrata.api.components import (
     local_plan,
     privacy_hooks,
     round_coordinator,
+    secure_aggregation,
     sim_settings,
 )
 from fedstrata.builders import ServerStrategy, server_strategy
@@ -40,6 +41,7 @@ from fedstrata.sim.network import GeoModel, LatencyMatrix, NetworkModel
 
 if TYPE_CHECKING:
     from fedstrata.scheduling import Registry
+    from fedstrata.secagg.tree import TreeSecAgg
 
 __all__ = [
     "TreePlan",
@@ -47,6 +49,7 @@ __all__ = [
     "plan_tree",
     "predicted_tree_round_s",
     "tree_margin_s",
+    "tree_secagg",
 ]
 
 
@@ -189,6 +192,32 @@ def tree_margin_s(
     return worst
 
 
+def tree_secagg(
+    config: FedConfig, pipeline: Pipeline | None, dataset: ClientPopulation, size: int
+) -> TreeSecAgg | None:
+    """Secure aggregation at every tier (two-tier masks), or None when ``secagg`` is off.
+
+    The ring codec is the uplink pipeline's (built from ``secagg`` by
+    :func:`~fedstrata.api.components.secure_aggregation`), the protocol parameters
+    are the flat secure aggregator's.
+    """
+    secure = secure_aggregation(config, size, dataset)
+    if secure is None:
+        return None
+    from fedstrata.secagg import RingCodec  # deferred: imports cryptography
+    from fedstrata.secagg.tree import TreeSecAgg, TreeSecAggOptions
+
+    codec = pipeline.codec if pipeline is not None else None
+    if not isinstance(codec, RingCodec):
+        raise ConfigError("secagg.enabled on a tree needs the pipeline's ring codec")
+    o = secure[1].options
+    options = TreeSecAggOptions(
+        o.max_weight, o.dropout_rate, o.sparse_graph, o.precompute_masks, o.security_bits,
+        o.root_seed,
+    )  # fmt: skip
+    return TreeSecAgg(codec, options)
+
+
 def hierarchical_simulation(
     config: FedConfig,
     *,
@@ -202,7 +231,8 @@ def hierarchical_simulation(
     registry: Registry | None = None,
 ) -> HierarchicalSimulation:
     """HierFAVG over the planned tree on the simulated network, with the config's
-    cohort, deadline, downlink, central DP, scheduler and center aggregator.
+    cohort, deadline, downlink, central DP, scheduler, center aggregator and secure
+    aggregation at every tier.
 
     ``strategy``: the server optimizer and aggregator (default: the config's); a
     robust aggregator runs at the center over its children's partial means.
@@ -234,5 +264,5 @@ def hierarchical_simulation(
         coordinator=round_coordinator(config, dataset.num_clients, selector),
         aggregator=clients, center_aggregator=center, broadcast=broadcaster(config, params),
         hooks=privacy_hooks(config, pipeline, dataset.num_clients, trainer.spec.size),
-        planner=planner,
+        planner=planner, secure=tree_secagg(config, pipeline, dataset, trainer.spec.size),
     )  # fmt: skip

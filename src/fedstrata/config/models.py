@@ -473,7 +473,15 @@ class FedConfig(_Strict):
         partial = t.partial_compression.spec() if t.partial_compression.enabled else None
         lossy = partial is not None and (partial.sparsify != "none" or partial.quantize != 32)
         others = {
-            "secagg (two-tier masks are not driven by the tree yet)": self.secagg.enabled,
+            "secagg with kappa_edge * kappa_region > 1 (between center rounds an edge or "
+            "region would have to average its cluster's plaintext sum, which two-tier masks "
+            "hide from it until the center)": self.secagg.enabled and periods,
+            "secagg with topology.partial_compression (an edge holds only its masked ring "
+            "sum; re-encoding it would break the masks' cancellation)": self.secagg.enabled
+            and t.partial_compression.enabled,
+            "secagg with privacy (the center cannot re-clip masked updates, and a ring-"
+            "quantized update may exceed clip_norm by its rounding error, which the central "
+            "noise is not calibrated for)": self.secagg.enabled and private,
             "scheduling.async (FedBuff buffers updates itself)": self.scheduling.async_.enabled,
             "privacy with kappa_edge * kappa_region > 1 (a client then sends several clipped "
             "updates per global round; the accountant counts one)": private and periods,
