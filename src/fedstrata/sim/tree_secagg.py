@@ -197,11 +197,14 @@ class SecureRound:
             state.total_weight, state.count = 0.0, 0
             return 0.0
         cost = self.rnd.cost()
-        survivors = [cost.devices[c] for c in outcome.survivors]
+        devices = cost.devices  # empty when the protocol is off (a plaintext reference)
+        survivors = [devices[c].online_s for c in outcome.survivors if c in devices]
         masked = _WORD_BYTES * (self.secagg.codec.count + 1)
         for cid in (*outcome.survivors, *outcome.dropped):
+            if cid not in devices:
+                continue
             ka_up, ka_down = self._ka[cid]
-            dev = cost.devices[cid]
+            dev = devices[cid]
             sent = dev.bytes_up - ka_up - (masked if cid in outcome.survivors else 0)
             self.unmask_bytes_up += max(sent, 0)
             self.unmask_bytes_down += dev.bytes_down - ka_down
@@ -209,15 +212,18 @@ class SecureRound:
         self._sent[name] = sent
         state.clusters.append(name)
         state.nbytes += sent
-        return cost.edges[name].online_s + max(d.online_s for d in survivors)
+        return cost.edges[name].online_s + max(survivors, default=0.0)
 
     def _drop(self, name: str, reason: str) -> None:
         """An outer dropout: its clients' updates are not in the sum."""
         log.warning("round %d: cluster %r is an outer dropout: %s", self.round_idx, name, reason)
         self.outer_dropouts[name] = reason
-        for cid, where in self.cluster_of.items():
-            if where == name:
-                self.lost[cid] = f"client {cid}: cluster {name} left out of the secure sum"
+        if self.rnd is None:
+            return
+        parties = self.rnd.edges[name]
+        for local in sorted(parties.folded):  # the delivered updates that are lost
+            cid = parties.ids[local]
+            self.lost[cid] = f"client {cid}: cluster {name} left out of the secure sum"
 
     def finish(self) -> float:
         """Close the round at the center; seconds of the outer protocol's online compute."""
@@ -233,9 +239,10 @@ class SecureRound:
             self.aggregate = rnd.finalize()
         except SecAggError as exc:
             log.warning("round %d: no secure aggregate: %s", self.round_idx, exc)
-            self.lost.update(
-                (c, f"client {c}: the round's secure sum failed") for c in self.cluster_of
-            )
+            for parties in rnd.edges.values():
+                for local in sorted(parties.folded):
+                    cid = parties.ids[local]
+                    self.lost.setdefault(cid, f"client {cid}: the round's secure sum failed")
             return 0.0
         from fedstrata.secagg.tree_cost import client_costs
 
