@@ -18,6 +18,7 @@ from fedstrata.algorithms import FedAvg
 from fedstrata.compress import randk_support
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
 from fedstrata.core import LocalPlan
+from fedstrata.errors import ConfigError
 from fedstrata.pipeline import Pipeline
 from fedstrata.secagg import RingCodec, RingSpec
 from fedstrata.secagg.tree import TreeSecAgg, TreeSecAggOptions
@@ -31,12 +32,12 @@ SPEC = RingSpec(clip=16.0, input_bits=20)  # updates are ~ client ids: no clippi
 STEP = 2 * SPEC.clip / 2**SPEC.input_bits  # one quantization step
 
 
-def make(groups, *, raised=(), failures=None, pipe=None, rounds=1, secure=None):
+def make(groups, *, raised=(), failures=None, pipe=None, rounds=1, secure=None, hier=None):
     data, factory = FakeData(N), FakeFactory(raise_clients=tuple(raised))
     job = ClientJob(trainer_factory=factory, data=data, root_seed=5, pipeline=pipe)
     return HierarchicalSimulation(
         settings=SimSettings(rounds, LocalPlan(lr=0.5), root_seed=5),
-        hier=HierSettings(failures=failures or {}), topology=tree(groups),
+        hier=hier or HierSettings(failures=failures or {}), topology=tree(groups),
         network=NetworkModel(LINKS), trainer=factory(),
         executor=InProcessExecutor(job, factory().spec.size),
         client_sizes=data.client_sizes(), test_data=data.client(0), profiles=profiles(N),
@@ -155,3 +156,9 @@ def test_secure_mean_matches_the_plain_survivors_for_any_dropouts(raised, failed
     ref = plain_run(raised=raised | lost, failures={0: failed})
     np.testing.assert_allclose(sec.params, ref.params, atol=STEP)
     assert sec.rounds[0].clients_completed == ref.rounds[0].clients_completed
+
+
+def test_the_driver_refuses_aggregation_periods_under_secure_aggregation():
+    """Issue 12 part 4: an edge round between center rounds would need the edge's sum."""
+    with pytest.raises(ConfigError, match="kappa_edge"):
+        secure_run(hier=HierSettings(kappa_edge=2))

@@ -183,12 +183,29 @@ class HierarchicalSimulation:
             self._center = RobustCenter(self.center_aggregator, self._plain)
         self._secure: SecureRound | None = None
         if self.secure is not None:
+            self._check_secure()
             self._secure = secure_round(
                 self.secure, self.pipeline, self._node_ids, self.aggregator
             )
             self._inner = SecureTier(self._secure)
             self._center = SecureTier(self._secure, at_center=True)
         self._now = 0.0
+
+    def _check_secure(self) -> None:
+        """Secure aggregation runs one secure sum per global round over client updates.
+
+        Raises:
+            ConfigError: aggregation periods, partial re-compression or a robust center.
+        """
+        h = self.hier
+        clash = {
+            "kappa_edge * kappa_region > 1": h.kappa_edge * h.kappa_region > 1,
+            "a partial codec": h.partial_spec is not None,
+            "a robust center aggregator": self.center_aggregator is not None,
+        }
+        bad = [name for name, on in clash.items() if on]
+        if bad:
+            raise ConfigError(f"tree secure aggregation does not combine with {', '.join(bad)}")
 
     def run(
         self, params: FloatVector, progress: SimulationResult | None = None
