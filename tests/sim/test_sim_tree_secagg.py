@@ -116,8 +116,9 @@ def test_protocol_costs_are_charged_to_the_clocks_and_bytes():
     assert sec.bytes_up > plain.bytes_up + extra
     assert sec.extras["secagg_tree_unmask_bytes_up"] > 0
     assert sec.extras["center_ingress_bytes"] >= 5 * sec.extras["secagg_tree_edge_bytes_up_mean"]
+    # every device's key agreement is on its compute leg, its bytes on its links, and
+    # the edges' and the center's unmasking after their last arrival: all only add time
     assert sec.sim_round_s > plain.sim_round_s
-    assert sec.compute_s > plain.compute_s  # key agreement on the critical device's leg
     assert sec.extras["secagg_tree_compute_s"] > 0
 
 
