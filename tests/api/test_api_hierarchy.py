@@ -119,7 +119,7 @@ def test_overselection_invites_more_than_the_cohort():
         (["privacy.mechanism=central", "server.aggregator=median"], "robust rule"),
         (["scheduling.allocation=true", "rounds.deadline_s=1", "topology.kappa_region=2"],
          "one local training"),
-        (["secagg.enabled=true"], "two-tier masks"),
+        (["secagg.enabled=true", "topology.kappa_edge=2"], "two-tier masks"),
     ],
 )  # fmt: skip
 def test_refused_combinations_name_their_reason(extra, reason):

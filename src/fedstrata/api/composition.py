@@ -121,8 +121,8 @@ EVIDENCE: dict[str, Evidence] = {
     ),
     "privacy": Evidence("epsilon_spent recorded, within privacy.epsilon", _epsilon),
     "secagg": Evidence(
-        "secure-aggregation protocol stats every round",
-        lambda c, r: _every("secagg_protocol_s", r),
+        "secure-aggregation protocol stats every round (flat, or every tier of a tree)",
+        lambda c, r: _every("secagg_protocol_s", r) or _every("secagg_tree_clusters", r),
     ),
     "hierarchy": Evidence(
         "edge tier ingress bytes recorded", lambda c, r: _last(r).get("edge_ingress_bytes", 0) > 0

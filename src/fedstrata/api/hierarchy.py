@@ -40,6 +40,8 @@ from fedstrata.sim.network import GeoModel, LatencyMatrix, NetworkModel
 
 if TYPE_CHECKING:
     from fedstrata.scheduling import Registry
+    from fedstrata.secagg import RingCodec, SecAggAggregator
+    from fedstrata.secagg.tree import TreeSecAgg
 
 __all__ = [
     "TreePlan",
@@ -47,6 +49,7 @@ __all__ = [
     "plan_tree",
     "predicted_tree_round_s",
     "tree_margin_s",
+    "tree_secagg",
 ]
 
 
@@ -189,6 +192,31 @@ def tree_margin_s(
     return worst
 
 
+def tree_secagg(
+    pipeline: Pipeline | None, secure: tuple[RingCodec, SecAggAggregator] | None
+) -> TreeSecAgg | None:
+    """Secure aggregation at every tier (two-tier masks), or None when ``secagg`` is off.
+
+    ``secure``: what :func:`~fedstrata.api.components.secure_aggregation` built for the
+    run; the ring codec is the uplink pipeline's, the protocol parameters are the flat
+    secure aggregator's.
+    """
+    if secure is None:
+        return None
+    from fedstrata.secagg import RingCodec  # deferred: imports cryptography
+    from fedstrata.secagg.tree import TreeSecAgg, TreeSecAggOptions
+
+    codec = pipeline.codec if pipeline is not None else None
+    if not isinstance(codec, RingCodec):
+        raise ConfigError("secagg.enabled on a tree needs the pipeline's ring codec")
+    o = secure[1].options
+    options = TreeSecAggOptions(
+        o.max_weight, o.dropout_rate, o.sparse_graph, o.precompute_masks, o.security_bits,
+        o.root_seed,
+    )  # fmt: skip
+    return TreeSecAgg(codec, options)
+
+
 def hierarchical_simulation(
     config: FedConfig,
     *,
@@ -200,9 +228,11 @@ def hierarchical_simulation(
     params: FloatVector,
     strategy: ServerStrategy | None = None,
     registry: Registry | None = None,
+    secure: tuple[RingCodec, SecAggAggregator] | None = None,
 ) -> HierarchicalSimulation:
     """HierFAVG over the planned tree on the simulated network, with the config's
-    cohort, deadline, downlink, central DP, scheduler and center aggregator.
+    cohort, deadline, downlink, central DP, scheduler, center aggregator and secure
+    aggregation at every tier.
 
     ``strategy``: the server optimizer and aggregator (default: the config's); a
     robust aggregator runs at the center over its children's partial means.
@@ -234,5 +264,5 @@ def hierarchical_simulation(
         coordinator=round_coordinator(config, dataset.num_clients, selector),
         aggregator=clients, center_aggregator=center, broadcast=broadcaster(config, params),
         hooks=privacy_hooks(config, pipeline, dataset.num_clients, trainer.spec.size),
-        planner=planner,
+        planner=planner, secure=tree_secagg(pipeline, secure),
     )  # fmt: skip

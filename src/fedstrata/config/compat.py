@@ -66,6 +66,7 @@ DRIVERS: tuple[Driver, ...] = (
         frozenset({
             "hierarchy", "fedeval", "sampling", "deadline", "compression", "downlink",
             "privacy", "allocation", "oort", "overselect", "registry", "robust", "dropout",
+            "secagg",
         }),
         "docs/hierarchy.md",
     ),

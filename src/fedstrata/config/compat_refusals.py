@@ -34,6 +34,14 @@ def _lossy_partials(c: FedConfig) -> bool:
     return spec.sparsify != "none" or spec.quantize != 32
 
 
+def _partials(c: FedConfig) -> bool:
+    return c.topology.partial_compression.enabled
+
+
+def _secure(c: FedConfig) -> bool:
+    return c.secagg.enabled
+
+
 def _skips_infeasible(c: FedConfig) -> bool:
     return c.scheduling.skip_infeasible
 
@@ -52,8 +60,30 @@ REFUSALS: tuple[Refusal, ...] = (
     ),
     Refusal(
         ("secagg", "hierarchy"),
-        "two-tier masks (secagg.tree.TreeSecAgg) driven by the tree engine are " + _NOT_BUILT,
+        "with kappa_edge * kappa_region > 1 an edge or region averages its cluster's sum "
+        "between center rounds, and two-tier masks hide that sum from it until the center",
+        in_principle=True,
+        when=_periods,
+        condition="kappa_edge * kappa_region > 1",
+        example=("topology.kappa_edge=2",),
+    ),
+    Refusal(
+        ("secagg", "hierarchy"),
+        "an edge holds only its masked ring sum; re-encoding it (topology.partial_compression) "
+        "would break the masks' cancellation",
+        in_principle=True,
+        when=_partials,
+        condition="topology.partial_compression",
+        example=("topology.partial_compression.preset=int8",),
+    ),
+    Refusal(
+        ("privacy", "hierarchy"),
+        "differential privacy through two-tier secure aggregation (noise shares summed at "
+        "every tier, survivors counted per tree) is " + _NOT_BUILT,
         in_principle=False,
+        when=_secure,
+        condition="secagg.enabled",
+        example=("secagg.enabled=true",),
     ),
     Refusal(
         ("secagg", "async"),

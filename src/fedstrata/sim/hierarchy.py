@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -83,6 +83,10 @@ from fedstrata.sim.network import NetworkModel
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tree_node import MeanTier, RobustCenter, TierAggregation
 from fedstrata.sim.tree_round import NodeResult, TreeTally, TreeWalk
+from fedstrata.sim.tree_secagg import SecureRound, SecureTier, secure_round
+
+if TYPE_CHECKING:
+    from fedstrata.secagg.tree import TreeSecAgg
 
 __all__ = ["HierSettings", "HierarchicalSimulation"]
 
@@ -154,6 +158,7 @@ class HierarchicalSimulation:
     broadcast: Broadcaster | None = None  # default: the dense model
     hooks: tuple[RoundHook, ...] = ()
     planner: ClientPlanner | None = None  # default: every client runs settings.plan
+    secure: TreeSecAgg | None = None  # secure aggregation at every tier (two-tier masks)
 
     def __post_init__(self) -> None:
         size = self.trainer.spec.size
@@ -168,13 +173,38 @@ class HierarchicalSimulation:
             RoundPolicy(root_seed=self.settings.root_seed)
         )
         self._bc = self.broadcast or DenseBroadcast(size)
-        self._inner = MeanTier(
+        self._plain = MeanTier(
             self.aggregator, self.pipeline, self._codec, self.settings.root_seed
         )
-        self._center: TierAggregation = self._inner
+        self._inner: TierAggregation = self._plain
+        self._center: TierAggregation = self._plain
         if self.center_aggregator is not None:
-            self._center = RobustCenter(self.center_aggregator, self._inner)
+            self._center = RobustCenter(self.center_aggregator, self._plain)
+        self._secure: SecureRound | None = None
+        if self.secure is not None:
+            self._check_secure()
+            self._secure = secure_round(
+                self.secure, self.pipeline, self._node_ids, self.aggregator
+            )
+            self._inner = SecureTier(self._secure)
+            self._center = SecureTier(self._secure, at_center=True)
         self._now = 0.0
+
+    def _check_secure(self) -> None:
+        """Secure aggregation runs one secure sum per global round over client updates.
+
+        Raises:
+            ConfigError: aggregation periods, partial re-compression or a robust center.
+        """
+        h = self.hier
+        clash = {
+            "kappa_edge * kappa_region > 1": h.kappa_edge * h.kappa_region > 1,
+            "a partial codec": h.partial_spec is not None,
+            "a robust center aggregator": self.center_aggregator is not None,
+        }
+        bad = [name for name, on in clash.items() if on]
+        if bad:
+            raise ConfigError(f"tree secure aggregation does not combine with {', '.join(bad)}")
 
     def run(
         self, params: FloatVector, progress: SimulationResult | None = None
@@ -217,10 +247,18 @@ class HierarchicalSimulation:
         if self.planner is not None:
             plans = self.planner.plans(r, send.client_ids, self.settings.plan)
         cohort = [int(c) for c in send.client_ids]
-        tally = TreeTally(t0, frozenset(cohort), dict(zip(cohort, plans, strict=True)), failed)
+        tally = self._tally(r, t0, cohort, plans, failed)
         base = r * self.hier.kappa_edge * self.hier.kappa_region
         model = self._bc.model_for_clients(params)
         root = self._walk().cycle(self.topology.root, model, t0, base, tally, fresh=True)
+        if self._secure is not None:
+            for cid, why in self._secure.lost.items():
+                tally.mark(cid, "failed", root.end_s, why)
+            tally.bytes_up += self._secure.unmask_bytes_up
+            tally.bytes_down += self._secure.unmask_bytes_down
+            tally.ingress[Tier.EDGE] += self._secure.unmask_bytes_up
+            tally.bytes_up += self._secure.outer_bytes_up
+            tally.ingress[Tier.CENTER] += self._secure.outer_bytes_up
         outcome = self._close(send, tally, root.end_s)
         self._now = outcome.end_s
         step = server_step(
@@ -244,6 +282,24 @@ class HierarchicalSimulation:
             self.fed_eval.maybe_run(self.executor, params, r, last=last, sinks=self.sinks)
         emit_round(outcome, metrics, self.sinks, self.on_round)
         return params, opt_state, metrics
+
+    def _tally(
+        self, r: int, t0: float, cohort: list[int], plans: Sequence[LocalPlan], failed: set[str]
+    ) -> TreeTally:
+        """The round in flight; under secure aggregation, the protocol's start: its
+        charges on the devices and the clients that sit out (alone in their cluster)."""
+        by_client = dict(zip(cohort, plans, strict=True))
+        if self._secure is None:
+            return TreeTally(t0, frozenset(cohort), by_client, failed)
+        charges = self._secure.begin(r, self.topology.root, frozenset(cohort), failed)
+        working = frozenset(cohort) - charges.sit_out.keys()
+        tally = TreeTally(
+            t0, working, by_client, failed, charge_s=charges.compute_s,
+            charge_up=charges.bytes_up, charge_down=charges.bytes_down,
+        )  # fmt: skip
+        for cid, why in charges.sit_out.items():
+            tally.mark(cid, "failed", t0, why)
+        return tally
 
     def _walk(self) -> TreeWalk:
         return TreeWalk(
@@ -304,7 +360,7 @@ class HierarchicalSimulation:
         client_means = self._center.client_metrics(root.state)
         train_loss = client_means.get("train_loss")
         down_s, compute_s, up_s = root.legs
-        decode_s, self._inner.decode_s = self._inner.decode_s, 0.0
+        decode_s, self._plain.decode_s = self._plain.decode_s, 0.0
         codec = codec_extras(
             uploads=tally.uploads, size=self.trainer.spec.size, bytes_up=tally.client_bytes_up,
             bytes_down=tally.client_bytes_down, receivers=tally.client_downloads,
@@ -326,5 +382,6 @@ class HierarchicalSimulation:
                 "edge_ingress_bytes": float(tally.ingress[Tier.EDGE]),
                 "edge_rounds": float(tally.edge_rounds),
                 "client_updates": float(tally.updates),
+                **(self._secure.extras() if self._secure is not None else {}),
             },
         )  # fmt: skip

@@ -3,11 +3,13 @@
 A node's aggregation is a small protocol, :class:`TierAggregation`: ``init`` an empty
 state, ``fold`` a client's result into it, ``send`` a child's partial up its hop (the
 bytes on the wire and what the parent merges), ``merge`` a child's hop into the
-parent's state, and ``finalize`` the state into the node's mean update. The tree
-driver (:mod:`fedstrata.sim.tree_round`) only calls these five, so another scheme —
-secure aggregation with two-tier masks, where a client's fold adds a masked ring
-vector, ``send`` adds the edge's cluster mask and ``finalize`` unmasks at the center —
-plugs in as one more implementation without touching the driver.
+parent's state, ``close_s`` the node's period after its last arrival (the seconds
+it computes then: 0 for a mean), and ``finalize`` the state into the node's mean
+update. The tree driver (:mod:`fedstrata.sim.tree_round`) only calls these, so
+another scheme plugs in as one more implementation without touching the driver:
+secure aggregation with two-tier masks (:mod:`fedstrata.sim.tree_secagg`), where a
+client's fold adds a masked ring vector, an edge's ``close_s`` unmasks its devices'
+masks and the center's ``close_s`` removes the cluster masks.
 
 * :class:`MeanTier` (every tier by default): the client-tier aggregator (the weighted
   mean, or the scheduler's settlement-weighted mean) folds client results; partials
@@ -97,6 +99,11 @@ class TierAggregation(Protocol):
         """Means of the client-reported metrics (``train_loss``)."""
         ...
 
+    def close_s(self, state: object) -> float:
+        """Close the node's period after its last arrival (e.g. a secure aggregation's
+        unmasking); the seconds the node computes before its result is ready."""
+        ...
+
 
 @dataclass(eq=False)
 class MeanTier:
@@ -159,6 +166,9 @@ class MeanTier:
     def client_metrics(self, state: object) -> dict[str, float]:
         return self._mean.finalize_metrics(self.partial(state))
 
+    def close_s(self, state: object) -> float:
+        return 0.0
+
 
 @dataclass(eq=False)
 class RobustCenter:
@@ -208,3 +218,6 @@ class RobustCenter:
 
     def client_metrics(self, state: object) -> dict[str, float]:
         return self.robust.finalize_metrics(state)
+
+    def close_s(self, state: object) -> float:
+        return 0.0

@@ -74,6 +74,11 @@ class TreeTally:
     status: dict[int, tuple[Status, float]] = field(default_factory=dict)
     failures: list[tuple[int, str]] = field(default_factory=list)
     reports: list[ClientReport] = field(default_factory=list)
+    # per client, what the aggregation protocol charges on top (secure aggregation's
+    # key agreement): seconds on its compute leg, bytes on its uplink and downlink
+    charge_s: Mapping[int, float] = field(default_factory=dict)
+    charge_up: Mapping[int, int] = field(default_factory=dict)
+    charge_down: Mapping[int, int] = field(default_factory=dict)
 
     def mark(self, cid: int, status: Status, arrival_s: float, reason: str = "") -> None:
         """Record a client's fate in one period; the worst fate and last arrival stay."""
@@ -170,12 +175,13 @@ class TreeWalk:
             legs = (p.legs[0] + float(arrive[ids.size + j]) - start_s, *p.legs[1:])
             uploads.append(_Upload(ids.size + j, p.end_s, hop.nbytes, legs=legs, hop=hop))
         if not uploads:
-            return NodeResult(state, start_s)
+            return NodeResult(state, start_s + agg.close_s(state))
         done = (
             self._upload_times(node, ids, len(kids), uploads, tally)
             + lat[[u.position for u in uploads]]
         )
-        return self._gather(agg, state, uploads, done, start_s=start_s, tally=tally)
+        out = self._gather(agg, state, uploads, done, start_s=start_s, tally=tally)
+        return NodeResult(out.state, out.end_s + agg.close_s(out.state), out.legs)
 
     def _gather(
         self, agg: TierAggregation, state: object, uploads: list[_Upload], done: np.ndarray,
@@ -262,6 +268,7 @@ class TreeWalk:
         nbytes = np.array(
             [self.broadcast.download_bytes(k) if fresh else dense for k in keys], dtype=np.float64
         )
+        nbytes[: ids.size] += [tally.charge_down.get(int(i), 0) for i in ids]
         caps = np.concatenate(
             [np.minimum(self.profiles.downlink_bps[ids], bw), np.full(len(kids), bw)]
         )
@@ -328,7 +335,7 @@ class TreeWalk:
                 state, status, why = self._fold(agg, state, res)
             compute_s = self._compute_s(res.client_id, tally)
             legs = (got - start_s, compute_s, 0.0)
-            nbytes = upload_bytes(res, self._size)
+            nbytes = upload_bytes(res, self._size) + tally.charge_up.get(res.client_id, 0)
             tally.uploads += 1
             tally.client_bytes_up += nbytes
             uploads.append(
@@ -337,10 +344,11 @@ class TreeWalk:
         return state, uploads
 
     def _compute_s(self, cid: int, tally: TreeTally) -> float:
-        return client_legs(
+        train_s = client_legs(
             self.profiles, self.client_sizes, self.trainer.flops_per_example,
             cid=cid, plan=tally.plans[cid], down_bytes=0, up_bytes=0,
         )[1]  # fmt: skip
+        return train_s + tally.charge_s.get(cid, 0.0)
 
 
 def _kept(res: TaskResult) -> TaskResult:
