@@ -39,6 +39,7 @@ from fedstrata.sim.hierarchy import HierarchicalSimulation, HierSettings
 from fedstrata.sim.network import GeoModel, LatencyMatrix, NetworkModel
 
 if TYPE_CHECKING:
+    from fedstrata.privacy import BudgetAllocator
     from fedstrata.scheduling import Registry
     from fedstrata.secagg import RingCodec, SecAggAggregator
     from fedstrata.secagg.tree import TreeSecAgg
@@ -212,7 +213,7 @@ def tree_secagg(
     o = secure[1].options
     options = TreeSecAggOptions(
         o.max_weight, o.dropout_rate, o.sparse_graph, o.precompute_masks, o.security_bits,
-        o.root_seed,
+        o.root_seed, min_survivors=o.min_survivors,
     )  # fmt: skip
     return TreeSecAgg(codec, options)
 
@@ -229,6 +230,7 @@ def hierarchical_simulation(
     strategy: ServerStrategy | None = None,
     registry: Registry | None = None,
     secure: tuple[RingCodec, SecAggAggregator] | None = None,
+    allocator: BudgetAllocator | None = None,
 ) -> HierarchicalSimulation:
     """HierFAVG over the planned tree on the simulated network, with the config's
     cohort, deadline, downlink, central DP, scheduler, center aggregator and secure
@@ -263,6 +265,8 @@ def hierarchical_simulation(
         dataset.client_sizes(), dataset.test, profiles, strategy.optimizer, pipeline,
         coordinator=round_coordinator(config, dataset.num_clients, selector),
         aggregator=clients, center_aggregator=center, broadcast=broadcaster(config, params),
-        hooks=privacy_hooks(config, pipeline, dataset.num_clients, trainer.spec.size),
+        hooks=privacy_hooks(
+            config, pipeline, dataset.num_clients, trainer.spec.size, allocator
+        ),
         planner=planner, secure=tree_secagg(pipeline, secure),
     )  # fmt: skip

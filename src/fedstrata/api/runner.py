@@ -313,6 +313,7 @@ def _assemble(
         tree = hierarchical_simulation(
             config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, profiles=table,
             params=params, strategy=strategy, registry=registry, secure=secure,
+            allocator=allocator,
         )  # fmt: skip
         tree.sinks = _sinks(store)
         return tree, params

@@ -38,10 +38,6 @@ def _partials(c: FedConfig) -> bool:
     return c.topology.partial_compression.enabled
 
 
-def _secure(c: FedConfig) -> bool:
-    return c.secagg.enabled
-
-
 def _skips_infeasible(c: FedConfig) -> bool:
     return c.scheduling.skip_infeasible
 
@@ -75,15 +71,6 @@ REFUSALS: tuple[Refusal, ...] = (
         when=_partials,
         condition="topology.partial_compression",
         example=("topology.partial_compression.preset=int8",),
-    ),
-    Refusal(
-        ("privacy", "hierarchy"),
-        "differential privacy through two-tier secure aggregation (noise shares summed at "
-        "every tier, survivors counted per tree) is " + _NOT_BUILT,
-        in_principle=False,
-        when=_secure,
-        condition="secagg.enabled",
-        example=("secagg.enabled=true",),
     ),
     Refusal(
         ("secagg", "async"),

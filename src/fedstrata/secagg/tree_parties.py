@@ -61,6 +61,9 @@ class TreeSecAggOptions:
         root_seed: seeds every simulated party's secrets per round (not secure).
         secure: run the protocol; ``False`` sums the same ring inputs in the clear
             along the same tree (the reference the protocol must equal).
+        min_survivors: distributed DP: fewer surviving clients in the whole tree than
+            this and the driver releases nothing (their noise shares are what the
+            accountant assumed); 0: no floor.
     """
 
     max_weight: int = 1
@@ -70,6 +73,7 @@ class TreeSecAggOptions:
     security_bits: int = 40
     root_seed: int = 0
     secure: bool = True
+    min_survivors: int = 0
 
     def __post_init__(self) -> None:
         if self.max_weight < 1:

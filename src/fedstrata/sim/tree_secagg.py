@@ -140,6 +140,7 @@ class SecureRound:
         self.outer_bytes_up = 0
         self._sent: dict[str, int] = {}
         self._ka: dict[int, tuple[int, int]] = {}
+        self.withheld = False
 
     def begin(
         self, round_idx: int, root: TopologyNode, cohort: frozenset[int], failed: set[str]
@@ -235,6 +236,16 @@ class SecureRound:
                 why = "no client update reached it (all failed or late)"
                 rnd.fail_edge(name, why)
                 self._drop(name, why)
+        alive = sum(len(p.survivors) for p in rnd.edges.values() if p.arrived)
+        floor = self.secagg.options.min_survivors
+        if alive < floor:  # distributed DP: fewer noise shares than were accounted
+            log.warning(
+                "round %d: only %d clients survived in the tree, fewer than the %d whose "
+                "noise shares distributed DP accounts; the sum is not unmasked (zero update)",
+                self.round_idx, alive, floor,
+            )  # fmt: skip
+            self.withheld = True
+            return 0.0
         try:
             self.aggregate = rnd.finalize()
         except SecAggError as exc:
@@ -264,6 +275,8 @@ class SecureRound:
             "secagg_tree_unmask_bytes_up": float(self.unmask_bytes_up),
             "secagg_tree_outer_bytes_up": float(self.outer_bytes_up),
         }
+        if self.withheld:
+            out["secagg_withheld"] = 1.0
         if self.aggregate is not None:
             out |= self.aggregate.cost.extras()
             out["secagg_tree_survivors"] = float(
@@ -343,6 +356,8 @@ class SecureTier:
 
     def finalize(self, state: object) -> FloatVector:
         aggregate = self.shared.aggregate
+        if self.shared.withheld:  # charged to the budget, nothing released
+            return np.zeros(self.shared.secagg.codec.size, dtype=np.float32)
         if aggregate is None:
             raise AggregationError(f"round {self.shared.round_idx}: no secure aggregate")
         return aggregate.mean
