@@ -94,7 +94,6 @@ def test_allocation_composes_with_tree_secure_aggregation():
     [
         (["topology.kappa_edge=2"], "two-tier masks hide"),
         (["topology.partial_compression.preset=int8"], "masks' cancellation"),
-        (["privacy.mechanism=central"], "privacy"),
     ],
 )
 def test_refused_combinations_name_their_reason(extra, reason):
