@@ -16,22 +16,42 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TypeAlias
 
+from fedstrata.core.metrics import (
+    STATS_RECORDS,
+    AnyStats,
+    AsyncStats,
+    CodecStats,
+    PrivacySpent,
+    ScheduleStats,
+    SecAggStats,
+    SecAggTreeStats,
+    StatsRecord,
+    TierStats,
+)
 from fedstrata.errors import DataError
 from fedstrata.monitoring.fedeval import FedEvalMetrics
 
 __all__ = [
+    "AsyncStats",
     "ClientFailure",
+    "CodecStats",
     "MetricEvent",
+    "PrivacySpent",
     "RoundMetrics",
     "RunFinished",
     "RunStarted",
     "RunStatus",
     "RunTotals",
+    "ScheduleStats",
+    "SecAggStats",
+    "SecAggTreeStats",
+    "StatsRecord",
+    "TierStats",
 ]
 
 INT64_MAX = 2**63 - 1
@@ -124,7 +144,17 @@ class RoundMetrics:
         compute_s: critical path's local-training time.
         downlink_s: critical path's model-download time.
         uplink_s: critical path's update-upload time.
-        extras: named scalars (``epsilon_spent``, ``compression_ratio``, ...).
+        extras: the task's own named metrics (``test_<name>``: free-form by design).
+        codec: what the update codecs did (uplink ratio, bytes per client), or None.
+        privacy: the DP budget spent after the round, or None without central DP.
+        schedule: the work-allocating scheduler's figures, or None.
+        tiers: per-tier ingress of a tree round, or None for a flat round.
+        fedbuff: a FedBuff server step's staleness and work in flight, or None.
+        secagg: the secure-aggregation protocol's costs, or None.
+        secagg_tree: two-tier secure aggregation's costs in a tree, or None.
+
+    The typed fields are :mod:`fedstrata.core.metrics` records; :meth:`stats` lists
+    the present ones and :meth:`with_stats` places records into their fields.
     """
 
     round_idx: int
@@ -144,6 +174,13 @@ class RoundMetrics:
     downlink_s: float
     uplink_s: float
     extras: Mapping[str, float] = field(default_factory=dict)
+    codec: CodecStats | None = None
+    privacy: PrivacySpent | None = None
+    schedule: ScheduleStats | None = None
+    tiers: TierStats | None = None
+    fedbuff: AsyncStats | None = None
+    secagg: SecAggStats | None = None
+    secagg_tree: SecAggTreeStats | None = None
 
     def __post_init__(self) -> None:
         """Validate and normalise every field (ints stay ints, floats become floats).
@@ -164,7 +201,32 @@ class RoundMetrics:
         for name in ("compute_s", "downlink_s", "uplink_s"):
             _set(self, name, _check_seconds(ev, name, getattr(self, name)))
         _set(self, "extras", _check_extras(ev, self.extras))
+        for cls in STATS_RECORDS:
+            value = getattr(self, cls.FAMILY)
+            if value is not None and type(value) is not cls:
+                raise _fail(ev, cls.FAMILY, value, f"must be None or a {cls.__name__}")
         self._check_consistency(ev)
+
+    def stats(self) -> tuple[StatsRecord, ...]:
+        """The typed records present, in :data:`~fedstrata.core.metrics.STATS_RECORDS` order."""
+        found = (getattr(self, cls.FAMILY) for cls in STATS_RECORDS)
+        return tuple(r for r in found if r is not None)
+
+    def with_stats(self, *records: AnyStats | None) -> RoundMetrics:
+        """A copy with each record in its family's field (``None`` entries skipped).
+
+        Raises:
+            DataError: two records of one family.
+        """
+        placed: dict[str, StatsRecord] = {}
+        for record in records:
+            if record is None:
+                continue
+            if record.FAMILY in placed:
+                msg = f"two {type(record).__name__} records for one round"
+                raise _fail(f"RoundMetrics(round {self.round_idx})", record.FAMILY, record, msg)
+            placed[record.FAMILY] = record
+        return replace(self, **placed)  # type: ignore[arg-type]
 
     def _check_consistency(self, ev: str) -> None:
         outcomes = self.clients_completed + self.clients_failed + self.clients_late
@@ -330,6 +392,7 @@ class RunTotals:
     clients_failed: int = 0
     clients_late: int = 0
     final_extras: dict[str, float] = field(default_factory=dict)
+    final_stats: dict[str, StatsRecord] = field(default_factory=dict)
     final_fed_eval: dict[str, float] = field(default_factory=dict)
 
     def add_fed_eval(self, event: FedEvalMetrics) -> None:
@@ -354,6 +417,7 @@ class RunTotals:
         self.clients_failed += metrics.clients_failed
         self.clients_late += metrics.clients_late
         self.final_extras.update(metrics.extras)
+        self.final_stats.update((r.FAMILY, r) for r in metrics.stats())
 
     def finish(
         self,

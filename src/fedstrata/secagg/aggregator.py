@@ -43,6 +43,7 @@ from fedstrata.aggregation.protocol import (
     check_weight,
 )
 from fedstrata.core.context import RoundContext, derive_rng
+from fedstrata.core.metrics import SecAggStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.errors import AggregationError, ConfigError, InvalidUpdateError, PayloadError
@@ -141,18 +142,18 @@ class SecAggReport:
         """Protocol bytes per surviving client (both ways) over a plaintext update."""
         return (self.bytes_up_per_client + self.bytes_down_per_client) / self.plaintext_bytes
 
-    def extras(self) -> dict[str, float]:
-        """Figures for ``RoundMetrics.extras``."""
-        return {
-            "secagg_protocol_s": self.protocol_wall_s,
-            "secagg_server_s": self.server_s,
-            "secagg_client_s_mean": self.client_s_mean,
-            "secagg_client_online_s_max": self.client_online_s_max,
-            "secagg_dropped": float(self.cohort - self.accepted),
-            "secagg_bytes_up_per_client": self.bytes_up_per_client,
-            "secagg_bytes_down_per_client": self.bytes_down_per_client,
-            "secagg_bandwidth_expansion": self.bandwidth_expansion,
-        }
+    def stats(self) -> SecAggStats:
+        """The round's ``RoundMetrics.secagg`` record."""
+        return SecAggStats(
+            protocol_s=self.protocol_wall_s,
+            server_s=self.server_s,
+            client_s_mean=self.client_s_mean,
+            client_online_s_max=self.client_online_s_max,
+            dropped=self.cohort - self.accepted,
+            bytes_up_per_client=self.bytes_up_per_client,
+            bytes_down_per_client=self.bytes_down_per_client,
+            bandwidth_expansion=self.bandwidth_expansion,
+        )
 
 
 @dataclass(eq=False)
@@ -193,7 +194,7 @@ class SecAggAggregator:
     """Center-only aggregator that runs secure aggregation at ``finalize``.
 
     Also a ``RoundHook`` of the simulator (``start`` / ``aggregate`` / ``finish``):
-    registered as one, it reports :meth:`SecAggReport.extras` in each round's metrics.
+    registered as one, it reports :meth:`SecAggReport.stats` in each round's metrics.
     See the module docstring for cohort, weights, memory and validation.
     """
 
@@ -337,12 +338,12 @@ class SecAggAggregator:
         """The aggregate, unchanged."""
         return mean
 
-    def finish(self, round_idx: int, accepted: int, loss: float | None) -> dict[str, float]:
-        """The round's :meth:`SecAggReport.extras` (empty if the round was not finalized)."""
+    def finish(self, round_idx: int, accepted: int, loss: float | None) -> SecAggStats | None:
+        """The round's :meth:`SecAggReport.stats` (None if the round was not finalized)."""
         report = self.last_stats
         if report is None or report.round_idx != round_idx:
-            return {}
-        return report.extras()
+            return None
+        return report.stats()
 
     def _check_codec(self, codec: Codec) -> None:
         mine = self.codec
