@@ -190,6 +190,6 @@ def test_results_identical_in_process_and_with_a_worker() -> None:
     assert np.array_equal(inproc.params, forked.params)
     assert [m.accuracy for m in inproc.rounds] == [m.accuracy for m in forked.rounds]
     for a, b in zip(inproc.rounds, forked.rounds, strict=True):
-        assert a.extras["epsilon_spent"] == b.extras["epsilon_spent"]
-        assert a.extras["noise_multiplier"] == b.extras["noise_multiplier"]
+        assert a.privacy.epsilon_spent == b.privacy.epsilon_spent
+        assert a.privacy.noise_multiplier == b.privacy.noise_multiplier
         assert a.clients_completed == b.clients_completed
