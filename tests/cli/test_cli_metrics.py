@@ -56,7 +56,8 @@ def test_progress_line_reads_the_codec_and_privacy_fields() -> None:
     progress = _RoundProgress(total=2, enabled=False)
     progress(_round(0, codec=CodecStats(8.0, 50.0, 400.0), privacy=PrivacySpent(0.5, 1.5, 1, 0.2)))
     info = progress.progress.tasks[0].fields["info"]
-    assert "up 8x" in info and "ε 0.500" in info
+    assert "up 8x" in info
+    assert "ε 0.500" in info
 
 
 def test_run_prints_the_privacy_spent(tmp_path) -> None:

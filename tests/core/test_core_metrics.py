@@ -47,7 +47,7 @@ def same(a: StatsRecord, b: StatsRecord) -> bool:
     if type(a) is not type(b):
         return False
     pairs = [(getattr(a, f.name), getattr(b, f.name)) for f in fields(a)]
-    return all(x == y or (x != x and y != y) for x, y in pairs)
+    return all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in pairs)
 
 
 @settings(max_examples=150, deadline=None)
@@ -77,7 +77,8 @@ def test_fedbuff_and_scheduler_share_the_throughput_key() -> None:
         "uplink_bytes_per_client": 400.0, "downlink_bytes_per_client": 400.0,
     }  # fmt: skip
     found, rest = records_from_extras(old)
-    assert set(found) == {"fedbuff", "codec"} and rest == {}
+    assert set(found) == {"fedbuff", "codec"}
+    assert rest == {}
     assert found["fedbuff"].throughput_eps == 20.0  # type: ignore[attr-defined]
     assert found["fedbuff"].in_flight == 4  # type: ignore[attr-defined]
     assert found["codec"] == CodecStats(1.0, 400.0, 400.0)

@@ -48,8 +48,7 @@ def _assert_self_contained(page: str) -> None:
 
 def test_report_has_every_plot(tmp_path, make_metrics, write_run):
     rounds = [
-        make_metrics(r, extras={"test_f1": 0.5 * r, "compression_ratio": 32.0})
-        for r in range(20)
+        make_metrics(r, extras={"test_f1": 0.5 * r, "compression_ratio": 32.0}) for r in range(20)
     ]
     write_run(tmp_path, rounds, failures=[ClientFailure(3, 9, "dropout")])
     path = write_report(tmp_path)

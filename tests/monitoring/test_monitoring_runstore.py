@@ -492,16 +492,22 @@ def test_a_run_directory_written_before_typed_records_loads_typed(tmp_path):
     with RunStore.open(tmp_path) as reader:
         (m,) = reader.rounds()
     assert dict(m.extras) == {"test_f1": 0.75}
-    assert m.codec is not None and m.codec.uplink_ratio == 12.5
+    assert m.codec is not None
+    assert m.codec.uplink_ratio == 12.5
     assert m.codec.client_encode_s == 0.002
-    assert m.privacy is not None and (m.privacy.epsilon_spent, m.privacy.stage) == (0.4, 1)
+    assert m.privacy is not None
+    assert (m.privacy.epsilon_spent, m.privacy.stage) == (0.4, 1)
     assert m.privacy.server_clipped is None  # no server clip in that run
-    assert m.tiers is not None and m.tiers.edge_ingress_bytes == 3200
+    assert m.tiers is not None
+    assert m.tiers.edge_ingress_bytes == 3200
     assert type(m.tiers.edge_rounds) is int
-    assert m.schedule is not None and (m.schedule.partial, m.schedule.target_s) == (2, 30.0)
+    assert m.schedule is not None
+    assert (m.schedule.partial, m.schedule.target_s) == (2, 30.0)
     assert m.schedule.predictor_mape_last is None
-    assert m.secagg is not None and m.secagg.dropped == 1
-    assert m.fedbuff is None and m.secagg_tree is None
+    assert m.secagg is not None
+    assert m.secagg.dropped == 1
+    assert m.fedbuff is None
+    assert m.secagg_tree is None
     html = write_report(tmp_path).read_text()
     assert "codec.uplink_ratio" in html  # plotted from the typed field
 
@@ -532,5 +538,8 @@ def test_two_records_of_one_family_in_a_round_are_refused(make_metrics):
 
     with pytest.raises(DataError, match="two CodecStats records"):
         make_metrics(0).with_stats(CodecStats(1.0, 1.0, 1.0), CodecStats(2.0, 1.0, 1.0))
+    once = make_metrics(0).with_stats(CodecStats(1.0, 1.0, 1.0))
+    with pytest.raises(DataError, match="two CodecStats records"):
+        once.with_stats(CodecStats(2.0, 1.0, 1.0))  # a hook may not overwrite the intake's
     with pytest.raises(DataError, match="codec"):
         make_metrics(0, codec={"uplink_ratio": 1.0})
