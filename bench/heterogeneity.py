@@ -227,7 +227,7 @@ def run_sync(
         "partial": int(sum(e.partial for e in ex)),
         "mape_first": _mape(ex[0]),
         "mape_last": _mape(ex[-1]),
-        "mean_steps": float(np.mean([e["sched_mean_steps"] for e in ex])),
+        "mean_steps": float(np.mean([e.mean_steps for e in ex])),
     }
 
 
