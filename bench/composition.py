@@ -142,7 +142,7 @@ def _median(values: list[float]) -> float:
 def _per_client_ingress(rounds: list[Any]) -> float:
     """Client -> edge bytes per delivered update (keys and shares included)."""
     done = sum(m.clients_completed for m in rounds)
-    return sum(m.extras["edge_ingress_bytes"] for m in rounds) / max(done, 1)
+    return sum(m.tiers.edge_ingress_bytes for m in rounds) / max(done, 1)
 
 
 def all_on(args: argparse.Namespace) -> dict[str, Any]:
@@ -154,9 +154,9 @@ def all_on(args: argparse.Namespace) -> dict[str, Any]:
         _, plain = _federation(tree, rounds, private=False)
         config, allon = _federation(tree, rounds, private=True)
     steady = slice(1, None)  # the first round pays one-off set-up (imports, key caches)
-    sigmas = [m.extras["noise_multiplier"] for m in allon.rounds]
+    sigmas = [m.privacy.noise_multiplier for m in allon.rounds]
     n = EDGES * PER_EDGE
-    eps = allon.rounds[-1].extras["epsilon_spent"]
+    eps = allon.rounds[-1].privacy.epsilon_spent
     check = _independent_epsilon(sigmas, n, n)
     out = {
         "allon_rounds": len(allon.rounds),
@@ -174,9 +174,9 @@ def all_on(args: argparse.Namespace) -> dict[str, Any]:
         "allon_sim_round_s": _median([m.sim_round_s for m in allon.rounds]),
         "plain_sim_round_s": _median([m.sim_round_s for m in plain.rounds]),
         "allon_dropped_per_round": _median([float(m.clients_failed) for m in allon.rounds]),
-        "allon_withheld_rounds": sum(1 for m in allon.rounds if "secagg_withheld" in m.extras),
-        "allon_lost_rounds": sum(1 for m in allon.rounds if "aggregate_lost" in m.extras),
-        "allon_survivors_min": min(m.extras.get("secagg_tree_survivors", 0) for m in allon.rounds),
+        "allon_withheld_rounds": sum(m.secagg_tree.withheld or 0 for m in allon.rounds),
+        "allon_lost_rounds": sum(m.secagg_tree.lost or 0 for m in allon.rounds),
+        "allon_survivors_min": min(m.secagg_tree.survivors or 0 for m in allon.rounds),
         "allon_stopped": allon.stopped_reason,
     }
     del config

@@ -167,6 +167,12 @@ def principled_deadline(world: World) -> float:
     return float(np.median(probe.predicted_finish(ids, steps, PLAN.batch_size)))
 
 
+def _mape(stats: Any) -> float:
+    """The predictor's last MAPE of a round's ScheduleStats (NaN before its first)."""
+    last = stats.predictor_mape_last
+    return float("nan") if last is None else float(last)
+
+
 def run_rounds(sim: Simulation, params: np.ndarray, max_rounds: int, budget: float) -> list[Any]:
     """Run rounds until ``budget`` accepted samples were trained (or ``max_rounds``)."""
     opt_state: object = sim.server_optimizer.init(params)
@@ -174,7 +180,7 @@ def run_rounds(sim: Simulation, params: np.ndarray, max_rounds: int, budget: flo
     for r in range(max_rounds):
         params, opt_state, m = sim.run_round(r, params, opt_state)
         rounds.append(m)
-        trained += m.extras["sched_throughput_eps"] * m.sim_round_s
+        trained += m.schedule.throughput_eps * m.sim_round_s
         if trained >= budget:
             break
     return rounds
@@ -205,10 +211,8 @@ def run_sync(
     )
     wall0 = time.perf_counter()
     rounds = run_rounds(sim, trainer.initial_params(SEED), world.rounds, budget)
-    ex = [m.extras for m in rounds]
-    examples = sum(
-        e["sched_throughput_eps"] * m.sim_round_s for e, m in zip(ex, rounds, strict=True)
-    )
+    ex = [m.schedule for m in rounds]
+    examples = sum(m.schedule.throughput_eps * m.sim_round_s for m in rounds)
     sim_s = rounds[-1].sim_time_s
     return {
         "curve": [(m.sim_time_s, m.accuracy) for m in rounds],
@@ -216,14 +220,14 @@ def run_sync(
         "samples": examples,
         "sim_s": sim_s,
         "wall_s": time.perf_counter() - wall0,
-        "utilization": float(np.mean([e["sched_mean_utilization"] for e in ex])),
-        "useful_utilization": float(np.mean([e["sched_useful_utilization"] for e in ex])),
+        "utilization": float(np.mean([e.mean_utilization for e in ex])),
+        "useful_utilization": float(np.mean([e.useful_utilization for e in ex])),
         "throughput": examples / sim_s,
-        "dropped": int(sum(e["sched_dropped"] for e in ex)),
-        "partial": int(sum(e["sched_partial"] for e in ex)),
-        "mape_first": ex[0].get("predictor_mape_last", float("nan")),
-        "mape_last": ex[-1].get("predictor_mape_last", float("nan")),
-        "mean_steps": float(np.mean([e["sched_mean_steps"] for e in ex])),
+        "dropped": int(sum(e.dropped for e in ex)),
+        "partial": int(sum(e.partial for e in ex)),
+        "mape_first": _mape(ex[0]),
+        "mape_last": _mape(ex[-1]),
+        "mean_steps": float(np.mean([e.mean_steps for e in ex])),
     }
 
 
@@ -243,7 +247,7 @@ def run_async(world: World) -> dict[str, Any]:
     )
     result = sim.run(trainer.initial_params(SEED))
     rounds = result.rounds
-    examples = sum(m.extras["sched_throughput_eps"] * m.sim_round_s for m in rounds)
+    examples = sum(m.fedbuff.throughput_eps * m.sim_round_s for m in rounds)
     return {
         "curve": [(m.sim_time_s, m.accuracy) for m in rounds if m.accuracy is not None],
         "rounds": len(rounds),
@@ -253,7 +257,7 @@ def run_async(world: World) -> dict[str, Any]:
         "utilization": 1.0,  # every slot is refilled the instant it frees
         "useful_utilization": float("nan"),
         "throughput": examples / result.sim_time_s,
-        "staleness": float(np.mean([m.extras["async_staleness_mean"] for m in rounds])),
+        "staleness": float(np.mean([m.fedbuff.staleness_mean for m in rounds])),
     }
 
 

@@ -96,7 +96,7 @@ def run_arm(name: str, sim: HierarchicalSimulation, params: np.ndarray, max_roun
         t_hit,
         float(rounds[-1].accuracy or 0.0),
         float(np.mean([m.sim_round_s for m in rounds])),
-        float(np.mean([m.extras["center_ingress_bytes"] for m in rounds])),
+        float(np.mean([m.tiers.center_ingress_bytes for m in rounds])),
         time.perf_counter() - wall,
     )
 

@@ -37,7 +37,7 @@ accuracy is at or above the target; a run that never gets there counts as infini
 (``null`` in the JSON when the median is). Figures are medians over the seeds.
 
 ε checks: ``eps_spent`` is fedstrata's reported ε after the last round (from
-``RoundMetrics.extras``); ``eps_reference`` is an independent dp-accounting
+``RoundMetrics.privacy``); ``eps_reference`` is an independent dp-accounting
 computation — a ``PoissonSampledDpEvent(q, GaussianDpEvent(σ_r))`` per round run,
 built here from each round's reported noise multiplier, composed by dp-accounting's
 PLD accountant at its finer 1e-4 discretisation — and ``eps_rel_error`` is the largest
@@ -77,6 +77,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dp_accounting as dpa
 from dp_accounting.pld import pld_privacy_accountant
@@ -144,6 +145,11 @@ class Outcome:
         return statistics.fmean(self.accuracies[-FINAL_WINDOW:])
 
 
+def _privacy(m: Any, name: str) -> float:
+    """A field of the round's PrivacySpent record (NaN when the round has none)."""
+    return math.nan if m.privacy is None else float(getattr(m.privacy, name))
+
+
 def run_once(rounds: int, seed: int, schedule: str | None) -> Outcome:
     """Run the federation once; ``schedule=None`` is the non-private reference."""
     sets = [*BASE, f"seed={seed}", f"rounds.rounds={rounds}"]
@@ -162,8 +168,12 @@ def run_once(rounds: int, seed: int, schedule: str | None) -> Outcome:
     metrics = result.rounds
     return Outcome(
         accuracies=tuple(float(m.accuracy or 0.0) for m in metrics),
-        epsilons=tuple(float(m.extras.get("epsilon_spent", math.nan)) for m in metrics),
-        sigmas=tuple(float(m.extras.get("noise_multiplier", math.nan)) for m in metrics),
+        epsilons=tuple(
+            math.nan if m.privacy is None else m.privacy.epsilon_spent for m in metrics
+        ),
+        sigmas=tuple(
+            math.nan if m.privacy is None else m.privacy.noise_multiplier for m in metrics
+        ),
         stopped=result.stopped_reason is not None,
         wall_s=time.perf_counter() - start,
     )

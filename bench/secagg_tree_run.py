@@ -121,7 +121,9 @@ def _arm(density: float, rounds: int, *, secure: bool) -> dict[str, float]:
         "bytes_up": float(np.mean([m.bytes_up for m in ms])),
         "completed": float(np.mean([m.clients_completed for m in ms])),
         "failed": float(np.mean([m.clients_failed for m in ms])),
-        "secagg_wall_s": float(np.mean([m.extras.get("secagg_tree_wall_s", 0.0) for m in ms])),
+        "secagg_wall_s": float(
+            np.mean([(m.secagg_tree and m.secagg_tree.wall_s) or 0.0 for m in ms])
+        ),
     }
 
 

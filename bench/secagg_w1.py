@@ -70,7 +70,7 @@ class ModeRun:
     round_s: list[float] = field(default_factory=list)
     accs: list[float | None] = field(default_factory=list)
     protocol_s: list[float] = field(default_factory=list)
-    extras: dict[str, float] = field(default_factory=dict)
+    secagg: Any = None  # the last round's SecAggStats (None for the plain mode)
     params_round1: Any = None
 
 
@@ -113,8 +113,8 @@ class World:
                 params, opt_state, m = sim.run_round(r, params, opt_state)
                 out.round_s.append(m.wall_round_s)
                 out.accs.append(m.accuracy)
-                out.protocol_s.append(m.extras.get("secagg_protocol_s", 0.0))
-                out.extras = dict(m.extras)
+                out.protocol_s.append(0.0 if m.secagg is None else m.secagg.protocol_s)
+                out.secagg = m.secagg
                 if r == 0:
                     out.params_round1 = params.copy()
         return out
@@ -151,7 +151,7 @@ def main() -> None:
                 "-" if name == "plain" else f"{1e3 * (round_s - plain_s):.0f}",
                 f"{1e3 * median([steady(r.protocol_s) for r in runs]):.0f}",
                 f"{runs[0].accs[-1]:.4f}",
-                f"{runs[0].extras.get('secagg_bandwidth_expansion', 1.0):.3f}",
+                f"{1.0 if runs[0].secagg is None else runs[0].secagg.bandwidth_expansion:.3f}",
             ]
         )
     emit(rows, result)
@@ -165,7 +165,7 @@ def _summary(world: World, modes: dict[str, list[ModeRun]], plain_s: float) -> d
     mean_plain = modes["plain"][0].params_round1 - p0
     mean_sec = sec[0].params_round1 - p0
     rel = float(np.linalg.norm(mean_sec - mean_plain) / np.linalg.norm(mean_plain))
-    ex = sec[0].extras
+    ex = sec[0].secagg
     return {
         "bench": "secagg_w1",
         "n100_added_s_per_round": round(added, 4),
@@ -181,9 +181,9 @@ def _summary(world: World, modes: dict[str, list[ModeRun]], plain_s: float) -> d
         "acc_secagg_drop10": drop[0].accs[-1],
         "quant_rel_err_round1": round(rel, 6),
         "quant_max_abs_err_round1": float(np.abs(mean_sec - mean_plain).max()),
-        "bandwidth_expansion": round(ex["secagg_bandwidth_expansion"], 4),
-        "uplink_expansion": round(ex["secagg_bytes_up_per_client"] / (4 * world.size), 4),
-        "bandwidth_expansion_drop10": round(drop[0].extras["secagg_bandwidth_expansion"], 4),
+        "bandwidth_expansion": round(ex.bandwidth_expansion, 4),
+        "uplink_expansion": round(ex.bytes_up_per_client / (4 * world.size), 4),
+        "bandwidth_expansion_drop10": round(drop[0].secagg.bandwidth_expansion, 4),
         "params": world.size,
         "workers": world.workers,
     }

@@ -77,9 +77,10 @@ def test_secure_aggregation_runs_end_to_end_and_reports_its_cost():
     cfg = load_config(overrides=[*SMALL, "secagg.enabled=true"])
     plain = run(load_config(overrides=SMALL))
     secure = run(cfg)
-    extras = secure.simulation.rounds[-1].extras
-    assert extras["secagg_protocol_s"] > 0
-    assert extras["secagg_bandwidth_expansion"] < 1.5
+    stats = secure.simulation.rounds[-1].secagg
+    assert stats is not None
+    assert stats.protocol_s > 0
+    assert stats.bandwidth_expansion < 1.5
     # 16-bit fixed point: the model stays close to float FedAvg
     diff = np.abs(secure.simulation.params - plain.simulation.params).max()
     assert diff < 1e-3
@@ -110,7 +111,7 @@ def test_hierarchical_run_and_plan():
     last = result.simulation.rounds[-1]
     assert last.clients_completed == 16
     # the center receives one partial aggregate per region, not 16 client updates
-    assert last.extras["center_ingress_bytes"] * 8 < last.bytes_up
+    assert last.tiers.center_ingress_bytes * 8 < last.bytes_up
     text = describe_plan(cfg)
     assert "region r0: 16 clients" in text
     assert "predicted global round, flat" in text

@@ -40,7 +40,7 @@ def test_cohort_size_is_drawn_each_global_round():
     """Issue 12 part 4: rounds.clients_per_round on a tree (was accepted and ignored)."""
     res = tree_run("rounds.clients_per_round=5")
     for m in res.rounds:
-        assert m.clients_selected == m.clients_completed == m.extras["client_updates"] == 5
+        assert m.clients_selected == m.clients_completed == m.tiers.client_updates == 5
 
 
 def test_deadline_drops_late_clients(plain):
@@ -55,9 +55,9 @@ def test_client_and_partial_compression_cut_the_tiers_bytes(plain):
     """Issue 12 part 4: the uplink codec at the clients, partial codec above."""
     res = tree_run("compression.preset=int8", "topology.partial_compression.preset=int8")
     for c, d in zip(res.rounds, plain.rounds, strict=True):
-        assert c.extras["uplink_ratio"] > 3.5
-        assert c.extras["edge_ingress_bytes"] * 3.5 < d.extras["edge_ingress_bytes"]
-        assert c.extras["center_ingress_bytes"] * 3.5 < d.extras["center_ingress_bytes"]
+        assert c.codec.uplink_ratio > 3.5
+        assert c.tiers.edge_ingress_bytes * 3.5 < d.tiers.edge_ingress_bytes
+        assert c.tiers.center_ingress_bytes * 3.5 < d.tiers.center_ingress_bytes
     assert res.final_accuracy == pytest.approx(plain.final_accuracy, abs=0.1)
 
 
@@ -76,12 +76,12 @@ def test_central_dp_spends_the_accountants_epsilon_and_stops():
     )  # fmt: skip
     assert res.stopped_reason is not None
     assert "budget" in res.stopped_reason
-    sigmas = [m.extras["noise_multiplier"] for m in res.rounds]
-    q = res.rounds[0].extras["sampling_rate"]
+    sigmas = [m.privacy.noise_multiplier for m in res.rounds]
+    q = res.rounds[0].privacy.sampling_rate
     accountant = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-4)
     for sigma, count in Counter(sigmas).items():
         accountant.compose(dpa.PoissonSampledDpEvent(q, dpa.GaussianDpEvent(sigma)), count)
-    spent = res.rounds[-1].extras["epsilon_spent"]
+    spent = res.rounds[-1].privacy.epsilon_spent
     assert spent == pytest.approx(accountant.get_epsilon(1e-5), rel=0.01)
     assert spent <= 4.0
 
@@ -100,7 +100,7 @@ def test_allocation_meets_the_deadline_equal_work_misses():
     sized = tree_run(*deadline, "scheduling.allocation=true")
     assert sum(m.clients_late for m in equal.rounds) > 0
     assert all(m.clients_late == 0 and m.clients_completed == 12 for m in sized.rounds)
-    assert all("sched_mean_steps" in m.extras for m in sized.rounds)
+    assert all(m.schedule is not None and m.schedule.mean_steps > 0 for m in sized.rounds)
 
 
 def test_overselection_invites_more_than_the_cohort():
@@ -109,7 +109,7 @@ def test_overselection_invites_more_than_the_cohort():
         "rounds.clients_per_round=4", "scheduling.overselect=0.5",
         "scheduling.allocation=true", "rounds.deadline_s=0.3",
     )  # fmt: skip
-    assert all(m.clients_selected == m.extras["sched_devices"] == 6 for m in res.rounds)
+    assert all(m.clients_selected == m.schedule.devices == 6 for m in res.rounds)
 
 
 @pytest.mark.parametrize(

@@ -40,12 +40,12 @@ def test_dp_through_tree_secure_aggregation_is_accounted_like_dp_accounting(mech
         load_config(overrides=[*TREE, f"privacy.mechanism={mechanism}", "rounds.rounds=3"])
     ).simulation.rounds
     assert len(rounds) == 3
-    sigmas = [m.extras["noise_multiplier"] for m in rounds]
+    sigmas = [m.privacy.noise_multiplier for m in rounds]
     for i, m in enumerate(rounds):
-        assert m.extras["epsilon_spent"] == pytest.approx(_epsilon(sigmas[: i + 1], 24, 24), 0.01)
-        assert m.extras["secagg_tree_clusters"] >= 3  # the secure sum ran at every tier
-        assert "secagg_withheld" not in m.extras
-    assert rounds[-1].extras["epsilon_spent"] <= 2.0 + 1e-9
+        assert m.privacy.epsilon_spent == pytest.approx(_epsilon(sigmas[: i + 1], 24, 24), 0.01)
+        assert m.secagg_tree.clusters >= 3  # the secure sum ran at every tier
+        assert m.secagg_tree.withheld == 0
+    assert rounds[-1].privacy.epsilon_spent <= 2.0 + 1e-9
 
 
 def test_too_few_survivors_in_the_tree_release_nothing_but_are_charged(caplog) -> None:
@@ -58,7 +58,7 @@ def test_too_few_survivors_in_the_tree_release_nothing_but_are_charged(caplog) -
                        "devices.dropout_rate=0.35", "secagg.dropout_rate=0.4"]
         )
     ).simulation.rounds  # fmt: skip
-    withheld = [m for m in rounds if m.extras.get("secagg_withheld") == 1.0]
+    withheld = [m for m in rounds if m.secagg_tree.withheld == 1]
     assert withheld
-    assert all(m.extras["epsilon_spent"] > 0 for m in rounds)
+    assert all(m.privacy.epsilon_spent > 0 for m in rounds)
     assert "the sum is not unmasked" in caplog.text

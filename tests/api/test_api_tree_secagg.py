@@ -46,20 +46,20 @@ def test_secure_tree_mean_is_the_plain_tree_mean(plain, secure):
     """Issue 12 part 4: config -> api.run -> the mean of all clients, through the ring."""
     np.testing.assert_allclose(secure.params, plain.params, atol=STEP)
     m = secure.rounds[0]
-    assert m.clients_completed == m.extras["secagg_tree_survivors"] == 12
-    assert m.extras["secagg_tree_clusters"] == 3
+    assert m.clients_completed == m.secagg_tree.survivors == 12
+    assert m.secagg_tree.clusters == 3
 
 
 def test_protocol_costs_are_recorded_and_charged(plain, secure):
     """Issue 12 part 4: the protocol's bytes and compute on the round's clocks."""
     m, p = secure.rounds[0], plain.rounds[0]
     assert m.sim_round_s > p.sim_round_s
-    assert m.extras["secagg_tree_compute_s"] > 0
-    assert m.extras["secagg_tree_device_bytes_up_mean"] > 0
+    assert m.secagg_tree.compute_s > 0
+    assert m.secagg_tree.device_bytes_up_mean > 0
     # every edge's protocol bytes (masked value, sealed shares, outer messages) reach
     # the center through the regions
-    edges_up = 3 * m.extras["secagg_tree_edge_bytes_up_mean"]
-    assert m.extras["center_ingress_bytes"] == pytest.approx(edges_up)
+    edges_up = 3 * m.secagg_tree.edge_bytes_up_mean
+    assert m.tiers.center_ingress_bytes == pytest.approx(edges_up)
 
 
 def test_a_late_client_is_a_dropout_recovered_in_its_edge(plain):
@@ -68,25 +68,24 @@ def test_a_late_client_is_a_dropout_recovered_in_its_edge(plain):
     res = tree_run(SECURE, f"rounds.deadline_s={0.6 * deadline}")
     m = res.rounds[0]
     assert m.clients_late > 0
-    assert m.clients_completed == m.extras["secagg_tree_survivors"] == 12 - m.clients_late
+    assert m.clients_completed == m.secagg_tree.survivors == 12 - m.clients_late
 
 
 def test_ring_density_cuts_the_edges_ingress(secure):
     """Issue 12 part 4: random-k into the ring (secagg.density) on a tree."""
     res = tree_run(SECURE, "secagg.density=0.25")
-    sparse, dense = res.rounds[0].extras, secure.rounds[0].extras
-    assert sparse["edge_ingress_bytes"] * 3 < dense["edge_ingress_bytes"]
-    device_up = "secagg_tree_device_bytes_up_mean"
-    assert sparse[device_up] * 3 < dense[device_up]
+    sparse, dense = res.rounds[0], secure.rounds[0]
+    assert sparse.tiers.edge_ingress_bytes * 3 < dense.tiers.edge_ingress_bytes
+    assert sparse.secagg_tree.device_bytes_up_mean * 3 < dense.secagg_tree.device_bytes_up_mean
 
 
 def test_allocation_composes_with_tree_secure_aggregation():
     """Issue 12 part 4: scheduling.allocation's settlement weights enter the ring."""
     res = tree_run(SECURE, "rounds.deadline_s=0.2", "scheduling.allocation=true")
     m = res.rounds[0]
-    assert "sched_mean_steps" in m.extras
+    assert m.schedule is not None
     assert m.clients_late == 0
-    assert m.clients_completed == m.extras["secagg_tree_survivors"] == 12
+    assert m.clients_completed == m.secagg_tree.survivors == 12
 
 
 @pytest.mark.parametrize(

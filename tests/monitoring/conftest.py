@@ -40,7 +40,7 @@ def _make_metrics(round_idx: int, **overrides: Any) -> RoundMetrics:
         "compute_s": 6.0,
         "downlink_s": 1.5,
         "uplink_s": 2.0,
-        "extras": {"epsilon_spent": 0.1 * n},
+        "extras": {"test_f1": 0.1 * n},
     }
     fields.update(overrides)
     return RoundMetrics(**fields)

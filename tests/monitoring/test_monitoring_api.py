@@ -31,6 +31,15 @@ EXPECTED = {
     "build_summary",
     "new_run_dir",
     "write_report",
+    # Issue 12 part 5: the typed per-round records (defined in fedstrata.core.metrics)
+    "AsyncStats",
+    "CodecStats",
+    "PrivacySpent",
+    "ScheduleStats",
+    "SecAggStats",
+    "SecAggTreeStats",
+    "StatsRecord",
+    "TierStats",
 }
 
 

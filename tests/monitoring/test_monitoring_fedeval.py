@@ -126,6 +126,7 @@ def test_a_version_1_store_still_opens_without_federated_evaluation(tmp_path) ->
     with conn:
         for table in ("fed_eval_rounds", "fed_eval_metrics", "fed_eval_clients"):
             conn.execute(f"DROP TABLE {table}")
+        conn.execute("ALTER TABLE rounds DROP COLUMN stats")  # version 3 added it
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.close()
     with RunStore.open(run_dir) as store:

@@ -48,8 +48,7 @@ def _assert_self_contained(page: str) -> None:
 
 def test_report_has_every_plot(tmp_path, make_metrics, write_run):
     rounds = [
-        make_metrics(r, extras={"epsilon_spent": 0.5 * r, "compression_ratio": 32.0})
-        for r in range(20)
+        make_metrics(r, extras={"test_f1": 0.5 * r, "compression_ratio": 32.0}) for r in range(20)
     ]
     write_run(tmp_path, rounds, failures=[ClientFailure(3, 9, "dropout")])
     path = write_report(tmp_path)
@@ -58,7 +57,7 @@ def test_report_has_every_plot(tmp_path, make_metrics, write_run):
     _assert_self_contained(page)
     # accuracy x2, loss, bytes, time breakdown, one per extras series
     assert page.count("<svg") == 7
-    for caption in ("Test accuracy vs simulated time", "Round time breakdown", "epsilon_spent"):
+    for caption in ("Test accuracy vs simulated time", "Round time breakdown", "test_f1"):
         assert caption in page
     assert "<td>dropout</td>" in page
     assert "completed" in page  # status from summary.json
@@ -84,7 +83,7 @@ def test_report_without_any_accuracy(tmp_path, make_metrics, write_run):
     page = write_report(tmp_path).read_text(encoding="utf-8")
     assert "No test accuracy was measured" in page
     assert "Test accuracy vs round" not in page
-    assert page.count("<svg") == 4  # loss, bytes, breakdown, epsilon_spent
+    assert page.count("<svg") == 4  # loss, bytes, breakdown, test_f1
 
 
 def test_report_with_sparse_accuracy_and_diverged_loss(tmp_path, make_metrics, write_run):
@@ -157,3 +156,23 @@ def test_report_figure_ids_are_unique(tmp_path, make_metrics, write_run):
     ids = re.findall(r'<clipPath id="([^"]+)"', page)
     assert ids
     assert len(ids) == len(set(ids))
+
+
+def test_report_plots_and_tabulates_the_typed_records(tmp_path, make_metrics, write_run):
+    """Issue 12 part 5: each typed record's fields get a figure in the Features section
+    (read by field), and the summary's final_stats appear as family.field rows."""
+    from fedstrata.monitoring import PrivacySpent, RunStore
+
+    rounds = [
+        make_metrics(r, extras={}).with_stats(PrivacySpent(0.1 * (r + 1), 2.0, 1.1, 0.2))
+        for r in range(3)
+    ]
+    write_run(tmp_path, rounds)
+    with RunStore.open(tmp_path) as reader:
+        assert [m.privacy for m in reader.rounds()] == [m.privacy for m in rounds]
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "<h2>Features</h2>" in page
+    for name in ("epsilon_spent", "epsilon_remaining", "noise_multiplier", "sampling_rate"):
+        assert f"privacy.{name}" in page
+    assert "privacy.server_clipped" not in page  # absent field: no empty figure
+    assert "final_stats: privacy.epsilon_spent" in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sqlite3
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedstrata.core import ParamSpec
+from fedstrata.core.metrics import STATS_RECORDS, StatsRecord
 from fedstrata.errors import CheckpointCorrupt, CheckpointError, ConfigError, DataError, ShapeError
 from fedstrata.monitoring import (
     METRICS_FILE,
@@ -34,6 +36,22 @@ from fedstrata.monitoring import (
 _seconds = st.floats(0.0, 1e7, allow_nan=False, allow_infinity=False)
 _loss = st.none() | st.floats(allow_nan=True, allow_infinity=True)
 _extras = st.dictionaries(st.text(min_size=1, max_size=12), st.floats(), max_size=4)
+
+
+def _stat_value(cls: type[StatsRecord], name: str) -> st.SearchStrategy[float | int]:
+    if name in cls.INTS:
+        return st.integers(0, 2**63 - 1)
+    low = None if name in cls.SIGNED else 0.0
+    return st.floats(min_value=low, allow_nan=False, allow_infinity=False) | st.just(math.nan)
+
+
+def _stats_record(cls: type[StatsRecord]) -> st.SearchStrategy[StatsRecord | None]:
+    """None, or any valid record of ``cls`` (optional fields absent or present)."""
+    parts = {}
+    for f in dataclasses.fields(cls):
+        value = _stat_value(cls, f.name)
+        parts[f.name] = st.none() | value if f.default is None else value
+    return st.none() | st.builds(cls, **parts)
 
 
 @st.composite
@@ -63,6 +81,7 @@ def round_metrics(draw: st.DrawFn, round_idx: int) -> RoundMetrics:
         downlink_s=downlink,
         uplink_s=uplink,
         extras=draw(_extras),
+        **{cls.FAMILY: draw(_stats_record(cls)) for cls in STATS_RECORDS},
     )
 
 
@@ -85,6 +104,12 @@ def assert_same_metrics(got: RoundMetrics, want: RoundMetrics) -> None:
         if name == "extras":
             assert list(g) == list(w)
             assert all(_same_float(g[k], w[k]) for k in w), (g, w)
+        elif isinstance(w, StatsRecord):
+            assert type(g) is type(w), (name, g, w)
+            for f in dataclasses.fields(w):
+                a, b = getattr(g, f.name), getattr(w, f.name)
+                assert type(a) is type(b), (name, f.name, a, b)
+                assert a == b or _same_float(a, b), (name, f.name, a, b)
         elif isinstance(w, float) or w is None:
             assert _same_float(g, w), (name, g, w)
         else:
@@ -95,6 +120,8 @@ def assert_same_metrics(got: RoundMetrics, want: RoundMetrics) -> None:
 @settings(max_examples=40, deadline=None)
 @given(runs())
 def test_round_metrics_round_trip_exactly(metrics):
+    """Issue 12 part 5: every typed record (codec, privacy, schedule, tiers, fedbuff,
+    secagg, secagg_tree) round-trips through the run store, NaN and absent fields too."""
     with tempfile.TemporaryDirectory() as tmp:
         with RunStore.create(Path(tmp) / "run") as store:
             for m in metrics:
@@ -190,7 +217,7 @@ def test_summary_after_finish(tmp_path, make_metrics, write_run):
     assert summary["bytes_total"] == 3000 + 8000
     assert summary["client_failures_logged"] == 1
     assert (summary["num_clients"], summary["num_params"]) == (10, 42)
-    assert summary["final_extras"] == {"epsilon_spent": pytest.approx(0.2)}
+    assert summary["final_extras"] == {"test_f1": pytest.approx(0.2)}
 
 
 def test_close_without_finish_writes_an_interrupted_summary(tmp_path, make_metrics):
@@ -411,3 +438,108 @@ def test_failures_round_trip_in_order(failures):
                 store.emit(event)
         with RunStore.open(Path(tmp)) as reader:
             assert reader.failures() == events
+
+
+# A version-2 metrics.sqlite as fedstrata wrote it before typed records: the features'
+# figures were named floats in the ``extras`` JSON column (issue 12 part 5).
+_V2_ROUNDS = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE rounds (
+    round_idx INTEGER PRIMARY KEY, accuracy REAL, loss REAL, train_loss REAL,
+    clients_selected INTEGER NOT NULL, clients_completed INTEGER NOT NULL,
+    clients_failed INTEGER NOT NULL, clients_late INTEGER NOT NULL,
+    bytes_up INTEGER NOT NULL, bytes_down INTEGER NOT NULL, sim_round_s REAL NOT NULL,
+    sim_time_s REAL NOT NULL, wall_round_s REAL NOT NULL, compute_s REAL NOT NULL,
+    downlink_s REAL NOT NULL, uplink_s REAL NOT NULL, extras TEXT NOT NULL
+);
+CREATE TABLE client_failures (
+    id INTEGER PRIMARY KEY, round_idx INTEGER NOT NULL, client_id INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+INSERT INTO meta VALUES ('schema_version', '2');
+"""
+_V2_EXTRAS = {
+    "test_f1": 0.75,
+    "uplink_ratio": 12.5, "uplink_bytes_per_client": 320.0,
+    "downlink_bytes_per_client": 4000.0, "server_decode_s": 0.01, "client_encode_s": 0.002,
+    "epsilon_spent": 0.4, "epsilon_remaining": 1.6, "noise_multiplier": 1.1,
+    "sampling_rate": 0.1, "dp_stage": 1.0,
+    "center_ingress_bytes": 800.0, "region_ingress_bytes": 1600.0,
+    "edge_ingress_bytes": 3200.0, "edge_rounds": 4.0, "client_updates": 10.0,
+    "sched_mean_utilization": 0.9, "sched_min_utilization": 0.5, "sched_mean_idle_s": 1.0,
+    "sched_total_idle_s": 10.0, "sched_throughput_eps": 25.0, "sched_devices": 10.0,
+    "sched_useful_utilization": 0.85, "sched_partial": 2.0, "sched_dropped": 1.0,
+    "sched_target_s": 30.0, "sched_mean_steps": 7.5,
+    "secagg_protocol_s": 0.2, "secagg_server_s": 0.05, "secagg_client_s_mean": 0.01,
+    "secagg_client_online_s_max": 0.03, "secagg_dropped": 1.0,
+    "secagg_bytes_up_per_client": 900.0, "secagg_bytes_down_per_client": 300.0,
+    "secagg_bandwidth_expansion": 1.2,
+}  # fmt: skip
+
+
+def test_a_run_directory_written_before_typed_records_loads_typed(tmp_path):
+    """Issue 12 part 5: a version-2 store's extras keys become the typed fields on load;
+    only the task's own metric stays in extras; the report renders."""
+    from fedstrata.monitoring import write_report
+
+    conn = sqlite3.connect(tmp_path / METRICS_FILE)
+    with conn:
+        conn.executescript(_V2_ROUNDS)
+        row = (0, 0.5, 1.0, 1.2, 10, 9, 1, 0, 3000, 40000, 30.0, 30.0, 0.5, 20.0, 5.0, 4.0)
+        conn.execute(f"INSERT INTO rounds VALUES ({', '.join('?' * 17)})",
+                     (*row, json.dumps(_V2_EXTRAS)))  # fmt: skip
+    conn.close()
+    with RunStore.open(tmp_path) as reader:
+        (m,) = reader.rounds()
+    assert dict(m.extras) == {"test_f1": 0.75}
+    assert m.codec is not None
+    assert m.codec.uplink_ratio == 12.5
+    assert m.codec.client_encode_s == 0.002
+    assert m.privacy is not None
+    assert (m.privacy.epsilon_spent, m.privacy.stage) == (0.4, 1)
+    assert m.privacy.server_clipped is None  # no server clip in that run
+    assert m.tiers is not None
+    assert m.tiers.edge_ingress_bytes == 3200
+    assert type(m.tiers.edge_rounds) is int
+    assert m.schedule is not None
+    assert (m.schedule.partial, m.schedule.target_s) == (2, 30.0)
+    assert m.schedule.predictor_mape_last is None
+    assert m.secagg is not None
+    assert m.secagg.dropped == 1
+    assert m.fedbuff is None
+    assert m.secagg_tree is None
+    html = write_report(tmp_path).read_text()
+    assert "codec.uplink_ratio" in html  # plotted from the typed field
+
+
+def test_summary_holds_the_final_typed_records(tmp_path, make_metrics):
+    """Issue 12 part 5: summary.json's ``final_stats`` holds each family's last record
+    (non-finite numbers as null), ``final_extras`` only the task's metrics."""
+    from fedstrata.monitoring import CodecStats, PrivacySpent
+
+    codec = CodecStats(4.0, 100.0, 400.0, server_decode_s=math.nan)
+    with RunStore.create(tmp_path) as store:
+        store.emit(RunStarted("r1", "", num_clients=3, num_params=1))
+        store.emit(make_metrics(0).with_stats(PrivacySpent(0.5, 1.5, 1.1, 0.1)))
+        store.emit(make_metrics(1).with_stats(codec))
+    with RunStore.open(tmp_path) as reader:
+        summary = reader.summary()
+    assert summary["final_extras"] == {"test_f1": pytest.approx(0.2)}
+    assert summary["final_stats"]["privacy"]["epsilon_spent"] == 0.5
+    assert summary["final_stats"]["privacy"]["stage"] == 0
+    assert summary["final_stats"]["codec"] == {
+        "uplink_ratio": 4.0, "uplink_bytes_per_client": 100.0,
+        "downlink_bytes_per_client": 400.0, "server_decode_s": None,
+    }  # fmt: skip
+
+
+def test_two_records_of_one_family_in_a_round_are_refused(make_metrics):
+    from fedstrata.monitoring import CodecStats
+
+    with pytest.raises(DataError, match="two CodecStats records"):
+        make_metrics(0).with_stats(CodecStats(1.0, 1.0, 1.0), CodecStats(2.0, 1.0, 1.0))
+    once = make_metrics(0).with_stats(CodecStats(1.0, 1.0, 1.0))
+    with pytest.raises(DataError, match="two CodecStats records"):
+        once.with_stats(CodecStats(2.0, 1.0, 1.0))  # a hook may not overwrite the intake's
+    with pytest.raises(DataError, match="codec"):
+        make_metrics(0, codec={"uplink_ratio": 1.0})

@@ -77,8 +77,8 @@ def test_round_below_min_clients_is_noised_and_applied() -> None:
     assert all(m.clients_completed < 40 for m in rounds)
     moved = float(np.linalg.norm(result.simulation.params - initial_params(config)))
     assert moved > 0.0
-    assert [m.extras["epsilon_spent"] for m in rounds] == sorted(
-        m.extras["epsilon_spent"] for m in rounds
+    assert [m.privacy.epsilon_spent for m in rounds] == sorted(
+        m.privacy.epsilon_spent for m in rounds
     )
 
 
@@ -89,7 +89,7 @@ def test_round_with_no_update_applies_the_noise_alone() -> None:
     assert result.simulation.rounds[0].clients_completed == 0
     moved = result.simulation.params - initial_params(config)
     # the noise alone: std sigma * C / (q N) per coordinate, q N = 1 / 40 * 40
-    sigma = result.simulation.rounds[0].extras["noise_multiplier"]
+    sigma = result.simulation.rounds[0].privacy.noise_multiplier
     expected = sigma * config.privacy.clip_norm
     assert float(np.std(moved)) == pytest.approx(expected, rel=0.1)
 
@@ -107,12 +107,12 @@ def test_epsilon_recomputed_from_the_run_store_alone_when_q_varies(tmp_path: Pat
     for r in range(len(rates)):
         hook.start(r)
         hook.aggregate(np.zeros(4, np.float32), 3, RoundContext(r, 0))
-        store.emit(_metrics(r, dict(hook.finish(r, 3, None))))
+        store.emit(_metrics(r).with_stats(hook.finish(r, 3, None)))
     store.close()
     stored = RunStore.open(tmp_path / "run").rounds()
-    events = [(m.extras["noise_multiplier"], m.extras["sampling_rate"]) for m in stored]
+    events = [(m.privacy.noise_multiplier, m.privacy.sampling_rate) for m in stored]
     assert [q for _, q in events] == rates
-    reported = stored[-1].extras["epsilon_spent"]
+    reported = stored[-1].privacy.epsilon_spent
     assert reported == pytest.approx(reference_epsilon(events), rel=0.01)
     assert reported != pytest.approx(reference_epsilon([(s, 0.2) for s, _ in events]), rel=0.01)
 
@@ -130,18 +130,18 @@ def test_simulated_run_stores_q_with_sigma(tmp_path: Path) -> None:
     result = run(config)
     assert result.run_dir is not None
     stored = RunStore.open(result.run_dir).rounds()
-    events = [(m.extras["noise_multiplier"], m.extras["sampling_rate"]) for m in stored]
+    events = [(m.privacy.noise_multiplier, m.privacy.sampling_rate) for m in stored]
     assert {q for _, q in events} == {8 / 40}
-    reported = result.simulation.rounds[-1].extras["epsilon_spent"]
+    reported = result.simulation.rounds[-1].privacy.epsilon_spent
     assert reported == pytest.approx(reference_epsilon(events), rel=0.01)
 
 
-def _metrics(round_idx: int, extras: dict[str, float]) -> RoundMetrics:
+def _metrics(round_idx: int) -> RoundMetrics:
     return RoundMetrics(
         round_idx=round_idx, accuracy=None, loss=None, train_loss=None, clients_selected=8,
         clients_completed=3, clients_failed=0, clients_late=0, bytes_up=0, bytes_down=0,
         sim_round_s=1.0, sim_time_s=float(round_idx + 1), wall_round_s=0.1, compute_s=0.5,
-        downlink_s=0.2, uplink_s=0.3, extras=extras,
+        downlink_s=0.2, uplink_s=0.3,
     )  # fmt: skip
 
 

@@ -10,9 +10,7 @@ import pytest
 import fedstrata.scheduling as sched
 from fedstrata.errors import DataError
 from fedstrata.scheduling import (
-    PredictorError,
     device_utilization,
-    predictor_extras,
     round_utilization,
 )
 
@@ -27,9 +25,6 @@ def test_utilization_idle_and_throughput() -> None:
     assert m.mean_idle_s == pytest.approx(12.5 / 3)
     assert m.throughput_eps == pytest.approx(20.0)
     assert m.devices == 3
-    extras = m.as_extras()
-    assert extras["sched_mean_utilization"] == pytest.approx(7 / 12)
-    assert all(isinstance(v, float) for v in extras.values())
     with pytest.raises(dataclasses.FrozenInstanceError):
         m.devices = 4  # type: ignore[misc]
 
@@ -39,11 +34,6 @@ def test_metrics_reject_bad_input() -> None:
         device_utilization(np.ones(2), 0.0)
     with pytest.raises(DataError, match="examples"):
         round_utilization(np.ones(2), 1.0, np.ones(3))
-
-
-def test_predictor_extras() -> None:
-    extras = predictor_extras(PredictorError(0.1, 0.2, 5))
-    assert extras == {"predictor_mape_last": 0.1, "predictor_mape_cumulative": 0.2}
 
 
 def test_public_api_surface() -> None:

@@ -124,10 +124,11 @@ def test_secure_round_equals_plaintext_fixed_point_exactly(density: float) -> No
     ref = simulate(FAKES.FakeFactory(), plain_codec, plain)
     assert got.params.tobytes() == ref.params.tobytes()
     assert [m.accuracy for m in got.rounds] == [m.accuracy for m in ref.rounds]
-    extras = got.rounds[-1].extras
-    assert extras["secagg_dropped"] == 0.0
-    assert extras["secagg_protocol_s"] > 0
-    assert extras["secagg_bandwidth_expansion"] > 1.0
+    stats = got.rounds[-1].secagg
+    assert stats is not None
+    assert stats.dropped == 0
+    assert stats.protocol_s > 0
+    assert stats.bandwidth_expansion > 1.0
     assert secure.last_stats is not None
     assert secure.last_stats.accepted == N
 
@@ -163,7 +164,7 @@ def test_failed_clients_are_recovered_as_dropouts(factory) -> None:
     assert all(m.clients_failed == failed for m in got.rounds)
     assert secure.last_stats is not None
     assert secure.last_stats.accepted == N - failed
-    assert got.rounds[-1].extras["secagg_dropped"] == failed
+    assert got.rounds[-1].secagg.dropped == failed
 
 
 def test_too_many_dropouts_fail_the_round_with_secagg_error() -> None:

@@ -101,7 +101,7 @@ def test_every_k_accepted_arrivals_apply_a_staleness_weighted_step():
         params = params + (acc / np.float32(total)) * np.float32(1.0)
     assert stale_seen > 0  # concurrency > K makes some updates stale
     assert np.allclose(result.params, params, atol=1e-6)
-    mean_tau = [m.extras["async_staleness_mean"] for m in result.rounds]
+    mean_tau = [m.fedbuff.staleness_mean for m in result.rounds]
     assert max(mean_tau) > 0
 
 

@@ -65,9 +65,9 @@ def test_uplink_compression_sends_codec_payloads_decoded_into_the_buffer() -> No
     assert len(int8.simulation.rounds) == 6
     assert total(int8, "bytes_up") < total(dense, "bytes_up") / 3
     for m in int8.simulation.rounds:
-        assert m.extras["uplink_ratio"] > 3
-        assert m.extras["uplink_bytes_per_client"] < DENSE / 3
-    assert all(m.extras["uplink_ratio"] == 1.0 for m in dense.simulation.rounds)
+        assert m.codec.uplink_ratio > 3
+        assert m.codec.uplink_bytes_per_client < DENSE / 3
+    assert all(m.codec.uplink_ratio == 1.0 for m in dense.simulation.rounds)
     acc_dense, acc_int8 = dense.simulation.final_accuracy, int8.simulation.final_accuracy
     assert acc_dense is not None
     assert acc_int8 is not None
@@ -83,8 +83,8 @@ def test_downlink_compression_sends_each_client_deltas_from_the_version_it_holds
     down = run_with(*few, "downlink.quantize=8")
     assert total(down, "bytes_down") < 0.7 * total(dense, "bytes_down")
     later = down.simulation.rounds[1:]  # by then most clients hold some version
-    assert all(m.extras["downlink_bytes_per_client"] < 0.7 * DENSE for m in later)
-    assert all(m.extras["downlink_bytes_per_client"] == DENSE for m in dense.simulation.rounds)
+    assert all(m.codec.downlink_bytes_per_client < 0.7 * DENSE for m in later)
+    assert all(m.codec.downlink_bytes_per_client == DENSE for m in dense.simulation.rounds)
     assert down.simulation.final_accuracy is not None
 
 

@@ -58,7 +58,7 @@ def test_dense_run_sends_the_fp32_model_both_ways(dense):
     for m in dense.simulation.rounds:
         assert m.clients_completed == 12
         assert m.bytes_up == m.bytes_down == 12 * fp32
-        assert m.extras["uplink_ratio"] == 1.0
+        assert m.codec.uplink_ratio == 1.0
 
 
 @pytest.mark.parametrize("preset", ["int8", "randk1_int8"])
@@ -70,8 +70,8 @@ def test_uplink_bytes_are_exactly_the_payload_sizes(tmp_path, dense, preset):
     for m, d in zip(res.simulation.rounds, dense.simulation.rounds, strict=True):
         assert m.bytes_up == m.clients_completed * one
         assert m.bytes_down == d.bytes_down  # the uplink chain leaves the broadcast alone
-        assert m.extras["uplink_ratio"] == pytest.approx(fp32 / one)
-        assert m.extras["uplink_bytes_per_client"] == one
+        assert m.codec.uplink_ratio == pytest.approx(fp32 / one)
+        assert m.codec.uplink_bytes_per_client == one
 
 
 def test_topk_uplink_ratio_is_computed_from_the_real_bytes(tmp_path, dense):
@@ -81,7 +81,7 @@ def test_topk_uplink_ratio_is_computed_from_the_real_bytes(tmp_path, dense):
     for m in res.simulation.rounds:
         per_client = m.bytes_up / m.clients_completed
         assert HEADER_SIZE + k < per_client < HEADER_SIZE + 64 + 3 * k  # values + indices
-        assert m.extras["uplink_ratio"] == pytest.approx(fp32 / per_client)
+        assert m.codec.uplink_ratio == pytest.approx(fp32 / per_client)
     dense_up = sum(m.bytes_up for m in dense.simulation.rounds)
     assert sum(m.bytes_up for m in res.simulation.rounds) < dense_up / 40
 

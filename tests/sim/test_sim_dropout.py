@@ -45,7 +45,7 @@ def test_a_secure_round_below_the_threshold_is_lost_and_the_run_goes_on(caplog) 
     """The protocol refuses a round whose survivors cannot rebuild the masks; the model
     stays and the next rounds train (before, api.run stopped with SecAggError)."""
     res = _run("secagg.enabled=true", "secagg.dropout_rate=0.1", "devices.dropout_rate=0.45")
-    lost = [m for m in res.rounds if m.extras.get("aggregate_lost") == 1.0]
+    lost = [m for m in res.rounds if m.secagg is not None and m.secagg.lost == 1]
     assert len(res.rounds) == 4
     assert lost, "expected at least one round below the protocol's threshold"
     assert len(lost) < 4

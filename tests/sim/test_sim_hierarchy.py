@@ -106,12 +106,12 @@ def test_periods_count_edge_rounds_and_center_ingress():
     res = sim.run(params0())
     dense = HEADER_SIZE + 4 * 4
     for m in res.rounds:
-        assert m.extras["edge_rounds"] == 4 * 3 * 2
-        assert m.extras["client_updates"] == 12 * 3 * 2
-        assert m.extras["center_ingress_bytes"] == 2 * dense  # two regions, once
-        assert m.extras["region_ingress_bytes"] == 2 * 4 * dense  # 2 syncs x 4 edges
+        assert m.tiers.edge_rounds == 4 * 3 * 2
+        assert m.tiers.client_updates == 12 * 3 * 2
+        assert m.tiers.center_ingress_bytes == 2 * dense  # two regions, once
+        assert m.tiers.region_ingress_bytes == 2 * 4 * dense  # 2 syncs x 4 edges
     flat = make(Topology.flat(range(12)), rounds=1).run(params0())
-    assert flat.rounds[0].extras["center_ingress_bytes"] == 12 * dense
+    assert flat.rounds[0].tiers.center_ingress_bytes == 12 * dense
 
 
 def test_hierfavg_kappa_matches_a_hand_written_loop():
@@ -148,9 +148,9 @@ def test_failed_edge_loses_only_its_cluster_then_is_rehomed():
     first, second = res.rounds
     assert first.clients_failed == 3
     assert first.clients_completed == 9
-    assert first.extras["client_updates"] == 9
+    assert first.tiers.client_updates == 9
     assert second.clients_failed == 0
-    assert second.extras["client_updates"] == 12
+    assert second.tiers.client_updates == 12
     names = {n.name for n in sim.topology.root.walk()}
     assert "edge-1" not in names
     assert sorted(sim.topology.root.all_clients()) == list(range(12))
@@ -171,8 +171,8 @@ def test_compressed_partials_shrink_center_ingress_with_error_feedback():
     dense = make(tree(), HierSettings(kappa_edge=2), rounds=6, factory=wide).run(p0)
     comp_sim = make(tree(), HierSettings(kappa_edge=2, partial_spec=spec), rounds=6, factory=wide)
     comp = comp_sim.run(p0)
-    d_in = dense.rounds[0].extras["center_ingress_bytes"]
-    assert comp.rounds[0].extras["center_ingress_bytes"] < 0.6 * d_in
+    d_in = dense.rounds[0].tiers.center_ingress_bytes
+    assert comp.rounds[0].tiers.center_ingress_bytes < 0.6 * d_in
     assert comp_sim._codec is not None
     assert (
         comp_sim._codec.state_store.get(comp_sim._node_ids["region-0"], "partial_ef") is not None

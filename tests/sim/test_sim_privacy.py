@@ -63,8 +63,10 @@ def reference_epsilon(sigmas: Sequence[float]) -> float:
     return float(accountant.get_epsilon(DELTA))
 
 
-def extras(result: RunResult, key: str) -> list[float]:
-    return [m.extras[key] for m in result.simulation.rounds]
+def stat(result: RunResult, key: str) -> list[float]:
+    """Per round, ``family.field`` of the typed records (``privacy.epsilon_spent``)."""
+    family, name = key.split(".")
+    return [getattr(getattr(m, family), name) for m in result.simulation.rounds]
 
 
 PLANNED = {"uniform": 4, "staged": 6}
@@ -84,7 +86,7 @@ def stopped_run(stopped: tuple[str, RunResult]) -> RunResult:
 
 
 def test_halts_at_the_last_round_that_fits_the_budget(stopped_run: RunResult) -> None:
-    sigmas = extras(stopped_run, "noise_multiplier")
+    sigmas = stat(stopped_run, "privacy.noise_multiplier")
     # Rounds past the plan keep the last stage's multiplier; find the largest h whose
     # composed ε (dp-accounting directly) is within the budget.
     # ε grows with h, so h is the largest when h fits and h + 1 does not.
@@ -101,21 +103,21 @@ def test_halts_at_the_last_round_that_fits_the_budget(stopped_run: RunResult) ->
 def test_epsilon_is_non_decreasing_within_budget_and_matches_dp_accounting(
     stopped_run: RunResult,
 ) -> None:
-    eps = extras(stopped_run, "epsilon_spent")
-    sigmas = extras(stopped_run, "noise_multiplier")
+    eps = stat(stopped_run, "privacy.epsilon_spent")
+    sigmas = stat(stopped_run, "privacy.noise_multiplier")
     assert all(a <= b for a, b in itertools.pairwise(eps))
     assert max(eps) <= EPSILON
     for h in (1, len(eps)):
         ref = reference_epsilon(sigmas[:h])
         assert eps[h - 1] == pytest.approx(ref, rel=0.01)
-    remaining = extras(stopped_run, "epsilon_remaining")
+    remaining = stat(stopped_run, "privacy.epsilon_remaining")
     assert remaining == pytest.approx([EPSILON - e for e in eps])
 
 
 def test_noise_follows_the_schedule(stopped: tuple[str, RunResult]) -> None:
     schedule, result = stopped
-    stages = extras(result, "dp_stage")
-    sigmas = extras(result, "noise_multiplier")
+    stages = stat(result, "privacy.stage")
+    sigmas = stat(result, "privacy.noise_multiplier")
     if schedule == "uniform":
         assert set(stages) == {0.0}
         assert len(set(sigmas)) == 1
@@ -145,14 +147,14 @@ def test_run_store_records_the_stop(tmp_path: Path) -> None:
     assert summary["stop_reason"] == result.simulation.stopped_reason
     assert "budget" in summary["stop_reason"]
     assert summary["rounds"] == len(result.simulation.rounds) == 3
-    assert summary["final_extras"]["epsilon_spent"] <= EPSILON
+    assert summary["final_stats"]["privacy"]["epsilon_spent"] <= EPSILON
 
 
 def test_completed_run_within_plan_is_not_stopped() -> None:
     result = run(make_config("privacy.schedule=uniform", "rounds.rounds=3"))
     assert result.simulation.stopped_reason is None
     assert len(result.simulation.rounds) == 3
-    assert extras(result, "epsilon_spent")[-1] == pytest.approx(EPSILON, rel=0.01)
+    assert stat(result, "privacy.epsilon_spent")[-1] == pytest.approx(EPSILON, rel=0.01)
 
 
 def _initial_params(config: FedConfig) -> np.ndarray:
@@ -188,6 +190,6 @@ def test_results_identical_in_process_and_with_a_worker() -> None:
     assert np.array_equal(inproc.params, forked.params)
     assert [m.accuracy for m in inproc.rounds] == [m.accuracy for m in forked.rounds]
     for a, b in zip(inproc.rounds, forked.rounds, strict=True):
-        assert a.extras["epsilon_spent"] == b.extras["epsilon_spent"]
-        assert a.extras["noise_multiplier"] == b.extras["noise_multiplier"]
+        assert a.privacy.epsilon_spent == b.privacy.epsilon_spent
+        assert a.privacy.noise_multiplier == b.privacy.noise_multiplier
         assert a.clients_completed == b.clients_completed

@@ -74,8 +74,10 @@ def recorded(*extra: str) -> tuple[RunResult, tuple[tuple[float, float], ...]]:
     return result, tuple(seen)
 
 
-def extras(result: RunResult, key: str) -> list[float]:
-    return [m.extras[key] for m in result.simulation.rounds]
+def stat(result: RunResult, key: str) -> list[float]:
+    """Per round, ``family.field`` of the typed records (``privacy.epsilon_spent``)."""
+    family, name = key.split(".")
+    return [getattr(getattr(m, family), name) for m in result.simulation.rounds]
 
 
 LOSSY = {
@@ -96,19 +98,19 @@ def test_lossy_codecs_keep_every_folded_update_within_clip_norm(name: str) -> No
     assert seen
     assert all(norm <= CLIP for _, norm in seen)
     assert all(weight == 1.0 for weight, _ in seen)
-    assert all(x <= CLIP for x in extras(result, "dp_folded_norm_max"))
-    assert extras(result, "epsilon_spent") == extras(dense, "epsilon_spent")
-    assert extras(result, "sampling_rate") == extras(dense, "sampling_rate")
+    assert all(x <= CLIP for x in stat(result, "privacy.folded_norm_max"))
+    assert stat(result, "privacy.epsilon_spent") == stat(dense, "privacy.epsilon_spent")
+    assert stat(result, "privacy.sampling_rate") == stat(dense, "privacy.sampling_rate")
     up = sum(m.bytes_up for m in result.simulation.rounds)
     assert up < sum(m.bytes_up for m in dense.simulation.rounds) / 3
-    assert all(x < DENSE / 3 for x in extras(result, "uplink_bytes_per_client"))
+    assert all(x < DENSE / 3 for x in stat(result, "codec.uplink_bytes_per_client"))
 
 
 def test_the_server_clip_does_work_under_random_k() -> None:
     """random-k rescales by d/k: the decoded updates exceed C and are clipped back."""
     result, _ = recorded(*LOSSY["randk"])
-    assert max(extras(result, "dp_decoded_norm_max")) > 2 * CLIP
-    assert sum(extras(result, "dp_server_clipped")) > 0
+    assert max(stat(result, "privacy.decoded_norm_max")) > 2 * CLIP
+    assert sum(stat(result, "privacy.server_clipped")) > 0
 
 
 SCHED = (
@@ -125,9 +127,9 @@ def test_allocation_under_dp_keeps_weights_one_and_the_accountant_unchanged() ->
     assert seen
     assert all(weight == 1.0 for weight, _ in seen)
     assert all(norm <= CLIP * (1 + 1e-6) for _, norm in seen)
-    assert extras(result, "epsilon_spent") == extras(dense, "epsilon_spent")
-    assert extras(result, "sampling_rate") == extras(dense, "sampling_rate")
-    steps = extras(result, "sched_mean_steps")  # the planner sized the work
+    assert stat(result, "privacy.epsilon_spent") == stat(dense, "privacy.epsilon_spent")
+    assert stat(result, "privacy.sampling_rate") == stat(dense, "privacy.sampling_rate")
+    steps = stat(result, "schedule.mean_steps")  # the planner sized the work
     assert all(s != 3 for s in steps)
     assert all(m.sim_round_s <= 30 for m in result.simulation.rounds)
 

@@ -104,21 +104,15 @@ def test_slow_devices_get_fewer_steps_and_predicted_finish_meets_the_deadline():
 def test_utilization_extras_present_and_above_the_equal_work_baseline():
     base = run_sim(make_planner(ScheduleSettings(allocation=False)), deadline=None)
     ours = run_sim(make_planner(ScheduleSettings(deadline_s=200.0)), deadline=200.0)
-    keys = {
-        "sched_mean_utilization",
-        "sched_mean_idle_s",
-        "sched_throughput_eps",
-        "sched_useful_utilization",
-        "predictor_mape_last",
-    }
     for m in [*base.rounds, *ours.rounds]:
-        assert keys <= set(m.extras)
-    u_base = np.mean([m.extras["sched_mean_utilization"] for m in base.rounds])
-    u_ours = np.mean([m.extras["sched_mean_utilization"] for m in ours.rounds])
+        assert m.schedule is not None
+        assert m.schedule.predictor_mape_last is not None
+    u_base = np.mean([m.schedule.mean_utilization for m in base.rounds])
+    u_ours = np.mean([m.schedule.mean_utilization for m in ours.rounds])
     assert u_ours >= u_base
     assert u_ours > 0.9
-    tp_base = np.mean([m.extras["sched_throughput_eps"] for m in base.rounds])
-    tp_ours = np.mean([m.extras["sched_throughput_eps"] for m in ours.rounds])
+    tp_base = np.mean([m.schedule.throughput_eps for m in base.rounds])
+    tp_ours = np.mean([m.schedule.throughput_eps for m in ours.rounds])
     assert tp_ours > tp_base
     assert all(m.sim_round_s <= 200.0 for m in ours.rounds)
 
@@ -167,8 +161,8 @@ def test_partial_work_at_the_deadline_is_accepted_with_its_fraction():
     partial = factors < 1
     assert (arrival[partial] <= 200.0).all()
     result = run_sim(planner, deadline=200.0)
-    assert sum(m.extras["sched_partial"] for m in result.rounds) > 0
-    assert all(m.clients_late == m.extras["sched_dropped"] for m in result.rounds)
+    assert sum(m.schedule.partial for m in result.rounds) > 0
+    assert all(m.clients_late == m.schedule.dropped for m in result.rounds)
 
 
 def test_true_stragglers_are_dropped_as_late():
@@ -179,7 +173,7 @@ def test_true_stragglers_are_dropped_as_late():
     slow = planner.devices.flops < 3 * FPE / 100.0
     assert slow.any()
     assert m.clients_late >= 1
-    assert m.extras["sched_dropped"] == m.clients_late
+    assert m.schedule.dropped == m.clients_late
     assert m.sim_round_s == pytest.approx(100.0)
 
 

@@ -43,8 +43,8 @@ def test_randk_int8_under_secagg_records_uplink_ten_times_below_dense() -> None:
     for m in result.simulation.rounds:
         dense = m.clients_completed * (HEADER_SIZE + 4 * result.num_params)
         assert m.bytes_up * 10 <= dense
-        assert m.extras["uplink_ratio"] >= 10
-        assert m.extras["secagg_dropped"] == 0
+        assert m.codec.uplink_ratio >= 10
+        assert m.secagg.dropped == 0
     assert result.simulation.final_accuracy is not None
 
 
@@ -109,12 +109,12 @@ def test_distributed_dp_epsilon_matches_dp_accounting_and_stops_when_spent() -> 
     rounds = result.simulation.rounds
     assert len(rounds) == 2
     assert "would raise" in (result.simulation.stopped_reason or "")
-    sigmas = [m.extras["noise_multiplier"] for m in rounds]
+    sigmas = [m.privacy.noise_multiplier for m in rounds]
     for i, m in enumerate(rounds):
         want = _independent_epsilon(sigmas[: i + 1], 12, 6)
-        assert m.extras["epsilon_spent"] == pytest.approx(want, rel=0.01)
-        assert m.extras["dp_share_std"] >= 1
-    assert rounds[-1].extras["epsilon_spent"] <= 2.0 + 1e-9
+        assert m.privacy.epsilon_spent == pytest.approx(want, rel=0.01)
+        assert m.privacy.share_std >= 1
+    assert rounds[-1].privacy.epsilon_spent <= 2.0 + 1e-9
 
 
 def test_central_dp_under_secagg_noises_the_ring_sum_for_its_sensitivity(tmp_path) -> None:
@@ -139,8 +139,8 @@ def test_central_dp_under_secagg_noises_the_ring_sum_for_its_sensitivity(tmp_pat
     assert noise.clip_norm == pytest.approx(want)
     result = run(config)
     rounds = result.simulation.rounds
-    sigmas = [m.extras["noise_multiplier"] for m in rounds]
-    assert rounds[-1].extras["epsilon_spent"] == pytest.approx(
+    sigmas = [m.privacy.noise_multiplier for m in rounds]
+    assert rounds[-1].privacy.epsilon_spent == pytest.approx(
         _independent_epsilon(sigmas, 12, 6), rel=0.01
     )
 
@@ -163,10 +163,10 @@ def test_secagg_with_allocation_keeps_settlement_weights(monkeypatch) -> None:
 def test_protocol_legs_are_charged_to_the_round() -> None:
     """Issue 12 part 4: the round's simulated time and bytes include the protocol."""
     secure = _run(rounds=1).simulation.rounds[0]
-    added = secure.extras["protocol_sim_s"]
+    added = secure.codec.protocol_sim_s
     assert added > 0
     assert secure.sim_round_s >= secure.downlink_s + secure.compute_s + secure.uplink_s + added
-    protocol = secure.extras["secagg_bytes_up_per_client"]  # masked input included
+    protocol = secure.secagg.bytes_up_per_client  # masked input included
     assert secure.bytes_up > secure.clients_completed * protocol  # payload + protocol
 
 

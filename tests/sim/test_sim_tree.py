@@ -70,10 +70,10 @@ def test_cohort_is_the_coordinators_draw_and_idle_edges_sit_out():
         cohort = set(RoundCoordinator(policy).select(r, np.arange(12)).tolist())
         edges = sum(1 for g in EDGES if cohort & set(g))
         assert m.clients_selected == m.clients_completed == 3
-        assert m.extras["client_updates"] == 3
-        assert m.extras["edge_rounds"] == edges
-        assert m.extras["edge_ingress_bytes"] == 3 * dense
-        assert m.extras["region_ingress_bytes"] == edges * dense
+        assert m.tiers.client_updates == 3
+        assert m.tiers.edge_rounds == edges
+        assert m.tiers.edge_ingress_bytes == 3 * dense
+        assert m.tiers.region_ingress_bytes == edges * dense
 
 
 def test_below_min_clients_the_model_stays():
@@ -93,7 +93,7 @@ def test_a_late_client_is_dropped_and_its_edge_waits_for_the_deadline():
     policy = RoundPolicy(deadline_s=deadline, root_seed=5)
     got = make(tree(EDGES), policy=policy, table=slow, rounds=1).run(params0())
     m = got.rounds[0]
-    assert (m.clients_late, m.clients_completed, m.extras["client_updates"]) == (1, 11, 11)
+    assert (m.clients_late, m.clients_completed, m.tiers.client_updates) == (1, 11, 11)
     assert deadline < m.sim_round_s < free.sim_round_s
     # the aggregate is the tree's without client 4
     without = tree(((0, 1, 2), (3, 5), (6, 7, 8), (9, 10, 11)))
@@ -118,10 +118,10 @@ def test_compressed_client_updates_fill_the_edge_ingress():
     comp = make(tree(EDGES), factory=WideTrainer, pipe=pipe).run(WideTrainer().initial_params(1))
     dense = make(tree(EDGES), factory=WideTrainer).run(WideTrainer().initial_params(1))
     for c, d in zip(comp.rounds, dense.rounds, strict=True):
-        assert c.extras["uplink_ratio"] > 3.5
-        sent = c.extras["uplink_bytes_per_client"] * 12
-        assert c.extras["edge_ingress_bytes"] == pytest.approx(sent)
-        assert c.extras["edge_ingress_bytes"] * 3.5 < d.extras["edge_ingress_bytes"]
+        assert c.codec.uplink_ratio > 3.5
+        sent = c.codec.uplink_bytes_per_client * 12
+        assert c.tiers.edge_ingress_bytes == pytest.approx(sent)
+        assert c.tiers.edge_ingress_bytes * 3.5 < d.tiers.edge_ingress_bytes
         assert c.uplink_s < d.uplink_s
     gap = np.linalg.norm(comp.params - dense.params)
     assert gap < 0.05 * np.linalg.norm(dense.params - WideTrainer().initial_params(1))
@@ -148,6 +148,7 @@ class CountingHook:
 
     def __init__(self):
         self.calls = []
+        self.finished = []
 
     def start(self, round_idx):
         if round_idx == 2:
@@ -160,7 +161,7 @@ class CountingHook:
         return mean + np.float32(1.0)
 
     def finish(self, round_idx, accepted, loss):
-        return {"hook_accepted": float(accepted)}
+        self.finished.append(accepted)
 
 
 def test_round_hooks_run_once_at_the_center_and_may_stop_the_run():
@@ -170,8 +171,9 @@ def test_round_hooks_run_once_at_the_center_and_may_stop_the_run():
     res = make(tree(EDGES), policy=policy, hooks=(hook,), rounds=5).run(params0())
     assert res.stopped_reason == "budget spent"
     assert [r for r, _, _ in hook.calls] == [0, 1]
+    assert hook.finished == [accepted for _, accepted, _ in hook.calls]
     for m, (_, accepted, _) in zip(res.rounds, hook.calls, strict=True):
-        assert accepted == m.clients_completed == m.extras["hook_accepted"]
+        assert accepted == m.clients_completed
     applied = params0() + sum(mean + np.float32(1.0) for _, _, mean in hook.calls)
     np.testing.assert_allclose(res.params, applied, rtol=1e-6)
 

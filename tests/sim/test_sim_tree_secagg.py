@@ -65,8 +65,8 @@ def test_secure_mean_is_the_plain_mean_of_the_survivors():
     np.testing.assert_allclose(sec.params, ref.params, atol=STEP)
     m = sec.rounds[0]
     assert m.clients_completed == ref.rounds[0].clients_completed == 15
-    assert m.extras["secagg_tree_survivors"] == 15
-    assert m.extras["secagg_tree_outer_dropouts"] == 1  # edge-4 (failed)
+    assert m.secagg_tree.survivors == 15
+    assert m.secagg_tree.outer_dropouts == 1  # edge-4 (failed)
 
 
 def test_an_edge_below_its_threshold_is_an_outer_dropout():
@@ -77,8 +77,8 @@ def test_an_edge_below_its_threshold_is_an_outer_dropout():
     m = sec.rounds[0]
     assert m.clients_completed == ref.rounds[0].clients_completed == 16
     assert m.clients_failed == 4
-    assert m.extras["secagg_tree_outer_dropouts"] == 1
-    assert m.extras["secagg_tree_lost_clients"] == 1  # client 11
+    assert m.secagg_tree.outer_dropouts == 1
+    assert m.secagg_tree.lost_clients == 1  # client 11
 
 
 def test_secure_sum_equals_the_same_ring_sum_in_the_clear():
@@ -97,9 +97,9 @@ def test_a_client_alone_in_its_edge_sits_out():
     ref = plain_run(groups, raised=(8,))
     np.testing.assert_allclose(sec.params, ref.params, atol=STEP)
     m = sec.rounds[0]
-    assert m.extras["secagg_tree_sat_out"] == 1
+    assert m.secagg_tree.sat_out == 1
     assert (m.clients_completed, m.clients_failed) == (19, 1)
-    assert m.extras["edge_rounds"] == 5  # the lone client's edge did not work
+    assert m.tiers.edge_rounds == 5  # the lone client's edge did not work
 
 
 def test_protocol_costs_are_charged_to_the_clocks_and_bytes():
@@ -107,19 +107,17 @@ def test_protocol_costs_are_charged_to_the_clocks_and_bytes():
     sec = secure_run().rounds[0]
     plain = plain_run(pipe=Pipeline([], RingCodec(SPEC, 4, randk_support))).rounds[0]
     n, masked = N, 4 * (4 + 1)
-    device_up = n * sec.extras["secagg_tree_device_bytes_up_mean"]
+    device_up = n * sec.secagg_tree.device_bytes_up_mean
     # each device's protocol bytes (its masked input carried by its ring payload)
     extra = device_up - n * masked
-    assert sec.extras["edge_ingress_bytes"] == pytest.approx(
-        plain.extras["edge_ingress_bytes"] + extra
-    )
+    assert sec.tiers.edge_ingress_bytes == pytest.approx(plain.tiers.edge_ingress_bytes + extra)
     assert sec.bytes_up > plain.bytes_up + extra
-    assert sec.extras["secagg_tree_unmask_bytes_up"] > 0
-    assert sec.extras["center_ingress_bytes"] >= 5 * sec.extras["secagg_tree_edge_bytes_up_mean"]
+    assert sec.secagg_tree.unmask_bytes_up > 0
+    assert sec.tiers.center_ingress_bytes >= 5 * sec.secagg_tree.edge_bytes_up_mean
     # every device's key agreement is on its compute leg, its bytes on its links, and
     # the edges' and the center's unmasking after their last arrival: all only add time
     assert sec.sim_round_s > plain.sim_round_s
-    assert sec.extras["secagg_tree_compute_s"] > 0
+    assert sec.secagg_tree.compute_s > 0
 
 
 def test_an_edge_with_no_update_is_an_outer_dropout():
@@ -127,7 +125,7 @@ def test_an_edge_with_no_update_is_an_outer_dropout():
     sec = secure_run(raised=(0, 1, 2, 3))
     ref = plain_run(raised=(0, 1, 2, 3))
     np.testing.assert_allclose(sec.params, ref.params, atol=STEP)
-    assert sec.rounds[0].extras["secagg_tree_outer_dropouts"] == 1
+    assert sec.rounds[0].secagg_tree.outer_dropouts == 1
 
 
 def unmasks(parties, survivors):

@@ -73,13 +73,6 @@ class ClipStats:
     decoded_norm_max: float = 0.0
     folded_norm_max: float = 0.0
 
-    def as_extras(self) -> dict[str, float]:
-        return {
-            "dp_server_clipped": float(self.clipped),
-            "dp_decoded_norm_max": self.decoded_norm_max,
-            "dp_folded_norm_max": self.folded_norm_max,
-        }
-
 
 @final
 @dataclass(eq=False)

@@ -21,6 +21,7 @@ from fedstrata.api.runner import RunResult, run
 from fedstrata.config import FedConfig, load_config
 from fedstrata.config.compat import Feature
 from fedstrata.config.compat_table import PAIR_BASE, feature_overrides, pair_refusal
+from fedstrata.monitoring import RoundMetrics
 
 __all__ = ["EVIDENCE", "TINY", "Evidence", "PairOutcome", "missing_evidence", "run_features"]
 
@@ -59,12 +60,13 @@ class Evidence:
     control: tuple[str, ...] = ()
 
 
-def _last(r: RunResult) -> dict[str, float]:
-    return dict(r.simulation.rounds[-1].extras)
+def _last(r: RunResult) -> RoundMetrics:
+    return r.simulation.rounds[-1]
 
 
-def _every(key: str, r: RunResult) -> bool:
-    return all(key in m.extras for m in r.simulation.rounds)
+def _every(family: str, r: RunResult) -> bool:
+    """Every round recorded the typed record of ``family`` (a ``RoundMetrics`` field)."""
+    return all(getattr(m, family) is not None for m in r.simulation.rounds)
 
 
 def _sampled(c: FedConfig, r: RunResult) -> bool:
@@ -77,19 +79,38 @@ def _deadline(c: FedConfig, r: RunResult) -> bool:
     legs, ``protocol_sim_s``, run after it)."""
     limit = c.rounds.deadline_s
     return limit is not None and all(
-        m.sim_round_s - m.extras.get("protocol_sim_s", 0.0) <= limit + 1e-9
+        m.sim_round_s - ((m.codec and m.codec.protocol_sim_s) or 0.0) <= limit + 1e-9
         for m in r.simulation.rounds
     )
 
 
 def _epsilon(c: FedConfig, r: RunResult) -> bool:
-    spent = _last(r).get("epsilon_spent", 0.0)
-    return 0 < spent <= c.privacy.epsilon * (1 + 1e-6)
+    privacy = _last(r).privacy
+    return privacy is not None and 0 < privacy.epsilon_spent <= c.privacy.epsilon * (1 + 1e-6)
 
 
 def _allocated(c: FedConfig, r: RunResult) -> bool:
-    extras, top = _last(r), c.scheduling.max_steps or 10**9
-    return extras.get("sched_target_s", 0.0) > 0 and extras.get("sched_mean_steps", 0) <= top
+    schedule, top = _last(r).schedule, c.scheduling.max_steps or 10**9
+    return schedule is not None and schedule.target_s > 0 and schedule.mean_steps <= top
+
+
+def _compressed(c: FedConfig, r: RunResult) -> bool:
+    """The codec's own ratio: secure aggregation's key and share messages, which a
+    tiny model's update does not outweigh, are not the codec's."""
+    return all(
+        m.codec is not None and (m.codec.payload_ratio or m.codec.uplink_ratio) > 1
+        for m in r.simulation.rounds
+    )
+
+
+def _downlink(c: FedConfig, r: RunResult) -> bool:
+    codec = _last(r).codec
+    return codec is not None and codec.downlink_bytes_per_client < 4 * r.num_params
+
+
+def _tiered(c: FedConfig, r: RunResult) -> bool:
+    tiers = _last(r).tiers
+    return tiers is not None and tiers.edge_ingress_bytes > 0
 
 
 def _overselected(c: FedConfig, r: RunResult) -> bool:
@@ -100,7 +121,8 @@ def _overselected(c: FedConfig, r: RunResult) -> bool:
 EVIDENCE: dict[str, Evidence] = {
     "sampling": Evidence("fewer clients trained than every client every round", _sampled),
     "deadline": Evidence(
-        "every round's collection (sim_round_s less protocol_sim_s) within rounds.deadline_s",
+        "every round's collection (sim_round_s less codec.protocol_sim_s) within "
+        "rounds.deadline_s",
         _deadline,
     ),
     "dropout": Evidence(
@@ -108,33 +130,25 @@ EVIDENCE: dict[str, Evidence] = {
         lambda c, r: sum(m.clients_failed for m in r.simulation.rounds) > 0,
     ),
     "compression": Evidence(
-        "the codec's uplink ratio > 1 every round (without secure aggregation's key and "
-        "share messages)",
-        lambda c, r: all(
-            m.extras.get("payload_ratio", m.extras.get("uplink_ratio", 1.0)) > 1
-            for m in r.simulation.rounds
-        ),
+        "the codec's own uplink ratio (codec.payload_ratio under secure aggregation, "
+        "else codec.uplink_ratio) > 1 every round",
+        _compressed,
     ),
-    "downlink": Evidence(
-        "downlink bytes per client below the dense model",
-        lambda c, r: _last(r).get("downlink_bytes_per_client", np.inf) < 4 * r.num_params,
-    ),
-    "privacy": Evidence("epsilon_spent recorded, within privacy.epsilon", _epsilon),
+    "downlink": Evidence("codec.downlink_bytes_per_client below the dense model", _downlink),
+    "privacy": Evidence("privacy.epsilon_spent recorded, within privacy.epsilon", _epsilon),
     "secagg": Evidence(
-        "secure-aggregation protocol stats every round (flat, or every tier of a tree)",
-        lambda c, r: _every("secagg_protocol_s", r) or _every("secagg_tree_clusters", r),
+        "secure-aggregation protocol stats (secagg, or secagg_tree on a tree) every round",
+        lambda c, r: _every("secagg", r) or _every("secagg_tree", r),
     ),
-    "hierarchy": Evidence(
-        "edge tier ingress bytes recorded", lambda c, r: _last(r).get("edge_ingress_bytes", 0) > 0
-    ),
+    "hierarchy": Evidence("tiers.edge_ingress_bytes recorded", _tiered),
     "allocation": Evidence("a round target and steps within scheduling.max_steps", _allocated),
-    "oort": Evidence("scheduler stats every round", lambda c, r: _every("sched_devices", r)),
+    "oort": Evidence("scheduler stats (schedule) every round", lambda c, r: _every("schedule", r)),
     "overselect": Evidence("more clients selected than rounds.clients_per_round", _overselected),
     "registry": Evidence(
         "device profiles merged with the registry", lambda c, r: "device profiles" in r.notes
     ),
     "async": Evidence(
-        "staleness of buffered updates recorded", lambda c, r: _every("async_staleness_mean", r)
+        "staleness of buffered updates (fedbuff) recorded", lambda c, r: _every("fedbuff", r)
     ),
     "robust": Evidence(
         "final model differs from the weighted mean's",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from fedstrata.cli.app import _fail, _human_bytes, _setup_logging, app, console
 from fedstrata.cli.new import project_config
 from fedstrata.config import FedConfig, dump_config, list_presets, load_config
 from fedstrata.errors import FedstrataError
+
+if TYPE_CHECKING:
+    from fedstrata.monitoring import RoundMetrics
 
 
 class _RoundProgress:
@@ -44,10 +47,10 @@ class _RoundProgress:
             f"acc {acc} loss {loss} sim {m.sim_time_s:.1f}s "
             f"{_human_bytes(self.bytes)} failed {m.clients_failed}"
         )
-        if m.extras.get("uplink_ratio", 1.0) > 1.01:
-            info += f" up {m.extras['uplink_ratio']:.0f}x"
-        if "epsilon_spent" in m.extras:
-            info += f" ε {m.extras['epsilon_spent']:.3f}"
+        if m.codec is not None and m.codec.uplink_ratio > 1.01:
+            info += f" up {m.codec.uplink_ratio:.0f}x"
+        if m.privacy is not None:
+            info += f" ε {m.privacy.epsilon_spent:.3f}"
         if not self.progress.live.is_started and self.enabled:
             self.progress.start()
         self.progress.update(self.task, advance=1, info=info)
@@ -105,16 +108,35 @@ def _fed_eval_rows(evals: list[Any]) -> list[tuple[str, str]]:
 
 def _extra_rows(rounds: list[Any], stopped: str | None) -> list[tuple[str, str]]:
     rows = []
-    last = rounds[-1].extras if rounds else {}
-    ratios = [m.extras.get("uplink_ratio", 1.0) for m in rounds]
+    ratios = [m.codec.uplink_ratio if m.codec is not None else 1.0 for m in rounds]
     if ratios and sum(ratios) / len(ratios) > 1.01:
         mean = sum(ratios) / len(ratios)
         rows.append(("uplink compression", f"{mean:.1f}x fewer bytes than dense float32"))
-    rows += [(f"final {k}", f"{v:.4f}") for k, v in sorted(last.items()) if k.startswith("test_")]
-    if "epsilon_spent" in last:
-        rows.append(("privacy spent (ε)", f"{last['epsilon_spent']:.4f}"))
+    if rounds:
+        rows += _final_rows(rounds[-1])
     if stopped:
         rows.append(("stopped early", stopped))
+    return rows
+
+
+def _final_rows(last: RoundMetrics) -> list[tuple[str, str]]:
+    """The last round's task metrics and typed feature records, read by field."""
+    extras = sorted(last.extras.items())
+    rows = [(f"final {k}", f"{v:.4f}") for k, v in extras if k.startswith("test_")]
+    if last.privacy is not None:
+        rows.append(("privacy spent (ε)", f"{last.privacy.epsilon_spent:.4f}"))
+    if (t := last.tiers) is not None:
+        ingress = f"edge {t.edge_ingress_bytes:,} B, region {t.region_ingress_bytes:,} B"
+        rows.append(
+            ("tier ingress (last round)", f"{ingress}, center {t.center_ingress_bytes:,} B")
+        )
+    if (sc := last.schedule) is not None:
+        plan = f"target {sc.target_s:.3g} s, {sc.partial} partial, {sc.dropped} dropped"
+        rows.append(("scheduler (last round)", plan))
+    if last.secagg is not None:
+        rows.append(("secure aggregation", f"{last.secagg.bandwidth_expansion:.2f}x bandwidth"))
+    if last.fedbuff is not None:
+        rows.append(("staleness (last step)", f"mean {last.fedbuff.staleness_mean:.2f}"))
     return rows
 
 

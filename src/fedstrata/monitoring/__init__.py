@@ -4,17 +4,28 @@ The simulator emits typed events (:class:`RunStarted`, :class:`RoundMetrics`,
 :class:`ClientFailure`, :class:`FedEvalMetrics`, :class:`RunFinished`) to a
 :class:`Sink` — usually a :class:`Fanout` over a :class:`RunStore` and other
 exporters. Reports and dashboards read the run directory back through
-:meth:`RunStore.open`.
+:meth:`RunStore.open`. A round's features report typed records in its fields
+(:class:`CodecStats`, :class:`PrivacySpent`, :class:`ScheduleStats`,
+:class:`TierStats`, :class:`AsyncStats`, :class:`SecAggStats`,
+:class:`SecAggTreeStats`; defined in :mod:`fedstrata.core.metrics`).
 """
 
 from fedstrata.monitoring.events import (
+    AsyncStats,
     ClientFailure,
+    CodecStats,
     MetricEvent,
+    PrivacySpent,
     RoundMetrics,
     RunFinished,
     RunStarted,
     RunStatus,
     RunTotals,
+    ScheduleStats,
+    SecAggStats,
+    SecAggTreeStats,
+    StatsRecord,
+    TierStats,
 )
 from fedstrata.monitoring.fedeval import ClientEval, FedEvalMetrics, MetricDistribution
 from fedstrata.monitoring.report import write_report
@@ -36,20 +47,28 @@ __all__ = [
     "MODEL_FILE",
     "REPORT_FILE",
     "SUMMARY_FILE",
+    "AsyncStats",
     "ClientEval",
     "ClientFailure",
+    "CodecStats",
     "Fanout",
     "FedEvalMetrics",
     "MemorySink",
     "MetricDistribution",
     "MetricEvent",
+    "PrivacySpent",
     "RoundMetrics",
     "RunFinished",
     "RunStarted",
     "RunStatus",
     "RunStore",
     "RunTotals",
+    "ScheduleStats",
+    "SecAggStats",
+    "SecAggTreeStats",
     "Sink",
+    "StatsRecord",
+    "TierStats",
     "build_summary",
     "new_run_dir",
     "write_report",

@@ -9,12 +9,13 @@ mathtext; matplotlib's SVG writer escapes XML itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.core.metrics import STATS_RECORDS
 from fedstrata.errors import MissingDependencyError
 from fedstrata.monitoring.events import RoundMetrics
 from fedstrata.monitoring.fedeval import FedEvalMetrics
@@ -178,6 +179,26 @@ def _breakdown(r: _Renderer) -> None:
     r.add("Round time", "Round time breakdown (critical path)", ax, legend=True)
 
 
+def _stat(rounds: Sequence[RoundMetrics], family: str, name: str) -> Array:
+    records = [getattr(m, family) for m in rounds]
+    values = [np.nan if rec is None else getattr(rec, name) for rec in records]
+    column = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    column[~np.isfinite(column)] = np.nan
+    return column
+
+
+def _features(r: _Renderer) -> None:
+    """One figure per field of each typed record a round recorded (``codec.uplink_ratio``)."""
+    for cls in STATS_RECORDS:
+        if all(getattr(m, cls.FAMILY) is None for m in r.rounds):
+            continue
+        for f in fields(cls):
+            key = f"{cls.FAMILY}.{f.name}"
+            ax = r.axes(key, "round", key, small=True)
+            if _line(ax, r.x, _stat(r.rounds, cls.FAMILY, f.name), key):
+                r.add("Features", key, ax)
+
+
 def _extras(r: _Renderer) -> None:
     keys = sorted({key for m in r.rounds for key in m.extras})
     for key in keys:
@@ -191,6 +212,7 @@ _SECTIONS: tuple[Callable[[_Renderer], None], ...] = (
     _loss,
     _bytes,
     _breakdown,
+    _features,
     _extras,
 )
 

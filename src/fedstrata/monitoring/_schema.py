@@ -1,8 +1,14 @@
 """The SQLite schema of ``metrics.sqlite`` and the row <-> event conversions.
 
-Table ``rounds`` has one column per :class:`RoundMetrics` field, in field order, plus
-``extras`` as a JSON object. Version 2 added the federated-evaluation tables
-(:mod:`fedstrata.monitoring._fedeval_sql`); a version-1 store still reads. SQLite
+Table ``rounds`` has one column per scalar :class:`RoundMetrics` field, in field
+order, then ``extras`` (the task's own metrics) as a JSON object and ``stats`` (the
+typed records, :mod:`fedstrata.core.metrics`) as a JSON object of family -> fields,
+e.g. ``{"codec": {"uplink_ratio": 12.5, ...}, "privacy": {"epsilon_spent": 0.4, ...}}``.
+Version 2 added the federated-evaluation tables
+(:mod:`fedstrata.monitoring._fedeval_sql`); version 3 added ``stats``. Stores of
+versions 1 and 2 still read: they have no ``stats`` column and kept the features'
+figures as named floats in ``extras``, which map back into the typed fields on load
+(:func:`~fedstrata.core.metrics.records_from_extras`). SQLite
 stores NaN as NULL, so a NaN loss is stored as the text ``'nan'`` (NULL keeps
 meaning "not measured"); floats otherwise round-trip exactly.
 """
@@ -12,15 +18,22 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 
+from fedstrata.core.metrics import (
+    STATS_RECORDS,
+    StatsRecord,
+    record_from_dict,
+    records_from_extras,
+)
 from fedstrata.errors import DataError
 from fedstrata.monitoring._fedeval_sql import FED_EVAL_SQL
 from fedstrata.monitoring.events import ClientFailure, RoundMetrics
 
 __all__ = [
     "FAILURE_COLUMNS",
+    "LEGACY_ROUND_COLUMNS",
     "READABLE_VERSIONS",
     "ROUND_COLUMNS",
     "SCHEMA_SQL",
@@ -32,8 +45,8 @@ __all__ = [
     "round_to_row",
 ]
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = frozenset({"1", "2"})  # 1: before federated evaluation
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = frozenset({"1", "2", "3"})  # 1: no federated evaluation; 2: no stats
 
 _ROUND_TYPES: dict[str, str] = {
     "round_idx": "INTEGER PRIMARY KEY",
@@ -53,8 +66,13 @@ _ROUND_TYPES: dict[str, str] = {
     "downlink_s": "REAL NOT NULL",
     "uplink_s": "REAL NOT NULL",
     "extras": "TEXT NOT NULL",
+    "stats": "TEXT NOT NULL",
 }
-ROUND_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RoundMetrics))
+_FAMILIES = frozenset(cls.FAMILY for cls in STATS_RECORDS)
+LEGACY_ROUND_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in fields(RoundMetrics) if f.name not in _FAMILIES
+)
+ROUND_COLUMNS: tuple[str, ...] = (*LEGACY_ROUND_COLUMNS, "stats")
 if set(ROUND_COLUMNS) != set(_ROUND_TYPES):  # pragma: no cover - a developer error
     raise RuntimeError("monitoring._schema is out of sync with RoundMetrics' fields")
 FAILURE_COLUMNS: tuple[str, ...] = ("round_idx", "client_id", "reason")
@@ -97,37 +115,69 @@ def round_to_row(metrics: RoundMetrics) -> tuple[object, ...]:
     for name in ROUND_COLUMNS:
         if name == "extras":
             values.append(json.dumps(dict(metrics.extras)))
+        elif name == "stats":
+            values.append(json.dumps({r.FAMILY: r.as_dict() for r in metrics.stats()}))
         else:
             values.append(_encode(name, getattr(metrics, name)))
     return tuple(values)
 
 
-def round_from_row(row: Sequence[object]) -> RoundMetrics:
-    """The metrics stored in a ``rounds`` row.
+def round_from_row(row: Sequence[object], columns: Sequence[str] = ROUND_COLUMNS) -> RoundMetrics:
+    """The metrics stored in a ``rounds`` row of ``columns`` (:data:`ROUND_COLUMNS`, or
+    :data:`LEGACY_ROUND_COLUMNS` for a store before version 3: the features' figures
+    in its ``extras`` become typed records).
 
     Raises:
         DataError: the row does not hold valid metrics (bad JSON, types or values).
     """
-    if len(row) != len(ROUND_COLUMNS):
-        raise DataError(f"rounds row has {len(row)} columns, expected {len(ROUND_COLUMNS)}")
-    values = {name: _decode(name, value) for name, value in zip(ROUND_COLUMNS, row, strict=True)}
-    values["extras"] = _load_extras(values["extras"], values["round_idx"])
+    if len(row) != len(columns):
+        raise DataError(f"rounds row has {len(row)} columns, expected {len(columns)}")
+    values = {name: _decode(name, value) for name, value in zip(columns, row, strict=True)}
+    where = f"rounds row {values['round_idx']!r}"
+    extras = _load_json(values.pop("extras"), where, "extras")
+    if "stats" in values:
+        stats = _load_stats(_load_json(values.pop("stats"), where, "stats"), where)
+    else:
+        stats, extras = _legacy_stats(extras, where)
     try:
-        return RoundMetrics(**values)  # type: ignore[arg-type]
+        return RoundMetrics(**values, extras=extras, **stats)  # type: ignore[arg-type]
     except TypeError as exc:  # pragma: no cover - columns are checked above
-        raise DataError(f"rounds row {values['round_idx']!r}: {exc}") from exc
+        raise DataError(f"{where}: {exc}") from exc
 
 
-def _load_extras(text: object, round_idx: object) -> object:
+def _load_json(text: object, where: str, name: str) -> dict[str, object]:
     if not isinstance(text, str):
-        raise DataError(f"rounds row {round_idx!r}: extras is {type(text).__name__}, not JSON")
+        raise DataError(f"{where}: {name} is {type(text).__name__}, not JSON")
     try:
-        extras = json.loads(text)
+        loaded = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"rounds row {round_idx!r}: extras is not valid JSON: {exc}") from exc
-    if not isinstance(extras, dict):
-        raise DataError(f"rounds row {round_idx!r}: extras must be a JSON object")
-    return extras
+        raise DataError(f"{where}: {name} is not valid JSON: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise DataError(f"{where}: {name} must be a JSON object")
+    return loaded
+
+
+def _load_stats(stats: Mapping[str, object], where: str) -> dict[str, StatsRecord]:
+    records: dict[str, StatsRecord] = {}
+    for family, values in stats.items():
+        if not isinstance(values, dict):
+            raise DataError(f"{where}: stats[{family!r}] must be a JSON object")
+        try:
+            records[family] = record_from_dict(family, values)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from exc
+    return records
+
+
+def _legacy_stats(
+    extras: Mapping[str, object], where: str
+) -> tuple[dict[str, StatsRecord], dict[str, object]]:
+    numbers = {k: v for k, v in extras.items() if isinstance(v, int | float)}
+    try:
+        records, rest = records_from_extras(numbers)
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from exc
+    return records, {k: v for k, v in extras.items() if k in rest or k not in numbers}
 
 
 def failure_to_row(failure: ClientFailure) -> tuple[object, ...]:

@@ -14,88 +14,54 @@ the field, the value and the rule. Test loss and training loss may be NaN or inf
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from types import MappingProxyType
 from typing import TypeAlias
 
-from fedstrata.errors import DataError
+from fedstrata.core.metrics import (
+    STATS_RECORDS,
+    AnyStats,
+    AsyncStats,
+    CodecStats,
+    PrivacySpent,
+    ScheduleStats,
+    SecAggStats,
+    SecAggTreeStats,
+    StatsRecord,
+    TierStats,
+)
+from fedstrata.monitoring._checks import (
+    check_accuracy,
+    check_extras,
+    check_int,
+    check_loss,
+    check_seconds,
+    fail,
+    set_field,
+)
 from fedstrata.monitoring.fedeval import FedEvalMetrics
 
 __all__ = [
+    "AsyncStats",
     "ClientFailure",
+    "CodecStats",
     "MetricEvent",
+    "PrivacySpent",
     "RoundMetrics",
     "RunFinished",
     "RunStarted",
     "RunStatus",
     "RunTotals",
+    "ScheduleStats",
+    "SecAggStats",
+    "SecAggTreeStats",
+    "StatsRecord",
+    "TierStats",
 ]
 
-INT64_MAX = 2**63 - 1
 _REL_TOL = 1e-6
 _ABS_TOL = 1e-9
-
-
-def _fail(event: str, name: str, value: object, rule: str) -> DataError:
-    return DataError(f"{event}: {name}={value!r} is invalid: {rule}")
-
-
-def _check_int(
-    event: str, name: str, value: object, low: int = 0, high: int | None = INT64_MAX
-) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(event, name, value, "must be an int")
-    if value < low or (high is not None and value > high):
-        rule = f"must be >= {low}" if high is None else f"must be in [{low}, 2**63)"
-        raise _fail(event, name, value, rule)
-    return value
-
-
-def _check_float(event: str, name: str, value: object, *, finite: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(event, name, value, "must be a float")
-    as_float = float(value)
-    if finite and not math.isfinite(as_float):
-        raise _fail(event, name, value, "must be finite")
-    return as_float
-
-
-def _check_seconds(event: str, name: str, value: object) -> float:
-    seconds = _check_float(event, name, value)
-    if seconds < 0:
-        raise _fail(event, name, value, "must be >= 0")
-    return seconds
-
-
-def _check_accuracy(event: str, name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    accuracy = _check_float(event, name, value)
-    if not 0.0 <= accuracy <= 1.0:
-        raise _fail(event, name, value, "must be None or in [0, 1]")
-    return accuracy
-
-
-def _check_loss(event: str, name: str, value: object) -> float | None:
-    return None if value is None else _check_float(event, name, value, finite=False)
-
-
-def _check_extras(event: str, extras: object) -> Mapping[str, float]:
-    if not isinstance(extras, Mapping):
-        raise _fail(event, "extras", extras, "must be a mapping of str to float")
-    checked: dict[str, float] = {}
-    for key, value in extras.items():
-        if not isinstance(key, str) or not key:
-            raise _fail(event, "extras key", key, "must be a non-empty str")
-        checked[key] = _check_float(event, f"extras[{key!r}]", value, finite=False)
-    return MappingProxyType(checked)
-
-
-def _set(obj: object, name: str, value: object) -> None:
-    object.__setattr__(obj, name, value)
 
 
 @dataclass(frozen=True)
@@ -124,7 +90,17 @@ class RoundMetrics:
         compute_s: critical path's local-training time.
         downlink_s: critical path's model-download time.
         uplink_s: critical path's update-upload time.
-        extras: named scalars (``epsilon_spent``, ``compression_ratio``, ...).
+        extras: the task's own named metrics (``test_<name>``: free-form by design).
+        codec: what the update codecs did (uplink ratio, bytes per client), or None.
+        privacy: the DP budget spent after the round, or None without central DP.
+        schedule: the work-allocating scheduler's figures, or None.
+        tiers: per-tier ingress of a tree round, or None for a flat round.
+        fedbuff: a FedBuff server step's staleness and work in flight, or None.
+        secagg: the secure-aggregation protocol's costs, or None.
+        secagg_tree: two-tier secure aggregation's costs in a tree, or None.
+
+    The typed fields are :mod:`fedstrata.core.metrics` records; :meth:`stats` lists
+    the present ones and :meth:`with_stats` places records into their fields.
     """
 
     round_idx: int
@@ -144,6 +120,13 @@ class RoundMetrics:
     downlink_s: float
     uplink_s: float
     extras: Mapping[str, float] = field(default_factory=dict)
+    codec: CodecStats | None = None
+    privacy: PrivacySpent | None = None
+    schedule: ScheduleStats | None = None
+    tiers: TierStats | None = None
+    fedbuff: AsyncStats | None = None
+    secagg: SecAggStats | None = None
+    secagg_tree: SecAggTreeStats | None = None
 
     def __post_init__(self) -> None:
         """Validate and normalise every field (ints stay ints, floats become floats).
@@ -153,32 +136,57 @@ class RoundMetrics:
         """
         ev = f"RoundMetrics(round {self.round_idx!r})"
         for name in ("round_idx", "clients_selected", "clients_completed", "clients_failed"):
-            _check_int(ev, name, getattr(self, name))
+            check_int(ev, name, getattr(self, name))
         for name in ("clients_late", "bytes_up", "bytes_down"):
-            _check_int(ev, name, getattr(self, name))
-        _set(self, "accuracy", _check_accuracy(ev, "accuracy", self.accuracy))
-        _set(self, "loss", _check_loss(ev, "loss", self.loss))
-        _set(self, "train_loss", _check_loss(ev, "train_loss", self.train_loss))
+            check_int(ev, name, getattr(self, name))
+        set_field(self, "accuracy", check_accuracy(ev, "accuracy", self.accuracy))
+        set_field(self, "loss", check_loss(ev, "loss", self.loss))
+        set_field(self, "train_loss", check_loss(ev, "train_loss", self.train_loss))
         for name in ("sim_round_s", "sim_time_s", "wall_round_s"):
-            _set(self, name, _check_seconds(ev, name, getattr(self, name)))
+            set_field(self, name, check_seconds(ev, name, getattr(self, name)))
         for name in ("compute_s", "downlink_s", "uplink_s"):
-            _set(self, name, _check_seconds(ev, name, getattr(self, name)))
-        _set(self, "extras", _check_extras(ev, self.extras))
+            set_field(self, name, check_seconds(ev, name, getattr(self, name)))
+        set_field(self, "extras", check_extras(ev, self.extras))
+        for cls in STATS_RECORDS:
+            value = getattr(self, cls.FAMILY)
+            if value is not None and type(value) is not cls:
+                raise fail(ev, cls.FAMILY, value, f"must be None or a {cls.__name__}")
         self._check_consistency(ev)
+
+    def stats(self) -> tuple[StatsRecord, ...]:
+        """The typed records present, in :data:`~fedstrata.core.metrics.STATS_RECORDS` order."""
+        found = (getattr(self, cls.FAMILY) for cls in STATS_RECORDS)
+        return tuple(r for r in found if r is not None)
+
+    def with_stats(self, *records: AnyStats | None) -> RoundMetrics:
+        """A copy with each record in its family's field (``None`` entries skipped).
+
+        Raises:
+            DataError: two records of one family.
+        """
+        placed: dict[str, StatsRecord] = {}
+        for record in records:
+            if record is None:
+                continue
+            if record.FAMILY in placed or getattr(self, record.FAMILY) is not None:
+                msg = f"two {type(record).__name__} records for one round"
+                raise fail(f"RoundMetrics(round {self.round_idx})", record.FAMILY, record, msg)
+            placed[record.FAMILY] = record
+        return replace(self, **placed)  # type: ignore[arg-type]
 
     def _check_consistency(self, ev: str) -> None:
         outcomes = self.clients_completed + self.clients_failed + self.clients_late
         if outcomes > self.clients_selected:
             rule = f"completed+failed+late must be <= clients_selected={self.clients_selected}"
-            raise _fail(ev, "completed+failed+late", outcomes, rule)
+            raise fail(ev, "completed+failed+late", outcomes, rule)
         slack = self.sim_round_s * _REL_TOL + _ABS_TOL
         breakdown = self.downlink_s + self.compute_s + self.uplink_s
         if breakdown > self.sim_round_s + slack:
             rule = f"downlink+compute+uplink must be <= sim_round_s={self.sim_round_s}"
-            raise _fail(ev, "downlink+compute+uplink", breakdown, rule)
+            raise fail(ev, "downlink+compute+uplink", breakdown, rule)
         if self.sim_time_s + slack < self.sim_round_s:
             rule = f"cumulative time must be >= sim_round_s={self.sim_round_s}"
-            raise _fail(ev, "sim_time_s", self.sim_time_s, rule)
+            raise fail(ev, "sim_time_s", self.sim_time_s, rule)
 
 
 @dataclass(frozen=True)
@@ -202,10 +210,10 @@ class ClientFailure:
             DataError: negative ids or a non-str reason.
         """
         ev = f"ClientFailure(round {self.round_idx!r}, client {self.client_id!r})"
-        _check_int(ev, "round_idx", self.round_idx)
-        _check_int(ev, "client_id", self.client_id)
+        check_int(ev, "round_idx", self.round_idx)
+        check_int(ev, "client_id", self.client_id)
         if not isinstance(self.reason, str):
-            raise _fail(ev, "reason", self.reason, "must be a str")
+            raise fail(ev, "reason", self.reason, "must be a str")
 
 
 @dataclass(frozen=True)
@@ -232,11 +240,11 @@ class RunStarted:
         """
         ev = f"RunStarted({self.run_id!r})"
         if not isinstance(self.run_id, str) or not self.run_id:
-            raise _fail(ev, "run_id", self.run_id, "must be a non-empty str")
+            raise fail(ev, "run_id", self.run_id, "must be a non-empty str")
         if not isinstance(self.config_yaml, str):
-            raise _fail(ev, "config_yaml", type(self.config_yaml).__name__, "must be a str")
-        _check_int(ev, "num_clients", self.num_clients, low=1)
-        _check_int(ev, "num_params", self.num_params)
+            raise fail(ev, "config_yaml", type(self.config_yaml).__name__, "must be a str")
+        check_int(ev, "num_clients", self.num_clients, low=1)
+        check_int(ev, "num_params", self.num_params)
 
 
 class RunStatus(StrEnum):
@@ -290,20 +298,20 @@ class RunFinished:
         """
         ev = f"RunFinished({self.run_id!r})"
         if not isinstance(self.run_id, str) or not self.run_id:
-            raise _fail(ev, "run_id", self.run_id, "must be a non-empty str")
+            raise fail(ev, "run_id", self.run_id, "must be a non-empty str")
         try:
-            _set(self, "status", RunStatus(self.status))
+            set_field(self, "status", RunStatus(self.status))
         except ValueError:
-            raise _fail(ev, "status", self.status, f"must be one of {list(RunStatus)}") from None
+            raise fail(ev, "status", self.status, f"must be one of {list(RunStatus)}") from None
         for name in ("rounds_completed", "bytes_up", "bytes_down"):  # totals: no int64 cap
-            _check_int(ev, name, getattr(self, name), high=None)
+            check_int(ev, name, getattr(self, name), high=None)
         for name in ("final_accuracy", "best_accuracy"):
-            _set(self, name, _check_accuracy(ev, name, getattr(self, name)))
-        _set(self, "final_loss", _check_loss(ev, "final_loss", self.final_loss))
+            set_field(self, name, check_accuracy(ev, name, getattr(self, name)))
+        set_field(self, "final_loss", check_loss(ev, "final_loss", self.final_loss))
         for name in ("sim_time_s", "wall_time_s"):
-            _set(self, name, _check_seconds(ev, name, getattr(self, name)))
+            set_field(self, name, check_seconds(ev, name, getattr(self, name)))
         if not isinstance(self.stop_reason, str):
-            raise _fail(ev, "stop_reason", self.stop_reason, "must be a str")
+            raise fail(ev, "stop_reason", self.stop_reason, "must be a str")
 
 
 MetricEvent: TypeAlias = RoundMetrics | ClientFailure | RunStarted | RunFinished | FedEvalMetrics
@@ -330,6 +338,7 @@ class RunTotals:
     clients_failed: int = 0
     clients_late: int = 0
     final_extras: dict[str, float] = field(default_factory=dict)
+    final_stats: dict[str, StatsRecord] = field(default_factory=dict)
     final_fed_eval: dict[str, float] = field(default_factory=dict)
 
     def add_fed_eval(self, event: FedEvalMetrics) -> None:
@@ -354,6 +363,7 @@ class RunTotals:
         self.clients_failed += metrics.clients_failed
         self.clients_late += metrics.clients_late
         self.final_extras.update(metrics.extras)
+        self.final_stats.update((r.FAMILY, r) for r in metrics.stats())
 
     def finish(
         self,

@@ -47,7 +47,7 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
 p.note { color: #666; font-style: italic; }
 """
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-_SECTION_ORDER = ("Accuracy", "Loss", "Communication", "Round time", "Extras")
+_SECTION_ORDER = ("Accuracy", "Loss", "Communication", "Round time", "Features", "Extras")
 
 
 def _esc(value: object) -> str:
@@ -90,7 +90,11 @@ def _summary_rows(summary: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
             continue
         if isinstance(value, Mapping):
             for sub_key, sub_value in value.items():
-                yield f"{key}: {sub_key}", _fmt(str(sub_key), sub_value)
+                if isinstance(sub_value, Mapping):  # final_stats: family -> fields
+                    for name, number in sub_value.items():
+                        yield f"{key}: {sub_key}.{name}", _fmt(str(name), number)
+                else:
+                    yield f"{key}: {sub_key}", _fmt(str(sub_key), sub_value)
         else:
             yield key.replace("_", " "), _fmt(key, value)
 

@@ -94,5 +94,9 @@ def build_summary(
         "num_clients": None if started is None else started.num_clients,
         "num_params": None if started is None else started.num_params,
         "final_extras": {k: _finite_or_none(v) for k, v in totals.final_extras.items()},
+        "final_stats": {
+            family: {k: _finite_or_none(v) for k, v in record.as_dict().items()}
+            for family, record in totals.final_stats.items()
+        },
         "final_fed_eval": {k: _finite_or_none(v) for k, v in totals.final_fed_eval.items()},
     }

@@ -28,6 +28,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,6 +93,7 @@ class RunStore:
         self._started: RunStarted | None = None
         self._finished = False
         self._closed = False
+        self._columns: tuple[str, ...] = _schema.ROUND_COLUMNS  # a version-1/2 store: fewer
 
     @classmethod
     def create(cls, run_dir: Path) -> RunStore:
@@ -177,11 +179,14 @@ class RunStore:
             rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
             version = dict(rows).get("schema_version")
             columns = tuple(r[1] for r in self._conn.execute("PRAGMA table_info(rounds)"))
-        if version not in _schema.READABLE_VERSIONS or columns != _schema.ROUND_COLUMNS:
+        current = version == str(_schema.SCHEMA_VERSION) and columns == _schema.ROUND_COLUMNS
+        legacy = version in {"1", "2"} and columns == _schema.LEGACY_ROUND_COLUMNS
+        if not (current or legacy):
             raise DataError(
                 f"{where} of schema version {_schema.SCHEMA_VERSION} "
                 f"(found version {version!r}, columns {columns})"
             )
+        self._columns = columns
 
     # --- writing (Sink) -------------------------------------------------------------
 
@@ -338,10 +343,12 @@ class RunStore:
         Raises:
             DataError: the database is unreadable or holds invalid rows (names the file).
         """
-        cols = ", ".join(_schema.ROUND_COLUMNS)
+        columns = self._columns
         with self._db("read rounds"):
-            rows = self._conn.execute(f"SELECT {cols} FROM rounds ORDER BY round_idx").fetchall()
-        return [self._decoded(_schema.round_from_row, row) for row in rows]
+            sql = f"SELECT {', '.join(columns)} FROM rounds ORDER BY round_idx"
+            rows = self._conn.execute(sql).fetchall()
+        decode = partial(_schema.round_from_row, columns=columns)
+        return [self._decoded(decode, row) for row in rows]
 
     def fed_evals(self) -> list[FedEvalMetrics]:
         """Every stored federated evaluation, by round (none in a version-1 store).

@@ -11,10 +11,10 @@ survivors (conservative).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fedstrata.core.context import RoundContext
+from fedstrata.core.metrics import PrivacySpent
 from fedstrata.core.params import FloatVector
 from fedstrata.privacy.allocator import BudgetAllocator
 from fedstrata.privacy.distributed import NoiseShares
@@ -47,13 +47,13 @@ class DistributedDPHook:
         """The securely summed, already noised mean, unchanged."""
         return mean
 
-    def finish(self, round_idx: int, accepted: int, loss: float | None) -> Mapping[str, float]:
+    def finish(self, round_idx: int, accepted: int, loss: float | None) -> PrivacySpent:
         metrics = self.allocator.record(round_idx)
-        return {
-            "epsilon_spent": metrics.epsilon_spent,
-            "epsilon_remaining": metrics.remaining_epsilon,
-            "noise_multiplier": metrics.noise_multiplier,
-            "sampling_rate": self.allocator.sampling_rate,
-            "dp_stage": float(metrics.stage),
-            "dp_share_std": self.shares.std(round_idx),
-        }
+        return PrivacySpent(
+            epsilon_spent=metrics.epsilon_spent,
+            epsilon_remaining=metrics.remaining_epsilon,
+            noise_multiplier=metrics.noise_multiplier,
+            sampling_rate=self.allocator.sampling_rate,
+            stage=metrics.stage,
+            share_std=self.shares.std(round_idx),
+        )

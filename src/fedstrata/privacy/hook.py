@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedstrata.aggregation.clipped import ClipDecoded
 from fedstrata.core.context import RoundContext
+from fedstrata.core.metrics import PrivacySpent
 from fedstrata.core.params import FloatVector
 from fedstrata.errors import ConfigError
 from fedstrata.privacy.allocator import BudgetAllocator
@@ -124,17 +125,19 @@ class CentralDPHook:
         cohort = self.expected_cohort * self._rate(ctx.round_idx) / self.allocator.sampling_rate
         return (total / cohort).astype(np.float32)
 
-    def finish(self, round_idx: int, accepted: int, loss: float | None) -> Mapping[str, float]:
+    def finish(self, round_idx: int, accepted: int, loss: float | None) -> PrivacySpent:
         rate = self._rate(round_idx)
         metrics = self.allocator.record(round_idx, rate)
         if loss is not None and np.isfinite(loss):
             self.allocator.observe_progress(loss)
-        clip = {} if self.server_clip is None else self.server_clip.take_stats().as_extras()
-        return {
-            **clip,
-            "epsilon_spent": metrics.epsilon_spent,
-            "epsilon_remaining": metrics.remaining_epsilon,
-            "noise_multiplier": metrics.noise_multiplier,
-            "sampling_rate": rate,
-            "dp_stage": float(metrics.stage),
-        }
+        clip = None if self.server_clip is None else self.server_clip.take_stats()
+        return PrivacySpent(
+            epsilon_spent=metrics.epsilon_spent,
+            epsilon_remaining=metrics.remaining_epsilon,
+            noise_multiplier=metrics.noise_multiplier,
+            sampling_rate=rate,
+            stage=metrics.stage,
+            server_clipped=None if clip is None else clip.clipped,
+            decoded_norm_max=None if clip is None else clip.decoded_norm_max,
+            folded_norm_max=None if clip is None else clip.folded_norm_max,
+        )

@@ -8,7 +8,7 @@
   client's work so all finish by the deadline; accept partial work at the deadline.
 * :class:`RandomSelector`, :class:`OortSelector` — cohort selection.
 * :class:`FedBuffServer` — buffered asynchronous aggregation (sans-IO).
-* :func:`round_utilization`, :func:`predictor_extras` — metrics for ``RoundMetrics.extras``.
+* :func:`round_utilization` — a round's utilization (``RoundMetrics.schedule``).
 """
 
 from fedstrata.scheduling._migrate import migrate
@@ -43,7 +43,6 @@ from fedstrata.scheduling.fedbuff import (
 from fedstrata.scheduling.metrics import (
     RoundUtilization,
     device_utilization,
-    predictor_extras,
     round_utilization,
 )
 from fedstrata.scheduling.predictor import (
@@ -106,7 +105,6 @@ __all__ = [
     "migrate",
     "overselect",
     "plan_round",
-    "predictor_extras",
     "register_measurement",
     "registry_url",
     "replay_history",

@@ -1,4 +1,4 @@
-"""Scheduling metrics for ``RoundMetrics.extras``: utilization, idle time, throughput.
+"""Scheduling metrics for ``RoundMetrics.schedule``: utilization, idle time, throughput.
 
 A device is *busy* while it downloads, trains and uploads; in a synchronous round it
 then idles until the round ends. Utilization is busy time over the round's wall time
@@ -8,15 +8,14 @@ pushes every device's utilization toward 1.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fedstrata.errors import DataError
-from fedstrata.scheduling.predictor import PredictorError
 
-__all__ = ["RoundUtilization", "device_utilization", "predictor_extras", "round_utilization"]
+__all__ = ["RoundUtilization", "device_utilization", "round_utilization"]
 
 F64 = NDArray[np.float64]
 
@@ -55,10 +54,6 @@ class RoundUtilization:
     throughput_eps: float
     devices: int
 
-    def as_extras(self, prefix: str = "sched_") -> dict[str, float]:
-        """Named floats for ``RoundMetrics.extras`` (keys prefixed)."""
-        return {f"{prefix}{k}": float(v) for k, v in asdict(self).items()}
-
 
 def round_utilization(
     busy_s: F64, round_s: float, examples: NDArray[np.int64] | F64
@@ -83,11 +78,3 @@ def round_utilization(
         float(work.sum() / round_s),
         int(util.size),
     )
-
-
-def predictor_extras(error: PredictorError, prefix: str = "predictor_") -> dict[str, float]:
-    """The predictor's MAPE (last round, cumulative) as ``RoundMetrics.extras`` entries."""
-    return {
-        f"{prefix}mape_last": error.last_mape,
-        f"{prefix}mape_cumulative": error.cumulative_mape,
-    }

@@ -48,10 +48,17 @@ from fedstrata.aggregation.protocol import (
     check_weight,
 )
 from fedstrata.core.context import RoundContext, derive_rng
+from fedstrata.core.metrics import SecAggStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.state import ClientStateStore
-from fedstrata.errors import AggregationError, ConfigError, InvalidUpdateError, PayloadError
+from fedstrata.errors import (
+    AggregationError,
+    ConfigError,
+    InvalidUpdateError,
+    PayloadError,
+    SecAggError,
+)
 from fedstrata.pipeline.stage import Codec
 from fedstrata.secagg.codec import NoiseFn, RingCodec, RingMessage, RingSpec, SupportFn, lift
 from fedstrata.secagg.codec import quantize_to_ring as _quantize
@@ -111,7 +118,7 @@ class SecAggAggregator:
     """Center-only aggregator that runs secure aggregation at ``finalize``.
 
     Also a ``RoundHook`` of the simulator (``start`` / ``aggregate`` / ``finish``):
-    registered as one, it reports :meth:`SecAggReport.extras` in each round's metrics.
+    registered as one, it reports :meth:`SecAggReport.stats` in each round's metrics.
     See the module docstring for cohort, weights, memory and validation.
     """
 
@@ -146,6 +153,7 @@ class SecAggAggregator:
         )
         self.last_stats: SecAggReport | None = None
         self.withheld: set[int] = set()
+        self.lost: set[int] = set()  # rounds the protocol refused (too few survivors)
 
     @property
     def mergeable(self) -> bool:
@@ -232,7 +240,12 @@ class SecAggAggregator:
             raise AggregationError("cannot finalize secure aggregation with no updates")
         if len(state.inputs) < self.options.min_survivors:
             return self._withhold(state)
-        total = lift(self._ring_total(state), self.codec.spec.modulus_bits)
+        try:
+            ring_total = self._ring_total(state)
+        except SecAggError:
+            self.lost.add(state.round_idx or 0)
+            raise
+        total = lift(ring_total, self.codec.spec.modulus_bits)
         weight = int(total[-1])
         if weight <= 0:
             raise AggregationError(
@@ -270,14 +283,17 @@ class SecAggAggregator:
         """The aggregate, unchanged."""
         return mean
 
-    def finish(self, round_idx: int, accepted: int, loss: float | None) -> dict[str, float]:
-        """The round's :meth:`SecAggReport.extras` (empty if the round was not finalized)."""
+    def finish(self, round_idx: int, accepted: int, loss: float | None) -> SecAggStats | None:
+        """The round's :meth:`SecAggReport.stats` (None if the round was not finalized);
+        a withheld or lost round says so."""
         if round_idx in self.withheld:
-            return {"secagg_withheld": 1.0}
+            return SecAggStats(withheld=1)
+        if round_idx in self.lost:
+            return SecAggStats(lost=1)
         report = self.last_stats
         if report is None or report.round_idx != round_idx:
-            return {}
-        return report.extras()
+            return None
+        return report.stats()
 
     def round_cost(self, round_idx: int) -> ProtocolCost | None:
         """The protocol's per-client costs of ``round_idx`` (None: it did not run)."""

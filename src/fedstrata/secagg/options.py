@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedstrata.core.metrics import SecAggStats
 from fedstrata.errors import ConfigError
 from fedstrata.secagg.cost import ProtocolCost
 
@@ -107,15 +108,15 @@ class SecAggReport:
         """Protocol bytes per surviving client (both ways) over a plaintext update."""
         return (self.bytes_up_per_client + self.bytes_down_per_client) / self.plaintext_bytes
 
-    def extras(self) -> dict[str, float]:
-        """Figures for ``RoundMetrics.extras``."""
-        return {
-            "secagg_protocol_s": self.protocol_wall_s,
-            "secagg_server_s": self.server_s,
-            "secagg_client_s_mean": self.client_s_mean,
-            "secagg_client_online_s_max": self.client_online_s_max,
-            "secagg_dropped": float(self.cohort - self.accepted),
-            "secagg_bytes_up_per_client": self.bytes_up_per_client,
-            "secagg_bytes_down_per_client": self.bytes_down_per_client,
-            "secagg_bandwidth_expansion": self.bandwidth_expansion,
-        }
+    def stats(self) -> SecAggStats:
+        """The round's ``RoundMetrics.secagg`` record."""
+        return SecAggStats(
+            protocol_s=self.protocol_wall_s,
+            server_s=self.server_s,
+            client_s_mean=self.client_s_mean,
+            client_online_s_max=self.client_online_s_max,
+            dropped=self.cohort - self.accepted,
+            bytes_up_per_client=self.bytes_up_per_client,
+            bytes_down_per_client=self.bytes_down_per_client,
+            bandwidth_expansion=self.bandwidth_expansion,
+        )

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedstrata.core.metrics import SecAggTreeStats
 from fedstrata.errors import SecAggError
 from fedstrata.secagg.simulate import RoundStats
 from fedstrata.secagg.tree_parties import EdgeParties, ProtocolInstance
@@ -116,20 +117,20 @@ class TreeSecAggCost:
         """All devices' protocol bytes to their edges (masked inputs included)."""
         return sum(p.bytes_up for p in self.devices.values())
 
-    def extras(self) -> dict[str, float]:
-        """Summary figures for a round's metrics."""
+    def stats(self) -> SecAggTreeStats:
+        """Summary figures for a round's metrics (``RoundMetrics.secagg_tree``)."""
         devices = list(self.devices.values()) or [PartyCost()]
         edges = list(self.edges.values()) or [PartyCost()]
-        return {
-            "secagg_tree_wall_s": self.wall_s,
-            "secagg_tree_compute_s": self.compute_s,
-            "secagg_tree_device_s_max": max(p.total_s for p in devices),
-            "secagg_tree_device_online_s_max": max(p.online_s for p in devices),
-            "secagg_tree_edge_s_max": max(p.total_s for p in edges),
-            "secagg_tree_center_s": self.center.total_s,
-            "secagg_tree_device_bytes_up_mean": float(np.mean([p.bytes_up for p in devices])),
-            "secagg_tree_edge_bytes_up_mean": float(np.mean([p.bytes_up for p in edges])),
-        }
+        return SecAggTreeStats(
+            wall_s=self.wall_s,
+            compute_s=self.compute_s,
+            device_s_max=max(p.total_s for p in devices),
+            device_online_s_max=max(p.online_s for p in devices),
+            edge_s_max=max(p.total_s for p in edges),
+            center_s=self.center.total_s,
+            device_bytes_up_mean=float(np.mean([p.bytes_up for p in devices])),
+            edge_bytes_up_mean=float(np.mean([p.bytes_up for p in edges])),
+        )
 
 
 def client_costs(stats: RoundStats) -> list[PartyCost]:

@@ -33,7 +33,7 @@ The features of the synchronous simulator compose:
   the current one (clients train from the broadcast replica; the server keeps the
   exact model); the download's bytes and seconds are those of that message.
 
-Bytes are recorded per server step (``bytes_up``, ``bytes_down``, and the extras
+Bytes are recorded per server step (``bytes_up``, ``bytes_down``, and the ``codec`` record:
 ``uplink_ratio``, ``uplink_bytes_per_client``, ``downlink_bytes_per_client``).
 """
 
@@ -53,6 +53,7 @@ from fedstrata.coordinator.cadence import evaluation_due
 from fedstrata.coordinator.summary import describe_losses
 from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import RoundContext, derive_seed
+from fedstrata.core.metrics import AsyncStats, CodecStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE, Payload
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
@@ -363,16 +364,18 @@ class AsyncSimulation:
         now = self.clock.now()
         span = now - w.start_s
         taus = np.asarray(w.taus, dtype=np.float64)
-        extras = {
-            "async_staleness_mean": float(taus.mean()) if taus.size else 0.0,
-            "async_staleness_max": float(taus.max()) if taus.size else 0.0,
-            "async_in_flight": float(len(self._flight)),
-            "sched_throughput_eps": w.examples / span if span > 0 else 0.0,
-            "async_last_client_s": float(sum(w.last)),
-            "uplink_ratio": w.uploads * self._model_bytes / w.bytes_up if w.bytes_up else 1.0,
-            "uplink_bytes_per_client": w.bytes_up / max(w.uploads, 1),
-            "downlink_bytes_per_client": w.bytes_down / max(w.dispatched, 1),
-        }
+        fedbuff = AsyncStats(
+            staleness_mean=float(taus.mean()) if taus.size else 0.0,
+            staleness_max=float(taus.max()) if taus.size else 0.0,
+            in_flight=len(self._flight),
+            throughput_eps=w.examples / span if span > 0 else 0.0,
+            last_client_s=float(sum(w.last)),
+        )
+        codec = CodecStats(
+            uplink_ratio=w.uploads * self._model_bytes / w.bytes_up if w.bytes_up else 1.0,
+            uplink_bytes_per_client=w.bytes_up / max(w.uploads, 1),
+            downlink_bytes_per_client=w.bytes_down / max(w.dispatched, 1),
+        )
         return RoundMetrics(
             round_idx=idx,
             accuracy=acc,
@@ -390,7 +393,8 @@ class AsyncSimulation:
             compute_s=0.0,  # no critical path: clients overlap server steps
             downlink_s=0.0,
             uplink_s=0.0,
-            extras=extras,
+            codec=codec,
+            fedbuff=fedbuff,
         )
 
     def _emit(self, metrics: RoundMetrics) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal
@@ -41,6 +41,7 @@ from fedstrata.coordinator import (
 )
 from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import derive_rng
+from fedstrata.core.metrics import CodecStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.errors import FedstrataError
@@ -56,10 +57,9 @@ from fedstrata.sim.hooks import (
     RoundHook,
 )
 from fedstrata.sim.intake import (
-    client_extras,
     client_legs,
     client_weight,
-    codec_extras,
+    codec_stats,
     dense_bytes,
     dropped_out,
     emit_round,
@@ -219,11 +219,8 @@ class Simulation:
         client_means = self.aggregator.finalize_metrics(state)
         train_loss = client_means.get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
-        extras = {**metrics.extras, **self._codec_extras(tally), **client_extras(client_means)}
-        if step.lost is not None:
-            extras["aggregate_lost"] = 1.0
         metrics = finish_round(
-            replace(metrics, extras=extras), outcome,
+            metrics.with_stats(self._codec_stats(tally, client_means)), outcome,
             hooks=self.hooks, planner=self.planner, reports=tally.reports,
         )  # fmt: skip
         if self.fed_eval is not None:
@@ -301,18 +298,21 @@ class Simulation:
             ClientReport(res.client_id, examples, *legs, tally.start_s + sum(legs), status, loss)
         )
 
-    def _codec_extras(self, tally: _RoundTally) -> dict[str, float]:
+    def _codec_stats(self, tally: _RoundTally, client_means: Mapping[str, float]) -> CodecStats:
         decode_s, self._decode_s = self._decode_s, 0.0
-        extras = codec_extras(
+        stats = codec_stats(
             uploads=tally.uploads, size=tally.size, bytes_up=tally.bytes_up,
             bytes_down=tally.bytes_down, receivers=len(tally.plans), decode_s=decode_s,
+            client_means=client_means,
         )  # fmt: skip
-        if tally.protocol_s:
-            extras["protocol_sim_s"] = tally.protocol_s
-        if tally.protocol_bytes_up:  # the codec's own ratio, without the protocol's bytes
-            payload = tally.bytes_up - tally.protocol_bytes_up
-            extras["payload_ratio"] = tally.uploads * dense_bytes(tally.size) / max(payload, 1)
-        return extras
+        if not tally.protocol_bytes_up:
+            return stats
+        payload = tally.bytes_up - tally.protocol_bytes_up  # the codec's own ratio
+        return replace(
+            stats,
+            payload_ratio=tally.uploads * dense_bytes(tally.size) / max(payload, 1),
+            protocol_sim_s=tally.protocol_s,
+        )
 
     @staticmethod
     def _round_end(send: SendModel, tally: _RoundTally) -> float:

@@ -60,6 +60,7 @@ from fedstrata.coordinator import (
 from fedstrata.coordinator.planner import rehome
 from fedstrata.coordinator.topology import Tier, Topology
 from fedstrata.core.context import derive_rng
+from fedstrata.core.metrics import TierStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import MemoryStateStore
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
@@ -71,8 +72,7 @@ from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.hooks import Broadcaster, ClientPlanner, DenseBroadcast, RoundHook
 from fedstrata.sim.intake import (
-    client_extras,
-    codec_extras,
+    codec_stats,
     emit_round,
     evaluate_round,
     finish_round,
@@ -268,8 +268,6 @@ class HierarchicalSimulation:
         )  # fmt: skip
         params, opt_state = step.params, step.opt_state
         metrics = self._metrics(r, params, root, tally, outcome, wall_s=0.0)
-        if step.lost is not None:
-            metrics = replace(metrics, extras={**metrics.extras, "aggregate_lost": 1.0})
         metrics = finish_round(
             metrics, outcome, hooks=self.hooks, planner=self.planner, reports=tally.reports
         )
@@ -361,10 +359,16 @@ class HierarchicalSimulation:
         train_loss = client_means.get("train_loss")
         down_s, compute_s, up_s = root.legs
         decode_s, self._plain.decode_s = self._plain.decode_s, 0.0
-        codec = codec_extras(
+        codec = codec_stats(
             uploads=tally.uploads, size=self.trainer.spec.size, bytes_up=tally.client_bytes_up,
             bytes_down=tally.client_bytes_down, receivers=tally.client_downloads,
-            decode_s=decode_s,
+            decode_s=decode_s, client_means=client_means,
+        )  # fmt: skip
+        tiers = TierStats(
+            center_ingress_bytes=tally.ingress[Tier.CENTER],
+            region_ingress_bytes=tally.ingress[Tier.REGION],
+            edge_ingress_bytes=tally.ingress[Tier.EDGE],
+            edge_rounds=tally.edge_rounds, client_updates=tally.updates,
         )  # fmt: skip
         return RoundMetrics(
             round_idx=r, accuracy=ev.accuracy, loss=ev.loss, train_loss=train_loss,
@@ -373,15 +377,6 @@ class HierarchicalSimulation:
             bytes_up=tally.bytes_up, bytes_down=tally.bytes_down,
             sim_round_s=outcome.end_s - tally.start_s, sim_time_s=outcome.end_s,
             wall_round_s=wall_s, compute_s=compute_s, downlink_s=down_s, uplink_s=up_s,
-            extras={
-                **(ev.extras or {}),
-                **codec,
-                **client_extras(client_means),
-                "center_ingress_bytes": float(tally.ingress[Tier.CENTER]),
-                "region_ingress_bytes": float(tally.ingress[Tier.REGION]),
-                "edge_ingress_bytes": float(tally.ingress[Tier.EDGE]),
-                "edge_rounds": float(tally.edge_rounds),
-                "client_updates": float(tally.updates),
-                **(self._secure.extras() if self._secure is not None else {}),
-            },
+            extras=ev.extras or {}, codec=codec, tiers=tiers,
+            secagg_tree=None if self._secure is None else self._secure.stats(),
         )  # fmt: skip

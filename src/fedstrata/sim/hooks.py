@@ -9,7 +9,7 @@ central noise to the aggregate, and to report the budget spent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from fedstrata.compress import CompressionSpec, DownlinkEncoder
 from fedstrata.core.context import RoundContext
+from fedstrata.core.metrics import AnyStats, ScheduleStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.training import LocalPlan
@@ -64,8 +65,8 @@ class ClientPlanner(Protocol):
 
     def observe(
         self, round_idx: int, reports: Sequence[ClientReport], round_s: float
-    ) -> Mapping[str, float]:
-        """Learn from the round; returns figures for ``RoundMetrics.extras``."""
+    ) -> ScheduleStats | None:
+        """Learn from the round; returns its ``RoundMetrics.schedule`` (None: no plan)."""
         ...
 
 
@@ -87,10 +88,11 @@ class RoundHook(Protocol):
         """Transform the round's aggregate (``accepted`` updates) before the server step."""
         ...
 
-    def finish(self, round_idx: int, accepted: int, loss: float | None) -> Mapping[str, float]:
+    def finish(self, round_idx: int, accepted: int, loss: float | None) -> AnyStats | None:
         """After the server step and evaluation (``loss``: test loss or None).
 
-        Returns figures for ``RoundMetrics.extras``.
+        Returns the hook's typed record (:mod:`fedstrata.core.metrics`), which the
+        round places into its family's ``RoundMetrics`` field, or None.
         """
         ...
 

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +24,7 @@ from fedstrata.algorithms.server import ServerOptimizer
 from fedstrata.coordinator.cadence import evaluation_due
 from fedstrata.coordinator.events import RoundOutcome
 from fedstrata.core.context import RoundContext, derive_rng
+from fedstrata.core.metrics import AnyStats, CodecStats
 from fedstrata.core.params import FloatVector, ParamSpec
 from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
@@ -39,10 +40,9 @@ __all__ = [
     "Evaluation",
     "ServerStep",
     "apply_server_halves",
-    "client_extras",
     "client_legs",
     "client_weight",
-    "codec_extras",
+    "codec_stats",
     "dense_bytes",
     "dropped_out",
     "emit_round",
@@ -268,13 +268,17 @@ def finish_round(
     planner: ClientPlanner | None,
     reports: Sequence[ClientReport],
 ) -> RoundMetrics:
-    """``metrics`` with the planner's and the hooks' figures (after the server step)."""
-    extras = dict(metrics.extras)
+    """``metrics`` with the planner's and the hooks' typed records (after the server step).
+
+    Raises:
+        DataError: two hooks returned records of one family.
+    """
+    records: list[AnyStats | None] = []
     if planner is not None:
-        extras.update(planner.observe(outcome.round_idx, reports, metrics.sim_round_s))
+        records.append(planner.observe(outcome.round_idx, reports, metrics.sim_round_s))
     for hook in hooks:
-        extras.update(hook.finish(outcome.round_idx, len(outcome.accepted), metrics.loss))
-    return replace(metrics, extras=extras)
+        records.append(hook.finish(outcome.round_idx, len(outcome.accepted), metrics.loss))
+    return metrics.with_stats(*records)
 
 
 def emit_round(
@@ -294,20 +298,24 @@ def emit_round(
         on_round(metrics)
 
 
-def client_extras(client_means: Mapping[str, float]) -> dict[str, float]:
-    """Figures the clients report beside their loss (seconds spent encoding)."""
-    return {"client_encode_s": client_means["encode_s"]} if "encode_s" in client_means else {}
-
-
-def codec_extras(
-    *, uploads: int, size: int, bytes_up: int, bytes_down: int, receivers: int, decode_s: float
-) -> dict[str, float]:
-    """Codec figures of a round: uplink ratio against dense, bytes per client."""
+def codec_stats(
+    *,
+    uploads: int,
+    size: int,
+    bytes_up: int,
+    bytes_down: int,
+    receivers: int,
+    decode_s: float,
+    client_means: Mapping[str, float],
+) -> CodecStats:
+    """Codec figures of a round: uplink ratio against dense, bytes per client, and the
+    clients' mean encoding seconds when they report it (``encode_s``)."""
     done = max(uploads, 1)
     dense = done * dense_bytes(size)
-    return {
-        "uplink_ratio": dense / bytes_up if bytes_up else 1.0,
-        "uplink_bytes_per_client": bytes_up / done,
-        "downlink_bytes_per_client": bytes_down / max(receivers, 1),
-        "server_decode_s": decode_s,
-    }
+    return CodecStats(
+        uplink_ratio=dense / bytes_up if bytes_up else 1.0,
+        uplink_bytes_per_client=bytes_up / done,
+        downlink_bytes_per_client=bytes_down / max(receivers, 1),
+        server_decode_s=decode_s,
+        client_encode_s=client_means.get("encode_s"),
+    )

@@ -16,7 +16,8 @@ for :mod:`fedstrata.scheduling`. Each round it
    device, so it reads the simulator's *true* profiles; the allocation never does;
 3. learns from the round's reports: predictor update, registry write-back (one
    ``round_history`` row per cohort member per round), selector feedback (Oort), and
-   ``RoundMetrics.extras``: utilization, idle time, throughput, predictor error.
+   ``RoundMetrics.schedule`` (a ``ScheduleStats``): utilization, idle time,
+   throughput, predictor error.
 
 :class:`ScheduledSelector` adapts a :class:`fedstrata.scheduling.Selector` (uniform or
 Oort, Lai et al., OSDI 2021) to the coordinator: it skips devices predicted unable to
@@ -30,13 +31,14 @@ a simulation from a registry, warming the predictor from its history.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.core.metrics import ScheduleStats
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, DataError
 from fedstrata.scheduling import (
@@ -51,7 +53,6 @@ from fedstrata.scheduling import (
     allocate_work,
     link_seconds,
     overselect,
-    predictor_extras,
     round_utilization,
 )
 from fedstrata.sim.hooks import ClientReport
@@ -268,25 +269,29 @@ class ScheduledPlanner:
 
     def observe(
         self, round_idx: int, reports: Sequence[ClientReport], round_s: float
-    ) -> Mapping[str, float]:
-        """Learn from the round and return its ``RoundMetrics.extras``."""
+    ) -> ScheduleStats | None:
+        """Learn from the round and return its ``RoundMetrics.schedule``."""
         plan = self._round
         if plan is None or plan.cohort.size == 0:
-            return {}
+            return None
         by_id = {r.client_id: r for r in reports}
         rows = [by_id.get(int(c)) for c in plan.cohort]
         status = self._status(plan, rows)
         done = np.array([r.examples if r else 0 for r in rows], dtype=np.int64)
         done = np.where(status <= WorkStatus.PARTIAL, done, 0)
         compute = np.array([r.compute_s if r else np.nan for r in rows])
-        extras = self._extras(plan, rows, status, done, round_s)
+        stats = self._stats(plan, rows, status, done, round_s)
         ok = (status <= WorkStatus.PARTIAL) & (done > 0)
         if ok.any():
             err = self.predictor.observe(plan.cohort[ok], done[ok], compute[ok])
-            extras.update(predictor_extras(err))
+            stats = replace(
+                stats,
+                predictor_mape_last=err.last_mape,
+                predictor_mape_cumulative=err.cumulative_mape,
+            )
         self._write_back(round_idx, plan, status, done, np.where(ok, compute, np.nan))
         self._feedback(round_idx, plan, rows, done)
-        return extras
+        return stats
 
     @staticmethod
     def _status(plan: _RoundPlan, rows: list[ClientReport | None]) -> NDArray[np.int8]:
@@ -300,26 +305,27 @@ class ScheduledPlanner:
                 codes.append(WorkStatus.COMPLETED if p >= a else WorkStatus.PARTIAL)
         return np.array(codes, dtype=np.int8)
 
-    def _extras(
+    def _stats(
         self,
         plan: _RoundPlan,
         rows: list[ClientReport | None],
         status: NDArray[np.int8],
         done: I64,
         round_s: float,
-    ) -> dict[str, float]:
+    ) -> ScheduleStats:
         total = np.array([r.down_s + r.compute_s + r.up_s if r else 0.0 for r in rows])
         busy = np.where(status == WorkStatus.DROPPED, round_s, np.minimum(total, round_s))
         busy = np.where(status == WorkStatus.FAILED, 0.0, busy)
         useful = np.where(status <= WorkStatus.PARTIAL, busy, 0.0)
         span = max(round_s, 1e-12)
-        extras = round_utilization(busy, span, done).as_extras()
-        extras["sched_useful_utilization"] = float(np.mean(useful / span))
-        extras["sched_partial"] = float(np.sum(status == WorkStatus.PARTIAL))
-        extras["sched_dropped"] = float(np.sum(status == WorkStatus.DROPPED))
-        extras["sched_target_s"] = plan.target_s
-        extras["sched_mean_steps"] = float(plan.planned.mean())
-        return extras
+        return ScheduleStats(
+            **asdict(round_utilization(busy, span, done)),
+            useful_utilization=float(np.mean(useful / span)),
+            partial=int(np.sum(status == WorkStatus.PARTIAL)),
+            dropped=int(np.sum(status == WorkStatus.DROPPED)),
+            target_s=plan.target_s,
+            mean_steps=float(plan.planned.mean()),
+        )
 
     def _write_back(
         self, round_idx: int, plan: _RoundPlan, status: NDArray[np.int8], done: I64, actual: F64

@@ -31,15 +31,15 @@ walk, one event at a time.
   surviving clients is the round's aggregate. The center's and the edges' outer
   compute delay the round's end.
 
-The round's protocol figures (:meth:`~fedstrata.secagg.TreeSecAggCost.extras`,
-dropouts, sit-outs) go to the round's metrics (:meth:`SecureRound.extras`).
+The round's protocol figures (:meth:`~fedstrata.secagg.TreeSecAggCost.stats`,
+dropouts, sit-outs) go to the round's ``secagg_tree`` record (:meth:`SecureRound.stats`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +47,7 @@ import numpy as np
 from fedstrata.aggregation import MeanState
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.coordinator.topology import Tier, TopologyNode
+from fedstrata.core.metrics import SecAggTreeStats
 from fedstrata.core.params import FloatVector
 from fedstrata.errors import AggregationError, ConfigError, SecAggError
 from fedstrata.pipeline.stage import Codec, Pipeline
@@ -263,29 +264,36 @@ class SecureRound:
         edges_s = [c.online_s for c in client_costs(outer.meter.stats())] if outer else [0.0]
         return self.aggregate.cost.center.online_s + max(edges_s)
 
-    def extras(self) -> dict[str, float]:
-        """The round's protocol figures for its metrics (empty before a round)."""
+    def stats(self) -> SecAggTreeStats | None:
+        """The round's ``RoundMetrics.secagg_tree`` record (None before a round)."""
         if self.round_idx < 0:
-            return {}
-        out = {
-            "secagg_tree_clusters": float(len(self.rnd.edges) if self.rnd else 0),
-            "secagg_tree_outer_dropouts": float(len(self.outer_dropouts)),
-            "secagg_tree_sat_out": float(self.sat_out),
-            "secagg_tree_lost_clients": float(len(self.lost)),
-            "secagg_tree_unmask_bytes_up": float(self.unmask_bytes_up),
-            "secagg_tree_outer_bytes_up": float(self.outer_bytes_up),
-        }
-        if self.withheld:
-            out["secagg_withheld"] = 1.0
-        if self.aggregate is not None:
-            out |= self.aggregate.cost.extras()
-            out["secagg_tree_survivors"] = float(
-                sum(len(s) for s in self.aggregate.survivors.values())
-            )
-            out["secagg_tree_weights_capped"] = float(self.aggregate.weights_capped)
-        elif self.rnd is not None:
-            out["secagg_tree_wall_s"] = self.rnd.wall_s
-        return out
+            return None
+        counts = SecAggTreeStats(
+            clusters=len(self.rnd.edges) if self.rnd else 0,
+            outer_dropouts=len(self.outer_dropouts),
+            sat_out=self.sat_out,
+            lost_clients=len(self.lost),
+            unmask_bytes_up=self.unmask_bytes_up,
+            outer_bytes_up=self.outer_bytes_up,
+            withheld=int(self.withheld),
+        )
+        if self.aggregate is None:
+            lost = int(self.rnd is not None and not self.withheld)
+            wall = None if self.rnd is None else self.rnd.wall_s
+            return replace(counts, lost=lost, wall_s=wall)
+        return replace(
+            self.aggregate.cost.stats(),
+            clusters=counts.clusters,
+            outer_dropouts=counts.outer_dropouts,
+            sat_out=counts.sat_out,
+            lost_clients=counts.lost_clients,
+            unmask_bytes_up=counts.unmask_bytes_up,
+            outer_bytes_up=counts.outer_bytes_up,
+            survivors=sum(len(s) for s in self.aggregate.survivors.values()),
+            weights_capped=self.aggregate.weights_capped,
+            withheld=0,
+            lost=0,
+        )
 
 
 def secure_round(

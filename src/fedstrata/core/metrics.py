@@ -1,0 +1,425 @@
+"""Typed per-round statistics: what a feature recorded in a round, as fields.
+
+Each feature that reports figures in a round returns one frozen record of its family:
+
+==================  =====================  ==========================================
+record              ``RoundMetrics`` field producer
+==================  =====================  ==========================================
+:class:`CodecStats`      ``codec``         the round's intake (uplink/downlink codecs)
+:class:`PrivacySpent`    ``privacy``       the central-DP round hook (accountant)
+:class:`ScheduleStats`   ``schedule``      the work-allocating client planner
+:class:`TierStats`       ``tiers``         the tree driver (per-tier ingress)
+:class:`AsyncStats`      ``fedbuff``       the FedBuff driver (staleness, in flight)
+:class:`SecAggStats`     ``secagg``        the secure-aggregation round hook
+:class:`SecAggTreeStats` ``secagg_tree``   the two-tier secure aggregation of a tree
+==================  =====================  ==========================================
+
+Records validate at construction and raise :class:`~fedstrata.errors.DataError`
+naming the record, the field, the value and the rule: an ``int`` field holds a
+non-negative int, a ``float`` field a float that is NaN (not measurable, e.g. the
+utilization of a round without devices) or finite and, unless the record lists it in
+``SIGNED``, non-negative. Optional fields (default ``None``) may be absent.
+
+Run directories written before these records stored the same figures as named floats
+in ``RoundMetrics.extras``; :func:`records_from_extras` maps those keys back (each
+record's :meth:`~StatsRecord.legacy_keys`), so an old run directory loads typed.
+``extras`` now holds only a task's own metrics (``test_<name>``, free-form by design).
+
+This module is NumPy-free and sits in ``core`` so that every producer (privacy,
+secure aggregation, scheduling, the simulator) can build its record.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
+from typing import ClassVar, TypeAlias
+
+from fedstrata.errors import DataError
+
+__all__ = [
+    "STATS_RECORDS",
+    "AnyStats",
+    "AsyncStats",
+    "CodecStats",
+    "PrivacySpent",
+    "ScheduleStats",
+    "SecAggStats",
+    "SecAggTreeStats",
+    "StatsRecord",
+    "TierStats",
+    "record_from_dict",
+    "records_from_extras",
+]
+
+
+@dataclass(frozen=True)
+class StatsRecord:
+    """Base of the typed records: validation, plain-dict form, legacy ``extras`` keys.
+
+    Subclasses set ``FAMILY`` (their ``RoundMetrics`` field), ``INTS`` (int fields),
+    ``SIGNED`` (float fields that may be negative), ``PREFIX`` and ``LEGACY`` (the key
+    a field had in ``extras``: ``LEGACY.get(name, PREFIX + name)``).
+    """
+
+    FAMILY: ClassVar[str] = ""
+    INTS: ClassVar[frozenset[str]] = frozenset()
+    SIGNED: ClassVar[frozenset[str]] = frozenset()
+    PREFIX: ClassVar[str] = ""
+    LEGACY: ClassVar[Mapping[str, str]] = {}
+
+    def __post_init__(self) -> None:
+        """Validate every field (ints stay ints, floats become floats).
+
+        Raises:
+            DataError: a field breaks its rule; the message names it, its value and rule.
+        """
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue
+            object.__setattr__(self, f.name, self._checked(f.name, value))
+
+    def _checked(self, name: str, value: object) -> int | float:
+        where = f"{type(self).__name__}.{name}={value!r} is invalid"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            kind = "an int" if name in self.INTS else "a float"
+            raise DataError(f"{where}: must be {kind}")
+        if name in self.INTS:
+            if not isinstance(value, int) and not float(value).is_integer():
+                raise DataError(f"{where}: must be an int")
+            if value < 0:
+                raise DataError(f"{where}: must be >= 0")
+            return int(value)
+        number = float(value)
+        if math.isinf(number):
+            raise DataError(f"{where}: must be finite (or NaN: not measurable)")
+        if number < 0 and name not in self.SIGNED:
+            raise DataError(f"{where}: must be >= 0")
+        return number
+
+    def as_dict(self) -> dict[str, int | float]:
+        """The present fields by name (``None`` fields left out), for storage."""
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+    @classmethod
+    def legacy_keys(cls) -> dict[str, str]:
+        """Field name -> the ``RoundMetrics.extras`` key it had before typed records."""
+        return {f.name: cls.LEGACY.get(f.name, cls.PREFIX + f.name) for f in fields(cls)}
+
+
+@dataclass(frozen=True)
+class CodecStats(StatsRecord):
+    """What the update codecs did in a round.
+
+    Attributes:
+        uplink_ratio: dense float32 bytes of the uploads over the bytes sent (1 = dense).
+        uplink_bytes_per_client: mean bytes one upload took.
+        downlink_bytes_per_client: mean bytes one client downloaded.
+        server_decode_s: wall seconds the server spent decoding (None: not measured).
+        client_encode_s: mean wall seconds a client spent encoding (None: not reported).
+        payload_ratio: the codec's own ratio, without a protocol's key and share
+            messages (None: no such messages).
+        protocol_sim_s: simulated seconds a protocol (secure aggregation) added after
+            the uploads (None: none).
+    """
+
+    FAMILY: ClassVar[str] = "codec"
+
+    uplink_ratio: float
+    uplink_bytes_per_client: float
+    downlink_bytes_per_client: float
+    server_decode_s: float | None = None
+    client_encode_s: float | None = None
+    payload_ratio: float | None = None
+    protocol_sim_s: float | None = None
+
+
+@dataclass(frozen=True)
+class PrivacySpent(StatsRecord):
+    """The central-DP budget after a round, from the accountant.
+
+    Attributes:
+        epsilon_spent: ε spent so far (at the run's δ).
+        epsilon_remaining: the budget's ε minus ``epsilon_spent`` (may round below 0).
+        noise_multiplier: the round's σ / clip norm.
+        sampling_rate: the round's Poisson sampling rate q.
+        stage: the staged allocator's stage.
+        server_clipped: updates the server clipped after decoding (None: no server clip).
+        decoded_norm_max: largest update norm as decoded (with a server clip).
+        folded_norm_max: largest update norm as folded, <= the clip norm.
+        share_std: distributed DP: each client's noise share std, in ring units.
+    """
+
+    FAMILY: ClassVar[str] = "privacy"
+    INTS: ClassVar[frozenset[str]] = frozenset({"stage", "server_clipped"})
+    SIGNED: ClassVar[frozenset[str]] = frozenset({"epsilon_remaining"})
+    LEGACY: ClassVar[Mapping[str, str]] = {
+        "stage": "dp_stage",
+        "server_clipped": "dp_server_clipped",
+        "decoded_norm_max": "dp_decoded_norm_max",
+        "folded_norm_max": "dp_folded_norm_max",
+        "share_std": "dp_share_std",
+    }
+
+    epsilon_spent: float
+    epsilon_remaining: float
+    noise_multiplier: float
+    sampling_rate: float
+    stage: int = 0
+    server_clipped: int | None = None
+    decoded_norm_max: float | None = None
+    folded_norm_max: float | None = None
+    share_std: float | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleStats(StatsRecord):
+    """How the work-allocating scheduler used the devices in a round.
+
+    Attributes:
+        mean_utilization: mean busy / round time over devices (NaN: no devices).
+        min_utilization: the least-used device's utilization.
+        mean_idle_s: mean seconds a device waited for the round to end.
+        total_idle_s: device-seconds spent idle.
+        throughput_eps: examples trained per simulated second.
+        devices: devices counted.
+        useful_utilization: mean share of the round spent on work that was folded.
+        partial: clients that returned partial work.
+        dropped: clients whose work was dropped.
+        target_s: the round's planned duration.
+        mean_steps: mean local steps planned.
+        predictor_mape_last: the time predictor's MAPE this round (None: not yet).
+        predictor_mape_cumulative: its MAPE over the run so far.
+    """
+
+    FAMILY: ClassVar[str] = "schedule"
+    INTS: ClassVar[frozenset[str]] = frozenset({"devices", "partial", "dropped"})
+    PREFIX: ClassVar[str] = "sched_"
+    LEGACY: ClassVar[Mapping[str, str]] = {
+        "predictor_mape_last": "predictor_mape_last",
+        "predictor_mape_cumulative": "predictor_mape_cumulative",
+    }
+
+    mean_utilization: float
+    min_utilization: float
+    mean_idle_s: float
+    total_idle_s: float
+    throughput_eps: float
+    devices: int
+    useful_utilization: float
+    partial: int
+    dropped: int
+    target_s: float
+    mean_steps: float
+    predictor_mape_last: float | None = None
+    predictor_mape_cumulative: float | None = None
+
+
+@dataclass(frozen=True)
+class TierStats(StatsRecord):
+    """Bytes each tier of a tree received in a round, and the work below the center.
+
+    Attributes:
+        center_ingress_bytes: bytes into the center.
+        region_ingress_bytes: bytes into the regions.
+        edge_ingress_bytes: bytes into the edges.
+        edge_rounds: edge aggregation rounds run (κ per edge per round).
+        client_updates: client updates folded at the edges.
+    """
+
+    FAMILY: ClassVar[str] = "tiers"
+    INTS: ClassVar[frozenset[str]] = frozenset(
+        {"center_ingress_bytes", "region_ingress_bytes", "edge_ingress_bytes"}
+        | {"edge_rounds", "client_updates"}
+    )
+
+    center_ingress_bytes: int
+    region_ingress_bytes: int
+    edge_ingress_bytes: int
+    edge_rounds: int
+    client_updates: int
+
+
+@dataclass(frozen=True)
+class AsyncStats(StatsRecord):
+    """A FedBuff server step: staleness of the buffered updates and work in flight.
+
+    Attributes:
+        staleness_mean: mean model versions an update lagged.
+        staleness_max: largest lag.
+        in_flight: clients training when the step was taken.
+        throughput_eps: examples folded per simulated second since the last step.
+        last_client_s: the step's last-arriving client's download+compute+upload time.
+    """
+
+    FAMILY: ClassVar[str] = "fedbuff"
+    INTS: ClassVar[frozenset[str]] = frozenset({"in_flight"})
+    PREFIX: ClassVar[str] = "async_"
+    LEGACY: ClassVar[Mapping[str, str]] = {"throughput_eps": "sched_throughput_eps"}
+
+    staleness_mean: float
+    staleness_max: float
+    in_flight: int
+    throughput_eps: float
+    last_client_s: float
+
+
+@dataclass(frozen=True)
+class SecAggStats(StatsRecord):
+    """The secure-aggregation protocol's costs in a round (one flat instance).
+
+    Attributes:
+        protocol_s: wall seconds of the protocol, all parties.
+        server_s: the server's share.
+        client_s_mean: mean seconds a client spent.
+        client_online_s_max: longest a client had to stay online.
+        dropped: cohort members whose input was not in the sum.
+        bytes_up_per_client: protocol bytes a surviving client sent.
+        bytes_down_per_client: protocol bytes a surviving client received.
+        bandwidth_expansion: both ways' bytes over one plaintext update.
+        withheld: 1 when too few clients survived for the noise distributed DP
+            accounted, so the sum was not unmasked (a zero update); the cost fields
+            are then None.
+        lost: 1 when the protocol refused the round (too few survivors for its
+            threshold): the aggregate is lost and the model unchanged.
+    """
+
+    FAMILY: ClassVar[str] = "secagg"
+    INTS: ClassVar[frozenset[str]] = frozenset({"dropped", "withheld", "lost"})
+    PREFIX: ClassVar[str] = "secagg_"
+    LEGACY: ClassVar[Mapping[str, str]] = {"lost": "aggregate_lost"}
+
+    protocol_s: float | None = None
+    server_s: float | None = None
+    client_s_mean: float | None = None
+    client_online_s_max: float | None = None
+    dropped: int | None = None
+    bytes_up_per_client: float | None = None
+    bytes_down_per_client: float | None = None
+    bandwidth_expansion: float | None = None
+    withheld: int | None = None
+    lost: int | None = None
+
+
+@dataclass(frozen=True)
+class SecAggTreeStats(StatsRecord):
+    """Two-tier secure aggregation in a tree round: every party's cost, summarised.
+
+    Attributes:
+        wall_s: wall seconds this process spent in the protocol.
+        compute_s: every party's protocol compute, summed.
+        device_s_max: the slowest device's protocol seconds.
+        device_online_s_max: longest a device had to stay online.
+        edge_s_max: the slowest edge's protocol seconds.
+        center_s: the center's protocol seconds.
+        device_bytes_up_mean: mean protocol bytes a device sent.
+        edge_bytes_up_mean: mean protocol bytes an edge sent.
+        clusters: edges (or nodes) that ran the inner protocol.
+        survivors: clients in the secure sum.
+        outer_dropouts: clusters left out of the sum (failed, below threshold).
+        sat_out: clients alone in their cluster, left out of the round.
+        lost_clients: delivered updates that were not in the sum.
+        unmask_bytes_up: devices' unmasking-round bytes sent.
+        outer_bytes_up: edges' outer-protocol bytes sent.
+        weights_capped: clients whose weight was capped at the ring's maximum.
+        withheld: 1 when too few clients survived for the noise distributed DP
+            accounted, so the sum was not unmasked (a zero update).
+        lost: 1 when the protocol refused the round: the aggregate is lost.
+    """
+
+    FAMILY: ClassVar[str] = "secagg_tree"
+    PREFIX: ClassVar[str] = "secagg_tree_"
+    INTS: ClassVar[frozenset[str]] = frozenset(
+        {"clusters", "survivors", "outer_dropouts", "sat_out", "lost_clients"}
+        | {"unmask_bytes_up", "outer_bytes_up", "weights_capped", "withheld", "lost"}
+    )
+
+    wall_s: float | None = None
+    compute_s: float | None = None
+    device_s_max: float | None = None
+    device_online_s_max: float | None = None
+    edge_s_max: float | None = None
+    center_s: float | None = None
+    device_bytes_up_mean: float | None = None
+    edge_bytes_up_mean: float | None = None
+    clusters: int | None = None
+    survivors: int | None = None
+    outer_dropouts: int | None = None
+    sat_out: int | None = None
+    lost_clients: int | None = None
+    unmask_bytes_up: int | None = None
+    outer_bytes_up: int | None = None
+    weights_capped: int | None = None
+    withheld: int | None = None
+    lost: int | None = None
+
+
+AnyStats: TypeAlias = (
+    CodecStats
+    | PrivacySpent
+    | ScheduleStats
+    | TierStats
+    | AsyncStats
+    | SecAggStats
+    | SecAggTreeStats
+)
+STATS_RECORDS: tuple[type[StatsRecord], ...] = (
+    CodecStats,
+    PrivacySpent,
+    ScheduleStats,
+    TierStats,
+    AsyncStats,
+    SecAggStats,
+    SecAggTreeStats,
+)
+_BY_FAMILY: dict[str, type[StatsRecord]] = {cls.FAMILY: cls for cls in STATS_RECORDS}
+
+
+def record_from_dict(family: str, values: Mapping[str, object]) -> StatsRecord:
+    """The record of ``family`` from its :meth:`~StatsRecord.as_dict` form.
+
+    Raises:
+        DataError: unknown family, unknown or missing fields, or invalid values.
+    """
+    cls = _BY_FAMILY.get(family)
+    if cls is None:
+        raise DataError(f"unknown statistics family {family!r}; known: {sorted(_BY_FAMILY)}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise DataError(f"{cls.__name__}: unknown fields {unknown}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise DataError(f"{cls.__name__}: {exc}") from exc
+
+
+def records_from_extras(
+    extras: Mapping[str, float],
+) -> tuple[dict[str, StatsRecord], dict[str, float]]:
+    """Typed records recovered from a pre-typed ``extras`` mapping, and what is left.
+
+    A family is recovered when every required field's legacy key (and at least one of
+    its keys) is present; its keys
+    are then removed from the remainder (a key two families share, such as
+    ``sched_throughput_eps``, goes to each family that is complete). Keys no family
+    claims (a task's ``test_<name>`` metrics) stay.
+
+    Raises:
+        DataError: a complete family's values are invalid.
+    """
+    found: dict[str, StatsRecord] = {}
+    used: set[str] = set()
+    for cls in STATS_RECORDS:
+        keys = cls.legacy_keys()
+        required = [f.name for f in fields(cls) if f.default is MISSING]
+        if not all(keys[name] in extras for name in required):
+            continue
+        values = {name: extras[key] for name, key in keys.items() if key in extras}
+        if not values:  # a family of optional fields only: none of its keys is there
+            continue
+        found[cls.FAMILY] = cls(**values)
+        used.update(keys[name] for name in values)
+    return found, {k: v for k, v in extras.items() if k not in used}
