@@ -46,7 +46,7 @@ def test_hook_charges_every_round_and_stops_when_the_budget_is_spent() -> None:
     for r in range(2):
         hook.start(r)
         assert hook.aggregate(mean, 5, RoundContext(r, 0)) is mean
-        spent.append(hook.finish(r, 5, None)["epsilon_spent"])
+        spent.append(hook.finish(r, 5, None).epsilon_spent)
     assert spent[0] < spent[1] <= 2.0
     with pytest.raises(PrivacyBudgetExhausted):
         hook.start(2)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from fedstrata.compress import randk_support
 from fedstrata.core.context import RoundContext
+from fedstrata.core.metrics import SecAggStats
 from fedstrata.core.state import MemoryStateStore
 from fedstrata.errors import ConfigError
 from fedstrata.privacy.distributed import NoiseShares
@@ -143,5 +144,5 @@ def test_too_few_survivors_release_nothing(caplog) -> None:
         state = agg.accumulate_payload(state, codec, payload, 1.0, client_id=i)
     np.testing.assert_array_equal(agg.finalize(state), 0.0)
     assert agg.last_stats is None
-    assert agg.finish(0, 2, None) == {"secagg_withheld": 1.0}
+    assert agg.finish(0, 2, None) == SecAggStats(withheld=1)
     assert "not unmasked" in caplog.text
