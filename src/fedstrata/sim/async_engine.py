@@ -49,15 +49,12 @@ from typing import Any
 import numpy as np
 
 from fedstrata.algorithms.server import ServerOptimizer
-from fedstrata.coordinator.cadence import evaluation_due
 from fedstrata.coordinator.summary import describe_losses
 from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import RoundContext, derive_seed
-from fedstrata.core.metrics import AsyncStats, CodecStats
+from fedstrata.core.metrics import AsyncStats
 from fedstrata.core.params import FloatVector
-from fedstrata.core.payload import HEADER_SIZE, Payload
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
-from fedstrata.core.update import validate_vector
 from fedstrata.errors import ConfigError, FedstrataError
 from fedstrata.monitoring import RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
@@ -66,9 +63,19 @@ from fedstrata.sim.engine import SimulationResult
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.hooks import Broadcaster, DenseBroadcast
-from fedstrata.sim.intake import dropped_out
+from fedstrata.sim.intake import (
+    client_legs,
+    client_weight,
+    codec_stats,
+    decode_result,
+    dropped_out,
+    emit_events,
+    evaluate_round,
+    result_problem,
+    upload_bytes,
+)
 from fedstrata.sim.profiles import ProfileTable
-from fedstrata.sim.tasks import ClientTask
+from fedstrata.sim.tasks import ClientTask, TaskResult
 
 __all__ = ["AsyncSettings", "AsyncSimulation"]
 
@@ -115,13 +122,13 @@ class _Dispatch:
     examples: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Result:
-    delta: FloatVector | None
-    weight: float
-    loss: float | None
+    """A trained client: its result (vector copied out of shared memory; no update
+    kept when it failed) and why it cannot be used, or None."""
+
+    res: TaskResult
     problem: str | None
-    payload: Payload | None = None
 
 
 @dataclass
@@ -141,6 +148,8 @@ class _Window:
     bytes_down: int = 0
     uploads: int = 0
     dispatched: int = 0
+    decode_s: float = 0.0
+    encode_s: list[float] = field(default_factory=list)
     last: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
@@ -174,7 +183,6 @@ class AsyncSimulation:
                 "AsyncSimulation: pipeline stages with a server half (e.g. central DP) "
                 "do not apply to buffered asynchronous steps; use a codec only"
             )
-        self._model_bytes = HEADER_SIZE + 4 * self.trainer.spec.size
         self._bc: Broadcaster = self.broadcast or DenseBroadcast(self.trainer.spec.size)
         self._heap: list[tuple[float, int, int, int]] = []
         self._flight: dict[int, _Dispatch] = {}
@@ -215,7 +223,8 @@ class AsyncSimulation:
                 result.rounds.append(metrics)
                 result.params = params
                 self._federated_eval(params, metrics.round_idx)
-                self._emit(metrics)
+                failed, on_update = window.failures, self.on_update
+                emit_events(metrics.round_idx, failed, metrics, self.sinks, on_update)
                 self._log_losses(window)
                 window = _Window(self.clock.now(), time.perf_counter())
             self._dispatch(window)
@@ -253,7 +262,7 @@ class AsyncSimulation:
         cid = self._pick()
         examples = self.settings.plan.num_samples(int(self.client_sizes[cid]))
         down_bytes = self._bc.download_bytes(cid)
-        legs = self._timing(cid, examples, down_bytes, self._model_bytes)
+        legs = self._legs(cid, down_bytes, upload_bytes(TaskResult(-1, cid), self._size))
         now = self.clock.now()
         d = _Dispatch(self._seq, cid, self.server.version, now, legs, examples)
         self._seq += 1
@@ -266,15 +275,15 @@ class AsyncSimulation:
         window.bytes_down += down_bytes
         window.dispatched += 1
 
-    def _timing(
-        self, cid: int, examples: int, down_bytes: int, up_bytes: int
-    ) -> tuple[float, float, float]:
-        fpe = self.trainer.flops_per_example
-        legs = self.profiles.legs_s(
-            np.array([cid]), np.array([examples]), fpe, down_bytes, up_bytes
-        )
-        down, compute, up = (float(leg[0]) for leg in legs)
-        return down, compute, up
+    @property
+    def _size(self) -> int:
+        return self.trainer.spec.size
+
+    def _legs(self, cid: int, down_bytes: int, up_bytes: int) -> tuple[float, float, float]:
+        return client_legs(
+            self.profiles, self.client_sizes, self.trainer.flops_per_example,
+            cid=cid, plan=self.settings.plan, down_bytes=down_bytes, up_bytes=up_bytes,
+        )  # fmt: skip
 
     def _upload(self, cid: int, params: FloatVector) -> None:
         """Client ``cid`` finished computing: schedule its arrival after the upload of
@@ -282,9 +291,7 @@ class AsyncSimulation:
         d = self._flight[cid]
         if d.seq not in self._done:
             self._train_pending(params)
-        res = self._done[d.seq]
-        up_bytes = self._model_bytes if res.payload is None else res.payload.nbytes
-        legs = self._timing(cid, d.examples, 0, up_bytes)
+        legs = self._legs(cid, 0, upload_bytes(self._done[d.seq].res, self._size))
         d = replace(d, legs=(d.legs[0], d.legs[1], legs[2]))
         self._flight[cid] = d
         heapq.heappush(self._heap, (self.clock.now() + legs[2], d.seq, cid, _ARRIVED))
@@ -297,31 +304,17 @@ class AsyncSimulation:
         tasks = [
             ClientTask(i, d.client_id, d.seq, self.settings.plan) for i, d in enumerate(batch)
         ]
+        s = self.settings
         for res in self.executor.run(self._bc.model_for_clients(params), tasks):
-            d = batch[res.index]
-            s = self.settings
-            problem = res.error or dropped_out(s.dropout_rate, s.root_seed, d.seq, d.client_id)
-            if problem is None and res.vector is not None:
-                try:
-                    validate_vector(res.client_id, res.vector, self.trainer.spec)
-                except FedstrataError as exc:
-                    problem = str(exc)
-            delta = None if problem is not None or res.vector is None else res.vector.copy()
-            payload = None if problem is not None else res.payload
-            if problem is None and delta is None and payload is None:
-                problem = "no update (neither a dense vector nor a payload)"
-            loss = res.metrics.get("train_loss")
-            weight = float(res.num_examples)
-            self._done[d.seq] = _Result(delta, weight, loss, problem, payload)
-
-    def _decoded(self, res: _Result) -> tuple[FloatVector | None, str | None]:
-        """The dense update of a result (decoding its payload), or why there is none."""
-        if res.payload is None or self.pipeline is None:
-            return res.delta, res.problem
-        try:
-            return self.pipeline.codec.decode(res.payload), None
-        except FedstrataError as exc:  # a malformed payload drops the client only
-            return None, str(exc)
+            seq = batch[res.index].seq  # a dispatch's seq is its dropout draw's "round"
+            problem = result_problem(res, self.trainer.spec) or dropped_out(
+                s.dropout_rate, s.root_seed, seq, res.client_id
+            )
+            if problem is not None:  # no update kept; it reports a dense-sized upload
+                res = replace(res, vector=None, payload=None)
+            elif res.vector is not None:
+                res = replace(res, vector=res.vector.copy())
+            self._done[seq] = _Result(res, problem)
 
     # --------------------------------------------------------------- arrivals
 
@@ -330,37 +323,50 @@ class AsyncSimulation:
         d = self._flight.pop(cid)
         if d.seq not in self._done:
             self._train_pending(params)
-        res = self._done.pop(d.seq)
+        done = self._done.pop(d.seq)
+        res, problem, delta = done.res, done.problem, None
         w.arrivals += 1
-        if res.problem is None:
-            w.bytes_up += self._model_bytes if res.payload is None else res.payload.nbytes
+        if problem is None:
+            w.bytes_up += upload_bytes(res, self._size)
             w.uploads += 1
-        delta, problem = self._decoded(res)
-        if problem is not None or delta is None or not res.weight > 0:
-            log.info("client %d failed: %s", d.client_id, problem)
+            delta, problem = self._decoded(res, w)
+        weight = client_weight(res, "examples")
+        if delta is None or not weight > 0:
+            reason = problem or f"no usable update (weight {weight:g})"
+            log.info("client %d failed: %s", d.client_id, reason)
             w.failed += 1
-            w.failures.append((d.client_id, problem or "no usable update"))
+            w.failures.append((d.client_id, reason))
             return None
-        decision = self.server.receive(d.client_id, delta, d.version, res.weight)
+        decision = self.server.receive(d.client_id, delta, d.version, weight)
         if isinstance(decision, Rejected):
             w.stale += 1
             return decision
         w.taus.append(decision.staleness)
         w.examples += d.examples
         w.last = d.legs
-        if res.loss is not None:
-            w.losses.append(res.loss)
+        for key, values in (("train_loss", w.losses), ("encode_s", w.encode_s)):
+            if key in res.metrics:
+                values.append(res.metrics[key])
         return decision
+
+    def _decoded(self, res: TaskResult, w: _Window) -> tuple[FloatVector | None, str | None]:
+        """The dense update of a usable result, or why there is none (a malformed
+        payload drops that client only)."""
+        try:
+            delta, seconds = decode_result(res, self.pipeline)
+        except FedstrataError as exc:
+            return None, str(exc)
+        w.decode_s += seconds
+        return delta, None
 
     # ---------------------------------------------------------------- metrics
 
     def _metrics(self, decision: Applied, params: FloatVector, w: _Window) -> RoundMetrics:
-        idx = decision.new_version - 1
-        acc = loss = None
-        last = decision.new_version >= self.settings.server_updates
-        if self.test_data is not None and evaluation_due(idx, self.settings.eval_every, last=last):
-            ev = self.trainer.evaluate(params, self.test_data)
-            acc, loss = ev.accuracy, ev.loss
+        idx, s = decision.new_version - 1, self.settings
+        ev = evaluate_round(
+            self.trainer, self.test_data, params, idx,
+            rounds=s.server_updates, eval_every=s.eval_every,
+        )  # fmt: skip
         now = self.clock.now()
         span = now - w.start_s
         taus = np.asarray(w.taus, dtype=np.float64)
@@ -371,15 +377,15 @@ class AsyncSimulation:
             throughput_eps=w.examples / span if span > 0 else 0.0,
             last_client_s=float(sum(w.last)),
         )
-        codec = CodecStats(
-            uplink_ratio=w.uploads * self._model_bytes / w.bytes_up if w.bytes_up else 1.0,
-            uplink_bytes_per_client=w.bytes_up / max(w.uploads, 1),
-            downlink_bytes_per_client=w.bytes_down / max(w.dispatched, 1),
-        )
+        client_means = {"encode_s": float(np.mean(w.encode_s))} if w.encode_s else {}
+        codec = codec_stats(
+            uploads=w.uploads, size=self._size, bytes_up=w.bytes_up, bytes_down=w.bytes_down,
+            receivers=w.dispatched, decode_s=w.decode_s, client_means=client_means,
+        )  # fmt: skip
         return RoundMetrics(
             round_idx=idx,
-            accuracy=acc,
-            loss=loss,
+            accuracy=ev.accuracy,
+            loss=ev.loss,
             train_loss=float(np.mean(w.losses)) if w.losses else None,
             clients_selected=w.arrivals,
             clients_completed=len(w.taus),
@@ -393,12 +399,7 @@ class AsyncSimulation:
             compute_s=0.0,  # no critical path: clients overlap server steps
             downlink_s=0.0,
             uplink_s=0.0,
+            extras=ev.extras or {},
             codec=codec,
             fedbuff=fedbuff,
         )
-
-    def _emit(self, metrics: RoundMetrics) -> None:
-        for sink in self.sinks:
-            sink.emit(metrics)
-        if self.on_update is not None:
-            self.on_update(metrics)

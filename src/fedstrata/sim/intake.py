@@ -26,7 +26,7 @@ from fedstrata.coordinator.events import RoundOutcome
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.metrics import AnyStats, CodecStats
 from fedstrata.core.params import FloatVector, ParamSpec
-from fedstrata.core.payload import HEADER_SIZE
+from fedstrata.core.payload import HEADER_SIZE, Payload
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.core.update import validate_vector
 from fedstrata.errors import FedstrataError, PrivacyBudgetExhausted, SecAggError
@@ -43,8 +43,10 @@ __all__ = [
     "client_legs",
     "client_weight",
     "codec_stats",
+    "decode_result",
     "dense_bytes",
     "dropped_out",
+    "emit_events",
     "emit_round",
     "evaluate_round",
     "finish_round",
@@ -113,13 +115,35 @@ def fold_result(
     if res.vector is not None:
         state = aggregator.accumulate(state, res.vector, weight, client_id=cid, metrics=metrics)
         return state, 0.0
-    if pipeline is None or res.payload is None:
-        raise FedstrataError(f"client {cid} sent a payload but the run has no pipeline")
+    payload, pipe = _encoded(res, pipeline)
     start = time.perf_counter()
     state = aggregator.accumulate_payload(
-        state, pipeline.codec, res.payload, weight, client_id=cid, metrics=metrics
+        state, pipe.codec, payload, weight, client_id=cid, metrics=metrics
     )
     return state, time.perf_counter() - start
+
+
+def decode_result(res: TaskResult, pipeline: Pipeline | None) -> tuple[FloatVector, float]:
+    """The dense update of one usable result (its vector, or its payload decoded) and
+    the decode seconds: :func:`fold_result` for a fold target that takes dense vectors
+    (FedBuff's staleness-weighted buffer).
+
+    Raises:
+        FedstrataError: a malformed payload, or a payload without a pipeline.
+    """
+    if res.vector is not None:
+        return res.vector, 0.0
+    payload, pipe = _encoded(res, pipeline)
+    start = time.perf_counter()
+    vector = pipe.codec.decode(payload)
+    return vector, time.perf_counter() - start
+
+
+def _encoded(res: TaskResult, pipeline: Pipeline | None) -> tuple[Payload, Pipeline]:
+    """``res``'s payload and the pipeline that decodes it."""
+    if pipeline is None or res.payload is None:
+        raise FedstrataError(f"client {res.client_id} sent a payload but the run has no pipeline")
+    return res.payload, pipeline
 
 
 def client_legs(
@@ -288,8 +312,20 @@ def emit_round(
     on_round: Callable[[RoundMetrics], None] | None,
 ) -> None:
     """Send the round's client failures and metrics to the sinks and the callback."""
-    for cid, reason in outcome.failed:
-        failure = ClientFailure(outcome.round_idx, cid, reason)
+    emit_events(outcome.round_idx, outcome.failed, metrics, sinks, on_round)
+
+
+def emit_events(
+    round_idx: int,
+    failed: Sequence[tuple[int, str]],
+    metrics: RoundMetrics,
+    sinks: Sequence[Sink],
+    on_round: Callable[[RoundMetrics], None] | None,
+) -> None:
+    """Send ``(client, reason)`` failures, then ``metrics``, to the sinks; then the
+    metrics to the callback (a synchronous round, or a FedBuff server step)."""
+    for cid, reason in failed:
+        failure = ClientFailure(round_idx, cid, reason)
         for sink in sinks:
             sink.emit(failure)
     for sink in sinks:
