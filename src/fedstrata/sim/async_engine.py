@@ -68,6 +68,7 @@ from fedstrata.sim.intake import (
     client_weight,
     codec_stats,
     decode_result,
+    dense_bytes,
     dropped_out,
     emit_events,
     evaluate_round,
@@ -183,7 +184,8 @@ class AsyncSimulation:
                 "AsyncSimulation: pipeline stages with a server half (e.g. central DP) "
                 "do not apply to buffered asynchronous steps; use a codec only"
             )
-        self._bc: Broadcaster = self.broadcast or DenseBroadcast(self.trainer.spec.size)
+        self._size = self.trainer.spec.size
+        self._bc: Broadcaster = self.broadcast or DenseBroadcast(self._size)
         self._heap: list[tuple[float, int, int, int]] = []
         self._flight: dict[int, _Dispatch] = {}
         self._pending: list[_Dispatch] = []
@@ -262,7 +264,7 @@ class AsyncSimulation:
         cid = self._pick()
         examples = self.settings.plan.num_samples(int(self.client_sizes[cid]))
         down_bytes = self._bc.download_bytes(cid)
-        legs = self._legs(cid, down_bytes, upload_bytes(TaskResult(-1, cid), self._size))
+        legs = self._legs(cid, down_bytes, dense_bytes(self._size))
         now = self.clock.now()
         d = _Dispatch(self._seq, cid, self.server.version, now, legs, examples)
         self._seq += 1
@@ -274,10 +276,6 @@ class AsyncSimulation:
             heapq.heappush(self._heap, (now + legs[0] + legs[1], d.seq, cid, _COMPUTED))
         window.bytes_down += down_bytes
         window.dispatched += 1
-
-    @property
-    def _size(self) -> int:
-        return self.trainer.spec.size
 
     def _legs(self, cid: int, down_bytes: int, up_bytes: int) -> tuple[float, float, float]:
         return client_legs(
