@@ -33,8 +33,11 @@ The features of the synchronous simulator compose:
   the current one (clients train from the broadcast replica; the server keeps the
   exact model); the download's bytes and seconds are those of that message.
 
-Bytes are recorded per server step (``bytes_up``, ``bytes_down``, and the ``codec`` record:
-``uplink_ratio``, ``uplink_bytes_per_client``, ``downlink_bytes_per_client``).
+What a client's result means is written once in :mod:`fedstrata.sim.intake`, shared
+with the synchronous drivers: why it is unusable (``result_problem``, ``dropped_out``),
+its weight, its decode, its legs and upload bytes, the evaluation cadence, the ``codec``
+record and the emitted events (failures, then the step's metrics). Only the buffer
+(staleness weights, ``K``), the event heap and the ``fedbuff`` record are FedBuff's.
 """
 
 from __future__ import annotations
@@ -125,8 +128,7 @@ class _Dispatch:
 
 @dataclass(frozen=True)
 class _Result:
-    """A trained client: its result (vector copied out of shared memory; no update
-    kept when it failed) and why it cannot be used, or None."""
+    """A trained client's result (no update kept if it failed) and why it failed."""
 
     res: TaskResult
     problem: str | None
@@ -235,8 +237,8 @@ class AsyncSimulation:
         return result
 
     def _federated_eval(self, params: FloatVector, step: int) -> None:
-        """Federated evaluation after server step ``step`` when due (no clients in flight
-        are disturbed: the executor is idle between server steps)."""
+        """Federated evaluation after server step ``step`` when due (the executor is
+        idle between server steps)."""
         if self.fed_eval is not None:
             last = step + 1 >= self.settings.server_updates
             self.fed_eval.maybe_run(self.executor, params, step, last=last, sinks=self.sinks)
@@ -348,8 +350,7 @@ class AsyncSimulation:
         return decision
 
     def _decoded(self, res: TaskResult, w: _Window) -> tuple[FloatVector | None, str | None]:
-        """The dense update of a usable result, or why there is none (a malformed
-        payload drops that client only)."""
+        """A usable result's dense update, or why none (a malformed payload)."""
         try:
             delta, seconds = decode_result(res, self.pipeline)
         except FedstrataError as exc:

@@ -1,11 +1,13 @@
 """What every simulator driver does with a client's result and a closed round.
 
-Written once and used by the flat :class:`~fedstrata.sim.Simulation` and the tree
-driver (:mod:`fedstrata.sim.hierarchy`): why a result cannot be used, the weighting
-rule, folding a result (dense vector or encoded payload) into an aggregator's state,
-the bytes and seconds of a client's legs, the server halves applied to a round's
-aggregate (round hooks, then the pipeline's decode in reverse), the round's central
-evaluation and the codec figures of the round's metrics.
+Written once and used by the flat :class:`~fedstrata.sim.Simulation`, the tree
+driver (:mod:`fedstrata.sim.hierarchy`) and FedBuff (:mod:`fedstrata.sim.async_engine`,
+whose "round" is a server step): why a result cannot be used, the weighting rule,
+folding a result (dense vector or encoded payload) into an aggregator's state or
+decoding it for a dense fold target (FedBuff's buffer), the bytes and seconds of a
+client's legs, the server halves applied to a round's aggregate (round hooks, then the
+pipeline's decode in reverse), the round's central evaluation, the codec figures of the
+round's metrics and the events sent to the sinks.
 """
 
 from __future__ import annotations
