@@ -135,7 +135,7 @@ class HierarchicalSimulation:
 
     ``aggregator`` folds client updates at every node (the weighted mean, or the
     scheduler's settlement-weighted mean); ``center_aggregator``, when set, is a robust
-    aggregator run at the center over its children's partial means.
+    aggregator (or your own) run at the center over its children's partial means.
     """
 
     settings: SimSettings
