@@ -311,6 +311,8 @@ class HierarchicalSimulation:
         """The coordinator's cohort among the available clients of the tree."""
         online = self.profiles.available(derive_rng(self.settings.root_seed, r, -1, "online"))
         avail = np.intersect1d(online, np.fromiter(self.topology.root.all_clients(), np.int64))
+        if self.planner is not None:
+            avail = self.planner.admit(r, avail)
         (send,) = self._coordinator.handle(StartRound(r, t0, avail))
         assert isinstance(send, SendModel)
         return send
