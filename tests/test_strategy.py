@@ -189,13 +189,13 @@ def test_a_malformed_name_is_a_config_error():
     ("override", "reason"),
     [
         ("secagg.enabled=true", "secagg"),
-        ("topology.mode=auto", "a hierarchical topology"),
         ("privacy.mechanism=central", "privacy.mechanism=central"),
     ],
 )
 def test_your_aggregator_is_refused_where_it_cannot_run(override, reason):
-    """Issue 14 part 6: a center-only rule cannot run under secure aggregation, at
-    inner tiers, or under central DP (its sensitivity is unknown)."""
+    """Issue 14 part 6: a center-only rule cannot run under secure aggregation or
+    under central DP (its sensitivity is unknown); on a tree it runs at the center
+    (issue 12 part 4, tests/api/test_api_hierarchy.py)."""
     with pytest.raises(
         ConfigError, match=f"your aggregator .*_mean_rule cannot run with {reason}"
     ):

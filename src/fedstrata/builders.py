@@ -210,8 +210,8 @@ def server_strategy(
     objects, classes or import strings), else the config's ``server`` section.
 
     Raises:
-        ConfigError: your aggregator where it cannot run (secure aggregation, a
-            hierarchy, asynchronous buffering or central DP).
+        ConfigError: your aggregator where it cannot run (secure aggregation or
+            central DP).
         TaskError: your object cannot be imported or built, or lacks the protocol.
     """
     root = config.project_dir
@@ -237,9 +237,9 @@ def check_custom_aggregator(config: FedConfig, agg: Aggregator[Any]) -> None:
     """Refuse your aggregator where it cannot run.
 
     Secure aggregation reveals only the masked sum, so it needs the weighted mean;
-    a hierarchy merges partial aggregates at inner tiers; central DP calibrates its
-    noise to the mean of clipped updates. (Asynchronous FedBuff runs it over each
-    server step's buffered updates.)
+    central DP calibrates its noise to the mean of clipped updates. (Asynchronous
+    FedBuff runs it over each server step's buffered updates; a hierarchy runs it at
+    the center over the edges' or regions' partial means.)
 
     Raises:
         ConfigError: the feature that rules it out, and why.
@@ -248,9 +248,6 @@ def check_custom_aggregator(config: FedConfig, agg: Aggregator[Any]) -> None:
     reasons = {
         "secagg.enabled=true (the server sees only the masked sum: the mean)": (
             config.secagg.enabled
-        ),
-        "a hierarchical topology (its tiers run the weighted mean)": (
-            config.topology.mode != "flat"
         ),
         f"privacy.mechanism={config.privacy.mechanism} (its noise is calibrated to the mean "
         "of clipped updates)": (config.privacy.enabled),

@@ -4,6 +4,7 @@ Each test runs ``fedstrata.api.run`` on a two-region tree and checks that the fe
 is honoured and recorded in the run's metrics (no setting accepted and ignored).
 """
 
+import sys
 from collections import Counter
 
 import numpy as np
@@ -90,6 +91,41 @@ def test_median_runs_at_the_center_over_the_regions(plain):
     """Issue 12 part 4: server.aggregator=median on a tree."""
     res = tree_run("server.aggregator=median")
     assert not np.array_equal(res.params, plain.params)
+    assert all(m.clients_completed == 12 for m in res.rounds)
+
+
+_RULES = """
+import numpy as np
+
+CALLS = []
+
+def median(vectors, weights):
+    out = np.median(vectors, axis=0)
+    CALLS.append((vectors.copy(), weights.copy(), out))
+    return out
+
+def weighted_mean(vectors, weights):
+    return (weights[:, None] * vectors).sum(0) / weights.sum()
+
+def zero(vectors, weights):
+    return np.zeros(vectors.shape[1], np.float32)
+"""
+
+
+def test_your_rule_runs_at_the_center_over_the_regions_means(plain, tmp_path):
+    """Issue 12 part 4: server.aggregator=pkg.mod:rule on a tree (was refused): the
+    rule gets one partial mean per region with the region's weight, and the center
+    applies its output."""
+    (tmp_path / "tree_rules.py").write_text(_RULES)
+    own = [f"project_dir={tmp_path}"]
+    mean = tree_run(*own, "server.aggregator=tree_rules:weighted_mean")
+    np.testing.assert_allclose(mean.params, plain.params, rtol=1e-5, atol=1e-6)
+    start = tree_run(*own, "rounds.rounds=1", "server.aggregator=tree_rules:zero").params
+    res = tree_run(*own, "rounds.rounds=1", "server.aggregator=tree_rules:median")
+    ((vectors, weights, out),) = sys.modules["tree_rules"].CALLS
+    assert vectors.shape[0] == len(REGIONS)
+    assert weights[0] > weights[1]  # r0 holds two edges of four clients, r1 one
+    np.testing.assert_allclose(res.params, start + out, rtol=1e-6, atol=1e-7)
     assert all(m.clients_completed == 12 for m in res.rounds)
 
 

@@ -160,7 +160,6 @@ def test_under_dp_the_scheduler_has_no_selector_and_no_work_weights() -> None:
     [
         (("scheduling.selector=oort",), "utility computed from their training losses"),
         (("scheduling.overselect=0.2",), "no fixed cohort to over-select"),
-        (SCHED[:3][:2], "set scheduling.skip_infeasible: false"),
     ],
 )
 def test_dp_refuses_data_dependent_or_fixed_cohort_selection(extra, fragment) -> None:

@@ -30,6 +30,7 @@ from fedstrata.sim import (
 from fedstrata.sim.hierarchy import HierarchicalSimulation, HierSettings
 from fedstrata.sim.hooks import CompressedBroadcast
 from fedstrata.sim.network import NetworkModel
+from fedstrata.strategy import RuleAggregator
 
 EDGES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (9, 10, 11))
 
@@ -199,6 +200,43 @@ def test_robust_center_takes_the_median_of_the_regions_means():
     np.testing.assert_allclose(got.params, expect, rtol=1e-6, atol=1e-7)
     mean = make(topo, rounds=1).run(params0())
     assert not np.allclose(mean.params, got.params)
+
+
+def _region_means(groups, p):
+    """Each region's (two edges') exact weighted mean update and its total weight."""
+    data, trainer = FakeData(), FakeFactory()()
+    out = []
+    for j in range(0, len(groups), 2):
+        acc, total = np.zeros(4), 0.0
+        for c in (*groups[j], *groups[j + 1]):
+            vec = np.zeros(4, np.float32)
+            res = trainer.train(
+                p, data.client(c), LocalPlan(lr=0.5), RoundContext(0, 5).for_client(c), vec
+            )
+            acc += res.num_examples * vec.astype(np.float64)
+            total += res.num_examples
+        out.append(((acc / total).astype(np.float32), total))
+    return out
+
+
+def test_your_rule_at_the_center_gets_the_regions_means_and_weights():
+    """Issue 12 part 4: your own aggregation rule at the center of a tree sees exactly
+    the children's partial means with their weights, and its output is applied."""
+    groups = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11))
+    calls = []
+
+    def rule(vectors, weights):
+        calls.append((vectors.copy(), weights.copy()))
+        return vectors[np.argmin(weights)] * np.float32(2.0)  # no built-in rule does this
+
+    center = RuleAggregator(rule)
+    got = make(tree(groups, per_region=2), center_aggregator=center, rounds=1).run(params0())
+    ((vectors, weights),) = calls
+    expect = _region_means(groups, params0())
+    np.testing.assert_allclose(vectors, np.stack([m for m, _ in expect]), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(weights, [w for _, w in expect])
+    applied = params0() + vectors[np.argmin(weights)] * np.float32(2.0)
+    np.testing.assert_allclose(got.params, applied, rtol=1e-6, atol=1e-7)
 
 
 def test_depth_one_tree_with_a_cohort_equals_the_flat_engine():

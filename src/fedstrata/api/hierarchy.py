@@ -237,7 +237,8 @@ def hierarchical_simulation(
     aggregation at every tier.
 
     ``strategy``: the server optimizer and aggregator (default: the config's); a
-    robust aggregator runs at the center over its children's partial means.
+    robust aggregator, or your own, runs at the center over its children's partial
+    means (with their weights); edges and regions run the weighted mean.
     """
     t = config.topology
     strategy = strategy or server_strategy(config)
@@ -257,7 +258,8 @@ def hierarchical_simulation(
             config, dataset=dataset, trainer=trainer, profiles=profiles, registry=registry,
             aggregator=clients, deadline_s=deadline,
         )  # fmt: skip
-    center = None if config.server.aggregator == "mean" else strategy.aggregator
+    at_center = strategy.custom_aggregator or config.server.aggregator != "mean"
+    center = strategy.aggregator if at_center else None
     return HierarchicalSimulation(
         sim_settings(config),
         HierSettings(t.kappa_edge, t.kappa_region, partial, t.edge_failure_rate),

@@ -108,7 +108,9 @@ def scheduler(
     """Planner, selector and (settlement-weighted) aggregator, or the inputs unchanged.
 
     Under central DP the planner still allocates work and cuts it at the deadline,
-    but there is no selector (the cohort is the accountant's Poisson sample) and the
+    but there is no selector (the cohort is the accountant's Poisson sample; with
+    ``skip_infeasible`` the planner's ``admit`` leaves the devices predicted to miss
+    the deadline out of the available clients before that draw) and the
     aggregator keeps fixed weights of 1: a partial update counts like a full one, so
     each accepted update adds at most ``clip_norm`` to the noised sum and the
     sensitivity, the rate ``q`` and ε are those of the run without scheduling. (Work
@@ -128,9 +130,12 @@ def scheduler(
         replay_history(predictor, registry.history())
     inner = OortSelector(dataset.num_clients) if s.selector == "oort" else RandomSelector()
     nbytes = HEADER_SIZE + 4 * trainer.spec.size
+    skip = s.allocation and s.skip_infeasible
+    poisson = config.privacy.enabled and not config.secagg.enabled  # no selector picks it
     settings = ScheduleSettings(
-        deadline_s or config.rounds.deadline_s, s.allocation, s.min_steps, s.max_steps, s.safety
-    )
+        deadline_s or config.rounds.deadline_s, s.allocation, s.min_steps, s.max_steps, s.safety,
+        skip_infeasible=skip and poisson, batch_size=config.client.batch_size,
+    )  # fmt: skip
     planner = ScheduledPlanner(
         settings, predictor, regp, profiles, dataset.client_sizes(),
         flops_per_example=trainer.flops_per_example, down_bytes=nbytes, up_bytes=nbytes,
@@ -138,7 +143,7 @@ def scheduler(
     )  # fmt: skip
     selector = ScheduledSelector(
         inner, planner, config.client.batch_size,
-        overselect_rate=s.overselect, skip_infeasible=s.allocation and s.skip_infeasible,
+        overselect_rate=s.overselect, skip_infeasible=skip,
     )  # fmt: skip
     if config.privacy.enabled:
         return planner, None, aggregator

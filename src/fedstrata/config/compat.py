@@ -66,7 +66,7 @@ DRIVERS: tuple[Driver, ...] = (
         frozenset({
             "hierarchy", "fedeval", "sampling", "deadline", "compression", "downlink",
             "privacy", "allocation", "oort", "overselect", "registry", "robust", "dropout",
-            "secagg",
+            "secagg", "custom_aggregator",
         }),
         "docs/hierarchy.md",
     ),

@@ -38,8 +38,10 @@ def _partials(c: FedConfig) -> bool:
     return c.topology.partial_compression.enabled
 
 
-def _skips_infeasible(c: FedConfig) -> bool:
-    return c.scheduling.skip_infeasible
+def _skips_before_fixed_draw(c: FedConfig) -> bool:
+    """Skipping infeasible devices where the DP cohort is a fixed-size draw (under
+    secure aggregation), not central DP's Poisson sample."""
+    return c.scheduling.skip_infeasible and c.secagg.enabled
 
 
 REFUSALS: tuple[Refusal, ...] = (
@@ -121,13 +123,15 @@ REFUSALS: tuple[Refusal, ...] = (
     ),
     Refusal(
         ("privacy", "allocation"),
-        "under privacy the cohort is a Poisson sample of every available client at rate q "
-        "and the noisy sum is divided by the expected cohort q*N; leaving out devices "
-        "predicted to miss the deadline from that sample is " + _NOT_BUILT + " (set "
+        "under secure aggregation the DP cohort is a fixed-size draw of k of all N "
+        "clients, accounted at rate k/N; leaving out devices predicted to miss the "
+        "deadline before that draw would raise the others' inclusion probability above "
+        "k/N, and dropping them after it is " + _NOT_BUILT + " (set "
         "scheduling.skip_infeasible: false: they send the steps they finish or are late)",
         in_principle=False,
-        when=_skips_infeasible,
-        condition="scheduling.skip_infeasible (the default)",
+        when=_skips_before_fixed_draw,
+        condition="scheduling.skip_infeasible (the default) with secure aggregation",
+        example=("secagg.enabled=true", "privacy.mechanism=distributed"),
     ),
     Refusal(
         ("privacy", "custom_aggregator"),

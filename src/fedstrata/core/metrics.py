@@ -192,10 +192,14 @@ class ScheduleStats(StatsRecord):
         mean_steps: mean local steps planned.
         predictor_mape_last: the time predictor's MAPE this round (None: not yet).
         predictor_mape_cumulative: its MAPE over the run so far.
+        skipped_infeasible: available devices left out of the round's draw as
+            predicted unable to meet the deadline (None: the scheduler does not skip).
     """
 
     FAMILY: ClassVar[str] = "schedule"
-    INTS: ClassVar[frozenset[str]] = frozenset({"devices", "partial", "dropped"})
+    INTS: ClassVar[frozenset[str]] = frozenset(
+        {"devices", "partial", "dropped", "skipped_infeasible"}
+    )
     PREFIX: ClassVar[str] = "sched_"
     LEGACY: ClassVar[Mapping[str, str]] = {
         "predictor_mape_last": "predictor_mape_last",
@@ -215,6 +219,7 @@ class ScheduleStats(StatsRecord):
     mean_steps: float
     predictor_mape_last: float | None = None
     predictor_mape_cumulative: float | None = None
+    skipped_infeasible: int | None = None
 
 
 @dataclass(frozen=True)

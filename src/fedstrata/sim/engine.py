@@ -191,6 +191,8 @@ class Simulation:
         avail = self.profiles.available(
             derive_rng(self.settings.root_seed, round_idx, -1, "online")
         )
+        if self.planner is not None:
+            avail = self.planner.admit(round_idx, avail)
         (send,) = self.coordinator.handle(StartRound(round_idx, t0, avail))
         assert isinstance(send, SendModel)
         tally = _RoundTally(t0, params.shape[0], last_arrival=t0)

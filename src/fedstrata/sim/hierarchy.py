@@ -135,7 +135,7 @@ class HierarchicalSimulation:
 
     ``aggregator`` folds client updates at every node (the weighted mean, or the
     scheduler's settlement-weighted mean); ``center_aggregator``, when set, is a robust
-    aggregator run at the center over its children's partial means.
+    aggregator (or your own) run at the center over its children's partial means.
     """
 
     settings: SimSettings
@@ -311,6 +311,8 @@ class HierarchicalSimulation:
         """The coordinator's cohort among the available clients of the tree."""
         online = self.profiles.available(derive_rng(self.settings.root_seed, r, -1, "online"))
         avail = np.intersect1d(online, np.fromiter(self.topology.root.all_clients(), np.int64))
+        if self.planner is not None:
+            avail = self.planner.admit(r, avail)
         (send,) = self._coordinator.handle(StartRound(r, t0, avail))
         assert isinstance(send, SendModel)
         return send

@@ -57,6 +57,11 @@ class ClientPlanner(Protocol):
     slow devices less work so everyone meets the deadline, record actual times.
     """
 
+    def admit(self, round_idx: int, available: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The available clients the coordinator may draw from (e.g. less the devices
+        predicted to miss the deadline), before it selects the cohort."""
+        ...
+
     def plans(
         self, round_idx: int, cohort: NDArray[np.int64], default: LocalPlan
     ) -> Sequence[LocalPlan]:

@@ -96,6 +96,10 @@ class ScheduleSettings:
         safety: fraction of the deadline kept as a margin, in [0, 1).
         stop_at_deadline: devices send the whole steps done by the deadline.
         min_fraction: partial work below this fraction of the assignment is dropped.
+        skip_infeasible: :meth:`ScheduledPlanner.admit` leaves out of the available
+            clients those predicted unable to do ``min_steps`` by the deadline, before
+            the coordinator draws the cohort (central DP's Poisson sample, which no
+            selector picks); ``batch_size`` is their work per step.
     """
 
     deadline_s: float | None = None
@@ -105,6 +109,8 @@ class ScheduleSettings:
     safety: float = 0.0
     stop_at_deadline: bool = True
     min_fraction: float = 0.0
+    skip_infeasible: bool = False
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         d = self.deadline_s
@@ -115,6 +121,7 @@ class ScheduleSettings:
             ("max_steps", self.max_steps is None or self.max_steps >= self.min_steps, ">= min"),
             ("safety", 0 <= self.safety < 1, "in [0, 1)"),
             ("min_fraction", 0 <= self.min_fraction <= 1, "in [0, 1]"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -177,6 +184,7 @@ class ScheduledPlanner:
         self._bytes = (down_bytes, up_bytes)
         self._round: _RoundPlan | None = None
         self._factor: dict[int, float] = {}
+        self._skipped: tuple[int, int] | None = None  # (round, devices left out)
 
     def _rows(self, ids: I64) -> NDArray[np.intp]:
         pos = np.searchsorted(self._ids, ids).clip(0, max(self._ids.size - 1, 0))
@@ -203,6 +211,33 @@ class ScheduledPlanner:
         finish = self.predicted_finish(ids, self.settings.min_steps, batch_size)
         ok: NDArray[np.bool_] = finish <= d * (1 - self.settings.safety)
         return ok
+
+    def drop_infeasible(self, round_idx: int, ids: I64, batch_size: int) -> I64:
+        """``ids`` less the devices predicted unable to do ``min_steps`` by the deadline
+        (:meth:`feasible`); how many were left out goes into the round's
+        ``ScheduleStats.skipped_infeasible``. The one rule for the selector and
+        :meth:`admit`."""
+        ok = self.feasible(ids, batch_size)
+        skipped = int(ids.size - ok.sum())
+        self._skipped = (round_idx, skipped)
+        if skipped:
+            log.info("round %d: %d devices cannot meet the deadline", round_idx, skipped)
+        out: I64 = ids[ok]
+        return out
+
+    def admit(self, round_idx: int, available: I64) -> I64:
+        """Who may be drawn this round: ``available`` less the devices predicted
+        infeasible when ``settings.skip_infeasible`` (see :class:`ScheduleSettings`).
+
+        The prediction reads each device's profile, its own measured speed and its
+        local set's size, never another client's data, so under central DP a device
+        left out is sampled with probability 0 <= q and the accountant's q stays an
+        upper bound on every client's inclusion probability.
+        """
+        ids = np.sort(np.asarray(available, dtype=np.int64))
+        if not self.settings.skip_infeasible:
+            return ids
+        return self.drop_infeasible(round_idx, ids, self.settings.batch_size)
 
     # ------------------------------------------------------------------ plans
 
@@ -289,6 +324,8 @@ class ScheduledPlanner:
                 predictor_mape_last=err.last_mape,
                 predictor_mape_cumulative=err.cumulative_mape,
             )
+        if self._skipped is not None and self._skipped[0] == round_idx:
+            stats = replace(stats, skipped_infeasible=self._skipped[1])
         self._write_back(round_idx, plan, status, done, np.where(ok, compute, np.nan))
         self._feedback(round_idx, plan, rows, done)
         return stats
@@ -387,10 +424,7 @@ class ScheduledSelector:
         """Up to ``ceil(k * (1 + rate))`` feasible clients, sorted."""
         ids = np.sort(np.asarray(available, dtype=np.int64))
         if self.skip_infeasible:
-            ok = self.planner.feasible(ids, self.batch_size)
-            if ok.sum() < ids.size:
-                log.info("round %d: %d devices cannot meet the deadline", round_idx, (~ok).sum())
-            ids = ids[ok]
+            ids = self.planner.drop_infeasible(round_idx, ids, self.batch_size)
         if isinstance(self.inner, OortSelector):
             hint = self.planner.predicted_finish(
                 ids, self.planner.settings.min_steps, self.batch_size

@@ -16,11 +16,12 @@ masks and the center's ``close_s`` removes the cluster masks.
   are :class:`~fedstrata.aggregation.MeanState`\\ s merged exactly, or re-compressed
   for the hop with a :class:`~fedstrata.compress.ChainCodec` and its own error
   feedback keyed by the sending node.
-* :class:`RobustCenter` (the center under ``server.aggregator`` median, trimmed mean
-  or Krum): each child's partial *mean* enters the robust aggregator as one vector
-  (with the child's total weight, which the robust rules ignore), so the statistic is
-  taken over the edges' or regions' aggregates; the center's own clients (a depth-one
-  tree) enter one by one, as in the flat simulator.
+* :class:`RobustCenter` (the center under ``server.aggregator`` median, trimmed mean,
+  Krum, or your own aggregator ``pkg.mod:rule``): each child's partial *mean* enters
+  the center's aggregator as one vector with the child's total weight (the robust rules
+  ignore it; your rule gets it as that vector's weight), so the statistic is taken over
+  the edges' or regions' aggregates and its output is what the center applies; the
+  center's own clients (a depth-one tree) enter one by one, as in the flat simulator.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from fedstrata.pipeline.stage import Pipeline
 from fedstrata.sim.intake import dense_bytes, fold_result
 from fedstrata.sim.tasks import TaskResult
 
-__all__ = ["Hop", "MeanTier", "RobustCenter", "TierAggregation"]
+__all__ = ["CenterState", "Hop", "MeanTier", "RobustCenter", "TierAggregation"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,11 +172,20 @@ class MeanTier:
 
 
 @dataclass(eq=False)
+class CenterState:
+    """What a :class:`RobustCenter` holds: its aggregator's state and how many vectors
+    (children's means or the center's own clients' updates) went in."""
+
+    held: object
+    count: int = 0
+
+
+@dataclass(eq=False)
 class RobustCenter:
-    """A robust aggregator at the center over its children's partial means.
+    """A center-only aggregator (robust, or your own) over its children's partial means.
 
     Attributes:
-        robust: the center-only aggregator (median, trimmed mean, Krum).
+        robust: the center's aggregator (median, trimmed mean, Krum, or yours).
         tier: the inner tiers' aggregation (decodes re-compressed hops and the
             center's own clients' payloads).
     """
@@ -184,40 +194,51 @@ class RobustCenter:
     tier: MeanTier
 
     def init(self, size: int) -> object:
-        return self.robust.init(size)
+        return CenterState(self.robust.init(size))
 
     def fold(self, state: object, res: TaskResult, weight: float) -> object:
-        state, decode_s = fold_result(self.robust, state, res, weight, self.tier.pipeline)
+        s = _held(state)
+        s.held, decode_s = fold_result(self.robust, s.held, res, weight, self.tier.pipeline)
         self.tier.decode_s += decode_s
-        return state
+        s.count += 1
+        return s
 
     def send(self, partial: MeanState, sender: int, sub: int) -> Hop:
         return self.tier.send(partial, sender, sub)
 
     def merge(self, state: object, hop: Hop) -> object:
-        metrics = hop.partial.metrics.means()
+        s, metrics = _held(state), hop.partial.metrics.means()
         if hop.payload is None:
             mean = (hop.partial.weighted_sum / hop.weight).astype(np.float32)
-            return self.robust.accumulate(
-                state, mean, hop.weight, client_id=hop.sender, metrics=metrics
+            s.held = self.robust.accumulate(
+                s.held, mean, hop.weight, client_id=hop.sender, metrics=metrics
             )
-        assert self.tier.codec is not None
-        return self.robust.accumulate_payload(
-            state, self.tier.codec, hop.payload, hop.weight, client_id=hop.sender, metrics=metrics
-        )
+        else:
+            assert self.tier.codec is not None
+            s.held = self.robust.accumulate_payload(
+                s.held, self.tier.codec, hop.payload, hop.weight, client_id=hop.sender,
+                metrics=metrics,
+            )  # fmt: skip
+        s.count += 1
+        return s
 
     def partial(self, state: object) -> MeanState:
-        raise AggregationError("a robust aggregator runs at the center, which sends nothing up")
+        raise AggregationError("the center's aggregator sends nothing up")
 
     def finalize(self, state: object) -> FloatVector:
-        return self.robust.finalize(state)
+        return self.robust.finalize(_held(state).held)
 
     def weight(self, state: object) -> float:
         """The number of vectors held (the robust rules count vectors, not weights)."""
-        return float(len(getattr(state, "vectors", ())))
+        return float(_held(state).count)
 
     def client_metrics(self, state: object) -> dict[str, float]:
-        return self.robust.finalize_metrics(state)
+        return self.robust.finalize_metrics(_held(state).held)
 
     def close_s(self, state: object) -> float:
         return 0.0
+
+
+def _held(state: object) -> CenterState:
+    assert isinstance(state, CenterState)
+    return state
