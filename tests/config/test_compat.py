@@ -141,3 +141,18 @@ def test_a_pair_is_refused_whichever_order_it_is_switched_on(pair) -> None:
 def test_a_reason_says_whether_it_holds_in_principle(r) -> None:
     """A refusal that is only not built yet says so; one that holds in principle does not."""
     assert ("not built yet" in r.reason) == (not r.in_principle)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["topology.partial_compression.preset=int8", "topology.kappa_edge=2",
+     "topology.kappa_region=3", "topology.edge_failure_rate=0.1"],
+)  # fmt: skip
+def test_tier_settings_on_a_flat_topology_are_refused(setting) -> None:
+    """Issue 12: a tree's settings on a flat federation were accepted and ignored."""
+    name = setting.split("=")[0].removesuffix(".preset")
+    with pytest.raises(ConfigError, match=f"{name} applies to the tiers of a tree"):
+        load_config(overrides=[*PAIR_BASE, setting])
+    assert refusal(load_config(overrides=[*PAIR_BASE, *HIERARCHY, setting])) is None or (
+        "kappa" in setting  # a tree refuses some periods with other features, not alone
+    )

@@ -297,7 +297,27 @@ class TopologyConfig(_Strict):
             raise ValueError("topology needs edge_min <= edge_size <= edge_max")
         if not self.region_min <= self.region_max:
             raise ValueError("topology needs region_min <= region_max")
+        if self.mode == "flat":
+            self._flat_has_no_tiers()
         return self
+
+    def _flat_has_no_tiers(self) -> None:
+        """Tier settings on a flat topology would be accepted and ignored: refuse them."""
+        tiered = {
+            "topology.partial_compression": self.partial_compression.enabled,
+            "topology.kappa_edge": self.kappa_edge != 1,
+            "topology.kappa_region": self.kappa_region != 1,
+            "topology.edge_failure_rate": self.edge_failure_rate > 0,
+            "topology.regions": self.regions is not None,
+        }
+        set_ = [name for name, on in tiered.items() if on]
+        if set_:
+            verb = "applies" if len(set_) == 1 else "apply"
+            raise ValueError(
+                f"{', '.join(set_)} {verb} to the tiers of a tree, and topology.mode is "
+                "'flat' (clients under the center): set topology.mode to auto or explicit, "
+                "or leave them at their defaults"
+            )
 
 
 def secagg_compression_fits(compression: CompressionConfig, secagg: SecAggSettings) -> None:
