@@ -8,7 +8,8 @@ or trains, and then both features' declared evidence must be in the run's record
 (``fedstrata.api.composition.EVIDENCE``); a pair accepted without it is counted as
 silently ignored. ``--quick`` runs the same matrix (it is already small).
 
-Section 2, the all-on federation: 200 clients (digits, IID, MLP 64-128-10) in 10 edges
+Section 2, the all-on federation: 200 clients (digits, IID, MLP 64-128-10; ``--hidden``
+sets its width) in 10 edges
 of 20 under 2 regions, 10% of the clients dropping out each round, a 4 s deadline with
 work allocation; the all-on run adds two-tier secure aggregation, distributed DP
 (discrete-Gaussian shares in the ring, ε = 2, δ = 1e-5, staged 30/50/20 budget) and
@@ -78,7 +79,7 @@ def pair_matrix(args: argparse.Namespace) -> dict[str, Any]:
 EDGES, PER_EDGE, REGIONS = 10, 20, 2
 COMMON = (
     "data.name=digits", "data.partition=iid", f"data.num_clients={EDGES * PER_EDGE}",
-    "model.kind=mlp", "model.hidden=128", "client.epochs=1", "client.batch_size=8",
+    "model.kind=mlp", "client.epochs=1", "client.batch_size=8",
     "client.lr=0.1", "rounds.clients_per_round=null", "evaluation.every=0",
     "devices.dropout_rate=0.1", "rounds.deadline_s=4", "scheduling.allocation=true",
     "scheduling.skip_infeasible=false", "scheduling.max_steps=4", "sim.workers=0",
@@ -106,12 +107,13 @@ def _tree_file(folder: Path) -> Path:
     return path
 
 
-def _federation(tree: Path, rounds: int, private: bool) -> Any:
+def _federation(tree: Path, rounds: int, private: bool, hidden: int) -> Any:
     from fedstrata.api import run
     from fedstrata.config import load_config
 
     extra = PRIVATE if private else ()
-    config = load_config(tree, overrides=[*COMMON, f"rounds.rounds={rounds}", *extra])
+    sized = [*COMMON, f"model.hidden={hidden}", f"rounds.rounds={rounds}"]
+    config = load_config(tree, overrides=[*sized, *extra])
     return config, run(config).simulation
 
 
@@ -151,8 +153,8 @@ def all_on(args: argparse.Namespace) -> dict[str, Any]:
     rounds = 4 if args.quick else 12
     with tempfile.TemporaryDirectory(prefix="fedstrata-allon-") as folder:
         tree = _tree_file(Path(folder))
-        _, plain = _federation(tree, rounds, private=False)
-        config, allon = _federation(tree, rounds, private=True)
+        _, plain = _federation(tree, rounds, private=False, hidden=args.hidden)
+        config, allon = _federation(tree, rounds, private=True, hidden=args.hidden)
     steady = slice(1, None)  # the first round pays one-off set-up (imports, key caches)
     sigmas = [m.privacy.noise_multiplier for m in allon.rounds]
     n = EDGES * PER_EDGE
@@ -160,6 +162,7 @@ def all_on(args: argparse.Namespace) -> dict[str, Any]:
     check = _independent_epsilon(sigmas, n, n)
     out = {
         "allon_rounds": len(allon.rounds),
+        "allon_params": allon.params.size,
         "allon_acc": allon.final_accuracy,
         "plain_acc": plain.final_accuracy,
         "allon_eps_spent": eps,
@@ -201,6 +204,9 @@ SECTIONS: tuple[Section, ...] = (pair_matrix, all_on)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the CI-sized run")
+    parser.add_argument(
+        "--hidden", type=int, default=128, help="all-on federation: the MLP's hidden width"
+    )
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # per-round warnings (late clients) would drown the table
     warnings.simplefilter("ignore")
