@@ -10,15 +10,15 @@ silently ignored. ``--quick`` runs the same matrix (it is already small).
 
 Section 2, the all-on federation: 200 clients (digits, IID, MLP 64-128-10; ``--hidden``
 sets its width) in 10 edges of 20 under 2 regions, 10% of the clients dropping out each
-round, a 4 s deadline with work allocation; the all-on run adds two-tier secure aggregation, distributed DP
-(discrete-Gaussian shares in the ring, ε = 2, δ = 1e-5, staged 30/50/20 budget) and
-random-k 5% + 8-bit stochastic compression into the ring. The plain run is the same
-federation with none of the privacy features and dense updates. ε is checked against
-dp-accounting directly; the added wall time is the median over rounds 2.. of the
-difference, with both runs in this process, one after the other.
+round, a 4 s deadline with work allocation; the all-on run adds two-tier secure
+aggregation, distributed DP (discrete-Gaussian shares in the ring, ε = 2, δ = 1e-5,
+staged 30/50/20 budget) and random-k 5% + 8-bit stochastic compression into the ring.
+The plain run is the same federation with none of the privacy features and dense
+updates. ε is checked against dp-accounting directly; the added wall time is the median
+over rounds 2.. of the difference, with both runs in this process, one after the other.
 
-Usage: ``python bench/composition.py [--quick] [--hidden N]``; the human table first, the last line
-is one JSON object (``pairs_total``, ``pairs_working``, ``pairs_refused``,
+Usage: ``python bench/composition.py [--quick] [--hidden N]``; the human table first,
+the last line is one JSON object (``pairs_total``, ``pairs_working``, ``pairs_refused``,
 ``silently_ignored``, ``allon_acc``, ``plain_acc``, ``allon_eps_spent``,
 ``allon_uplink_ratio``, ``allon_added_wall_s_per_round``, ``allon_sim_round_s``,
 ``plain_sim_round_s``, ...).
