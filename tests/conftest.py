@@ -2,7 +2,7 @@
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +26,28 @@ def fresh_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     for name, module in list(sys.modules.items()):
         if str(tmp_path) in (getattr(module, "__file__", None) or ""):
             del sys.modules[name]
+
+
+def _fixed_size_rdp_epsilon(
+    sigmas: list[float], population: int, cohort: int, delta: float = 1e-5
+) -> float:
+    """ε of the recorded noise multipliers by dp-accounting directly: fixed-size cohorts
+    of ``cohort`` out of ``population``, replace-one neighbours (σ / 2), RDP."""
+    import dp_accounting as dpa
+    from dp_accounting.rdp import rdp_privacy_accountant
+
+    accountant = rdp_privacy_accountant.RdpAccountant(
+        neighboring_relation=dpa.NeighboringRelation.REPLACE_ONE
+    )
+    for sigma in sigmas:
+        event = dpa.SampledWithoutReplacementDpEvent(
+            population, cohort, dpa.GaussianDpEvent(sigma / 2)
+        )
+        accountant.compose(event)
+    return float(accountant.get_epsilon(delta))
+
+
+@pytest.fixture
+def fixed_size_epsilon() -> Callable[..., float]:
+    """The independent ε reference for fixed-size (secure-aggregation) cohorts."""
+    return _fixed_size_rdp_epsilon

@@ -4,9 +4,7 @@ accounted like the flat run; too few survivors in the tree release nothing."""
 
 from __future__ import annotations
 
-import dp_accounting as dpa
 import pytest
-from dp_accounting.rdp import rdp_privacy_accountant
 
 from fedstrata.api import run
 from fedstrata.config import load_config
@@ -20,29 +18,19 @@ TREE = [
 ]  # fmt: skip
 
 
-def _epsilon(sigmas: list[float], population: int, cohort: int) -> float:
-    """ε by dp-accounting directly: fixed-size sampling, replace-one (σ / 2), RDP."""
-    accountant = rdp_privacy_accountant.RdpAccountant(
-        neighboring_relation=dpa.NeighboringRelation.REPLACE_ONE
-    )
-    for sigma in sigmas:
-        accountant.compose(
-            dpa.SampledWithoutReplacementDpEvent(
-                population, cohort, dpa.GaussianDpEvent(sigma / 2)
-            )
-        )
-    return float(accountant.get_epsilon(1e-5))
-
-
 @pytest.mark.parametrize("mechanism", ["distributed", "central"])
-def test_dp_through_tree_secure_aggregation_is_accounted_like_dp_accounting(mechanism) -> None:
+def test_dp_through_tree_secure_aggregation_is_accounted_like_dp_accounting(
+    mechanism, fixed_size_epsilon
+) -> None:
     rounds = run(
         load_config(overrides=[*TREE, f"privacy.mechanism={mechanism}", "rounds.rounds=3"])
     ).simulation.rounds
     assert len(rounds) == 3
     sigmas = [m.privacy.noise_multiplier for m in rounds]
     for i, m in enumerate(rounds):
-        assert m.privacy.epsilon_spent == pytest.approx(_epsilon(sigmas[: i + 1], 24, 24), 0.01)
+        assert m.privacy.epsilon_spent == pytest.approx(
+            fixed_size_epsilon(sigmas[: i + 1], 24, 24), 0.01
+        )
         assert m.secagg_tree.clusters >= 3  # the secure sum ran at every tier
         assert m.secagg_tree.withheld == 0
     assert rounds[-1].privacy.epsilon_spent <= 2.0 + 1e-9

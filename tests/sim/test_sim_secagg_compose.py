@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import math
 
-import dp_accounting as dpa
 import numpy as np
 import pytest
-from dp_accounting.rdp import rdp_privacy_accountant
 
 from fedstrata.api import run
 from fedstrata.config import load_config
@@ -89,20 +87,9 @@ def test_distributed_dp_needs_secagg_rdp_and_online_devices() -> None:
         load_config(overrides=[*BASE, *DISTRIBUTED, "devices.availability=0.9"])
 
 
-def _independent_epsilon(sigmas: list[float], population: int, cohort: int) -> float:
-    """ε by dp-accounting directly: fixed-size sampling, replace-one (σ / 2), RDP."""
-    accountant = rdp_privacy_accountant.RdpAccountant(
-        neighboring_relation=dpa.NeighboringRelation.REPLACE_ONE
-    )
-    for sigma in sigmas:
-        event = dpa.SampledWithoutReplacementDpEvent(
-            population, cohort, dpa.GaussianDpEvent(sigma / 2)
-        )
-        accountant.compose(event)
-    return float(accountant.get_epsilon(1e-5))
-
-
-def test_distributed_dp_epsilon_matches_dp_accounting_and_stops_when_spent() -> None:
+def test_distributed_dp_epsilon_matches_dp_accounting_and_stops_when_spent(
+    fixed_size_epsilon,
+) -> None:
     """Issue 12 part 4: ε recorded per round equals an independent dp-accounting
     computation within 1%; the run stops when the planned budget is spent."""
     result = _run(*DISTRIBUTED, "privacy.planned_rounds=2", rounds=4)
@@ -111,13 +98,15 @@ def test_distributed_dp_epsilon_matches_dp_accounting_and_stops_when_spent() -> 
     assert "would raise" in (result.simulation.stopped_reason or "")
     sigmas = [m.privacy.noise_multiplier for m in rounds]
     for i, m in enumerate(rounds):
-        want = _independent_epsilon(sigmas[: i + 1], 12, 6)
+        want = fixed_size_epsilon(sigmas[: i + 1], 12, 6)
         assert m.privacy.epsilon_spent == pytest.approx(want, rel=0.01)
         assert m.privacy.share_std >= 1
     assert rounds[-1].privacy.epsilon_spent <= 2.0 + 1e-9
 
 
-def test_central_dp_under_secagg_noises_the_ring_sum_for_its_sensitivity(tmp_path) -> None:
+def test_central_dp_under_secagg_noises_the_ring_sum_for_its_sensitivity(
+    tmp_path, fixed_size_epsilon
+) -> None:
     """Issue 12 part 4: central DP with secagg and lossy ring compression: clients clip,
     the server noises the securely summed aggregate with the sensitivity that includes
     rounding and the random-k rescaling; fixed-size cohorts accounted as dp-accounting
@@ -141,7 +130,7 @@ def test_central_dp_under_secagg_noises_the_ring_sum_for_its_sensitivity(tmp_pat
     rounds = result.simulation.rounds
     sigmas = [m.privacy.noise_multiplier for m in rounds]
     assert rounds[-1].privacy.epsilon_spent == pytest.approx(
-        _independent_epsilon(sigmas, 12, 6), rel=0.01
+        fixed_size_epsilon(sigmas, 12, 6), rel=0.01
     )
 
 
