@@ -85,3 +85,19 @@ def test_a_fixed_size_dp_cohort_still_refuses_skipping() -> None:
                 "rounds.clients_per_round=8", "data.num_clients=40", *SCHED,
             ]
         )  # fmt: skip
+
+
+def test_a_flat_full_cohort_skips_infeasible_devices_too() -> None:
+    """Issue 12: with every available client invited (no clients_per_round) the
+    coordinator consults no selector, so skip_infeasible was accepted and ignored in
+    a flat run; the planner's admit now leaves those devices out there too."""
+    full = (*SCHED, "rounds.clients_per_round=null", "privacy.mechanism=none")
+    with spied_rounds() as skipping:
+        result = run(make_config(*full))
+    with spied_rounds() as keeping:
+        run(make_config(*full, "scheduling.skip_infeasible=false"))
+    assert all(r["infeasible"] for r in skipping)
+    assert all(not r["cohort"] & r["infeasible"] for r in skipping)
+    assert all(r["cohort"] & r["infeasible"] for r in keeping)
+    skipped = [m.schedule.skipped_infeasible for m in result.simulation.rounds]
+    assert skipped == [len(r["infeasible"]) for r in skipping]

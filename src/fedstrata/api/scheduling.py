@@ -132,9 +132,14 @@ def scheduler(
     nbytes = HEADER_SIZE + 4 * trainer.spec.size
     skip = s.allocation and s.skip_infeasible
     poisson = config.privacy.enabled and not config.secagg.enabled  # no selector picks it
+    # the planner's admit leaves infeasible devices out before any draw: under central
+    # DP (no selector), and in a flat run, where the coordinator invites every
+    # available client without a selector when the cohort is all of them (a tree's
+    # network is not the planner's link model yet: its selector does the skipping)
+    admits = skip and (poisson or config.topology.mode == "flat")
     settings = ScheduleSettings(
         deadline_s or config.rounds.deadline_s, s.allocation, s.min_steps, s.max_steps, s.safety,
-        skip_infeasible=skip and poisson, batch_size=config.client.batch_size,
+        skip_infeasible=admits, batch_size=config.client.batch_size,
     )  # fmt: skip
     planner = ScheduledPlanner(
         settings, predictor, regp, profiles, dataset.client_sizes(),
@@ -143,7 +148,7 @@ def scheduler(
     )  # fmt: skip
     selector = ScheduledSelector(
         inner, planner, config.client.batch_size,
-        overselect_rate=s.overselect, skip_infeasible=skip,
+        overselect_rate=s.overselect, skip_infeasible=skip and not admits,
     )  # fmt: skip
     if config.privacy.enabled:
         return planner, None, aggregator
