@@ -19,7 +19,8 @@ for :mod:`fedstrata.scheduling`. Each round it
    ``RoundMetrics.schedule`` (a ``ScheduleStats``): utilization, idle time,
    throughput, predictor error.
 
-:class:`ScheduledSelector` adapts a :class:`fedstrata.scheduling.Selector` (uniform or
+:class:`ScheduledSelector` (:mod:`fedstrata.sim.scheduled_selector`) adapts a
+:class:`fedstrata.scheduling.Selector` (uniform or
 Oort, Lai et al., OSDI 2021) to the coordinator: it skips devices predicted unable to
 meet the deadline, over-selects, and gives Oort the predictor's durations as hints.
 
@@ -44,7 +45,6 @@ from fedstrata.errors import ConfigError, DataError
 from fedstrata.scheduling import (
     DeviceProfiles,
     HistoryBatch,
-    OortSelector,
     Registry,
     Selector,
     TimePredictor,
@@ -52,7 +52,6 @@ from fedstrata.scheduling import (
     WorkStatus,
     allocate_work,
     link_seconds,
-    overselect,
     round_utilization,
 )
 from fedstrata.sim.hooks import ClientReport
@@ -63,6 +62,7 @@ from fedstrata.sim.registry_bridge import (
     start_from_registry,
     with_registered,
 )
+from fedstrata.sim.scheduled_selector import ScheduledSelector
 from fedstrata.sim.settlement import SettlementWeighted
 
 __all__ = [
@@ -391,44 +391,3 @@ class ScheduledPlanner:
         self.selector.feedback(
             round_idx, plan.cohort, num_samples=done, mean_sq_loss=loss**2, duration_s=dur
         )
-
-
-class ScheduledSelector:
-    """Coordinator selector: skip infeasible devices, over-select, hint Oort.
-
-    Implements :class:`fedstrata.coordinator.Selector` over a
-    :class:`fedstrata.scheduling.Selector`; the planner feeds the same selector back.
-
-    Args:
-        inner: uniform or Oort selection.
-        planner: predicts feasibility and durations.
-        batch_size: the clients' batch size (work per step).
-        overselect_rate: invite ``ceil(k * (1 + rate))`` clients.
-        skip_infeasible: never invite a device predicted to miss the deadline.
-    """
-
-    def __init__(
-        self,
-        inner: Selector,
-        planner: ScheduledPlanner,
-        batch_size: int,
-        *,
-        overselect_rate: float = 0.0,
-        skip_infeasible: bool = True,
-    ) -> None:
-        overselect(1, overselect_rate)  # validates the rate
-        self.inner, self.planner, self.batch_size = inner, planner, batch_size
-        self.rate, self.skip_infeasible = overselect_rate, skip_infeasible
-
-    def select(self, round_idx: int, available: I64, k: int, rng: np.random.Generator) -> I64:
-        """Up to ``ceil(k * (1 + rate))`` feasible clients, sorted."""
-        ids = np.sort(np.asarray(available, dtype=np.int64))
-        if self.skip_infeasible:
-            ids = self.planner.drop_infeasible(round_idx, ids, self.batch_size)
-        if isinstance(self.inner, OortSelector):
-            hint = self.planner.predicted_finish(
-                ids, self.planner.settings.min_steps, self.batch_size
-            )
-            self.inner.hint_durations(ids, hint)
-        want = overselect(k, self.rate) if k >= 1 else 0
-        return self.inner.select(round_idx, ids, want, rng)
