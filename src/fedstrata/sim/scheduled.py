@@ -20,9 +20,9 @@ for :mod:`fedstrata.scheduling`. Each round it
    throughput, predictor error.
 
 :class:`ScheduledSelector` (:mod:`fedstrata.sim.scheduled_selector`) adapts a
-:class:`fedstrata.scheduling.Selector` (uniform or
-Oort, Lai et al., OSDI 2021) to the coordinator: it skips devices predicted unable to
-meet the deadline, over-selects, and gives Oort the predictor's durations as hints.
+:class:`fedstrata.scheduling.Selector` (uniform or Oort, Lai et al., OSDI 2021) to the
+coordinator: it skips devices predicted unable to meet the deadline, over-selects, and
+gives Oort the predictor's durations as hints.
 
 The registry and the simulator's profiles are one source: :func:`registry_profiles`
 and :func:`profile_table` convert between them, and :func:`start_from_registry` begins
