@@ -271,10 +271,8 @@ class ServerProtocol:
         except SecAggError:
             self._requests.clear()
             raise
-        if dropped:
-            logger.warning(
-                "round %d: %d clients dropped before input", self.round_id, len(dropped)
-            )
+        if dropped:  # expected: the round's summary warns once about unused updates
+            logger.info("round %d: %d clients dropped before input", self.round_id, len(dropped))
         self.phase = ServerPhase.UNMASK
         return dict(self._requests)
 

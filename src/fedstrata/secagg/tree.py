@@ -329,8 +329,8 @@ class TreeRound:
                 f"selected clients delivered, threshold {protocol.config.threshold}; the "
                 f"edge is left out of the round ({exc})"
             ) from exc
-        if delivered < selected:
-            logger.warning(
+        if delivered < selected:  # expected; the round's summary warns about lost updates
+            logger.info(
                 "round %d: edge %r recovered %d dropped clients",
                 self.round_idx, parties.name, selected - delivered,
             )  # fmt: skip
