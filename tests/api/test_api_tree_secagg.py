@@ -99,3 +99,12 @@ def test_refused_combinations_name_their_reason(extra, reason):
     """Issue 12 part 3: what tree secure aggregation cannot honour is refused."""
     with pytest.raises(ConfigError, match=reason):
         load_config(overrides=[*TREE, SECURE, *extra])
+
+
+def test_max_weight_scales_the_weights_on_a_tree_as_in_a_flat_run():
+    """Issue 12: ``secagg.max_weight`` below the largest client quantizes the weights to
+    ``max_weight`` levels (the flat aggregator's rule); the tree used its own copy of
+    the weight rule and capped them instead, so large clients lost weight."""
+    res = tree_run(SECURE, "secagg.max_weight=3")
+    assert all(m.secagg_tree.weights_capped == 0 for m in res.rounds)
+    assert all(m.secagg_tree.survivors == m.clients_completed for m in res.rounds)

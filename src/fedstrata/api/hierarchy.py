@@ -213,7 +213,8 @@ def tree_secagg(
     o = secure[1].options
     options = TreeSecAggOptions(
         o.max_weight, o.dropout_rate, o.sparse_graph, o.precompute_masks, o.security_bits,
-        o.root_seed, min_survivors=o.min_survivors,
+        o.root_seed, round_weights=o.round_weights, weight_scale=o.weight_scale,
+        min_survivors=o.min_survivors,
     )  # fmt: skip
     return TreeSecAgg(codec, options)
 

@@ -45,7 +45,6 @@ from fedstrata.aggregation.protocol import (
     check_metrics,
     check_size,
     check_vector,
-    check_weight,
 )
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.metrics import SecAggStats
@@ -55,7 +54,6 @@ from fedstrata.core.state import ClientStateStore
 from fedstrata.errors import (
     AggregationError,
     ConfigError,
-    InvalidUpdateError,
     PayloadError,
     SecAggError,
 )
@@ -66,6 +64,7 @@ from fedstrata.secagg.config import SecAggConfig, check_ring_capacity
 from fedstrata.secagg.cost import ProtocolCost, protocol_cost
 from fedstrata.secagg.options import SecAggOptions, SecAggReport
 from fedstrata.secagg.prg import U32Vector
+from fedstrata.secagg.ring_input import integer_weight, weighted_input
 from fedstrata.secagg.simulate import RoundStats, simulate_round_detailed
 
 __all__ = [
@@ -313,21 +312,17 @@ class SecAggAggregator:
             )
 
     def _weight(self, state: RingState, weight: float, client_id: int) -> int:
-        w = check_weight(weight, client_id)
-        if self.options.round_weights:
-            w = float(max(1, round(w * self.options.weight_scale)))
-        if abs(w - round(w)) > 1e-9 * max(1.0, w):
-            raise InvalidUpdateError(
-                client_id, f"secure aggregation needs an integer weight, got {weight}"
-            )
-        if round(w) > self.options.max_weight:
+        o = self.options
+        w, capped = integer_weight(
+            weight, o.max_weight, client_id, rounding=o.round_weights, scale=o.weight_scale
+        )
+        if capped:
             logger.warning(
-                "client %d: weight %d capped at max_weight %d (ring capacity)",
-                client_id, round(w), self.options.max_weight,
+                "client %d: weight %s capped at max_weight %d (ring capacity)",
+                client_id, weight, o.max_weight,
             )  # fmt: skip
             state.capped += 1
-            return self.options.max_weight
-        return round(w)
+        return w
 
     def _collect(
         self,
@@ -344,11 +339,7 @@ class SecAggAggregator:
                 f"{self.options.expected_cohort}"
             )
         w = self._weight(state, weight, client_id)
-        mask = np.uint32((1 << self.codec.spec.modulus_bits) - 1)
-        folded = np.empty(self.codec.count + 1, dtype=np.uint32)
-        np.multiply(msg.values, np.uint32(w), out=folded[:-1], dtype=np.uint32)
-        folded[:-1] &= mask
-        folded[-1] = w
+        folded = weighted_input(msg.values, w, self.codec.spec.modulus_bits)
         state.round_idx, state.seed = msg.round_idx, msg.seed
         state.inputs.append(folded)
         state.client_ids.append(client_id)

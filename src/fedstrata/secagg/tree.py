@@ -60,6 +60,7 @@ from fedstrata.secagg.prg import (
     U32Vector,
     new_private_key,
 )
+from fedstrata.secagg.ring_input import integer_weight, weighted_input
 from fedstrata.secagg.shamir import ShamirScheme
 from fedstrata.secagg.simulate import drive_unmask
 from fedstrata.secagg.tree_cost import TreeSecAggCost, assemble_cost, forward_report
@@ -74,9 +75,7 @@ from fedstrata.secagg.tree_parties import (
     check_tree,
     decode_mean,
     edge_value,
-    integer_weight,
     metric_means,
-    weighted_input,
 )
 from fedstrata.secagg.twotier import ClusterReport, remove_cluster_masks
 
@@ -286,7 +285,10 @@ class TreeRound:
                            self.round_idx, client_id, exc)  # fmt: skip
             raise
         checked = check_metrics(metrics, client_id)
-        w, capped = integer_weight(weight, self.tree.options.max_weight, client_id)
+        o = self.tree.options
+        w, capped = integer_weight(
+            weight, o.max_weight, client_id, rounding=o.round_weights, scale=o.weight_scale
+        )
         if capped:
             logger.warning("client %d: weight %s capped at %d", client_id, weight, w)
         self._capped += int(capped)

@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedstrata.aggregation.metrics import MetricSums
-from fedstrata.aggregation.protocol import check_weight
 from fedstrata.core.params import FloatVector
-from fedstrata.errors import AggregationError, ConfigError, InvalidUpdateError, PayloadError
+from fedstrata.errors import AggregationError, ConfigError, PayloadError
 from fedstrata.secagg.client import ClientProtocol
 from fedstrata.secagg.codec import RingCodec, RingMessage, lift
 from fedstrata.secagg.config import SecAggConfig
@@ -42,9 +41,7 @@ __all__ = [
     "check_tree",
     "decode_mean",
     "edge_value",
-    "integer_weight",
     "metric_means",
-    "weighted_input",
 ]
 
 
@@ -61,6 +58,10 @@ class TreeSecAggOptions:
         root_seed: seeds every simulated party's secrets per round (not secure).
         secure: run the protocol; ``False`` sums the same ring inputs in the clear
             along the same tree (the reference the protocol must equal).
+        round_weights: weights times ``weight_scale`` are rounded to integers >= 1
+            (settlement weights, weights quantized to ``max_weight`` levels), as in
+            the flat :class:`~fedstrata.secagg.SecAggOptions`.
+        weight_scale: see ``round_weights``.
         min_survivors: distributed DP: fewer surviving clients in the whole tree than
             this and the driver releases nothing (their noise shares are what the
             accountant assumed); 0: no floor.
@@ -73,11 +74,17 @@ class TreeSecAggOptions:
     security_bits: int = 40
     root_seed: int = 0
     secure: bool = True
+    round_weights: bool = False
+    weight_scale: float = 1.0
     min_survivors: int = 0
 
     def __post_init__(self) -> None:
         if self.max_weight < 1:
             raise ConfigError(f"TreeSecAggOptions.max_weight must be >= 1, got {self.max_weight}")
+        if not (np.isfinite(self.weight_scale) and self.weight_scale > 0):
+            raise ConfigError(
+                f"TreeSecAggOptions.weight_scale must be finite and > 0, got {self.weight_scale}"
+            )
 
 
 @dataclass(frozen=True, eq=False)
@@ -264,31 +271,6 @@ class EdgeParties:
     def survivors(self) -> frozenset[int]:
         """Client ids whose input is in the edge's value."""
         return frozenset(self.ids[i] for i in self.folded)
-
-
-def integer_weight(weight: float, max_weight: int, client_id: int) -> tuple[int, bool]:
-    """The integer aggregation weight (capped at ``max_weight``) and whether it was capped.
-
-    Raises:
-        InvalidUpdateError: a negative, non-finite or non-integer weight.
-    """
-    w = check_weight(weight, client_id)
-    if abs(w - round(w)) > 1e-9 * max(1.0, w):
-        raise InvalidUpdateError(
-            client_id, f"secure aggregation needs an integer weight, got {weight}"
-        )
-    if round(w) > max_weight:
-        return max_weight, True
-    return round(w), False
-
-
-def weighted_input(values: U32Vector, weight: int, modulus_bits: int) -> U32Vector:
-    """The protocol input ``[w * q mod 2^b, w]`` of ring elements ``q`` (a pure kernel)."""
-    out = np.empty(values.shape[0] + 1, dtype=np.uint32)
-    np.multiply(values, np.uint32(weight), out=out[:-1], dtype=np.uint32)
-    out[:-1] &= np.uint32((1 << modulus_bits) - 1)
-    out[-1] = weight
-    return out
 
 
 def check_ring_round(msg: RingMessage, round_idx: int, seed: int | None) -> None:

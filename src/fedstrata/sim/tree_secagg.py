@@ -179,8 +179,8 @@ class SecureRound:
             raise AggregationError(f"client {cid} is in no secure cluster of this round")
         if res.payload is None:
             raise AggregationError(f"client {cid}: secure aggregation needs a ring payload")
-        if self.weight_factor is not None:
-            weight = max(1.0, float(round(weight * self.weight_factor(cid))))
+        if self.weight_factor is not None:  # rounded into the ring by the options' rule
+            weight *= self.weight_factor(cid)
         name = self.cluster_of[cid]
         self.rnd.fold(name, self.codec, res.payload, weight, client_id=cid, metrics=res.metrics)
         state.cluster = name
