@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedstrata.config import dump_config
-from fedstrata.coordinator.cadence import evaluation_due
+from fedstrata.coordinator.cadence import evaluate_round
 from fedstrata.core.params import FloatVector
 from fedstrata.monitoring import (
     RoundMetrics,
@@ -93,16 +93,15 @@ class RunRecorder:
         self, round_idx: int, record: RoundRecord, params: FloatVector, round_s: float, now: float
     ) -> RoundMetrics:
         rounds = self.dep.config.rounds
-        accuracy = loss = None
-        last = round_idx == rounds.rounds - 1
-        if self._test is not None and evaluation_due(round_idx, rounds.eval_every, last=last):
-            ev = self.dep.trainer.evaluate(params, self._test)
-            accuracy, loss = ev.accuracy, ev.loss
+        ev = evaluate_round(
+            self.dep.trainer, self._test, params, round_idx,
+            rounds=rounds.rounds, eval_every=rounds.eval_every,
+        )  # fmt: skip
         out = record.outcome
         return RoundMetrics(
             round_idx=round_idx,
-            accuracy=accuracy,
-            loss=loss,
+            accuracy=ev.accuracy,
+            loss=ev.loss,
             train_loss=record.train_loss,
             clients_selected=out.selected,
             clients_completed=len(out.accepted),
@@ -116,6 +115,7 @@ class RunRecorder:
             compute_s=0.0,
             downlink_s=0.0,
             uplink_s=0.0,
+            extras=ev.extras or {},
         )
 
     def finish(self, params: FloatVector) -> Path:

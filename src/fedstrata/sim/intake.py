@@ -13,7 +13,6 @@ round's metrics and the events sent to the sinks.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,13 +22,13 @@ import numpy as np
 
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.algorithms.server import ServerOptimizer
-from fedstrata.coordinator.cadence import evaluation_due
+from fedstrata.coordinator.cadence import Evaluation, evaluate_round
 from fedstrata.coordinator.events import RoundOutcome
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.metrics import AnyStats, CodecStats
 from fedstrata.core.params import FloatVector, ParamSpec
 from fedstrata.core.payload import HEADER_SIZE, Payload
-from fedstrata.core.training import LocalData, LocalPlan, Trainer
+from fedstrata.core.training import LocalPlan
 from fedstrata.core.update import validate_vector
 from fedstrata.errors import FedstrataError, PrivacyBudgetExhausted, SecAggError
 from fedstrata.monitoring import ClientFailure, RoundMetrics, Sink
@@ -61,7 +60,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_HEADLINE = ("loss", "accuracy")  # a task's evaluate metrics stored as fields, not extras
 
 
 def dense_bytes(size: int) -> int:
@@ -191,34 +189,6 @@ def apply_server_halves(
     if pipeline is not None:
         mean = pipeline.decode_aggregate(mean, ctx)
     return mean
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """The round's central evaluation (all None / empty when not due)."""
-
-    accuracy: float | None = None
-    loss: float | None = None
-    extras: dict[str, float] | None = None
-
-
-def evaluate_round(
-    trainer: Trainer,
-    test_data: LocalData | None,
-    params: FloatVector,
-    round_idx: int,
-    *,
-    rounds: int,
-    eval_every: int,
-) -> Evaluation:
-    """Evaluate ``params`` centrally when the cadence says so."""
-    last = round_idx == rounds - 1
-    if test_data is None or not evaluation_due(round_idx, eval_every, last=last):
-        return Evaluation()
-    ev = trainer.evaluate(params, test_data)
-    acc = None if math.isnan(ev.accuracy) else ev.accuracy
-    extras = {f"test_{k}": v for k, v in ev.metrics.items() if k not in _HEADLINE}
-    return Evaluation(acc, ev.loss, extras)
 
 
 def round_mean(
