@@ -209,12 +209,11 @@ class Simulation:
         assert isinstance(close, CloseRound)
         self.clock.advance_to(end)
         outcome = close.outcome
-        step = server_step(
+        params, opt_state = server_step(
             outcome, params, opt_state, partial(self.aggregator.finalize, state),
             hooks=self.hooks, pipeline=self.pipeline, optimizer=self.server_optimizer,
             broadcast=self._bc, root_seed=self.settings.root_seed,
         )  # fmt: skip
-        params, opt_state = step.params, step.opt_state
         extra = self._protocol_charge(round_idx, tally)
         outcome = replace(outcome, end_s=outcome.end_s + extra.seconds)
         self.clock.advance_to(outcome.end_s)

@@ -261,12 +261,11 @@ class HierarchicalSimulation:
             tally.ingress[Tier.CENTER] += self._secure.outer_bytes_up
         outcome = self._close(send, tally, root.end_s)
         self._now = outcome.end_s
-        step = server_step(
+        params, opt_state = server_step(
             outcome, params, opt_state, partial(self._center_mean, root),
             hooks=self.hooks, pipeline=self.pipeline, optimizer=self.server_optimizer,
             broadcast=self._bc, root_seed=self.settings.root_seed,
         )  # fmt: skip
-        params, opt_state = step.params, step.opt_state
         metrics = self._metrics(r, params, root, tally, outcome, wall_s=0.0)
         metrics = finish_round(
             metrics, outcome, hooks=self.hooks, planner=self.planner, reports=tally.reports

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -39,7 +38,6 @@ from fedstrata.sim.tasks import TaskResult
 
 __all__ = [
     "Evaluation",
-    "ServerStep",
     "apply_server_halves",
     "client_legs",
     "client_weight",
@@ -209,22 +207,6 @@ def round_mean(
     return finalize()
 
 
-@dataclass(frozen=True)
-class ServerStep:
-    """What the server did with a closed round.
-
-    Attributes:
-        params: the model after the round (unchanged when nothing was applied).
-        opt_state: the server optimizer's state after the round.
-        lost: why the round's aggregate could not be recovered (secure aggregation
-            refused the round before revealing anything), or None.
-    """
-
-    params: FloatVector
-    opt_state: object
-    lost: str | None = None
-
-
 def server_step(
     outcome: RoundOutcome,
     params: FloatVector,
@@ -236,24 +218,26 @@ def server_step(
     optimizer: ServerOptimizer[Any],
     broadcast: Broadcaster,
     root_seed: int,
-) -> ServerStep:
+) -> tuple[FloatVector, object]:
     """Apply a closed round: its mean, the server halves, the optimizer step, the
-    broadcast's new version. A round below ``min_clients`` is applied only when a hook
-    applies every round (central DP). A round whose secure sum cannot be recovered
-    (too few survivors for the protocol's threshold) leaves the model unchanged and
-    the run goes on: the protocol refused it before revealing any share."""
+    broadcast's new version; the model and optimizer state after it.
+
+    A round below ``min_clients`` is applied only when a hook applies every round
+    (central DP). A round whose secure sum cannot be recovered (too few survivors for
+    the protocol's threshold) leaves the model unchanged and the run goes on: the
+    protocol refused it before revealing any share (its record says so)."""
     if not (outcome.applied or any(hook.applies_every_round for hook in hooks)):
-        return ServerStep(params, opt_state)
+        return params, opt_state
     ctx = RoundContext(outcome.round_idx, root_seed)
     try:
         mean = round_mean(outcome, params.shape[0], finalize)
     except SecAggError as exc:
         log.warning("round %d: aggregate lost, model unchanged: %s", outcome.round_idx, exc)
-        return ServerStep(params, opt_state, str(exc))
+        return params, opt_state  # the secure-aggregation record says it was lost
     mean = apply_server_halves(mean, len(outcome.accepted), ctx, hooks, pipeline)
     params, opt_state = optimizer.step(params, mean, opt_state)
     broadcast.publish(params, ctx)
-    return ServerStep(params, opt_state)
+    return params, opt_state
 
 
 def finish_round(
