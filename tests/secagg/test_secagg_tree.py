@@ -322,3 +322,20 @@ def test_flat_round_with_shared_pair_secrets_is_the_same_round() -> None:
     np.testing.assert_array_equal(runs[0].aggregate, runs[1].aggregate)
     assert int(runs[1].aggregate[0]) == 15 - 2
     assert (runs[1].stats.client_offline_s > 0).all()
+
+
+def test_tree_options_take_every_protocol_parameter_of_the_flat_ones():
+    """The tree is configured by the same ``secagg`` section as a flat run."""
+    from dataclasses import asdict, fields
+
+    from fedstrata.secagg import SecAggOptions
+    from fedstrata.secagg.tree import TreeSecAggOptions
+
+    flat = SecAggOptions(
+        expected_cohort=40, max_weight=7, dropout_rate=0.2, sparse_graph=False,
+        precompute_masks=True, security_bits=30, root_seed=5, secure=False,
+        round_weights=True, weight_scale=0.5, min_survivors=12,
+    )  # fmt: skip
+    tree = TreeSecAggOptions.like(flat)
+    assert {f.name for f in fields(TreeSecAggOptions)} <= set(asdict(flat))
+    assert asdict(tree) == {k: v for k, v in asdict(flat).items() if k != "expected_cohort"}

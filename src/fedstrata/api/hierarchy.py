@@ -210,13 +210,7 @@ def tree_secagg(
     codec = pipeline.codec if pipeline is not None else None
     if not isinstance(codec, RingCodec):
         raise ConfigError("secagg.enabled on a tree needs the pipeline's ring codec")
-    o = secure[1].options
-    options = TreeSecAggOptions(
-        o.max_weight, o.dropout_rate, o.sparse_graph, o.precompute_masks, o.security_bits,
-        o.root_seed, round_weights=o.round_weights, weight_scale=o.weight_scale,
-        min_survivors=o.min_survivors,
-    )  # fmt: skip
-    return TreeSecAgg(codec, options)
+    return TreeSecAgg(codec, TreeSecAggOptions.like(secure[1].options))
 
 
 def hierarchical_simulation(

@@ -10,7 +10,7 @@ pure helpers that turn a client's ring payload into its protocol input ``[w q, w
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +28,7 @@ from fedstrata.secagg.simulate import PartyMeter, drive_offline
 from fedstrata.secagg.twotier import ClusterReport
 
 if TYPE_CHECKING:
+    from fedstrata.secagg.options import SecAggOptions
     from fedstrata.secagg.tree_cost import TreeSecAggCost
 
 __all__ = [
@@ -77,6 +78,13 @@ class TreeSecAggOptions:
     round_weights: bool = False
     weight_scale: float = 1.0
     min_survivors: int = 0
+
+    @classmethod
+    def like(cls, flat: SecAggOptions) -> TreeSecAggOptions:
+        """The same protocol parameters as a flat run's (the cohort size aside: every
+        cluster sizes its own protocol)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in asdict(flat).items() if k in names})
 
     def __post_init__(self) -> None:
         if self.max_weight < 1:
