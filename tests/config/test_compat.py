@@ -156,3 +156,11 @@ def test_tier_settings_on_a_flat_topology_are_refused(setting) -> None:
     assert refusal(load_config(overrides=[*PAIR_BASE, *HIERARCHY, setting])) is None or (
         "kappa" in setting  # a tree refuses some periods with other features, not alone
     )
+
+
+def test_the_runtime_says_why_a_simulated_setting_has_no_deployment_meaning() -> None:
+    """``devices.dropout_rate`` models real dropouts; the runtime refuses it as such, not
+    as a feature it has yet to build."""
+    with pytest.raises(ConfigError, match="drop out for real") as err:
+        check_supported(load_config(overrides=[*PAIR_BASE, "devices.dropout_rate=0.1"]))
+    assert "not built yet" not in str(err.value)

@@ -134,8 +134,9 @@ def refusal(config: FedConfig, driver: Driver | None = None) -> str | None:
 
 
 def _unsupported(driver: Driver, f: Feature) -> str:
+    lacks = f.simulated if driver is RUNTIME and f.simulated else _NOT_BUILT
     why = (
-        f"the {driver.title} ({driver.docs}) does not run {f.title}; {_NOT_BUILT} "
+        f"the {driver.title} ({driver.docs}) does not run {f.title}; {lacks} "
         f"(leave {f.setting} at its default)"
     )
     if driver.selected_by is None:

@@ -46,6 +46,8 @@ FEATURES: tuple[Feature, ...] = (
         "docs/simulator.md",
         lambda c: c.devices.dropout_rate > 0,
         ("devices.dropout_rate=0.2",),
+        simulated="a deployment's clients drop out for real; devices.dropout_rate only "
+        "models that in the simulator",
     ),
     Feature(
         "compression",

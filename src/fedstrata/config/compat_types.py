@@ -27,6 +27,8 @@ class Feature:
         on: whether a configuration has it switched on.
         example: overrides that switch it on (with what it needs) in a small run.
         needs: it takes effect only with one of these features (empty: on its own).
+        simulated: why a deployment has no such setting, for a feature that only
+            models what real devices do (empty: the feature is not simulated).
     """
 
     key: str
@@ -36,6 +38,7 @@ class Feature:
     on: Detect
     example: tuple[str, ...]
     needs: tuple[str, ...] = ()
+    simulated: str = ""
 
 
 @dataclass(frozen=True)
