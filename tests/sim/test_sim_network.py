@@ -1,71 +1,12 @@
-"""Network model: fair-shared ingress, latency matrices and the geographic model."""
+"""Network model: tier links, latency matrices and the geographic model."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from fedstrata.coordinator.planner import Link, TierLinks, makespan_bound
+from fedstrata.coordinator.planner import Link, TierLinks
 from fedstrata.coordinator.topology import Tier
 from fedstrata.errors import ConfigError, DataError
-from fedstrata.sim.network import (
-    GeoModel,
-    LatencyMatrix,
-    NetworkModel,
-    fair_share_finish,
-    water_fill,
-)
-
-caps_st = st.lists(st.floats(1.0, 1e3), min_size=1, max_size=12)
-
-
-@given(caps_st, st.floats(1.0, 5e3))
-def test_water_fill_is_max_min_fair(caps, capacity):
-    caps = np.array(caps)
-    rates = water_fill(caps, capacity)
-    assert (rates <= caps * (1 + 1e-12)).all()
-    assert rates.sum() <= capacity * (1 + 1e-9)
-    if caps.sum() > capacity:  # saturated: every uncapped flow gets the same, largest rate
-        assert rates.sum() == pytest.approx(capacity)
-        free = rates < caps * (1 - 1e-9)
-        assert np.allclose(rates[free], rates.max())
-
-
-def test_simultaneous_equal_flows_share_the_ingress():
-    n = 10
-    done = fair_share_finish(np.zeros(n), np.full(n, 8e6), np.full(n, 1e9), 1e7)
-    np.testing.assert_allclose(done, 8.0)  # 80 Mb through 10 Mb/s
-
-
-def test_capped_sender_and_staggered_start_by_hand():
-    # A (cap 2) starts at 0 with 4 bits; B (cap 10) starts at 1 with 4 bits; capacity 4.
-    # [0,1): A alone at 2 -> 2 bits left. From 1: A at 2 (capped), B at 2 -> A done at 2;
-    # B has 2 left at t=2, then runs at 4 -> done at 2.5.
-    done = fair_share_finish(
-        np.array([0.0, 1.0]), np.array([4.0, 4.0]), np.array([2.0, 10.0]), 4.0
-    )
-    np.testing.assert_allclose(done, [2.0, 2.5])
-
-
-@settings(max_examples=50, deadline=None)
-@given(
-    st.lists(st.tuples(st.floats(0, 10), st.floats(1, 100)), min_size=1, max_size=15),
-    st.floats(1, 50),
-)
-def test_makespan_bound_is_exact_when_caps_do_not_bind(flows, capacity):
-    start = np.array([f[0] for f in flows])
-    bits = np.array([f[1] for f in flows])
-    caps = np.full(start.size, 1e12)
-    done = fair_share_finish(start, bits, caps, capacity)
-    assert (done >= start + bits / capacity - 1e-9).all()
-    assert done.max() == pytest.approx(makespan_bound(start, bits, caps, capacity), rel=1e-9)
-
-
-def test_fair_share_rejects_bad_input():
-    with pytest.raises(ConfigError, match="caps_bps"):
-        fair_share_finish(np.zeros(2), np.ones(2), np.array([1.0, 0.0]), 1.0)
-    with pytest.raises(ConfigError, match="1-D"):
-        fair_share_finish(np.zeros(2), np.ones(3), np.ones(2), 1.0)
+from fedstrata.sim.network import GeoModel, LatencyMatrix, NetworkModel
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".npz"])

@@ -31,6 +31,7 @@ from fedstrata.coordinator.topology import Tier, Topology, TopologyNode
 from fedstrata.core.context import derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
+from fedstrata.core.timing import transfer_s
 from fedstrata.core.training import ClientPopulation, Trainer
 from fedstrata.errors import ConfigError
 from fedstrata.pipeline import Pipeline
@@ -175,13 +176,13 @@ def tree_margin_s(
     an upper bound of the fair share) and the tree's client hop latency above the
     device's own, both ways. The scheduler plans within the deadline less this.
     """
-    bits = 8.0 * (HEADER_SIZE + 4 * size)
+    nbytes = HEADER_SIZE + 4 * size
     worst = 0.0
 
     def visit(node: TopologyNode, reached_s: float) -> None:
         nonlocal worst
         egress = len(node.children) + len(node.clients)
-        send_s = egress * bits / network.link(node.tier).bandwidth_bps
+        send_s = float(transfer_s(0.0, egress * nbytes, network.link(node.tier).bandwidth_bps))
         for c in node.clients:
             extra = network.hop_latency_s(c, node.name, node.tier) - profiles.latency_s[c]
             worst = max(worst, reached_s + send_s + 2 * max(extra, 0.0))

@@ -1,10 +1,13 @@
 """``fedstrata plan``: show the tree a config builds and what a round should cost.
 
-The predictions use the simulator's own timing model, so ``fedstrata plan`` and
-``fedstrata run`` agree: a flat round is timed per client by
+The predictions use the simulator's own timing model (:mod:`fedstrata.core.timing`),
+so ``fedstrata plan`` and ``fedstrata run`` agree: a flat round is timed per client by
 :meth:`~fedstrata.sim.ProfileTable.legs_s` and ends at the cohort's latest arrival
 (its expectation over the random cohort: :func:`fedstrata.coordinator.round_time.
-expected_round_s`); a tree round by :func:`~fedstrata.api.hierarchy.predicted_tree_round_s`.
+expected_round_s`; with every client selected, the simulator's round to the bit); a
+tree round by :func:`~fedstrata.api.hierarchy.predicted_tree_round_s` (the closed
+forms of the tree simulator's fair sharing, exact where no sender's link binds and a
+node's hop latencies are equal).
 """
 
 from __future__ import annotations

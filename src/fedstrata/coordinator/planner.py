@@ -13,7 +13,10 @@ aggregate every round, regions every ``kappa_edge`` edge rounds, the center ever
 ``kappa_region`` region rounds; Liu et al., "Client-Edge-Cloud Hierarchical Federated
 Learning", ICC 2020) and of a flat round, tier by tier: compute + transfer, where the
 transfer into a receiver is bounded by each sender's link and by the receiver's ingress
-shared among concurrent senders. It uses closed forms (no event simulation).
+shared among concurrent senders. It uses the closed forms of
+:mod:`fedstrata.core.timing` (equal shares of a broadcast, ``makespan_bound`` for
+an ingress; no event simulation), the module whose event-driven
+``fair_share_finish`` times the tree simulator.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedstrata.coordinator.topology import Tier, Topology, TopologyNode
+from fedstrata.core.timing import equal_share_bps, makespan_bound, transfer_s
 from fedstrata.errors import ConfigError
 
 __all__ = [
@@ -37,7 +41,6 @@ __all__ = [
     "TierTimes",
     "cluster",
     "distances_from_coords",
-    "makespan_bound",
     "plan_topology",
     "predict_round",
     "rehome",
@@ -323,20 +326,6 @@ class TierTimes:
     global_round_s: float
 
 
-def makespan_bound(ready_s: F64, bits: F64, caps_bps: F64, capacity_bps: float) -> float:
-    """Closed-form finish of transfers sharing one ingress: per-flow and aggregate bounds.
-
-    ``max(max_i(ready_i + bits_i/cap_i), max_k(ready_k + bits of flows ready at or
-    after ready_k / capacity))``; exact when the senders' caps do not bind.
-    """
-    if ready_s.size == 0:
-        return 0.0
-    order = np.argsort(ready_s, kind="stable")
-    tail = np.cumsum(bits[order][::-1])[::-1]
-    aggregate = float((ready_s[order] + tail / capacity_bps).max())
-    return max(float((ready_s + bits / caps_bps).max()), aggregate)
-
-
 def _hop_latency(cost: CostModel, link: Link, a: int | None, b: int | None) -> float:
     extra = 0.0 if cost.latency_s is None or a is None or b is None else cost.latency_s[a, b]
     return link.latency_s + float(extra)
@@ -383,11 +372,11 @@ class _Predict:
         host = self.hosts.get(node.name)
         ids = np.asarray(node.clients, dtype=np.int64)
         m = ids.size + len(node.children)
-        share = link.bandwidth_bps / max(m, 1)
+        share = equal_share_bps(link.bandwidth_bps, m)
         down = np.concatenate(
             [
-                c.model_bytes * 8 / np.minimum(c.downlink_bps[ids], share),
-                np.full(len(node.children), c.model_bytes * 8 / share),
+                transfer_s(0.0, c.model_bytes, np.minimum(c.downlink_bps[ids], share)),
+                np.full(len(node.children), transfer_s(0.0, c.model_bytes, share)),
             ]
         )
         lat = np.array(

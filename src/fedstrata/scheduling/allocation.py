@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.core.timing import transfer_s
 from fedstrata.errors import ConfigError, DataError
 from fedstrata.scheduling.predictor import TimePredictor
 from fedstrata.scheduling.records import AllocationCandidates, DeviceProfiles
@@ -154,7 +155,8 @@ def _caps(b: WorkBounds, max_work: I64 | None, n: int) -> F64:
 
 
 def link_seconds(profiles: DeviceProfiles, down_bytes: int, up_bytes: int) -> tuple[F64, F64]:
-    """Downlink and uplink seconds: one-way latency plus bytes over bandwidth.
+    """Downlink and uplink seconds: one-way latency plus bytes over bandwidth
+    (:func:`~fedstrata.core.timing.transfer_s`, the simulator's formula).
 
     Raises:
         ConfigError: negative byte counts.
@@ -162,8 +164,8 @@ def link_seconds(profiles: DeviceProfiles, down_bytes: int, up_bytes: int) -> tu
     if down_bytes < 0 or up_bytes < 0:
         raise ConfigError(f"link_seconds bytes must be >= 0, got {down_bytes}, {up_bytes}")
     latency = profiles.network_latency_ms / 1e3
-    down = latency + down_bytes * 8 / (profiles.downlink_mbps * 1e6)
-    up = latency + up_bytes * 8 / (profiles.uplink_mbps * 1e6)
+    down = transfer_s(latency, down_bytes, profiles.downlink_mbps * 1e6)
+    up = transfer_s(latency, up_bytes, profiles.uplink_mbps * 1e6)
     return down, up
 
 

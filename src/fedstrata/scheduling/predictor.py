@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.core.timing import compute_s
 from fedstrata.errors import ConfigError, DataError, RegistryError
 from fedstrata.scheduling.records import DeviceProfiles, HistoryBatch
 
@@ -133,7 +134,7 @@ class TimePredictor:
         """
         if not flops_per_example > 0:
             raise ConfigError(f"flops_per_example must be > 0, got {flops_per_example}")
-        return cls(profiles.device_id, flops_per_example / profiles.flops, config)
+        return cls(profiles.device_id, compute_s(1, flops_per_example, profiles.flops), config)
 
     @property
     def state(self) -> PredictorState:

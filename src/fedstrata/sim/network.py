@@ -3,19 +3,17 @@
 Each tier has a :class:`~fedstrata.coordinator.planner.Link` (LAN inside an edge,
 metro edge -> region, WAN region -> center; see
 :class:`~fedstrata.coordinator.planner.TierLinks`). Concurrent transfers into one
-receiver share its ingress max-min fairly (processor sharing with per-sender caps,
-computed by water filling at every start and finish event: Bertsekas & Gallager,
-*Data Networks*, 2nd ed., 1992, section 6.5.2), so under flat FL a thin center link
-becomes the bottleneck in simulated time. Hop latencies come from the link and,
-optionally, a latency matrix between sites generated from a simple geographic model
-(points on a plane, latency = base + distance / propagation speed) and stored as CSV
-or ``.npz``.
+receiver share its ingress max-min fairly
+(:func:`fedstrata.core.timing.fair_share_finish`, where all device and network
+timing lives), so under flat FL a thin center link becomes the bottleneck in simulated
+time. Hop latencies come from the link and, optionally, a latency matrix between sites
+generated from a simple geographic model (points on a plane, latency = base + distance
+/ propagation speed) and stored as CSV or ``.npz``.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,66 +30,10 @@ __all__ = [
     "GeoModel",
     "LatencyMatrix",
     "NetworkModel",
-    "fair_share_finish",
-    "water_fill",
 ]
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
-
-
-def water_fill(caps_bps: F64, capacity_bps: float) -> F64:
-    """Max-min fair rates of flows with per-flow caps sharing ``capacity_bps``."""
-    m = caps_bps.size
-    order = np.argsort(caps_bps, kind="stable")
-    c = caps_bps[order]
-    before = np.concatenate([[0.0], np.cumsum(c)[:-1]])
-    level = (capacity_bps - before) / (m - np.arange(m))
-    over = c > level
-    rates = c.copy()
-    if over.any():
-        k = int(np.argmax(over))
-        rates[k:] = level[k]
-    out = np.empty(m)
-    out[order] = rates
-    return out
-
-
-def fair_share_finish(start_s: F64, size_bits: F64, caps_bps: F64, capacity_bps: float) -> F64:
-    """When each transfer into one receiver completes under max-min fair sharing.
-
-    Args:
-        start_s: when each sender is ready to send.
-        size_bits: what each sends.
-        caps_bps: each sender's own link rate.
-        capacity_bps: the receiver's ingress, shared by the active senders.
-
-    Raises:
-        ConfigError: arrays of different shapes or non-positive rates.
-    """
-    if not (start_s.shape == size_bits.shape == caps_bps.shape) or start_s.ndim != 1:
-        raise ConfigError("fair_share_finish: start_s, size_bits and caps_bps must be 1-D alike")
-    if (caps_bps <= 0).any() or not capacity_bps > 0:
-        raise ConfigError("fair_share_finish: caps_bps and capacity_bps must be > 0")
-    finish = np.where(size_bits <= 0, start_s, np.inf)
-    remaining = size_bits.astype(np.float64).copy()
-    done = size_bits <= 0
-    t = float(start_s.min(initial=0.0))
-    while not done.all():
-        active = np.flatnonzero(~done & (start_s <= t))
-        pending = start_s[~done & (start_s > t)]
-        next_start = float(pending.min()) if pending.size else math.inf
-        if active.size == 0:
-            t = next_start
-            continue
-        rates = water_fill(caps_bps[active], capacity_bps)
-        to_finish = remaining[active] / rates
-        dt = min(float(to_finish.min()), next_start - t)
-        remaining[active] -= rates * dt
-        t += dt
-        ended = active[to_finish <= dt * (1 + 1e-12)]
-        remaining[ended], done[ended], finish[ended] = 0.0, True, t
-    return finish
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,9 +6,10 @@ compute log-uniform over ``compute_spread`` (three orders of magnitude by defaul
 bandwidth log-normal around a median — or loaded from a CSV file with a header
 ``device_id,flops,memory_gb,uplink_mbps,downlink_mbps,latency_ms,availability``.
 
-:meth:`ProfileTable.legs_s` is the one device-timing model: the flat simulator, the
-asynchronous simulator, the scheduled planner and ``fedstrata plan`` all turn work and
-bytes into simulated seconds through it.
+:meth:`ProfileTable.legs_s` applies the one device-timing model
+(:mod:`fedstrata.core.timing`) to these profiles: the flat simulator, the asynchronous
+simulator, the tree simulator's compute leg, the scheduled planner and ``fedstrata
+plan`` all turn a client's work and bytes into simulated seconds through it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.core.timing import compute_s, transfer_s
 from fedstrata.errors import ConfigError, DataError
 
 __all__ = ["DeviceProfile", "ProfileDistribution", "ProfileTable"]
@@ -120,14 +122,15 @@ class ProfileTable:
 
         ``downlink = latency + down_bytes * 8 / downlink_bps``, ``compute = examples *
         flops_per_example / flops``, ``uplink = latency + up_bytes * 8 / uplink_bps``
-        (``docs/simulator.md``); a client's update arrives ``sum`` of the three after
-        the round starts. Byte counts may be scalars or one per client.
+        (:func:`~fedstrata.core.timing.transfer_s`,
+        :func:`~fedstrata.core.timing.compute_s`; ``docs/simulator.md``); a client's
+        update arrives ``sum`` of the three after the round starts. Byte counts may be
+        scalars or one per client.
         """
         latency = self.latency_s[ids]
-        down: F64 = latency + np.asarray(down_bytes, dtype=np.float64) * 8 / self.downlink_bps[ids]
-        compute: F64 = np.asarray(examples, dtype=np.float64) * flops_per_example / self.flops[ids]
-        up: F64 = latency + np.asarray(up_bytes, dtype=np.float64) * 8 / self.uplink_bps[ids]
-        return down, compute, up
+        down = transfer_s(latency, down_bytes, self.downlink_bps[ids])
+        up = transfer_s(latency, up_bytes, self.uplink_bps[ids])
+        return down, compute_s(examples, flops_per_example, self.flops[ids]), up
 
     def available(self, rng: np.random.Generator) -> NDArray[np.int64]:
         """Ids of the clients that are online this round (Bernoulli(availability))."""

@@ -6,7 +6,7 @@ own selected clients and to the children that have selected clients below them
 global round costs what the run's :class:`~fedstrata.sim.hooks.Broadcaster` says,
 e.g. compressed deltas), the clients train (compute time from their profiles), the
 children run their own periods recursively, and every upload shares the node's
-ingress fairly (:func:`~fedstrata.sim.network.fair_share_finish`). A client update
+ingress fairly (:func:`~fedstrata.core.timing.fair_share_finish`). A client update
 that reaches its node after the round deadline is late (the coordinator's rule,
 :meth:`~fedstrata.coordinator.RoundCoordinator.is_late`) and not folded; the node
 then waits until the deadline before it sends up. Usable updates and children's
@@ -29,6 +29,7 @@ from fedstrata.aggregation import MeanState
 from fedstrata.coordinator.machine import RoundCoordinator
 from fedstrata.coordinator.topology import Tier, TopologyNode
 from fedstrata.core.params import FloatVector
+from fedstrata.core.timing import fair_share_finish
 from fedstrata.core.training import LocalPlan, Trainer
 from fedstrata.errors import FedstrataError
 from fedstrata.sim.executor import Executor
@@ -41,7 +42,7 @@ from fedstrata.sim.intake import (
     result_problem,
     upload_bytes,
 )
-from fedstrata.sim.network import NetworkModel, fair_share_finish
+from fedstrata.sim.network import NetworkModel
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tasks import ClientTask, TaskResult
 from fedstrata.sim.tree_node import Hop, TierAggregation
