@@ -90,3 +90,80 @@ def test_plan_agrees_with_run_on_every_preset_as_a_tree(preset):
     predicted = predict(cfg).tree_s
     assert predicted is not None
     assert predicted == pytest.approx(_measured_round_s_of(cfg), rel=0.2)
+
+
+def _first_round_s(cfg) -> float:
+    return run(cfg).simulation.rounds[0].sim_round_s
+
+
+EXACT = [
+    *FAST,
+    "rounds.rounds=1",
+    "rounds.clients_per_round=null",  # every client, every round: no cohort to average over
+    "data.num_clients=8",
+    "client.epochs=null",
+    "client.steps=2",
+]
+
+
+def test_plan_equals_the_flat_clock_when_every_client_is_selected():
+    """Issue 12: with the whole population selected, always online, no deadline, dense
+    updates, ``fedstrata plan``'s flat round is the simulator's first round to the bit:
+    both time every client with ``ProfileTable.legs_s`` (``core.timing``) and the round
+    ends at the latest arrival. (With a random cohort the plan is its expectation.)"""
+    cfg = load_config(preset="quickstart", overrides=EXACT)
+    assert predict(cfg).flat_s == _first_round_s(cfg)
+
+
+def _dyadic_profiles(path) -> str:
+    """Eight devices, FLOP/s powers of two, own links far above the tier links."""
+    rows = ["device_id,flops,memory_gb,uplink_mbps,downlink_mbps,latency_ms,availability"]
+    rows += [f"{i},{2.0 ** (24 + i % 3)},4,1e5,1e5,{125 * (1 + i % 2)},1.0" for i in range(8)]
+    path.write_text("\n".join(rows) + "\n")
+    return f"devices.profiles_path={path}"
+
+
+TREE = [
+    "topology.mode=explicit",
+    "topology.regions={r0: {e0: [0, 1], e1: [2, 3]}, r1: {e2: [4, 5], e3: [6, 7]}}",
+    "topology.kappa_edge=2",
+    "topology.kappa_region=2",
+]
+POWERS_OF_TWO = [  # 2**23, 2**22, 2**21 b/s; 1/8, 1/4, 1/2 s
+    "topology.lan_mbps=8.388608",
+    "topology.metro_mbps=4.194304",
+    "topology.wan_mbps=2.097152",
+    "topology.lan_ms=125",
+    "topology.metro_ms=250",
+    "topology.wan_ms=500",
+]
+DECIMAL = [
+    "topology.lan_mbps=10",
+    "topology.metro_mbps=5",
+    "topology.wan_mbps=3",
+    "topology.lan_ms=1",
+    "topology.metro_ms=5",
+    "topology.wan_ms=20",
+]
+
+
+@pytest.mark.parametrize(("links", "rel"), [(POWERS_OF_TWO, 0.0), (DECIMAL, 1e-12)])
+def test_plan_equals_the_tree_clock_where_its_closed_forms_are_exact(tmp_path, links, rel):
+    """Issue 12: the topology planner's closed forms (``core.timing``: equal shares of a
+    broadcast, ``makespan_bound`` for an ingress, one hop latency per node) are the
+    tree simulator's event-driven fair sharing when no sender's own link binds and a
+    node's hop latencies are equal (explicit tree: the tier links' latencies). Every
+    client selected, two edge rounds per region round, two region rounds per round.
+
+    With binary-exact links, FLOP/s and latencies the planner's relative clock and the
+    simulator's absolute one round alike and agree to the bit; with decimal ones they
+    differ only in the order of the floating-point sums. With a latency matrix (a
+    planned tree) the planner charges every upload into a node its slowest hop's
+    latency, an upper bound; when senders' caps bind, ``makespan_bound`` is a lower
+    bound of the fair-share finish: there the plan is an estimate (the tests above).
+    """
+    overrides = [*EXACT, _dyadic_profiles(tmp_path / "devices.csv"), *TREE, *links]
+    cfg = load_config(preset="quickstart", overrides=overrides)
+    predicted = predict(cfg).tree_s
+    assert predicted is not None
+    assert predicted == pytest.approx(_first_round_s(cfg), rel=rel, abs=0.0)
