@@ -133,3 +133,14 @@ def test_poisson_sampling_has_the_expected_rate():
     assert len(set(sizes)) > 1  # the cohort size varies, as Poisson sampling does
     with pytest.raises(ConfigError, match="poisson_rate"):
         RoundPolicy(poisson_rate=0.0)
+
+
+def test_in_flight_lists_the_cohort_members_yet_to_report():
+    m = RoundCoordinator(RoundPolicy(clients_per_round=3, root_seed=0))
+    assert m.in_flight == {}
+    cohort = start(m, r=2).client_ids.tolist()
+    m.handle(UpdateArrived(cohort[0], 1.0, 1.0))
+    m.handle(ClientFailed(cohort[1], "crashed"))
+    assert m.in_flight == {cohort[2]: 2}
+    m.handle(DeadlinePassed(2.0))
+    assert m.in_flight == {}

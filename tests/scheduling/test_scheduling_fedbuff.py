@@ -136,3 +136,30 @@ def test_matches_the_reference_formula(
             np.testing.assert_allclose(decision.step, lr * ref, rtol=1e-4, atol=1e-5)
             assert len(pending) == k
             pending = []
+
+
+def test_the_rules_judge_an_update_by_its_staleness() -> None:
+    rules = FedBuffConfig(max_staleness=2, staleness_exponent=1.0)
+    assert rules.staleness(1, 5, 3) == 2
+    assert rules.rejection(2) is None
+    assert rules.rejection(3) == "staleness 3 > max_staleness 2"
+    assert rules.scale(3) == 0.25
+    with pytest.raises(ProtocolError, match="client 1 trained on version 6, server is at 5"):
+        rules.staleness(1, 5, 6)
+
+
+def test_fold_and_flush_execute_a_coordinators_accept_and_step() -> None:
+    server = FedBuffServer(DIM, FedBuffConfig(buffer_size=5, server_lr=0.5))
+    with pytest.raises(ProtocolError, match="empty buffer"):
+        server.flush(1, 0)
+    assert server.fold(1, vec(1), 2.0, 0, 1.0) == 1
+    assert server.fold(2, vec(2), 1.0, 3, 0.5) == 2
+    with pytest.raises(InvalidUpdateError, match="weight"):
+        server.fold(3, vec(3), -1.0, 0, 1.0)
+    applied = server.flush(2, 3)  # a step before K when the coordinator says so
+    expected = (2.0 * vec(1) + 0.5 * vec(2)) / 3.0
+    np.testing.assert_allclose(applied.mean_delta, expected, rtol=1e-5)
+    np.testing.assert_allclose(applied.step, 0.5 * expected, rtol=1e-5)
+    assert (applied.new_version, applied.staleness, applied.mean_staleness) == (1, 3, 1.5)
+    assert server.version == 1
+    assert server.state.count == 0

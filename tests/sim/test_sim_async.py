@@ -22,19 +22,19 @@ DIST = ProfileDistribution(flops_max=1e7, compute_spread=100.0, latency_ms=1.0)
 
 
 class Recorder:
-    """A FedBuffServer that remembers every update it was given."""
+    """A FedBuffServer that remembers every update the coordinator had it fold."""
 
     def __init__(self, server):
         self.inner, self.calls = server, []
 
-    @property
-    def version(self):
-        return self.inner.version
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
-    def receive(self, client_id, delta, base_version, weight=1.0):
-        decision = self.inner.receive(client_id, delta, base_version, weight)
+    def fold(self, client_id, delta, weight, staleness, scale):
+        buffered = self.inner.fold(client_id, delta, weight, staleness, scale)
+        base_version = self.inner.version - staleness
         self.calls.append((client_id, delta.copy(), self.inner.version, base_version, weight))
-        return decision
+        return buffered
 
 
 def make(
@@ -186,3 +186,12 @@ def test_failing_clients_make_one_warning_per_server_step(caplog):
     assert all(w.startswith("server step ") and "NaN/Inf" in w for w in warnings), warnings
     assert all(w.endswith("lower client.lr)") for w in warnings), warnings
     assert len(infos) > len(warnings)
+
+
+def test_the_coordinator_keeps_concurrency_clients_in_flight():
+    """The round engine's buffered policy dispatches: a step sees the other
+    ``concurrency - 1`` clients in flight, and every freed slot is refilled."""
+    result, sim = run(updates=5, concurrency=6, k=3)
+    assert all(m.fedbuff.in_flight == 5 for m in result.rounds)
+    assert len(sim.coordinator.in_flight) == 6
+    assert sim.coordinator.round_idx == sim.server.version == 5

@@ -1,5 +1,7 @@
-"""Round logic as a sans-IO state machine, shared by the simulator and the runtime."""
+"""Round logic as a sans-IO state machine, shared by the simulator and the runtime
+(synchronous rounds, or FedBuff's buffered policy)."""
 
+from fedstrata.coordinator.buffered import Buffering
 from fedstrata.coordinator.events import (
     Accept,
     ClientFailed,
@@ -18,6 +20,7 @@ from fedstrata.coordinator.topology import Topology, TopologyNode
 
 __all__ = [
     "Accept",
+    "Buffering",
     "ClientFailed",
     "CloseRound",
     "Command",

@@ -37,11 +37,16 @@ class StartRound:
 
 @dataclass(frozen=True)
 class UpdateArrived:
-    """A client's update reached the server at ``arrival_s``."""
+    """A client's update reached the server at ``arrival_s``.
+
+    ``version``: the model version the client was sent (a buffered run's staleness is
+    counted from it); None in synchronous rounds, where every client holds the round's.
+    """
 
     client_id: int
     arrival_s: float
     weight: float
+    version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,10 @@ Event = StartRound | UpdateArrived | ClientFailed | DeadlinePassed
 
 @dataclass(frozen=True)
 class SendModel:
-    """Broadcast the model to ``client_ids``; updates are due by ``deadline_s``."""
+    """Broadcast the model to ``client_ids``; updates are due by ``deadline_s``.
+
+    ``round_idx`` is the round, or in a buffered run the model version sent.
+    """
 
     round_idx: int
     client_ids: NDArray[np.int64]
@@ -73,10 +81,16 @@ class SendModel:
 
 @dataclass(frozen=True)
 class Accept:
-    """Fold this client's update into the aggregate with ``weight``."""
+    """Fold this client's update, times ``scale``, into the aggregate with ``weight``.
+
+    ``staleness``: model versions since the client was sent the model, and ``scale``
+    its discount ``s(staleness)`` (a buffered run); 0 and 1 in synchronous rounds.
+    """
 
     client_id: int
     weight: float
+    staleness: int = 0
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,11 @@ class Reject:
 
 @dataclass(frozen=True)
 class RoundOutcome:
-    """Who took part in a round and how it ended."""
+    """Who took part in a round and how it ended.
+
+    In a buffered run a "round" is a server step: ``selected`` counts the updates
+    reported since the last step, ``late`` those rejected as too stale.
+    """
 
     round_idx: int
     selected: int

@@ -1,6 +1,9 @@
-"""The synchronous round as a state machine without I/O.
+"""The round engine as a state machine without I/O.
 
-One instance coordinates one run. Each round: ``StartRound`` selects a cohort and
+One instance coordinates one run, synchronously (the default) or with a buffering
+policy (FedBuff, :mod:`fedstrata.coordinator.buffered`: clients in flight, a server
+step every ``K`` accepted updates, freed slots sent the model again) over the same
+events and commands. Each synchronous round: ``StartRound`` selects a cohort and
 returns ``SendModel``; every ``UpdateArrived`` / ``ClientFailed`` is answered with
 ``Accept`` or ``Reject`` (unknown, duplicate and late clients are rejected with a
 reason); ``DeadlinePassed`` closes the round with a :class:`RoundOutcome`. Time comes
@@ -18,6 +21,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.coordinator.buffered import BufferedRounds, Buffering
 from fedstrata.coordinator.events import (
     Accept,
     ClientFailed,
@@ -71,6 +75,23 @@ class RoundPolicy:
             raise ConfigError(f"poisson_rate must be in (0, 1], got {self.poisson_rate}")
 
 
+def _check_bufferable(policy: RoundPolicy) -> None:
+    """A buffered run takes only the policy's seed: it has no cohort and no deadline."""
+    given = {
+        "clients_per_round": policy.clients_per_round,
+        "deadline_s": policy.deadline_s,
+        "poisson_rate": policy.poisson_rate,
+    }
+    for name, value in given.items():
+        if value is not None:
+            raise ConfigError(f"RoundPolicy.{name}={value} does not apply to a buffered run")
+    if policy.min_clients != 1:
+        raise ConfigError(
+            f"RoundPolicy.min_clients={policy.min_clients} does not apply to a buffered run "
+            "(each server step takes the buffer's K updates)"
+        )
+
+
 class Phase(Enum):
     IDLE = "idle"
     COLLECTING = "collecting"
@@ -90,12 +111,29 @@ class RoundCoordinator:
     Args:
         policy: cohort size, deadline, sampling.
         selector: who to pick when ``clients_per_round`` is fewer than the available
-            clients; the default is uniform sampling without replacement.
+            clients (buffered: who takes a freed slot); the default is uniform sampling.
+        buffering: run FedBuff's buffered policy instead of synchronous rounds; the
+            policy's ``root_seed`` seeds the dispatch draws, its other fields must be
+            left at their defaults (a buffered run has no cohort and no deadline).
+
+    Raises:
+        ConfigError: ``buffering`` with a cohort size, ``min_clients``, deadline or
+            Poisson rate.
     """
 
-    def __init__(self, policy: RoundPolicy, selector: Selector | None = None) -> None:
+    def __init__(
+        self,
+        policy: RoundPolicy,
+        selector: Selector | None = None,
+        buffering: Buffering | None = None,
+    ) -> None:
         self.policy = policy
         self.selector = selector
+        self.buffering = buffering
+        self._buffered: BufferedRounds | None = None
+        if buffering is not None:
+            _check_bufferable(policy)
+            self._buffered = BufferedRounds(buffering, policy.root_seed, selector)
         self._phase = Phase.IDLE
         self._round = -1
         self._start_s = 0.0
@@ -107,7 +145,18 @@ class RoundCoordinator:
 
     @property
     def round_idx(self) -> int:
-        return self._round
+        """The open (or last) round; buffered: the model version, i.e. the open step."""
+        return self._round if self._buffered is None else self._buffered.version
+
+    @property
+    def in_flight(self) -> dict[int, int]:
+        """The clients sent the model that have not reported yet, each with the round
+        (buffered: the model version) it was sent."""
+        if self._buffered is not None:
+            return self._buffered.in_flight
+        if self._phase is not Phase.COLLECTING:
+            return {}
+        return dict.fromkeys(sorted(self._cohort - self._reported), self._round)
 
     def handle(self, event: Event) -> list[Command]:
         """Advance the state machine by one event.
@@ -116,6 +165,8 @@ class RoundCoordinator:
             ProtocolError: an event that makes no sense in the current phase
                 (e.g. ``StartRound`` while a round is open).
         """
+        if self._buffered is not None:
+            return self._buffered.handle(event)
         if isinstance(event, StartRound):
             return self._start(event)
         if self._phase is not Phase.COLLECTING:

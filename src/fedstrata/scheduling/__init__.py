@@ -7,7 +7,9 @@
 * :func:`allocate_work` / :func:`plan_round` / :func:`settle_at_deadline` — size each
   client's work so all finish by the deadline; accept partial work at the deadline.
 * :class:`RandomSelector`, :class:`OortSelector` — cohort selection.
-* :class:`FedBuffServer` — buffered asynchronous aggregation (sans-IO).
+* :class:`FedBuffServer`, :class:`FedBuffConfig` — buffered asynchronous aggregation
+  (sans-IO): the buffer and the staleness rules (the round engine dispatches, see
+  :mod:`fedstrata.coordinator.buffered`).
 * :func:`round_utilization` — a round's utilization (``RoundMetrics.schedule``).
 """
 

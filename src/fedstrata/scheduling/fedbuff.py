@@ -20,9 +20,15 @@ robust rule sees each buffered client once, unweighted). Memory is the aggregato
 O(K x model) for the robust rules, which hold every buffered vector, O(model) for the
 mean. Without an aggregator the running float32 sum above is kept (the paper's rule).
 
-:class:`FedBuffServer` does no I/O and reads no clock: the driver (simulator or runtime)
-feeds it arrivals and acts on the returned decision. The buffer is one flat float32
-vector; the model itself stays with the driver.
+:class:`FedBuffServer` does no I/O and reads no clock. It holds the buffer (one flat
+float32 vector, or the aggregator's state) and the model version; the model itself
+stays with the driver. The rules that judge an update (its staleness, the
+``max_staleness`` cut, the weight ``s(tau)``) are :class:`FedBuffConfig`'s, written
+once: the round engine's buffered policy (:mod:`fedstrata.coordinator.buffered`)
+applies them to the clients it dispatched, and the simulator executes its ``Accept``
+and step commands with :meth:`FedBuffServer.fold` and :meth:`FedBuffServer.flush`.
+:meth:`FedBuffServer.receive` applies them itself, for a driver whose clients come
+with the version they hold instead of being dispatched.
 """
 
 from __future__ import annotations
@@ -108,6 +114,29 @@ class FedBuffConfig:
             raise ConfigError(
                 f"FedBuffConfig.staleness_exponent must be >= 0, got {self.staleness_exponent}"
             )
+
+    @staticmethod
+    def staleness(client_id: int, version: int, base_version: int) -> int:
+        """``tau``: server versions between ``base_version`` and ``version``.
+
+        Raises:
+            ProtocolError: ``base_version`` is newer than ``version`` or negative.
+        """
+        if not 0 <= base_version <= version:
+            raise ProtocolError(
+                f"client {client_id} trained on version {base_version}, server is at {version}"
+            )
+        return version - base_version
+
+    def rejection(self, staleness: int) -> str | None:
+        """Why an update ``staleness`` versions old is dropped, or None if it counts."""
+        if staleness > self.max_staleness:
+            return f"staleness {staleness} > max_staleness {self.max_staleness}"
+        return None
+
+    def scale(self, staleness: int) -> float:
+        """``s(tau)``, the factor an update ``staleness`` versions old is scaled by."""
+        return float(staleness_weight(staleness, self.staleness_exponent, self.staleness_kind))
 
 
 @dataclass(frozen=True)
@@ -219,44 +248,53 @@ class FedBuffServer:
     def receive(
         self, client_id: int, delta: FloatVector, base_version: int, weight: float = 1.0
     ) -> Decision:
-        """Take one client's update trained on model ``base_version``.
+        """Take one client's update trained on model ``base_version``: judge it with the
+        config's rules, fold it, and step when ``K`` are buffered.
 
         Raises:
             ProtocolError: ``base_version`` is newer than the server's version or negative.
             InvalidUpdateError: wrong dtype/shape, NaN/Inf, or a non-positive weight.
         """
-        s, c = self._state, self.config
-        if not 0 <= base_version <= s.version:
-            raise ProtocolError(
-                f"client {client_id} trained on version {base_version}, server is at {s.version}"
-            )
-        tau = s.version - base_version
-        if tau > c.max_staleness:
+        c = self.config
+        tau = c.staleness(client_id, self.version, base_version)
+        reason = c.rejection(tau)
+        if reason is not None:
             log.warning(
                 "client %d: update %d versions stale (max %d), rejected",
                 client_id,
                 tau,
                 c.max_staleness,
             )
-            return Rejected(client_id, tau, f"staleness {tau} > max_staleness {c.max_staleness}")
+            return Rejected(client_id, tau, reason)
+        scale = c.scale(tau)
+        buffered = self.fold(client_id, delta, weight, tau, scale)
+        if buffered < c.buffer_size:
+            return Accepted(client_id, tau, scale * weight, buffered)
+        return self.flush(client_id, tau)
+
+    def fold(
+        self, client_id: int, delta: FloatVector, weight: float, staleness: int, scale: float
+    ) -> int:
+        """Add ``scale * delta`` with ``weight`` to the buffer (a coordinator's ``Accept``
+        of an update ``staleness`` versions old); returns the updates now buffered.
+
+        Raises:
+            InvalidUpdateError: wrong dtype/shape, NaN/Inf, or a non-positive weight.
+        """
         if not (np.isfinite(weight) and weight > 0):
             raise InvalidUpdateError(client_id, f"weight must be finite and > 0, got {weight}")
         self._check(client_id, delta)
-        decay = float(staleness_weight(tau, c.staleness_exponent, c.staleness_kind))
-        factor = decay * weight
+        s = self._state
         if self.aggregator is None:
-            np.add(s.buffer, np.float32(factor) * delta, out=s.buffer)
+            np.add(s.buffer, np.float32(scale * weight) * delta, out=s.buffer)
         else:
-            scaled = np.float32(decay) * delta
             self._agg_state = self.aggregator.accumulate(
-                self._agg_state, scaled, weight, client_id=client_id
+                self._agg_state, np.float32(scale) * delta, weight, client_id=client_id
             )
         self._state = FedBuffState(
-            s.version, s.buffer, s.weight_sum + weight, s.count + 1, s.staleness_sum + tau
+            s.version, s.buffer, s.weight_sum + weight, s.count + 1, s.staleness_sum + staleness
         )
-        if self._state.count < c.buffer_size:
-            return Accepted(client_id, tau, factor, self._state.count)
-        return self._flush(client_id, tau)
+        return self._state.count
 
     def _check(self, client_id: int, delta: FloatVector) -> None:
         if not isinstance(delta, np.ndarray) or delta.shape != (self._dim,):
@@ -265,8 +303,16 @@ class FedBuffServer:
         if delta.dtype != np.float32 or not np.isfinite(delta).all():
             raise InvalidUpdateError(client_id, "update must be finite float32")
 
-    def _flush(self, client_id: int, tau: int) -> Applied:
+    def flush(self, client_id: int, staleness: int) -> Applied:
+        """The server step over the buffered updates; the buffer empties and the version
+        advances. ``client_id`` and ``staleness``: the update that completed the buffer.
+
+        Raises:
+            ProtocolError: the buffer is empty.
+        """
         s = self._state
+        if s.count == 0:
+            raise ProtocolError(f"FedBuff step at version {s.version} with an empty buffer")
         if self.aggregator is None:
             mean = s.buffer / np.float32(s.weight_sum)
         else:
@@ -281,4 +327,4 @@ class FedBuffServer:
             mean_tau,
             self._state.version,
         )
-        return Applied(step, mean, self._state.version, client_id, tau, mean_tau)
+        return Applied(step, mean, self._state.version, client_id, staleness, mean_tau)

@@ -1,43 +1,32 @@
 """Buffered asynchronous federated learning on the virtual clock (FedBuff).
 
 FedBuff (Nguyen et al., "Federated Learning with Buffered Asynchronous Aggregation",
-AISTATS 2022) keeps a fixed number of clients training at all times. Each client
-trains on the model version current when it was dispatched; its update arrives after
-its simulated download + compute + upload time and is folded into the
-:class:`~fedstrata.scheduling.FedBuffServer` buffer with the staleness weight
-``(1 + tau) ** -0.5`` (``tau``: server versions since its dispatch). Every ``K``
-accepted arrivals the server applies a step (through the simulation's server
-optimizer) and the freed slots go to new clients, who train from the new model.
+AISTATS 2022) keeps ``concurrency`` clients training at all times. Who trains, which
+update counts and when the server steps are the round engine's: a
+:class:`~fedstrata.coordinator.RoundCoordinator` with the buffered policy
+(:mod:`fedstrata.coordinator.buffered`) dispatches clients, judges each update by its
+staleness (weight ``(1 + tau) ** -0.5``; too stale: rejected), closes a server step
+every ``K`` accepted updates and gives each freed slot to a new client. This module
+moves time and bytes and executes its commands: a dispatch, a fold into the
+:class:`~fedstrata.scheduling.FedBuffServer` buffer, a step through the server optimizer.
 
-This is a true discrete-event loop: a heap of client-completion events ordered by
-(virtual time, dispatch sequence number). Training runs for real in the
-:class:`~fedstrata.sim.Executor` but lazily: the clients dispatched while the model is
-at one version are trained together in one batch (one ``executor.run`` call on that
-version's parameters) just before the model changes or when one of them completes,
-whichever comes first. Completion times do not depend on the training result, so this
-is exact; results are consumed in event order, so runs are bit-identical for any
-number of workers. Memory: one float32 vector per client in flight.
+Time is a heap of client-completion events ordered by (virtual time, dispatch
+sequence number). Training runs for real in the :class:`~fedstrata.sim.Executor`, but
+lazily: the clients dispatched on one model version are trained in one batch just
+before the model changes or when one of them completes. Completion times do not depend
+on the training result, so this is exact; results are consumed in event order, so runs
+are bit-identical for any number of workers. Memory: one float32 vector per client in
+flight.
 
-The features of the synchronous simulator compose:
-
-* **robust aggregation**: the server's buffer is the configured aggregator's state,
-  so median / trimmed mean / Krum run over the ``K`` staleness-scaled updates of each
-  server step (O(K x model) memory; :class:`~fedstrata.scheduling.FedBuffServer`);
-* **uplink compression**: clients encode with the pipeline's codec (error feedback per
-  client, in the codec's state store), the server decodes each payload into the
-  buffer; a malformed payload drops that client. The upload takes the payload's real
-  size: a client's completion is an event at the end of its compute, when its payload
-  is known, followed by its arrival after the upload;
-* **downlink compression**: a :class:`~fedstrata.sim.hooks.CompressedBroadcast`
-  sends each dispatched client the compressed deltas from the version it holds to
-  the current one (clients train from the broadcast replica; the server keeps the
-  exact model); the download's bytes and seconds are those of that message.
-
-What a client's result means is written once in :mod:`fedstrata.sim.intake`, shared
-with the synchronous drivers: why it is unusable (``result_problem``, ``dropped_out``),
-its weight, its decode, its legs and upload bytes, the evaluation cadence, the ``codec``
-record and the emitted events (failures, then the step's metrics). Only the buffer
-(staleness weights, ``K``), the event heap and the ``fedbuff`` record are FedBuff's.
+The synchronous simulator's features compose: a robust aggregator is the buffer's
+state (median / trimmed mean / Krum over each step's ``K`` staleness-scaled updates);
+uplink compression decodes each payload into the buffer (the upload takes the
+payload's real size: the end of a client's compute is an event, its arrival follows
+the upload); downlink compression (:class:`~fedstrata.sim.hooks.CompressedBroadcast`)
+sends each client the compressed deltas from the version it holds. What a client's
+result means (``result_problem``, ``dropped_out``, its weight, decode, legs and upload
+bytes), the evaluation cadence, the ``codec`` record and the emitted events are
+:mod:`fedstrata.sim.intake`'s, shared with the synchronous drivers.
 """
 
 from __future__ import annotations
@@ -52,16 +41,28 @@ from typing import Any
 import numpy as np
 
 from fedstrata.algorithms.server import ServerOptimizer
-from fedstrata.coordinator.summary import describe_losses
+from fedstrata.coordinator import (
+    Accept,
+    Buffering,
+    ClientFailed,
+    CloseRound,
+    Command,
+    RoundCoordinator,
+    RoundOutcome,
+    RoundPolicy,
+    SendModel,
+    StartRound,
+    UpdateArrived,
+)
 from fedstrata.core.clock import VirtualClock
-from fedstrata.core.context import RoundContext, derive_seed
-from fedstrata.core.metrics import AsyncStats
+from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
-from fedstrata.errors import ConfigError, FedstrataError
+from fedstrata.errors import ConfigError, FedstrataError, ProtocolError
 from fedstrata.monitoring import RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
-from fedstrata.scheduling import Accepted, Applied, FedBuffServer, Rejected
+from fedstrata.scheduling import FedBuffServer
+from fedstrata.sim.async_window import StepWindow, step_metrics
 from fedstrata.sim.engine import SimulationResult
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
@@ -69,7 +70,6 @@ from fedstrata.sim.hooks import Broadcaster, DenseBroadcast
 from fedstrata.sim.intake import (
     client_legs,
     client_weight,
-    codec_stats,
     decode_result,
     dense_bytes,
     dropped_out,
@@ -83,7 +83,6 @@ from fedstrata.sim.tasks import ClientTask, TaskResult
 
 __all__ = ["AsyncSettings", "AsyncSimulation"]
 
-Decision = Accepted | Applied | Rejected
 _COMPUTED, _ARRIVED = 0, 1  # event kinds: compute done (payload known), update arrived
 
 log = logging.getLogger(__name__)
@@ -134,26 +133,23 @@ class _Result:
     problem: str | None
 
 
-@dataclass
-class _Window:
-    """Figures accumulated since the last server step."""
+@dataclass(frozen=True, eq=False)
+class _Arrival:
+    """A usable update that reached the server: its dispatch, result and dense delta."""
 
-    start_s: float
-    wall0: float
-    arrivals: int = 0
-    failed: int = 0
-    failures: list[tuple[int, str]] = field(default_factory=list)  # (client, reason)
-    stale: int = 0
-    examples: int = 0
-    taus: list[int] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    bytes_up: int = 0
-    bytes_down: int = 0
-    uploads: int = 0
-    dispatched: int = 0
-    decode_s: float = 0.0
-    encode_s: list[float] = field(default_factory=list)
-    last: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    dispatch: _Dispatch
+    res: TaskResult
+    delta: FloatVector
+
+
+@dataclass(eq=False)
+class _Run:
+    """The model, its optimizer state and the open window, as the commands change them."""
+
+    params: FloatVector
+    opt_state: Any
+    window: StepWindow
+    result: SimulationResult
 
 
 @dataclass(eq=False)
@@ -161,7 +157,7 @@ class AsyncSimulation:
     """FedBuff driven by a discrete-event loop; see the module docstring."""
 
     settings: AsyncSettings
-    server: FedBuffServer
+    server: FedBuffServer  # the buffer: folds the accepted updates, makes each step
     trainer: Trainer
     executor: Executor
     client_sizes: np.ndarray
@@ -188,12 +184,15 @@ class AsyncSimulation:
             )
         self._size = self.trainer.spec.size
         self._bc: Broadcaster = self.broadcast or DenseBroadcast(self._size)
+        self.coordinator = RoundCoordinator(
+            RoundPolicy(root_seed=self.settings.root_seed),
+            buffering=Buffering(self.settings.concurrency, self.server.config),
+        )
         self._heap: list[tuple[float, int, int, int]] = []
         self._flight: dict[int, _Dispatch] = {}
         self._pending: list[_Dispatch] = []
         self._done: dict[int, _Result] = {}
         self._seq = 0
-        self._rng = np.random.default_rng(derive_seed(self.settings.root_seed, 0, -1, "async"))
 
     def run(
         self, params: FloatVector, progress: SimulationResult | None = None
@@ -208,33 +207,57 @@ class AsyncSimulation:
         if self.fed_eval is not None:
             result.fed_evals = self.fed_eval.history
         opt_state = self.server_optimizer.init(params)
-        window = _Window(self.clock.now(), start)
-        for _ in range(self.settings.concurrency):
-            self._dispatch(window)
-        while self.server.version < self.settings.server_updates and self._heap:
+        run = _Run(params, opt_state, StepWindow(self.clock.now(), start), result)
+        everyone = np.arange(len(self.profiles), dtype=np.int64)
+        begin = StartRound(self.server.version, self.clock.now(), everyone)
+        self._execute(self.coordinator.handle(begin), run)
+        while self.coordinator.round_idx < self.settings.server_updates and self._heap:
             finish_s, _, cid, kind = heapq.heappop(self._heap)
             self.clock.advance_to(finish_s)
             if kind == _COMPUTED:
-                self._upload(cid, params)
-                continue
-            decision = self._arrive(cid, params, window)
-            if isinstance(decision, Applied):
-                self._train_pending(params)  # they were dispatched on the old model
-                params, opt_state = self.server_optimizer.step(params, decision.step, opt_state)
-                ctx = RoundContext(decision.new_version, self.settings.root_seed)
-                self._bc.publish(params, ctx)
-                metrics = self._metrics(decision, params, window)
-                result.rounds.append(metrics)
-                result.params = params
-                self._federated_eval(params, metrics.round_idx)
-                failed, on_update = window.failures, self.on_update
-                emit_events(metrics.round_idx, failed, metrics, self.sinks, on_update)
-                self._log_losses(window)
-                window = _Window(self.clock.now(), time.perf_counter())
-            self._dispatch(window)
-        result.params, result.sim_time_s = params, self.clock.now()
+                self._upload(cid, run.params)
+            else:
+                self._arrive(cid, run)
+        result.params, result.sim_time_s = run.params, self.clock.now()
         result.wall_s = time.perf_counter() - start
         return result
+
+    def _execute(
+        self, commands: list[Command], run: _Run, arrival: _Arrival | None = None
+    ) -> None:
+        """Carry out the coordinator's commands in order (a rejected update is dropped;
+        the step's outcome counts it)."""
+        for command in commands:
+            if isinstance(command, SendModel):
+                for cid in command.client_ids.tolist():
+                    self._dispatch(int(cid), command.round_idx, run.window)
+            elif isinstance(command, Accept):
+                if arrival is None or arrival.dispatch.client_id != command.client_id:
+                    raise ProtocolError(f"accepted client {command.client_id} did not report")
+                self._fold(command, arrival, run.window)
+            elif isinstance(command, CloseRound):
+                self._step(command.outcome, run)
+
+    def _step(self, outcome: RoundOutcome, run: _Run) -> None:
+        """The server step the coordinator closed: apply the buffer, evaluate, report."""
+        w = run.window
+        applied = self.server.flush(outcome.accepted[-1], w.taus[-1])
+        if applied.new_version != outcome.round_idx + 1:
+            raise ProtocolError(
+                f"the FedBuff buffer reached version {applied.new_version}, "
+                f"the coordinator closed step {outcome.round_idx}"
+            )
+        self._train_pending(run.params)  # they were dispatched on the old model
+        run.params, run.opt_state = self.server_optimizer.step(
+            run.params, applied.step, run.opt_state
+        )
+        self._bc.publish(run.params, RoundContext(applied.new_version, self.settings.root_seed))
+        metrics = self._metrics(outcome, run.params, w)
+        run.result.rounds.append(metrics)
+        run.result.params = run.params
+        self._federated_eval(run.params, metrics.round_idx)
+        emit_events(metrics.round_idx, outcome.failed, metrics, self.sinks, self.on_update)
+        run.window = StepWindow(self.clock.now(), time.perf_counter())
 
     def _federated_eval(self, params: FloatVector, step: int) -> None:
         """Federated evaluation after server step ``step`` when due (the executor is
@@ -243,32 +266,20 @@ class AsyncSimulation:
             last = step + 1 >= self.settings.server_updates
             self.fed_eval.maybe_run(self.executor, params, step, last=last, sinks=self.sinks)
 
-    def _log_losses(self, w: _Window) -> None:
-        """One warning per server step for the clients that failed since the last one."""
-        losses = describe_losses(w.failures, (), w.arrivals)
-        if losses is not None:
-            log.warning("server step %d: %s", self.server.version, losses)
-
     # -------------------------------------------------------------- dispatch
 
-    def _pick(self) -> int:
-        busy = np.fromiter(self._flight.keys(), dtype=np.int64, count=len(self._flight))
-        idle = np.setdiff1d(np.arange(len(self.profiles), dtype=np.int64), busy)
-        return int(idle[self._rng.integers(idle.size)])
-
-    def _dispatch(self, window: _Window) -> None:
-        """Start one new client on the current model version.
+    def _dispatch(self, cid: int, version: int, window: StepWindow) -> None:
+        """Start client ``cid`` on model ``version`` (the current one).
 
         Dense uploads have a known size, so the arrival is scheduled at once; an
         encoded upload's size is known only after training, so the end of the
         client's compute is scheduled instead (see :meth:`_upload`).
         """
-        cid = self._pick()
         examples = self.settings.plan.num_samples(int(self.client_sizes[cid]))
         down_bytes = self._bc.download_bytes(cid)
         legs = self._legs(cid, down_bytes, dense_bytes(self._size))
         now = self.clock.now()
-        d = _Dispatch(self._seq, cid, self.server.version, now, legs, examples)
+        d = _Dispatch(self._seq, cid, version, now, legs, examples)
         self._seq += 1
         self._flight[cid] = d
         self._pending.append(d)
@@ -318,14 +329,14 @@ class AsyncSimulation:
 
     # --------------------------------------------------------------- arrivals
 
-    def _arrive(self, cid: int, params: FloatVector, w: _Window) -> Decision | None:
-        """Fold the update of client ``cid`` into the buffer (None: it failed)."""
+    def _arrive(self, cid: int, run: _Run) -> None:
+        """Client ``cid``'s result reached the server: report it to the coordinator (a
+        usable update, or why not) and carry out what it answers."""
         d = self._flight.pop(cid)
         if d.seq not in self._done:
-            self._train_pending(params)
-        done = self._done.pop(d.seq)
+            self._train_pending(run.params)
+        done, w = self._done.pop(d.seq), run.window
         res, problem, delta = done.res, done.problem, None
-        w.arrivals += 1
         if problem is None:
             w.bytes_up += upload_bytes(res, self._size)
             w.uploads += 1
@@ -334,22 +345,23 @@ class AsyncSimulation:
         if delta is None or not weight > 0:
             reason = problem or f"no usable update (weight {weight:g})"
             log.info("client %d failed: %s", d.client_id, reason)
-            w.failed += 1
-            w.failures.append((d.client_id, reason))
-            return None
-        decision = self.server.receive(d.client_id, delta, d.version, weight)
-        if isinstance(decision, Rejected):
-            w.stale += 1
-            return decision
-        w.taus.append(decision.staleness)
+            self._execute(self.coordinator.handle(ClientFailed(d.client_id, reason)), run)
+            return
+        event = UpdateArrived(d.client_id, self.clock.now(), weight, d.version)
+        self._execute(self.coordinator.handle(event), run, _Arrival(d, res, delta))
+
+    def _fold(self, accept: Accept, arrival: _Arrival, w: StepWindow) -> None:
+        """Fold an accepted update into the buffer, scaled by its staleness weight."""
+        d, res = arrival.dispatch, arrival.res
+        self.server.fold(d.client_id, arrival.delta, accept.weight, accept.staleness, accept.scale)
+        w.taus.append(accept.staleness)
         w.examples += d.examples
         w.last = d.legs
         for key, values in (("train_loss", w.losses), ("encode_s", w.encode_s)):
             if key in res.metrics:
                 values.append(res.metrics[key])
-        return decision
 
-    def _decoded(self, res: TaskResult, w: _Window) -> tuple[FloatVector | None, str | None]:
+    def _decoded(self, res: TaskResult, w: StepWindow) -> tuple[FloatVector | None, str | None]:
         """A usable result's dense update, or why none (a malformed payload)."""
         try:
             delta, seconds = decode_result(res, self.pipeline)
@@ -360,45 +372,11 @@ class AsyncSimulation:
 
     # ---------------------------------------------------------------- metrics
 
-    def _metrics(self, decision: Applied, params: FloatVector, w: _Window) -> RoundMetrics:
-        idx, s = decision.new_version - 1, self.settings
+    def _metrics(self, outcome: RoundOutcome, params: FloatVector, w: StepWindow) -> RoundMetrics:
+        s = self.settings
         ev = evaluate_round(
-            self.trainer, self.test_data, params, idx,
+            self.trainer, self.test_data, params, outcome.round_idx,
             rounds=s.server_updates, eval_every=s.eval_every,
         )  # fmt: skip
-        now = self.clock.now()
-        span = now - w.start_s
-        taus = np.asarray(w.taus, dtype=np.float64)
-        fedbuff = AsyncStats(
-            staleness_mean=float(taus.mean()) if taus.size else 0.0,
-            staleness_max=float(taus.max()) if taus.size else 0.0,
-            in_flight=len(self._flight),
-            throughput_eps=w.examples / span if span > 0 else 0.0,
-            last_client_s=float(sum(w.last)),
-        )
-        client_means = {"encode_s": float(np.mean(w.encode_s))} if w.encode_s else {}
-        codec = codec_stats(
-            uploads=w.uploads, size=self._size, bytes_up=w.bytes_up, bytes_down=w.bytes_down,
-            receivers=w.dispatched, decode_s=w.decode_s, client_means=client_means,
-        )  # fmt: skip
-        return RoundMetrics(
-            round_idx=idx,
-            accuracy=ev.accuracy,
-            loss=ev.loss,
-            train_loss=float(np.mean(w.losses)) if w.losses else None,
-            clients_selected=w.arrivals,
-            clients_completed=len(w.taus),
-            clients_failed=w.failed,
-            clients_late=w.stale,
-            bytes_up=w.bytes_up,
-            bytes_down=w.bytes_down,
-            sim_round_s=span,
-            sim_time_s=now,
-            wall_round_s=time.perf_counter() - w.wall0,
-            compute_s=0.0,  # no critical path: clients overlap server steps
-            downlink_s=0.0,
-            uplink_s=0.0,
-            extras=ev.extras or {},
-            codec=codec,
-            fedbuff=fedbuff,
-        )
+        now, in_flight = self.clock.now(), len(self._flight)
+        return step_metrics(outcome, w, ev, now_s=now, in_flight=in_flight, size=self._size)
