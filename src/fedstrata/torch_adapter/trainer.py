@@ -181,6 +181,13 @@ class TorchTrainer:
             self._macs = self._count_macs()
         return float(FLOPS_PER_MAC * self._macs)
 
+    def example_input(self) -> torch.Tensor | None:
+        """One input (a batch of one): zeros of the known input shape, else the task's
+        first example; None without either."""
+        if self._input_shape is not None:
+            return torch.zeros((1, *self._input_shape))
+        return None if self._example is None else self._example()
+
     def _count_macs(self) -> int:
         if self._input_shape is not None:
             return count_macs(self.model, torch.zeros((1, *self._input_shape)))
