@@ -95,7 +95,7 @@ def test_the_config_reaches_the_trainer_and_the_runtime() -> None:
 def test_loss_scaler_grows_after_finite_runs_and_backs_off_on_overflow(
     outcomes: list[bool], interval: int
 ) -> None:
-    scaler = LossScaler(scale=1024.0, growth_interval=interval)
+    scaler = LossScaler(scale=1024.0, growth_interval=interval, min_scale=2.0**-20)
     scale, run = 1024.0, 0
     for finite in outcomes:
         scaler.update(finite)
@@ -104,7 +104,7 @@ def test_loss_scaler_grows_after_finite_runs_and_backs_off_on_overflow(
             if run == interval:
                 scale, run = scale * 2, 0
         else:
-            scale, run = scale / 2, 0
+            scale, run = max(scale / 2, 2.0**-20), 0
         assert scaler.scale == scale
     assert scaler.skipped == outcomes.count(False)
 

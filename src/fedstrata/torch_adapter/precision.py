@@ -186,7 +186,8 @@ class LossScaler:
 
     The scale starts at ``init_scale``; a step with a non-finite gradient is skipped
     and the scale multiplied by ``backoff_factor``; after ``growth_interval``
-    consecutive finite steps it is multiplied by ``growth_factor``.
+    consecutive finite steps it is multiplied by ``growth_factor``. It never drops
+    below ``min_scale`` (a model that yields NaN at every step cannot drive it to 0).
 
     Attributes:
         scale: the current scale.
@@ -197,14 +198,19 @@ class LossScaler:
     growth_factor: float = 2.0
     backoff_factor: float = 0.5
     growth_interval: int = 2000
+    min_scale: float = 2.0**-24
     skipped: int = 0
     _good: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.scale > 0 or not self.growth_factor > 1 or not 0 < self.backoff_factor < 1:
+        if not 0 < self.min_scale <= self.scale or not self.growth_factor > 1:
             raise ConfigError(
-                "LossScaler: need scale > 0, growth_factor > 1 and 0 < backoff_factor < 1; "
-                f"got {self.scale}, {self.growth_factor}, {self.backoff_factor}"
+                "LossScaler: need 0 < min_scale <= scale and growth_factor > 1; got "
+                f"min_scale={self.min_scale}, scale={self.scale}, growth={self.growth_factor}"
+            )
+        if not 0 < self.backoff_factor < 1:
+            raise ConfigError(
+                f"LossScaler.backoff_factor must be in (0, 1), got {self.backoff_factor}"
             )
         if self.growth_interval < 1:
             raise ConfigError(
@@ -226,7 +232,7 @@ class LossScaler:
                 self.scale *= self.growth_factor
                 self._good = 0
             return
-        self.scale *= self.backoff_factor
+        self.scale = max(self.scale * self.backoff_factor, self.min_scale)
         self._good = 0
         self.skipped += 1
 
