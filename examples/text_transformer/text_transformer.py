@@ -115,7 +115,7 @@ def train(net: nn.Module, data: Tokens, ctx: LocalTraining) -> dict[str, float]:
     total, steps = 0.0, 0
     for i, (x, y) in enumerate(ctx.batches(), start=1):
         loss = ctx.loss(net(x), y)
-        (loss / ACCUMULATE).backward()
+        ctx.backward(loss / ACCUMULATE)  # loss.backward(), scaled under client.precision fp16
         total, steps = total + loss.item(), steps + 1
         if i % ACCUMULATE == 0:
             nn.utils.clip_grad_norm_(net.parameters(), max_norm=1.0)

@@ -175,8 +175,9 @@ def trainer_factory(
     if task is not None:
         example = None if dataset is None else FirstExample(dataset)
         return TaskTrainerFactory(
-            task, shuffle_seeding=config.client.shuffle, example=example, sgd=sgd
-        )
+            task, shuffle_seeding=config.client.shuffle, example=example, sgd=sgd,
+            precision=config.client.precision,
+        )  # fmt: skip
     if not isinstance(dataset, FederatedDataset):
         raise ConfigError("a population of a task's own data needs the task's model")
     return TorchTrainerFactory(
@@ -185,6 +186,7 @@ def trainer_factory(
         num_classes=dataset.num_classes,
         hidden=config.model.hidden,
         shuffle_seeding=config.client.shuffle,
+        precision=config.client.precision,
     )
 
 

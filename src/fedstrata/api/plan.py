@@ -33,7 +33,7 @@ from fedstrata.core.training import Trainer
 from fedstrata.sim import ProfileTable
 from fedstrata.sim.registry_bridge import with_registered
 
-__all__ = ["RoundPrediction", "describe_plan", "predict", "predicted_flat_round_s"]
+__all__ = ["RoundPrediction", "describe_plan", "predict", "predicted_flat_round_s", "run_profiles"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def predicted_flat_round_s(
     )  # fmt: skip
 
 
-def _profiles(config: FedConfig, n: int) -> ProfileTable:
+def run_profiles(config: FedConfig, n: int) -> ProfileTable:
     """The profiles ``fedstrata run`` would use: generated, or registered where the
     registry of ``scheduling.registry_url`` holds a device (read only)."""
     table = profiles(config, n)
@@ -107,7 +107,7 @@ def predict(config: FedConfig) -> RoundPrediction:
     task = resolve_task(config)  # the config's task, or None: the built-in model
     dataset = population(config, task)
     trainer = trainer_factory(config, dataset, task)()
-    table = _profiles(config, dataset.num_clients)
+    table = run_profiles(config, dataset.num_clients)
     sizes = dataset.client_sizes()
     flat_s = predicted_flat_round_s(config, trainer, sizes, table)
     tree_s = None

@@ -121,6 +121,13 @@ class ClientConfig(_Strict):
         description="derived: per-(round, client) seeds from the run seed; "
         "round_client: 100003 * round + client_id (workload W1's reference loop)",
     )
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "fp32",
+        description="local training's forward pass: fp32; bf16 or fp16 autocast with "
+        "float32 weights, optimizer state and updates (fp16: dynamic loss scaling); "
+        "auto: bf16 where the training machine has native bfloat16, else fp32 "
+        "(docs/precision.md)",
+    )
 
     @model_validator(mode="after")
     def _epochs_xor_steps(self) -> ClientConfig:

@@ -17,6 +17,7 @@ from torch import nn
 
 from fedstrata.errors import ConfigError
 from fedstrata.torch_adapter.models import ModelKind, build_model
+from fedstrata.torch_adapter.precision import Precision
 from fedstrata.torch_adapter.probe import SgdSettings
 from fedstrata.torch_adapter.task import Task
 from fedstrata.torch_adapter.trainer import ShuffleSeeding, TorchTrainer
@@ -77,6 +78,7 @@ class TorchTrainerFactory:
         torch_threads: intra-op threads set with ``torch.set_num_threads`` when the
             factory is called (a per-process setting); ``None`` leaves it alone.
         shuffle_seeding: how each client's shuffle generator is seeded.
+        precision: ``client.precision`` (``auto`` is resolved in each worker).
     """
 
     model: ModelKind | str
@@ -85,9 +87,11 @@ class TorchTrainerFactory:
     hidden: int = 128
     torch_threads: int | None = 1
     shuffle_seeding: ShuffleSeeding | str = ShuffleSeeding.DERIVED
+    precision: Precision | str = Precision.FP32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", _enum(ModelKind, self.model, "model"))
+        object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
         seeding = _enum(ShuffleSeeding, self.shuffle_seeding, "shuffle_seeding")
         object.__setattr__(self, "shuffle_seeding", seeding)
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
@@ -106,6 +110,7 @@ class TorchTrainerFactory:
             self.shuffle_seeding,
             input_shape=self.input_shape,
             num_classes=self.num_classes,
+            precision=self.precision,
         )
 
 
@@ -125,6 +130,7 @@ class TaskTrainerFactory:
         expected: the global model's ``(name, shape)`` list, checked in each worker.
         example: returns one input example (a batch of one) to count FLOPs with.
         sgd: the task's optimizer is this plain SGD: train on the fast path.
+        precision: ``client.precision`` (``auto`` is resolved in each worker).
     """
 
     task: Task
@@ -133,10 +139,12 @@ class TaskTrainerFactory:
     expected: tuple[tuple[str, tuple[int, ...]], ...] | None = None
     example: Callable[[], torch.Tensor] | None = None
     sgd: SgdSettings | None = None
+    precision: Precision | str = Precision.FP32
 
     def __post_init__(self) -> None:
         seeding = _enum(ShuffleSeeding, self.shuffle_seeding, "shuffle_seeding")
         object.__setattr__(self, "shuffle_seeding", seeding)
+        object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(
                 f"TaskTrainerFactory.torch_threads must be >= 1 or None, got {self.torch_threads}"
@@ -151,4 +159,5 @@ class TaskTrainerFactory:
             example=self.example,
             expected=self.expected,
             sgd=self.sgd,
+            precision=self.precision,
         )

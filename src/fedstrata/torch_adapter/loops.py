@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import TaskError
 from fedstrata.torch_adapter.data import ClientData, describe_batch
+from fedstrata.torch_adapter.precision import MixedPrecision
 
 __all__ = [
     "EVAL_BATCH",
@@ -142,6 +143,9 @@ class LocalTraining:
         loss: the task's loss (default cross-entropy).
         data: this client's data, normalised.
         steps: minibatches handed out by :meth:`batches` so far.
+        mixed: this round's loss scaling (``client.precision: fp16``); use
+            :meth:`backward` instead of ``loss.backward()`` to get it. Under fp16
+            ``optimizer.step()`` skips a step whose gradients overflowed.
     """
 
     round_idx: int
@@ -153,12 +157,25 @@ class LocalTraining:
     loss: LossFn
     data: ClientData
     steps: int = field(default=0)
+    mixed: MixedPrecision = field(default_factory=lambda: MixedPrecision(None))
 
     def batches(self) -> Iterator[Batch]:
         """The round's minibatches (``plan.epochs`` epochs or ``plan.steps`` steps)."""
         for batch in minibatches(self.data, self.plan, self.generator):
             self.steps += 1
             yield batch
+
+    def backward(self, loss: torch.Tensor) -> bool:
+        """``loss.backward()``, with loss scaling under ``client.precision: fp16``.
+
+        The gradients are unscaled when it returns (clip them as usual); False when
+        they are not finite: the next ``optimizer.step()`` is then skipped.
+        """
+        return self.mixed.backward(loss, self._grads)
+
+    def _grads(self) -> list[torch.Tensor]:
+        groups = self.optimizer.param_groups
+        return [p.grad for g in groups for p in g["params"] if p.grad is not None]
 
 
 def run_optimizer_loop(
@@ -175,7 +192,7 @@ def run_optimizer_loop(
     for x, y in ctx.batches():
         ctx.optimizer.zero_grad()
         loss = checked_loss(model, ctx.loss, x, y, ctx.data.origin)
-        loss.backward()  # type: ignore[no-untyped-call]
+        ctx.backward(loss)
         if prox is not None:
             prox()
         ctx.optimizer.step()

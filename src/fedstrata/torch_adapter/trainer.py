@@ -64,6 +64,7 @@ from fedstrata.torch_adapter.loops import (
     run_optimizer_loop,
 )
 from fedstrata.torch_adapter.models import count_macs
+from fedstrata.torch_adapter.precision import MixedPrecision, Precision, PrecisionPolicy
 from fedstrata.torch_adapter.probe import SgdSettings
 from fedstrata.torch_adapter.task import Task, as_metrics
 
@@ -110,6 +111,7 @@ class TorchTrainer:
         example: Callable[[], torch.Tensor] | None = None,
         expected: tuple[tuple[str, tuple[int, ...]], ...] | None = None,
         sgd: SgdSettings | None = None,
+        precision: Precision | str = Precision.FP32,
     ) -> None:
         """Build the task's module and bind it to the flat buffers.
 
@@ -125,8 +127,11 @@ class TorchTrainer:
                 a different module here makes every client fail with a clear error.
             sgd: the task's optimizer is this plain SGD (:func:`plain_sgd`): train it
                 on the fast path.
+            precision: ``client.precision``, resolved here, on the machine that trains
+                (:mod:`fedstrata.torch_adapter.precision`).
 
         Raises:
+            ConfigError: an unknown or unavailable precision.
             TaskError: the model factory failed or returned a non-module.
         """
         self.task = task
@@ -156,6 +161,7 @@ class TorchTrainer:
         self._macs: int | None = None
         self._sgd = sgd
         self._fast = task.plain_sgd or (sgd is not None and task.train is None)
+        self.precision = PrecisionPolicy.of(precision)
 
     @property
     def spec(self) -> ParamSpec:
@@ -174,6 +180,13 @@ class TorchTrainer:
         if self._macs is None:
             self._macs = self._count_macs()
         return float(FLOPS_PER_MAC * self._macs)
+
+    def example_input(self) -> torch.Tensor | None:
+        """One input (a batch of one): zeros of the known input shape, else the task's
+        first example; None without either."""
+        if self._input_shape is not None:
+            return torch.zeros((1, *self._input_shape))
+        return None if self._example is None else self._example()
 
     def _count_macs(self) -> int:
         if self._input_shape is not None:
@@ -269,14 +282,17 @@ class TorchTrainer:
             np.copyto(self._global_np, params)
         gen = torch.Generator().manual_seed(_shuffle_seed(ctx, self._seeding))
         self.model.train()
-        with torch.enable_grad():
+        mixed = self.precision.start()
+        with torch.enable_grad(), self.precision.autocast_forward(self.model):
             if self._fast:
                 if self._sgd is not None:
                     plan = self._sgd.plan(plan)
-                steps, loss_sum, seen = self._run(minibatches(local, plan, gen), plan, local)
+                batches = minibatches(local, plan, gen)
+                steps, loss_sum, seen = self._run(batches, plan, local, mixed)
                 metrics: dict[str, float] = {}
             else:
-                steps, loss_sum, seen, metrics = self._run_task(local, plan, ctx, gen)
+                steps, loss_sum, seen, metrics = self._run_task(local, plan, ctx, gen, mixed)
+        metrics.update(mixed.metrics())
         np.subtract(self.flat_np, params, out=out)
         if not self._fast and not np.isfinite(out).all():
             raise TaskError(f"{self._who()} produced NaN/Inf parameters on client {ctx.client_id}")
@@ -290,33 +306,49 @@ class TorchTrainer:
         return f"{role} {describe(fn)}"
 
     def _run(
-        self, batches: Iterator[Batch], plan: LocalPlan, data: ClientData
+        self, batches: Iterator[Batch], plan: LocalPlan, data: ClientData, mixed: MixedPrecision
     ) -> tuple[int, float, int]:
-        """The flat loop; returns (steps, sum of per-example loss, examples seen)."""
+        """The flat loop; returns (steps, sum of per-example loss, examples seen).
+
+        Under fp16 a step whose gradients overflowed is skipped (still counted).
+        """
         adam = None
         if plan.optimizer is OptimizerKind.ADAM:
             adam = torch.optim.Adam(self._trainable(), lr=plan.lr, weight_decay=plan.weight_decay)
-        steps, loss_sum, seen = 0, 0.0, 0
+        steps, applied, loss_sum, seen = 0, 0, 0.0, 0
         for x, y in batches:
             self.grad.zero_()
             loss = checked_loss(self.model, self._loss, x, y, data.origin)
-            torch.autograd.backward(loss)
-            with torch.no_grad():
-                if adam is None:
-                    self._sgd_step(plan, first=steps == 0)
-                else:
-                    self._add_prox(plan)
-                    adam.step()
+            mixed.backward(loss, self._flat_grad)
+            if mixed.step_allowed():
+                self._step(plan, adam, first=applied == 0)
+                applied += 1
             steps += 1
             loss_sum += loss.item() * int(y.shape[0])
             seen += int(y.shape[0])
         return steps, loss_sum, seen
 
+    def _step(self, plan: LocalPlan, adam: torch.optim.Adam | None, first: bool) -> None:
+        with torch.no_grad():
+            if adam is None:
+                self._sgd_step(plan, first)
+            else:
+                self._add_prox(plan)
+                adam.step()
+
     def _trainable(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def _flat_grad(self) -> list[torch.Tensor]:
+        return [self.grad]
+
     def _run_task(
-        self, data: ClientData, plan: LocalPlan, ctx: ClientContext, gen: torch.Generator
+        self,
+        data: ClientData,
+        plan: LocalPlan,
+        ctx: ClientContext,
+        gen: torch.Generator,
+        mixed: MixedPrecision,
     ) -> tuple[int, float, int, dict[str, float]]:
         """A task's own optimizer and/or loop on the bound module."""
         opt = self._optimizer(plan)
@@ -324,8 +356,9 @@ class TorchTrainer:
         if self.task.scheduler is not None:
             sched = call_user(self.task.scheduler, "Task.scheduler", opt)
         local = LocalTraining(
-            ctx.round_idx, ctx.client_id, plan, gen, opt, sched, self._loss, data
-        )
+            ctx.round_idx, ctx.client_id, plan, gen, mixed.optimizer(opt), sched, self._loss,
+            data, mixed=mixed,
+        )  # fmt: skip
         prox = self._prox_hook(plan)
         if self.task.train is None:
             loss_sum, seen = run_optimizer_loop(self.model, local, prox)
