@@ -33,10 +33,13 @@ The features of the synchronous simulator compose:
   the current one (clients train from the broadcast replica; the server keeps the
   exact model); the download's bytes and seconds are those of that message.
 
-What a client's result means is written once in :mod:`fedstrata.sim.intake`, shared
-with the synchronous drivers: why it is unusable (``result_problem``, ``dropped_out``),
-its weight, its decode, its legs and upload bytes, the evaluation cadence, the ``codec``
-record and the emitted events (failures, then the step's metrics). Only the buffer
+What a client's result means is written once, shared with the synchronous drivers:
+why it is unusable (:mod:`fedstrata.sim.intake`: ``result_problem``, ``dropped_out``),
+its legs and upload bytes (the same module), its weight and decode
+(:mod:`fedstrata.coordinator.round_logic`), the evaluation cadence
+(:mod:`fedstrata.coordinator.cadence`), the round record with its ``codec`` figures and
+the emitted events (failures, then the step's metrics;
+:mod:`fedstrata.coordinator.round_metrics`). Only the buffer
 (staleness weights, ``K``), the event heap and the ``fedbuff`` record are FedBuff's.
 """
 
@@ -52,6 +55,15 @@ from typing import Any
 import numpy as np
 
 from fedstrata.algorithms.server import ServerOptimizer
+from fedstrata.coordinator.cadence import evaluate_round
+from fedstrata.coordinator.round_logic import client_weight, dense_bytes
+from fedstrata.coordinator.round_metrics import (
+    ClientCounts,
+    RoundFigures,
+    codec_stats,
+    emit_events,
+    round_metrics,
+)
 from fedstrata.coordinator.summary import describe_losses
 from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import RoundContext, derive_seed
@@ -68,13 +80,8 @@ from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.hooks import Broadcaster, DenseBroadcast
 from fedstrata.sim.intake import (
     client_legs,
-    client_weight,
-    codec_stats,
     decode_result,
-    dense_bytes,
     dropped_out,
-    emit_events,
-    evaluate_round,
     result_problem,
     upload_bytes,
 )
@@ -330,7 +337,7 @@ class AsyncSimulation:
             w.bytes_up += upload_bytes(res, self._size)
             w.uploads += 1
             delta, problem = self._decoded(res, w)
-        weight = client_weight(res, "examples")
+        weight = client_weight(res.num_examples, "examples")
         if delta is None or not weight > 0:
             reason = problem or f"no usable update (weight {weight:g})"
             log.info("client %d failed: %s", d.client_id, reason)
@@ -381,24 +388,9 @@ class AsyncSimulation:
             uploads=w.uploads, size=self._size, bytes_up=w.bytes_up, bytes_down=w.bytes_down,
             receivers=w.dispatched, decode_s=w.decode_s, client_means=client_means,
         )  # fmt: skip
-        return RoundMetrics(
-            round_idx=idx,
-            accuracy=ev.accuracy,
-            loss=ev.loss,
-            train_loss=float(np.mean(w.losses)) if w.losses else None,
-            clients_selected=w.arrivals,
-            clients_completed=len(w.taus),
-            clients_failed=w.failed,
-            clients_late=w.stale,
-            bytes_up=w.bytes_up,
-            bytes_down=w.bytes_down,
-            sim_round_s=span,
-            sim_time_s=now,
-            wall_round_s=time.perf_counter() - w.wall0,
-            compute_s=0.0,  # no critical path: clients overlap server steps
-            downlink_s=0.0,
-            uplink_s=0.0,
-            extras=ev.extras or {},
-            codec=codec,
-            fedbuff=fedbuff,
-        )
+        counts = ClientCounts(w.arrivals, len(w.taus), w.failed, w.stale)
+        train_loss = float(np.mean(w.losses)) if w.losses else None
+        wall_s = time.perf_counter() - w.wall0
+        # no critical path (zero legs): clients overlap server steps
+        figures = RoundFigures(train_loss, w.bytes_up, w.bytes_down, span, now, wall_s)
+        return round_metrics(idx, counts, ev, figures, codec, fedbuff)
