@@ -23,8 +23,9 @@ selected clients sit out. Client updates that reach their edge after the deadlin
 late (:mod:`fedstrata.sim.tree_round`). The coordinator closes the round with its
 outcome (``min_clients``); the center's aggregate then goes through the round hooks
 (central DP noise) and the pipeline's server halves, as in the flat simulator
-(:func:`fedstrata.coordinator.round_logic.server_step`), and the center broadcasts the new model through the
-run's :class:`~fedstrata.sim.hooks.Broadcaster` (dense or compressed deltas).
+(:func:`fedstrata.coordinator.round_logic.server_step`), and the center broadcasts the
+new model through the run's :class:`~fedstrata.sim.hooks.Broadcaster` (dense or
+compressed deltas).
 
 An edge that fails in a global round loses its cluster for that round; from the next
 round its clients are re-homed to the smallest live sibling edge, or to the region
