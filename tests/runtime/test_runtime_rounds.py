@@ -5,6 +5,9 @@ import asyncio
 import numpy as np
 
 from fedstrata.api import run
+from fedstrata.core.payload import Payload
+from fedstrata.sim.intake import result_problem
+from fedstrata.sim.tasks import TaskResult
 
 
 def test_runtime_model_is_bit_identical_to_the_simulator(
@@ -26,3 +29,49 @@ def test_wire_bytes_match_the_simulators_count(small_config, small_deployment, f
     for got, want in zip(result.rounds, sim.rounds, strict=True):
         assert got.bytes_up == want.bytes_up
         assert got.bytes_down == want.bytes_down
+    for got, want in zip(result.rounds, sim.rounds, strict=True):  # one codec record
+        assert got.codec is not None
+        assert want.codec is not None
+        assert got.codec.uplink_ratio == want.codec.uplink_ratio
+        assert got.codec.uplink_bytes_per_client == want.codec.uplink_bytes_per_client
+        assert got.codec.downlink_bytes_per_client == want.codec.downlink_bytes_per_client
+
+
+class _SendsNaN:
+    """A client whose update has two NaN entries (a diverged local run)."""
+
+    def __init__(self, link):
+        self.link = link
+
+    def session(self):
+        return self.link.session()
+
+    async def download(self, round_idx):
+        return await self.link.download(round_idx)
+
+    async def submit(self, round_idx, payload, num_examples, metrics):
+        body = np.frombuffer(payload.body, dtype="<f4").copy()
+        body[:2] = np.nan
+        bad = Payload(payload.codec, payload.params, body.tobytes())
+        return await self.link.submit(round_idx, bad, num_examples, metrics)
+
+
+def test_a_nan_update_is_refused_in_the_simulators_words(small_deployment, federation):
+    """The runtime folds a payload where the simulator checks a dense vector; both
+    refuse a NaN update with one reason (``coordinator.round_logic``)."""
+    victim = int(small_deployment.center().coordinator.select(0, np.arange(6))[0])
+
+    def wrap(cid, link):
+        return _SendsNaN(link) if cid == victim else link
+
+    result, _ = asyncio.run(federation(small_deployment, wrap=wrap))
+    vector = np.zeros(small_deployment.size, np.float32)
+    vector[:2] = np.nan
+    sim_reason = result_problem(
+        TaskResult(0, victim, num_examples=1, vector=vector), small_deployment.trainer.spec
+    )
+    assert sim_reason == f"client {victim}: update has 2 NaN/Inf entries"
+    first = result.rounds[0].outcome
+    assert (victim, sim_reason) in first.failed
+    assert victim not in first.accepted
+    assert len(first.accepted) == 4

@@ -1,4 +1,4 @@
-"""Issue 12 part 1: FedBuff takes its round rules from ``sim.intake``.
+"""Issue 12 part 1: FedBuff takes its round rules from the shared round logic.
 
 The FedBuff driver validates, drops, weights, decodes, times, evaluates and reports
 through the functions the flat and tree drivers use. Its figures are pinned to those

@@ -19,7 +19,7 @@ import numpy as np
 
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
-from fedstrata.core.update import Update
+from fedstrata.core.update import Update, nonfinite_problem, shape_problem
 from fedstrata.errors import AggregationError, InvalidUpdateError, ShapeError
 from fedstrata.pipeline.stage import Codec
 
@@ -105,13 +105,14 @@ def check_vector(vector: object, size: int, client_id: int = UNKNOWN_CLIENT) -> 
         raise ShapeError(
             f"client {client_id}: update must be a numpy array, got {type(vector).__name__}"
         )
-    if vector.ndim != 1 or vector.shape[0] != size:
-        raise ShapeError(f"client {client_id}: update shape {vector.shape}, expected ({size},)")
+    shape = shape_problem(vector.shape, size)
+    if shape is not None:
+        raise ShapeError(f"client {client_id}: {shape}")
     if vector.dtype != np.float32:
         raise ShapeError(f"client {client_id}: update dtype {vector.dtype}, expected float32")
-    if not np.isfinite(vector).all():
-        bad = int(np.count_nonzero(~np.isfinite(vector)))
-        raise InvalidUpdateError(client_id, f"update has {bad} NaN/Inf entries")
+    values = nonfinite_problem(vector)
+    if values is not None:
+        raise InvalidUpdateError(client_id, values)
     return vector
 
 

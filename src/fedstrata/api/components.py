@@ -40,6 +40,7 @@ from fedstrata.compress import ChainCodec
 from fedstrata.config import FedConfig
 from fedstrata.config.models import SimConfig
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy, Selector
+from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import DiskStateStore
@@ -66,7 +67,7 @@ from fedstrata.sim import (
     resolve_start_method,
     usable_cores,
 )
-from fedstrata.sim.hooks import CompressedBroadcast, RoundHook
+from fedstrata.sim.hooks import CompressedBroadcast
 
 __all__ = [
     "aggregator",

@@ -10,9 +10,9 @@ import math
 from typing import TYPE_CHECKING
 
 from fedstrata.config import FedConfig
+from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.errors import ConfigError
 from fedstrata.pipeline import Codec, Pipeline
-from fedstrata.sim.hooks import RoundHook
 
 if TYPE_CHECKING:
     from fedstrata.privacy import BudgetAllocator

@@ -39,6 +39,7 @@ from fedstrata.api.components import (
 from fedstrata.api.fedeval import federated_split
 from fedstrata.builders import ServerStrategy, server_strategy
 from fedstrata.config import FedConfig, dump_config
+from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import DiskStateStore
 from fedstrata.core.training import ClientPopulation, ClientStateful, Trainer, TrainerFactory
@@ -55,7 +56,6 @@ from fedstrata.monitoring import (
 )
 from fedstrata.sim import ClientJob, Simulation, SimulationResult
 from fedstrata.sim.hierarchy import HierarchicalSimulation
-from fedstrata.sim.hooks import RoundHook
 from fedstrata.sim.prefetch import Prefetch
 from fedstrata.sim.tasks import ClientSource
 

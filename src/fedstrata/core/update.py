@@ -11,7 +11,7 @@ from fedstrata.core.params import FloatVector, ParamSpec
 from fedstrata.core.payload import Payload
 from fedstrata.errors import InvalidUpdateError
 
-__all__ = ["Update", "validate_vector"]
+__all__ = ["Update", "check_update", "nonfinite_problem", "shape_problem", "validate_vector"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,15 +47,40 @@ def validate_vector(client_id: int, vector: object, spec: ParamSpec) -> FloatVec
     Raises:
         InvalidUpdateError: wrong type, dtype or shape, or NaN/Inf entries.
     """
+    return check_update(client_id, vector, spec.size)
+
+
+def check_update(client_id: int, vector: object, size: int) -> FloatVector:
+    """Check that a dense update is a finite float32 vector of ``size`` entries: the
+    words every driver refuses a bad update in (a dense payload's too, see
+    :class:`~fedstrata.pipeline.dense.DenseCodec`).
+
+    Raises:
+        InvalidUpdateError: wrong type, dtype or shape, or NaN/Inf entries.
+    """
     if not isinstance(vector, np.ndarray):
         raise InvalidUpdateError(client_id, f"update is {type(vector).__name__}, not an array")
     if vector.dtype != np.float32:
         raise InvalidUpdateError(client_id, f"update dtype {vector.dtype}, expected float32")
-    if vector.shape != (spec.size,):
-        raise InvalidUpdateError(
-            client_id, f"update shape {vector.shape}, expected ({spec.size},)"
-        )
-    if not np.isfinite(vector).all():
-        bad = int(np.count_nonzero(~np.isfinite(vector)))
-        raise InvalidUpdateError(client_id, f"update has {bad} NaN/Inf entries")
+    problem = shape_problem(vector.shape, size) or nonfinite_problem(vector)
+    if problem is not None:
+        raise InvalidUpdateError(client_id, problem)
     return vector
+
+
+def shape_problem(shape: tuple[int, ...], size: int) -> str | None:
+    """Why an update of ``shape`` does not fit a model of ``size`` entries, or None.
+
+    The wording of every driver's refusal (a dense vector, a dense payload's body).
+    """
+    if shape == (size,):
+        return None
+    return f"update shape {shape}, expected ({size},)"
+
+
+def nonfinite_problem(vector: FloatVector) -> str | None:
+    """How many NaN/Inf entries ``vector`` has, as the reason to refuse it, or None."""
+    if np.isfinite(vector).all():
+        return None
+    bad = int(np.count_nonzero(~np.isfinite(vector)))
+    return f"update has {bad} NaN/Inf entries"

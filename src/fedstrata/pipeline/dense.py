@@ -8,6 +8,7 @@ from numpy.typing import NDArray
 from fedstrata.core.context import ClientContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import CodecId, Payload
+from fedstrata.core.update import nonfinite_problem, shape_problem
 from fedstrata.errors import PayloadError
 
 __all__ = ["DenseCodec"]
@@ -31,13 +32,18 @@ class DenseCodec:
             raise PayloadError(f"dense codec got a payload of codec {payload.codec.name}")
         if payload.params:
             raise PayloadError("dense payload must have an empty parameter block")
-        if len(payload.body) != 4 * self.size:
+        if len(payload.body) % 4:
             raise PayloadError(
                 f"dense payload has {len(payload.body)} bytes, expected {4 * self.size}"
             )
+        # refused in the words of a dense vector's refusal (core.update.validate_vector)
+        problem = shape_problem((len(payload.body) // 4,), self.size)
+        if problem is not None:
+            raise PayloadError(problem)
         vector = np.frombuffer(payload.body, dtype="<f4").astype(np.float32)
-        if not np.isfinite(vector).all():
-            raise PayloadError("dense payload contains NaN/Inf")
+        problem = nonfinite_problem(vector)
+        if problem is not None:
+            raise PayloadError(problem)
         return vector
 
     def accumulate(self, payload: Payload, out: NDArray[np.float64], weight: float) -> None:

@@ -19,8 +19,10 @@ rejected or failed) or when its deadline scope expires.
 
 Determinism: accepted updates are folded in cohort order through a reorder buffer
 (:class:`~fedstrata.runtime.intake.RoundIntake`, one per open round; an update waits
-only until every earlier cohort member is resolved), so the model is bit-identical to
-the simulator's for the same seed and configuration, whatever the arrival order.
+only until every earlier cohort member is resolved), and the round is applied by the
+simulator's server step (:func:`fedstrata.coordinator.round_logic.server_step`), so the
+model is bit-identical to the simulator's for the same seed and configuration,
+whatever the arrival order.
 
 Tiers: a participant may be an aggregator (``aggregator.py``) that serves its own
 clients with a :class:`Center` of its own (:meth:`Center.collect`) and submits their
@@ -37,6 +39,7 @@ A tier adopts the run id its parent relays (a new one resets its round numbering
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -54,8 +57,8 @@ from fedstrata.coordinator import (
     SendModel,
     StartRound,
 )
+from fedstrata.coordinator.round_logic import server_step
 from fedstrata.core.clock import Clock, MonotonicClock
-from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.errors import ProtocolError
 from fedstrata.pipeline.dense import DenseCodec
@@ -189,14 +192,16 @@ class Center:
         self, round_idx: int, params: FloatVector, opt_state: object
     ) -> tuple[FloatVector, object, RoundRecord]:
         state, record = await self.collect(round_idx, params)
-        if record.outcome.applied and record.voided is None:
-            if self._streamed(params) and isinstance(self.server_optimizer, FedAvg):
-                return apply_in_place(params, state, self.server_optimizer), opt_state, record
-            mean = self.aggregator.finalize(state)
-            if self.pipeline is not None:
-                ctx = RoundContext(round_idx, self.settings.root_seed)
-                mean = self.pipeline.decode_aggregate(mean, ctx)
-            params, opt_state = self.server_optimizer.step(params, mean, opt_state)
+        if record.voided is not None:
+            return params, opt_state, record
+        opt = self.server_optimizer
+        if record.outcome.applied and self._streamed(params) and isinstance(opt, FedAvg):
+            return apply_in_place(params, state, opt), opt_state, record  # FedAvg's step
+        params, opt_state = server_step(
+            record.outcome, params, opt_state, functools.partial(self.aggregator.finalize, state),
+            hooks=(), pipeline=self.pipeline, optimizer=self.server_optimizer, broadcast=None,
+            root_seed=self.settings.root_seed,
+        )  # fmt: skip
         return params, opt_state, record
 
     def _streamed(self, params: FloatVector) -> bool:
@@ -245,7 +250,8 @@ class Center:
         cohort = [int(c) for c in send.client_ids]
         streamed = self._streamed(params)
         agg = _STREAM_MEAN if streamed else self.aggregator
-        rnd = OpenRound(round_idx, cohort, agg.init(params.shape[0]), blob, self.run_id, streamed)
+        size = params.shape[0]
+        rnd = OpenRound(round_idx, cohort, agg.init(size), blob, self.run_id, streamed, size)
         intake = RoundIntake(
             rnd,
             settings=self.settings,
@@ -310,16 +316,12 @@ class Center:
         (close,) = self.coordinator.handle(DeadlinePassed(self.clock.now()))
         assert isinstance(close, CloseRound)
         self._intake = None
-        outcome = close.outcome
-        loss = self.aggregator.finalize_metrics(rnd.state).get("train_loss")
+        out = close.outcome
         log.info(
             "round %d: %d accepted, %d failed, %d late",
-            rnd.round_idx,
-            len(outcome.accepted),
-            len(outcome.failed),
-            len(outcome.late),
-        )
-        return RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void)
+            rnd.round_idx, len(out.accepted), len(out.failed), len(out.late),
+        )  # fmt: skip
+        return intake.record(out, self.aggregator.finalize_metrics(rnd.state))
 
     def _reject(self, round_idx: int, cid: int, reason: str) -> str:
         log.warning("round %d: rejected client %d: %s", round_idx, cid, reason)

@@ -7,18 +7,29 @@ cohort order (so the sum is formed in the simulator's order), and receives uploa
 buffered and decoded whole, or, for large dense models, folded into the sum chunk by
 chunk when the client's cohort turn comes. An upload is bound to this round: one that
 completes after the round closed is refused as late and never reaches the coordinator
-(which by then runs a later round). No gRPC in this module.
+(which by then runs a later round). The weighting rule, the fold of an update (a
+malformed one refused in the simulator's words) and the round's codec figures are the
+simulator's (:mod:`fedstrata.coordinator.round_logic`,
+:mod:`fedstrata.coordinator.round_metrics`). No gRPC in this module.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, final
 
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.aggregation.protocol import Aggregator, check_metrics, check_weight
-from fedstrata.coordinator import ClientFailed, Reject, RoundCoordinator, UpdateArrived
+from fedstrata.coordinator import (
+    ClientFailed,
+    Reject,
+    RoundCoordinator,
+    RoundOutcome,
+    UpdateArrived,
+)
+from fedstrata.coordinator.round_logic import client_weight, fold_update
+from fedstrata.coordinator.round_metrics import codec_stats
 from fedstrata.core.clock import Clock
 from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, PayloadError
@@ -27,6 +38,7 @@ from fedstrata.runtime.records import (
     CenterSettings,
     HeldUpload,
     OpenRound,
+    RoundRecord,
     UploadHeader,
     decode_partial,
 )
@@ -81,6 +93,18 @@ class RoundIntake:
         self.fold_ready()
         self.check_done()
 
+    def record(self, outcome: RoundOutcome, client_means: Mapping[str, float]) -> RoundRecord:
+        """The closed round's record: its outcome, bytes, mean training loss and codec
+        figures (the simulator's, :func:`~fedstrata.coordinator.round_metrics.codec_stats`)."""
+        rnd = self.rnd
+        codec = codec_stats(
+            uploads=rnd.uploads, size=rnd.size, bytes_up=rnd.bytes_up,
+            bytes_down=rnd.bytes_down, receivers=len(rnd.cohort), decode_s=rnd.decode_s,
+            client_means=client_means,
+        )  # fmt: skip
+        loss = client_means.get("train_loss")
+        return RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void, codec)
+
     def check_done(self) -> None:
         if len(self.rnd.resolved) >= len(self.rnd.cohort):
             self.rnd.done.set()
@@ -112,14 +136,11 @@ class RoundIntake:
             if isinstance(held.payload, MeanState):
                 rnd.state = self.aggregator.merge(rnd.state, held.payload)
             else:
-                rnd.state = self.aggregator.accumulate_payload(
-                    rnd.state,
-                    self.codec,
-                    held.payload,
-                    held.weight,
-                    client_id=cid,
-                    metrics=held.metrics,
-                )
+                rnd.state, decode_s = fold_update(
+                    self.aggregator, rnd.state, held.payload, held.weight, self.codec,
+                    client_id=cid, metrics=held.metrics,
+                )  # fmt: skip
+                rnd.decode_s += decode_s
         except FedstrataError as exc:  # malformed: dropped, the sum is untouched
             self.reject(rnd.round_idx, cid, f"update unusable: {exc}")
             self.coordinator.handle(ClientFailed(cid, str(exc)))
@@ -169,7 +190,7 @@ class RoundIntake:
             await rnd.turn.wait()
         if rnd.closed or cid in rnd.resolved:
             return False, self.reject(rnd.round_idx, cid, "round resolved before its turn")
-        weight = self._weight(header)
+        weight = client_weight(header.num_examples, self.settings.weighting)
         (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
         if isinstance(cmd, Reject):
             self._resolve(cid)
@@ -186,6 +207,7 @@ class RoundIntake:
             if rnd.closed:
                 raise PayloadError("the round closed during the upload")
             rnd.bytes_up += fold.finish()
+            rnd.uploads += 1
         except FedstrataError as exc:
             self._stream_failed(cid, f"bad upload: {exc}", fold)
             return False, self.reject(rnd.round_idx, cid, str(exc))
@@ -210,10 +232,6 @@ class RoundIntake:
         idx = self.rnd.round_idx
         return self.reject(idx, cid, f"late: round {idx} closed before the upload completed")
 
-    def _weight(self, header: UploadHeader) -> float:
-        examples = self.settings.weighting == "examples"
-        return float(header.num_examples) if examples else 1.0
-
     def _partial_arrived(self, header: UploadHeader, data: bytes) -> tuple[bool, str]:
         rnd, cid = self.rnd, header.client_id
         if rnd.closed:
@@ -235,7 +253,9 @@ class RoundIntake:
         if rnd.closed:  # the upload outlived its round: the coordinator has moved on
             return False, self._late(cid)
         rnd.bytes_up += payload.nbytes if isinstance(payload, Payload) else (nbytes or 0)
-        weight = self._weight(header) if weight is None else weight
+        rnd.uploads += 1
+        if weight is None:
+            weight = client_weight(header.num_examples, self.settings.weighting)
         (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
         if isinstance(cmd, Reject):
             self._resolve(cid)

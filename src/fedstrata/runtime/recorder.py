@@ -2,8 +2,9 @@
 
 :class:`RunRecorder` feeds the monitoring run store (:class:`~fedstrata.monitoring.RunStore`,
 the same writer as :func:`fedstrata.api.run`): ``config.yaml`` when the run starts; after
-every round its client failures and metrics (``metrics.sqlite``) and the model it
-produced (``model.npz``); at the end ``summary.json`` and ``report.html``. Times are
+every round its client failures and metrics (``metrics.sqlite``; the codec figures
+and the events are the simulator's, :mod:`fedstrata.coordinator.round_logic`) and the
+model it produced (``model.npz``); at the end ``summary.json`` and ``report.html``. Times are
 real seconds (the runtime has no simulated clock): ``sim_round_s`` is the round's wall
 time. The center evaluates on its test set (if any) every ``rounds.eval_every`` rounds
 and after the last.
@@ -21,6 +22,12 @@ from pathlib import Path
 
 from fedstrata.config import dump_config
 from fedstrata.coordinator.cadence import evaluate_round
+from fedstrata.coordinator.round_metrics import (
+    ClientCounts,
+    RoundFigures,
+    emit_round,
+    round_metrics,
+)
 from fedstrata.core.params import FloatVector
 from fedstrata.monitoring import (
     RoundMetrics,
@@ -31,7 +38,6 @@ from fedstrata.monitoring import (
     new_run_dir,
     write_report,
 )
-from fedstrata.monitoring.events import ClientFailure
 from fedstrata.runtime.build import Deployment
 from fedstrata.runtime.records import RoundRecord
 
@@ -81,12 +87,10 @@ class RunRecorder:
     def on_round(self, round_idx: int, record: RoundRecord, params: FloatVector) -> None:
         """Record a finished round and the model it produced."""
         now = self.clock()
-        for cid, reason in record.outcome.failed:
-            self.store.emit(ClientFailure(round_idx, cid, reason))
         metrics = self._metrics(round_idx, record, params, now - self._last, now)
         self._last = now
         self.totals.add(metrics)
-        self.store.emit(metrics)
+        emit_round(record.outcome, metrics, (self.store,), None)
         self.store.save_model(self.dep.trainer.spec, params)
 
     def _metrics(
@@ -97,26 +101,12 @@ class RunRecorder:
             self.dep.trainer, self._test, params, round_idx,
             rounds=rounds.rounds, eval_every=rounds.eval_every,
         )  # fmt: skip
-        out = record.outcome
-        return RoundMetrics(
-            round_idx=round_idx,
-            accuracy=ev.accuracy,
-            loss=ev.loss,
-            train_loss=record.train_loss,
-            clients_selected=out.selected,
-            clients_completed=len(out.accepted),
-            clients_failed=len(out.failed),
-            clients_late=len(out.late),
-            bytes_up=record.bytes_up,
-            bytes_down=record.bytes_down,
-            sim_round_s=round_s,
-            sim_time_s=max(round_s, now - self._started),
-            wall_round_s=round_s,
-            compute_s=0.0,
-            downlink_s=0.0,
-            uplink_s=0.0,
-            extras=ev.extras or {},
-        )
+        figures = RoundFigures(
+            record.train_loss, record.bytes_up, record.bytes_down, round_s,
+            max(round_s, now - self._started), round_s,
+        )  # fmt: skip
+        counts = ClientCounts.of(record.outcome)
+        return round_metrics(round_idx, counts, ev, figures, record.codec)
 
     def finish(self, params: FloatVector) -> Path:
         """Save the final model, the summary and the report; close the store."""

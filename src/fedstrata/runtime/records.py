@@ -10,16 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from fedstrata.aggregation.mean import MeanState
-from fedstrata.coordinator import (
-    RoundOutcome,
-)
+from fedstrata.coordinator import RoundOutcome
+from fedstrata.coordinator.round_logic import Weighting, dense_bytes
+from fedstrata.core.metrics import CodecStats
 from fedstrata.core.params import FloatVector
-from fedstrata.core.payload import HEADER_SIZE, Payload
+from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, PayloadError
 from fedstrata.runtime.streaming import Broadcast
@@ -104,7 +104,7 @@ class CenterSettings:
     plan: LocalPlan
     root_seed: int = 0
     min_available: int = 1
-    weighting: Literal["examples", "uniform"] = "examples"
+    weighting: Weighting = "examples"
     chunks: ChunkPlan = field(default_factory=ChunkPlan)
     round_timeout_s: float | None = None
     start_clients: int | None = None
@@ -139,6 +139,7 @@ class RoundRecord:
 
     ``voided``: why a streamed round's aggregate was discarded (an upload broke after
     it touched the sum); the model is then unchanged although ``outcome.applied``.
+    ``codec``: the round's codec figures (:func:`fedstrata.coordinator.round_logic.codec_stats`).
     """
 
     outcome: RoundOutcome
@@ -146,6 +147,7 @@ class RoundRecord:
     bytes_down: int
     train_loss: float | None
     voided: str | None = None
+    codec: CodecStats | None = None
 
 
 @dataclass
@@ -185,6 +187,7 @@ class OpenRound:
     model: Broadcast
     run_id: str = ""
     streamed: bool = False
+    size: int = 0  # entries of the model
     done: asyncio.Event = field(default_factory=asyncio.Event)
     turn: asyncio.Event = field(default_factory=asyncio.Event)  # set when folding moves
     closed: bool = False
@@ -195,6 +198,8 @@ class OpenRound:
     next_fold: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    uploads: int = 0  # uploads received whole (accepted or not)
+    decode_s: float = 0.0  # seconds spent decoding payloads into the sum
 
     @property
     def members(self) -> frozenset[int]:
@@ -206,7 +211,7 @@ def dense_update_limit(size: int) -> int:
 
     Covers a float64 partial aggregate of an aggregator tier (:func:`encode_partial`).
     """
-    return 2 * (HEADER_SIZE + 4 * size) + (1 << 20)
+    return 2 * dense_bytes(size) + (1 << 20)
 
 
 def encode_partial(state: MeanState) -> bytes:

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from fedstrata.aggregation.mean import MeanState, WeightedMean
 from fedstrata.algorithms.server import EmptyState, FedAvg
+from fedstrata.coordinator.round_logic import dense_bytes
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE, MAGIC, VERSION, CodecId
 from fedstrata.errors import ConfigError, PayloadError
@@ -105,7 +106,7 @@ class DenseFold:
     """
 
     def __init__(self, out: NDArray[np.floating], weight: float, total_bytes: int) -> None:
-        expected = HEADER_SIZE + 4 * out.shape[0]
+        expected = dense_bytes(out.shape[0])
         if total_bytes != expected:
             raise PayloadError(
                 f"dense upload declares {total_bytes} bytes; a dense update is {expected}"
@@ -177,7 +178,7 @@ class DenseFold:
             )
         if self._crc != self._want_crc:
             raise PayloadError("dense upload checksum mismatch")
-        return HEADER_SIZE + 4 * int(self.out.shape[0])
+        return dense_bytes(int(self.out.shape[0]))
 
 
 def apply_in_place(params: NDArray[np.float32], state: MeanState, opt: FedAvg) -> FloatVector:

@@ -43,6 +43,7 @@ from numpy.typing import NDArray
 
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.core.params import FloatVector
+from fedstrata.core.update import check_update
 from fedstrata.errors import ConfigError, InvalidUpdateError, ProtocolError
 
 __all__ = [
@@ -297,11 +298,7 @@ class FedBuffServer:
         return self._state.count
 
     def _check(self, client_id: int, delta: FloatVector) -> None:
-        if not isinstance(delta, np.ndarray) or delta.shape != (self._dim,):
-            shape = getattr(delta, "shape", type(delta).__name__)
-            raise InvalidUpdateError(client_id, f"update shape {shape}, expected ({self._dim},)")
-        if delta.dtype != np.float32 or not np.isfinite(delta).all():
-            raise InvalidUpdateError(client_id, "update must be finite float32")
+        check_update(client_id, delta, self._dim)
 
     def flush(self, client_id: int, staleness: int) -> Applied:
         """The server step over the buffered updates; the buffer empties and the version

@@ -1,5 +1,6 @@
 """Discrete-event simulator: real training in worker processes, simulated time."""
 
+from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.sim._workers import (
     WorkerThreads,
     auto_threads,
@@ -15,7 +16,6 @@ from fedstrata.sim.hooks import (
     ClientReport,
     CompressedBroadcast,
     DenseBroadcast,
-    RoundHook,
 )
 from fedstrata.sim.profiles import DeviceProfile, ProfileDistribution, ProfileTable
 from fedstrata.sim.tasks import ClientJob, ClientSource, ClientTask, TaskResult

@@ -26,7 +26,8 @@ the upload); downlink compression (:class:`~fedstrata.sim.hooks.CompressedBroadc
 sends each client the compressed deltas from the version it holds. What a client's
 result means (``result_problem``, ``dropped_out``, its weight, decode, legs and upload
 bytes), the evaluation cadence, the ``codec`` record and the emitted events are
-:mod:`fedstrata.sim.intake`'s, shared with the synchronous drivers.
+:mod:`fedstrata.sim.intake`'s and :mod:`fedstrata.coordinator`'s (``round_logic``,
+``cadence``, ``round_metrics``), shared with the synchronous drivers.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ from fedstrata.coordinator import (
     StartRound,
     UpdateArrived,
 )
+from fedstrata.coordinator.cadence import evaluate_round
+from fedstrata.coordinator.round_logic import client_weight, dense_bytes
+from fedstrata.coordinator.round_metrics import emit_events
 from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
@@ -69,12 +73,8 @@ from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.hooks import Broadcaster, DenseBroadcast
 from fedstrata.sim.intake import (
     client_legs,
-    client_weight,
     decode_result,
-    dense_bytes,
     dropped_out,
-    emit_events,
-    evaluate_round,
     result_problem,
     upload_bytes,
 )
@@ -341,7 +341,7 @@ class AsyncSimulation:
             w.bytes_up += upload_bytes(res, self._size)
             w.uploads += 1
             delta, problem = self._decoded(res, w)
-        weight = client_weight(res, "examples")
+        weight = client_weight(res.num_examples, "examples")
         if delta is None or not weight > 0:
             reason = problem or f"no usable update (weight {weight:g})"
             log.info("client %d failed: %s", d.client_id, reason)

@@ -15,9 +15,14 @@ import numpy as np
 
 from fedstrata.coordinator import RoundOutcome
 from fedstrata.coordinator.cadence import Evaluation
+from fedstrata.coordinator.round_metrics import (
+    ClientCounts,
+    RoundFigures,
+    codec_stats,
+    round_metrics,
+)
 from fedstrata.core.metrics import AsyncStats
 from fedstrata.monitoring import RoundMetrics
-from fedstrata.sim.intake import codec_stats
 
 __all__ = ["StepWindow", "step_metrics"]
 
@@ -83,24 +88,9 @@ def step_metrics(
         uploads=w.uploads, size=size, bytes_up=w.bytes_up, bytes_down=w.bytes_down,
         receivers=w.dispatched, decode_s=w.decode_s, client_means=client_means,
     )  # fmt: skip
-    return RoundMetrics(
-        round_idx=outcome.round_idx,
-        accuracy=ev.accuracy,
-        loss=ev.loss,
-        train_loss=float(np.mean(w.losses)) if w.losses else None,
-        clients_selected=outcome.selected,
-        clients_completed=len(outcome.accepted),
-        clients_failed=len(outcome.failed),
-        clients_late=len(outcome.late),
-        bytes_up=w.bytes_up,
-        bytes_down=w.bytes_down,
-        sim_round_s=span,
-        sim_time_s=now_s,
-        wall_round_s=time.perf_counter() - w.wall0,
-        compute_s=0.0,  # no critical path: clients overlap server steps
-        downlink_s=0.0,
-        uplink_s=0.0,
-        extras=ev.extras or {},
-        codec=codec,
-        fedbuff=_fedbuff_stats(w, span, in_flight),
-    )
+    train_loss = float(np.mean(w.losses)) if w.losses else None
+    wall_s = time.perf_counter() - w.wall0
+    # no critical path (zero legs): clients overlap server steps
+    figures = RoundFigures(train_loss, w.bytes_up, w.bytes_down, span, now_s, wall_s)
+    fedbuff = _fedbuff_stats(w, span, in_flight)
+    return round_metrics(outcome.round_idx, ClientCounts.of(outcome), ev, figures, codec, fedbuff)

@@ -39,6 +39,16 @@ from fedstrata.coordinator import (
     StartRound,
     UpdateArrived,
 )
+from fedstrata.coordinator.cadence import evaluate_round
+from fedstrata.coordinator.hooks import RoundHook
+from fedstrata.coordinator.round_logic import client_weight, dense_bytes, server_step, start_hooks
+from fedstrata.coordinator.round_metrics import (
+    ClientCounts,
+    RoundFigures,
+    codec_stats,
+    emit_round,
+    round_metrics,
+)
 from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import derive_rng
 from fedstrata.core.metrics import CodecStats
@@ -54,21 +64,13 @@ from fedstrata.sim.hooks import (
     ClientPlanner,
     ClientReport,
     DenseBroadcast,
-    RoundHook,
 )
 from fedstrata.sim.intake import (
     client_legs,
-    client_weight,
-    codec_stats,
-    dense_bytes,
     dropped_out,
-    emit_round,
-    evaluate_round,
     finish_round,
     fold_result,
     result_problem,
-    server_step,
-    start_hooks,
     upload_bytes,
 )
 from fedstrata.sim.profiles import ProfileTable
@@ -265,7 +267,7 @@ class Simulation:
             self.profiles, self.client_sizes, self.trainer.flops_per_example,
             cid=cid, plan=plan, down_bytes=down_bytes, up_bytes=up_bytes,
         )  # fmt: skip
-        weight = client_weight(res, self.settings.weighting)
+        weight = client_weight(res.num_examples, self.settings.weighting)
         (cmd,) = self.coordinator.handle(UpdateArrived(cid, tally.start_s + sum(legs), weight))
         if isinstance(cmd, Reject):
             tally.any_late = tally.any_late or cmd.late
@@ -335,23 +337,8 @@ class Simulation:
             self.trainer, self.test_data, params, outcome.round_idx,
             rounds=s.rounds, eval_every=s.eval_every,
         )  # fmt: skip
-        down_s, compute_s, up_s = tally.critical
-        return RoundMetrics(
-            round_idx=outcome.round_idx,
-            accuracy=ev.accuracy,
-            loss=ev.loss,
-            train_loss=train_loss,
-            clients_selected=outcome.selected,
-            clients_completed=len(outcome.accepted),
-            clients_failed=len(outcome.failed),
-            clients_late=len(outcome.late),
-            bytes_up=tally.bytes_up,
-            bytes_down=tally.bytes_down,
-            sim_round_s=outcome.end_s - tally.start_s,
-            sim_time_s=outcome.end_s,
-            wall_round_s=wall_s,
-            compute_s=compute_s,
-            downlink_s=down_s,
-            uplink_s=up_s,
-            extras=ev.extras or {},
-        )
+        figures = RoundFigures(
+            train_loss, tally.bytes_up, tally.bytes_down, outcome.end_s - tally.start_s,
+            outcome.end_s, wall_s, tally.critical,
+        )  # fmt: skip
+        return round_metrics(outcome.round_idx, ClientCounts.of(outcome), ev, figures)

@@ -23,8 +23,9 @@ selected clients sit out. Client updates that reach their edge after the deadlin
 late (:mod:`fedstrata.sim.tree_round`). The coordinator closes the round with its
 outcome (``min_clients``); the center's aggregate then goes through the round hooks
 (central DP noise) and the pipeline's server halves, as in the flat simulator
-(:mod:`fedstrata.sim.intake`), and the center broadcasts the new model through the
-run's :class:`~fedstrata.sim.hooks.Broadcaster` (dense or compressed deltas).
+(:func:`fedstrata.coordinator.round_logic.server_step`), and the center broadcasts the
+new model through the run's :class:`~fedstrata.sim.hooks.Broadcaster` (dense or
+compressed deltas).
 
 An edge that fails in a global round loses its cluster for that round; from the next
 round its clients are re-homed to the smallest live sibling edge, or to the region
@@ -57,7 +58,17 @@ from fedstrata.coordinator import (
     StartRound,
     UpdateArrived,
 )
+from fedstrata.coordinator.cadence import evaluate_round
+from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.coordinator.planner import rehome
+from fedstrata.coordinator.round_logic import server_step, start_hooks
+from fedstrata.coordinator.round_metrics import (
+    ClientCounts,
+    RoundFigures,
+    codec_stats,
+    emit_round,
+    round_metrics,
+)
 from fedstrata.coordinator.topology import Tier, Topology
 from fedstrata.core.context import derive_rng
 from fedstrata.core.metrics import TierStats
@@ -70,15 +81,8 @@ from fedstrata.pipeline.stage import Pipeline
 from fedstrata.sim.engine import SimSettings, SimulationResult
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
-from fedstrata.sim.hooks import Broadcaster, ClientPlanner, DenseBroadcast, RoundHook
-from fedstrata.sim.intake import (
-    codec_stats,
-    emit_round,
-    evaluate_round,
-    finish_round,
-    server_step,
-    start_hooks,
-)
+from fedstrata.sim.hooks import Broadcaster, ClientPlanner, DenseBroadcast
+from fedstrata.sim.intake import finish_round
 from fedstrata.sim.network import NetworkModel
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tree_node import MeanTier, RobustCenter, TierAggregation
@@ -358,7 +362,6 @@ class HierarchicalSimulation:
         )
         client_means = self._center.client_metrics(root.state)
         train_loss = client_means.get("train_loss")
-        down_s, compute_s, up_s = root.legs
         decode_s, self._plain.decode_s = self._plain.decode_s, 0.0
         codec = codec_stats(
             uploads=tally.uploads, size=self.trainer.spec.size, bytes_up=tally.client_bytes_up,
@@ -371,13 +374,9 @@ class HierarchicalSimulation:
             edge_ingress_bytes=tally.ingress[Tier.EDGE],
             edge_rounds=tally.edge_rounds, client_updates=tally.updates,
         )  # fmt: skip
-        return RoundMetrics(
-            round_idx=r, accuracy=ev.accuracy, loss=ev.loss, train_loss=train_loss,
-            clients_selected=outcome.selected, clients_completed=len(outcome.accepted),
-            clients_failed=len(outcome.failed), clients_late=len(outcome.late),
-            bytes_up=tally.bytes_up, bytes_down=tally.bytes_down,
-            sim_round_s=outcome.end_s - tally.start_s, sim_time_s=outcome.end_s,
-            wall_round_s=wall_s, compute_s=compute_s, downlink_s=down_s, uplink_s=up_s,
-            extras=ev.extras or {}, codec=codec, tiers=tiers,
-            secagg_tree=None if self._secure is None else self._secure.stats(),
+        figures = RoundFigures(
+            train_loss, tally.bytes_up, tally.bytes_down, outcome.end_s - tally.start_s,
+            outcome.end_s, wall_s, root.legs,
         )  # fmt: skip
+        secure = None if self._secure is None else self._secure.stats()
+        return round_metrics(r, ClientCounts.of(outcome), ev, figures, codec, tiers, secure)

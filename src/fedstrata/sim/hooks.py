@@ -1,10 +1,10 @@
-"""Extension points of the simulator's round: broadcast and server-side round hooks.
+"""Extension points of the simulator's round: broadcast and client planning.
 
 A :class:`Broadcaster` decides what model the clients train from and how many bytes
 each client's download costs (the dense model, or compressed deltas since the
-version the client holds). A :class:`RoundHook` joins every round on the server — the
-privacy budget allocator uses it to refuse a round that would overspend, to add
-central noise to the aggregate, and to report the budget spent.
+version the client holds). A :class:`ClientPlanner` sizes each client's work. The
+server-side round hook (the privacy budget allocator, secure aggregation's costs) is
+every driver's: :class:`fedstrata.coordinator.hooks.RoundHook`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedstrata.compress import CompressionSpec, DownlinkEncoder
+from fedstrata.coordinator.hooks import Publisher
 from fedstrata.core.context import RoundContext
-from fedstrata.core.metrics import AnyStats, ScheduleStats
+from fedstrata.core.metrics import ScheduleStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.training import LocalPlan
@@ -29,7 +30,6 @@ __all__ = [
     "ClientReport",
     "CompressedBroadcast",
     "DenseBroadcast",
-    "RoundHook",
 ]
 
 
@@ -75,44 +75,14 @@ class ClientPlanner(Protocol):
         ...
 
 
-class RoundHook(Protocol):
-    """Server-side participant in every round."""
-
-    @property
-    def applies_every_round(self) -> bool:
-        """Whether the round's aggregate is applied even when fewer than
-        ``rounds.min_clients`` updates were accepted (a zero sum when none): central
-        DP, where skipping the update would reveal that the cohort was small."""
-        ...
-
-    def start(self, round_idx: int) -> None:
-        """Called before a round; raise ``PrivacyBudgetExhausted`` to stop training."""
-        ...
-
-    def aggregate(self, mean: FloatVector, accepted: int, ctx: RoundContext) -> FloatVector:
-        """Transform the round's aggregate (``accepted`` updates) before the server step."""
-        ...
-
-    def finish(self, round_idx: int, accepted: int, loss: float | None) -> AnyStats | None:
-        """After the server step and evaluation (``loss``: test loss or None).
-
-        Returns the hook's typed record (:mod:`fedstrata.core.metrics`), which the
-        round places into its family's ``RoundMetrics`` field, or None.
-        """
-        ...
-
-
-class Broadcaster(Protocol):
-    """What the clients receive at the start of a round, and what it costs."""
+class Broadcaster(Publisher, Protocol):
+    """What the clients receive at the start of a round, and what it costs (told of
+    every new model by the server step: ``publish``)."""
 
     def model_for_clients(self, params: FloatVector) -> FloatVector: ...
 
     def download_bytes(self, client_id: int) -> int:
         """Bytes client ``client_id`` downloads this round (and it is then up to date)."""
-        ...
-
-    def publish(self, params: FloatVector, ctx: RoundContext) -> None:
-        """The server has a new model."""
         ...
 
 

@@ -34,12 +34,13 @@ import numpy as np
 from fedstrata.aggregation import MeanState, WeightedMean
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.compress import ChainCodec
+from fedstrata.coordinator.round_logic import dense_bytes
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.errors import AggregationError
 from fedstrata.pipeline.stage import Pipeline
-from fedstrata.sim.intake import dense_bytes, fold_result
+from fedstrata.sim.intake import fold_result
 from fedstrata.sim.tasks import TaskResult
 
 __all__ = ["CenterState", "Hop", "MeanTier", "RobustCenter", "TierAggregation"]

@@ -27,6 +27,7 @@ import numpy as np
 
 from fedstrata.aggregation import MeanState
 from fedstrata.coordinator.machine import RoundCoordinator
+from fedstrata.coordinator.round_logic import client_weight, dense_bytes
 from fedstrata.coordinator.topology import Tier, TopologyNode
 from fedstrata.core.params import FloatVector
 from fedstrata.core.timing import fair_share_finish
@@ -34,14 +35,7 @@ from fedstrata.core.training import LocalPlan, Trainer
 from fedstrata.errors import FedstrataError
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.hooks import Broadcaster, ClientReport
-from fedstrata.sim.intake import (
-    client_legs,
-    client_weight,
-    dense_bytes,
-    dropped_out,
-    result_problem,
-    upload_bytes,
-)
+from fedstrata.sim.intake import client_legs, dropped_out, result_problem, upload_bytes
 from fedstrata.sim.network import NetworkModel
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tasks import ClientTask, TaskResult
@@ -223,7 +217,7 @@ class TreeWalk:
     ) -> tuple[object, Status, str]:
         """Fold one usable result; a malformed payload is dropped, the sum untouched."""
         try:
-            state = agg.fold(state, res, client_weight(res, self.weighting))
+            state = agg.fold(state, res, client_weight(res.num_examples, self.weighting))
         except FedstrataError as exc:
             return state, "failed", str(exc)
         return state, "accepted", ""
