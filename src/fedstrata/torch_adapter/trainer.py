@@ -65,6 +65,7 @@ from fedstrata.torch_adapter.loops import (
 )
 from fedstrata.torch_adapter.models import count_macs
 from fedstrata.torch_adapter.probe import SgdSettings
+from fedstrata.torch_adapter.relu_chain import relu_chain
 from fedstrata.torch_adapter.task import Task, as_metrics
 
 __all__ = ["ShuffleSeeding", "TorchTrainer"]
@@ -156,6 +157,7 @@ class TorchTrainer:
         self._macs: int | None = None
         self._sgd = sgd
         self._fast = task.plain_sgd or (sgd is not None and task.train is None)
+        self._chain = relu_chain(self.model) if self._fast and task.loss is None else None
 
     @property
     def spec(self) -> ParamSpec:
@@ -298,9 +300,7 @@ class TorchTrainer:
             adam = torch.optim.Adam(self._trainable(), lr=plan.lr, weight_decay=plan.weight_decay)
         steps, loss_sum, seen = 0, 0.0, 0
         for x, y in batches:
-            self.grad.zero_()
-            loss = checked_loss(self.model, self._loss, x, y, data.origin)
-            torch.autograd.backward(loss)
+            loss = self._loss_and_grad(x, y, data.origin)
             with torch.no_grad():
                 if adam is None:
                     self._sgd_step(plan, first=steps == 0)
@@ -311,6 +311,19 @@ class TorchTrainer:
             loss_sum += loss.item() * int(y.shape[0])
             seen += int(y.shape[0])
         return steps, loss_sum, seen
+
+    def _loss_and_grad(self, x: torch.Tensor, y: torch.Tensor, origin: str) -> torch.Tensor:
+        """The batch's loss, its gradient in the flat gradient: the hand-written chain
+        (:mod:`~fedstrata.torch_adapter.relu_chain`, same bits) where it applies."""
+        self.grad.zero_()
+        if self._chain is not None and self._chain.accepts(x, y):
+            try:
+                return self._chain.loss_and_grad(x, y)
+            except Exception:  # e.g. a label out of range: autograd's path names it
+                self.grad.zero_()
+        loss = checked_loss(self.model, self._loss, x, y, origin)
+        torch.autograd.backward(loss)
+        return loss
 
     def _trainable(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
