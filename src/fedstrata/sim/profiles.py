@@ -129,6 +129,17 @@ class ProfileTable:
         up: F64 = latency + np.asarray(up_bytes, dtype=np.float64) * 8 / self.uplink_bps[ids]
         return down, compute, up
 
+    def client_legs_s(
+        self, cid: int, examples: int, flops_per_example: float, down_bytes: int, up_bytes: int
+    ) -> tuple[float, float, float]:
+        """:meth:`legs_s` of one client, in Python floats (the same operations in the
+        same order, so the same bits, without six one-element arrays per client)."""
+        latency = float(self.latency_s[cid])
+        down = latency + float(down_bytes) * 8 / float(self.downlink_bps[cid])
+        compute = float(examples) * flops_per_example / float(self.flops[cid])
+        up = latency + float(up_bytes) * 8 / float(self.uplink_bps[cid])
+        return down, compute, up
+
     def available(self, rng: np.random.Generator) -> NDArray[np.int64]:
         """Ids of the clients that are online this round (Bernoulli(availability))."""
         online = rng.random(len(self)) < self.availability

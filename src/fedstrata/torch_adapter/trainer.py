@@ -270,7 +270,8 @@ class TorchTrainer:
         if plan.prox_mu > 0:
             np.copyto(self._global_np, params)
         gen = torch.Generator().manual_seed(_shuffle_seed(ctx, self._seeding))
-        self.model.train()
+        if self._chain is None or not self.model.training:  # a chain's layers are modeless
+            self.model.train()
         with torch.enable_grad():
             if self._fast:
                 if self._sgd is not None:
