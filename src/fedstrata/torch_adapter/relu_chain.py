@@ -11,9 +11,10 @@ steps, so the engine's overhead was a third of a round.
 same shapes and strides, so every loss and gradient is bit for bit the one
 ``loss.backward()`` produces (the tests compare the bits on random batches):
 
-* forward: ``addmm(b, a, W.t())`` per Linear (``F.linear`` on a 2-D input),
-  ``relu``, ``log_softmax(z, 1)`` and ``nll_loss_forward`` (mean, ignore index -100),
-  which is what ``cross_entropy`` decomposes into;
+* forward: ``addmm(b, a, W.t())`` per Linear (``F.linear`` on a 2-D input) and
+  ``relu`` (fused below the top: ``_addmm_activation`` is ``addmm`` then ``relu_``
+  on its result), ``log_softmax(z, 1)`` and ``nll_loss_forward`` (mean, ignore
+  index -100), which is what ``cross_entropy`` decomposes into;
 * backward: ``nll_loss_backward``, ``_log_softmax_backward_data``; per Linear the
   bias gradient ``g.sum(0, keepdim=True)`` (autograd's ``sum_to``), the weight
   gradient ``g.t().mm(a)`` (``mm_mat2_backward`` for the column-major ``W.t()``)
@@ -56,7 +57,9 @@ class ReluChain:
     """
 
     def __init__(self, layers: list[Layer], flatten: bool) -> None:
-        self._layers = layers
+        # per layer, made once: W, W.t() (what F.linear hands addmm), b, W.grad, and
+        # b.grad as a row (the shape of the keepdim sum added into it)
+        self._layers = [(w, w.t(), b, gw, gb.view(1, -1)) for w, b, gw, gb in layers]
         self._flatten = flatten
         self._one = torch.ones(())
 
@@ -74,17 +77,16 @@ class ReluChain:
         """The mean cross-entropy of the batch; adds its gradients into the ``.grad``s."""
         with torch.no_grad():
             acts = [x.flatten(1) if self._flatten else x]
-            last = len(self._layers) - 1
-            for i, (w, b, _, _) in enumerate(self._layers):
-                z = torch.addmm(b, acts[-1], w.t())
-                acts.append(z if i == last else torch.relu(z))
-            logp = torch.log_softmax(acts[-1], 1)
+            for _, wt, b, _, _ in self._layers[:-1]:  # addmm, then relu in place
+                acts.append(torch._addmm_activation(b, acts[-1], wt))
+            _, wt, b, _, _ = self._layers[-1]
+            logp = torch.log_softmax(torch.addmm(b, acts[-1], wt), 1)
             loss, total = _nll_forward(logp, y, None, _MEAN, _IGNORE_INDEX)
             g = _nll_backward(self._one, logp, y, None, _MEAN, _IGNORE_INDEX, total)
             g = torch._log_softmax_backward_data(g, logp, 1, torch.float32)
-            for i in range(last, -1, -1):
-                w, _, w_grad, b_grad = self._layers[i]
-                b_grad.add_(g.sum(0, keepdim=True).view(-1))
+            for i in range(len(self._layers) - 1, -1, -1):
+                w, _, _, w_grad, b_row = self._layers[i]
+                b_row.add_(g.sum(0, keepdim=True))
                 w_grad.add_(g.t().mm(acts[i]))
                 if i:
                     g = _threshold_backward(g.mm(w), acts[i], 0)
