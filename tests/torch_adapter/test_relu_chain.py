@@ -157,6 +157,8 @@ def test_only_float_inputs_with_class_labels_are_accepted() -> None:
     assert not kernel.accepts(torch.randn(2, 2, 2), y)  # no Flatten in the chain
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not kernel.accepts(x, y)
+    with torch.autograd.set_detect_anomaly(True):
+        assert not kernel.accepts(x, y)
 
 
 def test_a_label_out_of_range_fails_with_the_batch_named() -> None:

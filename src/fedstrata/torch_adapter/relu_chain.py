@@ -25,8 +25,8 @@ same shapes and strides, so every loss and gradient is bit for bit the one
 
 A chain with a hidden width of 1 or a parameter used twice is not matched (autograd
 would take another branch, or sum the two gradients first), and batches that are not
-float32 inputs with int64 class labels, or that run under autocast, go through
-autograd.
+float32 inputs with int64 class labels, or that run under autocast or anomaly
+detection, go through autograd.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class ReluChain:
             and y.dim() == 1
             and (x.dim() == 2 or (self._flatten and x.dim() > 2))
             and not torch.is_autocast_enabled("cpu")
+            and not torch.is_anomaly_enabled()  # its NaN checks live in the engine
         )
 
     def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
