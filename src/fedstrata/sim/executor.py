@@ -135,6 +135,13 @@ class _RoundQueue:
     chunk_size: int = 1
 
 
+def _guided(remaining: int, largest: int, processes: int) -> int:
+    """The next chunk's size: a share of the clients left (guided self-scheduling,
+    Polychronopoulos and Kuck, IEEE Trans. Computers 1987), so the last chunks are
+    single clients and no process waits long for another at the end of a round."""
+    return max(1, min(largest, remaining // (CHUNKS_IN_FLIGHT * processes)))
+
+
 class ProcessExecutor:
     """Persistent worker processes plus the calling process, sharing the model.
 
@@ -262,7 +269,8 @@ class ProcessExecutor:
             if q.chunks[worker] >= CHUNKS_IN_FLIGHT or not q.todo or not q.free:
                 continue
             chunk: list[tuple[ClientTask, int]] = []
-            while q.todo and q.free and len(chunk) < q.chunk_size:
+            size = _guided(len(q.todo), q.chunk_size, self.workers + 1)
+            while q.todo and q.free and len(chunk) < size:
                 task, slot = q.todo.popleft(), q.free.popleft()
                 q.inflight[worker][task.index] = (slot, task.client_id)
                 chunk.append((task, slot))

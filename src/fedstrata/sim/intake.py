@@ -127,11 +127,7 @@ def client_legs(
 ) -> tuple[float, float, float]:
     """Simulated (downlink, compute, uplink) seconds of client ``cid`` on its own links."""
     examples = plan.num_samples(int(client_sizes[cid]))
-    legs = profiles.legs_s(
-        np.array([cid]), np.array([examples]), flops_per_example, down_bytes, up_bytes
-    )
-    down_s, compute_s, up_s = (float(leg[0]) for leg in legs)
-    return down_s, compute_s, up_s
+    return profiles.client_legs_s(cid, examples, flops_per_example, down_bytes, up_bytes)
 
 
 def finish_round(

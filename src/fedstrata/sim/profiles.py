@@ -132,6 +132,17 @@ class ProfileTable:
         up = transfer_s(latency, up_bytes, self.uplink_bps[ids])
         return down, compute_s(examples, flops_per_example, self.flops[ids]), up
 
+    def client_legs_s(
+        self, cid: int, examples: int, flops_per_example: float, down_bytes: int, up_bytes: int
+    ) -> tuple[float, float, float]:
+        """:meth:`legs_s` of one client, in Python floats (the same operations in the
+        same order, so the same bits, without six one-element arrays per client)."""
+        latency = float(self.latency_s[cid])
+        down = latency + float(down_bytes) * 8 / float(self.downlink_bps[cid])
+        compute = float(examples) * flops_per_example / float(self.flops[cid])
+        up = latency + float(up_bytes) * 8 / float(self.uplink_bps[cid])
+        return down, compute, up
+
     def available(self, rng: np.random.Generator) -> NDArray[np.int64]:
         """Ids of the clients that are online this round (Bernoulli(availability))."""
         online = rng.random(len(self)) < self.availability

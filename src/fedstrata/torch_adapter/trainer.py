@@ -66,6 +66,7 @@ from fedstrata.torch_adapter.loops import (
 from fedstrata.torch_adapter.models import count_macs
 from fedstrata.torch_adapter.precision import MixedPrecision, Precision, PrecisionPolicy
 from fedstrata.torch_adapter.probe import SgdSettings
+from fedstrata.torch_adapter.relu_chain import relu_chain
 from fedstrata.torch_adapter.task import Task, as_metrics
 
 __all__ = ["ShuffleSeeding", "TorchTrainer"]
@@ -162,6 +163,9 @@ class TorchTrainer:
         self._sgd = sgd
         self._fast = task.plain_sgd or (sgd is not None and task.train is None)
         self.precision = PrecisionPolicy.of(precision)
+        self._chain = relu_chain(self.model) if self._fast and task.loss is None else None
+        if self.precision.mode is not Precision.FP32:
+            self._chain = None  # the hand-written chain step computes in float32 only
 
     @property
     def spec(self) -> ParamSpec:
@@ -281,7 +285,8 @@ class TorchTrainer:
         if plan.prox_mu > 0:
             np.copyto(self._global_np, params)
         gen = torch.Generator().manual_seed(_shuffle_seed(ctx, self._seeding))
-        self.model.train()
+        if self._chain is None or not self.model.training:  # a chain's layers are modeless
+            self.model.train()
         mixed = self.precision.start()
         with torch.enable_grad(), self.precision.autocast_forward(self.model):
             if self._fast:
@@ -317,9 +322,7 @@ class TorchTrainer:
             adam = torch.optim.Adam(self._trainable(), lr=plan.lr, weight_decay=plan.weight_decay)
         steps, applied, loss_sum, seen = 0, 0, 0.0, 0
         for x, y in batches:
-            self.grad.zero_()
-            loss = checked_loss(self.model, self._loss, x, y, data.origin)
-            mixed.backward(loss, self._flat_grad)
+            loss = self._loss_and_grad(x, y, data.origin, mixed)
             if mixed.step_allowed():
                 self._step(plan, adam, first=applied == 0)
                 applied += 1
@@ -335,6 +338,21 @@ class TorchTrainer:
             else:
                 self._add_prox(plan)
                 adam.step()
+
+    def _loss_and_grad(
+        self, x: torch.Tensor, y: torch.Tensor, origin: str, mixed: MixedPrecision
+    ) -> torch.Tensor:
+        """The batch's loss, its gradient in the flat gradient: the hand-written chain
+        (:mod:`~fedstrata.torch_adapter.relu_chain`, same bits) where it applies."""
+        self.grad.zero_()
+        if self._chain is not None and self._chain.accepts(x, y):
+            try:
+                return self._chain.loss_and_grad(x, y)
+            except Exception:  # e.g. a label out of range: autograd's path names it
+                self.grad.zero_()
+        loss = checked_loss(self.model, self._loss, x, y, origin)
+        mixed.backward(loss, self._flat_grad)
+        return loss
 
     def _trainable(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
