@@ -8,8 +8,9 @@ Shamir share elements of ``GF(2^31 - 1)`` (31 bits). Element ``i`` occupies bits
 significant bit first); the padding bits of the last byte are zero, so every
 value sequence has exactly one encoding and :func:`unpack_bits` refuses any other.
 Whole-byte widths take a byte-view fast path; other widths are packed in blocks
-of :data:`BLOCK` elements (a multiple of 8, so blocks start on byte boundaries)
-to bound the temporary bit matrix.
+of :data:`BLOCK` elements (a multiple of 8, so blocks start on byte boundaries),
+each through the bits of its little-endian words (``numpy.unpackbits`` /
+``packbits``), which bounds the temporaries.
 """
 
 from __future__ import annotations
@@ -48,19 +49,29 @@ def pack_bits(values: NDArray[np.unsignedinteger], bits: int) -> bytes:
     _check_bits(bits)
     if values.ndim != 1 or not np.issubdtype(values.dtype, np.unsignedinteger):
         raise PayloadError(f"pack_bits needs a 1-D unsigned array, got {values.dtype}")
-    v = values.astype(np.uint64, copy=False)
-    if bits < _MAX_BITS and v.size and int(v.max()) >> bits:
-        raise PayloadError(f"pack_bits: a value {int(v.max())} does not fit {bits} bits")
+    if bits < _MAX_BITS and values.size and int(values.max()) >> bits:
+        raise PayloadError(f"pack_bits: a value {int(values.max())} does not fit {bits} bits")
+    dtype, width = _word(bits)
+    v = np.ascontiguousarray(values, dtype=dtype)
     if bits % 8 == 0:
-        width = bits // 8
-        return v.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :width].tobytes()
-    shifts = np.arange(bits, dtype=np.uint64)
+        return v.view(np.uint8).reshape(-1, width // 8)[:, : bits // 8].tobytes()
     parts = []
     for start in range(0, v.size, BLOCK):
-        block = v[start : start + BLOCK]
-        matrix = ((block[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
-        parts.append(np.packbits(matrix.reshape(-1), bitorder="little").tobytes())
+        parts.append(_pack_block(v[start : start + BLOCK], bits))
     return b"".join(parts)
+
+
+def _word(bits: int) -> tuple[str, int]:
+    """The little-endian word that holds values of ``bits`` bits, and its width."""
+    return ("<u4", 32) if bits <= 32 else ("<u8", 64)
+
+
+def _pack_block(v: NDArray[np.unsignedinteger], bits: int) -> bytes:
+    """One block of little-endian words (starting on a byte boundary): the low
+    ``bits`` bits of each word, one after the other."""
+    octets = v.view(np.uint8).reshape(v.size, -1)
+    matrix = np.unpackbits(octets, axis=1, bitorder="little")[:, :bits]
+    return np.packbits(matrix.reshape(-1), bitorder="little").tobytes()
 
 
 def unpack_bits(blob: bytes, count: int, bits: int) -> NDArray[np.uint64]:
@@ -80,15 +91,22 @@ def unpack_bits(blob: bytes, count: int, bits: int) -> NDArray[np.uint64]:
     if count * bits % 8 and raw[-1] >> (count * bits % 8):
         raise PayloadError("packed block has non-zero padding bits (not a canonical encoding)")
     if bits % 8 == 0:
-        wide = np.zeros((count, 8), dtype=np.uint8)
+        dtype, width = _word(bits)
+        wide = np.zeros((count, width // 8), dtype=np.uint8)
         wide[:, : bits // 8] = raw.reshape(count, bits // 8)
-        return wide.reshape(-1).view("<u8").astype(np.uint64)
+        return wide.reshape(-1).view(dtype).astype(np.uint64)
     out = np.empty(count, dtype=np.uint64)
     step = BLOCK * bits // 8  # bytes per full block
     for index, start in enumerate(range(0, count, BLOCK)):
         n = min(BLOCK, count - start)
         chunk = raw[index * step : index * step + packed_nbytes(n, bits)]
-        matrix = np.zeros((n, _MAX_BITS), dtype=np.uint8)
-        matrix[:, :bits] = np.unpackbits(chunk, count=n * bits, bitorder="little").reshape(n, bits)
-        out[start : start + n] = np.packbits(matrix, axis=1, bitorder="little").view("<u8")[:, 0]
+        out[start : start + n] = _unpack_block(chunk, n, bits)
     return out
+
+
+def _unpack_block(chunk: NDArray[np.uint8], n: int, bits: int) -> NDArray[np.uint64]:
+    dtype, width = _word(bits)
+    matrix = np.zeros((n, width), dtype=np.uint8)
+    matrix[:, :bits] = np.unpackbits(chunk, count=n * bits, bitorder="little").reshape(n, bits)
+    words = np.packbits(matrix, axis=1, bitorder="little").reshape(-1).view(dtype)
+    return words.astype(np.uint64)

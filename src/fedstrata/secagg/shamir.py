@@ -63,18 +63,20 @@ FieldArray = NDArray[np.uint64]
 
 
 def _bits_to_values(bits: NDArray[np.uint8], width: int) -> FieldArray:
-    """(..., n * width) little-endian bits -> (..., n) unsigned values."""
-    shaped = bits.reshape(*bits.shape[:-1], -1, width).astype(np.uint64)
-    weights = np.uint64(1) << np.arange(width, dtype=np.uint64)
-    out: FieldArray = (shaped * weights).sum(axis=-1, dtype=np.uint64)
+    """(..., n * width) little-endian bits -> (..., n) values of ``width <= 32`` bits."""
+    lead = bits.shape[:-1]
+    words = np.zeros((*lead, bits.shape[-1] // width, 32), dtype=np.uint8)
+    words[..., :width] = bits.reshape(*lead, -1, width)
+    packed = np.packbits(words, axis=-1, bitorder="little")
+    out: FieldArray = packed.reshape(-1).view("<u4").reshape(*lead, -1).astype(np.uint64)
     return out
 
 
 def _values_to_bits(values: FieldArray, width: int) -> NDArray[np.uint8]:
-    """(..., n) unsigned values -> (..., n * width) little-endian bits."""
-    shifts = np.arange(width, dtype=np.uint64)
-    bits = ((values[..., None] >> shifts) & np.uint64(1)).astype(np.uint8)
-    return bits.reshape(*values.shape[:-1], values.shape[-1] * width)
+    """(..., n) values below ``2^width`` (``width <= 32``) -> (..., n * width) bits."""
+    octets = np.ascontiguousarray(values, dtype="<u4").view(np.uint8)
+    bits = np.unpackbits(octets.reshape(*values.shape, 4), axis=-1, bitorder="little")
+    return bits[..., :width].reshape(*values.shape[:-1], values.shape[-1] * width)
 
 
 def bytes_to_field(secrets: NDArray[np.uint8]) -> FieldArray:
