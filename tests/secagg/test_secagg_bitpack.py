@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedstrata.errors import PayloadError
-from fedstrata.secagg.bitpack import BLOCK, pack_bits, packed_nbytes, unpack_bits
+from fedstrata.secagg.bitpack import pack_bits, packed_nbytes, unpack_bits
 
 
 @settings(max_examples=120, deadline=None)
@@ -31,15 +31,18 @@ def test_packed_values_round_trip_in_ceil_count_bits_over_8_bytes(
     np.testing.assert_array_equal(unpack_bits(blob, count, bits), values)
 
 
-@pytest.mark.parametrize("bits", [5, 20, 31])
-def test_blocks_join_without_gaps(bits: int) -> None:
-    """Across the block boundary the stream is the same as one long bit string."""
-    count = 2 * BLOCK + 11
-    values = np.arange(count, dtype=np.uint64) % np.uint64(1 << bits)
+@pytest.mark.parametrize("bits", [5, 20, 27, 31, 33, 57, 63])
+def test_the_encoding_is_one_little_endian_bit_stream(bits: int) -> None:
+    """Element ``i`` is bits ``i * bits ..`` of the blob read as one integer, across
+    group and word boundaries, for a long vector."""
+    count = 9611
+    rng = np.random.default_rng(bits)
+    values = rng.integers(0, 2**bits, count, dtype=np.uint64, endpoint=False)
     blob = pack_bits(values, bits)
     as_int = int.from_bytes(blob, "little")
-    for i in (0, BLOCK - 1, BLOCK, BLOCK + 1, count - 1):
+    for i in (0, 1, 7, 8, 9, 1000, count - 2, count - 1):
         assert (as_int >> (i * bits)) & ((1 << bits) - 1) == int(values[i])
+    assert as_int >> (count * bits) == 0
     np.testing.assert_array_equal(unpack_bits(blob, count, bits), values)
 
 

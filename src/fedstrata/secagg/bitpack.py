@@ -7,10 +7,11 @@ Shamir share elements of ``GF(2^31 - 1)`` (31 bits). Element ``i`` occupies bits
 ``i * bits .. (i + 1) * bits - 1`` of the little-endian bit stream (least
 significant bit first); the padding bits of the last byte are zero, so every
 value sequence has exactly one encoding and :func:`unpack_bits` refuses any other.
-Whole-byte widths take a byte-view fast path; other widths are packed in blocks
-of :data:`BLOCK` elements (a multiple of 8, so blocks start on byte boundaries),
-each through the bits of its little-endian words (``numpy.unpackbits`` /
-``packbits``), which bounds the temporaries.
+
+Whole-byte widths are a byte view. Other widths go eight elements at a time: eight
+elements of ``b`` bits are exactly ``b`` bytes, held as little-endian 64-bit words,
+and element ``j`` of every group is shifted into (and out of) its word or the two
+words it straddles with whole-array operations, eight of them per direction.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ from numpy.typing import NDArray
 
 from fedstrata.errors import PayloadError
 
-__all__ = ["BLOCK", "pack_bits", "packed_nbytes", "unpack_bits"]
-
-BLOCK = 1 << 15
-"""Elements packed per block (a multiple of 8)."""
+__all__ = ["pack_bits", "packed_nbytes", "unpack_bits"]
 
 _MAX_BITS = 64
+_GROUP = 8  # elements whose bits fill whole bytes
 
 
 def _check_bits(bits: int) -> None:
@@ -37,6 +36,17 @@ def packed_nbytes(count: int, bits: int) -> int:
     """Bytes of ``count`` packed values of ``bits`` bits: ``ceil(count * bits / 8)``."""
     _check_bits(bits)
     return (count * bits + 7) // 8
+
+
+def _word(bits: int) -> tuple[str, int]:
+    """The little-endian word that holds ``bits`` bits, and its size in bytes."""
+    return ("<u4", 4) if bits <= 32 else ("<u8", 8)
+
+
+def _slots(bits: int) -> list[tuple[int, int, bool]]:
+    """Per element of a group: its first 64-bit word, its shift in that word, and
+    whether it spills into the next word."""
+    return [((j * bits) // 64, (j * bits) % 64, (j * bits) % 64 + bits > 64) for j in range(8)]
 
 
 def pack_bits(values: NDArray[np.unsignedinteger], bits: int) -> bytes:
@@ -51,27 +61,24 @@ def pack_bits(values: NDArray[np.unsignedinteger], bits: int) -> bytes:
         raise PayloadError(f"pack_bits needs a 1-D unsigned array, got {values.dtype}")
     if bits < _MAX_BITS and values.size and int(values.max()) >> bits:
         raise PayloadError(f"pack_bits: a value {int(values.max())} does not fit {bits} bits")
-    dtype, width = _word(bits)
-    v = np.ascontiguousarray(values, dtype=dtype)
+    size = packed_nbytes(values.size, bits)
+    if values.size == 0:
+        return b""
     if bits % 8 == 0:
-        return v.view(np.uint8).reshape(-1, width // 8)[:, : bits // 8].tobytes()
-    parts = []
-    for start in range(0, v.size, BLOCK):
-        parts.append(_pack_block(v[start : start + BLOCK], bits))
-    return b"".join(parts)
-
-
-def _word(bits: int) -> tuple[str, int]:
-    """The little-endian word that holds values of ``bits`` bits, and its width."""
-    return ("<u4", 32) if bits <= 32 else ("<u8", 64)
-
-
-def _pack_block(v: NDArray[np.unsignedinteger], bits: int) -> bytes:
-    """One block of little-endian words (starting on a byte boundary): the low
-    ``bits`` bits of each word, one after the other."""
-    octets = v.view(np.uint8).reshape(v.size, -1)
-    matrix = np.unpackbits(octets, axis=1, bitorder="little")[:, :bits]
-    return np.packbits(matrix.reshape(-1), bitorder="little").tobytes()
+        dtype, width = _word(bits)
+        wide = np.ascontiguousarray(values, dtype=dtype).view(np.uint8).reshape(-1, width)
+        return wide[:, : bits // 8].tobytes()
+    groups = -(-values.size // _GROUP)
+    padded = np.zeros(groups * _GROUP, dtype=np.uint64)
+    padded[: values.size] = values
+    lanes = padded.reshape(groups, _GROUP)
+    words = np.zeros((groups, -(-bits // 8)), dtype=np.uint64)  # 8 bits words >= bits bytes
+    for j, (word, shift, spill) in enumerate(_slots(bits)):
+        words[:, word] |= lanes[:, j] << np.uint64(shift)
+        if spill:
+            words[:, word + 1] |= lanes[:, j] >> np.uint64(64 - shift)
+    octets = words.astype("<u8").view(np.uint8).reshape(groups, -1)[:, :bits]
+    return octets.tobytes()[:size]
 
 
 def unpack_bits(blob: bytes, count: int, bits: int) -> NDArray[np.uint64]:
@@ -90,23 +97,24 @@ def unpack_bits(blob: bytes, count: int, bits: int) -> NDArray[np.uint64]:
     raw = np.frombuffer(blob, dtype=np.uint8)
     if count * bits % 8 and raw[-1] >> (count * bits % 8):
         raise PayloadError("packed block has non-zero padding bits (not a canonical encoding)")
+    if count == 0:
+        return np.zeros(0, dtype=np.uint64)
     if bits % 8 == 0:
         dtype, width = _word(bits)
-        wide = np.zeros((count, width // 8), dtype=np.uint8)
+        wide = np.zeros((count, width), dtype=np.uint8)
         wide[:, : bits // 8] = raw.reshape(count, bits // 8)
         return wide.reshape(-1).view(dtype).astype(np.uint64)
-    out = np.empty(count, dtype=np.uint64)
-    step = BLOCK * bits // 8  # bytes per full block
-    for index, start in enumerate(range(0, count, BLOCK)):
-        n = min(BLOCK, count - start)
-        chunk = raw[index * step : index * step + packed_nbytes(n, bits)]
-        out[start : start + n] = _unpack_block(chunk, n, bits)
-    return out
-
-
-def _unpack_block(chunk: NDArray[np.uint8], n: int, bits: int) -> NDArray[np.uint64]:
-    dtype, width = _word(bits)
-    matrix = np.zeros((n, width), dtype=np.uint8)
-    matrix[:, :bits] = np.unpackbits(chunk, count=n * bits, bitorder="little").reshape(n, bits)
-    words = np.packbits(matrix, axis=1, bitorder="little").reshape(-1).view(dtype)
-    return words.astype(np.uint64)
+    groups = -(-count // _GROUP)
+    flat = np.zeros(groups * bits, dtype=np.uint8)
+    flat[:want] = raw
+    octets = np.zeros((groups, 8 * -(-bits // 8)), dtype=np.uint8)
+    octets[:, :bits] = flat.reshape(groups, bits)
+    words = octets.view("<u8").astype(np.uint64)
+    mask = np.uint64((1 << bits) - 1)
+    lanes = np.empty((groups, _GROUP), dtype=np.uint64)
+    for j, (word, shift, spill) in enumerate(_slots(bits)):
+        lane = words[:, word] >> np.uint64(shift)
+        if spill:
+            lane |= words[:, word + 1] << np.uint64(64 - shift)
+        lanes[:, j] = lane & mask
+    return lanes.reshape(-1)[:count].copy()
