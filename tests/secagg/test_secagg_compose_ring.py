@@ -26,7 +26,10 @@ from fedstrata.secagg import (
     quantize_to_ring,
     secagg_components,
 )
+from fedstrata.secagg.codec import check_ring_fits, ring_bits
 from fedstrata.secagg.feedback import RESIDUAL_KEY
+from fedstrata.secagg.ring import from_ring, to_ring
+from fedstrata.secagg.ring_input import weighted_input
 
 SIZE = 200
 
@@ -35,22 +38,71 @@ def ctx(round_idx: int, client_id: int):
     return RoundContext(round_idx, 7).for_client(client_id)
 
 
-def test_fit_modulus_packs_eight_bit_inputs_of_200_clients_in_two_bytes() -> None:
-    """Issue 12 part 4: a ring fitted to the cohort makes 8-bit inputs travel in 2 bytes."""
+def test_fit_modulus_packs_eight_bit_inputs_of_200_clients_in_16_bits() -> None:
+    """Issue 12 part 4: a ring fitted to the cohort: 200 x 127 needs 16 bits with the
+    sign; with a noise bound of 1260 it needs 20 bits, packed at exactly that width."""
     spec = fit_modulus(RingSpec(input_bits=8, density=0.1), 200)
-    assert (spec.modulus_bits, spec.element_bytes) == (16, 2)
+    assert (spec.modulus_bits, spec.body_bytes(1000)) == (16, 2000)
+    noisy = fit_modulus(RingSpec(input_bits=8, noise_bound=1260), 200)
+    assert (noisy.modulus_bits, noisy.body_bytes(480)) == (20, 1200)
     assert fit_modulus(RingSpec(input_bits=16), 200).modulus_bits == 24
-    assert fit_modulus(RingSpec(input_bits=16), 600).modulus_bits == 32
-    with pytest.raises(ConfigError, match="overflows a 32-bit ring"):
+    assert fit_modulus(RingSpec(input_bits=16), 600).modulus_bits == 26
+    with pytest.raises(ConfigError, match="more than 32"):
         fit_modulus(RingSpec(input_bits=30), 200)
     codec = RingCodec(spec, 10_000, randk_support)
     assert codec.nbytes() * 19 < 4 * 10_000  # > 19x below dense float32
 
 
+def _ring_total(rows: list[np.ndarray], weights: list[int], bits: int) -> np.ndarray:
+    """The masked protocol's result: the ``[w q, w]`` inputs summed in ``Z / 2^bits``."""
+    total = np.zeros(rows[0].shape[0] + 1, dtype=np.uint32)
+    for q, w in zip(rows, weights, strict=True):
+        np.add(total, weighted_input(to_ring(q, bits), w, bits), out=total)
+    return from_ring(total, bits)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(1, 60), min_size=1, max_size=50),
+    st.integers(1, 1 << 16),
+    st.integers(0, 2**32 - 1),
+)
+def test_ring_bits_never_overflow_on_worst_case_inputs_and_are_minimal(
+    weights: list[int], bound: int, seed: int
+) -> None:
+    """The derived width holds any weighted sum of elements in ``[-bound, bound]``
+    exactly (both extremes and random ones); one bit less wraps an extreme."""
+    total_weight = sum(weights)
+    bits = ring_bits(total_weight, bound)
+    rng = np.random.default_rng(seed)
+    rows = [
+        np.concatenate([[bound, -bound], rng.integers(-bound, bound, 4, endpoint=True)])
+        for _ in weights
+    ]
+    got = _ring_total(rows, weights, bits)
+    exact = np.sum([q * w for q, w in zip(rows, weights, strict=True)], axis=0)
+    np.testing.assert_array_equal(got[:-1], exact)
+    assert got[-1] == total_weight
+    assert got[0] == total_weight * bound
+    assert got[1] == -total_weight * bound
+    if bits > 1:
+        narrow = _ring_total([np.array([bound])] * len(weights), weights, bits - 1)
+        assert narrow[0] != total_weight * bound  # the extreme wraps one bit lower
+
+
+def test_check_ring_fits_refuses_a_ring_that_could_wrap() -> None:
+    spec = RingSpec(input_bits=8, noise_bound=1260, modulus_bits=19)  # 200 x 1387 needs 20
+    with pytest.raises(ConfigError, match="needs a 20-bit ring, modulus_bits is 19"):
+        check_ring_fits(spec, 200)
+    check_ring_fits(fit_modulus(spec, 200), 200)
+    with pytest.raises(ConfigError, match="total_weight >= 1"):
+        ring_bits(0, 5)
+
+
 @settings(max_examples=15, deadline=None)
 @given(st.integers(2, 12), st.sampled_from([8, 12, 16]), st.integers(0, 2**31 - 1))
 def test_packed_ring_sum_matches_float_mean_within_the_bound(n: int, bits: int, seed: int) -> None:
-    """Issue 12 part 4: encode -> (protocol) sum -> decode on a fitted 16- or 24-bit ring
+    """Issue 12 part 4: encode -> (protocol) sum -> decode on a fitted, packed ring
     equals the float mean on the shared support within the stochastic bound clip / L."""
     spec = fit_modulus(RingSpec(clip=1.0, input_bits=bits, density=0.5), n)
     codec, agg = secagg_components(spec, SecAggOptions(n, dropout_rate=0.0), SIZE, randk_support)
@@ -59,7 +111,7 @@ def test_packed_ring_sum_matches_float_mean_within_the_bound(n: int, bits: int, 
     state = agg.init(SIZE)
     for i, v in enumerate(vectors):
         payload = codec.encode(v, ctx(0, i))
-        assert len(payload.body) == spec.element_bytes * codec.count < 4 * codec.count
+        assert len(payload.body) == spec.body_bytes(codec.count) < 4 * codec.count
         state = agg.accumulate_payload(state, codec, payload, 1.0, client_id=i)
     got = agg.finalize(state)
     support = codec.support(codec.support_seed(7, 0))

@@ -33,10 +33,12 @@ from fedstrata.secagg import (
     SecAggConfig,
     TreeSecAgg,
     TreeSecAggOptions,
+    fit_modulus,
     lift,
     remove_cluster_masks,
     simulate_round_detailed,
 )
+from fedstrata.secagg.codec import ring_bits
 from fedstrata.secagg.prg import PairSecrets, agree
 
 SIZE = 12
@@ -141,6 +143,43 @@ def test_secure_total_is_the_plain_sum_of_the_survivors_at_every_tier(
 def _uniform(vector: np.ndarray) -> bool:
     counts = np.bincount(vector.view(np.uint8), minlength=256)
     return bool(stats.chisquare(counts).pvalue > 1e-4)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.integers(3, 5), min_size=1, max_size=3),
+    st.sampled_from([1, -1]),
+    st.integers(1, 3000),
+)
+def test_a_fitted_packed_ring_holds_the_worst_case_sum_at_every_tier(
+    sizes: list[int], sign: int, noise_bound: int
+) -> None:
+    """Issue 12 part 4: on the narrowest ring ``fit_modulus`` derives (packed at that
+    width), every client at the extreme ``sign * (L + noise_bound)`` with the largest
+    weight sums exactly through the edges and the center; one bit less would wrap."""
+    n, weight = sum(sizes), 2
+    spec = fit_modulus(
+        RingSpec(clip=1.0, input_bits=8, stochastic=False, noise_bound=noise_bound), n * weight
+    )
+    assert spec.modulus_bits == ring_bits(n * weight, spec.bound) < 32
+    assert n * weight * spec.bound > 2 ** (spec.modulus_bits - 2) - 1  # minimal width
+
+    def extreme_noise(round_idx: int, count: int, rng: np.random.Generator) -> np.ndarray:
+        return np.full(count, sign * 10**9, dtype=np.int64)  # clipped to the noise bound
+
+    codec = RingCodec(spec, SIZE, noise_fn=extreme_noise)
+    rnd = _tree(codec, max_weight=weight).start_round(0, _clusters(sizes))
+    for name, ids in _clusters(sizes).items():
+        for cid in ids:
+            x = np.full(SIZE, 5.0 * sign, dtype=np.float32)  # clipped to +-L
+            payload = codec.encode(x, RoundContext(0, ROOT).for_client(cid))
+            assert len(payload.body) == (SIZE * spec.modulus_bits + 7) // 8
+            rnd.fold(name, codec, payload, weight, client_id=cid)
+        rnd.close_edge(name)
+    result = rnd.finalize()
+    lifted = lift(result.ring_total, spec.modulus_bits)
+    np.testing.assert_array_equal(lifted[:-1], np.full(SIZE, sign * n * weight * spec.bound))
+    assert lifted[-1] == result.total_weight == n * weight
 
 
 def test_an_edge_holds_only_a_masked_value_of_its_cluster() -> None:

@@ -96,7 +96,7 @@ def test_edge_gets_only_sealed_self_mask_shares_and_the_center_opens_them() -> N
     assert responses
     assert all(not r.self_mask_shares and r.sealed for r in responses)
     assert _uniform(value - np.uint32(15))  # the edge holds S_e + B_e, B_e unknown to it
-    report = ClusterReport(cfg.threshold, 0, edge.survivors, edge.sealed_shares)
+    report = ClusterReport(cfg.threshold, 0, edge.survivors, edge.sealed_shares, edge.graph)
     remove_cluster_masks(value, [report], center_key, MaskExpander(M))
     np.testing.assert_array_equal(value, np.full(M, 15, np.uint32))
 

@@ -16,8 +16,8 @@ bytes. Design notes (``docs/secagg.md``, "In the simulator"):
   weight ``w_i <= max_weight``: the server learns ``sum(w q)`` and ``sum(w)``, never a
   single weight. (A deployed client multiplies before masking; the simulator does it
   on the same plaintext input.) The ring cannot overflow when
-  ``expected_cohort * max_weight * 2^e <= 2^modulus_bits`` (checked; ``e`` bits hold
-  ``L + noise_bound`` with the sign). With ``round_weights`` fractional weights
+  ``expected_cohort * max_weight * (L + noise_bound) <= 2^(modulus_bits - 1) - 1``
+  (checked, :func:`~fedstrata.secagg.codec.ring_bits`). With ``round_weights`` fractional weights
   (``scheduling.allocation``'s partial work, Issue 12 part 4) are scaled by
   ``weight_scale`` and rounded to the nearest integer >= 1.
 * **Survivors.** Below ``min_survivors`` accepted clients the sum is never unmasked
@@ -58,9 +58,17 @@ from fedstrata.errors import (
     SecAggError,
 )
 from fedstrata.pipeline.stage import Codec
-from fedstrata.secagg.codec import NoiseFn, RingCodec, RingMessage, RingSpec, SupportFn, lift
+from fedstrata.secagg.codec import (
+    NoiseFn,
+    RingCodec,
+    RingMessage,
+    RingSpec,
+    SupportFn,
+    check_ring_fits,
+    lift,
+)
 from fedstrata.secagg.codec import quantize_to_ring as _quantize
-from fedstrata.secagg.config import SecAggConfig, check_ring_capacity
+from fedstrata.secagg.config import SecAggConfig
 from fedstrata.secagg.cost import ProtocolCost, protocol_cost
 from fedstrata.secagg.options import SecAggOptions, SecAggReport
 from fedstrata.secagg.prg import U32Vector
@@ -125,19 +133,17 @@ class SecAggAggregator:
         """Check the ring capacity and derive the protocol's parameters.
 
         Raises:
-            ConfigError: ``expected_cohort * max_weight * 2^input_bits`` exceeds the
+            ConfigError: ``expected_cohort * max_weight`` inputs could overflow the
                 ring, or the protocol parameters are invalid.
         """
         spec = codec.spec
         n = options.expected_cohort
         try:
-            bits = spec.bound.bit_length() + 1  # input_bits when there is no noise
-            check_ring_capacity(n * options.max_weight, bits, spec.modulus_bits)
+            check_ring_fits(spec, n * options.max_weight)
         except ConfigError as exc:
             raise ConfigError(
-                f"secure aggregation: cohort {n} x max_weight {options.max_weight} x "
-                f"2^input_bits (input_bits={spec.input_bits}) must be <= 2^{spec.modulus_bits}; "
-                f"lower input_bits or max_weight ({exc})"
+                f"secure aggregation: cohort {n} x max_weight {options.max_weight} "
+                f"does not fit: {exc}"
             ) from exc
         self.codec = codec
         self.options = options
@@ -387,7 +393,9 @@ class SecAggAggregator:
             bytes_down_per_client=float(stats.bytes_down[alive].mean()),
             plaintext_bytes=4 * self.codec.size,
             weights_capped=state.capped,
-            cost=protocol_cost(stats, state.client_ids, self.codec.count + 1),
+            cost=protocol_cost(
+                stats, state.client_ids, self.codec.count + 1, self.codec.spec.modulus_bits
+            ),
         )
 
 

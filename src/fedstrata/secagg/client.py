@@ -24,6 +24,8 @@ from fedstrata.errors import ConfigError, InvalidUpdateError, ProtocolError, Sec
 from fedstrata.secagg.config import SecAggConfig
 from fedstrata.secagg.graph import NeighbourGraph
 from fedstrata.secagg.messages import (
+    KEY_SHARE_BYTES,
+    SEED_SHARE_BYTES,
     AdvertiseKeys,
     KeyDirectory,
     MaskedInput,
@@ -34,6 +36,7 @@ from fedstrata.secagg.messages import (
     UnmaskResponse,
 )
 from fedstrata.secagg.prg import (
+    SEED_BYTES,
     Entropy,
     MaskExpander,
     PairSecrets,
@@ -44,7 +47,7 @@ from fedstrata.secagg.prg import (
     new_private_key,
 )
 from fedstrata.secagg.sealing import seal_shares
-from fedstrata.secagg.shamir import CHUNKS, PRIME, SHARE_BYTES, ShamirScheme
+from fedstrata.secagg.shamir import PRIME, ShamirScheme, bytes_to_field, shares_to_bytes
 
 __all__ = ["ClientPhase", "ClientProtocol", "check_scheme", "share_nonce"]
 
@@ -80,7 +83,12 @@ def check_scheme(config: SecAggConfig, scheme: ShamirScheme | None) -> ShamirSch
 
 
 def share_nonce(sender: int, recipient: int) -> bytes:
-    """The AES-GCM nonce of the share ciphertext from ``sender`` to ``recipient``."""
+    """The AES-GCM nonce of the share ciphertext from ``sender`` to ``recipient``.
+
+    The key is the pair's (agreed this round) and the nonce and associated data
+    name the direction, so a ciphertext opens only as the share ``sender`` sent to
+    ``recipient``: the ids need not travel inside it.
+    """
     return _PAIR.pack(sender, recipient) + bytes(4)
 
 
@@ -128,7 +136,7 @@ class ClientProtocol:
         self._mask_key = new_private_key(self._entropy)
         self._publics = (b"", b"")  # set in on_setup
         self._pairs = pairs
-        self._seed = self._entropy.bytes(32)
+        self._seed = self._entropy.bytes(SEED_BYTES)
         self._round_id = 0
         self._graph: NeighbourGraph | None = None
         self._directory: dict[int, tuple[X25519PublicKey, X25519PublicKey]] = {}
@@ -194,8 +202,8 @@ class ClientProtocol:
         ciphertexts = {
             int(peer): self._aead(int(peer)).encrypt(
                 share_nonce(self.client_id, int(peer)),
-                _PAIR.pack(self.client_id, int(peer)) + shares[i],
-                None,
+                shares[i],
+                _PAIR.pack(self.client_id, int(peer)),
             )
             for i, peer in enumerate(holders)
         }
@@ -203,12 +211,16 @@ class ClientProtocol:
         return ShareKeys(self.client_id, ciphertexts)
 
     def _share_secrets(self, holders: np.ndarray) -> list[bytes]:
-        secret = self._seed + self._mask_key.private_bytes_raw()
-        secrets = np.frombuffer(secret, dtype=np.uint8).reshape(2, 32)
-        t = self.config.threshold
-        coeffs = self._entropy.uint32((t - 1) * 2 * CHUNKS).astype(np.uint64) % np.uint64(PRIME)
-        shares = self._scheme.share(secrets, holders, coeffs.reshape(t - 1, 2 * CHUNKS))
-        return [row.astype("<u4").tobytes() for row in shares]
+        """Per holder, its seed share then its mask-key share (packed field elements)."""
+        seed = bytes_to_field(np.frombuffer(self._seed, dtype=np.uint8)[None])[0]
+        key = np.frombuffer(self._mask_key.private_bytes_raw(), dtype=np.uint8)
+        constants = np.concatenate([seed, bytes_to_field(key[None])[0]])
+        t, c = self.config.threshold, constants.shape[0]
+        coeffs = self._entropy.uint32((t - 1) * c).astype(np.uint64) % np.uint64(PRIME)
+        shares = self._scheme.share_fields(constants, holders, coeffs.reshape(t - 1, c))
+        seeds = shares_to_bytes(shares[:, : seed.shape[0]])
+        keys = shares_to_bytes(shares[:, seed.shape[0] :])
+        return [s + k for s, k in zip(seeds, keys, strict=True)]
 
     def _agree(self, which: int, peer: int) -> bytes:
         """The X25519 secret with ``peer`` under key 0 (share channel) or 1 (mask)."""
@@ -253,18 +265,15 @@ class ClientProtocol:
     def _open_share(self, sender: int, ciphertext: bytes) -> bytes:
         try:
             plain = self._aead(sender).decrypt(
-                share_nonce(sender, self.client_id), ciphertext, None
+                share_nonce(sender, self.client_id), ciphertext, _PAIR.pack(sender, self.client_id)
             )
         except InvalidTag:
             raise ProtocolError(
                 f"client {self.client_id}: share ciphertext from {sender} failed authentication"
             ) from None
-        if len(plain) != _PAIR.size + 2 * SHARE_BYTES or _PAIR.unpack_from(plain) != (
-            sender,
-            self.client_id,
-        ):
+        if len(plain) != SEED_SHARE_BYTES + KEY_SHARE_BYTES:
             raise ProtocolError(f"client {self.client_id}: malformed share from {sender}")
-        return plain[_PAIR.size :]
+        return plain
 
     def _build_mask(self) -> U32Vector:
         mask = self._expander.expand(self._seed, self._round_id).copy()
@@ -289,9 +298,12 @@ class ClientProtocol:
             )
         mask = self._mask if self._mask is not None else self._build_mask()
         np.add(mask, vector, out=mask)
+        bits = self.config.modulus_bits
+        if bits < 32:  # the ring is Z / 2^bits: only the low bits travel
+            mask &= np.uint32((1 << bits) - 1)
         self._mask = None
         self.phase = ClientPhase.INPUT_SENT
-        return MaskedInput(self.client_id, self._round_id, mask)
+        return MaskedInput(self.client_id, self._round_id, mask, bits)
 
     def on_unmask_request(self, msg: UnmaskRequest) -> UnmaskResponse:
         """Step 4: reveal self-mask shares of survivors and key shares of dropped peers.
@@ -317,8 +329,8 @@ class ClientProtocol:
         # this client's seed is rebuilt from its surviving neighbours' shares only
         self._require(len(msg.survivors), "surviving neighbours listed")
         self.phase = ClientPhase.DONE
-        seeds = {v: self._held[v][:SHARE_BYTES] for v in sorted(msg.survivors)}
-        keys = {v: self._held[v][SHARE_BYTES:] for v in sorted(msg.dropped)}
+        seeds = {v: self._held[v][:SEED_SHARE_BYTES] for v in sorted(msg.survivors)}
+        keys = {v: self._held[v][SEED_SHARE_BYTES:] for v in sorted(msg.dropped)}
         if self._center_public is None:
             return UnmaskResponse(self.client_id, seeds, keys)
         sealed = seal_shares(

@@ -27,9 +27,11 @@ Parameter block of a ``RING_U32`` payload (little-endian, 32 bytes)::
     f64 clip | u32 size | u32 count (k) | u32 round | u32 noise_bound | u64 support seed
 
 Flags: bit 0 stochastic rounding, bit 1 error feedback. The body holds ``count``
-ring elements, little-endian, each in ``ceil(modulus_bits / 8)`` bytes (a ring
-fitted to the cohort, :func:`fit_modulus`, makes 8-bit inputs travel in 2 bytes,
-Issue 12 part 4).
+ring elements packed at exactly ``modulus_bits`` bits each
+(:mod:`fedstrata.secagg.bitpack`, ``ceil(count * modulus_bits / 8)`` bytes); with
+the narrowest ring that provably holds the cohort's sum (:func:`fit_modulus`),
+8-bit inputs of 200 clients under distributed-DP noise travel in 20 bits
+(Issue 12 part 4).
 Decoding checks every field against the codec's own spec and every element against
 ``[-(L + noise_bound), L + noise_bound]``, and raises
 :class:`~fedstrata.errors.PayloadError`; it never adds a partial vector.
@@ -49,6 +51,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import CodecId, Payload
 from fedstrata.core.state import ClientStateStore
 from fedstrata.errors import ConfigError, InvalidUpdateError, PayloadError
+from fedstrata.secagg.bitpack import pack_bits, packed_nbytes, unpack_bits
 from fedstrata.secagg.feedback import add_residual, keep_residual
 from fedstrata.secagg.prg import U32Vector
 
@@ -58,10 +61,12 @@ __all__ = [
     "RingMessage",
     "RingSpec",
     "SupportFn",
+    "check_ring_fits",
     "dequantize",
     "fit_modulus",
     "lift",
     "quantize_to_ring",
+    "ring_bits",
 ]
 
 _PARAMS = struct.Struct("<BBBBdIIIIQ")
@@ -88,7 +93,7 @@ class RingSpec:
         density: fraction of coordinates sent on the cohort-shared random-k support
             (1.0: every coordinate).
         modulus_bits: the ring is ``Z / 2^modulus_bits`` (at most 32); elements
-            travel in ``ceil(modulus_bits / 8)`` bytes.
+            travel packed at ``modulus_bits`` bits.
         noise_bound: largest magnitude of an integer noise share added to each
             element (distributed DP, Issue 12 part 4); elements lie in
             ``[-(L + noise_bound), L + noise_bound]``.
@@ -125,10 +130,9 @@ class RingSpec:
         """Largest magnitude of one client's ring element: ``L + noise_bound``."""
         return self.levels + self.noise_bound
 
-    @property
-    def element_bytes(self) -> int:
-        """Bytes per ring element on the wire: ``ceil(modulus_bits / 8)``."""
-        return (self.modulus_bits + 7) // 8
+    def body_bytes(self, count: int) -> int:
+        """Bytes of ``count`` ring elements on the wire: ``ceil(count * modulus_bits / 8)``."""
+        return packed_nbytes(count, self.modulus_bits)
 
     @property
     def levels(self) -> int:
@@ -180,25 +184,61 @@ def quantize_to_ring(
     return (q & mask).astype(np.uint32)
 
 
-def fit_modulus(spec: RingSpec, total_weight: int) -> RingSpec:
-    """``spec`` on the smallest ring of 8, 16, 24 or 32 bits whose sum cannot wrap.
+def ring_bits(total_weight: int, bound: int) -> int:
+    """The fewest ring bits whose centred lift holds any weighted sum exactly.
 
-    A sum of inputs of magnitude at most ``spec.bound`` (``e`` bits with the sign)
-    with integer weights summing to at most ``total_weight`` cannot wrap the ring
-    ``Z / 2^b`` when ``total_weight * 2^e <= 2^b`` (as ``check_ring_capacity``).
-    Narrower rings travel in fewer bytes (``RingSpec.element_bytes``).
+    Every input element has magnitude at most ``bound`` and the integer weights sum
+    to at most ``total_weight``, so ``|sum(w q)| <= total_weight * bound`` and the
+    weight sum is in ``[0, total_weight]``; the centred lift of ``Z / 2^b`` recovers
+    every integer in ``[-2^(b-1), 2^(b-1) - 1]``, so ``b`` is the smallest width with
+    ``total_weight * bound <= 2^(b-1) - 1``. For ``2^e`` quantization levels this is
+    ``e + ceil(log2(total_weight))`` bits at most, plus the noise bound's headroom.
+
+    Raises:
+        ConfigError: ``total_weight`` or ``bound`` below 1.
+    """
+    if total_weight < 1 or bound < 1:
+        raise ConfigError(
+            f"ring_bits needs total_weight >= 1 and bound >= 1, got {total_weight}, {bound}"
+        )
+    return (total_weight * bound).bit_length() + 1
+
+
+def check_ring_fits(spec: RingSpec, total_weight: int) -> None:
+    """Refuse a ring too narrow for the sum of ``total_weight`` weighted inputs.
+
+    Raises:
+        ConfigError: ``spec.modulus_bits`` is below :func:`ring_bits` (the sum could
+            wrap and decode to a wrong value); the message names the width needed.
+    """
+    need = ring_bits(total_weight, spec.bound)
+    if need > spec.modulus_bits:
+        raise ConfigError(
+            f"ring overflow: total weight {total_weight} x element bound {spec.bound} "
+            f"(input_bits={spec.input_bits}, noise_bound={spec.noise_bound}) needs a "
+            f"{need}-bit ring, modulus_bits is {spec.modulus_bits}; lower input_bits, "
+            "max_weight or the cohort, or widen the ring"
+        )
+
+
+def fit_modulus(spec: RingSpec, total_weight: int) -> RingSpec:
+    """``spec`` on the narrowest ring whose sum cannot wrap (:func:`ring_bits`).
+
+    A sum of inputs of magnitude at most ``spec.bound`` (quantization levels plus
+    the noise bound) with integer weights summing to at most ``total_weight`` is
+    recovered exactly by the centred lift; the ring is at least ``input_bits``
+    wide. Elements travel packed at that width (``RingSpec.body_bytes``).
 
     Raises:
         ConfigError: not even 32 bits hold the sum.
     """
-    need = total_weight << (spec.bound.bit_length() + 1)
-    for bits in (8, 16, 24, 32):
-        if need <= (1 << bits) and spec.input_bits <= bits:
-            return replace(spec, modulus_bits=bits)
-    raise ConfigError(
-        f"secure aggregation: total weight {total_weight} x element bound {spec.bound} "
-        "overflows a 32-bit ring; lower input_bits, max_weight or the cohort"
-    )
+    bits = max(ring_bits(total_weight, spec.bound), spec.input_bits)
+    if bits > 32:
+        raise ConfigError(
+            f"secure aggregation: total weight {total_weight} x element bound {spec.bound} "
+            f"needs a {bits}-bit ring, more than 32; lower input_bits, max_weight or the cohort"
+        )
+    return replace(spec, modulus_bits=bits)
 
 
 def lift(ring: U32Vector, modulus_bits: int) -> NDArray[np.int64]:
@@ -308,7 +348,7 @@ class RingCodec:
             keep_residual(self._store, ctx.client_id, vector, support, sent)
         if self._noise_fn is not None:
             ring = self._add_noise(ring, ctx)
-        body = _body(ring, self.spec.element_bytes)
+        body = pack_bits(ring, self.spec.modulus_bits)
         return Payload(CodecId.RING_U32, self._params(ctx.round_idx, seed), body)
 
     def _add_noise(self, ring: U32Vector, ctx: ClientContext) -> U32Vector:
@@ -330,12 +370,7 @@ class RingCodec:
         if payload.codec != CodecId.RING_U32:
             raise PayloadError(f"ring codec got a payload of codec {payload.codec.name}")
         round_idx, seed = self._check_params(payload.params)
-        width = self.spec.element_bytes
-        if len(payload.body) != width * self.count:
-            raise PayloadError(
-                f"ring payload body has {len(payload.body)} bytes, expected {width * self.count}"
-            )
-        values = _unpack(payload.body, width)
+        values = unpack_bits(payload.body, self.count, self.spec.modulus_bits).astype(np.uint32)
         bound = self.spec.bound
         bad = np.count_nonzero(np.abs(lift(values, self.spec.modulus_bits)) > bound)
         if bad:
@@ -378,7 +413,7 @@ class RingCodec:
     def nbytes(self) -> int:
         """Wire size of one payload, header included."""
         header = Payload(CodecId.RING_U32, b"\0" * _PARAMS.size, b"").nbytes
-        return header + self.spec.element_bytes * self.count
+        return header + self.spec.body_bytes(self.count)
 
     def _params(self, round_idx: int, seed: int) -> bytes:
         s = self.spec
@@ -422,15 +457,3 @@ class RingCodec:
 
 def _flags(spec: RingSpec) -> int:
     return int(spec.stochastic) | (int(spec.error_feedback) << 1)
-
-
-def _body(ring: U32Vector, width: int) -> bytes:
-    """``ring`` as little-endian elements of ``width`` bytes (1 to 4)."""
-    raw = ring.astype("<u4", copy=False).view(np.uint8).reshape(-1, 4)
-    return raw[:, :width].tobytes()
-
-
-def _unpack(body: bytes, width: int) -> U32Vector:
-    raw = np.zeros((len(body) // width, 4), dtype=np.uint8)
-    raw[:, :width] = np.frombuffer(body, dtype=np.uint8).reshape(-1, width)
-    return raw.reshape(-1).view("<u4").astype(np.uint32)

@@ -15,12 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.secagg.messages import masked_input_nbytes
 from fedstrata.secagg.simulate import RoundStats
 
-__all__ = ["MASKED_INPUT_HEADER_BYTES", "ROUND_TRIPS", "ProtocolCost", "protocol_cost"]
-
-MASKED_INPUT_HEADER_BYTES = 8
-"""Header of a :class:`~fedstrata.secagg.MaskedInput` (its body is 4 bytes per element)."""
+__all__ = ["ROUND_TRIPS", "ProtocolCost", "protocol_cost"]
 
 ROUND_TRIPS = 4
 """Client-server exchanges of one round: keys, shares, masked input, unmasking."""
@@ -47,16 +45,19 @@ class ProtocolCost:
     round_trips: int = ROUND_TRIPS
 
 
-def protocol_cost(stats: RoundStats, client_ids: list[int], input_len: int) -> ProtocolCost:
+def protocol_cost(
+    stats: RoundStats, client_ids: list[int], input_len: int, modulus_bits: int = 32
+) -> ProtocolCost:
     """The cost of the first ``len(client_ids)`` protocol parties (the survivors).
 
     Args:
         stats: the protocol's measured per-party compute and bytes.
         client_ids: federation ids of protocol parties ``0 .. len - 1``.
         input_len: ring elements in each masked input (coordinates + weight).
+        modulus_bits: the ring's width (masked inputs travel packed at it).
     """
     n = len(client_ids)
-    masked = MASKED_INPUT_HEADER_BYTES + 4 * input_len
+    masked = masked_input_nbytes(input_len, modulus_bits)
     return ProtocolCost(
         client_ids=np.asarray(client_ids, dtype=np.int64),
         up_bytes=np.maximum(stats.bytes_up[:n] - masked, 0).astype(np.int64),

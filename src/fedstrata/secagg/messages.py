@@ -8,17 +8,24 @@ step        client -> server          server -> client        size in bytes
 ==========  ========================  ======================  ==========================
 0 setup     -                         :class:`RoundSetup`     16
 1 keys      :class:`AdvertiseKeys`    :class:`KeyDirectory`   68 up; 8 + 68 per neighbour
-2 shares    :class:`ShareKeys`        :class:`ShareBundle`    116 per neighbour each way
-                                                              (+ 8 header)
-3 input     :class:`MaskedInput`      :class:`UnmaskRequest`  8 + 4 m up; 8 + 4 per
-                                                              listed neighbour down
-4 unmask    :class:`UnmaskResponse`   -                       8 + 48 per share
-                                                              (+ 36 + 16 if sealed)
+2 shares    :class:`ShareKeys`        :class:`ShareBundle`    71 per neighbour up, 75
+                                                              down (+ 8 header)
+3 input     :class:`MaskedInput`      :class:`UnmaskRequest`  8 + ceil(m b / 8) up; 8 + 4
+                                                              per listed neighbour down
+4 unmask    :class:`UnmaskResponse`   -                       8 + 24 per seed share, 39
+                                                              per key share; sealed:
+                                                              36 + 16 + 20 per seed share
 ==========  ========================  ======================  ==========================
 
-``m`` is the vector length. Every message's ``nbytes`` gives its size under a
-plain length-prefixed encoding (ids as uint32); the simulator charges these to
-the links.
+``m`` is the vector length and ``b`` the ring's ``modulus_bits`` (masked inputs
+travel packed at ``b`` bits, :mod:`fedstrata.secagg.bitpack`). Shamir shares are
+31-bit field elements packed at 31 bits: 20 bytes for a 16-byte self-mask seed, 35
+for a 32-byte mask key; a share ciphertext is the two shares plus the 16-byte GCM
+tag (71 bytes: the pair's key, the nonce and the associated data bind sender and
+recipient, so no id travels inside); a sealed box
+holds its shares in owner order without ids (the center derives the owners from
+the cluster report). Every message's ``nbytes`` gives its size under a plain
+length-prefixed encoding (ids as uint32); the simulator charges these to the links.
 """
 
 from __future__ import annotations
@@ -29,8 +36,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.secagg.bitpack import packed_nbytes
+from fedstrata.secagg.prg import KEY_BYTES, SEED_BYTES
+from fedstrata.secagg.shamir import share_nbytes
+
 __all__ = [
     "CIPHERTEXT_BYTES",
+    "KEY_SHARE_BYTES",
+    "SEED_SHARE_BYTES",
     "AdvertiseKeys",
     "KeyDirectory",
     "MaskedInput",
@@ -40,13 +53,16 @@ __all__ = [
     "ShareKeys",
     "UnmaskRequest",
     "UnmaskResponse",
+    "masked_input_nbytes",
 ]
 
 _ID = 4
 _HEADER = 8
 _KEY = 32
-CIPHERTEXT_BYTES = 112  # ids (8) + two 44-byte shares + 16-byte GCM tag
-_SHARE = 44
+SEED_SHARE_BYTES = share_nbytes(SEED_BYTES)  # 20: five 31-bit field elements, packed
+KEY_SHARE_BYTES = share_nbytes(KEY_BYTES)  # 35: nine 31-bit field elements, packed
+_TAG = 16
+CIPHERTEXT_BYTES = SEED_SHARE_BYTES + KEY_SHARE_BYTES + _TAG  # ids: in the nonce and AD
 
 
 @dataclass(frozen=True)
@@ -88,14 +104,19 @@ class KeyDirectory:
 
 @dataclass(frozen=True)
 class ShareKeys:
-    """Client -> server: encrypted shares of its seed and mask key, per neighbour."""
+    """Client -> server: encrypted shares of its seed and mask key, per neighbour.
+
+    One ciphertext for every neighbour of the client's :class:`KeyDirectory`, in
+    ascending id order: the server sent that directory (and refuses a message that
+    does not cover it), so the recipients' ids do not travel.
+    """
 
     client_id: int
     ciphertexts: Mapping[int, bytes]
 
     @property
     def nbytes(self) -> int:
-        return _HEADER + sum(_ID + len(c) for c in self.ciphertexts.values())
+        return _HEADER + sum(len(c) for c in self.ciphertexts.values())
 
 
 @dataclass(frozen=True)
@@ -110,17 +131,24 @@ class ShareBundle:
         return _HEADER + sum(_ID + len(c) for c in self.ciphertexts.values())
 
 
+def masked_input_nbytes(length: int, modulus_bits: int) -> int:
+    """Wire size of a masked input of ``length`` elements of ``Z / 2^modulus_bits``."""
+    return _HEADER + packed_nbytes(length, modulus_bits)
+
+
 @dataclass(frozen=True, eq=False)
 class MaskedInput:
-    """Client -> server: the masked input vector in the uint32 ring."""
+    """Client -> server: the masked input vector, elements of ``Z / 2^modulus_bits``
+    (held as uint32, reduced below ``2^modulus_bits``; packed at that width on the wire)."""
 
     client_id: int
     round_id: int
     vector: NDArray[np.uint32]
+    modulus_bits: int = 32
 
     @property
     def nbytes(self) -> int:
-        return _HEADER + int(self.vector.nbytes)
+        return masked_input_nbytes(int(self.vector.shape[0]), self.modulus_bits)
 
 
 @dataclass(frozen=True)
@@ -169,6 +197,6 @@ class UnmaskResponse:
 
     @property
     def nbytes(self) -> int:
-        count = len(self.self_mask_shares) + len(self.key_shares)
+        shares = [*self.self_mask_shares.values(), *self.key_shares.values()]
         extra = self.sealed.nbytes if self.sealed is not None else 0
-        return _HEADER + count * (_ID + _SHARE) + extra
+        return _HEADER + sum(_ID + len(s) for s in shares) + extra

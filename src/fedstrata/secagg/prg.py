@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 KEY_BYTES = 32
-SEED_BYTES = 32
+SEED_BYTES = 16
+"""A self-mask seed: 128 bits, the security of the AES-128 key it is hashed into (and
+of X25519); shorter seeds mean shorter Shamir shares on the wire."""
 _ZERO_IV = bytes(16)
 
 U32Vector = NDArray[np.uint32]

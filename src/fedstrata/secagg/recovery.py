@@ -15,25 +15,28 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from fedstrata.errors import SecAggError
+from fedstrata.errors import PayloadError, SecAggError
 from fedstrata.secagg.shamir import (
-    CHUNKS,
-    SHARE_BYTES,
+    SECRET_BYTES,
     FieldArray,
     combine,
     lagrange_leave_one_out,
     reconstruct,
+    share_nbytes,
+    shares_from_bytes,
 )
 
 __all__ = ["rebuild_secrets"]
 
 ShareMaps = Mapping[int, Mapping[int, bytes]]  # holder -> owner -> share
-_EMPTY = bytes(SHARE_BYTES)
 
 
-def _parse(blob: bytes, rows: int, cols: int) -> FieldArray:
-    flat = np.frombuffer(blob, dtype="<u4").astype(np.uint64)
-    return flat.reshape(rows, cols, CHUNKS)
+def _parse(blob: bytes, rows: int, cols: int, secret_bytes: int) -> FieldArray:
+    try:
+        flat = shares_from_bytes(blob, rows * cols, secret_bytes)
+    except PayloadError as exc:
+        raise SecAggError(f"a revealed share is malformed: {exc}") from exc
+    return flat.reshape(rows, cols, -1)
 
 
 def _index(shares: ShareMaps) -> dict[int, list[int]]:
@@ -58,12 +61,16 @@ def _check_counts(
 
 
 def _rebuild_general(
-    owners: Sequence[int], shares: ShareMaps, index: Mapping[int, list[int]], threshold: int
+    owners: Sequence[int],
+    shares: ShareMaps,
+    index: Mapping[int, list[int]],
+    threshold: int,
+    secret_bytes: int,
 ) -> NDArray[np.uint8]:
     picks = [index[u][:threshold] for u in owners]
     xs = np.array(picks, dtype=np.uint64) + np.uint64(1)
     blob = b"".join(shares[h][u] for u, hs in zip(owners, picks, strict=True) for h in hs)
-    return reconstruct(xs, _parse(blob, len(owners), threshold))
+    return reconstruct(xs, _parse(blob, len(owners), threshold, secret_bytes), secret_bytes)
 
 
 def _common_base(owners: Sequence[int], shares: ShareMaps, threshold: int) -> list[int] | None:
@@ -75,25 +82,32 @@ def _common_base(owners: Sequence[int], shares: ShareMaps, threshold: int) -> li
 
 
 def _rebuild_common(
-    owners: Sequence[int], shares: ShareMaps, base: list[int]
+    owners: Sequence[int], shares: ShareMaps, base: list[int], secret_bytes: int
 ) -> NDArray[np.uint8]:
     lam, rows = lagrange_leave_one_out(np.array(base, dtype=np.uint64) + np.uint64(1))
     slot = {h: j for j, h in enumerate(base)}
     coeffs = np.stack([rows[slot[u]] if u in slot else lam for u in owners])
-    blob = b"".join(shares[h].get(u, _EMPTY) if h != u else _EMPTY for u in owners for h in base)
-    return combine(coeffs, _parse(blob, len(owners), len(base)))
+    empty = bytes(share_nbytes(secret_bytes))  # weight 0: the owner's own slot
+    blob = b"".join(shares[h].get(u, empty) if h != u else empty for u in owners for h in base)
+    return combine(coeffs, _parse(blob, len(owners), len(base), secret_bytes), secret_bytes)
 
 
 def rebuild_secrets(
-    owners: Sequence[int], shares: ShareMaps, threshold: int, what: str
+    owners: Sequence[int],
+    shares: ShareMaps,
+    threshold: int,
+    what: str,
+    secret_bytes: int = SECRET_BYTES,
 ) -> dict[int, bytes]:
-    """The 32-byte secrets of ``owners`` from the holders' revealed shares.
+    """The ``secret_bytes``-byte secrets of ``owners`` from the holders' revealed shares.
 
     Args:
         owners: clients whose secret to rebuild.
-        shares: for each responding holder, ``{owner: 44-byte share}``.
+        shares: for each responding holder, ``{owner: share}``
+            (``share_nbytes(secret_bytes)`` each).
         threshold: shares needed per secret.
         what: name of the secret for error messages ("self-mask seed", ...).
+        secret_bytes: the size of each secret.
 
     Raises:
         SecAggError: some owner has fewer than ``threshold`` shares, or the
@@ -105,7 +119,7 @@ def rebuild_secrets(
     _check_counts(owners, index, threshold, what)
     base = _common_base(owners, shares, threshold) if threshold > 8 else None
     if base is not None:
-        secrets = _rebuild_common(owners, shares, base)
+        secrets = _rebuild_common(owners, shares, base, secret_bytes)
     else:
-        secrets = _rebuild_general(owners, shares, index, threshold)
+        secrets = _rebuild_general(owners, shares, index, threshold, secret_bytes)
     return {u: secrets[i].tobytes() for i, u in enumerate(owners)}

@@ -25,6 +25,8 @@ from fedstrata.secagg.config import SecAggConfig
 from fedstrata.secagg.graph import NeighbourGraph
 from fedstrata.secagg.messages import (
     CIPHERTEXT_BYTES,
+    KEY_SHARE_BYTES,
+    SEED_SHARE_BYTES,
     AdvertiseKeys,
     KeyDirectory,
     MaskedInput,
@@ -36,6 +38,8 @@ from fedstrata.secagg.messages import (
     UnmaskResponse,
 )
 from fedstrata.secagg.prg import (
+    KEY_BYTES,
+    SEED_BYTES,
     Entropy,
     MaskExpander,
     PairSecrets,
@@ -44,7 +48,7 @@ from fedstrata.secagg.prg import (
     load_public_key,
 )
 from fedstrata.secagg.recovery import rebuild_secrets
-from fedstrata.secagg.shamir import SHARE_BYTES, ShamirScheme
+from fedstrata.secagg.shamir import ShamirScheme
 
 __all__ = ["ServerPhase", "ServerProtocol"]
 
@@ -183,20 +187,22 @@ class ServerProtocol:
         """Record a client's encrypted shares (opaque to the server).
 
         Raises:
-            ProtocolError: wrong phase, unexpected or repeated sender, a recipient
-                outside the sender's directory, or a ciphertext of the wrong size.
+            ProtocolError: wrong phase, unexpected or repeated sender, recipients
+                other than exactly the sender's directory (the wire format lists
+                them implicitly), or a ciphertext of the wrong size.
         """
         self._expect(ServerPhase.SHARES, "ShareKeys")
         u = msg.client_id
         self._check_sender(u, self._directory, "ShareKeys")
         if u in self._shares:
             raise ProtocolError(f"round {self.round_id}: repeated ShareKeys from {u}")
-        stray = set(msg.ciphertexts) - self._directory[u]
+        stray = set(msg.ciphertexts) ^ self._directory[u]
         bad = [v for v, c in msg.ciphertexts.items() if len(c) != CIPHERTEXT_BYTES]
         if stray or bad:
             raise ProtocolError(
-                f"round {self.round_id}: ShareKeys from {u} has stray recipients "
-                f"{sorted(stray)} or bad ciphertext sizes for {sorted(bad)}"
+                f"round {self.round_id}: ShareKeys from {u} has recipients {sorted(stray)} "
+                f"outside or missing from its directory, or bad ciphertext sizes for "
+                f"{sorted(bad)}"
             )
         self._shares[u] = msg
 
@@ -241,6 +247,12 @@ class ServerProtocol:
             raise ProtocolError(
                 f"round {self.round_id}: input from {u} is {msg.vector.dtype} "
                 f"{msg.vector.shape}, want uint32 ({m},)"
+            )
+        bits = self.config.modulus_bits
+        if bits < 32 and int(msg.vector.max()) >> bits:
+            raise ProtocolError(
+                f"round {self.round_id}: input from {u} has elements outside the "
+                f"2^{bits} ring (not a packed {bits}-bit vector)"
             )
         np.add(self._sum, msg.vector, out=self._sum)
         self._inputs.add(u)
@@ -307,8 +319,8 @@ class ServerProtocol:
             u not in self._responses
             and set(msg.self_mask_shares) <= req.survivors
             and set(msg.key_shares) <= req.dropped
-            and all(len(s) == SHARE_BYTES for s in msg.self_mask_shares.values())
-            and all(len(s) == SHARE_BYTES for s in msg.key_shares.values())
+            and all(len(s) == SEED_SHARE_BYTES for s in msg.self_mask_shares.values())
+            and all(len(s) == KEY_SHARE_BYTES for s in msg.key_shares.values())
         )
         if not ok:
             raise ProtocolError(f"round {self.round_id}: malformed or repeated response from {u}")
@@ -351,13 +363,13 @@ class ServerProtocol:
             return {}
         shares = {u: r.self_mask_shares for u, r in self._responses.items()}
         return rebuild_secrets(
-            sorted(self._inputs), shares, self.config.threshold, "self-mask seed"
+            sorted(self._inputs), shares, self.config.threshold, "self-mask seed", SEED_BYTES
         )
 
     def _rebuild_dropped_keys(self) -> dict[int, bytes]:
         dropped = sorted(set().union(*(r.dropped for r in self._requests.values())))
         shares = {u: r.key_shares for u, r in self._responses.items()}
-        return rebuild_secrets(dropped, shares, self.config.threshold, "mask key")
+        return rebuild_secrets(dropped, shares, self.config.threshold, "mask key", KEY_BYTES)
 
     def _remove_dropped_masks(self, total: U32Vector, keys: dict[int, bytes]) -> None:
         for v, raw in keys.items():

@@ -1,8 +1,11 @@
 """Vectorised Shamir secret sharing over the prime field GF(2^31 - 1).
 
-Shamir, "How to share a secret", CACM 1979. A 32-byte secret is cut into eleven
-24-bit chunks, each the constant term of its own random polynomial of degree
-``t - 1``; share ``x`` is the eleven evaluations at ``x`` (44 bytes). Sharing many
+Shamir, "How to share a secret", CACM 1979. A secret of ``B`` bytes is cut into
+``ceil(8 B / 30)`` 30-bit chunks (little-endian; the last holds the remaining top
+bits), each the constant term of its own random polynomial of degree ``t - 1``;
+share ``x`` is the chunks' evaluations at ``x``, 31-bit field elements packed at 31
+bits (:func:`shares_to_bytes`, :func:`share_nbytes`): a 32-byte mask key is nine
+elements in 35 bytes, a 16-byte self-mask seed five elements in 20 bytes. Sharing many
 secrets is one matrix product ``V @ C`` (Vandermonde rows times coefficients),
 done exactly in float64 BLAS by splitting ``C`` into 11-bit limbs (every partial
 sum stays below 2^53). Reconstruction is Lagrange interpolation at zero, batched
@@ -14,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from fedstrata.errors import SecAggError
+from fedstrata.errors import PayloadError, SecAggError
+from fedstrata.secagg.bitpack import packed_nbytes
 
 __all__ = [
     "CHUNKS",
@@ -23,44 +27,110 @@ __all__ = [
     "FieldArray",
     "ShamirScheme",
     "bytes_to_field",
+    "chunks_for",
     "combine",
     "field_to_bytes",
     "lagrange_at_zero",
     "lagrange_leave_one_out",
     "reconstruct",
+    "share_nbytes",
+    "shares_from_bytes",
+    "shares_to_bytes",
 ]
 
 PRIME = (1 << 31) - 1
-CHUNK_BYTES = 3
+FIELD_BITS = 31
+CHUNK_BITS = 30
 SECRET_BYTES = 32
-CHUNKS = -(-SECRET_BYTES // CHUNK_BYTES)  # 11
-SHARE_BYTES = 4 * CHUNKS  # 44
+
+
+def chunks_for(secret_bytes: int) -> int:
+    """Field elements of a ``secret_bytes`` secret: ``ceil(8 secret_bytes / 30)``."""
+    return -(-8 * secret_bytes // CHUNK_BITS)
+
+
+def share_nbytes(secret_bytes: int) -> int:
+    """Bytes of one packed share of a ``secret_bytes`` secret."""
+    return packed_nbytes(chunks_for(secret_bytes), FIELD_BITS)
+
+
+CHUNKS = chunks_for(SECRET_BYTES)  # 9: a 32-byte secret
+SHARE_BYTES = share_nbytes(SECRET_BYTES)  # 35
 _LIMB_BITS = 11
 _MAX_TERMS = 1 << 11  # keeps t * 2^31 * 2^11 < 2^53
 
 FieldArray = NDArray[np.uint64]
 
 
+def _bits_to_values(bits: NDArray[np.uint8], width: int) -> FieldArray:
+    """(..., n * width) little-endian bits -> (..., n) values of ``width <= 32`` bits."""
+    lead = bits.shape[:-1]
+    words = np.zeros((*lead, bits.shape[-1] // width, 32), dtype=np.uint8)
+    words[..., :width] = bits.reshape(*lead, -1, width)
+    packed = np.packbits(words, axis=-1, bitorder="little")
+    out: FieldArray = packed.reshape(-1).view("<u4").reshape(*lead, -1).astype(np.uint64)
+    return out
+
+
+def _values_to_bits(values: FieldArray, width: int) -> NDArray[np.uint8]:
+    """(..., n) values below ``2^width`` (``width <= 32``) -> (..., n * width) bits."""
+    octets = np.ascontiguousarray(values, dtype="<u4").view(np.uint8)
+    bits = np.unpackbits(octets.reshape(*values.shape, 4), axis=-1, bitorder="little")
+    return bits[..., :width].reshape(*values.shape[:-1], values.shape[-1] * width)
+
+
 def bytes_to_field(secrets: NDArray[np.uint8]) -> FieldArray:
-    """(s, 32) secret bytes -> (s, 11) field elements (24-bit chunks)."""
-    padded = np.zeros((secrets.shape[0], CHUNKS * CHUNK_BYTES), dtype=np.uint64)
-    padded[:, :SECRET_BYTES] = secrets
-    chunks = padded.reshape(secrets.shape[0], CHUNKS, CHUNK_BYTES)
-    shifted: FieldArray = chunks[:, :, 0] | (chunks[:, :, 1] << np.uint64(8))
-    return shifted | (chunks[:, :, 2] << np.uint64(16))
+    """(s, B) secret bytes -> (s, ceil(8 B / 30)) field elements (30-bit chunks,
+    little-endian)."""
+    width = 8 * secrets.shape[1]
+    bits = np.zeros((secrets.shape[0], chunks_for(secrets.shape[1]) * CHUNK_BITS), np.uint8)
+    bits[:, :width] = np.unpackbits(secrets, axis=1, bitorder="little")
+    return _bits_to_values(bits, CHUNK_BITS)
 
 
-def field_to_bytes(values: FieldArray) -> NDArray[np.uint8]:
-    """(s, 11) field elements -> (s, 32) secret bytes.
+def field_to_bytes(values: FieldArray, secret_bytes: int = SECRET_BYTES) -> NDArray[np.uint8]:
+    """(s, ceil(8 B / 30)) field elements -> (s, B) secret bytes, ``B = secret_bytes``.
 
     Raises:
-        SecAggError: a value does not fit 24 bits (inconsistent shares).
+        SecAggError: a value does not fit its chunk (30 bits; the rest of ``8 B``
+            for the last): the shares are inconsistent.
     """
-    if np.any(values >= (1 << 24)):
+    width = 8 * secret_bytes
+    if values.shape[-1] != chunks_for(secret_bytes) or np.any(values >> np.uint64(CHUNK_BITS)):
         raise SecAggError("reconstructed secret is out of range: the shares are inconsistent")
-    parts = [(values >> np.uint64(8 * i)) & np.uint64(0xFF) for i in range(CHUNK_BYTES)]
-    out = np.stack(parts, axis=2).reshape(values.shape[0], CHUNKS * CHUNK_BYTES)
-    return out[:, :SECRET_BYTES].astype(np.uint8)
+    bits = _values_to_bits(values, CHUNK_BITS)
+    if bits[:, width:].any():
+        raise SecAggError("reconstructed secret is out of range: the shares are inconsistent")
+    out: NDArray[np.uint8] = np.packbits(bits[:, :width], axis=1, bitorder="little")
+    return out
+
+
+def shares_to_bytes(shares: FieldArray) -> list[bytes]:
+    """(n, c) shares -> n encodings of ``c`` 31-bit elements, packed."""
+    bits = _values_to_bits(shares % np.uint64(PRIME), FIELD_BITS)
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    return [row.tobytes() for row in packed]
+
+
+def shares_from_bytes(blob: bytes, count: int, secret_bytes: int = SECRET_BYTES) -> FieldArray:
+    """``count`` concatenated shares of ``secret_bytes`` secrets -> (count, c) field
+    elements, ``c = chunks_for(secret_bytes)``.
+
+    Raises:
+        PayloadError: ``blob`` is not ``count`` encodings, an encoding's padding bit
+            is set, or an element is not below the prime (not a canonical share).
+    """
+    size, used = share_nbytes(secret_bytes), chunks_for(secret_bytes) * FIELD_BITS
+    if len(blob) != count * size:
+        raise PayloadError(f"shares block has {len(blob)} bytes, expected {count} x {size}")
+    rows = np.frombuffer(blob, dtype=np.uint8).reshape(count, size)
+    bits = np.unpackbits(rows, axis=1, bitorder="little")
+    if bits[:, used:].any():
+        raise PayloadError("a share encoding has non-zero padding bits")
+    values = _bits_to_values(bits[:, :used], FIELD_BITS)
+    if np.any(values >= np.uint64(PRIME)):
+        raise PayloadError("a share element is not below the field prime 2^31 - 1")
+    return values
 
 
 def _mulmod(a: FieldArray, b: FieldArray) -> FieldArray:
@@ -111,20 +181,30 @@ class ShamirScheme:
     def share(
         self, secrets: NDArray[np.uint8], holders: NDArray[np.int64], coeffs: FieldArray
     ) -> FieldArray:
-        """Shares of ``secrets`` (s, 32) for the ``holders`` (x = holder + 1).
+        """Shares of ``secrets`` (s, B) for the ``holders`` (x = holder + 1).
 
         Args:
-            secrets: (s, 32) secret bytes.
+            secrets: (s, B) secret bytes.
             holders: (k,) zero-based ids of the share holders.
-            coeffs: (t - 1, s * 11) uniform field elements, the random coefficients.
+            coeffs: (t - 1, s * c) uniform field elements, the random coefficients
+                (``c = chunks_for(B)``).
 
         Returns:
-            (k, s, 11) shares.
+            (k, s, c) shares.
         """
-        constant = bytes_to_field(secrets).reshape(1, -1)
-        c = np.concatenate([constant, coeffs % np.uint64(PRIME)], axis=0)
-        shares = _matmul_mod(self._vandermonde[holders], c)
-        return shares.reshape(len(holders), secrets.shape[0], CHUNKS)
+        constant = bytes_to_field(secrets).reshape(-1)
+        shares = self.share_fields(constant, holders, coeffs)
+        return shares.reshape(len(holders), secrets.shape[0], -1)
+
+    def share_fields(
+        self, constants: FieldArray, holders: NDArray[np.int64], coeffs: FieldArray
+    ) -> FieldArray:
+        """Shares of field elements ``constants`` (c,) for the ``holders``: (k, c).
+
+        ``coeffs`` (t - 1, c) are the polynomials' uniform random coefficients.
+        """
+        c = np.concatenate([constants.reshape(1, -1), coeffs % np.uint64(PRIME)], axis=0)
+        return _matmul_mod(self._vandermonde[holders], c)
 
 
 def lagrange_at_zero(xs: FieldArray) -> FieldArray:
@@ -144,20 +224,23 @@ def lagrange_at_zero(xs: FieldArray) -> FieldArray:
     return _mulmod(num, _powmod(den, PRIME - 2))
 
 
-def reconstruct(xs: FieldArray, shares: FieldArray) -> NDArray[np.uint8]:
+def reconstruct(
+    xs: FieldArray, shares: FieldArray, secret_bytes: int = SECRET_BYTES
+) -> NDArray[np.uint8]:
     """Rebuild secrets from ``t`` shares each.
 
     Args:
         xs: (b, t) evaluation points (holder id + 1), distinct within a row.
-        shares: (b, t, 11) the holders' shares of each secret.
+        shares: (b, t, c) the holders' shares of each secret.
+        secret_bytes: the secrets' size ``B`` (``c = chunks_for(B)``).
 
     Returns:
-        (b, 32) secret bytes.
+        (b, B) secret bytes.
 
     Raises:
         SecAggError: the shares are inconsistent.
     """
-    return combine(lagrange_at_zero(xs), shares)
+    return combine(lagrange_at_zero(xs), shares, secret_bytes)
 
 
 def lagrange_leave_one_out(base: FieldArray) -> tuple[FieldArray, FieldArray]:
@@ -179,11 +262,14 @@ def lagrange_leave_one_out(base: FieldArray) -> tuple[FieldArray, FieldArray]:
     return lam, rows
 
 
-def combine(coeffs: FieldArray, shares: FieldArray) -> NDArray[np.uint8]:
-    """Secrets from per-secret coefficient rows (b, s) and shares (b, s, 11).
+def combine(
+    coeffs: FieldArray, shares: FieldArray, secret_bytes: int = SECRET_BYTES
+) -> NDArray[np.uint8]:
+    """Secrets of ``secret_bytes`` from per-secret coefficient rows (b, s) and shares
+    (b, s, c).
 
     Raises:
         SecAggError: the shares are inconsistent.
     """
     terms = _mulmod(coeffs[:, :, None], shares)
-    return field_to_bytes(terms.sum(axis=1) % np.uint64(PRIME))
+    return field_to_bytes(terms.sum(axis=1) % np.uint64(PRIME), secret_bytes)

@@ -51,8 +51,8 @@ from fedstrata.core.context import derive_rng
 from fedstrata.core.payload import Payload
 from fedstrata.errors import AggregationError, ConfigError, PayloadError, SecAggError
 from fedstrata.pipeline.stage import Codec
-from fedstrata.secagg.codec import RingCodec
-from fedstrata.secagg.config import SecAggConfig, check_ring_capacity
+from fedstrata.secagg.codec import RingCodec, check_ring_fits
+from fedstrata.secagg.config import SecAggConfig
 from fedstrata.secagg.prg import (
     Entropy,
     MaskExpander,
@@ -143,14 +143,12 @@ class TreeSecAgg:
         return TreeRound(self, round_idx, clusters, regions or {})
 
     def _check_capacity(self, cohort: int) -> None:
-        spec, w = self.codec.spec, self.options.max_weight
+        w = self.options.max_weight
         try:
-            check_ring_capacity(cohort * w, spec.input_bits, spec.modulus_bits)
+            check_ring_fits(self.codec.spec, cohort * w)
         except ConfigError as exc:
             raise ConfigError(
-                f"tree secure aggregation: cohort {cohort} x max_weight {w} x 2^input_bits "
-                f"(input_bits={spec.input_bits}) must be <= 2^{spec.modulus_bits}; lower "
-                f"input_bits or max_weight ({exc})"
+                f"tree secure aggregation: cohort {cohort} x max_weight {w} does not fit: {exc}"
             ) from exc
 
 
@@ -338,7 +336,11 @@ class TreeRound:
             )  # fmt: skip
         server = protocol.server
         parties.report = ClusterReport(
-            protocol.config.threshold, self.round_idx, server.survivors, server.sealed_shares
+            protocol.config.threshold,
+            self.round_idx,
+            server.survivors,
+            server.sealed_shares,
+            server.graph,
         )
         return value.copy()
 

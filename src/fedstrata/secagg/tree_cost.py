@@ -171,9 +171,11 @@ def forward_report(parties: EdgeParties) -> ClusterReport:
 
 
 def report_nbytes(report: ClusterReport) -> int:
-    """Wire size of a cluster report: threshold, round, survivor ids, sealed boxes."""
+    """Wire size of a cluster report: threshold, round, survivor ids, the neighbour
+    graph's size, degree and 8-byte seed, sealed boxes."""
     sealed = sum(box.nbytes for box in report.sealed)
-    return 2 * _ID_BYTES + _ID_BYTES * len(report.survivors) + sealed
+    graph = 2 * _ID_BYTES + 8
+    return 2 * _ID_BYTES + _ID_BYTES * len(report.survivors) + graph + sealed
 
 
 def _edge_cost(

@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fedstrata.errors import ConfigError
 from fedstrata.secagg.client import ClientProtocol
 from fedstrata.secagg.config import SecAggConfig
+from fedstrata.secagg.graph import NeighbourGraph
 from fedstrata.secagg.messages import MaskedInput, SealedShares
-from fedstrata.secagg.prg import Entropy, MaskExpander, U32Vector, new_private_key
+from fedstrata.secagg.prg import SEED_BYTES, Entropy, MaskExpander, U32Vector, new_private_key
 from fedstrata.secagg.recovery import rebuild_secrets
 from fedstrata.secagg.sealing import open_sealed
 from fedstrata.secagg.server import ServerProtocol
@@ -47,12 +48,19 @@ class ClusterReport:
         round_id: the inner round id (part of the mask derivation).
         survivors: devices whose input is in the edge's value.
         sealed: the devices' sealed self-mask shares, unopened.
+        graph: the inner protocol's public neighbour graph (size, degree, seed): a
+            holder's box holds the shares of its surviving neighbours, in id order.
     """
 
     threshold: int
     round_id: int
     survivors: frozenset[int]
     sealed: tuple[SealedShares, ...]
+    graph: NeighbourGraph
+
+    def owners(self, holder: int) -> list[int]:
+        """The devices whose self-mask shares ``holder`` sealed: its surviving neighbours."""
+        return sorted(int(v) for v in self.graph.neighbours(holder) if int(v) in self.survivors)
 
 
 def remove_cluster_masks(
@@ -69,11 +77,13 @@ def remove_cluster_masks(
     """
     for report in reports:
         shares: dict[int, Mapping[int, bytes]] = {
-            box.client_id: open_sealed(box, center_private, report.round_id)
+            box.client_id: open_sealed(
+                box, center_private, report.round_id, report.owners(box.client_id)
+            )
             for box in report.sealed
         }
         owners = sorted(report.survivors)
-        seeds = rebuild_secrets(owners, shares, report.threshold, "self-mask seed")
+        seeds = rebuild_secrets(owners, shares, report.threshold, "self-mask seed", SEED_BYTES)
         for seed in seeds.values():
             expander.add(total, seed, report.round_id, -1)
 
@@ -163,7 +173,9 @@ class TwoTierSecAgg:
         )
         views: dict[int, U32Vector] = {}
         value, stats = drive_round(devices, server, inputs, dropped, observe=_recorder(views))
-        report = ClusterReport(cfg.threshold, round_id, server.survivors, server.sealed_shares)
+        report = ClusterReport(
+            cfg.threshold, round_id, server.survivors, server.sealed_shares, server.graph
+        )
         return value.copy(), report, views, stats
 
     def run(

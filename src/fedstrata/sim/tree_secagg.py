@@ -62,8 +62,6 @@ __all__ = ["RoundCharges", "SecureRound", "SecureState", "SecureTier", "secure_r
 
 log = logging.getLogger(__name__)
 
-_WORD_BYTES = 4
-
 
 @dataclass(eq=False)
 class SecureState(MeanState):
@@ -201,7 +199,7 @@ class SecureRound:
         cost = self.rnd.cost()
         devices = cost.devices  # empty when the protocol is off (a plaintext reference)
         survivors = [devices[c].online_s for c in outcome.survivors if c in devices]
-        masked = _WORD_BYTES * (self.secagg.codec.count + 1)
+        masked = self.secagg.codec.spec.body_bytes(self.secagg.codec.count + 1)  # packed
         for cid in (*outcome.survivors, *outcome.dropped):
             if cid not in devices:
                 continue
