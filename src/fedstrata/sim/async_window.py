@@ -9,13 +9,14 @@ and measured meanwhile (bytes, examples, staleness, seconds), and
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from fedstrata.coordinator import RoundOutcome
 from fedstrata.coordinator.cadence import Evaluation
-from fedstrata.core.metrics import AsyncStats
+from fedstrata.core.metrics import AsyncStats, precision_stats
 from fedstrata.monitoring import RoundMetrics
 from fedstrata.sim.intake import codec_stats
 
@@ -39,6 +40,7 @@ class StepWindow:
         decode_s: server seconds decoding payloads.
         encode_s: the accepted clients' encode seconds.
         last: legs (download, compute, upload seconds) of the last accepted client.
+        folded_metrics: the accepted clients' training metrics.
     """
 
     start_s: float
@@ -53,6 +55,7 @@ class StepWindow:
     decode_s: float = 0.0
     encode_s: list[float] = field(default_factory=list)
     last: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    folded_metrics: list[Mapping[str, float]] = field(default_factory=list)
 
 
 def _fedbuff_stats(w: StepWindow, span: float, in_flight: int) -> AsyncStats:
@@ -103,4 +106,5 @@ def step_metrics(
         extras=ev.extras or {},
         codec=codec,
         fedbuff=_fedbuff_stats(w, span, in_flight),
+        precision=precision_stats(w.folded_metrics),
     )

@@ -60,7 +60,7 @@ from fedstrata.coordinator import (
 from fedstrata.coordinator.planner import rehome
 from fedstrata.coordinator.topology import Tier, Topology
 from fedstrata.core.context import derive_rng
-from fedstrata.core.metrics import TierStats
+from fedstrata.core.metrics import TierStats, precision_stats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import MemoryStateStore
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
@@ -380,4 +380,5 @@ class HierarchicalSimulation:
             wall_round_s=wall_s, compute_s=compute_s, downlink_s=down_s, uplink_s=up_s,
             extras=ev.extras or {}, codec=codec, tiers=tiers,
             secagg_tree=None if self._secure is None else self._secure.stats(),
+            precision=precision_stats(tally.folded_metrics),
         )  # fmt: skip
