@@ -94,11 +94,11 @@ def test_relative_speed_is_the_ratio_of_median_throughputs() -> None:
         return train
 
     # 100 examples in 0.4 s (fp32) vs 0.2 s (bf16): twice as fast
-    assert relative_speed(run("a", 0.4), run("b", 0.2), repeats=3) == pytest.approx(2.0)
+    fast = relative_speed(run("a", 0.4), run("b", 0.2), repeats=3, clock=clock)
+    assert fast == pytest.approx(2.0)
     assert order == ["a", "b"] * 4  # warm-up, then alternating timed calls
-    assert relative_speed(run("a", 0.1), run("b", 0.3), repeats=1, warmup=0) == pytest.approx(
-        1 / 3
-    )
+    slow = relative_speed(run("a", 0.1), run("b", 0.3), repeats=1, warmup=0, clock=clock)
+    assert slow == pytest.approx(1 / 3)
     with pytest.raises(ConfigError, match="repeats"):
         relative_speed(run("a", 0.1), run("b", 0.1), repeats=0)
     with pytest.raises(ConfigError, match="speed factors"):
