@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
 from fedstrata.api import run
-from fedstrata.api.assess import MAX_CLASSES, assess, device_classes
+from fedstrata.api.assess import MAX_CLASSES, Assessment, _warnings, assess, device_classes
 from fedstrata.cli import app
 from fedstrata.config import FedConfig, load_config
 from fedstrata.sim import ProfileTable
 from fedstrata.torch_adapter import build_model
+from fedstrata.torch_adapter.footprint import ModelFootprint
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 QUIET = ["output.run_store=false", "output.report=false", "output.progress=false"]
@@ -150,3 +152,16 @@ def test_the_cli_prints_tables_or_json() -> None:
     assert "one round per device class" in text.stdout
     bad = CliRunner().invoke(app, [*args, "--set", "client.precision=fp64"])
     assert bad.exit_code == 2
+
+
+def test_warns_when_the_layer_count_misses_the_models_work() -> None:
+    fp = ModelFootprint(
+        params=10, trainable=10, flops_per_example=1e6, counted_flops_per_example=2e6,
+        activation_bytes=None, batch_size=8, optimizer_state_floats=0, precision="fp32",
+    )  # fmt: skip
+    draft = Assessment("m", fp, (), (), round_s=1.0, deadline_s=None, warnings=())
+    (warning,) = _warnings(draft)
+    assert "FlopCounterMode counts 2e+06" in warning
+    assert "off by -50%" in warning
+    close = replace(fp, counted_flops_per_example=1.05e6)
+    assert _warnings(replace(draft, footprint=close)) == ()

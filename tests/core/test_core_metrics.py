@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from fedstrata.core.metrics import (
     STATS_RECORDS,
     CodecStats,
+    PrecisionStats,
     PrivacySpent,
     ScheduleStats,
     StatsRecord,
+    precision_stats,
     record_from_dict,
     records_from_extras,
 )
@@ -121,3 +123,16 @@ def test_every_family_is_a_round_metrics_field() -> None:
     names = {f.name for f in fields(RoundMetrics)}
     assert {cls.FAMILY for cls in STATS_RECORDS} <= names
     assert len({cls.FAMILY for cls in STATS_RECORDS}) == len(STATS_RECORDS)
+
+
+def test_precision_stats_sum_the_folded_clients_skipped_steps() -> None:
+    reports = [
+        {"train_loss": 0.5, "skipped_steps": 3.0, "loss_scale": 8192.0},
+        {"train_loss": 0.4, "skipped_steps": 0.0, "loss_scale": 65536.0},
+        {"train_loss": 0.3, "skipped_steps": 2.0, "loss_scale": 16384.0},
+    ]
+    assert precision_stats(reports) == PrecisionStats(5, 2, 8192.0)
+    assert precision_stats([{"train_loss": 0.5}]) is None  # fp32 / bf16: no loss scaling
+    assert precision_stats([]) is None
+    with pytest.raises(DataError, match=r"PrecisionStats\.skipped_steps=-1 is invalid"):
+        precision_stats([{"skipped_steps": -1.0}])

@@ -10,6 +10,7 @@ from fedstrata.core.timing import (
     equal_share_bps,
     fair_share_finish,
     makespan_bound,
+    precision_speedup,
     transfer_s,
     water_fill,
 )
@@ -79,6 +80,17 @@ def test_compute_is_examples_times_flops_per_example_over_flops():
     assert float(compute_s(100, 2e6, 1e8)) == pytest.approx(2.0)
     np.testing.assert_allclose(compute_s(np.array([1, 4]), 1e3, np.array([1e3, 2e3])), [1, 2])
     assert float(compute_s(0, 1e9, 1e6)) == 0.0
+
+
+def test_compute_divides_by_the_precision_speed_factor():
+    assert float(compute_s(100, 2e6, 1e8, 2.0)) == pytest.approx(1.0)
+    assert float(compute_s(100, 2e6, 1e8, 0.5)) == pytest.approx(4.0)  # slower: fp16 on a CPU
+    bf16, fp16 = np.array([2.0, 1.5]), np.array([0.3, 4.0])
+    np.testing.assert_array_equal(precision_speedup("fp32", bf16, fp16), [1.0, 1.0])
+    assert precision_speedup("bf16", bf16, fp16) is bf16
+    assert precision_speedup("fp16", bf16, fp16) is fp16
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, fp16"):
+        precision_speedup("auto", bf16, fp16)
 
 
 @given(st.integers(1, 64), st.floats(1.0, 1e10))

@@ -34,6 +34,7 @@ EXPECTED = {
     # Issue 12 part 5: the typed per-round records (defined in fedstrata.core.metrics)
     "AsyncStats",
     "CodecStats",
+    "PrecisionStats",  # Issue 17: fp16 loss scaling's skipped steps
     "PrivacySpent",
     "ScheduleStats",
     "SecAggStats",

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from fedstrata.errors import ConfigError, TransportError
-from fedstrata.scheduling import DeviceMeasurement, measure_device, measure_rtt
+from fedstrata.scheduling import DeviceMeasurement, measure_device, measure_rtt, relative_speed
 
 
 def fake_clock(step_s: float) -> Callable[[], float]:
@@ -76,3 +76,30 @@ def test_bad_arguments_are_rejected() -> None:
         measure_rtt("127.0.0.1", 1, attempts=0)
     with pytest.raises(ConfigError, match="flops_per_example"):
         DeviceMeasurement(1.0, 0.0, 1.0, 1.0, None, 1)
+
+
+def test_relative_speed_is_the_ratio_of_median_throughputs() -> None:
+    now = [0.0]
+    order: list[str] = []
+
+    def clock() -> float:
+        return now[0]
+
+    def run(name: str, seconds: float) -> Callable[[], int]:
+        def train() -> int:
+            order.append(name)
+            now[0] += seconds
+            return 100
+
+        return train
+
+    # 100 examples in 0.4 s (fp32) vs 0.2 s (bf16): twice as fast
+    fast = relative_speed(run("a", 0.4), run("b", 0.2), repeats=3, clock=clock)
+    assert fast == pytest.approx(2.0)
+    assert order == ["a", "b"] * 4  # warm-up, then alternating timed calls
+    slow = relative_speed(run("a", 0.1), run("b", 0.3), repeats=1, warmup=0, clock=clock)
+    assert slow == pytest.approx(1 / 3)
+    with pytest.raises(ConfigError, match="repeats"):
+        relative_speed(run("a", 0.1), run("b", 0.1), repeats=0)
+    with pytest.raises(ConfigError, match="speed factors"):
+        DeviceMeasurement(1.0, 1.0, 1.0, 1.0, None, 1, bf16_speedup=0.0)

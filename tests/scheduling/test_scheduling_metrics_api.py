@@ -50,4 +50,5 @@ def test_public_api_surface() -> None:
         "FedBuffServer",
         "measure_device",
         "register_measurement",
+        "relative_speed",
     } <= set(sched.__all__)

@@ -79,6 +79,8 @@ def make_profiles(n: int, seed: int = 0, start: int = 0) -> DeviceProfiles:
         uplink_mbps=rng.uniform(1, 50, n),
         downlink_mbps=rng.uniform(10, 200, n),
         availability=rng.uniform(0.1, 1.0, n),
+        bf16_speedup=rng.uniform(0.5, 3.0, n),
+        fp16_speedup=rng.uniform(0.2, 3.0, n),
     )
 
 
@@ -91,16 +93,18 @@ def assert_profiles_equal(a: DeviceProfiles, b: DeviceProfiles) -> None:
         "uplink_mbps",
         "downlink_mbps",
         "availability",
+        "bf16_speedup",
+        "fp16_speedup",
     ):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-12)
 
 
 def test_open_migrates_to_head_and_is_idempotent(db_url: str) -> None:
     with Registry.open(db_url) as reg:
-        assert reg.revision() == "0002"
+        assert reg.revision() == "0003"
         assert reg.count_devices() == 0
     with Registry.open(db_url) as reg:
-        assert reg.revision() == "0002"
+        assert reg.revision() == "0003"
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
@@ -272,10 +276,13 @@ def test_register_measurement_inserts_then_updates_measured_columns(registry: Re
         [got.cpu_score[0], got.memory_gb[0], got.network_latency_ms[0]], [1.0, 6.0, 4.0]
     )
     assert got.uplink_mbps[0] == 10.0  # schema default for a new device
+    assert (got.bf16_speedup[0], got.fp16_speedup[0]) == (1.0, 1.0)
     registry.upsert_devices(DeviceProfiles(np.array([11]), 1.0, 6.0, 4.0, 33.0, 99.0, 0.5))
-    register_measurement(registry, 11, DeviceMeasurement(1000.0, 2e6, 16.0, 5.0, None, 3))
+    measured = DeviceMeasurement(1e3, 2e6, 16.0, 5.0, None, 3, bf16_speedup=1.8, fp16_speedup=0.3)
+    register_measurement(registry, 11, measured)
     got = registry.devices([11])
     assert (got.cpu_score[0], got.memory_gb[0], got.uplink_mbps[0]) == (2.0, 5.0, 33.0)
+    assert (got.bf16_speedup[0], got.fp16_speedup[0]) == (1.8, 0.3)
 
 
 def test_old_revision_database_is_upgraded_in_place(db_url: str) -> None:
@@ -306,12 +313,14 @@ def test_old_revision_database_is_upgraded_in_place(db_url: str) -> None:
         )
     engine.dispose()
     with Registry.open(db_url) as reg:
-        assert reg.revision() == "0002"
+        assert reg.revision() == "0003"
         got = reg.devices()
         np.testing.assert_array_equal(got.device_id, np.arange(5))
         np.testing.assert_allclose(got.cpu_score, 1.0 + np.arange(5))
         np.testing.assert_allclose(got.uplink_mbps, 10.0)  # new column, default value
         np.testing.assert_allclose(got.availability, 1.0)
+        np.testing.assert_allclose(got.bf16_speedup, 1.0)  # 0003: no speedup recorded
+        np.testing.assert_allclose(got.fp16_speedup, 1.0)
         np.testing.assert_allclose(reg.avg_train_time(np.arange(5)), 5.0)
         assert reg.partitions() == [ModelPartition(0, 1.0, 0.5, "")]
         with reg._engine.connect() as conn:

@@ -239,9 +239,11 @@ def test_factory_is_picklable_and_validated() -> None:
         TorchTrainerFactory("mlp", (64,), 10, torch_threads=0)
 
 
-def test_flops_per_example_is_six_times_macs() -> None:
+def test_flops_per_example_counts_forward_and_the_gradients_computed() -> None:
+    # first layer: forward + weight gradient (its input needs no gradient); second:
+    # forward + weight gradient + input gradient; 2 FLOPs per multiply-accumulate
     trainer = make_trainer()
-    assert trainer.flops_per_example == 6.0 * (DIM * HIDDEN + HIDDEN * CLASSES)
+    assert trainer.flops_per_example == 4.0 * DIM * HIDDEN + 6.0 * HIDDEN * CLASSES
 
 
 def test_non_finite_training_writes_the_delta_without_raising() -> None:

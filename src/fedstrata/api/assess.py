@@ -7,12 +7,13 @@ update under each codec chain (the configured one and every preset, encoded from
 Gaussian vector of the model's size), and one round's time on each **device class**
 of the profiles ``fedstrata run`` would use (generated, a CSV, or registered devices).
 
-Device classes: the distinct (compute, memory) profiles when there are at most
+Device classes: the distinct (compute, memory, speed factor) profiles when there are at most
 :data:`MAX_CLASSES` of them (a registry or a CSV of a few device models); otherwise
 the slowest quarter, the middle half and the fastest quarter by compute. Times come
 from the simulator's own model (:meth:`~fedstrata.sim.ProfileTable.legs_s`, the
 simulator's ``flops_per_example``): a class's ``compute_s`` is its median client's
-local training (the median of ``examples x FLOPs / FLOP/s``), ``round_s`` its median
+local training (the median of ``examples x FLOPs / (FLOP/s x speed factor)``, the
+factor of the configured ``client.precision``), ``round_s`` its median
 client's download + training + upload, and ``deadline_s`` the slowest of its clients'
 (the ``rounds.deadline_s`` every client of the class needs to make it).
 """
@@ -68,7 +69,8 @@ class DeviceClass:
     Attributes:
         name: what defines the class.
         clients: clients in it.
-        gflops: median compute, GFLOP/s.
+        gflops: median compute at fp32, GFLOP/s.
+        speedup: median speed factor at the configured precision (1 at fp32).
         memory_gb: the smallest memory in it.
         compute_s: median client's local training, simulated seconds.
         round_s: median client's download + training + upload.
@@ -79,6 +81,7 @@ class DeviceClass:
     name: str
     clients: int
     gflops: float
+    speedup: float
     memory_gb: float
     compute_s: float
     round_s: float
@@ -119,13 +122,11 @@ class Assessment:
 
 def device_classes(table: ProfileTable) -> list[tuple[str, NDArray[np.int64]]]:
     """(name, client ids) of each device class of ``table``."""
-    keys = np.stack([table.flops, table.memory_gb], axis=1)
+    keys = np.stack([table.flops, table.memory_gb, table.speedup], axis=1)
     distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
     if len(distinct) <= MAX_CLASSES:
-        return [
-            (f"{flops / GB:.3g} GFLOP/s, {mem:.3g} GB", np.flatnonzero(inverse.ravel() == k))
-            for k, (flops, mem) in enumerate(distinct)
-        ]
+        return [(_class_name(*row), np.flatnonzero(inverse.ravel() == k))
+                for k, row in enumerate(distinct)]  # fmt: skip
     order = np.argsort(table.flops, kind="stable").astype(np.int64)
     n = len(order)
     quarter = n // 4
@@ -135,6 +136,11 @@ def device_classes(table: ProfileTable) -> list[tuple[str, NDArray[np.int64]]]:
         ("fastest 25%", n - quarter, n),
     ]
     return [(name, np.sort(order[lo:hi])) for name, lo, hi in bands if hi > lo]
+
+
+def _class_name(flops: float, memory_gb: float, speedup: float) -> str:
+    factor = "" if speedup == 1 else f", x{speedup:.3g}"
+    return f"{flops / GB:.3g} GFLOP/s{factor}, {memory_gb:.3g} GB"
 
 
 def _codec_sizes(size: int, configured: CompressionSpec) -> tuple[CodecSize, ...]:
@@ -171,6 +177,7 @@ def _one_class(name: str, ids: NDArray[np.int64], table: ProfileTable, work: _Wo
         name=name,
         clients=len(ids),
         gflops=float(np.median(table.flops[ids])) / GB,
+        speedup=float(np.median(table.speedup[ids])),
         memory_gb=memory,
         compute_s=float(np.median(compute)),
         round_s=float(np.median(total)),
@@ -198,7 +205,7 @@ def _warnings(a: Assessment) -> tuple[str, ...]:
     if counted and abs(fp.flops_per_example - counted) > FLOPS_MISMATCH * counted:
         out.append(
             f"the simulator's clock counts {fp.flops_per_example:.4g} FLOPs per example "
-            f"(6 per multiply-accumulate of Linear and Conv2d layers); FlopCounterMode "
+            f"(Linear, convolution and attention layers); FlopCounterMode "
             f"counts {counted:.4g}: simulated compute times are off by "
             f"{fp.flops_per_example / counted - 1:+.0%}"
         )

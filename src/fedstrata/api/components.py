@@ -85,6 +85,7 @@ __all__ = [
     "privacy_hooks",
     "profiles",
     "resolve_task",
+    "run_precision",
     "sampling_rate",
     "save_torch_model",
     "secure_aggregation",
@@ -137,7 +138,22 @@ def worker_threads(sim: SimConfig, workers: int, step_flops: float) -> WorkerThr
     return WorkerThreads(count, set_torch_threads)
 
 
+def run_precision(config: FedConfig) -> str:
+    """``client.precision`` resolved as the trainer resolves it on this machine's CPU
+    (``auto``: bf16 with native bfloat16, else fp32), for the simulated clock."""
+    if config.client.precision != "auto":
+        return config.client.precision
+    from fedstrata.torch_adapter.precision import PrecisionPolicy  # deferred: imports torch
+
+    return PrecisionPolicy.of("auto").mode.value
+
+
 def profiles(config: FedConfig, n: int) -> ProfileTable:
+    """The run's device profiles (a CSV, else generated) at the run's precision."""
+    return _profiles(config, n).at_precision(run_precision(config))
+
+
+def _profiles(config: FedConfig, n: int) -> ProfileTable:
     d = config.devices
     if d.profiles_path is not None:
         return ProfileTable.load_csv(d.profiles_path, n)
@@ -150,6 +166,8 @@ def profiles(config: FedConfig, n: int) -> ProfileTable:
         latency_ms=d.latency_ms,
         availability=d.availability,
         memory_gb=d.memory_gb,
+        bf16_speedup=d.bf16_speedup,
+        fp16_speedup=d.fp16_speedup,
     )
     return ProfileTable.generate(n, dist, derive_rng(config.seed, 0, -1, "profiles"))
 

@@ -125,7 +125,9 @@ def scheduler(
     if not s.enabled:
         return None, None, aggregator
     regp = registry_profiles(profiles)
-    predictor = TimePredictor.from_profiles(regp, trainer.flops_per_example)
+    predictor = TimePredictor.from_profiles(
+        regp, trainer.flops_per_example, precision=profiles.precision
+    )
     if registry is not None:
         replay_history(predictor, registry.history())
     inner = OortSelector(dataset.num_clients) if s.selector == "oort" else RandomSelector()

@@ -112,6 +112,10 @@ def _extra_rows(rounds: list[Any], stopped: str | None) -> list[tuple[str, str]]
     if ratios and sum(ratios) / len(ratios) > 1.01:
         mean = sum(ratios) / len(ratios)
         rows.append(("uplink compression", f"{mean:.1f}x fewer bytes than dense float32"))
+    scaled = [m.precision for m in rounds if m.precision is not None]
+    if scaled:
+        skipped = sum(p.skipped_steps for p in scaled)
+        rows.append(("fp16 skipped steps", f"{skipped} (overflowing gradients, all rounds)"))
     if rounds:
         rows += _final_rows(rounds[-1])
     if stopped:
@@ -283,7 +287,8 @@ def device_bench(
         raise _fail(exc) from None
     table = Table(title="device benchmark", show_header=False)
     table.add_row("training throughput", f"{m.throughput_eps:,.0f} examples/s")
-    table.add_row("compute", f"{m.cpu_score:.3g} GFLOP/s (model {cfg.model.kind})")
+    table.add_row("compute", f"{m.cpu_score:.3g} GFLOP/s at fp32 (model {cfg.model.kind})")
+    table.add_row("speed at bf16 / fp16", f"x{m.bf16_speedup:.2f} / x{m.fp16_speedup:.2f}")
     table.add_row(
         "memory available / total", f"{m.memory_available_gb:.1f} / {m.memory_total_gb:.1f} GB"
     )

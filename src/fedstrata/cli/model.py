@@ -54,11 +54,13 @@ def _codecs(a: Assessment) -> Table:
 
 def _classes(a: Assessment) -> Table:
     table = Table(title="one round per device class (simulated seconds)")
-    for col in ("class", "clients", "GFLOP/s", "memory", "compute", "round", "deadline", "fits"):
+    speed = f"x at {a.footprint.precision}"
+    cols = ("class", "clients", "GFLOP/s", speed, "memory", "compute", "round", "deadline", "fits")
+    for col in cols:
         table.add_column(col)
     for c in a.classes:
         table.add_row(
-            c.name, str(c.clients), f"{c.gflops:.3g}", f"{c.memory_gb:.3g} GB",
+            c.name, str(c.clients), f"{c.gflops:.3g}", f"{c.speedup:.3g}", f"{c.memory_gb:.3g} GB",
             f"{c.compute_s:.3g}", f"{c.round_s:.3g}", f"{c.deadline_s:.3g}",
             "yes" if c.fits else "[red]no[/red]",
         )  # fmt: skip

@@ -271,6 +271,17 @@ class DevicesConfig(_Strict):
         1.0, gt=0, le=1, description="probability that a device is online in a round"
     )
     memory_gb: float = Field(4.0, gt=0, description="device memory")
+    bf16_speedup: float = Field(
+        1.0,
+        gt=0,
+        description="every generated device's training speed at client.precision bf16 "
+        "relative to fp32 (simulated compute divides by it; 1: no speedup)",
+    )
+    fp16_speedup: float = Field(
+        1.0,
+        gt=0,
+        description="the same for fp16 (below 1 where float16 is slower, e.g. most CPUs)",
+    )
     dropout_rate: float = Field(
         0.0,
         ge=0,

@@ -12,6 +12,7 @@ record              ``RoundMetrics`` field producer
 :class:`AsyncStats`      ``fedbuff``       the FedBuff driver (staleness, in flight)
 :class:`SecAggStats`     ``secagg``        the secure-aggregation round hook
 :class:`SecAggTreeStats` ``secagg_tree``   the two-tier secure aggregation of a tree
+:class:`PrecisionStats`  ``precision``     fp16 loss scaling (:func:`precision_stats`)
 ==================  =====================  ==========================================
 
 Records validate at construction and raise :class:`~fedstrata.errors.DataError`
@@ -32,7 +33,7 @@ secure aggregation, scheduling, the simulator) can build its record.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import ClassVar, TypeAlias
 
@@ -43,12 +44,14 @@ __all__ = [
     "AnyStats",
     "AsyncStats",
     "CodecStats",
+    "PrecisionStats",
     "PrivacySpent",
     "ScheduleStats",
     "SecAggStats",
     "SecAggTreeStats",
     "StatsRecord",
     "TierStats",
+    "precision_stats",
     "record_from_dict",
     "records_from_extras",
 ]
@@ -361,6 +364,45 @@ class SecAggTreeStats(StatsRecord):
     lost: int | None = None
 
 
+@dataclass(frozen=True)
+class PrecisionStats(StatsRecord):
+    """fp16 dynamic loss scaling in a round, over the clients whose update was folded.
+
+    Attributes:
+        skipped_steps: optimizer steps skipped for inf/NaN gradients, summed over the
+            clients.
+        clients_skipping: clients that skipped at least one step.
+        loss_scale_min: the smallest final loss scale a client reported.
+    """
+
+    FAMILY: ClassVar[str] = "precision"
+    INTS: ClassVar[frozenset[str]] = frozenset({"skipped_steps", "clients_skipping"})
+    PREFIX: ClassVar[str] = "precision_"
+
+    skipped_steps: int
+    clients_skipping: int
+    loss_scale_min: float | None = None
+
+
+def precision_stats(client_metrics: Iterable[Mapping[str, float]]) -> PrecisionStats | None:
+    """The round's :class:`PrecisionStats` from its folded clients' training metrics
+    (``skipped_steps``, ``loss_scale``); None when no client reports loss scaling
+    (fp32 and bf16 training).
+
+    Raises:
+        DataError: the clients reported a negative ``skipped_steps``.
+    """
+    reports = [m for m in client_metrics if "skipped_steps" in m]
+    if not reports:
+        return None
+    scales = [m["loss_scale"] for m in reports if "loss_scale" in m]
+    return PrecisionStats(
+        skipped_steps=round(sum(m["skipped_steps"] for m in reports)),
+        clients_skipping=sum(1 for m in reports if m["skipped_steps"] > 0),
+        loss_scale_min=min(scales) if scales else None,
+    )
+
+
 AnyStats: TypeAlias = (
     CodecStats
     | PrivacySpent
@@ -369,6 +411,7 @@ AnyStats: TypeAlias = (
     | AsyncStats
     | SecAggStats
     | SecAggTreeStats
+    | PrecisionStats
 )
 STATS_RECORDS: tuple[type[StatsRecord], ...] = (
     CodecStats,
@@ -378,6 +421,7 @@ STATS_RECORDS: tuple[type[StatsRecord], ...] = (
     AsyncStats,
     SecAggStats,
     SecAggTreeStats,
+    PrecisionStats,
 )
 _BY_FAMILY: dict[str, type[StatsRecord]] = {cls.FAMILY: cls for cls in STATS_RECORDS}
 

@@ -8,8 +8,10 @@ the arithmetic:
   (a client's downlink and uplink: ``ProfileTable.legs_s`` in the simulators,
   ``fedstrata plan``, the secure-aggregation charge; the allocation planner's
   ``link_seconds`` from registry profiles; the topology planner's broadcast);
-* :func:`compute_s`: local training, ``examples * flops_per_example / flops``
-  (the simulators' compute leg; the scheduler's cold-start seconds per example);
+* :func:`compute_s`: local training, ``examples * flops_per_example / (flops *
+  speedup)``, ``flops`` the device's float32 training FLOP/s and ``speedup`` its
+  factor at the run's precision (:data:`PRECISIONS`; 1 under ``fp32``) (the
+  simulators' compute leg; the scheduler's cold-start seconds per example);
 * :func:`fair_share_finish` (with :func:`water_fill`): transfers into one receiver
   sharing its ingress max-min fairly, event by event (the tree simulator);
 * :func:`equal_share_bps` and :func:`makespan_bound`: the closed forms of the same
@@ -32,15 +34,22 @@ from numpy.typing import ArrayLike, NDArray
 from fedstrata.errors import ConfigError
 
 __all__ = [
+    "PRECISIONS",
     "compute_s",
     "equal_share_bps",
     "fair_share_finish",
     "makespan_bound",
+    "precision_speedup",
     "transfer_s",
     "water_fill",
 ]
 
 F64 = NDArray[np.float64]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""The resolved ``client.precision`` values a device profile has a speed factor for:
+``fp32`` is the reference (factor 1), ``bf16`` and ``fp16`` are autocast training's
+throughput relative to ``fp32`` on that device (> 1 faster, < 1 slower)."""
 
 
 def transfer_s(latency_s: ArrayLike, nbytes: ArrayLike, bandwidth_bps: ArrayLike) -> F64:
@@ -51,12 +60,30 @@ def transfer_s(latency_s: ArrayLike, nbytes: ArrayLike, bandwidth_bps: ArrayLike
     return out
 
 
-def compute_s(examples: ArrayLike, flops_per_example: float, flops: ArrayLike) -> F64:
-    """Seconds to train on ``examples`` at ``flops`` FLOP/s:
-    ``examples * flops_per_example / flops``."""
+def compute_s(
+    examples: ArrayLike, flops_per_example: float, flops: ArrayLike, speedup: ArrayLike = 1.0
+) -> F64:
+    """Seconds to train on ``examples`` at ``flops`` float32 FLOP/s, ``speedup`` times
+    faster at the run's precision: ``examples * flops_per_example / (flops * speedup)``."""
     work = np.asarray(examples, dtype=np.float64) * flops_per_example
-    out: F64 = work / np.asarray(flops)
+    out: F64 = work / (np.asarray(flops) * np.asarray(speedup))
     return out
+
+
+def precision_speedup(precision: str, bf16: F64, fp16: F64) -> F64:
+    """The speed factors at ``precision``: ones for ``fp32``, else ``bf16`` or ``fp16``.
+
+    Raises:
+        ConfigError: ``precision`` is not one of :data:`PRECISIONS`.
+    """
+    if precision == "fp32":
+        return np.ones_like(bf16)
+    if precision == "bf16":
+        return bf16
+    if precision == "fp16":
+        return fp16
+    known = ", ".join(PRECISIONS)
+    raise ConfigError(f"precision must be one of {known} (resolved), got {precision!r}")
 
 
 def equal_share_bps(capacity_bps: float, senders: int) -> float:

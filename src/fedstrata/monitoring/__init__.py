@@ -7,7 +7,7 @@ exporters. Reports and dashboards read the run directory back through
 :meth:`RunStore.open`. A round's features report typed records in its fields
 (:class:`CodecStats`, :class:`PrivacySpent`, :class:`ScheduleStats`,
 :class:`TierStats`, :class:`AsyncStats`, :class:`SecAggStats`,
-:class:`SecAggTreeStats`; defined in :mod:`fedstrata.core.metrics`).
+:class:`SecAggTreeStats`, :class:`PrecisionStats`; defined in :mod:`fedstrata.core.metrics`).
 """
 
 from fedstrata.monitoring.events import (
@@ -15,6 +15,7 @@ from fedstrata.monitoring.events import (
     ClientFailure,
     CodecStats,
     MetricEvent,
+    PrecisionStats,
     PrivacySpent,
     RoundMetrics,
     RunFinished,
@@ -56,6 +57,7 @@ __all__ = [
     "MemorySink",
     "MetricDistribution",
     "MetricEvent",
+    "PrecisionStats",
     "PrivacySpent",
     "RoundMetrics",
     "RunFinished",

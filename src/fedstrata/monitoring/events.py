@@ -24,6 +24,7 @@ from fedstrata.core.metrics import (
     AnyStats,
     AsyncStats,
     CodecStats,
+    PrecisionStats,
     PrivacySpent,
     ScheduleStats,
     SecAggStats,
@@ -47,6 +48,7 @@ __all__ = [
     "ClientFailure",
     "CodecStats",
     "MetricEvent",
+    "PrecisionStats",
     "PrivacySpent",
     "RoundMetrics",
     "RunFinished",
@@ -98,6 +100,7 @@ class RoundMetrics:
         fedbuff: a FedBuff server step's staleness and work in flight, or None.
         secagg: the secure-aggregation protocol's costs, or None.
         secagg_tree: two-tier secure aggregation's costs in a tree, or None.
+        precision: fp16 loss scaling's skipped steps, or None (fp32, bf16).
 
     The typed fields are :mod:`fedstrata.core.metrics` records; :meth:`stats` lists
     the present ones and :meth:`with_stats` places records into their fields.
@@ -127,6 +130,7 @@ class RoundMetrics:
     fedbuff: AsyncStats | None = None
     secagg: SecAggStats | None = None
     secagg_tree: SecAggTreeStats | None = None
+    precision: PrecisionStats | None = None
 
     def __post_init__(self) -> None:
         """Validate and normalise every field (ints stay ints, floats become floats).
@@ -337,6 +341,7 @@ class RunTotals:
     clients_completed: int = 0
     clients_failed: int = 0
     clients_late: int = 0
+    skipped_steps: int = 0
     final_extras: dict[str, float] = field(default_factory=dict)
     final_stats: dict[str, StatsRecord] = field(default_factory=dict)
     final_fed_eval: dict[str, float] = field(default_factory=dict)
@@ -362,6 +367,8 @@ class RunTotals:
         self.clients_completed += metrics.clients_completed
         self.clients_failed += metrics.clients_failed
         self.clients_late += metrics.clients_late
+        if metrics.precision is not None:
+            self.skipped_steps += metrics.precision.skipped_steps
         self.final_extras.update(metrics.extras)
         self.final_stats.update((r.FAMILY, r) for r in metrics.stats())
 

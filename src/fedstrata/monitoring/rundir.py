@@ -90,6 +90,7 @@ def build_summary(
         "clients_completed": totals.clients_completed,
         "clients_failed": totals.clients_failed,
         "clients_late": totals.clients_late,
+        "skipped_steps": totals.skipped_steps,
         "client_failures_logged": failures_logged,
         "num_clients": None if started is None else started.num_clients,
         "num_params": None if started is None else started.num_params,

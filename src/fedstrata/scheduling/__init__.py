@@ -2,7 +2,8 @@
 
 * :class:`Registry` — device profiles, model partitions and round history in SQL
   (SQLite by default, PostgreSQL by URL), migrated with Alembic on open.
-* :func:`measure_device` / :func:`register_measurement` — benchmark a device.
+* :func:`measure_device` / :func:`relative_speed` / :func:`register_measurement` —
+  benchmark a device (and its bf16 / fp16 speed factors).
 * :class:`TimePredictor` — per-device training time, learned online from history.
 * :func:`allocate_work` / :func:`plan_round` / :func:`settle_at_deadline` — size each
   client's work so all finish by the deadline; accept partial work at the deadline.
@@ -31,6 +32,7 @@ from fedstrata.scheduling.benchmark import (
     measure_device,
     measure_rtt,
     register_measurement,
+    relative_speed,
 )
 from fedstrata.scheduling.fedbuff import (
     Accepted,
@@ -109,6 +111,7 @@ __all__ = [
     "plan_round",
     "register_measurement",
     "registry_url",
+    "relative_speed",
     "replay_history",
     "round_utilization",
     "settle_at_deadline",

@@ -91,6 +91,8 @@ PROFILE_COLUMNS = {  # DeviceProfiles attribute -> device_profile column
     "uplink_mbps": "uplink_mbps",
     "downlink_mbps": "downlink_mbps",
     "availability": "availability",
+    "bf16_speedup": "bf16_speedup",
+    "fp16_speedup": "fp16_speedup",
 }
 
 

@@ -36,6 +36,8 @@ device_profile = Table(
     Column("uplink_mbps", Float, nullable=False, server_default=text("10.0")),
     Column("downlink_mbps", Float, nullable=False, server_default=text("50.0")),
     Column("availability", Float, nullable=False, server_default=text("1.0")),
+    Column("bf16_speedup", Float, nullable=False, server_default=text("1.0")),  # vs fp32
+    Column("fp16_speedup", Float, nullable=False, server_default=text("1.0")),
 )
 
 model_partitions = Table(

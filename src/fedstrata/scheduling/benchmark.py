@@ -2,8 +2,10 @@
 
 :func:`measure_device` is the pure part of ``fedstrata device bench``: it calls a
 training function a few times, reads memory from psutil and times TCP connects; the
-clock and the connect are injectable so tests control time. :func:`register_measurement`
-writes the result into the registry (``cpu_score``, ``memory_gb``, ``network_latency``).
+clock and the connect are injectable so tests control time. :func:`relative_speed`
+times the same training at another precision against float32 (the device's
+``bf16_speedup`` / ``fp16_speedup``). :func:`register_measurement` writes the result
+into the registry (``cpu_score``, ``memory_gb``, ``network_latency``, the factors).
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from fedstrata.errors import ConfigError, TransportError
 from fedstrata.scheduling.records import GFLOP
 from fedstrata.scheduling.registry import Registry
 
-__all__ = ["DeviceMeasurement", "measure_device", "measure_rtt", "register_measurement"]
+__all__ = [
+    "DeviceMeasurement",
+    "measure_device",
+    "measure_rtt",
+    "register_measurement",
+    "relative_speed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,8 @@ class DeviceMeasurement:
         memory_available_gb: memory available to a new process at measurement time.
         rtt_ms: median TCP-connect round-trip time to the server, or ``None``.
         repeats: timed calls of the training function.
+        bf16_speedup: throughput at bf16 autocast relative to fp32 (1.0: not measured).
+        fp16_speedup: the same at fp16.
     """
 
     throughput_eps: float
@@ -48,8 +58,15 @@ class DeviceMeasurement:
     memory_available_gb: float
     rtt_ms: float | None
     repeats: int
+    bf16_speedup: float = 1.0
+    fp16_speedup: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (self.bf16_speedup > 0 and self.fp16_speedup > 0):
+            raise ConfigError(
+                f"speed factors must be > 0, got bf16 {self.bf16_speedup}, "
+                f"fp16 {self.fp16_speedup}"
+            )
         if not self.throughput_eps > 0:
             raise ConfigError(f"throughput_eps must be > 0, got {self.throughput_eps}")
         if not self.flops_per_example > 0:
@@ -122,16 +139,7 @@ def measure_device(
         )
     for _ in range(warmup):
         train_fn()
-    rates = []
-    for _ in range(repeats):
-        start = clock()
-        examples = train_fn()
-        elapsed = clock() - start
-        if examples < 1:
-            raise ConfigError(
-                f"train_fn must return the examples it processed (>= 1), got {examples}"
-            )
-        rates.append(examples / max(elapsed, 1e-9))
+    rates = [_rate(train_fn, clock) for _ in range(repeats)]
     mem = psutil.virtual_memory()
     rtt = None if rtt_target is None else measure_rtt(*rtt_target, clock=clock)
     return DeviceMeasurement(
@@ -144,10 +152,54 @@ def measure_device(
     )
 
 
+def _rate(train_fn: TrainFn, clock: Callable[[], float]) -> float:
+    """Examples per second of one timed call.
+
+    Raises:
+        ConfigError: ``train_fn`` reports no examples.
+    """
+    start = clock()
+    examples = train_fn()
+    elapsed = clock() - start
+    if examples < 1:
+        raise ConfigError(f"train_fn must return the examples it processed (>= 1), got {examples}")
+    return examples / max(elapsed, 1e-9)
+
+
+def relative_speed(
+    reference: TrainFn,
+    other: TrainFn,
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Throughput of ``other`` over that of ``reference`` (> 1: ``other`` is faster).
+
+    After ``warmup`` untimed calls of each, ``repeats`` timed calls alternate between
+    the two (so a change of the machine's load hits both alike); the ratio is of the
+    medians.
+
+    Raises:
+        ConfigError: ``repeats`` < 1, ``warmup`` < 0, or a function reports no examples.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ConfigError(
+            f"relative_speed needs repeats >= 1 and warmup >= 0, got "
+            f"repeats={repeats}, warmup={warmup}"
+        )
+    for _ in range(warmup):
+        reference(), other()
+    pairs = [(_rate(reference, clock), _rate(other, clock)) for _ in range(repeats)]
+    ref, oth = np.median(np.array(pairs), axis=0)
+    return float(oth / ref)
+
+
 def register_measurement(
     registry: Registry, device_id: int, measurement: DeviceMeasurement
 ) -> None:
-    """Store ``measurement`` as ``device_id``'s cpu_score, memory and latency.
+    """Store ``measurement`` as ``device_id``'s cpu_score, memory, latency and speed
+    factors.
 
     A new device is inserted (its bandwidth and availability take the schema
     defaults); an existing one keeps its other columns and history.
@@ -160,11 +212,16 @@ def register_measurement(
         cpu_score=measurement.cpu_score,
         memory_gb=measurement.memory_available_gb,
         network_latency_ms=measurement.latency_ms,
+        bf16_speedup=measurement.bf16_speedup,
+        fp16_speedup=measurement.fp16_speedup,
     )
     log.info(
-        "device %d: %.3g GFLOP/s, %.1f GB available, latency %.2f ms",
+        "device %d: %.3g GFLOP/s (fp32; x%.2f at bf16, x%.2f at fp16), %.1f GB available, "
+        "latency %.2f ms",
         device_id,
         measurement.cpu_score,
+        measurement.bf16_speedup,
+        measurement.fp16_speedup,
         measurement.memory_available_gb,
         measurement.latency_ms,
     )

@@ -2,7 +2,8 @@
 
 Model: ``time = overhead_s + work * s_i`` where ``s_i`` is device ``i``'s seconds per
 example. Before any measurement ``s_i`` is the profile prior
-``flops_per_example / (cpu_score * 1e9)``. Each measurement updates an exponentially
+``flops_per_example / (cpu_score * 1e9 * speedup)`` (the device's speed factor at the
+run's precision, 1 under fp32). Each measurement updates an exponentially
 weighted moving average (EWMA) of observed seconds per example, and the estimate
 shrinks that average toward the prior with ``prior_strength`` pseudo-observations::
 
@@ -126,15 +127,19 @@ class TimePredictor:
         profiles: DeviceProfiles,
         flops_per_example: float,
         config: PredictorConfig | None = None,
+        precision: str = "fp32",
     ) -> TimePredictor:
-        """Cold start from registry profiles: ``prior = flops_per_example / flops``.
+        """Cold start from registry profiles: ``prior = flops_per_example / (flops *
+        speedup)``, the devices' speed factor at ``precision`` (resolved).
 
         Raises:
-            ConfigError: ``flops_per_example`` <= 0.
+            ConfigError: ``flops_per_example`` <= 0, or an unknown precision.
         """
         if not flops_per_example > 0:
             raise ConfigError(f"flops_per_example must be > 0, got {flops_per_example}")
-        return cls(profiles.device_id, compute_s(1, flops_per_example, profiles.flops), config)
+        speedup = profiles.speedup(precision)
+        prior = compute_s(1, flops_per_example, profiles.flops, speedup)
+        return cls(profiles.device_id, prior, config)
 
     @property
     def state(self) -> PredictorState:

@@ -2,18 +2,21 @@
 
 Units: ``cpu_score`` is the device's sustained training throughput in GFLOP/s (so
 ``flops = cpu_score * 1e9``), memory in GB, ``network_latency_ms`` one-way latency in
-milliseconds, bandwidths in Mbit/s, ``availability`` the probability of being online.
+milliseconds, bandwidths in Mbit/s, ``availability`` the probability of being online;
+``bf16_speedup`` / ``fp16_speedup`` the device's training throughput at that autocast
+precision relative to float32 (1.0: no speedup; ``cpu_score`` is the float32 figure).
 Work is counted in training examples (samples, with repetition).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.core.timing import precision_speedup
 from fedstrata.errors import ConfigError, DataError
 
 __all__ = [
@@ -59,6 +62,10 @@ def _i64(name: str, value: object, n: int | None = None) -> I64:
     return arr.astype(np.int64, copy=False)
 
 
+def _one() -> F64:
+    return np.ones(())
+
+
 def _require(name: str, ok: bool, value: object, rule: str) -> None:
     if not ok:
         raise DataError(f"{name}={value!r} is invalid: {rule}")
@@ -76,6 +83,8 @@ class DeviceProfiles:
         uplink_mbps: uplink bandwidth, > 0.
         downlink_mbps: downlink bandwidth, > 0.
         availability: probability of being online in a round, in (0, 1].
+        bf16_speedup: throughput at bf16 relative to fp32, > 0 (default 1).
+        fp16_speedup: throughput at fp16 relative to fp32, > 0 (default 1).
     """
 
     device_id: I64
@@ -85,6 +94,8 @@ class DeviceProfiles:
     uplink_mbps: F64
     downlink_mbps: F64
     availability: F64
+    bf16_speedup: F64 = field(default_factory=_one)
+    fp16_speedup: F64 = field(default_factory=_one)
 
     def __post_init__(self) -> None:
         """Coerce and validate every column.
@@ -102,6 +113,8 @@ class DeviceProfiles:
             "uplink_mbps",
             "downlink_mbps",
             "availability",
+            "bf16_speedup",
+            "fp16_speedup",
         ):
             object.__setattr__(self, name, _f64(f"DeviceProfiles.{name}", getattr(self, name), n))
         _require("DeviceProfiles.device_id", bool((ids >= 0).all()), "negative", "must be >= 0")
@@ -111,7 +124,7 @@ class DeviceProfiles:
         self._check_ranges()
 
     def _check_ranges(self) -> None:
-        for name in ("cpu_score", "uplink_mbps", "downlink_mbps"):
+        for name in ("cpu_score", "uplink_mbps", "downlink_mbps", "bf16_speedup", "fp16_speedup"):
             col = getattr(self, name)
             _require(f"DeviceProfiles.{name}", bool((col > 0).all()), _worst(col), "must be > 0")
         for name in ("memory_gb", "network_latency_ms"):
@@ -129,6 +142,14 @@ class DeviceProfiles:
         """Training FLOP/s of each device."""
         return self.cpu_score * GFLOP
 
+    def speedup(self, precision: str) -> F64:
+        """Each device's speed factor at ``precision`` (ones under ``fp32``).
+
+        Raises:
+            ConfigError: not ``fp32``, ``bf16`` or ``fp16``.
+        """
+        return precision_speedup(precision, self.bf16_speedup, self.fp16_speedup)
+
     def take(self, index: NDArray[np.intp]) -> DeviceProfiles:
         """The profiles at positions ``index``."""
         return DeviceProfiles(
@@ -139,6 +160,8 @@ class DeviceProfiles:
             self.uplink_mbps[index],
             self.downlink_mbps[index],
             self.availability[index],
+            self.bf16_speedup[index],
+            self.fp16_speedup[index],
         )
 
 

@@ -172,9 +172,12 @@ class Registry:
         cpu_score: float,
         memory_gb: float,
         network_latency_ms: float,
+        bf16_speedup: float | None = None,
+        fp16_speedup: float | None = None,
         now: datetime | None = None,
     ) -> None:
-        """Insert or update one device's measured columns, keeping its other columns.
+        """Insert or update one device's measured columns, keeping its other columns
+        (the speed factors too when None).
 
         Raises:
             RegistryError: the write failed.
@@ -186,6 +189,8 @@ class Registry:
             "network_latency": float(network_latency_ms),
             "last_update": now or datetime.now(UTC),
         }
+        factors = {"bf16_speedup": bf16_speedup, "fp16_speedup": fp16_speedup}
+        row |= {k: float(v) for k, v in factors.items() if v is not None}
         with self._tx("update_measurement") as conn:
             upsert(conn, device_profile, [row])
 
@@ -218,7 +223,8 @@ class Registry:
         rows = self._select_by_ids(select(*cols), device_ids)
         table = np.array(rows, dtype=np.float64).reshape(len(rows), len(cols))
         table = table[np.argsort(table[:, 0], kind="stable")]
-        return DeviceProfiles(table[:, 0].astype(np.int64), *(table[:, i] for i in range(1, 7)))
+        columns = (table[:, i] for i in range(1, len(cols)))
+        return DeviceProfiles(table[:, 0].astype(np.int64), *columns)
 
     def avg_train_time(self, device_ids: Sequence[int] | NDArray[np.int64]) -> NDArray[np.float64]:
         """Each device's EWMA of measured training seconds (NaN when never measured).

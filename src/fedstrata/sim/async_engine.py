@@ -357,6 +357,7 @@ class AsyncSimulation:
         w.taus.append(accept.staleness)
         w.examples += d.examples
         w.last = d.legs
+        w.folded_metrics.append(res.metrics)
         for key, values in (("train_loss", w.losses), ("encode_s", w.encode_s)):
             if key in res.metrics:
                 values.append(res.metrics[key])

@@ -9,6 +9,7 @@ and measured meanwhile (bytes, examples, staleness, seconds), and
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ from fedstrata.coordinator.round_metrics import (
     codec_stats,
     round_metrics,
 )
-from fedstrata.core.metrics import AsyncStats
+from fedstrata.core.metrics import AsyncStats, precision_stats
 from fedstrata.monitoring import RoundMetrics
 
 __all__ = ["StepWindow", "step_metrics"]
@@ -44,6 +45,7 @@ class StepWindow:
         decode_s: server seconds decoding payloads.
         encode_s: the accepted clients' encode seconds.
         last: legs (download, compute, upload seconds) of the last accepted client.
+        folded_metrics: the accepted clients' training metrics.
     """
 
     start_s: float
@@ -58,6 +60,7 @@ class StepWindow:
     decode_s: float = 0.0
     encode_s: list[float] = field(default_factory=list)
     last: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    folded_metrics: list[Mapping[str, float]] = field(default_factory=list)
 
 
 def _fedbuff_stats(w: StepWindow, span: float, in_flight: int) -> AsyncStats:
@@ -93,4 +96,6 @@ def step_metrics(
     # no critical path (zero legs): clients overlap server steps
     figures = RoundFigures(train_loss, w.bytes_up, w.bytes_down, span, now_s, wall_s)
     fedbuff = _fedbuff_stats(w, span, in_flight)
-    return round_metrics(outcome.round_idx, ClientCounts.of(outcome), ev, figures, codec, fedbuff)
+    precision = precision_stats(w.folded_metrics)
+    counts = ClientCounts.of(outcome)
+    return round_metrics(outcome.round_idx, counts, ev, figures, codec, fedbuff, precision)

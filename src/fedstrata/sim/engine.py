@@ -51,7 +51,7 @@ from fedstrata.coordinator.round_metrics import (
 )
 from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import derive_rng
-from fedstrata.core.metrics import CodecStats
+from fedstrata.core.metrics import CodecStats, precision_stats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.errors import FedstrataError
@@ -129,6 +129,7 @@ class _RoundTally:
     any_late: bool = False
     protocol_s: float = 0.0  # simulated seconds a protocol (secure aggregation) added
     protocol_bytes_up: int = 0  # the protocol's own uplink bytes (keys, shares)
+    folded_metrics: list[Mapping[str, float]] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -223,7 +224,9 @@ class Simulation:
         train_loss = client_means.get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
         metrics = finish_round(
-            metrics.with_stats(self._codec_stats(tally, client_means)), outcome,
+            metrics.with_stats(
+                self._codec_stats(tally, client_means), precision_stats(tally.folded_metrics)
+            ), outcome,
             hooks=self.hooks, planner=self.planner, reports=tally.reports,
         )  # fmt: skip
         if self.fed_eval is not None:
@@ -281,6 +284,7 @@ class Simulation:
             self._report(tally, res, plan, legs, "failed")
             return state
         self._report(tally, res, plan, legs, "accepted")
+        tally.folded_metrics.append(res.metrics)
         if tally.start_s + sum(legs) > tally.last_arrival:
             tally.last_arrival, tally.critical = tally.start_s + sum(legs), legs
         return state

@@ -71,7 +71,7 @@ from fedstrata.coordinator.round_metrics import (
 )
 from fedstrata.coordinator.topology import Tier, Topology
 from fedstrata.core.context import derive_rng
-from fedstrata.core.metrics import TierStats
+from fedstrata.core.metrics import TierStats, precision_stats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import MemoryStateStore
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
@@ -379,4 +379,6 @@ class HierarchicalSimulation:
             outcome.end_s, wall_s, root.legs,
         )  # fmt: skip
         secure = None if self._secure is None else self._secure.stats()
-        return round_metrics(r, ClientCounts.of(outcome), ev, figures, codec, tiers, secure)
+        precision = precision_stats(tally.folded_metrics)
+        counts = ClientCounts.of(outcome)
+        return round_metrics(r, counts, ev, figures, codec, tiers, secure, precision)

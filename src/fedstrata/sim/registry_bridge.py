@@ -8,6 +8,8 @@ registry (profiles plus a predictor warmed by the recorded history).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -34,6 +36,8 @@ def registry_profiles(table: ProfileTable) -> DeviceProfiles:
         table.uplink_bps / 1e6,
         table.downlink_bps / 1e6,
         table.availability,
+        table.bf16_speedup,
+        table.fp16_speedup,
     )
 
 
@@ -46,12 +50,16 @@ def profile_table(devices: DeviceProfiles) -> ProfileTable:
     order = np.argsort(devices.device_id, kind="stable")
     if not np.array_equal(devices.device_id[order], np.arange(len(devices))):
         raise DataError("profile_table: registry device ids must be exactly 0 .. n-1")
-    return ProfileTable(**_columns(devices.take(order)))
+    cols = _columns(devices.take(order))
+    return ProfileTable(
+        cols["flops"], cols["memory_gb"], cols["uplink_bps"], cols["downlink_bps"],
+        cols["latency_s"], cols["availability"], cols["bf16_speedup"], cols["fp16_speedup"],
+    )  # fmt: skip
 
 
 def with_registered(table: ProfileTable, known: DeviceProfiles) -> ProfileTable:
     """``table`` with the registered rows ``known`` in place of its own (id ``i`` is row
-    ``i``); the other rows are kept exactly.
+    ``i``); the other rows and the table's precision are kept exactly.
 
     Raises:
         DataError: an id of ``known`` is not a row of ``table``.
@@ -64,7 +72,7 @@ def with_registered(table: ProfileTable, known: DeviceProfiles) -> ProfileTable:
         merged = getattr(table, name).copy()
         merged[at] = col
         out[name] = merged
-    return ProfileTable(**out)
+    return replace(table, **out)
 
 
 def _columns(d: DeviceProfiles) -> dict[str, NDArray[np.float64]]:
@@ -76,6 +84,8 @@ def _columns(d: DeviceProfiles) -> dict[str, NDArray[np.float64]]:
         "downlink_bps": d.downlink_mbps * 1e6,
         "latency_s": d.network_latency_ms / 1e3,
         "availability": d.availability,
+        "bf16_speedup": d.bf16_speedup,
+        "fp16_speedup": d.fp16_speedup,
     }
 
 
@@ -83,14 +93,16 @@ def start_from_registry(
     registry: Registry,
     flops_per_example: float,
     config: PredictorConfig | None = None,
+    precision: str = "fp32",
 ) -> tuple[ProfileTable, DeviceProfiles, TimePredictor]:
-    """Begin a simulation from a registry: profiles, and a predictor warmed by history.
+    """Begin a simulation from a registry: profiles, and a predictor warmed by history,
+    for a run that trains at ``precision`` (resolved).
 
     Raises:
         RegistryError: the registry cannot be read.
         DataError: registry ids are not ``0 .. n-1``.
     """
     devices = registry.devices()
-    predictor = TimePredictor.from_profiles(devices, flops_per_example, config)
+    predictor = TimePredictor.from_profiles(devices, flops_per_example, config, precision)
     replay_history(predictor, registry.history())
-    return profile_table(devices), devices, predictor
+    return profile_table(devices).at_precision(precision), devices, predictor

@@ -69,6 +69,7 @@ class TreeTally:
     status: dict[int, tuple[Status, float]] = field(default_factory=dict)
     failures: list[tuple[int, str]] = field(default_factory=list)
     reports: list[ClientReport] = field(default_factory=list)
+    folded_metrics: list[Mapping[str, float]] = field(default_factory=list)  # accepted
     # per client, what the aggregation protocol charges on top (secure aggregation's
     # key agreement): seconds on its compute leg, bytes on its uplink and downlink
     charge_s: Mapping[int, float] = field(default_factory=dict)
@@ -228,6 +229,8 @@ class TreeWalk:
     ) -> None:  # fmt: skip
         tally.mark(res.client_id, status, arrival, why)
         tally.updates += status == "accepted"
+        if status == "accepted":
+            tally.folded_metrics.append(res.metrics)
         down_s = arrival - legs[2] - legs[1] - tally.start_s
         self._report(res, (down_s, legs[1], legs[2]), arrival, status, tally)
 

@@ -3,10 +3,10 @@
 :func:`measure_footprint` runs the trainer's module on its example input:
 
 * FLOPs per example, two ways: the simulator's figure
-  (:attr:`TorchTrainer.flops_per_example`, ``6 x`` the multiply-accumulates of the
-  Linear and Conv2d layers) and an operator-level count of one forward and backward
-  pass by ``torch.utils.flop_counter.FlopCounterMode`` (every matmul, convolution and
-  attention kernel, so it also sees what the layer count misses);
+  (:attr:`TorchTrainer.flops_per_example`, counted layer by layer from forward hooks:
+  :mod:`fedstrata.torch_adapter.flops`) and an operator-level count of one forward
+  and backward pass by ``torch.utils.flop_counter.FlopCounterMode`` (every matmul,
+  convolution and attention kernel, so it also sees what the layer count misses);
 * activation memory of one batch: the bytes of the tensors autograd saves for the
   backward pass of a batch of ``batch_size`` (``saved_tensors_hooks``, each storage
   once, parameters excluded) under the configured precision, where autocast's 16-bit

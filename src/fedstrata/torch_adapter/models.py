@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from fedstrata.errors import ConfigError
+from fedstrata.torch_adapter.flops import count_training
 
 __all__ = ["ModelKind", "build_model", "count_macs", "forward_macs", "init_params_"]
 
@@ -141,7 +142,7 @@ def init_params_(model: nn.Module, generator: torch.Generator) -> None:
 
 
 def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass for one example (Linear and Conv2d).
+    """Multiply-accumulates of one forward pass for one example (see :func:`count_macs`).
 
     Runs the model once on one zero example (no compute and no memory when the model
     is on the ``meta`` device) to learn the layers' output shapes.
@@ -150,27 +151,10 @@ def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates of Linear and Conv2d layers in one forward pass of ``example``
-    (a batch of one), counted by forward hooks; any module, any input dtype."""
-    total, batch = 0, max(int(example.shape[0]), 1)
-
-    def hook(module: nn.Module, _inp: object, out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(module, nn.Linear):  # once per position (a sequence has several)
-            positions = max(out.numel() // max(module.out_features, 1) // batch, 1)
-            total += module.in_features * module.out_features * positions
-        elif isinstance(module, nn.Conv2d):
-            per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
-            total += out.numel() * per_output // batch
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    return total
+    """Forward multiply-accumulates per example of ``example`` (a batch): Linear,
+    convolution and multi-head attention layers, counted by forward hooks
+    (:func:`fedstrata.torch_adapter.flops.count_training`); any module, any input dtype."""
+    return count_training(model, example).forward_macs
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -53,6 +53,7 @@ from fedstrata.errors import ConfigError, DataError, TaskError
 from fedstrata.torch_adapter.binding import FlatModel, build_module, layout_mismatch, shapes_of
 from fedstrata.torch_adapter.data import ClientData, client_data
 from fedstrata.torch_adapter.flatsgd import FlatSGD, sgd_step_
+from fedstrata.torch_adapter.flops import count_training
 from fedstrata.torch_adapter.local_state import LocalBuffers
 from fedstrata.torch_adapter.loops import (
     Batch,
@@ -63,7 +64,6 @@ from fedstrata.torch_adapter.loops import (
     minibatches,
     run_optimizer_loop,
 )
-from fedstrata.torch_adapter.models import count_macs
 from fedstrata.torch_adapter.precision import MixedPrecision, Precision, PrecisionPolicy
 from fedstrata.torch_adapter.probe import SgdSettings
 from fedstrata.torch_adapter.relu_chain import relu_chain
@@ -71,7 +71,6 @@ from fedstrata.torch_adapter.task import Task, as_metrics
 
 __all__ = ["ShuffleSeeding", "TorchTrainer"]
 
-FLOPS_PER_MAC = 6  # forward 2 FLOPs per MAC, backward about twice the forward
 W1_SEED_STRIDE = 100003
 
 
@@ -159,7 +158,7 @@ class TorchTrainer:
         self._mismatch = (
             None if expected is None else layout_mismatch(expected, self._spec, task.model)
         )
-        self._macs: int | None = None
+        self._flops: int | None = None
         self._sgd = sgd
         self._fast = task.plain_sgd or (sgd is not None and task.train is None)
         self.precision = PrecisionPolicy.of(precision)
@@ -174,16 +173,16 @@ class TorchTrainer:
 
     @property
     def flops_per_example(self) -> float:
-        """Forward+backward FLOPs per example: ``6 x`` forward multiply-accumulates.
+        """Forward+backward FLOPs per example, counted from the module's layers.
 
-        A forward multiply-accumulate is 2 FLOPs and the backward pass costs about
-        twice the forward (gradients with respect to inputs and to weights), hence
-        ``6 * MACs``; only Linear and Conv2d layers are counted (activations, pooling
-        and the loss are negligible next to them). Measured once, on one example.
+        Per Linear, convolution and multi-head attention layer: ``2 x`` its forward
+        multiply-accumulates for the forward pass, as much again for the weight
+        gradient and for the input gradient where those are computed
+        (:mod:`fedstrata.torch_adapter.flops`). Measured once, on one example.
         """
-        if self._macs is None:
-            self._macs = self._count_macs()
-        return float(FLOPS_PER_MAC * self._macs)
+        if self._flops is None:
+            self._flops = self._count_flops()
+        return float(self._flops)
 
     def example_input(self) -> torch.Tensor | None:
         """One input (a batch of one): zeros of the known input shape, else the task's
@@ -192,15 +191,15 @@ class TorchTrainer:
             return torch.zeros((1, *self._input_shape))
         return None if self._example is None else self._example()
 
-    def _count_macs(self) -> int:
+    def _count_flops(self) -> int:
         if self._input_shape is not None:
-            return count_macs(self.model, torch.zeros((1, *self._input_shape)))
+            return count_training(self.model, torch.zeros((1, *self._input_shape))).training_flops
         if self._example is None:
             return 0
         was_training = self.model.training
         self.model.eval()  # one example: batch norm cannot train on it
         try:
-            return count_macs(self.model, self._example())
+            return count_training(self.model, self._example()).training_flops
         except Exception as exc:
             raise TaskError(
                 f"model {describe(self.task.model)} failed on client 0's first example "
