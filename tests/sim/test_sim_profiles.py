@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedstrata.errors import ConfigError, DataError
 from fedstrata.scheduling import TimePredictor
@@ -105,3 +108,36 @@ def test_registry_rows_keep_the_factors_and_the_predictor_uses_them() -> None:
     np.testing.assert_allclose(bf16.state.prior_s, fp32.state.prior_s / t.bf16_speedup)
     one = np.ones(4)
     np.testing.assert_allclose(bf16.state.prior_s, t.legs_s(np.arange(4), one, 1e6, 0, 0)[1])
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    examples=st.integers(0, 10**7),
+    flops_per_example=st.floats(1.0, 1e12),
+    down_bytes=st.integers(0, 10**10),
+    up_bytes=st.integers(0, 10**10),
+    precision=st.sampled_from(["fp32", "bf16", "fp16"]),
+)
+def test_client_legs_equal_the_vectorised_legs(
+    *,
+    seed: int,
+    examples: int,
+    flops_per_example: float,
+    down_bytes: int,
+    up_bytes: int,
+    precision: str,
+) -> None:
+    rng = np.random.default_rng(seed)
+    table = ProfileTable.generate(7, ProfileDistribution(), rng)
+    table = replace(
+        table, bf16_speedup=rng.uniform(0.5, 3, 7), fp16_speedup=rng.uniform(0.2, 2, 7)
+    ).at_precision(precision)
+    for cid in range(len(table)):
+        legs = table.legs_s(
+            np.array([cid]), np.array([examples]), flops_per_example, down_bytes, up_bytes
+        )
+        expected = tuple(float(leg[0]) for leg in legs)
+        got = table.client_legs_s(cid, examples, flops_per_example, down_bytes, up_bytes)
+        assert got == expected
+        assert all(type(leg) is float for leg in got)

@@ -27,6 +27,7 @@ do at construction).
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -35,16 +36,19 @@ from fedstrata.errors import ConfigError
 
 __all__ = [
     "PRECISIONS",
+    "compute_one_s",
     "compute_s",
     "equal_share_bps",
     "fair_share_finish",
     "makespan_bound",
     "precision_speedup",
+    "transfer_one_s",
     "transfer_s",
     "water_fill",
 ]
 
 F64 = NDArray[np.float64]
+_N = TypeVar("_N", float, NDArray[np.float64])
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 """The resolved ``client.precision`` values a device profile has a speed factor for:
@@ -52,12 +56,28 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 throughput relative to ``fp32`` on that device (> 1 faster, < 1 slower)."""
 
 
+def _transfer(latency_s: _N, nbytes: _N, bandwidth_bps: _N) -> _N:
+    return latency_s + nbytes * 8 / bandwidth_bps
+
+
+def _compute(examples: _N, flops_per_example: float, flops: _N, speedup: _N) -> _N:
+    return examples * flops_per_example / (flops * speedup)
+
+
 def transfer_s(latency_s: ArrayLike, nbytes: ArrayLike, bandwidth_bps: ArrayLike) -> F64:
     """Seconds until ``nbytes`` sent at ``bandwidth_bps`` have arrived:
     ``latency_s + nbytes * 8 / bandwidth_bps``."""
-    bits = np.asarray(nbytes, dtype=np.float64) * 8
-    out: F64 = np.asarray(latency_s, dtype=np.float64) + bits / np.asarray(bandwidth_bps)
+    f64 = np.float64
+    out: F64 = _transfer(
+        np.asarray(latency_s, dtype=f64), np.asarray(nbytes, dtype=f64), np.asarray(bandwidth_bps)
+    )
     return out
+
+
+def transfer_one_s(latency_s: float, nbytes: float, bandwidth_bps: float) -> float:
+    """:func:`transfer_s` of one transfer in Python floats (same operations, same bits;
+    the simulator's per-client hot path)."""
+    return _transfer(float(latency_s), float(nbytes), float(bandwidth_bps))
 
 
 def compute_s(
@@ -65,9 +85,18 @@ def compute_s(
 ) -> F64:
     """Seconds to train on ``examples`` at ``flops`` float32 FLOP/s, ``speedup`` times
     faster at the run's precision: ``examples * flops_per_example / (flops * speedup)``."""
-    work = np.asarray(examples, dtype=np.float64) * flops_per_example
-    out: F64 = work / (np.asarray(flops) * np.asarray(speedup))
+    f64 = np.float64
+    out: F64 = _compute(
+        np.asarray(examples, dtype=f64), flops_per_example, np.asarray(flops), np.asarray(speedup)
+    )
     return out
+
+
+def compute_one_s(
+    examples: float, flops_per_example: float, flops: float, speedup: float
+) -> float:
+    """:func:`compute_s` of one client in Python floats (same operations, same bits)."""
+    return _compute(float(examples), flops_per_example, float(flops), float(speedup))
 
 
 def precision_speedup(precision: str, bf16: F64, fp16: F64) -> F64:

@@ -24,12 +24,20 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fedstrata.core.timing import PRECISIONS, compute_s, precision_speedup, transfer_s
+from fedstrata.core.timing import (
+    PRECISIONS,
+    compute_one_s,
+    compute_s,
+    precision_speedup,
+    transfer_one_s,
+    transfer_s,
+)
 from fedstrata.errors import ConfigError, DataError
 
 __all__ = ["DeviceProfile", "ProfileDistribution", "ProfileTable"]
@@ -145,9 +153,10 @@ class ProfileTable:
         """
         return replace(self, precision=precision)
 
-    @property
+    @cached_property
     def speedup(self) -> F64:
-        """Each device's speed factor at the table's precision (ones under ``fp32``)."""
+        """Each device's speed factor at the table's precision (ones under ``fp32``;
+        computed once per table: the per-client hot path reads it)."""
         return precision_speedup(self.precision, self.bf16_speedup, self.fp16_speedup)
 
     def __len__(self) -> int:
@@ -196,9 +205,10 @@ class ProfileTable:
         """:meth:`legs_s` of one client, in Python floats (the same operations in the
         same order, so the same bits, without six one-element arrays per client)."""
         latency = float(self.latency_s[cid])
-        down = latency + float(down_bytes) * 8 / float(self.downlink_bps[cid])
-        compute = float(examples) * flops_per_example / float(self.flops[cid])
-        up = latency + float(up_bytes) * 8 / float(self.uplink_bps[cid])
+        down = transfer_one_s(latency, down_bytes, self.downlink_bps[cid])
+        speedup = self.speedup[cid]
+        compute = compute_one_s(examples, flops_per_example, self.flops[cid], speedup)
+        up = transfer_one_s(latency, up_bytes, self.uplink_bps[cid])
         return down, compute, up
 
     def available(self, rng: np.random.Generator) -> NDArray[np.int64]:
