@@ -13,19 +13,37 @@ so the arithmetic is W1's and accuracies must agree after every round. Must show
 ``ratio_task_vs_builtin <= 1.15`` and ``ratio_custom_loop_vs_builtin <= 1.5``.
 ``rounds_s_*`` is the FL rounds alone (sum of the rounds' wall time).
 
-Where the time goes (2-core machine): the rounds cost the same (in one process, W1's
-10 rounds take 0.57-0.67 s as a task and 0.62-0.80 s built in, measured side by
-side); a plain ``torch.optim.SGD`` task trains on the same flat fast path, and a
-custom loop over it gets ``FlatSGD``. The difference is start-up, and it is the
-user's own data code: the preset builds its dataset in a forked child while the main
-process imports torch, whereas a task module imports torch itself and its data
-function then imports scikit-learn (about 1.5 s here) in the main process, after
-torch: a child cannot load the data in parallel without importing torch again. A
-plain-SGD task never imports ``torch._dynamo`` in the main process (its optimizer
-is probed in a forked child meanwhile; waiting for that child costs about 0.4 s).
+Where the time goes (2-core machine, phase timestamps inside one process each,
+2026-12-07): all three spend about 0.35 s starting Python and importing fedstrata,
+1.0 s importing torch, 0.04 s on the rest of the set-up (probe, model, run store,
+worker) and 0.33 s on the 10 rounds (the custom loop about 0.5 s: the user's own
+loop, with ``clip_grad_norm_`` every step, on ``FlatSGD``); a plain
+``torch.optim.SGD`` task trains on the same flat fast path as the preset. The
+difference is the user's data code: the task's ``client_data`` imports scikit-learn
+(0.85-0.95 s) in the main process, and it can only run once the task module, which
+imports torch, is imported; the preset builds its dataset in a forked child while
+the main process imports torch, so there the two imports overlap. Measured at load
+about 1: builtin 2.15 and 2.31 s, task 3.08 and 3.15 s (1.37-1.46x), 0.89-0.97 s of
+it the task's data. The 1.15x target is out of reach while a task's data function
+needs an import as slow as torch's: no process can call it before paying for torch
+(a child forked before the torch import would have to import the task module, and
+torch, itself). Loading the task's data in a forked child after the torch import
+would overlap it only with the ~20 ms of set-up that needs no data (prototyped:
+0.89-1.77 s inline against 0.98-2.04 s forked, no gain beyond the noise). On a
+loaded machine the preset's overlap buys less (the second core is busy anyway) and
+the ratio falls (1.18x at load 2-3).
 
-Results (2026-12-07, 2-core machine shared with other jobs, load 5-10, 3 interleaved
-repeats): builtin 4.81 s, task 7.26 s (1.51x), task_custom_loop 7.04 s (1.46x);
+The optimizer probe (``torch_adapter/probe.py``) builds the user's optimizer with
+``torch.optim``'s methods kept from importing ``torch._dynamo``: about 10 ms, in the
+main process, and no process of any of the three runs imports ``torch._dynamo``.
+Before, a forked child probed it, importing ``torch._dynamo`` (about 1 s of CPU that
+competed with the main process), and the main process waited for it (0.16 s on an
+idle machine: task 2.72 s against builtin 1.76 s then).
+
+Results (2026-12-07, 2-core machine shared with other jobs, load 1.1-2.2, 3
+interleaved repeats; this code, then the code before the inline probe):
+builtin 3.65 s, task 5.05 s (1.39x), task_custom_loop 4.77 s (1.31x), against
+builtin 3.72 s, task 5.92 s (1.59x), task_custom_loop 5.19 s (1.40x) before;
 accuracy 0.3972 in all three, equal after every round. The 1.15x target for the task
 is not met on whole-process time; see above for why.
 

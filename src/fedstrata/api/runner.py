@@ -204,10 +204,9 @@ def _load(
 ) -> tuple[ClientPopulation, Task | None, SgdSettings | None]:
     """The clients' data, the task (None: the config's built-in model), and its
     optimizer's settings when that is a plain SGD (the fast path trains it)."""
-    background = forks(config.sim)
     if task is None and config.task is None:
         # Build the dataset in a forked child while this process imports torch.
-        pending = Prefetch(build_dataset, config.data, background=background)
+        pending = Prefetch(build_dataset, config.data, background=forks(config.sim))
         import fedstrata.torch_adapter  # noqa: F401  (deferred: imports torch meanwhile)
 
         return pending.result(), None, None
@@ -216,12 +215,10 @@ def _load(
         raise ConfigError("no task to run")
     from fedstrata.torch_adapter.probe import plain_sgd
 
-    # A child probes the optimizer (its first construction imports torch._dynamo)
-    # while this process loads the task's data.
-    probe = Prefetch(plain_sgd, chosen, background=background and chosen.optimizer is not None)
+    sgd = plain_sgd(chosen)  # milliseconds: the probe does not import torch._dynamo
     dataset = population(config, chosen)
     dataset.client_sizes()
-    return dataset, chosen, probe.result()
+    return dataset, chosen, sgd
 
 
 def _interrupted(

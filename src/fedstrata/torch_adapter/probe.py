@@ -7,14 +7,22 @@ the arithmetic of fedstrata's flat in-place SGD (bit for bit), so such a task tr
 on the fast path with the optimizer's ``lr``, ``momentum`` and ``weight_decay``.
 
 The first construction of any ``torch.optim`` optimizer in a process imports
-``torch._dynamo`` (about 2 s); the runner therefore probes in a forked child
-(:class:`fedstrata.sim.prefetch.Prefetch`-style) while the main process loads the
-task's data, and a plain-SGD task never pays that import at all.
+``torch._dynamo`` (about 1-2 s): ``Optimizer.add_param_group`` (like ``zero_grad``,
+``state_dict`` and ``load_state_dict``) is wrapped by ``torch._disable_dynamo``,
+whose wrapper imports ``torch._dynamo`` on its first call to build the
+``torch._dynamo.disable`` version of the method, and caches that on the raw method
+(attribute ``__dynamo_disable``). The probe runs inside :func:`skip_dynamo_import`,
+which caches the raw method itself for the duration instead, so probing costs
+milliseconds and a plain-SGD task never imports ``torch._dynamo`` at all.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -24,7 +32,9 @@ from fedstrata.errors import TaskError
 from fedstrata.torch_adapter.binding import build_module
 from fedstrata.torch_adapter.task import Task
 
-__all__ = ["SgdSettings", "plain_sgd"]
+__all__ = ["SgdSettings", "plain_sgd", "skip_dynamo_import"]
+
+_CACHE_ATTR = "__dynamo_disable"  # where torch._disable_dynamo's wrapper caches (torch 2.x)
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,8 @@ def plain_sgd(task: Task) -> SgdSettings | None:
         return None
     params = [p for p in build_module(task.model, 0).parameters() if p.requires_grad]
     try:
-        opt = task.optimizer(params)
+        with skip_dynamo_import():
+            opt = task.optimizer(params)
     except Exception as exc:
         raise TaskError(
             f"Task.optimizer {describe(task.optimizer)} raised {type(exc).__name__}: {exc}"
@@ -75,3 +86,58 @@ def plain_sgd(task: Task) -> SgdSettings | None:
     if isinstance(lr, torch.Tensor) or not float(lr) > 0:
         return None
     return SgdSettings(float(lr), float(group["momentum"]), float(group["weight_decay"]))
+
+
+@contextmanager
+def skip_dynamo_import() -> Iterator[bool]:
+    """Within the block, ``torch.optim.Optimizer``'s methods do not import ``torch._dynamo``.
+
+    Each method of ``Optimizer`` wrapped by ``torch._disable_dynamo`` gets its own raw
+    function as the wrapper's cached "disabled" version, so a call runs the method
+    as is. That is what the method does in eager mode anyway: ``torch._dynamo.disable``
+    only matters while ``torch.compile`` traces, and nothing compiles in a process
+    that has not imported ``torch._dynamo``. On exit the cache is removed again
+    (unless something replaced it), so later calls, compiled or not, behave as
+    without this block. Nothing is changed when ``torch._dynamo`` is already
+    imported, or when this torch lacks ``torch._compile._disable_dynamo`` (the
+    methods then import ``torch._dynamo`` as usual). Not for use while another
+    thread may start ``torch.compile``.
+
+    Yields:
+        Whether any method was changed.
+    """
+    raws = [] if "torch._dynamo" in sys.modules else _disable_dynamo_methods()
+    patched = [raw for raw in raws if getattr(raw, _CACHE_ATTR, None) is None]
+    for raw in patched:
+        setattr(raw, _CACHE_ATTR, raw)
+    try:
+        yield bool(patched)
+    finally:
+        for raw in patched:
+            if getattr(raw, _CACHE_ATTR, None) is raw:
+                delattr(raw, _CACHE_ATTR)
+
+
+def _disable_dynamo_methods() -> list[Callable[..., Any]]:
+    """The raw functions behind ``Optimizer``'s ``torch._disable_dynamo`` wrappers.
+
+    A wrapper is recognised by its code object (the one every ``_disable_dynamo``
+    wrapper shares); none when this torch has no such helper.
+    """
+    disable = getattr(getattr(torch, "_compile", None), "_disable_dynamo", None)
+    if not callable(disable):
+        return []
+    try:
+        code = disable(_noop).__code__
+    except (AttributeError, TypeError):
+        return []
+    raws = []
+    for method in vars(torch.optim.Optimizer).values():
+        raw = getattr(method, "__wrapped__", None)
+        if getattr(method, "__code__", None) is code and callable(raw):
+            raws.append(raw)
+    return raws
+
+
+def _noop() -> None:
+    """A function to wrap, to find the code of ``torch._disable_dynamo``'s wrapper."""
