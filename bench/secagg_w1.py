@@ -15,7 +15,9 @@ no dropouts); ``secagg_drop10`` plans for 10% dropouts (degree 34, threshold 18)
 Flower's SecAgg+ adds about 12 s per round on the same workload (W4 in BASELINES.md).
 
 Keys of the JSON line: ``n100_added_s_per_round`` (the headline), ``protocol_s``
-(the protocol's own wall time per round, every party serially in this process),
+(the protocol's own wall time per round, every party serially in this process,
+each X25519 pair secret computed once for both of its ends as in the tree simulator:
+``secagg.prg.PairSecrets``; the parties' charged compute is unchanged),
 ``speedup_vs_flower`` (12.0 / added), ``acc_plain`` / ``acc_secagg`` (after round 5),
 ``quant_rel_err_round1`` (|aggregate with secagg - plaintext| / |plaintext| after
 round 1, the quantization error), ``bandwidth_expansion`` (protocol bytes per client,

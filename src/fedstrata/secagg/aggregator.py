@@ -364,7 +364,11 @@ class SecAggAggregator:
         dropped = frozenset(range(accepted, opts.expected_cohort))
         rng = derive_rng(opts.root_seed, round_idx, -1, "secagg")
         start = time.perf_counter()
-        result = simulate_round_detailed(inputs, dropped, self.config, rng, round_id=round_idx)
+        # Every party runs in this process: each X25519 pair secret is computed once for
+        # both ends; each party is still charged what it pays when deployed (PairSecrets).
+        result = simulate_round_detailed(
+            inputs, dropped, self.config, rng, round_id=round_idx, share_pair_secrets=True
+        )
         wall = time.perf_counter() - start
         state.report = self._report(state, result.stats, result.survivors, wall)
         self.last_stats = state.report
