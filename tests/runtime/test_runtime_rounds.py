@@ -5,6 +5,7 @@ import asyncio
 import numpy as np
 
 from fedstrata.api import run
+from fedstrata.core.metrics import precision_stats
 from fedstrata.core.payload import Payload
 from fedstrata.sim.intake import result_problem
 from fedstrata.sim.tasks import TaskResult
@@ -75,3 +76,39 @@ def test_a_nan_update_is_refused_in_the_simulators_words(small_deployment, feder
     assert (victim, sim_reason) in first.failed
     assert victim not in first.accepted
     assert len(first.accepted) == 4
+
+
+class _ReportsSkippedSteps:
+    """A client whose training metrics say fp16 loss scaling skipped two steps."""
+
+    def __init__(self, link):
+        self.link = link
+
+    def session(self):
+        return self.link.session()
+
+    async def download(self, round_idx):
+        return await self.link.download(round_idx)
+
+    async def submit(self, round_idx, payload, num_examples, metrics):
+        metrics = {**metrics, "skipped_steps": 2.0, "loss_scale": 1024.0}
+        return await self.link.submit(round_idx, payload, num_examples, metrics)
+
+
+def test_the_round_record_counts_the_clients_skipped_steps(small_deployment, federation):
+    """The center's round record carries fp16's skipped steps as the simulator's does
+    (``core.metrics.precision_stats`` over the folded clients' metrics)."""
+    result, _ = asyncio.run(federation(small_deployment, wrap=lambda cid, link: (
+        _ReportsSkippedSteps(link))))  # fmt: skip
+    for rnd in result.rounds:
+        accepted = len(rnd.outcome.accepted)
+        assert rnd.precision == precision_stats(
+            [{"skipped_steps": 2.0, "loss_scale": 1024.0}] * accepted
+        )
+        assert rnd.precision is not None
+        assert rnd.precision.skipped_steps == 2 * accepted
+
+
+def test_rounds_without_loss_scaling_carry_no_precision_record(small_deployment, federation):
+    result, _ = asyncio.run(federation(small_deployment))
+    assert all(rnd.precision is None for rnd in result.rounds)

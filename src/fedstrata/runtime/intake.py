@@ -31,6 +31,7 @@ from fedstrata.coordinator import (
 from fedstrata.coordinator.round_logic import client_weight, fold_update
 from fedstrata.coordinator.round_metrics import codec_stats
 from fedstrata.core.clock import Clock
+from fedstrata.core.metrics import precision_stats
 from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, PayloadError
 from fedstrata.pipeline.stage import Codec
@@ -103,7 +104,8 @@ class RoundIntake:
             client_means=client_means,
         )  # fmt: skip
         loss = client_means.get("train_loss")
-        return RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void, codec)
+        precision = precision_stats(rnd.folded_metrics)
+        return RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void, codec, precision)
 
     def check_done(self) -> None:
         if len(self.rnd.resolved) >= len(self.rnd.cohort):
@@ -141,6 +143,7 @@ class RoundIntake:
                     client_id=cid, metrics=held.metrics,
                 )  # fmt: skip
                 rnd.decode_s += decode_s
+                rnd.folded_metrics.append(held.metrics)
         except FedstrataError as exc:  # malformed: dropped, the sum is untouched
             self.reject(rnd.round_idx, cid, f"update unusable: {exc}")
             self.coordinator.handle(ClientFailed(cid, str(exc)))
@@ -220,6 +223,7 @@ class RoundIntake:
         state.total_weight += fold.weight
         state.count += 1
         state.metrics.add(metrics, fold.weight)
+        rnd.folded_metrics.append(metrics)
         self._resolve(cid)
         return True, ""
 

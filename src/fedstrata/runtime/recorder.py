@@ -106,7 +106,7 @@ class RunRecorder:
             max(round_s, now - self._started), round_s,
         )  # fmt: skip
         counts = ClientCounts.of(record.outcome)
-        return round_metrics(round_idx, counts, ev, figures, record.codec)
+        return round_metrics(round_idx, counts, ev, figures, record.codec, record.precision)
 
     def finish(self, params: FloatVector) -> Path:
         """Save the final model, the summary and the report; close the store."""

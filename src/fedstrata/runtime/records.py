@@ -17,7 +17,7 @@ import numpy as np
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.coordinator import RoundOutcome
 from fedstrata.coordinator.round_logic import Weighting, dense_bytes
-from fedstrata.core.metrics import CodecStats
+from fedstrata.core.metrics import CodecStats, PrecisionStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
@@ -140,6 +140,7 @@ class RoundRecord:
     ``voided``: why a streamed round's aggregate was discarded (an upload broke after
     it touched the sum); the model is then unchanged although ``outcome.applied``.
     ``codec``: the round's codec figures (:func:`fedstrata.coordinator.round_logic.codec_stats`).
+    ``precision``: fp16 loss scaling's skipped steps (None without loss scaling).
     """
 
     outcome: RoundOutcome
@@ -148,6 +149,7 @@ class RoundRecord:
     train_loss: float | None
     voided: str | None = None
     codec: CodecStats | None = None
+    precision: PrecisionStats | None = None
 
 
 @dataclass
@@ -200,6 +202,7 @@ class OpenRound:
     bytes_down: int = 0
     uploads: int = 0  # uploads received whole (accepted or not)
     decode_s: float = 0.0  # seconds spent decoding payloads into the sum
+    folded_metrics: list[Mapping[str, float]] = field(default_factory=list)  # per folded client
 
     @property
     def members(self) -> frozenset[int]:
