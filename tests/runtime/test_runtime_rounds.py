@@ -38,8 +38,8 @@ def test_wire_bytes_match_the_simulators_count(small_config, small_deployment, f
         assert got.codec.downlink_bytes_per_client == want.codec.downlink_bytes_per_client
 
 
-class _SendsNaN:
-    """A client whose update has two NaN entries (a diverged local run)."""
+class _Passthrough:
+    """A client link that forwards everything; subclasses change what it submits."""
 
     def __init__(self, link):
         self.link = link
@@ -49,6 +49,10 @@ class _SendsNaN:
 
     async def download(self, round_idx):
         return await self.link.download(round_idx)
+
+
+class _SendsNaN(_Passthrough):
+    """A client whose update has two NaN entries (a diverged local run)."""
 
     async def submit(self, round_idx, payload, num_examples, metrics):
         body = np.frombuffer(payload.body, dtype="<f4").copy()
@@ -78,17 +82,8 @@ def test_a_nan_update_is_refused_in_the_simulators_words(small_deployment, feder
     assert len(first.accepted) == 4
 
 
-class _ReportsSkippedSteps:
+class _ReportsSkippedSteps(_Passthrough):
     """A client whose training metrics say fp16 loss scaling skipped two steps."""
-
-    def __init__(self, link):
-        self.link = link
-
-    def session(self):
-        return self.link.session()
-
-    async def download(self, round_idx):
-        return await self.link.download(round_idx)
 
     async def submit(self, round_idx, payload, num_examples, metrics):
         metrics = {**metrics, "skipped_steps": 2.0, "loss_scale": 1024.0}
