@@ -11,15 +11,10 @@ into ONE flat float32 tensor that shares memory with a NumPy vector
 * the delta is one ``np.subtract`` into the caller's ``out``.
 
 Tasks without their own optimizer or loop (the built-ins and any plain-SGD task)
-take the fast path: gradients are views into one flat gradient tensor, zeroing them
-is one ``zero_()``, and an SGD step is two to five in-place ops on the trainable
-prefix of the flat vectors, with the exact arithmetic of ``torch.optim.SGD``
-(``dampening=0``, ``nesterov=False``): ``g += wd * w``; ``buf = g`` (first step) or
-``buf = momentum * buf + g``; ``w += -lr * buf``. FedProx (Li et al., "Federated
-Optimization in Heterogeneous Networks", MLSys 2020) adds the gradient of
-``mu/2 * ||w - w_global||^2``, i.e. ``mu * (w - w_global)``. Adam uses
-``torch.optim.Adam`` (built per client). Tasks with their own optimizer or loop run
-it on the same bound module (:mod:`fedstrata.torch_adapter.loops`).
+take the fast path (:mod:`fedstrata.torch_adapter.flat_loop`: in-place SGD with
+``torch.optim.SGD``'s exact arithmetic on the flat vectors, FedProx, Adam). Tasks
+with their own optimizer or loop run it on the same bound module
+(:mod:`fedstrata.torch_adapter.loops`).
 
 No DataLoader for array data: the client's arrays become tensors with
 ``torch.from_numpy`` (no copy), an epoch is ``torch.randperm`` from a
@@ -29,13 +24,12 @@ No DataLoader for array data: the client's arrays become tensors with
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from enum import StrEnum
 from typing import final
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn.functional import cross_entropy
 
 from fedstrata.core.context import ClientContext
@@ -52,13 +46,12 @@ from fedstrata.core.usercode import call_user, describe
 from fedstrata.errors import ConfigError, DataError, TaskError
 from fedstrata.torch_adapter.binding import FlatModel, build_module, layout_mismatch, shapes_of
 from fedstrata.torch_adapter.data import ClientData, client_data
-from fedstrata.torch_adapter.flatsgd import FlatSGD, sgd_step_
+from fedstrata.torch_adapter.flat_loop import FlatLoop
+from fedstrata.torch_adapter.flatsgd import FlatSGD
 from fedstrata.torch_adapter.flops import count_training
 from fedstrata.torch_adapter.local_state import LocalBuffers
 from fedstrata.torch_adapter.loops import (
-    Batch,
     LocalTraining,
-    checked_loss,
     default_loss,
     eval_batches,
     minibatches,
@@ -149,11 +142,6 @@ class TorchTrainer:
             self._bound.flat,
             self._bound.grad,
         )
-        size = self._bound.trainable
-        self._momentum = torch.zeros(size)
-        self._global_np: FloatVector = self._spec.zeros()
-        self._global = torch.from_numpy(self._global_np)
-        self._scratch = torch.zeros(size)
         self._loss = task.loss or default_loss
         self._mismatch = (
             None if expected is None else layout_mismatch(expected, self._spec, task.model)
@@ -162,9 +150,10 @@ class TorchTrainer:
         self._sgd = sgd
         self._fast = task.plain_sgd or (sgd is not None and task.train is None)
         self.precision = PrecisionPolicy.of(precision)
-        self._chain = relu_chain(self.model) if self._fast and task.loss is None else None
-        if self.precision.mode is not Precision.FP32:
-            self._chain = None  # the hand-written chain step computes in float32 only
+        chain = None  # the hand-written chain step computes in float32 only
+        if self._fast and task.loss is None and self.precision.mode is Precision.FP32:
+            chain = relu_chain(self.model)
+        self._loop = FlatLoop(self._bound, self._loss, chain)
 
     @property
     def spec(self) -> ParamSpec:
@@ -281,10 +270,9 @@ class TorchTrainer:
             raise TaskError(self._mismatch)
         local = self._client_data(data, f"client {ctx.client_id} train")
         np.copyto(self.flat_np, params)
-        if plan.prox_mu > 0:
-            np.copyto(self._global_np, params)
+        self._loop.anchor(params, plan)
         gen = torch.Generator().manual_seed(_shuffle_seed(ctx, self._seeding))
-        if self._chain is None or not self.model.training:  # a chain's layers are modeless
+        if self._loop.chain is None or not self.model.training:  # a chain is modeless
             self.model.train()
         mixed = self.precision.start()
         with torch.enable_grad(), self.precision.autocast_forward(self.model):
@@ -292,7 +280,7 @@ class TorchTrainer:
                 if self._sgd is not None:
                     plan = self._sgd.plan(plan)
                 batches = minibatches(local, plan, gen)
-                steps, loss_sum, seen = self._run(batches, plan, local, mixed)
+                steps, loss_sum, seen = self._loop.run(batches, plan, local.origin, mixed)
                 metrics: dict[str, float] = {}
             else:
                 steps, loss_sum, seen, metrics = self._run_task(local, plan, ctx, gen, mixed)
@@ -308,56 +296,6 @@ class TorchTrainer:
         fn = self.task.train or self.task.optimizer
         role = "Task.train" if self.task.train is not None else "Task.optimizer"
         return f"{role} {describe(fn)}"
-
-    def _run(
-        self, batches: Iterator[Batch], plan: LocalPlan, data: ClientData, mixed: MixedPrecision
-    ) -> tuple[int, float, int]:
-        """The flat loop; returns (steps, sum of per-example loss, examples seen).
-
-        Under fp16 a step whose gradients overflowed is skipped (still counted).
-        """
-        adam = None
-        if plan.optimizer is OptimizerKind.ADAM:
-            adam = torch.optim.Adam(self._trainable(), lr=plan.lr, weight_decay=plan.weight_decay)
-        steps, applied, loss_sum, seen = 0, 0, 0.0, 0
-        for x, y in batches:
-            loss = self._loss_and_grad(x, y, data.origin, mixed)
-            if mixed.step_allowed():
-                self._step(plan, adam, first=applied == 0)
-                applied += 1
-            steps += 1
-            loss_sum += loss.item() * int(y.shape[0])
-            seen += int(y.shape[0])
-        return steps, loss_sum, seen
-
-    def _step(self, plan: LocalPlan, adam: torch.optim.Adam | None, first: bool) -> None:
-        with torch.no_grad():
-            if adam is None:
-                self._sgd_step(plan, first)
-            else:
-                self._add_prox(plan)
-                adam.step()
-
-    def _loss_and_grad(
-        self, x: torch.Tensor, y: torch.Tensor, origin: str, mixed: MixedPrecision
-    ) -> torch.Tensor:
-        """The batch's loss, its gradient in the flat gradient: the hand-written chain
-        (:mod:`~fedstrata.torch_adapter.relu_chain`, same bits) where it applies."""
-        self.grad.zero_()
-        if self._chain is not None and self._chain.accepts(x, y):
-            try:
-                return self._chain.loss_and_grad(x, y)
-            except Exception:  # e.g. a label out of range: autograd's path names it
-                self.grad.zero_()
-        loss = checked_loss(self.model, self._loss, x, y, origin)
-        mixed.backward(loss, self._flat_grad)
-        return loss
-
-    def _trainable(self) -> list[nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
-
-    def _flat_grad(self) -> list[torch.Tensor]:
-        return [self.grad]
 
     def _run_task(
         self,
@@ -376,7 +314,7 @@ class TorchTrainer:
             ctx.round_idx, ctx.client_id, plan, gen, mixed.optimizer(opt), sched, self._loss,
             data, mixed=mixed,
         )  # fmt: skip
-        prox = self._prox_hook(plan)
+        prox = self._loop.prox_hook(plan)
         if self.task.train is None:
             loss_sum, seen = run_optimizer_loop(self.model, local, prox)
             self._bound.check_bound(self._who())
@@ -386,10 +324,10 @@ class TorchTrainer:
         return local.steps, 0.0, 0, as_metrics(result, self._who())
 
     def _optimizer(self, plan: LocalPlan) -> torch.optim.Optimizer | FlatSGD:
-        params = self._trainable()
+        params = self._loop.trainable()
         if self._sgd is not None:  # a plain torch.optim.SGD: same arithmetic, flat
             n = self._bound.trainable
-            return FlatSGD(params, self.flat[:n], self.grad[:n], self._momentum, self._sgd)
+            return FlatSGD(params, self.flat[:n], self.grad[:n], self._loop.momentum, self._sgd)
         if self.task.optimizer is not None:
             opt = call_user(self.task.optimizer, "Task.optimizer", params)
             if not isinstance(opt, torch.optim.Optimizer):
@@ -403,39 +341,6 @@ class TorchTrainer:
         return torch.optim.SGD(
             params, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay
         )
-
-    def _prox_hook(self, plan: LocalPlan) -> Callable[[], None] | None:
-        if plan.prox_mu <= 0:
-            return None
-        params = self._trainable()
-        n = self._bound.trainable
-
-        def prox() -> None:
-            with torch.no_grad():
-                delta = self.flat[:n] - self._global[:n]
-                offset = 0
-                for p in params:
-                    k = p.numel()
-                    if p.grad is not None:
-                        p.grad.add_(delta[offset : offset + k].view_as(p), alpha=plan.prox_mu)
-                    offset += k
-
-        return prox
-
-    def _add_prox(self, plan: LocalPlan) -> None:
-        if plan.prox_mu > 0:
-            n = self._bound.trainable
-            torch.sub(self.flat[:n], self._global[:n], out=self._scratch)
-            self.grad[:n].add_(self._scratch, alpha=plan.prox_mu)
-
-    def _sgd_step(self, plan: LocalPlan, first: bool) -> None:
-        """``torch.optim.SGD`` arithmetic on the trainable prefix (dampening 0, no Nesterov)."""
-        self._add_prox(plan)
-        n = self._bound.trainable
-        weights = self.flat if n == self._spec.size else self.flat[:n]
-        grad = self.grad if n == self._spec.size else self.grad[:n]
-        settings = SgdSettings(plan.lr, plan.momentum, plan.weight_decay)
-        sgd_step_(weights, grad, self._momentum, settings, first)
 
     def evaluate(self, params: FloatVector, data: LocalData) -> EvalResult:
         """Metrics of ``params`` on ``data``: the task's ``evaluate``, else mean loss
