@@ -43,6 +43,7 @@ from fedstrata.coordinator.planner import (
     predict_round,
 )
 from fedstrata.core import HEADER_SIZE, LocalPlan
+from fedstrata.core.timing import compute_s
 from fedstrata.data import make_federated
 from fedstrata.sim import (
     ClientJob,
@@ -170,7 +171,7 @@ def predict_times(
     examples = np.array([PLAN.num_samples(int(s)) for s in sizes])
     dense = HEADER_SIZE + 4 * trainer.spec.size
     cost = CostModel(
-        examples * trainer.flops_per_example / profiles.flops,
+        compute_s(examples, trainer.flops_per_example, profiles.flops, profiles.speedup),
         profiles.uplink_bps, profiles.downlink_bps, dense, dense, dense,
         matrix.latency_ms / 1e3,
     )  # fmt: skip
