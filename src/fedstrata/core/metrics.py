@@ -27,16 +27,19 @@ record's :meth:`~StatsRecord.legacy_keys`), so an old run directory loads typed.
 ``extras`` now holds only a task's own metrics (``test_<name>``, free-form by design).
 
 This module is NumPy-free and sits in ``core`` so that every producer (privacy,
-secure aggregation, scheduling, the simulator) can build its record.
+secure aggregation, scheduling, the simulator) can build its record. The base class
+is :mod:`fedstrata.core.stats_record`; the privacy and secure-aggregation families
+are :mod:`fedstrata.core.metrics_privacy`, listed here with the others.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import ClassVar, TypeAlias
 
+from fedstrata.core.metrics_privacy import PrivacySpent, SecAggStats, SecAggTreeStats
+from fedstrata.core.stats_record import StatsRecord
 from fedstrata.errors import DataError
 
 __all__ = [
@@ -55,61 +58,6 @@ __all__ = [
     "record_from_dict",
     "records_from_extras",
 ]
-
-
-@dataclass(frozen=True)
-class StatsRecord:
-    """Base of the typed records: validation, plain-dict form, legacy ``extras`` keys.
-
-    Subclasses set ``FAMILY`` (their ``RoundMetrics`` field), ``INTS`` (int fields),
-    ``SIGNED`` (float fields that may be negative), ``PREFIX`` and ``LEGACY`` (the key
-    a field had in ``extras``: ``LEGACY.get(name, PREFIX + name)``).
-    """
-
-    FAMILY: ClassVar[str] = ""
-    INTS: ClassVar[frozenset[str]] = frozenset()
-    SIGNED: ClassVar[frozenset[str]] = frozenset()
-    PREFIX: ClassVar[str] = ""
-    LEGACY: ClassVar[Mapping[str, str]] = {}
-
-    def __post_init__(self) -> None:
-        """Validate every field (ints stay ints, floats become floats).
-
-        Raises:
-            DataError: a field breaks its rule; the message names it, its value and rule.
-        """
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None and f.default is None:
-                continue
-            object.__setattr__(self, f.name, self._checked(f.name, value))
-
-    def _checked(self, name: str, value: object) -> int | float:
-        where = f"{type(self).__name__}.{name}={value!r} is invalid"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            kind = "an int" if name in self.INTS else "a float"
-            raise DataError(f"{where}: must be {kind}")
-        if name in self.INTS:
-            if not isinstance(value, int) and not float(value).is_integer():
-                raise DataError(f"{where}: must be an int")
-            if value < 0:
-                raise DataError(f"{where}: must be >= 0")
-            return int(value)
-        number = float(value)
-        if math.isinf(number):
-            raise DataError(f"{where}: must be finite (or NaN: not measurable)")
-        if number < 0 and name not in self.SIGNED:
-            raise DataError(f"{where}: must be >= 0")
-        return number
-
-    def as_dict(self) -> dict[str, int | float]:
-        """The present fields by name (``None`` fields left out), for storage."""
-        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
-
-    @classmethod
-    def legacy_keys(cls) -> dict[str, str]:
-        """Field name -> the ``RoundMetrics.extras`` key it had before typed records."""
-        return {f.name: cls.LEGACY.get(f.name, cls.PREFIX + f.name) for f in fields(cls)}
 
 
 @dataclass(frozen=True)
@@ -137,44 +85,6 @@ class CodecStats(StatsRecord):
     client_encode_s: float | None = None
     payload_ratio: float | None = None
     protocol_sim_s: float | None = None
-
-
-@dataclass(frozen=True)
-class PrivacySpent(StatsRecord):
-    """The central-DP budget after a round, from the accountant.
-
-    Attributes:
-        epsilon_spent: ε spent so far (at the run's δ).
-        epsilon_remaining: the budget's ε minus ``epsilon_spent`` (may round below 0).
-        noise_multiplier: the round's σ / clip norm.
-        sampling_rate: the round's Poisson sampling rate q.
-        stage: the staged allocator's stage.
-        server_clipped: updates the server clipped after decoding (None: no server clip).
-        decoded_norm_max: largest update norm as decoded (with a server clip).
-        folded_norm_max: largest update norm as folded, <= the clip norm.
-        share_std: distributed DP: each client's noise share std, in ring units.
-    """
-
-    FAMILY: ClassVar[str] = "privacy"
-    INTS: ClassVar[frozenset[str]] = frozenset({"stage", "server_clipped"})
-    SIGNED: ClassVar[frozenset[str]] = frozenset({"epsilon_remaining"})
-    LEGACY: ClassVar[Mapping[str, str]] = {
-        "stage": "dp_stage",
-        "server_clipped": "dp_server_clipped",
-        "decoded_norm_max": "dp_decoded_norm_max",
-        "folded_norm_max": "dp_folded_norm_max",
-        "share_std": "dp_share_std",
-    }
-
-    epsilon_spent: float
-    epsilon_remaining: float
-    noise_multiplier: float
-    sampling_rate: float
-    stage: int = 0
-    server_clipped: int | None = None
-    decoded_norm_max: float | None = None
-    folded_norm_max: float | None = None
-    share_std: float | None = None
 
 
 @dataclass(frozen=True)
@@ -272,96 +182,6 @@ class AsyncStats(StatsRecord):
     in_flight: int
     throughput_eps: float
     last_client_s: float
-
-
-@dataclass(frozen=True)
-class SecAggStats(StatsRecord):
-    """The secure-aggregation protocol's costs in a round (one flat instance).
-
-    Attributes:
-        protocol_s: wall seconds of the protocol, all parties.
-        server_s: the server's share.
-        client_s_mean: mean seconds a client spent.
-        client_online_s_max: longest a client had to stay online.
-        dropped: cohort members whose input was not in the sum.
-        bytes_up_per_client: protocol bytes a surviving client sent.
-        bytes_down_per_client: protocol bytes a surviving client received.
-        bandwidth_expansion: both ways' bytes over one plaintext update.
-        withheld: 1 when too few clients survived for the noise distributed DP
-            accounted, so the sum was not unmasked (a zero update); the cost fields
-            are then None.
-        lost: 1 when the protocol refused the round (too few survivors for its
-            threshold): the aggregate is lost and the model unchanged.
-    """
-
-    FAMILY: ClassVar[str] = "secagg"
-    INTS: ClassVar[frozenset[str]] = frozenset({"dropped", "withheld", "lost"})
-    PREFIX: ClassVar[str] = "secagg_"
-    LEGACY: ClassVar[Mapping[str, str]] = {"lost": "aggregate_lost"}
-
-    protocol_s: float | None = None
-    server_s: float | None = None
-    client_s_mean: float | None = None
-    client_online_s_max: float | None = None
-    dropped: int | None = None
-    bytes_up_per_client: float | None = None
-    bytes_down_per_client: float | None = None
-    bandwidth_expansion: float | None = None
-    withheld: int | None = None
-    lost: int | None = None
-
-
-@dataclass(frozen=True)
-class SecAggTreeStats(StatsRecord):
-    """Two-tier secure aggregation in a tree round: every party's cost, summarised.
-
-    Attributes:
-        wall_s: wall seconds this process spent in the protocol.
-        compute_s: every party's protocol compute, summed.
-        device_s_max: the slowest device's protocol seconds.
-        device_online_s_max: longest a device had to stay online.
-        edge_s_max: the slowest edge's protocol seconds.
-        center_s: the center's protocol seconds.
-        device_bytes_up_mean: mean protocol bytes a device sent.
-        edge_bytes_up_mean: mean protocol bytes an edge sent.
-        clusters: edges (or nodes) that ran the inner protocol.
-        survivors: clients in the secure sum.
-        outer_dropouts: clusters left out of the sum (failed, below threshold).
-        sat_out: clients alone in their cluster, left out of the round.
-        lost_clients: delivered updates that were not in the sum.
-        unmask_bytes_up: devices' unmasking-round bytes sent.
-        outer_bytes_up: edges' outer-protocol bytes sent.
-        weights_capped: clients whose weight was capped at the ring's maximum.
-        withheld: 1 when too few clients survived for the noise distributed DP
-            accounted, so the sum was not unmasked (a zero update).
-        lost: 1 when the protocol refused the round: the aggregate is lost.
-    """
-
-    FAMILY: ClassVar[str] = "secagg_tree"
-    PREFIX: ClassVar[str] = "secagg_tree_"
-    INTS: ClassVar[frozenset[str]] = frozenset(
-        {"clusters", "survivors", "outer_dropouts", "sat_out", "lost_clients"}
-        | {"unmask_bytes_up", "outer_bytes_up", "weights_capped", "withheld", "lost"}
-    )
-
-    wall_s: float | None = None
-    compute_s: float | None = None
-    device_s_max: float | None = None
-    device_online_s_max: float | None = None
-    edge_s_max: float | None = None
-    center_s: float | None = None
-    device_bytes_up_mean: float | None = None
-    edge_bytes_up_mean: float | None = None
-    clusters: int | None = None
-    survivors: int | None = None
-    outer_dropouts: int | None = None
-    sat_out: int | None = None
-    lost_clients: int | None = None
-    unmask_bytes_up: int | None = None
-    outer_bytes_up: int | None = None
-    weights_capped: int | None = None
-    withheld: int | None = None
-    lost: int | None = None
 
 
 @dataclass(frozen=True)
