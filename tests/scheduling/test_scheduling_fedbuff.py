@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -146,6 +148,17 @@ def test_the_rules_judge_an_update_by_its_staleness() -> None:
     assert rules.scale(3) == 0.25
     with pytest.raises(ProtocolError, match="client 1 trained on version 6, server is at 5"):
         rules.staleness(1, 5, 6)
+
+
+def test_judge_gives_the_staleness_and_logs_a_rejection(caplog: pytest.LogCaptureFixture) -> None:
+    rules = FedBuffConfig(max_staleness=2)
+    with caplog.at_level(logging.WARNING, logger="fedstrata.scheduling.fedbuff"):
+        assert rules.judge(4, 5, 3) == (2, None)
+        assert not caplog.records
+        assert rules.judge(4, 5, 2) == (3, "staleness 3 > max_staleness 2")
+    assert [r.getMessage() for r in caplog.records] == [
+        "client 4: update 3 versions stale (max 2), rejected"
+    ]
 
 
 def test_fold_and_flush_execute_a_coordinators_accept_and_step() -> None:

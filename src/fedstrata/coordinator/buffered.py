@@ -184,15 +184,8 @@ class BufferedRounds:
         del self._flight[cid]
         self._step.reports += 1
         rules = self.buffering.fedbuff
-        tau = rules.staleness(cid, self._version, sent)
-        reason = rules.rejection(tau)
+        tau, reason = rules.judge(cid, self._version, sent)
         if reason is not None:
-            log.warning(
-                "client %d: update %d versions stale (max %d), rejected",
-                cid,
-                tau,
-                rules.max_staleness,
-            )
             self._step.stale.append(cid)
             return [Reject(cid, reason, late=True), self._send(1)]
         self._step.accepted.append(cid)

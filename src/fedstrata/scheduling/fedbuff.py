@@ -135,6 +135,24 @@ class FedBuffConfig:
             return f"staleness {staleness} > max_staleness {self.max_staleness}"
         return None
 
+    def judge(self, client_id: int, version: int, base_version: int) -> tuple[int, str | None]:
+        """An update trained on ``base_version`` arriving at ``version``: its staleness
+        and why it is dropped (None if it counts); a dropped update is logged.
+
+        Raises:
+            ProtocolError: see :meth:`staleness`.
+        """
+        tau = self.staleness(client_id, version, base_version)
+        reason = self.rejection(tau)
+        if reason is not None:
+            log.warning(
+                "client %d: update %d versions stale (max %d), rejected",
+                client_id,
+                tau,
+                self.max_staleness,
+            )
+        return tau, reason
+
     def scale(self, staleness: int) -> float:
         """``s(tau)``, the factor an update ``staleness`` versions old is scaled by."""
         return float(staleness_weight(staleness, self.staleness_exponent, self.staleness_kind))
@@ -257,15 +275,8 @@ class FedBuffServer:
             InvalidUpdateError: wrong dtype/shape, NaN/Inf, or a non-positive weight.
         """
         c = self.config
-        tau = c.staleness(client_id, self.version, base_version)
-        reason = c.rejection(tau)
+        tau, reason = c.judge(client_id, self.version, base_version)
         if reason is not None:
-            log.warning(
-                "client %d: update %d versions stale (max %d), rejected",
-                client_id,
-                tau,
-                c.max_staleness,
-            )
             return Rejected(client_id, tau, reason)
         scale = c.scale(tau)
         buffered = self.fold(client_id, delta, weight, tau, scale)
