@@ -132,11 +132,7 @@ def measure_device(
         ConfigError: ``repeats`` < 1, ``warmup`` < 0, or ``train_fn`` reports no examples.
         TransportError: ``rtt_target`` is unreachable.
     """
-    if repeats < 1 or warmup < 0:
-        raise ConfigError(
-            f"measure_device needs repeats >= 1 and warmup >= 0, got "
-            f"repeats={repeats}, warmup={warmup}"
-        )
+    _check_repeats("measure_device", repeats, warmup)
     for _ in range(warmup):
         train_fn()
     rates = [_rate(train_fn, clock) for _ in range(repeats)]
@@ -150,6 +146,13 @@ def measure_device(
         rtt,
         repeats,
     )
+
+
+def _check_repeats(who: str, repeats: int, warmup: int) -> None:
+    if repeats < 1 or warmup < 0:
+        raise ConfigError(
+            f"{who} needs repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}"
+        )
 
 
 def _rate(train_fn: TrainFn, clock: Callable[[], float]) -> float:
@@ -183,11 +186,7 @@ def relative_speed(
     Raises:
         ConfigError: ``repeats`` < 1, ``warmup`` < 0, or a function reports no examples.
     """
-    if repeats < 1 or warmup < 0:
-        raise ConfigError(
-            f"relative_speed needs repeats >= 1 and warmup >= 0, got "
-            f"repeats={repeats}, warmup={warmup}"
-        )
+    _check_repeats("relative_speed", repeats, warmup)
     for _ in range(warmup):
         reference(), other()
     pairs = [(_rate(reference, clock), _rate(other, clock)) for _ in range(repeats)]
