@@ -3,9 +3,11 @@ measured here and stored in the registry."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+import torch
 
 from fedstrata.api.device import bench_device
 from fedstrata.config import load_config
@@ -29,3 +31,19 @@ def test_bench_measures_and_registers_the_speed_factors(tmp_path: Path) -> None:
     assert got.cpu_score[0] == pytest.approx(m.cpu_score)
     assert got.bf16_speedup[0] == pytest.approx(m.bf16_speedup)
     assert got.fp16_speedup[0] == pytest.approx(m.fp16_speedup)
+
+
+def test_a_precision_torch_cannot_train_at_keeps_the_factor_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without 16-bit autocast on this device the factors stay 1.0, as the docs say,
+    and the fp32 throughput is still measured."""
+    monkeypatch.setattr(torch.amp, "is_autocast_available", lambda device_type: False)
+    with caplog.at_level(logging.WARNING, logger="fedstrata.api.device"):
+        m = bench_device(load_config(None, None, BASE), repeats=1)
+    assert m.cpu_score > 0
+    assert (m.bf16_speedup, m.fp16_speedup) == (1.0, 1.0)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "bf16 speed factor not measured (kept 1.0)",
+        "fp16 speed factor not measured (kept 1.0)",
+    ]
