@@ -40,6 +40,7 @@ EXPECTED = {
     "SecAggStats",
     "SecAggTreeStats",
     "StatsRecord",
+    "SystemStats",
     "TierStats",
 }
 
