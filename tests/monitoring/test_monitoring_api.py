@@ -41,6 +41,11 @@ EXPECTED = {
     "SecAggTreeStats",
     "StatsRecord",
     "SystemStats",
+    "DeviceRound",
+    "DeviceStats",
+    "NodeRound",
+    "RoundDetail",
+    "TierIngress",
     "TierStats",
 }
 

@@ -12,6 +12,13 @@ exporters. Reports and dashboards read the run directory back through
 twelve federation metrics from them.
 """
 
+from fedstrata.monitoring.devices import (
+    DeviceRound,
+    DeviceStats,
+    NodeRound,
+    RoundDetail,
+    TierIngress,
+)
 from fedstrata.monitoring.events import (
     AsyncStats,
     ClientFailure,
@@ -55,13 +62,17 @@ __all__ = [
     "ClientEval",
     "ClientFailure",
     "CodecStats",
+    "DeviceRound",
+    "DeviceStats",
     "Fanout",
     "FedEvalMetrics",
     "MemorySink",
     "MetricDistribution",
     "MetricEvent",
+    "NodeRound",
     "PrecisionStats",
     "PrivacySpent",
+    "RoundDetail",
     "RoundMetrics",
     "RunFinished",
     "RunStarted",
@@ -74,6 +85,7 @@ __all__ = [
     "Sink",
     "StatsRecord",
     "SystemStats",
+    "TierIngress",
     "TierStats",
     "build_summary",
     "new_run_dir",

@@ -3,9 +3,11 @@
 Metrics are not logs: the simulator (and later the runtime) emits these frozen events
 to opt-in sinks (:mod:`fedstrata.monitoring.sinks`), such as the run store. One run emits::
 
-    RunStarted  (RoundMetrics | ClientFailure | FedEvalMetrics)*  RunFinished
+    RunStarted  (RoundMetrics | ClientFailure | RoundDetail | FedEvalMetrics)*  RunFinished
 
-(:class:`~fedstrata.monitoring.fedeval.FedEvalMetrics`: a round's federated evaluation.)
+(:class:`~fedstrata.monitoring.fedeval.FedEvalMetrics`: a round's federated evaluation;
+:class:`~fedstrata.monitoring.devices.RoundDetail`: a round's per-device and per-tier
+figures, sent just before its RoundMetrics.)
 
 Events validate at construction and raise :class:`~fedstrata.errors.DataError` naming
 the field, the value and the rule. Test loss and training loss may be NaN or infinite
@@ -42,6 +44,7 @@ from fedstrata.monitoring._checks import (
     fail,
     set_field,
 )
+from fedstrata.monitoring.devices import RoundDetail
 from fedstrata.monitoring.fedeval import FedEvalMetrics
 
 __all__ = [
@@ -323,7 +326,9 @@ class RunFinished:
             raise fail(ev, "stop_reason", self.stop_reason, "must be a str")
 
 
-MetricEvent: TypeAlias = RoundMetrics | ClientFailure | RunStarted | RunFinished | FedEvalMetrics
+MetricEvent: TypeAlias = (
+    RoundMetrics | ClientFailure | RunStarted | RunFinished | FedEvalMetrics | RoundDetail
+)
 
 
 @dataclass
