@@ -33,13 +33,13 @@ class _Device:
     node: str = ""
 
 
-def _busy_s(work: list[tuple[float, float, float]], end_s: float) -> float:
-    """Seconds covered by the training intervals before ``end_s`` (a tree's client may
-    start a period's training while a late one is still running: counted once)."""
+def _busy_s(work: list[tuple[float, float, float]], begin_s: float, end_s: float) -> float:
+    """Seconds the training intervals cover in [``begin_s``, ``end_s``] (a tree's
+    client may start a period's training while a late one still runs: counted once)."""
     total, reach = 0.0, -math.inf
     for start, seconds, _ in sorted(work):
         stop = min(start + seconds, end_s)
-        begin = max(start, reach)
+        begin = max(start, reach, begin_s)
         if stop > begin:
             total += stop - begin
             reach = stop
@@ -131,12 +131,12 @@ class SystemTally:
         """The round's system record and device rows, the round having ended at ``end_s``
         (training past the end, by a late client, is not counted as busy)."""
         round_s = max(end_s - self.start_s, 0.0)
-        busy = {cid: _busy_s(row.work, end_s) for cid, row in self._rows.items()}
+        busy = {cid: _busy_s(row.work, self.start_s, end_s) for cid, row in self._rows.items()}
         flops = 0.0
         for row in self._rows.values():
-            for start, seconds, work in row.work:  # training past the end is not counted
-                done = max(0.0, min(seconds, end_s - start))
-                flops += work * done / seconds if seconds > 0 else 0.0
+            for start, seconds, work in row.work:  # training outside the round not counted
+                done = min(start + seconds, end_s) - max(start, self.start_s)
+                flops += work * max(done, 0.0) / seconds if seconds > 0 else 0.0
         peak = None if self.peak_flops is None else sum(self.peak_flops.values())
         failure = min(self._failures, default=None)
         recovered = None if failure is None else min(
