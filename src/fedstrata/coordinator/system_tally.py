@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fedstrata.coordinator.events import RoundOutcome
 from fedstrata.core.metrics import SystemStats
 from fedstrata.monitoring.devices import STRAGGLER_FACTOR, DeviceRound, DeviceStatus
 
-__all__ = ["SystemTally"]
+__all__ = ["SystemTally", "outcome_devices", "runtime_system"]
 
 
 @dataclass
@@ -31,6 +33,14 @@ class _Device:
     status: DeviceStatus = "failed"
     done_s: float | None = None  # when its update arrived (None: it never sent one)
     node: str = ""
+
+
+def _recovery(failures: Sequence[float], accepts: Sequence[float]) -> tuple[float | None, ...]:
+    """The first failure's time and the first acceptance at or after it (or None)."""
+    failure = min(failures, default=None)
+    if failure is None:
+        return None, None
+    return failure, min((t for t in accepts if t >= failure), default=None)
 
 
 def _busy_s(work: list[tuple[float, float, float]], begin_s: float, end_s: float) -> float:
@@ -138,10 +148,7 @@ class SystemTally:
                 done = min(start + seconds, end_s) - max(start, self.start_s)
                 flops += work * max(done, 0.0) / seconds if seconds > 0 else 0.0
         peak = None if self.peak_flops is None else sum(self.peak_flops.values())
-        failure = min(self._failures, default=None)
-        recovered = None if failure is None else min(
-            (t for t in self._accepts if t >= failure), default=None
-        )  # fmt: skip
+        failure, recovered = _recovery(self._failures, self._accepts)
         stats = SystemStats(
             devices=len(self.devices),
             dense_bytes=self.dense_bytes * self._transfers,
@@ -173,3 +180,32 @@ class SystemTally:
             )  # fmt: skip
             rows.append(row)
         return tuple(rows)
+
+
+def runtime_system(
+    devices: int, dense_bytes: int, *, failed_at: Sequence[float], accepted_at: Sequence[float]
+) -> SystemStats:
+    """The runtime center's :class:`SystemStats`: the cohort, the dense bytes of its
+    downloads and uploads, and when members failed and updates were accepted. The center
+    does not see its clients' devices or links: busy and transfer seconds are NaN (not
+    measurable) and FLOPs, peak and link capacity None, so the metrics built on them are
+    None in the runtime."""
+    failure, recovered = _recovery(failed_at, accepted_at)
+    return SystemStats(
+        devices=devices, dense_bytes=dense_bytes, busy_s=math.nan, transfer_s=math.nan,
+        failure_at_s=failure, recovered_at_s=recovered,
+        first_accept_s=min(accepted_at, default=None),
+    )  # fmt: skip
+
+
+def outcome_devices(outcome: RoundOutcome) -> tuple[DeviceRound, ...]:
+    """Device rows from a round's outcome alone (the runtime center): each member's
+    fate, a late one a straggler; its seconds are not measured (0) nor its
+    utilization (NaN)."""
+    fates: list[tuple[int, DeviceStatus]] = [(c, "accepted") for c in outcome.accepted]
+    fates += [(c, "failed") for c, _ in outcome.failed]
+    fates += [(c, "late") for c in outcome.late]
+    return tuple(
+        DeviceRound(c, fate, 0.0, 0.0, 0.0, straggler=fate == "late", utilization=math.nan)
+        for c, fate in sorted(fates)
+    )
