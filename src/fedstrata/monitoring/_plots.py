@@ -194,6 +194,7 @@ class Panel:
         series: label -> y values (NaN: no point); a histogram's values for ``hist``.
         kind: ``line``, ``scatter`` or ``hist``.
         small: a small figure (the default) rather than a wide one.
+        xs: per-series x values where series do not share ``x`` (runs side by side).
     """
 
     section: str
@@ -204,6 +205,7 @@ class Panel:
     series: Mapping[str, Array]
     kind: Literal["line", "scatter", "hist"] = "line"
     small: bool = True
+    xs: Mapping[str, Array] | None = None
 
 
 def varies(values: Array) -> bool:
@@ -231,7 +233,8 @@ def _draw(r: _Renderer, panel: Panel) -> None:
                 ax.scatter(panel.x[mask], y[mask], s=8, label=label)
                 drawn = True
         else:
-            drawn = _line(ax, panel.x, y, label) or drawn
+            x = panel.x if panel.xs is None else panel.xs.get(label, panel.x)
+            drawn = _line(ax, x, y, label) or drawn
     if drawn:
         r.add(panel.section, panel.title, ax, legend=len(panel.series) > 1)
 
