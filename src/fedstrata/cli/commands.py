@@ -65,11 +65,11 @@ class _RoundProgress:
             info += f" up {m.codec.uplink_ratio:.0f}x"
         if m.privacy is not None:
             info += f" ε {m.privacy.epsilon_spent:.3f}"
+        self.progress.update(self.task, advance=1, info=info)
         if not self.enabled:
             return
         if not self.progress.live.is_started:
             self.progress.start()
-        self.progress.update(self.task, advance=1, info=info)
         self.progress.refresh()
 
     def stop(self) -> None:
