@@ -1,6 +1,8 @@
 import json
 import logging
 import sqlite3
+import time
+from pathlib import Path
 
 import numpy as np
 from typer.testing import CliRunner
@@ -8,6 +10,15 @@ from typer.testing import CliRunner
 from fedstrata.cli import app
 
 runner = CliRunner()
+
+
+def _background_report(run_dir: Path, limit_s: float = 120.0) -> Path:
+    """The report ``fedstrata run`` writes in a process of its own, once it is there."""
+    report, deadline = run_dir / "report.html", time.monotonic() + limit_s
+    while not report.exists():
+        assert time.monotonic() < deadline, (run_dir / "report.log").read_text()
+        time.sleep(0.1)  # polling for the file, not waiting blindly
+    return report
 
 
 def test_run_writes_a_run_directory_and_report(tmp_path):
@@ -36,7 +47,8 @@ def test_run_writes_a_run_directory_and_report(tmp_path):
     assert "rounds: 2" in (run_dir / "config.yaml").read_text()
     with sqlite3.connect(run_dir / "metrics.sqlite") as db:
         assert db.execute("select count(*) from rounds").fetchone()[0] == 2
-    assert "<svg" in (run_dir / "report.html").read_text()
+    assert "being written in the background" in res.output
+    assert "<svg" in _background_report(run_dir).read_text()
     model = np.load(run_dir / "model.npz")
     assert len(model.files) >= 1
     again = runner.invoke(app, ["report", str(run_dir)])
@@ -205,3 +217,26 @@ def test_client_data_option_reaches_the_deployment(tmp_path, monkeypatch):
     res = runner.invoke(app, ["client", "--set", "model.kind=logreg", "--data", str(tmp_path)])
     assert res.exit_code != 0
     assert "--data needs a task with local_data" in res.output
+
+
+def test_compare_puts_runs_side_by_side(tmp_path):
+    """Issue 16 part 6: ``fedstrata compare RUN_DIR...``."""
+    base = ["run", "--preset", "quickstart", "--quiet", "--set", "rounds.rounds=2",
+            "--set", "data.num_clients=12", "--set", f"output.dir={tmp_path / 'runs'}",
+            "--set", "output.report=false"]  # fmt: skip
+    for cohort in (4, 8):
+        res = runner.invoke(app, [*base, "--set", f"rounds.clients_per_round={cohort}"])
+        assert res.exit_code == 0, res.output
+    runs = sorted((tmp_path / "runs").iterdir())
+    out = tmp_path / "both.html"
+    res = runner.invoke(app, ["compare", *map(str, runs), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    page = out.read_text()
+    for run in runs:
+        assert f"<th>{run.name}</th>" in page
+    assert "Reliability: Task completion rate (mean)" in page
+    assert "<figcaption>Bytes per round</figcaption>" in page  # 4 vs 8 clients' bytes
+    assert "<svg" in page
+    one = runner.invoke(app, ["compare", str(runs[0])])
+    assert one.exit_code == 2
+    assert "at least two run directories" in one.output

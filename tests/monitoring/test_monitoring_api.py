@@ -40,6 +40,12 @@ EXPECTED = {
     "SecAggStats",
     "SecAggTreeStats",
     "StatsRecord",
+    "SystemStats",
+    "DeviceRound",
+    "DeviceStats",
+    "NodeRound",
+    "RoundDetail",
+    "TierIngress",
     "TierStats",
 }
 

@@ -7,9 +7,18 @@ exporters. Reports and dashboards read the run directory back through
 :meth:`RunStore.open`. A round's features report typed records in its fields
 (:class:`CodecStats`, :class:`PrivacySpent`, :class:`ScheduleStats`,
 :class:`TierStats`, :class:`AsyncStats`, :class:`SecAggStats`,
-:class:`SecAggTreeStats`, :class:`PrecisionStats`; defined in :mod:`fedstrata.core.metrics`).
+:class:`SecAggTreeStats`, :class:`PrecisionStats`, :class:`SystemStats`; defined in
+:mod:`fedstrata.core.metrics`). :mod:`fedstrata.monitoring.catalogue` computes the
+twelve federation metrics from them.
 """
 
+from fedstrata.monitoring.devices import (
+    DeviceRound,
+    DeviceStats,
+    NodeRound,
+    RoundDetail,
+    TierIngress,
+)
 from fedstrata.monitoring.events import (
     AsyncStats,
     ClientFailure,
@@ -26,6 +35,7 @@ from fedstrata.monitoring.events import (
     SecAggStats,
     SecAggTreeStats,
     StatsRecord,
+    SystemStats,
     TierStats,
 )
 from fedstrata.monitoring.fedeval import ClientEval, FedEvalMetrics, MetricDistribution
@@ -52,13 +62,17 @@ __all__ = [
     "ClientEval",
     "ClientFailure",
     "CodecStats",
+    "DeviceRound",
+    "DeviceStats",
     "Fanout",
     "FedEvalMetrics",
     "MemorySink",
     "MetricDistribution",
     "MetricEvent",
+    "NodeRound",
     "PrecisionStats",
     "PrivacySpent",
+    "RoundDetail",
     "RoundMetrics",
     "RunFinished",
     "RunStarted",
@@ -70,6 +84,8 @@ __all__ = [
     "SecAggTreeStats",
     "Sink",
     "StatsRecord",
+    "SystemStats",
+    "TierIngress",
     "TierStats",
     "build_summary",
     "new_run_dir",

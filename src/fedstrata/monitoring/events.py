@@ -3,9 +3,11 @@
 Metrics are not logs: the simulator (and later the runtime) emits these frozen events
 to opt-in sinks (:mod:`fedstrata.monitoring.sinks`), such as the run store. One run emits::
 
-    RunStarted  (RoundMetrics | ClientFailure | FedEvalMetrics)*  RunFinished
+    RunStarted  (RoundMetrics | ClientFailure | RoundDetail | FedEvalMetrics)*  RunFinished
 
-(:class:`~fedstrata.monitoring.fedeval.FedEvalMetrics`: a round's federated evaluation.)
+(:class:`~fedstrata.monitoring.fedeval.FedEvalMetrics`: a round's federated evaluation;
+:class:`~fedstrata.monitoring.devices.RoundDetail`: a round's per-device and per-tier
+figures, sent just before its RoundMetrics.)
 
 Events validate at construction and raise :class:`~fedstrata.errors.DataError` naming
 the field, the value and the rule. Test loss and training loss may be NaN or infinite
@@ -30,6 +32,7 @@ from fedstrata.core.metrics import (
     SecAggStats,
     SecAggTreeStats,
     StatsRecord,
+    SystemStats,
     TierStats,
 )
 from fedstrata.monitoring._checks import (
@@ -41,6 +44,7 @@ from fedstrata.monitoring._checks import (
     fail,
     set_field,
 )
+from fedstrata.monitoring.devices import RoundDetail
 from fedstrata.monitoring.fedeval import FedEvalMetrics
 
 __all__ = [
@@ -59,6 +63,7 @@ __all__ = [
     "SecAggStats",
     "SecAggTreeStats",
     "StatsRecord",
+    "SystemStats",
     "TierStats",
 ]
 
@@ -101,6 +106,8 @@ class RoundMetrics:
         secagg: the secure-aggregation protocol's costs, or None.
         secagg_tree: two-tier secure aggregation's costs in a tree, or None.
         precision: fp16 loss scaling's skipped steps, or None (fp32, bf16).
+        system: what the devices and links did (busy time, FLOPs, link capacity,
+            contention, failure and recovery times), or None (a store written before).
 
     The typed fields are :mod:`fedstrata.core.metrics` records; :meth:`stats` lists
     the present ones and :meth:`with_stats` places records into their fields.
@@ -131,6 +138,7 @@ class RoundMetrics:
     secagg: SecAggStats | None = None
     secagg_tree: SecAggTreeStats | None = None
     precision: PrecisionStats | None = None
+    system: SystemStats | None = None
 
     def __post_init__(self) -> None:
         """Validate and normalise every field (ints stay ints, floats become floats).
@@ -318,7 +326,9 @@ class RunFinished:
             raise fail(ev, "stop_reason", self.stop_reason, "must be a str")
 
 
-MetricEvent: TypeAlias = RoundMetrics | ClientFailure | RunStarted | RunFinished | FedEvalMetrics
+MetricEvent: TypeAlias = (
+    RoundMetrics | ClientFailure | RunStarted | RunFinished | FedEvalMetrics | RoundDetail
+)
 
 
 @dataclass
