@@ -40,6 +40,7 @@ EXPECTED = {
     "SecAggStats",
     "SecAggTreeStats",
     "StatsRecord",
+    "SystemStats",
     "TierStats",
     # Issue 16 part 4: alert rules
     "Alert",

@@ -13,6 +13,7 @@ record              ``RoundMetrics`` field producer
 :class:`SecAggStats`     ``secagg``        the secure-aggregation round hook
 :class:`SecAggTreeStats` ``secagg_tree``   the two-tier secure aggregation of a tree
 :class:`PrecisionStats`  ``precision``     fp16 loss scaling (:func:`precision_stats`)
+:class:`SystemStats`     ``system``        every driver (devices, links, failures)
 ==================  =====================  ==========================================
 
 Records validate at construction and raise :class:`~fedstrata.errors.DataError`
@@ -29,7 +30,8 @@ record's :meth:`~StatsRecord.legacy_keys`), so an old run directory loads typed.
 This module is NumPy-free and sits in ``core`` so that every producer (privacy,
 secure aggregation, scheduling, the simulator) can build its record. The base class
 is :mod:`fedstrata.core.stats_record`; the privacy and secure-aggregation families
-are :mod:`fedstrata.core.metrics_privacy`, listed here with the others.
+are :mod:`fedstrata.core.metrics_privacy` and the system family
+:mod:`fedstrata.core.metrics_system`, listed here with the others.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import ClassVar, TypeAlias
 
 from fedstrata.core.metrics_privacy import PrivacySpent, SecAggStats, SecAggTreeStats
+from fedstrata.core.metrics_system import SystemStats
 from fedstrata.core.stats_record import StatsRecord
 from fedstrata.errors import DataError
 
@@ -53,6 +56,7 @@ __all__ = [
     "SecAggStats",
     "SecAggTreeStats",
     "StatsRecord",
+    "SystemStats",
     "TierStats",
     "precision_stats",
     "record_from_dict",
@@ -232,6 +236,7 @@ AnyStats: TypeAlias = (
     | SecAggStats
     | SecAggTreeStats
     | PrecisionStats
+    | SystemStats
 )
 STATS_RECORDS: tuple[type[StatsRecord], ...] = (
     CodecStats,
@@ -242,6 +247,7 @@ STATS_RECORDS: tuple[type[StatsRecord], ...] = (
     SecAggStats,
     SecAggTreeStats,
     PrecisionStats,
+    SystemStats,
 )
 _BY_FAMILY: dict[str, type[StatsRecord]] = {cls.FAMILY: cls for cls in STATS_RECORDS}
 

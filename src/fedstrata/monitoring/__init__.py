@@ -7,7 +7,9 @@ exporters. Reports and dashboards read the run directory back through
 :meth:`RunStore.open`. A round's features report typed records in its fields
 (:class:`CodecStats`, :class:`PrivacySpent`, :class:`ScheduleStats`,
 :class:`TierStats`, :class:`AsyncStats`, :class:`SecAggStats`,
-:class:`SecAggTreeStats`, :class:`PrecisionStats`; defined in :mod:`fedstrata.core.metrics`).
+:class:`SecAggTreeStats`, :class:`PrecisionStats`, :class:`SystemStats`; defined in
+:mod:`fedstrata.core.metrics`). :mod:`fedstrata.monitoring.catalogue` computes the
+twelve federation metrics from them.
 """
 
 from fedstrata.monitoring.alerts import DEFAULT_RULES, Alert, AlertRule, evaluate
@@ -27,6 +29,7 @@ from fedstrata.monitoring.events import (
     SecAggStats,
     SecAggTreeStats,
     StatsRecord,
+    SystemStats,
     TierStats,
 )
 from fedstrata.monitoring.fedeval import ClientEval, FedEvalMetrics, MetricDistribution
@@ -74,6 +77,7 @@ __all__ = [
     "SecAggTreeStats",
     "Sink",
     "StatsRecord",
+    "SystemStats",
     "TierStats",
     "build_summary",
     "evaluate",

@@ -31,6 +31,7 @@ from fedstrata.core.metrics import (
     SecAggStats,
     SecAggTreeStats,
     StatsRecord,
+    SystemStats,
     TierStats,
 )
 from fedstrata.monitoring._checks import (
@@ -61,6 +62,7 @@ __all__ = [
     "SecAggStats",
     "SecAggTreeStats",
     "StatsRecord",
+    "SystemStats",
     "TierStats",
 ]
 
@@ -103,6 +105,8 @@ class RoundMetrics:
         secagg: the secure-aggregation protocol's costs, or None.
         secagg_tree: two-tier secure aggregation's costs in a tree, or None.
         precision: fp16 loss scaling's skipped steps, or None (fp32, bf16).
+        system: what the devices and links did (busy time, FLOPs, link capacity,
+            contention, failure and recovery times), or None (a store written before).
 
     The typed fields are :mod:`fedstrata.core.metrics` records; :meth:`stats` lists
     the present ones and :meth:`with_stats` places records into their fields.
@@ -133,6 +137,7 @@ class RoundMetrics:
     secagg: SecAggStats | None = None
     secagg_tree: SecAggTreeStats | None = None
     precision: PrecisionStats | None = None
+    system: SystemStats | None = None
 
     def __post_init__(self) -> None:
         """Validate and normalise every field (ints stay ints, floats become floats).
