@@ -34,6 +34,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedstrata.errors import ConfigError
+from fedstrata.monitoring._alert import Alert
+from fedstrata.monitoring.catalogue import METRICS
 
 __all__ = [
     "DEFAULT_RULES",
@@ -46,13 +48,8 @@ __all__ = [
     "prometheus_rules_yaml",
 ]
 
-METRIC_KEYS: tuple[str, ...] = (
-    "compression_ratio", "sync_share", "bandwidth_utilization",
-    "device_utilization", "round_time_s", "flop_efficiency",
-    "convergence_speed", "accuracy_fluctuation", "privacy_spent_eps",
-    "completion_rate", "recovery_time_s", "contention",
-)  # fmt: skip
-"""The twelve federation metrics' keys (``catalogue.METRICS`` order)."""
+METRIC_KEYS: tuple[str, ...] = tuple(d.key for d in METRICS)
+"""The twelve federation metrics' keys (:data:`~fedstrata.monitoring.catalogue.METRICS`)."""
 
 EXTRA_KEYS: tuple[str, ...] = ("accuracy", "loss", "train_loss", "privacy_plan_ratio")
 """Other keys a rule may watch: the round's test accuracy and loss, its mean training
@@ -132,25 +129,6 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
               summary="test accuracy fell in 3 consecutive evaluations"),
 )  # fmt: skip
 """The shipped rules (``monitoring.alerts`` defaults, ``prometheus_rules.yml``)."""
-
-
-@dataclass(frozen=True)
-class Alert:
-    """A rule fired at a round (a metric event: the run store keeps it).
-
-    Attributes:
-        rule: the rule's name.
-        round: the round at which the streak reached ``for_rounds``.
-        value: the metric's value in that round.
-        severity: the rule's severity.
-        message: a human-readable statement (rule, condition, value, round).
-    """
-
-    rule: str
-    round: int
-    value: float
-    severity: str
-    message: str
 
 
 @dataclass
