@@ -28,6 +28,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import yaml
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_RULES",
     "EXTRA_KEYS",
     "METRIC_KEYS",
+    "RULES_FILE",
     "Alert",
     "AlertEvaluator",
     "AlertRule",
@@ -129,6 +131,10 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
               summary="test accuracy fell in 3 consecutive evaluations"),
 )  # fmt: skip
 """The shipped rules (``monitoring.alerts`` defaults, ``prometheus_rules.yml``)."""
+
+RULES_FILE = Path(__file__).with_name("prometheus_rules.yml")
+"""The shipped Prometheus rules file: :func:`prometheus_rules_yaml` of :data:`DEFAULT_RULES`
+(``fedstrata alerts export`` writes it for your own rules)."""
 
 
 @dataclass

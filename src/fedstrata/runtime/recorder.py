@@ -35,6 +35,7 @@ from fedstrata.monitoring import (
     RunStatus,
     RunStore,
     RunTotals,
+    Sink,
     new_run_dir,
     write_report,
 )
@@ -59,6 +60,7 @@ class RunRecorder:
         self, dep: Deployment, store: RunStore, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.dep, self.store, self.clock = dep, store, clock
+        self.sinks: tuple[Sink, ...] = (store,)  # the store first (monitoring may add more)
         self.totals = RunTotals()
         self._test = None if dep.test_data is None else dep.test_data()
         self._started = self._last = clock()
@@ -90,7 +92,7 @@ class RunRecorder:
         metrics = self._metrics(round_idx, record, params, now - self._last, now)
         self._last = now
         self.totals.add(metrics)
-        emit_round(record.outcome, metrics, (self.store,), None)
+        emit_round(record.outcome, metrics, self.sinks, None)
         self.store.save_model(self.dep.trainer.spec, params)
 
     def _metrics(
