@@ -1,6 +1,8 @@
 import json
 import logging
 import sqlite3
+import time
+from pathlib import Path
 
 import numpy as np
 from typer.testing import CliRunner
@@ -8,6 +10,15 @@ from typer.testing import CliRunner
 from fedstrata.cli import app
 
 runner = CliRunner()
+
+
+def _background_report(run_dir: Path, limit_s: float = 120.0) -> Path:
+    """The report ``fedstrata run`` writes in a process of its own, once it is there."""
+    report, deadline = run_dir / "report.html", time.monotonic() + limit_s
+    while not report.exists():
+        assert time.monotonic() < deadline, (run_dir / "report.log").read_text()
+        time.sleep(0.1)  # polling for the file, not waiting blindly
+    return report
 
 
 def test_run_writes_a_run_directory_and_report(tmp_path):
@@ -36,7 +47,8 @@ def test_run_writes_a_run_directory_and_report(tmp_path):
     assert "rounds: 2" in (run_dir / "config.yaml").read_text()
     with sqlite3.connect(run_dir / "metrics.sqlite") as db:
         assert db.execute("select count(*) from rounds").fetchone()[0] == 2
-    assert "<svg" in (run_dir / "report.html").read_text()
+    assert "being written in the background" in res.output
+    assert "<svg" in _background_report(run_dir).read_text()
     model = np.load(run_dir / "model.npz")
     assert len(model.files) >= 1
     again = runner.invoke(app, ["report", str(run_dir)])
@@ -179,7 +191,9 @@ def test_diverging_clients_log_one_line_per_round_with_a_hint(caplog):
     assert [w.split(":")[0] for w in per_round] == ["round 0", "round 1", "round 2"], warnings
     assert all("x non-finite update (NaN/Inf)" in w for w in per_round), per_round
     assert all("lower client.lr" in w for w in per_round), per_round
-    (verdict,) = [w for w in warnings if not w.startswith("round ")]
+    alerts = [w for w in warnings if w.startswith("alert ")]  # Issue 16: logged once
+    assert [a.split(":")[1].strip() for a in alerts] == ["CompletionRateLow"], alerts
+    (verdict,) = [w for w in warnings if not w.startswith(("round ", "alert "))]
     assert verdict.startswith("18 of 18 client updates failed in 3 rounds"), verdict
     assert "in-process" in res.output  # where the clients trained
 
