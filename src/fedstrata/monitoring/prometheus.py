@@ -15,8 +15,9 @@ name                                    type         value
 ``fedstrata_<metric>``                  gauge        the twelve federation metrics
                                                      (:data:`~fedstrata.monitoring.catalogue.METRICS`)
                                                      and ``accuracy``, ``loss``, ``train_loss``,
-                                                     ``privacy_plan_ratio``; a metric that does
-                                                     not apply has no series
+                                                     ``privacy_plan_ratio``: the last measured
+                                                     value (a metric that does not apply, or is
+                                                     not measured yet, has no series)
 ``fedstrata_round``                     gauge        the last finished round
 ``fedstrata_rounds_total``              counter      rounds finished
 ``fedstrata_bytes_up_total`` / ``_down``  counter    bytes from / to clients
