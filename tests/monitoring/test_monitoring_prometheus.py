@@ -66,6 +66,23 @@ def test_failures_alerts_and_tiers_are_counted(make_metrics: MakeMetrics) -> Non
     assert _value(exporter, "fedstrata_ingress_bytes_total", level="edge") == 40
 
 
+def test_round_details_export_nodes_and_stragglers(make_metrics: MakeMetrics) -> None:
+    from fedstrata.monitoring import DeviceRound, NodeRound, RoundDetail
+
+    dev = [DeviceRound(c, "accepted", 0.1, 1.0, 0.2, c == 2, 0.5) for c in range(3)]
+    nodes = (NodeRound("edge-1", "edge", 300, 2, 1.5), NodeRound("center", "center", 90, 3, 2.0))
+    exporter = PrometheusExporter("demo")
+    exporter.emit(RoundDetail(0, tuple(dev), nodes))
+    exporter.emit(RoundDetail(1, (), nodes[:1]))
+    edge = {"run": "demo", "tier": "edge", "node": "edge-1"}
+    value = exporter.registry.get_sample_value
+    assert value("fedstrata_node_ingress_bytes_total", edge) == 600
+    assert value("fedstrata_node_seconds", {**edge}) == 1.5
+    assert value("fedstrata_node_ingress_bytes_total", {**edge, "tier": "center",
+                 "node": "center"}) == 90  # fmt: skip
+    assert _value(exporter, "fedstrata_stragglers") == 1
+
+
 def test_each_exporter_has_its_own_registry(make_metrics: MakeMetrics) -> None:
     a, b = PrometheusExporter("demo"), PrometheusExporter("demo")
     a.emit(make_metrics(0))

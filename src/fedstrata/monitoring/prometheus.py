@@ -25,6 +25,13 @@ name                                    type         value
                                                      completed, failed, late)
 ``fedstrata_client_failures_total``     counter      client failures reported
 ``fedstrata_ingress_bytes_total``       counter      bytes into each ``level`` of a tree
+``fedstrata_node_ingress_bytes_total``  counter      bytes into each aggregating node of a
+                                                     tree (``tier`` and ``node``: that node's)
+``fedstrata_node_seconds``              gauge        a node's last input, from the round's start
+``fedstrata_stragglers``                gauge        stragglers of the last round (per-device
+                                                     series are not exported: 10,000 devices
+                                                     would be 10,000 series; the dashboard
+                                                     shows them)
 ``fedstrata_alerts_total``              counter      alert firings by ``alert`` and ``severity``
 ======================================  ===========  ===========================================
 
@@ -42,6 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fedstrata.errors import ConfigError, TransportError
 from fedstrata.monitoring.alerts import EXTRA_KEYS, METRIC_KEYS, Alert
+from fedstrata.monitoring.devices import RoundDetail
 from fedstrata.monitoring.events import ClientFailure, MetricEvent, RoundMetrics
 from fedstrata.monitoring.live import LiveRows
 
@@ -121,19 +129,35 @@ class PrometheusExporter:
                                 registry=reg)  # fmt: skip
         self.ingress = Counter("fedstrata_ingress_bytes", "Bytes into each level of a tree",
                                (*lab, "level"), registry=reg)  # fmt: skip
+        self.node_ingress = Counter("fedstrata_node_ingress_bytes", "Bytes into an aggregating "
+                                    "node", lab, registry=reg)  # fmt: skip
+        self.node_seconds = Gauge("fedstrata_node_seconds", "Seconds from the round's start to "
+                                  "a node's last input", lab, registry=reg)  # fmt: skip
+        self.stragglers = Gauge("fedstrata_stragglers", "Stragglers of the last round", lab,
+                                registry=reg)  # fmt: skip
         self.alerts = Counter("fedstrata_alerts", "Alert firings", (*lab, "alert", "severity"),
                               registry=reg)  # fmt: skip
 
     # --- the sink ---------------------------------------------------------------------
 
     def emit(self, event: MetricEvent) -> None:
-        """Update the metrics from ``event`` (rounds, client failures, alerts)."""
+        """Update the metrics from ``event`` (rounds, their details, failures, alerts)."""
         if isinstance(event, RoundMetrics):
             self._on_round(event)
         elif isinstance(event, ClientFailure):
             self.failures.labels(*self.labels).inc()
         elif isinstance(event, Alert):
             self.alerts.labels(*self.labels, event.rule, event.severity).inc()
+        elif isinstance(event, RoundDetail):
+            self._on_detail(event)
+
+    def _on_detail(self, detail: RoundDetail) -> None:
+        run = self.labels[0]
+        for n in detail.nodes:
+            self.node_ingress.labels(run, n.tier, n.node).inc(n.ingress_bytes)
+            self.node_seconds.labels(run, n.tier, n.node).set(n.seconds)
+        if detail.devices:
+            self.stragglers.labels(*self.labels).set(sum(d.straggler for d in detail.devices))
 
     def _on_round(self, m: RoundMetrics) -> None:
         lab = self.labels
