@@ -219,3 +219,26 @@ def test_client_data_option_reaches_the_deployment(tmp_path, monkeypatch):
     res = runner.invoke(app, ["client", "--set", "model.kind=logreg", "--data", str(tmp_path)])
     assert res.exit_code != 0
     assert "--data needs a task with local_data" in res.output
+
+
+def test_compare_puts_runs_side_by_side(tmp_path):
+    """Issue 16 part 6: ``fedstrata compare RUN_DIR...``."""
+    base = ["run", "--preset", "quickstart", "--quiet", "--set", "rounds.rounds=2",
+            "--set", "data.num_clients=12", "--set", f"output.dir={tmp_path / 'runs'}",
+            "--set", "output.report=false"]  # fmt: skip
+    for cohort in (4, 8):
+        res = runner.invoke(app, [*base, "--set", f"rounds.clients_per_round={cohort}"])
+        assert res.exit_code == 0, res.output
+    runs = sorted((tmp_path / "runs").iterdir())
+    out = tmp_path / "both.html"
+    res = runner.invoke(app, ["compare", *map(str, runs), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    page = out.read_text()
+    for run in runs:
+        assert f"<th>{run.name}</th>" in page
+    assert "Reliability: Task completion rate (mean)" in page
+    assert "<figcaption>Bytes per round</figcaption>" in page  # 4 vs 8 clients' bytes
+    assert "<svg" in page
+    one = runner.invoke(app, ["compare", str(runs[0])])
+    assert one.exit_code == 2
+    assert "at least two run directories" in one.output

@@ -66,11 +66,11 @@ class _RoundProgress:
             info += f" up {m.codec.uplink_ratio:.0f}x"
         if m.privacy is not None:
             info += f" ε {m.privacy.epsilon_spent:.3f}"
+        self.progress.update(self.task, advance=1, info=info)
         if not self.enabled:
             return
         if not self.progress.live.is_started:
             self.progress.start()
-        self.progress.update(self.task, advance=1, info=info)
         self.progress.refresh()
 
     def stop(self) -> None:
@@ -233,11 +233,27 @@ def _interrupted_text(exc: KeyboardInterrupt) -> str:
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
-    """Write RUN_DIR/report.html (accuracy, federated evaluation, bytes, round time)."""
+    """Write RUN_DIR/report.html: the twelve federation metrics, the features' sections,
+    federated evaluation (also how ``fedstrata run``'s background report is redone)."""
     from fedstrata.monitoring import write_report
 
     try:
         path = write_report(run_dir)
+    except FedstrataError as exc:
+        raise _fail(exc) from None
+    typer.echo(str(path))
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="two or more run directories")],
+    out: Annotated[Path, typer.Option(help="where to write the page")] = Path("compare.html"),
+) -> None:
+    """Put runs side by side: their summaries, the twelve federation metrics and figures."""
+    from fedstrata.monitoring.compare import write_comparison
+
+    try:
+        path = write_comparison(run_dirs, out)
     except FedstrataError as exc:
         raise _fail(exc) from None
     typer.echo(str(path))
