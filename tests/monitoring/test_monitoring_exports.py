@@ -49,7 +49,8 @@ def test_tensorboard_event_files_read_back(tmp_path: Path, make_metrics: MakeMet
 def test_mlflow_run_reads_back(tmp_path: Path, make_metrics: MakeMetrics) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     rounds = _rounds(make_metrics)
-    sink = MLflowSink(uri, "demo-run", experiment="fedstrata-test")
+    artifacts = (tmp_path / "artifacts").as_uri()
+    sink = MLflowSink(uri, "demo-run", experiment="fedstrata-test", artifact_location=artifacts)
     sink.emit(RunStarted("demo-run", "rounds: 3\n", num_clients=10, num_params=42))
     for m in rounds:
         sink.emit(m)
@@ -66,6 +67,7 @@ def test_mlflow_run_reads_back(tmp_path: Path, make_metrics: MakeMetrics) -> Non
     assert run.info.status == "FINISHED"
     assert run.data.params == {"num_clients": "10", "num_params": "42"}
     assert run.data.tags["alert.CompletionRateLow"] == "completion fell"
+    assert any((tmp_path / "artifacts").rglob("config.yaml"))
     history = client.get_metric_history(sink.run_id, "quality/accuracy")
     assert sorted((m.step, round(m.value, 6)) for m in history) == [(0, 0.5), (2, 0.7)]
     completion = client.get_metric_history(sink.run_id, "reliability/completion_rate")
@@ -80,7 +82,8 @@ def test_mlflow_run_reads_back(tmp_path: Path, make_metrics: MakeMetrics) -> Non
     [
         ("tensorboard.summary.writer.event_file_writer",
          lambda p: TensorBoardSink(p / "tb"), "fedstrata[tensorboard]"),
-        ("mlflow.tracking", lambda p: MLflowSink(f"sqlite:///{p}/m.db", "r"), "fedstrata[mlflow]"),
+        ("mlflow.tracking", lambda p: MLflowSink(f"sqlite:///{p}/m.db", "r"),
+         "fedstrata[mlflow]"),
     ],
 )  # fmt: skip
 def test_a_missing_package_names_the_extra(

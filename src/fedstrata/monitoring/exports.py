@@ -102,6 +102,8 @@ class MLflowSink:
         run_name: the MLflow run's name (the federation run's).
         experiment: the MLflow experiment (created if missing).
         total_rounds: the configured rounds (for ``privacy_plan_ratio``).
+        artifact_location: where a new experiment keeps artifacts (the run's
+            ``config.yaml``); default: MLflow's (``./mlruns`` under a database store).
 
     Raises:
         MissingDependencyError: mlflow is not installed.
@@ -114,13 +116,16 @@ class MLflowSink:
         *,
         experiment: str = "fedstrata",
         total_rounds: int | None = None,
+        artifact_location: str | None = None,
     ) -> None:
         tracking = _require("mlflow.tracking", "mlflow", "mlflow", "the MLflow sink")
         self._entities = _require("mlflow.entities", "mlflow", "mlflow", "the MLflow sink")
         self.client: Any = tracking.MlflowClient(tracking_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         exp_id = (
-            found.experiment_id if found is not None else self.client.create_experiment(experiment)
+            found.experiment_id
+            if found is not None
+            else self.client.create_experiment(experiment, artifact_location=artifact_location)
         )
         self.run_id: str = self.client.create_run(exp_id, run_name=run_name).info.run_id
         self._rows = LiveRows(total_rounds)
