@@ -47,7 +47,7 @@ from fedstrata.config import FedConfig, load_config
 from fedstrata.monitoring import MetricEvent, Sink
 from fedstrata.monitoring.alerts import DEFAULT_RULES
 from fedstrata.monitoring.catalogue import METRICS
-from fedstrata.monitoring.live import AlertMonitor
+from fedstrata.monitoring.live import AlertMonitor, LiveRows
 from fedstrata.monitoring.prometheus import PrometheusExporter
 from fedstrata.monitoring.promserver import PrometheusServer, find_prometheus
 
@@ -135,9 +135,10 @@ def one_run(cfg: FedConfig, monitored: bool) -> dict[str, Any]:
         cpu = _cpu_s() - cpu
         return {"round_s": _round_s(rounds), "cpu_s": cpu / len(rounds), "in_sink_s": 0.0}
     clock = [0.0]
-    exporter = PrometheusExporter(cfg.name, total_rounds=cfg.rounds.rounds)
+    rows = LiveRows(cfg.rounds.rounds)  # shared, as MonitoringSinks shares it
+    exporter = PrometheusExporter(cfg.name, rows=rows)
     exporter.serve(0)
-    alerts = AlertMonitor(DEFAULT_RULES, [exporter], cfg.rounds.rounds)
+    alerts = AlertMonitor(DEFAULT_RULES, [exporter], rows=rows)
     with Scraper(exporter.url, SCRAPE_EVERY_S) as scraper:
         cpu = _cpu_s()
         rounds = run(cfg, sinks=[Timed(exporter, clock), Timed(alerts, clock)]).simulation.rounds

@@ -58,7 +58,9 @@ class TensorBoardSink:
         MissingDependencyError: tensorboard is not installed.
     """
 
-    def __init__(self, log_dir: Path, total_rounds: int | None = None) -> None:
+    def __init__(
+        self, log_dir: Path, total_rounds: int | None = None, *, rows: LiveRows | None = None
+    ) -> None:
         writer_mod = _require("tensorboard.summary.writer.event_file_writer", "tensorboard",
                               "tensorboard", "the TensorBoard sink")  # fmt: skip
         self._event_pb2 = _require("tensorboard.compat.proto.event_pb2", "tensorboard",
@@ -68,7 +70,7 @@ class TensorBoardSink:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = log_dir
         self._writer: Any = writer_mod.EventFileWriter(str(log_dir))
-        self._rows = LiveRows(total_rounds)
+        self._rows = rows if rows is not None else LiveRows(total_rounds)
         self._closed = False
 
     def emit(self, event: MetricEvent) -> None:
@@ -104,6 +106,7 @@ class MLflowSink:
         total_rounds: the configured rounds (for ``privacy_plan_ratio``).
         artifact_location: where a new experiment keeps artifacts (the run's
             ``config.yaml``); default: MLflow's (``./mlruns`` under a database store).
+        rows: the rows to share with other sinks (default: its own, of ``total_rounds``).
 
     Raises:
         MissingDependencyError: mlflow is not installed.
@@ -117,6 +120,7 @@ class MLflowSink:
         experiment: str = "fedstrata",
         total_rounds: int | None = None,
         artifact_location: str | None = None,
+        rows: LiveRows | None = None,
     ) -> None:
         tracking = _require("mlflow.tracking", "mlflow", "mlflow", "the MLflow sink")
         self._entities = _require("mlflow.entities", "mlflow", "mlflow", "the MLflow sink")
@@ -128,7 +132,7 @@ class MLflowSink:
             else self.client.create_experiment(experiment, artifact_location=artifact_location)
         )
         self.run_id: str = self.client.create_run(exp_id, run_name=run_name).info.run_id
-        self._rows = LiveRows(total_rounds)
+        self._rows = rows if rows is not None else LiveRows(total_rounds)
         self.status = "FINISHED"  # the MLflow run's status at close
         self._closed = False
 

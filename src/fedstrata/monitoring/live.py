@@ -61,6 +61,9 @@ def alert_rows(rounds: Sequence[RoundMetrics], total_rounds: int | None = None) 
 class LiveRows:
     """The newest round's row, from a window of the last rounds (see the module docstring).
 
+    Several sinks may share one: a round added again (the same event) gives the row
+    computed the first time.
+
     Args:
         total_rounds: the configured rounds (for ``privacy_plan_ratio``), or None.
     """
@@ -68,12 +71,16 @@ class LiveRows:
     def __init__(self, total_rounds: int | None = None) -> None:
         self.total_rounds = total_rounds
         self._recent: deque[RoundMetrics] = deque(maxlen=WINDOW)
+        self._last: RoundMetrics | None = None
+        self._row: Row = {}
 
     def add(self, metrics: RoundMetrics) -> Row:
-        """Add the next round; returns its row."""
-        self._recent.append(metrics)
-        row = federation_metrics(list(self._recent))[-1]
-        return {**row, **extra_values(metrics, self.total_rounds)}
+        """Add the next round (again: no change); returns its row (a copy)."""
+        if metrics is not self._last:
+            self._recent.append(metrics)
+            row = federation_metrics(list(self._recent))[-1]
+            self._last, self._row = metrics, {**row, **extra_values(metrics, self.total_rounds)}
+        return dict(self._row)
 
 
 class AlertMonitor:
@@ -87,6 +94,7 @@ class AlertMonitor:
         rules: the rules (``monitoring.alerts``).
         forward: sinks that receive the alerts.
         total_rounds: the configured rounds (for ``privacy_plan_ratio``).
+        rows: the rows to share with other sinks (default: its own, of ``total_rounds``).
 
     Raises:
         ConfigError: rule names repeat.
@@ -97,9 +105,11 @@ class AlertMonitor:
         rules: Sequence[AlertRule],
         forward: Sequence[Sink] = (),
         total_rounds: int | None = None,
+        *,
+        rows: LiveRows | None = None,
     ) -> None:
         self._evaluator = AlertEvaluator(rules)
-        self._rows = LiveRows(total_rounds)
+        self._rows = rows if rows is not None else LiveRows(total_rounds)
         self._forward = tuple(forward)
         self.fired: list[str] = []
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -75,6 +75,7 @@ class PrometheusExporter:
         tier: this process's tier (label ``tier``): ``center``, ``region``, ``edge``.
         node: its id in that tier (label ``node``).
         total_rounds: the configured rounds (for ``privacy_plan_ratio``), or None.
+        rows: the rows to share with other sinks (default: its own, of ``total_rounds``).
         registry: where the metrics live (default: a new registry of its own).
 
     Raises:
@@ -88,6 +89,7 @@ class PrometheusExporter:
         tier: str = "center",
         node: str = "0",
         total_rounds: int | None = None,
+        rows: LiveRows | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         for name, value in (("run", run), ("tier", tier), ("node", node)):
@@ -95,9 +97,10 @@ class PrometheusExporter:
                 raise ConfigError(f"PrometheusExporter: label {name}={value!r} must not be empty")
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.labels = (run, tier, node)
-        self._rows = LiveRows(total_rounds)
+        self._rows = rows if rows is not None else LiveRows(total_rounds)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._children: dict[int, Any] = {}  # this exporter's labelled series, made on first use
         self._define()
 
     def _define(self) -> None:
@@ -145,7 +148,7 @@ class PrometheusExporter:
         if isinstance(event, RoundMetrics):
             self._on_round(event)
         elif isinstance(event, ClientFailure):
-            self.failures.labels(*self.labels).inc()
+            self._mine(self.failures).inc()
         elif isinstance(event, Alert):
             self.alerts.labels(*self.labels, event.rule, event.severity).inc()
         elif isinstance(event, RoundDetail):
@@ -157,20 +160,27 @@ class PrometheusExporter:
             self.node_ingress.labels(run, n.tier, n.node).inc(n.ingress_bytes)
             self.node_seconds.labels(run, n.tier, n.node).set(n.seconds)
         if detail.devices:
-            self.stragglers.labels(*self.labels).set(sum(d.straggler for d in detail.devices))
+            self._mine(self.stragglers).set(sum(d.straggler for d in detail.devices))
+
+    def _mine(self, metric: Any) -> Any:
+        """``metric``'s series with this exporter's labels (cached: ``labels()`` locks)."""
+        child = self._children.get(id(metric))
+        if child is None:
+            child = self._children[id(metric)] = metric.labels(*self.labels)
+        return child
 
     def _on_round(self, m: RoundMetrics) -> None:
-        lab = self.labels
-        self.round_seconds.labels(*lab).observe(m.sim_round_s)
-        self.sync_seconds.labels(*lab).observe(m.downlink_s + m.uplink_s)
+        lab, mine = self.labels, self._mine
+        mine(self.round_seconds).observe(m.sim_round_s)
+        mine(self.sync_seconds).observe(m.downlink_s + m.uplink_s)
         for key, value in self._rows.add(m).items():
             gauge = self.gauges.get(key)
             if gauge is not None and value is not None:
-                gauge.labels(*lab).set(value)
-        self.round.labels(*lab).set(m.round_idx)
-        self.rounds.labels(*lab).inc()
-        self.bytes_up.labels(*lab).inc(m.bytes_up)
-        self.bytes_down.labels(*lab).inc(m.bytes_down)
+                mine(gauge).set(value)
+        mine(self.round).set(m.round_idx)
+        mine(self.rounds).inc()
+        mine(self.bytes_up).inc(m.bytes_up)
+        mine(self.bytes_down).inc(m.bytes_down)
         counts = (m.clients_selected, m.clients_completed, m.clients_failed, m.clients_late)
         for outcome, count in zip(_OUTCOMES, counts, strict=True):
             self.clients.labels(*lab, outcome).inc(count)

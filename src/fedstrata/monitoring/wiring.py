@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from fedstrata.monitoring.events import MetricEvent
 from fedstrata.monitoring.exports import MLflowSink
-from fedstrata.monitoring.live import AlertMonitor
+from fedstrata.monitoring.live import AlertMonitor, LiveRows
 from fedstrata.monitoring.prometheus import PrometheusExporter
 from fedstrata.monitoring.settings import MonitoringConfig
 from fedstrata.monitoring.sinks import Fanout, Sink
@@ -65,15 +65,16 @@ class MonitoringSinks:
             TransportError: the exporter's port cannot be bound.
         """
         owned: list[Sink] = []
+        rows = LiveRows(total_rounds)  # one row per round, shared by the sinks
         try:
-            opened = cls._exporters(cfg, run, total_rounds, (tier, node), owned)
+            opened = cls._exporters(cfg, run, rows, (tier, node), owned)
         except BaseException:
             cls._close_all(owned)
             raise
         front = ([] if store is None else [store]) + [*opened, *extra]
         isolated: list[Sink] = [*opened, *extra]
         if cfg.alerts:
-            isolated.append(AlertMonitor(cfg.alerts, front, total_rounds))
+            isolated.append(AlertMonitor(cfg.alerts, front, rows=rows))
         sinks: list[Sink] = [] if store is None else [store]
         if isolated:  # a failing exporter or tracker is logged and never stops the run
             sinks.append(Fanout(isolated))
@@ -86,22 +87,22 @@ class MonitoringSinks:
     def _exporters(
         cfg: MonitoringConfig,
         run: str,
-        total_rounds: int | None,
+        rows: LiveRows,
         where: tuple[str, str],
         owned: list[Sink],
     ) -> list[Sink]:
         tier, node = where
         if cfg.metrics_port is not None:
-            exporter = PrometheusExporter(run, tier=tier, node=node, total_rounds=total_rounds)
+            exporter = PrometheusExporter(run, tier=tier, node=node, rows=rows)
             owned.append(exporter)
             exporter.serve(cfg.metrics_port, cfg.metrics_address)
             logger.warning("%s %s: Prometheus metrics at %s", tier, node, exporter.url)
         if cfg.tensorboard_dir is not None:
             from fedstrata.monitoring.exports import TensorBoardSink
 
-            owned.append(TensorBoardSink(cfg.tensorboard_dir / run, total_rounds))
+            owned.append(TensorBoardSink(cfg.tensorboard_dir / run, rows=rows))
         if cfg.mlflow_uri is not None:
-            owned.append(MLflowSink(cfg.mlflow_uri, run, total_rounds=total_rounds))
+            owned.append(MLflowSink(cfg.mlflow_uri, run, rows=rows))
         return list(owned)
 
     def emit_owned(self, event: MetricEvent) -> None:
