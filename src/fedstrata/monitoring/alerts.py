@@ -17,7 +17,7 @@ Semantics, per rule, over the rows in round order:
   only after a measured row where the condition fails (once per firing, not every round).
 
 :func:`evaluate` is the batch form; :class:`AlertEvaluator` the online one a run uses
-(:class:`~fedstrata.monitoring.alert_sink.AlertMonitor`): feeding rows one by one
+(:class:`~fedstrata.monitoring.live.AlertMonitor`): feeding rows one by one
 gives the same alerts. :func:`prometheus_rules_yaml` writes the rules as a Prometheus
 alerting-rules file over the exporter's gauges (:mod:`fedstrata.monitoring.prometheus`).
 """
