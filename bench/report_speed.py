@@ -8,6 +8,13 @@ the report over the median run without it, minus one. With ``--main-src PATH`` t
 same runs are made, interleaved, with another checkout's sources (e.g. the main
 branch) for a side-by-side comparison on the same (possibly loaded) machine.
 
+Because a difference of two noisy wall times is noisy on a loaded machine, the
+report's cost is also measured directly on one finished run of each checkout, in a
+fresh process: ``report_sync_s`` (importing matplotlib and writing the report, what
+main's ``fedstrata run`` does before it returns) and, for this checkout,
+``report_spawn_s`` (starting the background report: what ``fedstrata run`` now waits
+for); ``report_added_frac`` is that cost over the run's wall time without a report.
+
 Also measured in-process: the run store's cost of one 1,000-client round's per-device
 rows (``RoundDetail``, inserted in the round's transaction) and of tallying them
 (``SystemTally``), in milliseconds per round.
@@ -78,12 +85,51 @@ def _await_report(out: Path, limit_s: float = 300.0) -> None:
         time.sleep(0.05)
 
 
+_TIMED = """
+import sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+import matplotlib
+from fedstrata.monitoring import write_report
+write_report(Path(sys.argv[1]))
+t1 = time.perf_counter()
+if sys.argv[2] == "spawn":
+    from fedstrata.monitoring.report_job import spawn_report
+    t2 = time.perf_counter()
+    job = spawn_report(Path(sys.argv[1]))
+    t3 = time.perf_counter()
+    job.wait()
+    print(t1 - t0, t3 - t2)
+else:
+    print(t1 - t0, t1 - t0)
+"""
+
+
+def _report_cost(src: Path, run_dir: Path, spawn: bool) -> tuple[float, float]:
+    """(seconds to import matplotlib and write the report, seconds the CLI spends on
+    it: the same when it writes it, the process start when it spawns it)."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(src))
+    mode = "spawn" if spawn else "sync"
+    out = subprocess.run(
+        [sys.executable, "-c", _TIMED, str(run_dir), mode],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    return float(out[0]), float(out[1])
+
+
 def _workload(
     presets: list[str], sources: dict[str, Path], repeats: int
 ) -> dict[str, dict[str, float]]:
-    """Median first-output and wall seconds per (checkout, preset, report on/off)."""
+    """Median first-output and wall seconds per (checkout, preset, report on/off), and
+    the report's cost measured directly on one run of each (checkout, preset)."""
     samples: dict[tuple[str, str, bool], list[tuple[float, float]]] = {}
+    kept: dict[tuple[str, str], Path] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        for preset in presets:  # warm-up, not timed: disk caches, bytecode
+            for src in sources.values():
+                _cli_run(src, preset, False, Path(tempfile.mkdtemp(dir=tmp)))
         for _ in range(repeats):
             for preset in presets:
                 for name, src in sources.items():  # interleaved: the same load for both
@@ -91,6 +137,11 @@ def _workload(
                         out = Path(tempfile.mkdtemp(dir=tmp))
                         got = _cli_run(src, preset, report, out)
                         samples.setdefault((name, preset, report), []).append(got)
+                        kept.setdefault((name, preset), next(out.iterdir()))
+        costs = {
+            key: _report_cost(sources[key[0]], run_dir, spawn=key[0] == "this")
+            for key, run_dir in kept.items()
+        }
     out: dict[str, dict[str, float]] = {}
     for (name, preset, report), values in samples.items():
         key = f"{name}/{preset}"
@@ -98,8 +149,12 @@ def _workload(
         tag = "report" if report else "no_report"
         row[f"first_output_s_{tag}"] = statistics.median(v[0] for v in values)
         row[f"wall_s_{tag}"] = statistics.median(v[1] for v in values)
-    for row in out.values():
+    for key, row in out.items():
         row["report_overhead_frac"] = row["wall_s_report"] / row["wall_s_no_report"] - 1.0
+        name, preset = key.split("/")
+        sync_s, added_s = costs[(name, preset)]
+        row["report_sync_s"], row["report_added_s"] = sync_s, added_s
+        row["report_added_frac"] = added_s / row["wall_s_no_report"]
     return out
 
 
@@ -159,13 +214,15 @@ def main() -> None:
         sources["main"] = args.main_src
     runs = _workload(presets, sources, repeats)
     store = _store_cost()
-    print(
-        f"{'checkout/preset':<20} {'first out':>10} {'wall+rep':>9} {'wall-rep':>9} {'report':>8}"
-    )
+    head = ("checkout/preset", "first out", "wall+rep", "wall-rep", "diff", "report", "added")
+    print(f"{head[0]:<18} {head[1]:>9} {head[2]:>9} {head[3]:>9} {head[4]:>7} {head[5]:>7} "
+          f"{head[6]:>7}")  # fmt: skip
     for key, row in runs.items():
         first, wall = row["first_output_s_report"], row["wall_s_report"]
         bare, frac = row["wall_s_no_report"], row["report_overhead_frac"]
-        print(f"{key:<20} {first:>9.2f}s {wall:>8.2f}s {bare:>8.2f}s {frac:>+7.1%}")
+        sync, added = row["report_sync_s"], row["report_added_frac"]
+        print(f"{key:<18} {first:>8.2f}s {wall:>8.2f}s {bare:>8.2f}s {frac:>+7.1%} "
+              f"{sync:>6.2f}s {added:>7.1%}")  # fmt: skip
     print(f"1,000-client round: tally {store['tally_ms']:.1f} ms, store "
           f"{store['store_ms_without_devices']:.2f} ms -> {store['store_ms_with_devices']:.2f} ms "
           "with per-device rows")  # fmt: skip
@@ -176,6 +233,8 @@ def main() -> None:
         summary[f"{prefix}report_overhead_frac_{preset}"] = row["report_overhead_frac"]
         summary[f"{prefix}first_output_s_{preset}"] = row["first_output_s_report"]
         summary[f"{prefix}wall_s_{preset}"] = row["wall_s_report"]
+        summary[f"{prefix}report_sync_s_{preset}"] = row["report_sync_s"]
+        summary[f"{prefix}report_added_frac_{preset}"] = row["report_added_frac"]
     extra = store["store_ms_with_devices"] - store["store_ms_without_devices"]
     summary["device_store_ms_per_1000_clients"] = extra
     summary["device_tally_ms_per_1000_clients"] = store["tally_ms"]
