@@ -47,6 +47,11 @@ EXPECTED = {
     "RoundDetail",
     "TierIngress",
     "TierStats",
+    # Issue 16 part 4: alert rules
+    "Alert",
+    "AlertRule",
+    "DEFAULT_RULES",
+    "evaluate",
 }
 
 
@@ -57,7 +62,7 @@ def test_all_is_the_public_api():
 
 
 def test_submodules_declare_all():
-    for module in ("events", "fedeval", "sinks", "runstore", "rundir", "report"):
+    for module in ("events", "fedeval", "sinks", "runstore", "rundir", "report", "alerts"):
         mod = importlib.import_module(f"fedstrata.monitoring.{module}")
         assert all(hasattr(mod, name) for name in mod.__all__)
 

@@ -25,6 +25,7 @@ from fedstrata.config.features import (
     secagg_compression_fits,
     secagg_privacy_fits,
 )
+from fedstrata.monitoring.settings import MonitoringConfig
 
 __all__ = [
     "CheckpointConfig",
@@ -37,6 +38,7 @@ __all__ = [
     "FedBuffSection",
     "FedConfig",
     "ModelConfig",
+    "MonitoringConfig",
     "OutputConfig",
     "PrivacyConfig",
     "RoundsConfig",
@@ -366,6 +368,7 @@ class FedConfig(_Strict):
     sim: SimConfig = SimConfig()
     output: OutputConfig = OutputConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="after")
     def _cohort_fits(self) -> FedConfig:

@@ -5,6 +5,7 @@ Layout of a run directory::
     config.yaml      the resolved configuration, verbatim (from RunStarted)
     metrics.sqlite   tables ``rounds`` (one row per round), ``client_failures``, ``meta``,
                      ``fed_eval_*`` (federated evaluation, :mod:`._fedeval_sql`),
+                     ``alerts`` (alert firings, :mod:`._alerts_sql`)
                      ``device_*`` and ``node_rounds`` (per device / tier, :mod:`._device_sql`)
     model.npz        final flat float32 parameters with their names and shapes
     summary.json     machine-readable summary (written at RunFinished, or at close)
@@ -35,7 +36,8 @@ from typing import Any, TypeVar
 
 from fedstrata.core import FloatVector, ParamSpec
 from fedstrata.errors import CheckpointError, ConfigError, DataError
-from fedstrata.monitoring import _device_sql, _fedeval_sql, _schema
+from fedstrata.monitoring import _alerts_sql, _device_sql, _fedeval_sql, _schema
+from fedstrata.monitoring._alert import Alert
 from fedstrata.monitoring._atomic import atomic_write_text
 from fedstrata.monitoring._model import read_model, write_model
 from fedstrata.monitoring.devices import DeviceStats, RoundDetail, TierIngress
@@ -226,6 +228,9 @@ class RunStore:
             self._on_finished(event)
         elif isinstance(event, FedEvalMetrics):
             self._on_fed_eval(event)
+        elif isinstance(event, Alert):
+            with self._db(f"store alert {event.rule}"), self._conn:
+                _alerts_sql.insert_alert(self._conn, event)
         else:
             raise DataError(f"RunStore cannot store a {type(event).__name__}")
 
@@ -370,6 +375,18 @@ class RunStore:
         with self._db("read federated evaluations"):
             try:
                 return _fedeval_sql.read_fed_eval(self._conn)
+            except DataError as exc:
+                raise DataError(f"{self._dir / METRICS_FILE}: {exc}") from exc
+
+    def alerts(self) -> list[Alert]:
+        """Every stored alert firing, in order ([] for a store written before alerts).
+
+        Raises:
+            DataError: the database is unreadable or holds invalid rows (names the file).
+        """
+        with self._db("read alerts"):
+            try:
+                return _alerts_sql.read_alerts(self._conn)
             except DataError as exc:
                 raise DataError(f"{self._dir / METRICS_FILE}: {exc}") from exc
 
