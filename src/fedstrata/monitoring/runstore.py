@@ -337,16 +337,17 @@ class RunStore:
 
     # --- reading --------------------------------------------------------------------
 
-    def rounds(self) -> list[RoundMetrics]:
-        """Every stored round, by round index.
+    def rounds(self, since: int | None = None) -> list[RoundMetrics]:
+        """Every stored round (only those after round ``since``, if given), by index.
 
         Raises:
             DataError: the database is unreadable or holds invalid rows (names the file).
         """
         columns = self._columns
+        after = -1 if since is None else since
         with self._db("read rounds"):
-            sql = f"SELECT {', '.join(columns)} FROM rounds ORDER BY round_idx"
-            rows = self._conn.execute(sql).fetchall()
+            sql = f"SELECT {', '.join(columns)} FROM rounds WHERE round_idx > ? ORDER BY round_idx"
+            rows = self._conn.execute(sql, (after,)).fetchall()
         decode = partial(_schema.round_from_row, columns=columns)
         return [self._decoded(decode, row) for row in rows]
 
@@ -361,6 +362,16 @@ class RunStore:
                 return _fedeval_sql.read_fed_eval(self._conn)
             except DataError as exc:
                 raise DataError(f"{self._dir / METRICS_FILE}: {exc}") from exc
+
+    def meta(self) -> dict[str, str]:
+        """The run's ``meta`` table: ``schema_version``, and after RunStarted ``run_id``,
+        ``num_clients`` and ``num_params``.
+
+        Raises:
+            DataError: the database is unreadable (names the file).
+        """
+        with self._db("read the run's meta data"):
+            return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
 
     def failures(self, limit: int | None = None) -> list[ClientFailure]:
         """Stored client failures in the order they were reported (the first ``limit``).
