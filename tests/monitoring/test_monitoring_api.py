@@ -42,6 +42,11 @@ EXPECTED = {
     "StatsRecord",
     "SystemStats",
     "TierStats",
+    # Issue 16 part 4: alert rules
+    "Alert",
+    "AlertRule",
+    "DEFAULT_RULES",
+    "evaluate",
 }
 
 
@@ -52,7 +57,7 @@ def test_all_is_the_public_api():
 
 
 def test_submodules_declare_all():
-    for module in ("events", "fedeval", "sinks", "runstore", "rundir", "report"):
+    for module in ("events", "fedeval", "sinks", "runstore", "rundir", "report", "alerts"):
         mod = importlib.import_module(f"fedstrata.monitoring.{module}")
         assert all(hasattr(mod, name) for name in mod.__all__)
 

@@ -24,6 +24,7 @@ from fedstrata.config.features import (
     secagg_compression_fits,
     secagg_privacy_fits,
 )
+from fedstrata.monitoring.settings import MonitoringConfig
 
 __all__ = [
     "ClientConfig",
@@ -35,6 +36,7 @@ __all__ = [
     "FedBuffSection",
     "FedConfig",
     "ModelConfig",
+    "MonitoringConfig",
     "OutputConfig",
     "PrivacyConfig",
     "RoundsConfig",
@@ -363,6 +365,7 @@ class FedConfig(_Strict):
     topology: TopologyConfig = TopologyConfig()
     sim: SimConfig = SimConfig()
     output: OutputConfig = OutputConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="after")
     def _cohort_fits(self) -> FedConfig:

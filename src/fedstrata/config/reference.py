@@ -21,6 +21,9 @@ def _default(info: FieldInfo) -> str:
     value: Any = info.get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
         return "(section)"
+    if isinstance(value, tuple) and value and all(isinstance(v, BaseModel) for v in value):
+        names = ", ".join(str(getattr(v, "name", type(v).__name__)) for v in value)
+        return f"{len(value)} entries: {names}"
     return "`null`" if value is None else f"`{value}`"
 
 

@@ -1,7 +1,7 @@
 """Metric events, sinks, the run store, and the HTML report.
 
 The simulator emits typed events (:class:`RunStarted`, :class:`RoundMetrics`,
-:class:`ClientFailure`, :class:`FedEvalMetrics`, :class:`RunFinished`) to a
+:class:`ClientFailure`, :class:`FedEvalMetrics`, :class:`Alert`, :class:`RunFinished`) to a
 :class:`Sink` — usually a :class:`Fanout` over a :class:`RunStore` and other
 exporters. Reports and dashboards read the run directory back through
 :meth:`RunStore.open`. A round's features report typed records in its fields
@@ -12,6 +12,7 @@ exporters. Reports and dashboards read the run directory back through
 twelve federation metrics from them.
 """
 
+from fedstrata.monitoring.alerts import DEFAULT_RULES, Alert, AlertRule, evaluate
 from fedstrata.monitoring.events import (
     AsyncStats,
     ClientFailure,
@@ -47,10 +48,13 @@ from fedstrata.monitoring.sinks import Fanout, MemorySink, Sink
 
 __all__ = [
     "CONFIG_FILE",
+    "DEFAULT_RULES",
     "METRICS_FILE",
     "MODEL_FILE",
     "REPORT_FILE",
     "SUMMARY_FILE",
+    "Alert",
+    "AlertRule",
     "AsyncStats",
     "ClientEval",
     "ClientFailure",
@@ -76,6 +80,7 @@ __all__ = [
     "SystemStats",
     "TierStats",
     "build_summary",
+    "evaluate",
     "new_run_dir",
     "write_report",
 ]

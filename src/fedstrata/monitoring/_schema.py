@@ -28,6 +28,7 @@ from fedstrata.core.metrics import (
     records_from_extras,
 )
 from fedstrata.errors import DataError
+from fedstrata.monitoring._alerts_sql import ALERTS_SQL
 from fedstrata.monitoring._fedeval_sql import FED_EVAL_SQL
 from fedstrata.monitoring.events import ClientFailure, RoundMetrics
 
@@ -94,6 +95,7 @@ CREATE TABLE IF NOT EXISTS client_failures (
 CREATE INDEX IF NOT EXISTS client_failures_round ON client_failures (round_idx);
 """
     + FED_EVAL_SQL
+    + ALERTS_SQL
 )
 
 

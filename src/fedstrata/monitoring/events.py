@@ -3,9 +3,10 @@
 Metrics are not logs: the simulator (and later the runtime) emits these frozen events
 to opt-in sinks (:mod:`fedstrata.monitoring.sinks`), such as the run store. One run emits::
 
-    RunStarted  (RoundMetrics | ClientFailure | FedEvalMetrics)*  RunFinished
+    RunStarted  (RoundMetrics | ClientFailure | FedEvalMetrics | Alert)*  RunFinished
 
-(:class:`~fedstrata.monitoring.fedeval.FedEvalMetrics`: a round's federated evaluation.)
+(:class:`~fedstrata.monitoring.fedeval.FedEvalMetrics`: a round's federated evaluation;
+:class:`~fedstrata.monitoring.alerts.Alert`: an alert rule fired, after the round's metrics.)
 
 Events validate at construction and raise :class:`~fedstrata.errors.DataError` naming
 the field, the value and the rule. Test loss and training loss may be NaN or infinite
@@ -42,6 +43,7 @@ from fedstrata.monitoring._checks import (
     fail,
     set_field,
 )
+from fedstrata.monitoring.alerts import Alert
 from fedstrata.monitoring.fedeval import FedEvalMetrics
 
 __all__ = [
@@ -323,7 +325,9 @@ class RunFinished:
             raise fail(ev, "stop_reason", self.stop_reason, "must be a str")
 
 
-MetricEvent: TypeAlias = RoundMetrics | ClientFailure | RunStarted | RunFinished | FedEvalMetrics
+MetricEvent: TypeAlias = (
+    RoundMetrics | ClientFailure | RunStarted | RunFinished | FedEvalMetrics | Alert
+)
 
 
 @dataclass

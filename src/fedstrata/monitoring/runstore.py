@@ -4,7 +4,8 @@ Layout of a run directory::
 
     config.yaml      the resolved configuration, verbatim (from RunStarted)
     metrics.sqlite   tables ``rounds`` (one row per round), ``client_failures``, ``meta``,
-                     ``fed_eval_*`` (federated evaluation, :mod:`._fedeval_sql`)
+                     ``fed_eval_*`` (federated evaluation, :mod:`._fedeval_sql`),
+                     ``alerts`` (alert firings, :mod:`._alerts_sql`)
     model.npz        final flat float32 parameters with their names and shapes
     summary.json     machine-readable summary (written at RunFinished, or at close)
     report.html      written later by :func:`fedstrata.monitoring.report.write_report`
@@ -34,9 +35,10 @@ from typing import Any, TypeVar
 
 from fedstrata.core import FloatVector, ParamSpec
 from fedstrata.errors import CheckpointError, ConfigError, DataError
-from fedstrata.monitoring import _fedeval_sql, _schema
+from fedstrata.monitoring import _alerts_sql, _fedeval_sql, _schema
 from fedstrata.monitoring._atomic import atomic_write_text
 from fedstrata.monitoring._model import read_model, write_model
+from fedstrata.monitoring.alerts import Alert
 from fedstrata.monitoring.events import (
     ClientFailure,
     MetricEvent,
@@ -218,6 +220,9 @@ class RunStore:
             self._on_finished(event)
         elif isinstance(event, FedEvalMetrics):
             self._on_fed_eval(event)
+        elif isinstance(event, Alert):
+            with self._db(f"store alert {event.rule}"), self._conn:
+                _alerts_sql.insert_alert(self._conn, event)
         else:
             raise DataError(f"RunStore cannot store a {type(event).__name__}")
 
@@ -372,6 +377,18 @@ class RunStore:
         """
         with self._db("read the run's meta data"):
             return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def alerts(self) -> list[Alert]:
+        """Every stored alert firing, in order ([] for a store written before alerts).
+
+        Raises:
+            DataError: the database is unreadable or holds invalid rows (names the file).
+        """
+        with self._db("read alerts"):
+            try:
+                return _alerts_sql.read_alerts(self._conn)
+            except DataError as exc:
+                raise DataError(f"{self._dir / METRICS_FILE}: {exc}") from exc
 
     def failures(self, limit: int | None = None) -> list[ClientFailure]:
         """Stored client failures in the order they were reported (the first ``limit``).
