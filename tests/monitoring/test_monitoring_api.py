@@ -41,6 +41,11 @@ EXPECTED = {
     "SecAggTreeStats",
     "StatsRecord",
     "SystemStats",
+    "DeviceRound",
+    "DeviceStats",
+    "NodeRound",
+    "RoundDetail",
+    "TierIngress",
     "TierStats",
     # Issue 16 part 4: alert rules
     "Alert",

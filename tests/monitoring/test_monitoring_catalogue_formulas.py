@@ -34,7 +34,7 @@ def _system(**kw: float | int | None) -> SystemStats:
     base: dict[str, float | int | None] = {
         "devices": 4, "dense_bytes": 40_000, "busy_s": 24.0, "transfer_s": 8.0,
         "contention_s": 2.0, "flops": 3.0e9, "peak_flops": 1.0e9,
-        "link_capacity_bytes": 20_000.0,
+        "link_capacity_bytes": 20_000.0, "link_bytes": 9_000,
     }  # fmt: skip
     base.update(kw)
     return SystemStats(**base)  # type: ignore[arg-type]
@@ -50,7 +50,7 @@ def test_round_formulas(make_metrics: MakeMetrics) -> None:
     assert list(row) == list(KEYS)
     assert row["compression_ratio"] == pytest.approx(40_000 / (6000 + 4000))
     assert row["sync_share"] == pytest.approx((1.0 + 2.0) / 10.0)
-    assert row["bandwidth_utilization"] == pytest.approx((6000 + 4000) / 20_000)
+    assert row["bandwidth_utilization"] == pytest.approx(9_000 / 20_000)
     assert row["device_utilization"] == pytest.approx(24.0 / (4 * 10.0))
     assert row["round_time_s"] == 10.0
     assert row["flop_efficiency"] == pytest.approx(3.0e9 / (1.0e9 * 10.0))

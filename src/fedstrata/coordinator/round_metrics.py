@@ -20,6 +20,7 @@ from fedstrata.coordinator.events import RoundOutcome
 from fedstrata.coordinator.round_logic import dense_bytes
 from fedstrata.core.metrics import AnyStats, CodecStats
 from fedstrata.monitoring import ClientFailure, RoundMetrics, Sink
+from fedstrata.monitoring.devices import RoundDetail
 
 __all__ = [
     "ClientCounts",
@@ -109,9 +110,12 @@ def emit_round(
     metrics: RoundMetrics,
     sinks: Sequence[Sink],
     on_round: Callable[[RoundMetrics], None] | None,
+    *,
+    detail: RoundDetail | None = None,
 ) -> None:
-    """Send the round's client failures and metrics to the sinks and the callback."""
-    emit_events(outcome.round_idx, outcome.failed, metrics, sinks, on_round)
+    """Send the round's client failures, per-device detail and metrics to the sinks
+    and the metrics to the callback."""
+    emit_events(outcome.round_idx, outcome.failed, metrics, sinks, on_round, detail=detail)
 
 
 def emit_events(
@@ -120,13 +124,19 @@ def emit_events(
     metrics: RoundMetrics,
     sinks: Sequence[Sink],
     on_round: Callable[[RoundMetrics], None] | None,
+    *,
+    detail: RoundDetail | None = None,
 ) -> None:
-    """Send ``(client, reason)`` failures, then ``metrics``, to the sinks; then the
-    metrics to the callback (a synchronous round, or a FedBuff server step)."""
+    """Send ``(client, reason)`` failures, the round's per-device ``detail`` (if any),
+    then ``metrics``, to the sinks; then the metrics to the callback (a synchronous
+    round, or a FedBuff server step)."""
     for cid, reason in failed:
         failure = ClientFailure(round_idx, cid, reason)
         for sink in sinks:
             sink.emit(failure)
+    if detail is not None:
+        for sink in sinks:
+            sink.emit(detail)
     for sink in sinks:
         sink.emit(metrics)
     if on_round is not None:

@@ -34,6 +34,7 @@ class SystemStats(StatsRecord):
             the model's FLOPs per example; None: not known).
         peak_flops: the selected devices' peak FLOP/s, summed (None: no device
             profiles, as in the runtime without them).
+        link_bytes: bytes carried by the transfers counted in ``transfer_s``.
         link_capacity_bytes: bytes the devices' links could have carried in the
             seconds they spent transferring (bandwidth x transfer time, summed over
             transfers; None: link bandwidths unknown).
@@ -49,7 +50,7 @@ class SystemStats(StatsRecord):
     """
 
     FAMILY: ClassVar[str] = "system"
-    INTS: ClassVar[frozenset[str]] = frozenset({"devices", "dense_bytes"})
+    INTS: ClassVar[frozenset[str]] = frozenset({"devices", "dense_bytes", "link_bytes"})
     PREFIX: ClassVar[str] = "system_"
 
     devices: int
@@ -57,6 +58,7 @@ class SystemStats(StatsRecord):
     busy_s: float
     transfer_s: float
     contention_s: float = 0.0
+    link_bytes: int = 0
     flops: float | None = None
     peak_flops: float | None = None
     link_capacity_bytes: float | None = None

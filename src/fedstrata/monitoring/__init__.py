@@ -13,6 +13,13 @@ twelve federation metrics from them.
 """
 
 from fedstrata.monitoring.alerts import DEFAULT_RULES, Alert, AlertRule, evaluate
+from fedstrata.monitoring.devices import (
+    DeviceRound,
+    DeviceStats,
+    NodeRound,
+    RoundDetail,
+    TierIngress,
+)
 from fedstrata.monitoring.events import (
     AsyncStats,
     ClientFailure,
@@ -59,13 +66,17 @@ __all__ = [
     "ClientEval",
     "ClientFailure",
     "CodecStats",
+    "DeviceRound",
+    "DeviceStats",
     "Fanout",
     "FedEvalMetrics",
     "MemorySink",
     "MetricDistribution",
     "MetricEvent",
+    "NodeRound",
     "PrecisionStats",
     "PrivacySpent",
+    "RoundDetail",
     "RoundMetrics",
     "RunFinished",
     "RunStarted",
@@ -78,6 +89,7 @@ __all__ = [
     "Sink",
     "StatsRecord",
     "SystemStats",
+    "TierIngress",
     "TierStats",
     "build_summary",
     "evaluate",

@@ -8,7 +8,9 @@ Version 2 added the federated-evaluation tables
 (:mod:`fedstrata.monitoring._fedeval_sql`); version 3 added ``stats``. Stores of
 versions 1 and 2 still read: they have no ``stats`` column and kept the features'
 figures as named floats in ``extras``, which map back into the typed fields on load
-(:func:`~fedstrata.core.metrics.records_from_extras`). SQLite
+(:func:`~fedstrata.core.metrics.records_from_extras`). Version 4 added the per-device
+and per-tier tables (:mod:`fedstrata.monitoring._device_sql`); a version-3 store reads
+without them. SQLite
 stores NaN as NULL, so a NaN loss is stored as the text ``'nan'`` (NULL keeps
 meaning "not measured"); floats otherwise round-trip exactly.
 """
@@ -29,6 +31,7 @@ from fedstrata.core.metrics import (
 )
 from fedstrata.errors import DataError
 from fedstrata.monitoring._alerts_sql import ALERTS_SQL
+from fedstrata.monitoring._device_sql import DEVICE_SQL
 from fedstrata.monitoring._fedeval_sql import FED_EVAL_SQL
 from fedstrata.monitoring.events import ClientFailure, RoundMetrics
 
@@ -46,8 +49,8 @@ __all__ = [
     "round_to_row",
 ]
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = frozenset({"1", "2", "3"})  # 1: no federated evaluation; 2: no stats
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = frozenset({"1", "2", "3", "4"})  # 1: no fed. eval.; 2: no stats; 3: no devices
 
 _ROUND_TYPES: dict[str, str] = {
     "round_idx": "INTEGER PRIMARY KEY",
@@ -96,6 +99,7 @@ CREATE INDEX IF NOT EXISTS client_failures_round ON client_failures (round_idx);
 """
     + FED_EVAL_SQL
     + ALERTS_SQL
+    + DEVICE_SQL
 )
 
 

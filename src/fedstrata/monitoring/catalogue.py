@@ -55,7 +55,7 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("sync_share", "communication", "Sync-latency share", "fraction",
               "(downlink_s + uplink_s) / sim_round_s", "lower"),
     MetricDef("bandwidth_utilization", "communication", "Bandwidth utilization", "fraction",
-              "(bytes_up + bytes_down) / system.link_capacity_bytes", "higher"),
+              "system.link_bytes / system.link_capacity_bytes", "higher"),
     MetricDef("device_utilization", "compute", "Device utilization", "fraction",
               "system.busy_s / (system.devices * sim_round_s)", "higher"),
     MetricDef("round_time_s", "compute", "Round time", "s", "sim_round_s", "lower"),
@@ -92,7 +92,9 @@ def _communication(m: RoundMetrics) -> dict[str, float | None]:
     return {
         "compression_ratio": _ratio(None if s is None else s.dense_bytes, wire),
         "sync_share": _ratio(m.downlink_s + m.uplink_s, m.sim_round_s) if legs > 0 else None,
-        "bandwidth_utilization": _ratio(wire, None if s is None else s.link_capacity_bytes),
+        "bandwidth_utilization": None
+        if s is None
+        else _ratio(s.link_bytes, s.link_capacity_bytes),
     }
 
 

@@ -3,10 +3,12 @@
 Metrics are not logs: the simulator (and later the runtime) emits these frozen events
 to opt-in sinks (:mod:`fedstrata.monitoring.sinks`), such as the run store. One run emits::
 
-    RunStarted  (RoundMetrics | ClientFailure | FedEvalMetrics | Alert)*  RunFinished
+    RunStarted  (RoundMetrics | ClientFailure | RoundDetail | FedEvalMetrics | Alert)*  RunFinished
 
 (:class:`~fedstrata.monitoring.fedeval.FedEvalMetrics`: a round's federated evaluation;
-:class:`~fedstrata.monitoring.alerts.Alert`: an alert rule fired, after the round's metrics.)
+:class:`~fedstrata.monitoring.devices.RoundDetail`: a round's per-device and per-tier
+figures, sent just before its RoundMetrics; :class:`~fedstrata.monitoring.alerts.Alert`:
+an alert rule fired, after the round's metrics.)
 
 Events validate at construction and raise :class:`~fedstrata.errors.DataError` naming
 the field, the value and the rule. Test loss and training loss may be NaN or infinite
@@ -44,6 +46,7 @@ from fedstrata.monitoring._checks import (
     set_field,
 )
 from fedstrata.monitoring.alerts import Alert
+from fedstrata.monitoring.devices import RoundDetail
 from fedstrata.monitoring.fedeval import FedEvalMetrics
 
 __all__ = [
@@ -326,7 +329,7 @@ class RunFinished:
 
 
 MetricEvent: TypeAlias = (
-    RoundMetrics | ClientFailure | RunStarted | RunFinished | FedEvalMetrics | Alert
+    RoundMetrics | ClientFailure | RunStarted | RunFinished | FedEvalMetrics | RoundDetail | Alert
 )
 
 

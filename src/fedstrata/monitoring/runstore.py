@@ -5,7 +5,8 @@ Layout of a run directory::
     config.yaml      the resolved configuration, verbatim (from RunStarted)
     metrics.sqlite   tables ``rounds`` (one row per round), ``client_failures``, ``meta``,
                      ``fed_eval_*`` (federated evaluation, :mod:`._fedeval_sql`),
-                     ``alerts`` (alert firings, :mod:`._alerts_sql`)
+                     ``alerts`` (alert firings, :mod:`._alerts_sql`),
+                     ``device_*`` and ``node_rounds`` (per device / tier, :mod:`._device_sql`)
     model.npz        final flat float32 parameters with their names and shapes
     summary.json     machine-readable summary (written at RunFinished, or at close)
     report.html      written later by :func:`fedstrata.monitoring.report.write_report`
@@ -35,10 +36,11 @@ from typing import Any, TypeVar
 
 from fedstrata.core import FloatVector, ParamSpec
 from fedstrata.errors import CheckpointError, ConfigError, DataError
-from fedstrata.monitoring import _alerts_sql, _fedeval_sql, _schema
+from fedstrata.monitoring import _alerts_sql, _device_sql, _fedeval_sql, _schema
 from fedstrata.monitoring._atomic import atomic_write_text
 from fedstrata.monitoring._model import read_model, write_model
 from fedstrata.monitoring.alerts import Alert
+from fedstrata.monitoring.devices import DeviceStats, RoundDetail, TierIngress
 from fedstrata.monitoring.events import (
     ClientFailure,
     MetricEvent,
@@ -91,6 +93,8 @@ class RunStore:
         self._writable = writable
         self._lock = threading.RLock()
         self._pending: list[ClientFailure] = []
+        self._detail: RoundDetail | None = None  # the next round's per-device rows
+        self._has_devices = True  # a store before version 4 has no per-device tables
         self._totals = RunTotals()
         self._started: RunStarted | None = None
         self._finished = False
@@ -181,7 +185,8 @@ class RunStore:
             rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
             version = dict(rows).get("schema_version")
             columns = tuple(r[1] for r in self._conn.execute("PRAGMA table_info(rounds)"))
-        current = version == str(_schema.SCHEMA_VERSION) and columns == _schema.ROUND_COLUMNS
+        self._has_devices = tables >= _device_sql.DEVICE_TABLES
+        current = version in {"3", "4"} and columns == _schema.ROUND_COLUMNS
         legacy = version in {"1", "2"} and columns == _schema.LEGACY_ROUND_COLUMNS
         if not (current or legacy):
             raise DataError(
@@ -214,6 +219,9 @@ class RunStore:
         elif isinstance(event, ClientFailure):
             with self._lock:
                 self._pending.append(event)
+        elif isinstance(event, RoundDetail):
+            with self._lock:
+                self._detail = event
         elif isinstance(event, RunStarted):
             self._on_started(event)
         elif isinstance(event, RunFinished):
@@ -254,11 +262,14 @@ class RunStore:
                         f"INSERT INTO rounds ({cols}) VALUES ({marks})",
                         _schema.round_to_row(metrics),
                     )
+                    if self._detail is not None and self._detail.round_idx == metrics.round_idx:
+                        _device_sql.insert_detail(self._conn, self._detail)
             except sqlite3.IntegrityError as exc:
                 raise DataError(
                     f"{self._dir / METRICS_FILE}: round {metrics.round_idx} is already stored"
                 ) from exc
             self._pending.clear()
+            self._detail = None
             self._totals.add(metrics)
 
     def _on_fed_eval(self, event: FedEvalMetrics) -> None:
@@ -389,6 +400,26 @@ class RunStore:
                 return _alerts_sql.read_alerts(self._conn)
             except DataError as exc:
                 raise DataError(f"{self._dir / METRICS_FILE}: {exc}") from exc
+
+    def device_stats(self) -> list[DeviceStats]:
+        """Each client ever selected, over the run so far, by client id (none in a store
+        before version 4, or from a driver that records no per-device figures).
+
+        Raises:
+            DataError: the database is unreadable (names the file).
+        """
+        with self._db("read device statistics"):
+            return _device_sql.read_device_stats(self._conn) if self._has_devices else []
+
+    def tier_stats(self) -> list[TierIngress]:
+        """Each aggregating node's ingress in each round of a tree, by round then node
+        (none for a flat federation or a store before version 4).
+
+        Raises:
+            DataError: the database is unreadable (names the file).
+        """
+        with self._db("read tier statistics"):
+            return _device_sql.read_tier_stats(self._conn) if self._has_devices else []
 
     def failures(self, limit: int | None = None) -> list[ClientFailure]:
         """Stored client failures in the order they were reported (the first ``limit``).

@@ -49,6 +49,7 @@ from fedstrata.coordinator.round_metrics import (
     emit_round,
     round_metrics,
 )
+from fedstrata.coordinator.system_tally import SystemTally
 from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import derive_rng
 from fedstrata.core.metrics import CodecStats, precision_stats
@@ -56,6 +57,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.errors import FedstrataError
 from fedstrata.monitoring import FedEvalMetrics, RoundMetrics, Sink
+from fedstrata.monitoring.devices import RoundDetail
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
@@ -130,6 +132,8 @@ class _RoundTally:
     protocol_s: float = 0.0  # simulated seconds a protocol (secure aggregation) added
     protocol_bytes_up: int = 0  # the protocol's own uplink bytes (keys, shares)
     folded_metrics: list[Mapping[str, float]] = field(default_factory=list)
+    system: SystemTally | None = None  # devices and links (the twelve metrics)
+    deadline_s: float | None = None
 
 
 @dataclass(eq=False)
@@ -198,7 +202,8 @@ class Simulation:
             avail = self.planner.admit(round_idx, avail)
         (send,) = self.coordinator.handle(StartRound(round_idx, t0, avail))
         assert isinstance(send, SendModel)
-        tally = _RoundTally(t0, params.shape[0], last_arrival=t0)
+        tally = _RoundTally(t0, params.shape[0], last_arrival=t0, deadline_s=send.deadline_s)
+        tally.system = self._system_tally(t0, send.client_ids, params.shape[0])
         state = self.aggregator.init(params.shape[0])
         plans: Sequence[LocalPlan] = [self.settings.plan] * send.client_ids.size
         if self.planner is not None:
@@ -223,17 +228,27 @@ class Simulation:
         client_means = self.aggregator.finalize_metrics(state)
         train_loss = client_means.get("train_loss")
         metrics = self._metrics(outcome, params, tally, time.perf_counter() - wall0, train_loss)
+        assert tally.system is not None
+        system, devices = tally.system.finish(outcome.end_s)
         metrics = finish_round(
             metrics.with_stats(
-                self._codec_stats(tally, client_means), precision_stats(tally.folded_metrics)
+                self._codec_stats(tally, client_means), precision_stats(tally.folded_metrics),
+                system,
             ), outcome,
             hooks=self.hooks, planner=self.planner, reports=tally.reports,
         )  # fmt: skip
         if self.fed_eval is not None:
             last = round_idx == self.settings.rounds - 1
             self.fed_eval.maybe_run(self.executor, params, round_idx, last=last, sinks=self.sinks)
-        emit_round(outcome, metrics, self.sinks, self.on_round)
+        detail = RoundDetail(round_idx, devices)
+        emit_round(outcome, metrics, self.sinks, self.on_round, detail=detail)
         return params, opt_state, metrics
+
+    def _system_tally(self, t0: float, ids: np.ndarray, size: int) -> SystemTally:
+        p = self.profiles
+        peaks = (p.flops[ids] * p.speedup[ids]).tolist()
+        cohort = tuple(int(c) for c in ids)
+        return SystemTally(t0, cohort, dense_bytes(size), dict(zip(cohort, peaks, strict=True)))
 
     def _protocol_charge(self, round_idx: int, tally: _RoundTally) -> ProtocolCharge:
         """Secure aggregation's legs and bytes this round (Issue 12 part 4)."""
@@ -259,21 +274,31 @@ class Simulation:
         problem = result_problem(res, self.trainer.spec) or dropped_out(
             s.dropout_rate, s.root_seed, self.coordinator.round_idx, cid
         )
-        if problem is not None:
-            self.coordinator.handle(ClientFailed(cid, problem))
-            self._report(tally, res, plan, (0.0, 0.0, 0.0), "failed")
-            return state
-        up_bytes = upload_bytes(res, tally.size)
-        tally.bytes_up += up_bytes
-        tally.uploads += 1
+        up_bytes = 0 if problem is not None else upload_bytes(res, tally.size)
         legs = client_legs(
             self.profiles, self.client_sizes, self.trainer.flops_per_example,
             cid=cid, plan=plan, down_bytes=down_bytes, up_bytes=up_bytes,
         )  # fmt: skip
+        system = tally.system
+        assert system is not None
+        self._account(
+            system, cid, plan, legs,
+            down_bytes=down_bytes, up_bytes=up_bytes if problem is None else None,
+        )  # fmt: skip
+        if problem is not None:  # failed once it had the model: no training counted
+            self.coordinator.handle(ClientFailed(cid, problem))
+            system.failed(cid, tally.start_s + legs[0])
+            self._report(tally, res, plan, (0.0, 0.0, 0.0), "failed")
+            return state
+        tally.bytes_up += up_bytes
+        tally.uploads += 1
+        arrival = tally.start_s + sum(legs)
         weight = client_weight(res.num_examples, self.settings.weighting)
-        (cmd,) = self.coordinator.handle(UpdateArrived(cid, tally.start_s + sum(legs), weight))
+        (cmd,) = self.coordinator.handle(UpdateArrived(cid, arrival, weight))
         if isinstance(cmd, Reject):
             tally.any_late = tally.any_late or cmd.late
+            late_at = tally.deadline_s if cmd.late and tally.deadline_s is not None else arrival
+            system.failed(cid, late_at, late=cmd.late)
             self._report(tally, res, plan, legs, "late" if cmd.late else "failed")
             return state
         try:
@@ -281,13 +306,29 @@ class Simulation:
             self._decode_s += decode_s
         except FedstrataError as exc:  # malformed payload: dropped, sum untouched
             self.coordinator.handle(ClientFailed(cid, str(exc)))
+            system.failed(cid, arrival)
             self._report(tally, res, plan, legs, "failed")
             return state
+        system.accepted(cid, arrival)
         self._report(tally, res, plan, legs, "accepted")
         tally.folded_metrics.append(res.metrics)
         if tally.start_s + sum(legs) > tally.last_arrival:
             tally.last_arrival, tally.critical = tally.start_s + sum(legs), legs
         return state
+
+    def _account(
+        self, system: SystemTally, cid: int, plan: LocalPlan,
+        legs: tuple[float, float, float], *, down_bytes: int, up_bytes: int | None,
+    ) -> None:  # fmt: skip
+        """The client's download, and (``up_bytes`` given) its training and upload."""
+        p, start = self.profiles, system.start_s
+        system.transfer(cid, down_bytes, legs[0], up=False, bandwidth_bps=p.downlink_bps[cid])
+        if up_bytes is None:
+            return
+        examples = plan.num_samples(int(self.client_sizes[cid]))
+        flops = examples * self.trainer.flops_per_example
+        system.trained(cid, start + legs[0], legs[1], flops)
+        system.transfer(cid, up_bytes, legs[2], up=True, bandwidth_bps=p.uplink_bps[cid])
 
     def _report(
         self,
