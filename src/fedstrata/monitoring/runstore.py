@@ -421,6 +421,28 @@ class RunStore:
         with self._db("read tier statistics"):
             return _device_sql.read_tier_stats(self._conn) if self._has_devices else []
 
+    def utilization_by_bin(
+        self, after: int, upto: int, width: int
+    ) -> list[tuple[int, int, float, int]]:
+        """Device utilization summed per round in ``(after, upto]`` and per bin of
+        ``width`` client ids: rows ``(round, client_id // width, sum, count)``, NULL
+        (NaN) utilizations not counted; none in a store before version 4.
+
+        Raises:
+            DataError: ``width`` < 1, or the database is unreadable (names the file).
+        """
+        if width < 1:
+            raise DataError(f"utilization_by_bin: width must be >= 1 (got {width})")
+        sql = (
+            "SELECT round_idx, client_id / ?, SUM(utilization), COUNT(utilization) "
+            "FROM device_rounds WHERE round_idx > ? AND round_idx <= ? "
+            "AND utilization IS NOT NULL GROUP BY 1, 2"
+        )
+        with self._db("read device utilization"):
+            if not self._has_devices:
+                return []
+            return self._conn.execute(sql, (width, after, upto)).fetchall()
+
     def failures(self, limit: int | None = None) -> list[ClientFailure]:
         """Stored client failures in the order they were reported (the first ``limit``).
 

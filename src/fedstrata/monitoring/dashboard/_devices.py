@@ -1,0 +1,221 @@
+"""The per-device and per-node views: stragglers, the slowest devices, the heat map.
+
+The run store keeps one row per selected device per round (10,000 devices x 1,000
+rounds is ten million rows), so nothing here ships rows to the browser:
+
+* the device tables come from the store's per-device totals
+  (:meth:`RunStore.device_stats`), sorted server-side, the top N sent;
+* the utilization heat map is accumulated incrementally: per device bin (client ids
+  in near-equal ranges) and per round, the sum and count of utilizations, read only
+  for rounds not yet accumulated, then binned over rounds per request
+  (:func:`~._downsample.bin_edges`);
+* per-node ingress is summed from :meth:`RunStore.tier_stats`.
+
+Everything is cached per snapshot version: a request between two rounds costs a
+dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from fedstrata.monitoring.dashboard._downsample import bin_edges
+from fedstrata.monitoring.dashboard._source import RunSource, Snapshot
+from fedstrata.monitoring.dashboard.models import DeviceRow, DevicesResponse, HeatMap, TierNode
+from fedstrata.monitoring.devices import DeviceStats, TierIngress
+from fedstrata.monitoring.runstore import RunStore
+
+__all__ = ["STRAGGLER_SHARE", "DeviceViews", "HeatAccumulator", "device_rows"]
+
+STRAGGLER_SHARE = 0.25
+"""A device is shown as a straggler when it straggled in at least this share of the
+rounds it was selected for (who straggled in a round:
+:data:`~fedstrata.monitoring.devices.STRAGGLER_FACTOR`)."""
+DEVICE_BINS = 200
+"""Device bins the heat map accumulates (a request may ask for fewer rows)."""
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _opt(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _row(d: DeviceStats) -> DeviceRow:
+    straggler = d.straggler_rounds > 0 and d.straggler_rounds >= STRAGGLER_SHARE * max(
+        d.rounds_selected, 1
+    )
+    mean_s = d.mean_compute_s + d.mean_upload_s
+    return DeviceRow(
+        client_id=d.client_id,
+        rounds_selected=d.rounds_selected,
+        rounds_completed=d.rounds_completed,
+        straggler_rounds=d.straggler_rounds,
+        utilization_mean=_opt(d.utilization_mean),
+        mean_compute_s=_opt(d.mean_compute_s),
+        mean_upload_s=_opt(d.mean_upload_s),
+        mean_round_s=_opt(mean_s),
+        tier=d.node or None,
+        straggler=straggler,
+    )
+
+
+def device_rows(
+    stats: Sequence[DeviceStats], top: int
+) -> tuple[int, list[DeviceRow], list[DeviceRow]]:
+    """The straggler count, the ``top`` worst stragglers and the ``top`` slowest devices.
+
+    Stragglers rank by rounds straggled, then share; the slowest by mean compute +
+    upload seconds per selected round.
+    """
+    rows = [_row(d) for d in stats]
+    stragglers = [r for r in rows if r.straggler]
+    stragglers.sort(key=lambda r: (-r.straggler_rounds, r.rounds_selected, r.client_id))
+    slow = sorted(rows, key=lambda r: (-(r.mean_round_s or 0.0), r.client_id))
+    return len(stragglers), stragglers[:top], slow[:top]
+
+
+class HeatAccumulator:
+    """Sums and counts of device utilization per (device bin, round), grown per round.
+
+    Device bins are ``width`` consecutive client ids (``ceil(devices / device_bins)``),
+    so the store can sum a round's rows per bin in SQL
+    (:meth:`RunStore.utilization_by_bin`) and only the sums travel.
+
+    Args:
+        devices: client ids are 0 .. devices - 1 (larger ids add bins).
+        device_bins: bins over the client ids (at most).
+    """
+
+    def __init__(self, devices: int, device_bins: int = DEVICE_BINS) -> None:
+        self.devices = max(devices, 1)
+        self.width = -(-self.devices // max(device_bins, 1))
+        n_bins = -(-self.devices // self.width)
+        self.sums = np.zeros((n_bins, 0))
+        self.counts = np.zeros((n_bins, 0))
+
+    def add(self, binned: Sequence[tuple[int, int, float, int]], through: int) -> None:
+        """Fold rows ``(round, bin, utilization sum, count)`` of rounds up to ``through``
+        (a round without rows still widens the map: its cells are empty)."""
+        arr = np.asarray(binned, dtype=np.float64).reshape(-1, 4)
+        rounds, bins = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
+        n_bins = max(self.sums.shape[0], int(bins.max()) + 1 if len(bins) else 0)
+        n_rounds = max(
+            self.sums.shape[1], through + 1, int(rounds.max()) + 1 if len(rounds) else 0
+        )
+        if (n_bins, n_rounds) != self.sums.shape:
+            if n_bins > self.sums.shape[0]:  # client ids beyond the run's count
+                self.devices = n_bins * self.width
+            grow = ((0, n_bins - self.sums.shape[0]), (0, n_rounds - self.sums.shape[1]))
+            self.sums, self.counts = np.pad(self.sums, grow), np.pad(self.counts, grow)
+        np.add.at(self.sums, (bins, rounds), arr[:, 2])
+        np.add.at(self.counts, (bins, rounds), arr[:, 3])
+
+    def heat_map(self, rows: int, cols: int) -> HeatMap | None:
+        """The mean utilization over at most ``rows x cols`` cells (None: no data)."""
+        n_bins, n_rounds = self.sums.shape
+        if n_rounds == 0 or not self.counts.any():
+            return None
+        r_sel, c_sel = bin_edges(n_bins, rows), bin_edges(n_rounds, cols)
+        sums = np.add.reduceat(np.add.reduceat(self.sums, r_sel, axis=0), c_sel, axis=1)
+        counts = np.add.reduceat(np.add.reduceat(self.counts, r_sel, axis=0), c_sel, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        return HeatMap(
+            device_starts=[int(i) * self.width for i in r_sel],
+            round_starts=[int(c) for c in c_sel],
+            device_end=self.devices,
+            round_end=n_rounds,
+            values=[[_opt(float(v)) for v in row] for row in means],
+        )
+
+
+class DeviceViews:
+    """Per-device and per-node views of one :class:`RunSource`, cached per snapshot.
+
+    Reads through a connection of its own, so a long first read of a large store (the
+    heat map's ten million rows) never holds up the metric series' polls.
+
+    Raises:
+        DataError: the run's store cannot be opened.
+    """
+
+    def __init__(self, source: RunSource) -> None:
+        self._store = RunStore.open(source.run_dir)
+        self._lock = threading.Lock()
+        self._stats: tuple[int, list[DeviceStats]] = (-1, [])
+        self._nodes: tuple[int, list[TierNode]] = (-1, [])
+        self._heat: HeatAccumulator | None = None
+        self._heat_cursor = -1
+
+    def view(self, snap: Snapshot, *, top: int, rows: int, cols: int) -> DevicesResponse:
+        """Stragglers, the slowest ``top`` devices and the heat map (``rows x cols``).
+
+        Raises:
+            DataError: the store is unreadable.
+        """
+        with self._lock:
+            stats = self._device_stats(snap)
+            heat = self._heat_map(snap, rows, cols)
+        count, stragglers, slowest = device_rows(stats, top)
+        return DevicesResponse(
+            devices=len(stats),
+            straggler_count=count,
+            stragglers=stragglers,
+            slowest=slowest,
+            heat=heat,
+        )
+
+    def _device_stats(self, snap: Snapshot) -> list[DeviceStats]:
+        if self._stats[0] != snap.version:
+            self._stats = (snap.version, self._store.device_stats())
+        return self._stats[1]
+
+    def _heat_map(self, snap: Snapshot, rows: int, cols: int) -> HeatMap | None:
+        if self._heat is None:
+            meta = self._store.meta()
+            devices = int(meta.get("num_clients", 0)) or len(self._stats[1])
+            self._heat = HeatAccumulator(devices)
+        if snap.cursor > self._heat_cursor:
+            width = self._heat.width
+            binned = self._store.utilization_by_bin(self._heat_cursor, snap.cursor, width)
+            self._heat.add(binned, through=snap.cursor)
+            self._heat_cursor = snap.cursor
+        return self._heat.heat_map(rows, cols)
+
+    def close(self) -> None:
+        """Close this view's connection (idempotent)."""
+        self._store.close()
+
+    def tier_nodes(self, snap: Snapshot) -> list[TierNode]:
+        """Each aggregating node's totals over the run (none in a flat federation).
+
+        Raises:
+            DataError: the store is unreadable.
+        """
+        with self._lock:
+            if self._nodes[0] != snap.version:
+                self._nodes = (snap.version, _sum_nodes(self._store.tier_stats()))
+            return self._nodes[1]
+
+
+def _sum_nodes(rows: Sequence[TierIngress]) -> list[TierNode]:
+    totals: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        acc = totals.setdefault((row.node, row.tier), [0, 0, 0, 0.0])
+        acc[0] += 1
+        acc[1] += row.ingress_bytes
+        acc[2] += row.clients
+        acc[3] += row.seconds
+    order = {"center": 0, "region": 1, "edge": 2}
+    ranked = sorted(totals.items(), key=lambda kv: (order.get(kv[0][1], 3), kv[0][0]))
+    return [
+        TierNode(node=node, tier=tier, rounds=int(a[0]), ingress_bytes=int(a[1]),
+                 clients=int(a[2]), seconds=float(a[3]))
+        for (node, tier), a in ranked
+    ]  # fmt: skip
