@@ -4,6 +4,7 @@ writer in the same test keeps appending to (the live case) or that is finished."
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -163,6 +164,9 @@ def test_alerts_fire_when_completion_drops(served: str, writer: Writer) -> None:
 def test_devices_view_ranks_stragglers_and_bins_the_heat_map(served: str, writer: Writer) -> None:
     writer.add(6)
     d = DevicesResponse.model_validate(get(served + "api/devices?top=3&rows=5&cols=3"))
+    deadline = time.monotonic() + 30
+    while (d.heat is None or not d.heat.complete) and time.monotonic() < deadline:
+        d = DevicesResponse.model_validate(get(served + "api/devices?top=3&rows=5&cols=3"))
     assert d.devices == 10
     assert d.straggler_count == 1
     assert [r.client_id for r in d.stragglers] == [7]

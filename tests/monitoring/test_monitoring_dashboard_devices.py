@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from fedstrata.errors import DataError
 from fedstrata.monitoring import RunStarted, RunStore
-from fedstrata.monitoring.dashboard._devices import HeatAccumulator, device_rows
+from fedstrata.monitoring.dashboard._devices import device_rows
+from fedstrata.monitoring.dashboard._heat import HeatAccumulator
 from fedstrata.monitoring.devices import DeviceRound, DeviceStats, RoundDetail
 
 

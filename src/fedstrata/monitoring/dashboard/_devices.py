@@ -5,10 +5,8 @@ rounds is ten million rows), so nothing here ships rows to the browser:
 
 * the device tables come from the store's per-device totals
   (:meth:`RunStore.device_stats`), sorted server-side, the top N sent;
-* the utilization heat map is accumulated incrementally: per device bin (client ids
-  in near-equal ranges) and per round, the sum and count of utilizations, read only
-  for rounds not yet accumulated, then binned over rounds per request
-  (:func:`~._downsample.bin_edges`);
+* the utilization heat map (:mod:`._heat`) is summed per device bin and round in SQL
+  and accumulated incrementally, the store's older rounds read by a thread of its own;
 * per-node ingress is summed from :meth:`RunStore.tier_stats`.
 
 Everything is cached per snapshot version: a request between two rounds costs a
@@ -24,20 +22,18 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from fedstrata.monitoring.dashboard._downsample import bin_edges
+from fedstrata.monitoring.dashboard._heat import HeatMapReader
 from fedstrata.monitoring.dashboard._source import RunSource, Snapshot
 from fedstrata.monitoring.dashboard.models import DeviceRow, DevicesResponse, HeatMap, TierNode
 from fedstrata.monitoring.devices import DeviceStats, TierIngress
 from fedstrata.monitoring.runstore import RunStore
 
-__all__ = ["STRAGGLER_SHARE", "DeviceViews", "HeatAccumulator", "device_rows"]
+__all__ = ["STRAGGLER_SHARE", "DeviceViews", "device_rows"]
 
 STRAGGLER_SHARE = 0.25
 """A device is shown as a straggler when it straggled in at least this share of the
 rounds it was selected for (who straggled in a round:
 :data:`~fedstrata.monitoring.devices.STRAGGLER_FACTOR`)."""
-DEVICE_BINS = 200
-"""Device bins the heat map accumulates (a request may ask for fewer rows)."""
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -80,61 +76,6 @@ def device_rows(
     return len(stragglers), stragglers[:top], slow[:top]
 
 
-class HeatAccumulator:
-    """Sums and counts of device utilization per (device bin, round), grown per round.
-
-    Device bins are ``width`` consecutive client ids (``ceil(devices / device_bins)``),
-    so the store can sum a round's rows per bin in SQL
-    (:meth:`RunStore.utilization_by_bin`) and only the sums travel.
-
-    Args:
-        devices: client ids are 0 .. devices - 1 (larger ids add bins).
-        device_bins: bins over the client ids (at most).
-    """
-
-    def __init__(self, devices: int, device_bins: int = DEVICE_BINS) -> None:
-        self.devices = max(devices, 1)
-        self.width = -(-self.devices // max(device_bins, 1))
-        n_bins = -(-self.devices // self.width)
-        self.sums = np.zeros((n_bins, 0))
-        self.counts = np.zeros((n_bins, 0))
-
-    def add(self, binned: Sequence[tuple[int, int, float, int]], through: int) -> None:
-        """Fold rows ``(round, bin, utilization sum, count)`` of rounds up to ``through``
-        (a round without rows still widens the map: its cells are empty)."""
-        arr = np.asarray(binned, dtype=np.float64).reshape(-1, 4)
-        rounds, bins = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
-        n_bins = max(self.sums.shape[0], int(bins.max()) + 1 if len(bins) else 0)
-        n_rounds = max(
-            self.sums.shape[1], through + 1, int(rounds.max()) + 1 if len(rounds) else 0
-        )
-        if (n_bins, n_rounds) != self.sums.shape:
-            if n_bins > self.sums.shape[0]:  # client ids beyond the run's count
-                self.devices = n_bins * self.width
-            grow = ((0, n_bins - self.sums.shape[0]), (0, n_rounds - self.sums.shape[1]))
-            self.sums, self.counts = np.pad(self.sums, grow), np.pad(self.counts, grow)
-        np.add.at(self.sums, (bins, rounds), arr[:, 2])
-        np.add.at(self.counts, (bins, rounds), arr[:, 3])
-
-    def heat_map(self, rows: int, cols: int) -> HeatMap | None:
-        """The mean utilization over at most ``rows x cols`` cells (None: no data)."""
-        n_bins, n_rounds = self.sums.shape
-        if n_rounds == 0 or not self.counts.any():
-            return None
-        r_sel, c_sel = bin_edges(n_bins, rows), bin_edges(n_rounds, cols)
-        sums = np.add.reduceat(np.add.reduceat(self.sums, r_sel, axis=0), c_sel, axis=1)
-        counts = np.add.reduceat(np.add.reduceat(self.counts, r_sel, axis=0), c_sel, axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        return HeatMap(
-            device_starts=[int(i) * self.width for i in r_sel],
-            round_starts=[int(c) for c in c_sel],
-            device_end=self.devices,
-            round_end=n_rounds,
-            values=[[_opt(float(v)) for v in row] for row in means],
-        )
-
-
 class DeviceViews:
     """Per-device and per-node views of one :class:`RunSource`, cached per snapshot.
 
@@ -150,8 +91,7 @@ class DeviceViews:
         self._lock = threading.Lock()
         self._stats: tuple[int, list[DeviceStats]] = (-1, [])
         self._nodes: tuple[int, list[TierNode]] = (-1, [])
-        self._heat: HeatAccumulator | None = None
-        self._heat_cursor = -1
+        self._heat: HeatMapReader | None = None
 
     def view(self, snap: Snapshot, *, top: int, rows: int, cols: int) -> DevicesResponse:
         """Stragglers, the slowest ``top`` devices and the heat map (``rows x cols``).
@@ -180,16 +120,14 @@ class DeviceViews:
         if self._heat is None:
             meta = self._store.meta()
             devices = int(meta.get("num_clients", 0)) or len(self._stats[1])
-            self._heat = HeatAccumulator(devices)
-        if snap.cursor > self._heat_cursor:
-            width = self._heat.width
-            binned = self._store.utilization_by_bin(self._heat_cursor, snap.cursor, width)
-            self._heat.add(binned, through=snap.cursor)
-            self._heat_cursor = snap.cursor
+            self._heat = HeatMapReader(self._store.path, devices)
+        self._heat.update(snap.cursor)
         return self._heat.heat_map(rows, cols)
 
     def close(self) -> None:
-        """Close this view's connection (idempotent)."""
+        """Stop the heat map's reader and close the connections (idempotent)."""
+        if self._heat is not None:
+            self._heat.close()
         self._store.close()
 
     def tier_nodes(self, snap: Snapshot) -> list[TierNode]:

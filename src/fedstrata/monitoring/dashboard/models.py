@@ -124,6 +124,7 @@ class HeatMap(_Model):
     round_starts: list[int] = Field(description="first round of each round bin")
     device_end: int = Field(ge=1, description="client ids run below this")
     round_end: int = Field(ge=1, description="rounds run below this")
+    complete: bool = Field(description="every stored round is in (older ones still load)")
     values: list[list[float | None]]
 
 

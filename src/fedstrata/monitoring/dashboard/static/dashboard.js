@@ -1,12 +1,14 @@
 /* fedstrata dashboard: draws the JSON endpoints with uPlot and polls for new rounds.
  * window.__fs exposes the state for tests and the benchmark: cursor (last round
- * drawn), points per chart, drawnAt[round] (Date.now() when a chart first drew it). */
+ * drawn), points per chart, drawnAt[round] (Date.now() when a chart first drew it),
+ * firstPaintMs / heatReadyMs (performance.now() when the metric charts / the heat map
+ * first drew data). */
 "use strict";
 
 const POINTS = 500;
 const SIDE_EVERY_MS = 2000;
 const COLORS = ["#2f6db3", "#d0632a", "#2a9d5b"];
-const state = { cursor: -1, points: {}, drawnAt: {}, firstPaintMs: null, charts: {},
+const state = { cursor: -1, points: {}, drawnAt: {}, firstPaintMs: null, heatReadyMs: null, charts: {},
   data: {}, meta: null, finished: false, errors: 0 };
 window.__fs = state;
 
@@ -128,8 +130,7 @@ async function pollMetrics() {
       since = applyMetrics(resp) ? -1 : resp.cursor;
       showError(null);
       setStatus();
-      if (resp.finished && !state.meta.live) return;
-      if (resp.finished) { await refreshSide(); return; }
+      if (resp.finished) return;
     } catch (err) {
       showError(err);
     }
@@ -212,9 +213,12 @@ function heatColor(v, top) {  /* 0 (idle, dark red) .. top (the busiest cell, gr
 function drawHeat(heat) {
   heat.top = Math.max(0, ...heat.values.flat().filter((v) => v !== null));
   state.heat = heat;
-  $("#heat-scale").textContent = `colour: utilization 0 (red) … ${fmt(heat.top)} (green)`;
+  if (state.heatReadyMs === null) state.heatReadyMs = performance.now();
+  $("#heat-scale").textContent = `colour: utilization 0 (red) … ${fmt(heat.top)} (green)` +
+    (heat.complete ? "" : " — reading older rounds…");
   const node = $("#chart-heat");
   node.dataset.cells = String(heat.values.length * (heat.round_starts.length || 0));
+  node.dataset.roundEnd = String(heat.round_end);
   const xs = heat.round_starts;
   const data = [xs, xs.map(() => null)];
   if (state.charts.heat) { state.charts.heat.setData(data); return; }
@@ -252,18 +256,36 @@ async function refreshSide() {
     getJSON(`api/privacy?points=${POINTS}`).then(renderPrivacy),
     getJSON("api/alerts?limit=200").then(renderAlerts),
     getJSON(`api/tiers?points=${POINTS}`).then(renderTiers),
-    getJSON("api/devices?top=20").then(renderDevices),
   ];
   const results = await Promise.allSettled(jobs);
   const failed = results.find((r) => r.status === "rejected");
   if (failed) showError(failed.reason);
 }
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
 async function sideLoop() {
   for (;;) {
+    const finished = state.finished;
     await refreshSide();
-    if (state.finished) return;
-    await new Promise((r) => setTimeout(r, SIDE_EVERY_MS));
+    if (finished) return;
+    await sleep(SIDE_EVERY_MS);
+  }
+}
+
+async function devicesLoop() {  /* faster while the heat map still reads older rounds */
+  for (;;) {
+    const finished = state.finished;
+    let pending = false;
+    try {
+      const d = await getJSON("api/devices?top=20");
+      renderDevices(d);
+      pending = d.devices > 0 && (d.heat === null || !d.heat.complete);
+    } catch (err) {
+      showError(err);
+    }
+    if (finished && !pending) return;
+    await sleep(pending ? 500 : SIDE_EVERY_MS);
   }
 }
 
@@ -278,6 +300,7 @@ async function main() {
   state.firstPaintMs = performance.now();
   setStatus();
   sideLoop();
+  devicesLoop();
   if (!state.finished || meta.live) pollMetrics();
 }
 
