@@ -39,6 +39,9 @@ def test_reader_fills_history_then_follows_new_rounds(tmp_path: Path, make_metri
         reader = HeatMapReader(store.path, devices=8, chunk_s=0.001)
         try:
             reader.update(39)
+            first = reader.heat_map(rows=8, cols=40)  # the newest rounds come at once
+            assert first is not None
+            assert first.values[3][39] == pytest.approx((3 + 39) % 10 / 10)
             heat = _complete(reader, rows=8, cols=40)
             assert heat.round_end == 40
             assert heat.device_starts == list(range(8))

@@ -15,12 +15,10 @@ dictionary lookup.
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 from collections.abc import Sequence
-
-import numpy as np
-import numpy.typing as npt
 
 from fedstrata.monitoring.dashboard._heat import HeatMapReader
 from fedstrata.monitoring.dashboard._source import RunSource, Snapshot
@@ -35,18 +33,24 @@ STRAGGLER_SHARE = 0.25
 rounds it was selected for (who straggled in a round:
 :data:`~fedstrata.monitoring.devices.STRAGGLER_FACTOR`)."""
 
-FloatArray = npt.NDArray[np.float64]
-
 
 def _opt(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _row(d: DeviceStats) -> DeviceRow:
-    straggler = d.straggler_rounds > 0 and d.straggler_rounds >= STRAGGLER_SHARE * max(
+def _is_straggler(d: DeviceStats) -> bool:
+    return d.straggler_rounds > 0 and d.straggler_rounds >= STRAGGLER_SHARE * max(
         d.rounds_selected, 1
     )
+
+
+def _mean_round_s(d: DeviceStats) -> float:
+    """Mean compute + upload seconds per selected round (-inf: never measurable)."""
     mean_s = d.mean_compute_s + d.mean_upload_s
+    return mean_s if math.isfinite(mean_s) else -math.inf
+
+
+def _row(d: DeviceStats) -> DeviceRow:
     return DeviceRow(
         client_id=d.client_id,
         rounds_selected=d.rounds_selected,
@@ -55,9 +59,9 @@ def _row(d: DeviceStats) -> DeviceRow:
         utilization_mean=_opt(d.utilization_mean),
         mean_compute_s=_opt(d.mean_compute_s),
         mean_upload_s=_opt(d.mean_upload_s),
-        mean_round_s=_opt(mean_s),
+        mean_round_s=_opt(d.mean_compute_s + d.mean_upload_s),
         tier=d.node or None,
-        straggler=straggler,
+        straggler=_is_straggler(d),
     )
 
 
@@ -66,14 +70,15 @@ def device_rows(
 ) -> tuple[int, list[DeviceRow], list[DeviceRow]]:
     """The straggler count, the ``top`` worst stragglers and the ``top`` slowest devices.
 
-    Stragglers rank by rounds straggled, then share; the slowest by mean compute +
-    upload seconds per selected round.
+    Stragglers rank by rounds straggled (then fewer rounds selected); the slowest by
+    mean compute + upload seconds per selected round. Only the rows sent are built.
     """
-    rows = [_row(d) for d in stats]
-    stragglers = [r for r in rows if r.straggler]
-    stragglers.sort(key=lambda r: (-r.straggler_rounds, r.rounds_selected, r.client_id))
-    slow = sorted(rows, key=lambda r: (-(r.mean_round_s or 0.0), r.client_id))
-    return len(stragglers), stragglers[:top], slow[:top]
+    stragglers = [d for d in stats if _is_straggler(d)]
+    worst = heapq.nsmallest(
+        top, stragglers, key=lambda d: (-d.straggler_rounds, d.rounds_selected, d.client_id)
+    )
+    slow = heapq.nsmallest(top, stats, key=lambda d: (-_mean_round_s(d), d.client_id))
+    return len(stragglers), [_row(d) for d in worst], [_row(d) for d in slow]
 
 
 class DeviceViews:

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 DEVICE_BINS = 200
 """Device bins the heat map accumulates (a request may ask for fewer rows)."""
+_FIRST_ROUNDS = 8
+"""Rounds the first request reads itself, so the map is never empty when data exist."""
 
 
 def _opt(value: float) -> float | None:
@@ -127,8 +129,12 @@ class HeatMapReader:
         Raises:
             DataError: the store is unreadable.
         """
-        if self._thread is None:
-            self._hi = self._lo = cursor
+        if self._thread is None:  # the newest rounds now, the rest in the background
+            after = max(cursor - _FIRST_ROUNDS, -1)
+            binned = self._recent.utilization_by_bin(after, cursor, self._acc.width)
+            with self._lock:
+                self._acc.add(binned, through=cursor)
+            self._hi, self._lo = cursor, after
             self._thread = threading.Thread(
                 target=self._read_history, name="heat-map", daemon=True
             )
