@@ -1,6 +1,8 @@
 import json
 import logging
 import sqlite3
+import time
+from pathlib import Path
 
 import numpy as np
 from typer.testing import CliRunner
@@ -8,6 +10,15 @@ from typer.testing import CliRunner
 from fedstrata.cli import app
 
 runner = CliRunner()
+
+
+def _background_report(run_dir: Path, limit_s: float = 120.0) -> Path:
+    """The report ``fedstrata run`` writes in a process of its own, once it is there."""
+    report, deadline = run_dir / "report.html", time.monotonic() + limit_s
+    while not report.exists():
+        assert time.monotonic() < deadline, (run_dir / "report.log").read_text()
+        time.sleep(0.1)  # polling for the file, not waiting blindly
+    return report
 
 
 def test_run_writes_a_run_directory_and_report(tmp_path):
@@ -36,7 +47,8 @@ def test_run_writes_a_run_directory_and_report(tmp_path):
     assert "rounds: 2" in (run_dir / "config.yaml").read_text()
     with sqlite3.connect(run_dir / "metrics.sqlite") as db:
         assert db.execute("select count(*) from rounds").fetchone()[0] == 2
-    assert "<svg" in (run_dir / "report.html").read_text()
+    assert "being written in the background" in res.output
+    assert "<svg" in _background_report(run_dir).read_text()
     model = np.load(run_dir / "model.npz")
     assert len(model.files) >= 1
     again = runner.invoke(app, ["report", str(run_dir)])

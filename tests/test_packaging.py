@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
 from pathlib import Path
 
@@ -136,7 +137,11 @@ def test_default_federation_runs_without_the_extras(venv: Path, tmp_path: Path) 
         _sh(venv / "bin" / "python", "-c", probe, env=env)
     sets = [a for s in TINY_RUN for a in ("--set", s)]
     _sh(venv / "bin" / "fedstrata", "run", "--quiet", *sets, env=env, cwd=tmp_path)
-    (report,) = tmp_path.glob("runs/*/report.html")
+    (run_dir,) = tmp_path.glob("runs/*")
+    report, deadline = run_dir / "report.html", time.monotonic() + 120
+    while not report.exists():  # fedstrata run writes it in a process of its own
+        assert time.monotonic() < deadline, (run_dir / "report.log").read_text()
+        time.sleep(0.1)
     text = report.read_text()
     assert "pip install &#x27;fedstrata[plot]&#x27;" in text
     assert "<svg" not in text

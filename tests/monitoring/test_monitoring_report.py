@@ -55,10 +55,18 @@ def test_report_has_every_plot(tmp_path, make_metrics, write_run):
     assert path == tmp_path / REPORT_FILE
     page = path.read_text(encoding="utf-8")
     _assert_self_contained(page)
-    # accuracy x2, loss, bytes, time breakdown, one per extras series
-    assert page.count("<svg") == 7
-    for caption in ("Test accuracy vs simulated time", "Round time breakdown", "test_f1"):
-        assert caption in page
+    # accuracy x2, loss, bytes, time breakdown, the windowed accuracy metrics (accuracy
+    # stops rising at 1.0), the varying task metric; no figure for a constant series
+    # (the task's compression_ratio, the other catalogue metrics of these rounds)
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", page)
+    assert captions == [
+        "Bytes per round", "Round time breakdown (critical path)", "Test accuracy vs round",
+        "Test accuracy vs simulated time", "Loss vs round", "Convergence speed vs round",
+        "Accuracy fluctuation vs round", "test_f1 vs round",
+    ]  # fmt: skip
+    assert "<td>compression_ratio</td>" in page  # the constant task metric, tabulated
+    for group in ("Communication", "Compute", "Model quality", "Reliability"):
+        assert f"<h2>{group}</h2>" in page
     assert "<td>dropout</td>" in page
     assert "completed" in page  # status from summary.json
 
@@ -75,7 +83,7 @@ def test_report_escapes_text_from_the_run(tmp_path, make_metrics, write_run):
     page = write_report(tmp_path).read_text(encoding="utf-8")
     _assert_self_contained(page)
     assert "&lt;script&gt;" in page
-    assert page.count("<svg") == 7
+    assert page.count("<svg") == 5  # the task's metrics are constant: tabulated
 
 
 def test_report_without_any_accuracy(tmp_path, make_metrics, write_run):
@@ -126,7 +134,7 @@ def test_report_of_a_run_still_being_written(tmp_path, make_metrics):
         page = out.read_text(encoding="utf-8")
         assert not (tmp_path / SUMMARY_FILE).exists()
     assert f"no {SUMMARY_FILE}" in page
-    assert page.count("<svg") == 6
+    assert page.count("<svg") == 5  # one round: no metric varies
 
 
 def test_report_rejects_a_corrupt_summary(tmp_path, make_metrics, write_run):
@@ -159,8 +167,8 @@ def test_report_figure_ids_are_unique(tmp_path, make_metrics, write_run):
 
 
 def test_report_plots_and_tabulates_the_typed_records(tmp_path, make_metrics, write_run):
-    """Issue 12 part 5: each typed record's fields get a figure in the Features section
-    (read by field), and the summary's final_stats appear as family.field rows."""
+    """Issue 16 part 6: central DP gets a Privacy section (ε against the plan, σ), and
+    the summary's final_stats appear as family.field rows."""
     from fedstrata.monitoring import PrivacySpent, RunStore
 
     rounds = [
@@ -171,8 +179,9 @@ def test_report_plots_and_tabulates_the_typed_records(tmp_path, make_metrics, wr
     with RunStore.open(tmp_path) as reader:
         assert [m.privacy for m in reader.rounds()] == [m.privacy for m in rounds]
     page = write_report(tmp_path).read_text(encoding="utf-8")
-    assert "<h2>Features</h2>" in page
-    for name in ("epsilon_spent", "epsilon_remaining", "noise_multiplier", "sampling_rate"):
-        assert f"privacy.{name}" in page
-    assert "privacy.server_clipped" not in page  # absent field: no empty figure
+    assert "<h2>Privacy</h2>" in page
+    assert "<figcaption>ε spent vs plan</figcaption>" in page
+    assert "noise multiplier \N{GREEK SMALL LETTER SIGMA} vs round" not in page  # constant
+    assert "<td>budget ε</td>" in page
+    assert "<h2>Features</h2>" not in page
     assert "final_stats: privacy.epsilon_spent" in page

@@ -38,3 +38,15 @@ def test_client_dying_mid_round_is_failed_and_the_run_completes(small_deployment
     assert first.outcome.applied
     assert victim not in second.outcome.accepted
     assert len(second.outcome.accepted) == 5  # the 5 still connected
+    # Issue 16 part 1: the center records the failure and its recovery for the metrics
+    system = first.system
+    assert system is not None
+    assert system.devices == 5
+    assert system.failure_at_s is not None
+    assert second.system is not None
+    assert second.system.failure_at_s is None
+    assert second.system.first_accept_s is not None
+    if system.recovered_at_s is None:  # every other update came before the failure
+        assert second.system.first_accept_s > system.failure_at_s
+    else:
+        assert system.recovered_at_s >= system.failure_at_s

@@ -5,10 +5,12 @@ import json
 import socket
 
 import numpy as np
+import pytest
 from rthelpers import SMALL, tokens_for
 
 from fedstrata.config import load_config
 from fedstrata.monitoring import RunStore
+from fedstrata.monitoring.catalogue import federation_metrics
 from fedstrata.runtime import GrpcLink, TokenTable, deployment
 from fedstrata.runtime.commands import run_center
 
@@ -56,9 +58,17 @@ def test_serve_center_writes_its_run_directory_as_rounds_complete(tmp_path):
     assert summary["final_accuracy"] is not None
     with RunStore.open(run_dir) as store:
         rounds = store.rounds()
+        devices = store.device_stats()
         _, params = store.load_model()
         assert "edge-test" in store.config_text()
     assert [r.round_idx for r in rounds] == [0, 1, 2]
     assert [r.clients_completed for r in rounds] == [5, 5, 5]
     assert sum(r.bytes_up + r.bytes_down for r in rounds) == result.wire_bytes
     np.testing.assert_array_equal(params, result.params)
+    # Issue 16 part 1: the same metrics and per-device counts as the simulator's
+    assert sum(d.rounds_selected for d in devices) == sum(r.clients_selected for r in rounds)
+    assert sum(d.rounds_completed for d in devices) == 15
+    rows = federation_metrics(rounds)
+    assert all(row["completion_rate"] == 5 / 5 for row in rows)
+    assert all(row["compression_ratio"] == pytest.approx(1.0, rel=0.01) for row in rows)
+    assert all(row["device_utilization"] is None for row in rows)  # not seen by the center

@@ -163,3 +163,21 @@ def test_async_refuses_what_it_cannot_honour(extra: str, fragment: str) -> None:
 def test_async_refuses_allocation() -> None:
     with pytest.raises(ConfigError, match="FedBuff has no rounds"):
         make_config("scheduling.allocation=true", "rounds.deadline_s=10")
+
+
+def test_each_server_step_records_its_devices_and_links() -> None:
+    """Issue 16 part 1: a FedBuff step's devices are the clients that reported in it."""
+    from fedstrata.monitoring.catalogue import federation_metrics
+
+    rounds = run_with().simulation.rounds
+    for m, row in zip(rounds, federation_metrics(rounds), strict=True):
+        assert m.system is not None
+        reported = m.clients_completed + m.clients_failed + m.clients_late
+        assert reported <= m.system.devices <= reported + 6  # and those in flight
+        assert row["completion_rate"] is not None
+        assert row["device_utilization"] is not None
+        assert 0.0 <= row["device_utilization"] <= 1.0  # a tiny model: mostly transfers
+        assert row["bandwidth_utilization"] is not None
+        assert 0.0 < row["bandwidth_utilization"] <= 1.0
+        assert row["sync_share"] is None  # no critical path: clients overlap the steps
+    assert sum(m.system.busy_s for m in rounds if m.system is not None) > 0

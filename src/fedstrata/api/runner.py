@@ -54,6 +54,7 @@ from fedstrata.monitoring import (
     new_run_dir,
     write_report,
 )
+from fedstrata.monitoring.report_job import spawn_report
 from fedstrata.sim import ClientJob, Simulation, SimulationResult
 from fedstrata.sim.hierarchy import HierarchicalSimulation
 from fedstrata.sim.prefetch import Prefetch
@@ -81,6 +82,7 @@ class RunResult:
     workers: int
     executor: str = "in-process"  # where clients trained, e.g. "4 Ray actors"
     notes: Mapping[str, str] = field(default_factory=dict)  # extra summary rows
+    report_pending: bool = False  # report.html is being written in the background
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -109,6 +111,7 @@ def run(
     task: Task | str | None = None,
     server_optimizer: object = None,
     aggregator: object = None,
+    background_report: bool = False,
 ) -> RunResult:
     """Run the federation described by ``config``.
 
@@ -125,6 +128,9 @@ def run(
         aggregator: your own aggregator (an Aggregator, a rule ``(vectors, weights)
             -> aggregate``, its class, or an import string); default:
             ``server.aggregator``. See :mod:`fedstrata.strategy`.
+        background_report: with ``output.report``, write ``report.html`` in a process
+            of its own after the run (:attr:`RunResult.report_pending`) instead of
+            before returning: the command line's choice, so short runs end at once.
 
     Raises:
         TaskError: the task's module does not import, or its model factory or data
@@ -177,8 +183,23 @@ def run(
             store.close()  # records the run as interrupted
         raise
     _warn_if_most_failed(result)
-    run_dir = None if store is None else _finish_store(store, config, result, trainer)
-    return RunResult(result, run_dir, trainer.spec.size, workers, where, notes)
+    later = background_report and config.output.report
+    run_dir = None
+    if store is not None:
+        run_dir = _finish_store(store, config, result, trainer, report=not later)
+    pending = later and run_dir is not None and _spawned(run_dir)
+    return RunResult(result, run_dir, trainer.spec.size, workers, where, notes, pending)
+
+
+def _spawned(run_dir: Path) -> bool:
+    """Start the report's process; on failure write the report here."""
+    try:
+        spawn_report(run_dir)
+    except OSError as exc:
+        log.warning("could not write the report in the background (%s); writing it now", exc)
+        write_report(run_dir)
+        return False
+    return True
 
 
 def load_model(run_dir: Path | str, task: Task | str) -> nn.Module:
@@ -370,6 +391,8 @@ def _finish_store(
     result: SimulationResult,
     trainer: Trainer,
     status: RunStatus | None = None,
+    *,
+    report: bool = True,
 ) -> Path:
     totals = RunTotals()
     for metrics in result.rounds:
@@ -387,6 +410,6 @@ def _finish_store(
         )
     )
     store.close()
-    if config.output.report:
+    if config.output.report and report:
         write_report(store.path)
     return store.path

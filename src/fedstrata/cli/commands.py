@@ -22,7 +22,12 @@ if TYPE_CHECKING:
 
 
 class _RoundProgress:
-    """A rich progress bar fed by the simulator's per-round metrics."""
+    """A rich progress bar fed by the simulator's per-round metrics.
+
+    It shows from the command's start (:meth:`phase`: what is happening before the
+    first round ends: importing torch, loading the data, training round 1), with a
+    ticking elapsed time, so a run is never silent while it sets up.
+    """
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.enabled = enabled
@@ -34,10 +39,19 @@ class _RoundProgress:
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
             console=console,
-            auto_refresh=False,
+            refresh_per_second=4,
             disable=not enabled,
         )
         self.task = self.progress.add_task("rounds", total=total, info="starting…")
+
+    def phase(self, info: str) -> None:
+        """Show (starting the display if needed) what the run is doing now."""
+        if not self.enabled:
+            return
+        if not self.progress.live.is_started:
+            self.progress.start()
+        self.progress.update(self.task, info=info)
+        self.progress.refresh()
 
     def __call__(self, m: Any) -> None:
         self.bytes += m.bytes_up + m.bytes_down
@@ -51,7 +65,9 @@ class _RoundProgress:
             info += f" up {m.codec.uplink_ratio:.0f}x"
         if m.privacy is not None:
             info += f" ε {m.privacy.epsilon_spent:.3f}"
-        if not self.progress.live.is_started and self.enabled:
+        if not self.enabled:
+            return
+        if not self.progress.live.is_started:
             self.progress.start()
         self.progress.update(self.task, advance=1, info=info)
         self.progress.refresh()
@@ -87,7 +103,9 @@ def _summary_table(result: Any) -> Table:
     if result.run_dir is not None:
         rows.append(("run directory", str(result.run_dir)))
         report = result.run_dir / "report.html"
-        if report.exists():
+        if getattr(result, "report_pending", False):
+            rows.append(("report", f"{report} (being written in the background)"))
+        elif report.exists():
             rows.append(("report", str(report)))
     for key, value in rows:
         table.add_row(key, value)
@@ -163,18 +181,20 @@ def run(
         cfg = load_config(project_config(config, preset), preset, set_ or [])
     except FedstrataError as exc:
         raise _fail(exc) from None
-    from fedstrata.api import run as run_federation
-
     progress = _RoundProgress(cfg.rounds.rounds, cfg.output.progress and not quiet)
+    progress.phase("importing the simulator and torch…")
+    from fedstrata.api import run as run_federation
 
     def banner(num_clients: int) -> None:  # once the data are loaded: their real count
         console.print(
             f"[bold]fedstrata[/] {cfg.name}: {num_clients} clients ({_data_source(cfg)}), "
             f"{cfg.rounds.rounds} rounds"
         )
+        progress.phase("round 1: building the model and training…")
 
     try:
-        result = run_federation(cfg, on_round=progress, on_start=banner)
+        progress.phase("loading the data…")
+        result = run_federation(cfg, on_round=progress, on_start=banner, background_report=True)
     except FedstrataError as exc:
         progress.stop()
         raise _fail(exc) from None

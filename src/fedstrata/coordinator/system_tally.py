@@ -15,24 +15,45 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fedstrata.coordinator.events import RoundOutcome
 from fedstrata.core.metrics import SystemStats
 from fedstrata.monitoring.devices import STRAGGLER_FACTOR, DeviceRound, DeviceStatus
 
-__all__ = ["SystemTally"]
+__all__ = ["SystemTally", "outcome_devices", "runtime_system"]
 
 
 @dataclass
 class _Device:
     download_s: float = 0.0
     upload_s: float = 0.0
-    compute_start_s: float = 0.0
-    compute_s: float = 0.0
-    flops: float = 0.0
+    work: list[tuple[float, float, float]] = field(default_factory=list)  # start, s, FLOPs
     status: DeviceStatus = "failed"
     done_s: float | None = None  # when its update arrived (None: it never sent one)
     node: str = ""
+
+
+def _recovery(failures: Sequence[float], accepts: Sequence[float]) -> tuple[float | None, ...]:
+    """The first failure's time and the first acceptance at or after it (or None)."""
+    failure = min(failures, default=None)
+    if failure is None:
+        return None, None
+    return failure, min((t for t in accepts if t >= failure), default=None)
+
+
+def _busy_s(work: list[tuple[float, float, float]], begin_s: float, end_s: float) -> float:
+    """Seconds the training intervals cover in [``begin_s``, ``end_s``] (a tree's
+    client may start a period's training while a late one still runs: counted once)."""
+    total, reach = 0.0, -math.inf
+    for start, seconds, _ in sorted(work):
+        stop = min(start + seconds, end_s)
+        begin = max(start, reach, begin_s)
+        if stop > begin:
+            total += stop - begin
+            reach = stop
+    return total
 
 
 @dataclass
@@ -69,24 +90,38 @@ class SystemTally:
         """A model download (``up=False``) or update upload of ``nbytes`` that took
         ``seconds``, ``wait_s`` of them waiting for a shared link; ``bandwidth_bps`` is
         the link's rate (None: unknown, so the round's link capacity is unknown)."""
-        row = self._row(cid)
-        if up:
-            row.upload_s += seconds
-        else:
-            row.download_s += seconds
-        self._transfers += 1
+        self.legs(cid, seconds if not up else 0.0, seconds if up else 0.0)
+        capacity = None if bandwidth_bps is None else bandwidth_bps / 8.0 * seconds
+        self.link(nbytes, seconds, capacity, wait_s=wait_s, model=True)
+
+    def link(
+        self, nbytes: int, seconds: float, capacity_bytes: float | None, *,
+        wait_s: float = 0.0, model: bool,
+    ) -> None:  # fmt: skip
+        """A transfer of ``nbytes`` over a link (a device's or a tree's tier link) that
+        took ``seconds``, ``wait_s`` of them waiting for a shared link, in which the link
+        could have carried ``capacity_bytes`` (None: unknown); ``model``: it carried one
+        model or update (counted in the round's dense bytes)."""
+        self._transfers += model
         self._link_bytes += nbytes
         self._transfer_s += seconds
         self._wait_s += wait_s
-        if bandwidth_bps is None or self._capacity is None:
+        if capacity_bytes is None or self._capacity is None:
             self._capacity = None
         else:
-            self._capacity += bandwidth_bps / 8.0 * seconds
+            self._capacity += capacity_bytes
+
+    def legs(self, cid: int, download_s: float, upload_s: float) -> None:
+        """Add to client ``cid``'s download and upload seconds (its links are tallied
+        with :meth:`link`)."""
+        row = self._row(cid)
+        row.download_s += download_s
+        row.upload_s += upload_s
 
     def trained(self, cid: int, start_s: float, seconds: float, flops: float) -> None:
-        """Client ``cid`` trained from ``start_s`` for ``seconds`` doing ``flops``."""
-        row = self._row(cid)
-        row.compute_start_s, row.compute_s, row.flops = start_s, seconds, flops
+        """Client ``cid`` trained from ``start_s`` for ``seconds`` doing ``flops`` (a
+        tree's client may train several periods in a round)."""
+        self._row(cid).work.append((start_s, seconds, flops))
 
     def accepted(self, cid: int, at_s: float, node: str = "") -> None:
         """Client ``cid``'s update arrived at ``at_s`` and was folded."""
@@ -106,15 +141,14 @@ class SystemTally:
         """The round's system record and device rows, the round having ended at ``end_s``
         (training past the end, by a late client, is not counted as busy)."""
         round_s = max(end_s - self.start_s, 0.0)
-        busy = {cid: self._busy(row, end_s) for cid, row in self._rows.items()}
-        flops = sum(
-            r.flops * (busy[c] / r.compute_s) for c, r in self._rows.items() if r.compute_s > 0
-        )
+        busy = {cid: _busy_s(row.work, self.start_s, end_s) for cid, row in self._rows.items()}
+        flops = 0.0
+        for row in self._rows.values():
+            for start, seconds, work in row.work:  # training outside the round not counted
+                done = min(start + seconds, end_s) - max(start, self.start_s)
+                flops += work * max(done, 0.0) / seconds if seconds > 0 else 0.0
         peak = None if self.peak_flops is None else sum(self.peak_flops.values())
-        failure = min(self._failures, default=None)
-        recovered = None if failure is None else min(
-            (t for t in self._accepts if t >= failure), default=None
-        )  # fmt: skip
+        failure, recovered = _recovery(self._failures, self._accepts)
         stats = SystemStats(
             devices=len(self.devices),
             dense_bytes=self.dense_bytes * self._transfers,
@@ -131,10 +165,6 @@ class SystemTally:
         )
         return stats, self._device_rows(busy, round_s)
 
-    @staticmethod
-    def _busy(row: _Device, end_s: float) -> float:
-        return max(0.0, min(row.compute_s, end_s - row.compute_start_s))
-
     def _device_rows(self, busy: dict[int, float], round_s: float) -> tuple[DeviceRound, ...]:
         spans = {c: r.done_s - self.start_s for c, r in self._rows.items() if r.done_s is not None}
         median = statistics.median(spans.values()) if spans else 0.0
@@ -150,3 +180,32 @@ class SystemTally:
             )  # fmt: skip
             rows.append(row)
         return tuple(rows)
+
+
+def runtime_system(
+    devices: int, dense_bytes: int, *, failed_at: Sequence[float], accepted_at: Sequence[float]
+) -> SystemStats:
+    """The runtime center's :class:`SystemStats`: the cohort, the dense bytes of its
+    downloads and uploads, and when members failed and updates were accepted. The center
+    does not see its clients' devices or links: busy and transfer seconds are NaN (not
+    measurable) and FLOPs, peak and link capacity None, so the metrics built on them are
+    None in the runtime."""
+    failure, recovered = _recovery(failed_at, accepted_at)
+    return SystemStats(
+        devices=devices, dense_bytes=dense_bytes, busy_s=math.nan, transfer_s=math.nan,
+        failure_at_s=failure, recovered_at_s=recovered,
+        first_accept_s=min(accepted_at, default=None),
+    )  # fmt: skip
+
+
+def outcome_devices(outcome: RoundOutcome) -> tuple[DeviceRound, ...]:
+    """Device rows from a round's outcome alone (the runtime center): each member's
+    fate, a late one a straggler; its seconds are not measured (0) nor its
+    utilization (NaN)."""
+    fates: list[tuple[int, DeviceStatus]] = [(c, "accepted") for c in outcome.accepted]
+    fates += [(c, "failed") for c, _ in outcome.failed]
+    fates += [(c, "late") for c in outcome.late]
+    return tuple(
+        DeviceRound(c, fate, 0.0, 0.0, 0.0, straggler=fate == "late", utilization=math.nan)
+        for c, fate in sorted(fates)
+    )

@@ -8,19 +8,26 @@ mathtext; matplotlib's SVG writer escapes XML itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fedstrata.core.metrics import STATS_RECORDS
 from fedstrata.errors import MissingDependencyError
 from fedstrata.monitoring.events import RoundMetrics
 from fedstrata.monitoring.fedeval import FedEvalMetrics
 
-__all__ = ["FED_EVAL_SECTION", "Plot", "render_fed_eval_plots", "render_plots"]
+__all__ = [
+    "FED_EVAL_SECTION",
+    "Panel",
+    "Plot",
+    "render_fed_eval_plots",
+    "render_panels",
+    "render_plots",
+    "varies",
+]
 
 FED_EVAL_SECTION = "Federated evaluation"
 MAX_FED_EVAL_METRICS = 6
@@ -50,12 +57,6 @@ class Plot:
 def _column(rounds: Sequence[RoundMetrics], name: str) -> Array:
     values = [getattr(m, name) for m in rounds]
     column = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    column[~np.isfinite(column)] = np.nan
-    return column
-
-
-def _extra(rounds: Sequence[RoundMetrics], key: str) -> Array:
-    column = np.array([m.extras.get(key, np.nan) for m in rounds], dtype=np.float64)
     column[~np.isfinite(column)] = np.nan
     return column
 
@@ -179,42 +180,94 @@ def _breakdown(r: _Renderer) -> None:
     r.add("Round time", "Round time breakdown (critical path)", ax, legend=True)
 
 
-def _stat(rounds: Sequence[RoundMetrics], family: str, name: str) -> Array:
-    records = [getattr(m, family) for m in rounds]
-    values = [np.nan if rec is None else getattr(rec, name) for rec in records]
-    column = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    column[~np.isfinite(column)] = np.nan
-    return column
+@dataclass(frozen=True)
+class Panel:
+    """A figure to draw: named series against ``x`` (NumPy only; drawn by
+    :func:`render_panels`).
+
+    Attributes:
+        section: the report section it belongs to.
+        title: its caption.
+        xlabel: the x axis' label.
+        ylabel: the y axis' label.
+        x: the x values (one per point of each series).
+        series: label -> y values (NaN: no point); a histogram's values for ``hist``.
+        kind: ``line``, ``scatter`` or ``hist``.
+        small: a small figure (the default) rather than a wide one.
+    """
+
+    section: str
+    title: str
+    xlabel: str
+    ylabel: str
+    x: Array
+    series: Mapping[str, Array]
+    kind: Literal["line", "scatter", "hist"] = "line"
+    small: bool = True
 
 
-def _features(r: _Renderer) -> None:
-    """One figure per field of each typed record a round recorded (``codec.uplink_ratio``)."""
-    for cls in STATS_RECORDS:
-        if all(getattr(m, cls.FAMILY) is None for m in r.rounds):
-            continue
-        for f in fields(cls):
-            key = f"{cls.FAMILY}.{f.name}"
-            ax = r.axes(key, "round", key, small=True)
-            if _line(ax, r.x, _stat(r.rounds, cls.FAMILY, f.name), key):
-                r.add("Features", key, ax)
+def varies(values: Array) -> bool:
+    """Whether the finite ``values`` take more than one value (a constant series, or
+    one with a single point, gets no panel: a table states it)."""
+    finite = values[np.isfinite(values)]
+    if finite.size < 2:
+        return False
+    spread = float(finite.max() - finite.min())
+    return spread > 1e-9 * max(1.0, float(np.abs(finite).max()))
 
 
-def _extras(r: _Renderer) -> None:
-    keys = sorted({key for m in r.rounds for key in m.extras})
-    for key in keys:
-        ax = r.axes(key, "round", key, small=True)
-        if _line(ax, r.x, _extra(r.rounds, key), key):
-            r.add("Extras", key, ax)
+def _draw(r: _Renderer, panel: Panel) -> None:
+    ax = r.axes(panel.title, panel.xlabel, panel.ylabel, small=panel.small)
+    drawn = False
+    for label, y in panel.series.items():
+        if panel.kind == "hist":
+            finite = y[np.isfinite(y)]
+            if finite.size:
+                ax.hist(finite, bins=min(20, max(5, finite.size // 2)), label=label)
+                drawn = True
+        elif panel.kind == "scatter":
+            mask = np.isfinite(y) & np.isfinite(panel.x)
+            if mask.any():
+                ax.scatter(panel.x[mask], y[mask], s=8, label=label)
+                drawn = True
+        else:
+            drawn = _line(ax, panel.x, y, label) or drawn
+    if drawn:
+        r.add(panel.section, panel.title, ax, legend=len(panel.series) > 1)
 
 
-_SECTIONS: tuple[Callable[[_Renderer], None], ...] = (
-    _accuracy,
-    _loss,
-    _bytes,
-    _breakdown,
-    _features,
-    _extras,
-)
+def render_panels(panels: Sequence[Panel], salt: str = "fedstrata-panels") -> list[Plot]:
+    """Draw ``panels`` (none drawn for a panel without finite points).
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed (the ``plot`` extra).
+    """
+    if not panels:
+        return []
+    matplotlib = _matplotlib()
+    with matplotlib.rc_context(_RC):
+        renderer = _Renderer((), salt=salt)
+        for panel in panels:
+            _draw(renderer, panel)
+    return renderer.plots
+
+
+def _matplotlib() -> Any:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise MissingDependencyError("matplotlib", "fedstrata[plot]", "drawing figures") from exc
+    return matplotlib
+
+
+_RC = {
+    "svg.fonttype": "none",
+    "font.size": 9.0,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "figure.dpi": 100.0,
+}
+_SECTIONS: tuple[Callable[[_Renderer], None], ...] = (_accuracy, _loss, _bytes, _breakdown)
 
 
 def _fed_eval_metric(r: _Renderer, evals: Sequence[FedEvalMetrics], metric: str) -> None:
@@ -259,30 +312,20 @@ def render_fed_eval_plots(evals: Sequence[FedEvalMetrics]) -> list[Plot]:
 
 
 def render_plots(rounds: Sequence[RoundMetrics]) -> list[Plot]:
-    """Render every report figure for ``rounds`` (none when there are no rounds).
+    """The run's main figures (none when there are no rounds): test accuracy vs round
+    and vs simulated time (section ``Accuracy``), loss (``Loss``), bytes per round
+    (``Communication``) and the round-time breakdown (``Round time``).
 
-    Figures without data (no accuracy measured, no loss, an extras series that is never
-    finite) are left out rather than drawn empty.
+    Figures without data (no accuracy measured, no loss) are left out rather than
+    drawn empty.
 
     Raises:
         MissingDependencyError: matplotlib is not installed (the ``plot`` extra).
     """
     if not rounds:
         return []
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise MissingDependencyError("matplotlib", "fedstrata[plot]", "drawing figures") from exc
-
-    with matplotlib.rc_context(
-        {
-            "svg.fonttype": "none",
-            "font.size": 9.0,
-            "axes.grid": True,
-            "grid.alpha": 0.3,
-            "figure.dpi": 100.0,
-        }
-    ):
+    matplotlib = _matplotlib()
+    with matplotlib.rc_context(_RC):
         renderer = _Renderer(rounds)
         for section in _SECTIONS:
             section(renderer)

@@ -87,7 +87,7 @@ class NodeRound:
         node: the node's id (an edge or region name, or ``center``).
         tier: ``edge``, ``region`` or ``center``.
         ingress_bytes: bytes the node received.
-        clients: client updates folded below it.
+        clients: clients below it whose update was folded.
         seconds: seconds from the round's start until its last input arrived.
     """
 

@@ -1,5 +1,13 @@
 """A self-contained HTML report of one run, read from its run directory.
 
+It reads as an operator would: the summary; the twelve federation metrics in their
+four groups (communication, compute, model quality, reliability; each a table with
+the formula and a figure for each metric that varies, next to the run's accuracy,
+loss, bytes and round-time figures); then a section per feature the run used
+(privacy, compression, scheduling, participation, tiers), the clients' accuracy
+distribution under federated evaluation, the client failures and the configuration.
+A constant series gets no figure: its table says so.
+
 ``report.html`` holds inline SVG figures (no scripts, no external assets; a Content
 Security Policy forbids both) and escapes every piece of text from the run with
 :func:`html.escape`. It works for a run still being written (no ``summary.json``: the
@@ -9,7 +17,6 @@ never measured accuracy, and without matplotlib (the ``plot`` extra; tables only
 
 from __future__ import annotations
 
-import html
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,12 +25,26 @@ from typing import Any
 
 from fedstrata.errors import DataError, MissingDependencyError
 from fedstrata.monitoring._atomic import atomic_write_text
+from fedstrata.monitoring._html import esc, figures, page, section, table
 from fedstrata.monitoring._plots import (
     FED_EVAL_SECTION,
     Plot,
     render_fed_eval_plots,
+    render_panels,
     render_plots,
 )
+from fedstrata.monitoring._report_devices import (
+    participation_section,
+    scheduling_section,
+    tiers_section,
+)
+from fedstrata.monitoring._report_sections import (
+    Section,
+    compression_section,
+    metric_sections,
+    privacy_section,
+)
+from fedstrata.monitoring.catalogue import federation_metrics
 from fedstrata.monitoring.events import ClientFailure, RoundMetrics, RunStatus, RunTotals
 from fedstrata.monitoring.fedeval import FedEvalMetrics
 from fedstrata.monitoring.rundir import REPORT_FILE, SUMMARY_FILE, build_summary
@@ -33,25 +54,6 @@ __all__ = ["MAX_FAILURE_ROWS", "write_report"]
 
 log = logging.getLogger(__name__)
 MAX_FAILURE_ROWS = 50
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.5em 0; }
-td, th { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-figure { display: inline-block; margin: 0.5em; vertical-align: top; }
-figure svg { max-width: 100%; height: auto; }
-figcaption { font-size: 0.85em; color: #555; text-align: center; }
-pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
-p.note { color: #666; font-style: italic; }
-"""
-_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-_SECTION_ORDER = ("Accuracy", "Loss", "Communication", "Round time", "Features", "Extras")
-
-
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _fmt_bytes(n: float) -> str:
@@ -99,51 +101,13 @@ def _summary_rows(summary: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
             yield key.replace("_", " "), _fmt(key, value)
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = (
-            f'<td class="num">{_esc(c)}</td>' if i in numeric else f"<td>{_esc(c)}</td>"
-            for i, c in enumerate(row)
-        )
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _section(title: str, body: str) -> str:
-    return f"<section><h2>{_esc(title)}</h2>\n{body}\n</section>"
-
-
-def _plots_html(plots: Sequence[Plot]) -> list[str]:
-    sections = []
-    for name in _SECTION_ORDER:
-        figures = [
-            f"<figure>{p.svg}<figcaption>{_esc(p.title)}</figcaption></figure>"
-            for p in plots
-            if p.section == name
-        ]
-        if figures:
-            sections.append(_section(name, "\n".join(figures)))
-    return sections
-
-
-def _figures_html(rounds: Sequence[RoundMetrics]) -> list[str]:
-    """The figure sections, or a note saying how to get them when matplotlib is missing."""
-    try:
-        return _plots_html(render_plots(rounds))
-    except MissingDependencyError as exc:
-        log.warning("report without figures: %s", exc)
-        return [f'<p class="note">No figures: {_esc(exc)}</p>']
-
-
 def _failures_html(failures: Sequence[ClientFailure], total: int) -> str:
     if total == 0:
         return '<p class="note">No client failures were recorded.</p>'
     rows = [(str(f.round_idx), str(f.client_id), f.reason) for f in failures]
     note = f"Showing the first {len(failures):,} of {total:,} client failures."
-    table = _table(("round", "client", "reason"), rows, numeric={0, 1})
-    return f'<p class="note">{_esc(note)}</p>\n{table}'
+    grid = table(("round", "client", "reason"), rows, numeric={0, 1})
+    return f'<p class="note">{esc(note)}</p>\n{grid}'
 
 
 _FED_EVAL_NOTE = (
@@ -165,13 +129,13 @@ def _fed_eval_html(evals: Sequence[FedEvalMetrics]) -> str:
     ]  # fmt: skip
     header = ("metric", "clients", "examples", "weighted mean", "worst 10%", "p10", "p50",
               "p90", "std", "min", "max")  # fmt: skip
-    table = _table(header, rows, numeric=set(range(1, len(header))))
-    figures = [
-        f"<figure>{p.svg}<figcaption>{_esc(p.title)}</figcaption></figure>"
-        for p in render_fed_eval_plots(evals)
-    ]
-    body = [f'<p class="note">{_esc(_FED_EVAL_NOTE)}</p>', f"<p>{_esc(head)}</p>", table]
-    return _section(FED_EVAL_SECTION, "\n".join([*body, *figures]))
+    grid = table(header, rows, numeric=set(range(1, len(header))))
+    try:
+        drawn = figures(render_fed_eval_plots(evals))
+    except MissingDependencyError:
+        drawn = ""
+    body = [f'<p class="note">{esc(_FED_EVAL_NOTE)}</p>', f"<p>{esc(head)}</p>", grid, drawn]
+    return section(FED_EVAL_SECTION, "\n".join(body))
 
 
 def _load_summary(
@@ -192,18 +156,61 @@ def _load_summary(
 
 def _config_html(store: RunStore) -> str:
     try:
-        return f"<pre>{_esc(store.config_text())}</pre>"
+        return f"<pre>{esc(store.config_text())}</pre>"
     except DataError:
         return '<p class="note">No configuration was stored.</p>'
 
 
-def _page(title: str, sections: Sequence[str]) -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
-        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<h1>{_esc(title)}</h1>\n" + "\n".join(sections) + "\n</body>\n</html>\n"
+def _config_tree(store: RunStore) -> dict[str, Any]:
+    """The stored configuration as a mapping ({} when missing or unreadable)."""
+    import yaml
+
+    try:
+        tree = yaml.safe_load(store.config_text())
+    except (DataError, yaml.YAMLError):
+        return {}
+    return tree if isinstance(tree, dict) else {}
+
+
+def _feature_sections(
+    store: RunStore, rounds: Sequence[RoundMetrics], summary: dict[str, Any]
+) -> list[Section]:
+    rows = federation_metrics(rounds)
+    built = metric_sections(rounds, rows)
+    num_params = summary.get("num_params")
+    extra = (
+        privacy_section(rounds, rows, _config_tree(store)),
+        compression_section(rounds, num_params if isinstance(num_params, int) else None),
+        scheduling_section(rounds),
+        participation_section(store.device_stats()),
+        tiers_section(store.tier_stats()),
     )
+    return [*built, *(s for s in extra if s is not None)]
+
+
+def _rendered(
+    rounds: Sequence[RoundMetrics], built: Sequence[Section]
+) -> tuple[list[Plot], list[Plot], str]:
+    """The main figures, the sections' panels, or neither and a note naming the extra."""
+    try:
+        main = render_plots(rounds)
+        panels = render_panels([p for sec in built for p in sec.panels])
+    except MissingDependencyError as exc:
+        log.warning("report without figures: %s", exc)
+        return [], [], f'<p class="note">No figures: {esc(exc)}</p>'
+    return main, panels, ""
+
+
+def _sections_html(rounds: Sequence[RoundMetrics], built: Sequence[Section]) -> list[str]:
+    main, panels, missing = _rendered(rounds, built)
+    out = [missing] if missing else []
+    for sec in built:
+        body = [figures(p for p in main if p.section in sec.main), *sec.parts]
+        body.append(figures(p for p in panels if p.section == sec.title))
+        if sec.title == "Model quality" and all(m.accuracy is None for m in rounds):
+            body.insert(0, '<p class="note">No test accuracy was measured in this run.</p>')
+        out.append(section(sec.title, "\n".join(b for b in body if b)))
+    return out
 
 
 def render_report(store: RunStore) -> str:
@@ -215,21 +222,17 @@ def render_report(store: RunStore) -> str:
     rounds = store.rounds()
     evals = store.fed_evals()
     summary = _load_summary(store, rounds, evals)
-    sections = [
-        _section("Summary", _table(("field", "value"), _summary_rows(summary), numeric=set()))
-    ]
+    sections = [section("Summary", table(("field", "value"), _summary_rows(summary), set()))]
     if rounds:
-        sections.extend(_figures_html(rounds))
-        if all(m.accuracy is None for m in rounds):
-            sections.append('<p class="note">No test accuracy was measured in this run.</p>')
+        sections.extend(_sections_html(rounds, _feature_sections(store, rounds, summary)))
     else:
         sections.append('<p class="note">No rounds were recorded.</p>')
     if evals:
-        sections.insert(1, _fed_eval_html(evals))
+        sections.insert(min(len(sections), 5), _fed_eval_html(evals))
     failures = store.failures(limit=MAX_FAILURE_ROWS)
-    sections.append(_section("Client failures", _failures_html(failures, store.failure_count())))
-    sections.append(_section("Configuration", _config_html(store)))
-    return _page(f"fedstrata run {summary.get('run_id', store.path.name)}", sections)
+    sections.append(section("Client failures", _failures_html(failures, store.failure_count())))
+    sections.append(section("Configuration", _config_html(store)))
+    return page(f"fedstrata run {summary.get('run_id', store.path.name)}", sections)
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:

@@ -28,8 +28,9 @@ from fedstrata.coordinator import (
     RoundOutcome,
     UpdateArrived,
 )
-from fedstrata.coordinator.round_logic import client_weight, fold_update
+from fedstrata.coordinator.round_logic import client_weight, dense_bytes, fold_update
 from fedstrata.coordinator.round_metrics import codec_stats
+from fedstrata.coordinator.system_tally import runtime_system
 from fedstrata.core.clock import Clock
 from fedstrata.core.metrics import precision_stats
 from fedstrata.core.payload import Payload
@@ -89,6 +90,7 @@ class RoundIntake:
         rnd = self.rnd
         if cid in rnd.resolved or rnd.closed:
             return
+        rnd.failed_at.append(self.clock.now())
         self.coordinator.handle(ClientFailed(cid, reason))
         rnd.resolved[cid] = _FAILED
         self.fold_ready()
@@ -105,7 +107,13 @@ class RoundIntake:
         )  # fmt: skip
         loss = client_means.get("train_loss")
         precision = precision_stats(rnd.folded_metrics)
-        return RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void, codec, precision)
+        system = runtime_system(
+            len(rnd.cohort), dense_bytes(rnd.size) * (len(rnd.cohort) + rnd.uploads),
+            failed_at=rnd.failed_at, accepted_at=rnd.accepted_at,
+        )  # fmt: skip
+        return RoundRecord(
+            outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void, codec, precision, system
+        )
 
     def check_done(self) -> None:
         if len(self.rnd.resolved) >= len(self.rnd.cohort):
@@ -196,8 +204,10 @@ class RoundIntake:
         weight = client_weight(header.num_examples, self.settings.weighting)
         (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
         if isinstance(cmd, Reject):
+            rnd.failed_at.append(self.clock.now())
             self._resolve(cid)
             return False, self.reject(rnd.round_idx, cid, cmd.reason)
+        rnd.accepted_at.append(self.clock.now())
         fold: DenseFold | None = None
         try:
             metrics = check_metrics(header.metrics, cid)
@@ -262,8 +272,10 @@ class RoundIntake:
             weight = client_weight(header.num_examples, self.settings.weighting)
         (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
         if isinstance(cmd, Reject):
+            rnd.failed_at.append(self.clock.now())
             self._resolve(cid)
             return False, self.reject(rnd.round_idx, cid, cmd.reason)
+        rnd.accepted_at.append(self.clock.now())
         rnd.resolved[cid] = HeldUpload(payload, weight, dict(header.metrics))
         self.fold_ready()
         self.check_done()

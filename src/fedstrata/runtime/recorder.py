@@ -28,6 +28,7 @@ from fedstrata.coordinator.round_metrics import (
     emit_round,
     round_metrics,
 )
+from fedstrata.coordinator.system_tally import outcome_devices
 from fedstrata.core.params import FloatVector
 from fedstrata.monitoring import (
     RoundMetrics,
@@ -38,6 +39,7 @@ from fedstrata.monitoring import (
     new_run_dir,
     write_report,
 )
+from fedstrata.monitoring.devices import RoundDetail
 from fedstrata.runtime.build import Deployment
 from fedstrata.runtime.records import RoundRecord
 
@@ -90,7 +92,8 @@ class RunRecorder:
         metrics = self._metrics(round_idx, record, params, now - self._last, now)
         self._last = now
         self.totals.add(metrics)
-        emit_round(record.outcome, metrics, (self.store,), None)
+        detail = RoundDetail(round_idx, outcome_devices(record.outcome))
+        emit_round(record.outcome, metrics, (self.store,), None, detail=detail)
         self.store.save_model(self.dep.trainer.spec, params)
 
     def _metrics(
@@ -106,7 +109,9 @@ class RunRecorder:
             max(round_s, now - self._started), round_s,
         )  # fmt: skip
         counts = ClientCounts.of(record.outcome)
-        return round_metrics(round_idx, counts, ev, figures, record.codec, record.precision)
+        return round_metrics(
+            round_idx, counts, ev, figures, record.codec, record.precision, record.system
+        )
 
     def finish(self, params: FloatVector) -> Path:
         """Save the final model, the summary and the report; close the store."""

@@ -17,7 +17,7 @@ import numpy as np
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.coordinator import RoundOutcome
 from fedstrata.coordinator.round_logic import Weighting, dense_bytes
-from fedstrata.core.metrics import CodecStats, PrecisionStats
+from fedstrata.core.metrics import CodecStats, PrecisionStats, SystemStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
@@ -141,6 +141,8 @@ class RoundRecord:
     it touched the sum); the model is then unchanged although ``outcome.applied``.
     ``codec``: the round's codec figures (:func:`fedstrata.coordinator.round_logic.codec_stats`).
     ``precision``: fp16 loss scaling's skipped steps (None without loss scaling).
+    ``system``: the cohort, bytes and failure/recovery times (the twelve metrics; the
+    center measures no device busy time or link capacity: those fields are NaN/None).
     """
 
     outcome: RoundOutcome
@@ -150,6 +152,7 @@ class RoundRecord:
     voided: str | None = None
     codec: CodecStats | None = None
     precision: PrecisionStats | None = None
+    system: SystemStats | None = None
 
 
 @dataclass
@@ -203,6 +206,8 @@ class OpenRound:
     uploads: int = 0  # uploads received whole (accepted or not)
     decode_s: float = 0.0  # seconds spent decoding payloads into the sum
     folded_metrics: list[Mapping[str, float]] = field(default_factory=list)  # per folded client
+    failed_at: list[float] = field(default_factory=list)  # when members failed (the clock's)
+    accepted_at: list[float] = field(default_factory=list)  # when updates were accepted
 
     @property
     def members(self) -> frozenset[int]:

@@ -64,9 +64,10 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.errors import ConfigError, FedstrataError, ProtocolError
 from fedstrata.monitoring import RoundMetrics, Sink
+from fedstrata.monitoring.devices import RoundDetail
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.scheduling import FedBuffServer
-from fedstrata.sim.async_window import StepWindow, step_metrics
+from fedstrata.sim.async_window import Flying, Reported, StepWindow, step_metrics
 from fedstrata.sim.engine import SimulationResult
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
@@ -123,6 +124,7 @@ class _Dispatch:
     start_s: float
     legs: tuple[float, float, float]
     examples: int
+    down_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -252,11 +254,13 @@ class AsyncSimulation:
             run.params, applied.step, run.opt_state
         )
         self._bc.publish(run.params, RoundContext(applied.new_version, self.settings.root_seed))
-        metrics = self._metrics(outcome, run.params, w)
+        metrics, detail = self._metrics(outcome, run.params, w)
         run.result.rounds.append(metrics)
         run.result.params = run.params
         self._federated_eval(run.params, metrics.round_idx)
-        emit_events(metrics.round_idx, outcome.failed, metrics, self.sinks, self.on_update)
+        emit_events(
+            metrics.round_idx, outcome.failed, metrics, self.sinks, self.on_update, detail=detail
+        )
         run.window = StepWindow(self.clock.now(), time.perf_counter())
 
     def _federated_eval(self, params: FloatVector, step: int) -> None:
@@ -279,7 +283,7 @@ class AsyncSimulation:
         down_bytes = self._bc.download_bytes(cid)
         legs = self._legs(cid, down_bytes, dense_bytes(self._size))
         now = self.clock.now()
-        d = _Dispatch(self._seq, cid, version, now, legs, examples)
+        d = _Dispatch(self._seq, cid, version, now, legs, examples, down_bytes)
         self._seq += 1
         self._flight[cid] = d
         self._pending.append(d)
@@ -342,13 +346,18 @@ class AsyncSimulation:
             w.uploads += 1
             delta, problem = self._decoded(res, w)
         weight = client_weight(res.num_examples, "examples")
+        up_bytes = 0 if done.problem is not None else upload_bytes(res, self._size)
         if delta is None or not weight > 0:
             reason = problem or f"no usable update (weight {weight:g})"
             log.info("client %d failed: %s", d.client_id, reason)
+            w.reported.append(_reported(d, up_bytes, False, self.clock.now()))
             self._execute(self.coordinator.handle(ClientFailed(d.client_id, reason)), run)
             return
         event = UpdateArrived(d.client_id, self.clock.now(), weight, d.version)
-        self._execute(self.coordinator.handle(event), run, _Arrival(d, res, delta))
+        commands = self.coordinator.handle(event)
+        folded = any(isinstance(c, Accept) for c in commands)
+        w.reported.append(_reported(d, up_bytes, folded, self.clock.now()))
+        self._execute(commands, run, _Arrival(d, res, delta))
 
     def _fold(self, accept: Accept, arrival: _Arrival, w: StepWindow) -> None:
         """Fold an accepted update into the buffer, scaled by its staleness weight."""
@@ -373,11 +382,26 @@ class AsyncSimulation:
 
     # ---------------------------------------------------------------- metrics
 
-    def _metrics(self, outcome: RoundOutcome, params: FloatVector, w: StepWindow) -> RoundMetrics:
+    def _metrics(
+        self, outcome: RoundOutcome, params: FloatVector, w: StepWindow
+    ) -> tuple[RoundMetrics, RoundDetail]:
         s = self.settings
         ev = evaluate_round(
             self.trainer, self.test_data, params, outcome.round_idx,
             rounds=s.server_updates, eval_every=s.eval_every,
         )  # fmt: skip
         now, in_flight = self.clock.now(), len(self._flight)
-        return step_metrics(outcome, w, ev, now_s=now, in_flight=in_flight, size=self._size)
+        return step_metrics(
+            outcome, w, ev, now_s=now, in_flight=in_flight, size=self._size,
+            profiles=self.profiles, fpe=self.trainer.flops_per_example,
+            flying=[
+                Flying(d.client_id, d.start_s + d.legs[0], d.legs[1], d.examples)
+                for d in self._flight.values()
+            ],
+        )  # fmt: skip
+
+
+def _reported(d: _Dispatch, up_bytes: int, folded: bool, at_s: float) -> Reported:
+    return Reported(
+        d.client_id, d.start_s, d.legs, d.down_bytes, up_bytes, d.examples, folded, at_s
+    )

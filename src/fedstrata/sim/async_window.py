@@ -9,7 +9,7 @@ and measured meanwhile (bytes, examples, staleness, seconds), and
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,10 +22,38 @@ from fedstrata.coordinator.round_metrics import (
     codec_stats,
     round_metrics,
 )
-from fedstrata.core.metrics import AsyncStats, precision_stats
+from fedstrata.core.metrics import AsyncStats, SystemStats, precision_stats
 from fedstrata.monitoring import RoundMetrics
+from fedstrata.monitoring.devices import RoundDetail
+from fedstrata.sim.intake import system_tally
+from fedstrata.sim.profiles import ProfileTable
 
-__all__ = ["StepWindow", "step_metrics"]
+__all__ = ["Flying", "Reported", "StepWindow", "step_metrics"]
+
+
+@dataclass(frozen=True)
+class Flying:
+    """A client still training (or transferring) when a step closes."""
+
+    client_id: int
+    compute_start_s: float
+    compute_s: float
+    examples: int
+
+
+@dataclass(frozen=True)
+class Reported:
+    """A client that reported in the window: when it started, its legs and bytes,
+    whether its update was folded and when it arrived."""
+
+    client_id: int
+    start_s: float
+    legs: tuple[float, float, float]
+    down_bytes: int
+    up_bytes: int
+    examples: int
+    folded: bool
+    at_s: float
 
 
 @dataclass
@@ -46,6 +74,7 @@ class StepWindow:
         encode_s: the accepted clients' encode seconds.
         last: legs (download, compute, upload seconds) of the last accepted client.
         folded_metrics: the accepted clients' training metrics.
+        reported: the clients that reported (the step's devices), in arrival order.
     """
 
     start_s: float
@@ -61,6 +90,7 @@ class StepWindow:
     encode_s: list[float] = field(default_factory=list)
     last: tuple[float, float, float] = (0.0, 0.0, 0.0)
     folded_metrics: list[Mapping[str, float]] = field(default_factory=list)
+    reported: list[Reported] = field(default_factory=list)
 
 
 def _fedbuff_stats(w: StepWindow, span: float, in_flight: int) -> AsyncStats:
@@ -74,6 +104,30 @@ def _fedbuff_stats(w: StepWindow, span: float, in_flight: int) -> AsyncStats:
     )
 
 
+def _system(
+    w: StepWindow, flying: Sequence[Flying], profiles: ProfileTable, fpe: float, *,
+    size: int, now_s: float,
+) -> tuple[SystemStats, RoundDetail]:  # fmt: skip
+    """The step's devices (the clients that reported in it or are still in flight)
+    and links; only training inside the window counts as busy."""
+    ids = [r.client_id for r in w.reported] + [f.client_id for f in flying]
+    tally = system_tally(profiles, w.start_s, list(dict.fromkeys(ids)), size)
+    for f in flying:
+        tally.trained(f.client_id, f.compute_start_s, f.compute_s, f.examples * fpe)
+    for r in w.reported:
+        cid, (down, compute, up) = r.client_id, r.legs
+        tally.transfer(cid, r.down_bytes, down, up=False, bandwidth_bps=profiles.downlink_bps[cid])
+        if r.up_bytes:
+            tally.trained(cid, r.start_s + down, compute, r.examples * fpe)
+            tally.transfer(cid, r.up_bytes, up, up=True, bandwidth_bps=profiles.uplink_bps[cid])
+        if r.folded:
+            tally.accepted(cid, r.at_s)
+        else:
+            tally.failed(cid, r.at_s)
+    stats, devices = tally.finish(now_s)
+    return stats, RoundDetail(0, devices)
+
+
 def step_metrics(
     outcome: RoundOutcome,
     w: StepWindow,
@@ -82,9 +136,14 @@ def step_metrics(
     now_s: float,
     in_flight: int,
     size: int,
-) -> RoundMetrics:
-    """The metrics of the server step ``outcome`` closed at virtual time ``now_s``
-    (``ev``: its central evaluation; ``size``: model entries)."""
+    profiles: ProfileTable,
+    fpe: float,
+    flying: Sequence[Flying] = (),
+) -> tuple[RoundMetrics, RoundDetail]:
+    """The metrics and per-device detail of the server step ``outcome`` closed at
+    virtual time ``now_s`` (``ev``: its central evaluation; ``size``: model entries;
+    ``profiles`` and ``fpe``, the model's FLOPs per example: the devices' figures;
+    ``flying``: the clients still out, busy in the window too)."""
     span = now_s - w.start_s
     client_means = {"encode_s": float(np.mean(w.encode_s))} if w.encode_s else {}
     codec = codec_stats(
@@ -98,4 +157,8 @@ def step_metrics(
     fedbuff = _fedbuff_stats(w, span, in_flight)
     precision = precision_stats(w.folded_metrics)
     counts = ClientCounts.of(outcome)
-    return round_metrics(outcome.round_idx, counts, ev, figures, codec, fedbuff, precision)
+    system, detail = _system(w, flying, profiles, fpe, size=size, now_s=now_s)
+    metrics = round_metrics(
+        outcome.round_idx, counts, ev, figures, codec, fedbuff, precision, system
+    )
+    return metrics, RoundDetail(outcome.round_idx, detail.devices)

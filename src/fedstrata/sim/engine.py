@@ -73,6 +73,7 @@ from fedstrata.sim.intake import (
     finish_round,
     fold_result,
     result_problem,
+    system_tally,
     upload_bytes,
 )
 from fedstrata.sim.profiles import ProfileTable
@@ -203,7 +204,7 @@ class Simulation:
         (send,) = self.coordinator.handle(StartRound(round_idx, t0, avail))
         assert isinstance(send, SendModel)
         tally = _RoundTally(t0, params.shape[0], last_arrival=t0, deadline_s=send.deadline_s)
-        tally.system = self._system_tally(t0, send.client_ids, params.shape[0])
+        tally.system = system_tally(self.profiles, t0, send.client_ids.tolist(), params.shape[0])
         state = self.aggregator.init(params.shape[0])
         plans: Sequence[LocalPlan] = [self.settings.plan] * send.client_ids.size
         if self.planner is not None:
@@ -243,12 +244,6 @@ class Simulation:
         detail = RoundDetail(round_idx, devices)
         emit_round(outcome, metrics, self.sinks, self.on_round, detail=detail)
         return params, opt_state, metrics
-
-    def _system_tally(self, t0: float, ids: np.ndarray, size: int) -> SystemTally:
-        p = self.profiles
-        peaks = (p.flops[ids] * p.speedup[ids]).tolist()
-        cohort = tuple(int(c) for c in ids)
-        return SystemTally(t0, cohort, dense_bytes(size), dict(zip(cohort, peaks, strict=True)))
 
     def _protocol_charge(self, round_idx: int, tally: _RoundTally) -> ProtocolCharge:
         """Secure aggregation's legs and bytes this round (Issue 12 part 4)."""

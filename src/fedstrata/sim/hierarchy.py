@@ -82,12 +82,13 @@ from fedstrata.sim.engine import SimSettings, SimulationResult
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.hooks import Broadcaster, ClientPlanner, DenseBroadcast
-from fedstrata.sim.intake import finish_round
+from fedstrata.sim.intake import finish_round, system_tally
 from fedstrata.sim.network import NetworkModel
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tree_node import MeanTier, RobustCenter, TierAggregation
 from fedstrata.sim.tree_round import NodeResult, TreeTally, TreeWalk
 from fedstrata.sim.tree_secagg import SecureRound, SecureTier, secure_round
+from fedstrata.sim.tree_system import tree_detail
 
 if TYPE_CHECKING:
     from fedstrata.secagg.tree import TreeSecAgg
@@ -252,6 +253,7 @@ class HierarchicalSimulation:
             plans = self.planner.plans(r, send.client_ids, self.settings.plan)
         cohort = [int(c) for c in send.client_ids]
         tally = self._tally(r, t0, cohort, plans, failed)
+        tally.system = system_tally(self.profiles, t0, cohort, self.trainer.spec.size)
         base = r * self.hier.kappa_edge * self.hier.kappa_region
         model = self._bc.model_for_clients(params)
         root = self._walk().cycle(self.topology.root, model, t0, base, tally, fresh=True)
@@ -271,9 +273,15 @@ class HierarchicalSimulation:
             broadcast=self._bc, root_seed=self.settings.root_seed,
         )  # fmt: skip
         metrics = self._metrics(r, params, root, tally, outcome, wall_s=0.0)
+        system, detail = tree_detail(
+            r, tally.system, self.topology.root, reports=tally.reports, status=tally.status,
+            ingress=tally.nodes, fpe=self.trainer.flops_per_example, end_s=outcome.end_s,
+            deadline_s=self._coordinator.policy.deadline_s,
+        )  # fmt: skip
         metrics = finish_round(
-            metrics, outcome, hooks=self.hooks, planner=self.planner, reports=tally.reports
-        )
+            metrics.with_stats(system), outcome, hooks=self.hooks, planner=self.planner,
+            reports=tally.reports,
+        )  # fmt: skip
         metrics = replace(metrics, wall_round_s=time.perf_counter() - wall0)
         if failed:
             self.topology = rehome(self.topology, failed)
@@ -281,7 +289,7 @@ class HierarchicalSimulation:
         if self.fed_eval is not None:
             last = r == self.settings.rounds - 1
             self.fed_eval.maybe_run(self.executor, params, r, last=last, sinks=self.sinks)
-        emit_round(outcome, metrics, self.sinks, self.on_round)
+        emit_round(outcome, metrics, self.sinks, self.on_round, detail=detail)
         return params, opt_state, metrics
 
     def _tally(

@@ -23,6 +23,7 @@ from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.coordinator.events import RoundOutcome
 from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.coordinator.round_logic import decode_update, dense_bytes, fold_update
+from fedstrata.coordinator.system_tally import SystemTally
 from fedstrata.core.context import derive_rng
 from fedstrata.core.metrics import AnyStats
 from fedstrata.core.params import FloatVector, ParamSpec
@@ -43,8 +44,20 @@ __all__ = [
     "finish_round",
     "fold_result",
     "result_problem",
+    "system_tally",
     "upload_bytes",
 ]
+
+
+def system_tally(
+    profiles: ProfileTable, start_s: float, cohort: Sequence[int], size: int
+) -> SystemTally:
+    """A round's device and link tally: the cohort, with each device's peak FLOP/s at
+    the run's precision (its profile's FLOP/s x its speed factor)."""
+    ids = np.asarray(cohort, dtype=np.int64)
+    peaks = (profiles.flops[ids] * profiles.speedup[ids]).tolist()
+    devices = tuple(int(c) for c in cohort)
+    return SystemTally(start_s, devices, dense_bytes(size), dict(zip(devices, peaks, strict=True)))
 
 
 def result_problem(res: TaskResult, spec: ParamSpec) -> str | None:

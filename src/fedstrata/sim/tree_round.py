@@ -28,6 +28,7 @@ import numpy as np
 from fedstrata.aggregation import MeanState
 from fedstrata.coordinator.machine import RoundCoordinator
 from fedstrata.coordinator.round_logic import client_weight, dense_bytes
+from fedstrata.coordinator.system_tally import SystemTally
 from fedstrata.coordinator.topology import Tier, TopologyNode
 from fedstrata.core.params import FloatVector
 from fedstrata.core.timing import fair_share_finish
@@ -40,6 +41,7 @@ from fedstrata.sim.network import NetworkModel
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.tasks import ClientTask, TaskResult
 from fedstrata.sim.tree_node import Hop, TierAggregation
+from fedstrata.sim.tree_system import NodeIngress, account_transfers
 
 __all__ = ["NodeResult", "TreeTally", "TreeWalk"]
 
@@ -75,6 +77,8 @@ class TreeTally:
     charge_s: Mapping[int, float] = field(default_factory=dict)
     charge_up: Mapping[int, int] = field(default_factory=dict)
     charge_down: Mapping[int, int] = field(default_factory=dict)
+    system: SystemTally | None = None  # devices and links (the twelve metrics)
+    nodes: dict[str, NodeIngress] = field(default_factory=dict)  # ingress per node
 
     def mark(self, cid: int, status: Status, arrival_s: float, reason: str = "") -> None:
         """Record a client's fate in one period; the worst fate and last arrival stay."""
@@ -158,7 +162,7 @@ class TreeWalk:
         kids = self._live_children(node, tally)
         ids = np.asarray([c for c in node.clients if c in tally.cohort], dtype=np.int64)
         lat = self._latencies(node, ids, kids)
-        arrive = start_s + lat + self._downlink(node, ids, kids, tally, fresh)
+        arrive = start_s + lat + self._downlink(node, ids, kids, tally, fresh, lat=lat)
         state = agg.init(self._size)
         state, uploads = self._train(
             node, agg, state, model, arrive, start_s=start_s, sub=sub, tally=tally
@@ -172,10 +176,7 @@ class TreeWalk:
             uploads.append(_Upload(ids.size + j, p.end_s, hop.nbytes, legs=legs, hop=hop))
         if not uploads:
             return NodeResult(state, start_s + agg.close_s(state))
-        done = (
-            self._upload_times(node, ids, len(kids), uploads, tally)
-            + lat[[u.position for u in uploads]]
-        )
+        done = self._upload_times(node, ids, len(kids), uploads, tally, lat=lat)
         out = self._gather(agg, state, uploads, done, start_s=start_s, tally=tally)
         return NodeResult(out.state, out.end_s + agg.close_s(out.state), out.legs)
 
@@ -257,9 +258,10 @@ class TreeWalk:
 
     def _downlink(
         self, node: TopologyNode, ids: np.ndarray, kids: list[TopologyNode], tally: TreeTally,
-        fresh: bool,
+        fresh: bool, *, lat: np.ndarray,
     ) -> np.ndarray:  # fmt: skip
-        """Seconds until each receiver holds the model (egress shared fairly)."""
+        """Seconds until each receiver holds the model (egress shared fairly), after
+        the hop latencies ``lat``."""
         bw = self.network.link(node.tier).bandwidth_bps
         keys = [int(i) for i in ids] + [-1 - self.node_ids[k.name] for k in kids]
         dense = dense_bytes(self._size)
@@ -273,12 +275,18 @@ class TreeWalk:
         tally.bytes_down += int(nbytes.sum())
         tally.client_bytes_down += int(nbytes[: ids.size].sum())
         tally.client_downloads += ids.size
-        return fair_share_finish(np.zeros(len(keys)), 8.0 * nbytes, caps, bw)
+        fair = fair_share_finish(np.zeros(len(keys)), 8.0 * nbytes, caps, bw)
+        if tally.system is not None:
+            who = [*ids.tolist(), *[None] * len(kids)]
+            account_transfers(tally.system, who, (nbytes, caps, lat, fair), up=False)
+        return fair
 
     def _upload_times(
         self, node: TopologyNode, ids: np.ndarray, n_kids: int, uploads: list[_Upload],
-        tally: TreeTally,
+        tally: TreeTally, *, lat: np.ndarray,
     ) -> np.ndarray:  # fmt: skip
+        """When each upload reaches ``node`` (ingress shared fairly, then the hop
+        latency ``lat``); the transfers and the node's ingress are tallied."""
         bw = self.network.link(node.tier).bandwidth_bps
         caps = np.concatenate([np.minimum(self.profiles.uplink_bps[ids], bw), np.full(n_kids, bw)])
         pos = np.asarray([u.position for u in uploads], dtype=np.int64)
@@ -287,7 +295,16 @@ class TreeWalk:
         tally.ingress[node.tier] += nbytes
         tally.bytes_up += nbytes
         ready = np.asarray([u.ready_s for u in uploads])
-        return fair_share_finish(ready, bits, caps[pos], bw)
+        finish = fair_share_finish(ready, bits, caps[pos], bw)
+        done: np.ndarray = finish + lat[pos]
+        into = tally.nodes.setdefault(node.name, NodeIngress(node.tier))
+        into.nbytes += nbytes
+        into.last_s = max(into.last_s, float(done.max()))
+        if tally.system is not None:
+            who = [u.result.client_id if u.result is not None else None for u in uploads]
+            transfer = (bits / 8.0, caps[pos], lat[pos], finish - ready)
+            account_transfers(tally.system, who, transfer, up=True)
+        return done
 
     def _latencies(
         self, node: TopologyNode, ids: np.ndarray, kids: list[TopologyNode]
