@@ -191,7 +191,9 @@ def test_diverging_clients_log_one_line_per_round_with_a_hint(caplog):
     assert [w.split(":")[0] for w in per_round] == ["round 0", "round 1", "round 2"], warnings
     assert all("x non-finite update (NaN/Inf)" in w for w in per_round), per_round
     assert all("lower client.lr" in w for w in per_round), per_round
-    (verdict,) = [w for w in warnings if not w.startswith("round ")]
+    alerts = [w for w in warnings if w.startswith("alert ")]  # Issue 16: logged once
+    assert [a.split(":")[1].strip() for a in alerts] == ["CompletionRateLow"], alerts
+    (verdict,) = [w for w in warnings if not w.startswith(("round ", "alert "))]
     assert verdict.startswith("18 of 18 client updates failed in 3 rounds"), verdict
     assert "in-process" in res.output  # where the clients trained
 

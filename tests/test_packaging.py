@@ -96,6 +96,7 @@ def test_wheel_holds_the_package_data(wheel: Path) -> None:
         "fedstrata/py.typed",
         "fedstrata/config/presets/quickstart.yaml",
         "fedstrata/config/presets/w1.yaml",
+        "fedstrata/monitoring/prometheus_rules.yml",
         "fedstrata/runtime/proto/fedstrata.proto",
         "fedstrata/scheduling/migrations/env.py",
         "fedstrata/scheduling/migrations/script.py.mako",

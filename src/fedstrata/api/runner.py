@@ -55,6 +55,7 @@ from fedstrata.monitoring import (
     write_report,
 )
 from fedstrata.monitoring.report_job import spawn_report
+from fedstrata.monitoring.wiring import MonitoringSinks
 from fedstrata.sim import ClientJob, Simulation, SimulationResult
 from fedstrata.sim.hierarchy import HierarchicalSimulation
 from fedstrata.sim.prefetch import Prefetch
@@ -111,6 +112,7 @@ def run(
     task: Task | str | None = None,
     server_optimizer: object = None,
     aggregator: object = None,
+    sinks: Sequence[Sink] = (),
     background_report: bool = False,
 ) -> RunResult:
     """Run the federation described by ``config``.
@@ -128,6 +130,9 @@ def run(
         aggregator: your own aggregator (an Aggregator, a rule ``(vectors, weights)
             -> aggregate``, its class, or an import string); default:
             ``server.aggregator``. See :mod:`fedstrata.strategy`.
+        sinks: your own metric sinks; they receive every round's events and the alerts
+            (closing them is yours). ``config.monitoring`` adds the Prometheus exporter,
+            TensorBoard, MLflow and the alert rules (:mod:`fedstrata.monitoring.wiring`).
         background_report: with ``output.report``, write ``report.html`` in a process
             of its own after the run (:attr:`RunResult.report_pending`) instead of
             before returning: the command line's choice, so short runs end at once.
@@ -155,6 +160,18 @@ def run(
     start = time.perf_counter()
     try:
         with ExitStack() as stack:
+            monitor = stack.enter_context(
+                _open_monitoring(
+                    config,
+                    store=store,
+                    run_name=run_name,
+                    num_clients=dataset.num_clients,
+                    trainer=trainer,
+                    sinks=sinks,
+                )
+            )
+            if monitor.exporter_url is not None:
+                notes["Prometheus metrics"] = monitor.exporter_url
             sim, params = _assemble(
                 config,
                 dataset=dataset,
@@ -162,6 +179,7 @@ def run(
                 trainer=trainer,
                 workers=workers,
                 store=store,
+                sinks=monitor.sinks,
                 stack=stack,
                 notes=notes,
                 strategy=strategy,
@@ -294,6 +312,7 @@ def _assemble(
     trainer: Trainer,
     workers: int,
     store: RunStore | None,
+    sinks: tuple[Sink, ...],
     stack: ExitStack,
     notes: dict[str, str],
     strategy: ServerStrategy,
@@ -333,7 +352,7 @@ def _assemble(
             params=params, strategy=strategy, registry=registry, secure=secure,
             allocator=allocator,
         )  # fmt: skip
-        tree.sinks = _sinks(store)
+        tree.sinks = sinks
         return tree, params
     if config.scheduling.async_.enabled:
         runner = async_simulation(
@@ -341,7 +360,7 @@ def _assemble(
             server_optimizer=strategy.optimizer, plan=local_plan(config.client),
             aggregator=strategy.aggregator, pipeline=pipe, params=params,
         )  # fmt: skip
-        runner.sinks = _sinks(store)
+        runner.sinks = sinks
         return runner, params
     if secure is not None:  # scheduling wraps it (settlement weights, Issue 12 part 4)
         strategy = replace(strategy, aggregator=secure[1])
@@ -352,12 +371,27 @@ def _assemble(
     sim.hooks = privacy_hooks(config, pipe, dataset.num_clients, size, allocator)
     if secure is not None:
         sim.hooks = (*sim.hooks, secure[1])
-    sim.sinks = _sinks(store)
+    sim.sinks = sinks
     return sim, params
 
 
-def _sinks(store: RunStore | None) -> tuple[Sink, ...]:
-    return () if store is None else (store,)
+def _open_monitoring(
+    config: FedConfig,
+    *,
+    store: RunStore | None,
+    run_name: str | None,
+    num_clients: int,
+    trainer: Trainer,
+    sinks: Sequence[Sink],
+) -> MonitoringSinks:
+    """The run's sinks (``config.monitoring``; the store first), told the run started."""
+    run_id = store.path.name if store is not None else run_name or config.name
+    monitor = MonitoringSinks.open(
+        config.monitoring, run=run_id, store=store, total_rounds=config.rounds.rounds,
+        extra=sinks,
+    )  # fmt: skip
+    monitor.emit_owned(RunStarted(run_id, dump_config(config), num_clients, trainer.spec.size))
+    return monitor
 
 
 def _local_store(trainer: Trainer, state_dir: Path) -> DiskStateStore | None:

@@ -5,6 +5,7 @@ from fedstrata.cli import (  # noqa: F401  (they register their commands)
     dashboard,
     deploy,
     model,
+    monitor,
     new,
 )
 from fedstrata.cli.app import app

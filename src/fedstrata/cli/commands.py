@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedstrata.cli.app import _fail, _human_bytes, _setup_logging, app, console
+from fedstrata.cli.monitor import MetricsPortOpt, metrics_port_override
 from fedstrata.cli.new import project_config
 from fedstrata.config import FedConfig, dump_config, list_presets, load_config
 from fedstrata.errors import FedstrataError
@@ -168,17 +169,20 @@ def run(
         Path | None,
         typer.Argument(help="YAML config file, or a project folder (its fedstrata.yaml)"),
     ] = None,
+    *,
     preset: Annotated[str | None, typer.Option(help="start from a built-in preset")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override: key.sub=value")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    metrics_port: MetricsPortOpt = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
 ) -> None:
     """Run a federation in the simulator (./fedstrata.yaml when no config is given)."""
     _setup_logging(verbose)
     try:
-        cfg = load_config(project_config(config, preset), preset, set_ or [])
+        overrides = [*(set_ or []), *metrics_port_override(metrics_port)]
+        cfg = load_config(project_config(config, preset), preset, overrides)
     except FedstrataError as exc:
         raise _fail(exc) from None
     progress = _RoundProgress(cfg.rounds.rounds, cfg.output.progress and not quiet)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedstrata.cli.app import _fail, _setup_logging, app
+from fedstrata.cli.monitor import MetricsPortOpt, metrics_port_override
 from fedstrata.config import load_config
 from fedstrata.errors import ConfigError, FedstrataError
 
@@ -113,6 +114,7 @@ def serve_center(
     output: Annotated[
         Path | None, typer.Option(help="where the run directory goes (output.dir)")
     ] = None,
+    metrics_port: MetricsPortOpt = None,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Run the center (coordinator) of a real federation; writes its run directory."""
@@ -124,6 +126,7 @@ def serve_center(
     try:
         extra = [] if min_clients is None else [f"rounds.min_clients={min_clients}"]
         extra += [] if output is None else [f"output.dir={output}"]
+        extra += metrics_port_override(metrics_port)
         cfg = load_config(config, None, [*(set_ or []), *extra])
         result = asyncio.run(
             run_center(
@@ -165,6 +168,7 @@ def serve_aggregator(
     mutual: MutualOpt = False,
     start_timeout: StartTimeoutOpt = 60.0,
     connect_timeout: ConnectTimeoutOpt = 20.0,
+    metrics_port: MetricsPortOpt = None,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Run an edge or region aggregator between clients and a parent."""
@@ -174,7 +178,7 @@ def serve_aggregator(
     from fedstrata.runtime.commands import load_tokens, run_aggregator
 
     try:
-        cfg = load_config(config, None, set_ or [])
+        cfg = load_config(config, None, [*(set_ or []), *metrics_port_override(metrics_port)])
         report = asyncio.run(
             run_aggregator(
                 cfg,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 
 from fedstrata.errors import DataError
-from fedstrata.monitoring.alerts import Alert
+from fedstrata.monitoring._alert import Alert
 
 __all__ = ["ALERTS_SQL", "insert_alert", "read_alerts"]
 

@@ -28,17 +28,21 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedstrata.errors import ConfigError
+from fedstrata.monitoring._alert import Alert
+from fedstrata.monitoring.catalogue import METRICS
 
 __all__ = [
     "DEFAULT_RULES",
     "EXTRA_KEYS",
     "METRIC_KEYS",
+    "RULES_FILE",
     "Alert",
     "AlertEvaluator",
     "AlertRule",
@@ -46,13 +50,8 @@ __all__ = [
     "prometheus_rules_yaml",
 ]
 
-METRIC_KEYS: tuple[str, ...] = (
-    "compression_ratio", "sync_share", "bandwidth_utilization",
-    "device_utilization", "round_time_s", "flop_efficiency",
-    "convergence_speed", "accuracy_fluctuation", "privacy_spent_eps",
-    "completion_rate", "recovery_time_s", "contention",
-)  # fmt: skip
-"""The twelve federation metrics' keys (``catalogue.METRICS`` order)."""
+METRIC_KEYS: tuple[str, ...] = tuple(d.key for d in METRICS)
+"""The twelve federation metrics' keys (:data:`~fedstrata.monitoring.catalogue.METRICS`)."""
 
 EXTRA_KEYS: tuple[str, ...] = ("accuracy", "loss", "train_loss", "privacy_plan_ratio")
 """Other keys a rule may watch: the round's test accuracy and loss, its mean training
@@ -133,24 +132,9 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
 )  # fmt: skip
 """The shipped rules (``monitoring.alerts`` defaults, ``prometheus_rules.yml``)."""
 
-
-@dataclass(frozen=True)
-class Alert:
-    """A rule fired at a round (a metric event: the run store keeps it).
-
-    Attributes:
-        rule: the rule's name.
-        round: the round at which the streak reached ``for_rounds``.
-        value: the metric's value in that round.
-        severity: the rule's severity.
-        message: a human-readable statement (rule, condition, value, round).
-    """
-
-    rule: str
-    round: int
-    value: float
-    severity: str
-    message: str
+RULES_FILE = Path(__file__).with_name("prometheus_rules.yml")
+"""The shipped Prometheus rules file: :func:`prometheus_rules_yaml` of :data:`DEFAULT_RULES`
+(``fedstrata alerts export`` writes it for your own rules)."""
 
 
 @dataclass

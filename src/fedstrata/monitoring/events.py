@@ -36,6 +36,7 @@ from fedstrata.core.metrics import (
     SystemStats,
     TierStats,
 )
+from fedstrata.monitoring._alert import Alert
 from fedstrata.monitoring._checks import (
     check_accuracy,
     check_extras,
@@ -45,7 +46,6 @@ from fedstrata.monitoring._checks import (
     fail,
     set_field,
 )
-from fedstrata.monitoring.alerts import Alert
 from fedstrata.monitoring.devices import RoundDetail
 from fedstrata.monitoring.fedeval import FedEvalMetrics
 

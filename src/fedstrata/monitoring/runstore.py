@@ -37,9 +37,9 @@ from typing import Any, TypeVar
 from fedstrata.core import FloatVector, ParamSpec
 from fedstrata.errors import CheckpointError, ConfigError, DataError
 from fedstrata.monitoring import _alerts_sql, _device_sql, _fedeval_sql, _schema
+from fedstrata.monitoring._alert import Alert
 from fedstrata.monitoring._atomic import atomic_write_text
 from fedstrata.monitoring._model import read_model, write_model
-from fedstrata.monitoring.alerts import Alert
 from fedstrata.monitoring.devices import DeviceStats, RoundDetail, TierIngress
 from fedstrata.monitoring.events import (
     ClientFailure,

@@ -49,6 +49,7 @@ from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, PayloadError, ProtocolError
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
+from fedstrata.runtime.monitor import TierMonitor
 
 __all__ = ["ParentLink", "TierAggregator", "TierReport"]
 
@@ -85,10 +86,14 @@ class TierAggregator:
         center: the client-facing center of this tier (``Deployment.edge``), served to
             its clients by a :class:`~fedstrata.runtime.wire.CenterServer`.
         size: parameters of the model.
+        monitor: sends each round to the tier's metric sinks (None: none).
     """
 
-    def __init__(self, parent: ParentLink, center: Center, size: int) -> None:
+    def __init__(
+        self, parent: ParentLink, center: Center, size: int, monitor: TierMonitor | None = None
+    ) -> None:
         self.parent, self.center, self.size = parent, center, size
+        self.monitor = monitor
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.
@@ -150,10 +155,14 @@ class TierAggregator:
             report.refused.append((r, str(exc)))
             return
         limit_s = task.deadline_s or self.center.settings.start_timeout_s
+        if self.monitor is not None:
+            self.monitor.round_started()
         state, record = await self.center.collect(
             r, params, model=model.to_bytes(), task=task, limit_s=limit_s
         )
         report.rounds.append(record)
+        if self.monitor is not None:
+            self.monitor.round_done(r, record)
         partial = state if isinstance(state, MeanState) else None
         if partial is None:
             raise ProtocolError(f"tier aggregator state is {type(state).__name__}, not a mean")

@@ -14,6 +14,7 @@ from fedstrata.runtime.build import DEFAULT_BACKOFF, DEFAULT_START_TIMEOUT_S, de
 from fedstrata.runtime.center import RuntimeResult
 from fedstrata.runtime.client import Backoff, ClientReport
 from fedstrata.runtime.link import GrpcLink
+from fedstrata.runtime.monitor import center_monitoring, tier_monitoring
 from fedstrata.runtime.recorder import RunRecorder
 from fedstrata.runtime.security import TlsFiles, TokenTable, make_dev_pki, new_token
 from fedstrata.runtime.wire import CenterServer
@@ -84,9 +85,12 @@ async def run_center(
     recorder = RunRecorder.create(dep)
     on_round = None if recorder is None else recorder.on_round
     try:
-        async with CenterServer(center, tokens, address=address, tls=tls, mutual=mutual) as server:
-            log.warning("center listening on %s (run %s)", server.target, center.run_id)
-            result = await center.run(dep.initial_params(), on_round)
+        with center_monitoring(config, recorder):
+            async with CenterServer(
+                center, tokens, address=address, tls=tls, mutual=mutual
+            ) as server:
+                log.warning("center listening on %s (run %s)", server.target, center.run_id)
+                result = await center.run(dep.initial_params(), on_round)
     except BaseException:
         if recorder is not None:
             recorder.abort()
@@ -163,4 +167,9 @@ async def run_aggregator(
         ) as link,  # fmt: skip
     ):
         log.warning("aggregator %d listening on %s (parent %s)", tier_id, server.target, parent)
-        return await TierAggregator(link, center, dep.size).run()
+        monitor = tier_monitoring(config, tier_id)
+        try:
+            return await TierAggregator(link, center, dep.size, monitor).run()
+        finally:
+            if monitor is not None:
+                monitor.close()

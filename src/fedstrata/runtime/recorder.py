@@ -36,6 +36,7 @@ from fedstrata.monitoring import (
     RunStatus,
     RunStore,
     RunTotals,
+    Sink,
     new_run_dir,
     write_report,
 )
@@ -61,6 +62,7 @@ class RunRecorder:
         self, dep: Deployment, store: RunStore, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.dep, self.store, self.clock = dep, store, clock
+        self.sinks: tuple[Sink, ...] = (store,)  # the store first (monitoring may add more)
         self.totals = RunTotals()
         self._test = None if dep.test_data is None else dep.test_data()
         self._started = self._last = clock()
@@ -93,7 +95,7 @@ class RunRecorder:
         self._last = now
         self.totals.add(metrics)
         detail = RoundDetail(round_idx, outcome_devices(record.outcome))
-        emit_round(record.outcome, metrics, (self.store,), None, detail=detail)
+        emit_round(record.outcome, metrics, self.sinks, None, detail=detail)
         self.store.save_model(self.dep.trainer.spec, params)
 
     def _metrics(
