@@ -66,16 +66,17 @@ def _detail(r: int) -> RoundDetail:
 class Writer:
     """A run being written: ``add(n)`` stores n more rounds (with device details)."""
 
-    def __init__(self, run_dir: Path, make_metrics: Any) -> None:
+    def __init__(self, run_dir: Path, make_metrics: Any, eps_per_round: float = 0.1) -> None:
         self.store = RunStore.create(run_dir)
         self.store.emit(RunStarted("live-demo", "rounds: 20\n", num_clients=10, num_params=7))
         self.next = 0
         self._make = make_metrics
+        self._eps = eps_per_round
 
     def add(self, n: int) -> None:
         for _ in range(n):
             self.store.emit(_detail(self.next))
-            self.store.emit(_round(self._make, self.next))
+            self.store.emit(_round(self._make, self.next, eps_per_round=self._eps))
             self.next += 1
 
 
@@ -224,3 +225,23 @@ def test_find_run_dir_follows_the_newest_run(tmp_path: Path, writer: Writer) -> 
         find_run_dir(tmp_path / "empty")
     with pytest.raises(DataError, match="does not exist"):
         find_run_dir(tmp_path / "missing")
+
+
+def test_spending_ahead_of_the_plan_raises_the_critical_alert(
+    tmp_path: Path, make_metrics: Any
+) -> None:
+    fast = Writer(tmp_path / "fast", make_metrics, eps_per_round=0.3)
+    try:
+        fast.add(3)
+        store = RunStore.open(fast.store.path)
+        source = RunSource(store, default_catalogue(), budget=BUDGET, min_interval_s=0)
+        with BackgroundServer(create_app(source)) as server:
+            alerts = AlertsResponse.model_validate(get(server.url + "api/alerts"))
+            privacy = PrivacyResponse.model_validate(get(server.url + "api/privacy"))
+    finally:
+        fast.store.close()
+    ahead = [a for a in alerts.alerts if a.rule == "PrivacyAheadOfPlan"]
+    assert [(a.round, a.severity) for a in ahead] == [(0, "critical")]
+    assert ahead[0].value == pytest.approx(0.3 / (4.0 / 20))
+    assert privacy.spent_eps == pytest.approx(0.9)
+    assert privacy.planned_eps == pytest.approx(0.6)

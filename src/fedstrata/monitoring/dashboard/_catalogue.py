@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fedstrata.monitoring.alerts import DEFAULT_RULES, Alert, AlertRule, evaluate
 from fedstrata.monitoring.catalogue import METRICS, MetricDef, federation_metrics
 from fedstrata.monitoring.events import RoundMetrics
+from fedstrata.monitoring.live import extra_values
 
 __all__ = [
     "GROUPS",
@@ -47,22 +48,12 @@ class Catalogue:
 
 
 def alert_rows(
-    rounds: Sequence[RoundMetrics],
-    rows: Sequence[MetricRow],
-    plan: Callable[[int], float | None],
+    rounds: Sequence[RoundMetrics], rows: Sequence[MetricRow], total_rounds: int | None
 ) -> list[dict[str, float | None]]:
-    """The rows alert rules read: each metric row with the round's index, test accuracy
-    and loss, training loss and ``privacy_plan_ratio`` (ε spent over ``plan(round)``,
-    the ε the plan allows by then; None without DP or a plan)."""
-    out = []
-    for m, row in zip(rounds, rows, strict=True):
-        allowed = plan(m.round_idx)
-        spent = None if m.privacy is None else m.privacy.epsilon_spent
-        ratio = None if spent is None or not allowed else spent / allowed
-        extra = {"round": float(m.round_idx), "accuracy": m.accuracy, "loss": m.loss,
-                 "train_loss": m.train_loss, "privacy_plan_ratio": ratio}  # fmt: skip
-        out.append({**row, **extra})
-    return out
+    """The rows alert rules read: each metric row with the round's index, accuracy,
+    losses and ``privacy_plan_ratio`` over ``total_rounds``, exactly as the run's own
+    alert sink adds them (:func:`fedstrata.monitoring.live.extra_values`)."""
+    return [{**row, **extra_values(m, total_rounds)} for m, row in zip(rounds, rows, strict=True)]
 
 
 def default_catalogue(rules: Sequence[AlertRule] = DEFAULT_RULES) -> Catalogue:

@@ -142,14 +142,11 @@ class RunSource:
         rows = tuple(self.catalogue.compute(rounds))
         if len(rows) != len(rounds):
             raise DataError(f"metric catalogue returned {len(rows)} rows for {len(rounds)} rounds")
-        plan = self._plan
-        inputs = alert_rows(rounds, rows, plan)
+        planned = None if self.budget is None else self.budget.planned_rounds
+        inputs = alert_rows(rounds, rows, planned)
         alerts = tuple(self.catalogue.alerts(self.catalogue.rules, inputs))
         logger.debug("dashboard read rounds %d..%d", new[0].round_idx, new[-1].round_idx)
         return Snapshot(rounds, rows, alerts, finished, snap.version + 1)
-
-    def _plan(self, round_idx: int) -> float | None:
-        return None if self.budget is None else self.budget.allowed(round_idx)
 
     def close(self) -> None:
         """Close the store (idempotent)."""
