@@ -45,18 +45,13 @@ function tickLabels(u, splits) {  /* as many decimals as the tick spacing needs 
   return splits.map((v) => (Math.abs(v) >= 1e6 ? v.toExponential(1) : v.toFixed(digits)));
 }
 
-function axisSize(u, values) {  /* wide enough for the longest tick label */
-  const longest = values ? Math.max(0, ...values.map((v) => String(v).length)) : 4;
-  return Math.max(40, 14 + 7 * longest);
-}
-
 function chartWidth(node) { return Math.max(240, node.clientWidth || 300); }
 
 function lineChart(node, title, seriesLabels, onDraw) {
   const opts = {
     title, width: chartWidth(node), height: 160, legend: { show: seriesLabels.length > 1 },
     scales: { x: { time: false } },
-    axes: [{ label: "round", size: 30 }, { size: axisSize, values: tickLabels }],
+    axes: [{ label: "round", size: 30 }, { size: 72, values: tickLabels }],
     series: [{ label: "round" }].concat(seriesLabels.map((label, i) => ({
       label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true,
       points: { show: false } }))),
@@ -151,6 +146,7 @@ function renderPrivacy(p) {
     state.charts.privacy = lineChart($("#chart-privacy"), "ε spent vs plan", ["spent", "plan"]);
   }
   const xs = p.spent.x;
+  $("#chart-privacy").hidden = !p.enabled;
   state.charts.privacy.setData([xs, p.spent.y, p.plan.x.length ? p.plan.y : xs.map(() => null)]);
   const gauge = $("#eps-gauge");
   if (p.budget_eps === null || p.spent_eps === null) {
