@@ -54,7 +54,9 @@ def dashboard(
         )
     except FedstrataError as exc:
         raise _fail(exc) from None
-    console.print(f"[bold]fedstrata dashboard[/] of {target} on http://{host}:{port}/")
+    console.print(
+        f"[bold]fedstrata dashboard[/] of {target} on http://{host}:{port}/", soft_wrap=True
+    )
     uvicorn.run(dash, host=host, port=port, log_level="warning")
 
 
