@@ -245,3 +245,22 @@ def test_spending_ahead_of_the_plan_raises_the_critical_alert(
     assert ahead[0].value == pytest.approx(0.3 / (4.0 / 20))
     assert privacy.spent_eps == pytest.approx(0.9)
     assert privacy.planned_eps == pytest.approx(0.6)
+
+
+def test_a_finished_run_says_so(served: str, writer: Writer) -> None:
+    writer.add(2)
+    assert not MetricsResponse.model_validate(get(served + "api/metrics")).finished
+    writer.store.close()  # writes summary.json: the run is over
+    assert MetricsResponse.model_validate(get(served + "api/metrics?since=1")).finished
+    assert MetaResponse.model_validate(get(served + "api/meta")).finished
+
+
+def test_an_unreadable_store_answers_503_with_its_message(writer: Writer) -> None:
+    store = RunStore.open(writer.store.path)
+    source = RunSource(store, default_catalogue(), min_interval_s=0)
+    with BackgroundServer(create_app(source)) as server:
+        store.close()
+        with pytest.raises(urllib.error.HTTPError) as info:
+            get(server.url + "api/metrics")
+    assert info.value.code == 503
+    assert "store is closed" in json.loads(info.value.read())["error"]
