@@ -100,6 +100,10 @@ def test_wheel_holds_the_package_data(wheel: Path) -> None:
         "fedstrata/runtime/proto/fedstrata.proto",
         "fedstrata/scheduling/migrations/env.py",
         "fedstrata/scheduling/migrations/script.py.mako",
+        "fedstrata/monitoring/dashboard/static/index.html",
+        "fedstrata/monitoring/dashboard/static/dashboard.js",
+        "fedstrata/monitoring/dashboard/static/uPlot.iife.min.js",
+        "fedstrata/monitoring/dashboard/static/uPlot-LICENSE.txt",
     ):
         assert required in names, f"{required} missing from {wheel.name}"
     assert any(n.startswith("fedstrata/scheduling/migrations/versions/") for n in names)

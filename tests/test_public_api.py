@@ -15,6 +15,7 @@ PACKAGES = [
     "fedstrata.data",
     "fedstrata.sim",
     "fedstrata.monitoring",
+    "fedstrata.monitoring.dashboard",
     "fedstrata.torch_adapter",
     "fedstrata.builders",
     "fedstrata.strategy",

@@ -543,3 +543,22 @@ def test_two_records_of_one_family_in_a_round_are_refused(make_metrics):
         once.with_stats(CodecStats(2.0, 1.0, 1.0))  # a hook may not overwrite the intake's
     with pytest.raises(DataError, match="codec"):
         make_metrics(0, codec={"uplink_ratio": 1.0})
+
+
+def test_a_reader_takes_only_the_rounds_after_a_cursor_while_the_run_writes(
+    tmp_path, make_metrics
+):
+    with RunStore.create(tmp_path / "run") as writer:
+        writer.emit(RunStarted("cursor", "rounds: 5\n", num_clients=7, num_params=3))
+        reader = RunStore.open(tmp_path / "run")
+        for r in range(3):
+            writer.emit(make_metrics(r))
+        assert [m.round_idx for m in reader.rounds(since=0)] == [1, 2]
+        writer.emit(make_metrics(3))
+        assert [m.round_idx for m in reader.rounds(since=2)] == [3]
+        assert reader.rounds(since=3) == []
+        assert len(reader.rounds()) == 4
+        meta = reader.meta()
+        assert meta["run_id"] == "cursor"
+        assert meta["num_clients"] == "7"
+        reader.close()

@@ -1,6 +1,13 @@
 """The ``fedstrata`` command line (typer). The only place that configures logging."""
 
-from fedstrata.cli import commands, deploy, model, monitor, new  # noqa: F401  (they register their commands)
+from fedstrata.cli import (  # noqa: F401  (they register their commands)
+    commands,
+    dashboard,
+    deploy,
+    model,
+    monitor,
+    new,
+)
 from fedstrata.cli.app import app
 
 __all__ = ["app", "main"]

@@ -5,7 +5,7 @@ Layout of a run directory::
     config.yaml      the resolved configuration, verbatim (from RunStarted)
     metrics.sqlite   tables ``rounds`` (one row per round), ``client_failures``, ``meta``,
                      ``fed_eval_*`` (federated evaluation, :mod:`._fedeval_sql`),
-                     ``alerts`` (alert firings, :mod:`._alerts_sql`)
+                     ``alerts`` (alert firings, :mod:`._alerts_sql`),
                      ``device_*`` and ``node_rounds`` (per device / tier, :mod:`._device_sql`)
     model.npz        final flat float32 parameters with their names and shapes
     summary.json     machine-readable summary (written at RunFinished, or at close)
@@ -353,16 +353,17 @@ class RunStore:
 
     # --- reading --------------------------------------------------------------------
 
-    def rounds(self) -> list[RoundMetrics]:
-        """Every stored round, by round index.
+    def rounds(self, since: int | None = None) -> list[RoundMetrics]:
+        """Every stored round (only those after round ``since``, if given), by index.
 
         Raises:
             DataError: the database is unreadable or holds invalid rows (names the file).
         """
         columns = self._columns
+        after = -1 if since is None else since
         with self._db("read rounds"):
-            sql = f"SELECT {', '.join(columns)} FROM rounds ORDER BY round_idx"
-            rows = self._conn.execute(sql).fetchall()
+            sql = f"SELECT {', '.join(columns)} FROM rounds WHERE round_idx > ? ORDER BY round_idx"
+            rows = self._conn.execute(sql, (after,)).fetchall()
         decode = partial(_schema.round_from_row, columns=columns)
         return [self._decoded(decode, row) for row in rows]
 
@@ -377,6 +378,16 @@ class RunStore:
                 return _fedeval_sql.read_fed_eval(self._conn)
             except DataError as exc:
                 raise DataError(f"{self._dir / METRICS_FILE}: {exc}") from exc
+
+    def meta(self) -> dict[str, str]:
+        """The run's ``meta`` table: ``schema_version``, and after RunStarted ``run_id``,
+        ``num_clients`` and ``num_params``.
+
+        Raises:
+            DataError: the database is unreadable (names the file).
+        """
+        with self._db("read the run's meta data"):
+            return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
 
     def alerts(self) -> list[Alert]:
         """Every stored alert firing, in order ([] for a store written before alerts).
@@ -409,6 +420,28 @@ class RunStore:
         """
         with self._db("read tier statistics"):
             return _device_sql.read_tier_stats(self._conn) if self._has_devices else []
+
+    def utilization_by_bin(
+        self, after: int, upto: int, width: int
+    ) -> list[tuple[int, int, float, int]]:
+        """Device utilization summed per round in ``(after, upto]`` and per bin of
+        ``width`` client ids: rows ``(round, client_id // width, sum, count)``, NULL
+        (NaN) utilizations not counted; none in a store before version 4.
+
+        Raises:
+            DataError: ``width`` < 1, or the database is unreadable (names the file).
+        """
+        if width < 1:
+            raise DataError(f"utilization_by_bin: width must be >= 1 (got {width})")
+        sql = (
+            "SELECT round_idx, client_id / ?, SUM(utilization), COUNT(utilization) "
+            "FROM device_rounds WHERE round_idx > ? AND round_idx <= ? "
+            "AND utilization IS NOT NULL GROUP BY 1, 2"
+        )
+        with self._db("read device utilization"):
+            if not self._has_devices:
+                return []
+            return self._conn.execute(sql, (width, after, upto)).fetchall()
 
     def failures(self, limit: int | None = None) -> list[ClientFailure]:
         """Stored client failures in the order they were reported (the first ``limit``).
