@@ -43,7 +43,7 @@ import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -77,7 +77,11 @@ from fedstrata.runtime.records import (
     dense_update_limit,
     encode_partial,
 )
-from fedstrata.runtime.streaming import Broadcast, apply_in_place
+from fedstrata.runtime.streaming import STREAM_MEAN as _STREAM_MEAN
+from fedstrata.runtime.streaming import Broadcast, aiter_chunks, apply_in_place
+
+if TYPE_CHECKING:
+    from fedstrata.runtime.failover import AckGate, AfterRound
 
 __all__ = [
     "Center",
@@ -135,6 +139,10 @@ class Center:
         self._intake: RoundIntake | None = None  # the open round
         self._finished = False
         self.rejections: list[tuple[int, int, str]] = []
+        # failover hooks (runtime/failover.py): a committed round's checkpoint, and the
+        # gate that holds an accepted update's reply until its round is committed
+        self.after_round: AfterRound | None = None
+        self.ack_gate: AckGate | None = None
 
     # ---- the run -------------------------------------------------------------------
 
@@ -142,21 +150,28 @@ class Center:
         self,
         params: FloatVector,
         on_round: Callable[[int, RoundRecord, FloatVector], None] | None = None,
+        *,
+        start_round: int = 0,
+        opt_state: object | None = None,
     ) -> RuntimeResult:
         """Run every round from ``params``; returns the final model and records.
 
         ``on_round(round_idx, record, params)`` is called after each round with the
-        model it produced (the run directory is written from it).
+        model it produced (the run directory is written from it). A resumed run starts
+        at ``start_round`` with the server optimizer's ``opt_state`` (None: fresh).
         """
         result = RuntimeResult(params=params, rejections=self.rejections)
-        opt_state = self.server_optimizer.init(params)
-        log.info("run %s: %d rounds", self.run_id, self.settings.rounds)
+        if opt_state is None:
+            opt_state = self.server_optimizer.init(params)
+        log.info("run %s: rounds %d..%d", self.run_id, start_round, self.settings.rounds - 1)
         try:
-            for round_idx in range(self.settings.rounds):
+            for round_idx in range(start_round, self.settings.rounds):
                 params, opt_state, record = await self._run_round(round_idx, params, opt_state)
                 result.rounds.append(record)
                 if on_round is not None:
                     on_round(round_idx, record, params)
+                if self.after_round is not None:
+                    await self.after_round(round_idx, record, params, opt_state)
         finally:
             self.finish()
         result.params = params
@@ -392,7 +407,7 @@ class Center:
                 self._reject(round_idx, client_id, f"no model of round {round_idx} for it")
             )
         rnd.bytes_down += rnd.model.nbytes
-        return rnd.model.nbytes, _aiter(rnd.model.chunks(self.settings.chunks.chunk_bytes))
+        return rnd.model.nbytes, aiter_chunks(rnd.model.chunks(self.settings.chunks.chunk_bytes))
 
     async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
         """Receive one update; returns (accepted, reason). Never raises for bad input."""
@@ -404,7 +419,10 @@ class Center:
         problem = self._submission_problem(None if intake is None else intake.rnd, header)
         if problem is not None or intake is None:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
-        return await intake.submit(header, chunks)
+        accepted, reason = await intake.submit(header, chunks)
+        if accepted and self.ack_gate is not None:  # replied once the round is committed
+            return await self.ack_gate.wait(header.round_idx)
+        return accepted, reason
 
     def _submission_problem(self, rnd: OpenRound | None, header: UploadHeader) -> str | None:
         cid = header.client_id
@@ -420,12 +438,3 @@ class Center:
         if header.partial and not getattr(self.aggregator, "mergeable", False):
             return f"partial aggregate from {cid}, but this aggregator cannot merge partials"
         return None
-
-
-async def _aiter(chunks: Any) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
-        await asyncio.sleep(0)  # let other streams progress between chunks
-
-
-_STREAM_MEAN = WeightedMean(sum_dtype="float32")

@@ -38,6 +38,10 @@ class Roster:
         """Clients reachable through the connected participants."""
         return sum(self._reach.values())
 
+    def reach(self) -> dict[int, int]:
+        """Every connected participant and the clients it reaches (a copy)."""
+        return dict(self._reach)
+
     def describe(self) -> str:
         """``id:clients`` of every connected participant, for the logs."""
         return ", ".join(f"{p}:{n}" for p, n in sorted(self._reach.items())) or "none"
