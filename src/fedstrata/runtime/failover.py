@@ -112,14 +112,15 @@ class CenterSnapshot:
             "participants": {str(k): v for k, v in self.participants.items()},
             "history": [[h.round_idx, h.run_id, list(h.accepted)] for h in self.history],
             "opt": sorted(self.opt_state),
-            "parts": sorted(self.parts),
+            "parts": list(self.parts),  # members part.0, part.1, ... in this order
         }
         arrays: dict[str, NDArray[np.generic]] = {
             "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
             "params": np.asarray(self.params),
         }
         arrays.update({f"opt.{k}": np.asarray(v) for k, v in self.opt_state.items()})
-        arrays.update({f"part.{k}": np.frombuffer(v, np.uint8) for k, v in self.parts.items()})
+        blobs = enumerate(self.parts.values())
+        arrays.update({f"part.{i}": np.frombuffer(v, np.uint8) for i, v in blobs})
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
@@ -148,7 +149,7 @@ class CenterSnapshot:
                 history=tuple(
                     CommittedRound(int(r), str(i), tuple(a)) for r, i, a in meta["history"]
                 ),
-                parts={k: arrays[f"part.{k}"].tobytes() for k in meta["parts"]},
+                parts={k: arrays[f"part.{i}"].tobytes() for i, k in enumerate(meta["parts"])},
             )  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             raise CheckpointCorrupt(f"not a center snapshot: {exc!r}") from None
