@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,6 @@ class ChaosSpec:
     lease_s: float = 1.0
     rejoin_timeout_s: float = 1.5
     spare_settle_s: float = 0.3
-    extra: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def num_clients(self) -> int:

@@ -35,12 +35,16 @@ from fedstrata.errors import ConfigError, TransportError
 from fedstrata.runtime.center import TaskSpec
 from fedstrata.runtime.link import GrpcLink
 
-__all__ = ["FailoverLink", "Switch"]
+__all__ = ["FailoverLink", "NoTargetError", "Switch"]
 
 log = logging.getLogger(__name__)
 
 MakeLink = Callable[[str], GrpcLink]
 """Builds the (not yet entered) link to one target."""
+
+
+class NoTargetError(TransportError):
+    """No target accepted a connection within the link's ``connect_timeout_s``."""
 
 
 class Switch:
@@ -131,7 +135,7 @@ class FailoverLink:
                 await link.close()
             if time.monotonic() + self.pause_s >= end:
                 limit = f"{self.connect_timeout_s:g} s"
-                raise TransportError(f"none of {self.targets} accepted a connection in {limit}")
+                raise NoTargetError(f"none of {self.targets} accepted a connection in {limit}")
             await asyncio.sleep(self.pause_s)
 
     def _adopt(self, link: GrpcLink, target: str) -> GrpcLink:

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from fedstrata.runtime.build import Deployment
+from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S, Deployment
 from fedstrata.runtime.center import Center, RuntimeResult
 from fedstrata.runtime.failover import CenterSnapshot, RoundCommitter, SnapshotSink, StatePart
 from fedstrata.runtime.lease import LeaseKeeper, LeaseLost, LeaseTiming, SqlLease, Watch
@@ -56,15 +56,22 @@ class FailoverSettings:
     Attributes:
         lease: lease length and clock-rate bound.
         poll_s: how often a standby reads the lease.
+        start_timeout_s: how long a fresh run's first round waits for every
+            participant (then it starts with the quorum).
         rejoin_timeout_s: how long a resumed center waits for the participants the
             checkpoint lists before it starts with the quorum.
         keepalive_s: HTTP/2 ping interval of the server (the sessions' heartbeat).
+        linger_s: how long the last center keeps serving after the last round, so a
+            participant that was reconnecting learns that the run is over (its
+            session is refused: "the run is over") instead of searching on.
     """
 
     lease: LeaseTiming = field(default_factory=LeaseTiming)
     poll_s: float = 0.1
+    start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     rejoin_timeout_s: float = 2.0
     keepalive_s: float = 2.0
+    linger_s: float = 2.0
 
 
 @dataclass
@@ -171,10 +178,11 @@ class CenterNode:
         return replace(snap, epoch=epoch)
 
     def _center(self, base: CenterSnapshot) -> Center:
-        wait_s = self.settings.rejoin_timeout_s
+        s, resumed = self.settings, base.round_idx >= 0
+        wait_s = s.rejoin_timeout_s if resumed else s.start_timeout_s
         center = self.dep.center(participants=self.participants, start_timeout_s=wait_s)
         center.run_id = f"{base.run_name}.{base.epoch}"
-        if base.round_idx >= 0:  # resumed: wait for the participants it had
+        if resumed:  # wait for the participants it had
             center.settings = replace(center.settings, start_clients=len(base.participants))
         return center
 
@@ -203,6 +211,7 @@ class CenterNode:
                 if not run.done():
                     raise LeaseLost(f"center {self.lease.holder}: lease of epoch {epoch} lost")
                 outcome.result = run.result()
+                await asyncio.sleep(self.settings.linger_s)
             except BaseException:  # stop before the run says DONE: calls break, no reply
                 await server.abort()
                 raise
