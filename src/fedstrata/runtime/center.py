@@ -412,7 +412,7 @@ class Center:
     async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
         """Receive one update; returns (accepted, reason). Never raises for bad input."""
         cid, intake = header.client_id, self._intake
-        if header.partial and header.run_id == self.run_id:
+        if header.partial and header.run_id in (self.run_id, ""):  # "": no task seen yet
             self.roster.report(cid, header.live_clients)
             if header.total_bytes == 0:  # a tier's report of its clients, no partial
                 return True, ""
