@@ -98,7 +98,7 @@ class FailoverLink:
 
     @property
     def target(self) -> str | None:
-        """The target of the current session (None: not connected)."""
+        """The target of the current (or last) session (None: none yet)."""
         return self._target
 
     async def __aenter__(self) -> FailoverLink:
