@@ -10,8 +10,9 @@
    stopped at once. Time: the kill -> the center reaches every client again (the
    orphans re-homed to the spare and the spare registered with the center).
 3. Chaos (OS processes, ``fedstrata.runtime.chaos_run``): two center nodes, two edges,
-   one spare, ten clients (six in quick), each a process; >= 20% of the client
-   processes, one edge and the active center are SIGKILLed mid-round. Reported: the run
+   one spare, ten clients, each a process; 20% of the client processes (after round
+   R-5 of R), one edge (after R-4) and the active center (after R-3) are SIGKILLed
+   mid-round; R = 10 (14 in the full run). Reported: the run
    completed, acknowledged updates (center ``SubmitReply`` ok, from the participants'
    logs) missing from the committed history, the recoveries, and the final accuracy
    against the undisturbed run of the same configuration (the simulator's: the runtime
@@ -191,8 +192,8 @@ def _repeats(quick: bool) -> tuple[list[float], list[float]]:
 
 
 def _chaos(quick: bool) -> tuple[dict[str, Any], list[float], list[float]]:
-    n = 6 if quick else 10
-    rounds = 8 if quick else 12
+    n = 10
+    rounds = 10 if quick else 14
     kill = math.ceil(0.2 * n)  # >= 20% of the client processes
     overrides = (*BASE, f"data.num_clients={n}", f"rounds.rounds={rounds}",
                  f"rounds.min_clients={n - kill}", "rounds.deadline_s=60",
@@ -205,8 +206,8 @@ def _chaos(quick: bool) -> tuple[dict[str, Any], list[float], list[float]]:
         spec = ChaosSpec(overrides, tmp, centers=tuple(addr[:2]), edges=tuple(addr[2:4]),
                          spares=tuple(addr[4:]), groups=groups, lease_s=1.0)  # fmt: skip
         plan = ChaosPlan(kill_clients=kill, kill_edge=True, kill_center=True,
-                         client_round=rounds // 2 - 2, edge_round=rounds // 2 - 1,
-                         center_round=rounds // 2, seed=7, limit_s=300.0)  # fmt: skip
+                         client_round=rounds - 5, edge_round=rounds - 4,
+                         center_round=rounds - 3, seed=7, limit_s=300.0)  # fmt: skip
         result = run_chaos(spec, plan)
     undisturbed = simulate_run(load_config(overrides=list(overrides))).simulation.final_accuracy
     acc = result.accuracy
