@@ -127,9 +127,16 @@ def test_a_fenced_center_neither_commits_nor_acknowledges():
         c = RoundCommitter(
             sink, base, run_id="run.1", participants=dict, fence=lambda: 0.1, margin_s=0.5
         )
+        stopped = []
+
+        async def stop_serving():
+            stopped.append(c.gate.committed)
+
+        c.on_fenced = stop_serving
         with pytest.raises(LeaseLost, match="round 5"):
             await c(5, _record([1]), np.zeros(2, np.float32), None)
         assert not sink.saved
         assert c.gate.committed == 4
+        assert stopped == [4]  # it stopped serving before the run could say DONE
 
     asyncio.run(main())

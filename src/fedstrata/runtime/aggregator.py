@@ -31,8 +31,10 @@ for clients in a round is bounded by the parent's deadline (or the start timeout
 Ownership and cancellation: :meth:`TierAggregator.run` owns the parent session for its
 whole life; when it returns (the parent said ``DONE``) or is cancelled, its clients'
 sessions are ended with ``DONE``. A broken parent connection ends it with
-:class:`~fedstrata.errors.TransportError` (its clients then give up after their
-retries).
+:class:`~fedstrata.errors.TransportError` (its clients then re-home or give up after
+their retries), unless its ``reconnect`` hook reconnects it (to a standby center,
+:mod:`fedstrata.runtime.relink`): then its clients keep their sessions and it
+registers again.
 """
 
 from __future__ import annotations

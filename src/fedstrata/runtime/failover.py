@@ -213,6 +213,7 @@ class RoundCommitter:
         self.gate = AckGate(base.round_idx)
         self.history = list(base.history)
         self.save_s: list[float] = []
+        self.on_fenced: Callable[[], Awaitable[None]] | None = None  # e.g. stop serving
 
     async def __call__(
         self, round_idx: int, record: RoundRecord, params: FloatVector, opt_state: Any
@@ -221,12 +222,12 @@ class RoundCommitter:
         if record.voided is None:
             self.history.append(CommittedRound(round_idx, self.run_id, accepted))
         snap = self.snapshot(round_idx, params, opt_state)
-        self._check_fence(round_idx)
+        await self._check_fence(round_idx)
         start = time.perf_counter()
         self.sink.snapshot(round_idx, snap.to_bytes())
         await asyncio.to_thread(self.sink.flush)
         self.save_s.append(time.perf_counter() - start)
-        self._check_fence(round_idx)
+        await self._check_fence(round_idx)
         self.gate.commit(round_idx, record.voided)
 
     def snapshot(self, round_idx: int, params: FloatVector, opt_state: Any) -> CenterSnapshot:
@@ -242,9 +243,14 @@ class RoundCommitter:
             parts={p.name: p.save() for p in self.parts},
         )
 
-    def _check_fence(self, round_idx: int) -> None:
+    async def _check_fence(self, round_idx: int) -> None:
+        """Raise :class:`LeaseLost` (after ``on_fenced``: the center stops serving
+        before its run ends, so no participant is told the run is over) when the lease
+        has less than ``margin_s`` left."""
         left = self.fence()
         if left <= self.margin_s:
+            if self.on_fenced is not None:
+                await self.on_fenced()
             raise LeaseLost(
                 f"round {round_idx}: lease validity {left:.2f} s left (< {self.margin_s} s): "
                 "not committing; a standby takes over"

@@ -255,10 +255,11 @@ class LeaseKeeper:
     async def run(self) -> None:
         while self.remaining_s() > 0:
             sent = self.clock()
-            try:
-                ok = await asyncio.to_thread(self.lease.renew, self.epoch)
-            except TransportError as exc:
-                log.warning("lease %s: renewal failed: %s", self.lease.name, exc)
+            try:  # a renewal that outlasts the validity is a failed one
+                renewal = asyncio.to_thread(self.lease.renew, self.epoch)
+                ok = await asyncio.wait_for(renewal, max(0.01, self.remaining_s()))
+            except (TransportError, TimeoutError) as exc:
+                log.warning("lease %s: renewal failed: %r", self.lease.name, exc)
                 ok = None
             if ok is False:
                 break

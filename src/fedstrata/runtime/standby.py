@@ -200,6 +200,7 @@ class CenterNode:
             center, self.tokens, address=self.address, tls=self.tls, mutual=self.mutual,
             keepalive_s=self.settings.keepalive_s,
         )  # fmt: skip
+        committer.on_fenced = server.abort
         async with server:
             run = asyncio.create_task(
                 center.run(params, start_round=base.round_idx + 1, opt_state=opt_state)
