@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fedstrata.errors import ConfigError
-from fedstrata.runtime.spares import LoadForecast, SparePolicy, target_spares
+from fedstrata.runtime.spares import LoadForecast, SparePolicy, SparePool, target_spares
 
 
 def test_ten_percent_of_the_edges_needed_at_least_one():
@@ -52,3 +52,26 @@ def test_bad_settings_are_refused():
         SparePolicy(edge_capacity=0)
     with pytest.raises(ConfigError, match="alpha"):
         LoadForecast(alpha=0)
+
+
+def test_the_pool_grows_ahead_of_the_load_shrinks_behind_it_and_replaces_promoted_spares():
+    started, retired = [], []
+
+    def start():
+        started.append(len(started))
+        return started[-1]
+
+    pool = SparePool(
+        SparePolicy(fraction=0.1, min_spares=1, edge_capacity=10),
+        LoadForecast(alpha=1.0, beta=1.0, horizon_rounds=2),
+        start, retired.append,
+    )  # fmt: skip
+    assert pool.observe(100) == 1  # 10 edges
+    assert pool.observe(150) == 3  # trend +50/round: 250 in 2 rounds -> 25 edges -> 3
+    assert pool.spares == [0, 1, 2]
+    pool.promote(1)  # spare 1 took a dead edge's clients
+    assert pool.observe(150) == 2  # flat now: 150 -> 15 edges -> 2
+    assert pool.spares == [0, 2]  # nothing to start: 2 left after the promotion
+    assert pool.observe(40) == 1  # shrinking
+    assert retired == [2]
+    assert started == [0, 1, 2]

@@ -9,8 +9,10 @@ shrinking; the edges needed are that forecast over an edge's client capacity. Th
 horizon should cover a spare's start-up time in rounds (a spare started now must be
 ready when the load arrives).
 
-Pure functions and a small stateful predictor; starting and stopping spare processes
-is the deployment's (the chaos harness sizes its spares with :func:`target_spares`).
+:class:`SparePool` reconciles: after each round it observes the load, and starts or
+retires spares (through callables the deployment gives it: processes, containers,
+cloud instances) until the pool holds the target. The chaos harness sizes its spares
+with :func:`target_spares`.
 
 Holt, C. C. "Forecasting seasonals and trends by exponentially weighted moving
 averages", 1957 (reprinted Int. J. Forecasting 20(1), 2004).
@@ -19,11 +21,12 @@ averages", 1957 (reprinted Int. J. Forecasting 20(1), 2004).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedstrata.errors import ConfigError
 
-__all__ = ["LoadForecast", "SparePolicy", "target_spares"]
+__all__ = ["LoadForecast", "SparePolicy", "SparePool", "target_spares"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +92,42 @@ class LoadForecast:
         if self.level is None:
             return 0.0
         return max(0.0, self.level + self.horizon_rounds * self.trend)
+
+
+class SparePool:
+    """Keeps :func:`target_spares` spares for the forecast load.
+
+    Args:
+        policy: the target's fraction, minimum and edge capacity.
+        forecast: the load predictor (observed once per round).
+        start: starts one spare and returns its handle.
+        retire: stops the spare of a handle.
+
+    Ownership: the pool owns the handles it started and not yet retired or
+    :meth:`promote` d (a spare that took a dead edge's clients is an edge now).
+    """
+
+    def __init__(
+        self,
+        policy: SparePolicy,
+        forecast: LoadForecast,
+        start: Callable[[], object],
+        retire: Callable[[object], None],
+    ) -> None:
+        self.policy, self.forecast, self.start, self.retire = policy, forecast, start, retire
+        self.spares: list[object] = []
+
+    def observe(self, reachable_clients: int) -> int:
+        """One round's load: start or retire spares to the new target; returns it."""
+        self.forecast.observe(reachable_clients)
+        target = target_spares(self.policy, self.forecast.predict())
+        while len(self.spares) < target:
+            self.spares.append(self.start())
+        while len(self.spares) > target:
+            self.retire(self.spares.pop())
+        return target
+
+    def promote(self, handle: object) -> None:
+        """``handle`` took over a dead edge: it leaves the pool (the next
+        :meth:`observe` starts a replacement)."""
+        self.spares.remove(handle)
