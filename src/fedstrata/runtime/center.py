@@ -77,8 +77,7 @@ from fedstrata.runtime.records import (
     dense_update_limit,
     encode_partial,
 )
-from fedstrata.runtime.streaming import STREAM_MEAN as _STREAM_MEAN
-from fedstrata.runtime.streaming import Broadcast, aiter_chunks, apply_in_place
+from fedstrata.runtime.streaming import Broadcast, apply_in_place
 
 if TYPE_CHECKING:
     from fedstrata.runtime.failover import AckGate, AfterRound
@@ -407,7 +406,7 @@ class Center:
                 self._reject(round_idx, client_id, f"no model of round {round_idx} for it")
             )
         rnd.bytes_down += rnd.model.nbytes
-        return rnd.model.nbytes, aiter_chunks(rnd.model.chunks(self.settings.chunks.chunk_bytes))
+        return rnd.model.nbytes, _aiter(rnd.model.chunks(self.settings.chunks.chunk_bytes))
 
     async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
         """Receive one update; returns (accepted, reason). Never raises for bad input."""
@@ -438,3 +437,12 @@ class Center:
         if header.partial and not getattr(self.aggregator, "mergeable", False):
             return f"partial aggregate from {cid}, but this aggregator cannot merge partials"
         return None
+
+
+async def _aiter(chunks: Any) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+        await asyncio.sleep(0)  # let other streams progress between chunks
+
+
+_STREAM_MEAN = WeightedMean(sum_dtype="float32")

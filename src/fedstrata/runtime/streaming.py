@@ -14,10 +14,9 @@ Two pieces keep the center's memory near one model while models stream:
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import zlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,7 +28,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE, MAGIC, VERSION, CodecId
 from fedstrata.errors import ConfigError, PayloadError
 
-__all__ = ["STREAM_MEAN", "Broadcast", "DenseFold", "aiter_chunks", "apply_in_place"]
+__all__ = ["Broadcast", "DenseFold", "apply_in_place"]
 
 _HEADER = struct.Struct("<4sBBHIQI")  # core.payload's layout: magic, version, codec,
 _FIELDS = struct.Struct("<BBHIQ")  # flags, params length, body length, CRC-32
@@ -198,14 +197,3 @@ def apply_in_place(params: NDArray[np.float32], state: MeanState, opt: FedAvg) -
     if opt.server_lr != 1.0:
         np.multiply(mean, np.float32(opt.server_lr), out=mean)
     return np.add(params, mean, out=mean)
-
-
-STREAM_MEAN = WeightedMean(sum_dtype="float32")
-"""The running mean of a streamed round (float32 sum; see ``CenterSettings``)."""
-
-
-async def aiter_chunks(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
-    """``chunks`` as an async iterator that lets other streams progress between them."""
-    for chunk in chunks:
-        yield chunk
-        await asyncio.sleep(0)
