@@ -78,3 +78,44 @@ def test_no_target_serving_is_a_no_target_error():
 
     with pytest.raises(NoTargetError, match="accepted a connection"):
         asyncio.run(main())
+
+
+class _FakeLink:
+    """A parent that always connects; records each session's Hello count."""
+
+    def __init__(self, target, hellos):
+        self.target, self.hellos, self.run_id, self.client_id = target, hellos, "", 9
+
+    async def __aenter__(self):
+        return self
+
+    async def probe(self, timeout_s):
+        return True
+
+    async def close(self):
+        pass
+
+    async def session(self, live_clients=0):
+        self.hellos.append(live_clients)
+        return
+        yield
+
+    async def report_live(self, live_clients):
+        self.hellos.append(("report", live_clients))
+
+
+def test_a_tier_report_made_while_searching_goes_in_the_next_hello():
+    hellos = []
+
+    async def main():
+        async with FailoverLink(["a:1"], lambda t: _FakeLink(t, hellos)) as link:
+            await link.report_live(4)  # no session yet: kept
+            async for _ in link.session(live_clients=1):
+                pass
+            await link.report_live(5)  # a session is open: sent
+            await link.reconnect()
+            async for _ in link.session(live_clients=5):
+                pass
+
+    asyncio.run(main())
+    assert hellos == [4, ("report", 5), 5]

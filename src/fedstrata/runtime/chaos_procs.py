@@ -78,7 +78,7 @@ def edge_main(spec: ChaosSpec, k: int, pki: DevPki, tokens: dict[int, str], out:
 
         parent = FailoverLink(spec.centers, make, connect_timeout_s=10 * spec.lease_s)
         server = CenterServer(center, TokenTable(tokens), address=address, tls=pki.server,
-                              mutual=True, keepalive_s=1.0)  # fmt: skip
+                              mutual=True, keepalive_s=5.0)  # fmt: skip
         async with server, parent:
             tier = TierAggregator(
                 acks.wrap(parent, tid), center, dep.size, reconnect=_retry(parent)
@@ -114,7 +114,7 @@ def client_main(spec: ChaosSpec, cid: int, pki: DevPki, tokens: dict[int, str], 
 
     async def main() -> list[tuple[float, str]]:
         def make(target: str) -> GrpcLink:
-            return GrpcLink(target, cid, tokens[cid], tls=pki.client(cid), keepalive_s=1.0)
+            return GrpcLink(target, cid, tokens[cid], tls=pki.client(cid), keepalive_s=5.0)
 
         link = FailoverLink(spec.homes(cid), make, connect_timeout_s=10 * spec.lease_s)
         async with link:

@@ -93,6 +93,7 @@ class FailoverLink:
         self.connect_timeout_s, self.probe_s, self.pause_s = connect_timeout_s, probe_s, pause_s
         self.switches: list[Switch] = []
         self.run_id = ""
+        self._pending_live: int | None = None  # a tier's report made while searching
         self._link: GrpcLink | None = None
         self._target: str | None = None
 
@@ -144,7 +145,10 @@ class FailoverLink:
             was = self._target
             log.log(level, "link %d: now connected to %s (was %s)", link.client_id, target, was)
             self.switches.append(Switch(time.monotonic(), self._target, target))
-        link.run_id = self.run_id
+        # a new connection starts without a run: the parent may be a new center term
+        # (its first task names the run), and a tier's live-client reports made before
+        # that task must not carry the previous term's id (the new center ignores them)
+        self.run_id = link.run_id = ""
         self._link, self._target = link, target
         return link
 
@@ -157,6 +161,8 @@ class FailoverLink:
             ProtocolError: the target refused the session.
         """
         link = await self._settle()
+        if self._pending_live is not None:  # reported while searching: newer
+            live_clients, self._pending_live = self._pending_live, None
         try:
             async for task in link.session(live_clients):
                 self.run_id = link.run_id
@@ -184,4 +190,9 @@ class FailoverLink:
         return await self._current().submit_partial(round_idx, data, live_clients)
 
     async def report_live(self, live_clients: int) -> None:
-        await self._current().report_live(live_clients)
+        """A tier's connected clients; while no session is open (the list is being
+        searched) the number is kept and sent in the next session's ``Hello``."""
+        if self._link is None:
+            self._pending_live = live_clients
+            return
+        await self._link.report_live(live_clients)
