@@ -12,6 +12,7 @@ import dataclasses
 import socket
 
 import numpy as np
+import pytest
 from rthelpers import SMALL, tokens_for
 
 from fedstrata.config import load_config
@@ -24,7 +25,7 @@ from fedstrata.runtime import (
 )
 from fedstrata.runtime.chaos import AckLog, lost_acks
 from fedstrata.runtime.failover import CenterSnapshot
-from fedstrata.runtime.lease import LeaseTiming, SqlLease
+from fedstrata.runtime.lease import LeaseLost, LeaseTiming, SqlLease
 from fedstrata.runtime.relink import FailoverLink
 from fedstrata.runtime.standby import CenterNode, FailoverSettings
 
@@ -208,3 +209,39 @@ def test_clients_of_a_dead_edge_rehome_to_the_spare_and_the_run_completes(small_
     rehomed = [link for (_, link), cid in zip(out, range(n), strict=True) if cid in split[1]]
     assert all(link.target.endswith(str(link.targets[1]).rsplit(":", 1)[1]) for link in rehomed)
     assert all(report.rounds[-1] == ROUNDS - 1 for report, _ in out)
+
+
+def test_a_deposed_center_stops_serving_without_telling_anyone_the_run_is_over(
+    tmp_path, small_deployment
+):
+    dep = _with(small_deployment, "rounds.rounds=50")
+    tokens = tokens_for(dep.num_clients)
+    sink = MemorySink()
+    (addr,) = _free_ports(1)
+    url = str(tmp_path / "registry.sqlite")
+    node = CenterNode(dep, lease=SqlLease(url, "fed", "a"), sink=sink, address=addr,
+                      tokens=TokenTable(tokens), settings=FAST)  # fmt: skip
+
+    async def client(cid):
+        link = FailoverLink([addr], lambda t: GrpcLink(t, cid, tokens[cid]), connect_timeout_s=30)
+        async with link:
+            return await dep.client(link, cid, backoff=RETRY).run()
+
+    async def main():
+        active = asyncio.create_task(node.run())
+        clients = [asyncio.create_task(client(c)) for c in range(dep.num_clients)]
+        await _until(lambda: sink.committed() >= 1)
+        thief = SqlLease(url, "fed", "b")
+        assert thief.acquire(thief.read()) == 2  # deposed (as if its lease had lapsed)
+        with pytest.raises(LeaseLost):
+            await active
+        await asyncio.sleep(0.2)
+        running = [not c.done() for c in clients]  # searching again, not told DONE
+        for c in clients:
+            c.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
+        return running
+
+    running = asyncio.run(main())
+    assert all(running)
+    assert sink.committed() < 49
