@@ -249,3 +249,16 @@ def test_tier_left_without_clients_leaves_and_registers_again_when_one_connects(
     assert second.outcome.accepted == (1,)
     assert report.rounds == [1]
     assert "tier: no clients left; leaving the parent" in caplog.text
+
+
+def test_a_report_that_overtakes_its_session_counts_when_the_session_joins():
+    from fedstrata.runtime.liveness import Roster
+
+    roster = Roster()
+    roster.report(6, 2)  # a reconnecting tier's report, before its Hello arrived
+    assert roster.reachable == 0
+    roster.join(6, 1)  # the Hello was built earlier: the report is newer
+    assert roster.reach() == {6: 2}
+    roster.leave(6)
+    roster.join(6, 3)  # consumed: a later session starts from its own Hello
+    assert roster.reach() == {6: 3}

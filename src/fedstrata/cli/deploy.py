@@ -151,9 +151,13 @@ def serve_aggregator(
     config: Annotated[Path | None, typer.Argument(help="YAML config")] = None,
     *,
     set_: SetOpt = None,
-    parent: Annotated[str, typer.Option(help="parent (center or region) host:port")] = (
-        "127.0.0.1:50051"
-    ),
+    parent: Annotated[
+        str,
+        typer.Option(
+            help="parent (center or region) host:port; several, comma-separated: "
+            "the active center and its standbys, tried in order"
+        ),
+    ] = "127.0.0.1:50051",
     tier_id: Annotated[int, typer.Option(help="this tier's participant id at the parent")] = 0,
     token: TokenFlagOpt = "",
     token_file: TokenFileOpt = None,
@@ -206,7 +210,14 @@ def client_cmd(
         Path | None, typer.Argument(help="YAML config (same as the center's)")
     ] = None,
     *,
-    server: Annotated[str, typer.Option(help="center host:port")] = "127.0.0.1:50051",
+    server: Annotated[
+        str,
+        typer.Option(
+            help="center host:port; several, comma-separated (the active center "
+            "and its standbys, or an edge, its spares and its parent): the first "
+            "that serves is used, and a broken connection searches them again"
+        ),
+    ] = "127.0.0.1:50051",
     client_id: Annotated[int, typer.Option(help="this client's id")] = 0,
     token: TokenFlagOpt = "",
     token_file: TokenFileOpt = None,

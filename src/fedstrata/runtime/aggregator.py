@@ -31,8 +31,10 @@ for clients in a round is bounded by the parent's deadline (or the start timeout
 Ownership and cancellation: :meth:`TierAggregator.run` owns the parent session for its
 whole life; when it returns (the parent said ``DONE``) or is cancelled, its clients'
 sessions are ended with ``DONE``. A broken parent connection ends it with
-:class:`~fedstrata.errors.TransportError` (its clients then give up after their
-retries).
+:class:`~fedstrata.errors.TransportError` (its clients then re-home or give up after
+their retries), unless its ``reconnect`` hook reconnects it (to a standby center,
+:mod:`fedstrata.runtime.relink`): then its clients keep their sessions and it
+registers again.
 """
 
 from __future__ import annotations
@@ -40,13 +42,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.core.payload import Payload
-from fedstrata.errors import FedstrataError, PayloadError, ProtocolError
+from fedstrata.errors import FedstrataError, PayloadError, ProtocolError, TransportError
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
 from fedstrata.runtime.monitor import TierMonitor
@@ -54,6 +56,11 @@ from fedstrata.runtime.monitor import TierMonitor
 __all__ = ["ParentLink", "TierAggregator", "TierReport"]
 
 log = logging.getLogger(__name__)
+
+
+Reconnect = Callable[[TransportError], Awaitable[bool]]
+"""Called when the parent connection broke: reconnect (after a backoff) and return
+True to register again, or False to give up (the error is then raised)."""
 
 
 class ParentLink(Protocol):
@@ -90,10 +97,17 @@ class TierAggregator:
     """
 
     def __init__(
-        self, parent: ParentLink, center: Center, size: int, monitor: TierMonitor | None = None
+        self,
+        parent: ParentLink,
+        center: Center,
+        size: int,
+        monitor: TierMonitor | None = None,
+        *,
+        reconnect: Reconnect | None = None,
     ) -> None:
         self.parent, self.center, self.size = parent, center, size
         self.monitor = monitor
+        self.reconnect = reconnect  # failover: True once the parent link is back
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.
@@ -104,11 +118,21 @@ class TierAggregator:
         """
         report = TierReport()
         try:
-            while not await self._serve(report):
+            while not await self._serve_or_reconnect(report):
                 log.warning("tier: no clients left; leaving the parent until one connects")
         finally:
             self.center.finish()
         return report
+
+    async def _serve_or_reconnect(self, report: TierReport) -> bool:
+        """:meth:`_serve`; a broken parent connection is retried while ``reconnect``
+        says so (its clients keep their sessions meanwhile)."""
+        while True:
+            try:
+                return await self._serve(report)
+            except TransportError as exc:
+                if self.reconnect is None or not await self.reconnect(exc):
+                    raise
 
     async def _serve(self, report: TierReport) -> bool:
         """One registration with the parent; True once the parent ended the run."""

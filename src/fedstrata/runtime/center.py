@@ -43,7 +43,7 @@ import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -78,6 +78,9 @@ from fedstrata.runtime.records import (
     encode_partial,
 )
 from fedstrata.runtime.streaming import Broadcast, apply_in_place
+
+if TYPE_CHECKING:
+    from fedstrata.runtime.failover import AckGate, AfterRound
 
 __all__ = [
     "Center",
@@ -135,6 +138,10 @@ class Center:
         self._intake: RoundIntake | None = None  # the open round
         self._finished = False
         self.rejections: list[tuple[int, int, str]] = []
+        # failover hooks (runtime/failover.py): a committed round's checkpoint, and the
+        # gate that holds an accepted update's reply until its round is committed
+        self.after_round: AfterRound | None = None
+        self.ack_gate: AckGate | None = None
 
     # ---- the run -------------------------------------------------------------------
 
@@ -142,21 +149,28 @@ class Center:
         self,
         params: FloatVector,
         on_round: Callable[[int, RoundRecord, FloatVector], None] | None = None,
+        *,
+        start_round: int = 0,
+        opt_state: object | None = None,
     ) -> RuntimeResult:
         """Run every round from ``params``; returns the final model and records.
 
         ``on_round(round_idx, record, params)`` is called after each round with the
-        model it produced (the run directory is written from it).
+        model it produced (the run directory is written from it). A resumed run starts
+        at ``start_round`` with the server optimizer's ``opt_state`` (None: fresh).
         """
         result = RuntimeResult(params=params, rejections=self.rejections)
-        opt_state = self.server_optimizer.init(params)
-        log.info("run %s: %d rounds", self.run_id, self.settings.rounds)
+        if opt_state is None:
+            opt_state = self.server_optimizer.init(params)
+        log.info("run %s: rounds %d..%d", self.run_id, start_round, self.settings.rounds - 1)
         try:
-            for round_idx in range(self.settings.rounds):
+            for round_idx in range(start_round, self.settings.rounds):
                 params, opt_state, record = await self._run_round(round_idx, params, opt_state)
                 result.rounds.append(record)
                 if on_round is not None:
                     on_round(round_idx, record, params)
+                if self.after_round is not None:
+                    await self.after_round(round_idx, record, params, opt_state)
         finally:
             self.finish()
         result.params = params
@@ -397,14 +411,17 @@ class Center:
     async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
         """Receive one update; returns (accepted, reason). Never raises for bad input."""
         cid, intake = header.client_id, self._intake
-        if header.partial and header.run_id == self.run_id:
+        if header.partial and header.run_id in (self.run_id, ""):  # "": no task seen yet
             self.roster.report(cid, header.live_clients)
             if header.total_bytes == 0:  # a tier's report of its clients, no partial
                 return True, ""
         problem = self._submission_problem(None if intake is None else intake.rnd, header)
         if problem is not None or intake is None:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
-        return await intake.submit(header, chunks)
+        accepted, reason = await intake.submit(header, chunks)
+        if accepted and self.ack_gate is not None:  # replied once the round is committed
+            return await self.ack_gate.wait(header.round_idx)
+        return accepted, reason
 
     def _submission_problem(self, rnd: OpenRound | None, header: UploadHeader) -> str | None:
         cid = header.client_id

@@ -8,19 +8,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedstrata.config import FedConfig
-from fedstrata.errors import ConfigError
-from fedstrata.runtime.aggregator import TierAggregator, TierReport
+from fedstrata.errors import ConfigError, TransportError
+from fedstrata.runtime.aggregator import Reconnect, TierAggregator, TierReport
 from fedstrata.runtime.build import DEFAULT_BACKOFF, DEFAULT_START_TIMEOUT_S, deployment
 from fedstrata.runtime.center import RuntimeResult
 from fedstrata.runtime.client import Backoff, ClientReport
 from fedstrata.runtime.link import GrpcLink
 from fedstrata.runtime.monitor import center_monitoring, tier_monitoring
 from fedstrata.runtime.recorder import RunRecorder
+from fedstrata.runtime.relink import FailoverLink, NoTargetError
 from fedstrata.runtime.security import TlsFiles, TokenTable, make_dev_pki, new_token
 from fedstrata.runtime.wire import CenterServer
 
 __all__ = [
     "load_tokens",
+    "parents",
     "run_aggregator",
     "run_center",
     "run_client",
@@ -115,6 +117,8 @@ async def run_client(
 
     With a task, the client trains on its own data: ``task.local_data(data_dir)``,
     else ``task.client_data(client_id)``, loaded before its session starts.
+    ``server``: ``host:port``, or several comma-separated (:func:`parents`): the first
+    that serves is used (:class:`~fedstrata.runtime.relink.FailoverLink`).
 
     Raises:
         TransportError: the server stayed unreachable through ``backoff``'s attempts
@@ -122,10 +126,29 @@ async def run_client(
         ProtocolError: the server refused this client.
     """
     dep = deployment(config, data_dir=data_dir)
-    async with GrpcLink(
-        server, client_id, token, tls=tls, connect_timeout_s=connect_timeout_s
-    ) as link:
-        return await dep.client(link, client_id, backoff=backoff).run()
+    targets = parents(server)
+
+    def make(target: str) -> GrpcLink:
+        return GrpcLink(target, client_id, token, tls=tls, connect_timeout_s=connect_timeout_s)
+
+    if len(targets) == 1:
+        async with make(targets[0]) as link:
+            return await dep.client(link, client_id, backoff=backoff).run()
+    async with FailoverLink(targets, make, connect_timeout_s=connect_timeout_s) as any_link:
+        return await dep.client(any_link, client_id, backoff=backoff).run()
+
+
+def parents(spec: str) -> list[str]:
+    """``host:port`` targets of a comma-separated list (the active center and its
+    standbys, or an edge, its spares and its parent), in order of preference.
+
+    Raises:
+        ConfigError: an empty list.
+    """
+    targets = [t.strip() for t in spec.split(",") if t.strip()]
+    if not targets:
+        raise ConfigError(f"expected host:port[,host:port...], got {spec!r}")
+    return targets
 
 
 async def run_aggregator(
@@ -155,21 +178,42 @@ async def run_aggregator(
     dep = deployment(config)
     center = dep.edge(clients, start_timeout_s=start_timeout_s)
     chunks = center.settings.chunks
+
+    def make(target: str) -> GrpcLink:
+        return GrpcLink(
+            target, tier_id, token, tls=parent_tls, chunks=chunks,
+            connect_timeout_s=connect_timeout_s,
+        )  # fmt: skip
+
+    targets = parents(parent)
+    link: GrpcLink | FailoverLink = make(targets[0])
+    again = None
+    if len(targets) > 1:
+        link = FailoverLink(targets, make, connect_timeout_s=connect_timeout_s)
+        again = _search_again(link)
     async with (
         CenterServer(center, tokens, address=address, tls=tls, mutual=mutual) as server,
-        GrpcLink(
-            parent,
-            tier_id,
-            token,
-            tls=parent_tls,
-            chunks=chunks,
-            connect_timeout_s=connect_timeout_s,
-        ) as link,  # fmt: skip
+        link,
     ):
         log.warning("aggregator %d listening on %s (parent %s)", tier_id, server.target, parent)
         monitor = tier_monitoring(config, tier_id)
         try:
-            return await TierAggregator(link, center, dep.size, monitor).run()
+            return await TierAggregator(link, center, dep.size, monitor, reconnect=again).run()
         finally:
             if monitor is not None:
                 monitor.close()
+
+
+def _search_again(link: FailoverLink, attempts: int = 3) -> Reconnect:
+    """A tier's reconnection over several parents: search the list again, giving up
+    after ``attempts`` searches in a row found none."""
+    failures = 0
+
+    async def again(exc: TransportError) -> bool:
+        nonlocal failures
+        failures = failures + 1 if isinstance(exc, NoTargetError) else 0
+        log.warning("aggregator: parent lost (%s); searching %s", exc, link.targets)
+        await link.reconnect()
+        return failures < attempts
+
+    return again

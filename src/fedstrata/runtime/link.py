@@ -166,6 +166,24 @@ class GrpcLink:
         finally:  # closing the iterator ends the session at the center too
             stream.cancel()
 
+    async def probe(self, timeout_s: float) -> bool:
+        """Whether the channel connects within ``timeout_s``; False at once when the
+        target refuses the connection (nothing listens there)."""
+        channel = self._channel
+        if channel is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                state = channel.get_state(try_to_connect=True)
+                while state is not grpc.ChannelConnectivity.READY:
+                    if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                        return False
+                    await channel.wait_for_state_change(state)
+                    state = channel.get_state(try_to_connect=True)
+        except TimeoutError:
+            return False
+        return True
+
     async def _connect(self) -> None:
         """Wait for the channel to connect, at most ``connect_timeout_s``."""
         channel = self._channel

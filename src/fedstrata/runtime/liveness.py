@@ -26,6 +26,7 @@ class Roster:
 
     def __init__(self) -> None:
         self._reach: dict[int, int] = {}
+        self._early: dict[int, int] = {}  # reports that overtook their session's Hello
         self._changed = asyncio.Event()
 
     @property
@@ -38,18 +39,26 @@ class Roster:
         """Clients reachable through the connected participants."""
         return sum(self._reach.values())
 
+    def reach(self) -> dict[int, int]:
+        """Every connected participant and the clients it reaches (a copy)."""
+        return dict(self._reach)
+
     def describe(self) -> str:
         """``id:clients`` of every connected participant, for the logs."""
         return ", ".join(f"{p}:{n}" for p, n in sorted(self._reach.items())) or "none"
 
     def join(self, participant: int, reach: int) -> None:
         """``participant`` connected, reaching ``reach`` clients (1 for a client)."""
-        self._reach[participant] = reach
+        self._reach[participant] = self._early.pop(participant, reach)
         self._changed.set()
 
     def report(self, participant: int, reach: int) -> None:
-        """A connected tier now reaches ``reach`` clients (ignored if it left)."""
-        if participant in self._reach and self._reach[participant] != reach:
+        """A connected tier now reaches ``reach`` clients (a report that arrives before
+        the tier's session counts when the session does: the report is newer)."""
+        if participant not in self._reach:  # its session is on its way (a reconnection)
+            self._early[participant] = reach
+            return
+        if self._reach[participant] != reach:
             log.info("participant %d reaches %d clients", participant, reach)
             self._reach[participant] = reach
             self._changed.set()

@@ -259,6 +259,11 @@ class CenterServer:
         await self._server.stop(grace=1.0)
         self._service.guard.refusals.flush()
 
+    async def abort(self) -> None:
+        """Stop serving at once: calls in flight break (a fenced center: no reply, no
+        ``DONE``, as if the process had died)."""
+        await self._server.stop(grace=0)
+
     @property
     def target(self) -> str:
         """``host:port`` clients dial (the bound port substituted)."""
