@@ -109,7 +109,6 @@ def test_combinations_accepted_and_ignored_before_are_refused(overrides) -> None
         (["scheduling.registry_url=devices.db"], "scheduling.registry_url"),
         (ASYNC, "scheduling.async.enabled"),
         (HIERARCHY, "topology.mode"),
-        (["downlink.preset=int8"], "downlink.preset"),
         (["privacy.mechanism=central"], "privacy.mechanism"),
         (["secagg.enabled=true"], "secagg.enabled"),
         (["evaluation.every=2"], "evaluation.every"),

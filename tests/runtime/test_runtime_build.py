@@ -15,7 +15,6 @@ from fedstrata.runtime import check_supported
 @pytest.mark.parametrize(
     "override",
     [
-        "downlink.preset=int8",
         "privacy.mechanism=central",
         "secagg.enabled=true",
         "evaluation.every=2",  # federated evaluation: refused, never accepted and ignored

@@ -74,7 +74,9 @@ DRIVERS: tuple[Driver, ...] = (
 
 RUNTIME = Driver(
     "runtime", "deployment runtime", None,
-    frozenset({"sampling", "deadline", "compression", "robust", "custom_aggregator"}),
+    frozenset({
+        "sampling", "deadline", "compression", "downlink", "robust", "custom_aggregator",
+    }),
     "docs/runtime.md",
 )  # fmt: skip
 

@@ -51,6 +51,7 @@ from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
+from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
@@ -144,9 +145,12 @@ class Deployment:
             start_timeout_s: how long round 0 waits for every participant.
 
         Raises:
-            ConfigError: tiers under a non-mergeable aggregator.
+            ConfigError: tiers under a non-mergeable aggregator, or with downlink
+                compression.
         """
         cfg, r = self.config, self.config.rounds
+        if participants is not None:
+            self._tiers_supported()
         if participants is None:
             start = self.num_clients
             policy = RoundPolicy(r.clients_per_round, r.min_clients, r.deadline_s, cfg.seed)
@@ -167,6 +171,7 @@ class Deployment:
             server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec(),
             clock=clock,
+            downlink=self.downlink_server() if participants is None else None,
         )
 
     def edge(
@@ -183,10 +188,11 @@ class Deployment:
         ``start_timeout_s``, then runs with those connected.
 
         Raises:
-            ConfigError: ``clients`` < 1.
+            ConfigError: ``clients`` < 1, or downlink compression.
         """
         if clients < 1:
             raise ConfigError(f"an aggregator tier needs clients >= 1, got {clients}")
+        self._tiers_supported()
         cfg = self.config
         policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
         settings = self._settings(chunk_bytes, 1, clients)
@@ -198,6 +204,26 @@ class Deployment:
             server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec(),
         )
+
+    def _tiers_supported(self) -> None:
+        """Refuse what aggregator tiers do not carry yet.
+
+        Raises:
+            ConfigError: downlink compression (a tier relays its parent's broadcast
+                unchanged; per-client deltas through a tier are not built).
+        """
+        if self.config.downlink.enabled:
+            raise ConfigError(
+                "downlink compression (downlink.preset, docs/runtime.md) with aggregator "
+                "tiers is not built: a tier relays its parent's dense broadcast, and "
+                "per-client deltas through a tier are not built yet (leave downlink at "
+                "its default, or connect the clients to the center)"
+            )
+
+    def downlink_server(self) -> DownlinkServer | None:
+        """The center's half of downlink compression (None: off)."""
+        d = self.config.downlink
+        return DownlinkServer(d.spec(), d.history) if d.enabled else None
 
     def _settings(self, chunk_bytes: int, min_available: int, start: int) -> CenterSettings:
         cfg = self.config
@@ -261,6 +287,7 @@ class Deployment:
             rng=rng,
             sleep=sleep,
             new_pipeline=self.client_pipeline,
+            downlink=DownlinkReplica() if self.config.downlink.enabled else None,
         )
 
 

@@ -63,6 +63,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.errors import ProtocolError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
+from fedstrata.runtime.downlink import DownlinkAsk, DownlinkServer
 from fedstrata.runtime.intake import RoundIntake
 from fedstrata.runtime.liveness import Roster
 from fedstrata.runtime.records import (
@@ -76,8 +77,10 @@ from fedstrata.runtime.records import (
     decode_partial,
     dense_update_limit,
     encode_partial,
+    submission_problem,
 )
 from fedstrata.runtime.streaming import Broadcast, apply_in_place
+from fedstrata.runtime.transport import iter_chunks
 
 __all__ = [
     "Center",
@@ -110,6 +113,7 @@ class Center:
         pipeline: server halves of the update stages (None: none).
         clock: time source for the coordinator's events.
         run_id: this run's name on the wire (default: random).
+        downlink: downlink compression (None: every client downloads the dense model).
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class Center:
         pipeline: Pipeline | None = None,
         clock: Clock | None = None,
         run_id: str | None = None,
+        downlink: DownlinkServer | None = None,
     ) -> None:
         self.settings, self.coordinator, self.aggregator = settings, coordinator, aggregator
         self.server_optimizer, self.codec, self.pipeline = server_optimizer, codec, pipeline
@@ -135,6 +140,7 @@ class Center:
         self._intake: RoundIntake | None = None  # the open round
         self._finished = False
         self.rejections: list[tuple[int, int, str]] = []
+        self.downlink = downlink
 
     # ---- the run -------------------------------------------------------------------
 
@@ -150,6 +156,8 @@ class Center:
         """
         result = RuntimeResult(params=params, rejections=self.rejections)
         opt_state = self.server_optimizer.init(params)
+        if self.downlink is not None:
+            self.downlink.start(params)
         log.info("run %s: %d rounds", self.run_id, self.settings.rounds)
         try:
             for round_idx in range(self.settings.rounds):
@@ -199,8 +207,8 @@ class Center:
             return apply_in_place(params, state, opt), opt_state, record  # FedAvg's step
         params, opt_state = server_step(
             record.outcome, params, opt_state, functools.partial(self.aggregator.finalize, state),
-            hooks=(), pipeline=self.pipeline, optimizer=self.server_optimizer, broadcast=None,
-            root_seed=self.settings.root_seed,
+            hooks=(), pipeline=self.pipeline, optimizer=self.server_optimizer,
+            broadcast=self.downlink, root_seed=self.settings.root_seed,
         )  # fmt: skip
         return params, opt_state, record
 
@@ -213,6 +221,7 @@ class Center:
             and isinstance(self.aggregator, WeightedMean)
             and isinstance(self.codec, DenseCodec)
             and self.pipeline is None
+            and self.downlink is None
         )
 
     async def collect(
@@ -375,13 +384,14 @@ class Center:
                 intake.fail(client_id, "disconnected during the round")
 
     def download(
-        self, client_id: int, round_idx: int, run_id: str = ""
+        self, client_id: int, round_idx: int, run_id: str = "", ask: DownlinkAsk | None = None
     ) -> tuple[int, AsyncIterator[bytes]]:
-        """The open round's model for a selected client: (total bytes, chunks).
+        """The open round's model for a selected client: (total bytes, chunks); under
+        downlink compression (``ask``) the message that brings it up to date.
 
         Raises:
-            ProtocolError: another run, no such open round, or the client was not
-                selected.
+            ProtocolError: another run, no such open round, the client was not
+                selected, or it asked for the other kind of download than the run's.
         """
         rnd = None if self._intake is None else self._intake.rnd
         if run_id != self.run_id:
@@ -391,8 +401,18 @@ class Center:
             raise ProtocolError(
                 self._reject(round_idx, client_id, f"no model of round {round_idx} for it")
             )
+        chunk = self.settings.chunks.chunk_bytes
+        if (ask is None) != (self.downlink is None):  # a client of another config
+            why = "downlink compression is " + ("off" if ask else "on") + " in this run"
+            if self._intake is not None:
+                self._intake.fail(client_id, why)
+            raise ProtocolError(self._reject(round_idx, client_id, why))
+        if self.downlink is not None and ask is not None:
+            data = self.downlink.message(ask)
+            rnd.bytes_down += len(data)
+            return len(data), _aiter(iter_chunks(data, chunk))
         rnd.bytes_down += rnd.model.nbytes
-        return rnd.model.nbytes, _aiter(rnd.model.chunks(self.settings.chunks.chunk_bytes))
+        return rnd.model.nbytes, _aiter(rnd.model.chunks(chunk))
 
     async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
         """Receive one update; returns (accepted, reason). Never raises for bad input."""
@@ -401,25 +421,12 @@ class Center:
             self.roster.report(cid, header.live_clients)
             if header.total_bytes == 0:  # a tier's report of its clients, no partial
                 return True, ""
-        problem = self._submission_problem(None if intake is None else intake.rnd, header)
+        rnd = None if intake is None else intake.rnd
+        mergeable = bool(getattr(self.aggregator, "mergeable", False))
+        problem = submission_problem(rnd, header, self.run_id, mergeable)
         if problem is not None or intake is None:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
         return await intake.submit(header, chunks)
-
-    def _submission_problem(self, rnd: OpenRound | None, header: UploadHeader) -> str | None:
-        cid = header.client_id
-        if header.run_id != self.run_id:
-            return f"submission for run {header.run_id or '(none)'}; this is run {self.run_id}"
-        if rnd is None or rnd.round_idx != header.round_idx:
-            open_idx = None if rnd is None else rnd.round_idx
-            return f"submission for round {header.round_idx}, open round is {open_idx}"
-        if cid not in rnd.members:
-            return f"client {cid} was not selected for round {rnd.round_idx}"
-        if cid in rnd.submitted:
-            return f"duplicate submission from client {cid} in round {rnd.round_idx}"
-        if header.partial and not getattr(self.aggregator, "mergeable", False):
-            return f"partial aggregate from {cid}, but this aggregator cannot merge partials"
-        return None
 
 
 async def _aiter(chunks: Any) -> AsyncIterator[bytes]:

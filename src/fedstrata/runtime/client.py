@@ -42,6 +42,7 @@ from fedstrata.errors import ConfigError, PayloadError, ProtocolError, Transport
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
+from fedstrata.runtime.downlink import DownlinkAsk, DownlinkReplica
 
 __all__ = ["Backoff", "CenterLink", "ClientAgent", "ClientReport", "decode_model"]
 
@@ -54,6 +55,10 @@ class CenterLink(Protocol):
     def session(self) -> AsyncIterator[TaskSpec]: ...
 
     async def download(self, round_idx: int) -> Payload: ...
+
+    async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes:
+        """The downlink message for a client holding ``ask.version``."""
+        ...
 
     async def submit(
         self, round_idx: int, payload: Payload, num_examples: int, metrics: Mapping[str, float]
@@ -133,6 +138,7 @@ class ClientAgent:
         sleep: awaits a delay in seconds (tests inject a fake).
         new_pipeline: builds a fresh uplink pipeline for a new run (None: keep
             ``pipeline``, which must then hold no per-run state).
+        downlink: the model held under downlink compression (None: dense downloads).
     """
 
     def __init__(
@@ -147,10 +153,12 @@ class ClientAgent:
         rng: np.random.Generator | None = None,
         sleep: Sleep = asyncio.sleep,
         new_pipeline: Callable[[], Pipeline | None] | None = None,
+        downlink: DownlinkReplica | None = None,
     ) -> None:
         self.link, self.client_id, self.trainer, self.data = link, client_id, trainer, data
         self.pipeline, self.backoff, self.sleep = pipeline, backoff, sleep
         self._new_pipeline = new_pipeline
+        self.downlink = downlink
         self._run_id: str | None = None  # the run of the last task
         self._last_round = -1
         self.rng = rng if rng is not None else np.random.default_rng(client_id)
@@ -213,6 +221,8 @@ class ClientAgent:
                 )  # fmt: skip
                 if self._new_pipeline is not None:
                     self.pipeline = self._new_pipeline()
+                if self.downlink is not None:
+                    self.downlink.reset()
             self._run_id, self._last_round = task.run_id, -1
         if task.round_idx <= self._last_round:
             why = (
@@ -242,7 +252,7 @@ class ClientAgent:
 
     async def _round(self, task: TaskSpec, report: ClientReport) -> None:
         try:
-            params = decode_model(await self.link.download(task.round_idx), self.trainer.spec.size)
+            params = await self._model(task.round_idx)
         except (ProtocolError, PayloadError) as exc:
             log.warning("client %d: round %d skipped: %s", self.client_id, task.round_idx, exc)
             report.refused.append((task.round_idx, str(exc)))
@@ -253,6 +263,14 @@ class ClientAgent:
         if not accepted:
             log.warning("client %d: round %d refused: %s", self.client_id, task.round_idx, reason)
             report.refused.append((task.round_idx, reason))
+
+    async def _model(self, round_idx: int) -> FloatVector:
+        """The model to train from: the dense broadcast, or the downlink replica."""
+        size = self.trainer.spec.size
+        if self.downlink is None:
+            return decode_model(await self.link.download(round_idx), size)
+        data = await self.link.download_downlink(round_idx, self.downlink.ask())
+        return self.downlink.apply(data, size)
 
     def _train(self, task: TaskSpec, params: FloatVector) -> tuple[Payload, int, dict[str, float]]:
         """Local training and encoding (runs in a worker thread)."""

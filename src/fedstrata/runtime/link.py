@@ -28,7 +28,8 @@ from fedstrata.errors import (
     TransportError,
 )
 from fedstrata.runtime.center import TaskSpec
-from fedstrata.runtime.pbconv import SERVICE, grpc_options, task_from_pb
+from fedstrata.runtime.downlink import DownlinkAsk
+from fedstrata.runtime.pbconv import SERVICE, downlink_request, grpc_options, task_from_pb
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.security import TlsFiles, channel_credentials
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
@@ -192,10 +193,22 @@ class GrpcLink:
             PayloadError: a malformed or truncated transfer.
             TransportError: the connection failed.
         """
+        return (await self._download(round_idx, None)).payload()
+
+    async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes:
+        """The serialised downlink message of ``round_idx`` for a client holding
+        ``ask.version`` (:mod:`fedstrata.runtime.downlink`).
+
+        Raises:
+            ProtocolError: refused (not selected, stale round, downlink off).
+            PayloadError: a malformed or truncated transfer.
+            TransportError: the connection failed.
+        """
+        return (await self._download(round_idx, ask)).data()
+
+    async def _download(self, round_idx: int, ask: DownlinkAsk | None) -> Reassembler:
         call = self._call("Download", "unary_stream", pb.DownloadRequest, pb.StreamPart)
-        request = pb.DownloadRequest(
-            client_id=self.client_id, round_idx=round_idx, run_id=self.run_id
-        )
+        request = downlink_request(self.client_id, round_idx, self.run_id, ask)
         reassembler: Reassembler | None = None
         try:
             async for part in call(request, metadata=self._metadata, timeout=self.call_timeout_s):
@@ -210,7 +223,7 @@ class GrpcLink:
             raise _mapped(exc) from exc
         if reassembler is None:
             raise PayloadError("model stream was empty")
-        return reassembler.payload()
+        return reassembler
 
     async def submit(
         self, round_idx: int, payload: Payload, num_examples: int, metrics: Mapping[str, float]

@@ -6,11 +6,14 @@ from __future__ import annotations
 from fedstrata.core.training import LocalPlan, OptimizerKind
 from fedstrata.errors import ProtocolError
 from fedstrata.runtime.center import TaskKind, TaskSpec, UploadHeader
+from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.transport import ChunkPlan
 
 __all__ = [
     "SERVICE",
+    "downlink_ask",
+    "downlink_request",
     "grpc_options",
     "plan_from_pb",
     "plan_to_pb",
@@ -104,3 +107,22 @@ def upload_header(h: pb.StreamHeader, cid: int) -> UploadHeader:
         h.run_id,
         h.live_clients,
     )
+
+
+def downlink_ask(request: pb.DownloadRequest) -> DownlinkAsk | None:
+    """A download's downlink request (None: the dense model)."""
+    if not request.downlink:
+        return None
+    version = request.downlink_version
+    return DownlinkAsk(None if version < 0 else version)
+
+
+def downlink_request(
+    client_id: int, round_idx: int, run_id: str, ask: DownlinkAsk | None
+) -> pb.DownloadRequest:
+    """The request of a download (dense when ``ask`` is None)."""
+    request = pb.DownloadRequest(client_id=client_id, round_idx=round_idx, run_id=run_id)
+    if ask is not None:
+        request.downlink = True
+        request.downlink_version = -1 if ask.version is None else ask.version
+    return request

@@ -35,6 +35,7 @@ __all__ = [
     "decode_partial",
     "dense_update_limit",
     "encode_partial",
+    "submission_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -237,3 +238,24 @@ def decode_partial(data: bytes) -> MeanState:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise PayloadError(f"partial aggregate is not a valid .npz archive: {exc}") from None
     return MeanState.from_arrays(arrays)
+
+
+def submission_problem(
+    rnd: OpenRound | None, header: UploadHeader, run_id: str, mergeable: bool
+) -> str | None:
+    """Why the center refuses ``header``'s submission before reading it (None: it
+    does not): another run, no such open round, not selected, a duplicate, or a
+    partial that ``mergeable=False`` aggregation cannot merge."""
+    cid = header.client_id
+    if header.run_id != run_id:
+        return f"submission for run {header.run_id or '(none)'}; this is run {run_id}"
+    if rnd is None or rnd.round_idx != header.round_idx:
+        open_idx = None if rnd is None else rnd.round_idx
+        return f"submission for round {header.round_idx}, open round is {open_idx}"
+    if cid not in rnd.members:
+        return f"client {cid} was not selected for round {rnd.round_idx}"
+    if cid in rnd.submitted:
+        return f"duplicate submission from client {cid} in round {rnd.round_idx}"
+    if header.partial and not mergeable:
+        return f"partial aggregate from {cid}, but this aggregator cannot merge partials"
+    return None

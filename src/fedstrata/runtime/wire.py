@@ -37,7 +37,13 @@ from fedstrata.runtime.guard import (
     ServerLimits,
     server_options,
 )
-from fedstrata.runtime.pbconv import SERVICE, grpc_options, task_to_pb, upload_header
+from fedstrata.runtime.pbconv import (
+    SERVICE,
+    downlink_ask,
+    grpc_options,
+    task_to_pb,
+    upload_header,
+)
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.security import (
     TlsFiles,
@@ -92,7 +98,8 @@ class _Service:
             )
             self.guard.check_claim(cid, request.client_id)
             try:
-                total, chunks = self.center.download(cid, request.round_idx, request.run_id)
+                ask = downlink_ask(request)
+                total, chunks = self.center.download(cid, request.round_idx, request.run_id, ask)
             except ProtocolError as exc:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             header = pb.StreamHeader(

@@ -64,14 +64,18 @@ class Task(_message.Message):
     def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round_idx: _Optional[int] = ..., root_seed: _Optional[int] = ..., deadline_s: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., model_bytes: _Optional[int] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
-    __slots__ = ("client_id", "round_idx", "run_id")
+    __slots__ = ("client_id", "round_idx", "run_id", "downlink", "downlink_version")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_IDX_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    DOWNLINK_FIELD_NUMBER: _ClassVar[int]
+    DOWNLINK_VERSION_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     round_idx: int
     run_id: str
-    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., run_id: _Optional[str] = ...) -> None: ...
+    downlink: bool
+    downlink_version: int
+    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., run_id: _Optional[str] = ..., downlink: _Optional[bool] = ..., downlink_version: _Optional[int] = ...) -> None: ...
 
 class StreamHeader(_message.Message):
     __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients")

@@ -1,0 +1,137 @@
+"""Downlink compression over the wire: both halves around :mod:`fedstrata.compress.downlink`.
+
+The simulator's compressed broadcast and the runtime share one encoder,
+:class:`~fedstrata.compress.DownlinkEncoder` (DoubleSqueeze-style error feedback in a
+server-side replica, Tang et al., ICML 2019); this module only moves its messages.
+
+* :class:`DownlinkServer` (the center): the encoder, started from the run's initial
+  model and told of every new model by the server step (it is the step's
+  ``broadcast``), and the serialised message for each version a client may hold, built
+  once per (round, version) and shared by every client at that version.
+* :class:`DownlinkReplica` (a client agent): the model it holds and its version. A
+  download asks for the deltas since that version (:class:`DownlinkAsk`); the center
+  answers with the deltas, or the full model when the client holds none, is further
+  behind than ``downlink.history`` or the deltas would outweigh the model. Applying the
+  message runs the encoder's own float32 additions, so every client holds the replica
+  bit for bit and trains from exactly the model the simulator's clients train from.
+
+Byte accounting: a download moves ``len(DownlinkMessage.to_bytes())`` payload bytes,
+which is the simulator's ``DownlinkMessage.nbytes`` for the same (client, version).
+
+Run identity: a client's version belongs to one run; a task of a new run resets its
+replica (its next download is the full model). No I/O here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fedstrata.compress import CompressionSpec, DownlinkEncoder
+from fedstrata.compress.downlink import DownlinkMessage, apply_downlink
+from fedstrata.core.context import RoundContext
+from fedstrata.core.params import FloatVector
+from fedstrata.errors import PayloadError, ProtocolError
+
+__all__ = ["DownlinkAsk", "DownlinkReplica", "DownlinkServer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DownlinkAsk:
+    """A download under downlink compression: the version the client holds (None:
+    none, it needs the full model)."""
+
+    version: int | None = None
+
+
+class DownlinkServer:
+    """The center's half; see the module docstring.
+
+    Args:
+        spec: how deltas are compressed (``downlink`` of the configuration).
+        history: deltas kept (``downlink.history``).
+    """
+
+    def __init__(self, spec: CompressionSpec, history: int) -> None:
+        self.spec, self.history = spec, history
+        self._encoder: DownlinkEncoder | None = None
+        self._messages: dict[int | None, bytes] = {}
+
+    def start(self, params: FloatVector) -> None:
+        """Start a run from ``params`` (version 0)."""
+        self._encoder = DownlinkEncoder(params, self.spec, self.history)
+        self._messages.clear()
+
+    @property
+    def encoder(self) -> DownlinkEncoder:
+        """The encoder of the run.
+
+        Raises:
+            ProtocolError: :meth:`start` was not called.
+        """
+        if self._encoder is None:
+            raise ProtocolError("downlink: no run started (DownlinkServer.start)")
+        return self._encoder
+
+    @property
+    def version(self) -> int:
+        """The version clients are brought to now."""
+        return self.encoder.version
+
+    def publish(self, params: FloatVector, ctx: RoundContext) -> None:
+        """The server step made ``params``: compress its delta as the next version."""
+        version = self.encoder.publish(params, ctx)
+        self._messages.clear()
+        log.debug("round %d: downlink version %d published", ctx.round_idx, version)
+
+    def message(self, ask: DownlinkAsk) -> bytes:
+        """The serialised message that brings a client at ``ask.version`` up to date.
+
+        A version the center never published (ahead of it) gets the full model.
+        """
+        held = ask.version
+        if held is not None and not 0 <= held <= self.version:
+            log.warning("downlink: a client claims version %d of %d", held, self.version)
+            held = None
+        data = self._messages.get(held)
+        if data is None:
+            data = self.encoder.message_for(held).to_bytes()
+            self._messages[held] = data
+        return data
+
+
+class DownlinkReplica:
+    """A client's model under downlink compression; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.params: FloatVector | None = None
+        self.version: int | None = None
+
+    def ask(self) -> DownlinkAsk:
+        """What the next download asks for."""
+        return DownlinkAsk(self.version if self.params is not None else None)
+
+    def reset(self) -> None:
+        """Forget the model (a new run: the next download is the full model)."""
+        self.params, self.version = None, None
+
+    def apply(self, data: bytes, size: int) -> FloatVector:
+        """Apply a downloaded message; returns the model to train from.
+
+        Raises:
+            PayloadError: a malformed message, one that does not apply to the version
+                held, or a model of the wrong size (the replica is then reset, so the
+                next download is the full model).
+        """
+        try:
+            message = DownlinkMessage.from_bytes(data)
+            params, version = apply_downlink(message, self.params, self.version)
+            if params.shape != (size,):
+                raise PayloadError(f"downlink model has {params.shape[0]} values, want {size}")
+        except PayloadError:
+            self.reset()
+            raise
+        self.params, self.version = params, version
+        return params
