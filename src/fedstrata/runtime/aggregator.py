@@ -14,7 +14,9 @@ applying it). Each round the parent selects it for, the tier
    compressed or dense, into a :class:`~fedstrata.aggregation.WeightedMean` partial in
    its cohort order,
 3. submits the partial (``MeanState.to_arrays`` as .npz, chunked) to the parent,
-   which merges it (``content=PARTIAL`` in the stream header).
+   which merges it (``content=PARTIAL`` in the stream header); with a ``codec`` the
+   partial's mean travels re-compressed instead of as a float64 sum
+   (:mod:`fedstrata.runtime.partials`, the simulator's hop encoding).
 
 A tier whose clients all failed submits an empty partial, which the parent records as
 a failure of that participant. Tiers stack: a region is a :class:`TierAggregator`
@@ -45,10 +47,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fedstrata.aggregation.mean import MeanState
+from fedstrata.core.context import RoundContext
 from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, PayloadError, ProtocolError
+from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
+from fedstrata.runtime.partials import encode_compressed_partial
 
 __all__ = ["ParentLink", "TierAggregator", "TierReport"]
 
@@ -85,10 +90,22 @@ class TierAggregator:
         center: the client-facing center of this tier (``Deployment.edge``), served to
             its clients by a :class:`~fedstrata.runtime.wire.CenterServer`.
         size: parameters of the model.
+        codec: re-compresses the partial for the hop up, with its own error feedback
+            (None: the exact float64 partial).
+        tier_id: this tier's participant id at its parent (keys the error feedback).
     """
 
-    def __init__(self, parent: ParentLink, center: Center, size: int) -> None:
+    def __init__(
+        self,
+        parent: ParentLink,
+        center: Center,
+        size: int,
+        *,
+        codec: Codec | None = None,
+        tier_id: int = -1,
+    ) -> None:
         self.parent, self.center, self.size = parent, center, size
+        self.codec, self.tier_id = codec, tier_id
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.
@@ -159,7 +176,16 @@ class TierAggregator:
             raise ProtocolError(f"tier aggregator state is {type(state).__name__}, not a mean")
         log.info("tier: round %d: %d updates, weight %g", r, partial.count, partial.total_weight)
         live = self.center.connected
-        accepted, reason = await self.parent.submit_partial(r, encode_partial(partial), live)
+        data = self._encode(partial, task)
+        accepted, reason = await self.parent.submit_partial(r, data, live)
         if not accepted:
             log.warning("tier: round %d partial refused: %s", r, reason)
             report.refused.append((r, reason))
+
+    def _encode(self, partial: MeanState, task: TaskSpec) -> bytes:
+        """The partial for the wire: exact, or re-compressed (an empty one stays exact:
+        the parent fails this tier for it)."""
+        if self.codec is None or partial.total_weight <= 0:
+            return encode_partial(partial)
+        ctx = RoundContext(task.round_idx, task.root_seed).for_client(self.tier_id)
+        return encode_compressed_partial(partial, self.codec, ctx)

@@ -37,7 +37,7 @@ from fedstrata.builders import (
     server_optimizer,
     trainer_factory,
 )
-from fedstrata.compress import ChainCodec
+from fedstrata.compress import ChainCodec, CompressionSpec
 from fedstrata.config import FedConfig
 from fedstrata.config.compat import RUNTIME, refusal
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
@@ -219,6 +219,16 @@ class Deployment:
                 "per-client deltas through a tier are not built yet (leave downlink at "
                 "its default, or connect the clients to the center)"
             )
+
+    def partial_codec(self, spec: CompressionSpec | None = None) -> ChainCodec | None:
+        """The codec a tier re-compresses its partial with (its own error feedback):
+        ``spec``, else ``topology.partial_compression`` (None: exact partials)."""
+        t = self.config.topology.partial_compression
+        spec = spec or (t.spec() if t.enabled else None)
+        if spec is None:
+            return None
+        store = MemoryStateStore() if spec.error_feedback else None
+        return ChainCodec(spec, self.size, store, state_key="partial_ef")
 
     def downlink_server(self) -> DownlinkServer | None:
         """The center's half of downlink compression (None: off)."""

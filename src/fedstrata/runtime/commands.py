@@ -163,4 +163,5 @@ async def run_aggregator(
         ) as link,  # fmt: skip
     ):
         log.warning("aggregator %d listening on %s (parent %s)", tier_id, server.target, parent)
-        return await TierAggregator(link, center, dep.size).run()
+        codec = dep.partial_codec()
+        return await TierAggregator(link, center, dep.size, codec=codec, tier_id=tier_id).run()

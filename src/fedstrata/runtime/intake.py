@@ -35,13 +35,13 @@ from fedstrata.core.metrics import precision_stats
 from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, PayloadError
 from fedstrata.pipeline.stage import Codec
+from fedstrata.runtime.partials import CompressedPartial, merge_compressed, read_partial
 from fedstrata.runtime.records import (
     CenterSettings,
     HeldUpload,
     OpenRound,
     RoundRecord,
     UploadHeader,
-    decode_partial,
 )
 from fedstrata.runtime.streaming import DenseFold
 from fedstrata.runtime.transport import Reassembler
@@ -137,6 +137,8 @@ class RoundIntake:
         try:
             if isinstance(held.payload, MeanState):
                 rnd.state = self.aggregator.merge(rnd.state, held.payload)
+            elif isinstance(held.payload, CompressedPartial):  # a tier's re-compressed mean
+                rnd.state = merge_compressed(rnd.state, held.payload, cid)
             else:
                 rnd.state, decode_s = fold_update(
                     self.aggregator, rnd.state, held.payload, held.weight, self.codec,
@@ -240,7 +242,7 @@ class RoundIntake:
         rnd, cid = self.rnd, header.client_id
         if rnd.closed:
             return False, self._late(cid)
-        partial = decode_partial(data)
+        partial = read_partial(data)
         if partial.count == 0 or partial.total_weight <= 0:
             self.fail(cid, "empty partial aggregate")
             return False, self.reject(rnd.round_idx, cid, "empty partial")
@@ -249,7 +251,7 @@ class RoundIntake:
     def _arrived(
         self,
         header: UploadHeader,
-        payload: Payload | MeanState,
+        payload: Payload | MeanState | CompressedPartial,
         nbytes: int | None = None,
         weight: float | None = None,
     ) -> tuple[bool, str]:

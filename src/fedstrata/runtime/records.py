@@ -22,6 +22,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, PayloadError
+from fedstrata.runtime.partials import CompressedPartial
 from fedstrata.runtime.streaming import Broadcast
 from fedstrata.runtime.transport import ChunkPlan
 
@@ -175,7 +176,7 @@ class RuntimeResult:
 class HeldUpload:
     """An accepted update waiting in the reorder buffer for its turn to be folded."""
 
-    payload: Payload | MeanState
+    payload: Payload | MeanState | CompressedPartial
     weight: float
     metrics: dict[str, float]
 
