@@ -104,9 +104,6 @@ def test_combinations_accepted_and_ignored_before_are_refused(overrides) -> None
 @pytest.mark.parametrize(
     ("overrides", "setting"),
     [
-        (["scheduling.selector=oort"], "scheduling.selector"),
-        (["scheduling.allocation=true", "rounds.deadline_s=5"], "scheduling.allocation"),
-        (["scheduling.registry_url=devices.db"], "scheduling.registry_url"),
         (ASYNC, "scheduling.async.enabled"),
         (HIERARCHY, "topology.mode"),
         (["privacy.mechanism=central"], "privacy.mechanism"),

@@ -52,6 +52,12 @@ from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer
+from fedstrata.runtime.scheduling import (
+    CenterScheduler,
+    DeviceReport,
+    center_scheduler,
+    client_profile,
+)
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
@@ -164,14 +170,16 @@ class Deployment:
         settings = dataclasses.replace(
             settings, stream_min_bytes=stream_min_bytes, start_timeout_s=start_timeout_s
         )
+        scheduler = self._scheduler() if participants is None else None
         return Center(
             settings,
-            coordinator=RoundCoordinator(policy),
+            coordinator=RoundCoordinator(policy, selector=scheduler),
             aggregator=agg,
             server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec(),
             clock=clock,
             downlink=self.downlink_server() if participants is None else None,
+            scheduler=scheduler,
         )
 
     def edge(
@@ -210,8 +218,15 @@ class Deployment:
 
         Raises:
             ConfigError: downlink compression (a tier relays its parent's broadcast
-                unchanged; per-client deltas through a tier are not built).
+                unchanged; per-client deltas through a tier are not built), or
+                scheduling (a tier runs every client with its parent's plan).
         """
+        if self.config.scheduling.enabled:
+            raise ConfigError(
+                "scheduling (scheduling.*, docs/runtime.md) with aggregator tiers is not "
+                "built: a tier runs every connected client with the parent's plan (leave "
+                "scheduling at its defaults, or connect the clients to the center)"
+            )
         if self.config.downlink.enabled:
             raise ConfigError(
                 "downlink compression (downlink.preset, docs/runtime.md) with aggregator "
@@ -229,6 +244,10 @@ class Deployment:
             return None
         store = MemoryStateStore() if spec.error_feedback else None
         return ChainCodec(spec, self.size, store, state_key="partial_ef")
+
+    def _scheduler(self) -> CenterScheduler | None:
+        flops = self.trainer.flops_per_example
+        return center_scheduler(self.config, flops, self.size, self.num_clients)
 
     def downlink_server(self) -> DownlinkServer | None:
         """The center's half of downlink compression (None: off)."""
@@ -271,12 +290,15 @@ class Deployment:
         *,
         backoff: Backoff | None = DEFAULT_BACKOFF,
         sleep: Sleep = asyncio.sleep,
+        profile: DeviceReport | None = None,
     ) -> ClientAgent:
         """The agent of ``client_id`` over ``link`` (a fresh trainer unless given).
 
         It loads its own data here (:attr:`local_data`). It reconnects per
         ``backoff`` (jitter seeded by the run seed and ``client_id``); ``sleep``
-        awaits the delays (tests inject a fake).
+        awaits the delays (tests inject a fake). Under ``scheduling`` it reports
+        ``profile`` to the center (default: this device measured at start-up,
+        :func:`~fedstrata.runtime.scheduling.client_profile`).
 
         Raises:
             ConfigError: ``client_id`` is not a client of the federation.
@@ -298,6 +320,7 @@ class Deployment:
             sleep=sleep,
             new_pipeline=self.client_pipeline,
             downlink=DownlinkReplica() if self.config.downlink.enabled else None,
+            profile=profile or client_profile(self.config, trainer, data, client_id),
         )
 
 

@@ -39,10 +39,11 @@ A tier adopts the run id its parent relays (a new one resets its round numbering
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,7 @@ from fedstrata.coordinator import (
 from fedstrata.coordinator.round_logic import server_step
 from fedstrata.core.clock import Clock, MonotonicClock
 from fedstrata.core.params import FloatVector
+from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ProtocolError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
@@ -79,7 +81,8 @@ from fedstrata.runtime.records import (
     encode_partial,
     submission_problem,
 )
-from fedstrata.runtime.streaming import Broadcast, apply_in_place
+from fedstrata.runtime.scheduling import CenterScheduler, DeviceReport
+from fedstrata.runtime.streaming import Broadcast, apply_in_place, paced
 from fedstrata.runtime.transport import iter_chunks
 
 __all__ = [
@@ -114,6 +117,8 @@ class Center:
         clock: time source for the coordinator's events.
         run_id: this run's name on the wire (default: random).
         downlink: downlink compression (None: every client downloads the dense model).
+        scheduler: sizes each client's work to the deadline and learns from its
+            timings (None: every client runs ``settings.plan``).
     """
 
     def __init__(
@@ -128,6 +133,7 @@ class Center:
         clock: Clock | None = None,
         run_id: str | None = None,
         downlink: DownlinkServer | None = None,
+        scheduler: CenterScheduler | None = None,
     ) -> None:
         self.settings, self.coordinator, self.aggregator = settings, coordinator, aggregator
         self.server_optimizer, self.codec, self.pipeline = server_optimizer, codec, pipeline
@@ -140,7 +146,7 @@ class Center:
         self._intake: RoundIntake | None = None  # the open round
         self._finished = False
         self.rejections: list[tuple[int, int, str]] = []
-        self.downlink = downlink
+        self.downlink, self.scheduler = downlink, scheduler
 
     # ---- the run -------------------------------------------------------------------
 
@@ -253,6 +259,8 @@ class Center:
         await self._gather(round_idx, limit_s)
         self._rounds_started += 1
         available = np.array(sorted(self._sessions), dtype=np.int64)
+        if self.scheduler is not None:
+            available = self.scheduler.admit(round_idx, available, self.clock.now())
         (send,) = self.coordinator.handle(StartRound(round_idx, self.clock.now(), available))
         assert isinstance(send, SendModel)
         blob = Broadcast.of_model(params) if model is None else Broadcast.of_bytes(model)
@@ -297,15 +305,18 @@ class Center:
         plan = s.plan if relayed is None else relayed.plan
         seed = s.root_seed if relayed is None else relayed.root_seed
         deadline = s.round_timeout_s
-        task = TaskSpec(
-            TaskKind.TRAIN, rnd.round_idx, seed, plan, deadline, rnd.model.nbytes, rnd.run_id
-        )
-        for cid in rnd.cohort:
+        plans: Sequence[LocalPlan | None] = [plan] * len(rnd.cohort)
+        if self.scheduler is not None and plan is not None:
+            plans = self.scheduler.plans(rnd.round_idx, rnd.cohort, plan)
+        for cid, own in zip(rnd.cohort, plans, strict=True):
             queue = self._sessions.get(cid)
             if queue is None:
                 intake.fail(cid, "disconnected before the round started")
             else:
-                queue.put_nowait(task)
+                queue.put_nowait(TaskSpec(
+                    TaskKind.TRAIN, rnd.round_idx, seed, own, deadline, rnd.model.nbytes,
+                    rnd.run_id,
+                ))  # fmt: skip
         intake.check_done()
 
     async def _await_cohort(self, rnd: OpenRound) -> None:
@@ -330,7 +341,11 @@ class Center:
             "round %d: %d accepted, %d failed, %d late",
             rnd.round_idx, len(out.accepted), len(out.failed), len(out.late),
         )  # fmt: skip
-        return intake.record(out, self.aggregator.finalize_metrics(rnd.state))
+        record = intake.record(out, self.aggregator.finalize_metrics(rnd.state))
+        if self.scheduler is not None:
+            stats = self.scheduler.observe(rnd.round_idx, out, self.clock.now())
+            record = dataclasses.replace(record, schedule=stats)
+        return record
 
     def _reject(self, round_idx: int, cid: int, reason: str) -> str:
         log.warning("round %d: rejected client %d: %s", round_idx, cid, reason)
@@ -340,14 +355,20 @@ class Center:
     # ---- transport entry points (client ids already authenticated) -------------------
 
     async def session(
-        self, client_id: int, *, run_id: str = "", live_clients: int = 0
+        self,
+        client_id: int,
+        *,
+        run_id: str = "",
+        live_clients: int = 0,
+        profile: DeviceReport | None = None,
     ) -> AsyncIterator[TaskSpec]:
         """A client's session: yields its tasks until ``DONE``; ends fail it.
 
         A new session of a client that still holds one (it reconnected before the
         center saw the old connection break) supersedes the old one, which ends.
         ``run_id``: the run the client last took part in (logged when it differs);
-        ``live_clients``: the clients a tier reaches (0: a client, which reaches one).
+        ``live_clients``: the clients a tier reaches (0: a client, which reaches one);
+        ``profile``: its device, for the scheduler.
 
         Raises:
             ProtocolError: the run is over.
@@ -360,6 +381,8 @@ class Center:
             old.put_nowait(_SUPERSEDED)
         if run_id and run_id != self.run_id:
             log.info("client %d comes from run %s; this is run %s", client_id, run_id, self.run_id)
+        if self.scheduler is not None:
+            self.scheduler.join(client_id, profile)
         queue: asyncio.Queue[TaskSpec] = asyncio.Queue()
         self._sessions[client_id] = queue
         self.roster.join(client_id, live_clients if live_clients > 0 else 1)
@@ -410,9 +433,9 @@ class Center:
         if self.downlink is not None and ask is not None:
             data = self.downlink.message(ask)
             rnd.bytes_down += len(data)
-            return len(data), _aiter(iter_chunks(data, chunk))
+            return len(data), paced(iter_chunks(data, chunk))
         rnd.bytes_down += rnd.model.nbytes
-        return rnd.model.nbytes, _aiter(rnd.model.chunks(chunk))
+        return rnd.model.nbytes, paced(rnd.model.chunks(chunk))
 
     async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
         """Receive one update; returns (accepted, reason). Never raises for bad input."""
@@ -426,13 +449,12 @@ class Center:
         problem = submission_problem(rnd, header, self.run_id, mergeable)
         if problem is not None or intake is None:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
-        return await intake.submit(header, chunks)
-
-
-async def _aiter(chunks: Any) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
-        await asyncio.sleep(0)  # let other streams progress between chunks
+        start = self.clock.now()
+        accepted, why = await intake.submit(header, chunks)
+        if self.scheduler is not None:
+            up_s = self.clock.now() - start
+            self.scheduler.arrived(cid, header.timings, up_s, header.metrics)
+        return accepted, why
 
 
 _STREAM_MEAN = WeightedMean(sum_dtype="float32")

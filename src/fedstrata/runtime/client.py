@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -43,6 +44,7 @@ from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
 from fedstrata.runtime.downlink import DownlinkAsk, DownlinkReplica
+from fedstrata.runtime.scheduling import DeviceReport, RoundTimings
 
 __all__ = ["Backoff", "CenterLink", "ClientAgent", "ClientReport", "decode_model"]
 
@@ -52,7 +54,9 @@ log = logging.getLogger(__name__)
 class CenterLink(Protocol):
     """The transport seam: what a client agent needs from its connection."""
 
-    def session(self) -> AsyncIterator[TaskSpec]: ...
+    def session(
+        self, live_clients: int = 0, profile: DeviceReport | None = None
+    ) -> AsyncIterator[TaskSpec]: ...
 
     async def download(self, round_idx: int) -> Payload: ...
 
@@ -61,7 +65,12 @@ class CenterLink(Protocol):
         ...
 
     async def submit(
-        self, round_idx: int, payload: Payload, num_examples: int, metrics: Mapping[str, float]
+        self,
+        round_idx: int,
+        payload: Payload,
+        num_examples: int,
+        metrics: Mapping[str, float],
+        timings: RoundTimings | None = None,
     ) -> tuple[bool, str]: ...
 
     async def reconnect(self) -> None:
@@ -139,6 +148,8 @@ class ClientAgent:
         new_pipeline: builds a fresh uplink pipeline for a new run (None: keep
             ``pipeline``, which must then hold no per-run state).
         downlink: the model held under downlink compression (None: dense downloads).
+        profile: this device, reported to the center's scheduler with each round's
+            timings (None: it reports neither).
     """
 
     def __init__(
@@ -154,11 +165,12 @@ class ClientAgent:
         sleep: Sleep = asyncio.sleep,
         new_pipeline: Callable[[], Pipeline | None] | None = None,
         downlink: DownlinkReplica | None = None,
+        profile: DeviceReport | None = None,
     ) -> None:
         self.link, self.client_id, self.trainer, self.data = link, client_id, trainer, data
         self.pipeline, self.backoff, self.sleep = pipeline, backoff, sleep
         self._new_pipeline = new_pipeline
-        self.downlink = downlink
+        self.downlink, self.profile = downlink, profile
         self._run_id: str | None = None  # the run of the last task
         self._last_round = -1
         self.rng = rng if rng is not None else np.random.default_rng(client_id)
@@ -189,7 +201,8 @@ class ClientAgent:
                 failures += 1
 
     async def _session(self, report: ClientReport) -> ClientReport:
-        tasks = self.link.session()
+        profile = self.profile
+        tasks = self.link.session() if profile is None else self.link.session(profile=profile)
         try:
             async for task in tasks:
                 if task.kind is TaskKind.DONE:
@@ -251,14 +264,21 @@ class ClientAgent:
         await self.link.reconnect()
 
     async def _round(self, task: TaskSpec, report: ClientReport) -> None:
+        start = time.perf_counter()
         try:
             params = await self._model(task.round_idx)
         except (ProtocolError, PayloadError) as exc:
             log.warning("client %d: round %d skipped: %s", self.client_id, task.round_idx, exc)
             report.refused.append((task.round_idx, str(exc)))
             return
+        down_s, start = time.perf_counter() - start, time.perf_counter()
         payload, n, metrics = await asyncio.to_thread(self._train, task, params)
-        accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics)
+        if self.profile is None or task.plan is None:
+            accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics)
+        else:
+            done = task.plan.num_samples(len(self.data))
+            timings = RoundTimings(down_s, time.perf_counter() - start, done)
+            accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics, timings)
         report.rounds.append(task.round_idx)
         if not accepted:
             log.warning("client %d: round %d refused: %s", self.client_id, task.round_idx, reason)

@@ -29,8 +29,16 @@ from fedstrata.errors import (
 )
 from fedstrata.runtime.center import TaskSpec
 from fedstrata.runtime.downlink import DownlinkAsk
-from fedstrata.runtime.pbconv import SERVICE, downlink_request, grpc_options, task_from_pb
+from fedstrata.runtime.pbconv import (
+    SERVICE,
+    downlink_request,
+    grpc_options,
+    profile_to_pb,
+    task_from_pb,
+    timings_to_pb,
+)
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
+from fedstrata.runtime.scheduling import DeviceReport, RoundTimings
 from fedstrata.runtime.security import TlsFiles, channel_credentials
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
 
@@ -142,10 +150,13 @@ class GrpcLink:
             response_deserializer=reply_cls.FromString,
         )
 
-    async def session(self, live_clients: int = 0) -> AsyncIterator[TaskSpec]:
+    async def session(
+        self, live_clients: int = 0, profile: DeviceReport | None = None
+    ) -> AsyncIterator[TaskSpec]:
         """The tasks the center sends this client, until ``DONE``.
 
-        ``live_clients``: an aggregator tier's connected clients (0: a client).
+        ``live_clients``: an aggregator tier's connected clients (0: a client);
+        ``profile``: this client's device, for the center's scheduler.
 
         Raises:
             ProtocolError: the center refused the session.
@@ -154,6 +165,8 @@ class GrpcLink:
         call = self._call("Session", "unary_stream", pb.Hello, pb.Task)
         await self._connect()
         hello = pb.Hello(client_id=self.client_id, run_id=self.run_id, live_clients=live_clients)
+        if profile is not None:
+            hello.profile.CopyFrom(profile_to_pb(profile))
         stream = call(hello, metadata=self._metadata)
         try:
             async for msg in stream:
@@ -226,9 +239,15 @@ class GrpcLink:
         return reassembler
 
     async def submit(
-        self, round_idx: int, payload: Payload, num_examples: int, metrics: Mapping[str, float]
+        self,
+        round_idx: int,
+        payload: Payload,
+        num_examples: int,
+        metrics: Mapping[str, float],
+        timings: RoundTimings | None = None,
     ) -> tuple[bool, str]:
-        """Stream one update in chunks; returns (accepted, reason).
+        """Stream one update in chunks; returns (accepted, reason). ``timings``: the
+        round as this client measured it (for the center's scheduler).
 
         Raises:
             ProtocolError: the call was refused (authentication).
@@ -241,6 +260,8 @@ class GrpcLink:
             metrics=dict(metrics),
             run_id=self.run_id,
         )
+        if timings is not None:
+            header.timings.CopyFrom(timings_to_pb(timings))
         return await self._stream_up(header, payload.to_bytes())
 
     async def submit_partial(

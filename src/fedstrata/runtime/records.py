@@ -17,12 +17,13 @@ import numpy as np
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.coordinator import RoundOutcome
 from fedstrata.coordinator.round_logic import Weighting, dense_bytes
-from fedstrata.core.metrics import CodecStats, PrecisionStats
+from fedstrata.core.metrics import CodecStats, PrecisionStats, ScheduleStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, PayloadError
 from fedstrata.runtime.partials import CompressedPartial
+from fedstrata.runtime.scheduling import RoundTimings
 from fedstrata.runtime.streaming import Broadcast
 from fedstrata.runtime.transport import ChunkPlan
 
@@ -76,6 +77,7 @@ class UploadHeader:
     partial: bool = False
     run_id: str = ""
     live_clients: int = 0
+    timings: RoundTimings | None = None  # scheduling: the client's measured round
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ class RoundRecord:
     voided: str | None = None
     codec: CodecStats | None = None
     precision: PrecisionStats | None = None
+    schedule: ScheduleStats | None = None  # the scheduler's figures of the round
 
 
 @dataclass
