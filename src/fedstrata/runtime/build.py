@@ -52,6 +52,7 @@ from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer
+from fedstrata.runtime.fedbuff import buffered_center, buffered_refusal
 from fedstrata.runtime.scheduling import (
     CenterScheduler,
     DeviceReport,
@@ -87,6 +88,8 @@ def check_supported(config: FedConfig) -> None:
             its setting, its docs page and the reason.
     """
     why = refusal(config, RUNTIME)
+    if why is None and config.scheduling.async_.enabled:
+        why = buffered_refusal(config)
     if why is not None:
         raise ConfigError(why)
 
@@ -155,6 +158,14 @@ class Deployment:
                 compression.
         """
         cfg, r = self.config, self.config.rounds
+        if cfg.scheduling.async_.enabled:
+            if participants is not None:
+                raise ConfigError("FedBuff (scheduling.async) with aggregator tiers is not built")
+            return buffered_center(
+                cfg, self._settings(chunk_bytes, min_available or r.min_clients, self.num_clients),
+                num_clients=self.num_clients, size=self.size, codec=self.uplink_codec(),
+                clock=clock, start_timeout_s=start_timeout_s,
+            )  # fmt: skip
         if participants is not None:
             self._tiers_supported()
         if participants is None:

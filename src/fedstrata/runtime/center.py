@@ -402,9 +402,13 @@ class Center:
             if self._sessions.get(client_id) is queue:
                 del self._sessions[client_id]
                 self.roster.leave(client_id)
-            intake = self._intake
-            if intake is not None and client_id in intake.rnd.members:
-                intake.fail(client_id, "disconnected during the round")
+            self._left(client_id)
+
+    def _left(self, client_id: int) -> None:
+        """A client's session ended: fail it in the open round."""
+        intake = self._intake
+        if intake is not None and client_id in intake.rnd.members:
+            intake.fail(client_id, "disconnected during the round")
 
     def download(
         self, client_id: int, round_idx: int, run_id: str = "", ask: DownlinkAsk | None = None
