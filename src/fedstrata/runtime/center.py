@@ -52,8 +52,6 @@ from fedstrata.aggregation.mean import WeightedMean
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.algorithms.server import FedAvg, ServerOptimizer
 from fedstrata.coordinator import (
-    CloseRound,
-    DeadlinePassed,
     RoundCoordinator,
     SendModel,
     StartRound,
@@ -65,7 +63,7 @@ from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ProtocolError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
-from fedstrata.runtime.downlink import DownlinkAsk, DownlinkServer
+from fedstrata.runtime.downlink import DownlinkAsk, DownlinkServer, kind_mismatch, serve_model
 from fedstrata.runtime.intake import RoundIntake
 from fedstrata.runtime.liveness import Roster
 from fedstrata.runtime.records import (
@@ -82,8 +80,7 @@ from fedstrata.runtime.records import (
     submission_problem,
 )
 from fedstrata.runtime.scheduling import CenterScheduler, DeviceReport
-from fedstrata.runtime.streaming import Broadcast, apply_in_place, paced
-from fedstrata.runtime.transport import iter_chunks
+from fedstrata.runtime.streaming import Broadcast, apply_in_place
 
 __all__ = [
     "Center",
@@ -328,22 +325,10 @@ class Center:
             log.warning("round %d: deadline passed; missing clients %s", rnd.round_idx, missing)
 
     def _close(self, intake: RoundIntake) -> RoundRecord:
-        rnd = intake.rnd
-        rnd.closed = True
-        if rnd.in_flight is not None:
-            intake.void(f"upload of client {rnd.in_flight} still streaming at the close")
-        intake.fold_ready(final=True)
-        (close,) = self.coordinator.handle(DeadlinePassed(self.clock.now()))
-        assert isinstance(close, CloseRound)
+        record = intake.close(self.clock.now())
         self._intake = None
-        out = close.outcome
-        log.info(
-            "round %d: %d accepted, %d failed, %d late",
-            rnd.round_idx, len(out.accepted), len(out.failed), len(out.late),
-        )  # fmt: skip
-        record = intake.record(out, self.aggregator.finalize_metrics(rnd.state))
         if self.scheduler is not None:
-            stats = self.scheduler.observe(rnd.round_idx, out, self.clock.now())
+            stats = self.scheduler.observe(intake.rnd.round_idx, record.outcome, self.clock.now())
             record = dataclasses.replace(record, schedule=stats)
         return record
 
@@ -428,18 +413,14 @@ class Center:
             raise ProtocolError(
                 self._reject(round_idx, client_id, f"no model of round {round_idx} for it")
             )
-        chunk = self.settings.chunks.chunk_bytes
-        if (ask is None) != (self.downlink is None):  # a client of another config
-            why = "downlink compression is " + ("off" if ask else "on") + " in this run"
+        mismatch = kind_mismatch(ask, self.downlink)
+        if mismatch is not None:  # a client of another configuration
             if self._intake is not None:
-                self._intake.fail(client_id, why)
-            raise ProtocolError(self._reject(round_idx, client_id, why))
-        if self.downlink is not None and ask is not None:
-            data = self.downlink.message(ask)
-            rnd.bytes_down += len(data)
-            return len(data), paced(iter_chunks(data, chunk))
-        rnd.bytes_down += rnd.model.nbytes
-        return rnd.model.nbytes, paced(rnd.model.chunks(chunk))
+                self._intake.fail(client_id, mismatch)
+            raise ProtocolError(self._reject(round_idx, client_id, mismatch))
+        total, chunks = serve_model(rnd.model, self.downlink, ask, self.settings.chunks)
+        rnd.bytes_down += total
+        return total, chunks
 
     async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
         """Receive one update; returns (accepted, reason). Never raises for bad input."""

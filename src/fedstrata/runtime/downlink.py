@@ -25,6 +25,7 @@ replica (its next download is the full model). No I/O here.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fedstrata.compress import CompressionSpec, DownlinkEncoder
@@ -32,8 +33,16 @@ from fedstrata.compress.downlink import DownlinkMessage, apply_downlink
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.errors import PayloadError, ProtocolError
+from fedstrata.runtime.streaming import Broadcast, paced
+from fedstrata.runtime.transport import ChunkPlan, iter_chunks
 
-__all__ = ["DownlinkAsk", "DownlinkReplica", "DownlinkServer"]
+__all__ = [
+    "DownlinkAsk",
+    "DownlinkReplica",
+    "DownlinkServer",
+    "kind_mismatch",
+    "serve_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -135,3 +144,20 @@ class DownlinkReplica:
             raise
         self.params, self.version = params, version
         return params
+
+
+def kind_mismatch(ask: DownlinkAsk | None, downlink: DownlinkServer | None) -> str | None:
+    """Why a download of the other kind than the run's is refused (None: it is not)."""
+    if (ask is None) == (downlink is None):
+        return None
+    return "downlink compression is " + ("off" if ask else "on") + " in this run"
+
+
+def serve_model(
+    model: Broadcast, downlink: DownlinkServer | None, ask: DownlinkAsk | None, chunks: ChunkPlan
+) -> tuple[int, AsyncIterator[bytes]]:
+    """A download's bytes: the downlink message for ``ask``, or the dense broadcast."""
+    if downlink is not None and ask is not None:
+        data = downlink.message(ask)
+        return len(data), paced(iter_chunks(data, chunks.chunk_bytes))
+    return model.nbytes, paced(model.chunks(chunks.chunk_bytes))

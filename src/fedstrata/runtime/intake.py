@@ -23,6 +23,8 @@ from fedstrata.aggregation.mean import MeanState
 from fedstrata.aggregation.protocol import Aggregator, check_metrics, check_weight
 from fedstrata.coordinator import (
     ClientFailed,
+    CloseRound,
+    DeadlinePassed,
     Reject,
     RoundCoordinator,
     RoundOutcome,
@@ -106,6 +108,24 @@ class RoundIntake:
         loss = client_means.get("train_loss")
         precision = precision_stats(rnd.folded_metrics)
         return RoundRecord(outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void, codec, precision)
+
+    def close(self, now_s: float) -> RoundRecord:
+        """Close the round at ``now_s``: fold what is resolved in cohort order (an upload
+        still streaming voids a streamed round), tell the coordinator, and return the
+        round's record."""
+        rnd = self.rnd
+        rnd.closed = True
+        if rnd.in_flight is not None:
+            self.void(f"upload of client {rnd.in_flight} still streaming at the close")
+        self.fold_ready(final=True)
+        (close,) = self.coordinator.handle(DeadlinePassed(now_s))
+        assert isinstance(close, CloseRound)
+        out = close.outcome
+        log.info(
+            "round %d: %d accepted, %d failed, %d late",
+            rnd.round_idx, len(out.accepted), len(out.failed), len(out.late),
+        )  # fmt: skip
+        return self.record(out, self.aggregator.finalize_metrics(rnd.state))
 
     def check_done(self) -> None:
         if len(self.rnd.resolved) >= len(self.rnd.cohort):
