@@ -14,8 +14,15 @@ from fedstrata.compress import resolve_spec
 from fedstrata.compress.downlink import DownlinkMessage
 from fedstrata.config import load_config
 from fedstrata.core.context import RoundContext
-from fedstrata.errors import ConfigError, PayloadError
-from fedstrata.runtime import deployment
+from fedstrata.errors import PayloadError
+from fedstrata.runtime import (
+    CenterServer,
+    GrpcLink,
+    TierAggregator,
+    TokenTable,
+    deployment,
+    new_token,
+)
 from fedstrata.runtime.downlink import DownlinkAsk, DownlinkReplica, DownlinkServer
 
 # 4 rounds of 3 of 6 clients: some clients skip rounds, and with history 1 a client
@@ -118,9 +125,54 @@ def test_a_dense_download_in_a_compressed_run_is_refused_with_its_reason(federat
     assert all(0 not in r.outcome.accepted for r in result.rounds)
 
 
-def test_tiers_refuse_downlink_compression_with_a_reason():
-    dep = deployment(load_config(overrides=[*SMALL, "downlink.preset=int8"]))
-    with pytest.raises(ConfigError, match=r"downlink compression .* aggregator tiers"):
-        dep.edge(2)
-    with pytest.raises(ConfigError, match="aggregator tiers"):
-        dep.center(participants=2)
+async def _two_tiers(dep, split):
+    """Center <- 2 tiers <- clients; the center's result and each tier's report."""
+    n = dep.num_clients
+    tier_ids = [n, n + 1]
+    tokens = {i: new_token() for i in range(n + 2)}
+    center = dep.center(participants=2)
+    async with CenterServer(center, TokenTable(tokens)) as top:
+        edges = [dep.edge(len(group)) for group in split]
+        async with (
+            CenterServer(edges[0], TokenTable(tokens)) as s0,
+            CenterServer(edges[1], TokenTable(tokens)) as s1,
+        ):
+            targets = [s0.target, s1.target]
+
+            async def tier(k):
+                async with GrpcLink(top.target, tier_ids[k], tokens[tier_ids[k]]) as link:
+                    return await TierAggregator(link, edges[k], dep.size).run()
+
+            async def client(cid, k):
+                async with GrpcLink(targets[k], cid, tokens[cid]) as link:
+                    return await dep.client(link, cid).run()
+
+            async with asyncio.TaskGroup() as tg:
+                main = tg.create_task(center.run(dep.initial_params()))
+                tiers = [tg.create_task(tier(k)) for k in range(len(split))]
+                for k, group in enumerate(split):
+                    for cid in group:
+                        tg.create_task(client(cid, k))
+    return main.result(), [t.result() for t in tiers]
+
+
+def test_tiers_relay_the_deltas_each_client_would_get_from_the_center():
+    """Full participation through two tiers: each tier relays its parent's messages and
+    answers its clients from the deltas it received, so the clients' downloads are,
+    byte for byte, the flat simulator's; the tiers themselves get deltas too."""
+    config = load_config(overrides=[
+        *SMALL, "rounds.rounds=3", "rounds.clients_per_round=null", "downlink.preset=int8",
+    ])  # fmt: skip
+    dep = deployment(config)
+    result, tiers = asyncio.run(_two_tiers(dep, [[0, 1, 2], [3, 4, 5]]))
+    sim = run(config).simulation
+    assert not result.rejections
+    assert [len(r.outcome.accepted) for r in result.rounds] == [2, 2, 2]
+    for r, want in enumerate(sim.rounds):
+        assert sum(t.rounds[r].bytes_down for t in tiers) == want.bytes_down
+    full = DownlinkServer(config.downlink.spec(), config.downlink.history)
+    full.start(dep.initial_params())
+    full_bytes = len(full.message(DownlinkAsk(None)))
+    assert result.rounds[0].bytes_down == 2 * full_bytes  # the tiers' first model
+    assert all(r.bytes_down < 2 * full_bytes for r in result.rounds[1:])  # then deltas
+    np.testing.assert_allclose(result.params, sim.params, rtol=1e-5, atol=1e-6)

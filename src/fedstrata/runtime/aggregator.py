@@ -48,11 +48,13 @@ from typing import Protocol
 
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.core.context import RoundContext
+from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, PayloadError, ProtocolError
 from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
+from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.partials import encode_compressed_partial
 
 __all__ = ["ParentLink", "TierAggregator", "TierReport"]
@@ -66,6 +68,8 @@ class ParentLink(Protocol):
     def session(self, live_clients: int = 0) -> AsyncIterator[TaskSpec]: ...
 
     async def download(self, round_idx: int) -> Payload: ...
+
+    async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes: ...
 
     async def submit_partial(
         self, round_idx: int, data: bytes, live_clients: int = 0
@@ -106,6 +110,7 @@ class TierAggregator:
     ) -> None:
         self.parent, self.center, self.size = parent, center, size
         self.codec, self.tier_id = codec, tier_id
+        self._run_id = ""  # the parent's run the downlink relay holds a model of
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.
@@ -160,15 +165,14 @@ class TierAggregator:
     async def _round(self, task: TaskSpec, report: TierReport) -> None:
         r = task.round_idx
         try:
-            model = await self.parent.download(r)
-            params = decode_model(model, self.size)
+            params, relayed = await self._model(r, task.run_id)
         except (ProtocolError, PayloadError) as exc:
             log.warning("tier: round %d skipped: %s", r, exc)
             report.refused.append((r, str(exc)))
             return
         limit_s = task.deadline_s or self.center.settings.start_timeout_s
         state, record = await self.center.collect(
-            r, params, model=model.to_bytes(), task=task, limit_s=limit_s
+            r, params, model=relayed, task=task, limit_s=limit_s
         )
         report.rounds.append(record)
         partial = state if isinstance(state, MeanState) else None
@@ -181,6 +185,20 @@ class TierAggregator:
         if not accepted:
             log.warning("tier: round %d partial refused: %s", r, reason)
             report.refused.append((r, reason))
+
+    async def _model(self, round_idx: int, run_id: str) -> tuple[FloatVector, bytes | None]:
+        """The parent's model and its broadcast bytes to relay unchanged; under downlink
+        compression the model from the parent's message (the tier's clients are then
+        answered from the tier's relay, ``Center.downlink``)."""
+        relay = self.center.downlink
+        if relay is None:
+            model = await self.parent.download(round_idx)
+            return decode_model(model, self.size), model.to_bytes()
+        if run_id != self._run_id:  # a new run of the parent: its versions start afresh
+            relay.reset()
+            self._run_id = run_id
+        data = await self.parent.download_downlink(round_idx, relay.relay_ask())
+        return relay.relay(data, self.size), None
 
     def _encode(self, partial: MeanState, task: TaskSpec) -> bytes:
         """The partial for the wire: exact, or re-compressed (an empty one stays exact:

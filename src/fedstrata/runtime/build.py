@@ -154,8 +154,7 @@ class Deployment:
             start_timeout_s: how long round 0 waits for every participant.
 
         Raises:
-            ConfigError: tiers under a non-mergeable aggregator, or with downlink
-                compression.
+            ConfigError: tiers under a non-mergeable aggregator, or with scheduling.
         """
         cfg, r = self.config, self.config.rounds
         if cfg.scheduling.async_.enabled:
@@ -189,7 +188,7 @@ class Deployment:
             server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec(),
             clock=clock,
-            downlink=self.downlink_server() if participants is None else None,
+            downlink=self.downlink_server(),
             scheduler=scheduler,
         )
 
@@ -207,7 +206,7 @@ class Deployment:
         ``start_timeout_s``, then runs with those connected.
 
         Raises:
-            ConfigError: ``clients`` < 1, or downlink compression.
+            ConfigError: ``clients`` < 1, or scheduling.
         """
         if clients < 1:
             raise ConfigError(f"an aggregator tier needs clients >= 1, got {clients}")
@@ -222,28 +221,20 @@ class Deployment:
             # unused: the parent applies
             server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec(),
+            downlink=self.downlink_server(),  # a relay of the parent's messages
         )
 
     def _tiers_supported(self) -> None:
         """Refuse what aggregator tiers do not carry yet.
 
         Raises:
-            ConfigError: downlink compression (a tier relays its parent's broadcast
-                unchanged; per-client deltas through a tier are not built), or
-                scheduling (a tier runs every client with its parent's plan).
+            ConfigError: scheduling (a tier runs every client with its parent's plan).
         """
         if self.config.scheduling.enabled:
             raise ConfigError(
                 "scheduling (scheduling.*, docs/runtime.md) with aggregator tiers is not "
                 "built: a tier runs every connected client with the parent's plan (leave "
                 "scheduling at its defaults, or connect the clients to the center)"
-            )
-        if self.config.downlink.enabled:
-            raise ConfigError(
-                "downlink compression (downlink.preset, docs/runtime.md) with aggregator "
-                "tiers is not built: a tier relays its parent's dense broadcast, and "
-                "per-client deltas through a tier are not built yet (leave downlink at "
-                "its default, or connect the clients to the center)"
             )
 
     def partial_codec(self, spec: CompressionSpec | None = None) -> ChainCodec | None:

@@ -28,8 +28,15 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from fedstrata.compress import CompressionSpec, DownlinkEncoder
-from fedstrata.compress.downlink import DownlinkMessage, apply_downlink
+from fedstrata.compress.downlink import (
+    DownlinkHistory,
+    DownlinkMessage,
+    apply_downlink,
+    relay_downlink,
+)
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.errors import PayloadError, ProtocolError
@@ -65,12 +72,12 @@ class DownlinkServer:
 
     def __init__(self, spec: CompressionSpec, history: int) -> None:
         self.spec, self.history = spec, history
-        self._encoder: DownlinkEncoder | None = None
+        self._source: DownlinkHistory | None = None  # the encoder, or a tier's relay
         self._messages: dict[int | None, bytes] = {}
 
     def start(self, params: FloatVector) -> None:
         """Start a run from ``params`` (version 0)."""
-        self._encoder = DownlinkEncoder(params, self.spec, self.history)
+        self._source = DownlinkEncoder(params, self.spec, self.history)
         self._messages.clear()
 
     @property
@@ -78,22 +85,57 @@ class DownlinkServer:
         """The encoder of the run.
 
         Raises:
-            ProtocolError: :meth:`start` was not called.
+            ProtocolError: :meth:`start` was not called (or this is a tier's relay).
         """
-        if self._encoder is None:
+        if not isinstance(self._source, DownlinkEncoder):
             raise ProtocolError("downlink: no run started (DownlinkServer.start)")
-        return self._encoder
+        return self._source
+
+    def _held(self) -> DownlinkHistory:
+        if self._source is None:
+            raise ProtocolError("downlink: no model yet (no run started, nothing relayed)")
+        return self._source
 
     @property
     def version(self) -> int:
         """The version clients are brought to now."""
-        return self.encoder.version
+        return self._held().version
 
     def publish(self, params: FloatVector, ctx: RoundContext) -> None:
         """The server step made ``params``: compress its delta as the next version."""
         version = self.encoder.publish(params, ctx)
         self._messages.clear()
         log.debug("round %d: downlink version %d published", ctx.round_idx, version)
+
+    def reset(self) -> None:
+        """Forget the model (a tier whose parent started a new run)."""
+        self._source = None
+        self._messages.clear()
+
+    def relay_ask(self) -> DownlinkAsk:
+        """An aggregator tier: what it asks its parent for (its relay's version)."""
+        return DownlinkAsk(None if self._source is None else self._source.version)
+
+    def relay(self, data: bytes, size: int) -> FloatVector:
+        """An aggregator tier: apply its parent's message and keep its deltas, so this
+        server answers the tier's clients with the messages the parent would send them
+        (:func:`~fedstrata.compress.downlink.relay_downlink`); returns the model.
+
+        Raises:
+            PayloadError: a malformed message, one that does not apply, or a model of
+                the wrong size (the relay is reset: the next one is the full model).
+        """
+        try:
+            message = DownlinkMessage.from_bytes(data)
+            source = relay_downlink(self._source, message, self.history)
+            if source.replica.shape != (size,):
+                raise PayloadError(f"downlink model has {source.replica.shape[0]} values")
+        except PayloadError:
+            self._source = None
+            raise
+        self._source = source
+        self._messages.clear()
+        return np.array(source.replica)
 
     def message(self, ask: DownlinkAsk) -> bytes:
         """The serialised message that brings a client at ``ask.version`` up to date.
@@ -106,7 +148,7 @@ class DownlinkServer:
             held = None
         data = self._messages.get(held)
         if data is None:
-            data = self.encoder.message_for(held).to_bytes()
+            data = self._held().message_for(held).to_bytes()
             self._messages[held] = data
         return data
 
