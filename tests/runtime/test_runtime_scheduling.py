@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, make_url, text
 from fedstrata.builders import local_plan
 from fedstrata.config import load_config
 from fedstrata.errors import DataError, ProtocolError
-from fedstrata.runtime import CenterServer, GrpcLink, TokenTable, deployment
+from fedstrata.runtime import CenterServer, GrpcLink, TierAggregator, TokenTable, deployment
 from fedstrata.runtime.pbconv import profile_from_pb, profile_to_pb
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.scheduling import DeviceReport
@@ -172,3 +172,51 @@ def test_a_bad_profile_is_refused_with_its_reason():
         profile_from_pb(hello)
     with pytest.raises(DataError):
         DeviceReport(1.0, 1.0, 1.0, 1.0, 1.0, local_examples=-2)
+
+
+def test_tiers_schedule_their_own_clients_into_the_shared_registry(tmp_path):
+    """Each tier's scheduler sizes its clients' work to the deadline and writes their
+    profiles and history to the registry the configuration names."""
+    cfg = _config(
+        tmp_path / "devices.db", "scheduling.allocation=true", "rounds.deadline_s=60",
+        "scheduling.max_steps=3", "rounds.clients_per_round=null",
+    )  # fmt: skip
+    dep = deployment(cfg)
+    n = dep.num_clients
+    tokens = tokens_for(n + 2)
+    split = [[0, 1, 2], [3, 4, 5]]
+
+    async def main():
+        center = dep.center(participants=2)
+        async with CenterServer(center, TokenTable(tokens)) as top:
+            edges = [dep.edge(3), dep.edge(3)]
+            async with (
+                CenterServer(edges[0], TokenTable(tokens)) as s0,
+                CenterServer(edges[1], TokenTable(tokens)) as s1,
+            ):
+                targets = [s0.target, s1.target]
+
+                async def tier(k):
+                    async with GrpcLink(top.target, n + k, tokens[n + k]) as link:
+                        return await TierAggregator(link, edges[k], dep.size).run()
+
+                async def client(cid, k):
+                    async with GrpcLink(targets[k], cid, tokens[cid]) as link:
+                        return await dep.client(link, cid).run()
+
+                async with asyncio.TaskGroup() as tg:
+                    run = tg.create_task(center.run(dep.initial_params()))
+                    tiers = [tg.create_task(tier(k)) for k in range(2)]
+                    for k, group in enumerate(split):
+                        for cid in group:
+                            tg.create_task(client(cid, k))
+        return run.result(), [t.result() for t in tiers]
+
+    result, tiers = asyncio.run(main())
+    assert [len(r.outcome.accepted) for r in result.rounds] == [2, 2]
+    with Registry.open(tmp_path / "devices.db") as reg:
+        assert sorted(reg.devices().device_id.tolist()) == list(range(6))
+        history = reg.history()
+    assert len(history) == 12  # 6 clients x 2 rounds, written by the two tiers
+    assert (history.assigned_work <= 3 * cfg.client.batch_size).all()  # max_steps
+    assert all(r.schedule is not None for t in tiers for r in t.rounds)

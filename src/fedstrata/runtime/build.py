@@ -154,7 +154,7 @@ class Deployment:
             start_timeout_s: how long round 0 waits for every participant.
 
         Raises:
-            ConfigError: tiers under a non-mergeable aggregator, or with scheduling.
+            ConfigError: tiers under a non-mergeable aggregator.
         """
         cfg, r = self.config, self.config.rounds
         if cfg.scheduling.async_.enabled:
@@ -165,8 +165,6 @@ class Deployment:
                 num_clients=self.num_clients, size=self.size, codec=self.uplink_codec(),
                 clock=clock, start_timeout_s=start_timeout_s,
             )  # fmt: skip
-        if participants is not None:
-            self._tiers_supported()
         if participants is None:
             start = self.num_clients
             policy = RoundPolicy(r.clients_per_round, r.min_clients, r.deadline_s, cfg.seed)
@@ -202,40 +200,29 @@ class Deployment:
         """The client-facing center of an aggregator tier serving ``clients`` clients.
 
         Every connected client trains in every round the parent runs (weighted by its
-        examples); the first round waits for all ``clients`` at most
-        ``start_timeout_s``, then runs with those connected.
+        examples; under ``scheduling`` its work sized to the deadline by the tier's own
+        scheduler, which writes to the same registry); the first round waits for all
+        ``clients`` at most ``start_timeout_s``, then runs with those connected.
 
         Raises:
-            ConfigError: ``clients`` < 1, or scheduling.
+            ConfigError: ``clients`` < 1.
         """
         if clients < 1:
             raise ConfigError(f"an aggregator tier needs clients >= 1, got {clients}")
-        self._tiers_supported()
         cfg = self.config
         policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
         settings = self._settings(chunk_bytes, 1, clients)
+        scheduler = self._scheduler()  # sizes its own clients' work
         return Center(
             dataclasses.replace(settings, start_timeout_s=start_timeout_s),
-            coordinator=RoundCoordinator(policy),
+            coordinator=RoundCoordinator(policy, selector=scheduler),
             aggregator=WeightedMean(),
             # unused: the parent applies
             server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec(),
             downlink=self.downlink_server(),  # a relay of the parent's messages
+            scheduler=scheduler,
         )
-
-    def _tiers_supported(self) -> None:
-        """Refuse what aggregator tiers do not carry yet.
-
-        Raises:
-            ConfigError: scheduling (a tier runs every client with its parent's plan).
-        """
-        if self.config.scheduling.enabled:
-            raise ConfigError(
-                "scheduling (scheduling.*, docs/runtime.md) with aggregator tiers is not "
-                "built: a tier runs every connected client with the parent's plan (leave "
-                "scheduling at its defaults, or connect the clients to the center)"
-            )
 
     def partial_codec(self, spec: CompressionSpec | None = None) -> ChainCodec | None:
         """The codec a tier re-compresses its partial with (its own error feedback):
