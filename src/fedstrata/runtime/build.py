@@ -52,16 +52,11 @@ from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer
-from fedstrata.runtime.fedbuff import buffered_center, buffered_refusal
-from fedstrata.runtime.scheduling import (
-    CenterScheduler,
-    DeviceReport,
-    center_scheduler,
-    client_profile,
-)
+from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
+    from fedstrata.runtime.scheduling import CenterScheduler
     from fedstrata.torch_adapter import Task
 
 __all__ = [
@@ -89,6 +84,8 @@ def check_supported(config: FedConfig) -> None:
     """
     why = refusal(config, RUNTIME)
     if why is None and config.scheduling.async_.enabled:
+        from fedstrata.runtime.fedbuff import buffered_refusal  # deferred: SQLAlchemy
+
         why = buffered_refusal(config)
     if why is not None:
         raise ConfigError(why)
@@ -160,6 +157,8 @@ class Deployment:
         if cfg.scheduling.async_.enabled:
             if participants is not None:
                 raise ConfigError("FedBuff (scheduling.async) with aggregator tiers is not built")
+            from fedstrata.runtime.fedbuff import buffered_center  # deferred: SQLAlchemy
+
             return buffered_center(
                 cfg, self._settings(chunk_bytes, min_available or r.min_clients, self.num_clients),
                 num_clients=self.num_clients, size=self.size, codec=self.uplink_codec(),
@@ -235,8 +234,19 @@ class Deployment:
         return ChainCodec(spec, self.size, store, state_key="partial_ef")
 
     def _scheduler(self) -> CenterScheduler | None:
+        if not self.config.scheduling.enabled:
+            return None
+        from fedstrata.runtime.scheduling import center_scheduler  # deferred: SQLAlchemy
+
         flops = self.trainer.flops_per_example
         return center_scheduler(self.config, flops, self.size, self.num_clients)
+
+    def _profile(self, trainer: Trainer, data: LocalData, client_id: int) -> DeviceReport | None:
+        if not self.config.scheduling.enabled:
+            return None
+        from fedstrata.runtime.scheduling import client_profile  # deferred: SQLAlchemy
+
+        return client_profile(self.config, trainer, data, client_id)
 
     def downlink_server(self) -> DownlinkServer | None:
         """The center's half of downlink compression (None: off)."""
@@ -309,7 +319,7 @@ class Deployment:
             sleep=sleep,
             new_pipeline=self.client_pipeline,
             downlink=DownlinkReplica() if self.config.downlink.enabled else None,
-            profile=profile or client_profile(self.config, trainer, data, client_id),
+            profile=profile or self._profile(trainer, data, client_id),
         )
 
 

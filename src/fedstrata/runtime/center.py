@@ -44,7 +44,7 @@ import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -79,8 +79,11 @@ from fedstrata.runtime.records import (
     encode_partial,
     submission_problem,
 )
-from fedstrata.runtime.scheduling import CenterScheduler, DeviceReport
+from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.streaming import Broadcast, apply_in_place
+
+if TYPE_CHECKING:
+    from fedstrata.runtime.scheduling import CenterScheduler
 
 __all__ = [
     "Center",

@@ -44,7 +44,7 @@ from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
 from fedstrata.runtime.downlink import DownlinkAsk, DownlinkReplica
-from fedstrata.runtime.scheduling import DeviceReport, RoundTimings
+from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 
 __all__ = ["Backoff", "CenterLink", "ClientAgent", "ClientReport", "decode_model"]
 

@@ -38,7 +38,7 @@ from fedstrata.runtime.pbconv import (
     timings_to_pb,
 )
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
-from fedstrata.runtime.scheduling import DeviceReport, RoundTimings
+from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 from fedstrata.runtime.security import TlsFiles, channel_credentials
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
 

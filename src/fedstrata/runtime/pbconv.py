@@ -10,7 +10,7 @@ from fedstrata.errors import DataError, ProtocolError
 from fedstrata.runtime.center import TaskKind, TaskSpec, UploadHeader
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
-from fedstrata.runtime.scheduling import DeviceReport, RoundTimings
+from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 from fedstrata.runtime.transport import ChunkPlan
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, PayloadError
 from fedstrata.runtime.partials import CompressedPartial
-from fedstrata.runtime.scheduling import RoundTimings
+from fedstrata.runtime.sched_reports import RoundTimings
 from fedstrata.runtime.streaming import Broadcast
 from fedstrata.runtime.transport import ChunkPlan
 
