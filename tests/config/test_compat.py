@@ -104,12 +104,7 @@ def test_combinations_accepted_and_ignored_before_are_refused(overrides) -> None
 @pytest.mark.parametrize(
     ("overrides", "setting"),
     [
-        (["scheduling.selector=oort"], "scheduling.selector"),
-        (["scheduling.allocation=true", "rounds.deadline_s=5"], "scheduling.allocation"),
-        (["scheduling.registry_url=devices.db"], "scheduling.registry_url"),
-        (ASYNC, "scheduling.async.enabled"),
         (HIERARCHY, "topology.mode"),
-        (["downlink.preset=int8"], "downlink.preset"),
         (["privacy.mechanism=central"], "privacy.mechanism"),
         (["secagg.enabled=true"], "secagg.enabled"),
         (["evaluation.every=2"], "evaluation.every"),
@@ -123,8 +118,12 @@ def test_the_runtime_refuses_what_it_does_not_run(overrides, setting) -> None:
 
 
 def test_the_runtime_runs_its_declared_features() -> None:
-    on = [f for f in FEATURES if f.key in RUNTIME.supports]
+    """All together, less FedBuff (it refuses allocation, a pair refused everywhere)."""
+    on = [f for f in FEATURES if f.key in RUNTIME.supports and f.key != "async"]
     config = load_config(overrides=[*PAIR_BASE, *feature_overrides(on)])
+    assert refusal(config, RUNTIME) is None
+    buffered = [f for f in FEATURES if f.key in {"async", "compression", "sampling", "robust"}]
+    config = load_config(overrides=[*PAIR_BASE, *feature_overrides(buffered)])
     assert refusal(config, RUNTIME) is None
 
 

@@ -15,7 +15,6 @@ from fedstrata.runtime import check_supported
 @pytest.mark.parametrize(
     "override",
     [
-        "downlink.preset=int8",
         "privacy.mechanism=central",
         "secagg.enabled=true",
         "evaluation.every=2",  # federated evaluation: refused, never accepted and ignored
@@ -31,3 +30,22 @@ def test_refusals_name_real_keys(override):
 
 def test_a_plain_config_is_supported():
     check_supported(load_config())
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["devices.flops_max=1e9", "devices.compute_spread=10", "devices.availability=0.5",
+     "devices.uplink_mbps=5"],
+)  # fmt: skip
+def test_simulated_device_settings_are_refused_with_a_reason(override):
+    """The devices section generates the simulator's devices: accepted and ignored
+    before; refused now, naming the setting."""
+    with pytest.raises(ConfigError, match="not supported by the deployment runtime") as err:
+        check_supported(load_config(overrides=[override]))
+    assert override.split("=")[0] in str(err.value)
+
+
+def test_link_settings_are_honoured_under_scheduling():
+    """Under scheduling a client reports devices.uplink/downlink/latency as its links."""
+    check_supported(load_config(overrides=["devices.uplink_mbps=5", "devices.latency_ms=3",
+                                           "scheduling.selector=oort"]))  # fmt: skip

@@ -29,7 +29,13 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import CodecId, Payload
 from fedstrata.errors import ConfigError, PayloadError, ShapeError
 
-__all__ = ["DownlinkEncoder", "DownlinkMessage", "apply_downlink"]
+__all__ = [
+    "DownlinkEncoder",
+    "DownlinkHistory",
+    "DownlinkMessage",
+    "apply_downlink",
+    "relay_downlink",
+]
 
 _VERSION = struct.Struct("<Q")
 _FRAME = struct.Struct("<QQI")
@@ -88,26 +94,21 @@ class DownlinkMessage:
         return cls(None if base == _NO_BASE else base, version, tuple(payloads))
 
 
-class DownlinkEncoder:
-    """Server side: the replica, its version, and the last ``history`` delta payloads.
-
-    Args:
-        initial: the model at version 0 (copied).
-        spec: how deltas are compressed. Its ``error_feedback`` is implied (the replica
-            carries the residual), so random-k deltas are never rescaled.
-        history: how many past deltas to keep (clients further behind get the model).
+class DownlinkHistory:
+    """The replica, its version and the last ``history`` delta payloads: the cheapest
+    message for a client at any version (the encoder's, and a relay's that received
+    them, e.g. an aggregator tier between the server and its clients).
 
     Raises:
         ConfigError: ``history < 0`` or an empty model.
     """
 
-    def __init__(self, initial: FloatVector, spec: CompressionSpec, history: int = 8) -> None:
+    def __init__(self, initial: FloatVector, history: int = 8, version: int = 0) -> None:
         if history < 0:
             raise ConfigError(f"DownlinkEncoder.history must be >= 0, got {history}")
         if initial.ndim != 1 or initial.shape[0] < 1 or initial.dtype != np.float32:
             raise ShapeError(f"DownlinkEncoder: initial must be 1-D float32, got {initial.shape}")
-        self.spec = replace(spec, error_feedback=True)
-        self.version = 0
+        self.version = version
         self._replica = initial.copy()
         self._deltas: deque[Payload] = deque(maxlen=history)
 
@@ -117,28 +118,6 @@ class DownlinkEncoder:
         view = self._replica.view()
         view.flags.writeable = False
         return view
-
-    def publish(self, new_params: FloatVector, ctx: RoundContext) -> int:
-        """Compress ``new_params - replica`` as the next version; return that version.
-
-        Raises:
-            ShapeError: ``new_params`` does not match the model.
-            ConfigError: ``new_params`` has NaN/Inf.
-        """
-        if new_params.shape != self._replica.shape or new_params.dtype != np.float32:
-            raise ShapeError(
-                f"DownlinkEncoder.publish: expected float32 {self._replica.shape}, "
-                f"got {new_params.dtype} {new_params.shape}"
-            )
-        delta = new_params - self._replica
-        if not np.isfinite(delta).all():
-            raise ConfigError("DownlinkEncoder.publish: the new model has NaN/Inf entries")
-        seed = derive_seed(ctx.root_seed, ctx.round_idx, SERVER, "downlink_randk")
-        enc = encode_vector(delta, self.spec, ctx.rng("downlink_quantize"), seed)
-        _apply(self._replica, enc.indices, enc.values)
-        self._deltas.append(enc.payload)
-        self.version += 1
-        return self.version
 
     def message_for(self, client_version: int | None) -> DownlinkMessage:
         """The cheapest message that brings a client at ``client_version`` up to date."""
@@ -165,6 +144,46 @@ class DownlinkEncoder:
 
     def _full_payload(self, body: bytes) -> Payload:
         return Payload(CodecId.MODEL_F32, _VERSION.pack(self.version), body)
+
+
+class DownlinkEncoder(DownlinkHistory):
+    """Server side: the replica, its version, and the last ``history`` delta payloads.
+
+    Args:
+        initial: the model at version 0 (copied).
+        spec: how deltas are compressed. Its ``error_feedback`` is implied (the replica
+            carries the residual), so random-k deltas are never rescaled.
+        history: how many past deltas to keep (clients further behind get the model).
+
+    Raises:
+        ConfigError: ``history < 0`` or an empty model.
+    """
+
+    def __init__(self, initial: FloatVector, spec: CompressionSpec, history: int = 8) -> None:
+        super().__init__(initial, history)
+        self.spec = replace(spec, error_feedback=True)
+
+    def publish(self, new_params: FloatVector, ctx: RoundContext) -> int:
+        """Compress ``new_params - replica`` as the next version; return that version.
+
+        Raises:
+            ShapeError: ``new_params`` does not match the model.
+            ConfigError: ``new_params`` has NaN/Inf.
+        """
+        if new_params.shape != self._replica.shape or new_params.dtype != np.float32:
+            raise ShapeError(
+                f"DownlinkEncoder.publish: expected float32 {self._replica.shape}, "
+                f"got {new_params.dtype} {new_params.shape}"
+            )
+        delta = new_params - self._replica
+        if not np.isfinite(delta).all():
+            raise ConfigError("DownlinkEncoder.publish: the new model has NaN/Inf entries")
+        seed = derive_seed(ctx.root_seed, ctx.round_idx, SERVER, "downlink_randk")
+        enc = encode_vector(delta, self.spec, ctx.rng("downlink_quantize"), seed)
+        _apply(self._replica, enc.indices, enc.values)
+        self._deltas.append(enc.payload)
+        self.version += 1
+        return self.version
 
 
 def _apply(params: FloatVector, indices: NDArray[np.int64] | None, values: FloatVector) -> None:
@@ -220,3 +239,25 @@ def _full_model(message: DownlinkMessage) -> FloatVector:
     if not np.isfinite(model).all():
         raise PayloadError("downlink full model contains NaN/Inf")
     return model
+
+
+def relay_downlink(
+    relay: DownlinkHistory | None, message: DownlinkMessage, history: int
+) -> DownlinkHistory:
+    """A relay (an aggregator tier) after receiving ``message`` from its server: the
+    full model starts a new history; deltas are applied (the client half,
+    :func:`apply_downlink`) and kept, so the relay answers its own clients with the
+    messages the server would send them.
+
+    Raises:
+        PayloadError: the message does not apply to the relay's version, or is malformed.
+    """
+    if message.base_version is None:
+        model, version = apply_downlink(message, None, None)
+        return DownlinkHistory(model, history, version)
+    if relay is None:
+        raise PayloadError("downlink deltas for a relay that holds no model")
+    model, version = apply_downlink(message, relay._replica, relay.version)
+    relay._replica, relay.version = model, version
+    relay._deltas.extend(message.payloads)
+    return relay

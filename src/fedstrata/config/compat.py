@@ -42,6 +42,7 @@ __all__ = [
     "enabled_features",
     "feature",
     "refusal",
+    "simulated_devices",
 ]
 
 
@@ -74,7 +75,10 @@ DRIVERS: tuple[Driver, ...] = (
 
 RUNTIME = Driver(
     "runtime", "deployment runtime", None,
-    frozenset({"sampling", "deadline", "compression", "robust", "custom_aggregator"}),
+    frozenset({
+        "sampling", "deadline", "compression", "downlink", "robust", "custom_aggregator",
+        "allocation", "oort", "overselect", "registry", "async",
+    }),
     "docs/runtime.md",
 )  # fmt: skip
 
@@ -130,7 +134,41 @@ def refusal(config: FedConfig, driver: Driver | None = None) -> str | None:
     for f in sorted(on, key=lambda f: f.key in needed):
         if f.key not in chosen.supports:
             return _unsupported(chosen, f)
-    return None
+    return simulated_devices(config) if chosen is RUNTIME else None
+
+
+RUNTIME_LINK_SETTINGS = ("uplink_mbps", "downlink_mbps", "latency_ms")
+"""``devices.*`` the runtime honours under ``scheduling``: a client's configured link
+figures in the device profile it reports (its compute is measured)."""
+
+
+def simulated_devices(config: FedConfig) -> str | None:
+    """Why the runtime refuses ``config``'s ``devices.*`` settings (None: it does not).
+
+    The ``devices`` section generates the simulator's device profiles; a deployment's
+    devices are real and measure themselves (``fedstrata device bench``). Only the link
+    figures are honoured, under ``scheduling``, as each client's configured uplink,
+    downlink and latency; every other setting away from its default is refused.
+    """
+    d = config.devices
+    defaults = type(d)()
+    honoured = RUNTIME_LINK_SETTINGS if config.scheduling.enabled else ()
+    changed = [
+        f"devices.{name}"
+        for name in type(d).model_fields
+        if name not in honoured and name != "dropout_rate"
+        and getattr(d, name) != getattr(defaults, name)
+    ]  # fmt: skip
+    if not changed:
+        return None
+    return (
+        f"{', '.join(changed)} (docs/runtime.md) not supported by the {RUNTIME.title}: "
+        "the devices section generates the simulator's device profiles, and a "
+        "deployment's devices are real (each client measures itself, as fedstrata "
+        "device bench does); only devices.uplink_mbps, downlink_mbps and latency_ms are "
+        "used, under scheduling, as the clients' configured link figures (leave the "
+        "others at their defaults)"
+    )
 
 
 def _unsupported(driver: Driver, f: Feature) -> str:

@@ -127,7 +127,10 @@ def compatibility_table() -> str:
             "The simulator picks its driver from the configuration: a `topology` other "
             "than flat runs the hierarchical simulator, `scheduling.async` the FedBuff "
             "simulator, anything else the flat one. `fedstrata serve center` runs the "
-            "deployment runtime (docs/runtime.md).",
+            "deployment runtime (docs/runtime.md), which also refuses the simulator's "
+            "generated `devices.*` settings, except `devices.uplink_mbps`, "
+            "`downlink_mbps` and `latency_ms` under `scheduling` (the link figures a "
+            "client reports with its measured device profile).",
             "",
             *_drivers(),
             "",

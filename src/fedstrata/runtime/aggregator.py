@@ -14,7 +14,9 @@ applying it). Each round the parent selects it for, the tier
    compressed or dense, into a :class:`~fedstrata.aggregation.WeightedMean` partial in
    its cohort order,
 3. submits the partial (``MeanState.to_arrays`` as .npz, chunked) to the parent,
-   which merges it (``content=PARTIAL`` in the stream header).
+   which merges it (``content=PARTIAL`` in the stream header); with a ``codec`` the
+   partial's mean travels re-compressed instead of as a float64 sum
+   (:mod:`fedstrata.runtime.partials`, the simulator's hop encoding).
 
 A tier whose clients all failed submits an empty partial, which the parent records as
 a failure of that participant. Tiers stack: a region is a :class:`TierAggregator`
@@ -47,11 +49,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fedstrata.aggregation.mean import MeanState
+from fedstrata.core.context import RoundContext
+from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, PayloadError, ProtocolError, TransportError
+from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
+from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.monitor import TierMonitor
+from fedstrata.runtime.partials import encode_compressed_partial
 
 __all__ = ["ParentLink", "TierAggregator", "TierReport"]
 
@@ -69,6 +76,8 @@ class ParentLink(Protocol):
     def session(self, live_clients: int = 0) -> AsyncIterator[TaskSpec]: ...
 
     async def download(self, round_idx: int) -> Payload: ...
+
+    async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes: ...
 
     async def submit_partial(
         self, round_idx: int, data: bytes, live_clients: int = 0
@@ -94,6 +103,9 @@ class TierAggregator:
             its clients by a :class:`~fedstrata.runtime.wire.CenterServer`.
         size: parameters of the model.
         monitor: sends each round to the tier's metric sinks (None: none).
+        codec: re-compresses the partial for the hop up, with its own error feedback
+            (None: the exact float64 partial).
+        tier_id: this tier's participant id at its parent (keys the error feedback).
     """
 
     def __init__(
@@ -103,10 +115,14 @@ class TierAggregator:
         size: int,
         monitor: TierMonitor | None = None,
         *,
+        codec: Codec | None = None,
+        tier_id: int = -1,
         reconnect: Reconnect | None = None,
     ) -> None:
         self.parent, self.center, self.size = parent, center, size
         self.monitor = monitor
+        self.codec, self.tier_id = codec, tier_id
+        self._run_id = ""  # the parent's run the downlink relay holds a model of
         self.reconnect = reconnect  # failover: True once the parent link is back
 
     async def run(self) -> TierReport:
@@ -172,8 +188,7 @@ class TierAggregator:
     async def _round(self, task: TaskSpec, report: TierReport) -> None:
         r = task.round_idx
         try:
-            model = await self.parent.download(r)
-            params = decode_model(model, self.size)
+            params, relayed = await self._model(r, task.run_id)
         except (ProtocolError, PayloadError) as exc:
             log.warning("tier: round %d skipped: %s", r, exc)
             report.refused.append((r, str(exc)))
@@ -182,7 +197,7 @@ class TierAggregator:
         if self.monitor is not None:
             self.monitor.round_started()
         state, record = await self.center.collect(
-            r, params, model=model.to_bytes(), task=task, limit_s=limit_s
+            r, params, model=relayed, task=task, limit_s=limit_s
         )
         report.rounds.append(record)
         if self.monitor is not None:
@@ -192,7 +207,30 @@ class TierAggregator:
             raise ProtocolError(f"tier aggregator state is {type(state).__name__}, not a mean")
         log.info("tier: round %d: %d updates, weight %g", r, partial.count, partial.total_weight)
         live = self.center.connected
-        accepted, reason = await self.parent.submit_partial(r, encode_partial(partial), live)
+        data = self._encode(partial, task)
+        accepted, reason = await self.parent.submit_partial(r, data, live)
         if not accepted:
             log.warning("tier: round %d partial refused: %s", r, reason)
             report.refused.append((r, reason))
+
+    async def _model(self, round_idx: int, run_id: str) -> tuple[FloatVector, bytes | None]:
+        """The parent's model and its broadcast bytes to relay unchanged; under downlink
+        compression the model from the parent's message (the tier's clients are then
+        answered from the tier's relay, ``Center.downlink``)."""
+        relay = self.center.downlink
+        if relay is None:
+            model = await self.parent.download(round_idx)
+            return decode_model(model, self.size), model.to_bytes()
+        if run_id != self._run_id:  # a new run of the parent: its versions start afresh
+            relay.reset()
+            self._run_id = run_id
+        data = await self.parent.download_downlink(round_idx, relay.relay_ask())
+        return relay.relay(data, self.size), None
+
+    def _encode(self, partial: MeanState, task: TaskSpec) -> bytes:
+        """The partial for the wire: exact, or re-compressed (an empty one stays exact:
+        the parent fails this tier for it)."""
+        if self.codec is None or partial.total_weight <= 0:
+            return encode_partial(partial)
+        ctx = RoundContext(task.round_idx, task.root_seed).for_client(self.tier_id)
+        return encode_compressed_partial(partial, self.codec, ctx)

@@ -37,7 +37,7 @@ from fedstrata.builders import (
     server_optimizer,
     trainer_factory,
 )
-from fedstrata.compress import ChainCodec
+from fedstrata.compress import ChainCodec, CompressionSpec
 from fedstrata.config import FedConfig
 from fedstrata.config.compat import RUNTIME, refusal
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
@@ -51,9 +51,12 @@ from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
+from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer
+from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
+    from fedstrata.runtime.scheduling import CenterScheduler
     from fedstrata.torch_adapter import Task
 
 __all__ = [
@@ -80,6 +83,10 @@ def check_supported(config: FedConfig) -> None:
             its setting, its docs page and the reason.
     """
     why = refusal(config, RUNTIME)
+    if why is None and config.scheduling.async_.enabled:
+        from fedstrata.runtime.fedbuff import buffered_refusal  # deferred: SQLAlchemy
+
+        why = buffered_refusal(config)
     if why is not None:
         raise ConfigError(why)
 
@@ -147,6 +154,16 @@ class Deployment:
             ConfigError: tiers under a non-mergeable aggregator.
         """
         cfg, r = self.config, self.config.rounds
+        if cfg.scheduling.async_.enabled:
+            if participants is not None:
+                raise ConfigError("FedBuff (scheduling.async) with aggregator tiers is not built")
+            from fedstrata.runtime.fedbuff import buffered_center  # deferred: SQLAlchemy
+
+            return buffered_center(
+                cfg, self._settings(chunk_bytes, min_available or r.min_clients, self.num_clients),
+                num_clients=self.num_clients, size=self.size, codec=self.uplink_codec(),
+                clock=clock, start_timeout_s=start_timeout_s,
+            )  # fmt: skip
         if participants is None:
             start = self.num_clients
             policy = RoundPolicy(r.clients_per_round, r.min_clients, r.deadline_s, cfg.seed)
@@ -160,13 +177,16 @@ class Deployment:
         settings = dataclasses.replace(
             settings, stream_min_bytes=stream_min_bytes, start_timeout_s=start_timeout_s
         )
+        scheduler = self._scheduler() if participants is None else None
         return Center(
             settings,
-            coordinator=RoundCoordinator(policy),
+            coordinator=RoundCoordinator(policy, selector=scheduler),
             aggregator=agg,
             server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec(),
             clock=clock,
+            downlink=self.downlink_server(),
+            scheduler=scheduler,
         )
 
     def edge(
@@ -179,8 +199,9 @@ class Deployment:
         """The client-facing center of an aggregator tier serving ``clients`` clients.
 
         Every connected client trains in every round the parent runs (weighted by its
-        examples); the first round waits for all ``clients`` at most
-        ``start_timeout_s``, then runs with those connected.
+        examples; under ``scheduling`` its work sized to the deadline by the tier's own
+        scheduler, which writes to the same registry); the first round waits for all
+        ``clients`` at most ``start_timeout_s``, then runs with those connected.
 
         Raises:
             ConfigError: ``clients`` < 1.
@@ -190,14 +211,47 @@ class Deployment:
         cfg = self.config
         policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
         settings = self._settings(chunk_bytes, 1, clients)
+        scheduler = self._scheduler()  # sizes its own clients' work
         return Center(
             dataclasses.replace(settings, start_timeout_s=start_timeout_s),
-            coordinator=RoundCoordinator(policy),
+            coordinator=RoundCoordinator(policy, selector=scheduler),
             aggregator=WeightedMean(),
             # unused: the parent applies
             server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec(),
+            downlink=self.downlink_server(),  # a relay of the parent's messages
+            scheduler=scheduler,
         )
+
+    def partial_codec(self, spec: CompressionSpec | None = None) -> ChainCodec | None:
+        """The codec a tier re-compresses its partial with (its own error feedback):
+        ``spec``, else ``topology.partial_compression`` (None: exact partials)."""
+        t = self.config.topology.partial_compression
+        spec = spec or (t.spec() if t.enabled else None)
+        if spec is None:
+            return None
+        store = MemoryStateStore() if spec.error_feedback else None
+        return ChainCodec(spec, self.size, store, state_key="partial_ef")
+
+    def _scheduler(self) -> CenterScheduler | None:
+        if not self.config.scheduling.enabled:
+            return None
+        from fedstrata.runtime.scheduling import center_scheduler  # deferred: SQLAlchemy
+
+        flops = self.trainer.flops_per_example
+        return center_scheduler(self.config, flops, self.size, self.num_clients)
+
+    def _profile(self, trainer: Trainer, data: LocalData, client_id: int) -> DeviceReport | None:
+        if not self.config.scheduling.enabled:
+            return None
+        from fedstrata.runtime.scheduling import client_profile  # deferred: SQLAlchemy
+
+        return client_profile(self.config, trainer, data, client_id)
+
+    def downlink_server(self) -> DownlinkServer | None:
+        """The center's half of downlink compression (None: off)."""
+        d = self.config.downlink
+        return DownlinkServer(d.spec(), d.history) if d.enabled else None
 
     def _settings(self, chunk_bytes: int, min_available: int, start: int) -> CenterSettings:
         cfg = self.config
@@ -235,12 +289,15 @@ class Deployment:
         *,
         backoff: Backoff | None = DEFAULT_BACKOFF,
         sleep: Sleep = asyncio.sleep,
+        profile: DeviceReport | None = None,
     ) -> ClientAgent:
         """The agent of ``client_id`` over ``link`` (a fresh trainer unless given).
 
         It loads its own data here (:attr:`local_data`). It reconnects per
         ``backoff`` (jitter seeded by the run seed and ``client_id``); ``sleep``
-        awaits the delays (tests inject a fake).
+        awaits the delays (tests inject a fake). Under ``scheduling`` it reports
+        ``profile`` to the center (default: this device measured at start-up,
+        :func:`~fedstrata.runtime.scheduling.client_profile`).
 
         Raises:
             ConfigError: ``client_id`` is not a client of the federation.
@@ -261,6 +318,8 @@ class Deployment:
             rng=rng,
             sleep=sleep,
             new_pipeline=self.client_pipeline,
+            downlink=DownlinkReplica() if self.config.downlink.enabled else None,
+            profile=profile or self._profile(trainer, data, client_id),
         )
 
 

@@ -39,10 +39,11 @@ A tier adopts the run id its parent relays (a new one resets its round numbering
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,8 +52,6 @@ from fedstrata.aggregation.mean import WeightedMean
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.algorithms.server import FedAvg, ServerOptimizer
 from fedstrata.coordinator import (
-    CloseRound,
-    DeadlinePassed,
     RoundCoordinator,
     SendModel,
     StartRound,
@@ -60,9 +59,11 @@ from fedstrata.coordinator import (
 from fedstrata.coordinator.round_logic import server_step
 from fedstrata.core.clock import Clock, MonotonicClock
 from fedstrata.core.params import FloatVector
+from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ProtocolError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
+from fedstrata.runtime.downlink import DownlinkAsk, DownlinkServer, kind_mismatch, serve_model
 from fedstrata.runtime.intake import RoundIntake
 from fedstrata.runtime.liveness import Roster
 from fedstrata.runtime.records import (
@@ -76,11 +77,14 @@ from fedstrata.runtime.records import (
     decode_partial,
     dense_update_limit,
     encode_partial,
+    submission_problem,
 )
+from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.streaming import Broadcast, apply_in_place
 
 if TYPE_CHECKING:
     from fedstrata.runtime.failover import AckGate, AfterRound
+    from fedstrata.runtime.scheduling import CenterScheduler
 
 __all__ = [
     "Center",
@@ -113,6 +117,9 @@ class Center:
         pipeline: server halves of the update stages (None: none).
         clock: time source for the coordinator's events.
         run_id: this run's name on the wire (default: random).
+        downlink: downlink compression (None: every client downloads the dense model).
+        scheduler: sizes each client's work to the deadline and learns from its
+            timings (None: every client runs ``settings.plan``).
     """
 
     def __init__(
@@ -126,6 +133,8 @@ class Center:
         pipeline: Pipeline | None = None,
         clock: Clock | None = None,
         run_id: str | None = None,
+        downlink: DownlinkServer | None = None,
+        scheduler: CenterScheduler | None = None,
     ) -> None:
         self.settings, self.coordinator, self.aggregator = settings, coordinator, aggregator
         self.server_optimizer, self.codec, self.pipeline = server_optimizer, codec, pipeline
@@ -142,6 +151,7 @@ class Center:
         # gate that holds an accepted update's reply until its round is committed
         self.after_round: AfterRound | None = None
         self.ack_gate: AckGate | None = None
+        self.downlink, self.scheduler = downlink, scheduler
 
     # ---- the run -------------------------------------------------------------------
 
@@ -162,6 +172,8 @@ class Center:
         result = RuntimeResult(params=params, rejections=self.rejections)
         if opt_state is None:
             opt_state = self.server_optimizer.init(params)
+        if self.downlink is not None:
+            self.downlink.start(params)
         log.info("run %s: rounds %d..%d", self.run_id, start_round, self.settings.rounds - 1)
         try:
             for round_idx in range(start_round, self.settings.rounds):
@@ -213,8 +225,8 @@ class Center:
             return apply_in_place(params, state, opt), opt_state, record  # FedAvg's step
         params, opt_state = server_step(
             record.outcome, params, opt_state, functools.partial(self.aggregator.finalize, state),
-            hooks=(), pipeline=self.pipeline, optimizer=self.server_optimizer, broadcast=None,
-            root_seed=self.settings.root_seed,
+            hooks=(), pipeline=self.pipeline, optimizer=self.server_optimizer,
+            broadcast=self.downlink, root_seed=self.settings.root_seed,
         )  # fmt: skip
         return params, opt_state, record
 
@@ -227,6 +239,7 @@ class Center:
             and isinstance(self.aggregator, WeightedMean)
             and isinstance(self.codec, DenseCodec)
             and self.pipeline is None
+            and self.downlink is None
         )
 
     async def collect(
@@ -258,6 +271,8 @@ class Center:
         await self._gather(round_idx, limit_s)
         self._rounds_started += 1
         available = np.array(sorted(self._sessions), dtype=np.int64)
+        if self.scheduler is not None:
+            available = self.scheduler.admit(round_idx, available, self.clock.now())
         (send,) = self.coordinator.handle(StartRound(round_idx, self.clock.now(), available))
         assert isinstance(send, SendModel)
         blob = Broadcast.of_model(params) if model is None else Broadcast.of_bytes(model)
@@ -302,15 +317,18 @@ class Center:
         plan = s.plan if relayed is None else relayed.plan
         seed = s.root_seed if relayed is None else relayed.root_seed
         deadline = s.round_timeout_s
-        task = TaskSpec(
-            TaskKind.TRAIN, rnd.round_idx, seed, plan, deadline, rnd.model.nbytes, rnd.run_id
-        )
-        for cid in rnd.cohort:
+        plans: Sequence[LocalPlan | None] = [plan] * len(rnd.cohort)
+        if self.scheduler is not None and plan is not None:
+            plans = self.scheduler.plans(rnd.round_idx, rnd.cohort, plan)
+        for cid, own in zip(rnd.cohort, plans, strict=True):
             queue = self._sessions.get(cid)
             if queue is None:
                 intake.fail(cid, "disconnected before the round started")
             else:
-                queue.put_nowait(task)
+                queue.put_nowait(TaskSpec(
+                    TaskKind.TRAIN, rnd.round_idx, seed, own, deadline, rnd.model.nbytes,
+                    rnd.run_id,
+                ))  # fmt: skip
         intake.check_done()
 
     async def _await_cohort(self, rnd: OpenRound) -> None:
@@ -322,20 +340,12 @@ class Center:
             log.warning("round %d: deadline passed; missing clients %s", rnd.round_idx, missing)
 
     def _close(self, intake: RoundIntake) -> RoundRecord:
-        rnd = intake.rnd
-        rnd.closed = True
-        if rnd.in_flight is not None:
-            intake.void(f"upload of client {rnd.in_flight} still streaming at the close")
-        intake.fold_ready(final=True)
-        (close,) = self.coordinator.handle(DeadlinePassed(self.clock.now()))
-        assert isinstance(close, CloseRound)
+        record = intake.close(self.clock.now())
         self._intake = None
-        out = close.outcome
-        log.info(
-            "round %d: %d accepted, %d failed, %d late",
-            rnd.round_idx, len(out.accepted), len(out.failed), len(out.late),
-        )  # fmt: skip
-        return intake.record(out, self.aggregator.finalize_metrics(rnd.state))
+        if self.scheduler is not None:
+            stats = self.scheduler.observe(intake.rnd.round_idx, record.outcome, self.clock.now())
+            record = dataclasses.replace(record, schedule=stats)
+        return record
 
     def _reject(self, round_idx: int, cid: int, reason: str) -> str:
         log.warning("round %d: rejected client %d: %s", round_idx, cid, reason)
@@ -345,14 +355,20 @@ class Center:
     # ---- transport entry points (client ids already authenticated) -------------------
 
     async def session(
-        self, client_id: int, *, run_id: str = "", live_clients: int = 0
+        self,
+        client_id: int,
+        *,
+        run_id: str = "",
+        live_clients: int = 0,
+        profile: DeviceReport | None = None,
     ) -> AsyncIterator[TaskSpec]:
         """A client's session: yields its tasks until ``DONE``; ends fail it.
 
         A new session of a client that still holds one (it reconnected before the
         center saw the old connection break) supersedes the old one, which ends.
         ``run_id``: the run the client last took part in (logged when it differs);
-        ``live_clients``: the clients a tier reaches (0: a client, which reaches one).
+        ``live_clients``: the clients a tier reaches (0: a client, which reaches one);
+        ``profile``: its device, for the scheduler.
 
         Raises:
             ProtocolError: the run is over.
@@ -365,6 +381,8 @@ class Center:
             old.put_nowait(_SUPERSEDED)
         if run_id and run_id != self.run_id:
             log.info("client %d comes from run %s; this is run %s", client_id, run_id, self.run_id)
+        if self.scheduler is not None:
+            self.scheduler.join(client_id, profile)
         queue: asyncio.Queue[TaskSpec] = asyncio.Queue()
         self._sessions[client_id] = queue
         self.roster.join(client_id, live_clients if live_clients > 0 else 1)
@@ -384,18 +402,23 @@ class Center:
             if self._sessions.get(client_id) is queue:
                 del self._sessions[client_id]
                 self.roster.leave(client_id)
-            intake = self._intake
-            if intake is not None and client_id in intake.rnd.members:
-                intake.fail(client_id, "disconnected during the round")
+            self._left(client_id)
+
+    def _left(self, client_id: int) -> None:
+        """A client's session ended: fail it in the open round."""
+        intake = self._intake
+        if intake is not None and client_id in intake.rnd.members:
+            intake.fail(client_id, "disconnected during the round")
 
     def download(
-        self, client_id: int, round_idx: int, run_id: str = ""
+        self, client_id: int, round_idx: int, run_id: str = "", ask: DownlinkAsk | None = None
     ) -> tuple[int, AsyncIterator[bytes]]:
-        """The open round's model for a selected client: (total bytes, chunks).
+        """The open round's model for a selected client: (total bytes, chunks); under
+        downlink compression (``ask``) the message that brings it up to date.
 
         Raises:
-            ProtocolError: another run, no such open round, or the client was not
-                selected.
+            ProtocolError: another run, no such open round, the client was not
+                selected, or it asked for the other kind of download than the run's.
         """
         rnd = None if self._intake is None else self._intake.rnd
         if run_id != self.run_id:
@@ -405,8 +428,14 @@ class Center:
             raise ProtocolError(
                 self._reject(round_idx, client_id, f"no model of round {round_idx} for it")
             )
-        rnd.bytes_down += rnd.model.nbytes
-        return rnd.model.nbytes, _aiter(rnd.model.chunks(self.settings.chunks.chunk_bytes))
+        mismatch = kind_mismatch(ask, self.downlink)
+        if mismatch is not None:  # a client of another configuration
+            if self._intake is not None:
+                self._intake.fail(client_id, mismatch)
+            raise ProtocolError(self._reject(round_idx, client_id, mismatch))
+        total, chunks = serve_model(rnd.model, self.downlink, ask, self.settings.chunks)
+        rnd.bytes_down += total
+        return total, chunks
 
     async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
         """Receive one update; returns (accepted, reason). Never raises for bad input."""
@@ -415,34 +444,19 @@ class Center:
             self.roster.report(cid, header.live_clients)
             if header.total_bytes == 0:  # a tier's report of its clients, no partial
                 return True, ""
-        problem = self._submission_problem(None if intake is None else intake.rnd, header)
+        rnd = None if intake is None else intake.rnd
+        mergeable = bool(getattr(self.aggregator, "mergeable", False))
+        problem = submission_problem(rnd, header, self.run_id, mergeable)
         if problem is not None or intake is None:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
-        accepted, reason = await intake.submit(header, chunks)
+        start = self.clock.now()
+        accepted, why = await intake.submit(header, chunks)
+        if self.scheduler is not None:
+            up_s = self.clock.now() - start
+            self.scheduler.arrived(cid, header.timings, up_s, header.metrics)
         if accepted and self.ack_gate is not None:  # replied once the round is committed
             return await self.ack_gate.wait(header.round_idx)
-        return accepted, reason
-
-    def _submission_problem(self, rnd: OpenRound | None, header: UploadHeader) -> str | None:
-        cid = header.client_id
-        if header.run_id != self.run_id:
-            return f"submission for run {header.run_id or '(none)'}; this is run {self.run_id}"
-        if rnd is None or rnd.round_idx != header.round_idx:
-            open_idx = None if rnd is None else rnd.round_idx
-            return f"submission for round {header.round_idx}, open round is {open_idx}"
-        if cid not in rnd.members:
-            return f"client {cid} was not selected for round {rnd.round_idx}"
-        if cid in rnd.submitted:
-            return f"duplicate submission from client {cid} in round {rnd.round_idx}"
-        if header.partial and not getattr(self.aggregator, "mergeable", False):
-            return f"partial aggregate from {cid}, but this aggregator cannot merge partials"
-        return None
-
-
-async def _aiter(chunks: Any) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
-        await asyncio.sleep(0)  # let other streams progress between chunks
+        return accepted, why
 
 
 _STREAM_MEAN = WeightedMean(sum_dtype="float32")

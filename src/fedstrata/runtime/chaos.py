@@ -31,7 +31,9 @@ from typing import Any
 
 from fedstrata.core.payload import Payload
 from fedstrata.runtime.center import TaskSpec
+from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.failover import CommittedRound
+from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 
 __all__ = ["Ack", "AckLog", "ChaosSpec", "lost_acks"]
 
@@ -127,9 +129,11 @@ class _AckingLink:
     def _target(self) -> str:
         return str(getattr(self.link, "target", None) or "")
 
-    async def session(self, live_clients: int = 0) -> AsyncIterator[TaskSpec]:
+    async def session(
+        self, live_clients: int = 0, profile: DeviceReport | None = None
+    ) -> AsyncIterator[TaskSpec]:
         first = True
-        async for task in self.link.session(live_clients):
+        async for task in self.link.session(live_clients, profile):
             if first:
                 self.acks.opened(self.participant, self._target())
                 first = False
@@ -144,10 +148,19 @@ class _AckingLink:
             self.acks.add(Ack(self.participant, round_idx, self.run_id, self._target()))
         return reply
 
+    async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes:
+        data: bytes = await self.link.download_downlink(round_idx, ask)
+        return data
+
     async def submit(
-        self, round_idx: int, payload: Payload, num_examples: int, metrics: Mapping[str, float]
+        self,
+        round_idx: int,
+        payload: Payload,
+        num_examples: int,
+        metrics: Mapping[str, float],
+        timings: RoundTimings | None = None,
     ) -> tuple[bool, str]:
-        reply = await self.link.submit(round_idx, payload, num_examples, metrics)
+        reply = await self.link.submit(round_idx, payload, num_examples, metrics, timings)
         return self._record(round_idx, reply)
 
     async def submit_partial(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -42,6 +43,8 @@ from fedstrata.errors import ConfigError, PayloadError, ProtocolError, Transport
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
+from fedstrata.runtime.downlink import DownlinkAsk, DownlinkReplica
+from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 
 __all__ = ["Backoff", "CenterLink", "ClientAgent", "ClientReport", "decode_model"]
 
@@ -51,12 +54,23 @@ log = logging.getLogger(__name__)
 class CenterLink(Protocol):
     """The transport seam: what a client agent needs from its connection."""
 
-    def session(self) -> AsyncIterator[TaskSpec]: ...
+    def session(
+        self, live_clients: int = 0, profile: DeviceReport | None = None
+    ) -> AsyncIterator[TaskSpec]: ...
 
     async def download(self, round_idx: int) -> Payload: ...
 
+    async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes:
+        """The downlink message for a client holding ``ask.version``."""
+        ...
+
     async def submit(
-        self, round_idx: int, payload: Payload, num_examples: int, metrics: Mapping[str, float]
+        self,
+        round_idx: int,
+        payload: Payload,
+        num_examples: int,
+        metrics: Mapping[str, float],
+        timings: RoundTimings | None = None,
     ) -> tuple[bool, str]: ...
 
     async def reconnect(self) -> None:
@@ -133,6 +147,9 @@ class ClientAgent:
         sleep: awaits a delay in seconds (tests inject a fake).
         new_pipeline: builds a fresh uplink pipeline for a new run (None: keep
             ``pipeline``, which must then hold no per-run state).
+        downlink: the model held under downlink compression (None: dense downloads).
+        profile: this device, reported to the center's scheduler with each round's
+            timings (None: it reports neither).
     """
 
     def __init__(
@@ -147,10 +164,13 @@ class ClientAgent:
         rng: np.random.Generator | None = None,
         sleep: Sleep = asyncio.sleep,
         new_pipeline: Callable[[], Pipeline | None] | None = None,
+        downlink: DownlinkReplica | None = None,
+        profile: DeviceReport | None = None,
     ) -> None:
         self.link, self.client_id, self.trainer, self.data = link, client_id, trainer, data
         self.pipeline, self.backoff, self.sleep = pipeline, backoff, sleep
         self._new_pipeline = new_pipeline
+        self.downlink, self.profile = downlink, profile
         self._run_id: str | None = None  # the run of the last task
         self._last_round = -1
         self.rng = rng if rng is not None else np.random.default_rng(client_id)
@@ -181,7 +201,8 @@ class ClientAgent:
                 failures += 1
 
     async def _session(self, report: ClientReport) -> ClientReport:
-        tasks = self.link.session()
+        profile = self.profile
+        tasks = self.link.session() if profile is None else self.link.session(profile=profile)
         try:
             async for task in tasks:
                 if task.kind is TaskKind.DONE:
@@ -213,6 +234,8 @@ class ClientAgent:
                 )  # fmt: skip
                 if self._new_pipeline is not None:
                     self.pipeline = self._new_pipeline()
+                if self.downlink is not None:
+                    self.downlink.reset()
             self._run_id, self._last_round = task.run_id, -1
         if task.round_idx <= self._last_round:
             why = (
@@ -241,18 +264,33 @@ class ClientAgent:
         await self.link.reconnect()
 
     async def _round(self, task: TaskSpec, report: ClientReport) -> None:
+        start = time.perf_counter()
         try:
-            params = decode_model(await self.link.download(task.round_idx), self.trainer.spec.size)
+            params = await self._model(task.round_idx)
         except (ProtocolError, PayloadError) as exc:
             log.warning("client %d: round %d skipped: %s", self.client_id, task.round_idx, exc)
             report.refused.append((task.round_idx, str(exc)))
             return
+        down_s, start = time.perf_counter() - start, time.perf_counter()
         payload, n, metrics = await asyncio.to_thread(self._train, task, params)
-        accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics)
+        if self.profile is None or task.plan is None:
+            accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics)
+        else:
+            done = task.plan.num_samples(len(self.data))
+            timings = RoundTimings(down_s, time.perf_counter() - start, done)
+            accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics, timings)
         report.rounds.append(task.round_idx)
         if not accepted:
             log.warning("client %d: round %d refused: %s", self.client_id, task.round_idx, reason)
             report.refused.append((task.round_idx, reason))
+
+    async def _model(self, round_idx: int) -> FloatVector:
+        """The model to train from: the dense broadcast, or the downlink replica."""
+        size = self.trainer.spec.size
+        if self.downlink is None:
+            return decode_model(await self.link.download(round_idx), size)
+        data = await self.link.download_downlink(round_idx, self.downlink.ask())
+        return self.downlink.apply(data, size)
 
     def _train(self, task: TaskSpec, params: FloatVector) -> tuple[Payload, int, dict[str, float]]:
         """Local training and encoding (runs in a worker thread)."""

@@ -198,7 +198,11 @@ async def run_aggregator(
         log.warning("aggregator %d listening on %s (parent %s)", tier_id, server.target, parent)
         monitor = tier_monitoring(config, tier_id)
         try:
-            return await TierAggregator(link, center, dep.size, monitor, reconnect=again).run()
+            codec = dep.partial_codec()
+            aggregator = TierAggregator(
+                link, center, dep.size, monitor, codec=codec, tier_id=tier_id, reconnect=again
+            )
+            return await aggregator.run()
         finally:
             if monitor is not None:
                 monitor.close()

@@ -23,6 +23,8 @@ from fedstrata.aggregation.mean import MeanState
 from fedstrata.aggregation.protocol import Aggregator, check_metrics, check_weight
 from fedstrata.coordinator import (
     ClientFailed,
+    CloseRound,
+    DeadlinePassed,
     Reject,
     RoundCoordinator,
     RoundOutcome,
@@ -36,13 +38,13 @@ from fedstrata.core.metrics import precision_stats
 from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, PayloadError
 from fedstrata.pipeline.stage import Codec
+from fedstrata.runtime.partials import CompressedPartial, merge_compressed, read_partial
 from fedstrata.runtime.records import (
     CenterSettings,
     HeldUpload,
     OpenRound,
     RoundRecord,
     UploadHeader,
-    decode_partial,
 )
 from fedstrata.runtime.streaming import DenseFold
 from fedstrata.runtime.transport import Reassembler
@@ -115,6 +117,24 @@ class RoundIntake:
             outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void, codec, precision, system
         )
 
+    def close(self, now_s: float) -> RoundRecord:
+        """Close the round at ``now_s``: fold what is resolved in cohort order (an upload
+        still streaming voids a streamed round), tell the coordinator, and return the
+        round's record."""
+        rnd = self.rnd
+        rnd.closed = True
+        if rnd.in_flight is not None:
+            self.void(f"upload of client {rnd.in_flight} still streaming at the close")
+        self.fold_ready(final=True)
+        (close,) = self.coordinator.handle(DeadlinePassed(now_s))
+        assert isinstance(close, CloseRound)
+        out = close.outcome
+        log.info(
+            "round %d: %d accepted, %d failed, %d late",
+            rnd.round_idx, len(out.accepted), len(out.failed), len(out.late),
+        )  # fmt: skip
+        return self.record(out, self.aggregator.finalize_metrics(rnd.state))
+
     def check_done(self) -> None:
         if len(self.rnd.resolved) >= len(self.rnd.cohort):
             self.rnd.done.set()
@@ -145,6 +165,8 @@ class RoundIntake:
         try:
             if isinstance(held.payload, MeanState):
                 rnd.state = self.aggregator.merge(rnd.state, held.payload)
+            elif isinstance(held.payload, CompressedPartial):  # a tier's re-compressed mean
+                rnd.state = merge_compressed(rnd.state, held.payload, cid)
             else:
                 rnd.state, decode_s = fold_update(
                     self.aggregator, rnd.state, held.payload, held.weight, self.codec,
@@ -250,7 +272,7 @@ class RoundIntake:
         rnd, cid = self.rnd, header.client_id
         if rnd.closed:
             return False, self._late(cid)
-        partial = decode_partial(data)
+        partial = read_partial(data)
         if partial.count == 0 or partial.total_weight <= 0:
             self.fail(cid, "empty partial aggregate")
             return False, self.reject(rnd.round_idx, cid, "empty partial")
@@ -259,7 +281,7 @@ class RoundIntake:
     def _arrived(
         self,
         header: UploadHeader,
-        payload: Payload | MeanState,
+        payload: Payload | MeanState | CompressedPartial,
         nbytes: int | None = None,
         weight: float | None = None,
     ) -> tuple[bool, str]:

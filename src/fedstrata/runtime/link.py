@@ -28,8 +28,17 @@ from fedstrata.errors import (
     TransportError,
 )
 from fedstrata.runtime.center import TaskSpec
-from fedstrata.runtime.pbconv import SERVICE, grpc_options, task_from_pb
+from fedstrata.runtime.downlink import DownlinkAsk
+from fedstrata.runtime.pbconv import (
+    SERVICE,
+    downlink_request,
+    grpc_options,
+    profile_to_pb,
+    task_from_pb,
+    timings_to_pb,
+)
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
+from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 from fedstrata.runtime.security import TlsFiles, channel_credentials
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
 
@@ -141,10 +150,13 @@ class GrpcLink:
             response_deserializer=reply_cls.FromString,
         )
 
-    async def session(self, live_clients: int = 0) -> AsyncIterator[TaskSpec]:
+    async def session(
+        self, live_clients: int = 0, profile: DeviceReport | None = None
+    ) -> AsyncIterator[TaskSpec]:
         """The tasks the center sends this client, until ``DONE``.
 
-        ``live_clients``: an aggregator tier's connected clients (0: a client).
+        ``live_clients``: an aggregator tier's connected clients (0: a client);
+        ``profile``: this client's device, for the center's scheduler.
 
         Raises:
             ProtocolError: the center refused the session.
@@ -153,6 +165,8 @@ class GrpcLink:
         call = self._call("Session", "unary_stream", pb.Hello, pb.Task)
         await self._connect()
         hello = pb.Hello(client_id=self.client_id, run_id=self.run_id, live_clients=live_clients)
+        if profile is not None:
+            hello.profile.CopyFrom(profile_to_pb(profile))
         stream = call(hello, metadata=self._metadata)
         try:
             async for msg in stream:
@@ -210,10 +224,22 @@ class GrpcLink:
             PayloadError: a malformed or truncated transfer.
             TransportError: the connection failed.
         """
+        return (await self._download(round_idx, None)).payload()
+
+    async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes:
+        """The serialised downlink message of ``round_idx`` for a client holding
+        ``ask.version`` (:mod:`fedstrata.runtime.downlink`).
+
+        Raises:
+            ProtocolError: refused (not selected, stale round, downlink off).
+            PayloadError: a malformed or truncated transfer.
+            TransportError: the connection failed.
+        """
+        return (await self._download(round_idx, ask)).data()
+
+    async def _download(self, round_idx: int, ask: DownlinkAsk | None) -> Reassembler:
         call = self._call("Download", "unary_stream", pb.DownloadRequest, pb.StreamPart)
-        request = pb.DownloadRequest(
-            client_id=self.client_id, round_idx=round_idx, run_id=self.run_id
-        )
+        request = downlink_request(self.client_id, round_idx, self.run_id, ask)
         reassembler: Reassembler | None = None
         try:
             async for part in call(request, metadata=self._metadata, timeout=self.call_timeout_s):
@@ -228,12 +254,18 @@ class GrpcLink:
             raise _mapped(exc) from exc
         if reassembler is None:
             raise PayloadError("model stream was empty")
-        return reassembler.payload()
+        return reassembler
 
     async def submit(
-        self, round_idx: int, payload: Payload, num_examples: int, metrics: Mapping[str, float]
+        self,
+        round_idx: int,
+        payload: Payload,
+        num_examples: int,
+        metrics: Mapping[str, float],
+        timings: RoundTimings | None = None,
     ) -> tuple[bool, str]:
-        """Stream one update in chunks; returns (accepted, reason).
+        """Stream one update in chunks; returns (accepted, reason). ``timings``: the
+        round as this client measured it (for the center's scheduler).
 
         Raises:
             ProtocolError: the call was refused (authentication).
@@ -246,6 +278,8 @@ class GrpcLink:
             metrics=dict(metrics),
             run_id=self.run_id,
         )
+        if timings is not None:
+            header.timings.CopyFrom(timings_to_pb(timings))
         return await self._stream_up(header, payload.to_bytes())
 
     async def submit_partial(

@@ -3,19 +3,31 @@ channel options both sides of a connection use (``proto/fedstrata.proto``)."""
 
 from __future__ import annotations
 
+import logging
+
 from fedstrata.core.training import LocalPlan, OptimizerKind
-from fedstrata.errors import ProtocolError
+from fedstrata.errors import DataError, ProtocolError
 from fedstrata.runtime.center import TaskKind, TaskSpec, UploadHeader
+from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
+from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 from fedstrata.runtime.transport import ChunkPlan
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SERVICE",
+    "downlink_ask",
+    "downlink_request",
     "grpc_options",
     "plan_from_pb",
     "plan_to_pb",
+    "profile_from_pb",
+    "profile_to_pb",
     "task_from_pb",
     "task_to_pb",
+    "timings_from_pb",
+    "timings_to_pb",
     "upload_header",
 ]
 
@@ -103,4 +115,73 @@ def upload_header(h: pb.StreamHeader, cid: int) -> UploadHeader:
         partial,
         h.run_id,
         h.live_clients,
+        timings_from_pb(h, cid),
     )
+
+
+def downlink_ask(request: pb.DownloadRequest) -> DownlinkAsk | None:
+    """A download's downlink request (None: the dense model)."""
+    if not request.downlink:
+        return None
+    version = request.downlink_version
+    return DownlinkAsk(None if version < 0 else version)
+
+
+def downlink_request(
+    client_id: int, round_idx: int, run_id: str, ask: DownlinkAsk | None
+) -> pb.DownloadRequest:
+    """The request of a download (dense when ``ask`` is None)."""
+    request = pb.DownloadRequest(client_id=client_id, round_idx=round_idx, run_id=run_id)
+    if ask is not None:
+        request.downlink = True
+        request.downlink_version = -1 if ask.version is None else ask.version
+    return request
+
+
+def profile_to_pb(report: DeviceReport) -> pb.ProfileReport:
+    return pb.ProfileReport(
+        cpu_score=report.cpu_score,
+        memory_gb=report.memory_gb,
+        network_latency_ms=report.network_latency_ms,
+        uplink_mbps=report.uplink_mbps,
+        downlink_mbps=report.downlink_mbps,
+        bf16_speedup=report.bf16_speedup,
+        fp16_speedup=report.fp16_speedup,
+        local_examples=report.local_examples,
+    )
+
+
+def profile_from_pb(hello: pb.Hello) -> DeviceReport | None:
+    """The device profile of a ``Hello`` (None: it sent none).
+
+    Raises:
+        ProtocolError: a profile outside the registry's ranges.
+    """
+    if not hello.HasField("profile"):
+        return None
+    p = hello.profile
+    try:
+        return DeviceReport(
+            p.cpu_score, p.memory_gb, p.network_latency_ms, p.uplink_mbps, p.downlink_mbps,
+            p.bf16_speedup, p.fp16_speedup, p.local_examples,
+        )  # fmt: skip
+    except DataError as exc:
+        raise ProtocolError(f"client {hello.client_id}: bad device profile: {exc}") from exc
+
+
+def timings_to_pb(timings: RoundTimings) -> pb.SchedTimings:
+    return pb.SchedTimings(
+        download_s=timings.download_s, compute_s=timings.compute_s, examples=timings.examples
+    )
+
+
+def timings_from_pb(h: pb.StreamHeader, cid: int) -> RoundTimings | None:
+    """A submission's measured timings (None: none, or unusable ones, logged)."""
+    if not h.HasField("timings"):
+        return None
+    t = h.timings
+    try:
+        return RoundTimings(t.download_s, t.compute_s, t.examples)
+    except DataError as exc:
+        log.warning("client %d: timings ignored: %s", cid, exc)
+        return None

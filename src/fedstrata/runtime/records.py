@@ -17,11 +17,13 @@ import numpy as np
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.coordinator import RoundOutcome
 from fedstrata.coordinator.round_logic import Weighting, dense_bytes
-from fedstrata.core.metrics import CodecStats, PrecisionStats, SystemStats
+from fedstrata.core.metrics import CodecStats, PrecisionStats, ScheduleStats, SystemStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, PayloadError
+from fedstrata.runtime.partials import CompressedPartial
+from fedstrata.runtime.sched_reports import RoundTimings
 from fedstrata.runtime.streaming import Broadcast
 from fedstrata.runtime.transport import ChunkPlan
 
@@ -35,6 +37,7 @@ __all__ = [
     "decode_partial",
     "dense_update_limit",
     "encode_partial",
+    "submission_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ class UploadHeader:
     partial: bool = False
     run_id: str = ""
     live_clients: int = 0
+    timings: RoundTimings | None = None  # scheduling: the client's measured round
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ class RoundRecord:
     codec: CodecStats | None = None
     precision: PrecisionStats | None = None
     system: SystemStats | None = None
+    schedule: ScheduleStats | None = None  # the scheduler's figures of the round
 
 
 @dataclass
@@ -177,7 +182,7 @@ class RuntimeResult:
 class HeldUpload:
     """An accepted update waiting in the reorder buffer for its turn to be folded."""
 
-    payload: Payload | MeanState
+    payload: Payload | MeanState | CompressedPartial
     weight: float
     metrics: dict[str, float]
 
@@ -242,3 +247,24 @@ def decode_partial(data: bytes) -> MeanState:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise PayloadError(f"partial aggregate is not a valid .npz archive: {exc}") from None
     return MeanState.from_arrays(arrays)
+
+
+def submission_problem(
+    rnd: OpenRound | None, header: UploadHeader, run_id: str, mergeable: bool
+) -> str | None:
+    """Why the center refuses ``header``'s submission before reading it (None: it
+    does not): another run, no such open round, not selected, a duplicate, or a
+    partial that ``mergeable=False`` aggregation cannot merge."""
+    cid = header.client_id
+    if header.run_id != run_id:
+        return f"submission for run {header.run_id or '(none)'}; this is run {run_id}"
+    if rnd is None or rnd.round_idx != header.round_idx:
+        open_idx = None if rnd is None else rnd.round_idx
+        return f"submission for round {header.round_idx}, open round is {open_idx}"
+    if cid not in rnd.members:
+        return f"client {cid} was not selected for round {rnd.round_idx}"
+    if cid in rnd.submitted:
+        return f"duplicate submission from client {cid} in round {rnd.round_idx}"
+    if header.partial and not mergeable:
+        return f"partial aggregate from {cid}, but this aggregator cannot merge partials"
+    return None

@@ -33,7 +33,9 @@ from types import TracebackType
 from fedstrata.core.payload import Payload
 from fedstrata.errors import ConfigError, TransportError
 from fedstrata.runtime.center import TaskSpec
+from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.link import GrpcLink
+from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 
 __all__ = ["FailoverLink", "NoTargetError", "Switch"]
 
@@ -152,7 +154,9 @@ class FailoverLink:
         self._link, self._target = link, target
         return link
 
-    async def session(self, live_clients: int = 0) -> AsyncIterator[TaskSpec]:
+    async def session(
+        self, live_clients: int = 0, profile: DeviceReport | None = None
+    ) -> AsyncIterator[TaskSpec]:
         """The tasks of a session with the first target that serves.
 
         Raises:
@@ -164,7 +168,7 @@ class FailoverLink:
         if self._pending_live is not None:  # reported while searching: newer
             live_clients, self._pending_live = self._pending_live, None
         try:
-            async for task in link.session(live_clients):
+            async for task in link.session(live_clients, profile):
                 self.run_id = link.run_id
                 yield task
         except TransportError:
@@ -179,10 +183,18 @@ class FailoverLink:
     async def download(self, round_idx: int) -> Payload:
         return await self._current().download(round_idx)
 
+    async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes:
+        return await self._current().download_downlink(round_idx, ask)
+
     async def submit(
-        self, round_idx: int, payload: Payload, num_examples: int, metrics: Mapping[str, float]
+        self,
+        round_idx: int,
+        payload: Payload,
+        num_examples: int,
+        metrics: Mapping[str, float],
+        timings: RoundTimings | None = None,
     ) -> tuple[bool, str]:
-        return await self._current().submit(round_idx, payload, num_examples, metrics)
+        return await self._current().submit(round_idx, payload, num_examples, metrics, timings)
 
     async def submit_partial(
         self, round_idx: int, data: bytes, live_clients: int = 0

@@ -14,9 +14,10 @@ Two pieces keep the center's memory near one model while models stream:
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,7 +29,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE, MAGIC, VERSION, CodecId
 from fedstrata.errors import ConfigError, PayloadError
 
-__all__ = ["Broadcast", "DenseFold", "apply_in_place"]
+__all__ = ["Broadcast", "DenseFold", "apply_in_place", "paced"]
 
 _HEADER = struct.Struct("<4sBBHIQI")  # core.payload's layout: magic, version, codec,
 _FIELDS = struct.Struct("<BBHIQ")  # flags, params length, body length, CRC-32
@@ -197,3 +198,10 @@ def apply_in_place(params: NDArray[np.float32], state: MeanState, opt: FedAvg) -
     if opt.server_lr != 1.0:
         np.multiply(mean, np.float32(opt.server_lr), out=mean)
     return np.add(params, mean, out=mean)
+
+
+async def paced(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    """``chunks`` as an async stream that lets other streams progress between chunks."""
+    for chunk in chunks:
+        yield chunk
+        await asyncio.sleep(0)

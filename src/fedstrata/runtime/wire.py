@@ -37,7 +37,14 @@ from fedstrata.runtime.guard import (
     ServerLimits,
     server_options,
 )
-from fedstrata.runtime.pbconv import SERVICE, grpc_options, task_to_pb, upload_header
+from fedstrata.runtime.pbconv import (
+    SERVICE,
+    downlink_ask,
+    grpc_options,
+    profile_from_pb,
+    task_to_pb,
+    upload_header,
+)
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.security import (
     TlsFiles,
@@ -79,8 +86,11 @@ class _Service:
             hello = await self.guard.first(context, pb.Hello, "Session", CONTROL_LIMIT_BYTES)
             self.guard.check_claim(cid, hello.client_id)
             try:
-                live = hello.live_clients
-                async for task in self.center.session(cid, run_id=hello.run_id, live_clients=live):
+                live, profile = hello.live_clients, profile_from_pb(hello)
+                tasks = self.center.session(
+                    cid, run_id=hello.run_id, live_clients=live, profile=profile
+                )
+                async for task in tasks:
                     await context.write(task_to_pb(task))
             except ProtocolError as exc:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
@@ -92,7 +102,8 @@ class _Service:
             )
             self.guard.check_claim(cid, request.client_id)
             try:
-                total, chunks = self.center.download(cid, request.round_idx, request.run_id)
+                ask = downlink_ask(request)
+                total, chunks = self.center.download(cid, request.round_idx, request.run_id, ask)
             except ProtocolError as exc:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             header = pb.StreamHeader(

@@ -10,8 +10,7 @@ every driver's: :class:`fedstrata.coordinator.hooks.RoundHook`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,6 +22,7 @@ from fedstrata.core.metrics import ScheduleStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.core.training import LocalPlan
+from fedstrata.scheduling.planner import ClientReport
 
 __all__ = [
     "Broadcaster",
@@ -31,23 +31,6 @@ __all__ = [
     "CompressedBroadcast",
     "DenseBroadcast",
 ]
-
-
-@dataclass(frozen=True)
-class ClientReport:
-    """What happened to one cohort member in a round, in simulated seconds.
-
-    ``status`` is ``accepted``, ``late`` (missed the deadline) or ``failed``.
-    """
-
-    client_id: int
-    examples: int
-    down_s: float
-    compute_s: float
-    up_s: float
-    arrival_s: float
-    status: Literal["accepted", "late", "failed"]
-    train_loss: float | None = None
 
 
 class ClientPlanner(Protocol):

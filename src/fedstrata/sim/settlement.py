@@ -11,7 +11,7 @@ from fedstrata.core.payload import Payload
 from fedstrata.pipeline.stage import Codec
 
 if TYPE_CHECKING:
-    from fedstrata.sim.scheduled import ScheduledPlanner
+    from fedstrata.scheduling.planner import WorkPlanner
 
 __all__ = ["SettlementWeighted"]
 
@@ -23,7 +23,7 @@ class SettlementWeighted:
     (:func:`fedstrata.scheduling.settlement_weights`); everything else is ``inner``'s.
     """
 
-    def __init__(self, inner: Aggregator[Any], planner: ScheduledPlanner) -> None:
+    def __init__(self, inner: Aggregator[Any], planner: WorkPlanner) -> None:
         self.inner, self.planner = inner, planner
 
     @property

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fedstrata.aggregation import MeanState, WeightedMean
+from fedstrata.aggregation.hop import encode_partial_mean, merge_partial_mean
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.compress import ChainCodec
 from fedstrata.coordinator.round_logic import dense_bytes
@@ -140,9 +141,8 @@ class MeanTier:
         w = partial.total_weight
         if self.codec is None:
             return Hop(sender, dense_bytes(partial.size), w, partial)
-        delta = (partial.weighted_sum / w).astype(np.float32)
         ctx = RoundContext(sub, self.root_seed).for_client(sender)
-        payload = self.codec.encode(delta, ctx)
+        payload = encode_partial_mean(partial, self.codec, ctx)
         return Hop(sender, payload.nbytes, w, partial, payload)
 
     def merge(self, state: object, hop: Hop) -> object:
@@ -150,10 +150,7 @@ class MeanTier:
         if hop.payload is None:
             return self._mean.merge(state, hop.partial)
         assert self.codec is not None
-        self._mean.accumulate_payload(state, self.codec, hop.payload, hop.weight, client_id=-1)
-        state.count += hop.partial.count - 1
-        state.metrics.merge(hop.partial.metrics)
-        return state
+        return merge_partial_mean(state, self.codec, hop.payload, hop.partial)
 
     def partial(self, state: object) -> MeanState:
         assert isinstance(state, MeanState)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'fedstrata/runtime/proto/fedstrata.proto\x12\x14\x66\x65\x64strata.runtime.v1\"@\n\x05Hello\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x14\n\x0clive_clients\x18\x03 \x01(\r\"\x91\x01\n\x04Plan\x12\x12\n\nbatch_size\x18\x01 \x01(\r\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x10\n\x08momentum\x18\x06 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x07 \x01(\x01\x12\x0f\n\x07prox_mu\x18\x08 \x01(\x01\"\xf1\x01\n\x04Task\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fedstrata.runtime.v1.Task.Kind\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x11\n\troot_seed\x18\x03 \x01(\x03\x12\x12\n\ndeadline_s\x18\x04 \x01(\x01\x12(\n\x04plan\x18\x05 \x01(\x0b\x32\x1a.fedstrata.runtime.v1.Plan\x12\x13\n\x0bmodel_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06run_id\x18\x07 \x01(\t\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04\x44ONE\x10\x02\"G\n\x0f\x44ownloadRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x0e\n\x06run_id\x18\x03 \x01(\t\"\xd8\x02\n\x0cStreamHeader\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x04\x12@\n\x07metrics\x18\x05 \x03(\x0b\x32/.fedstrata.runtime.v1.StreamHeader.MetricsEntry\x12;\n\x07\x63ontent\x18\x06 \x01(\x0e\x32*.fedstrata.runtime.v1.StreamHeader.Content\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x14\n\x0clive_clients\x18\x08 \x01(\r\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\"\n\x07\x43ontent\x12\n\n\x06UPDATE\x10\x00\x12\x0b\n\x07PARTIAL\x10\x01\"Z\n\nStreamPart\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.StreamHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"?\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t2\xf6\x01\n\x06\x43\x65nter\x12\x44\n\x07Session\x12\x1b.fedstrata.runtime.v1.Hello\x1a\x1a.fedstrata.runtime.v1.Task0\x01\x12U\n\x08\x44ownload\x12%.fedstrata.runtime.v1.DownloadRequest\x1a .fedstrata.runtime.v1.StreamPart0\x01\x12O\n\x06Submit\x12 .fedstrata.runtime.v1.StreamPart\x1a!.fedstrata.runtime.v1.SubmitReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'fedstrata/runtime/proto/fedstrata.proto\x12\x14\x66\x65\x64strata.runtime.v1\"w\n\x05Hello\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x14\n\x0clive_clients\x18\x03 \x01(\r\x12\x35\n\x07profile\x18\xc8\x01 \x01(\x0b\x32#.fedstrata.runtime.v1.ProfileReport\"\xc1\x01\n\rProfileReport\x12\x11\n\tcpu_score\x18\x01 \x01(\x01\x12\x11\n\tmemory_gb\x18\x02 \x01(\x01\x12\x1a\n\x12network_latency_ms\x18\x03 \x01(\x01\x12\x13\n\x0buplink_mbps\x18\x04 \x01(\x01\x12\x15\n\rdownlink_mbps\x18\x05 \x01(\x01\x12\x14\n\x0c\x62\x66\x31\x36_speedup\x18\x06 \x01(\x01\x12\x14\n\x0c\x66p16_speedup\x18\x07 \x01(\x01\x12\x16\n\x0elocal_examples\x18\x08 \x01(\x04\"G\n\x0cSchedTimings\x12\x12\n\ndownload_s\x18\x01 \x01(\x01\x12\x11\n\tcompute_s\x18\x02 \x01(\x01\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x04\"\x91\x01\n\x04Plan\x12\x12\n\nbatch_size\x18\x01 \x01(\r\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x10\n\x08momentum\x18\x06 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x07 \x01(\x01\x12\x0f\n\x07prox_mu\x18\x08 \x01(\x01\"\xf1\x01\n\x04Task\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fedstrata.runtime.v1.Task.Kind\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x11\n\troot_seed\x18\x03 \x01(\x03\x12\x12\n\ndeadline_s\x18\x04 \x01(\x01\x12(\n\x04plan\x18\x05 \x01(\x0b\x32\x1a.fedstrata.runtime.v1.Plan\x12\x13\n\x0bmodel_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06run_id\x18\x07 \x01(\t\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04\x44ONE\x10\x02\"u\n\x0f\x44ownloadRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\x08\x64ownlink\x18\xc8\x01 \x01(\x08\x12\x19\n\x10\x64ownlink_version\x18\xc9\x01 \x01(\x03\"\x8e\x03\n\x0cStreamHeader\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x04\x12@\n\x07metrics\x18\x05 \x03(\x0b\x32/.fedstrata.runtime.v1.StreamHeader.MetricsEntry\x12;\n\x07\x63ontent\x18\x06 \x01(\x0e\x32*.fedstrata.runtime.v1.StreamHeader.Content\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x14\n\x0clive_clients\x18\x08 \x01(\r\x12\x34\n\x07timings\x18\xc8\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.SchedTimings\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\"\n\x07\x43ontent\x12\n\n\x06UPDATE\x10\x00\x12\x0b\n\x07PARTIAL\x10\x01\"Z\n\nStreamPart\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.StreamHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"?\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t2\xf6\x01\n\x06\x43\x65nter\x12\x44\n\x07Session\x12\x1b.fedstrata.runtime.v1.Hello\x1a\x1a.fedstrata.runtime.v1.Task0\x01\x12U\n\x08\x44ownload\x12%.fedstrata.runtime.v1.DownloadRequest\x1a .fedstrata.runtime.v1.StreamPart0\x01\x12O\n\x06Submit\x12 .fedstrata.runtime.v1.StreamPart\x1a!.fedstrata.runtime.v1.SubmitReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMHEADER_METRICSENTRY']._loaded_options = None
   _globals['_STREAMHEADER_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_HELLO']._serialized_start=65
-  _globals['_HELLO']._serialized_end=129
-  _globals['_PLAN']._serialized_start=132
-  _globals['_PLAN']._serialized_end=277
-  _globals['_TASK']._serialized_start=280
-  _globals['_TASK']._serialized_end=521
-  _globals['_TASK_KIND']._serialized_start=472
-  _globals['_TASK_KIND']._serialized_end=521
-  _globals['_DOWNLOADREQUEST']._serialized_start=523
-  _globals['_DOWNLOADREQUEST']._serialized_end=594
-  _globals['_STREAMHEADER']._serialized_start=597
-  _globals['_STREAMHEADER']._serialized_end=941
-  _globals['_STREAMHEADER_METRICSENTRY']._serialized_start=859
-  _globals['_STREAMHEADER_METRICSENTRY']._serialized_end=905
-  _globals['_STREAMHEADER_CONTENT']._serialized_start=907
-  _globals['_STREAMHEADER_CONTENT']._serialized_end=941
-  _globals['_STREAMPART']._serialized_start=943
-  _globals['_STREAMPART']._serialized_end=1033
-  _globals['_SUBMITREPLY']._serialized_start=1035
-  _globals['_SUBMITREPLY']._serialized_end=1098
-  _globals['_CENTER']._serialized_start=1101
-  _globals['_CENTER']._serialized_end=1347
+  _globals['_HELLO']._serialized_end=184
+  _globals['_PROFILEREPORT']._serialized_start=187
+  _globals['_PROFILEREPORT']._serialized_end=380
+  _globals['_SCHEDTIMINGS']._serialized_start=382
+  _globals['_SCHEDTIMINGS']._serialized_end=453
+  _globals['_PLAN']._serialized_start=456
+  _globals['_PLAN']._serialized_end=601
+  _globals['_TASK']._serialized_start=604
+  _globals['_TASK']._serialized_end=845
+  _globals['_TASK_KIND']._serialized_start=796
+  _globals['_TASK_KIND']._serialized_end=845
+  _globals['_DOWNLOADREQUEST']._serialized_start=847
+  _globals['_DOWNLOADREQUEST']._serialized_end=964
+  _globals['_STREAMHEADER']._serialized_start=967
+  _globals['_STREAMHEADER']._serialized_end=1365
+  _globals['_STREAMHEADER_METRICSENTRY']._serialized_start=1283
+  _globals['_STREAMHEADER_METRICSENTRY']._serialized_end=1329
+  _globals['_STREAMHEADER_CONTENT']._serialized_start=1331
+  _globals['_STREAMHEADER_CONTENT']._serialized_end=1365
+  _globals['_STREAMPART']._serialized_start=1367
+  _globals['_STREAMPART']._serialized_end=1457
+  _globals['_SUBMITREPLY']._serialized_start=1459
+  _globals['_SUBMITREPLY']._serialized_end=1522
+  _globals['_CENTER']._serialized_start=1525
+  _globals['_CENTER']._serialized_end=1771
 # @@protoc_insertion_point(module_scope)

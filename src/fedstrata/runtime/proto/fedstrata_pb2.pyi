@@ -8,14 +8,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Hello(_message.Message):
-    __slots__ = ("client_id", "run_id", "live_clients")
+    __slots__ = ("client_id", "run_id", "live_clients", "profile")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LIVE_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     run_id: str
     live_clients: int
-    def __init__(self, client_id: _Optional[int] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ...) -> None: ...
+    profile: ProfileReport
+    def __init__(self, client_id: _Optional[int] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., profile: _Optional[_Union[ProfileReport, _Mapping]] = ...) -> None: ...
+
+class ProfileReport(_message.Message):
+    __slots__ = ("cpu_score", "memory_gb", "network_latency_ms", "uplink_mbps", "downlink_mbps", "bf16_speedup", "fp16_speedup", "local_examples")
+    CPU_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_GB_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    UPLINK_MBPS_FIELD_NUMBER: _ClassVar[int]
+    DOWNLINK_MBPS_FIELD_NUMBER: _ClassVar[int]
+    BF16_SPEEDUP_FIELD_NUMBER: _ClassVar[int]
+    FP16_SPEEDUP_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    cpu_score: float
+    memory_gb: float
+    network_latency_ms: float
+    uplink_mbps: float
+    downlink_mbps: float
+    bf16_speedup: float
+    fp16_speedup: float
+    local_examples: int
+    def __init__(self, cpu_score: _Optional[float] = ..., memory_gb: _Optional[float] = ..., network_latency_ms: _Optional[float] = ..., uplink_mbps: _Optional[float] = ..., downlink_mbps: _Optional[float] = ..., bf16_speedup: _Optional[float] = ..., fp16_speedup: _Optional[float] = ..., local_examples: _Optional[int] = ...) -> None: ...
+
+class SchedTimings(_message.Message):
+    __slots__ = ("download_s", "compute_s", "examples")
+    DOWNLOAD_S_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    download_s: float
+    compute_s: float
+    examples: int
+    def __init__(self, download_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., examples: _Optional[int] = ...) -> None: ...
 
 class Plan(_message.Message):
     __slots__ = ("batch_size", "lr", "epochs", "steps", "optimizer", "momentum", "weight_decay", "prox_mu")
@@ -64,17 +96,21 @@ class Task(_message.Message):
     def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round_idx: _Optional[int] = ..., root_seed: _Optional[int] = ..., deadline_s: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., model_bytes: _Optional[int] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
-    __slots__ = ("client_id", "round_idx", "run_id")
+    __slots__ = ("client_id", "round_idx", "run_id", "downlink", "downlink_version")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_IDX_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    DOWNLINK_FIELD_NUMBER: _ClassVar[int]
+    DOWNLINK_VERSION_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     round_idx: int
     run_id: str
-    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., run_id: _Optional[str] = ...) -> None: ...
+    downlink: bool
+    downlink_version: int
+    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., run_id: _Optional[str] = ..., downlink: _Optional[bool] = ..., downlink_version: _Optional[int] = ...) -> None: ...
 
 class StreamHeader(_message.Message):
-    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients")
+    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients", "timings")
     class Content(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UPDATE: _ClassVar[StreamHeader.Content]
@@ -96,6 +132,7 @@ class StreamHeader(_message.Message):
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LIVE_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     round_idx: int
     total_bytes: int
@@ -104,7 +141,8 @@ class StreamHeader(_message.Message):
     content: StreamHeader.Content
     run_id: str
     live_clients: int
-    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ...) -> None: ...
+    timings: SchedTimings
+    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., timings: _Optional[_Union[SchedTimings, _Mapping]] = ...) -> None: ...
 
 class StreamPart(_message.Message):
     __slots__ = ("header", "data")

@@ -1,0 +1,205 @@
+"""Downlink compression over the wire: both halves around :mod:`fedstrata.compress.downlink`.
+
+The simulator's compressed broadcast and the runtime share one encoder,
+:class:`~fedstrata.compress.DownlinkEncoder` (DoubleSqueeze-style error feedback in a
+server-side replica, Tang et al., ICML 2019); this module only moves its messages.
+
+* :class:`DownlinkServer` (the center): the encoder, started from the run's initial
+  model and told of every new model by the server step (it is the step's
+  ``broadcast``), and the serialised message for each version a client may hold, built
+  once per (round, version) and shared by every client at that version.
+* :class:`DownlinkReplica` (a client agent): the model it holds and its version. A
+  download asks for the deltas since that version (:class:`DownlinkAsk`); the center
+  answers with the deltas, or the full model when the client holds none, is further
+  behind than ``downlink.history`` or the deltas would outweigh the model. Applying the
+  message runs the encoder's own float32 additions, so every client holds the replica
+  bit for bit and trains from exactly the model the simulator's clients train from.
+
+Byte accounting: a download moves ``len(DownlinkMessage.to_bytes())`` payload bytes,
+which is the simulator's ``DownlinkMessage.nbytes`` for the same (client, version).
+
+Run identity: a client's version belongs to one run; a task of a new run resets its
+replica (its next download is the full model). No I/O here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedstrata.compress import CompressionSpec, DownlinkEncoder
+from fedstrata.compress.downlink import (
+    DownlinkHistory,
+    DownlinkMessage,
+    apply_downlink,
+    relay_downlink,
+)
+from fedstrata.core.context import RoundContext
+from fedstrata.core.params import FloatVector
+from fedstrata.errors import PayloadError, ProtocolError
+from fedstrata.runtime.streaming import Broadcast, paced
+from fedstrata.runtime.transport import ChunkPlan, iter_chunks
+
+__all__ = [
+    "DownlinkAsk",
+    "DownlinkReplica",
+    "DownlinkServer",
+    "kind_mismatch",
+    "serve_model",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DownlinkAsk:
+    """A download under downlink compression: the version the client holds (None:
+    none, it needs the full model)."""
+
+    version: int | None = None
+
+
+class DownlinkServer:
+    """The center's half; see the module docstring.
+
+    Args:
+        spec: how deltas are compressed (``downlink`` of the configuration).
+        history: deltas kept (``downlink.history``).
+    """
+
+    def __init__(self, spec: CompressionSpec, history: int) -> None:
+        self.spec, self.history = spec, history
+        self._source: DownlinkHistory | None = None  # the encoder, or a tier's relay
+        self._messages: dict[int | None, bytes] = {}
+
+    def start(self, params: FloatVector) -> None:
+        """Start a run from ``params`` (version 0)."""
+        self._source = DownlinkEncoder(params, self.spec, self.history)
+        self._messages.clear()
+
+    @property
+    def encoder(self) -> DownlinkEncoder:
+        """The encoder of the run.
+
+        Raises:
+            ProtocolError: :meth:`start` was not called (or this is a tier's relay).
+        """
+        if not isinstance(self._source, DownlinkEncoder):
+            raise ProtocolError("downlink: no run started (DownlinkServer.start)")
+        return self._source
+
+    def _held(self) -> DownlinkHistory:
+        if self._source is None:
+            raise ProtocolError("downlink: no model yet (no run started, nothing relayed)")
+        return self._source
+
+    @property
+    def version(self) -> int:
+        """The version clients are brought to now."""
+        return self._held().version
+
+    def publish(self, params: FloatVector, ctx: RoundContext) -> None:
+        """The server step made ``params``: compress its delta as the next version."""
+        version = self.encoder.publish(params, ctx)
+        self._messages.clear()
+        log.debug("round %d: downlink version %d published", ctx.round_idx, version)
+
+    def reset(self) -> None:
+        """Forget the model (a tier whose parent started a new run)."""
+        self._source = None
+        self._messages.clear()
+
+    def relay_ask(self) -> DownlinkAsk:
+        """An aggregator tier: what it asks its parent for (its relay's version)."""
+        return DownlinkAsk(None if self._source is None else self._source.version)
+
+    def relay(self, data: bytes, size: int) -> FloatVector:
+        """An aggregator tier: apply its parent's message and keep its deltas, so this
+        server answers the tier's clients with the messages the parent would send them
+        (:func:`~fedstrata.compress.downlink.relay_downlink`); returns the model.
+
+        Raises:
+            PayloadError: a malformed message, one that does not apply, or a model of
+                the wrong size (the relay is reset: the next one is the full model).
+        """
+        try:
+            message = DownlinkMessage.from_bytes(data)
+            source = relay_downlink(self._source, message, self.history)
+            if source.replica.shape != (size,):
+                raise PayloadError(f"downlink model has {source.replica.shape[0]} values")
+        except PayloadError:
+            self._source = None
+            raise
+        self._source = source
+        self._messages.clear()
+        return np.array(source.replica)
+
+    def message(self, ask: DownlinkAsk) -> bytes:
+        """The serialised message that brings a client at ``ask.version`` up to date.
+
+        A version the center never published (ahead of it) gets the full model.
+        """
+        held = ask.version
+        if held is not None and not 0 <= held <= self.version:
+            log.warning("downlink: a client claims version %d of %d", held, self.version)
+            held = None
+        data = self._messages.get(held)
+        if data is None:
+            data = self._held().message_for(held).to_bytes()
+            self._messages[held] = data
+        return data
+
+
+class DownlinkReplica:
+    """A client's model under downlink compression; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.params: FloatVector | None = None
+        self.version: int | None = None
+
+    def ask(self) -> DownlinkAsk:
+        """What the next download asks for."""
+        return DownlinkAsk(self.version if self.params is not None else None)
+
+    def reset(self) -> None:
+        """Forget the model (a new run: the next download is the full model)."""
+        self.params, self.version = None, None
+
+    def apply(self, data: bytes, size: int) -> FloatVector:
+        """Apply a downloaded message; returns the model to train from.
+
+        Raises:
+            PayloadError: a malformed message, one that does not apply to the version
+                held, or a model of the wrong size (the replica is then reset, so the
+                next download is the full model).
+        """
+        try:
+            message = DownlinkMessage.from_bytes(data)
+            params, version = apply_downlink(message, self.params, self.version)
+            if params.shape != (size,):
+                raise PayloadError(f"downlink model has {params.shape[0]} values, want {size}")
+        except PayloadError:
+            self.reset()
+            raise
+        self.params, self.version = params, version
+        return params
+
+
+def kind_mismatch(ask: DownlinkAsk | None, downlink: DownlinkServer | None) -> str | None:
+    """Why a download of the other kind than the run's is refused (None: it is not)."""
+    if (ask is None) == (downlink is None):
+        return None
+    return "downlink compression is " + ("off" if ask else "on") + " in this run"
+
+
+def serve_model(
+    model: Broadcast, downlink: DownlinkServer | None, ask: DownlinkAsk | None, chunks: ChunkPlan
+) -> tuple[int, AsyncIterator[bytes]]:
+    """A download's bytes: the downlink message for ``ask``, or the dense broadcast."""
+    if downlink is not None and ask is not None:
+        data = downlink.message(ask)
+        return len(data), paced(iter_chunks(data, chunks.chunk_bytes))
+    return model.nbytes, paced(model.chunks(chunks.chunk_bytes))

@@ -1,0 +1,375 @@
+"""FedBuff over the wire: buffered asynchronous aggregation at the runtime's center.
+
+FedBuff (Nguyen et al., "Federated Learning with Buffered Asynchronous Aggregation",
+AISTATS 2022), driven exactly as the simulator drives it
+(:mod:`fedstrata.sim.async_engine`): the round engine's buffered policy
+(:mod:`fedstrata.coordinator.buffered`) dispatches clients, judges every update by its
+staleness, closes a server step every ``K`` accepted updates and gives each freed slot
+to a new client; the :class:`~fedstrata.scheduling.FedBuffServer` buffer folds the
+accepted updates and makes the step; the server optimizer applies it. This module only
+moves bytes and reads the real clock.
+
+:class:`BufferedCenter` is a :class:`~fedstrata.runtime.center.Center` (served by the
+same :class:`~fedstrata.runtime.wire.CenterServer`, same sessions, authentication and
+limits) whose run is one buffered run instead of rounds:
+
+* a dispatch of client ``c`` on model version ``v`` is task number ``seq`` (the
+  dispatch sequence number: the simulator's ``ClientTask`` round, so a client trains
+  with the same randomness) sent on ``c``'s session; the client downloads that
+  version's model (kept while a client is in flight on it) and submits its update for
+  task ``seq``;
+* an upload is decoded (dense or compressed) and reported to the coordinator as
+  ``UpdateArrived(c, now, weight, v)``; a malformed one, a client whose session ends
+  while in flight, or one that cannot be sent the model is ``ClientFailed`` (its slot
+  goes to another client);
+* the run ends after ``server_updates`` server steps (``DONE`` to every session).
+
+With ``concurrency = 1`` the order of events cannot differ from the simulator's, so the
+model is bit-identical to it (tested); with more clients in flight, which updates are
+stale depends on real arrival times. Ownership and cancellation as :class:`Center`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedstrata.aggregation.mean import WeightedMean
+from fedstrata.algorithms.server import ServerOptimizer
+from fedstrata.builders import aggregator, server_optimizer
+from fedstrata.config import FedConfig
+from fedstrata.config.compat import driver_for, refusal
+from fedstrata.coordinator import (
+    Accept,
+    Buffering,
+    ClientFailed,
+    CloseRound,
+    Command,
+    RoundCoordinator,
+    RoundOutcome,
+    RoundPolicy,
+    SendModel,
+    StartRound,
+    UpdateArrived,
+)
+from fedstrata.coordinator.round_logic import client_weight, decode_update
+from fedstrata.core.clock import Clock
+from fedstrata.core.params import FloatVector
+from fedstrata.core.update import check_update
+from fedstrata.errors import ConfigError, FedstrataError, ProtocolError
+from fedstrata.pipeline.stage import Codec
+from fedstrata.runtime.center import Center
+from fedstrata.runtime.downlink import DownlinkAsk
+from fedstrata.runtime.records import CenterSettings, RuntimeResult, TaskKind, TaskSpec
+from fedstrata.runtime.records import UploadHeader as Header
+from fedstrata.runtime.streaming import Broadcast, paced
+from fedstrata.runtime.transport import Reassembler
+from fedstrata.scheduling import FedBuffConfig, FedBuffServer
+
+__all__ = ["BufferedCenter", "BufferedStep", "buffered_center", "buffered_refusal"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BufferedStep:
+    """One server step: the coordinator's outcome (accepted, failed, stale updates),
+    the mean staleness of the applied updates and the payload bytes of the step."""
+
+    outcome: RoundOutcome
+    mean_staleness: float
+    bytes_up: int
+    bytes_down: int
+
+
+@dataclass(frozen=True)
+class _Flight:
+    client_id: int
+    version: int
+
+
+class BufferedCenter(Center):
+    """The center of a buffered asynchronous run; see the module docstring.
+
+    Args:
+        settings: plan, seed, chunking, start wait (``rounds`` is unused).
+        buffering: concurrency and FedBuff's rules (those of ``server``).
+        server: FedBuff's buffer.
+        server_optimizer: applies each step as the delta.
+        codec: decodes client payloads.
+        server_updates: server steps to run.
+        clock: time of the coordinator's events.
+        run_id: this run's name on the wire (default: random).
+    """
+
+    def __init__(
+        self,
+        settings: CenterSettings,
+        *,
+        buffering: Buffering,
+        server: FedBuffServer,
+        server_optimizer: ServerOptimizer[Any],
+        codec: Codec,
+        server_updates: int,
+        clock: Clock | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self._live = _LiveSelector(self)
+        coordinator = RoundCoordinator(
+            RoundPolicy(root_seed=settings.root_seed), selector=self._live, buffering=buffering
+        )
+        super().__init__(
+            settings, coordinator=coordinator, aggregator=WeightedMean(),
+            server_optimizer=server_optimizer, codec=codec, clock=clock, run_id=run_id,
+        )  # fmt: skip
+        self.server, self.server_updates = server, server_updates
+        self.size = int(server.state.buffer.shape[0])
+        self.steps: list[BufferedStep] = []
+        self._flight: dict[int, _Flight] = {}  # task (dispatch) number -> who, on what
+        self._models: dict[int, Broadcast] = {}  # versions someone is in flight on
+        self._seq = 0
+        self._taus: list[int] = []
+        self._bytes = [0, 0]  # up, down: this step
+        self._params: FloatVector | None = None
+        self._opt_state: object = None
+        self._over = asyncio.Event()
+
+    async def run(
+        self,
+        params: FloatVector,
+        on_round: Callable[[int, Any, FloatVector], None] | None = None,
+        *,
+        start_round: int = 0,
+        opt_state: object | None = None,
+    ) -> RuntimeResult:
+        """Run ``server_updates`` server steps from ``params``; the final model.
+
+        Buffered (FedBuff) runs do not resume from a checkpoint: ``start_round`` and
+        ``opt_state`` must keep their defaults.
+
+        Raises:
+            ConfigError: fewer clients connected than the concurrency, or a resume
+                (``start_round`` or ``opt_state`` given).
+        """
+        if start_round != 0 or opt_state is not None:
+            raise ConfigError(
+                "a buffered (FedBuff) deployment cannot resume from a checkpoint: its "
+                "open dispatches are not part of the center's snapshot"
+            )
+        self._params, self._opt_state = params, self.server_optimizer.init(params)
+        log.info("run %s: FedBuff, %d server steps", self.run_id, self.server_updates)
+        try:
+            await self.await_start()
+            available = np.array(sorted(self._sessions), dtype=np.int64)
+            now = self.clock.now()
+            self._execute(self.coordinator.handle(StartRound(0, now, available)), None)
+            await self._over.wait()
+        finally:
+            self.finish()
+        return RuntimeResult(params=self._params, rejections=self.rejections)
+
+    # ---- the coordinator's commands ------------------------------------------------
+
+    def _execute(self, commands: list[Command], delta: FloatVector | None) -> None:
+        for command in commands:
+            if isinstance(command, SendModel):
+                for cid in command.client_ids.tolist():
+                    self._send(int(cid), command.round_idx)
+            elif isinstance(command, Accept):
+                if delta is None:
+                    raise ProtocolError(f"accepted client {command.client_id} sent nothing")
+                self.server.fold(
+                    command.client_id, delta, command.weight, command.staleness, command.scale
+                )
+                self._taus.append(command.staleness)
+            elif isinstance(command, CloseRound):
+                self._step(command.outcome)
+
+    def _send(self, cid: int, version: int) -> None:
+        """Send client ``cid`` the model of ``version`` as task number ``seq``."""
+        if self._over.is_set():  # the last step is made: nobody is sent a model
+            return
+        seq, self._seq = self._seq, self._seq + 1
+        queue = self._sessions.get(cid)
+        if queue is None:  # every idle client is gone: fail it once the loop turns
+            self._flight[seq] = _Flight(cid, version)
+            asyncio.get_running_loop().call_soon(self._fail, seq, "disconnected")
+            return
+        assert self._params is not None
+        if version not in self._models:
+            self._models[version] = Broadcast.of_model(self._params)
+        self._flight[seq] = _Flight(cid, version)
+        nbytes = self._models[version].nbytes
+        s = self.settings
+        queue.put_nowait(TaskSpec(TaskKind.TRAIN, seq, s.root_seed, s.plan, None, nbytes,
+                                  self.run_id))  # fmt: skip
+
+    def _step(self, outcome: RoundOutcome) -> None:
+        """Apply the buffer (the server step the coordinator closed)."""
+        assert self._params is not None
+        applied = self.server.flush(outcome.accepted[-1], self._taus[-1])
+        self._params, self._opt_state = self.server_optimizer.step(
+            self._params, applied.step, self._opt_state
+        )
+        up, down = self._bytes
+        self.steps.append(BufferedStep(outcome, applied.mean_staleness, up, down))
+        self._taus, self._bytes = [], [0, 0]
+        live = {f.version for f in self._flight.values()}
+        self._models = {v: m for v, m in self._models.items() if v in live}
+        if len(self.steps) >= self.server_updates:
+            self._over.set()
+
+    def _fail(self, seq: int, reason: str) -> None:
+        flight = self._flight.pop(seq, None)
+        if flight is not None and not self._over.is_set():
+            log.info("task %d: client %d failed: %s", seq, flight.client_id, reason)
+            self._execute(self.coordinator.handle(ClientFailed(flight.client_id, reason)), None)
+
+    @property
+    def connected_ids(self) -> list[int]:
+        """Clients holding a session now."""
+        return list(self._sessions)
+
+    def _left(self, client_id: int) -> None:
+        for seq, flight in list(self._flight.items()):
+            if flight.client_id == client_id:
+                self._fail(seq, "disconnected while in flight")
+
+    # ---- transport entry points ----------------------------------------------------
+
+    def _task(self, client_id: int, seq: int, run_id: str) -> _Flight:
+        flight = self._flight.get(seq)
+        if run_id != self.run_id:
+            why = f"run {run_id or '(none)'}; this is run {self.run_id}"
+            raise ProtocolError(self._reject(seq, client_id, why))
+        if flight is None or flight.client_id != client_id:
+            raise ProtocolError(self._reject(seq, client_id, f"no task {seq} for it"))
+        return flight
+
+    def download(
+        self, client_id: int, round_idx: int, run_id: str = "", ask: DownlinkAsk | None = None
+    ) -> tuple[int, AsyncIterator[bytes]]:
+        """The model of the version task ``round_idx`` was dispatched on.
+
+        Raises:
+            ProtocolError: another run, not the client's task, or a downlink request.
+        """
+        flight = self._task(client_id, round_idx, run_id)
+        if ask is not None:
+            self._fail(round_idx, "downlink compression is off in this run")
+            raise ProtocolError(self._reject(round_idx, client_id, "downlink is off"))
+        model = self._models[flight.version]
+        self._bytes[1] += model.nbytes
+        return model.nbytes, paced(model.chunks(self.settings.chunks.chunk_bytes))
+
+    async def submit(self, header: Header, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
+        """Receive one update of a task in flight; returns (accepted, reason)."""
+        cid, seq = header.client_id, header.round_idx
+        try:
+            flight = self._task(cid, seq, header.run_id)
+            if header.partial:
+                raise ProtocolError(self._reject(seq, cid, "no tiers under FedBuff"))
+        except ProtocolError as exc:
+            return False, str(exc)
+        try:
+            reassembler = Reassembler(header.total_bytes, self.settings.chunks.max_total_bytes)
+            async for chunk in chunks:
+                reassembler.add(chunk)
+            payload = reassembler.payload()
+            delta, _ = decode_update(payload, self.codec, client_id=cid)
+            delta = check_update(cid, delta, self.size)
+        except FedstrataError as exc:
+            self._fail(seq, f"bad upload: {exc}")
+            return False, self._reject(seq, cid, str(exc))
+        except BaseException:
+            self._fail(seq, "upload interrupted")
+            raise
+        return self._arrived(seq, flight, header, delta, payload.nbytes)
+
+    def _arrived(
+        self, seq: int, flight: _Flight, header: Header, delta: FloatVector, nbytes: int
+    ) -> tuple[bool, str]:
+        if self._flight.pop(seq, None) is None or self._over.is_set():
+            return False, self._reject(seq, flight.client_id, "the task was resolved meanwhile")
+        self._bytes[0] += nbytes
+        weight = client_weight(header.num_examples, self.settings.weighting)
+        event = UpdateArrived(flight.client_id, self.clock.now(), weight, flight.version)
+        commands = self.coordinator.handle(event)
+        self._execute(commands, delta)
+        if any(isinstance(c, Accept) for c in commands):
+            return True, ""
+        reason = next((getattr(c, "reason", "") for c in commands), "rejected")
+        return False, self._reject(seq, flight.client_id, str(reason))
+
+
+def buffered_refusal(config: FedConfig) -> str | None:
+    """Why the runtime cannot run ``config``'s FedBuff (None: it can): what the FedBuff
+    simulator refuses, and downlink compression or a device registry (which the
+    simulator's FedBuff takes and the runtime's does not carry yet)."""
+    why = refusal(config, driver_for(config))
+    if why is not None:
+        return why
+    for on, setting in (
+        (config.downlink.enabled, "downlink.preset"),
+        (config.scheduling.registry_url is not None, "scheduling.registry_url"),
+    ):
+        if on:
+            return (
+                f"FedBuff (scheduling.async.enabled, docs/runtime.md) with {setting} is not "
+                "built in the deployment runtime yet (leave it at its default)"
+            )
+    return None
+
+
+def buffered_center(
+    config: FedConfig,
+    settings: CenterSettings,
+    *,
+    num_clients: int,
+    size: int,
+    codec: Codec,
+    clock: Clock | None,
+    start_timeout_s: float | None,
+) -> BufferedCenter:
+    """The buffered center of ``config`` (``scheduling.async``), built as the simulator
+    builds its FedBuff run (``fedstrata.api.scheduling.async_simulation``): ``K``,
+    staleness rules, concurrency, server steps and a robust rule over each step."""
+    a = config.scheduling.async_
+    per_round = config.rounds.clients_per_round or num_clients
+    updates = a.server_updates or max(1, config.rounds.rounds * per_round // a.buffer_size)
+    rules = FedBuffConfig(
+        buffer_size=a.buffer_size,
+        max_staleness=a.max_staleness,
+        staleness_exponent=a.staleness_exponent,
+    )
+    agg = aggregator(config.server, config.project_dir)
+    rule = None if isinstance(agg, WeightedMean) else agg
+    return BufferedCenter(
+        replace(settings, start_timeout_s=start_timeout_s),
+        buffering=Buffering(min(a.concurrency, num_clients), rules),
+        server=FedBuffServer(size, rules, aggregator=rule),
+        server_optimizer=server_optimizer(config.server, config.project_dir),
+        codec=codec, server_updates=updates, clock=clock,
+    )  # fmt: skip
+
+
+class _LiveSelector:
+    """Who takes a freed slot: the buffered policy's uniform draw over the idle
+    clients, among those still connected (the same draw as the simulator's while every
+    client is)."""
+
+    def __init__(self, center: BufferedCenter) -> None:
+        self.center = center
+
+    def select(
+        self, round_idx: int, available: NDArray[np.int64], k: int, rng: np.random.Generator
+    ) -> NDArray[np.int64]:
+        live = available[np.isin(available, list(self.center.connected_ids))]
+        pool = live if live.size else available
+        return pool[rng.integers(pool.size, size=k)] if k == 1 else rng.choice(pool, k, False)

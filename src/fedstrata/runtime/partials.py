@@ -1,0 +1,99 @@
+"""A tier's partial aggregate on the wire: exact (float64) or re-compressed.
+
+An aggregator tier sends its clients' weighted-mean partial to its parent. Dense, it is
+:func:`~fedstrata.runtime.records.encode_partial` (``MeanState.to_arrays``: the float64
+sum, 2x a dense update). Re-compressed (``topology.partial_compression``, or a codec
+given to :class:`~fedstrata.runtime.aggregator.TierAggregator`), the partial's mean is
+encoded by the same function the simulator's tree uses
+(:func:`fedstrata.aggregation.hop.encode_partial_mean`, with the tier's own error
+feedback keyed by its participant id) and travels as the codec's payload bytes next to
+the partial's weight, count and metric sums, in one ``.npz`` archive (CRC-checked
+members; ``payload`` is the marker). The parent merges it with
+:func:`~fedstrata.aggregation.hop.merge_partial_mean`, decoding the chain from the
+payload's own parameter block (no configuration needed at the parent).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedstrata.aggregation.hop import encode_partial_mean, merge_partial_mean
+from fedstrata.aggregation.mean import MeanState
+from fedstrata.compress import ChainCodec, CompressionSpec
+from fedstrata.core.context import ClientContext
+from fedstrata.core.payload import Payload
+from fedstrata.errors import PayloadError
+from fedstrata.pipeline.stage import Codec
+
+__all__ = ["CompressedPartial", "encode_compressed_partial", "merge_compressed", "read_partial"]
+
+_PAYLOAD = "payload"
+
+
+@dataclass(frozen=True, eq=False)
+class CompressedPartial:
+    """A re-compressed partial: the mean's payload and the partial's weight, count and
+    metric sums (``sent``, whose ``weighted_sum`` is empty)."""
+
+    payload: Payload
+    sent: MeanState
+
+    @property
+    def count(self) -> int:
+        return self.sent.count
+
+    @property
+    def total_weight(self) -> float:
+        return self.sent.total_weight
+
+
+def encode_compressed_partial(state: MeanState, codec: Codec, ctx: ClientContext) -> bytes:
+    """``state`` re-compressed for the hop up (see the module docstring).
+
+    Raises:
+        AggregationError: an empty partial.
+    """
+    payload = encode_partial_mean(state, codec, ctx)
+    sent = MeanState(np.zeros(0), state.total_weight, state.count, state.metrics)
+    arrays = sent.to_arrays()
+    arrays[_PAYLOAD] = np.frombuffer(payload.to_bytes(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def read_partial(data: bytes) -> MeanState | CompressedPartial:
+    """A partial from the wire: exact (:func:`~fedstrata.runtime.records.encode_partial`)
+    or re-compressed (:func:`encode_compressed_partial`).
+
+    Raises:
+        PayloadError: not an .npz archive, a corrupted member or a malformed payload.
+        AggregationError: the arrays do not form a valid partial.
+    """
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise PayloadError(f"partial aggregate is not a valid .npz archive: {exc}") from None
+    raw = arrays.pop(_PAYLOAD, None)
+    state = MeanState.from_arrays(arrays)
+    if raw is None:
+        return state
+    if raw.dtype != np.uint8 or raw.ndim != 1 or state.size != 0:
+        raise PayloadError("compressed partial: payload must be 1-D bytes and the sum empty")
+    return CompressedPartial(Payload.from_bytes(raw.tobytes()), state)
+
+
+def merge_compressed(state: MeanState, partial: CompressedPartial, sender: int) -> MeanState:
+    """Merge a re-compressed partial into ``state`` (decoded straight into the sum).
+
+    Raises:
+        PayloadError: a malformed payload (``state`` is unchanged).
+        ShapeError: a payload of another size.
+    """
+    decoder = ChainCodec(CompressionSpec(), state.size)
+    return merge_partial_mean(state, decoder, partial.payload, partial.sent, sender=sender)
