@@ -74,7 +74,10 @@ DRIVERS: tuple[Driver, ...] = (
 
 RUNTIME = Driver(
     "runtime", "deployment runtime", None,
-    frozenset({"sampling", "deadline", "compression", "robust", "custom_aggregator"}),
+    frozenset({
+        "sampling", "deadline", "compression", "robust", "custom_aggregator", "privacy",
+        "secagg",
+    }),
     "docs/runtime.md",
 )  # fmt: skip
 

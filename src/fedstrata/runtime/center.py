@@ -39,6 +39,7 @@ A tier adopts the run id its parent relays (a new one resets its round numbering
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import secrets
@@ -63,6 +64,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.errors import ProtocolError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
+from fedstrata.runtime.dp_center import DpCenter
 from fedstrata.runtime.intake import RoundIntake
 from fedstrata.runtime.liveness import Roster
 from fedstrata.runtime.records import (
@@ -76,7 +78,9 @@ from fedstrata.runtime.records import (
     decode_partial,
     dense_update_limit,
     encode_partial,
+    submission_problem,
 )
+from fedstrata.runtime.secagg_session import SecureRounds
 from fedstrata.runtime.streaming import Broadcast, apply_in_place
 
 __all__ = [
@@ -135,6 +139,8 @@ class Center:
         self._intake: RoundIntake | None = None  # the open round
         self._finished = False
         self.rejections: list[tuple[int, int, str]] = []
+        self.secure: SecureRounds | None = None  # secure aggregation (secagg_session.py)
+        self.dp: DpCenter | None = None  # DP hooks and budget (dp_center.py)
 
     # ---- the run -------------------------------------------------------------------
 
@@ -153,7 +159,13 @@ class Center:
         log.info("run %s: %d rounds", self.run_id, self.settings.rounds)
         try:
             for round_idx in range(self.settings.rounds):
+                if self.dp is not None and self.dp.start(round_idx) is not None:
+                    result.stopped_reason = self.dp.stopped
+                    break
                 params, opt_state, record = await self._run_round(round_idx, params, opt_state)
+                if self.dp is not None:
+                    spent = self.dp.finish(round_idx, len(record.outcome.accepted))
+                    record = dataclasses.replace(record, privacy=spent)
                 result.rounds.append(record)
                 if on_round is not None:
                     on_round(round_idx, record, params)
@@ -197,10 +209,12 @@ class Center:
         opt = self.server_optimizer
         if record.outcome.applied and self._streamed(params) and isinstance(opt, FedAvg):
             return apply_in_place(params, state, opt), opt_state, record  # FedAvg's step
+        rnd = None if self.secure is None else self.secure.current
+        finalize = self.aggregator.finalize if rnd is None else rnd.finalize
         params, opt_state = server_step(
-            record.outcome, params, opt_state, functools.partial(self.aggregator.finalize, state),
-            hooks=(), pipeline=self.pipeline, optimizer=self.server_optimizer, broadcast=None,
-            root_seed=self.settings.root_seed,
+            record.outcome, params, opt_state, functools.partial(finalize, state),
+            hooks=() if self.dp is None else self.dp.hooks, pipeline=self.pipeline,
+            optimizer=self.server_optimizer, broadcast=None, root_seed=self.settings.root_seed,
         )  # fmt: skip
         return params, opt_state, record
 
@@ -263,8 +277,12 @@ class Center:
         )
         self._intake = intake
         self._dispatch(intake, task)
+        if self.secure is not None:
+            self.secure.open(intake)  # before any await: no client step precedes it
         await self._await_cohort(rnd)
         record = self._close(intake)
+        if self.secure is not None:
+            await self.secure.unmask()
         if rnd.void is not None:  # an empty partial: a tier's parent fails this tier
             return _STREAM_MEAN.init(0), record
         return rnd.state, record
@@ -373,6 +391,8 @@ class Center:
             intake = self._intake
             if intake is not None and client_id in intake.rnd.members:
                 intake.fail(client_id, "disconnected during the round")
+            if self.secure is not None:
+                self.secure.gone(client_id)
 
     def download(
         self, client_id: int, round_idx: int, run_id: str = ""
@@ -401,25 +421,12 @@ class Center:
             self.roster.report(cid, header.live_clients)
             if header.total_bytes == 0:  # a tier's report of its clients, no partial
                 return True, ""
-        problem = self._submission_problem(None if intake is None else intake.rnd, header)
+        rnd = None if intake is None else intake.rnd
+        mergeable = bool(getattr(self.aggregator, "mergeable", False))
+        problem = submission_problem(rnd, header, self.run_id, mergeable=mergeable)
         if problem is not None or intake is None:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
         return await intake.submit(header, chunks)
-
-    def _submission_problem(self, rnd: OpenRound | None, header: UploadHeader) -> str | None:
-        cid = header.client_id
-        if header.run_id != self.run_id:
-            return f"submission for run {header.run_id or '(none)'}; this is run {self.run_id}"
-        if rnd is None or rnd.round_idx != header.round_idx:
-            open_idx = None if rnd is None else rnd.round_idx
-            return f"submission for round {header.round_idx}, open round is {open_idx}"
-        if cid not in rnd.members:
-            return f"client {cid} was not selected for round {rnd.round_idx}"
-        if cid in rnd.submitted:
-            return f"duplicate submission from client {cid} in round {rnd.round_idx}"
-        if header.partial and not getattr(self.aggregator, "mergeable", False):
-            return f"partial aggregate from {cid}, but this aggregator cannot merge partials"
-        return None
 
 
 async def _aiter(chunks: Any) -> AsyncIterator[bytes]:

@@ -42,6 +42,7 @@ from fedstrata.errors import ConfigError, PayloadError, ProtocolError, Transport
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
+from fedstrata.runtime.secagg_client import SecureClient
 
 __all__ = ["Backoff", "CenterLink", "ClientAgent", "ClientReport", "decode_model"]
 
@@ -133,6 +134,8 @@ class ClientAgent:
         sleep: awaits a delay in seconds (tests inject a fake).
         new_pipeline: builds a fresh uplink pipeline for a new run (None: keep
             ``pipeline``, which must then hold no per-run state).
+        secure: secure aggregation's client half (None: updates are submitted as
+            encoded); its steps go over ``link``, which must have ``secagg_step``.
     """
 
     def __init__(
@@ -147,6 +150,7 @@ class ClientAgent:
         rng: np.random.Generator | None = None,
         sleep: Sleep = asyncio.sleep,
         new_pipeline: Callable[[], Pipeline | None] | None = None,
+        secure: SecureClient | None = None,
     ) -> None:
         self.link, self.client_id, self.trainer, self.data = link, client_id, trainer, data
         self.pipeline, self.backoff, self.sleep = pipeline, backoff, sleep
@@ -156,6 +160,7 @@ class ClientAgent:
         self.rng = rng if rng is not None else np.random.default_rng(client_id)
         self._dense = DenseCodec(trainer.spec.size)
         self._seen: list[int] = []  # rounds trained before the last reconnection
+        self.secure = secure  # secure aggregation: updates leave masked (secagg_client.py)
 
     async def run(self) -> ClientReport:
         """Serve the center until it ends the run.
@@ -247,8 +252,22 @@ class ClientAgent:
             log.warning("client %d: round %d skipped: %s", self.client_id, task.round_idx, exc)
             report.refused.append((task.round_idx, str(exc)))
             return
-        payload, n, metrics = await asyncio.to_thread(self._train, task, params)
-        accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics)
+        keys = (
+            None
+            if self.secure is None
+            else asyncio.create_task(self.secure.prepare(task.round_idx))
+        )
+        try:
+            payload, n, metrics = await asyncio.to_thread(self._train, task, params)
+            if self.secure is not None and keys is not None:
+                accepted, reason = await self.secure.submit(
+                    await keys, task.round_idx, payload, n, metrics
+                )
+            else:
+                accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics)
+        finally:
+            if keys is not None:
+                keys.cancel()
         report.rounds.append(task.round_idx)
         if not accepted:
             log.warning("client %d: round %d refused: %s", self.client_id, task.round_idx, reason)

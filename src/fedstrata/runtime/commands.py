@@ -92,7 +92,7 @@ async def run_center(
             recorder.abort()
         raise
     if recorder is not None:
-        result.run_dir = recorder.finish(result.params)
+        result.run_dir = recorder.finish(result.params, result.stopped_reason)
     return result
 
 

@@ -103,4 +103,6 @@ def upload_header(h: pb.StreamHeader, cid: int) -> UploadHeader:
         partial,
         h.run_id,
         h.live_clients,
+        h.secagg_phase,
+        h.secagg_support_seed,
     )

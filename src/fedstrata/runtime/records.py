@@ -17,7 +17,7 @@ import numpy as np
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.coordinator import RoundOutcome
 from fedstrata.coordinator.round_logic import Weighting, dense_bytes
-from fedstrata.core.metrics import CodecStats, PrecisionStats
+from fedstrata.core.metrics import CodecStats, PrecisionStats, PrivacySpent
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
@@ -35,6 +35,7 @@ __all__ = [
     "decode_partial",
     "dense_update_limit",
     "encode_partial",
+    "submission_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class UploadHeader:
     partial: bool = False
     run_id: str = ""
     live_clients: int = 0
+    secagg_phase: int = 0  # a secure-aggregation step (secagg_wire.Phase), 0: none
+    support_seed: int = 0  # a masked input's random-k support seed
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ class RoundRecord:
     it touched the sum); the model is then unchanged although ``outcome.applied``.
     ``codec``: the round's codec figures (:func:`fedstrata.coordinator.round_logic.codec_stats`).
     ``precision``: fp16 loss scaling's skipped steps (None without loss scaling).
+    ``privacy``: the DP accountant's record of the round (None without DP).
     """
 
     outcome: RoundOutcome
@@ -150,6 +154,7 @@ class RoundRecord:
     voided: str | None = None
     codec: CodecStats | None = None
     precision: PrecisionStats | None = None
+    privacy: PrivacySpent | None = None
 
 
 @dataclass
@@ -157,12 +162,15 @@ class RuntimeResult:
     """The final model, per-round records and every rejected call (with its reason).
 
     ``run_dir``: where the center wrote its run directory (None: not written).
+    ``stopped_reason``: why the run stopped before its last round (the privacy budget),
+    or None.
     """
 
     params: FloatVector
     rounds: list[RoundRecord] = field(default_factory=list)
     rejections: list[tuple[int, int, str]] = field(default_factory=list)
     run_dir: Path | None = None
+    stopped_reason: str | None = None
 
     @property
     def wire_bytes(self) -> int:
@@ -237,3 +245,24 @@ def decode_partial(data: bytes) -> MeanState:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise PayloadError(f"partial aggregate is not a valid .npz archive: {exc}") from None
     return MeanState.from_arrays(arrays)
+
+
+def submission_problem(
+    rnd: OpenRound | None, header: UploadHeader, run_id: str, *, mergeable: bool
+) -> str | None:
+    """Why a submission cannot count in the open round ``rnd`` of run ``run_id`` (None:
+    it can): another run or round, a client not selected, a duplicate, or a partial
+    aggregate for an aggregator that cannot merge partials (``mergeable``)."""
+    cid = header.client_id
+    if header.run_id != run_id:
+        return f"submission for run {header.run_id or '(none)'}; this is run {run_id}"
+    if rnd is None or rnd.round_idx != header.round_idx:
+        open_idx = None if rnd is None else rnd.round_idx
+        return f"submission for round {header.round_idx}, open round is {open_idx}"
+    if cid not in rnd.members:
+        return f"client {cid} was not selected for round {rnd.round_idx}"
+    if cid in rnd.submitted:
+        return f"duplicate submission from client {cid} in round {rnd.round_idx}"
+    if header.partial and not mergeable:
+        return f"partial aggregate from {cid}, but this aggregator cannot merge partials"
+    return None
