@@ -127,7 +127,7 @@ def test_the_runtime_runs_dp_and_secure_aggregation_but_not_the_plateau_switch()
     check_supported(load_config(overrides=[*PAIR_BASE, "privacy.mechanism=central"]))
     check_supported(load_config(overrides=[*PAIR_BASE, "secagg.enabled=true"]))
     plateau = ["privacy.mechanism=central", "privacy.switch_on_plateau=true"]
-    with pytest.raises(ConfigError, match="privacy.switch_on_plateau"):
+    with pytest.raises(ConfigError, match=r"privacy\.switch_on_plateau"):
         check_supported(load_config(overrides=[*PAIR_BASE, *plateau]))
 
 

@@ -264,8 +264,7 @@ class SecAggAggregator:
         weight = int(total[-1])
         if weight <= 0:
             raise AggregationError(
-                f"cannot finalize secure aggregation with total weight {weight} "
-                f"({count} updates)"
+                f"cannot finalize secure aggregation with total weight {weight} ({count} updates)"
             )
         real = total[:-1] / (self.codec.spec.scale * weight)
         return self.codec.to_dense(real, seed).astype(np.float32)
