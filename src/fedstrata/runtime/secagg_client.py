@@ -14,6 +14,7 @@ client. In a deployment the protocol draws its secrets from the OS CSPRNG. No gR
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -116,7 +117,9 @@ class SecureClient:
             TransportError: the connection failed.
         """
         protocol = prepared.protocol
-        if protocol is None:
+        if protocol is None:  # withdraw, so that the center does not wait for it
+            with contextlib.suppress(FedstrataError):
+                await self._step(round_idx, Phase.INPUT, b"")
             return False, f"key agreement failed: {prepared.why}"
         try:
             msg = self.agg.codec.decode_ring(payload)

@@ -113,6 +113,7 @@ class SecureRound:
         self.seed: int | None = None
         self.received: list[tuple[Phase, int, int]] = []  # (step, party, bytes): the record
         self._timers: list[asyncio.Task[None]] = []
+        self._opened = {Phase.KEYS}
         if len(rnd.cohort) > cfg.num_clients:
             self._abandon(
                 f"cohort of {len(rnd.cohort)} exceeds the protocol's {cfg.num_clients} parties"
@@ -134,6 +135,9 @@ class SecureRound:
             if phase is Phase.UNMASK:
                 self._unmask_arrived(party, data)
                 return True, "", b""
+            if phase is Phase.INPUT and not data:  # its key agreement failed: it withdraws
+                self._lose(party, "withdrew after its key agreement failed")
+                return False, "withdrawn", b""
             self._arrive(phase, party, data, header)
             return await self._answer(phase, party)
         except FedstrataError as exc:
@@ -218,8 +222,8 @@ class SecureRound:
         step = self.steps[phase]
         if step.closed.is_set() or phase is Phase.INPUT:
             return
-        if phase is not Phase.KEYS and not step.expected:
-            return  # not opened yet
+        if phase not in self._opened:
+            return
         if step.expected - self.dropped <= step.received:
             self._close(phase)
 
@@ -243,20 +247,32 @@ class SecureRound:
         step = self.steps[phase]
         if step.closed.is_set():
             return
+        step.closed.set()  # first: dropouts found while closing must not close it again
         try:
             if self.abandoned is None and phase is Phase.KEYS:
                 dirs = self.server.close_keys()
                 step.replies = {u: encode_directory(d) for u, d in dirs.items()}
-                self._open(Phase.SHARES, set(dirs))
+                self._open(Phase.SHARES, self._viable({u: len(d.keys) for u, d in dirs.items()}))
             elif self.abandoned is None and phase is Phase.SHARES:
                 bundles = self.server.close_shares()
                 step.replies = {u: encode_bundle(b) for u, b in bundles.items()}
-                self.steps[Phase.INPUT].expected = set(bundles)
+                sizes = {u: len(b.ciphertexts) for u, b in bundles.items()}
+                self.steps[Phase.INPUT].expected = self._viable(sizes)
         except SecAggError as exc:
             self._abandon(str(exc))
-        step.closed.set()
+
+    def _viable(self, peers: dict[int, int]) -> set[int]:
+        """The parties that go on: a client with fewer than ``threshold`` neighbours
+        left aborts the round by the protocol's rule, so it is a dropout now (nobody
+        waits for it)."""
+        threshold = self.agg.config.threshold
+        for party, count in peers.items():
+            if count < threshold:
+                self._lose(party, f"{count} neighbours left, below threshold {threshold}")
+        return {party for party, count in peers.items() if count >= threshold}
 
     def _open(self, phase: Phase, expected: set[int]) -> None:
+        self._opened.add(phase)
         self.steps[phase].expected = expected
         self._arm(phase)
         self._maybe_close(phase)
