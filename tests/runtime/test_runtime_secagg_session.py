@@ -95,7 +95,7 @@ def spy(monkeypatch):
 def test_secure_rounds_train_the_simulators_model_and_hide_every_update(secagg_config, spy):
     sim = run(secagg_config).simulation
     dep = deployment(secagg_config)
-    result, reports = asyncio.run(run_federation(dep))
+    result, _ = asyncio.run(run_federation(dep))
     assert [len(r.outcome.accepted) for r in result.rounds] == [5, 5]
     assert result.params.tobytes() == sim.params.tobytes()
     assert not spy["updates"]  # nothing reached the center in the clear
