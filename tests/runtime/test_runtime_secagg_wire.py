@@ -18,7 +18,9 @@ def test_a_protocol_round_through_the_wire_encoding_sums_exactly():
     cfg = SecAggConfig.for_cohort(5, 7, 0.0, modulus_bits=20)
     server = ServerProtocol(cfg, 3)
     clients = [ClientProtocol(cfg, i) for i in range(5)]
-    setup = w.decode_setup(w.encode_setup(w.SetupReply(server.setup(), 0)))
+    setup = w.decode_setup(
+        w.encode_setup(w.SetupReply(server.setup(), 0, 5, cfg.degree, cfg.threshold))
+    )
     for c in clients:
         server.receive_keys(w.decode_keys(w.encode_keys(c.on_setup(setup.setup))))
     for u, d in server.close_keys().items():

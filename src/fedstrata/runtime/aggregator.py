@@ -49,6 +49,7 @@ from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, PayloadError, ProtocolError
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
+from fedstrata.runtime.secagg_tier import EdgeSecure
 
 __all__ = ["ParentLink", "TierAggregator", "TierReport"]
 
@@ -85,10 +86,15 @@ class TierAggregator:
         center: the client-facing center of this tier (``Deployment.edge``), served to
             its clients by a :class:`~fedstrata.runtime.wire.CenterServer`.
         size: parameters of the model.
+        secure: two-tier secure aggregation's edge half (``Deployment.tier`` sets
+            it): the tier submits its masked cluster sum instead of a partial.
     """
 
-    def __init__(self, parent: ParentLink, center: Center, size: int) -> None:
+    def __init__(
+        self, parent: ParentLink, center: Center, size: int, secure: EdgeSecure | None = None
+    ) -> None:
         self.parent, self.center, self.size = parent, center, size
+        self.secure = secure  # two-tier secure aggregation (secagg_tier.py)
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.
@@ -150,10 +156,24 @@ class TierAggregator:
             report.refused.append((r, str(exc)))
             return
         limit_s = task.deadline_s or self.center.settings.start_timeout_s
+        try:
+            outer = None if self.secure is None else await self.secure.begin(r)
+        except ProtocolError as exc:
+            log.warning("tier: round %d skipped: %s", r, exc)
+            report.refused.append((r, str(exc)))
+            return
         state, record = await self.center.collect(
             r, params, model=model.to_bytes(), task=task, limit_s=limit_s
         )
         report.rounds.append(record)
+        if self.secure is not None and outer is not None:  # the masked cluster sum
+            ok, why = await self.secure.finish(
+                outer, r, self.center.aggregator.finalize_metrics(state)
+            )
+            if not ok:
+                log.warning("tier: round %d: outer secure aggregation refused: %s", r, why)
+                report.refused.append((r, why))
+            return
         partial = state if isinstance(state, MeanState) else None
         if partial is None:
             raise ProtocolError(f"tier aggregator state is {type(state).__name__}, not a mean")

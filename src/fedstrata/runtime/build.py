@@ -61,11 +61,13 @@ from fedstrata.core.training import LocalData, Trainer, TrainerFactory
 from fedstrata.errors import ConfigError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
+from fedstrata.runtime.aggregator import ParentLink, TierAggregator
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.dp_center import DpCenter
 from fedstrata.runtime.secagg_client import SecureClient
 from fedstrata.runtime.secagg_session import SecureRounds
+from fedstrata.runtime.secagg_tier import EdgeSecure, edge_rounds, outer_rounds
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
@@ -84,11 +86,24 @@ __all__ = [
 DEFAULT_BACKOFF = Backoff()
 DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_SECAGG_TIMEOUT_S = 60.0
-_NO_TIERS = (
-    "aggregator tiers with secagg.enabled or privacy.mechanism are not built yet in the "
-    "runtime (two-tier masking through edges is issue 13 part 1's next step; DP on a "
-    "tree is refused by the simulator too); run them with clients connected to the center"
-)
+
+
+def _check_tiers(cfg: FedConfig) -> None:
+    """Refuse what aggregator tiers cannot run (a reason each).
+
+    Raises:
+        ConfigError: central DP on tiers (its noise is calibrated to the number of
+            clients, which a tier hides), or DP without secure aggregation on tiers.
+    """
+    p = cfg.privacy
+    if p.enabled and (p.mechanism == "central" or not cfg.secagg.enabled):
+        raise ConfigError(
+            f"privacy.mechanism={p.mechanism!r} with aggregator tiers is not run by the "
+            "deployment runtime: central DP scales its noise by the number of clients, "
+            "which tiers hide from the center; use privacy.mechanism=distributed with "
+            "secagg.enabled (noise shares under two-tier masks), or connect the clients "
+            "to the center"
+        )
 
 
 def check_supported(config: FedConfig) -> None:
@@ -192,12 +207,12 @@ class Deployment:
         else:
             start = participants
             policy = RoundPolicy(None, 1, r.deadline_s, cfg.seed)
-        if participants is not None and (cfg.secagg.enabled or cfg.privacy.enabled):
-            raise ConfigError(_NO_TIERS)
+        if participants is not None:
+            _check_tiers(cfg)
         allocator = distributed_allocator(cfg, self.num_clients)
         secure = self._secure(allocator)
         agg = aggregator(cfg.server, cfg.project_dir) if secure is None else secure[1]
-        if participants is not None and not agg.mergeable:
+        if participants is not None and secure is None and not agg.mergeable:
             raise ConfigError(f"server.aggregator={cfg.server.aggregator!r} cannot merge tiers")
         pipe = self._pipeline(None if secure is None else secure[0])
         settings = self._settings(chunk_bytes, min_available or r.min_clients, start)
@@ -215,7 +230,8 @@ class Deployment:
         )
         if secure is not None:
             timeout = secagg_timeout_s or r.deadline_s or DEFAULT_SECAGG_TIMEOUT_S
-            center.secure = SecureRounds(secure[1], phase_timeout_s=timeout)
+            rounds = SecureRounds if participants is None else outer_rounds
+            center.secure = rounds(secure[1], timeout)
         if cfg.privacy.enabled:
             hooks = privacy_hooks(cfg, pipe, self.num_clients, self.size, allocator)
             center.dp = DpCenter(hooks)
@@ -242,6 +258,7 @@ class Deployment:
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         start_timeout_s: float | None = DEFAULT_START_TIMEOUT_S,
+        secagg_timeout_s: float | None = None,
     ) -> Center:
         """The client-facing center of an aggregator tier serving ``clients`` clients.
 
@@ -255,18 +272,31 @@ class Deployment:
         if clients < 1:
             raise ConfigError(f"an aggregator tier needs clients >= 1, got {clients}")
         cfg = self.config
-        if cfg.secagg.enabled or cfg.privacy.enabled:
-            raise ConfigError(_NO_TIERS)
+        _check_tiers(cfg)
         policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
         settings = self._settings(chunk_bytes, 1, clients)
-        return Center(
+        secure = self._secure()
+        center = Center(
             dataclasses.replace(settings, start_timeout_s=start_timeout_s),
             coordinator=RoundCoordinator(policy),
-            aggregator=WeightedMean(),
+            aggregator=WeightedMean() if secure is None else secure[1],
             # unused: the parent applies
             server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec(),
         )
+        if secure is not None:
+            timeout = secagg_timeout_s or cfg.rounds.deadline_s or DEFAULT_SECAGG_TIMEOUT_S
+            center.secure = edge_rounds(secure[1], timeout)
+        return center
+
+    def tier(self, parent: ParentLink, center: Center) -> TierAggregator:
+        """The aggregator tier serving ``center`` (from :meth:`edge`) under ``parent``;
+        with secure aggregation it runs the edge's half of the two tiers."""
+        secure = center.secure
+        if secure is None:
+            return TierAggregator(parent, center, self.size)
+        edge = EdgeSecure.of(parent, secure.aggregator, secure)  # type: ignore[arg-type]
+        return TierAggregator(parent, center, self.size, edge)
 
     def _settings(self, chunk_bytes: int, min_available: int, start: int) -> CenterSettings:
         cfg = self.config

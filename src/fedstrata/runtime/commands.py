@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fedstrata.config import FedConfig
 from fedstrata.errors import ConfigError
-from fedstrata.runtime.aggregator import TierAggregator, TierReport
+from fedstrata.runtime.aggregator import TierReport
 from fedstrata.runtime.build import DEFAULT_BACKOFF, DEFAULT_START_TIMEOUT_S, deployment
 from fedstrata.runtime.center import RuntimeResult
 from fedstrata.runtime.client import Backoff, ClientReport
@@ -163,4 +163,4 @@ async def run_aggregator(
         ) as link,  # fmt: skip
     ):
         log.warning("aggregator %d listening on %s (parent %s)", tier_id, server.target, parent)
-        return await TierAggregator(link, center, dep.size).run()
+        return await dep.tier(link, center).run()

@@ -18,13 +18,14 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from fedstrata.coordinator.round_logic import Weighting, client_weight
 from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, ProtocolError, TransportError
 from fedstrata.runtime.secagg_wire import (
     Phase,
+    SetupReply,
     decode_bundle,
     decode_directory,
     decode_request,
@@ -35,9 +36,10 @@ from fedstrata.runtime.secagg_wire import (
     encode_shares,
 )
 from fedstrata.secagg import ClientProtocol, SecAggAggregator
+from fedstrata.secagg.prg import U32Vector
 from fedstrata.secagg.ring_input import integer_weight, weighted_input
 
-__all__ = ["SecAggLink", "SecureClient"]
+__all__ = ["Prepared", "SecAggLink", "SecureClient"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class SecAggLink(Protocol):
 
 
 @dataclass(eq=False)
-class _Prepared:
+class Prepared:
     protocol: ClientProtocol | None
     why: str = ""
 
@@ -70,42 +72,74 @@ class SecureClient:
         aggregator: the configuration's secure aggregator (protocol parameters, ring
             codec, weight rules), built by every party from the same config.
         weighting: the run's weighting (``uniform`` under DP, else ``examples``).
+        seals: seal the self-mask shares to the key of the setup (a device under an
+            edge); False for an edge, whose outer shares go to the center in the clear
+            (the center's key in its setup is for its devices).
     """
 
     def __init__(
-        self, link: SecAggLink, aggregator: SecAggAggregator, weighting: Weighting
+        self,
+        link: SecAggLink,
+        aggregator: SecAggAggregator,
+        weighting: Weighting,
+        *,
+        seals: bool = True,
     ) -> None:
-        self.link, self.agg, self.weighting = link, aggregator, weighting
+        self.link, self.agg, self.weighting, self.seals = link, aggregator, weighting, seals
         self.sent: list[tuple[int, bytes]] = []  # (phase, bytes) sent: the client's record
 
-    async def _step(self, round_idx: int, phase: Phase, data: bytes,
-                    **kw: object) -> bytes:  # fmt: skip
+    async def step(self, round_idx: int, phase: Phase, data: bytes, **kw: Any) -> bytes:
+        """Send one step; the center's answer.
+
+        Raises:
+            ProtocolError: the center refused the step.
+            TransportError: the connection failed.
+        """
         self.sent.append((int(phase), data))
-        ok, why, answer = await self.link.secagg_step(round_idx, int(phase), data, **kw)  # type: ignore[arg-type]
+        ok, why, answer = await self.link.secagg_step(round_idx, int(phase), data, **kw)
         if not ok:
             raise ProtocolError(f"round {round_idx}: {phase.name} step refused: {why}")
         return answer
 
-    async def prepare(self, round_idx: int) -> _Prepared:
+    async def setup(self, round_idx: int) -> SetupReply:
+        """Step 0: the round's public parameters (and, two-tier, the key to seal to).
+
+        Raises:
+            ProtocolError: refused, or unsafe parameters.
+            TransportError: the connection failed.
+        """
+        return decode_setup(await self.step(round_idx, Phase.SETUP, b""))
+
+    async def agree(self, round_idx: int, setup: SetupReply | None = None) -> Prepared:
         """Key agreement of ``round_idx`` (run while training); a failure is kept, not
         raised, so that the training's outcome decides what the agent reports."""
         try:
-            setup = decode_setup(await self._step(round_idx, Phase.SETUP, b""))
-            protocol = ClientProtocol(
-                self.agg.config, setup.party_id, center_public=setup.center_public or None
-            )
+            setup = setup or await self.setup(round_idx)
+            mine = self.agg.config
+            config = setup.config(mine.vector_length, mine.modulus_bits)
+            sealed_to = (setup.center_public or None) if self.seals else None
+            protocol = ClientProtocol(config, setup.party_id, center_public=sealed_to)
             keys = protocol.on_setup(setup.setup)
-            answer = await self._step(round_idx, Phase.KEYS, encode_keys(keys))
+            answer = await self.step(round_idx, Phase.KEYS, encode_keys(keys))
             shares = await asyncio.to_thread(protocol.on_key_directory, decode_directory(answer))
-            answer = await self._step(round_idx, Phase.SHARES, encode_shares(shares))
+            answer = await self.step(round_idx, Phase.SHARES, encode_shares(shares))
             await asyncio.to_thread(protocol.on_share_bundle, decode_bundle(answer))
         except FedstrataError as exc:
-            return _Prepared(None, str(exc))
-        return _Prepared(protocol)
+            return Prepared(None, str(exc))
+        return Prepared(protocol)
+
+    async def prepare(self, round_idx: int) -> Prepared:
+        """:meth:`setup` and :meth:`agree` (a client of a flat center or an edge)."""
+        return await self.agree(round_idx)
+
+    async def withdraw(self, round_idx: int) -> None:
+        """Tell the center this party leaves the round (so that no step waits for it)."""
+        with contextlib.suppress(FedstrataError):
+            await self.step(round_idx, Phase.INPUT, b"")
 
     async def submit(
         self,
-        prepared: _Prepared,
+        prepared: Prepared,
         round_idx: int,
         payload: Payload,
         num_examples: int,
@@ -117,9 +151,8 @@ class SecureClient:
             TransportError: the connection failed.
         """
         protocol = prepared.protocol
-        if protocol is None:  # withdraw, so that the center does not wait for it
-            with contextlib.suppress(FedstrataError):
-                await self._step(round_idx, Phase.INPUT, b"")
+        if protocol is None:
+            await self.withdraw(round_idx)
             return False, f"key agreement failed: {prepared.why}"
         try:
             msg = self.agg.codec.decode_ring(payload)
@@ -131,13 +164,36 @@ class SecureClient:
             if capped:
                 log.warning("round %d: weight capped at %d", round_idx, options.max_weight)
             vector = weighted_input(msg.values, weight, self.agg.codec.spec.modulus_bits)
+        except FedstrataError as exc:
+            await self.withdraw(round_idx)
+            return False, str(exc)
+        return await self.send_input(prepared, round_idx, vector, msg.seed, metrics)
+
+    async def send_input(
+        self,
+        prepared: Prepared,
+        round_idx: int,
+        vector: U32Vector,
+        support_seed: int,
+        metrics: Mapping[str, float],
+    ) -> tuple[bool, str]:
+        """Mask ``vector`` (the protocol input), send it and answer the unmasking.
+
+        Raises:
+            TransportError: the connection failed.
+        """
+        protocol = prepared.protocol
+        if protocol is None:
+            await self.withdraw(round_idx)
+            return False, f"key agreement failed: {prepared.why}"
+        try:
             masked = await asyncio.to_thread(protocol.masked_input, vector)
-            answer = await self._step(
+            answer = await self.step(
                 round_idx, Phase.INPUT, encode_masked(masked),
-                metrics=metrics, support_seed=msg.seed,
+                metrics=metrics, support_seed=support_seed,
             )  # fmt: skip
             response = protocol.on_unmask_request(decode_request(answer))
-            await self._step(round_idx, Phase.UNMASK, encode_response(response))
+            await self.step(round_idx, Phase.UNMASK, encode_response(response))
         except TransportError:
             raise
         except FedstrataError as exc:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from fedstrata.core.params import FloatVector
@@ -55,6 +55,7 @@ from fedstrata.runtime.secagg_wire import (
 from fedstrata.runtime.transport import Reassembler
 from fedstrata.secagg import SecAggAggregator, ServerProtocol
 from fedstrata.secagg.aggregator import RingState
+from fedstrata.secagg.config import SecAggConfig
 from fedstrata.secagg.messages import SealedShares
 from fedstrata.secagg.prg import U32Vector
 
@@ -87,6 +88,7 @@ class SecureRound:
         phase_timeout_s: how long a key or share step, or the unmasking, waits.
         remove_self_masks: False for an edge (the cluster mask stays on the sum).
         center_public: two-tier: the center's X25519 public key clients seal to.
+        config: the protocol's parameters for this cohort (default: the aggregator's).
     """
 
     def __init__(
@@ -98,10 +100,11 @@ class SecureRound:
         phase_timeout_s: float,
         remove_self_masks: bool = True,
         center_public: bytes = b"",
+        config: SecAggConfig | None = None,
     ) -> None:
         self.agg, self.rnd, self.intake = aggregator, rnd, intake
         self.timeout_s, self.center_public = phase_timeout_s, center_public
-        cfg = aggregator.config
+        cfg = aggregator.config if config is None else config
         self.server = ServerProtocol(cfg, rnd.round_idx, remove_self_masks=remove_self_masks)
         self.party = {cid: i for i, cid in enumerate(rnd.cohort)}
         self.dropped: set[int] = set()
@@ -135,6 +138,9 @@ class SecureRound:
             if phase is Phase.UNMASK:
                 self._unmask_arrived(party, data)
                 return True, "", b""
+            if phase not in self.steps:
+                self._other(phase, party, data)
+                return True, "", b""
             if phase is Phase.INPUT and not data:  # its key agreement failed: it withdraws
                 self._lose(party, "withdrew after its key agreement failed")
                 return False, "withdrawn", b""
@@ -148,7 +154,11 @@ class SecureRound:
             raise
 
     def _setup(self, party: int) -> SetupReply:
-        return SetupReply(self.server.setup(), party, self.center_public)
+        cfg = self.server.config
+        return SetupReply(
+            self.server.setup(), party, cfg.num_clients, cfg.degree, cfg.threshold,
+            self.center_public,
+        )  # fmt: skip
 
     def _arrive(self, phase: Phase, party: int, data: bytes, header: UploadHeader) -> None:
         if self.abandoned is not None:
@@ -169,8 +179,24 @@ class SecureRound:
         step.received.add(party)
         self._maybe_close(phase)
 
+    def _other(self, phase: Phase, party: int, data: bytes) -> None:
+        """A step this round does not take (an edge's cluster report at a flat center).
+
+        Raises:
+            ProtocolError: always here.
+        """
+        raise ProtocolError(f"round {self.rnd.round_idx}: no {phase.name} step in this round")
+
+    def survivors(self) -> int:
+        """Clients whose inputs are in the sum (flat: one per masked input)."""
+        return len(self.steps[Phase.INPUT].received)
+
+    def _unmasked(self, total: U32Vector) -> U32Vector:
+        """The protocol's result turned into the clients' ring sum (flat: itself)."""
+        return total
+
     def _input_arrived(self, party: int, data: bytes, header: UploadHeader) -> None:
-        cfg = self.agg.config
+        cfg = self.server.config
         masked = decode_masked(data, cfg.vector_length, cfg.modulus_bits)
         _own(masked.client_id, party)
         seed = header.support_seed
@@ -265,7 +291,7 @@ class SecureRound:
         """The parties that go on: a client with fewer than ``threshold`` neighbours
         left aborts the round by the protocol's rule, so it is a dropout now (nobody
         waits for it)."""
-        threshold = self.agg.config.threshold
+        threshold = self.server.config.threshold
         for party, count in peers.items():
             if count < threshold:
                 self._lose(party, f"{count} neighbours left, below threshold {threshold}")
@@ -293,11 +319,11 @@ class SecureRound:
     async def unmask(self) -> None:
         """Close the inputs, collect the unmasking and unmask the sum (or abandon)."""
         inputs = self.steps[Phase.INPUT]
-        survivors = len(inputs.received)
+        survivors = self.survivors()
         try:
-            if self.abandoned is not None or not survivors:
+            if self.abandoned is not None or not inputs.received:
                 return
-            if survivors < self.agg.options.min_survivors:
+            if self.server.remove_self_masks and survivors < self.agg.options.min_survivors:
                 self.withheld = True  # distributed DP: the sum is never unmasked
                 return
             try:
@@ -310,8 +336,8 @@ class SecureRound:
             inputs.closed.set()
             await self.steps[Phase.UNMASK].closed.wait()
             try:
-                self.total = self.server.finalize()
-            except SecAggError as exc:
+                self.total = self._unmasked(self.server.finalize())
+            except (SecAggError, ProtocolError) as exc:
                 self._abandon(str(exc))
         finally:
             inputs.closed.set()
@@ -331,13 +357,11 @@ class SecureRound:
         """
         idx = self.rnd.round_idx
         if self.withheld:
-            return self.agg.withhold(idx, len(self.steps[Phase.INPUT].received))
+            return self.agg.withhold(idx, self.survivors())
         if self.abandoned is not None or self.total is None:
             self.agg.lost.add(idx)
             raise SecAggError(self.abandoned or f"round {idx}: the sum was not unmasked")
-        return self.agg.decode_total(
-            self.total, self.seed or 0, len(self.steps[Phase.INPUT].received)
-        )
+        return self.agg.decode_total(self.total, self.seed or 0, self.survivors())
 
 
 def _own(claimed: int, party: int) -> None:
@@ -353,23 +377,32 @@ class SecureRounds:
         aggregator: the configuration's secure aggregator.
         phase_timeout_s: deadline of each collecting step.
         remove_self_masks: False on an edge (two-tier).
-        center_public: two-tier: the center's key clients seal to.
+        center_public: two-tier: the center's key clients seal to (set per round by
+            the edge from its parent's setup).
+        config_for: the protocol's parameters for a cohort of n (None: the
+            aggregator's, which the simulator's flat rounds use).
+        round_type: :class:`SecureRound`, or the center's outer round of two tiers.
     """
 
     aggregator: SecAggAggregator
     phase_timeout_s: float = 60.0
     remove_self_masks: bool = True
     center_public: bytes = b""
+    config_for: Callable[[int], SecAggConfig] | None = None
+    round_type: type[SecureRound] = SecureRound
     current: SecureRound | None = None
     history: list[SecureRound] = field(default_factory=list)
 
     def open(self, intake: RoundIntake) -> None:
         """A round opened: start its protocol."""
-        self.current = SecureRound(
+        n = len(intake.rnd.cohort)
+        config = None if self.config_for is None else self.config_for(n)
+        self.current = self.round_type(
             self.aggregator, intake.rnd, intake, phase_timeout_s=self.phase_timeout_s,
             remove_self_masks=self.remove_self_masks, center_public=self.center_public,
+            config=config,
         )  # fmt: skip
-        self.history.append(self.current)
+        self.history = [*self.history[-7:], self.current]  # the last rounds, for reports
 
     async def step(self, header: UploadHeader, phase: Phase, data: bytes) -> StepReply:
         """Route a step to the open round's protocol."""

@@ -10,15 +10,18 @@ expected message with a :class:`~fedstrata.errors.PayloadError` naming what is w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from fedstrata.errors import PayloadError
+from fedstrata.errors import PayloadError, ProtocolError
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.secagg.bitpack import pack_bits, unpack_bits
+from fedstrata.secagg.config import SecAggConfig
+from fedstrata.secagg.graph import NeighbourGraph
 from fedstrata.secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
@@ -30,11 +33,13 @@ from fedstrata.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from fedstrata.secagg.twotier import ClusterReport
 
 __all__ = [
     "Phase",
     "SetupReply",
     "decode_bundle",
+    "decode_cluster",
     "decode_directory",
     "decode_keys",
     "decode_masked",
@@ -43,6 +48,7 @@ __all__ = [
     "decode_setup",
     "decode_shares",
     "encode_bundle",
+    "encode_cluster",
     "encode_directory",
     "encode_keys",
     "encode_masked",
@@ -62,6 +68,7 @@ class Phase(IntEnum):
     SHARES = pb.SECAGG_SHARES
     INPUT = pb.SECAGG_INPUT
     UNMASK = pb.SECAGG_UNMASK
+    CLUSTER = pb.SECAGG_CLUSTER
 
 
 def _parse(cls: Any, data: bytes, what: str) -> Any:
@@ -79,12 +86,33 @@ def _paired(keys: Any, values: Any, what: str) -> dict[int, bytes]:
     return {int(k): bytes(v) for k, v in zip(keys, values, strict=True)}
 
 
+@dataclass(frozen=True)
 class SetupReply:
-    """The center's answer to ``SETUP``: the round, the graph seed, the client's party
-    id and (two-tier) the center's public key for sealing."""
+    """The center's answer to ``SETUP``: the round and its graph seed, the client's
+    party id, the protocol's public parameters and (two-tier) the center's public key
+    for sealing."""
 
-    def __init__(self, setup: RoundSetup, party_id: int, center_public: bytes = b"") -> None:
-        self.setup, self.party_id, self.center_public = setup, party_id, center_public
+    setup: RoundSetup
+    party_id: int
+    parties: int
+    degree: int
+    threshold: int
+    center_public: bytes = b""
+
+    def config(self, vector_length: int, modulus_bits: int) -> SecAggConfig:
+        """The round's protocol parameters for a client's vector.
+
+        Raises:
+            ProtocolError: a threshold that would let the server rebuild both secrets of
+                a client (at most half the degree), or an out-of-range party.
+        """
+        if not self.degree / 2 < self.threshold <= self.degree:
+            raise ProtocolError(
+                f"the center's threshold {self.threshold} is unsafe for degree {self.degree}"
+            )
+        if not 0 <= self.party_id < self.parties:
+            raise ProtocolError(f"party id {self.party_id} outside [0, {self.parties})")
+        return SecAggConfig(self.parties, vector_length, self.threshold, self.degree, modulus_bits)
 
 
 def encode_setup(reply: SetupReply) -> bytes:
@@ -94,13 +122,19 @@ def encode_setup(reply: SetupReply) -> bytes:
         graph_seed=s.graph_seed,
         party_id=reply.party_id,
         center_public=reply.center_public,
+        parties=reply.parties,
+        degree=reply.degree,
+        threshold=reply.threshold,
     )
     return bytes(msg.SerializeToString())
 
 
 def decode_setup(data: bytes) -> SetupReply:
     m = _parse(pb.SecAggSetup, data, "SecAgg setup")
-    return SetupReply(RoundSetup(m.round_id, m.graph_seed), m.party_id, bytes(m.center_public))
+    return SetupReply(
+        RoundSetup(m.round_id, m.graph_seed), m.party_id, m.parties, m.degree, m.threshold,
+        bytes(m.center_public),
+    )  # fmt: skip
 
 
 def encode_keys(msg: AdvertiseKeys) -> bytes:
@@ -206,12 +240,7 @@ def encode_response(msg: UnmaskResponse) -> bytes:
         key_shares=[msg.key_shares[v] for v in keys],
     )
     if msg.sealed is not None:
-        s = msg.sealed
-        out.sealed.CopyFrom(
-            pb.SecAggSealed(
-                client_id=s.client_id, ephemeral_public=s.ephemeral_public, ciphertext=s.ciphertext
-            )
-        )
+        out.sealed.CopyFrom(_sealed_pb(msg.sealed))
     return bytes(out.SerializeToString())
 
 
@@ -227,3 +256,40 @@ def decode_response(data: bytes) -> UnmaskResponse:
         _paired(m.key_owners, m.key_shares, "SecAgg unmask response"),
         sealed,
     )
+
+
+def _sealed_pb(s: SealedShares) -> pb.SecAggSealed:
+    return pb.SecAggSealed(
+        client_id=s.client_id, ephemeral_public=s.ephemeral_public, ciphertext=s.ciphertext
+    )
+
+
+def encode_cluster(report: ClusterReport) -> bytes:
+    g = report.graph
+    msg = pb.SecAggClusterReport(
+        threshold=report.threshold,
+        round_id=report.round_id,
+        survivors=sorted(report.survivors),
+        sealed=[_sealed_pb(s) for s in report.sealed],
+        graph_size=g.num_clients,
+        graph_degree=g.degree,
+        graph_seed=g.seed,
+    )
+    return bytes(msg.SerializeToString())
+
+
+def decode_cluster(data: bytes) -> ClusterReport:
+    """Raises: PayloadError: not a cluster report, or an impossible graph."""
+    m = _parse(pb.SecAggClusterReport, data, "SecAgg cluster report")
+    if not 0 < m.graph_degree < max(2, m.graph_size) or any(
+        v >= m.graph_size for v in m.survivors
+    ):
+        raise PayloadError(
+            f"SecAgg cluster report: graph of {m.graph_size} with degree {m.graph_degree} "
+            "does not hold its survivors"
+        )
+    sealed = tuple(
+        SealedShares(s.client_id, bytes(s.ephemeral_public), bytes(s.ciphertext)) for s in m.sealed
+    )
+    graph = NeighbourGraph(m.graph_size, m.graph_degree, m.graph_seed)
+    return ClusterReport(m.threshold, m.round_id, frozenset(m.survivors), sealed, graph)

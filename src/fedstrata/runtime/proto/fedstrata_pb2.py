@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'fedstrata/runtime/proto/fedstrata.proto\x12\x14\x66\x65\x64strata.runtime.v1\"@\n\x05Hello\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x14\n\x0clive_clients\x18\x03 \x01(\r\"\x91\x01\n\x04Plan\x12\x12\n\nbatch_size\x18\x01 \x01(\r\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x10\n\x08momentum\x18\x06 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x07 \x01(\x01\x12\x0f\n\x07prox_mu\x18\x08 \x01(\x01\"\xf1\x01\n\x04Task\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fedstrata.runtime.v1.Task.Kind\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x11\n\troot_seed\x18\x03 \x01(\x03\x12\x12\n\ndeadline_s\x18\x04 \x01(\x01\x12(\n\x04plan\x18\x05 \x01(\x0b\x32\x1a.fedstrata.runtime.v1.Plan\x12\x13\n\x0bmodel_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06run_id\x18\x07 \x01(\t\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04\x44ONE\x10\x02\"G\n\x0f\x44ownloadRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x0e\n\x06run_id\x18\x03 \x01(\t\"\xae\x03\n\x0cStreamHeader\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x04\x12@\n\x07metrics\x18\x05 \x03(\x0b\x32/.fedstrata.runtime.v1.StreamHeader.MetricsEntry\x12;\n\x07\x63ontent\x18\x06 \x01(\x0e\x32*.fedstrata.runtime.v1.StreamHeader.Content\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x14\n\x0clive_clients\x18\x08 \x01(\r\x12\x37\n\x0csecagg_phase\x18\x64 \x01(\x0e\x32!.fedstrata.runtime.v1.SecAggPhase\x12\x1b\n\x13secagg_support_seed\x18\x65 \x01(\x04\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\"\n\x07\x43ontent\x12\n\n\x06UPDATE\x10\x00\x12\x0b\n\x07PARTIAL\x10\x01\"Z\n\nStreamPart\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.StreamHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"W\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x16\n\x0esecagg_message\x18\x64 \x01(\x0c\"\\\n\x0bSecAggSetup\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x12\n\ngraph_seed\x18\x02 \x01(\x04\x12\x10\n\x08party_id\x18\x03 \x01(\r\x12\x15\n\rcenter_public\x18\x04 \x01(\x0c\"H\n\nSecAggKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x12\n\nenc_public\x18\x02 \x01(\x0c\x12\x13\n\x0bmask_public\x18\x03 \x01(\x0c\"V\n\x12SecAggKeyDirectory\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12.\n\x04keys\x18\x02 \x03(\x0b\x32 .fedstrata.runtime.v1.SecAggKeys\"M\n\x0fSecAggShareKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x12\n\nrecipients\x18\x02 \x03(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\"K\n\x11SecAggShareBundle\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x0f\n\x07senders\x18\x02 \x03(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\"n\n\x11SecAggMaskedInput\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x14\n\x0cmodulus_bits\x18\x04 \x01(\r\x12\x0e\n\x06packed\x18\x05 \x01(\x0c\"K\n\x13SecAggUnmaskRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x11\n\tsurvivors\x18\x02 \x03(\r\x12\x0f\n\x07\x64ropped\x18\x03 \x03(\r\"O\n\x0cSecAggSealed\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x18\n\x10\x65phemeral_public\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"\xaf\x01\n\x14SecAggUnmaskResponse\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x13\n\x0bseed_owners\x18\x02 \x03(\r\x12\x13\n\x0bseed_shares\x18\x03 \x03(\x0c\x12\x12\n\nkey_owners\x18\x04 \x03(\r\x12\x12\n\nkey_shares\x18\x05 \x03(\x0c\x12\x32\n\x06sealed\x18\x06 \x01(\x0b\x32\".fedstrata.runtime.v1.SecAggSealed*y\n\x0bSecAggPhase\x12\x0f\n\x0bSECAGG_NONE\x10\x00\x12\x10\n\x0cSECAGG_SETUP\x10\x01\x12\x0f\n\x0bSECAGG_KEYS\x10\x02\x12\x11\n\rSECAGG_SHARES\x10\x03\x12\x10\n\x0cSECAGG_INPUT\x10\x04\x12\x11\n\rSECAGG_UNMASK\x10\x05\x32\xf6\x01\n\x06\x43\x65nter\x12\x44\n\x07Session\x12\x1b.fedstrata.runtime.v1.Hello\x1a\x1a.fedstrata.runtime.v1.Task0\x01\x12U\n\x08\x44ownload\x12%.fedstrata.runtime.v1.DownloadRequest\x1a .fedstrata.runtime.v1.StreamPart0\x01\x12O\n\x06Submit\x12 .fedstrata.runtime.v1.StreamPart\x1a!.fedstrata.runtime.v1.SubmitReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'fedstrata/runtime/proto/fedstrata.proto\x12\x14\x66\x65\x64strata.runtime.v1\"@\n\x05Hello\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x14\n\x0clive_clients\x18\x03 \x01(\r\"\x91\x01\n\x04Plan\x12\x12\n\nbatch_size\x18\x01 \x01(\r\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x10\n\x08momentum\x18\x06 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x07 \x01(\x01\x12\x0f\n\x07prox_mu\x18\x08 \x01(\x01\"\xf1\x01\n\x04Task\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fedstrata.runtime.v1.Task.Kind\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x11\n\troot_seed\x18\x03 \x01(\x03\x12\x12\n\ndeadline_s\x18\x04 \x01(\x01\x12(\n\x04plan\x18\x05 \x01(\x0b\x32\x1a.fedstrata.runtime.v1.Plan\x12\x13\n\x0bmodel_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06run_id\x18\x07 \x01(\t\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04\x44ONE\x10\x02\"G\n\x0f\x44ownloadRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x0e\n\x06run_id\x18\x03 \x01(\t\"\xae\x03\n\x0cStreamHeader\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x04\x12@\n\x07metrics\x18\x05 \x03(\x0b\x32/.fedstrata.runtime.v1.StreamHeader.MetricsEntry\x12;\n\x07\x63ontent\x18\x06 \x01(\x0e\x32*.fedstrata.runtime.v1.StreamHeader.Content\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x14\n\x0clive_clients\x18\x08 \x01(\r\x12\x37\n\x0csecagg_phase\x18\x64 \x01(\x0e\x32!.fedstrata.runtime.v1.SecAggPhase\x12\x1b\n\x13secagg_support_seed\x18\x65 \x01(\x04\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\"\n\x07\x43ontent\x12\n\n\x06UPDATE\x10\x00\x12\x0b\n\x07PARTIAL\x10\x01\"Z\n\nStreamPart\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.StreamHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"W\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x16\n\x0esecagg_message\x18\x64 \x01(\x0c\"\x90\x01\n\x0bSecAggSetup\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x12\n\ngraph_seed\x18\x02 \x01(\x04\x12\x10\n\x08party_id\x18\x03 \x01(\r\x12\x15\n\rcenter_public\x18\x04 \x01(\x0c\x12\x0f\n\x07parties\x18\x05 \x01(\r\x12\x0e\n\x06\x64\x65gree\x18\x06 \x01(\r\x12\x11\n\tthreshold\x18\x07 \x01(\r\"H\n\nSecAggKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x12\n\nenc_public\x18\x02 \x01(\x0c\x12\x13\n\x0bmask_public\x18\x03 \x01(\x0c\"V\n\x12SecAggKeyDirectory\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12.\n\x04keys\x18\x02 \x03(\x0b\x32 .fedstrata.runtime.v1.SecAggKeys\"M\n\x0fSecAggShareKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x12\n\nrecipients\x18\x02 \x03(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\"K\n\x11SecAggShareBundle\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x0f\n\x07senders\x18\x02 \x03(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\"n\n\x11SecAggMaskedInput\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x14\n\x0cmodulus_bits\x18\x04 \x01(\r\x12\x0e\n\x06packed\x18\x05 \x01(\x0c\"K\n\x13SecAggUnmaskRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x11\n\tsurvivors\x18\x02 \x03(\r\x12\x0f\n\x07\x64ropped\x18\x03 \x03(\r\"O\n\x0cSecAggSealed\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x18\n\x10\x65phemeral_public\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"\xaf\x01\n\x14SecAggUnmaskResponse\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x13\n\x0bseed_owners\x18\x02 \x03(\r\x12\x13\n\x0bseed_shares\x18\x03 \x03(\x0c\x12\x12\n\nkey_owners\x18\x04 \x03(\r\x12\x12\n\nkey_shares\x18\x05 \x03(\x0c\x12\x32\n\x06sealed\x18\x06 \x01(\x0b\x32\".fedstrata.runtime.v1.SecAggSealed\"\xbf\x01\n\x13SecAggClusterReport\x12\x11\n\tthreshold\x18\x01 \x01(\r\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12\x11\n\tsurvivors\x18\x03 \x03(\r\x12\x32\n\x06sealed\x18\x04 \x03(\x0b\x32\".fedstrata.runtime.v1.SecAggSealed\x12\x12\n\ngraph_size\x18\x05 \x01(\r\x12\x14\n\x0cgraph_degree\x18\x06 \x01(\r\x12\x12\n\ngraph_seed\x18\x07 \x01(\x04*\x8d\x01\n\x0bSecAggPhase\x12\x0f\n\x0bSECAGG_NONE\x10\x00\x12\x10\n\x0cSECAGG_SETUP\x10\x01\x12\x0f\n\x0bSECAGG_KEYS\x10\x02\x12\x11\n\rSECAGG_SHARES\x10\x03\x12\x10\n\x0cSECAGG_INPUT\x10\x04\x12\x11\n\rSECAGG_UNMASK\x10\x05\x12\x12\n\x0eSECAGG_CLUSTER\x10\x06\x32\xf6\x01\n\x06\x43\x65nter\x12\x44\n\x07Session\x12\x1b.fedstrata.runtime.v1.Hello\x1a\x1a.fedstrata.runtime.v1.Task0\x01\x12U\n\x08\x44ownload\x12%.fedstrata.runtime.v1.DownloadRequest\x1a .fedstrata.runtime.v1.StreamPart0\x01\x12O\n\x06Submit\x12 .fedstrata.runtime.v1.StreamPart\x1a!.fedstrata.runtime.v1.SubmitReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STREAMHEADER_METRICSENTRY']._loaded_options = None
   _globals['_STREAMHEADER_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_SECAGGPHASE']._serialized_start=2070
-  _globals['_SECAGGPHASE']._serialized_end=2191
+  _globals['_SECAGGPHASE']._serialized_start=2318
+  _globals['_SECAGGPHASE']._serialized_end=2459
   _globals['_HELLO']._serialized_start=65
   _globals['_HELLO']._serialized_end=129
   _globals['_PLAN']._serialized_start=132
@@ -55,24 +55,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMPART']._serialized_end=1119
   _globals['_SUBMITREPLY']._serialized_start=1121
   _globals['_SUBMITREPLY']._serialized_end=1208
-  _globals['_SECAGGSETUP']._serialized_start=1210
-  _globals['_SECAGGSETUP']._serialized_end=1302
-  _globals['_SECAGGKEYS']._serialized_start=1304
-  _globals['_SECAGGKEYS']._serialized_end=1376
-  _globals['_SECAGGKEYDIRECTORY']._serialized_start=1378
-  _globals['_SECAGGKEYDIRECTORY']._serialized_end=1464
-  _globals['_SECAGGSHAREKEYS']._serialized_start=1466
-  _globals['_SECAGGSHAREKEYS']._serialized_end=1543
-  _globals['_SECAGGSHAREBUNDLE']._serialized_start=1545
-  _globals['_SECAGGSHAREBUNDLE']._serialized_end=1620
-  _globals['_SECAGGMASKEDINPUT']._serialized_start=1622
-  _globals['_SECAGGMASKEDINPUT']._serialized_end=1732
-  _globals['_SECAGGUNMASKREQUEST']._serialized_start=1734
-  _globals['_SECAGGUNMASKREQUEST']._serialized_end=1809
-  _globals['_SECAGGSEALED']._serialized_start=1811
-  _globals['_SECAGGSEALED']._serialized_end=1890
-  _globals['_SECAGGUNMASKRESPONSE']._serialized_start=1893
-  _globals['_SECAGGUNMASKRESPONSE']._serialized_end=2068
-  _globals['_CENTER']._serialized_start=2194
-  _globals['_CENTER']._serialized_end=2440
+  _globals['_SECAGGSETUP']._serialized_start=1211
+  _globals['_SECAGGSETUP']._serialized_end=1355
+  _globals['_SECAGGKEYS']._serialized_start=1357
+  _globals['_SECAGGKEYS']._serialized_end=1429
+  _globals['_SECAGGKEYDIRECTORY']._serialized_start=1431
+  _globals['_SECAGGKEYDIRECTORY']._serialized_end=1517
+  _globals['_SECAGGSHAREKEYS']._serialized_start=1519
+  _globals['_SECAGGSHAREKEYS']._serialized_end=1596
+  _globals['_SECAGGSHAREBUNDLE']._serialized_start=1598
+  _globals['_SECAGGSHAREBUNDLE']._serialized_end=1673
+  _globals['_SECAGGMASKEDINPUT']._serialized_start=1675
+  _globals['_SECAGGMASKEDINPUT']._serialized_end=1785
+  _globals['_SECAGGUNMASKREQUEST']._serialized_start=1787
+  _globals['_SECAGGUNMASKREQUEST']._serialized_end=1862
+  _globals['_SECAGGSEALED']._serialized_start=1864
+  _globals['_SECAGGSEALED']._serialized_end=1943
+  _globals['_SECAGGUNMASKRESPONSE']._serialized_start=1946
+  _globals['_SECAGGUNMASKRESPONSE']._serialized_end=2121
+  _globals['_SECAGGCLUSTERREPORT']._serialized_start=2124
+  _globals['_SECAGGCLUSTERREPORT']._serialized_end=2315
+  _globals['_CENTER']._serialized_start=2462
+  _globals['_CENTER']._serialized_end=2708
 # @@protoc_insertion_point(module_scope)

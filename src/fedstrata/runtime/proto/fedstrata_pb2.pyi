@@ -15,12 +15,14 @@ class SecAggPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SECAGG_SHARES: _ClassVar[SecAggPhase]
     SECAGG_INPUT: _ClassVar[SecAggPhase]
     SECAGG_UNMASK: _ClassVar[SecAggPhase]
+    SECAGG_CLUSTER: _ClassVar[SecAggPhase]
 SECAGG_NONE: SecAggPhase
 SECAGG_SETUP: SecAggPhase
 SECAGG_KEYS: SecAggPhase
 SECAGG_SHARES: SecAggPhase
 SECAGG_INPUT: SecAggPhase
 SECAGG_UNMASK: SecAggPhase
+SECAGG_CLUSTER: SecAggPhase
 
 class Hello(_message.Message):
     __slots__ = ("client_id", "run_id", "live_clients")
@@ -146,16 +148,22 @@ class SubmitReply(_message.Message):
     def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., run_id: _Optional[str] = ..., secagg_message: _Optional[bytes] = ...) -> None: ...
 
 class SecAggSetup(_message.Message):
-    __slots__ = ("round_id", "graph_seed", "party_id", "center_public")
+    __slots__ = ("round_id", "graph_seed", "party_id", "center_public", "parties", "degree", "threshold")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     GRAPH_SEED_FIELD_NUMBER: _ClassVar[int]
     PARTY_ID_FIELD_NUMBER: _ClassVar[int]
     CENTER_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
+    DEGREE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     round_id: int
     graph_seed: int
     party_id: int
     center_public: bytes
-    def __init__(self, round_id: _Optional[int] = ..., graph_seed: _Optional[int] = ..., party_id: _Optional[int] = ..., center_public: _Optional[bytes] = ...) -> None: ...
+    parties: int
+    degree: int
+    threshold: int
+    def __init__(self, round_id: _Optional[int] = ..., graph_seed: _Optional[int] = ..., party_id: _Optional[int] = ..., center_public: _Optional[bytes] = ..., parties: _Optional[int] = ..., degree: _Optional[int] = ..., threshold: _Optional[int] = ...) -> None: ...
 
 class SecAggKeys(_message.Message):
     __slots__ = ("client_id", "enc_public", "mask_public")
@@ -244,3 +252,21 @@ class SecAggUnmaskResponse(_message.Message):
     key_shares: _containers.RepeatedScalarFieldContainer[bytes]
     sealed: SecAggSealed
     def __init__(self, client_id: _Optional[int] = ..., seed_owners: _Optional[_Iterable[int]] = ..., seed_shares: _Optional[_Iterable[bytes]] = ..., key_owners: _Optional[_Iterable[int]] = ..., key_shares: _Optional[_Iterable[bytes]] = ..., sealed: _Optional[_Union[SecAggSealed, _Mapping]] = ...) -> None: ...
+
+class SecAggClusterReport(_message.Message):
+    __slots__ = ("threshold", "round_id", "survivors", "sealed", "graph_size", "graph_degree", "graph_seed")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_DEGREE_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_SEED_FIELD_NUMBER: _ClassVar[int]
+    threshold: int
+    round_id: int
+    survivors: _containers.RepeatedScalarFieldContainer[int]
+    sealed: _containers.RepeatedCompositeFieldContainer[SecAggSealed]
+    graph_size: int
+    graph_degree: int
+    graph_seed: int
+    def __init__(self, threshold: _Optional[int] = ..., round_id: _Optional[int] = ..., survivors: _Optional[_Iterable[int]] = ..., sealed: _Optional[_Iterable[_Union[SecAggSealed, _Mapping]]] = ..., graph_size: _Optional[int] = ..., graph_degree: _Optional[int] = ..., graph_seed: _Optional[int] = ...) -> None: ...
