@@ -108,13 +108,20 @@ def spy(monkeypatch):
     return seen
 
 
-def test_two_tier_masks_train_the_flat_simulators_model(spy):
-    cfg = load_config(overrides=TIERED)
+@pytest.mark.parametrize(
+    "dp", [[], ["privacy.mechanism=distributed", "privacy.epsilon=2"]], ids=["plain", "dist-dp"]
+)
+def test_two_tier_masks_train_the_flat_simulators_model(spy, dp):
+    """Also with distributed DP: noise shares under two-tier masks, ε as simulated."""
+    cfg = load_config(overrides=[*TIERED, *dp])
     sim = run(cfg).simulation
     dep = deployment(cfg)
     result = asyncio.run(_federation(dep))
     assert [len(r.outcome.accepted) for r in result.rounds] == [4, 4]
     assert result.params.tobytes() == sim.params.tobytes()
+    eps = [None if r.privacy is None else r.privacy.epsilon_spent for r in result.rounds]
+    assert eps == [None if m.privacy is None else m.privacy.epsilon_spent for m in sim.rounds]
+    assert (eps[-1] is not None) == bool(dp)
     bits = spy["outer"][0].server.config.modulus_bits
     length = spy["outer"][0].server.config.vector_length
     plain = [v for _, cid, v in spy["plain"]]  # devices' and edges' (S_e + B_e) inputs
