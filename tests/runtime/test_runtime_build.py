@@ -16,8 +16,7 @@ from fedstrata.runtime import check_supported
     "override",
     [
         "downlink.preset=int8",
-        "privacy.mechanism=central",
-        "secagg.enabled=true",
+        "scheduling.selector=oort",
         "evaluation.every=2",  # federated evaluation: refused, never accepted and ignored
     ],
 )

@@ -114,9 +114,9 @@ class _Service:
             h = first.header
             self.guard.check_claim(cid, h.client_id)
             header = upload_header(h, cid)
-            secure, run_id = self.center.secure, self.center.run_id
+            secure = getattr(self.center, "secure", None)
             if secure is not None and not header.partial:  # a secure-aggregation step
-                limit = self.center.settings.chunks.max_total_bytes
+                run_id, limit = self.center.run_id, self.center.settings.chunks.max_total_bytes
                 ok, why, answer = await secure.submit(
                     header, self._data_parts(context), run_id=run_id, limit=limit
                 )
@@ -124,7 +124,7 @@ class _Service:
                     accepted=ok, reason=why, run_id=run_id, secagg_message=answer
                 )
             accepted, reason = await self.center.submit(header, self._data_parts(context))
-            return pb.SubmitReply(accepted=accepted, reason=reason, run_id=run_id)
+            return pb.SubmitReply(accepted=accepted, reason=reason, run_id=self.center.run_id)
         raise AssertionError("unreachable")  # a refusal aborts the call
 
     async def _data_parts(self, context: Any) -> AsyncIterator[bytes]:
