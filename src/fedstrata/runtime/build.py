@@ -66,7 +66,7 @@ from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.dp_center import DpCenter
 from fedstrata.runtime.secagg_client import SecureClient
-from fedstrata.runtime.secagg_session import SecureRounds
+from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.secagg_tier import EdgeSecure, edge_rounds, outer_rounds
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 

@@ -80,7 +80,7 @@ from fedstrata.runtime.records import (
     encode_partial,
     submission_problem,
 )
-from fedstrata.runtime.secagg_session import SecureRounds
+from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.streaming import Broadcast, apply_in_place
 
 __all__ = [
@@ -139,7 +139,7 @@ class Center:
         self._intake: RoundIntake | None = None  # the open round
         self._finished = False
         self.rejections: list[tuple[int, int, str]] = []
-        self.secure: SecureRounds | None = None  # secure aggregation (secagg_session.py)
+        self.secure: SecureRounds | None = None  # secure aggregation (secagg_rounds.py)
         self.dp: DpCenter | None = None  # DP hooks and budget (dp_center.py)
 
     # ---- the run -------------------------------------------------------------------

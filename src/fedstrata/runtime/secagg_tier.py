@@ -2,7 +2,7 @@
 
 The simulator's two-tier masks (:mod:`fedstrata.secagg.twotier`) between processes:
 
-* an **edge** serves its clients with a :class:`~.secagg_session.SecureRounds` of its
+* an **edge** serves its clients with a :class:`~.secagg_rounds.SecureRounds` of its
   own that keeps the self-masks (``remove_self_masks=False``): the clients' pairwise
   masks cancel (or are recovered) at the edge, which ends with ``S_e + B_e``, its
   cluster's sum under the cluster mask it cannot remove; its clients seal their
@@ -33,7 +33,8 @@ import numpy as np
 from fedstrata.errors import FedstrataError, ProtocolError, TransportError
 from fedstrata.runtime.records import UploadHeader
 from fedstrata.runtime.secagg_client import Prepared, SecAggLink, SecureClient
-from fedstrata.runtime.secagg_session import SecureRound, SecureRounds
+from fedstrata.runtime.secagg_rounds import SecureRounds
+from fedstrata.runtime.secagg_session import SecureRound
 from fedstrata.runtime.secagg_wire import Phase, decode_cluster, encode_cluster
 from fedstrata.secagg import SecAggAggregator
 from fedstrata.secagg.config import SecAggConfig
