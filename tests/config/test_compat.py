@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -105,8 +106,6 @@ def test_combinations_accepted_and_ignored_before_are_refused(overrides) -> None
     ("overrides", "setting"),
     [
         (HIERARCHY, "topology.mode"),
-        (["privacy.mechanism=central"], "privacy.mechanism"),
-        (["secagg.enabled=true"], "secagg.enabled"),
         (["evaluation.every=2"], "evaluation.every"),
     ],
 )
@@ -117,11 +116,30 @@ def test_the_runtime_refuses_what_it_does_not_run(overrides, setting) -> None:
     assert setting in str(err.value)
 
 
+def test_the_runtime_runs_dp_and_secure_aggregation_but_not_the_plateau_switch() -> None:
+    """Issue 13 parts 1-2: DP and secure aggregation run over gRPC; the plateau switch
+    needs the evaluation loss at the allocator, which the runtime's center does not feed."""
+    check_supported(load_config(overrides=[*PAIR_BASE, "privacy.mechanism=central"]))
+    check_supported(load_config(overrides=[*PAIR_BASE, "secagg.enabled=true"]))
+    plateau = ["privacy.mechanism=central", "privacy.switch_on_plateau=true"]
+    with pytest.raises(ConfigError, match=r"privacy\.switch_on_plateau"):
+        check_supported(load_config(overrides=[*PAIR_BASE, *plateau]))
+
+
 def test_the_runtime_runs_its_declared_features() -> None:
-    """All together, less FedBuff (it refuses allocation, a pair refused everywhere)."""
-    on = [f for f in FEATURES if f.key in RUNTIME.supports and f.key != "async"]
-    config = load_config(overrides=[*PAIR_BASE, *feature_overrides(on)])
-    assert refusal(config, RUNTIME) is None
+    """Each pair of declared features that the simulator combines, the runtime runs
+    too (issue 13: DP, secure aggregation, downlink, scheduling and FedBuff joined the
+    set); FedBuff with its own companions as well."""
+    on = [f for f in FEATURES if f.key in RUNTIME.supports]
+    ran = 0
+    for a, b in itertools.combinations(on, 2):
+        try:
+            config = load_config(overrides=[*PAIR_BASE, *feature_overrides((a, b))])
+        except ConfigError:
+            continue  # refused by the simulator as well (docs/compatibility.md)
+        assert refusal(config, RUNTIME) is None, (a.key, b.key)
+        ran += 1
+    assert ran >= len(on)
     buffered = [f for f in FEATURES if f.key in {"async", "compression", "sampling", "robust"}]
     config = load_config(overrides=[*PAIR_BASE, *feature_overrides(buffered)])
     assert refusal(config, RUNTIME) is None

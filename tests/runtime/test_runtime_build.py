@@ -15,8 +15,6 @@ from fedstrata.runtime import check_supported
 @pytest.mark.parametrize(
     "override",
     [
-        "privacy.mechanism=central",
-        "secagg.enabled=true",
         "evaluation.every=2",  # federated evaluation: refused, never accepted and ignored
     ],
 )

@@ -7,23 +7,14 @@ imported only by the builders that need them.
 
 from __future__ import annotations
 
-import math
+import functools
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from fedstrata.aggregation.clipped import ClipDecoded
 from fedstrata.aggregation.protocol import Aggregator
-from fedstrata.api.dp import (
-    distributed_allocator,
-    distributed_hook,
-    dp_allocator,
-    noise_shares_for,
-    ring_sensitivity_real,
-    sampling_rate,
-)
 from fedstrata.builders import (
     ServerStrategy,
     aggregator,
@@ -36,11 +27,18 @@ from fedstrata.builders import (
     server_strategy,
     trainer_factory,
 )
-from fedstrata.compress import ChainCodec
+from fedstrata.builders_privacy import (
+    distributed_allocator,
+    dp_allocator,
+    poisson_rate,
+    privacy_hooks,
+    sampling_rate,
+    uplink_pipeline,
+)
+from fedstrata.builders_privacy import secure_aggregation as shared_secure_aggregation
 from fedstrata.config import FedConfig
 from fedstrata.config.models import SimConfig
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy, Selector
-from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.core.context import RoundContext, derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import DiskStateStore
@@ -51,8 +49,7 @@ from fedstrata.core.training import (
     Trainer,
     TrainerFactory,
 )
-from fedstrata.errors import ConfigError
-from fedstrata.pipeline import Codec, DenseCodec, Pipeline, Stage
+from fedstrata.pipeline import Codec, Pipeline
 from fedstrata.sim import (
     ClientJob,
     Executor,
@@ -242,129 +239,29 @@ def secure_aggregation(
     allocator: BudgetAllocator | None = None,
     state_dir: Path | None = None,
 ) -> tuple[RingCodec, SecAggAggregator] | None:
-    """The ring codec and secure aggregator, or None when ``secagg`` is off.
+    """The ring codec and secure aggregator, or None when ``secagg`` is off
+    (:func:`fedstrata.builders_privacy.secure_aggregation`, shared with the runtime).
 
-    Issue 12 part 4: the ``compression`` section maps onto the ring (random-k
-    support, input bits, stochastic rounding), the ring is the narrowest that holds
-    the cohort's sum, ``scheduling.allocation``'s partial-work weights are rounded to
-    the integers the ring carries, and with ``privacy.mechanism: distributed`` each
-    client adds its noise share (planned by ``allocator``) in the ring. With
-    ``compression.error_feedback`` clients keep their residuals under ``state_dir``.
+    With ``compression.error_feedback`` clients keep their residuals under ``state_dir``.
 
     Raises:
         ConfigError: error feedback without ``state_dir``, or the ring overflows.
     """
-    s = config.secagg
-    if not s.enabled:
+    if not config.secagg.enabled:
         return None
-    from fedstrata.compress import randk_support
-    from fedstrata.secagg import (  # deferred: cryptography
-        SecAggOptions,
-        fit_modulus,
-        secagg_components,
+    largest = int(dataset.client_sizes().max())
+    store = None if state_dir is None else functools.partial(DiskStateStore, state_dir)
+    return shared_secure_aggregation(
+        config, size, dataset.num_clients, largest, allocator=allocator, store=store
     )
-
-    comp = config.compression.spec() if config.compression.enabled else None
-    spec = s.ring_spec(comp)
-    uniform = config.privacy.enabled  # the simulation weights uniformly under DP
-    largest = 1 if uniform else int(dataset.client_sizes().max())
-    max_weight = s.max_weight or largest
-    per_round = config.rounds.clients_per_round or dataset.num_clients
-    cohort = min(dataset.num_clients, invited(per_round, config.scheduling.overselect))
-    shares, survivors = None, 0
-    if config.privacy.mechanism == "distributed":
-        allocator = allocator or dp_allocator(config, dataset.num_clients, fixed_size=True)
-        shares, survivors = noise_shares_for(config, allocator, spec, size, cohort)
-        spec = replace(spec, noise_bound=shares.bound)
-    options = SecAggOptions(
-        expected_cohort=cohort,
-        max_weight=max_weight,
-        dropout_rate=s.dropout_rate,
-        sparse_graph=s.sparse_graph,
-        precompute_masks=s.precompute_masks,
-        root_seed=config.seed,
-        round_weights=config.scheduling.allocation or max_weight < largest,
-        weight_scale=min(1.0, max_weight / largest),
-        min_survivors=survivors,
-    )
-    spec = fit_modulus(spec, cohort * max_weight)
-    store = _residual_store(spec.error_feedback, state_dir)
-    return secagg_components(
-        spec, options, size, randk_support, noise_fn=shares, state_store=store
-    )
-
-
-def _residual_store(feedback: bool, state_dir: Path | None) -> DiskStateStore | None:
-    if not feedback:
-        return None
-    if state_dir is None:
-        raise ConfigError("compression.error_feedback under secagg needs a client state dir")
-    return DiskStateStore(state_dir)
-
-
-def invited(per_round: int, overselect: float) -> int:
-    """Clients that start a round: ``ceil(per_round * (1 + overselect))``."""
-    return math.ceil(per_round * (1 + overselect) - 1e-9)
 
 
 def pipeline(
     config: FedConfig, size: int, state_dir: Path, ring: Codec | None = None
 ) -> Pipeline | None:
-    """The uplink pipeline, or None for the dense fast path."""
-    stages: list[Stage] = []
-    if config.privacy.enabled:
-        from fedstrata.privacy import CentralGaussian, FixedClip  # deferred: imports scipy
-
-        clip = config.privacy.clip_norm
-        stages.append(FixedClip(clip))
-        if config.privacy.mechanism == "central":
-            noise_clip = clip if ring is None else ring_sensitivity_real(clip, ring)
-            stages.append(CentralGaussian(noise_multiplier=0.0, clip_norm=noise_clip))
-    if ring is not None:
-        return Pipeline(stages, ring)
-    if not stages and not config.compression.enabled:
-        return None
-    spec = config.compression.spec()
-    if not config.compression.enabled:
-        return Pipeline(stages, DenseCodec(size))
-    store = DiskStateStore(state_dir) if spec.error_feedback else None
-    codec: Codec = ChainCodec(spec, size, store)
-    if config.privacy.enabled:  # a lossy decoding may exceed clip_norm: clip it again
-        codec = ClipDecoded(codec, config.privacy.clip_norm)
-    return Pipeline(stages, codec)
-
-
-def privacy_hooks(
-    config: FedConfig,
-    pipeline: Pipeline | None,
-    num_clients: int,
-    size: int | None = None,
-    allocator: BudgetAllocator | None = None,
-) -> tuple[RoundHook, ...]:
-    """The DP hook (budget allocator, and noise for central DP), or nothing.
-
-    ``allocator``: distributed DP's (:func:`distributed_allocator`), whose plan set
-    the clients' noise shares in the ring codec. With the model's ``size`` a WARNING
-    is logged when central noise dwarfs the signal.
-    """
-    p = config.privacy
-    if not p.enabled or pipeline is None:
-        return ()
-    if p.mechanism == "distributed":
-        return distributed_hook(pipeline, allocator)
-    from fedstrata.privacy import CentralGaussian
-    from fedstrata.privacy.hook import CentralDPHook
-
-    mechanism = next(s for s in pipeline.stages if isinstance(s, CentralGaussian))
-    q = sampling_rate(config, num_clients)
-    allocator = dp_allocator(config, num_clients, fixed_size=config.secagg.enabled)
-    server_clip = pipeline.codec if isinstance(pipeline.codec, ClipDecoded) else None
-    hook = CentralDPHook(
-        allocator, mechanism, expected_cohort=q * num_clients, server_clip=server_clip
-    )
-    if size is not None:
-        hook.check_noise(size)
-    return (hook,)
+    """The uplink pipeline, or None for the dense fast path
+    (:func:`fedstrata.builders_privacy.uplink_pipeline`; residuals under ``state_dir``)."""
+    return uplink_pipeline(config, size, functools.partial(DiskStateStore, state_dir), ring)
 
 
 def sim_settings(config: FedConfig) -> SimSettings:
@@ -383,8 +280,7 @@ def round_coordinator(
     """Cohort size, ``min_clients``, deadline and (under DP) Poisson sampling."""
     r = config.rounds
     # Poisson cohorts for central DP; fixed-size under secure aggregation (its cohort)
-    central = config.privacy.mechanism == "central" and not config.secagg.enabled
-    poisson = sampling_rate(config, num_clients) if central else None
+    poisson = poisson_rate(config, num_clients)
     policy = RoundPolicy(
         r.clients_per_round, r.min_clients, r.deadline_s, config.seed, poisson_rate=poisson
     )

@@ -77,7 +77,7 @@ RUNTIME = Driver(
     "runtime", "deployment runtime", None,
     frozenset({
         "sampling", "deadline", "compression", "downlink", "robust", "custom_aggregator",
-        "allocation", "oort", "overselect", "registry", "async",
+        "allocation", "oort", "overselect", "registry", "async", "privacy", "secagg",
     }),
     "docs/runtime.md",
 )  # fmt: skip

@@ -59,6 +59,7 @@ from fedstrata.runtime.client import decode_model
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.monitor import TierMonitor
 from fedstrata.runtime.partials import encode_compressed_partial
+from fedstrata.runtime.secagg_tier import EdgeSecure
 
 __all__ = ["ParentLink", "TierAggregator", "TierReport"]
 
@@ -106,6 +107,9 @@ class TierAggregator:
         codec: re-compresses the partial for the hop up, with its own error feedback
             (None: the exact float64 partial).
         tier_id: this tier's participant id at its parent (keys the error feedback).
+        reconnect: failover: called when the parent link breaks; True once it is back.
+        secure: two-tier secure aggregation's edge half (``Deployment.tier`` sets
+            it): the tier submits its masked cluster sum instead of a partial.
     """
 
     def __init__(
@@ -118,12 +122,14 @@ class TierAggregator:
         codec: Codec | None = None,
         tier_id: int = -1,
         reconnect: Reconnect | None = None,
+        secure: EdgeSecure | None = None,
     ) -> None:
         self.parent, self.center, self.size = parent, center, size
         self.monitor = monitor
         self.codec, self.tier_id = codec, tier_id
         self._run_id = ""  # the parent's run the downlink relay holds a model of
         self.reconnect = reconnect  # failover: True once the parent link is back
+        self.secure = secure  # two-tier secure aggregation (secagg_tier.py)
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.
@@ -194,6 +200,12 @@ class TierAggregator:
             report.refused.append((r, str(exc)))
             return
         limit_s = task.deadline_s or self.center.settings.start_timeout_s
+        try:
+            outer = None if self.secure is None else await self.secure.begin(r)
+        except ProtocolError as exc:
+            log.warning("tier: round %d skipped: %s", r, exc)
+            report.refused.append((r, str(exc)))
+            return
         if self.monitor is not None:
             self.monitor.round_started()
         state, record = await self.center.collect(
@@ -202,6 +214,14 @@ class TierAggregator:
         report.rounds.append(record)
         if self.monitor is not None:
             self.monitor.round_done(r, record)
+        if self.secure is not None and outer is not None:  # the masked cluster sum
+            ok, why = await self.secure.finish(
+                outer, r, self.center.aggregator.finalize_metrics(state)
+            )
+            if not ok:
+                log.warning("tier: round %d: outer secure aggregation refused: %s", r, why)
+                report.refused.append((r, why))
+            return
         partial = state if isinstance(state, MeanState) else None
         if partial is None:
             raise ProtocolError(f"tier aggregator state is {type(state).__name__}, not a mean")

@@ -11,9 +11,13 @@ its own data on its machine: ``task.local_data(DIR)`` for ``fedstrata client --d
 DIR``, else ``task.client_data(client_id)``. Without a task, every process builds the
 config's built-in dataset and a client trains on its partition. Uplink
 compression travels as the client's codec encoded it (error-feedback residuals live
-on the client); what the runtime does not run yet (downlink compression, differential
-privacy, secure aggregation, scheduling, a ``topology`` section) is refused by
-:func:`check_supported` (docs/compatibility.md).
+on the client). Differential privacy and secure aggregation (issue 13 parts 1-2) are
+built by :mod:`fedstrata.builders_privacy`, as in the simulator: each client its own
+ring codec, noise shares and protocol half; the center the protocol's server half
+(:class:`~fedstrata.runtime.secagg_session.SecureRounds`) and the DP hooks
+(:class:`~fedstrata.runtime.dp_center.DpCenter`). What the runtime does not run yet
+(downlink compression, scheduling, a ``topology`` section, tiers with DP or secure
+aggregation) is refused by :func:`check_supported` (docs/compatibility.md).
 """
 
 from __future__ import annotations
@@ -37,10 +41,18 @@ from fedstrata.builders import (
     server_optimizer,
     trainer_factory,
 )
+from fedstrata.builders_privacy import (
+    distributed_allocator,
+    poisson_rate,
+    privacy_hooks,
+    secure_aggregation,
+    uplink_pipeline,
+)
 from fedstrata.compress import ChainCodec, CompressionSpec
 from fedstrata.config import FedConfig
 from fedstrata.config.compat import RUNTIME, refusal
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
+from fedstrata.coordinator.round_logic import Weighting
 from fedstrata.core.clock import Clock
 from fedstrata.core.context import derive_seed
 from fedstrata.core.params import FloatVector
@@ -49,14 +61,23 @@ from fedstrata.core.training import LocalData, Trainer, TrainerFactory
 from fedstrata.errors import ConfigError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
+from fedstrata.runtime.aggregator import ParentLink, TierAggregator
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer
+from fedstrata.runtime.dp_center import DpCenter
+from fedstrata.runtime.monitor import TierMonitor
 from fedstrata.runtime.sched_reports import DeviceReport
+from fedstrata.runtime.secagg_client import SecureClient
+from fedstrata.runtime.secagg_rounds import SecureRounds
+from fedstrata.runtime.secagg_tier import EdgeSecure, edge_rounds, outer_rounds
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
+    from fedstrata.privacy import BudgetAllocator
+    from fedstrata.runtime.aggregator import Reconnect
     from fedstrata.runtime.scheduling import CenterScheduler
+    from fedstrata.secagg import RingCodec, SecAggAggregator
     from fedstrata.torch_adapter import Task
 
 __all__ = [
@@ -69,6 +90,25 @@ __all__ = [
 
 DEFAULT_BACKOFF = Backoff()
 DEFAULT_START_TIMEOUT_S = 60.0
+DEFAULT_SECAGG_TIMEOUT_S = 60.0
+
+
+def _check_tiers(cfg: FedConfig) -> None:
+    """Refuse what aggregator tiers cannot run (a reason each).
+
+    Raises:
+        ConfigError: central DP on tiers (its noise is calibrated to the number of
+            clients, which a tier hides), or DP without secure aggregation on tiers.
+    """
+    p = cfg.privacy
+    if p.enabled and (p.mechanism == "central" or not cfg.secagg.enabled):
+        raise ConfigError(
+            f"privacy.mechanism={p.mechanism!r} with aggregator tiers is not run by the "
+            "deployment runtime: central DP scales its noise by the number of clients, "
+            "which tiers hide from the center; use privacy.mechanism=distributed with "
+            "secagg.enabled (noise shares under two-tier masks), or connect the clients "
+            "to the center"
+        )
 
 
 def check_supported(config: FedConfig) -> None:
@@ -87,6 +127,12 @@ def check_supported(config: FedConfig) -> None:
         from fedstrata.runtime.fedbuff import buffered_refusal  # deferred: SQLAlchemy
 
         why = buffered_refusal(config)
+    if why is None and config.privacy.enabled and config.privacy.switch_on_plateau:
+        why = (
+            "privacy.switch_on_plateau (docs/privacy.md) is not run by the deployment "
+            "runtime (docs/runtime.md): its center does not feed the evaluation loss to the "
+            "budget allocator yet (leave privacy.switch_on_plateau at its default)"
+        )
     if why is not None:
         raise ConfigError(why)
 
@@ -107,6 +153,8 @@ class Deployment:
         local_data: loads a client's own data, on the client's machine only.
         test_data: loads the center's test set (the built-in data's, or a task's
             ``test_data()``), or None without one; called by the center only.
+        largest_client: examples of the largest client, where every party knows it
+            (the built-in data); sizes secure aggregation's weights and ring.
     """
 
     config: FedConfig
@@ -115,6 +163,7 @@ class Deployment:
     trainer: Trainer
     local_data: LocalSource
     test_data: Callable[[], LocalData] | None = None
+    largest_client: int | None = None
 
     def initial_params(self) -> FloatVector:
         """The initial model (same seed derivation as the simulator)."""
@@ -134,6 +183,7 @@ class Deployment:
         participants: int | None = None,
         stream_min_bytes: int | None = 64 << 20,
         start_timeout_s: float | None = DEFAULT_START_TIMEOUT_S,
+        secagg_timeout_s: float | None = None,
     ) -> Center:
         """The center: round 0 waits for every participant at most ``start_timeout_s``;
         every round starts once ``min_available`` clients are reachable.
@@ -149,9 +199,12 @@ class Deployment:
             stream_min_bytes: model size from which rounds aggregate streaming
                 (``CenterSettings.stream_min_bytes``).
             start_timeout_s: how long round 0 waits for every participant.
+            secagg_timeout_s: how long a secure-aggregation step waits for the cohort
+                (default: ``rounds.deadline_s``, else 60 s).
 
         Raises:
-            ConfigError: tiers under a non-mergeable aggregator.
+            ConfigError: tiers under a non-mergeable aggregator, or with DP or
+                secure aggregation.
         """
         cfg, r = self.config, self.config.rounds
         if cfg.scheduling.async_.enabled:
@@ -166,28 +219,60 @@ class Deployment:
             )  # fmt: skip
         if participants is None:
             start = self.num_clients
-            policy = RoundPolicy(r.clients_per_round, r.min_clients, r.deadline_s, cfg.seed)
+            poisson = poisson_rate(cfg, self.num_clients)
+            policy = RoundPolicy(
+                r.clients_per_round, r.min_clients, r.deadline_s, cfg.seed, poisson_rate=poisson
+            )
         else:
             start = participants
             policy = RoundPolicy(None, 1, r.deadline_s, cfg.seed)
-        agg = aggregator(cfg.server, cfg.project_dir)
-        if participants is not None and not agg.mergeable:
+        if participants is not None:
+            _check_tiers(cfg)
+        allocator = distributed_allocator(cfg, self.num_clients)
+        secure = self._secure(allocator)
+        agg = aggregator(cfg.server, cfg.project_dir) if secure is None else secure[1]
+        if participants is not None and secure is None and not agg.mergeable:
             raise ConfigError(f"server.aggregator={cfg.server.aggregator!r} cannot merge tiers")
+        pipe = self._pipeline(None if secure is None else secure[0])
         settings = self._settings(chunk_bytes, min_available or r.min_clients, start)
         settings = dataclasses.replace(
             settings, stream_min_bytes=stream_min_bytes, start_timeout_s=start_timeout_s
         )
         scheduler = self._scheduler() if participants is None else None
-        return Center(
+        center = Center(
             settings,
             coordinator=RoundCoordinator(policy, selector=scheduler),
             aggregator=agg,
             server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
-            codec=self.uplink_codec(),
+            codec=self.uplink_codec() if pipe is None else pipe.codec,
+            pipeline=pipe if cfg.privacy.enabled else None,
             clock=clock,
             downlink=self.downlink_server(),
             scheduler=scheduler,
         )
+        if secure is not None:
+            timeout = secagg_timeout_s or r.deadline_s or DEFAULT_SECAGG_TIMEOUT_S
+            rounds = SecureRounds if participants is None else outer_rounds
+            center.secure = rounds(secure[1], timeout)
+        if cfg.privacy.enabled:
+            hooks = privacy_hooks(cfg, pipe, self.num_clients, self.size, allocator)
+            center.dp = DpCenter(hooks)
+        return center
+
+    def _secure(
+        self, allocator: BudgetAllocator | None = None
+    ) -> tuple[RingCodec, SecAggAggregator] | None:
+        """The ring codec and secure aggregator of the config (None: ``secagg`` off);
+        each party builds its own (clients keep error-feedback residuals in memory)."""
+        if allocator is None:
+            allocator = distributed_allocator(self.config, self.num_clients)
+        return secure_aggregation(
+            self.config, self.size, self.num_clients, self.largest_client,
+            allocator=allocator, store=MemoryStateStore,
+        )  # fmt: skip
+
+    def _pipeline(self, ring: Codec | None) -> Pipeline | None:
+        return uplink_pipeline(self.config, self.size, MemoryStateStore, ring)
 
     def edge(
         self,
@@ -195,6 +280,7 @@ class Deployment:
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         start_timeout_s: float | None = DEFAULT_START_TIMEOUT_S,
+        secagg_timeout_s: float | None = None,
     ) -> Center:
         """The client-facing center of an aggregator tier serving ``clients`` clients.
 
@@ -209,19 +295,50 @@ class Deployment:
         if clients < 1:
             raise ConfigError(f"an aggregator tier needs clients >= 1, got {clients}")
         cfg = self.config
+        _check_tiers(cfg)
         policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
         settings = self._settings(chunk_bytes, 1, clients)
         scheduler = self._scheduler()  # sizes its own clients' work
-        return Center(
+        secure = self._secure()
+        center = Center(
             dataclasses.replace(settings, start_timeout_s=start_timeout_s),
             coordinator=RoundCoordinator(policy, selector=scheduler),
-            aggregator=WeightedMean(),
+            aggregator=WeightedMean() if secure is None else secure[1],
             # unused: the parent applies
             server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec(),
             downlink=self.downlink_server(),  # a relay of the parent's messages
             scheduler=scheduler,
         )
+        if secure is not None:
+            timeout = secagg_timeout_s or cfg.rounds.deadline_s or DEFAULT_SECAGG_TIMEOUT_S
+            center.secure = edge_rounds(secure[1], timeout)
+        return center
+
+    def tier(
+        self,
+        parent: ParentLink,
+        center: Center,
+        monitor: TierMonitor | None = None,
+        *,
+        tier_id: int = -1,
+        reconnect: Reconnect | None = None,
+    ) -> TierAggregator:
+        """The aggregator tier serving ``center`` (from :meth:`edge`) under ``parent``;
+        with secure aggregation it runs the edge's half of the two tiers (its masked
+        cluster sum goes up as is), else it re-compresses its partial with
+        :meth:`partial_codec`."""
+        secure = center.secure
+        if secure is None:
+            return TierAggregator(
+                parent, center, self.size, monitor,
+                codec=self.partial_codec(), tier_id=tier_id, reconnect=reconnect,
+            )  # fmt: skip
+        edge = EdgeSecure.of(parent, secure.aggregator, secure)  # type: ignore[arg-type]
+        return TierAggregator(
+            parent, center, self.size, monitor,
+            tier_id=tier_id, reconnect=reconnect, secure=edge,
+        )  # fmt: skip
 
     def partial_codec(self, spec: CompressionSpec | None = None) -> ChainCodec | None:
         """The codec a tier re-compresses its partial with (its own error feedback):
@@ -263,6 +380,7 @@ class Deployment:
             chunks=ChunkPlan(chunk_bytes, dense_update_limit(self.size)),
             round_timeout_s=cfg.rounds.deadline_s,
             start_clients=start,
+            weighting="uniform" if cfg.privacy.enabled else "examples",
         )
 
     def uplink_codec(self) -> Codec:
@@ -274,12 +392,10 @@ class Deployment:
         return ChainCodec(c.spec(), self.size, store)
 
     def client_pipeline(self) -> Pipeline | None:
-        """A client's uplink pipeline (its own error-feedback residual), or None: dense."""
-        c = self.config.compression
-        if not c.enabled:
-            return None
-        store = MemoryStateStore() if c.spec().error_feedback else None
-        return Pipeline([], ChainCodec(c.spec(), self.size, store))
+        """A client's uplink pipeline (privacy stages, the ring or the compression chain;
+        its own error-feedback residual), or None: dense."""
+        secure = self._secure()
+        return self._pipeline(None if secure is None else secure[0])
 
     def client(
         self,
@@ -308,18 +424,22 @@ class Deployment:
         data = self.local_data(client_id)
         trainer = trainer or self.factory()
         rng = np.random.default_rng(derive_seed(self.config.seed, 0, client_id, "reconnect"))
+        secure = self._secure()
+        pipe = self._pipeline(None if secure is None else secure[0])
+        weighting: Weighting = "uniform" if self.config.privacy.enabled else "examples"
         return ClientAgent(
             link,
             client_id,
             trainer,
             data,
-            self.client_pipeline(),
+            pipe,
             backoff=backoff,
             rng=rng,
             sleep=sleep,
             new_pipeline=self.client_pipeline,
             downlink=DownlinkReplica() if self.config.downlink.enabled else None,
             profile=profile or self._profile(trainer, data, client_id),
+            secure=None if secure is None else SecureClient(link, secure[1], weighting),  # type: ignore[arg-type]
         )
 
 
@@ -350,7 +470,10 @@ def deployment(
         dataset = build_dataset(config.data)
         factory = trainer_factory(config, dataset)
         n = dataset.num_clients
-        return Deployment(config, n, factory, factory(), dataset.client, lambda: dataset.test)
+        largest = int(dataset.client_sizes().max())
+        return Deployment(
+            config, n, factory, factory(), dataset.client, lambda: dataset.test, largest
+        )
     factory = trainer_factory(config, None, chosen)
     source = _task_source(chosen, data_dir)
     test = _task_test(chosen)

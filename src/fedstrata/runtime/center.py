@@ -64,6 +64,7 @@ from fedstrata.errors import ProtocolError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.downlink import DownlinkAsk, DownlinkServer, kind_mismatch, serve_model
+from fedstrata.runtime.dp_center import DpCenter
 from fedstrata.runtime.intake import RoundIntake
 from fedstrata.runtime.liveness import Roster
 from fedstrata.runtime.records import (
@@ -80,6 +81,7 @@ from fedstrata.runtime.records import (
     submission_problem,
 )
 from fedstrata.runtime.sched_reports import DeviceReport
+from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.streaming import Broadcast, apply_in_place
 
 if TYPE_CHECKING:
@@ -152,6 +154,8 @@ class Center:
         self.after_round: AfterRound | None = None
         self.ack_gate: AckGate | None = None
         self.downlink, self.scheduler = downlink, scheduler
+        self.secure: SecureRounds | None = None  # secure aggregation (secagg_rounds.py)
+        self.dp: DpCenter | None = None  # DP hooks and budget (dp_center.py)
 
     # ---- the run -------------------------------------------------------------------
 
@@ -177,7 +181,13 @@ class Center:
         log.info("run %s: rounds %d..%d", self.run_id, start_round, self.settings.rounds - 1)
         try:
             for round_idx in range(start_round, self.settings.rounds):
+                if self.dp is not None and self.dp.start(round_idx) is not None:
+                    result.stopped_reason = self.dp.stopped
+                    break
                 params, opt_state, record = await self._run_round(round_idx, params, opt_state)
+                if self.dp is not None:
+                    spent = self.dp.finish(round_idx, len(record.outcome.accepted))
+                    record = dataclasses.replace(record, privacy=spent)
                 result.rounds.append(record)
                 if on_round is not None:
                     on_round(round_idx, record, params)
@@ -223,10 +233,13 @@ class Center:
         opt = self.server_optimizer
         if record.outcome.applied and self._streamed(params) and isinstance(opt, FedAvg):
             return apply_in_place(params, state, opt), opt_state, record  # FedAvg's step
+        rnd = None if self.secure is None else self.secure.current
+        finalize = self.aggregator.finalize if rnd is None else rnd.finalize
         params, opt_state = server_step(
-            record.outcome, params, opt_state, functools.partial(self.aggregator.finalize, state),
-            hooks=(), pipeline=self.pipeline, optimizer=self.server_optimizer,
-            broadcast=self.downlink, root_seed=self.settings.root_seed,
+            record.outcome, params, opt_state, functools.partial(finalize, state),
+            hooks=() if self.dp is None else self.dp.hooks, pipeline=self.pipeline,
+            optimizer=self.server_optimizer, broadcast=self.downlink,
+            root_seed=self.settings.root_seed,
         )  # fmt: skip
         return params, opt_state, record
 
@@ -292,8 +305,12 @@ class Center:
         )
         self._intake = intake
         self._dispatch(intake, task)
+        if self.secure is not None:
+            self.secure.open(intake)  # before any await: no client step precedes it
         await self._await_cohort(rnd)
         record = self._close(intake)
+        if self.secure is not None:
+            await self.secure.unmask()
         if rnd.void is not None:  # an empty partial: a tier's parent fails this tier
             return _STREAM_MEAN.init(0), record
         return rnd.state, record
@@ -405,10 +422,12 @@ class Center:
             self._left(client_id)
 
     def _left(self, client_id: int) -> None:
-        """A client's session ended: fail it in the open round."""
+        """A client's session ended: fail it in the open round (and in its secure round)."""
         intake = self._intake
         if intake is not None and client_id in intake.rnd.members:
             intake.fail(client_id, "disconnected during the round")
+        if self.secure is not None:
+            self.secure.gone(client_id)
 
     def download(
         self, client_id: int, round_idx: int, run_id: str = "", ask: DownlinkAsk | None = None
@@ -446,7 +465,7 @@ class Center:
                 return True, ""
         rnd = None if intake is None else intake.rnd
         mergeable = bool(getattr(self.aggregator, "mergeable", False))
-        problem = submission_problem(rnd, header, self.run_id, mergeable)
+        problem = submission_problem(rnd, header, self.run_id, mergeable=mergeable)
         if problem is not None or intake is None:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
         start = self.clock.now()

@@ -163,6 +163,20 @@ class _AckingLink:
         reply = await self.link.submit(round_idx, payload, num_examples, metrics, timings)
         return self._record(round_idx, reply)
 
+    async def secagg_step(
+        self,
+        round_idx: int,
+        phase: int,
+        data: bytes,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        support_seed: int = 0,
+    ) -> tuple[bool, str, bytes]:
+        reply: tuple[bool, str, bytes] = await self.link.secagg_step(
+            round_idx, phase, data, metrics=metrics, support_seed=support_seed
+        )
+        return reply
+
     async def submit_partial(
         self, round_idx: int, data: bytes, live_clients: int = 0
     ) -> tuple[bool, str]:

@@ -17,7 +17,6 @@ from typing import Any
 from fedstrata.checkpoint import Checkpointer, Tier, open_store
 from fedstrata.config import load_config
 from fedstrata.errors import FedstrataError, ProtocolError, TransportError
-from fedstrata.runtime.aggregator import TierAggregator
 from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S, deployment
 from fedstrata.runtime.chaos import AckLog, ChaosSpec
 from fedstrata.runtime.client import Backoff
@@ -80,9 +79,7 @@ def edge_main(spec: ChaosSpec, k: int, pki: DevPki, tokens: dict[int, str], out:
         server = CenterServer(center, TokenTable(tokens), address=address, tls=pki.server,
                               mutual=True, keepalive_s=5.0)  # fmt: skip
         async with server, parent:
-            tier = TierAggregator(
-                acks.wrap(parent, tid), center, dep.size, reconnect=_retry(parent)
-            )
+            tier = dep.tier(acks.wrap(parent, tid), center, tier_id=tid, reconnect=_retry(parent))
             try:
                 return len((await tier.run()).rounds)
             except FedstrataError as exc:  # the run ended while it searched

@@ -45,6 +45,7 @@ from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
 from fedstrata.runtime.downlink import DownlinkAsk, DownlinkReplica
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
+from fedstrata.runtime.secagg_client import SecureClient
 
 __all__ = ["Backoff", "CenterLink", "ClientAgent", "ClientReport", "decode_model"]
 
@@ -150,6 +151,8 @@ class ClientAgent:
         downlink: the model held under downlink compression (None: dense downloads).
         profile: this device, reported to the center's scheduler with each round's
             timings (None: it reports neither).
+        secure: secure aggregation's client half (None: updates are submitted as
+            encoded); its steps go over ``link``, which must have ``secagg_step``.
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class ClientAgent:
         new_pipeline: Callable[[], Pipeline | None] | None = None,
         downlink: DownlinkReplica | None = None,
         profile: DeviceReport | None = None,
+        secure: SecureClient | None = None,
     ) -> None:
         self.link, self.client_id, self.trainer, self.data = link, client_id, trainer, data
         self.pipeline, self.backoff, self.sleep = pipeline, backoff, sleep
@@ -176,6 +180,7 @@ class ClientAgent:
         self.rng = rng if rng is not None else np.random.default_rng(client_id)
         self._dense = DenseCodec(trainer.spec.size)
         self._seen: list[int] = []  # rounds trained before the last reconnection
+        self.secure = secure  # secure aggregation: updates leave masked (secagg_client.py)
 
     async def run(self) -> ClientReport:
         """Serve the center until it ends the run.
@@ -272,13 +277,28 @@ class ClientAgent:
             report.refused.append((task.round_idx, str(exc)))
             return
         down_s, start = time.perf_counter() - start, time.perf_counter()
-        payload, n, metrics = await asyncio.to_thread(self._train, task, params)
-        if self.profile is None or task.plan is None:
-            accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics)
-        else:
-            done = task.plan.num_samples(len(self.data))
-            timings = RoundTimings(down_s, time.perf_counter() - start, done)
-            accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics, timings)
+        keys = (
+            None
+            if self.secure is None
+            else asyncio.create_task(self.secure.prepare(task.round_idx))
+        )
+        try:
+            payload, n, metrics = await asyncio.to_thread(self._train, task, params)
+            if self.secure is not None and keys is not None:
+                accepted, reason = await self.secure.submit(
+                    await keys, task.round_idx, payload, n, metrics
+                )
+            elif self.profile is None or task.plan is None:
+                accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics)
+            else:
+                done = task.plan.num_samples(len(self.data))
+                timings = RoundTimings(down_s, time.perf_counter() - start, done)
+                accepted, reason = await self.link.submit(
+                    task.round_idx, payload, n, metrics, timings
+                )
+        finally:
+            if keys is not None:
+                keys.cancel()
         report.rounds.append(task.round_idx)
         if not accepted:
             log.warning("client %d: round %d refused: %s", self.client_id, task.round_idx, reason)

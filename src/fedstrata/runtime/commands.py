@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fedstrata.config import FedConfig
 from fedstrata.errors import ConfigError, TransportError
-from fedstrata.runtime.aggregator import Reconnect, TierAggregator, TierReport
+from fedstrata.runtime.aggregator import Reconnect, TierReport
 from fedstrata.runtime.build import DEFAULT_BACKOFF, DEFAULT_START_TIMEOUT_S, deployment
 from fedstrata.runtime.center import RuntimeResult
 from fedstrata.runtime.client import Backoff, ClientReport
@@ -98,7 +98,7 @@ async def run_center(
             recorder.abort()
         raise
     if recorder is not None:
-        result.run_dir = recorder.finish(result.params)
+        result.run_dir = recorder.finish(result.params, result.stopped_reason)
     return result
 
 
@@ -198,11 +198,8 @@ async def run_aggregator(
         log.warning("aggregator %d listening on %s (parent %s)", tier_id, server.target, parent)
         monitor = tier_monitoring(config, tier_id)
         try:
-            codec = dep.partial_codec()
-            aggregator = TierAggregator(
-                link, center, dep.size, monitor, codec=codec, tier_id=tier_id, reconnect=again
-            )
-            return await aggregator.run()
+            tier = dep.tier(link, center, monitor, tier_id=tier_id, reconnect=again)
+            return await tier.run()
         finally:
             if monitor is not None:
                 monitor.close()

@@ -264,6 +264,28 @@ class RoundIntake:
             self.void(f"client {cid}: {reason} after part of it was summed")
         self.fail(cid, reason)
 
+    def accept_masked(self, header: UploadHeader, nbytes: int) -> str | None:
+        """A masked input of secure aggregation counts as ``header.client_id``'s update.
+
+        It was summed into the protocol's sum (``secagg_session.py``), so nothing is
+        folded here; its weight is inside the masked vector (the coordinator counts 1).
+        The metrics travel outside the protocol and enter the round's means unweighted.
+        Returns why the coordinator refused it, or None.
+        """
+        rnd, cid = self.rnd, header.client_id
+        rnd.submitted.add(cid)
+        rnd.bytes_up += nbytes
+        rnd.uploads += 1
+        (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), 1.0))
+        if isinstance(cmd, Reject):
+            self._resolve(cid)
+            return self.reject(rnd.round_idx, cid, cmd.reason)
+        metrics = check_metrics(header.metrics, cid)
+        rnd.state.metrics.add(metrics, 1.0)
+        rnd.folded_metrics.append(metrics)
+        self._resolve(cid)
+        return None
+
     def _late(self, cid: int) -> str:
         idx = self.rnd.round_idx
         return self.reject(idx, cid, f"late: round {idx} closed before the upload completed")

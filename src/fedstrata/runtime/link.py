@@ -321,7 +321,38 @@ class GrpcLink:
         if not accepted:
             log.warning("tier %d: live-client report refused: %s", self.client_id, reason)
 
+    async def secagg_step(
+        self,
+        round_idx: int,
+        phase: int,
+        data: bytes,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        support_seed: int = 0,
+    ) -> tuple[bool, str, bytes]:
+        """One secure-aggregation step (:mod:`~fedstrata.runtime.secagg_wire`); returns
+        (accepted, reason, the center's answer) once the center closed the step.
+
+        Raises:
+            ProtocolError: the call was refused (authentication).
+            TransportError: the connection failed.
+        """
+        header = pb.StreamHeader(
+            client_id=self.client_id,
+            round_idx=round_idx,
+            metrics=dict(metrics or {}),
+            run_id=self.run_id,
+            secagg_phase=phase,  # type: ignore[arg-type]
+            secagg_support_seed=support_seed,
+        )
+        reply = await self._send(header, data)
+        return reply.accepted, reply.reason, reply.secagg_message
+
     async def _stream_up(self, header: pb.StreamHeader, data: bytes) -> tuple[bool, str]:
+        reply = await self._send(header, data)
+        return reply.accepted, reply.reason
+
+    async def _send(self, header: pb.StreamHeader, data: bytes) -> pb.SubmitReply:
         call = self._call("Submit", "stream_unary", pb.StreamPart, pb.SubmitReply)
         header.total_bytes = len(data)
 
@@ -336,4 +367,4 @@ class GrpcLink:
             )
         except aio.AioRpcError as exc:
             raise _mapped(exc) from exc
-        return reply.accepted, reply.reason
+        return reply

@@ -116,6 +116,8 @@ def upload_header(h: pb.StreamHeader, cid: int) -> UploadHeader:
         h.run_id,
         h.live_clients,
         timings_from_pb(h, cid),
+        h.secagg_phase,
+        h.secagg_support_seed,
     )
 
 

@@ -111,15 +111,21 @@ class RunRecorder:
             max(round_s, now - self._started), round_s,
         )  # fmt: skip
         counts = ClientCounts.of(record.outcome)
-        return round_metrics(
+        metrics = round_metrics(
             round_idx, counts, ev, figures, record.codec, record.precision, record.system
         )
+        return metrics if record.privacy is None else metrics.with_stats(record.privacy)
 
-    def finish(self, params: FloatVector) -> Path:
-        """Save the final model, the summary and the report; close the store."""
+    def finish(self, params: FloatVector, stopped_reason: str | None = None) -> Path:
+        """Save the final model, the summary and the report; close the store. A run that
+        stopped early (``stopped_reason``: the privacy budget) is recorded as stopped."""
         self.store.save_model(self.dep.trainer.spec, params)
         wall_s = self.clock() - self._started
-        self.store.emit(self.totals.finish(self.path.name, RunStatus.COMPLETED, wall_s))
+        status = RunStatus.STOPPED if stopped_reason else RunStatus.COMPLETED
+        summary = self.totals.finish(
+            self.path.name, status, wall_s, stop_reason=stopped_reason or ""
+        )
+        self.store.emit(summary)
         self.store.close()
         if self.dep.config.output.report:
             write_report(self.path)

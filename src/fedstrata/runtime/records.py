@@ -17,7 +17,13 @@ import numpy as np
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.coordinator import RoundOutcome
 from fedstrata.coordinator.round_logic import Weighting, dense_bytes
-from fedstrata.core.metrics import CodecStats, PrecisionStats, ScheduleStats, SystemStats
+from fedstrata.core.metrics import (
+    CodecStats,
+    PrecisionStats,
+    PrivacySpent,
+    ScheduleStats,
+    SystemStats,
+)
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
@@ -78,6 +84,8 @@ class UploadHeader:
     run_id: str = ""
     live_clients: int = 0
     timings: RoundTimings | None = None  # scheduling: the client's measured round
+    secagg_phase: int = 0  # a secure-aggregation step (secagg_wire.Phase), 0: none
+    support_seed: int = 0  # a masked input's random-k support seed
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ class RoundRecord:
     ``precision``: fp16 loss scaling's skipped steps (None without loss scaling).
     ``system``: the cohort, bytes and failure/recovery times (the twelve metrics; the
     center measures no device busy time or link capacity: those fields are NaN/None).
+    ``privacy``: the DP accountant's record of the round (None without DP).
     """
 
     outcome: RoundOutcome
@@ -158,6 +167,7 @@ class RoundRecord:
     precision: PrecisionStats | None = None
     system: SystemStats | None = None
     schedule: ScheduleStats | None = None  # the scheduler's figures of the round
+    privacy: PrivacySpent | None = None
 
 
 @dataclass
@@ -165,12 +175,15 @@ class RuntimeResult:
     """The final model, per-round records and every rejected call (with its reason).
 
     ``run_dir``: where the center wrote its run directory (None: not written).
+    ``stopped_reason``: why the run stopped before its last round (the privacy budget),
+    or None.
     """
 
     params: FloatVector
     rounds: list[RoundRecord] = field(default_factory=list)
     rejections: list[tuple[int, int, str]] = field(default_factory=list)
     run_dir: Path | None = None
+    stopped_reason: str | None = None
 
     @property
     def wire_bytes(self) -> int:
@@ -250,11 +263,11 @@ def decode_partial(data: bytes) -> MeanState:
 
 
 def submission_problem(
-    rnd: OpenRound | None, header: UploadHeader, run_id: str, mergeable: bool
+    rnd: OpenRound | None, header: UploadHeader, run_id: str, *, mergeable: bool
 ) -> str | None:
-    """Why the center refuses ``header``'s submission before reading it (None: it
-    does not): another run, no such open round, not selected, a duplicate, or a
-    partial that ``mergeable=False`` aggregation cannot merge."""
+    """Why a submission cannot count in the open round ``rnd`` of run ``run_id`` (None:
+    it can): another run or round, a client not selected, a duplicate, or a partial
+    aggregate for an aggregator that cannot merge partials (``mergeable``)."""
     cid = header.client_id
     if header.run_id != run_id:
         return f"submission for run {header.run_id or '(none)'}; this is run {run_id}"

@@ -196,6 +196,19 @@ class FailoverLink:
     ) -> tuple[bool, str]:
         return await self._current().submit(round_idx, payload, num_examples, metrics, timings)
 
+    async def secagg_step(
+        self,
+        round_idx: int,
+        phase: int,
+        data: bytes,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        support_seed: int = 0,
+    ) -> tuple[bool, str, bytes]:
+        return await self._current().secagg_step(
+            round_idx, phase, data, metrics=metrics, support_seed=support_seed
+        )
+
     async def submit_partial(
         self, round_idx: int, data: bytes, live_clients: int = 0
     ) -> tuple[bool, str]:

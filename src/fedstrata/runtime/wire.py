@@ -125,6 +125,15 @@ class _Service:
             h = first.header
             self.guard.check_claim(cid, h.client_id)
             header = upload_header(h, cid)
+            secure = getattr(self.center, "secure", None)
+            if secure is not None and not header.partial:  # a secure-aggregation step
+                run_id, limit = self.center.run_id, self.center.settings.chunks.max_total_bytes
+                ok, why, answer = await secure.submit(
+                    header, self._data_parts(context), run_id=run_id, limit=limit
+                )
+                return pb.SubmitReply(
+                    accepted=ok, reason=why, run_id=run_id, secagg_message=answer
+                )
             accepted, reason = await self.center.submit(header, self._data_parts(context))
             return pb.SubmitReply(accepted=accepted, reason=reason, run_id=self.center.run_id)
         raise AssertionError("unreachable")  # a refusal aborts the call

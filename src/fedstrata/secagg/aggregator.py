@@ -244,29 +244,38 @@ class SecAggAggregator:
         if not state.inputs:
             raise AggregationError("cannot finalize secure aggregation with no updates")
         if len(state.inputs) < self.options.min_survivors:
-            return self._withhold(state)
+            return self.withhold(state.round_idx or 0, len(state.inputs))
         try:
             ring_total = self._ring_total(state)
         except SecAggError:
             self.lost.add(state.round_idx or 0)
             raise
+        return self.decode_total(ring_total, state.seed, len(state.inputs))
+
+    def decode_total(self, ring_total: U32Vector, seed: int, count: int) -> FloatVector:
+        """The weighted mean from the unmasked ring sum ``[sum w q, sum w]`` of ``count``
+        clients (random-k support ``seed``): what the protocol reveals, decoded. The
+        runtime's center calls it with the sum its protocol round unmasked.
+
+        Raises:
+            AggregationError: a total weight of 0.
+        """
         total = lift(ring_total, self.codec.spec.modulus_bits)
         weight = int(total[-1])
         if weight <= 0:
             raise AggregationError(
-                f"cannot finalize secure aggregation with total weight {weight} "
-                f"({len(state.inputs)} updates)"
+                f"cannot finalize secure aggregation with total weight {weight} ({count} updates)"
             )
         real = total[:-1] / (self.codec.spec.scale * weight)
-        return self.codec.to_dense(real, state.seed).astype(np.float32)
+        return self.codec.to_dense(real, seed).astype(np.float32)
 
-    def _withhold(self, state: RingState) -> FloatVector:
-        """A zero update: too few survivors for the noise that was accounted."""
-        round_idx = state.round_idx or 0
+    def withhold(self, round_idx: int, survivors: int) -> FloatVector:
+        """A zero update: too few survivors (``survivors`` < ``min_survivors``) for the
+        noise that was accounted; the sum is never unmasked."""
         logger.warning(
             "round %d: only %d clients survived, fewer than the %d whose noise shares "
             "distributed DP accounts; the sum is not unmasked (zero update)",
-            round_idx, len(state.inputs), self.options.min_survivors,
+            round_idx, survivors, self.options.min_survivors,
         )  # fmt: skip
         self.withheld.add(round_idx)
         return np.zeros(self.codec.size, dtype=np.float32)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'fedstrata/runtime/proto/fedstrata.proto\x12\x14\x66\x65\x64strata.runtime.v1\"w\n\x05Hello\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x14\n\x0clive_clients\x18\x03 \x01(\r\x12\x35\n\x07profile\x18\xc8\x01 \x01(\x0b\x32#.fedstrata.runtime.v1.ProfileReport\"\xc1\x01\n\rProfileReport\x12\x11\n\tcpu_score\x18\x01 \x01(\x01\x12\x11\n\tmemory_gb\x18\x02 \x01(\x01\x12\x1a\n\x12network_latency_ms\x18\x03 \x01(\x01\x12\x13\n\x0buplink_mbps\x18\x04 \x01(\x01\x12\x15\n\rdownlink_mbps\x18\x05 \x01(\x01\x12\x14\n\x0c\x62\x66\x31\x36_speedup\x18\x06 \x01(\x01\x12\x14\n\x0c\x66p16_speedup\x18\x07 \x01(\x01\x12\x16\n\x0elocal_examples\x18\x08 \x01(\x04\"G\n\x0cSchedTimings\x12\x12\n\ndownload_s\x18\x01 \x01(\x01\x12\x11\n\tcompute_s\x18\x02 \x01(\x01\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x04\"\x91\x01\n\x04Plan\x12\x12\n\nbatch_size\x18\x01 \x01(\r\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x10\n\x08momentum\x18\x06 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x07 \x01(\x01\x12\x0f\n\x07prox_mu\x18\x08 \x01(\x01\"\xf1\x01\n\x04Task\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fedstrata.runtime.v1.Task.Kind\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x11\n\troot_seed\x18\x03 \x01(\x03\x12\x12\n\ndeadline_s\x18\x04 \x01(\x01\x12(\n\x04plan\x18\x05 \x01(\x0b\x32\x1a.fedstrata.runtime.v1.Plan\x12\x13\n\x0bmodel_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06run_id\x18\x07 \x01(\t\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04\x44ONE\x10\x02\"u\n\x0f\x44ownloadRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\x08\x64ownlink\x18\xc8\x01 \x01(\x08\x12\x19\n\x10\x64ownlink_version\x18\xc9\x01 \x01(\x03\"\x8e\x03\n\x0cStreamHeader\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x04\x12@\n\x07metrics\x18\x05 \x03(\x0b\x32/.fedstrata.runtime.v1.StreamHeader.MetricsEntry\x12;\n\x07\x63ontent\x18\x06 \x01(\x0e\x32*.fedstrata.runtime.v1.StreamHeader.Content\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x14\n\x0clive_clients\x18\x08 \x01(\r\x12\x34\n\x07timings\x18\xc8\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.SchedTimings\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\"\n\x07\x43ontent\x12\n\n\x06UPDATE\x10\x00\x12\x0b\n\x07PARTIAL\x10\x01\"Z\n\nStreamPart\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.StreamHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"?\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t2\xf6\x01\n\x06\x43\x65nter\x12\x44\n\x07Session\x12\x1b.fedstrata.runtime.v1.Hello\x1a\x1a.fedstrata.runtime.v1.Task0\x01\x12U\n\x08\x44ownload\x12%.fedstrata.runtime.v1.DownloadRequest\x1a .fedstrata.runtime.v1.StreamPart0\x01\x12O\n\x06Submit\x12 .fedstrata.runtime.v1.StreamPart\x1a!.fedstrata.runtime.v1.SubmitReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'fedstrata/runtime/proto/fedstrata.proto\x12\x14\x66\x65\x64strata.runtime.v1\"w\n\x05Hello\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x14\n\x0clive_clients\x18\x03 \x01(\r\x12\x35\n\x07profile\x18\xc8\x01 \x01(\x0b\x32#.fedstrata.runtime.v1.ProfileReport\"\xc1\x01\n\rProfileReport\x12\x11\n\tcpu_score\x18\x01 \x01(\x01\x12\x11\n\tmemory_gb\x18\x02 \x01(\x01\x12\x1a\n\x12network_latency_ms\x18\x03 \x01(\x01\x12\x13\n\x0buplink_mbps\x18\x04 \x01(\x01\x12\x15\n\rdownlink_mbps\x18\x05 \x01(\x01\x12\x14\n\x0c\x62\x66\x31\x36_speedup\x18\x06 \x01(\x01\x12\x14\n\x0c\x66p16_speedup\x18\x07 \x01(\x01\x12\x16\n\x0elocal_examples\x18\x08 \x01(\x04\"G\n\x0cSchedTimings\x12\x12\n\ndownload_s\x18\x01 \x01(\x01\x12\x11\n\tcompute_s\x18\x02 \x01(\x01\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x04\"\x91\x01\n\x04Plan\x12\x12\n\nbatch_size\x18\x01 \x01(\r\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x10\n\x08momentum\x18\x06 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x07 \x01(\x01\x12\x0f\n\x07prox_mu\x18\x08 \x01(\x01\"\xf1\x01\n\x04Task\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fedstrata.runtime.v1.Task.Kind\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x11\n\troot_seed\x18\x03 \x01(\x03\x12\x12\n\ndeadline_s\x18\x04 \x01(\x01\x12(\n\x04plan\x18\x05 \x01(\x0b\x32\x1a.fedstrata.runtime.v1.Plan\x12\x13\n\x0bmodel_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06run_id\x18\x07 \x01(\t\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04\x44ONE\x10\x02\"u\n\x0f\x44ownloadRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\x08\x64ownlink\x18\xc8\x01 \x01(\x08\x12\x19\n\x10\x64ownlink_version\x18\xc9\x01 \x01(\x03\"\xe4\x03\n\x0cStreamHeader\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x04\x12@\n\x07metrics\x18\x05 \x03(\x0b\x32/.fedstrata.runtime.v1.StreamHeader.MetricsEntry\x12;\n\x07\x63ontent\x18\x06 \x01(\x0e\x32*.fedstrata.runtime.v1.StreamHeader.Content\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x14\n\x0clive_clients\x18\x08 \x01(\r\x12\x34\n\x07timings\x18\xc8\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.SchedTimings\x12\x37\n\x0csecagg_phase\x18\x64 \x01(\x0e\x32!.fedstrata.runtime.v1.SecAggPhase\x12\x1b\n\x13secagg_support_seed\x18\x65 \x01(\x04\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\"\n\x07\x43ontent\x12\n\n\x06UPDATE\x10\x00\x12\x0b\n\x07PARTIAL\x10\x01\"Z\n\nStreamPart\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.StreamHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"W\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x16\n\x0esecagg_message\x18\x64 \x01(\x0c\"\x90\x01\n\x0bSecAggSetup\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x12\n\ngraph_seed\x18\x02 \x01(\x04\x12\x10\n\x08party_id\x18\x03 \x01(\r\x12\x15\n\rcenter_public\x18\x04 \x01(\x0c\x12\x0f\n\x07parties\x18\x05 \x01(\r\x12\x0e\n\x06\x64\x65gree\x18\x06 \x01(\r\x12\x11\n\tthreshold\x18\x07 \x01(\r\"H\n\nSecAggKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x12\n\nenc_public\x18\x02 \x01(\x0c\x12\x13\n\x0bmask_public\x18\x03 \x01(\x0c\"V\n\x12SecAggKeyDirectory\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12.\n\x04keys\x18\x02 \x03(\x0b\x32 .fedstrata.runtime.v1.SecAggKeys\"M\n\x0fSecAggShareKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x12\n\nrecipients\x18\x02 \x03(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\"K\n\x11SecAggShareBundle\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x0f\n\x07senders\x18\x02 \x03(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\"n\n\x11SecAggMaskedInput\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x14\n\x0cmodulus_bits\x18\x04 \x01(\r\x12\x0e\n\x06packed\x18\x05 \x01(\x0c\"K\n\x13SecAggUnmaskRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x11\n\tsurvivors\x18\x02 \x03(\r\x12\x0f\n\x07\x64ropped\x18\x03 \x03(\r\"O\n\x0cSecAggSealed\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x18\n\x10\x65phemeral_public\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"\xaf\x01\n\x14SecAggUnmaskResponse\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x13\n\x0bseed_owners\x18\x02 \x03(\r\x12\x13\n\x0bseed_shares\x18\x03 \x03(\x0c\x12\x12\n\nkey_owners\x18\x04 \x03(\r\x12\x12\n\nkey_shares\x18\x05 \x03(\x0c\x12\x32\n\x06sealed\x18\x06 \x01(\x0b\x32\".fedstrata.runtime.v1.SecAggSealed\"\xbf\x01\n\x13SecAggClusterReport\x12\x11\n\tthreshold\x18\x01 \x01(\r\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12\x11\n\tsurvivors\x18\x03 \x03(\r\x12\x32\n\x06sealed\x18\x04 \x03(\x0b\x32\".fedstrata.runtime.v1.SecAggSealed\x12\x12\n\ngraph_size\x18\x05 \x01(\r\x12\x14\n\x0cgraph_degree\x18\x06 \x01(\r\x12\x12\n\ngraph_seed\x18\x07 \x01(\x04*\x8d\x01\n\x0bSecAggPhase\x12\x0f\n\x0bSECAGG_NONE\x10\x00\x12\x10\n\x0cSECAGG_SETUP\x10\x01\x12\x0f\n\x0bSECAGG_KEYS\x10\x02\x12\x11\n\rSECAGG_SHARES\x10\x03\x12\x10\n\x0cSECAGG_INPUT\x10\x04\x12\x11\n\rSECAGG_UNMASK\x10\x05\x12\x12\n\x0eSECAGG_CLUSTER\x10\x06\x32\xf6\x01\n\x06\x43\x65nter\x12\x44\n\x07Session\x12\x1b.fedstrata.runtime.v1.Hello\x1a\x1a.fedstrata.runtime.v1.Task0\x01\x12U\n\x08\x44ownload\x12%.fedstrata.runtime.v1.DownloadRequest\x1a .fedstrata.runtime.v1.StreamPart0\x01\x12O\n\x06Submit\x12 .fedstrata.runtime.v1.StreamPart\x1a!.fedstrata.runtime.v1.SubmitReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STREAMHEADER_METRICSENTRY']._loaded_options = None
   _globals['_STREAMHEADER_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_SECAGGPHASE']._serialized_start=2742
+  _globals['_SECAGGPHASE']._serialized_end=2883
   _globals['_HELLO']._serialized_start=65
   _globals['_HELLO']._serialized_end=184
   _globals['_PROFILEREPORT']._serialized_start=187
@@ -48,15 +50,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOWNLOADREQUEST']._serialized_start=847
   _globals['_DOWNLOADREQUEST']._serialized_end=964
   _globals['_STREAMHEADER']._serialized_start=967
-  _globals['_STREAMHEADER']._serialized_end=1365
-  _globals['_STREAMHEADER_METRICSENTRY']._serialized_start=1283
-  _globals['_STREAMHEADER_METRICSENTRY']._serialized_end=1329
-  _globals['_STREAMHEADER_CONTENT']._serialized_start=1331
-  _globals['_STREAMHEADER_CONTENT']._serialized_end=1365
-  _globals['_STREAMPART']._serialized_start=1367
-  _globals['_STREAMPART']._serialized_end=1457
-  _globals['_SUBMITREPLY']._serialized_start=1459
-  _globals['_SUBMITREPLY']._serialized_end=1522
-  _globals['_CENTER']._serialized_start=1525
-  _globals['_CENTER']._serialized_end=1771
+  _globals['_STREAMHEADER']._serialized_end=1451
+  _globals['_STREAMHEADER_METRICSENTRY']._serialized_start=1369
+  _globals['_STREAMHEADER_METRICSENTRY']._serialized_end=1415
+  _globals['_STREAMHEADER_CONTENT']._serialized_start=1417
+  _globals['_STREAMHEADER_CONTENT']._serialized_end=1451
+  _globals['_STREAMPART']._serialized_start=1453
+  _globals['_STREAMPART']._serialized_end=1543
+  _globals['_SUBMITREPLY']._serialized_start=1545
+  _globals['_SUBMITREPLY']._serialized_end=1632
+  _globals['_SECAGGSETUP']._serialized_start=1635
+  _globals['_SECAGGSETUP']._serialized_end=1779
+  _globals['_SECAGGKEYS']._serialized_start=1781
+  _globals['_SECAGGKEYS']._serialized_end=1853
+  _globals['_SECAGGKEYDIRECTORY']._serialized_start=1855
+  _globals['_SECAGGKEYDIRECTORY']._serialized_end=1941
+  _globals['_SECAGGSHAREKEYS']._serialized_start=1943
+  _globals['_SECAGGSHAREKEYS']._serialized_end=2020
+  _globals['_SECAGGSHAREBUNDLE']._serialized_start=2022
+  _globals['_SECAGGSHAREBUNDLE']._serialized_end=2097
+  _globals['_SECAGGMASKEDINPUT']._serialized_start=2099
+  _globals['_SECAGGMASKEDINPUT']._serialized_end=2209
+  _globals['_SECAGGUNMASKREQUEST']._serialized_start=2211
+  _globals['_SECAGGUNMASKREQUEST']._serialized_end=2286
+  _globals['_SECAGGSEALED']._serialized_start=2288
+  _globals['_SECAGGSEALED']._serialized_end=2367
+  _globals['_SECAGGUNMASKRESPONSE']._serialized_start=2370
+  _globals['_SECAGGUNMASKRESPONSE']._serialized_end=2545
+  _globals['_SECAGGCLUSTERREPORT']._serialized_start=2548
+  _globals['_SECAGGCLUSTERREPORT']._serialized_end=2739
+  _globals['_CENTER']._serialized_start=2886
+  _globals['_CENTER']._serialized_end=3132
 # @@protoc_insertion_point(module_scope)

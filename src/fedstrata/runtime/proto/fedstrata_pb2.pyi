@@ -2,10 +2,27 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class SecAggPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SECAGG_NONE: _ClassVar[SecAggPhase]
+    SECAGG_SETUP: _ClassVar[SecAggPhase]
+    SECAGG_KEYS: _ClassVar[SecAggPhase]
+    SECAGG_SHARES: _ClassVar[SecAggPhase]
+    SECAGG_INPUT: _ClassVar[SecAggPhase]
+    SECAGG_UNMASK: _ClassVar[SecAggPhase]
+    SECAGG_CLUSTER: _ClassVar[SecAggPhase]
+SECAGG_NONE: SecAggPhase
+SECAGG_SETUP: SecAggPhase
+SECAGG_KEYS: SecAggPhase
+SECAGG_SHARES: SecAggPhase
+SECAGG_INPUT: SecAggPhase
+SECAGG_UNMASK: SecAggPhase
+SECAGG_CLUSTER: SecAggPhase
 
 class Hello(_message.Message):
     __slots__ = ("client_id", "run_id", "live_clients", "profile")
@@ -110,7 +127,7 @@ class DownloadRequest(_message.Message):
     def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., run_id: _Optional[str] = ..., downlink: _Optional[bool] = ..., downlink_version: _Optional[int] = ...) -> None: ...
 
 class StreamHeader(_message.Message):
-    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients", "timings")
+    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients", "timings", "secagg_phase", "secagg_support_seed")
     class Content(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UPDATE: _ClassVar[StreamHeader.Content]
@@ -133,6 +150,8 @@ class StreamHeader(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LIVE_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_PHASE_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_SUPPORT_SEED_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     round_idx: int
     total_bytes: int
@@ -142,7 +161,9 @@ class StreamHeader(_message.Message):
     run_id: str
     live_clients: int
     timings: SchedTimings
-    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., timings: _Optional[_Union[SchedTimings, _Mapping]] = ...) -> None: ...
+    secagg_phase: SecAggPhase
+    secagg_support_seed: int
+    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., timings: _Optional[_Union[SchedTimings, _Mapping]] = ..., secagg_phase: _Optional[_Union[SecAggPhase, str]] = ..., secagg_support_seed: _Optional[int] = ...) -> None: ...
 
 class StreamPart(_message.Message):
     __slots__ = ("header", "data")
@@ -153,11 +174,137 @@ class StreamPart(_message.Message):
     def __init__(self, header: _Optional[_Union[StreamHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class SubmitReply(_message.Message):
-    __slots__ = ("accepted", "reason", "run_id")
+    __slots__ = ("accepted", "reason", "run_id", "secagg_message")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     reason: str
     run_id: str
-    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+    secagg_message: bytes
+    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., run_id: _Optional[str] = ..., secagg_message: _Optional[bytes] = ...) -> None: ...
+
+class SecAggSetup(_message.Message):
+    __slots__ = ("round_id", "graph_seed", "party_id", "center_public", "parties", "degree", "threshold")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_SEED_FIELD_NUMBER: _ClassVar[int]
+    PARTY_ID_FIELD_NUMBER: _ClassVar[int]
+    CENTER_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
+    DEGREE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    round_id: int
+    graph_seed: int
+    party_id: int
+    center_public: bytes
+    parties: int
+    degree: int
+    threshold: int
+    def __init__(self, round_id: _Optional[int] = ..., graph_seed: _Optional[int] = ..., party_id: _Optional[int] = ..., center_public: _Optional[bytes] = ..., parties: _Optional[int] = ..., degree: _Optional[int] = ..., threshold: _Optional[int] = ...) -> None: ...
+
+class SecAggKeys(_message.Message):
+    __slots__ = ("client_id", "enc_public", "mask_public")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ENC_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    MASK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    enc_public: bytes
+    mask_public: bytes
+    def __init__(self, client_id: _Optional[int] = ..., enc_public: _Optional[bytes] = ..., mask_public: _Optional[bytes] = ...) -> None: ...
+
+class SecAggKeyDirectory(_message.Message):
+    __slots__ = ("round_id", "keys")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    round_id: int
+    keys: _containers.RepeatedCompositeFieldContainer[SecAggKeys]
+    def __init__(self, round_id: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[SecAggKeys, _Mapping]]] = ...) -> None: ...
+
+class SecAggShareKeys(_message.Message):
+    __slots__ = ("client_id", "recipients", "ciphertexts")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    recipients: _containers.RepeatedScalarFieldContainer[int]
+    ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, client_id: _Optional[int] = ..., recipients: _Optional[_Iterable[int]] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class SecAggShareBundle(_message.Message):
+    __slots__ = ("round_id", "senders", "ciphertexts")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    SENDERS_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    round_id: int
+    senders: _containers.RepeatedScalarFieldContainer[int]
+    ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, round_id: _Optional[int] = ..., senders: _Optional[_Iterable[int]] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class SecAggMaskedInput(_message.Message):
+    __slots__ = ("client_id", "round_id", "length", "modulus_bits", "packed")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MODULUS_BITS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    round_id: int
+    length: int
+    modulus_bits: int
+    packed: bytes
+    def __init__(self, client_id: _Optional[int] = ..., round_id: _Optional[int] = ..., length: _Optional[int] = ..., modulus_bits: _Optional[int] = ..., packed: _Optional[bytes] = ...) -> None: ...
+
+class SecAggUnmaskRequest(_message.Message):
+    __slots__ = ("round_id", "survivors", "dropped")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    round_id: int
+    survivors: _containers.RepeatedScalarFieldContainer[int]
+    dropped: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, round_id: _Optional[int] = ..., survivors: _Optional[_Iterable[int]] = ..., dropped: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SecAggSealed(_message.Message):
+    __slots__ = ("client_id", "ephemeral_public", "ciphertext")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    ephemeral_public: bytes
+    ciphertext: bytes
+    def __init__(self, client_id: _Optional[int] = ..., ephemeral_public: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class SecAggUnmaskResponse(_message.Message):
+    __slots__ = ("client_id", "seed_owners", "seed_shares", "key_owners", "key_shares", "sealed")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEED_OWNERS_FIELD_NUMBER: _ClassVar[int]
+    SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    KEY_OWNERS_FIELD_NUMBER: _ClassVar[int]
+    KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    seed_owners: _containers.RepeatedScalarFieldContainer[int]
+    seed_shares: _containers.RepeatedScalarFieldContainer[bytes]
+    key_owners: _containers.RepeatedScalarFieldContainer[int]
+    key_shares: _containers.RepeatedScalarFieldContainer[bytes]
+    sealed: SecAggSealed
+    def __init__(self, client_id: _Optional[int] = ..., seed_owners: _Optional[_Iterable[int]] = ..., seed_shares: _Optional[_Iterable[bytes]] = ..., key_owners: _Optional[_Iterable[int]] = ..., key_shares: _Optional[_Iterable[bytes]] = ..., sealed: _Optional[_Union[SecAggSealed, _Mapping]] = ...) -> None: ...
+
+class SecAggClusterReport(_message.Message):
+    __slots__ = ("threshold", "round_id", "survivors", "sealed", "graph_size", "graph_degree", "graph_seed")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_DEGREE_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_SEED_FIELD_NUMBER: _ClassVar[int]
+    threshold: int
+    round_id: int
+    survivors: _containers.RepeatedScalarFieldContainer[int]
+    sealed: _containers.RepeatedCompositeFieldContainer[SecAggSealed]
+    graph_size: int
+    graph_degree: int
+    graph_seed: int
+    def __init__(self, threshold: _Optional[int] = ..., round_id: _Optional[int] = ..., survivors: _Optional[_Iterable[int]] = ..., sealed: _Optional[_Iterable[_Union[SecAggSealed, _Mapping]]] = ..., graph_size: _Optional[int] = ..., graph_degree: _Optional[int] = ..., graph_seed: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,106 @@
+"""The center's secure aggregation across rounds: one protocol round open at a time.
+
+:class:`SecureRounds` is what a :class:`~fedstrata.runtime.center.Center` holds (its
+``secure`` attribute): it opens a :class:`~.secagg_session.SecureRound` when a round
+opens, routes the clients' ``Submit`` steps to it (refusing plaintext updates), tells
+it of clients whose sessions ended and unmasks its sum when the round closes. On an
+edge it keeps the cluster mask; at a center over edges its rounds are the outer
+protocol (:mod:`.secagg_tier`). No gRPC in this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from fedstrata.errors import FedstrataError
+from fedstrata.runtime.intake import RoundIntake
+from fedstrata.runtime.records import UploadHeader
+from fedstrata.runtime.secagg_session import SecureRound, StepReply
+from fedstrata.runtime.secagg_wire import Phase
+from fedstrata.runtime.transport import Reassembler
+from fedstrata.secagg import SecAggAggregator
+from fedstrata.secagg.config import SecAggConfig
+
+__all__ = ["SecureRounds"]
+
+
+@dataclass(eq=False)
+class SecureRounds:
+    """The center's secure aggregation across rounds (one :class:`SecureRound` open).
+
+    Attributes:
+        aggregator: the configuration's secure aggregator.
+        phase_timeout_s: deadline of each collecting step.
+        remove_self_masks: False on an edge (two-tier).
+        center_public: two-tier: the center's key clients seal to (set per round by
+            the edge from its parent's setup).
+        config_for: the protocol's parameters for a cohort of n (None: the
+            aggregator's, which the simulator's flat rounds use).
+        round_type: :class:`SecureRound`, or the center's outer round of two tiers.
+    """
+
+    aggregator: SecAggAggregator
+    phase_timeout_s: float = 60.0
+    remove_self_masks: bool = True
+    center_public: bytes = b""
+    config_for: Callable[[int], SecAggConfig] | None = None
+    round_type: type[SecureRound] = SecureRound
+    current: SecureRound | None = None
+    history: list[SecureRound] = field(default_factory=list)
+
+    def open(self, intake: RoundIntake) -> None:
+        """A round opened: start its protocol."""
+        n = len(intake.rnd.cohort)
+        config = None if self.config_for is None else self.config_for(n)
+        self.current = self.round_type(
+            self.aggregator, intake.rnd, intake, phase_timeout_s=self.phase_timeout_s,
+            remove_self_masks=self.remove_self_masks, center_public=self.center_public,
+            config=config,
+        )  # fmt: skip
+        self.history = [*self.history[-7:], self.current]  # the last rounds, for reports
+
+    async def step(self, header: UploadHeader, phase: Phase, data: bytes) -> StepReply:
+        """Route a step to the open round's protocol."""
+        rnd = self.current
+        if (
+            rnd is None
+            or rnd.rnd.round_idx != header.round_idx
+            or (rnd.rnd.closed and (phase in (Phase.SETUP, Phase.KEYS, Phase.SHARES, Phase.INPUT)))
+        ):
+            return False, f"no secure-aggregation step of round {header.round_idx} is open", b""
+        return await rnd.step(header, phase, data)
+
+    async def submit(
+        self, header: UploadHeader, chunks: AsyncIterator[bytes], *, run_id: str, limit: int
+    ) -> StepReply:
+        """A ``Submit`` to a center that runs secure aggregation: a protocol step of run
+        ``run_id`` (at most ``limit`` bytes); a plaintext update is refused."""
+        if header.secagg_phase == Phase.NONE:
+            why = "secure aggregation: updates travel masked (protocol steps), not in the clear"
+            return False, why, b""
+        if header.run_id != run_id:
+            return False, f"step for run {header.run_id or '(none)'}; this is run {run_id}", b""
+        try:
+            phase = Phase(header.secagg_phase)
+            data = b""
+            if header.total_bytes:  # SETUP carries no data
+                reassembler = Reassembler(header.total_bytes, limit)
+                async for chunk in chunks:
+                    reassembler.add(chunk)
+                data = reassembler.data()
+        except (ValueError, FedstrataError) as exc:
+            return False, f"malformed secure-aggregation step: {exc}", b""
+        return await self.step(header, phase, data)
+
+    def gone(self, cid: int) -> None:
+        """``cid``'s session ended (a dropout of the open round's protocol)."""
+        if self.current is not None:
+            self.current.gone(cid)
+
+    async def unmask(self) -> SecureRound | None:
+        """The open round closed: unmask its sum (or abandon it)."""
+        rnd = self.current
+        if rnd is not None:
+            await rnd.unmask()
+        return rnd
