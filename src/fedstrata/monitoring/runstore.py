@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from fedstrata.core import FloatVector, ParamSpec
 from fedstrata.errors import CheckpointError, ConfigError, DataError
-from fedstrata.monitoring import _fedeval_sql, _schema
+from fedstrata.monitoring import _fedeval_sql, _resume_sql, _schema
 from fedstrata.monitoring._atomic import atomic_write_text
 from fedstrata.monitoring._model import read_model, write_model
 from fedstrata.monitoring.events import (
@@ -143,6 +143,44 @@ class RunStore:
         except BaseException:
             store.close()
             raise
+        return store
+
+    @classmethod
+    def reopen(cls, run_dir: Path, rounds_kept: int) -> RunStore:
+        """Reopen an interrupted run to continue it after ``rounds_kept`` rounds.
+
+        Records of later rounds (written before a crash, after the checkpoint the
+        run resumes from) are deleted; the resumed run records them again.
+
+        Raises:
+            DataError: ``run_dir`` is not a run store of this schema, or its meta lacks
+                the run's id, clients or parameters.
+        """
+        reader = cls.open(run_dir)  # checks the schema
+        config_yaml, meta_conn = reader.config_text(), reader._conn
+        with reader._db("read the run's meta"):
+            meta = dict(meta_conn.execute("SELECT key, value FROM meta").fetchall())
+        reader.close()
+        try:
+            started = RunStarted(
+                meta["run_id"], config_yaml, int(meta["num_clients"]), int(meta["num_params"])
+            )
+        except (KeyError, ValueError) as exc:
+            raise DataError(f"{run_dir / METRICS_FILE}: meta lacks {exc}") from exc
+        store = cls(run_dir, _connect(run_dir / METRICS_FILE, create=True), writable=True)
+        with store._db("truncate rounds after the checkpoint"):
+            dropped = _resume_sql.truncate_after(store._conn, rounds_kept)
+        if dropped:
+            logger.warning(
+                "%s: dropped %d recorded round(s) after round %d (recorded after the "
+                "checkpoint; the resumed run records them again)",
+                run_dir, dropped, rounds_kept - 1,
+            )  # fmt: skip
+        store._started = started
+        for metrics in store.rounds():
+            store._totals.add(metrics)
+        for event in store.fed_evals():
+            store._totals.add_fed_eval(event)
         return store
 
     @staticmethod
