@@ -18,6 +18,7 @@ PACKAGES = [
     "fedstrata.torch_adapter",
     "fedstrata.builders",
     "fedstrata.strategy",
+    "fedstrata.checkpoint",
 ]
 
 

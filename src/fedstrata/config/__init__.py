@@ -2,6 +2,7 @@
 
 from fedstrata.config.loading import dump_config, list_presets, load_config, parse_override
 from fedstrata.config.models import (
+    CheckpointConfig,
     ClientConfig,
     CompressionConfig,
     DataConfig,
@@ -17,6 +18,7 @@ from fedstrata.config.models import (
 )
 
 __all__ = [
+    "CheckpointConfig",
     "ClientConfig",
     "CompressionConfig",
     "DataConfig",

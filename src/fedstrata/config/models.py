@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from fedstrata.config.base import Strict as _Strict
+from fedstrata.config.checkpoint import CheckpointConfig
 from fedstrata.config.compat import refusal
 from fedstrata.config.features import (
     CompressionConfig,
@@ -26,6 +27,7 @@ from fedstrata.config.features import (
 )
 
 __all__ = [
+    "CheckpointConfig",
     "ClientConfig",
     "CompressionConfig",
     "DataConfig",
@@ -363,6 +365,7 @@ class FedConfig(_Strict):
     topology: TopologyConfig = TopologyConfig()
     sim: SimConfig = SimConfig()
     output: OutputConfig = OutputConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
     @model_validator(mode="after")
     def _cohort_fits(self) -> FedConfig:
