@@ -44,7 +44,23 @@ def _skips_before_fixed_draw(c: FedConfig) -> bool:
     return c.scheduling.skip_infeasible and c.secagg.enabled
 
 
+_CKPT_SCHEDULING = (
+    "a checkpoint holds the engine's state for an exact resume, and the scheduler's "
+    "predictor, its Oort statistics and the device registry's round history are not in it "
+    "yet (a resume would continue with a cold predictor and re-write registry rows)"
+)
+
 REFUSALS: tuple[Refusal, ...] = (
+    Refusal(("checkpoint", "allocation"), _CKPT_SCHEDULING, in_principle=False),
+    Refusal(("checkpoint", "oort"), _CKPT_SCHEDULING, in_principle=False),
+    Refusal(("checkpoint", "registry"), _CKPT_SCHEDULING, in_principle=False),
+    Refusal(
+        ("checkpoint", "async"),
+        "a checkpoint is taken between rounds, and FedBuff never pauses: its clients in "
+        "flight, their dispatch draws and the partly filled buffer are not in a checkpoint "
+        "yet, so a resume could not continue bit for bit",
+        in_principle=False,
+    ),
     Refusal(
         ("secagg", "robust"),
         "a robust aggregator must see individual updates; secure aggregation reveals "
