@@ -37,8 +37,9 @@ from fedstrata.api.components import (
     warm_up,
 )
 from fedstrata.api.fedeval import federated_split
+from fedstrata.api.resume import checkpoints, open_run, reopen_run, resumed_progress
 from fedstrata.builders import ServerStrategy, server_strategy
-from fedstrata.config import FedConfig, dump_config
+from fedstrata.config import FedConfig
 from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import DiskStateStore
@@ -46,12 +47,10 @@ from fedstrata.core.training import ClientPopulation, ClientStateful, Trainer, T
 from fedstrata.errors import ConfigError
 from fedstrata.monitoring import (
     RoundMetrics,
-    RunStarted,
     RunStatus,
     RunStore,
     RunTotals,
     Sink,
-    new_run_dir,
     write_report,
 )
 from fedstrata.sim import ClientJob, Simulation, SimulationResult
@@ -109,6 +108,8 @@ def run(
     task: Task | str | None = None,
     server_optimizer: object = None,
     aggregator: object = None,
+    resume: Path | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Run the federation described by ``config``.
 
@@ -125,6 +126,9 @@ def run(
         aggregator: your own aggregator (an Aggregator, a rule ``(vectors, weights)
             -> aggregate``, its class, or an import string); default:
             ``server.aggregator``. See :mod:`fedstrata.strategy`.
+        resume: an interrupted run's directory: continue it from its newest good
+            checkpoint (``config`` must be the run's own, its ``config.yaml``); rounds
+            it recorded after that checkpoint are truncated and run again.
 
     Raises:
         TaskError: the task's module does not import, or its model factory or data
@@ -132,6 +136,8 @@ def run(
         FedstrataError: invalid data or configuration discovered while building.
         RunInterrupted: a KeyboardInterrupt stopped the run; the last completed
             round's model and the run so far were saved first.
+        CheckpointError: ``resume`` has no readable checkpoint.
+        CheckpointCorrupt: its newest good checkpoint is of another configuration.
     """
     strategy = server_strategy(config, optimizer=server_optimizer, aggregation=aggregator)
     dataset, chosen, sgd = _load(config, task)
@@ -143,12 +149,20 @@ def run(
     trainer = factory()
     factory = pin_layout(factory, trainer)
     workers = choose_workers(config, config.rounds.clients_per_round or dataset.num_clients)
-    store = _open_store(config, run_name, dataset.num_clients, trainer.spec.size)
+    opened = (
+        open_run(config, run_name, dataset.num_clients, trainer.spec.size)
+        if resume is None
+        else reopen_run(config, resume)
+    )
+    store, snap = opened.store, opened.snapshot
+    if snap is not None and on_resume is not None:
+        on_resume(snap.rounds_done)
     notes: dict[str, str] = {}
     progress: SimulationResult | None = None
     start = time.perf_counter()
     try:
         with ExitStack() as stack:
+            ckpt = checkpoints(config, store, stack)
             sim, params = _assemble(
                 config,
                 dataset=dataset,
@@ -164,10 +178,16 @@ def run(
             sim.fed_eval = split.evaluator
             if isinstance(sim, (Simulation, HierarchicalSimulation)):
                 sim.on_round, sim.hooks = on_round, (*sim.hooks, *hooks)
+                sim.on_state = ckpt
             else:
                 sim.on_update = on_round
-            progress = SimulationResult(params=params)
-            result = sim.run(params, progress)
+            progress = resumed_progress(params, store, sim.fed_eval, snap)
+            if isinstance(sim, (Simulation, HierarchicalSimulation)):
+                result = sim.run(params, progress, resume=None if snap is None else snap.parts)
+            else:
+                result = sim.run(params, progress)
+            if ckpt is not None:
+                ckpt.close()
             where = sim.executor.description
     except KeyboardInterrupt:
         elapsed_s = time.perf_counter() - start
@@ -351,17 +371,6 @@ def _client_state_dir(store: RunStore | None, stack: ExitStack) -> Path:
     if store is not None:
         return store.path / "client_state"
     return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedstrata-state-")))
-
-
-def _open_store(
-    config: FedConfig, run_name: str | None, num_clients: int, size: int
-) -> RunStore | None:
-    if not config.output.run_store:
-        return None
-    run_dir = new_run_dir(config.output.dir, run_name or config.name)
-    store = RunStore.create(run_dir)
-    store.emit(RunStarted(run_dir.name, dump_config(config), num_clients, size))
-    return store
 
 
 def _finish_store(

@@ -15,7 +15,7 @@ from rich.table import Table
 from fedstrata.cli.app import _fail, _human_bytes, _setup_logging, app, console
 from fedstrata.cli.new import project_config
 from fedstrata.config import FedConfig, dump_config, list_presets, load_config
-from fedstrata.errors import FedstrataError
+from fedstrata.errors import ConfigError, DataError, FedstrataError
 
 if TYPE_CHECKING:
     from fedstrata.monitoring import RoundMetrics
@@ -55,6 +55,12 @@ class _RoundProgress:
             self.progress.start()
         self.progress.update(self.task, advance=1, info=info)
         self.progress.refresh()
+
+    def resumed_at(self, rounds_done: int) -> None:
+        """The run continues after ``rounds_done`` rounds (shown as done)."""
+        self.progress.update(
+            self.task, completed=rounds_done, info=f"resumed at round {rounds_done}"
+        )
 
     def stop(self) -> None:
         if self.progress.live.is_started:
@@ -150,22 +156,34 @@ def run(
         Path | None,
         typer.Argument(help="YAML config file, or a project folder (its fedstrata.yaml)"),
     ] = None,
+    *,
     preset: Annotated[str | None, typer.Option(help="start from a built-in preset")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override: key.sub=value")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="continue this interrupted run directory from its newest checkpoint"),
+    ] = None,
 ) -> None:
     """Run a federation in the simulator (./fedstrata.yaml when no config is given)."""
     _setup_logging(verbose)
     try:
-        cfg = load_config(project_config(config, preset), preset, set_ or [])
+        if resume is None:
+            cfg = load_config(project_config(config, preset), preset, set_ or [])
+        else:
+            cfg = resume_config(resume, config, preset, set_ or [])
     except FedstrataError as exc:
         raise _fail(exc) from None
     from fedstrata.api import run as run_federation
 
     progress = _RoundProgress(cfg.rounds.rounds, cfg.output.progress and not quiet)
+
+    def resumed(rounds_done: int) -> None:
+        progress.resumed_at(rounds_done)
+        console.print(f"[bold]resumed[/] {resume} at round {rounds_done}")
 
     def banner(num_clients: int) -> None:  # once the data are loaded: their real count
         console.print(
@@ -174,7 +192,9 @@ def run(
         )
 
     try:
-        result = run_federation(cfg, on_round=progress, on_start=banner)
+        result = run_federation(
+            cfg, on_round=progress, on_start=banner, resume=resume, on_resume=resumed
+        )
     except FedstrataError as exc:
         progress.stop()
         raise _fail(exc) from None
@@ -315,3 +335,29 @@ def compatibility_cmd() -> None:
 
 
 app.add_typer(device_app, name="device")
+
+
+def resume_config(
+    run_dir: Path, config: Path | None, preset: str | None, overrides: list[str]
+) -> FedConfig:
+    """The configuration of the run in ``run_dir`` (its ``config.yaml``).
+
+    Raises:
+        ConfigError: overrides or a preset were given (a resume runs the run's own
+            configuration), or a config file that differs from the run's.
+        DataError: ``run_dir`` has no ``config.yaml``.
+    """
+    if overrides or preset is not None:
+        raise ConfigError("--resume runs the run's own configuration: drop --set and --preset")
+    stored = run_dir / "config.yaml"
+    if not stored.is_file():
+        raise DataError(f"cannot resume {run_dir}: {stored} is missing (not a run directory?)")
+    cfg = load_config(stored)
+    if config is not None:
+        given = load_config(project_config(config, None))
+        if dump_config(given) != dump_config(cfg):
+            raise ConfigError(
+                f"cannot resume {run_dir} with {config}: it differs from the run's "
+                f"configuration ({stored}); leave the config out to use the run's"
+            )
+    return cfg
