@@ -156,26 +156,11 @@ class RunStore:
             DataError: ``run_dir`` is not a run store of this schema, or its meta lacks
                 the run's id, clients or parameters.
         """
-        reader = cls.open(run_dir)  # checks the schema
-        config_yaml, meta_conn = reader.config_text(), reader._conn
-        with reader._db("read the run's meta"):
-            meta = dict(meta_conn.execute("SELECT key, value FROM meta").fetchall())
-        reader.close()
-        try:
-            started = RunStarted(
-                meta["run_id"], config_yaml, int(meta["num_clients"]), int(meta["num_params"])
-            )
-        except (KeyError, ValueError) as exc:
-            raise DataError(f"{run_dir / METRICS_FILE}: meta lacks {exc}") from exc
+        with cls.open(run_dir) as reader, reader._db("read the run's meta"):  # checks the schema
+            started = _resume_sql.started_event(reader._conn, reader.config_text())
         store = cls(run_dir, _connect(run_dir / METRICS_FILE, create=True), writable=True)
         with store._db("truncate rounds after the checkpoint"):
-            dropped = _resume_sql.truncate_after(store._conn, rounds_kept)
-        if dropped:
-            logger.warning(
-                "%s: dropped %d recorded round(s) after round %d (recorded after the "
-                "checkpoint; the resumed run records them again)",
-                run_dir, dropped, rounds_kept - 1,
-            )  # fmt: skip
+            _resume_sql.truncate_after(store._conn, rounds_kept, run_dir)
         store._started = started
         for metrics in store.rounds():
             store._totals.add(metrics)
