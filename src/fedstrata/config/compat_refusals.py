@@ -45,9 +45,10 @@ def _skips_before_fixed_draw(c: FedConfig) -> bool:
 
 
 _CKPT_SCHEDULING = (
-    "a checkpoint holds the engine's state for an exact resume, and the scheduler's "
-    "predictor, its Oort statistics and the device registry's round history are not in it "
-    "yet (a resume would continue with a cold predictor and re-write registry rows)"
+    "a checkpoint holds the engine's state for an exact resume; the scheduler's "
+    "predictor, its Oort statistics and the device registry's round history in a "
+    f"checkpoint are {_NOT_BUILT} (a resume would start with a cold predictor and "
+    "write registry rows twice)"
 )
 
 REFUSALS: tuple[Refusal, ...] = (
@@ -56,9 +57,8 @@ REFUSALS: tuple[Refusal, ...] = (
     Refusal(("checkpoint", "registry"), _CKPT_SCHEDULING, in_principle=False),
     Refusal(
         ("checkpoint", "async"),
-        "a checkpoint is taken between rounds, and FedBuff never pauses: its clients in "
-        "flight, their dispatch draws and the partly filled buffer are not in a checkpoint "
-        "yet, so a resume could not continue bit for bit",
+        "a checkpoint is taken between rounds, and FedBuff never pauses: checkpointing its "
+        f"clients in flight, their dispatch draws and the partly filled buffer is {_NOT_BUILT}",
         in_principle=False,
     ),
     Refusal(
