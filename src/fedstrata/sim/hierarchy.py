@@ -79,16 +79,7 @@ from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.errors import ConfigError
 from fedstrata.monitoring import RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
-from fedstrata.sim.checkpointing import (
-    Components,
-    EngineParts,
-    Resumed,
-    StateCallback,
-    engine_parts,
-    restore_engine,
-    restore_tree,
-    tree_parts,
-)
+from fedstrata.sim import checkpointing as ckpt
 from fedstrata.sim.engine import SimSettings, SimulationResult
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
@@ -174,7 +165,7 @@ class HierarchicalSimulation:
     hooks: tuple[RoundHook, ...] = ()
     planner: ClientPlanner | None = None  # default: every client runs settings.plan
     secure: TreeSecAgg | None = None  # secure aggregation at every tier (two-tier masks)
-    on_state: StateCallback | None = None  # told the engine's state after each round
+    on_state: ckpt.StateCallback | None = None  # told the engine's state after each round
 
     def __post_init__(self) -> None:
         size = self.trainer.spec.size
@@ -268,21 +259,21 @@ class HierarchicalSimulation:
         )
         return result
 
-    def _components(self) -> Components:
-        return Components(
+    def _components(self) -> ckpt.Components:
+        return ckpt.Components(
             "tree", self._coordinator, self.hooks, self._bc, self.planner, self.server_optimizer
         )
 
-    def _state_parts(self, done: int, params: FloatVector, opt_state: object) -> EngineParts:
+    def _state_parts(self, done: int, params: FloatVector, opt_state: object) -> ckpt.EngineParts:
         """The engine's parts, the tree (edges may have failed) and partial residuals."""
-        parts = engine_parts(self._components(), done, self._now, params, opt_state)
+        parts = ckpt.engine_parts(self._components(), done, self._now, params, opt_state)
         store = None if self._codec is None else self._codec.state_store
-        return {**parts, **tree_parts(self.topology, store)}
+        return {**parts, **ckpt.tree_parts(self.topology, store)}
 
-    def _restore(self, parts: Mapping[str, StatePart]) -> Resumed:
-        at = restore_engine(self._components(), parts, self.trainer.spec.size)
+    def _restore(self, parts: Mapping[str, StatePart]) -> ckpt.Resumed:
+        at = ckpt.restore_engine(self._components(), parts, self.trainer.spec.size)
         store = None if self._codec is None else self._codec.state_store
-        self.topology = restore_tree(parts, store)
+        self.topology = ckpt.restore_tree(parts, store)
         return at
 
     def run_round(
