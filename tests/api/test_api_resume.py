@@ -217,7 +217,8 @@ def test_cli_resume_from_an_older_checkpoint_says_where_and_ends_the_same(
     tmp_path: Path,
 ) -> None:
     """A checkpoint every 2 rounds of 5: the resume continues after round 4 (the last
-    round is truncated and run again) and ends with the same model."""
+    round is truncated and run again) and ends with the same model; with the newest
+    checkpoint torn it falls back to the one after round 2, and still ends the same."""
     from typer.testing import CliRunner
 
     from fedstrata.cli import app
@@ -231,4 +232,11 @@ def test_cli_resume_from_an_older_checkpoint_says_where_and_ends_the_same(
     assert "at round 4" in _flat(out.output)
     with RunStore.open(run_dir) as store:
         assert [m.round_idx for m in store.rounds()] == list(range(5))
+        assert store.load_model()[1].tobytes() == before.tobytes()
+    newest = max((run_dir / "checkpoints").glob("round-*.ckpt"))
+    newest.write_bytes(newest.read_bytes()[:-7])  # torn: the resume falls back to round 2
+    out = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert "at round 2" in _flat(out.output)
+    with RunStore.open(run_dir) as store:
         assert store.load_model()[1].tobytes() == before.tobytes()

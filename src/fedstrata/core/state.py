@@ -44,9 +44,9 @@ class MemoryStateStore:
         self._data[(client_id, key)] = np.array(value, copy=True)
 
     def state_dict(self) -> StatePart:
-        """Every client's arrays (each is replaced, never mutated, by :meth:`put`)."""
+        """Every client's arrays (copies: :meth:`get` hands out the stored ones)."""
         keys = sorted(self._data)
-        arrays = {f"a{i}": self._data[k] for i, k in enumerate(keys)}
+        arrays = {f"a{i}": self._data[k].copy() for i, k in enumerate(keys)}
         return StatePart(meta={"keys": [[c, k] for c, k in keys]}, arrays=arrays)
 
     def load_state_dict(self, part: StatePart) -> None:
