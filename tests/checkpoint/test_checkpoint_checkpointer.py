@@ -177,3 +177,18 @@ def test_tier_every_rounds_must_be_a_positive_int(every: object) -> None:
 def test_tiers_must_have_distinct_names() -> None:
     with pytest.raises(ConfigError, match="distinct"):
         Checkpointer([Tier(MemoryStore("a"), 1), Tier(MemoryStore("b"), 2)])
+
+
+class _Buggy(_Recording):
+    def save(self, round_num: int, blob: bytes) -> CheckpointInfo:
+        raise RuntimeError("a bug in a store")
+
+
+def test_an_unexpected_error_in_the_background_is_reported_not_lost(tmp_path: Path) -> None:
+    checkpointer = Checkpointer([Tier(_Buggy(_disk(tmp_path)), 1)])
+    checkpointer.snapshot(1, b"x")
+    with pytest.raises(CheckpointError, match="RuntimeError: a bug in a store"):
+        checkpointer.flush()
+    checkpointer.snapshot(2, b"y")  # the background thread is still alive
+    with pytest.raises(CheckpointError):
+        checkpointer.close()

@@ -244,3 +244,26 @@ def test_a_second_reader_sees_new_checkpoints(new_location: Fresh, backend: str)
     writer.save(4, b"four")
     found = reader.latest()
     assert found == (writer.list()[-1], b"four")
+
+
+def test_crash_after_the_whole_temporary_is_written_leaves_no_checkpoint(
+    new_location: Fresh, backend: str
+) -> None:
+    if backend == "memory":
+        pytest.skip(_CRASH_LOSES_MEMORY["memory"])
+    reopen = new_location()
+    store = reopen(3)
+    store.save(1, b"good")
+
+    def crash(temp: str, key: str) -> None:
+        raise _Crash
+
+    store.blobs.commit = crash  # type: ignore[method-assign]
+    with pytest.raises(_Crash):
+        store.save(2, b"complete but never renamed")
+    after = reopen(3)
+    assert any(round_of_temp_key(n) == 2 for n in after.blobs.names())
+    assert [i.round for i in after.list()] == [1]
+    found = after.latest()
+    assert found is not None
+    assert found[0].round == 1

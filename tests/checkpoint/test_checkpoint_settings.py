@@ -131,3 +131,12 @@ def test_s3_tier_on_radosgw_from_config_keeps_secrets_out_of_logs(
         wrong.save(1, b"x")
     assert "WRONG-SECRET" not in str(denied.value)
     assert gw.secret not in str(denied.value)
+
+
+def test_an_unwritable_disk_location_raises_checkpoint_error_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    store = open_store(str(blocker / "ckpt"))
+    with pytest.raises(CheckpointError, match="a-file"):
+        store.save(1, b"x")
+    assert blocker.read_text() == "not a directory"

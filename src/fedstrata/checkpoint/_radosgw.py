@@ -108,6 +108,14 @@ rgw dns name = 127.0.0.1
 """
 
 
+def _with_parent_death_signal(cmd: list[str]) -> list[str]:
+    """``cmd`` run so the kernel SIGKILLs it when this process dies, however it dies (a
+    test run killed by a timeout leaves no Ceph daemon behind), where util-linux's
+    ``setpriv`` exists; the context's exit stops the daemons in any case."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
+
+
 class _Cluster:
     """The daemons of one private cluster (children of this process)."""
 
@@ -126,7 +134,8 @@ class _Cluster:
     def daemon(self, *args: str) -> None:
         log = open(self.root / "log" / f"{args[0]}.out", "wb")  # noqa: SIM115
         cmd = [args[0], "-f", "-c", str(self.conf), *args[1:]]
-        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        guarded = _with_parent_death_signal(cmd)
+        self.procs.append(subprocess.Popen(guarded, stdout=log, stderr=subprocess.STDOUT))
         log.close()
 
     def check_alive(self) -> None:

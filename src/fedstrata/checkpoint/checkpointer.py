@@ -115,10 +115,15 @@ class Checkpointer:
         name, start = tier.store.tier, self._clock()
         try:
             tier.store.save(round_num, blob)
-        except CheckpointError as exc:
-            _log.error("round %d: %s checkpoint failed: %s", round_num, name, exc)
+        except Exception as exc:  # reported to the owner by flush(), never lost
+            error = (
+                exc
+                if isinstance(exc, CheckpointError)
+                else CheckpointError(f"{name} tier: {type(exc).__name__}: {exc}")
+            )
+            _log.error("round %d: %s checkpoint failed: %s", round_num, name, error)
             with self._cond:
-                self._errors.append(exc)
+                self._errors.append(error)
                 old = self._timings[name]
                 self._timings[name] = replace(old, failures=old.failures + 1)
             return
