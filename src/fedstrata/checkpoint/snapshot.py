@@ -91,7 +91,7 @@ class EngineSnapshot:
                     "part": name, "name": key, "dtype": arr.dtype.str,
                     "shape": list(arr.shape), "offset": offset, "nbytes": arr.nbytes,
                 })  # fmt: skip
-                chunks.append(memoryview(arr).cast("B"))
+                chunks.append(arr.reshape(-1).view(np.uint8).data)
                 offset += arr.nbytes
         header = {
             "version": SNAPSHOT_VERSION,
