@@ -43,13 +43,14 @@
 
 The machine is shared and loaded: only ratios measured side by side are reported.
 
-Results (full run, 2 cores shared with other jobs, load average 9 to 14):
+Results (full run, 2 cores shared with other jobs, load average 11 to 18):
 
     model  round s  path s   writer CPU s  accounted cost  paired wall / CPU
-    1M     0.31     0.0002   0.005         2.9 %           +5.0 % / +5.6 %  (54 pairs)
-    10M    8.0      0.0001   0.067         1.1 %           +5.2 % / +9.8 %  (10 pairs)
+    1M     0.19     0.0001   0.003         3.0 %           +3.4 % / +4.3 %  (54 pairs)
+    10M    6.2      0.0001   0.049         1.0 %           -1.4 % / +1.4 %  (10 pairs)
 
-    engine restore from the memory tier (10M): 0.11 s; resume_bit_exact: true
+    A/A control (1M): -1.3 % / +0.6 %; engine restore from the memory tier (10M):
+    0.05 s; resume_bit_exact: true
 """
 
 from __future__ import annotations
