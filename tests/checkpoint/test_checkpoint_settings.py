@@ -53,7 +53,8 @@ def test_bad_urls_raise_checkpoint_error(url: str) -> None:
 
 
 def test_default_config_has_memory_and_disk_tiers(tmp_path: Path) -> None:
-    cfg = FedConfig().checkpoint
+    assert not FedConfig().checkpoint.enabled  # off unless asked for (resume/docs)
+    cfg = FedConfig().checkpoint.model_copy(update={"enabled": True})
     assert (cfg.memory_every, cfg.disk_every, cfg.object_every) == (1, 10, 100)
     assert (cfg.memory_keep, cfg.disk_keep, cfg.object_keep) == (3, 3, 3)
     with checkpointer_from_config(cfg, tmp_path) as checkpointer:
@@ -66,7 +67,9 @@ def test_default_config_has_memory_and_disk_tiers(tmp_path: Path) -> None:
 
 
 def test_config_turns_tiers_off_and_the_object_tier_on(tmp_path: Path) -> None:
-    cfg = CheckpointConfig(memory_every=0, disk_every=5, object_url=str(tmp_path / "shared"))
+    cfg = CheckpointConfig(
+        enabled=True, memory_every=0, disk_every=5, object_url=str(tmp_path / "shared")
+    )
     with checkpointer_from_config(cfg, tmp_path / "run") as checkpointer:
         assert [(t.store.tier, t.every_rounds) for t in checkpointer.tiers] == [
             ("disk", 5),
@@ -103,6 +106,7 @@ def test_s3_tier_on_radosgw_from_config_keeps_secrets_out_of_logs(
 ) -> None:
     gw = rados_gateway
     cfg = CheckpointConfig(
+        enabled=True,
         memory_every=0,
         disk_every=0,
         object_every=1,

@@ -118,6 +118,18 @@ def _overselected(c: FedConfig, r: RunResult) -> bool:
     return any(m.clients_selected > k for m in r.simulation.rounds)
 
 
+def _checkpointed(c: FedConfig, r: RunResult) -> bool:
+    from fedstrata.checkpoint import checkpointer_from_config
+    from fedstrata.checkpoint.snapshot import EngineSnapshot
+
+    if r.run_dir is None or not c.checkpoint.enabled:
+        return False
+    with checkpointer_from_config(c.checkpoint, r.run_dir) as sink:
+        found = sink.latest()
+    done = len(r.simulation.rounds)
+    return found is not None and EngineSnapshot.from_bytes(found[1]).rounds_done == done
+
+
 EVIDENCE: dict[str, Evidence] = {
     "sampling": Evidence("fewer clients trained than every client every round", _sampled),
     "deadline": Evidence(
@@ -162,6 +174,10 @@ EVIDENCE: dict[str, Evidence] = {
     ),
     "fedeval": Evidence(
         "federated evaluations recorded", lambda c, r: len(r.simulation.fed_evals) > 0
+    ),
+    "checkpoint": Evidence(
+        "the run directory's newest checkpoint holds the engine after the last round",
+        _checkpointed,
     ),
 }
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fedstrata.api.components import (
     build_dataset,
@@ -37,6 +37,7 @@ from fedstrata.api.components import (
     warm_up,
 )
 from fedstrata.api.fedeval import federated_split
+from fedstrata.api.resume import checkpoints, open_run, reopen_run, resumed_progress
 from fedstrata.builders import ServerStrategy, server_strategy
 from fedstrata.config import FedConfig, dump_config
 from fedstrata.coordinator.hooks import RoundHook
@@ -51,7 +52,6 @@ from fedstrata.monitoring import (
     RunStore,
     RunTotals,
     Sink,
-    new_run_dir,
     write_report,
 )
 from fedstrata.monitoring.report_job import spawn_report
@@ -66,6 +66,8 @@ __all__ = ["RunInterrupted", "RunResult", "load_model", "run"]
 if TYPE_CHECKING:
     from torch import nn
 
+    from fedstrata.api.checkpoints import RoundCheckpoints
+    from fedstrata.checkpoint.snapshot import EngineSnapshot
     from fedstrata.sim.async_engine import AsyncSimulation
     from fedstrata.torch_adapter import Task
     from fedstrata.torch_adapter.probe import SgdSettings
@@ -114,6 +116,8 @@ def run(
     aggregator: object = None,
     sinks: Sequence[Sink] = (),
     background_report: bool = False,
+    resume: Path | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Run the federation described by ``config``.
 
@@ -136,6 +140,9 @@ def run(
         background_report: with ``output.report``, write ``report.html`` in a process
             of its own after the run (:attr:`RunResult.report_pending`) instead of
             before returning: the command line's choice, so short runs end at once.
+        resume: an interrupted run's directory: continue it from its newest good
+            checkpoint (``config`` must be the run's own, its ``config.yaml``); rounds
+            it recorded after that checkpoint are truncated and run again.
 
     Raises:
         TaskError: the task's module does not import, or its model factory or data
@@ -143,6 +150,8 @@ def run(
         FedstrataError: invalid data or configuration discovered while building.
         RunInterrupted: a KeyboardInterrupt stopped the run; the last completed
             round's model and the run so far were saved first.
+        CheckpointError: ``resume`` has no readable checkpoint.
+        CheckpointCorrupt: its newest good checkpoint is of another configuration.
     """
     strategy = server_strategy(config, optimizer=server_optimizer, aggregation=aggregator)
     dataset, chosen, sgd = _load(config, task)
@@ -154,7 +163,14 @@ def run(
     trainer = factory()
     factory = pin_layout(factory, trainer)
     workers = choose_workers(config, config.rounds.clients_per_round or dataset.num_clients)
-    store = _open_store(config, run_name, dataset.num_clients, trainer.spec.size)
+    opened = (
+        open_run(config, run_name, dataset.num_clients, trainer.spec.size)
+        if resume is None
+        else reopen_run(config, resume)
+    )
+    store, snap = opened.store, opened.snapshot
+    if snap is not None and on_resume is not None:
+        on_resume(snap.rounds_done)
     notes: dict[str, str] = {}
     progress: SimulationResult | None = None
     start = time.perf_counter()
@@ -168,10 +184,10 @@ def run(
                     num_clients=dataset.num_clients,
                     trainer=trainer,
                     sinks=sinks,
+                    notes=notes,
                 )
             )
-            if monitor.exporter_url is not None:
-                notes["Prometheus metrics"] = monitor.exporter_url
+            ckpt = checkpoints(config, store, stack)
             sim, params = _assemble(
                 config,
                 dataset=dataset,
@@ -186,12 +202,12 @@ def run(
                 eval_data=split.eval_data,
             )
             sim.fed_eval = split.evaluator
-            if isinstance(sim, (Simulation, HierarchicalSimulation)):
-                sim.on_round, sim.hooks = on_round, (*sim.hooks, *hooks)
-            else:
-                sim.on_update = on_round
-            progress = SimulationResult(params=params)
-            result = sim.run(params, progress)
+            progress = resumed_progress(params, store, sim.fed_eval, snap)
+            result = _drive(
+                sim, params, progress, on_round=on_round, hooks=hooks, ckpt=ckpt, snap=snap
+            )
+            if ckpt is not None:
+                ckpt.close()
             where = sim.executor.description
     except KeyboardInterrupt:
         elapsed_s = time.perf_counter() - start
@@ -383,15 +399,43 @@ def _open_monitoring(
     num_clients: int,
     trainer: Trainer,
     sinks: Sequence[Sink],
+    notes: dict[str, str],
 ) -> MonitoringSinks:
-    """The run's sinks (``config.monitoring``; the store first), told the run started."""
+    """The run's sinks (``config.monitoring``; the store first), told the run started;
+    the exporter's address goes into ``notes``."""
     run_id = store.path.name if store is not None else run_name or config.name
     monitor = MonitoringSinks.open(
         config.monitoring, run=run_id, store=store, total_rounds=config.rounds.rounds,
         extra=sinks,
     )  # fmt: skip
     monitor.emit_owned(RunStarted(run_id, dump_config(config), num_clients, trainer.spec.size))
+    if monitor.exporter_url is not None:
+        notes["Prometheus metrics"] = monitor.exporter_url
     return monitor
+
+
+def _drive(
+    sim: Any,
+    params: FloatVector,
+    progress: SimulationResult,
+    *,
+    on_round: Callable[[RoundMetrics], None] | None,
+    hooks: Sequence[RoundHook],
+    ckpt: RoundCheckpoints | None,
+    snap: EngineSnapshot | None,
+) -> SimulationResult:
+    """Run the assembled driver from ``progress`` (a resumed run's rounds so far):
+    the synchronous drivers take the round hooks, the checkpoints and the snapshot;
+    FedBuff reports each update."""
+    if isinstance(sim, (Simulation, HierarchicalSimulation)):
+        sim.on_round, sim.hooks = on_round, (*sim.hooks, *hooks)
+        sim.on_state = ckpt
+        resume = None if snap is None else snap.parts
+        result: SimulationResult = sim.run(params, progress, resume=resume)
+        return result
+    sim.on_update = on_round
+    done: SimulationResult = sim.run(params, progress)
+    return done
 
 
 def _local_store(trainer: Trainer, state_dir: Path) -> DiskStateStore | None:
@@ -406,17 +450,6 @@ def _client_state_dir(store: RunStore | None, stack: ExitStack) -> Path:
     if store is not None:
         return store.path / "client_state"
     return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedstrata-state-")))
-
-
-def _open_store(
-    config: FedConfig, run_name: str | None, num_clients: int, size: int
-) -> RunStore | None:
-    if not config.output.run_store:
-        return None
-    run_dir = new_run_dir(config.output.dir, run_name or config.name)
-    store = RunStore.create(run_dir)
-    store.emit(RunStarted(run_dir.name, dump_config(config), num_clients, size))
-    return store
 
 
 def _finish_store(

@@ -16,7 +16,7 @@ from fedstrata.cli.app import _fail, _human_bytes, _setup_logging, app, console
 from fedstrata.cli.monitor import MetricsPortOpt, metrics_port_override
 from fedstrata.cli.new import project_config
 from fedstrata.config import FedConfig, dump_config, list_presets, load_config
-from fedstrata.errors import FedstrataError
+from fedstrata.errors import ConfigError, DataError, FedstrataError
 
 if TYPE_CHECKING:
     from fedstrata.monitoring import RoundMetrics
@@ -72,6 +72,12 @@ class _RoundProgress:
         if not self.progress.live.is_started:
             self.progress.start()
         self.progress.refresh()
+
+    def resumed_at(self, rounds_done: int) -> None:
+        """The run continues after ``rounds_done`` rounds (shown as done)."""
+        self.progress.update(
+            self.task, completed=rounds_done, info=f"resumed at round {rounds_done}"
+        )
 
     def stop(self) -> None:
         if self.progress.live.is_started:
@@ -177,17 +183,28 @@ def run(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
     metrics_port: MetricsPortOpt = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="continue this interrupted run directory from its newest checkpoint"),
+    ] = None,
 ) -> None:
     """Run a federation in the simulator (./fedstrata.yaml when no config is given)."""
     _setup_logging(verbose)
     try:
         overrides = [*(set_ or []), *metrics_port_override(metrics_port)]
-        cfg = load_config(project_config(config, preset), preset, overrides)
+        if resume is None:
+            cfg = load_config(project_config(config, preset), preset, overrides)
+        else:
+            cfg = resume_config(resume, config, preset, overrides)
     except FedstrataError as exc:
         raise _fail(exc) from None
     progress = _RoundProgress(cfg.rounds.rounds, cfg.output.progress and not quiet)
     progress.phase("importing the simulator and torch…")
     from fedstrata.api import run as run_federation
+
+    def resumed(rounds_done: int) -> None:
+        progress.resumed_at(rounds_done)
+        console.print(f"[bold]resumed[/] {resume} at round {rounds_done}")
 
     def banner(num_clients: int) -> None:  # once the data are loaded: their real count
         console.print(
@@ -198,7 +215,10 @@ def run(
 
     try:
         progress.phase("loading the data…")
-        result = run_federation(cfg, on_round=progress, on_start=banner, background_report=True)
+        result = run_federation(
+            cfg, on_round=progress, on_start=banner, background_report=True,
+            resume=resume, on_resume=resumed,
+        )  # fmt: skip
     except FedstrataError as exc:
         progress.stop()
         raise _fail(exc) from None
@@ -355,3 +375,29 @@ def compatibility_cmd() -> None:
 
 
 app.add_typer(device_app, name="device")
+
+
+def resume_config(
+    run_dir: Path, config: Path | None, preset: str | None, overrides: list[str]
+) -> FedConfig:
+    """The configuration of the run in ``run_dir`` (its ``config.yaml``).
+
+    Raises:
+        ConfigError: overrides or a preset were given (a resume runs the run's own
+            configuration), or a config file that differs from the run's.
+        DataError: ``run_dir`` has no ``config.yaml``.
+    """
+    if overrides or preset is not None:
+        raise ConfigError("--resume runs the run's own configuration: drop --set and --preset")
+    stored = run_dir / "config.yaml"
+    if not stored.is_file():
+        raise DataError(f"cannot resume {run_dir}: {stored} is missing (not a run directory?)")
+    cfg = load_config(stored)
+    if config is not None:
+        given = load_config(project_config(config, None))
+        if dump_config(given) != dump_config(cfg):
+            raise ConfigError(
+                f"cannot resume {run_dir} with {config}: it differs from the run's "
+                f"configuration ({stored}); leave the config out to use the run's"
+            )
+    return cfg

@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,7 +28,14 @@ from fedstrata.compress.spec import CompressionSpec
 from fedstrata.core.context import SERVER, RoundContext, derive_seed
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import CodecId, Payload
-from fedstrata.errors import ConfigError, PayloadError, ShapeError
+from fedstrata.core.statepart import StatePart
+from fedstrata.errors import (
+    CheckpointCorrupt,
+    ConfigError,
+    FedstrataError,
+    PayloadError,
+    ShapeError,
+)
 
 __all__ = [
     "DownlinkEncoder",
@@ -118,6 +126,35 @@ class DownlinkHistory:
         view = self._replica.view()
         view.flags.writeable = False
         return view
+
+    def state_dict(self) -> StatePart:
+        """Version, replica and the kept deltas (as their wire bytes), for a checkpoint."""
+        arrays: dict[str, NDArray[Any]] = {"replica": self._replica.copy()}
+        for i, payload in enumerate(self._deltas):
+            arrays[f"delta{i}"] = np.frombuffer(payload.to_bytes(), dtype=np.uint8)
+        meta = {"version": self.version, "deltas": len(self._deltas)}
+        return StatePart(meta=meta, arrays=arrays)
+
+    def load_state_dict(self, part: StatePart) -> None:
+        """Restore a :meth:`state_dict`.
+
+        Raises:
+            CheckpointCorrupt: the replica does not fit the model or a delta is unreadable.
+        """
+        replica = part.array("replica")
+        if replica.shape != self._replica.shape or replica.dtype != np.float32:
+            raise CheckpointCorrupt(
+                f"downlink replica {replica.dtype} {replica.shape} does not fit the model"
+            )
+        deltas = [part.array(f"delta{i}").tobytes() for i in range(int(part.value("deltas")))]
+        try:
+            payloads = [Payload.from_bytes(d) for d in deltas]
+        except FedstrataError as exc:
+            raise CheckpointCorrupt(f"downlink delta unreadable: {exc}") from exc
+        self._replica = replica.copy()
+        self._deltas.clear()
+        self._deltas.extend(payloads)
+        self.version = int(part.value("version"))
 
     def message_for(self, client_version: int | None) -> DownlinkMessage:
         """The cheapest message that brings a client at ``client_version`` up to date."""

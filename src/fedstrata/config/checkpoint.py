@@ -24,7 +24,11 @@ class CheckpointConfig(_Strict):
     masked to the run directory's config.yaml.
     """
 
-    enabled: bool = Field(True, description="checkpoint at all (every tier off when false)")
+    enabled: bool = Field(
+        False,
+        description="checkpoint every round so `fedstrata run --resume` can continue "
+        "(flat and tree simulators; every tier off when false)",
+    )
     memory_every: int = Field(1, ge=0, description="memory snapshot every N rounds (0: off)")
     memory_keep: int = Field(3, ge=1, description="rounds the memory ring keeps")
     disk_every: int = Field(10, ge=0, description="local-disk checkpoint every N rounds (0: off)")

@@ -159,6 +159,19 @@ FEATURES: tuple[Feature, ...] = (
         ("server.aggregator=fedstrata.aggregation:CoordinateMedian",),
     ),
     Feature(
+        "checkpoint",
+        "checkpoints and resume",
+        "checkpoint.enabled",
+        "docs/resilience.md",
+        lambda c: c.checkpoint.enabled,
+        (
+            "checkpoint.enabled=true",
+            "checkpoint.disk_every=1",
+            "output.run_store=true",
+            "output.dir={tmp}/runs",
+        ),
+    ),
+    Feature(
         "fedeval",
         "federated evaluation",
         "evaluation.every",

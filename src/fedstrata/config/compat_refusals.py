@@ -44,7 +44,23 @@ def _skips_before_fixed_draw(c: FedConfig) -> bool:
     return c.scheduling.skip_infeasible and c.secagg.enabled
 
 
+_CKPT_SCHEDULING = (
+    "a checkpoint holds the engine's state for an exact resume; the scheduler's "
+    "predictor, its Oort statistics and the device registry's round history in a "
+    f"checkpoint are {_NOT_BUILT} (a resume would start with a cold predictor and "
+    "write registry rows twice)"
+)
+
 REFUSALS: tuple[Refusal, ...] = (
+    Refusal(("checkpoint", "allocation"), _CKPT_SCHEDULING, in_principle=False),
+    Refusal(("checkpoint", "oort"), _CKPT_SCHEDULING, in_principle=False),
+    Refusal(("checkpoint", "registry"), _CKPT_SCHEDULING, in_principle=False),
+    Refusal(
+        ("checkpoint", "async"),
+        "a checkpoint is taken between rounds, and FedBuff never pauses: checkpointing its "
+        f"clients in flight, their dispatch draws and the partly filled buffer is {_NOT_BUILT}",
+        in_principle=False,
+    ),
     Refusal(
         ("secagg", "robust"),
         "a robust aggregator must see individual updates; secure aggregation reveals "

@@ -347,7 +347,7 @@ def secagg_compression_fits(compression: CompressionConfig, secagg: SecAggSettin
             "secagg.enabled with compression.quantize=1: the ring needs signed fixed point "
             "of at least 2 bits (sign-only values do not sum); use quantize >= 2"
         )
-    if "block_size" in compression.model_fields_set:
+    if compression.block_size is not None:  # not fields_set: a dumped config says null
         raise ValueError(
             "secagg.enabled with compression.block_size: per-block scales differ per "
             "client, so a ring sum cannot be rescaled; the ring uses one cohort-shared "

@@ -37,7 +37,8 @@ from fedstrata.coordinator.events import (
 )
 from fedstrata.coordinator.summary import summarize_losses
 from fedstrata.core.context import derive_rng
-from fedstrata.errors import ConfigError, ProtocolError
+from fedstrata.core.statepart import Stateful, StatePart
+from fedstrata.errors import CheckpointError, ConfigError, ProtocolError
 
 __all__ = ["RoundCoordinator", "RoundPolicy", "Selector"]
 
@@ -158,6 +159,32 @@ class RoundCoordinator:
             return {}
         return dict.fromkeys(sorted(self._cohort - self._reported), self._round)
 
+    def state_dict(self) -> StatePart:
+        """The last round run and the selector's state, between rounds (Issue 15).
+
+        Raises:
+            CheckpointError: a round is open, the coordinator is buffered (FedBuff's
+                in-flight clients and dispatch RNG are not checkpointed), or the
+                selector keeps state it cannot save.
+        """
+        if self._buffered is not None:
+            raise CheckpointError("a buffered (FedBuff) coordinator cannot be checkpointed")
+        if self._phase is not Phase.IDLE:
+            raise CheckpointError(f"round {self._round} is open: checkpoint between rounds")
+        selector = _selector_part(self.selector)
+        return StatePart(meta={"round": self._round, "selector": selector})
+
+    def load_state_dict(self, part: StatePart) -> None:
+        """Continue after the round a :meth:`state_dict` recorded.
+
+        Raises:
+            CheckpointError: see :meth:`state_dict`.
+        """
+        self.state_dict()  # the same refusals
+        self._round = int(part.value("round"))
+        if self.selector is not None and isinstance(self.selector, Stateful):
+            self.selector.load_state_dict(StatePart(meta=part.value("selector") or {}))
+
     def handle(self, event: Event) -> list[Command]:
         """Advance the state machine by one event.
 
@@ -274,3 +301,17 @@ class RoundCoordinator:
             lines.append(losses)
         if lines:
             log.warning("round %d: %s", outcome.round_idx, "; ".join(lines))
+
+
+def _selector_part(selector: Selector | None) -> dict[str, object] | None:
+    """A selector's state as JSON (None: none or uniform sampling, which keeps none)."""
+    if selector is None:
+        return None
+    if not isinstance(selector, Stateful):
+        raise CheckpointError(
+            f"the selector {type(selector).__name__} keeps state a checkpoint cannot save"
+        )
+    part = selector.state_dict()
+    if part.arrays:
+        raise CheckpointError(f"the selector {type(selector).__name__}'s state has arrays")
+    return dict(part.meta)

@@ -7,9 +7,10 @@ partial aggregates, so deeper trees need no other round logic.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from fedstrata.errors import ConfigError
 
@@ -74,6 +75,20 @@ class Topology:
     def is_flat(self) -> bool:
         return self.depth == 1
 
+    def to_json(self) -> dict[str, Any]:
+        """The tree as JSON (a checkpoint's ``topology`` part: edges may have failed
+        and their clients been re-homed)."""
+        return _node_json(self.root)
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Topology:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            ConfigError: the JSON is not a valid tree (names the fault).
+        """
+        return cls(_node_from_json(value))
+
     def parent_of(self) -> dict[int, str]:
         """Client id -> name of the aggregator it reports to."""
         return {c: node.name for node in self.root.walk() for c in node.clients}
@@ -81,3 +96,24 @@ class Topology:
 
 def _depth(node: TopologyNode) -> int:
     return 1 + max((_depth(c) for c in node.children), default=0)
+
+
+def _node_json(node: TopologyNode) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "tier": node.tier.value,
+        "clients": list(node.clients),
+        "children": [_node_json(c) for c in node.children],
+    }
+
+
+def _node_from_json(value: Mapping[str, Any]) -> TopologyNode:
+    try:
+        return TopologyNode(
+            str(value["name"]),
+            Tier(value["tier"]),
+            tuple(_node_from_json(c) for c in value["children"]),
+            tuple(int(c) for c in value["clients"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"not a topology node: {exc!r}") from exc

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from fedstrata.core.statepart import StatePart
 from fedstrata.errors import CheckpointCorrupt, ConfigError
 
 __all__ = ["ClientStateStore", "DiskStateStore", "MemoryStateStore"]
@@ -41,6 +42,17 @@ class MemoryStateStore:
 
     def put(self, client_id: int, key: str, value: NDArray[np.generic]) -> None:
         self._data[(client_id, key)] = np.array(value, copy=True)
+
+    def state_dict(self) -> StatePart:
+        """Every client's arrays (copies: :meth:`get` hands out the stored ones)."""
+        keys = sorted(self._data)
+        arrays = {f"a{i}": self._data[k].copy() for i, k in enumerate(keys)}
+        return StatePart(meta={"keys": [[c, k] for c, k in keys]}, arrays=arrays)
+
+    def load_state_dict(self, part: StatePart) -> None:
+        """Replace the contents with a :meth:`state_dict`'s."""
+        keys = part.value("keys")
+        self._data = {(int(c), str(k)): part.array(f"a{i}") for i, (c, k) in enumerate(keys)}
 
 
 class DiskStateStore:

@@ -15,7 +15,14 @@ import sqlite3
 
 from fedstrata.monitoring.devices import DeviceRound, DeviceStats, RoundDetail, TierIngress
 
-__all__ = ["DEVICE_SQL", "DEVICE_TABLES", "insert_detail", "read_device_stats", "read_tier_stats"]
+__all__ = [
+    "DEVICE_SQL",
+    "DEVICE_TABLES",
+    "insert_detail",
+    "read_device_stats",
+    "read_tier_stats",
+    "rebuild_totals",
+]
 
 DEVICE_TABLES = frozenset({"device_rounds", "device_totals", "node_rounds"})
 DEVICE_SQL = """
@@ -93,6 +100,24 @@ def insert_detail(conn: sqlite3.Connection, detail: RoundDetail) -> None:
     conn.executemany(
         "INSERT INTO node_rounds VALUES (?, ?, ?, ?, ?, ?)",
         [(r, n.node, n.tier, n.ingress_bytes, n.clients, n.seconds) for n in detail.nodes],
+    )
+
+
+def rebuild_totals(conn: sqlite3.Connection) -> None:
+    """Recompute ``device_totals`` from the ``device_rounds`` that remain (after a
+    resume truncated later rounds; the caller holds the transaction). The node is the
+    one of each client's latest round, as :func:`insert_detail` keeps it."""
+    conn.execute("DELETE FROM device_totals")
+    conn.execute(
+        """
+        INSERT INTO device_totals
+        SELECT d.client_id, COUNT(*), SUM(d.status = 'accepted'),
+               COALESCE(SUM(d.utilization), 0.0), COUNT(d.utilization), SUM(d.straggler),
+               SUM(d.compute_s), SUM(d.upload_s),
+               (SELECT l.node FROM device_rounds l WHERE l.client_id = d.client_id
+                ORDER BY l.round_idx DESC LIMIT 1)
+        FROM device_rounds d GROUP BY d.client_id
+        """
     )
 
 

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from fedstrata.core import FloatVector, ParamSpec
 from fedstrata.errors import CheckpointError, ConfigError, DataError
-from fedstrata.monitoring import _alerts_sql, _device_sql, _fedeval_sql, _schema
+from fedstrata.monitoring import _alerts_sql, _device_sql, _fedeval_sql, _resume_sql, _schema
 from fedstrata.monitoring._alert import Alert
 from fedstrata.monitoring._atomic import atomic_write_text
 from fedstrata.monitoring._model import read_model, write_model
@@ -149,6 +149,29 @@ class RunStore:
         except BaseException:
             store.close()
             raise
+        return store
+
+    @classmethod
+    def reopen(cls, run_dir: Path, rounds_kept: int) -> RunStore:
+        """Reopen an interrupted run to continue it after ``rounds_kept`` rounds.
+
+        Records of later rounds (written before a crash, after the checkpoint the
+        run resumes from) are deleted; the resumed run records them again.
+
+        Raises:
+            DataError: ``run_dir`` is not a run store of this schema, or its meta lacks
+                the run's id, clients or parameters.
+        """
+        with cls.open(run_dir) as reader, reader._db("read the run's meta"):  # checks the schema
+            started = _resume_sql.started_event(reader._conn, reader.config_text())
+        store = cls(run_dir, _connect(run_dir / METRICS_FILE, create=True), writable=True)
+        with store._db("truncate rounds after the checkpoint"):
+            _resume_sql.truncate_after(store._conn, rounds_kept, run_dir)
+        store._started = started
+        for metrics in store.rounds():
+            store._totals.add(metrics)
+        for event in store.fed_evals():
+            store._totals.add_fed_eval(event)
         return store
 
     @staticmethod

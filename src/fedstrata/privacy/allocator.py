@@ -9,11 +9,14 @@ import logging
 import math
 from collections.abc import Sequence
 
-from fedstrata.errors import ConfigError, PrivacyBudgetExhausted
+from fedstrata.core.statepart import JsonValue, StatePart
+from fedstrata.errors import CheckpointCorrupt, ConfigError, PrivacyBudgetExhausted
 from fedstrata.privacy.accounting import (
     DEFAULT_DISCRETIZATION,
+    AccountantState,
     AccountingMethod,
     PrivacyAccountant,
+    RoundEvent,
     Sampling,
     count_events,
 )
@@ -277,6 +280,42 @@ class BudgetAllocator:
         self._plan = state.plan
         self._planned_epsilon = state.planned_epsilon
         self._losses = list(state.losses)
+
+    def state_dict(self) -> StatePart:
+        """:meth:`state` as JSON (ε spent is never lost: every recorded round is in it)."""
+        st = self.state()
+        meta: dict[str, JsonValue] = {
+            "events": [[e.noise_multiplier, e.sampling_rate] for e in st.accountant.events],
+            "spent": list(st.accountant.spent),
+            "plan": [
+                [p.name, p.start_round, p.end_round, p.noise_multiplier, p.budget_weight]
+                for p in st.plan
+            ],
+            "planned_epsilon": st.planned_epsilon,
+            "losses": [[r, loss] for r, loss in st.losses],
+        }
+        return StatePart(meta=meta)
+
+    def load_state_dict(self, part: StatePart) -> None:
+        """Restore a :meth:`state_dict`.
+
+        Raises:
+            CheckpointCorrupt: the part is not an allocator's state or does not fit.
+        """
+        try:
+            accountant = AccountantState(
+                tuple(RoundEvent(float(s), float(q)) for s, q in part.value("events")),
+                tuple(float(e) for e in part.value("spent")),
+            )
+            plan = tuple(
+                StagePlan(str(n), int(a), int(b), float(s), float(w))
+                for n, a, b, s, w in part.value("plan")
+            )
+            losses = tuple((int(r), float(v)) for r, v in part.value("losses"))
+            state = AllocatorState(accountant, plan, float(part.value("planned_epsilon")), losses)
+            self.load_state(state)
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise CheckpointCorrupt(f"privacy allocator state does not fit: {exc}") from exc
 
     # -------------------------------------------------------------- progress
     def observe_progress(self, loss: float) -> bool:

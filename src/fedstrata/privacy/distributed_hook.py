@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from fedstrata.core.context import RoundContext
 from fedstrata.core.metrics import PrivacySpent
 from fedstrata.core.params import FloatVector
+from fedstrata.core.statepart import StatePart
 from fedstrata.privacy.allocator import BudgetAllocator
 from fedstrata.privacy.distributed import NoiseShares
 
@@ -38,6 +39,14 @@ class DistributedDPHook:
     def applies_every_round(self) -> bool:
         """No: the noise is in the sum, nothing is added at the server."""
         return False
+
+    def state_dict(self) -> StatePart:
+        """The allocator's (and its accountant's) state: ε spent survives a resume."""
+        return self.allocator.state_dict()
+
+    def load_state_dict(self, part: StatePart) -> None:
+        """Raises: CheckpointCorrupt: the part is not this allocator's state."""
+        self.allocator.load_state_dict(part)
 
     def start(self, round_idx: int) -> None:
         """Raises: PrivacyBudgetExhausted: this round would exceed the budget."""

@@ -31,6 +31,7 @@ from fedstrata.aggregation.clipped import ClipDecoded
 from fedstrata.core.context import RoundContext
 from fedstrata.core.metrics import PrivacySpent
 from fedstrata.core.params import FloatVector
+from fedstrata.core.statepart import StatePart
 from fedstrata.errors import ConfigError
 from fedstrata.privacy.allocator import BudgetAllocator
 from fedstrata.privacy.mechanisms import CentralGaussian
@@ -113,6 +114,14 @@ class CentralDPHook:
     def _rate(self, round_idx: int) -> float:
         planned = self.allocator.sampling_rate
         return planned if self.sampling_rate_of is None else self.sampling_rate_of(round_idx)
+
+    def state_dict(self) -> StatePart:
+        """The allocator's (and its accountant's) state: ε spent survives a resume."""
+        return self.allocator.state_dict()
+
+    def load_state_dict(self, part: StatePart) -> None:
+        """Raises: CheckpointCorrupt: the part is not this allocator's state."""
+        self.allocator.load_state_dict(part)
 
     def start(self, round_idx: int) -> None:
         """Raises: PrivacyBudgetExhausted: this round would exceed the budget."""

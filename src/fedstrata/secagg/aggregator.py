@@ -51,6 +51,7 @@ from fedstrata.core.metrics import SecAggStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.state import ClientStateStore
+from fedstrata.core.statepart import StatePart
 from fedstrata.errors import (
     AggregationError,
     ConfigError,
@@ -289,6 +290,15 @@ class SecAggAggregator:
     def applies_every_round(self) -> bool:
         """A round below ``min_clients`` leaves the model unchanged."""
         return False
+
+    def state_dict(self) -> StatePart:
+        """The rounds withheld or lost (the protocol itself starts afresh each round)."""
+        return StatePart(meta={"withheld": sorted(self.withheld), "lost": sorted(self.lost)})
+
+    def load_state_dict(self, part: StatePart) -> None:
+        """Raises: CheckpointCorrupt: the part is not this aggregator's state."""
+        self.withheld = {int(r) for r in part.value("withheld")}
+        self.lost = {int(r) for r in part.value("lost")}
 
     def start(self, round_idx: int) -> None:
         """Nothing to prepare before a round."""

@@ -54,11 +54,13 @@ from fedstrata.core.clock import VirtualClock
 from fedstrata.core.context import derive_rng
 from fedstrata.core.metrics import CodecStats, precision_stats
 from fedstrata.core.params import FloatVector
+from fedstrata.core.statepart import StatePart
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.errors import FedstrataError
 from fedstrata.monitoring import FedEvalMetrics, RoundMetrics, Sink
 from fedstrata.monitoring.devices import RoundDetail
 from fedstrata.pipeline.stage import Pipeline
+from fedstrata.sim.checkpointing import Components, StateCallback, engine_parts, restore_engine
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.hooks import (
@@ -158,25 +160,40 @@ class Simulation:
     hooks: tuple[RoundHook, ...] = ()
     planner: ClientPlanner | None = None  # default: every client runs settings.plan
     fed_eval: FederatedEvaluator | None = None  # clients evaluate on their own data
+    on_state: StateCallback | None = None  # told the engine's state after each round
 
     def __post_init__(self) -> None:
         self._bc: Broadcaster = self.broadcast or DenseBroadcast(self.trainer.spec.size)
         self._decode_s = 0.0  # server time decoding payloads in the round in flight
 
     def run(
-        self, params: FloatVector, progress: SimulationResult | None = None
+        self,
+        params: FloatVector,
+        progress: SimulationResult | None = None,
+        resume: Mapping[str, StatePart] | None = None,
     ) -> SimulationResult:
         """Run every round from ``params``; returns the final model and metrics.
 
         ``progress``, when given, is filled in and returned: after each round it holds
         that round's model and the metrics so far, so an interrupted caller keeps them.
+        ``resume``: a checkpoint's parts (:mod:`fedstrata.sim.checkpointing`); the run
+        continues after the rounds they hold, bit for bit as if never stopped.
+
+        Raises:
+            CheckpointCorrupt: ``resume`` does not fit this simulation.
+            CheckpointError: ``on_state`` is set and a component cannot be checkpointed.
         """
         start = time.perf_counter()
         result = SimulationResult(params=params) if progress is None else progress
         if self.fed_eval is not None:
             result.fed_evals = self.fed_eval.history
-        opt_state = self.server_optimizer.init(params)
-        for round_idx in range(self.settings.rounds):
+        opt_state, first = self.server_optimizer.init(params), 0
+        if resume is not None:
+            at = restore_engine(self._components(), resume, self.trainer.spec.size)
+            first, params, opt_state = at.rounds_done, at.params, at.opt_state
+            self.clock.advance_to(at.clock_s)
+            result.params = params
+        for round_idx in range(first, self.settings.rounds):
             stop = start_hooks(self.hooks, round_idx)
             if stop is not None:
                 log.warning("stopping before round %d: %s", round_idx, stop)
@@ -185,10 +202,18 @@ class Simulation:
             params, opt_state, metrics = self.run_round(round_idx, params, opt_state)
             result.rounds.append(metrics)
             result.params = params
+            if self.on_state is not None:
+                done, now = round_idx + 1, self.clock.now()
+                self.on_state(done, engine_parts(self._components(), done, now, params, opt_state))
         result.params = params
         result.wall_s = time.perf_counter() - start
         result.sim_time_s = self.clock.now()
         return result
+
+    def _components(self) -> Components:
+        return Components(
+            "flat", self.coordinator, self.hooks, self._bc, self.planner, self.server_optimizer
+        )
 
     def run_round(
         self, round_idx: int, params: FloatVector, opt_state: object

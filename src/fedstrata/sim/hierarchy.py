@@ -74,10 +74,12 @@ from fedstrata.core.context import derive_rng
 from fedstrata.core.metrics import TierStats, precision_stats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import MemoryStateStore
+from fedstrata.core.statepart import StatePart
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.errors import ConfigError
 from fedstrata.monitoring import RoundMetrics, Sink
 from fedstrata.pipeline.stage import Pipeline
+from fedstrata.sim import checkpointing as ckpt
 from fedstrata.sim.engine import SimSettings, SimulationResult
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.fedeval import FederatedEvaluator
@@ -164,6 +166,7 @@ class HierarchicalSimulation:
     hooks: tuple[RoundHook, ...] = ()
     planner: ClientPlanner | None = None  # default: every client runs settings.plan
     secure: TreeSecAgg | None = None  # secure aggregation at every tier (two-tier masks)
+    on_state: ckpt.StateCallback | None = None  # told the engine's state after each round
 
     def __post_init__(self) -> None:
         size = self.trainer.spec.size
@@ -212,20 +215,34 @@ class HierarchicalSimulation:
             raise ConfigError(f"tree secure aggregation does not combine with {', '.join(bad)}")
 
     def run(
-        self, params: FloatVector, progress: SimulationResult | None = None
+        self,
+        params: FloatVector,
+        progress: SimulationResult | None = None,
+        resume: Mapping[str, StatePart] | None = None,
     ) -> SimulationResult:
         """Run ``settings.rounds`` global rounds from ``params``.
 
         ``progress``, when given, is filled in round by round and returned (see
         :meth:`fedstrata.sim.Simulation.run`). A round hook may stop the run (the
-        privacy budget is spent): ``stopped_reason`` says why.
+        privacy budget is spent): ``stopped_reason`` says why. ``resume``: a
+        checkpoint's parts; the run continues after the rounds they hold (the tree
+        as it was then, failed edges' clients re-homed).
+
+        Raises:
+            CheckpointCorrupt: ``resume`` does not fit this simulation.
+            CheckpointError: ``on_state`` is set and a component cannot be checkpointed.
         """
         start = time.perf_counter()
         result = SimulationResult(params=params) if progress is None else progress
         if self.fed_eval is not None:
             result.fed_evals = self.fed_eval.history
-        opt_state = self.server_optimizer.init(params)
-        for r in range(self.settings.rounds):
+        opt_state, first = self.server_optimizer.init(params), 0
+        if resume is not None:
+            at = self._restore(resume)
+            first, params, opt_state = at.rounds_done, at.params, at.opt_state
+            self._now = at.clock_s
+            result.params = params
+        for r in range(first, self.settings.rounds):
             stop = start_hooks(self.hooks, r)
             if stop is not None:
                 log.warning("stopping before global round %d: %s", r, stop)
@@ -234,12 +251,31 @@ class HierarchicalSimulation:
             params, opt_state, metrics = self.run_round(r, params, opt_state)
             result.rounds.append(metrics)
             result.params = params
+            if self.on_state is not None:
+                self.on_state(r + 1, self._state_parts(r + 1, params, opt_state))
         result.params, result.wall_s, result.sim_time_s = (
             params,
             time.perf_counter() - start,
             self._now,
         )
         return result
+
+    def _components(self) -> ckpt.Components:
+        return ckpt.Components(
+            "tree", self._coordinator, self.hooks, self._bc, self.planner, self.server_optimizer
+        )
+
+    def _state_parts(self, done: int, params: FloatVector, opt_state: object) -> ckpt.EngineParts:
+        """The engine's parts, the tree (edges may have failed) and partial residuals."""
+        parts = ckpt.engine_parts(self._components(), done, self._now, params, opt_state)
+        store = None if self._codec is None else self._codec.state_store
+        return {**parts, **ckpt.tree_parts(self.topology, store)}
+
+    def _restore(self, parts: Mapping[str, StatePart]) -> ckpt.Resumed:
+        at = ckpt.restore_engine(self._components(), parts, self.trainer.spec.size)
+        store = None if self._codec is None else self._codec.state_store
+        self.topology = ckpt.restore_tree(parts, store)
+        return at
 
     def run_round(
         self, r: int, params: FloatVector, opt_state: object

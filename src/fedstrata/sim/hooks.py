@@ -21,6 +21,7 @@ from fedstrata.core.context import RoundContext
 from fedstrata.core.metrics import ScheduleStats
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
+from fedstrata.core.statepart import StatePart
 from fedstrata.core.training import LocalPlan
 from fedstrata.scheduling.planner import ClientReport
 
@@ -84,6 +85,13 @@ class DenseBroadcast:
     def publish(self, params: FloatVector, ctx: RoundContext) -> None:
         """Nothing to prepare."""
 
+    def state_dict(self) -> StatePart:
+        """Nothing to checkpoint."""
+        return StatePart()
+
+    def load_state_dict(self, part: StatePart) -> None:
+        """Nothing to restore."""
+
 
 class CompressedBroadcast:
     """Clients download compressed deltas since the model version they hold.
@@ -107,3 +115,19 @@ class CompressedBroadcast:
 
     def publish(self, params: FloatVector, ctx: RoundContext) -> None:
         self.encoder.publish(params, ctx)
+
+    def state_dict(self) -> StatePart:
+        """The encoder's state and the version each client holds."""
+        enc = self.encoder.state_dict()
+        held = sorted(self._held.items())
+        arrays = {**enc.arrays, "held": np.asarray(held, dtype=np.int64).reshape(-1, 2)}
+        return StatePart(meta=enc.meta, arrays=arrays)
+
+    def load_state_dict(self, part: StatePart) -> None:
+        """Restore a :meth:`state_dict`.
+
+        Raises:
+            CheckpointCorrupt: the part does not fit this broadcaster's model.
+        """
+        self.encoder.load_state_dict(part)
+        self._held = {int(c): int(v) for c, v in part.array("held").reshape(-1, 2)}
