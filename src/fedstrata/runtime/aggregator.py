@@ -46,7 +46,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.core.context import RoundContext
@@ -57,9 +57,11 @@ from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
 from fedstrata.runtime.downlink import DownlinkAsk
-from fedstrata.runtime.monitor import TierMonitor
 from fedstrata.runtime.partials import encode_compressed_partial
 from fedstrata.runtime.secagg_tier import EdgeSecure
+
+if TYPE_CHECKING:  # the monitor's module imports the recorder, which builds tiers
+    from fedstrata.runtime.monitor import TierMonitor
 
 __all__ = ["ParentLink", "TierAggregator", "TierReport"]
 

@@ -66,7 +66,6 @@ from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer
 from fedstrata.runtime.dp_center import DpCenter
-from fedstrata.runtime.monitor import TierMonitor
 from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_client import SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
@@ -76,6 +75,7 @@ from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 if TYPE_CHECKING:
     from fedstrata.privacy import BudgetAllocator
     from fedstrata.runtime.aggregator import Reconnect
+    from fedstrata.runtime.monitor import TierMonitor
     from fedstrata.runtime.scheduling import CenterScheduler
     from fedstrata.secagg import RingCodec, SecAggAggregator
     from fedstrata.torch_adapter import Task
