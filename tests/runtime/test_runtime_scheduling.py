@@ -113,6 +113,27 @@ def test_clients_fill_the_registry_with_profiles_and_round_timings(db_url):
     assert all(r.schedule is not None for r in result.rounds)
 
 
+def test_under_secure_aggregation_round_timings_reach_the_registry(tmp_path):
+    """The masked input's header carries the client's measured round (INPUT step), so
+    the scheduler learns from secure rounds too: without it every member is 'failed'."""
+    cfg = _config(
+        tmp_path / "devices.db", "scheduling.allocation=true", "rounds.deadline_s=60",
+        "scheduling.max_steps=3", "secagg.enabled=true", "secagg.dropout_rate=0",
+    )  # fmt: skip
+    result, center = asyncio.run(_federation(deployment(cfg)))
+    assert center.secure is not None
+    assert [len(r.outcome.accepted) for r in result.rounds] == [5, 5]
+    with Registry.open(tmp_path / "devices.db") as reg:
+        history = reg.history()
+    assert len(history) == 10
+    assert (history.status == WorkStatus.COMPLETED).all()
+    assert (history.completed_work == history.assigned_work).all()
+    assert (history.actual_s > 0).all()
+    assert all(r.schedule is not None for r in result.rounds)
+    assert center.scheduler is not None
+    assert center.scheduler.stats[-1].predictor_mape_last is not None  # it learnt
+
+
 def test_allocation_sizes_each_clients_work_like_the_simulators_planner(tmp_path):
     deadline = 20.0
     cfg = _config(
