@@ -287,7 +287,7 @@ class ClientAgent:
             timings = self._timings(task, down_s, time.perf_counter() - start)
             if self.secure is not None and keys is not None:
                 accepted, reason = await self.secure.submit(
-                    await keys, task.round_idx, payload, n, metrics, timings
+                    await keys, task.round_idx, payload, n, metrics, timings=timings
                 )
             elif timings is None:
                 accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics)

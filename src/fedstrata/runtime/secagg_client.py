@@ -146,6 +146,7 @@ class SecureClient:
         payload: Payload,
         num_examples: int,
         metrics: Mapping[str, float],
+        *,
         timings: RoundTimings | None = None,
     ) -> tuple[bool, str]:
         """Mask the update, send it and answer the unmasking; (accepted, reason).
@@ -171,7 +172,7 @@ class SecureClient:
         except FedstrataError as exc:
             await self.withdraw(round_idx)
             return False, str(exc)
-        return await self.send_input(prepared, round_idx, vector, msg.seed, metrics, timings)
+        return await self.send_input(prepared, round_idx, vector, msg.seed, metrics, timings=timings)
 
     async def send_input(
         self,
@@ -180,6 +181,7 @@ class SecureClient:
         vector: U32Vector,
         support_seed: int,
         metrics: Mapping[str, float],
+        *,
         timings: RoundTimings | None = None,
     ) -> tuple[bool, str]:
         """Mask ``vector`` (the protocol input), send it and answer the unmasking.
