@@ -172,7 +172,9 @@ class SecureClient:
         except FedstrataError as exc:
             await self.withdraw(round_idx)
             return False, str(exc)
-        return await self.send_input(prepared, round_idx, vector, msg.seed, metrics, timings=timings)
+        return await self.send_input(
+            prepared, round_idx, vector, msg.seed, metrics, timings=timings
+        )
 
     async def send_input(
         self,
