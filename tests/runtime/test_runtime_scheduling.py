@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, make_url, text
 from fedstrata.builders import local_plan
 from fedstrata.config import load_config
 from fedstrata.errors import DataError, ProtocolError
-from fedstrata.runtime import CenterServer, GrpcLink, TierAggregator, TokenTable, deployment
+from fedstrata.runtime import CenterServer, GrpcLink, TokenTable, deployment
 from fedstrata.runtime.pbconv import profile_from_pb, profile_to_pb
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.scheduling import DeviceReport
@@ -195,12 +195,16 @@ def test_a_bad_profile_is_refused_with_its_reason():
         DeviceReport(1.0, 1.0, 1.0, 1.0, 1.0, local_examples=-2)
 
 
-def test_tiers_schedule_their_own_clients_into_the_shared_registry(tmp_path):
+@pytest.mark.parametrize(
+    "secure", [[], ["secagg.enabled=true", "secagg.dropout_rate=0"]], ids=["plain", "secagg"]
+)
+def test_tiers_schedule_their_own_clients_into_the_shared_registry(tmp_path, secure):
     """Each tier's scheduler sizes its clients' work to the deadline and writes their
-    profiles and history to the registry the configuration names."""
+    profiles and history to the registry the configuration names; under two-tier
+    secure aggregation too (the timings ride on the masked inputs to the edges)."""
     cfg = _config(
         tmp_path / "devices.db", "scheduling.allocation=true", "rounds.deadline_s=60",
-        "scheduling.max_steps=3", "rounds.clients_per_round=null",
+        "scheduling.max_steps=3", "rounds.clients_per_round=null", *secure,
     )  # fmt: skip
     dep = deployment(cfg)
     n = dep.num_clients
@@ -219,7 +223,7 @@ def test_tiers_schedule_their_own_clients_into_the_shared_registry(tmp_path):
 
                 async def tier(k):
                     async with GrpcLink(top.target, n + k, tokens[n + k]) as link:
-                        return await TierAggregator(link, edges[k], dep.size).run()
+                        return await dep.tier(link, edges[k]).run()
 
                 async def client(cid, k):
                     async with GrpcLink(targets[k], cid, tokens[cid]) as link:
@@ -240,4 +244,6 @@ def test_tiers_schedule_their_own_clients_into_the_shared_registry(tmp_path):
         history = reg.history()
     assert len(history) == 12  # 6 clients x 2 rounds, written by the two tiers
     assert (history.assigned_work <= 3 * cfg.client.batch_size).all()  # max_steps
+    assert (history.status == WorkStatus.COMPLETED).all()  # every member's timings came
+    assert (history.actual_s > 0).all()
     assert all(r.schedule is not None for t in tiers for r in t.rounds)
