@@ -2,25 +2,40 @@
 
 A center, 4 edge aggregators and 40 clients (10 client processes of 4 clients; each
 client dials its own edge, clients 10k..10k+9 under edge k) on loopback with mutual
-TLS (development PKI), the all-on configuration as far as this branch's runtime
-carries it: two-tier secure aggregation (device masks cancel at the edges, cluster
-masks at the center), distributed DP at ε = 2 (staged allocator, noise shares in the
-ring), random-k 5 % + 8-bit stochastic quantization (secure-aggregation-compatible
-compression). Downlink compression and deadline scheduling (helper rtsched's
-branch) are not on this branch: the runtime refuses them, so they are off here and
-listed in ``not_carried``.
+TLS (development PKI), the all-on configuration: two-tier secure aggregation (device
+masks cancel at the edges, cluster masks at the center), distributed DP at ε = 2
+(staged allocator, noise shares in the ring), random-k 5 % + 8-bit stochastic
+quantization (secure-aggregation-compatible compression), downlink compression (int8
+deltas since each client's version, relayed by the edges) and deadline scheduling
+with allocation (``rounds.deadline_s`` 20 s, steps sized by each edge's scheduler
+from the clients' measured device profiles and round timings, at most 2;
+``scheduling.skip_infeasible: false``, which distributed DP's fixed-size cohort
+needs). The simulator runs the same configuration on the deployment's tree
+(``topology.edges``: the 4 edges under the center, no region tier).
 
 Runs, side by side on one loaded machine:
 
-* ``secure``: no kills; its model and ε against the simulator's for the same
-  configuration with the deployment's tree as an explicit topology (4 edges under one
-  region; the two-tier ring sum is exact, so the models must be bit-identical), its
-  wire bytes (gRPC messages at the center and the four edges) against the
-  simulator's ``bytes_up + bytes_down`` (which also counts the region's forwarding);
-* ``killed``: the same, with one of the 10 client processes (10 %: clients 0-3, edge
-  0) SIGKILLed once it downloaded round 1's model: rounds completed, ε, center RSS;
-* ``plain``: the same processes and compression without secure aggregation and DP;
-  ``secagg_added_wall_s_per_round`` = median round wall (rounds 1+) secure - plain.
+* ``secure``: no kills; its model and ε against the simulator's. Allocation decides
+  each client's steps from predicted seconds, measured in the runtime and simulated
+  in the simulator, so where they give a client different steps the models differ
+  (``max_abs_diff``, ``mean_steps_runtime`` / ``mean_steps_sim``). Wire: gRPC message
+  bytes at the center and the four edges (both directions, 5-byte prefix included),
+  split into the data itself (``wire_runtime_payload_bytes``: model and downlink
+  chunks, updates, masked inputs, partials, every secure-aggregation step and the
+  center's answers to steps, without framing), the messages carrying it
+  (``wire_runtime_data_bytes``: with their protobuf and gRPC framing) and control
+  (sessions and tasks, download requests, stream headers, plain replies);
+  ``wire_vs_sim_rel_error`` compares the payload with the simulator's
+  ``bytes_up + bytes_down`` (its accounting of the same messages, no framing);
+  ``wire_data_vs_sim_rel_error`` and ``wire_total_vs_sim_rel_error`` the framed
+  messages and everything;
+* ``pinned``: the same with ``scheduling.min_steps`` = ``max_steps`` = 2 (allocation
+  runs, every client gets 2 steps): its model against the simulator's, bit for bit;
+* ``killed``: the secure run with one of the 10 client processes (10 %: clients 0-3,
+  edge 0) SIGKILLed once it downloaded round 1's model: rounds completed, ε, center RSS;
+* ``plain``: the same processes, compression, downlink and scheduling without secure
+  aggregation and DP; ``secagg_added_wall_s_per_round`` = median round wall (rounds
+  1+) secure - plain.
 
 Usage: ``python bench/runtime_system.py [--quick]``; the last stdout line is JSON.
 """
@@ -44,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 N, EDGES, PER_PROC = 40, 4, 4
+DEADLINE_S = 20.0
 BASE = [
     "output.run_store=false", "output.report=false", "output.progress=false",
     "sim.workers=0", f"data.num_clients={N}", "data.partition=iid", "model.kind=logreg",
@@ -56,12 +72,22 @@ PRIVATE = [
     "privacy.epsilon=2", "privacy.delta=1e-5", "privacy.schedule=staged",
     "privacy.clip_norm=0.5",
 ]  # fmt: skip
-NOT_CARRIED = ["downlink.preset (downlink compression)", "scheduling.allocation (deadlines)"]
+SYSTEM = [
+    "downlink.preset=int8", "scheduling.allocation=true", "scheduling.skip_infeasible=false",
+    "scheduling.max_steps=2", f"rounds.deadline_s={DEADLINE_S}",
+]  # fmt: skip
 LIMIT_S = 300.0
+PINNED = ["scheduling.min_steps=2"]  # = max_steps: allocation runs, every client gets 2
+REASON = (
+    "deadline allocation sizes each client's steps from predicted seconds: measured "
+    "devices and real round timings in the runtime, simulated devices and simulated "
+    "timings in the simulator; a client given 1 step instead of 2 (mean_steps_*) "
+    "changes the model (with min_steps = max_steps the models are compared bit for bit)"
+)
 
 
 def _overrides(rounds: int, private: bool) -> list[str]:
-    return [*BASE, f"rounds.rounds={rounds}", *(PRIVATE if private else [])]
+    return [*BASE, *SYSTEM, f"rounds.rounds={rounds}", *(PRIVATE if private else [])]
 
 
 def _port() -> int:
@@ -86,7 +112,8 @@ def _center(over: list[str], port: int, tokens: dict[int, str], pki: Any, out: A
             result = await center.run(
                 dep.initial_params(), lambda *_: stamps.append(time.perf_counter())
             )
-            return result, server.counter.total
+            c = server.counter
+            return result, (c.total, c.data, c.payload)
 
     result, wire = asyncio.run(main())
     eps = [r.privacy.epsilon_spent if r.privacy else None for r in result.rounds]
@@ -106,16 +133,19 @@ def _edge(
     edge = dep.edge(N // EDGES)
     tid = N + k
 
-    async def main() -> int:
+    async def main() -> tuple[int, int, int]:
         async with (
             CenterServer(edge, TokenTable(tokens), address=f"127.0.0.1:{port}", tls=pki.server,
                          mutual=True) as server,
             GrpcLink(f"127.0.0.1:{top}", tid, tokens[tid], tls=pki.client(tid)) as link,
         ):  # fmt: skip
             await dep.tier(link, edge).run()
-            return server.counter.total
+            c = server.counter
+            return c.total, c.data, c.payload
 
-    out.put(("edge", k, asyncio.run(main())))
+    wire = asyncio.run(main())
+    stats = [] if edge.scheduler is None else edge.scheduler.stats
+    out.put(("edge", k, wire, [s.mean_steps for s in stats]))
 
 
 def _clients(over: list[str], cids: list[int], ports: list[int], keys: tuple[Any, Any],
@@ -134,8 +164,8 @@ def _clients(over: list[str], cids: list[int], ports: list[int], keys: tuple[Any
         def __getattr__(self, name: str) -> Any:
             return getattr(self.link, name)
 
-        async def download(self, round_idx: int) -> Any:
-            payload = await self.link.download(round_idx)
+        async def download_downlink(self, round_idx: int, ask: Any) -> Any:
+            payload = await self.link.download_downlink(round_idx, ask)
             if round_idx == 1:
                 signal_at.set()
             return payload
@@ -190,11 +220,15 @@ def deploy(ctx: Any, over: list[str], kill: bool, folder: Path) -> dict[str, Any
         if p.is_alive():
             os.kill(p.pid, signal.SIGKILL)
     _, params, eps, walls, rounds, rss, wire = next(r for r in reports if r[0] == "center")
-    edge_bytes = sum(r[2] for r in reports if r[0] == "edge")
+    edges = [r[2] for r in reports if r[0] == "edge"]
+    steps = [r[3] for r in reports if r[0] == "edge"]
     return {
         "params": params, "eps": eps, "walls": walls, "rounds": rounds, "rss_mb": rss,
-        "wire_bytes": wire + edge_bytes, "processes": len(started),
+        "wire_bytes": wire[0] + sum(e[0] for e in edges),
+        "wire_data_bytes": wire[1] + sum(e[1] for e in edges),
+        "wire_payload_bytes": wire[2] + sum(e[2] for e in edges), "processes": len(started),
         "client_processes": len(procs), "killed": 1 if kill else 0,
+        "mean_steps": [statistics.mean(s) for s in zip(*steps, strict=False)],
         "wall_s": time.perf_counter() - t0,
     }  # fmt: skip
 
@@ -213,12 +247,13 @@ def _next(out: Any, servers: list[Any]) -> Any:
 
 
 def tree_file(folder: Path) -> Path:
-    """The deployment's tiers as the simulator's explicit topology (one region)."""
+    """The deployment's tiers as the simulator's explicit topology: 4 edges under the
+    center (``topology.edges``: no region tier, as the deployment)."""
     per = N // EDGES
-    lines = ["topology:", "  mode: explicit", "  regions:", "    region-0:"]
+    lines = ["topology:", "  mode: explicit", "  edges:"]
     for e in range(EDGES):
         ids = ", ".join(str(c) for c in range(e * per, (e + 1) * per))
-        lines.append(f"      edge-{e}: [{ids}]")
+        lines.append(f"    edge-{e}: [{ids}]")
     path = folder / "tree.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -231,12 +266,11 @@ def simulate(over: list[str], tree: Path) -> dict[str, Any]:
     from fedstrata.config import load_config
 
     sim = run(load_config(tree, overrides=over)).simulation
-    region = sum(m.tiers.region_ingress_bytes for m in sim.rounds if m.tiers is not None)
     return {
         "params": sim.params.tobytes(),
         "eps": [m.privacy.epsilon_spent if m.privacy else None for m in sim.rounds],
         "wire": sum(m.bytes_up + m.bytes_down for m in sim.rounds),
-        "region_bytes": region,
+        "mean_steps": [m.schedule.mean_steps if m.schedule else None for m in sim.rounds],
     }
 
 
@@ -253,28 +287,40 @@ def main() -> None:
         plain = deploy(ctx, _overrides(rounds, private=False), False, Path(tmp) / "p")
         secure = deploy(ctx, secure_over, False, Path(tmp) / "s")
         killed = deploy(ctx, secure_over, True, Path(tmp) / "k")
+        pinned = deploy(ctx, [*secure_over, *PINNED], False, Path(tmp) / "x")
         sim = simulate(secure_over, tree_file(Path(tmp)))
+        sim_pinned = simulate([*secure_over, *PINNED], tree_file(Path(tmp)))
     a = np.frombuffer(secure["params"], dtype=np.float32)
     b = np.frombuffer(sim["params"], dtype=np.float32)
     equal = secure["params"] == sim["params"]
+    pinned_equal = pinned["params"] == sim_pinned["params"]
     added = statistics.median(secure["walls"][1:]) - statistics.median(plain["walls"][1:])
     result = {
         "clients": N, "edges": EDGES, "processes": secure["processes"],
         "client_processes": secure["client_processes"], "rounds": rounds,
         "model_equal_to_sim": equal,
         "max_abs_diff": 0.0 if equal else float(np.abs(a - b).max()),
+        "model_diff_reason": None if equal else REASON,
+        "model_equal_to_sim_pinned_steps": pinned_equal,
+        "eps_runtime_pinned": pinned["eps"][-1], "eps_sim_pinned": sim_pinned["eps"][-1],
         "eps_runtime": secure["eps"][-1], "eps_sim": sim["eps"][-1],
         "eps_runtime_killed": killed["eps"][-1],
-        "wire_runtime_bytes": secure["wire_bytes"], "wire_sim_bytes": sim["wire"],
-        "wire_sim_region_bytes": sim["region_bytes"],
-        "wire_vs_sim_rel_error": abs(secure["wire_bytes"] - sim["wire"]) / sim["wire"],
+        "wire_runtime_bytes": secure["wire_bytes"],
+        "wire_runtime_data_bytes": secure["wire_data_bytes"],
+        "wire_runtime_control_bytes": secure["wire_bytes"] - secure["wire_data_bytes"],
+        "wire_runtime_payload_bytes": secure["wire_payload_bytes"],
+        "wire_sim_bytes": sim["wire"],
+        "mean_steps_runtime": secure["mean_steps"], "mean_steps_sim": sim["mean_steps"],
+        "wire_vs_sim_rel_error": abs(secure["wire_payload_bytes"] - sim["wire"]) / sim["wire"],
+        "wire_data_vs_sim_rel_error": abs(secure["wire_data_bytes"] - sim["wire"]) / sim["wire"],
+        "wire_total_vs_sim_rel_error": abs(secure["wire_bytes"] - sim["wire"]) / sim["wire"],
         "secagg_added_wall_s_per_round": added,
         "round_wall_s_secure": statistics.median(secure["walls"][1:]),
         "round_wall_s_plain": statistics.median(plain["walls"][1:]),
         "rounds_completed": killed["rounds"], "killed": killed["killed"],
         "killed_clients": PER_PROC, "center_peak_rss_mb": killed["rss_mb"],
         "bench_wall_s": plain["wall_s"] + secure["wall_s"] + killed["wall_s"],
-        "not_carried": NOT_CARRIED, "machine": "2 shared cores, loaded by other jobs",
+        "machine": "2 shared cores, loaded by other jobs",
     }  # fmt: skip
     for key, value in result.items():
         print(f"{key:32s} {value}")

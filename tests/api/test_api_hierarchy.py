@@ -162,3 +162,37 @@ def test_refused_combinations_name_their_reason(extra, reason):
     """Issue 12 part 3: what the tree cannot honour is refused at config time."""
     with pytest.raises(ConfigError, match=reason):
         load_config(overrides=[*TREE, *extra])
+
+
+EDGES = {e: ids for edges in REGIONS.values() for e, ids in edges.items()}
+NO_REGION = [o for o in TREE if not o.startswith("topology.regions")]
+
+
+def test_edges_under_the_center_skip_the_region_hop(plain):
+    """topology.edges: the same edges straight under the center (a deployment's tree):
+    nothing goes through a region, so its ingress and its downloads are not counted."""
+    res = run(load_config(overrides=[*NO_REGION, f"topology.edges={EDGES}"])).simulation
+    for m, p in zip(res.rounds, plain.rounds, strict=True):
+        assert m.tiers.region_ingress_bytes == 0 < p.tiers.region_ingress_bytes
+        assert m.tiers.edge_ingress_bytes == p.tiers.edge_ingress_bytes
+        # the edges' partials reach the center instead of the regions, and the regions'
+        # partials are gone
+        assert m.tiers.center_ingress_bytes == p.tiers.region_ingress_bytes
+        assert m.bytes_up == p.bytes_up - p.tiers.center_ingress_bytes
+        assert m.bytes_down < p.bytes_down  # two regions got the model, then their edges
+        assert m.clients_completed == p.clients_completed == 12
+    np.testing.assert_allclose(res.params, plain.params, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ([f"topology.regions={REGIONS}"], "not both"),
+        (["topology.kappa_region=2"], "kappa_region"),
+        (["topology.mode=auto"], "explicit"),
+        (["topology.mode=flat"], "topology.edges"),
+    ],
+)
+def test_edges_refuse_what_they_cannot_mean(extra, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=[*NO_REGION, f"topology.edges={EDGES}", *extra])

@@ -95,7 +95,7 @@ class _FakeLink:
     async def close(self):
         pass
 
-    async def session(self, live_clients=0):
+    async def session(self, live_clients=0, profile=None):
         self.hellos.append(live_clients)
         return
         yield

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, make_url, text
 from fedstrata.builders import local_plan
 from fedstrata.config import load_config
 from fedstrata.errors import DataError, ProtocolError
-from fedstrata.runtime import CenterServer, GrpcLink, TierAggregator, TokenTable, deployment
+from fedstrata.runtime import CenterServer, GrpcLink, TokenTable, deployment
 from fedstrata.runtime.pbconv import profile_from_pb, profile_to_pb
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.scheduling import DeviceReport
@@ -113,6 +113,27 @@ def test_clients_fill_the_registry_with_profiles_and_round_timings(db_url):
     assert all(r.schedule is not None for r in result.rounds)
 
 
+def test_under_secure_aggregation_round_timings_reach_the_registry(tmp_path):
+    """The masked input's header carries the client's measured round (INPUT step), so
+    the scheduler learns from secure rounds too: without it every member is 'failed'."""
+    cfg = _config(
+        tmp_path / "devices.db", "scheduling.allocation=true", "rounds.deadline_s=60",
+        "scheduling.max_steps=3", "secagg.enabled=true", "secagg.dropout_rate=0",
+    )  # fmt: skip
+    result, center = asyncio.run(_federation(deployment(cfg)))
+    assert center.secure is not None
+    assert [len(r.outcome.accepted) for r in result.rounds] == [5, 5]
+    with Registry.open(tmp_path / "devices.db") as reg:
+        history = reg.history()
+    assert len(history) == 10
+    assert (history.status == WorkStatus.COMPLETED).all()
+    assert (history.completed_work == history.assigned_work).all()
+    assert (history.actual_s > 0).all()
+    assert all(r.schedule is not None for r in result.rounds)
+    assert center.scheduler is not None
+    assert center.scheduler.stats[-1].predictor_mape_last is not None  # it learnt
+
+
 def test_allocation_sizes_each_clients_work_like_the_simulators_planner(tmp_path):
     deadline = 20.0
     cfg = _config(
@@ -174,12 +195,16 @@ def test_a_bad_profile_is_refused_with_its_reason():
         DeviceReport(1.0, 1.0, 1.0, 1.0, 1.0, local_examples=-2)
 
 
-def test_tiers_schedule_their_own_clients_into_the_shared_registry(tmp_path):
+@pytest.mark.parametrize(
+    "secure", [[], ["secagg.enabled=true", "secagg.dropout_rate=0"]], ids=["plain", "secagg"]
+)
+def test_tiers_schedule_their_own_clients_into_the_shared_registry(tmp_path, secure):
     """Each tier's scheduler sizes its clients' work to the deadline and writes their
-    profiles and history to the registry the configuration names."""
+    profiles and history to the registry the configuration names; under two-tier
+    secure aggregation too (the timings ride on the masked inputs to the edges)."""
     cfg = _config(
         tmp_path / "devices.db", "scheduling.allocation=true", "rounds.deadline_s=60",
-        "scheduling.max_steps=3", "rounds.clients_per_round=null",
+        "scheduling.max_steps=3", "rounds.clients_per_round=null", *secure,
     )  # fmt: skip
     dep = deployment(cfg)
     n = dep.num_clients
@@ -198,7 +223,7 @@ def test_tiers_schedule_their_own_clients_into_the_shared_registry(tmp_path):
 
                 async def tier(k):
                     async with GrpcLink(top.target, n + k, tokens[n + k]) as link:
-                        return await TierAggregator(link, edges[k], dep.size).run()
+                        return await dep.tier(link, edges[k]).run()
 
                 async def client(cid, k):
                     async with GrpcLink(targets[k], cid, tokens[cid]) as link:
@@ -219,4 +244,6 @@ def test_tiers_schedule_their_own_clients_into_the_shared_registry(tmp_path):
         history = reg.history()
     assert len(history) == 12  # 6 clients x 2 rounds, written by the two tiers
     assert (history.assigned_work <= 3 * cfg.client.batch_size).all()  # max_steps
+    assert (history.status == WorkStatus.COMPLETED).all()  # every member's timings came
+    assert (history.actual_s > 0).all()
     assert all(r.schedule is not None for t in tiers for r in t.rounds)

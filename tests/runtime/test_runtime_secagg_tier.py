@@ -94,9 +94,9 @@ def spy(monkeypatch):
             seen["center"].append((header.round_idx, phase, data))
         return await step(self, header, phase, data)
 
-    async def record_send(self, prepared, round_idx, vector, *rest):
+    async def record_send(self, prepared, round_idx, vector, *rest, **kw):
         seen["plain"].append((round_idx, self.link.client_id, vector.copy()))
-        return await send(self, prepared, round_idx, vector, *rest)
+        return await send(self, prepared, round_idx, vector, *rest, **kw)
 
     def record_outer(self, *args, **kw):
         init(self, *args, **kw)

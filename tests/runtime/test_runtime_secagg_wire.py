@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from fedstrata.errors import PayloadError
 from fedstrata.runtime import secagg_wire as w
+from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.secagg import ClientProtocol, SecAggConfig, ServerProtocol
-from fedstrata.secagg.messages import MaskedInput, SealedShares, UnmaskResponse
+from fedstrata.secagg.messages import KeyDirectory, MaskedInput, SealedShares, UnmaskResponse
 
 
 def test_a_protocol_round_through_the_wire_encoding_sums_exactly():
@@ -54,3 +55,35 @@ def test_a_masked_input_of_the_wrong_shape_or_bytes_is_refused():
         w.decode_masked(b"\xff\xff\xff", 5, 12)
     with pytest.raises(PayloadError, match="ids for"):
         w.decode_shares(b"\x12\x01\x01\x12\x01\x02")  # two recipients, no ciphertexts
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.dictionaries(st.integers(0, 5000), st.tuples(st.binary(), st.binary()), max_size=12),
+    st.integers(1, 40),
+    st.integers(1, 40),
+)
+def test_a_key_directory_round_trips_packed(raw, enc_len, mask_len):
+    keys = {v: (e.ljust(enc_len, b"e")[:enc_len], m.ljust(mask_len, b"m")[:mask_len])
+            for v, (e, m) in raw.items()}  # fmt: skip
+    msg = KeyDirectory(7, keys)
+    data = w.encode_directory(msg)
+    assert w.decode_directory(data) == msg
+    # one id and two keys of 32 bytes each take 1 + 64 bytes besides the ids' field
+    if len(keys) > 1 and enc_len == mask_len == 32:
+        assert len(data) <= 2 + 2 * len(keys) + 64 * len(keys) + 6
+
+
+def test_a_key_directory_with_keys_of_mixed_length_or_missing_bytes_is_refused():
+    with pytest.raises(PayloadError, match="differ in length"):
+        w.encode_directory(KeyDirectory(1, {0: (b"a" * 32, b"b" * 32), 1: (b"a", b"b" * 32)}))
+    cut = pb.SecAggKeyDirectory(
+        round_id=1, client_ids=[0, 1], enc_publics=b"a" * 63, mask_publics=b"b" * 64
+    )
+    with pytest.raises(PayloadError, match="63 key bytes for 2 clients"):
+        w.decode_directory(cut.SerializeToString())
+    twice = pb.SecAggKeyDirectory(
+        round_id=1, client_ids=[3, 3], enc_publics=b"a" * 64, mask_publics=b"b" * 64
+    )
+    with pytest.raises(PayloadError, match="repeated client ids"):
+        w.decode_directory(twice.SerializeToString())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -90,19 +91,27 @@ def _matrix(config: FedConfig, n: int) -> LatencyMatrix:
     return LatencyMatrix((*map(str, range(n)), "center"), full[np.ix_(keep, keep)])
 
 
+def _edge_nodes(edges: Mapping[str, list[int]]) -> tuple[TopologyNode, ...]:
+    return tuple(TopologyNode(edge, Tier.EDGE, clients=tuple(ids)) for edge, ids in edges.items())
+
+
 def _explicit(config: FedConfig, n: int) -> Topology:
-    regions = config.topology.regions or {}
-    nodes = tuple(
-        TopologyNode(region, Tier.REGION, children=tuple(
-            TopologyNode(edge, Tier.EDGE, clients=tuple(clients))
-            for edge, clients in edges.items()
-        ))
-        for region, edges in regions.items()
-    )  # fmt: skip
+    """``topology.regions`` (center -> regions -> edges), or ``topology.edges``
+    (center -> edges: no region tier, as a deployment's center over edge aggregators)."""
+    t = config.topology
+    if t.edges is not None:
+        nodes, where = _edge_nodes(t.edges), "topology.edges"
+    else:
+        regions = t.regions or {}
+        nodes = tuple(
+            TopologyNode(region, Tier.REGION, children=_edge_nodes(edges))
+            for region, edges in regions.items()
+        )
+        where = "topology.regions"
     topology = Topology(TopologyNode("center", Tier.CENTER, children=nodes))
     listed = sorted(topology.root.all_clients())
     if listed != list(range(n)):
-        raise ConfigError(f"topology.regions must list every client 0..{n - 1} exactly once")
+        raise ConfigError(f"{where} must list every client 0..{n - 1} exactly once")
     return topology
 
 

@@ -288,11 +288,27 @@ class TopologyConfig(_Strict):
     regions: dict[str, dict[str, list[int]]] | None = Field(
         None, description="explicit tree: region -> edge -> client ids"
     )
+    edges: dict[str, list[int]] | None = Field(
+        None,
+        description="explicit tree without regions: edge -> client ids, the edges under "
+        "the center (a deployment's center over edge aggregators)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TopologyConfig:
-        if self.mode == "explicit" and not self.regions:
-            raise ValueError("topology.regions is required when topology.mode is 'explicit'")
+        if self.mode == "explicit" and not (self.regions or self.edges):
+            raise ValueError(
+                "topology.regions or topology.edges is required when topology.mode is 'explicit'"
+            )
+        if self.regions is not None and self.edges is not None:
+            raise ValueError("give topology.regions or topology.edges, not both")
+        if self.edges is not None and self.mode == "auto":
+            raise ValueError("topology.edges is an explicit tree: set topology.mode: explicit")
+        if self.edges is not None and self.kappa_region != 1:
+            raise ValueError(
+                "topology.kappa_region counts region rounds, and topology.edges has no "
+                "regions: leave it at 1 (topology.kappa_edge sets the edge rounds)"
+            )
         if not self.edge_min <= self.edge_size <= self.edge_max:
             raise ValueError("topology needs edge_min <= edge_size <= edge_max")
         if not self.region_min <= self.region_max:
@@ -309,6 +325,7 @@ class TopologyConfig(_Strict):
             "topology.kappa_region": self.kappa_region != 1,
             "topology.edge_failure_rate": self.edge_failure_rate > 0,
             "topology.regions": self.regions is not None,
+            "topology.edges": self.edges is not None,
         }
         set_ = [name for name, on in tiered.items() if on]
         if set_:

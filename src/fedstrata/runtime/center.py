@@ -306,7 +306,7 @@ class Center:
         self._intake = intake
         self._dispatch(intake, task)
         if self.secure is not None:
-            self.secure.open(intake)  # before any await: no client step precedes it
+            self.secure.open(intake, self.scheduler)  # before any await: no step precedes it
         await self._await_cohort(rnd)
         record = self._close(intake)
         if self.secure is not None:

@@ -171,9 +171,10 @@ class _AckingLink:
         *,
         metrics: Mapping[str, float] | None = None,
         support_seed: int = 0,
+        timings: RoundTimings | None = None,
     ) -> tuple[bool, str, bytes]:
         reply: tuple[bool, str, bytes] = await self.link.secagg_step(
-            round_idx, phase, data, metrics=metrics, support_seed=support_seed
+            round_idx, phase, data, metrics=metrics, support_seed=support_seed, timings=timings
         )
         return reply
 

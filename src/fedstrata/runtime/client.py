@@ -284,15 +284,14 @@ class ClientAgent:
         )
         try:
             payload, n, metrics = await asyncio.to_thread(self._train, task, params)
+            timings = self._timings(task, down_s, time.perf_counter() - start)
             if self.secure is not None and keys is not None:
                 accepted, reason = await self.secure.submit(
-                    await keys, task.round_idx, payload, n, metrics
+                    await keys, task.round_idx, payload, n, metrics, timings=timings
                 )
-            elif self.profile is None or task.plan is None:
+            elif timings is None:
                 accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics)
             else:
-                done = task.plan.num_samples(len(self.data))
-                timings = RoundTimings(down_s, time.perf_counter() - start, done)
                 accepted, reason = await self.link.submit(
                     task.round_idx, payload, n, metrics, timings
                 )
@@ -303,6 +302,12 @@ class ClientAgent:
         if not accepted:
             log.warning("client %d: round %d refused: %s", self.client_id, task.round_idx, reason)
             report.refused.append((task.round_idx, reason))
+
+    def _timings(self, task: TaskSpec, down_s: float, compute_s: float) -> RoundTimings | None:
+        """The round as measured, for the center's scheduler (None: it schedules nothing)."""
+        if self.profile is None or task.plan is None:
+            return None
+        return RoundTimings(down_s, compute_s, task.plan.num_samples(len(self.data)))
 
     async def _model(self, round_idx: int) -> FloatVector:
         """The model to train from: the dense broadcast, or the downlink replica."""

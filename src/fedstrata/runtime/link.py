@@ -329,9 +329,11 @@ class GrpcLink:
         *,
         metrics: Mapping[str, float] | None = None,
         support_seed: int = 0,
+        timings: RoundTimings | None = None,
     ) -> tuple[bool, str, bytes]:
         """One secure-aggregation step (:mod:`~fedstrata.runtime.secagg_wire`); returns
         (accepted, reason, the center's answer) once the center closed the step.
+        ``timings``: the ``INPUT`` step's measured round, for the center's scheduler.
 
         Raises:
             ProtocolError: the call was refused (authentication).
@@ -345,6 +347,8 @@ class GrpcLink:
             secagg_phase=phase,  # type: ignore[arg-type]
             secagg_support_seed=support_seed,
         )
+        if timings is not None:
+            header.timings.CopyFrom(timings_to_pb(timings))
         reply = await self._send(header, data)
         return reply.accepted, reply.reason, reply.secagg_message
 

@@ -204,9 +204,10 @@ class FailoverLink:
         *,
         metrics: Mapping[str, float] | None = None,
         support_seed: int = 0,
+        timings: RoundTimings | None = None,
     ) -> tuple[bool, str, bytes]:
         return await self._current().secagg_step(
-            round_idx, phase, data, metrics=metrics, support_seed=support_seed
+            round_idx, phase, data, metrics=metrics, support_seed=support_seed, timings=timings
         )
 
     async def submit_partial(

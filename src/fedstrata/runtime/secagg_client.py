@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from fedstrata.coordinator.round_logic import Weighting, client_weight
 from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, ProtocolError, TransportError
+from fedstrata.runtime.sched_reports import RoundTimings
 from fedstrata.runtime.secagg_wire import (
     Phase,
     SetupReply,
@@ -55,6 +56,7 @@ class SecAggLink(Protocol):
         *,
         metrics: Mapping[str, float] | None = None,
         support_seed: int = 0,
+        timings: RoundTimings | None = None,
     ) -> tuple[bool, str, bytes]: ...
 
 
@@ -144,8 +146,11 @@ class SecureClient:
         payload: Payload,
         num_examples: int,
         metrics: Mapping[str, float],
+        *,
+        timings: RoundTimings | None = None,
     ) -> tuple[bool, str]:
         """Mask the update, send it and answer the unmasking; (accepted, reason).
+        ``timings`` (the round as measured, under scheduling) go with the masked input.
 
         Raises:
             TransportError: the connection failed.
@@ -167,7 +172,9 @@ class SecureClient:
         except FedstrataError as exc:
             await self.withdraw(round_idx)
             return False, str(exc)
-        return await self.send_input(prepared, round_idx, vector, msg.seed, metrics)
+        return await self.send_input(
+            prepared, round_idx, vector, msg.seed, metrics, timings=timings
+        )
 
     async def send_input(
         self,
@@ -176,6 +183,8 @@ class SecureClient:
         vector: U32Vector,
         support_seed: int,
         metrics: Mapping[str, float],
+        *,
+        timings: RoundTimings | None = None,
     ) -> tuple[bool, str]:
         """Mask ``vector`` (the protocol input), send it and answer the unmasking.
 
@@ -190,7 +199,7 @@ class SecureClient:
             masked = await asyncio.to_thread(protocol.masked_input, vector)
             answer = await self.step(
                 round_idx, Phase.INPUT, encode_masked(masked),
-                metrics=metrics, support_seed=support_seed,
+                metrics=metrics, support_seed=support_seed, timings=timings,
             )  # fmt: skip
             response = protocol.on_unmask_request(decode_request(answer))
             await self.step(round_idx, Phase.UNMASK, encode_response(response))

@@ -10,19 +10,34 @@ protocol (:mod:`.secagg_tier`). No gRPC in this module.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from fedstrata.errors import FedstrataError
 from fedstrata.runtime.intake import RoundIntake
 from fedstrata.runtime.records import UploadHeader
+from fedstrata.runtime.sched_reports import RoundTimings
 from fedstrata.runtime.secagg_session import SecureRound, StepReply
 from fedstrata.runtime.secagg_wire import Phase
 from fedstrata.runtime.transport import Reassembler
 from fedstrata.secagg import SecAggAggregator
 from fedstrata.secagg.config import SecAggConfig
 
-__all__ = ["SecureRounds"]
+__all__ = ["Arrivals", "SecureRounds"]
+
+
+class Arrivals(Protocol):
+    """Who learns of each masked input's arrival (the center's scheduler)."""
+
+    def arrived(
+        self,
+        client_id: int,
+        timings: RoundTimings | None,
+        upload_s: float,
+        metrics: Mapping[str, float],
+    ) -> None: ...
 
 
 @dataclass(eq=False)
@@ -38,6 +53,9 @@ class SecureRounds:
         config_for: the protocol's parameters for a cohort of n (None: the
             aggregator's, which the simulator's flat rounds use).
         round_type: :class:`SecureRound`, or the center's outer round of two tiers.
+        arrivals: told of every ``INPUT`` step received in the open round (its client's
+            timings, the upload's seconds, its metrics), as the scheduler is told of a
+            plaintext update; set by :meth:`open` (None: nobody schedules).
     """
 
     aggregator: SecAggAggregator
@@ -48,9 +66,11 @@ class SecureRounds:
     round_type: type[SecureRound] = SecureRound
     current: SecureRound | None = None
     history: list[SecureRound] = field(default_factory=list)
+    arrivals: Arrivals | None = None
 
-    def open(self, intake: RoundIntake) -> None:
-        """A round opened: start its protocol."""
+    def open(self, intake: RoundIntake, arrivals: Arrivals | None = None) -> None:
+        """A round opened: start its protocol (``arrivals``: the center's scheduler)."""
+        self.arrivals = arrivals
         n = len(intake.rnd.cohort)
         config = None if self.config_for is None else self.config_for(n)
         self.current = self.round_type(
@@ -81,6 +101,7 @@ class SecureRounds:
             return False, why, b""
         if header.run_id != run_id:
             return False, f"step for run {header.run_id or '(none)'}; this is run {run_id}", b""
+        start = time.perf_counter()
         try:
             phase = Phase(header.secagg_phase)
             data = b""
@@ -91,6 +112,9 @@ class SecureRounds:
                 data = reassembler.data()
         except (ValueError, FedstrataError) as exc:
             return False, f"malformed secure-aggregation step: {exc}", b""
+        if phase is Phase.INPUT and self.arrivals is not None:
+            upload_s = time.perf_counter() - start
+            self.arrivals.arrived(header.client_id, header.timings, upload_s, header.metrics)
         return await self.step(header, phase, data)
 
     def gone(self, cid: int) -> None:

@@ -150,19 +150,47 @@ def decode_keys(data: bytes) -> AdvertiseKeys:
 
 
 def encode_directory(msg: KeyDirectory) -> bytes:
-    keys = [
-        pb.SecAggKeys(client_id=v, enc_public=enc, mask_public=mask)
-        for v, (enc, mask) in sorted(msg.keys.items())
-    ]
-    return bytes(pb.SecAggKeyDirectory(round_id=msg.round_id, keys=keys).SerializeToString())
+    """The neighbours' ids and their keys concatenated (one length per kind of key).
+
+    Raises:
+        PayloadError: keys of one kind differ in length.
+    """
+    ids = sorted(msg.keys)
+    enc = [msg.keys[v][0] for v in ids]
+    mask = [msg.keys[v][1] for v in ids]
+    if len({len(k) for k in enc}) > 1 or len({len(k) for k in mask}) > 1:
+        raise PayloadError("SecAgg key directory: keys of one kind differ in length")
+    out = pb.SecAggKeyDirectory(
+        round_id=msg.round_id, client_ids=ids, enc_publics=b"".join(enc),
+        mask_publics=b"".join(mask),
+    )  # fmt: skip
+    return bytes(out.SerializeToString())
 
 
 def decode_directory(data: bytes) -> KeyDirectory:
     m = _parse(pb.SecAggKeyDirectory, data, "SecAgg key directory")
-    keys = {int(k.client_id): (bytes(k.enc_public), bytes(k.mask_public)) for k in m.keys}
-    if len(keys) != len(m.keys):
+    n = len(m.client_ids)
+    enc, mask = _split(bytes(m.enc_publics), n), _split(bytes(m.mask_publics), n)
+    keys = {int(v): (e, k) for v, e, k in zip(m.client_ids, enc, mask, strict=True)}
+    if len(keys) != n:
         raise PayloadError("SecAgg key directory: repeated client ids")
     return KeyDirectory(m.round_id, keys)
+
+
+def _split(blob: bytes, n: int) -> list[bytes]:
+    """``n`` equal keys concatenated in ``blob``.
+
+    Raises:
+        PayloadError: ``blob`` is not ``n`` keys of one length.
+    """
+    if n == 0:
+        if blob:
+            raise PayloadError("SecAgg key directory: keys without client ids")
+        return []
+    size, rest = divmod(len(blob), n)
+    if rest or size == 0:
+        raise PayloadError(f"SecAgg key directory: {len(blob)} key bytes for {n} clients")
+    return [blob[i * size : (i + 1) * size] for i in range(n)]
 
 
 def encode_shares(msg: ShareKeys) -> bytes:

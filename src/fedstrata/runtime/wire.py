@@ -144,6 +144,8 @@ class _Service:
             part = self.guard.parse(data, pb.StreamPart, "Submit chunk", self.chunk_limit)
             if part.WhichOneof("part") != "data":
                 raise PayloadError("a submission carries a second header")
+            self.counter.data += len(data) + GRPC_PREFIX_BYTES
+            self.counter.payload += len(part.data)
             yield part.data
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -173,11 +175,18 @@ class WireCounter:
     """gRPC message bytes a server received and sent (messages plus their 5-byte prefix).
 
     HTTP/2 frame headers, TLS records and TCP/IP headers are below this count.
+    :attr:`data` is the part of :attr:`total` in messages that carry data (chunks of a
+    model, an update, a partial or a secure-aggregation step, and the center's answers
+    to steps): the messages a simulator counts; the rest is control (sessions and
+    tasks, download requests, stream headers, plain submit replies). :attr:`payload` is
+    the data itself (the bytes of the chunks and answers, without their framing).
     """
 
     def __init__(self) -> None:
         self.received = 0
         self.sent = 0
+        self.data = 0
+        self.payload = 0
 
     @property
     def total(self) -> int:
@@ -198,9 +207,20 @@ class WireCounter:
         def write(msg: Any) -> bytes:
             data: bytes = cls.SerializeToString(msg)
             self.sent += len(data) + GRPC_PREFIX_BYTES
+            carried = _carried(msg)
+            if carried:
+                self.data += len(data) + GRPC_PREFIX_BYTES
+                self.payload += carried
             return data
 
         return write
+
+
+def _carried(msg: Any) -> int:
+    """Bytes of data a sent message carries (0: a control message)."""
+    if isinstance(msg, pb.StreamPart):
+        return len(msg.data) if msg.WhichOneof("part") == "data" else 0
+    return len(msg.secagg_message) if isinstance(msg, pb.SubmitReply) else 0
 
 
 class CenterServer:

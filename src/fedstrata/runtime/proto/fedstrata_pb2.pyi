@@ -214,12 +214,16 @@ class SecAggKeys(_message.Message):
     def __init__(self, client_id: _Optional[int] = ..., enc_public: _Optional[bytes] = ..., mask_public: _Optional[bytes] = ...) -> None: ...
 
 class SecAggKeyDirectory(_message.Message):
-    __slots__ = ("round_id", "keys")
+    __slots__ = ("round_id", "client_ids", "enc_publics", "mask_publics")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
-    KEYS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    ENC_PUBLICS_FIELD_NUMBER: _ClassVar[int]
+    MASK_PUBLICS_FIELD_NUMBER: _ClassVar[int]
     round_id: int
-    keys: _containers.RepeatedCompositeFieldContainer[SecAggKeys]
-    def __init__(self, round_id: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[SecAggKeys, _Mapping]]] = ...) -> None: ...
+    client_ids: _containers.RepeatedScalarFieldContainer[int]
+    enc_publics: bytes
+    mask_publics: bytes
+    def __init__(self, round_id: _Optional[int] = ..., client_ids: _Optional[_Iterable[int]] = ..., enc_publics: _Optional[bytes] = ..., mask_publics: _Optional[bytes] = ...) -> None: ...
 
 class SecAggShareKeys(_message.Message):
     __slots__ = ("client_id", "recipients", "ciphertexts")
