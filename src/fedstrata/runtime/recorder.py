@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedstrata.config import dump_config
 from fedstrata.coordinator.cadence import evaluate_round
@@ -41,8 +42,10 @@ from fedstrata.monitoring import (
     write_report,
 )
 from fedstrata.monitoring.devices import RoundDetail
-from fedstrata.runtime.build import Deployment
 from fedstrata.runtime.records import RoundRecord
+
+if TYPE_CHECKING:
+    from fedstrata.runtime.build import Deployment  # build imports the tiers, which import us
 
 __all__ = ["RunRecorder"]
 
