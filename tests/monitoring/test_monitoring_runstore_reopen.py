@@ -54,15 +54,21 @@ def test_reopen_refuses_a_directory_that_is_not_a_run(tmp_path) -> None:
         RunStore.reopen(tmp_path / "nowhere", rounds_kept=0)
 
 
+def _device(r: int, c: int) -> DeviceRound:
+    return DeviceRound(
+        client_id=c,
+        status="accepted" if (r + c) % 2 else "late",
+        download_s=0.1,
+        compute_s=1.0 + r,
+        upload_s=0.2 * c,
+        straggler=(r + c) % 3 == 0,
+        utilization=0.1 * (r + 1),
+        node=f"e{(r + c) % 2}",
+    )
+
+
 def _detail(r: int) -> RoundDetail:
-    devices = [
-        DeviceRound(
-            client_id=c, status="accepted" if (r + c) % 2 else "late", download_s=0.1,
-            compute_s=1.0 + r, upload_s=0.2 * c, straggler=(r + c) % 3 == 0,
-            utilization=0.1 * (r + 1), node=f"e{(r + c) % 2}",
-        )  # fmt: skip
-        for c in range(3)
-    ]
+    devices = [_device(r, c) for c in range(3)]
     return RoundDetail(r, devices, [NodeRound("e0", "edge", 10 * (r + 1), 3, 1.0)])
 
 
