@@ -40,6 +40,7 @@ from fedstrata.api.fedeval import federated_split
 from fedstrata.api.resume import checkpoints, open_run, reopen_run, resumed_progress
 from fedstrata.builders import ServerStrategy, server_strategy
 from fedstrata.config import FedConfig, dump_config
+from fedstrata.config.failover import SIMULATION_REFUSAL
 from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import DiskStateStore
@@ -153,6 +154,8 @@ def run(
         CheckpointError: ``resume`` has no readable checkpoint.
         CheckpointCorrupt: its newest good checkpoint is of another configuration.
     """
+    if config.failover.enabled:
+        raise ConfigError(SIMULATION_REFUSAL)
     strategy = server_strategy(config, optimizer=server_optimizer, aggregation=aggregator)
     dataset, chosen, sgd = _load(config, task)
     split = federated_split(config, dataset, chosen)

@@ -37,16 +37,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from fedstrata.core.params import FloatVector
 from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S, Deployment
-from fedstrata.runtime.center import Center, RuntimeResult
+from fedstrata.runtime.center import Center, RoundRecord, RuntimeResult
 from fedstrata.runtime.failover import CenterSnapshot, RoundCommitter, SnapshotSink, StatePart
 from fedstrata.runtime.lease import LeaseKeeper, LeaseLost, LeaseTiming, SqlLease, Watch
 from fedstrata.runtime.security import TlsFiles, TokenTable
 from fedstrata.runtime.wire import CenterServer
 
-__all__ = ["CenterNode", "FailoverSettings", "NodeOutcome"]
+__all__ = ["CenterNode", "FailoverSettings", "NodeOutcome", "OnRound", "follow"]
 
 log = logging.getLogger(__name__)
+
+OnRound = Callable[[int, RoundRecord, FloatVector], None]
+"""``on_round(round_idx, record, params)`` after each round this node serves."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ class CenterNode:
         self.settings = settings or FailoverSettings()
         self.participants, self.parts = participants, parts
         self.center: Center | None = None
+        self.on_round: OnRound | None = None  # e.g. the run directory's recorder
 
     async def run(self) -> NodeOutcome:
         """Follow until this node holds the lease, then serve the rest of the run.
@@ -134,7 +139,15 @@ class CenterNode:
             LeaseLost: the lease lapsed while serving (this node stopped).
             CheckpointCorrupt: the newest checkpoint is not a center snapshot.
         """
-        epoch = await self.follow()
+        return await self.take_over(await self.follow())
+
+    async def take_over(self, epoch: int) -> NodeOutcome:
+        """Serve the rest of the run as the holder of lease ``epoch`` (see :meth:`run`).
+
+        Raises:
+            LeaseLost: the lease lapsed while serving (this node stopped).
+            CheckpointCorrupt: the newest checkpoint is not a center snapshot.
+        """
         outcome = NodeOutcome(epoch, 0, acquired_at=time.monotonic())
         base = self._base(epoch)
         outcome.start_round = base.round_idx + 1
@@ -148,18 +161,7 @@ class CenterNode:
 
     async def follow(self) -> int:
         """Wait as a standby until this node takes the lease; returns its epoch."""
-        watch = Watch(self.settings.lease)
-        while True:
-            row = await asyncio.to_thread(self.lease.read)
-            watch.observe(row)
-            if watch.may_take():
-                epoch = await asyncio.to_thread(self.lease.acquire, row)
-                if epoch is not None:
-                    was = "none" if row is None or row.free else row.holder
-                    name = self.lease.holder
-                    log.warning("center %s: active (epoch %d; was %s)", name, epoch, was)
-                    return epoch
-            await asyncio.sleep(self.settings.poll_s)
+        return await follow(self.lease, self.settings)
 
     def _base(self, epoch: int) -> CenterSnapshot:
         """The snapshot this term starts from: the newest checkpoint, or a fresh run."""
@@ -203,7 +205,9 @@ class CenterNode:
         committer.on_fenced = server.abort
         async with server:
             run = asyncio.create_task(
-                center.run(params, start_round=base.round_idx + 1, opt_state=opt_state)
+                center.run(
+                    params, self.on_round, start_round=base.round_idx + 1, opt_state=opt_state
+                )
             )
             watched = [asyncio.create_task(t) for t in (keeper.run(), keeper.lost.wait())]
             watched.append(asyncio.create_task(self._opened(center, outcome)))
@@ -228,6 +232,21 @@ class CenterNode:
         while center.coordinator.round_idx < first:
             await asyncio.sleep(0.01)
         outcome.serving_at = time.monotonic()
+
+
+async def follow(lease: SqlLease, settings: FailoverSettings) -> int:
+    """Wait as a standby until ``lease``'s holder takes it; returns its epoch."""
+    watch = Watch(settings.lease)
+    while True:
+        row = await asyncio.to_thread(lease.read)
+        watch.observe(row)
+        if watch.may_take():
+            epoch = await asyncio.to_thread(lease.acquire, row)
+            if epoch is not None:
+                was = "none" if row is None or row.free else row.holder
+                log.warning("center %s: active (epoch %d; was %s)", lease.holder, epoch, was)
+                return epoch
+        await asyncio.sleep(settings.poll_s)
 
 
 def _opt_state(center: Center, base: CenterSnapshot) -> object | None:
