@@ -20,6 +20,8 @@ from rthelpers import SMALL, tokens_for
 from fedstrata.checkpoint import open_store
 from fedstrata.config import load_config
 from fedstrata.errors import ConfigError
+from fedstrata.monitoring import RunStore
+from fedstrata.monitoring.catalogue import federation_metrics
 from fedstrata.runtime import check_supported
 from fedstrata.runtime.failover import CenterSnapshot
 from fedstrata.runtime.lease import SqlLease
@@ -125,6 +127,37 @@ def test_a_standby_serve_center_takes_over_a_killed_one_and_the_run_completes(tm
     assert (run_b / "summary.json").is_file()
     assert json.loads((run_b / "summary.json").read_text())["status"] == "completed"
     assert any((run_b / "checkpoints").iterdir())
+    _check_resilience(tmp_path, run_b, first)
+
+
+def _check_resilience(tmp: Path, run_b: Path, first: int) -> None:
+    """Part 6: each center's rounds carry their commit and tier save times; the
+    standby's first round the failover, its recovery and its checkpoint load, and the
+    catalogue's recovery time is the center's."""
+    (run_a,) = (tmp / "runs_a").iterdir()
+    with RunStore.open(run_a) as store:
+        before = store.rounds()
+    with RunStore.open(run_b) as store:
+        after = store.rounds()
+    assert [m.round_idx for m in after] == list(range(first, ROUNDS))
+    for m in (*before, *after):
+        r = m.resilience
+        assert r is not None
+        assert r.ckpt_critical_s is not None
+        assert r.ckpt_critical_s > 0
+        assert r.ckpt_object_s is not None  # written (and flushed) every round
+        assert r.ckpt_disk_s is not None
+        assert r.ckpt_memory_s is not None
+        assert r.ckpt_critical_s >= r.ckpt_object_s  # the commit waits for the durable tier
+    assert [m.resilience.failovers for m in before] == [0] * len(before)
+    assert [m.resilience.failovers for m in after] == [1] * len(after)
+    resumed = after[0].resilience
+    assert resumed.restore_s is not None
+    assert resumed.recovery_s is not None
+    # the lease lapses after lease_s * (1 + drift) = 0.63 s without a renewal
+    assert resumed.recovery_s > 0.6
+    assert all(m.resilience.recovery_s is None for m in after[1:])
+    assert federation_metrics(after)[0]["recovery_time_s"] == resumed.recovery_s
 
 
 def _config(tmp: Path, *extra: str) -> Any:

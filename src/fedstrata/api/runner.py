@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fedstrata.api.checkpoint_stats import with_checkpoint_stats
 from fedstrata.api.components import (
     build_dataset,
     choose_workers,
@@ -207,7 +208,13 @@ def run(
             sim.fed_eval = split.evaluator
             progress = resumed_progress(params, store, sim.fed_eval, snap)
             result = _drive(
-                sim, params, progress, on_round=on_round, hooks=hooks, ckpt=ckpt, snap=snap
+                sim,
+                params,
+                progress,
+                on_round=on_round,
+                hooks=with_checkpoint_stats(hooks, ckpt),
+                ckpt=ckpt,
+                snap=snap,
             )
             if ckpt is not None:
                 ckpt.close()

@@ -89,7 +89,7 @@ async def run_center_node(
     lease = SqlLease(fo.lease_url, fo.lease_name or config.name, node)
     settings = failover_settings(fo, start_timeout_s)
     log.warning("center %s: standby, following lease %r", node, lease.name)
-    epoch = await follow(lease, settings)
+    taken = await follow(lease, settings)
     recorder = RunRecorder.create(dep)
     sink = _checkpointer(config, recorder)
     center = CenterNode(
@@ -99,7 +99,7 @@ async def run_center_node(
     center.on_round = None if recorder is None else recorder.on_round
     try:
         with center_monitoring(config, recorder):
-            outcome = await center.take_over(epoch)
+            outcome = await center.take_over(taken)
         sink.close()
     except BaseException:
         if recorder is not None:
