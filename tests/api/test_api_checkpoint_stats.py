@@ -5,6 +5,7 @@ from __future__ import annotations
 from fedstrata.api import run
 from fedstrata.config import load_config
 from fedstrata.monitoring import RunStore
+from fedstrata.monitoring.report import render_report
 
 ROUNDS = 4
 SMALL = [
@@ -40,9 +41,15 @@ def test_checkpoint_times_are_in_the_rounds_records(tmp_path):
     assert len(disk) <= 1
     assert all(s > 0 for s in memory + disk)
     assert all(r.ckpt_object_s is None for r in records)
+    with RunStore.open(result.run_dir) as store:
+        html = render_report(store)
+    assert "<h2>Resilience</h2>" in html or ">Resilience<" in html
+    assert "on the round&#x27;s path" in html or "on the round's path" in html
+    assert "failovers" not in html  # a simulation has no center to lose
 
 
 def test_without_checkpoints_there_is_no_resilience_record(tmp_path):
     result = run(load_config(overrides=[*SMALL, f"output.dir={tmp_path}"]))
     with RunStore.open(result.run_dir) as store:
         assert all(m.resilience is None for m in store.rounds())
+        assert ">Resilience<" not in render_report(store)

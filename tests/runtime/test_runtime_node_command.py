@@ -22,6 +22,7 @@ from fedstrata.config import load_config
 from fedstrata.errors import ConfigError
 from fedstrata.monitoring import RunStore
 from fedstrata.monitoring.catalogue import federation_metrics
+from fedstrata.monitoring.report import render_report
 from fedstrata.runtime import check_supported
 from fedstrata.runtime.failover import CenterSnapshot
 from fedstrata.runtime.lease import SqlLease
@@ -62,7 +63,7 @@ def _settings(tmp: Path) -> list[str]:
         *SMALL, f"rounds.rounds={ROUNDS}", "output.run_store=true", "output.report=false",
         "failover.enabled=true", f"failover.lease_url={tmp / 'lease.sqlite'}",
         "failover.lease_name=fed",
-        "failover.lease_s=0.6", "failover.poll_s=0.05", "failover.rejoin_timeout_s=1",
+        "failover.lease_s=1.5", "failover.poll_s=0.05", "failover.rejoin_timeout_s=1",
         "failover.linger_s=1", "checkpoint.enabled=true",
         f"checkpoint.object_url={tmp / 'shared'}",
         "checkpoint.object_every=1", "checkpoint.disk_every=1",
@@ -154,10 +155,14 @@ def _check_resilience(tmp: Path, run_b: Path, first: int) -> None:
     resumed = after[0].resilience
     assert resumed.restore_s is not None
     assert resumed.recovery_s is not None
-    # the lease lapses after lease_s * (1 + drift) = 0.63 s without a renewal
-    assert resumed.recovery_s > 0.6
+    # the lease lapses after lease_s * (1 + drift) = 1.575 s without a renewal
+    assert resumed.recovery_s > 1.5
     assert all(m.resilience.recovery_s is None for m in after[1:])
     assert federation_metrics(after)[0]["recovery_time_s"] == resumed.recovery_s
+    with RunStore.open(run_b) as store:
+        html = render_report(store)
+    assert "center failovers in the run so far: 1" in html
+    assert f'<td class="num">{first}</td>' in html  # the failover's row
 
 
 def _config(tmp: Path, *extra: str) -> Any:
