@@ -132,9 +132,9 @@ def compatibility_table() -> str:
             "`downlink_mbps` and `latency_ms` under `scheduling` (the link figures a "
             "client reports with its measured device profile). The runtime checkpoints "
             "as center nodes with standbys (`failover.enabled`, "
-            "docs/resilience-failover.md): `checkpoint` without them, or with `privacy` "
-            "or `secagg` (their state is not in the center's checkpoint yet), is refused "
-            "there; `failover.enabled` is refused by the simulators.",
+            "docs/resilience-failover.md): `checkpoint` without them, or with `secagg` "
+            "(its state is not in the center's checkpoint yet), is refused there; "
+            "`failover.enabled` is refused by the simulators.",
             "",
             *_drivers(),
             "",

@@ -103,9 +103,8 @@ def runtime_refusal(config: FedConfig) -> str | None:
     (None: it honours them).
 
     The runtime's center checkpoints as a center node (:class:`FailoverConfig`): every
-    round in the shared object tier, under the lease. What its checkpoint does not carry
-    yet is refused: the DP accountant (a failover would reset ε spent) and the secure
-    aggregation rounds.
+    round in the shared object tier, under the lease, with its central-DP budget. What
+    its checkpoint does not carry yet is refused: the secure aggregation rounds.
     """
     ckpt, fo = config.checkpoint, config.failover
     if fo.enabled and not ckpt.enabled:
@@ -122,14 +121,10 @@ def runtime_refusal(config: FedConfig) -> str | None:
             "checkpoint.object_url and checkpoint.object_every=1; a restarted or standby "
             "center then resumes from the newest checkpoint"
         )
-    for on, what, setting in (
-        (config.privacy.enabled, "the DP accountant (ε spent would be reset)", "privacy"),
-        (config.secagg.enabled, "the secure aggregation rounds", "secagg"),
-    ):
-        if on:
-            return (
-                f"checkpoint.enabled with {setting}.enabled is not run by the deployment "
-                f"runtime ({FAILOVER_DOCS}): a center checkpoint carrying {what} is not "
-                "built yet"
-            )
+    if config.secagg.enabled:
+        return (
+            f"checkpoint.enabled with secagg.enabled is not run by the deployment runtime "
+            f"({FAILOVER_DOCS}): a center checkpoint carrying the secure aggregation rounds "
+            "(and the distributed-DP budget with them) is not built yet"
+        )
     return None

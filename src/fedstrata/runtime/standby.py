@@ -43,6 +43,7 @@ from fedstrata.core.metrics import ResilienceStats
 from fedstrata.core.params import FloatVector
 from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S, Deployment
 from fedstrata.runtime.center import Center, RoundRecord, RuntimeResult
+from fedstrata.runtime.dp_center import DpPart
 from fedstrata.runtime.failover import (
     AfterRound,
     CenterSnapshot,
@@ -209,9 +210,10 @@ class CenterNode:
     async def _serve(self, epoch: int, base: CenterSnapshot, outcome: NodeOutcome) -> None:
         center = self.center = self._center(base)
         keeper = LeaseKeeper(self.lease, epoch, self.settings.lease)
+        parts = [*self.parts, *_center_parts(center, base)]
         committer = RoundCommitter(
             self.sink, base, run_id=center.run_id, participants=center.roster.reach,
-            fence=keeper.remaining_s, parts=self.parts, margin_s=self.settings.lease.lease_s / 4,
+            fence=keeper.remaining_s, parts=parts, margin_s=self.settings.lease.lease_s / 4,
         )  # fmt: skip
         center.after_round = self._after_round(committer, outcome, base)
         center.ack_gate = committer.gate
@@ -299,6 +301,16 @@ async def follow(lease: SqlLease, settings: FailoverSettings) -> Takeover:
                 log.warning("center %s: active (epoch %d; was %s)", lease.holder, epoch, was)
                 return Takeover(epoch, watch.since if lapsed else None)
         await asyncio.sleep(settings.poll_s)
+
+
+def _center_parts(center: Center, base: CenterSnapshot) -> list[StatePart]:
+    """The center's own state carried in its checkpoints (its DP budget), restored from
+    ``base`` where it holds them."""
+    parts: list[StatePart] = [] if center.dp is None else [DpPart(center.dp)]
+    for part in parts:
+        if part.name in base.parts:
+            part.restore(base.parts[part.name])
+    return parts
 
 
 def _opt_state(center: Center, base: CenterSnapshot) -> object | None:
