@@ -201,3 +201,14 @@ def test_a_simulation_refuses_failover(tmp_path):
 
     with pytest.raises(ConfigError, match=r"deployment runtime's"):
         run(_config(tmp_path))
+
+
+def test_node_names_a_center_node_and_needs_failover(tmp_path):
+    from typer.testing import CliRunner
+
+    from fedstrata.cli import app
+
+    sets = [a for item in SMALL for a in ("--set", item)]
+    result = CliRunner().invoke(app, ["serve", "center", *sets, "--node", "a"])
+    assert result.exit_code != 0
+    assert "--node names a center node: it needs failover.enabled" in result.output
