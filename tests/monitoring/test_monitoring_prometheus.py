@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fedstrata.core.metrics import PrivacySpent, TierStats
+from fedstrata.core.metrics import PrivacySpent, ResilienceStats, TierStats
 from fedstrata.errors import ConfigError, TransportError
 from fedstrata.monitoring import Alert, ClientFailure, RoundMetrics
 from fedstrata.monitoring.catalogue import METRICS
@@ -81,6 +81,29 @@ def test_round_details_export_nodes_and_stragglers(make_metrics: MakeMetrics) ->
     assert value("fedstrata_node_ingress_bytes_total", {**edge, "tier": "center",
                  "node": "center"}) == 90  # fmt: skip
     assert _value(exporter, "fedstrata_stragglers") == 1
+
+
+def test_resilience_records_export_checkpoint_times_and_failovers(
+    make_metrics: MakeMetrics,
+) -> None:
+    """Issue 15 part 6: save times by tier, the center's failovers and recovery."""
+    exporter = PrometheusExporter("demo", total_rounds=4)
+    first = ResilienceStats(ckpt_memory_s=0.001, ckpt_object_s=0.2, ckpt_critical_s=0.25,
+                            failovers=0)  # fmt: skip
+    second = ResilienceStats(ckpt_memory_s=0.002, ckpt_critical_s=0.3, failovers=1,
+                             recovery_s=1.7, restore_s=0.05)  # fmt: skip
+    exporter.emit(make_metrics(0).with_stats(first))
+    assert _value(exporter, "fedstrata_center_recovery_seconds") is None
+    exporter.emit(make_metrics(1).with_stats(second))
+    assert _value(exporter, "fedstrata_checkpoint_seconds_count", kind="memory") == 2
+    assert _value(exporter, "fedstrata_checkpoint_seconds_sum", kind="memory") == pytest.approx(
+        0.003
+    )
+    assert _value(exporter, "fedstrata_checkpoint_seconds_count", kind="object") == 1
+    assert _value(exporter, "fedstrata_checkpoint_seconds_count", kind="disk") is None
+    assert _value(exporter, "fedstrata_checkpoint_seconds_count", kind="critical") == 2
+    assert _value(exporter, "fedstrata_center_failovers") == 1
+    assert _value(exporter, "fedstrata_center_recovery_seconds") == 1.7
 
 
 def test_each_exporter_has_its_own_registry(make_metrics: MakeMetrics) -> None:

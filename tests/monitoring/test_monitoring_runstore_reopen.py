@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fedstrata.core.metrics import ResilienceStats
 from fedstrata.errors import DataError
 from fedstrata.monitoring import ClientFailure, RunStarted, RunStatus, RunStore, RunTotals
 from fedstrata.monitoring.devices import DeviceRound, NodeRound, RoundDetail
@@ -98,3 +99,28 @@ def test_reopen_truncates_per_device_rows_and_recomputes_their_totals(
         expected = kept.device_stats()
     assert resumed == expected
     assert [s.rounds_selected for s in resumed] == [2, 2, 2]
+
+
+def test_a_version_4_store_reopened_holds_resilience_records_as_version_5(
+    tmp_path, make_metrics
+) -> None:
+    """Schema version 5 added the resilience family (in ``stats``): a version-4 store
+    still reads, and one reopened to continue it is relabelled, its resilience records
+    truncated with their rounds."""
+    run_dir = tmp_path / "run"
+    _crashed_run(run_dir, make_metrics, rounds=2)
+    with RunStore.reopen(run_dir, rounds_kept=2) as store:
+        store._conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        store._conn.commit()
+    with RunStore.open(run_dir) as old:
+        assert old.meta()["schema_version"] == "4"
+        assert len(old.rounds()) == 2
+    record = ResilienceStats(ckpt_critical_s=0.25, ckpt_object_s=0.2, failovers=1)
+    with RunStore.reopen(run_dir, rounds_kept=1) as store:
+        store.emit(make_metrics(1).with_stats(record))
+        store.emit(make_metrics(2).with_stats(record))
+    with RunStore.open(run_dir) as done:
+        assert done.meta()["schema_version"] == "5"
+        assert [m.resilience for m in done.rounds()] == [None, record, record]
+    with RunStore.reopen(run_dir, rounds_kept=2) as store:
+        assert [m.resilience for m in store.rounds()] == [None, record]

@@ -104,3 +104,99 @@ def test_the_accountant_state_round_trips_through_a_checkpoint():
     restored.load_state_dict(first.state_dict())
     assert restored.epsilon_spent == first.epsilon_spent > 0
     assert restored.start(2) == first.start(2)
+
+
+class _SharedSink:
+    """The center nodes' shared checkpoint store (one process)."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[int, bytes] = {}
+
+    def snapshot(self, round_num: int, blob: bytes) -> None:
+        self.blobs[round_num] = blob
+
+    def flush(self) -> None:
+        pass
+
+    def latest(self):
+        return None if not self.blobs else (max(self.blobs), self.blobs[max(self.blobs)])
+
+
+def _ports(n: int) -> list[str]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    out = [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]
+    for s in socks:
+        s.close()
+    return out
+
+
+def test_a_standby_center_spends_on_from_the_committed_epsilon(tmp_path):
+    """Issue 15: ε spent is never lost at a failover. The standby restores the budget
+    from the checkpoint's DP part and ends the run at the uninterrupted run's ε."""
+    from fedstrata.runtime.client import Backoff
+    from fedstrata.runtime.failover import CenterSnapshot
+    from fedstrata.runtime.lease import LeaseTiming, SqlLease
+    from fedstrata.runtime.relink import FailoverLink
+    from fedstrata.runtime.standby import CenterNode, FailoverSettings
+
+    cfg = load_config(overrides=[*DP, "privacy.mechanism=central", "rounds.rounds=5"])
+    dep = deployment(cfg)
+    plain, _ = asyncio.run(run_federation(dep))
+    tokens, sink, addrs = tokens_for(dep.num_clients), _SharedSink(), _ports(2)
+    url = str(tmp_path / "lease.sqlite")
+    fast = FailoverSettings(lease=LeaseTiming(lease_s=0.6), poll_s=0.05, rejoin_timeout_s=1.0)
+
+    def node(i: int) -> CenterNode:
+        return CenterNode(
+            dep, lease=SqlLease(url, "fed", f"c{i}"), sink=sink, address=addrs[i],
+            tokens=TokenTable(tokens), settings=fast,
+        )  # fmt: skip
+
+    async def client(cid: int):
+        link = FailoverLink(addrs, lambda t: GrpcLink(t, cid, tokens[cid]), connect_timeout_s=10)
+        async with link:
+            return await dep.client(link, cid, backoff=Backoff(8, 0.05, 0.3)).run()
+
+    async def main():
+        active = asyncio.create_task(node(0).run())
+        while SqlLease(url, "fed", "probe").read() is None:
+            await asyncio.sleep(0.01)
+        standby = asyncio.create_task(node(1).run())
+        clients = [asyncio.create_task(client(c)) for c in range(dep.num_clients)]
+        while max(sink.blobs, default=-1) < 1:
+            await asyncio.sleep(0.01)
+        active.cancel()
+        outcome = await standby
+        await asyncio.gather(*clients)
+        return outcome
+
+    outcome = asyncio.run(asyncio.wait_for(main(), 120))
+    assert outcome.epoch == 2
+    assert outcome.start_round >= 2
+    resumed = CenterSnapshot.from_bytes(sink.blobs[outcome.start_round - 1])
+    assert "dp" in resumed.parts  # the budget the standby started from
+    eps = [r.privacy.epsilon_spent for r in outcome.result.rounds]
+    want = [r.privacy.epsilon_spent for r in plain.rounds[outcome.start_round :]]
+    assert eps == want
+    assert eps[-1] == plain.rounds[-1].privacy.epsilon_spent > 0
+
+
+def test_the_dp_part_refuses_what_is_not_a_budget():
+    from fedstrata.errors import CheckpointCorrupt
+    from fedstrata.runtime.dp_center import DpPart
+
+    dep = deployment(load_config(overrides=[*DP, "privacy.mechanism=central"]))
+    dp = dep.center().dp
+    assert dp is not None
+    for r in range(2):
+        dp.start(r)
+        dp.finish(r, 5)
+    fresh = dep.center().dp
+    assert fresh is not None
+    DpPart(fresh).restore(DpPart(dp).save())
+    assert fresh.epsilon_spent == dp.epsilon_spent > 0
+    for bad in (b"not json", b"[1, 2]", b'{"events": "x"}'):
+        with pytest.raises(CheckpointCorrupt):
+            DpPart(fresh).restore(bad)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fedstrata.api.checkpoint_stats import with_checkpoint_stats
 from fedstrata.api.components import (
     build_dataset,
     choose_workers,
@@ -40,6 +41,7 @@ from fedstrata.api.fedeval import federated_split
 from fedstrata.api.resume import checkpoints, open_run, reopen_run, resumed_progress
 from fedstrata.builders import ServerStrategy, server_strategy
 from fedstrata.config import FedConfig, dump_config
+from fedstrata.config.failover import SIMULATION_REFUSAL
 from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import DiskStateStore
@@ -153,6 +155,8 @@ def run(
         CheckpointError: ``resume`` has no readable checkpoint.
         CheckpointCorrupt: its newest good checkpoint is of another configuration.
     """
+    if config.failover.enabled:
+        raise ConfigError(SIMULATION_REFUSAL)
     strategy = server_strategy(config, optimizer=server_optimizer, aggregation=aggregator)
     dataset, chosen, sgd = _load(config, task)
     split = federated_split(config, dataset, chosen)
@@ -204,7 +208,13 @@ def run(
             sim.fed_eval = split.evaluator
             progress = resumed_progress(params, store, sim.fed_eval, snap)
             result = _drive(
-                sim, params, progress, on_round=on_round, hooks=hooks, ckpt=ckpt, snap=snap
+                sim,
+                params,
+                progress,
+                on_round=on_round,
+                hooks=with_checkpoint_stats(hooks, ckpt),
+                ckpt=ckpt,
+                snap=snap,
             )
             if ckpt is not None:
                 ckpt.close()

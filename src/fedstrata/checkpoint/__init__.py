@@ -18,6 +18,7 @@ from fedstrata.checkpoint.settings import (
     checkpointer_from_config,
     open_store,
 )
+from fedstrata.checkpoint.stats import SaveTracker
 from fedstrata.checkpoint.store import DEFAULT_KEEP, CheckpointStore, MemoryStore
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "FileStore",
     "FsspecBlobs",
     "MemoryStore",
+    "SaveTracker",
     "Tier",
     "TierTimings",
     "checkpointer_from_config",

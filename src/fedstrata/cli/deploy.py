@@ -115,9 +115,21 @@ def serve_center(
         Path | None, typer.Option(help="where the run directory goes (output.dir)")
     ] = None,
     metrics_port: MetricsPortOpt = None,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            help="with failover.enabled: this center node's name in the lease "
+            "(default: HOST/ADDRESS); start one node per center host, the first to "
+            "take the lease is active, the others are standbys"
+        ),
+    ] = None,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Run the center (coordinator) of a real federation; writes its run directory."""
+    """Run the center (coordinator) of a real federation; writes its run directory.
+
+    With failover.enabled (docs/resilience-failover.md) it is a center node: a standby
+    until it holds the lease, then the active center, resuming from the newest
+    checkpoint in checkpoint.object_url."""
     import asyncio
 
     _setup_logging(verbose)
@@ -128,6 +140,14 @@ def serve_center(
         extra += [] if output is None else [f"output.dir={output}"]
         extra += metrics_port_override(metrics_port)
         cfg = load_config(config, None, [*(set_ or []), *extra])
+        if cfg.failover.enabled:
+            _serve_node(
+                cfg, node or "", address, load_tokens(tokens), _tls(ca, cert, key),
+                mutual=mutual, participants=participants, start_timeout=start_timeout,
+            )  # fmt: skip
+            return
+        if node is not None:
+            raise ConfigError("--node names a center node: it needs failover.enabled")
         result = asyncio.run(
             run_center(
                 cfg,
@@ -142,6 +162,32 @@ def serve_center(
     except FedstrataError as exc:
         raise _fail(exc) from None
     typer.echo(f"finished {len(result.rounds)} rounds; {result.wire_bytes:,} bytes on the wire")
+    if result.run_dir is not None:
+        typer.echo(str(result.run_dir))
+
+
+def _serve_node(
+    cfg: Any, node: str, address: str, tokens: Any, tls: Any, *, mutual: bool,
+    participants: int | None, start_timeout: float,
+) -> None:  # fmt: skip
+    """``serve center`` with ``failover.enabled``: one center node (may be a standby)."""
+    import asyncio
+
+    from fedstrata.runtime.node_command import default_node_name, run_center_node
+
+    run = run_center_node(
+        cfg, node=node or default_node_name(address), address=address, tokens=tokens,
+        tls=tls, mutual=mutual, participants=participants, start_timeout_s=start_timeout,
+    )  # fmt: skip
+    outcome = asyncio.run(run)
+    if outcome.result is None:
+        typer.echo(f"the run was complete when this node took over (epoch {outcome.epoch})")
+        return
+    result = outcome.result
+    typer.echo(
+        f"finished {len(result.rounds)} rounds from round {outcome.start_round} as epoch "
+        f"{outcome.epoch}; {result.wire_bytes:,} bytes on the wire"
+    )
     if result.run_dir is not None:
         typer.echo(str(result.run_dir))
 

@@ -130,7 +130,11 @@ def compatibility_table() -> str:
             "deployment runtime (docs/runtime.md), which also refuses the simulator's "
             "generated `devices.*` settings, except `devices.uplink_mbps`, "
             "`downlink_mbps` and `latency_ms` under `scheduling` (the link figures a "
-            "client reports with its measured device profile).",
+            "client reports with its measured device profile). The runtime checkpoints "
+            "as center nodes with standbys (`failover.enabled`, "
+            "docs/resilience-failover.md): `checkpoint` without them, or with `secagg` "
+            "(its state is not in the center's checkpoint yet), is refused there; "
+            "`failover.enabled` is refused by the simulators.",
             "",
             *_drivers(),
             "",

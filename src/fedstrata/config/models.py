@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from fedstrata.config.base import Strict as _Strict
 from fedstrata.config.checkpoint import CheckpointConfig
 from fedstrata.config.compat import refusal
+from fedstrata.config.failover import FailoverConfig
 from fedstrata.config.features import (
     CompressionConfig,
     DownlinkConfig,
@@ -35,6 +36,7 @@ __all__ = [
     "DevicesConfig",
     "DownlinkConfig",
     "EvaluationConfig",
+    "FailoverConfig",
     "FedBuffSection",
     "FedConfig",
     "ModelConfig",
@@ -368,6 +370,7 @@ class FedConfig(_Strict):
     sim: SimConfig = SimConfig()
     output: OutputConfig = OutputConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    failover: FailoverConfig = FailoverConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="after")
@@ -401,6 +404,7 @@ class FedConfig(_Strict):
         why = refusal(self)
         if why is not None:
             raise ValueError(why)
+        self.failover.check(self.checkpoint)
         if self.privacy.mechanism == "distributed" and not self.secagg.enabled:
             raise ValueError(
                 "privacy.mechanism=distributed adds each client's noise share inside secure "

@@ -14,6 +14,7 @@ record              ``RoundMetrics`` field producer
 :class:`SecAggTreeStats` ``secagg_tree``   the two-tier secure aggregation of a tree
 :class:`PrecisionStats`  ``precision``     fp16 loss scaling (:func:`precision_stats`)
 :class:`SystemStats`     ``system``        every driver (devices, links, failures)
+:class:`ResilienceStats` ``resilience``    checkpoints (simulator), center failovers
 ==================  =====================  ==========================================
 
 Records validate at construction and raise :class:`~fedstrata.errors.DataError`
@@ -31,7 +32,8 @@ This module is NumPy-free and sits in ``core`` so that every producer (privacy,
 secure aggregation, scheduling, the simulator) can build its record. The base class
 is :mod:`fedstrata.core.stats_record`; the privacy and secure-aggregation families
 are :mod:`fedstrata.core.metrics_privacy` and the system family
-:mod:`fedstrata.core.metrics_system`, listed here with the others.
+:mod:`fedstrata.core.metrics_system`, the resilience family
+:mod:`fedstrata.core.metrics_resilience`, listed here with the others.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import ClassVar, TypeAlias
 
 from fedstrata.core.metrics_privacy import PrivacySpent, SecAggStats, SecAggTreeStats
+from fedstrata.core.metrics_resilience import ResilienceStats
 from fedstrata.core.metrics_system import SystemStats
 from fedstrata.core.stats_record import StatsRecord
 from fedstrata.errors import DataError
@@ -52,6 +55,7 @@ __all__ = [
     "CodecStats",
     "PrecisionStats",
     "PrivacySpent",
+    "ResilienceStats",
     "ScheduleStats",
     "SecAggStats",
     "SecAggTreeStats",
@@ -237,6 +241,7 @@ AnyStats: TypeAlias = (
     | SecAggTreeStats
     | PrecisionStats
     | SystemStats
+    | ResilienceStats
 )
 STATS_RECORDS: tuple[type[StatsRecord], ...] = (
     CodecStats,
@@ -248,6 +253,7 @@ STATS_RECORDS: tuple[type[StatsRecord], ...] = (
     SecAggTreeStats,
     PrecisionStats,
     SystemStats,
+    ResilienceStats,
 )
 _BY_FAMILY: dict[str, type[StatsRecord]] = {cls.FAMILY: cls for cls in STATS_RECORDS}
 

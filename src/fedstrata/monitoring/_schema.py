@@ -10,7 +10,11 @@ versions 1 and 2 still read: they have no ``stats`` column and kept the features
 figures as named floats in ``extras``, which map back into the typed fields on load
 (:func:`~fedstrata.core.metrics.records_from_extras`). Version 4 added the per-device
 and per-tier tables (:mod:`fedstrata.monitoring._device_sql`); a version-3 store reads
-without them. SQLite
+without them. Version 5 added the ``resilience`` family to ``stats`` (checkpoint times,
+failovers: no new column or table, so a resumed run's truncation of ``rounds`` covers
+it); a store of version 3 or 4 reads as before, and a reader that knows only version 4
+refuses a version-5 store by its version instead of failing on the unknown family.
+SQLite
 stores NaN as NULL, so a NaN loss is stored as the text ``'nan'`` (NULL keeps
 meaning "not measured"); floats otherwise round-trip exactly.
 """
@@ -49,8 +53,9 @@ __all__ = [
     "round_to_row",
 ]
 
-SCHEMA_VERSION = 4
-READABLE_VERSIONS = frozenset({"1", "2", "3", "4"})  # 1: no fed. eval.; 2: no stats; 3: no devices
+SCHEMA_VERSION = 5
+# 1: no fed. eval.; 2: no stats; 3: no devices; 4: no resilience family
+READABLE_VERSIONS = frozenset({"1", "2", "3", "4", "5"})
 
 _ROUND_TYPES: dict[str, str] = {
     "round_idx": "INTEGER PRIMARY KEY",
@@ -202,10 +207,16 @@ def failure_from_row(row: Sequence[object]) -> ClientFailure:
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables (idempotent) and record the schema version."""
+    """Create the tables (idempotent) and record the schema version; a store of
+    version 3 or 4 reopened to continue it (a resume) then has every table of this
+    version and is relabelled, since it will hold the newer records."""
     with conn:
         conn.executescript(SCHEMA_SQL)
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version' AND value IN ('3', '4')",
             (str(SCHEMA_VERSION),),
         )

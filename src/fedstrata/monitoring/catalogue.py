@@ -72,7 +72,8 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("completion_rate", "reliability", "Task completion rate", "fraction",
               "clients_completed / clients_selected", "higher"),
     MetricDef("recovery_time_s", "reliability", "Failure-recovery time", "s",
-              "(first accepted update after the round's first failure) - system.failure_at_s",
+              "resilience.recovery_s (a center failover), else (first accepted update "
+              "after the round's first failure) - system.failure_at_s",
               "lower"),
     MetricDef("contention", "reliability", "Resource contention", "fraction",
               "system.contention_s / system.transfer_s", "lower"),
@@ -153,6 +154,9 @@ def _reliability(m: RoundMetrics, next_accept: float | None) -> dict[str, float 
     if s is not None and s.failure_at_s is not None:
         recovered = s.recovered_at_s if s.recovered_at_s is not None else next_accept
         recovery = None if recovered is None else recovered - s.failure_at_s
+    r = m.resilience
+    if r is not None and r.recovery_s is not None:  # the center failed: no one was served
+        recovery = r.recovery_s
     return {
         "completion_rate": _ratio(m.clients_completed, m.clients_selected),
         "recovery_time_s": recovery,

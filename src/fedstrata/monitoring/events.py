@@ -29,6 +29,7 @@ from fedstrata.core.metrics import (
     CodecStats,
     PrecisionStats,
     PrivacySpent,
+    ResilienceStats,
     ScheduleStats,
     SecAggStats,
     SecAggTreeStats,
@@ -56,6 +57,7 @@ __all__ = [
     "MetricEvent",
     "PrecisionStats",
     "PrivacySpent",
+    "ResilienceStats",
     "RoundMetrics",
     "RunFinished",
     "RunStarted",
@@ -110,6 +112,8 @@ class RoundMetrics:
         precision: fp16 loss scaling's skipped steps, or None (fp32, bf16).
         system: what the devices and links did (busy time, FLOPs, link capacity,
             contention, failure and recovery times), or None (a store written before).
+        resilience: checkpoint save times, center failovers and recovery, or None
+            (no checkpoints).
 
     The typed fields are :mod:`fedstrata.core.metrics` records; :meth:`stats` lists
     the present ones and :meth:`with_stats` places records into their fields.
@@ -141,6 +145,7 @@ class RoundMetrics:
     secagg_tree: SecAggTreeStats | None = None
     precision: PrecisionStats | None = None
     system: SystemStats | None = None
+    resilience: ResilienceStats | None = None
 
     def __post_init__(self) -> None:
         """Validate and normalise every field (ints stay ints, floats become floats).

@@ -33,6 +33,11 @@ name                                    type         value
                                                      would be 10,000 series; the dashboard
                                                      shows them)
 ``fedstrata_alerts_total``              counter      alert firings by ``alert`` and ``severity``
+``fedstrata_checkpoint_seconds``        histogram    checkpoint save times by ``kind``: a tier
+                                                     (``memory``, ``disk``, ``object``) or
+                                                     ``critical`` (the round's path / commit)
+``fedstrata_center_failovers``          gauge        center takeovers in the run so far
+``fedstrata_center_recovery_seconds``   gauge        the last takeover's recovery time
 ======================================  ===========  ===========================================
 
 The shipped alert rules (:func:`~fedstrata.monitoring.alerts.prometheus_rules_yaml`)
@@ -47,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from fedstrata.core.metrics import ResilienceStats
 from fedstrata.errors import ConfigError, TransportError
 from fedstrata.monitoring.alerts import EXTRA_KEYS, METRIC_KEYS, Alert
 from fedstrata.monitoring.devices import RoundDetail
@@ -56,13 +62,15 @@ from fedstrata.monitoring.live import LiveRows
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-__all__ = ["ROUND_BUCKETS_S", "PrometheusExporter"]
+__all__ = ["CHECKPOINT_BUCKETS_S", "ROUND_BUCKETS_S", "PrometheusExporter"]
 
 logger = logging.getLogger(__name__)
 
 ROUND_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 """Histogram buckets (seconds) of round and sync times: sub-second simulated rounds to
 half-hour cross-device rounds."""
+CHECKPOINT_BUCKETS_S = (0.0001, 0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 300.0)
+"""Histogram buckets (seconds) of checkpoint saves: a memory snapshot to an object store."""
 _LABELS = ("run", "tier", "node")
 _OUTCOMES = ("selected", "completed", "failed", "late")
 
@@ -140,6 +148,13 @@ class PrometheusExporter:
                                 registry=reg)  # fmt: skip
         self.alerts = Counter("fedstrata_alerts", "Alert firings", (*lab, "alert", "severity"),
                               registry=reg)  # fmt: skip
+        self.checkpoint = Histogram("fedstrata_checkpoint_seconds", "Checkpoint save time by "
+                                    "tier, or on the round's path", (*lab, "kind"), registry=reg,
+                                    buckets=CHECKPOINT_BUCKETS_S)  # fmt: skip
+        self.failovers = Gauge("fedstrata_center_failovers", "Center takeovers in the run so far",
+                               lab, registry=reg)  # fmt: skip
+        self.recovery = Gauge("fedstrata_center_recovery_seconds", "Recovery time of the last "
+                              "center takeover", lab, registry=reg)  # fmt: skip
 
     # --- the sink ---------------------------------------------------------------------
 
@@ -189,6 +204,18 @@ class PrometheusExporter:
             sizes = (t.center_ingress_bytes, t.region_ingress_bytes, t.edge_ingress_bytes)
             for level, size in zip(("center", "region", "edge"), sizes, strict=True):
                 self.ingress.labels(*lab, level).inc(size)
+        if m.resilience is not None:
+            self._on_resilience(m.resilience)
+
+    def _on_resilience(self, r: ResilienceStats) -> None:
+        saves = (r.ckpt_memory_s, r.ckpt_disk_s, r.ckpt_object_s, r.ckpt_critical_s)
+        for kind, seconds in zip(("memory", "disk", "object", "critical"), saves, strict=True):
+            if seconds is not None:
+                self.checkpoint.labels(*self.labels, kind).observe(seconds)
+        if r.failovers is not None:
+            self._mine(self.failovers).set(r.failovers)
+        if r.recovery_s is not None:
+            self._mine(self.recovery).set(r.recovery_s)
 
     # --- the HTTP endpoint ------------------------------------------------------------
 

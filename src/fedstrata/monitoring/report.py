@@ -38,6 +38,7 @@ from fedstrata.monitoring._report_devices import (
     scheduling_section,
     tiers_section,
 )
+from fedstrata.monitoring._report_resilience import resilience_section
 from fedstrata.monitoring._report_sections import (
     Section,
     compression_section,
@@ -184,6 +185,7 @@ def _feature_sections(
         scheduling_section(rounds),
         participation_section(store.device_stats()),
         tiers_section(store.tier_stats()),
+        resilience_section(rounds),
     )
     return [*built, *(s for s in extra if s is not None)]
 

@@ -167,6 +167,7 @@ class RunStore:
         store = cls(run_dir, _connect(run_dir / METRICS_FILE, create=True), writable=True)
         with store._db("truncate rounds after the checkpoint"):
             _resume_sql.truncate_after(store._conn, rounds_kept, run_dir)
+            _schema.create_schema(store._conn)  # an older store gains this version's tables
         store._started = started
         for metrics in store.rounds():
             store._totals.add(metrics)
@@ -209,7 +210,7 @@ class RunStore:
             version = dict(rows).get("schema_version")
             columns = tuple(r[1] for r in self._conn.execute("PRAGMA table_info(rounds)"))
         self._has_devices = tables >= _device_sql.DEVICE_TABLES
-        current = version in {"3", "4"} and columns == _schema.ROUND_COLUMNS
+        current = version in {"3", "4", "5"} and columns == _schema.ROUND_COLUMNS
         legacy = version in {"1", "2"} and columns == _schema.LEGACY_ROUND_COLUMNS
         if not (current or legacy):
             raise DataError(

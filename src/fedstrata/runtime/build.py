@@ -51,6 +51,7 @@ from fedstrata.builders_privacy import (
 from fedstrata.compress import ChainCodec, CompressionSpec
 from fedstrata.config import FedConfig
 from fedstrata.config.compat import RUNTIME, refusal
+from fedstrata.config.failover import runtime_refusal
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
 from fedstrata.coordinator.round_logic import Weighting
 from fedstrata.core.clock import Clock
@@ -122,7 +123,7 @@ def check_supported(config: FedConfig) -> None:
         ConfigError: a feature the runtime does not run is enabled; the message names
             its setting, its docs page and the reason.
     """
-    why = refusal(config, RUNTIME)
+    why = refusal(config, RUNTIME) or runtime_refusal(config)
     if why is None and config.scheduling.async_.enabled:
         from fedstrata.runtime.fedbuff import buffered_refusal  # deferred: SQLAlchemy
 

@@ -13,17 +13,19 @@ hand their state to a checkpoint (a restarted center resumes its ε exactly). No
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 
 from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.coordinator.round_logic import start_hooks
 from fedstrata.core.metrics import PrivacySpent
-from fedstrata.errors import ConfigError
+from fedstrata.core.statepart import StatePart
+from fedstrata.errors import CheckpointCorrupt, ConfigError
 from fedstrata.privacy import BudgetAllocator
 from fedstrata.privacy.budget import AllocatorState
 
-__all__ = ["DpCenter"]
+__all__ = ["DpCenter", "DpPart"]
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +98,28 @@ class DpCenter:
             ConfigError: the state's plan does not fit this allocator.
         """
         self.allocator.load_state(state)
+
+
+class DpPart:
+    """A :class:`DpCenter`'s budget as a center checkpoint's part
+    (:class:`~fedstrata.runtime.failover.StatePart`): the allocator's and accountant's
+    state as JSON (floats exactly), so a center that takes over spends on from the ε the
+    last committed round had spent, never from zero."""
+
+    name = "dp"
+
+    def __init__(self, dp: DpCenter) -> None:
+        self.dp = dp
+
+    def save(self) -> bytes:
+        return json.dumps(dict(self.dp.allocator.state_dict().meta)).encode()
+
+    def restore(self, blob: bytes) -> None:
+        """Raises: CheckpointCorrupt: not this allocator's state."""
+        try:
+            meta = json.loads(blob)
+        except ValueError as exc:
+            raise CheckpointCorrupt(f"the center checkpoint's DP part: {exc}") from None
+        if not isinstance(meta, dict):
+            raise CheckpointCorrupt("the center checkpoint's DP part is not a JSON object")
+        self.dp.allocator.load_state_dict(StatePart(meta=meta))

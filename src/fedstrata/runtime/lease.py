@@ -227,6 +227,11 @@ class Watch:
         if row != self.row:
             self.row, self._since = row, self.clock()
 
+    @property
+    def since(self) -> float:
+        """When (this node's clock) the lease was last seen to change."""
+        return self._since
+
     def may_take(self) -> bool:
         if self.row is None or self.row.free:
             return True

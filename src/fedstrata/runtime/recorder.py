@@ -30,6 +30,7 @@ from fedstrata.coordinator.round_metrics import (
     round_metrics,
 )
 from fedstrata.coordinator.system_tally import outcome_devices
+from fedstrata.core.metrics import AnyStats
 from fedstrata.core.params import FloatVector
 from fedstrata.monitoring import (
     RoundMetrics,
@@ -91,10 +92,14 @@ class RunRecorder:
         """The run directory."""
         return self.store.path
 
-    def on_round(self, round_idx: int, record: RoundRecord, params: FloatVector) -> None:
-        """Record a finished round and the model it produced."""
+    def on_round(
+        self, round_idx: int, record: RoundRecord, params: FloatVector, *extra: AnyStats
+    ) -> None:
+        """Record a finished round and the model it produced (``extra``: records the
+        round's driver adds, e.g. a center node's checkpoint and failover figures)."""
         now = self.clock()
         metrics = self._metrics(round_idx, record, params, now - self._last, now)
+        metrics = metrics.with_stats(*extra)
         self._last = now
         self.totals.add(metrics)
         detail = RoundDetail(round_idx, outcome_devices(record.outcome))

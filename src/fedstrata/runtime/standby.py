@@ -36,17 +36,32 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+from fedstrata.checkpoint.stats import SaveTracker
+from fedstrata.core.metrics import ResilienceStats
+from fedstrata.core.params import FloatVector
 from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S, Deployment
-from fedstrata.runtime.center import Center, RuntimeResult
-from fedstrata.runtime.failover import CenterSnapshot, RoundCommitter, SnapshotSink, StatePart
+from fedstrata.runtime.center import Center, RoundRecord, RuntimeResult
+from fedstrata.runtime.dp_center import DpPart
+from fedstrata.runtime.failover import (
+    AfterRound,
+    CenterSnapshot,
+    RoundCommitter,
+    SnapshotSink,
+    StatePart,
+)
 from fedstrata.runtime.lease import LeaseKeeper, LeaseLost, LeaseTiming, SqlLease, Watch
 from fedstrata.runtime.security import TlsFiles, TokenTable
 from fedstrata.runtime.wire import CenterServer
 
-__all__ = ["CenterNode", "FailoverSettings", "NodeOutcome"]
+__all__ = ["CenterNode", "FailoverSettings", "NodeOutcome", "OnRound", "Takeover", "follow"]
 
 log = logging.getLogger(__name__)
+
+OnRound = Callable[[int, RoundRecord, FloatVector, ResilienceStats], None]
+"""``on_round(round_idx, record, params, stats)`` after each round this node served and
+committed, with the round's checkpoint and failover figures."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,8 @@ class NodeOutcome:
     serving_at: float | None = None
     save_s: list[float] = field(default_factory=list)
     completed_before: bool = False  # the run was already complete when it took over
+    lapsed_since: float | None = None  # the previous holder's last renewal seen
+    restore_s: float | None = None  # loading the checkpoint it resumed from
 
 
 class CenterNode:
@@ -126,6 +143,7 @@ class CenterNode:
         self.settings = settings or FailoverSettings()
         self.participants, self.parts = participants, parts
         self.center: Center | None = None
+        self.on_round: OnRound | None = None  # e.g. the run directory's recorder
 
     async def run(self) -> NodeOutcome:
         """Follow until this node holds the lease, then serve the rest of the run.
@@ -134,9 +152,23 @@ class CenterNode:
             LeaseLost: the lease lapsed while serving (this node stopped).
             CheckpointCorrupt: the newest checkpoint is not a center snapshot.
         """
-        epoch = await self.follow()
+        return await self.take_over(await follow(self.lease, self.settings))
+
+    async def take_over(self, taken: Takeover | int) -> NodeOutcome:
+        """Serve the rest of the run as the holder of lease ``epoch`` (see :meth:`run`).
+
+        Raises:
+            LeaseLost: the lease lapsed while serving (this node stopped).
+            CheckpointCorrupt: the newest checkpoint is not a center snapshot.
+        """
+        if isinstance(taken, int):
+            taken = Takeover(taken)
+        epoch = taken.epoch
         outcome = NodeOutcome(epoch, 0, acquired_at=time.monotonic())
+        outcome.lapsed_since = taken.lapsed_since
+        start = time.perf_counter()
         base = self._base(epoch)
+        outcome.restore_s = time.perf_counter() - start if base.round_idx >= 0 else None
         outcome.start_round = base.round_idx + 1
         if outcome.start_round >= self.dep.config.rounds.rounds:
             log.warning("center: the run was complete at round %d; nothing to do", base.round_idx)
@@ -148,18 +180,7 @@ class CenterNode:
 
     async def follow(self) -> int:
         """Wait as a standby until this node takes the lease; returns its epoch."""
-        watch = Watch(self.settings.lease)
-        while True:
-            row = await asyncio.to_thread(self.lease.read)
-            watch.observe(row)
-            if watch.may_take():
-                epoch = await asyncio.to_thread(self.lease.acquire, row)
-                if epoch is not None:
-                    was = "none" if row is None or row.free else row.holder
-                    name = self.lease.holder
-                    log.warning("center %s: active (epoch %d; was %s)", name, epoch, was)
-                    return epoch
-            await asyncio.sleep(self.settings.poll_s)
+        return (await follow(self.lease, self.settings)).epoch
 
     def _base(self, epoch: int) -> CenterSnapshot:
         """The snapshot this term starts from: the newest checkpoint, or a fresh run."""
@@ -189,11 +210,13 @@ class CenterNode:
     async def _serve(self, epoch: int, base: CenterSnapshot, outcome: NodeOutcome) -> None:
         center = self.center = self._center(base)
         keeper = LeaseKeeper(self.lease, epoch, self.settings.lease)
+        parts = [*self.parts, *_center_parts(center, base)]
         committer = RoundCommitter(
             self.sink, base, run_id=center.run_id, participants=center.roster.reach,
-            fence=keeper.remaining_s, parts=self.parts, margin_s=self.settings.lease.lease_s / 4,
+            fence=keeper.remaining_s, parts=parts, margin_s=self.settings.lease.lease_s / 4,
         )  # fmt: skip
-        center.after_round, center.ack_gate = committer, committer.gate
+        center.after_round = self._after_round(committer, outcome, base)
+        center.ack_gate = committer.gate
         outcome.save_s = committer.save_s
         params, opt_state = base.params, _opt_state(center, base)
         server = CenterServer(
@@ -221,6 +244,31 @@ class CenterNode:
                     task.cancel()
         await asyncio.to_thread(self.lease.release, epoch)
 
+    def _after_round(
+        self, committer: RoundCommitter, outcome: NodeOutcome, base: CenterSnapshot
+    ) -> AfterRound:
+        """Commit the round, then tell ``on_round`` with its resilience record."""
+        tracker = SaveTracker(lambda: getattr(self.sink, "timings", {}))
+        terms = {h.run_id for h in base.history}
+
+        async def after(round_idx: int, rec: RoundRecord, params: FloatVector, opt: Any) -> None:
+            await committer(round_idx, rec, params, opt)
+            if self.on_round is None:
+                return
+            first = round_idx == outcome.start_round and base.round_idx >= 0
+            recovery = None
+            if first and outcome.lapsed_since is not None and outcome.serving_at is not None:
+                recovery = outcome.serving_at - outcome.lapsed_since
+            stats = tracker.record(
+                critical_s=committer.save_s[-1],
+                failovers=len(terms | {committer.run_id}) - 1,
+                recovery_s=recovery,
+                restore_s=outcome.restore_s if first else None,
+            )
+            self.on_round(round_idx, rec, params, stats)
+
+        return after
+
     @staticmethod
     async def _opened(center: Center, outcome: NodeOutcome) -> None:
         """Note when the first round of this term opened."""
@@ -228,6 +276,41 @@ class CenterNode:
         while center.coordinator.round_idx < first:
             await asyncio.sleep(0.01)
         outcome.serving_at = time.monotonic()
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """A lease taken: its epoch, and when the node last saw the previous holder renew
+    (``time.monotonic()``; None: the lease was free, nobody was lost)."""
+
+    epoch: int
+    lapsed_since: float | None = None
+
+
+async def follow(lease: SqlLease, settings: FailoverSettings) -> Takeover:
+    """Wait as a standby until ``lease``'s holder takes it."""
+    watch = Watch(settings.lease)
+    while True:
+        row = await asyncio.to_thread(lease.read)
+        watch.observe(row)
+        if watch.may_take():
+            epoch = await asyncio.to_thread(lease.acquire, row)
+            if epoch is not None:
+                lapsed = row is not None and not row.free
+                was = row.holder if lapsed and row is not None else "none"
+                log.warning("center %s: active (epoch %d; was %s)", lease.holder, epoch, was)
+                return Takeover(epoch, watch.since if lapsed else None)
+        await asyncio.sleep(settings.poll_s)
+
+
+def _center_parts(center: Center, base: CenterSnapshot) -> list[StatePart]:
+    """The center's own state carried in its checkpoints (its DP budget), restored from
+    ``base`` where it holds them."""
+    parts: list[StatePart] = [] if center.dp is None else [DpPart(center.dp)]
+    for part in parts:
+        if part.name in base.parts:
+            part.restore(base.parts[part.name])
+    return parts
 
 
 def _opt_state(center: Center, base: CenterSnapshot) -> object | None:
