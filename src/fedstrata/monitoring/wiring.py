@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from fedstrata.monitoring.events import MetricEvent
 from fedstrata.monitoring.exports import MLflowSink
 from fedstrata.monitoring.live import AlertMonitor, LiveRows
-from fedstrata.monitoring.prometheus import PrometheusExporter
 from fedstrata.monitoring.settings import MonitoringConfig
 from fedstrata.monitoring.sinks import Fanout, Sink
 
@@ -79,8 +78,8 @@ class MonitoringSinks:
         if isolated:  # a failing exporter or tracker is logged and never stops the run
             sinks.append(Fanout(isolated))
         result = cls(sinks, owned)
-        exporter = next((s for s in opened if isinstance(s, PrometheusExporter)), None)
-        result.exporter_url = None if exporter is None else exporter.url
+        urls = [url for s in opened if isinstance(url := getattr(s, "url", None), str)]
+        result.exporter_url = urls[0] if urls else None
         return result
 
     @staticmethod
@@ -93,6 +92,9 @@ class MonitoringSinks:
     ) -> list[Sink]:
         tier, node = where
         if cfg.metrics_port is not None:
+            # deferred: prometheus-client and its HTTP server load only when exporting
+            from fedstrata.monitoring.prometheus import PrometheusExporter
+
             exporter = PrometheusExporter(run, tier=tier, node=node, rows=rows)
             owned.append(exporter)
             exporter.serve(cfg.metrics_port, cfg.metrics_address)

@@ -14,7 +14,8 @@
 * :func:`round_utilization` — a round's utilization (``RoundMetrics.schedule``).
 """
 
-from fedstrata.scheduling._migrate import migrate
+from typing import TYPE_CHECKING, Any
+
 from fedstrata.scheduling.allocation import (
     Allocation,
     WorkBounds,
@@ -63,7 +64,6 @@ from fedstrata.scheduling.records import (
     ModelPartition,
     WorkStatus,
 )
-from fedstrata.scheduling.registry import Registry, registry_url
 from fedstrata.scheduling.selection import (
     OortConfig,
     OortSelector,
@@ -118,3 +118,26 @@ __all__ = [
     "settlement_weights",
     "staleness_weight",
 ]
+
+if TYPE_CHECKING:
+    from fedstrata.scheduling._migrate import migrate
+    from fedstrata.scheduling.registry import Registry, registry_url
+
+# The registry's names load SQLAlchemy and Alembic (about 0.3 s): on first use, so a
+# run that schedules nothing (and every process that only plans or selects) skips them.
+_LAZY = {
+    "Registry": "fedstrata.scheduling.registry",
+    "registry_url": "fedstrata.scheduling.registry",
+    "migrate": "fedstrata.scheduling._migrate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fedstrata.scheduling' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

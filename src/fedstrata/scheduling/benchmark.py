@@ -15,13 +15,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psutil
 
 from fedstrata.errors import ConfigError, TransportError
 from fedstrata.scheduling.records import GFLOP
-from fedstrata.scheduling.registry import Registry
+
+if TYPE_CHECKING:  # SQLAlchemy: only where a measurement is registered
+    from fedstrata.scheduling.registry import Registry
 
 __all__ = [
     "DeviceMeasurement",

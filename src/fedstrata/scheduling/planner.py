@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,8 +39,10 @@ from fedstrata.scheduling.allocation import WorkBounds, allocate_work, link_seco
 from fedstrata.scheduling.metrics import round_utilization
 from fedstrata.scheduling.predictor import TimePredictor
 from fedstrata.scheduling.records import DeviceProfiles, HistoryBatch, WorkStatus
-from fedstrata.scheduling.registry import Registry
 from fedstrata.scheduling.selection import Selector
+
+if TYPE_CHECKING:
+    from fedstrata.scheduling.registry import Registry
 
 __all__ = ["ClientReport", "DeadlineCut", "ScheduleSettings", "WorkPlanner"]
 
