@@ -66,20 +66,19 @@ class MonitoringSinks:
         owned: list[Sink] = []
         rows = LiveRows(total_rounds)  # one row per round, shared by the sinks
         try:
-            opened = cls._exporters(cfg, run, rows, (tier, node), owned)
+            exporter_url = cls._exporters(cfg, run, rows, (tier, node), owned)
         except BaseException:
             cls._close_all(owned)
             raise
-        front = ([] if store is None else [store]) + [*opened, *extra]
-        isolated: list[Sink] = [*opened, *extra]
+        front = ([] if store is None else [store]) + [*owned, *extra]
+        isolated: list[Sink] = [*owned, *extra]
         if cfg.alerts:
             isolated.append(AlertMonitor(cfg.alerts, front, rows=rows))
         sinks: list[Sink] = [] if store is None else [store]
         if isolated:  # a failing exporter or tracker is logged and never stops the run
             sinks.append(Fanout(isolated))
         result = cls(sinks, owned)
-        urls = [url for s in opened if isinstance(url := getattr(s, "url", None), str)]
-        result.exporter_url = urls[0] if urls else None
+        result.exporter_url = exporter_url
         return result
 
     @staticmethod
@@ -89,8 +88,11 @@ class MonitoringSinks:
         rows: LiveRows,
         where: tuple[str, str],
         owned: list[Sink],
-    ) -> list[Sink]:
+    ) -> str | None:
+        """Open the configured exporter and trackers into ``owned`` (so a failure part
+        way closes what opened); returns the exporter's ``/metrics`` URL (None: off)."""
         tier, node = where
+        url = None
         if cfg.metrics_port is not None:
             # deferred: prometheus-client and its HTTP server load only when exporting
             from fedstrata.monitoring.prometheus import PrometheusExporter
@@ -98,14 +100,15 @@ class MonitoringSinks:
             exporter = PrometheusExporter(run, tier=tier, node=node, rows=rows)
             owned.append(exporter)
             exporter.serve(cfg.metrics_port, cfg.metrics_address)
-            logger.warning("%s %s: Prometheus metrics at %s", tier, node, exporter.url)
+            url = exporter.url
+            logger.warning("%s %s: Prometheus metrics at %s", tier, node, url)
         if cfg.tensorboard_dir is not None:
             from fedstrata.monitoring.exports import TensorBoardSink
 
             owned.append(TensorBoardSink(cfg.tensorboard_dir / run, rows=rows))
         if cfg.mlflow_uri is not None:
             owned.append(MLflowSink(cfg.mlflow_uri, run, rows=rows))
-        return list(owned)
+        return url
 
     def emit_owned(self, event: MetricEvent) -> None:
         """Send ``event`` to the sinks opened here only (e.g. a RunStarted or RunFinished
