@@ -19,6 +19,7 @@ callers can catch the whole family with one ``except``. The tree::
     ├── ClientError              a client failed; carries ``client_id`` and ``reason``
     │   └── InvalidUpdateError   a client's update is NaN/Inf or of the wrong shape
     ├── ProtocolError            a participant broke the round or secure-aggregation protocol
+    │   ├── RunEndedError        the run a participant (re)connected to is over
     │   └── SecAggError          secure aggregation failed (e.g. below threshold)
     ├── TransportError           network failure between processes
     │   └── DeadlineError        a deadline passed
@@ -49,6 +50,7 @@ __all__ = [
     "PrivacyBudgetExhausted",
     "ProtocolError",
     "RegistryError",
+    "RunEndedError",
     "SecAggError",
     "ShapeError",
     "TaskError",
@@ -136,6 +138,10 @@ class InvalidUpdateError(ClientError):
 
 class ProtocolError(FedstrataError):
     """A participant violated the round or secure-aggregation protocol."""
+
+
+class RunEndedError(ProtocolError):
+    """The run a participant (re)connected to is over: the center refused its session."""
 
 
 class SecAggError(ProtocolError):

@@ -8,7 +8,7 @@ import pytest
 from rthelpers import SMALL
 
 from fedstrata.config import load_config
-from fedstrata.errors import ConfigError, TransportError
+from fedstrata.errors import ConfigError, RunEndedError, TransportError
 from fedstrata.runtime import Backoff, deployment
 
 VICTIM = 2
@@ -107,3 +107,66 @@ def test_reconnection_gives_up_after_the_bounded_attempts(small_deployment):
     assert link.reconnects == 3
     assert len(delays) == 3
     assert delays[0] <= 0.5 < delays[2]  # grows: [0.25,0.5], [0.5,1], [1,2]
+
+
+class _OverAfterCut:
+    """The connection breaks before ``DONE`` arrives; the center's run then ends."""
+
+    def __init__(self):
+        self.sessions = 0
+
+    def session(self):
+        self.sessions += 1
+        return self._first() if self.sessions == 1 else self._over()
+
+    async def _first(self):
+        raise TransportError("connection lost before DONE")
+        yield  # pragma: no cover
+
+    async def _over(self):
+        raise RunEndedError("center refused the session (OUT_OF_RANGE): the run is over")
+        yield  # pragma: no cover
+
+    async def reconnect(self):
+        pass
+
+
+def test_reconnection_that_finds_the_run_over_ends_the_agent_cleanly(small_deployment):
+    """CI failure on stop 22: a client cut off before its DONE searched for 2 minutes."""
+    link = _OverAfterCut()
+
+    async def fake_sleep(s):
+        pass
+
+    agent = small_deployment.client(link, 0, backoff=Backoff(attempts=3), sleep=fake_sleep)
+    report = asyncio.run(agent.run())
+    assert link.sessions == 2
+    assert len(report.reconnects) == 1
+    assert report.rounds == []
+
+
+def test_first_session_refused_as_run_over_raises(small_deployment):
+    link = _OverAfterCut()
+    link.sessions = 1  # the first call already finds the run over
+    agent = small_deployment.client(link, 0, backoff=Backoff(attempts=3))
+    with pytest.raises(RunEndedError, match="the run is over"):
+        asyncio.run(agent.run())
+
+
+def test_finished_center_refuses_a_late_session_over_grpc_as_run_ended(small_deployment):
+    from rthelpers import tokens_for
+
+    from fedstrata.runtime import CenterServer, GrpcLink, TokenTable
+
+    tokens = tokens_for(small_deployment.num_clients)
+    center = small_deployment.center()
+    center.finish()
+
+    async def main():
+        async with CenterServer(center, TokenTable(tokens)) as server:
+            async with GrpcLink(server.target, 0, tokens[0]) as link:
+                async for _ in link.session():
+                    pass
+
+    with pytest.raises(RunEndedError, match="the run is over"):
+        asyncio.run(main())

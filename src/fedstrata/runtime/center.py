@@ -60,7 +60,7 @@ from fedstrata.coordinator.round_logic import server_step
 from fedstrata.core.clock import Clock, MonotonicClock
 from fedstrata.core.params import FloatVector
 from fedstrata.core.training import LocalPlan
-from fedstrata.errors import ProtocolError
+from fedstrata.errors import ProtocolError, RunEndedError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.downlink import DownlinkAsk, DownlinkServer, kind_mismatch, serve_model
@@ -201,6 +201,11 @@ class Center:
     async def wait_for_clients(self, count: int) -> None:
         """Return once ``count`` clients hold a session (cancel to give up)."""
         await self.roster.wait(lambda: len(self._sessions) >= count, None)
+
+    @property
+    def finished(self) -> bool:
+        """The run is over: every session was sent ``DONE``."""
+        return self._finished
 
     @property
     def connected(self) -> int:
@@ -388,10 +393,10 @@ class Center:
         ``profile``: its device, for the scheduler.
 
         Raises:
-            ProtocolError: the run is over.
+            RunEndedError: the run is over.
         """
         if self._finished:
-            raise ProtocolError(self._reject(-1, client_id, "the run is over"))
+            raise RunEndedError(self._reject(-1, client_id, "the run is over"))
         old = self._sessions.get(client_id)
         if old is not None:
             log.warning("client %d reconnected; its previous session ends", client_id)

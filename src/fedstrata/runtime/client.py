@@ -39,7 +39,13 @@ from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import CodecId, Payload
 from fedstrata.core.training import LocalData, Trainer
-from fedstrata.errors import ConfigError, PayloadError, ProtocolError, TransportError
+from fedstrata.errors import (
+    ConfigError,
+    PayloadError,
+    ProtocolError,
+    RunEndedError,
+    TransportError,
+)
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
@@ -185,8 +191,12 @@ class ClientAgent:
     async def run(self) -> ClientReport:
         """Serve the center until it ends the run.
 
+        A reconnection that finds the run over (its ``DONE`` was lost with the
+        connection) ends the agent as ``DONE`` would.
+
         Raises:
-            ProtocolError: the center refused the session.
+            ProtocolError: the center refused the session (:class:`RunEndedError`:
+                the run was over before this agent's first session).
             TransportError: the connection failed more than ``backoff.attempts`` times
                 in a row (at once without a backoff).
         """
@@ -195,6 +205,11 @@ class ClientAgent:
         while True:
             try:
                 return await self._session(report)
+            except RunEndedError as exc:
+                if not report.reconnects:
+                    raise
+                log.info("client %d: the run ended while reconnecting (%s)", self.client_id, exc)
+                return report
             except TransportError as exc:
                 if report.rounds != self._seen:  # progress since the last loss
                     failures, self._seen = 0, list(report.rounds)

@@ -25,6 +25,7 @@ from fedstrata.errors import (
     FedstrataError,
     PayloadError,
     ProtocolError,
+    RunEndedError,
     TransportError,
 )
 from fedstrata.runtime.center import TaskSpec
@@ -51,6 +52,8 @@ def _mapped(exc: aio.AioRpcError) -> FedstrataError:
     code, detail = exc.code(), exc.details() or ""
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return ProtocolError(f"center refused the call ({code.name}): {detail}")
+    if code is grpc.StatusCode.OUT_OF_RANGE:
+        return RunEndedError(f"center refused the session ({code.name}): {detail}")
     if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
         return ProtocolError(f"center rejected the call ({code.name}): {detail}")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:

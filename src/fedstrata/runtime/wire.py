@@ -13,6 +13,7 @@ and is failed in the open round without timers in the round logic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from fedstrata.core.clock import Clock
 from fedstrata.errors import (
     PayloadError,
     ProtocolError,
+    RunEndedError,
     TransportError,
 )
 from fedstrata.runtime.center import Center
@@ -92,6 +94,8 @@ class _Service:
                 )
                 async for task in tasks:
                     await context.write(task_to_pb(task))
+            except RunEndedError as exc:  # a typed refusal: the participant stops calling
+                await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
             except ProtocolError as exc:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
 
@@ -168,6 +172,7 @@ class _Service:
         )
 
 
+DRAIN_LIMIT_S = 5.0  # the most a finished center waits for sessions to take DONE
 GRPC_PREFIX_BYTES = 5  # each gRPC message: 1-byte flag + 4-byte length, then the message
 
 
@@ -296,8 +301,25 @@ class CenterServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc_type is None and self.center.finished:
+            await self._drain(DRAIN_LIMIT_S)
         await self._server.stop(grace=1.0)
         self._service.guard.refusals.flush()
+
+    async def _drain(self, limit_s: float) -> None:
+        """Wait (at most ``limit_s``) for every session to take its ``DONE`` and end,
+        so that no participant is cut off mid-stream and left to reconnect to a center
+        that is gone. A participant that reconnects meanwhile is refused with
+        :class:`~fedstrata.errors.RunEndedError`."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + limit_s
+        while self.center.connected and loop.time() < end:
+            await asyncio.sleep(0.02)
+        if self.center.connected:
+            log.warning(
+                "center: %d sessions still open %.0f s after the run ended; closing them",
+                self.center.connected, limit_s,
+            )  # fmt: skip
 
     async def abort(self) -> None:
         """Stop serving at once: calls in flight break (a fenced center: no reply, no
