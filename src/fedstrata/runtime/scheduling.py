@@ -306,8 +306,10 @@ class CenterScheduler:
             status = "late"
         got = self._arrivals.get(cid)
         t = None if got is None else got.timings
-        if got is None or t is None:
-            return ClientReport(cid, 0, 0.0, 0.0, 0.0, 0.0, "failed")
+        if got is None or t is None:  # a straggler that sent nothing is late (dropped)
+            return ClientReport(
+                cid, 0, 0.0, 0.0, 0.0, 0.0, "late" if status == "late" else "failed"
+            )
         arrival = t.download_s + t.compute_s + got.upload_s
         return ClientReport(
             cid, t.examples, t.download_s, t.compute_s, got.upload_s, arrival, status,
