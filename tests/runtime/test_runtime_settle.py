@@ -22,8 +22,8 @@ from fedstrata.runtime import CenterServer, GrpcLink, TokenTable, deployment
 from fedstrata.runtime.pbconv import task_from_pb, task_to_pb, timings_from_pb, timings_to_pb
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.records import TaskKind, TaskSpec
-from fedstrata.runtime.scheduling import DeviceReport
 from fedstrata.runtime.sched_reports import PartialWork, RoundTimings
+from fedstrata.runtime.scheduling import DeviceReport
 from fedstrata.runtime.settle import LocalTraining, StopRule
 from fedstrata.scheduling import Registry, WorkStatus, settle_at_deadline, settlement_weights
 
