@@ -307,3 +307,25 @@ def test_the_runtime_refuses_a_replay_and_the_replay_needs_a_record(tmp_path):
     )  # fmt: skip
     with pytest.raises(DataError, match="no round_history"):
         run(sim_cfg)
+
+
+def test_the_run_directory_records_the_rounds_schedule(tmp_path):
+    """The center's run store holds the round's ScheduleStats (partial, dropped, ...),
+    the simulator's fields."""
+    from types import SimpleNamespace
+
+    from fedstrata.coordinator.events import RoundOutcome
+    from fedstrata.core.metrics import ScheduleStats
+    from fedstrata.monitoring import RunStore
+    from fedstrata.runtime.recorder import RunRecorder
+    from fedstrata.runtime.records import RoundRecord
+
+    config = load_config(overrides=["rounds.rounds=2", "evaluation.every=0"])
+    dep = SimpleNamespace(config=config, trainer=None, test_data=None)
+    stats = ScheduleStats(0.5, 0.2, 1.0, 3.0, 10.0, 3, 0.4, 1, 1, 20.0, 4.5)
+    with RunStore.create(tmp_path / "run") as store:
+        recorder = RunRecorder(dep, store, clock=iter(range(100)).__next__)  # type: ignore[arg-type]
+        outcome = RoundOutcome(0, 3, (0, 1), (), (2,), 1.0, True)
+        record = RoundRecord(outcome, 10, 20, 0.3, schedule=stats)
+        metrics = recorder._metrics(0, record, np.zeros(3), 1.0, 1.0)
+    assert metrics.schedule == stats
