@@ -329,3 +329,50 @@ def test_the_run_directory_records_the_rounds_schedule(tmp_path):
         record = RoundRecord(outcome, 10, 20, 0.3, schedule=stats)
         metrics = recorder._metrics(0, record, np.zeros(3), 1.0, 1.0)
     assert metrics.schedule == stats
+
+
+class _Underreports:
+    """A client link that reports 1 step done whatever the client did."""
+
+    def __init__(self, link) -> None:
+        self.link = link
+
+    def __getattr__(self, name):
+        return getattr(self.link, name)
+
+    async def submit(self, round_idx, payload, num_examples, metrics, timings=None):
+        told = replace(timings, steps=1, examples=timings.examples // 10)
+        return await self.link.submit(round_idx, payload, num_examples, metrics, told)
+
+
+def test_the_center_refuses_a_plaintext_update_reporting_too_little_work(tmp_path):
+    """The center settles what a client reports itself: an update claiming 1 of 10 steps
+    under ``min_fraction`` 0.5 is refused as a straggler and recorded dropped."""
+    cfg = _config(tmp_path, 60.0, "scheduling.min_fraction=0.5", "rounds.rounds=1")
+    dep = deployment(cfg)
+    n, liar = dep.num_clients, 4
+    tokens = tokens_for(n)
+
+    async def main():
+        center = dep.center()
+        async with CenterServer(center, TokenTable(tokens)) as server:
+
+            async def one(cid):
+                async with GrpcLink(server.target, cid, tokens[cid]) as link:
+                    used = _Underreports(link) if cid == liar else link
+                    return await dep.client(used, cid, profile=_profile(dep, cid)).run()  # type: ignore[arg-type]
+
+            async with asyncio.TaskGroup() as tg:
+                main = tg.create_task(center.run(dep.initial_params()))
+                for cid in range(n):
+                    tg.create_task(one(cid))
+        return main.result()
+
+    result = asyncio.run(main())
+    (record,) = result.rounds
+    assert liar in [cid for cid, _ in record.outcome.failed]
+    assert any(c == liar and "straggler" in why for _, c, why in result.rejections)
+    assert record.schedule is not None
+    assert record.schedule.dropped == 1
+    history = _history(tmp_path)
+    assert history.status[history.device_id == liar].tolist() == [WorkStatus.DROPPED]
