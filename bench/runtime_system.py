@@ -17,8 +17,17 @@ Runs, side by side on one loaded machine:
 
 * ``secure``: no kills; its model and ε against the simulator's. Allocation decides
   each client's steps from predicted seconds, measured in the runtime and simulated
-  in the simulator, so where they give a client different steps the models differ
-  (``max_abs_diff``, ``mean_steps_runtime`` / ``mean_steps_sim``). Wire: gRPC message
+  in the simulator, and a deployed client stops at the deadline by its real clock
+  (partial work, settled by the center), so a free-running simulation gives some
+  clients other steps and its model differs (``max_abs_diff_free`` with its
+  ``reason``, ``mean_steps_runtime`` / ``mean_steps_sim``). The two simulations run
+  in worker processes alongside the deployments (the free one from the start, the
+  replay once the secure deployment recorded its steps). The exact comparison:
+  the edges' schedulers record every client's assigned and completed steps in the
+  deployment's device registry (``round_history``), and the simulator replays those
+  decisions (``scheduling.replay_url``, :mod:`fedstrata.sim.replay`):
+  ``model_equal_to_sim`` is the replay's model against the deployment's, bit for bit
+  (``max_abs_diff`` 0 when equal). Wire: gRPC message
   bytes at the center and the four edges (both directions, 5-byte prefix included),
   split into the data itself (``wire_runtime_payload_bytes``: model and downlink
   chunks, updates, masked inputs, partials, every secure-aggregation step and the
@@ -29,8 +38,6 @@ Runs, side by side on one loaded machine:
   ``bytes_up + bytes_down`` (its accounting of the same messages, no framing);
   ``wire_data_vs_sim_rel_error`` and ``wire_total_vs_sim_rel_error`` the framed
   messages and everything;
-* ``pinned``: the same with ``scheduling.min_steps`` = ``max_steps`` = 2 (allocation
-  runs, every client gets 2 steps): its model against the simulator's, bit for bit;
 * ``killed``: the secure run with one of the 10 client processes (10 %: clients 0-3,
   edge 0) SIGKILLed once it downloaded round 1's model: rounds completed, ε, center RSS;
 * ``plain``: the same processes, compression, downlink and scheduling without secure
@@ -55,6 +62,7 @@ import socket
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +85,13 @@ SYSTEM = [
     "scheduling.max_steps=2", f"rounds.deadline_s={DEADLINE_S}",
 ]  # fmt: skip
 LIMIT_S = 300.0
-PINNED = ["scheduling.min_steps=2"]  # = max_steps: allocation runs, every client gets 2
 REASON = (
-    "deadline allocation sizes each client's steps from predicted seconds: measured "
-    "devices and real round timings in the runtime, simulated devices and simulated "
-    "timings in the simulator; a client given 1 step instead of 2 (mean_steps_*) "
-    "changes the model (with min_steps = max_steps the models are compared bit for bit)"
+    "free-running, deadline allocation sizes each client's steps from predicted "
+    "seconds: measured devices and real round timings in the runtime, simulated "
+    "devices and simulated timings in the simulator, and deployed clients stop at the "
+    "deadline by their real clocks; a client given 1 step instead of 2 (mean_steps_*) "
+    "changes the model. Replaying the deployment's recorded steps (scheduling.replay_url) "
+    "the simulator computes the deployment's model (model_equal_to_sim)"
 )
 
 
@@ -186,9 +195,16 @@ def _clients(over: list[str], cids: list[int], ports: list[int], keys: tuple[Any
 
 
 def deploy(ctx: Any, over: list[str], kill: bool, folder: Path) -> dict[str, Any]:
-    """One deployment as processes; the center's and edges' reports."""
+    """One deployment as processes; the center's and edges' reports. The edges share
+    one device registry (``folder/devices.db``, migrated here first), which records
+    each client's assigned and completed steps per round."""
     from fedstrata.runtime import make_dev_pki, new_token
+    from fedstrata.scheduling import Registry
 
+    folder.mkdir(parents=True, exist_ok=True)
+    registry = folder / "devices.db"
+    Registry.open(registry).close()
+    over = [*over, f"scheduling.registry_url={registry}"]
     pki = make_dev_pki(folder, range(N + EDGES))
     tokens = {i: new_token() for i in range(N + EDGES)}
     top, ports = _port(), [_port() for _ in range(EDGES)]
@@ -229,7 +245,7 @@ def deploy(ctx: Any, over: list[str], kill: bool, folder: Path) -> dict[str, Any
         "wire_payload_bytes": wire[2] + sum(e[2] for e in edges), "processes": len(started),
         "client_processes": len(procs), "killed": 1 if kill else 0,
         "mean_steps": [statistics.mean(s) for s in zip(*steps, strict=False)],
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": time.perf_counter() - t0, "registry": registry,
     }  # fmt: skip
 
 
@@ -266,7 +282,10 @@ def simulate(over: list[str], tree: Path) -> dict[str, Any]:
     from fedstrata.config import load_config
 
     sim = run(load_config(tree, overrides=over)).simulation
+    sched = [m.schedule for m in sim.rounds]
     return {
+        "partial": sum(s.partial for s in sched if s is not None),
+        "dropped": sum(s.dropped for s in sched if s is not None),
         "params": sim.params.tobytes(),
         "eps": [m.privacy.epsilon_spent if m.privacy else None for m in sim.rounds],
         "wire": sum(m.bytes_up + m.bytes_down for m in sim.rounds),
@@ -283,26 +302,34 @@ def main() -> None:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "fedstrata.runtime", "fedstrata.torch_adapter"])
     secure_over = _overrides(rounds, private=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ProcessPoolExecutor(max_workers=2, mp_context=ctx) as sims,
+    ):
+        tree = tree_file(Path(tmp))
+        free_job = sims.submit(simulate, secure_over, tree)  # alongside the deployments
         plain = deploy(ctx, _overrides(rounds, private=False), False, Path(tmp) / "p")
         secure = deploy(ctx, secure_over, False, Path(tmp) / "s")
+        replay = [*secure_over, f"scheduling.replay_url={secure['registry']}"]
+        sim_job = sims.submit(simulate, replay, tree)
         killed = deploy(ctx, secure_over, True, Path(tmp) / "k")
-        pinned = deploy(ctx, [*secure_over, *PINNED], False, Path(tmp) / "x")
-        sim = simulate(secure_over, tree_file(Path(tmp)))
-        sim_pinned = simulate([*secure_over, *PINNED], tree_file(Path(tmp)))
-    a = np.frombuffer(secure["params"], dtype=np.float32)
-    b = np.frombuffer(sim["params"], dtype=np.float32)
+        free, sim = free_job.result(), sim_job.result()
+    runtime = np.frombuffer(secure["params"], dtype=np.float32)
+    replayed = np.frombuffer(sim["params"], dtype=np.float32)
+    free_params = np.frombuffer(free["params"], dtype=np.float32)
     equal = secure["params"] == sim["params"]
-    pinned_equal = pinned["params"] == sim_pinned["params"]
+    free_equal = secure["params"] == free["params"]
     added = statistics.median(secure["walls"][1:]) - statistics.median(plain["walls"][1:])
     result = {
         "clients": N, "edges": EDGES, "processes": secure["processes"],
         "client_processes": secure["client_processes"], "rounds": rounds,
         "model_equal_to_sim": equal,
-        "max_abs_diff": 0.0 if equal else float(np.abs(a - b).max()),
-        "model_diff_reason": None if equal else REASON,
-        "model_equal_to_sim_pinned_steps": pinned_equal,
-        "eps_runtime_pinned": pinned["eps"][-1], "eps_sim_pinned": sim_pinned["eps"][-1],
+        "model_compared": "simulator replaying the deployment's recorded steps",
+        "max_abs_diff": float(np.abs(runtime - replayed).max()),
+        "model_equal_to_sim_free": free_equal,
+        "max_abs_diff_free": float(np.abs(runtime - free_params).max()),
+        "reason": None if free_equal else REASON,
+        "partial_clients_replayed": sim["partial"], "dropped_clients_replayed": sim["dropped"],
         "eps_runtime": secure["eps"][-1], "eps_sim": sim["eps"][-1],
         "eps_runtime_killed": killed["eps"][-1],
         "wire_runtime_bytes": secure["wire_bytes"],
@@ -310,7 +337,8 @@ def main() -> None:
         "wire_runtime_control_bytes": secure["wire_bytes"] - secure["wire_data_bytes"],
         "wire_runtime_payload_bytes": secure["wire_payload_bytes"],
         "wire_sim_bytes": sim["wire"],
-        "mean_steps_runtime": secure["mean_steps"], "mean_steps_sim": sim["mean_steps"],
+        "mean_steps_runtime": secure["mean_steps"], "mean_steps_sim": free["mean_steps"],
+        "mean_steps_replay": sim["mean_steps"],
         "wire_vs_sim_rel_error": abs(secure["wire_payload_bytes"] - sim["wire"]) / sim["wire"],
         "wire_data_vs_sim_rel_error": abs(secure["wire_data_bytes"] - sim["wire"]) / sim["wire"],
         "wire_total_vs_sim_rel_error": abs(secure["wire_bytes"] - sim["wire"]) / sim["wire"],

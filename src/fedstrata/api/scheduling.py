@@ -30,6 +30,7 @@ from fedstrata.scheduling import (
 from fedstrata.sim import Executor, ProfileTable
 from fedstrata.sim.async_engine import AsyncSettings, AsyncSimulation
 from fedstrata.sim.hooks import CompressedBroadcast
+from fedstrata.sim.replay import replay_planner
 from fedstrata.sim.scheduled import (
     ScheduledPlanner,
     ScheduledSelector,
@@ -141,13 +142,21 @@ def scheduler(
     admits = skip and (poisson or config.topology.mode == "flat")
     settings = ScheduleSettings(
         deadline_s or config.rounds.deadline_s, s.allocation, s.min_steps, s.max_steps, s.safety,
-        skip_infeasible=admits, batch_size=config.client.batch_size,
+        min_fraction=s.min_fraction, skip_infeasible=admits, batch_size=config.client.batch_size,
     )  # fmt: skip
-    planner = ScheduledPlanner(
-        settings, predictor, regp, profiles, dataset.client_sizes(),
-        flops_per_example=trainer.flops_per_example, down_bytes=nbytes, up_bytes=nbytes,
-        registry=registry, selector=inner,
-    )  # fmt: skip
+    planner: ScheduledPlanner
+    if s.replay_url is not None:  # the deployment's recorded decisions, not a prediction
+        planner = replay_planner(
+            s.replay_url, settings, predictor, regp, profiles,
+            client_sizes=dataset.client_sizes(), flops_per_example=trainer.flops_per_example,
+            nbytes=nbytes,
+        )  # fmt: skip
+    else:
+        planner = ScheduledPlanner(
+            settings, predictor, regp, profiles, dataset.client_sizes(),
+            flops_per_example=trainer.flops_per_example, down_bytes=nbytes, up_bytes=nbytes,
+            registry=registry, selector=inner,
+        )  # fmt: skip
     selector = ScheduledSelector(
         inner, planner, config.client.batch_size,
         overselect_rate=s.overselect, skip_infeasible=skip and not admits,

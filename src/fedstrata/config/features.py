@@ -238,6 +238,15 @@ class SchedulingConfig(_Strict):
     min_steps: int = Field(1, ge=1, description="least useful work per client")
     max_steps: int | None = Field(None, ge=1, description="most local steps per client")
     safety: float = Field(0.0, ge=0, lt=1, description="share of the deadline kept in reserve")
+    min_fraction: float = Field(
+        0.0, ge=0, le=1,
+        description="partial work below this share of the assigned steps is dropped",
+    )  # fmt: skip
+    replay_url: str | None = Field(
+        None,
+        description="simulator only: replay the per-client steps a deployment recorded "
+        "in this registry's round_history instead of allocating (docs/scheduling.md)",
+    )
     overselect: float = Field(0.0, ge=0, description="select k * (1 + overselect) clients")
     skip_infeasible: bool = Field(
         True, description="do not select devices predicted to miss the deadline"

@@ -134,6 +134,12 @@ def check_supported(config: FedConfig) -> None:
             "runtime (docs/runtime.md): its center does not feed the evaluation loss to the "
             "budget allocator yet (leave privacy.switch_on_plateau at its default)"
         )
+    if why is None and config.scheduling.replay_url is not None:
+        why = (
+            "scheduling.replay_url (docs/scheduling.md) replays a deployment's recorded "
+            "allocations in the simulator; a deployment allocates from its own timings "
+            "(leave scheduling.replay_url unset for the runtime)"
+        )
     if why is not None:
         raise ConfigError(why)
 

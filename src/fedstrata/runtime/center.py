@@ -307,6 +307,7 @@ class Center:
             codec=self.codec,
             clock=self.clock,
             reject=self._reject,
+            settle=None if self.scheduler is None else self.scheduler.settle,
         )
         self._intake = intake
         self._dispatch(intake, task)
@@ -338,10 +339,11 @@ class Center:
         s, rnd = self.settings, intake.rnd
         plan = s.plan if relayed is None else relayed.plan
         seed = s.root_seed if relayed is None else relayed.root_seed
-        deadline = s.round_timeout_s
+        deadline, partial = s.round_timeout_s, None
         plans: Sequence[LocalPlan | None] = [plan] * len(rnd.cohort)
         if self.scheduler is not None and plan is not None:
             plans = self.scheduler.plans(rnd.round_idx, rnd.cohort, plan)
+            partial = self.scheduler.partial  # stop at the deadline, settle (settle.py)
         for cid, own in zip(rnd.cohort, plans, strict=True):
             queue = self._sessions.get(cid)
             if queue is None:
@@ -349,7 +351,7 @@ class Center:
             else:
                 queue.put_nowait(TaskSpec(
                     TaskKind.TRAIN, rnd.round_idx, seed, own, deadline, rnd.model.nbytes,
-                    rnd.run_id,
+                    rnd.run_id, partial,
                 ))  # fmt: skip
         intake.check_done()
 

@@ -172,10 +172,12 @@ class _AckingLink:
         metrics: Mapping[str, float] | None = None,
         support_seed: int = 0,
         timings: RoundTimings | None = None,
+        num_examples: int = 0,
     ) -> tuple[bool, str, bytes]:
         reply: tuple[bool, str, bytes] = await self.link.secagg_step(
-            round_idx, phase, data, metrics=metrics, support_seed=support_seed, timings=timings
-        )
+            round_idx, phase, data, metrics=metrics, support_seed=support_seed, timings=timings,
+            num_examples=num_examples,
+        )  # fmt: skip
         return reply
 
     async def submit_partial(

@@ -18,6 +18,13 @@ from the next round. ``Backoff.attempts`` consecutive failures give up: :meth:`r
 raises a :class:`~fedstrata.errors.TransportError` that says so (the CLI exits non-zero
 with it). Every backoff is logged (WARNING).
 
+Partial work: a task with :class:`~fedstrata.runtime.sched_reports.PartialWork` terms
+(deadline scheduling) is trained step by step against its deadline, stopped when the
+client's time is up and settled as the simulator settles it
+(:mod:`fedstrata.runtime.settle`): the steps done travel with the round's timings, a
+straggler sends nothing, and under secure aggregation the fraction done is folded
+into the weight before masking.
+
 Run identity: tasks name their run. A task of a new run (a restarted center) resets the
 agent's per-run state (the uplink pipeline with its error-feedback residuals, from
 ``new_pipeline``); within one run, a task whose round does not follow the last one is
@@ -51,7 +58,8 @@ from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
 from fedstrata.runtime.downlink import DownlinkAsk, DownlinkReplica
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
-from fedstrata.runtime.secagg_client import SecureClient
+from fedstrata.runtime.secagg_client import Prepared, SecureClient
+from fedstrata.runtime.settle import LocalOutcome, LocalTraining, StopRule
 
 __all__ = ["Backoff", "CenterLink", "ClientAgent", "ClientReport", "decode_model"]
 
@@ -159,6 +167,8 @@ class ClientAgent:
             timings (None: it reports neither).
         secure: secure aggregation's client half (None: updates are submitted as
             encoded); its steps go over ``link``, which must have ``secagg_step``.
+        now: the monotonic clock a task's deadline is measured on (tests inject one).
+        stop_rule: when partial work stops (default :class:`StopRule`).
     """
 
     def __init__(
@@ -176,6 +186,8 @@ class ClientAgent:
         downlink: DownlinkReplica | None = None,
         profile: DeviceReport | None = None,
         secure: SecureClient | None = None,
+        now: Callable[[], float] = time.monotonic,
+        stop_rule: StopRule | None = None,
     ) -> None:
         self.link, self.client_id, self.trainer, self.data = link, client_id, trainer, data
         self.pipeline, self.backoff, self.sleep = pipeline, backoff, sleep
@@ -187,6 +199,8 @@ class ClientAgent:
         self._dense = DenseCodec(trainer.spec.size)
         self._seen: list[int] = []  # rounds trained before the last reconnection
         self.secure = secure  # secure aggregation: updates leave masked (secagg_client.py)
+        self.now, self.stop_rule = now, stop_rule or StopRule()
+        self.local = LocalTraining(trainer, client_id, now)  # partial work (settle.py)
 
     async def run(self) -> ClientReport:
         """Serve the center until it ends the run.
@@ -284,26 +298,34 @@ class ClientAgent:
         await self.link.reconnect()
 
     async def _round(self, task: TaskSpec, report: ClientReport) -> None:
-        start = time.perf_counter()
+        received = start = self.now()
         try:
             params = await self._model(task.round_idx)
         except (ProtocolError, PayloadError) as exc:
             log.warning("client %d: round %d skipped: %s", self.client_id, task.round_idx, exc)
             report.refused.append((task.round_idx, str(exc)))
             return
-        down_s, start = time.perf_counter() - start, time.perf_counter()
+        down_s, start = self.now() - start, self.now()
+        stop_at = None
+        if task.partial is not None and task.deadline_s is not None:
+            stop_at = self.stop_rule.stop_at(received, task.deadline_s, down_s)
         keys = (
             None
             if self.secure is None
             else asyncio.create_task(self.secure.prepare(task.round_idx))
         )
         try:
-            payload, n, metrics = await asyncio.to_thread(self._train, task, params)
-            timings = self._timings(task, down_s, time.perf_counter() - start)
+            trained = await asyncio.to_thread(self._train, task, params, stop_at)
+            if trained is None:  # a straggler: too little work by the deadline
+                await self._straggle(task, report, keys)
+                return
+            payload, n, metrics, done = trained
+            timings = self._timings(task, down_s, self.now() - start, done)
             if self.secure is not None and keys is not None:
                 accepted, reason = await self.secure.submit(
-                    await keys, task.round_idx, payload, n, metrics, timings=timings
-                )
+                    await keys, task.round_idx, payload, n, metrics, timings=timings,
+                    factor=done.factor,
+                )  # fmt: skip
             elif timings is None:
                 accepted, reason = await self.link.submit(task.round_idx, payload, n, metrics)
             else:
@@ -318,11 +340,30 @@ class ClientAgent:
             log.warning("client %d: round %d refused: %s", self.client_id, task.round_idx, reason)
             report.refused.append((task.round_idx, reason))
 
-    def _timings(self, task: TaskSpec, down_s: float, compute_s: float) -> RoundTimings | None:
-        """The round as measured, for the center's scheduler (None: it schedules nothing)."""
+    async def _straggle(
+        self, task: TaskSpec, report: ClientReport, keys: asyncio.Task[Prepared] | None
+    ) -> None:
+        """Too little work by the deadline: send nothing (under secure aggregation,
+        withdraw from the protocol so that no step waits for this client)."""
+        why = f"partial work below the center's minimum in round {task.round_idx}: not sent"
+        log.warning("client %d: %s", self.client_id, why)
+        report.rounds.append(task.round_idx)
+        report.refused.append((task.round_idx, why))
+        if self.secure is not None and keys is not None:
+            await keys
+            await self.secure.withdraw(task.round_idx)
+
+    def _timings(
+        self, task: TaskSpec, down_s: float, compute_s: float, done: LocalOutcome
+    ) -> RoundTimings | None:
+        """The round as measured, for the center's scheduler (None: it schedules nothing);
+        with partial work, the steps completed."""
         if self.profile is None or task.plan is None:
             return None
-        return RoundTimings(down_s, compute_s, task.plan.num_samples(len(self.data)))
+        if task.partial is None or done.assigned is None:
+            return RoundTimings(down_s, compute_s, task.plan.num_samples(len(self.data)))
+        per = min(task.plan.batch_size, max(len(self.data), 1))
+        return RoundTimings(down_s, compute_s, done.steps * per, done.steps)
 
     async def _model(self, round_idx: int) -> FloatVector:
         """The model to train from: the dense broadcast, or the downlink replica."""
@@ -332,16 +373,23 @@ class ClientAgent:
         data = await self.link.download_downlink(round_idx, self.downlink.ask())
         return self.downlink.apply(data, size)
 
-    def _train(self, task: TaskSpec, params: FloatVector) -> tuple[Payload, int, dict[str, float]]:
-        """Local training and encoding (runs in a worker thread)."""
+    def _train(
+        self, task: TaskSpec, params: FloatVector, stop_at: float | None
+    ) -> tuple[Payload, int, dict[str, float], LocalOutcome] | None:
+        """Local training (stopped at ``stop_at`` under partial work) and encoding, in a
+        worker thread; None: a straggler, nothing to send."""
         if task.plan is None:
             raise ProtocolError(f"round {task.round_idx}: the center sent no training plan")
         ctx = RoundContext(task.round_idx, task.root_seed).for_client(self.client_id)
         out = np.empty_like(params)
-        result = self.trainer.train(params, self.data, task.plan, ctx, out)
+        done = self.local.run(
+            params, self.data, task.plan, ctx, out, terms=task.partial, stop_at_s=stop_at
+        )
+        if done.dropped:
+            return None
         codec_input = np.array(out, copy=True)
         if self.pipeline is not None:
             payload = self.pipeline.encode(codec_input, ctx)
         else:
             payload = self._dense.encode(codec_input, ctx)
-        return payload, result.num_examples, dict(result.metrics)
+        return payload, done.result.num_examples, dict(done.result.metrics), done

@@ -30,7 +30,7 @@ from fedstrata.coordinator import (
     RoundOutcome,
     UpdateArrived,
 )
-from fedstrata.coordinator.round_logic import client_weight, dense_bytes, fold_update
+from fedstrata.coordinator.round_logic import Weighting, client_weight, dense_bytes, fold_update
 from fedstrata.coordinator.round_metrics import codec_stats
 from fedstrata.coordinator.system_tally import runtime_system
 from fedstrata.core.clock import Clock
@@ -46,15 +46,24 @@ from fedstrata.runtime.records import (
     RoundRecord,
     UploadHeader,
 )
+from fedstrata.runtime.sched_reports import RoundTimings
 from fedstrata.runtime.streaming import DenseFold
 from fedstrata.runtime.transport import Reassembler
+from fedstrata.secagg import SecAggAggregator
+from fedstrata.secagg.ring_input import integer_weight
 
-__all__ = ["RoundIntake"]
+__all__ = ["RoundIntake", "Settler", "masked_metrics_weight"]
 
 log = logging.getLogger(__name__)
 
 _FAILED = None  # marks a resolved cohort member without a usable update
 Rejector = Callable[[int, int, str], str]  # (round, client, reason) -> reason, recorded
+Settler = Callable[[int, RoundTimings | None], tuple[float, str | None]]
+"""Partial work's settlement of a client's reported steps: (weight factor, refusal)."""
+
+
+def _accept_all(_cid: int, _timings: RoundTimings | None) -> tuple[float, str | None]:
+    return 1.0, None
 
 
 @final
@@ -69,6 +78,9 @@ class RoundIntake:
         codec: decodes client payloads.
         clock: time of the coordinator's events.
         reject: records and logs a refusal; returns the reason.
+        settle: partial work's settlement (the center's scheduler,
+            :meth:`~fedstrata.runtime.scheduling.CenterScheduler.settle`): an
+            update's weight is multiplied by its factor; a straggler is refused.
     """
 
     def __init__(
@@ -81,9 +93,11 @@ class RoundIntake:
         codec: Codec,
         clock: Clock,
         reject: Rejector,
+        settle: Settler | None = None,
     ) -> None:
         self.rnd, self.settings, self.coordinator = rnd, settings, coordinator
         self.aggregator, self.codec, self.clock, self.reject = aggregator, codec, clock, reject
+        self.settle: Settler = settle or _accept_all
 
     # ---- resolution and ordered folding --------------------------------------------
 
@@ -223,7 +237,10 @@ class RoundIntake:
             await rnd.turn.wait()
         if rnd.closed or cid in rnd.resolved:
             return False, self.reject(rnd.round_idx, cid, "round resolved before its turn")
-        weight = client_weight(header.num_examples, self.settings.weighting)
+        factor, straggler = self.settle(cid, header.timings)
+        if straggler is not None:
+            return self._straggler(cid, straggler)
+        weight = client_weight(header.num_examples, self.settings.weighting) * factor
         (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
         if isinstance(cmd, Reject):
             rnd.failed_at.append(self.clock.now())
@@ -268,23 +285,39 @@ class RoundIntake:
         """A masked input of secure aggregation counts as ``header.client_id``'s update.
 
         It was summed into the protocol's sum (``secagg_session.py``), so nothing is
-        folded here; its weight is inside the masked vector (the coordinator counts 1).
-        The metrics travel outside the protocol and enter the round's means unweighted.
-        Returns why the coordinator refused it, or None.
+        folded here; its weight is inside the masked vector (the coordinator counts 1),
+        with partial work's factor folded in by the client (the center settles the
+        steps it reports for its records). The metrics travel outside the protocol and
+        enter the round's means with the weight the simulator gives them
+        (:func:`masked_metrics_weight`). Returns why the coordinator refused it, or None.
         """
         rnd, cid = self.rnd, header.client_id
         rnd.submitted.add(cid)
         rnd.bytes_up += nbytes
         rnd.uploads += 1
+        factor, straggler = self.settle(cid, header.timings)
+        if straggler is not None:  # summed already: the protocol cannot take it out
+            log.warning("round %d: client %d: %s (masked input kept)", rnd.round_idx, cid,
+                        straggler)  # fmt: skip
         (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), 1.0))
         if isinstance(cmd, Reject):
             self._resolve(cid)
             return self.reject(rnd.round_idx, cid, cmd.reason)
         metrics = check_metrics(header.metrics, cid)
-        rnd.state.metrics.add(metrics, 1.0)
+        weight = masked_metrics_weight(
+            self.aggregator, header.num_examples, self.settings.weighting, factor, cid
+        )
+        rnd.state.metrics.add(metrics, weight)
         rnd.folded_metrics.append(metrics)
         self._resolve(cid)
         return None
+
+    def _straggler(self, cid: int, why: str) -> tuple[bool, str]:
+        """Refuse too little partial work (the simulator's straggler: nothing folded)."""
+        self.rnd.failed_at.append(self.clock.now())
+        self.coordinator.handle(ClientFailed(cid, why))
+        self._resolve(cid)
+        return False, self.reject(self.rnd.round_idx, cid, why)
 
     def _late(self, cid: int) -> str:
         idx = self.rnd.round_idx
@@ -313,7 +346,10 @@ class RoundIntake:
         rnd.bytes_up += payload.nbytes if isinstance(payload, Payload) else (nbytes or 0)
         rnd.uploads += 1
         if weight is None:
-            weight = client_weight(header.num_examples, self.settings.weighting)
+            factor, straggler = self.settle(cid, header.timings)
+            if straggler is not None:
+                return self._straggler(cid, straggler)
+            weight = client_weight(header.num_examples, self.settings.weighting) * factor
         (cmd,) = self.coordinator.handle(UpdateArrived(cid, self.clock.now(), weight))
         if isinstance(cmd, Reject):
             rnd.failed_at.append(self.clock.now())
@@ -324,3 +360,23 @@ class RoundIntake:
         self.fold_ready()
         self.check_done()
         return True, ""
+
+
+def masked_metrics_weight(
+    aggregator: Aggregator[Any], num_examples: int, weighting: Weighting, factor: float, cid: int
+) -> float:
+    """The weight of a masked input's metrics in the round's means: the simulator's
+    (the secure aggregator's integer weight of ``client_weight * factor``), as a
+    plaintext update's metrics weigh with its fold weight. 1 when the input carried no
+    examples (an older client, or an edge's cluster sum).
+    """
+    if num_examples <= 0:
+        return 1.0
+    weight = client_weight(num_examples, weighting) * factor
+    if not isinstance(aggregator, SecAggAggregator):
+        return weight
+    o = aggregator.options
+    w, _ = integer_weight(
+        weight, o.max_weight, cid, rounding=o.round_weights, scale=o.weight_scale
+    )
+    return float(w)

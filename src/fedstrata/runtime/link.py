@@ -333,10 +333,12 @@ class GrpcLink:
         metrics: Mapping[str, float] | None = None,
         support_seed: int = 0,
         timings: RoundTimings | None = None,
+        num_examples: int = 0,
     ) -> tuple[bool, str, bytes]:
         """One secure-aggregation step (:mod:`~fedstrata.runtime.secagg_wire`); returns
         (accepted, reason, the center's answer) once the center closed the step.
-        ``timings``: the ``INPUT`` step's measured round, for the center's scheduler.
+        ``timings``: the ``INPUT`` step's measured round, for the center's scheduler;
+        ``num_examples``: its examples (the weight of its metrics at the center).
 
         Raises:
             ProtocolError: the call was refused (authentication).
@@ -349,6 +351,7 @@ class GrpcLink:
             run_id=self.run_id,
             secagg_phase=phase,  # type: ignore[arg-type]
             secagg_support_seed=support_seed,
+            num_examples=num_examples,
         )
         if timings is not None:
             header.timings.CopyFrom(timings_to_pb(timings))

@@ -10,7 +10,7 @@ from fedstrata.errors import DataError, ProtocolError
 from fedstrata.runtime.center import TaskKind, TaskSpec, UploadHeader
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
-from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
+from fedstrata.runtime.sched_reports import DeviceReport, PartialWork, RoundTimings
 from fedstrata.runtime.transport import ChunkPlan
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,9 @@ def task_to_pb(task: TaskSpec) -> pb.Task:
         plan=plan_to_pb(task.plan),
         model_bytes=task.model_bytes,
         run_id=task.run_id,
+        partial_work=task.partial is not None,
+        min_fraction=0.0 if task.partial is None else task.partial.min_fraction,
+        partial_weighted=task.partial is not None and task.partial.weighted,
     )
 
 
@@ -101,7 +104,22 @@ def task_from_pb(msg: pb.Task) -> TaskSpec:
         msg.deadline_s or None,
         msg.model_bytes,
         msg.run_id,
+        _partial_from_pb(msg),
     )
+
+
+def _partial_from_pb(msg: pb.Task) -> PartialWork | None:
+    """A task's partial-work terms (None: run the whole plan).
+
+    Raises:
+        ProtocolError: a ``min_fraction`` outside [0, 1].
+    """
+    if not msg.partial_work:
+        return None
+    try:
+        return PartialWork(msg.min_fraction, msg.partial_weighted)
+    except DataError as exc:
+        raise ProtocolError(f"center sent bad partial-work terms: {exc}") from exc
 
 
 def upload_header(h: pb.StreamHeader, cid: int) -> UploadHeader:
@@ -173,8 +191,9 @@ def profile_from_pb(hello: pb.Hello) -> DeviceReport | None:
 
 def timings_to_pb(timings: RoundTimings) -> pb.SchedTimings:
     return pb.SchedTimings(
-        download_s=timings.download_s, compute_s=timings.compute_s, examples=timings.examples
-    )
+        download_s=timings.download_s, compute_s=timings.compute_s, examples=timings.examples,
+        steps=timings.steps or 0, has_steps=timings.steps is not None,
+    )  # fmt: skip
 
 
 def timings_from_pb(h: pb.StreamHeader, cid: int) -> RoundTimings | None:
@@ -183,7 +202,9 @@ def timings_from_pb(h: pb.StreamHeader, cid: int) -> RoundTimings | None:
         return None
     t = h.timings
     try:
-        return RoundTimings(t.download_s, t.compute_s, t.examples)
+        return RoundTimings(
+            t.download_s, t.compute_s, t.examples, t.steps if t.has_steps else None
+        )
     except DataError as exc:
         log.warning("client %d: timings ignored: %s", cid, exc)
         return None

@@ -122,7 +122,7 @@ class RunRecorder:
         metrics = round_metrics(
             round_idx, counts, ev, figures, record.codec, record.precision, record.system
         )
-        return metrics if record.privacy is None else metrics.with_stats(record.privacy)
+        return metrics.with_stats(record.privacy, record.schedule)  # the simulator's fields
 
     def finish(self, params: FloatVector, stopped_reason: str | None = None) -> Path:
         """Save the final model, the summary and the report; close the store. A run that

@@ -29,7 +29,7 @@ from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, PayloadError
 from fedstrata.runtime.partials import CompressedPartial
-from fedstrata.runtime.sched_reports import RoundTimings
+from fedstrata.runtime.sched_reports import PartialWork, RoundTimings
 from fedstrata.runtime.streaming import Broadcast
 from fedstrata.runtime.transport import ChunkPlan
 
@@ -65,6 +65,7 @@ class TaskSpec:
     deadline_s: float | None = None
     model_bytes: int = 0
     run_id: str = ""
+    partial: PartialWork | None = None  # settle partial work at the deadline (settle.py)
 
 
 @dataclass(frozen=True)

@@ -205,10 +205,12 @@ class FailoverLink:
         metrics: Mapping[str, float] | None = None,
         support_seed: int = 0,
         timings: RoundTimings | None = None,
+        num_examples: int = 0,
     ) -> tuple[bool, str, bytes]:
         return await self._current().secagg_step(
-            round_idx, phase, data, metrics=metrics, support_seed=support_seed, timings=timings
-        )
+            round_idx, phase, data, metrics=metrics, support_seed=support_seed, timings=timings,
+            num_examples=num_examples,
+        )  # fmt: skip
 
     async def submit_partial(
         self, round_idx: int, data: bytes, live_clients: int = 0

@@ -19,7 +19,7 @@ from fedstrata.errors import DataError
 if TYPE_CHECKING:
     from fedstrata.scheduling import DeviceMeasurement, DeviceProfiles
 
-__all__ = ["DeviceReport", "RoundTimings"]
+__all__ = ["DeviceReport", "PartialWork", "RoundTimings"]
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,39 @@ class DeviceReport:
 
 @dataclass(frozen=True)
 class RoundTimings:
-    """What a client measured in one round: seconds downloading and training, and the
-    examples it trained."""
+    """What a client measured in one round: seconds downloading and training, the
+    examples it trained and (partial work) the local steps it completed (None: it did
+    not say, so its whole plan)."""
 
     download_s: float
     compute_s: float
     examples: int
+    steps: int | None = None
 
     def __post_init__(self) -> None:
         ok = all(math.isfinite(v) and v >= 0 for v in (self.download_s, self.compute_s))
-        if not ok or self.examples < 0:
+        if not ok or self.examples < 0 or (self.steps is not None and self.steps < 0):
             raise DataError(f"RoundTimings must be finite and >= 0, got {self}")
+
+
+@dataclass(frozen=True)
+class PartialWork:
+    """A task's terms for partial work (the center settles it; docs/runtime.md).
+
+    The client trains step by step against the task's deadline, stops when its time is
+    up and reports the steps it completed; work below ``min_fraction`` of the assigned
+    steps (or none) is dropped, as the simulator's straggler. ``weighted``: the update
+    counts with ``weight * done / assigned`` (off under differential privacy, where
+    every accepted update weighs the same, as in the simulator); under secure
+    aggregation the client folds that factor into its weight before masking.
+
+    Raises:
+        DataError: ``min_fraction`` outside [0, 1].
+    """
+
+    min_fraction: float = 0.0
+    weighted: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_fraction <= 1:
+            raise DataError(f"PartialWork.min_fraction must be in [0, 1], got {self.min_fraction}")

@@ -19,9 +19,14 @@ deployment knows:
   ``round_history``.
 
 Real devices stop by themselves, so the planner runs without the simulator's model of
-devices stopping at the deadline (its ``DeadlineCut``): each client runs the steps it
-was allocated; one that misses the deadline is late. No gRPC, no I/O besides the
-registry's.
+devices stopping at the deadline (its ``DeadlineCut``): each client is sent the steps
+it was allocated with :class:`~fedstrata.runtime.sched_reports.PartialWork` terms
+(:attr:`CenterScheduler.partial`), trains against the deadline, stops when its time is
+up and reports the steps it completed (:mod:`fedstrata.runtime.settle`); the center
+settles them with the simulator's rule (:meth:`CenterScheduler.settle`: weight factor
+``done / assigned``, too little work dropped as a straggler), and the round's
+``ScheduleStats`` and ``round_history`` count partial and dropped work as the
+simulator's do. No gRPC, no I/O besides the registry's.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from fedstrata.core.context import RoundContext
 from fedstrata.core.metrics import ScheduleStats
 from fedstrata.core.training import LocalData, LocalPlan, Trainer
 from fedstrata.errors import ConfigError, DataError, FedstrataError
-from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
+from fedstrata.runtime.sched_reports import DeviceReport, PartialWork, RoundTimings
 from fedstrata.scheduling import (
     DeviceProfiles,
     OortSelector,
@@ -113,6 +118,8 @@ class CenterScheduler:
         overselect: invite ``ceil(k * (1 + overselect))`` clients.
         skip_infeasible: never invite a device predicted to miss the deadline.
         precision: the clients' training precision (their speed factor).
+        weighted: partial work counts with ``done / assigned`` (False under
+            differential privacy, as in the simulator).
     """
 
     def __init__(
@@ -127,6 +134,7 @@ class CenterScheduler:
         overselect: float = 0.0,
         skip_infeasible: bool = True,
         precision: str = "fp32",
+        weighted: bool = True,
     ) -> None:
         if not flops_per_example > 0:
             raise ConfigError(f"flops_per_example must be > 0, got {flops_per_example}")
@@ -140,7 +148,11 @@ class CenterScheduler:
         self._plans: dict[int, LocalPlan] = {}
         self._arrivals: dict[int, _Arrival] = {}
         self._start_s = 0.0
+        self._dropped: set[int] = set()  # settled as stragglers this round
         self.stats: list[ScheduleStats] = []
+        self.partial: PartialWork | None = None
+        if settings.deadline_s is not None and settings.stop_at_deadline:
+            self.partial = PartialWork(settings.min_fraction, weighted)
 
     # ---- profiles ------------------------------------------------------------------
 
@@ -204,7 +216,7 @@ class CenterScheduler:
     def admit(self, round_idx: int, available: I64, now_s: float) -> I64:
         """Who may be drawn: the available clients with a profile, less those the
         planner leaves out (``scheduling.skip_infeasible``)."""
-        self._start_s, self._plans, self._arrivals = now_s, {}, {}
+        self._start_s, self._plans, self._arrivals, self._dropped = now_s, {}, {}, set()
         ids = np.array([c for c in available.tolist() if c in self._reports], dtype=np.int64)
         if ids.size < available.size:
             log.info("round %d: %d clients without a profile are not drawn", round_idx,
@@ -233,6 +245,30 @@ class CenterScheduler:
         for c, p in self._plans.items():
             log.info("round %d: client %d runs %s steps", round_idx, c, p.steps)
         return out
+
+    def settle(self, client_id: int, timings: RoundTimings | None) -> tuple[float, str | None]:
+        """Settle the partial work a cohort member reports (its ``timings.steps``):
+        ``(weight factor, None)``, or ``(0, why)`` for a straggler to refuse (too little
+        work: :meth:`WorkPlanner.settle`). Work not reported as partial counts as full.
+        """
+        terms, planner = self.partial, self._planner
+        plan = self._plans.get(client_id)
+        steps = None if timings is None else timings.steps
+        if terms is None or planner is None or plan is None or steps is None:
+            return 1.0, None
+        try:
+            factor, dropped = planner.settle(client_id, steps)
+        except DataError as exc:
+            return 0.0, f"partial work not settled: {exc}"
+        if dropped:
+            self._dropped.add(client_id)
+            return 0.0, (
+                f"straggler: {steps} of {plan.steps} steps done, below "
+                f"scheduling.min_fraction={terms.min_fraction}"
+            )
+        if steps < (plan.steps or 0):
+            log.info("client %d: partial work, %d of %s steps", client_id, steps, plan.steps)
+        return (factor if terms.weighted else 1.0), None
 
     def arrived(
         self,
@@ -266,12 +302,14 @@ class CenterScheduler:
         status: Status = "failed"
         if cid in outcome.accepted:
             status = "accepted"
-        elif cid in outcome.late:
+        elif cid in outcome.late or cid in self._dropped:  # a straggler, as simulated
             status = "late"
         got = self._arrivals.get(cid)
         t = None if got is None else got.timings
-        if got is None or t is None:
-            return ClientReport(cid, 0, 0.0, 0.0, 0.0, 0.0, "failed")
+        if got is None or t is None:  # a straggler that sent nothing is late (dropped)
+            return ClientReport(
+                cid, 0, 0.0, 0.0, 0.0, 0.0, "late" if status == "late" else "failed"
+            )
         arrival = t.download_s + t.compute_s + got.upload_s
         return ClientReport(
             cid, t.examples, t.download_s, t.compute_s, got.upload_s, arrival, status,
@@ -316,13 +354,14 @@ def center_scheduler(
     )  # fmt: skip
     settings = ScheduleSettings(
         config.rounds.deadline_s, s.allocation, s.min_steps, s.max_steps, s.safety,
-        skip_infeasible=s.allocation and s.skip_infeasible, batch_size=config.client.batch_size,
+        min_fraction=s.min_fraction, skip_infeasible=s.allocation and s.skip_infeasible,
+        batch_size=config.client.batch_size,
     )  # fmt: skip
     nbytes = dense_bytes(size)
     return CenterScheduler(
         settings, inner, flops_per_example=flops_per_example, down_bytes=nbytes,
         up_bytes=nbytes, registry=registry, overselect=s.overselect, skip_infeasible=False,
-        precision=config.client.precision,
+        precision=config.client.precision, weighted=not config.privacy.enabled,
     )  # fmt: skip
 
 

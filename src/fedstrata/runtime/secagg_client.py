@@ -57,6 +57,7 @@ class SecAggLink(Protocol):
         metrics: Mapping[str, float] | None = None,
         support_seed: int = 0,
         timings: RoundTimings | None = None,
+        num_examples: int = 0,
     ) -> tuple[bool, str, bytes]: ...
 
 
@@ -148,9 +149,13 @@ class SecureClient:
         metrics: Mapping[str, float],
         *,
         timings: RoundTimings | None = None,
+        factor: float = 1.0,
     ) -> tuple[bool, str]:
         """Mask the update, send it and answer the unmasking; (accepted, reason).
         ``timings`` (the round as measured, under scheduling) go with the masked input.
+        ``factor``: partial work's ``done / assigned`` (:mod:`~fedstrata.runtime.settle`),
+        folded into the weight before it is rounded into the ring and masked, as the
+        simulator folds it (``SettlementWeighted`` over the secure aggregator).
 
         Raises:
             TransportError: the connection failed.
@@ -163,7 +168,7 @@ class SecureClient:
             msg = self.agg.codec.decode_ring(payload)
             options = self.agg.options
             weight, capped = integer_weight(
-                client_weight(num_examples, self.weighting), options.max_weight,
+                client_weight(num_examples, self.weighting) * factor, options.max_weight,
                 protocol.client_id, rounding=options.round_weights, scale=options.weight_scale,
             )  # fmt: skip
             if capped:
@@ -173,8 +178,9 @@ class SecureClient:
             await self.withdraw(round_idx)
             return False, str(exc)
         return await self.send_input(
-            prepared, round_idx, vector, msg.seed, metrics, timings=timings
-        )
+            prepared, round_idx, vector, msg.seed, metrics, timings=timings,
+            num_examples=num_examples,
+        )  # fmt: skip
 
     async def send_input(
         self,
@@ -185,8 +191,11 @@ class SecureClient:
         metrics: Mapping[str, float],
         *,
         timings: RoundTimings | None = None,
+        num_examples: int = 0,
     ) -> tuple[bool, str]:
         """Mask ``vector`` (the protocol input), send it and answer the unmasking.
+        ``num_examples`` travels in the clear with the metrics, which the center
+        averages weighted as the simulator does (0: an edge's cluster sum).
 
         Raises:
             TransportError: the connection failed.
@@ -200,6 +209,7 @@ class SecureClient:
             answer = await self.step(
                 round_idx, Phase.INPUT, encode_masked(masked),
                 metrics=metrics, support_seed=support_seed, timings=timings,
+                num_examples=num_examples,
             )  # fmt: skip
             response = protocol.on_unmask_request(decode_request(answer))
             await self.step(round_idx, Phase.UNMASK, encode_response(response))

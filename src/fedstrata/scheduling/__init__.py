@@ -26,6 +26,7 @@ from fedstrata.scheduling.allocation import (
     overselect,
     plan_round,
     settle_at_deadline,
+    settle_reported,
     settlement_weights,
 )
 from fedstrata.scheduling.benchmark import (
@@ -115,6 +116,7 @@ __all__ = [
     "replay_history",
     "round_utilization",
     "settle_at_deadline",
+    "settle_reported",
     "settlement_weights",
     "staleness_weight",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "overselect",
     "plan_round",
     "settle_at_deadline",
+    "settle_reported",
     "settlement_weights",
 ]
 
@@ -258,9 +259,32 @@ def settle_at_deadline(
         raise DataError("settle_at_deadline: assigned must be >= 1 and progress_rate >= 0")
     window = deadline - _per_client("start_s", start_s, n) - _per_client("upload_s", upload_s, n)
     done = np.floor(np.maximum(window, 0.0) * rate / granularity) * granularity
-    completed = np.minimum(done, work).astype(np.int64)
-    dropped = (completed == 0) | (completed < min_fraction * work)
-    return np.where(dropped, 0, completed), dropped
+    return settle_reported(work, np.minimum(done, work).astype(np.int64), min_fraction)
+
+
+def settle_reported(assigned: I64, completed: I64, min_fraction: float) -> tuple[I64, B]:
+    """The settlement rule on work already done (a real device's report, or the work a
+    model of the device finished): a client is dropped (a true straggler) when it
+    completed nothing or less than ``min_fraction`` of its assignment.
+
+    Returns:
+        ``(completed_work, dropped_mask)``; completed work is capped at the assignment
+        and 0 where dropped.
+
+    Raises:
+        ConfigError: ``min_fraction`` outside [0, 1].
+        DataError: arrays of different lengths, assignments < 1 or negative work.
+    """
+    if not 0 <= min_fraction <= 1:
+        raise ConfigError(f"settle_reported min_fraction must be in [0, 1], got {min_fraction}")
+    work = np.asarray(assigned, dtype=np.int64)
+    done = np.asarray(completed, dtype=np.int64)
+    if done.shape != work.shape or (work < 1).any() or (done < 0).any():
+        raise DataError("settle_reported: assigned >= 1 and completed >= 0, of one length")
+    done = np.minimum(done, work)
+    dropped = (done == 0) | (done < min_fraction * work)
+    out: I64 = np.where(dropped, 0, done)
+    return out, dropped
 
 
 def settlement_weights(assigned: I64, completed: I64, dropped: B) -> F64:

@@ -35,7 +35,13 @@ from numpy.typing import NDArray
 from fedstrata.core.metrics import ScheduleStats
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, DataError
-from fedstrata.scheduling.allocation import WorkBounds, allocate_work, link_seconds
+from fedstrata.scheduling.allocation import (
+    WorkBounds,
+    allocate_work,
+    link_seconds,
+    settle_reported,
+    settlement_weights,
+)
 from fedstrata.scheduling.metrics import round_utilization
 from fedstrata.scheduling.predictor import TimePredictor
 from fedstrata.scheduling.records import DeviceProfiles, HistoryBatch, WorkStatus
@@ -244,13 +250,18 @@ class WorkPlanner:
         if self.settings.allocation and ids.size:
             assigned, predicted, target = self._allocate(ids, per)
         planned = self._cut_at_deadline(ids, assigned, per)
-        self._round = _RoundPlan(ids, per, assigned, planned, predicted, target)
-        self._factor = {
-            int(c): float(p / a) for c, p, a in zip(ids, planned, assigned, strict=True)
-        }
+        self._set_round(_RoundPlan(ids, per, assigned, planned.copy(), predicted, target))
         if not self.settings.allocation and not self.settings.stop_at_deadline:
             return [default] * ids.size
         return [replace(default, epochs=None, steps=int(s)) for s in planned]
+
+    def _set_round(self, plan: _RoundPlan) -> None:
+        """Hold ``plan`` as the round in flight; weight factors ``planned / assigned``."""
+        self._round = plan
+        self._factor = {
+            int(c): float(p / a)
+            for c, p, a in zip(plan.cohort, plan.planned, plan.assigned, strict=True)
+        }
 
     def _default_steps(self, ids: I64, plan: LocalPlan) -> I64:
         if plan.steps is not None:
@@ -277,6 +288,33 @@ class WorkPlanner:
         if s.deadline_s is None or not s.stop_at_deadline or ids.size == 0 or self.cut is None:
             return assigned
         return self.cut(ids, assigned, per)
+
+    def settle(self, client_id: int, steps_done: int) -> tuple[float, bool]:
+        """Settle a real device's report of the steps it completed by the deadline.
+
+        The simulator's rule (:func:`~fedstrata.scheduling.settle_reported`): partial
+        work counts with the fraction done (:meth:`weight_factor`), and a device that
+        completed nothing or less than ``settings.min_fraction`` of its assignment is
+        a true straggler (dropped; recorded as the simulator's straggler, its
+        assignment planned). The round's ``ScheduleStats`` and ``round_history`` then
+        count it as partial or dropped. Returns ``(weight factor, dropped)``.
+
+        Raises:
+            DataError: ``client_id`` is not in the round in flight, or ``steps_done`` < 0.
+        """
+        plan = self._round
+        where = None if plan is None else np.flatnonzero(plan.cohort == client_id)
+        if plan is None or where is None or where.size == 0:
+            raise DataError(f"settle: client {client_id} is not in the round in flight")
+        i = int(where[0])
+        assigned = plan.assigned[i : i + 1]
+        done, dropped = settle_reported(
+            assigned, np.array([steps_done], dtype=np.int64), self.settings.min_fraction
+        )
+        plan.planned[i] = assigned[0] if dropped[0] else done[0]
+        factor = float(settlement_weights(assigned, done, dropped)[0])
+        self._factor[client_id] = factor
+        return factor, bool(dropped[0])
 
     def weight_factor(self, client_id: int) -> float:
         """Fraction of its assignment ``client_id`` completed this round (1 if unknown)."""

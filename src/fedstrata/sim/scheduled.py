@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 
 from fedstrata.errors import DataError
 from fedstrata.scheduling import DeviceProfiles, Registry, Selector, TimePredictor
+from fedstrata.scheduling.allocation import settle_reported
 from fedstrata.scheduling.planner import ScheduleSettings, WorkPlanner
 from fedstrata.sim.profiles import ProfileTable
 from fedstrata.sim.registry_bridge import (
@@ -95,8 +96,7 @@ class TrueDeviceCut:
         down, spe, up = self.legs(ids)
         window = s.deadline_s * _EDGE - down - up
         done = np.floor(np.maximum(window, 0.0) / (spe * per)).astype(np.int64)
-        done = np.minimum(done, assigned)
-        straggler = (done < 1) | (done < s.min_fraction * assigned)
+        _, straggler = settle_reported(assigned, np.minimum(done, assigned), s.min_fraction)
         out: I64 = np.where(straggler, assigned, done)  # it runs on and arrives late
         return out
 

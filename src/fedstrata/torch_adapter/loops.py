@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 from torch.utils.data import DataLoader
 
+from fedstrata.core.partial_work import NEVER_STOP, StopCheck
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import TaskError
 from fedstrata.torch_adapter.data import ClientData, describe_batch
@@ -37,6 +38,7 @@ __all__ = [
     "index_batches",
     "minibatches",
     "run_optimizer_loop",
+    "until",
 ]
 
 EVAL_BATCH = 1024
@@ -120,6 +122,14 @@ def minibatches(data: ClientData, plan: LocalPlan, gen: torch.Generator) -> Iter
         yield x[idx], y[idx]
 
 
+def until(batches: Iterator[Batch], stop: StopCheck) -> Iterator[Batch]:
+    """``batches`` until ``stop()`` says so (asked before each one: partial work)."""
+    for batch in batches:
+        if stop():
+            return
+        yield batch
+
+
 def default_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy, the default loss of a task."""
     return cross_entropy(out, target)
@@ -146,6 +156,10 @@ class LocalTraining:
         mixed: this round's loss scaling (``client.precision: fp16``); use
             :meth:`backward` instead of ``loss.backward()`` to get it. Under fp16
             ``optimizer.step()`` skips a step whose gradients overflowed.
+        stop: asked before each minibatch :meth:`batches` hands out; True ends the
+            iterator (a deployed client's round deadline: partial work). A loop that
+            draws from :meth:`batches` stops by itself; one that iterates its own data
+            may ask :meth:`should_stop` between its steps (and count them in ``steps``).
     """
 
     round_idx: int
@@ -158,12 +172,18 @@ class LocalTraining:
     data: ClientData
     steps: int = field(default=0)
     mixed: MixedPrecision = field(default_factory=lambda: MixedPrecision(None))
+    stop: StopCheck = field(default=NEVER_STOP)
 
     def batches(self) -> Iterator[Batch]:
-        """The round's minibatches (``plan.epochs`` epochs or ``plan.steps`` steps)."""
-        for batch in minibatches(self.data, self.plan, self.generator):
+        """The round's minibatches (``plan.epochs`` epochs or ``plan.steps`` steps),
+        ending early when :attr:`stop` says the round's time is up."""
+        for batch in until(minibatches(self.data, self.plan, self.generator), self.stop):
             self.steps += 1
             yield batch
+
+    def should_stop(self) -> bool:
+        """Whether the round's time is up (for a loop over its own data)."""
+        return self.stop()
 
     def backward(self, loss: torch.Tensor) -> bool:
         """``loss.backward()``, with loss scaling under ``client.precision: fp16``.

@@ -34,6 +34,7 @@ from torch.nn.functional import cross_entropy
 
 from fedstrata.core.context import ClientContext
 from fedstrata.core.params import FloatVector, ParamSpec
+from fedstrata.core.partial_work import NEVER_STOP, StopCheck
 from fedstrata.core.training import (
     ArrayDataset,
     EvalResult,
@@ -56,6 +57,7 @@ from fedstrata.torch_adapter.loops import (
     eval_batches,
     minibatches,
     run_optimizer_loop,
+    until,
 )
 from fedstrata.torch_adapter.precision import MixedPrecision, Precision, PrecisionPolicy
 from fedstrata.torch_adapter.probe import SgdSettings
@@ -253,7 +255,26 @@ class TorchTrainer:
         ctx: ClientContext,
         out: FloatVector,
     ) -> TrainResult:
+        """Train from ``params`` on ``data``; write ``new - params`` into ``out``
+        (:meth:`train_until` that never stops)."""
+        return self.train_until(params, data, plan, ctx, out, stop=NEVER_STOP)
+
+    def train_until(
+        self,
+        params: FloatVector,
+        data: LocalData,
+        plan: LocalPlan,
+        ctx: ClientContext,
+        out: FloatVector,
+        *,
+        stop: StopCheck,
+    ) -> TrainResult:
         """Train from ``params`` on ``data``; write ``new - params`` into ``out``.
+
+        ``stop`` is asked before every local step (the minibatch iterator ends when it
+        says so; :class:`~fedstrata.core.partial_work.StoppableTrainer`): the steps run
+        are ``TrainResult.num_steps``. A task's own ``train`` stops where it draws its
+        minibatches from ``ctx.batches()``; one that never does reports 0 steps.
 
         On the fast path non-finite parameters are not an error here: the delta is
         written as is and the caller validates it. A task's own optimizer or loop that
@@ -279,11 +300,13 @@ class TorchTrainer:
             if self._fast:
                 if self._sgd is not None:
                     plan = self._sgd.plan(plan)
-                batches = minibatches(local, plan, gen)
+                batches = until(minibatches(local, plan, gen), stop)
                 steps, loss_sum, seen = self._loop.run(batches, plan, local.origin, mixed)
                 metrics: dict[str, float] = {}
             else:
-                steps, loss_sum, seen, metrics = self._run_task(local, plan, ctx, gen, mixed)
+                steps, loss_sum, seen, metrics = self._run_task(
+                    local, plan, ctx, gen, mixed, stop=stop
+                )
         metrics.update(mixed.metrics())
         np.subtract(self.flat_np, params, out=out)
         if not self._fast and not np.isfinite(out).all():
@@ -304,6 +327,8 @@ class TorchTrainer:
         ctx: ClientContext,
         gen: torch.Generator,
         mixed: MixedPrecision,
+        *,
+        stop: StopCheck = NEVER_STOP,
     ) -> tuple[int, float, int, dict[str, float]]:
         """A task's own optimizer and/or loop on the bound module."""
         opt = self._optimizer(plan)
@@ -312,7 +337,7 @@ class TorchTrainer:
             sched = call_user(self.task.scheduler, "Task.scheduler", opt)
         local = LocalTraining(
             ctx.round_idx, ctx.client_id, plan, gen, mixed.optimizer(opt), sched, self._loss,
-            data, mixed=mixed,
+            data, mixed=mixed, stop=stop,
         )  # fmt: skip
         prox = self._loop.prox_hook(plan)
         if self.task.train is None:

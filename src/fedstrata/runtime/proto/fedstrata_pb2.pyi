@@ -57,14 +57,18 @@ class ProfileReport(_message.Message):
     def __init__(self, cpu_score: _Optional[float] = ..., memory_gb: _Optional[float] = ..., network_latency_ms: _Optional[float] = ..., uplink_mbps: _Optional[float] = ..., downlink_mbps: _Optional[float] = ..., bf16_speedup: _Optional[float] = ..., fp16_speedup: _Optional[float] = ..., local_examples: _Optional[int] = ...) -> None: ...
 
 class SchedTimings(_message.Message):
-    __slots__ = ("download_s", "compute_s", "examples")
+    __slots__ = ("download_s", "compute_s", "examples", "steps", "has_steps")
     DOWNLOAD_S_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    HAS_STEPS_FIELD_NUMBER: _ClassVar[int]
     download_s: float
     compute_s: float
     examples: int
-    def __init__(self, download_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., examples: _Optional[int] = ...) -> None: ...
+    steps: int
+    has_steps: bool
+    def __init__(self, download_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., examples: _Optional[int] = ..., steps: _Optional[int] = ..., has_steps: _Optional[bool] = ...) -> None: ...
 
 class Plan(_message.Message):
     __slots__ = ("batch_size", "lr", "epochs", "steps", "optimizer", "momentum", "weight_decay", "prox_mu")
@@ -87,7 +91,7 @@ class Plan(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., prox_mu: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "round_idx", "root_seed", "deadline_s", "plan", "model_bytes", "run_id")
+    __slots__ = ("kind", "round_idx", "root_seed", "deadline_s", "plan", "model_bytes", "run_id", "partial_work", "min_fraction", "partial_weighted")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[Task.Kind]
@@ -103,6 +107,9 @@ class Task(_message.Message):
     PLAN_FIELD_NUMBER: _ClassVar[int]
     MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_WORK_FIELD_NUMBER: _ClassVar[int]
+    MIN_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_WEIGHTED_FIELD_NUMBER: _ClassVar[int]
     kind: Task.Kind
     round_idx: int
     root_seed: int
@@ -110,7 +117,10 @@ class Task(_message.Message):
     plan: Plan
     model_bytes: int
     run_id: str
-    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round_idx: _Optional[int] = ..., root_seed: _Optional[int] = ..., deadline_s: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., model_bytes: _Optional[int] = ..., run_id: _Optional[str] = ...) -> None: ...
+    partial_work: bool
+    min_fraction: float
+    partial_weighted: bool
+    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round_idx: _Optional[int] = ..., root_seed: _Optional[int] = ..., deadline_s: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., model_bytes: _Optional[int] = ..., run_id: _Optional[str] = ..., partial_work: _Optional[bool] = ..., min_fraction: _Optional[float] = ..., partial_weighted: _Optional[bool] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
     __slots__ = ("client_id", "round_idx", "run_id", "downlink", "downlink_version")
