@@ -98,9 +98,7 @@ def plan_tree(config: FedConfig, n: int) -> TreePlan:
     if t.mode == "flat":
         return TreePlan(Topology.flat(range(n)), {"center": center}, matrix, _links(config))
     if t.mode == "explicit":
-        return TreePlan(
-            explicit_topology(config, n), {"center": center}, matrix, _links(config)
-        )
+        return TreePlan(explicit_topology(config, n), {"center": center}, matrix, _links(config))
     plan = plan_topology(
         matrix.latency_ms, derive_rng(config.seed, 0, -1, "plan"),
         edges=ClusterBounds(t.edge_min, t.edge_max, t.edge_size),

@@ -1,0 +1,272 @@
+"""An aggregator tier of an explicit tree runs HierFAVG's periods, as the simulator does.
+
+With a ``topology`` section (``mode: explicit``, ``topology.edges``) a deployment's
+edges mean what the simulator's tree means (:mod:`fedstrata.sim.hierarchy`), through
+the same node logic (:mod:`fedstrata.coordinator.periods`):
+
+* **The tree**: the processes that connect form it; an edge is the one of
+  ``topology.edges`` whose clients connect to it (or the one it is named, ``node``).
+  A client of another edge, or clients of two edges, at one aggregator is a
+  misconfigured deployment: :meth:`TreeSpec.identify` raises a ``ConfigError`` naming
+  the clients and the edges.
+* **Sampling below the tier**: the global round's cohort is drawn once for the whole
+  tree with the run's seed (``rounds.clients_per_round``, or Poisson sampling), exactly
+  as the simulator's coordinator draws it over every client, and each edge trains its
+  share (:func:`~fedstrata.coordinator.periods.edge_members`); a selected client that
+  is not connected fails, as a dropout does.
+* **Periods**: for each round of its parent the edge runs ``kappa_edge`` edge rounds
+  (:func:`run_periods`): its clients train from its local model with the edge round's
+  index (their randomness, as in the simulator), the edge averages them and applies
+  the mean; then it sends up its model change times the last round's weight.
+* **Deadline**: under ``rounds.deadline_s`` an edge's periods share the parent's
+  deadline (as in the simulator, where a client's update is late after the global
+  round's deadline whichever edge round it belongs to); each edge round waits for
+  what is left of it, and an edge whose time ran out sends up an empty partial.
+* **Compression per tier**: the hop's re-compression (``topology.partial_compression``)
+  is keyed by the edge's node id and its first edge round, the simulator's keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fedstrata.aggregation.mean import MeanState, WeightedMean
+from fedstrata.builders_privacy import poisson_rate
+from fedstrata.builders_tree import explicit_topology, periods
+from fedstrata.config import FedConfig
+from fedstrata.config.compat_types import NOT_BUILT
+from fedstrata.coordinator import RoundCoordinator, RoundPolicy
+from fedstrata.coordinator.periods import NodePeriod, Periods, edge_members, node_ids
+from fedstrata.coordinator.topology import Tier, Topology, TopologyNode
+from fedstrata.core.params import FloatVector
+from fedstrata.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedstrata.runtime.center import Center
+    from fedstrata.runtime.records import RoundRecord, TaskSpec
+
+__all__ = ["PeriodsResult", "TreeSpec", "run_periods", "tree_refusal"]
+
+log = logging.getLogger(__name__)
+
+_MEAN = WeightedMean()
+
+
+_TREE = "docs/hierarchy.md"
+
+
+def tree_refusal(config: FedConfig) -> str | None:
+    """Why the runtime cannot run ``config.topology`` as the simulator does (None: it can).
+
+    The message names the setting and the reason (docs/runtime.md, "Tiers").
+    """
+    t, why = config.topology, None
+    if t.mode == "flat":
+        return None
+    if t.mode == "auto":
+        why = (
+            "topology.mode=auto plans the tree from a latency matrix of simulated sites; a "
+            "deployment's tree is the aggregator processes its clients connect to: write it "
+            "as topology.mode: explicit with topology.edges (edge -> client ids)"
+        )
+    elif t.regions is not None:
+        why = (
+            f"topology.regions: region aggregators with periods (kappa_region) are {NOT_BUILT} "
+            "in the deployment runtime; give topology.edges (edges under the center)"
+        )
+    elif t.edge_failure_rate > 0:
+        why = (
+            "topology.edge_failure_rate models edge failures in the simulator; a "
+            "deployment's aggregators fail for real (leave it at 0)"
+        )
+    else:
+        why = _tree_pair_refusal(config)
+    return None if why is None else f"{why} ({_TREE}, docs/runtime.md)"
+
+
+def _tree_pair_refusal(config: FedConfig) -> str | None:
+    """A feature that the runtime's explicit tree does not run yet."""
+    t = config.topology
+    if config.downlink.enabled and t.kappa_edge > 1:
+        return (
+            f"downlink.preset with topology.kappa_edge > 1: an edge relays its parent's "
+            f"compressed messages, and compressing its own local models is {NOT_BUILT}"
+        )
+    if config.scheduling.enabled:
+        return (
+            "scheduling (allocation, oort, registry) with topology.edges: the cohort is "
+            "drawn at every edge from the run's seed, and a scheduler's selection and "
+            f"planning over the whole tree is {NOT_BUILT} in the runtime"
+        )
+    if config.rounds.min_clients > 1:
+        return (
+            "rounds.min_clients > 1 with topology.edges: the center sees its edges' "
+            f"partials, and a quorum of clients across edges is {NOT_BUILT} (leave it at 1)"
+        )
+    return None
+
+
+@dataclass(frozen=True, eq=False)
+class TreeSpec:
+    """What every process of an explicit tree knows from the configuration.
+
+    Attributes:
+        topology: the configured tree (``topology.edges``).
+        periods: the tiers' aggregation periods.
+        policy: the global cohort draw (the simulator's coordinator policy).
+        node_ids: each node's id (the key of its hop's randomness).
+    """
+
+    topology: Topology
+    periods: Periods
+    policy: RoundPolicy
+    node_ids: dict[str, int]
+
+    @classmethod
+    def of(cls, config: FedConfig, num_clients: int) -> TreeSpec:
+        """The tree of ``config`` over ``num_clients`` clients.
+
+        Raises:
+            ConfigError: the tree does not list every client once.
+        """
+        r = config.rounds
+        topology = explicit_topology(config, num_clients)
+        poisson = poisson_rate(config, num_clients)
+        policy = RoundPolicy(
+            r.clients_per_round, r.min_clients, r.deadline_s, config.seed, poisson_rate=poisson
+        )
+        return cls(topology, periods(config), policy, node_ids(topology))
+
+    @property
+    def edges(self) -> list[TopologyNode]:
+        return [n for n in self.topology.root.walk() if n.tier is Tier.EDGE]
+
+    def identify(self, clients: Collection[int], name: str | None = None) -> TopologyNode:
+        """The edge that serves ``clients`` (those connected to it), or the edge ``name``.
+
+        Raises:
+            ConfigError: no such edge, or ``clients`` are not all clients of one edge.
+        """
+        by_name = {e.name: e for e in self.edges}
+        if name is not None:
+            node = by_name.get(name)
+            if node is None:
+                raise ConfigError(
+                    f"aggregator {name!r} is not an edge of topology.edges {sorted(by_name)}"
+                )
+        else:
+            owner = self.topology.parent_of()
+            names = sorted({owner.get(c, "?") for c in clients})
+            if len(names) != 1 or names[0] == "?":
+                raise ConfigError(
+                    f"clients {sorted(clients)} connected to one aggregator, but topology.edges "
+                    f"puts them under {names} ('?': no edge): connect each edge's clients to "
+                    "its own aggregator"
+                )
+            node = by_name[names[0]]
+        stray = sorted(set(clients) - set(node.clients))
+        if stray:
+            raise ConfigError(
+                f"clients {stray} connected to edge {node.name!r}, which topology.edges "
+                f"lists with clients {list(node.clients)}"
+            )
+        return node
+
+    def check_center(self, participants: int | None) -> None:
+        """The center of this tree serves its edges, one participant each.
+
+        Raises:
+            ConfigError: no aggregator tiers, or not one per edge.
+        """
+        edges = [e.name for e in self.edges]
+        if participants != len(edges):
+            raise ConfigError(
+                f"topology.edges lists {len(edges)} edges {edges}; the center must serve "
+                f"that many aggregator tiers (participants), got {participants}"
+            )
+
+    def base(self, parent_round: int) -> int:
+        """An edge's first edge round in its parent's (the center's) round."""
+        return self.periods.base(parent_round)
+
+    def members(self, node: TopologyNode, base: int) -> list[int]:
+        """``node``'s clients in the cohort of the global round of edge round ``base``."""
+        r = self.periods.global_round(base)
+        every = np.fromiter(self.topology.root.all_clients(), np.int64)
+        cohort = RoundCoordinator(self.policy).select(r, every)
+        return edge_members(cohort, node.clients)
+
+
+@dataclass
+class PeriodsResult:
+    """What an edge's periods produced: the partial to send up (a ``MeanState``; empty
+    when nothing was folded in the last period) and each edge round's record."""
+
+    state: MeanState
+    records: list[RoundRecord]
+
+
+async def run_periods(
+    center: Center,
+    spec: TreeSpec,
+    node: TopologyNode,
+    task: TaskSpec,
+    *,
+    params: FloatVector,
+    relayed: bytes | None,
+) -> PeriodsResult:
+    """``node``'s ``kappa_edge`` edge rounds from the parent's model ``params``.
+
+    The first edge round broadcasts the parent's bytes (``relayed``) unchanged; later
+    ones the edge's local model. ``task.deadline_s`` bounds the whole period.
+    """
+    base = spec.base(task.round_idx)
+    members = spec.members(node, base)
+    period = NodePeriod(params, spec.periods.repeats(Tier.EDGE))
+    settings, start = center.settings, center.clock.now()
+    records: list[RoundRecord] = []
+    state: Any = _MEAN.init(params.shape[0])
+    try:
+        for i, sub in enumerate(spec.periods.rounds(Tier.EDGE, base)):
+            left = _left_s(task.deadline_s, center.clock.now() - start)
+            if left is not None and left <= 0:
+                log.warning("edge %s: deadline passed before edge round %d", node.name, sub)
+                state = _MEAN.init(params.shape[0])
+                break
+            center.settings = dataclasses.replace(settings, round_timeout_s=left)
+            state, record = await center.collect(
+                sub, period.local, model=relayed if i == 0 else None,
+                task=dataclasses.replace(task, round_idx=sub), members=members,
+                limit_s=left or settings.start_timeout_s,
+            )  # fmt: skip
+            records.append(record)
+            period.after(_weight(state), partial(_MEAN.finalize, state))
+    finally:
+        center.settings = settings
+    out = period.finish(state, _weight(state), _as_mean)
+    log.info(
+        "edge %s: round %d: %d edge rounds, %d of %d members in the last",
+        node.name, task.round_idx, len(records), _as_mean(state).count, len(members),
+    )  # fmt: skip
+    return PeriodsResult(_as_mean(out), records)
+
+
+def _left_s(deadline_s: float | None, spent_s: float) -> float | None:
+    return None if deadline_s is None else deadline_s - spent_s
+
+
+def _as_mean(state: object) -> MeanState:
+    if not isinstance(state, MeanState):
+        raise ConfigError(f"an edge's periods need a mean aggregator, got {type(state).__name__}")
+    return state
+
+
+def _weight(state: object) -> float:
+    return _as_mean(state).total_weight

@@ -1,0 +1,128 @@
+"""Tiers as in the simulator: an explicit tree's edges run HierFAVG's periods over gRPC."""
+
+import asyncio
+
+import numpy as np
+import pytest
+from tiertree import run_tree
+
+from fedstrata.api import run
+from fedstrata.config import load_config
+from fedstrata.coordinator import RoundCoordinator, RoundPolicy
+from fedstrata.coordinator.periods import Periods
+from fedstrata.coordinator.topology import Tier
+from fedstrata.errors import ConfigError
+from fedstrata.runtime import check_supported, deployment
+from fedstrata.runtime.tier_periods import TreeSpec
+
+EDGES = {"e0": [0, 1, 2], "e1": [3, 4, 5]}
+TREE = [
+    "output.run_store=false",
+    "sim.workers=0",
+    "data.num_clients=6",
+    "rounds.rounds=2",
+    "rounds.clients_per_round=4",
+    "model.kind=logreg",
+    "client.steps=3",
+    "client.epochs=null",
+    "topology.mode=explicit",
+    'topology.edges={"e0": [0, 1, 2], "e1": [3, 4, 5]}',
+    "topology.kappa_edge=2",
+]
+
+
+INT8 = ["compression.preset=int8", "topology.partial_compression.preset=int8"]
+
+
+@pytest.mark.parametrize("extra", [[], INT8])
+def test_edges_with_periods_and_sampling_equal_the_simulator(extra):
+    cfg = load_config(overrides=[*TREE, *extra])
+    sim = run(cfg).simulation
+    out = asyncio.run(run_tree(deployment(cfg), EDGES))
+    result = out.result
+    assert not result.rejections
+    assert len(result.rounds) == 2
+    # every edge ran kappa_edge = 2 edge rounds per center round
+    for report in out.edges.values():
+        assert report is not None
+        assert len(report.rounds) == 2 * 2
+    # sampling below the edges: 4 of the 6 clients train in each global round, as drawn
+    # by the simulator's coordinator over the whole tree
+    spec = TreeSpec.of(cfg, 6)
+    for r in range(2):
+        drawn = sorted(m for e in spec.edges for m in spec.members(e, spec.base(r)))
+        trained = sorted(
+            c
+            for report in out.edges.values()
+            if report is not None
+            for c in report.rounds[2 * r].outcome.accepted
+        )
+        assert len(drawn) == 4
+        assert trained == drawn
+    assert result.params.tobytes() == sim.params.tobytes()
+
+
+def test_periods_number_edge_rounds_and_send_up_the_model_change():
+    p = Periods(kappa_edge=2, kappa_region=3)
+    assert p.base(1) == 6
+    assert (p.global_round(11), p.global_round(12)) == (1, 2)
+
+    assert p.rounds(Tier.EDGE, 6) == [6, 7]
+    assert p.rounds(Tier.REGION, 6) == [6, 8, 10]
+    assert p.rounds(Tier.CENTER, 6) == [6]
+    with pytest.raises(ConfigError, match="kappa_edge"):
+        Periods(kappa_edge=0)
+
+
+def test_a_client_of_another_edge_at_an_aggregator_is_refused():
+    cfg = load_config(overrides=TREE)
+    spec = TreeSpec.of(cfg, 6)
+    assert spec.identify([0, 2]).name == "e0"
+    assert spec.identify([], "e1").name == "e1"
+    with pytest.raises(ConfigError, match=r"under \['e0', 'e1'\]"):
+        spec.identify([1, 4])
+    with pytest.raises(ConfigError, match=r"clients \[1\] connected to edge 'e1'"):
+        spec.identify([1, 4], "e1")
+    with pytest.raises(ConfigError, match="not an edge"):
+        spec.identify([0], "e9")
+
+
+def test_the_cohort_is_the_simulators_draw_cut_below_each_edge():
+    cfg = load_config(overrides=TREE)
+    spec = TreeSpec.of(cfg, 6)
+    for r in range(4):
+        want = RoundCoordinator(RoundPolicy(4, 1, None, cfg.seed)).select(r, np.arange(6))
+        got = [m for e in spec.edges for m in spec.members(e, spec.base(r) + 1)]
+        assert got == want.tolist()
+
+
+def test_a_center_must_serve_one_tier_per_edge():
+    dep = deployment(load_config(overrides=TREE))
+    with pytest.raises(ConfigError, match="lists 2 edges"):
+        dep.center(participants=3)
+    with pytest.raises(ConfigError, match="got None"):
+        dep.center()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        (["topology.mode=auto", "topology.edges=null"], "topology.mode=auto"),
+        (["topology.edge_failure_rate=0.1"], "topology.edge_failure_rate"),
+        (["downlink.preset=int8"], "downlink.preset"),
+        (["rounds.min_clients=2"], "rounds.min_clients"),
+        (
+            [
+                "topology.edges=null",
+                'topology.regions={"r0": {"e0": [0, 1, 2], "e1": [3, 4, 5]}}',
+            ],
+            "topology.regions",
+        ),
+    ],
+)
+def test_what_the_runtime_cannot_run_of_a_tree_is_refused(overrides, names):
+    auto = ["topology.edge_size=3", "topology.edge_min=1", "topology.region_min=1"]
+    extra = auto if "topology.mode=auto" in overrides else []
+    cfg = load_config(overrides=[*TREE, *overrides, *extra])
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        check_supported(cfg)

@@ -1,0 +1,100 @@
+"""A deployment of an explicit tree in one process over loopback gRPC: the center, one
+aggregator tier per edge of ``topology.edges`` and every client, as asyncio tasks.
+
+A module of its own (not ``conftest``) so the tests and ``bench/runtime_tiers.py``
+import it by a unique name."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from fedstrata.runtime import (
+    CenterServer,
+    Deployment,
+    GrpcLink,
+    RuntimeResult,
+    TierReport,
+    TokenTable,
+    new_token,
+)
+
+
+@dataclass
+class TreeRun:
+    """The center's result and each edge's report (None: the edge was killed)."""
+
+    result: RuntimeResult
+    edges: dict[str, TierReport | None] = field(default_factory=dict)
+
+
+async def run_tree(
+    dep: Deployment,
+    edges: Mapping[str, Sequence[int]],
+    *,
+    kill: str | None = None,
+    kill_after: int = 1,
+    parents: Mapping[int, Sequence[str]] | None = None,
+) -> TreeRun:
+    """Center <- one tier per edge <- its clients; tier ids follow ``edges``' order.
+
+    ``kill``: the edge whose tier is cancelled after it served ``kill_after`` edge
+    rounds (its server stops; its clients re-home along ``parents``: client id ->
+    edge names to try, in order).
+    """
+    n, names = dep.num_clients, list(edges)
+    tier_ids = {name: n + k for k, name in enumerate(names)}
+    tokens = {i: new_token() for i in range(n + len(names))}
+    table = TokenTable(tokens)
+    center = dep.center(participants=len(names))
+    centers = {name: dep.edge(len(edges[name])) for name in names}
+    out = TreeRun(RuntimeResult(params=dep.initial_params()))
+    async with CenterServer(center, table) as top:
+        servers = {name: CenterServer(c, table) for name, c in centers.items()}
+        for s in servers.values():
+            await s.__aenter__()
+        try:
+            targets = {name: s.target for name, s in servers.items()}
+
+            async def tier(name: str) -> None:
+                async with GrpcLink(top.target, tier_ids[name], tokens[tier_ids[name]]) as link:
+                    agg = dep.tier(link, centers[name], tier_id=tier_ids[name])
+                    task = asyncio.ensure_future(agg.run())
+                    if name == kill:
+                        await _after_rounds(agg, kill_after)
+                        task.cancel()
+                        await servers[name].__aexit__(None, None, None)
+                        out.edges[name] = None
+                        return
+                    out.edges[name] = await task
+
+            async def client(cid: int, name: str) -> None:
+                order = [name, *(parents or {}).get(cid, ())]
+                for where in order:
+                    try:
+                        async with GrpcLink(targets[where], cid, tokens[cid]) as link:
+                            await dep.client(link, cid).run()
+                            return
+                    except Exception:  # the edge went away: the next parent
+                        if where == order[-1]:
+                            raise
+
+            async with asyncio.TaskGroup() as tg:
+                main = tg.create_task(center.run(dep.initial_params()))
+                for name in names:
+                    tg.create_task(tier(name))
+                    for cid in edges[name]:
+                        tg.create_task(client(cid, name))
+            out.result = main.result()
+        finally:
+            for name, s in servers.items():
+                if name != kill:
+                    await s.__aexit__(None, None, None)
+    return out
+
+
+async def _after_rounds(agg: object, count: int) -> None:
+    center = agg.center  # type: ignore[attr-defined]
+    while center._rounds_started < count:
+        await asyncio.sleep(0.01)
