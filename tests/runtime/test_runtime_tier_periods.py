@@ -126,3 +126,24 @@ def test_what_the_runtime_cannot_run_of_a_tree_is_refused(overrides, names):
     cfg = load_config(overrides=[*TREE, *overrides, *extra])
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         check_supported(cfg)
+
+
+def test_a_killed_edge_loses_its_subtree_for_the_round_and_its_clients_rehome():
+    cfg = load_config(overrides=[*TREE, "rounds.rounds=3", "rounds.clients_per_round=null"])
+    dep = deployment(cfg)
+    rehome = {c: ["e0"] for c in EDGES["e1"]}
+    out = asyncio.run(run_tree(dep, EDGES, kill="e1", kill_after=3, parents=rehome))
+    rounds = out.result.rounds
+    assert [r.outcome.applied for r in rounds] == [True, True, True]
+    e0, e1 = 6, 7  # the tiers' participant ids
+    assert rounds[0].outcome.accepted == (e0, e1)
+    # killed in its first edge round of global round 1: only its subtree is lost
+    assert rounds[1].outcome.accepted == (e0,)
+    assert [cid for cid, _ in rounds[1].outcome.failed] == [e1]
+    # from the next round e0 trains e1's clients too (every client is in the cohort)
+    report = out.edges["e0"]
+    assert report is not None
+    assert len(report.rounds) == 3 * 2
+    assert sorted(report.rounds[-1].outcome.accepted) == [0, 1, 2, 3, 4, 5]
+    assert out.edges["e1"] is None
+    assert np.isfinite(out.result.params).all()

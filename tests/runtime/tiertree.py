@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fedstrata.runtime import (
+    Backoff,
     CenterServer,
     Deployment,
     GrpcLink,
@@ -19,6 +20,9 @@ from fedstrata.runtime import (
     TokenTable,
     new_token,
 )
+from fedstrata.runtime.relink import FailoverLink
+
+_FAST = Backoff(attempts=6, base_s=0.05, max_s=0.5)
 
 
 @dataclass
@@ -61,24 +65,22 @@ async def run_tree(
                 async with GrpcLink(top.target, tier_ids[name], tokens[tier_ids[name]]) as link:
                     agg = dep.tier(link, centers[name], tier_id=tier_ids[name])
                     task = asyncio.ensure_future(agg.run())
-                    if name == kill:
+                    if name == kill:  # as SIGKILL: connections break, no DONE is sent
                         await _after_rounds(agg, kill_after)
+                        await servers[name].abort()
                         task.cancel()
-                        await servers[name].__aexit__(None, None, None)
                         out.edges[name] = None
                         return
                     out.edges[name] = await task
 
             async def client(cid: int, name: str) -> None:
-                order = [name, *(parents or {}).get(cid, ())]
-                for where in order:
-                    try:
-                        async with GrpcLink(targets[where], cid, tokens[cid]) as link:
-                            await dep.client(link, cid).run()
-                            return
-                    except Exception:  # the edge went away: the next parent
-                        if where == order[-1]:
-                            raise
+                order = [targets[e] for e in (name, *(parents or {}).get(cid, ()))]
+
+                def make(target: str) -> GrpcLink:
+                    return GrpcLink(target, cid, tokens[cid])
+
+                async with FailoverLink(order, make, connect_timeout_s=20, probe_s=1) as link:
+                    await dep.client(link, cid, backoff=_FAST).run()  # type: ignore[arg-type]
 
             async with asyncio.TaskGroup() as tg:
                 main = tg.create_task(center.run(dep.initial_params()))

@@ -140,6 +140,7 @@ class TierAggregator:
         self.reconnect = reconnect  # failover: True once the parent link is back
         self.secure = secure  # two-tier secure aggregation (secagg_tier.py)
         self.tree, self.node = tree, node  # an explicit tree's periods (tier_periods.py)
+        self._formed = False  # the tree was checked at the first round
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.
@@ -216,11 +217,12 @@ class TierAggregator:
             log.warning("tier: round %d skipped: %s", r, exc)
             report.refused.append((r, str(exc)))
             return
-        node = None if self.tree is None else self.tree.identify(self._connected(), self.node)
-        self.node = None if node is None else node.name  # known once its clients connected
+        node, adopted = self._place()
         if self.secure is not None and outer is not None:  # the masked cluster sum
             tree = self.tree
-            members = None if node is None or tree is None else tree.members(node, tree.base(r))
+            members = (
+                None if node is None or tree is None else tree.members(node, tree.base(r), adopted)
+            )
             state, _ = await self._collect(
                 task, params, relayed, report, limit_s=limit_s, members=members
             )
@@ -233,7 +235,9 @@ class TierAggregator:
             return
         hop: int | tuple[int, int]
         if node is not None and self.tree is not None:
-            partial, hop = await self._periods(node, task, params, relayed, report)
+            partial, hop = await self._periods(
+                node, task, params, relayed, report, adopted=adopted
+            )
         else:
             state, _ = await self._collect(
                 task, params, relayed, report, limit_s=limit_s, members=None
@@ -247,8 +251,22 @@ class TierAggregator:
             log.warning("tier: round %d partial refused: %s", r, reason)
             report.refused.append((r, reason))
 
-    def _connected(self) -> list[int]:
-        return sorted(self.center.roster.reach())
+    def _place(self) -> tuple[TopologyNode | None, list[int]]:
+        """This tier's edge of the tree (None: no tree) and the clients of other edges
+        re-homed to it. The first round names the edge from its clients (or checks them
+        against ``node``); later, other edges' clients are taken in as re-homed."""
+        if self.tree is None:
+            return None, []
+        connected = sorted(self.center.roster.reach())
+        if not self._formed:
+            node = self.tree.identify(connected, self.node)
+            self.node, self._formed = node.name, True
+            return node, []
+        node = self.tree.identify([], self.node)
+        adopted = self.tree.rehomed(node, connected)
+        if adopted:
+            log.warning("edge %s: serves re-homed clients %s", node.name, adopted)
+        return node, adopted
 
     async def _collect(
         self, task: TaskSpec, params: FloatVector, relayed: bytes | None, report: TierReport,
@@ -268,13 +286,15 @@ class TierAggregator:
 
     async def _periods(
         self, node: TopologyNode, task: TaskSpec, params: FloatVector, relayed: bytes | None,
-        report: TierReport,
+        report: TierReport, *, adopted: list[int],
     ) -> tuple[MeanState, tuple[int, int]]:  # fmt: skip
         """The edge's periods (``kappa_edge`` edge rounds); the partial and its hop key."""
         assert self.tree is not None
         if self.monitor is not None:
             self.monitor.round_started()
-        out = await run_periods(self.center, self.tree, node, task, params=params, relayed=relayed)
+        out = await run_periods(
+            self.center, self.tree, node, task, params=params, relayed=relayed, adopted=adopted
+        )
         report.rounds.extend(out.records)
         if self.monitor is not None:
             for record in out.records:

@@ -14,6 +14,10 @@ the same node logic (:mod:`fedstrata.coordinator.periods`):
   as the simulator's coordinator draws it over every client, and each edge trains its
   share (:func:`~fedstrata.coordinator.periods.edge_members`); a selected client that
   is not connected fails, as a dropout does.
+* **Failures**: an edge that dies loses its subtree for the round in flight (the
+  center fails that participant and applies the others); its clients re-home (their
+  ``FailoverLink`` lists a sibling edge or the center) and, from the next round, the
+  edge that receives them trains its share of them too (:meth:`TreeSpec.rehomed`).
 * **Periods**: for each round of its parent the edge runs ``kappa_edge`` edge rounds
   (:func:`run_periods`): its clients train from its local model with the edge round's
   index (their randomness, as in the simulator), the edge averages them and applies
@@ -196,12 +200,26 @@ class TreeSpec:
         """An edge's first edge round in its parent's (the center's) round."""
         return self.periods.base(parent_round)
 
-    def members(self, node: TopologyNode, base: int) -> list[int]:
-        """``node``'s clients in the cohort of the global round of edge round ``base``."""
+    def members(self, node: TopologyNode, base: int, adopted: Collection[int] = ()) -> list[int]:
+        """``node``'s clients, and the ``adopted`` ones re-homed to it, in the cohort of
+        the global round of edge round ``base``."""
         r = self.periods.global_round(base)
         every = np.fromiter(self.topology.root.all_clients(), np.int64)
         cohort = RoundCoordinator(self.policy).select(r, every)
-        return edge_members(cohort, node.clients)
+        return edge_members(cohort, [*node.clients, *sorted(adopted)])
+
+    def rehomed(self, node: TopologyNode, clients: Collection[int]) -> list[int]:
+        """Clients of other edges connected to ``node`` once the tree was formed: they
+        re-homed after their edge failed (as the simulator's ``rehome`` moves them).
+
+        Raises:
+            ConfigError: a client that no edge of the tree lists.
+        """
+        owner = self.topology.parent_of()
+        unknown = sorted(c for c in clients if c not in owner)
+        if unknown:
+            raise ConfigError(f"clients {unknown} are under no edge of topology.edges")
+        return sorted(c for c in clients if owner[c] != node.name)
 
 
 @dataclass
@@ -221,14 +239,16 @@ async def run_periods(
     *,
     params: FloatVector,
     relayed: bytes | None,
+    adopted: Collection[int] = (),
 ) -> PeriodsResult:
     """``node``'s ``kappa_edge`` edge rounds from the parent's model ``params``.
 
     The first edge round broadcasts the parent's bytes (``relayed``) unchanged; later
     ones the edge's local model. ``task.deadline_s`` bounds the whole period.
+    ``adopted``: clients of failed edges re-homed here.
     """
     base = spec.base(task.round_idx)
-    members = spec.members(node, base)
+    members = spec.members(node, base, adopted)
     period = NodePeriod(params, spec.periods.repeats(Tier.EDGE))
     settings, start = center.settings, center.clock.now()
     records: list[RoundRecord] = []
