@@ -111,6 +111,7 @@ def test_a_center_must_serve_one_tier_per_edge():
         (["topology.edge_failure_rate=0.1"], "topology.edge_failure_rate"),
         (["downlink.preset=int8"], "downlink.preset"),
         (["rounds.min_clients=2"], "rounds.min_clients"),
+        (["server.aggregator=median"], "server.aggregator"),
         (
             [
                 "topology.edges=null",

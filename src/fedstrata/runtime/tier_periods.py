@@ -109,6 +109,12 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
             "drawn at every edge from the run's seed, and a scheduler's selection and "
             f"planning over the whole tree is {NOT_BUILT} in the runtime"
         )
+    if config.server.aggregator != "mean":
+        return (
+            f"server.aggregator={config.server.aggregator!r} with topology.edges: the "
+            "simulator runs it at the center over its edges' means; a center rule over "
+            f"the edges' partials is {NOT_BUILT} in the runtime (use mean)"
+        )
     if config.rounds.min_clients > 1:
         return (
             "rounds.min_clients > 1 with topology.edges: the center sees its edges' "
