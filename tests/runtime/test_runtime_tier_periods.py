@@ -34,7 +34,7 @@ TREE = [
 INT8 = ["compression.preset=int8", "topology.partial_compression.preset=int8"]
 
 
-@pytest.mark.parametrize("extra", [[], INT8])
+@pytest.mark.parametrize("extra", [[], INT8, ["server.aggregator=median"]])
 def test_edges_with_periods_and_sampling_equal_the_simulator(extra):
     cfg = load_config(overrides=[*TREE, *extra])
     sim = run(cfg).simulation
@@ -111,7 +111,7 @@ def test_a_center_must_serve_one_tier_per_edge():
         (["topology.edge_failure_rate=0.1"], "topology.edge_failure_rate"),
         (["downlink.preset=int8"], "downlink.preset"),
         (["rounds.min_clients=2"], "rounds.min_clients"),
-        (["server.aggregator=median"], "server.aggregator"),
+        (["server.aggregator=median", *INT8], "server.aggregator"),
         (
             [
                 "topology.edges=null",

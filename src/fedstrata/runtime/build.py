@@ -71,7 +71,7 @@ from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_client import SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.secagg_tier import EdgeSecure, edge_rounds, outer_rounds
-from fedstrata.runtime.tier_periods import TreeSpec, tree_refusal
+from fedstrata.runtime.tier_periods import TreeSpec, center_rule, tree_refusal
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
@@ -235,6 +235,8 @@ class Deployment:
         allocator = distributed_allocator(cfg, self.num_clients)
         secure = self._secure(allocator)
         agg = aggregator(cfg.server, cfg.project_dir) if secure is None else secure[1]
+        if participants is not None and secure is None and cfg.topology.mode != "flat":
+            agg = center_rule(cfg, agg)  # a robust or custom rule over the edges' means
         if participants is not None and secure is None and not agg.mergeable:
             raise ConfigError(f"server.aggregator={cfg.server.aggregator!r} cannot merge tiers")
         pipe = self._pipeline(None if secure is None else secure[0])

@@ -26,6 +26,9 @@ the same node logic (:mod:`fedstrata.coordinator.periods`):
   deadline (as in the simulator, where a client's update is late after the global
   round's deadline whichever edge round it belongs to); each edge round waits for
   what is left of it, and an edge whose time ran out sends up an empty partial.
+* **The center's rule**: a robust or custom ``server.aggregator`` runs at the center
+  over the edges' means (:class:`~fedstrata.aggregation.edge_means.OverEdgeMeans`, the
+  simulator's rule); edges run the weighted mean.
 * **Compression per tier**: the hop's re-compression (``topology.partial_compression``)
   is keyed by the edge's node id and its first edge round, the simulator's keys.
 """
@@ -41,7 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fedstrata.aggregation.edge_means import OverEdgeMeans
 from fedstrata.aggregation.mean import MeanState, WeightedMean
+from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.builders_privacy import poisson_rate
 from fedstrata.builders_tree import explicit_topology, periods
 from fedstrata.config import FedConfig
@@ -56,7 +61,7 @@ if TYPE_CHECKING:
     from fedstrata.runtime.center import Center
     from fedstrata.runtime.records import RoundRecord, TaskSpec
 
-__all__ = ["PeriodsResult", "TreeSpec", "run_periods", "tree_refusal"]
+__all__ = ["PeriodsResult", "TreeSpec", "center_rule", "run_periods", "tree_refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +114,12 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
             "drawn at every edge from the run's seed, and a scheduler's selection and "
             f"planning over the whole tree is {NOT_BUILT} in the runtime"
         )
-    if config.server.aggregator != "mean":
+    if config.server.aggregator != "mean" and t.partial_compression.enabled:
         return (
-            f"server.aggregator={config.server.aggregator!r} with topology.edges: the "
-            "simulator runs it at the center over its edges' means; a center rule over "
-            f"the edges' partials is {NOT_BUILT} in the runtime (use mean)"
+            f"server.aggregator={config.server.aggregator!r} with "
+            "topology.partial_compression: the center's rule over re-compressed edge "
+            f"partials is {NOT_BUILT} in the runtime (the simulator runs it; use exact "
+            "partials or the mean)"
         )
     if config.rounds.min_clients > 1:
         return (
@@ -121,6 +127,14 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
             f"partials, and a quorum of clients across edges is {NOT_BUILT} (leave it at 1)"
         )
     return None
+
+
+def center_rule(config: FedConfig, agg: Aggregator[Any]) -> Aggregator[Any]:
+    """The center's aggregator over its edges: the mean merges their partials; a robust
+    or custom ``server.aggregator`` runs over their means, as in the simulator's tree."""
+    if config.server.aggregator == "mean":
+        return agg
+    return OverEdgeMeans(agg)
 
 
 @dataclass(frozen=True, eq=False)
