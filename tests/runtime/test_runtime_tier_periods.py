@@ -4,7 +4,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from tiertree import run_tree
+from tiertree import run_regions, run_tree
 
 from fedstrata.api import run
 from fedstrata.config import load_config
@@ -50,7 +50,7 @@ def test_edges_with_periods_and_sampling_equal_the_simulator(extra):
     # by the simulator's coordinator over the whole tree
     spec = TreeSpec.of(cfg, 6)
     for r in range(2):
-        drawn = sorted(m for e in spec.edges for m in spec.members(e, spec.base(r)))
+        drawn = sorted(m for e in spec.edges for m in spec.members(e, spec.periods.base(r)))
         trained = sorted(
             c
             for report in out.edges.values()
@@ -92,7 +92,7 @@ def test_the_cohort_is_the_simulators_draw_cut_below_each_edge():
     spec = TreeSpec.of(cfg, 6)
     for r in range(4):
         want = RoundCoordinator(RoundPolicy(4, 1, None, cfg.seed)).select(r, np.arange(6))
-        got = [m for e in spec.edges for m in spec.members(e, spec.base(r) + 1)]
+        got = [m for e in spec.edges for m in spec.members(e, spec.periods.base(r) + 1)]
         assert got == want.tolist()
 
 
@@ -112,13 +112,6 @@ def test_a_center_must_serve_one_tier_per_edge():
         (["downlink.preset=int8"], "downlink.preset"),
         (["rounds.min_clients=2"], "rounds.min_clients"),
         (["server.aggregator=median", *INT8], "server.aggregator"),
-        (
-            [
-                "topology.edges=null",
-                'topology.regions={"r0": {"e0": [0, 1, 2], "e1": [3, 4, 5]}}',
-            ],
-            "topology.regions",
-        ),
     ],
 )
 def test_what_the_runtime_cannot_run_of_a_tree_is_refused(overrides, names):
@@ -148,3 +141,28 @@ def test_a_killed_edge_loses_its_subtree_for_the_round_and_its_clients_rehome():
     assert sorted(report.rounds[-1].outcome.accepted) == [0, 1, 2, 3, 4, 5]
     assert out.edges["e1"] is None
     assert np.isfinite(out.result.params).all()
+
+
+REGIONS = {"r0": {"e0": [0, 1], "e1": [2, 3]}, "r1": {"e2": [4, 5], "e3": [6, 7]}}
+
+
+def test_regions_with_both_periods_equal_the_simulator():
+    tree = [
+        "data.num_clients=8",
+        "rounds.clients_per_round=6",
+        "topology.edges=null",
+        f"topology.regions={REGIONS}",
+        "topology.kappa_region=2",
+        *INT8,
+    ]
+    cfg = load_config(overrides=[*TREE, *tree])
+    sim = run(cfg).simulation
+    out = asyncio.run(run_regions(deployment(cfg), REGIONS))
+    assert not out.result.rejections
+    assert len(out.result.rounds) == 2
+    for name, report in out.edges.items():
+        assert report is not None
+        # a region runs kappa_region = 2 region rounds per center round; an edge
+        # kappa_edge = 2 edge rounds per region round
+        assert len(report.rounds) == (2 * 2 if name.startswith("r") else 2 * 2 * 2), name
+    assert out.result.params.tobytes() == sim.params.tobytes()

@@ -100,3 +100,53 @@ async def _after_rounds(agg: object, count: int) -> None:
     center = agg.center  # type: ignore[attr-defined]
     while center._rounds_started < count:
         await asyncio.sleep(0.01)
+
+
+async def run_regions(
+    dep: Deployment, regions: Mapping[str, Mapping[str, Sequence[int]]]
+) -> TreeRun:
+    """Center <- one named tier per region <- one tier per edge <- its clients.
+
+    Participant ids: clients 0..n-1, then the regions, then the edges, in the order of
+    ``regions``."""
+    n = dep.num_clients
+    edges = {e: ids for rg in regions.values() for e, ids in rg.items()}
+    ids = {name: n + k for k, name in enumerate([*regions, *edges])}
+    tokens = {i: new_token() for i in range(n + len(ids))}
+    table = TokenTable(tokens)
+    center = dep.center(participants=len(regions))
+    centers = {r: dep.edge(len(rg)) for r, rg in regions.items()}
+    centers.update({e: dep.edge(len(c)) for e, c in edges.items()})
+    out = TreeRun(RuntimeResult(params=dep.initial_params()))
+    parent = {e: r for r, rg in regions.items() for e in rg}
+    async with CenterServer(center, table) as top:
+        servers = {name: CenterServer(c, table) for name, c in centers.items()}
+        for s in servers.values():
+            await s.__aenter__()
+        try:
+            targets = {name: s.target for name, s in servers.items()}
+            targets["center"] = top.target
+
+            async def tier(name: str) -> None:
+                up = targets[parent.get(name, "center")]
+                async with GrpcLink(up, ids[name], tokens[ids[name]]) as link:
+                    node = name if name in regions else None
+                    agg = dep.tier(link, centers[name], tier_id=ids[name], node=node)
+                    out.edges[name] = await agg.run()
+
+            async def client(cid: int, name: str) -> None:
+                async with GrpcLink(targets[name], cid, tokens[cid]) as link:
+                    await dep.client(link, cid).run()
+
+            async with asyncio.TaskGroup() as tg:
+                main = tg.create_task(center.run(dep.initial_params()))
+                for name in centers:
+                    tg.create_task(tier(name))
+                for e, cids in edges.items():
+                    for cid in cids:
+                        tg.create_task(client(cid, e))
+            out.result = main.result()
+        finally:
+            for s in servers.values():
+                await s.__aexit__(None, None, None)
+    return out

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from fedstrata.aggregation.mean import MeanState
-from fedstrata.coordinator.topology import TopologyNode
+from fedstrata.coordinator.topology import Tier, TopologyNode
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
@@ -219,10 +219,7 @@ class TierAggregator:
             return
         node, adopted = self._place()
         if self.secure is not None and outer is not None:  # the masked cluster sum
-            tree = self.tree
-            members = (
-                None if node is None or tree is None else tree.members(node, tree.base(r), adopted)
-            )
+            members = self._members(node, r, adopted)
             state, _ = await self._collect(
                 task, params, relayed, report, limit_s=limit_s, members=members
             )
@@ -250,6 +247,12 @@ class TierAggregator:
         if not accepted:
             log.warning("tier: round %d partial refused: %s", r, reason)
             report.refused.append((r, reason))
+
+    def _members(self, node: TopologyNode | None, r: int, adopted: list[int]) -> list[int] | None:
+        """An edge's share of round ``r``'s cohort (None: no tree, or a region)."""
+        if self.tree is None or node is None or node.tier is not Tier.EDGE:
+            return None
+        return self.tree.members(node, self.tree.base(node, r), adopted)
 
     def _place(self) -> tuple[TopologyNode | None, list[int]]:
         """This tier's edge of the tree (None: no tree) and the clients of other edges
@@ -299,7 +302,7 @@ class TierAggregator:
         if self.monitor is not None:
             for record in out.records:
                 self.monitor.round_done(task.round_idx, record)
-        return out.state, (self.tree.base(task.round_idx), self.tree.node_ids[node.name])
+        return out.state, (self.tree.base(node, task.round_idx), self.tree.node_ids[node.name])
 
     async def _model(self, round_idx: int, run_id: str) -> tuple[FloatVector, bytes | None]:
         """The parent's model and its broadcast bytes to relay unchanged; under downlink

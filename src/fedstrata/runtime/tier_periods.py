@@ -85,11 +85,6 @@ def tree_refusal(config: FedConfig) -> str | None:
             "deployment's tree is the aggregator processes its clients connect to: write it "
             "as topology.mode: explicit with topology.edges (edge -> client ids)"
         )
-    elif t.regions is not None:
-        why = (
-            f"topology.regions: region aggregators with periods (kappa_region) are {NOT_BUILT} "
-            "in the deployment runtime; give topology.edges (edges under the center)"
-        )
     elif t.edge_failure_rate > 0:
         why = (
             "topology.edge_failure_rate models edge failures in the simulator; a "
@@ -179,11 +174,15 @@ class TreeSpec:
             ConfigError: no such edge, or ``clients`` are not all clients of one edge.
         """
         by_name = {e.name: e for e in self.edges}
+        regions = {n.name: n for n in self.topology.root.children if n.tier is Tier.REGION}
+        if name is not None and name in regions:
+            return regions[name]  # its children are edge tiers, which check their clients
         if name is not None:
             node = by_name.get(name)
             if node is None:
                 raise ConfigError(
-                    f"aggregator {name!r} is not an edge of topology.edges {sorted(by_name)}"
+                    f"aggregator {name!r} is not an edge or region of the topology "
+                    f"{sorted([*by_name, *regions])}"
                 )
         else:
             owner = self.topology.parent_of()
@@ -192,7 +191,7 @@ class TreeSpec:
                 raise ConfigError(
                     f"clients {sorted(clients)} connected to one aggregator, but topology.edges "
                     f"puts them under {names} ('?': no edge): connect each edge's clients to "
-                    "its own aggregator"
+                    "its own aggregator (a region's aggregator is named: node='region')"
                 )
             node = by_name[names[0]]
         stray = sorted(set(clients) - set(node.clients))
@@ -209,16 +208,20 @@ class TreeSpec:
         Raises:
             ConfigError: no aggregator tiers, or not one per edge.
         """
-        edges = [e.name for e in self.edges]
-        if participants != len(edges):
+        kids = [n.name for n in self.topology.root.children]
+        if participants != len(kids):
             raise ConfigError(
-                f"topology.edges lists {len(edges)} edges {edges}; the center must serve "
-                f"that many aggregator tiers (participants), got {participants}"
+                f"the topology puts {len(kids)} aggregators {kids} under the center; it "
+                f"must serve that many aggregator tiers (participants), got {participants}"
             )
 
-    def base(self, parent_round: int) -> int:
-        """An edge's first edge round in its parent's (the center's) round."""
-        return self.periods.base(parent_round)
+    def base(self, node: TopologyNode, parent_round: int) -> int:
+        """``node``'s first edge round in its parent's round ``parent_round``: a child of
+        the center starts the global round's edge rounds; an edge under a region starts
+        at the region round it is given (numbered in edge rounds)."""
+        if node in self.topology.root.children:
+            return self.periods.base(parent_round)
+        return parent_round
 
     def members(self, node: TopologyNode, base: int, adopted: Collection[int] = ()) -> list[int]:
         """``node``'s clients, and the ``adopted`` ones re-homed to it, in the cohort of
@@ -231,10 +234,13 @@ class TreeSpec:
     def rehomed(self, node: TopologyNode, clients: Collection[int]) -> list[int]:
         """Clients of other edges connected to ``node`` once the tree was formed: they
         re-homed after their edge failed (as the simulator's ``rehome`` moves them).
+        A region's children are tiers: none.
 
         Raises:
             ConfigError: a client that no edge of the tree lists.
         """
+        if node.tier is not Tier.EDGE:
+            return []
         owner = self.topology.parent_of()
         unknown = sorted(c for c in clients if c not in owner)
         if unknown:
@@ -261,23 +267,26 @@ async def run_periods(
     relayed: bytes | None,
     adopted: Collection[int] = (),
 ) -> PeriodsResult:
-    """``node``'s ``kappa_edge`` edge rounds from the parent's model ``params``.
+    """``node``'s periods from the parent's model ``params``: an edge's ``kappa_edge``
+    edge rounds over its share of the cohort, a region's ``kappa_region`` region rounds
+    over its edges (every connected one).
 
-    The first edge round broadcasts the parent's bytes (``relayed``) unchanged; later
-    ones the edge's local model. ``task.deadline_s`` bounds the whole period.
+    The first period broadcasts the parent's bytes (``relayed``) unchanged; later ones
+    the node's local model. ``task.deadline_s`` bounds the whole period.
     ``adopted``: clients of failed edges re-homed here.
     """
-    base = spec.base(task.round_idx)
-    members = spec.members(node, base, adopted)
-    period = NodePeriod(params, spec.periods.repeats(Tier.EDGE))
+    base = spec.base(node, task.round_idx)
+    edge = node.tier is Tier.EDGE
+    members = spec.members(node, base, adopted) if edge else None
+    period = NodePeriod(params, spec.periods.repeats(node.tier))
     settings, start = center.settings, center.clock.now()
     records: list[RoundRecord] = []
     state: Any = _MEAN.init(params.shape[0])
     try:
-        for i, sub in enumerate(spec.periods.rounds(Tier.EDGE, base)):
+        for i, sub in enumerate(spec.periods.rounds(node.tier, base)):
             left = _left_s(task.deadline_s, center.clock.now() - start)
             if left is not None and left <= 0:
-                log.warning("edge %s: deadline passed before edge round %d", node.name, sub)
+                log.warning("%s: deadline passed before its round %d", node.name, sub)
                 state = _MEAN.init(params.shape[0])
                 break
             center.settings = dataclasses.replace(settings, round_timeout_s=left)
@@ -292,8 +301,8 @@ async def run_periods(
         center.settings = settings
     out = period.finish(state, _weight(state), _as_mean)
     log.info(
-        "edge %s: round %d: %d edge rounds, %d of %d members in the last",
-        node.name, task.round_idx, len(records), _as_mean(state).count, len(members),
+        "%s %s: round %d: %d periods, %d updates in the last",
+        node.tier.value, node.name, task.round_idx, len(records), _as_mean(state).count,
     )  # fmt: skip
     return PeriodsResult(_as_mean(out), records)
 
