@@ -98,7 +98,7 @@ def test_the_cohort_is_the_simulators_draw_cut_below_each_edge():
 
 def test_a_center_must_serve_one_tier_per_edge():
     dep = deployment(load_config(overrides=TREE))
-    with pytest.raises(ConfigError, match="lists 2 edges"):
+    with pytest.raises(ConfigError, match="puts 2 aggregators"):
         dep.center(participants=3)
     with pytest.raises(ConfigError, match="got None"):
         dep.center()
@@ -126,7 +126,10 @@ def test_a_killed_edge_loses_its_subtree_for_the_round_and_its_clients_rehome():
     cfg = load_config(overrides=[*TREE, "rounds.rounds=3", "rounds.clients_per_round=null"])
     dep = deployment(cfg)
     rehome = {c: ["e0"] for c in EDGES["e1"]}
-    out = asyncio.run(run_tree(dep, EDGES, kill="e1", kill_after=3, parents=rehome))
+    # the center starts a round once all 6 clients are reachable again (re-homed)
+    out = asyncio.run(
+        run_tree(dep, EDGES, kill="e1", kill_after=3, parents=rehome, min_available=6)
+    )
     rounds = out.result.rounds
     assert [r.outcome.applied for r in rounds] == [True, True, True]
     e0, e1 = 6, 7  # the tiers' participant ids

@@ -40,18 +40,20 @@ async def run_tree(
     kill: str | None = None,
     kill_after: int = 1,
     parents: Mapping[int, Sequence[str]] | None = None,
+    min_available: int | None = None,
 ) -> TreeRun:
     """Center <- one tier per edge <- its clients; tier ids follow ``edges``' order.
 
     ``kill``: the edge whose tier is cancelled after it served ``kill_after`` edge
     rounds (its server stops; its clients re-home along ``parents``: client id ->
-    edge names to try, in order).
+    edge names to try, in order). ``min_available``: the center's quorum of reachable
+    clients before each round.
     """
     n, names = dep.num_clients, list(edges)
     tier_ids = {name: n + k for k, name in enumerate(names)}
     tokens = {i: new_token() for i in range(n + len(names))}
     table = TokenTable(tokens)
-    center = dep.center(participants=len(names))
+    center = dep.center(participants=len(names), min_available=min_available)
     centers = {name: dep.edge(len(edges[name])) for name in names}
     out = TreeRun(RuntimeResult(params=dep.initial_params()))
     async with CenterServer(center, table) as top:
