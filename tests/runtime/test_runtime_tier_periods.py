@@ -112,6 +112,7 @@ def test_a_center_must_serve_one_tier_per_edge():
         (["downlink.preset=int8"], "downlink.preset"),
         (["rounds.min_clients=2"], "rounds.min_clients"),
         (["server.aggregator=median", *INT8], "server.aggregator"),
+        (["secagg.enabled=true", "topology.kappa_edge=1"], "secagg.enabled"),
     ],
 )
 def test_what_the_runtime_cannot_run_of_a_tree_is_refused(overrides, names):
@@ -168,4 +169,13 @@ def test_regions_with_both_periods_equal_the_simulator():
         # a region runs kappa_region = 2 region rounds per center round; an edge
         # kappa_edge = 2 edge rounds per region round
         assert len(report.rounds) == (2 * 2 if name.startswith("r") else 2 * 2 * 2), name
+    assert out.result.params.tobytes() == sim.params.tobytes()
+
+
+def test_secure_aggregation_through_the_edges_equals_the_simulator():
+    over = ["topology.kappa_edge=1", "rounds.clients_per_round=null", "secagg.enabled=true"]
+    cfg = load_config(overrides=[*TREE, *over])
+    sim = run(cfg).simulation
+    out = asyncio.run(run_tree(deployment(cfg), EDGES))
+    assert not out.result.rejections
     assert out.result.params.tobytes() == sim.params.tobytes()

@@ -29,6 +29,8 @@ the same node logic (:mod:`fedstrata.coordinator.periods`):
 * **The center's rule**: a robust or custom ``server.aggregator`` runs at the center
   over the edges' means (:class:`~fedstrata.aggregation.edge_means.OverEdgeMeans`, the
   simulator's rule); edges run the weighted mean.
+* **Secure aggregation** (``secagg.enabled``, every client selected): two-tier masks
+  through the edges, as for a tier without periods (``runtime/secagg_tier.py``).
 * **Compression per tier**: the hop's re-compression (``topology.partial_compression``)
   is keyed by the edge's node id and its first edge round, the simulator's keys.
 """
@@ -103,6 +105,16 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
             f"downlink.preset with topology.kappa_edge > 1: an edge relays its parent's "
             f"compressed messages, and compressing its own local models is {NOT_BUILT}"
         )
+    if config.scheduling.async_.enabled:
+        return f"scheduling.async (FedBuff) through aggregator tiers is {NOT_BUILT}"
+    if config.secagg.enabled and _lone_edges(config):
+        return (
+            "secagg.enabled with rounds.clients_per_round (or an edge of one client) under "
+            "a topology: an edge whose share of the cohort is one client cannot run its "
+            "cluster's secure sum; the simulator lets that client sit out the round, and "
+            f"the runtime's edge {NOT_BUILT} (select every client: rounds.clients_per_round: "
+            "null, and give each edge two clients or more)"
+        )
     if config.scheduling.enabled:
         return (
             "scheduling (allocation, oort, registry) with topology.edges: the cohort is "
@@ -130,6 +142,16 @@ def center_rule(config: FedConfig, agg: Aggregator[Any]) -> Aggregator[Any]:
     if config.server.aggregator == "mean":
         return agg
     return OverEdgeMeans(agg)
+
+
+def _lone_edges(config: FedConfig) -> bool:
+    """Whether an edge may have a single client in a round: sampling, or an edge of one."""
+    t = config.topology
+    groups = [
+        *(t.edges or {}).values(),
+        *(e for r in (t.regions or {}).values() for e in r.values()),
+    ]
+    return config.rounds.clients_per_round is not None or min(map(len, groups), default=2) < 2
 
 
 @dataclass(frozen=True, eq=False)
