@@ -172,9 +172,10 @@ def test_regions_with_both_periods_equal_the_simulator():
     assert out.result.params.tobytes() == sim.params.tobytes()
 
 
-def test_secure_aggregation_through_the_edges_equals_the_simulator():
+@pytest.mark.parametrize("dp", [[], ["privacy.mechanism=distributed"]])
+def test_secure_aggregation_through_the_edges_equals_the_simulator(dp):
     over = ["topology.kappa_edge=1", "rounds.clients_per_round=null", "secagg.enabled=true"]
-    cfg = load_config(overrides=[*TREE, *over])
+    cfg = load_config(overrides=[*TREE, *over, *dp])
     sim = run(cfg).simulation
     out = asyncio.run(run_tree(deployment(cfg), EDGES))
     assert not out.result.rejections
