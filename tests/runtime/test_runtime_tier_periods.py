@@ -1,15 +1,19 @@
 """Tiers as in the simulator: an explicit tree's edges run HierFAVG's periods over gRPC."""
 
 import asyncio
+from functools import partial
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiertree import run_regions, run_tree
 
+from fedstrata.aggregation import WeightedMean
 from fedstrata.api import run
 from fedstrata.config import load_config
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
-from fedstrata.coordinator.periods import Periods
+from fedstrata.coordinator.periods import NodePeriod, Periods
 from fedstrata.coordinator.topology import Tier
 from fedstrata.errors import ConfigError
 from fedstrata.runtime import check_supported, deployment
@@ -34,7 +38,10 @@ TREE = [
 INT8 = ["compression.preset=int8", "topology.partial_compression.preset=int8"]
 
 
-@pytest.mark.parametrize("extra", [[], INT8, ["server.aggregator=median"]])
+DOWNLINK = ["topology.kappa_edge=1", "downlink.preset=int8"]  # relayed by the edges
+
+
+@pytest.mark.parametrize("extra", [[], INT8, ["server.aggregator=median"], DOWNLINK])
 def test_edges_with_periods_and_sampling_equal_the_simulator(extra):
     cfg = load_config(overrides=[*TREE, *extra])
     sim = run(cfg).simulation
@@ -43,9 +50,10 @@ def test_edges_with_periods_and_sampling_equal_the_simulator(extra):
     assert not result.rejections
     assert len(result.rounds) == 2
     # every edge ran kappa_edge = 2 edge rounds per center round
+    kappa = cfg.topology.kappa_edge
     for report in out.edges.values():
         assert report is not None
-        assert len(report.rounds) == 2 * 2
+        assert len(report.rounds) == 2 * kappa
     # sampling below the edges: 4 of the 6 clients train in each global round, as drawn
     # by the simulator's coordinator over the whole tree
     spec = TreeSpec.of(cfg, 6)
@@ -55,7 +63,7 @@ def test_edges_with_periods_and_sampling_equal_the_simulator(extra):
             c
             for report in out.edges.values()
             if report is not None
-            for c in report.rounds[2 * r].outcome.accepted
+            for c in report.rounds[kappa * r].outcome.accepted
         )
         assert len(drawn) == 4
         assert trained == drawn
@@ -180,3 +188,32 @@ def test_secure_aggregation_through_the_edges_equals_the_simulator(dp):
     out = asyncio.run(run_tree(deployment(cfg), EDGES))
     assert not out.result.rejections
     assert out.result.params.tobytes() == sim.params.tobytes()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.lists(st.floats(0.5, 20.0), min_size=1, max_size=4),
+    st.integers(0, 2**16),
+)
+def test_a_nodes_periods_send_up_its_model_change_weighted(repeats, weights, seed):
+    """Law: after its periods a node's partial has the mean (local - model), with the
+    last period's weight; one period sends its last state as it is."""
+    rng = np.random.default_rng(seed)
+    model = rng.normal(size=5).astype(np.float32)
+    period = NodePeriod(model, repeats)
+    mean = WeightedMean()
+    state = mean.init(5)
+    for _ in range(repeats):
+        state = mean.init(5)
+        for w in weights:
+            state = mean.accumulate(state, rng.normal(size=5).astype(np.float32), w)
+        period.after(state.total_weight, partial(mean.finalize, state))
+        if repeats == 1:
+            assert period.local is model  # one period keeps the parent's model
+    out = period.finish(state, state.total_weight, lambda s: s)
+    if repeats == 1:
+        assert out is state
+        return
+    assert out.total_weight == state.total_weight
+    np.testing.assert_allclose(mean.finalize(out), period.local - model, rtol=1e-5, atol=1e-6)

@@ -300,8 +300,8 @@ class TierAggregator:
         )
         report.rounds.extend(out.records)
         if self.monitor is not None:
-            for record in out.records:
-                self.monitor.round_done(task.round_idx, record)
+            for record in out.records:  # one per edge (or region) round
+                self.monitor.round_done(record.outcome.round_idx, record)
         return out.state, (self.tree.base(node, task.round_idx), self.tree.node_ids[node.name])
 
     async def _model(self, round_idx: int, run_id: str) -> tuple[FloatVector, bytes | None]:
