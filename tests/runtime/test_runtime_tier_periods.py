@@ -41,7 +41,10 @@ INT8 = ["compression.preset=int8", "topology.partial_compression.preset=int8"]
 DOWNLINK = ["topology.kappa_edge=1", "downlink.preset=int8"]  # relayed by the edges
 
 
-@pytest.mark.parametrize("extra", [[], INT8, ["server.aggregator=median"], DOWNLINK])
+DEADLINE = ["rounds.deadline_s=30"]  # the edges' rounds share it; nobody is late
+
+
+@pytest.mark.parametrize("extra", [[], INT8, ["server.aggregator=median"], DOWNLINK, DEADLINE])
 def test_edges_with_periods_and_sampling_equal_the_simulator(extra):
     cfg = load_config(overrides=[*TREE, *extra])
     sim = run(cfg).simulation
