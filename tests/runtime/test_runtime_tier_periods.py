@@ -12,12 +12,14 @@ from tiertree import run_regions, run_tree
 from fedstrata.aggregation import WeightedMean
 from fedstrata.api import run
 from fedstrata.config import load_config
-from fedstrata.coordinator import RoundCoordinator, RoundPolicy
+from fedstrata.coordinator import RoundCoordinator, RoundOutcome, RoundPolicy
 from fedstrata.coordinator.periods import NodePeriod, Periods
 from fedstrata.coordinator.topology import Tier
+from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError
 from fedstrata.runtime import check_supported, deployment
-from fedstrata.runtime.tier_periods import TreeSpec
+from fedstrata.runtime.records import CenterSettings, RoundRecord, TaskKind, TaskSpec
+from fedstrata.runtime.tier_periods import TreeSpec, run_periods
 
 EDGES = {"e0": [0, 1, 2], "e1": [3, 4, 5]}
 TREE = [
@@ -220,3 +222,46 @@ def test_a_nodes_periods_send_up_its_model_change_weighted(repeats, weights, see
         return
     assert out.total_weight == state.total_weight
     np.testing.assert_allclose(mean.finalize(out), period.local - model, rtol=1e-5, atol=1e-6)
+
+
+class _SlowEdge:
+    """A stand-in for an edge's ``Center``: each edge round takes ``round_s`` on a fake
+    clock and folds one update of weight 1 (its mean: ones)."""
+
+    def __init__(self, settings, round_s: float) -> None:
+        self.settings, self.round_s, self.now_s = settings, round_s, 0.0
+        self.timeouts: list[float | None] = []
+        self.clock = self
+
+    def now(self) -> float:
+        return self.now_s
+
+    async def collect(self, round_idx, params, **_kw):
+        self.timeouts.append(self.settings.round_timeout_s)
+        self.now_s += self.round_s
+        state = WeightedMean().accumulate(
+            WeightedMean().init(params.size), np.ones(params.size, np.float32), 1.0
+        )
+        outcome = RoundOutcome(round_idx, 1, (0,), (), (), self.now_s, True)
+        return state, RoundRecord(outcome, 0, 0, None)
+
+
+def test_an_edges_rounds_share_the_parents_deadline_and_an_edge_out_of_time_sends_nothing():
+    cfg = load_config(overrides=[*TREE, "topology.kappa_edge=3"])
+    spec = TreeSpec.of(cfg, 6)
+    settings = CenterSettings(rounds=2, plan=LocalPlan(steps=1, epochs=None), round_timeout_s=10.0)
+    params = np.zeros(3, np.float32)
+    node = spec.edges[0]
+    # 4 s per edge round within 10 s: rounds get 10 s, then 6 s, then 2 s; all three fold
+    edge = _SlowEdge(settings, 4.0)
+    task = TaskSpec(TaskKind.TRAIN, 0, cfg.seed, deadline_s=10.0)
+    out = asyncio.run(run_periods(edge, spec, node, task, params=params, relayed=None))
+    assert edge.timeouts == [10.0, 6.0, 2.0]
+    assert len(out.records) == 3
+    assert edge.settings is settings  # restored
+    np.testing.assert_allclose(WeightedMean().finalize(out.state), 3.0)  # 3 periods of +1
+    # 6 s per edge round: the third finds the deadline passed; the edge sends nothing
+    edge = _SlowEdge(settings, 6.0)
+    out = asyncio.run(run_periods(edge, spec, node, task, params=params, relayed=None))
+    assert edge.timeouts == [10.0, 4.0]
+    assert out.state.total_weight == 0
