@@ -15,9 +15,9 @@ on the client). Differential privacy and secure aggregation (issue 13 parts 1-2)
 built by :mod:`fedstrata.builders_privacy`, as in the simulator: each client its own
 ring codec, noise shares and protocol half; the center the protocol's server half
 (:class:`~fedstrata.runtime.secagg_session.SecureRounds`) and the DP hooks
-(:class:`~fedstrata.runtime.dp_center.DpCenter`). What the runtime does not run yet
-(downlink compression, scheduling, a ``topology`` section, tiers with DP or secure
-aggregation) is refused by :func:`check_supported` (docs/compatibility.md).
+(:class:`~fedstrata.runtime.dp_center.DpCenter`). An explicit ``topology`` section
+runs as the simulator's tree (:mod:`fedstrata.runtime.tier_periods`). What the runtime
+does not run yet is refused by :func:`check_supported` (docs/compatibility.md).
 """
 
 from __future__ import annotations
