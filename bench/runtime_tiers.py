@@ -1,8 +1,13 @@
 """Tiers as in the simulator: a deployed HierFAVG tree against the simulator's run.
 
-A center, one edge aggregator per edge of ``topology.edges`` and every client run as
-asyncio tasks of one process, talking gRPC over loopback (each party its own
-``CenterServer`` or ``GrpcLink``; no shared state but the configuration). The edges
+Two deployments of the same configuration: (1) a center, one edge aggregator per edge
+of ``topology.edges`` and every client as asyncio tasks of one process, talking gRPC
+over loopback (each party its own ``CenterServer`` or ``GrpcLink``; no shared state but
+the configuration): ``wall_s``, ``model_equal_to_sim``; (2) real OS processes (what
+``fedstrata center`` and ``fedstrata serve aggregator`` run): a center, one process per
+edge aggregator and one per edge's clients (its clients as asyncio tasks), forked from
+a forkserver that preloaded torch: ``processes_*`` (wall time includes the processes'
+start). The edges
 run ``kappa_edge`` edge rounds per center round over their share of the cohort
 (``rounds.clients_per_round`` drawn once for the tree), uplink int8 compression and
 int8 re-compressed partials between the tiers. The same configuration runs in the
@@ -12,6 +17,11 @@ simulator's tree driver; the models are compared bit for bit.
 |---------|-------|---------|------------|--------|
 | quick   | 2     | 8       | 2          | 3      |
 | full    | 4     | 24      | 3          | 5      |
+
+Measured (``--quick``, 2 loaded shared cores, 2026-12-08): both deployments' models
+bit-identical to the simulator's (``max_abs_diff`` 0.0), 3 center rounds of 2 edge
+rounds each; in-process 0.6 s, 5 processes 19.4 s (mostly process start-up), the
+simulator 4.9 s (it also evaluates and times its network model).
 
 Usage: ``python bench/runtime_tiers.py [--quick]``; the last stdout line is JSON.
 """
@@ -84,6 +94,107 @@ async def _deploy(dep: Any, edges: dict[str, list[int]]) -> tuple[Any, dict[str,
     return main.result(), reports
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _center_proc(overrides: list[str], port: int, tokens: dict[int, str], out: Any) -> None:
+    from fedstrata.config import load_config
+    from fedstrata.runtime import TokenTable
+    from fedstrata.runtime.commands import run_center
+
+    cfg = load_config(overrides=overrides)
+    result = asyncio.run(
+        run_center(
+            cfg, address=f"127.0.0.1:{port}", tokens=TokenTable(tokens), tls=None,
+            mutual=False, participants=len(cfg.topology.edges or {}),
+        )
+    )  # fmt: skip
+    out.put(("center", result.params.tobytes(), len(result.rounds)))
+
+
+def _edge_proc(
+    overrides: list[str], k: int, ports: tuple[int, int], tokens: dict[int, str], out: Any
+) -> None:
+    from fedstrata.config import load_config
+    from fedstrata.runtime import TokenTable
+    from fedstrata.runtime.commands import run_aggregator
+
+    cfg = load_config(overrides=overrides)
+    n, clients = cfg.data.num_clients, list((cfg.topology.edges or {}).values())[k]
+    report = asyncio.run(
+        run_aggregator(
+            cfg, parent=f"127.0.0.1:{ports[0]}", tier_id=n + k, token=tokens[n + k],
+            parent_tls=None, clients=len(clients), address=f"127.0.0.1:{ports[1]}",
+            tokens=TokenTable(tokens), tls=None, mutual=False,
+        )
+    )  # fmt: skip
+    out.put(("edge", k, len(report.rounds)))
+
+
+def _clients_proc(
+    overrides: list[str], cids: list[int], port: int, tokens: dict[int, str], out: Any
+) -> None:
+    from fedstrata.config import load_config
+    from fedstrata.runtime import GrpcLink, deployment
+
+    dep = deployment(load_config(overrides=overrides))
+
+    async def one(cid: int) -> None:
+        async with GrpcLink(f"127.0.0.1:{port}", cid, tokens[cid]) as link:
+            await dep.client(link, cid).run()
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tg:
+            for cid in cids:
+                tg.create_task(one(cid))
+
+    asyncio.run(main())
+    out.put(("clients", port))
+
+
+def _processes(overrides: list[str], edges: dict[str, list[int]], n: int) -> dict[str, Any]:
+    """Center, one process per edge and one per edge's clients (asyncio tasks in it)."""
+    import multiprocessing as mp
+    import socket
+
+    from fedstrata.runtime import new_token
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "fedstrata.runtime.commands", "fedstrata.torch_adapter"])
+    tokens = {i: new_token() for i in range(n + len(edges))}
+    top, ports = _free_port(), [_free_port() for _ in edges]
+    out, procs = ctx.Queue(), []
+    t0 = time.perf_counter()
+    jobs: list[tuple[Any, tuple[Any, ...]]] = [(_center_proc, (overrides, top, tokens, out))]
+    jobs += [(_edge_proc, (overrides, k, (top, ports[k]), tokens, out)) for k in range(len(edges))]
+    for target, args in jobs:
+        procs.append(ctx.Process(target=target, args=args, daemon=True))
+        procs[-1].start()
+    for k, cids in enumerate(edges.values()):
+        while True:  # the edge listens once its process started
+            try:
+                socket.create_connection(("127.0.0.1", ports[k]), timeout=1.0).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        args = (overrides, cids, ports[k], tokens, out)
+        procs.append(ctx.Process(target=_clients_proc, args=args, daemon=True))
+        procs[-1].start()
+    got = [out.get(timeout=300) for _ in procs]
+    wall_s = time.perf_counter() - t0
+    for p in procs:
+        p.join(10)
+    center = next(g for g in got if g[0] == "center")
+    per_edge = [g[2] for g in got if g[0] == "edge"]
+    return {"params": center[1], "rounds": center[2], "edge_rounds": per_edge,
+            "processes": len(procs), "wall_s": wall_s}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -107,8 +218,10 @@ def main() -> None:
     wall_s = time.perf_counter() - t0
     per_center = [len(r.rounds) / len(result.rounds) for r in reports.values()]
     diff = float(np.max(np.abs(result.params - sim.params)))
+    procs = _processes(_overrides(edges, clients, kappa, rounds), tree, clients)
+    proc_params = np.frombuffer(procs["params"], dtype=np.float32)
     out = {
-        "transport": "in-process asyncio tasks over loopback gRPC",
+        "transport": "in-process asyncio tasks over loopback gRPC; then OS processes",
         "edges": edges,
         "clients": clients,
         "kappa_edge": kappa,
@@ -121,6 +234,12 @@ def main() -> None:
         "wire_bytes": result.wire_bytes,
         "wall_s": round(wall_s, 3),
         "sim_wall_s": round(sim_wall_s, 3),
+        "processes": procs["processes"],
+        "processes_center_rounds": procs["rounds"],
+        "processes_edge_rounds_per_center_round": min(procs["edge_rounds"]) / procs["rounds"],
+        "processes_model_equal_to_sim": procs["params"] == sim.params.tobytes(),
+        "processes_max_abs_diff": float(np.max(np.abs(proc_params - sim.params))),
+        "processes_wall_s": round(procs["wall_s"], 3),
     }
     print(f"{'edges':>6} {'clients':>8} {'kappa':>6} {'rounds':>7} {'equal':>6} {'wall_s':>7}")
     print(
