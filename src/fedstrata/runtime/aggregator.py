@@ -264,6 +264,9 @@ class TierAggregator:
         if not self._formed:
             node = self.tree.identify(connected, self.node)
             self.node, self._formed = node.name, True
+            missing = sorted(set(node.clients) - set(connected))
+            if missing and node.tier is Tier.EDGE:
+                log.warning("edge %s: its clients %s are not connected", node.name, missing)
             return node, []
         node = self.tree.identify([], self.node)
         adopted = self.tree.rehomed(node, connected)
