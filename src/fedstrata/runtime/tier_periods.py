@@ -1,8 +1,9 @@
 """An aggregator tier of an explicit tree runs HierFAVG's periods, as the simulator does.
 
-With a ``topology`` section (``mode: explicit``, ``topology.edges``) a deployment's
-edges mean what the simulator's tree means (:mod:`fedstrata.sim.hierarchy`), through
-the same node logic (:mod:`fedstrata.coordinator.periods`):
+With a ``topology`` section (``mode: explicit``, ``topology.edges`` or
+``topology.regions``) a deployment's tiers mean what the simulator's tree means
+(:mod:`fedstrata.sim.hierarchy`), through the same node logic
+(:mod:`fedstrata.coordinator.periods`):
 
 * **The tree**: the processes that connect form it; an edge is the one of
   ``topology.edges`` whose clients connect to it (or the one it is named, ``node``).
@@ -21,7 +22,8 @@ the same node logic (:mod:`fedstrata.coordinator.periods`):
 * **Periods**: for each round of its parent the edge runs ``kappa_edge`` edge rounds
   (:func:`run_periods`): its clients train from its local model with the edge round's
   index (their randomness, as in the simulator), the edge averages them and applies
-  the mean; then it sends up its model change times the last round's weight.
+  the mean; then it sends up its model change times the last round's weight. A
+  region runs ``kappa_region`` region rounds over its edges the same way.
 * **Deadline**: under ``rounds.deadline_s`` an edge's periods share the parent's
   deadline (as in the simulator, where a client's update is late after the global
   round's deadline whichever edge round it belongs to); each edge round waits for
@@ -76,7 +78,8 @@ _TREE = "docs/hierarchy.md"
 def tree_refusal(config: FedConfig) -> str | None:
     """Why the runtime cannot run ``config.topology`` as the simulator does (None: it can).
 
-    The message names the setting and the reason (docs/runtime.md, "Tiers").
+    The message names the setting and the reason (docs/runtime.md, "A ``topology``
+    section").
     """
     t, why = config.topology, None
     if t.mode == "flat":
@@ -85,7 +88,8 @@ def tree_refusal(config: FedConfig) -> str | None:
         why = (
             "topology.mode=auto plans the tree from a latency matrix of simulated sites; a "
             "deployment's tree is the aggregator processes its clients connect to: write it "
-            "as topology.mode: explicit with topology.edges (edge -> client ids)"
+            "as topology.mode: explicit with topology.edges (edge -> client ids) or "
+            "topology.regions (region -> edge -> client ids)"
         )
     elif t.edge_failure_rate > 0:
         why = (
@@ -117,7 +121,7 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
         )
     if config.scheduling.enabled:
         return (
-            "scheduling (allocation, oort, registry) with topology.edges: the cohort is "
+            "scheduling (allocation, oort, registry) with a topology: the cohort is "
             "drawn at every edge from the run's seed, and a scheduler's selection and "
             f"planning over the whole tree is {NOT_BUILT} in the runtime"
         )
@@ -130,8 +134,8 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
         )
     if config.rounds.min_clients > 1:
         return (
-            "rounds.min_clients > 1 with topology.edges: the center sees its edges' "
-            f"partials, and a quorum of clients across edges is {NOT_BUILT} (leave it at 1)"
+            "rounds.min_clients > 1 with a topology: the center sees its children's "
+            f"partials, and a quorum of clients across them is {NOT_BUILT} (leave it at 1)"
         )
     return None
 
@@ -159,7 +163,7 @@ class TreeSpec:
     """What every process of an explicit tree knows from the configuration.
 
     Attributes:
-        topology: the configured tree (``topology.edges``).
+        topology: the configured tree (``topology.edges`` or ``topology.regions``).
         periods: the tiers' aggregation periods.
         policy: the global cohort draw (the simulator's coordinator policy).
         node_ids: each node's id (the key of its hop's randomness).
@@ -211,7 +215,7 @@ class TreeSpec:
             names = sorted({owner.get(c, "?") for c in clients})
             if len(names) != 1 or names[0] == "?":
                 raise ConfigError(
-                    f"clients {sorted(clients)} connected to one aggregator, but topology.edges "
+                    f"clients {sorted(clients)} connected to one aggregator, but the topology "
                     f"puts them under {names} ('?': no edge): connect each edge's clients to "
                     "its own aggregator (a region's aggregator is named: node='region')"
                 )
@@ -219,7 +223,7 @@ class TreeSpec:
         stray = sorted(set(clients) - set(node.clients))
         if stray:
             raise ConfigError(
-                f"clients {stray} connected to edge {node.name!r}, which topology.edges "
+                f"clients {stray} connected to edge {node.name!r}, which the topology "
                 f"lists with clients {list(node.clients)}"
             )
         return node
@@ -266,7 +270,7 @@ class TreeSpec:
         owner = self.topology.parent_of()
         unknown = sorted(c for c in clients if c not in owner)
         if unknown:
-            raise ConfigError(f"clients {unknown} are under no edge of topology.edges")
+            raise ConfigError(f"clients {unknown} are under no edge of the topology")
         return sorted(c for c in clients if owner[c] != node.name)
 
 
