@@ -1,7 +1,10 @@
 """A stackable aggregator tier (an edge or a region) of the deployment runtime.
 
-HierFAVG-style tiers (Liu et al., "Client-Edge-Cloud Hierarchical Federated Learning",
-ICC 2020) with one aggregation per tier per round. An :class:`TierAggregator`
+HierFAVG tiers (Liu et al., "Client-Edge-Cloud Hierarchical Federated Learning",
+ICC 2020). Without a ``topology`` section a tier aggregates once per round of its
+parent, as below; with an explicit tree (``tree``) it is one of its edges or regions
+and runs that node's periods over its share of the cohort, exactly as the simulator's
+tree (:mod:`fedstrata.runtime.tier_periods`). An :class:`TierAggregator`
 registers with its parent (the center, or another tier) as **one participant**: it
 holds a session with the parent like a client does. Below, it serves its own clients
 exactly like the center does, through a :class:`~fedstrata.runtime.center.Center` of

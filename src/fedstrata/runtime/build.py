@@ -292,8 +292,10 @@ class Deployment:
 
         Every connected client trains in every round the parent runs (weighted by its
         examples; under ``scheduling`` its work sized to the deadline by the tier's own
-        scheduler, which writes to the same registry); the first round waits for all
-        ``clients`` at most ``start_timeout_s``, then runs with those connected.
+        scheduler, which writes to the same registry); under a ``topology`` section the
+        tier (:meth:`tier`) picks each round's members and runs its periods. The first
+        round waits for all ``clients`` at most ``start_timeout_s``, then runs with
+        those connected.
 
         Raises:
             ConfigError: ``clients`` < 1.
