@@ -105,7 +105,6 @@ def test_combinations_accepted_and_ignored_before_are_refused(overrides) -> None
 @pytest.mark.parametrize(
     ("overrides", "setting"),
     [
-        (HIERARCHY, "topology.mode"),
         (["evaluation.every=2"], "evaluation.every"),
     ],
 )
@@ -114,6 +113,17 @@ def test_the_runtime_refuses_what_it_does_not_run(overrides, setting) -> None:
     with pytest.raises(ConfigError, match="not supported by the deployment runtime") as err:
         check_supported(load_config(overrides=[*PAIR_BASE, *overrides]))
     assert setting in str(err.value)
+
+
+def test_the_runtime_runs_an_explicit_tree_and_refuses_a_planned_one() -> None:
+    """Issue 13 part 5: a deployment's tree is its processes: topology.edges runs (as
+    the simulator's tree), topology.mode=auto is refused with the reason."""
+    with pytest.raises(ConfigError, match=r"topology\.mode=auto plans the tree"):
+        check_supported(load_config(overrides=[*PAIR_BASE, *HIERARCHY]))
+    n = load_config(overrides=PAIR_BASE).data.num_clients
+    edges = {"e0": list(range(n // 2)), "e1": list(range(n // 2, n))}
+    tree = ["topology.mode=explicit", f"topology.edges={edges}", "topology.kappa_edge=2"]
+    check_supported(load_config(overrides=[*PAIR_BASE, *tree]))
 
 
 def test_the_runtime_runs_dp_and_secure_aggregation_but_not_the_plateau_switch() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ from fedstrata.api.components import (
     sim_settings,
 )
 from fedstrata.builders import ServerStrategy, server_strategy
+from fedstrata.builders_tree import explicit_topology
 from fedstrata.config import FedConfig
 from fedstrata.coordinator.planner import (
     ClusterBounds,
@@ -28,7 +28,7 @@ from fedstrata.coordinator.planner import (
     plan_topology,
     predict_round,
 )
-from fedstrata.coordinator.topology import Tier, Topology, TopologyNode
+from fedstrata.coordinator.topology import Topology, TopologyNode
 from fedstrata.core.context import derive_rng
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import HEADER_SIZE
@@ -91,30 +91,6 @@ def _matrix(config: FedConfig, n: int) -> LatencyMatrix:
     return LatencyMatrix((*map(str, range(n)), "center"), full[np.ix_(keep, keep)])
 
 
-def _edge_nodes(edges: Mapping[str, list[int]]) -> tuple[TopologyNode, ...]:
-    return tuple(TopologyNode(edge, Tier.EDGE, clients=tuple(ids)) for edge, ids in edges.items())
-
-
-def _explicit(config: FedConfig, n: int) -> Topology:
-    """``topology.regions`` (center -> regions -> edges), or ``topology.edges``
-    (center -> edges: no region tier, as a deployment's center over edge aggregators)."""
-    t = config.topology
-    if t.edges is not None:
-        nodes, where = _edge_nodes(t.edges), "topology.edges"
-    else:
-        regions = t.regions or {}
-        nodes = tuple(
-            TopologyNode(region, Tier.REGION, children=_edge_nodes(edges))
-            for region, edges in regions.items()
-        )
-        where = "topology.regions"
-    topology = Topology(TopologyNode("center", Tier.CENTER, children=nodes))
-    listed = sorted(topology.root.all_clients())
-    if listed != list(range(n)):
-        raise ConfigError(f"{where} must list every client 0..{n - 1} exactly once")
-    return topology
-
-
 def plan_tree(config: FedConfig, n: int) -> TreePlan:
     """The tree of ``config.topology`` for ``n`` clients (flat, planned or explicit)."""
     t, matrix = config.topology, _matrix(config, n)
@@ -122,7 +98,7 @@ def plan_tree(config: FedConfig, n: int) -> TreePlan:
     if t.mode == "flat":
         return TreePlan(Topology.flat(range(n)), {"center": center}, matrix, _links(config))
     if t.mode == "explicit":
-        return TreePlan(_explicit(config, n), {"center": center}, matrix, _links(config))
+        return TreePlan(explicit_topology(config, n), {"center": center}, matrix, _links(config))
     plan = plan_topology(
         matrix.latency_ms, derive_rng(config.seed, 0, -1, "plan"),
         edges=ClusterBounds(t.edge_min, t.edge_max, t.edge_size),

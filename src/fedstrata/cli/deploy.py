@@ -208,6 +208,13 @@ def serve_aggregator(
     token: TokenFlagOpt = "",
     token_file: TokenFileOpt = None,
     clients: Annotated[int, typer.Option(min=1, help="clients this tier serves")] = 1,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            help="this aggregator's edge or region name in topology.edges/regions "
+            "(default: the edge its clients belong to; a region must be named)"
+        ),
+    ] = None,
     address: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:50052",
     tokens: TokensOpt = Path("tokens.json"),
     ca: CaOpt = None,
@@ -243,6 +250,7 @@ def serve_aggregator(
                 mutual=mutual,
                 start_timeout_s=start_timeout,
                 connect_timeout_s=connect_timeout,
+                node=node,
             )
         )
     except FedstrataError as exc:

@@ -1,7 +1,10 @@
 """A stackable aggregator tier (an edge or a region) of the deployment runtime.
 
-HierFAVG-style tiers (Liu et al., "Client-Edge-Cloud Hierarchical Federated Learning",
-ICC 2020) with one aggregation per tier per round. An :class:`TierAggregator`
+HierFAVG tiers (Liu et al., "Client-Edge-Cloud Hierarchical Federated Learning",
+ICC 2020). Without a ``topology`` section a tier aggregates once per round of its
+parent, as below; with an explicit tree (``tree``) it is one of its edges or regions
+and runs that node's periods over its share of the cohort, exactly as the simulator's
+tree (:mod:`fedstrata.runtime.tier_periods`). An :class:`TierAggregator`
 registers with its parent (the center, or another tier) as **one participant**: it
 holds a session with the parent like a client does. Below, it serves its own clients
 exactly like the center does, through a :class:`~fedstrata.runtime.center.Center` of
@@ -49,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from fedstrata.aggregation.mean import MeanState
+from fedstrata.coordinator.topology import Tier, TopologyNode
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
@@ -59,6 +63,7 @@ from fedstrata.runtime.client import decode_model
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.partials import encode_compressed_partial
 from fedstrata.runtime.secagg_tier import EdgeSecure
+from fedstrata.runtime.tier_periods import TreeSpec, run_periods
 
 if TYPE_CHECKING:  # the monitor's module imports the recorder, which builds tiers
     from fedstrata.runtime.monitor import TierMonitor
@@ -112,6 +117,9 @@ class TierAggregator:
         reconnect: failover: called when the parent link breaks; True once it is back.
         secure: two-tier secure aggregation's edge half (``Deployment.tier`` sets
             it): the tier submits its masked cluster sum instead of a partial.
+        tree: the configured tree (``topology.edges``): the tier is one of its edges
+            and runs its periods (:mod:`fedstrata.runtime.tier_periods`).
+        node: this edge's name in ``tree`` (None: the edge its clients belong to).
     """
 
     def __init__(
@@ -125,6 +133,8 @@ class TierAggregator:
         tier_id: int = -1,
         reconnect: Reconnect | None = None,
         secure: EdgeSecure | None = None,
+        tree: TreeSpec | None = None,
+        node: str | None = None,
     ) -> None:
         self.parent, self.center, self.size = parent, center, size
         self.monitor = monitor
@@ -132,6 +142,8 @@ class TierAggregator:
         self._run_id = ""  # the parent's run the downlink relay holds a model of
         self.reconnect = reconnect  # failover: True once the parent link is back
         self.secure = secure  # two-tier secure aggregation (secagg_tier.py)
+        self.tree, self.node = tree, node  # an explicit tree's periods (tier_periods.py)
+        self._formed = False  # the tree was checked at the first round
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.
@@ -208,15 +220,12 @@ class TierAggregator:
             log.warning("tier: round %d skipped: %s", r, exc)
             report.refused.append((r, str(exc)))
             return
-        if self.monitor is not None:
-            self.monitor.round_started()
-        state, record = await self.center.collect(
-            r, params, model=relayed, task=task, limit_s=limit_s
-        )
-        report.rounds.append(record)
-        if self.monitor is not None:
-            self.monitor.round_done(r, record)
+        node, adopted = self._place()
         if self.secure is not None and outer is not None:  # the masked cluster sum
+            members = self._members(node, r, adopted)
+            state, _ = await self._collect(
+                task, params, relayed, report, limit_s=limit_s, members=members
+            )
             ok, why = await self.secure.finish(
                 outer, r, self.center.aggregator.finalize_metrics(state)
             )
@@ -224,16 +233,82 @@ class TierAggregator:
                 log.warning("tier: round %d: outer secure aggregation refused: %s", r, why)
                 report.refused.append((r, why))
             return
-        partial = state if isinstance(state, MeanState) else None
-        if partial is None:
-            raise ProtocolError(f"tier aggregator state is {type(state).__name__}, not a mean")
+        hop: int | tuple[int, int]
+        if node is not None and self.tree is not None:
+            partial, hop = await self._periods(
+                node, task, params, relayed, report, adopted=adopted
+            )
+        else:
+            state, _ = await self._collect(
+                task, params, relayed, report, limit_s=limit_s, members=None
+            )
+            partial, hop = _mean_of(state), self.tier_id
         log.info("tier: round %d: %d updates, weight %g", r, partial.count, partial.total_weight)
         live = self.center.connected
-        data = self._encode(partial, task)
+        data = self._encode(partial, task, hop)
         accepted, reason = await self.parent.submit_partial(r, data, live)
         if not accepted:
             log.warning("tier: round %d partial refused: %s", r, reason)
             report.refused.append((r, reason))
+
+    def _members(self, node: TopologyNode | None, r: int, adopted: list[int]) -> list[int] | None:
+        """An edge's share of round ``r``'s cohort (None: no tree, or a region)."""
+        if self.tree is None or node is None or node.tier is not Tier.EDGE:
+            return None
+        return self.tree.members(node, self.tree.base(node, r), adopted)
+
+    def _place(self) -> tuple[TopologyNode | None, list[int]]:
+        """This tier's edge of the tree (None: no tree) and the clients of other edges
+        re-homed to it. The first round names the edge from its clients (or checks them
+        against ``node``); later, other edges' clients are taken in as re-homed."""
+        if self.tree is None:
+            return None, []
+        connected = sorted(self.center.roster.reach())
+        if not self._formed:
+            node = self.tree.identify(connected, self.node)
+            self.node, self._formed = node.name, True
+            missing = sorted(set(node.clients) - set(connected))
+            if missing and node.tier is Tier.EDGE:
+                log.warning("edge %s: its clients %s are not connected", node.name, missing)
+            return node, []
+        node = self.tree.identify([], self.node)
+        adopted = self.tree.rehomed(node, connected)
+        if adopted:
+            log.warning("edge %s: serves re-homed clients %s", node.name, adopted)
+        return node, adopted
+
+    async def _collect(
+        self, task: TaskSpec, params: FloatVector, relayed: bytes | None, report: TierReport,
+        *, limit_s: float | None, members: list[int] | None,
+    ) -> tuple[object, RoundRecord]:  # fmt: skip
+        """One round on the tier's clients (no periods)."""
+        r = task.round_idx
+        if self.monitor is not None:
+            self.monitor.round_started()
+        state, record = await self.center.collect(
+            r, params, model=relayed, task=task, limit_s=limit_s, members=members
+        )
+        report.rounds.append(record)
+        if self.monitor is not None:
+            self.monitor.round_done(r, record)
+        return state, record
+
+    async def _periods(
+        self, node: TopologyNode, task: TaskSpec, params: FloatVector, relayed: bytes | None,
+        report: TierReport, *, adopted: list[int],
+    ) -> tuple[MeanState, tuple[int, int]]:  # fmt: skip
+        """The edge's periods (``kappa_edge`` edge rounds); the partial and its hop key."""
+        assert self.tree is not None
+        if self.monitor is not None:
+            self.monitor.round_started()
+        out = await run_periods(
+            self.center, self.tree, node, task, params=params, relayed=relayed, adopted=adopted
+        )
+        report.rounds.extend(out.records)
+        if self.monitor is not None:
+            for record in out.records:  # one per edge (or region) round
+                self.monitor.round_done(record.outcome.round_idx, record)
+        return out.state, (self.tree.base(node, task.round_idx), self.tree.node_ids[node.name])
 
     async def _model(self, round_idx: int, run_id: str) -> tuple[FloatVector, bytes | None]:
         """The parent's model and its broadcast bytes to relay unchanged; under downlink
@@ -249,10 +324,18 @@ class TierAggregator:
         data = await self.parent.download_downlink(round_idx, relay.relay_ask())
         return relay.relay(data, self.size), None
 
-    def _encode(self, partial: MeanState, task: TaskSpec) -> bytes:
+    def _encode(self, partial: MeanState, task: TaskSpec, hop: int | tuple[int, int]) -> bytes:
         """The partial for the wire: exact, or re-compressed (an empty one stays exact:
-        the parent fails this tier for it)."""
+        the parent fails this tier for it). ``hop``: the codec's key, this tier's id
+        (its round is the task's), or an explicit tree's (first edge round, node id)."""
         if self.codec is None or partial.total_weight <= 0:
             return encode_partial(partial)
-        ctx = RoundContext(task.round_idx, task.root_seed).for_client(self.tier_id)
+        at, sender = (task.round_idx, hop) if isinstance(hop, int) else hop
+        ctx = RoundContext(at, task.root_seed).for_client(sender)
         return encode_compressed_partial(partial, self.codec, ctx)
+
+
+def _mean_of(state: object) -> MeanState:
+    if not isinstance(state, MeanState):
+        raise ProtocolError(f"tier aggregator state is {type(state).__name__}, not a mean")
+    return state

@@ -15,9 +15,9 @@ on the client). Differential privacy and secure aggregation (issue 13 parts 1-2)
 built by :mod:`fedstrata.builders_privacy`, as in the simulator: each client its own
 ring codec, noise shares and protocol half; the center the protocol's server half
 (:class:`~fedstrata.runtime.secagg_session.SecureRounds`) and the DP hooks
-(:class:`~fedstrata.runtime.dp_center.DpCenter`). What the runtime does not run yet
-(downlink compression, scheduling, a ``topology`` section, tiers with DP or secure
-aggregation) is refused by :func:`check_supported` (docs/compatibility.md).
+(:class:`~fedstrata.runtime.dp_center.DpCenter`). An explicit ``topology`` section
+runs as the simulator's tree (:mod:`fedstrata.runtime.tier_periods`). What the runtime
+does not run yet is refused by :func:`check_supported` (docs/compatibility.md).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_client import SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.secagg_tier import EdgeSecure, edge_rounds, outer_rounds
+from fedstrata.runtime.tier_periods import TreeSpec, center_rule, tree_refusal
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ def check_supported(config: FedConfig) -> None:
         ConfigError: a feature the runtime does not run is enabled; the message names
             its setting, its docs page and the reason.
     """
-    why = refusal(config, RUNTIME) or runtime_refusal(config)
+    why = refusal(config, RUNTIME) or runtime_refusal(config) or tree_refusal(config)
     if why is None and config.scheduling.async_.enabled:
         from fedstrata.runtime.fedbuff import buffered_refusal  # deferred: SQLAlchemy
 
@@ -235,9 +236,13 @@ class Deployment:
             policy = RoundPolicy(None, 1, r.deadline_s, cfg.seed)
         if participants is not None:
             _check_tiers(cfg)
+        if cfg.topology.mode != "flat":
+            TreeSpec.of(cfg, self.num_clients).check_center(participants)
         allocator = distributed_allocator(cfg, self.num_clients)
         secure = self._secure(allocator)
         agg = aggregator(cfg.server, cfg.project_dir) if secure is None else secure[1]
+        if participants is not None and secure is None and cfg.topology.mode != "flat":
+            agg = center_rule(cfg, agg)  # a robust or custom rule over the edges' means
         if participants is not None and secure is None and not agg.mergeable:
             raise ConfigError(f"server.aggregator={cfg.server.aggregator!r} cannot merge tiers")
         pipe = self._pipeline(None if secure is None else secure[0])
@@ -293,8 +298,10 @@ class Deployment:
 
         Every connected client trains in every round the parent runs (weighted by its
         examples; under ``scheduling`` its work sized to the deadline by the tier's own
-        scheduler, which writes to the same registry); the first round waits for all
-        ``clients`` at most ``start_timeout_s``, then runs with those connected.
+        scheduler, which writes to the same registry); under a ``topology`` section the
+        tier (:meth:`tier`) picks each round's members and runs its periods. The first
+        round waits for all ``clients`` at most ``start_timeout_s``, then runs with
+        those connected.
 
         Raises:
             ConfigError: ``clients`` < 1.
@@ -330,21 +337,28 @@ class Deployment:
         *,
         tier_id: int = -1,
         reconnect: Reconnect | None = None,
+        node: str | None = None,
     ) -> TierAggregator:
         """The aggregator tier serving ``center`` (from :meth:`edge`) under ``parent``;
         with secure aggregation it runs the edge's half of the two tiers (its masked
         cluster sum goes up as is), else it re-compresses its partial with
-        :meth:`partial_codec`."""
+        :meth:`partial_codec`. Under ``topology.edges`` it is the edge ``node`` of that
+        tree (None: the edge its clients belong to) and runs its periods."""
         secure = center.secure
+        tree = (
+            None
+            if self.config.topology.mode == "flat"
+            else TreeSpec.of(self.config, self.num_clients)
+        )
         if secure is None:
             return TierAggregator(
-                parent, center, self.size, monitor,
-                codec=self.partial_codec(), tier_id=tier_id, reconnect=reconnect,
+                parent, center, self.size, monitor, codec=self.partial_codec(),
+                tier_id=tier_id, reconnect=reconnect, tree=tree, node=node,
             )  # fmt: skip
         edge = EdgeSecure.of(parent, secure.aggregator, secure)  # type: ignore[arg-type]
         return TierAggregator(
             parent, center, self.size, monitor,
-            tier_id=tier_id, reconnect=reconnect, secure=edge,
+            tier_id=tier_id, reconnect=reconnect, secure=edge, tree=tree, node=node,
         )  # fmt: skip
 
     def partial_codec(self, spec: CompressionSpec | None = None) -> ChainCodec | None:

@@ -43,7 +43,7 @@ import dataclasses
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -268,6 +268,7 @@ class Center:
         model: bytes | None = None,
         task: TaskSpec | None = None,
         limit_s: float | None = None,
+        members: Collection[int] | None = None,
     ) -> tuple[Any, RoundRecord]:
         """Run round ``round_idx`` on the connected clients without applying it.
 
@@ -283,12 +284,15 @@ class Center:
                 in it starts a new run here.
             limit_s: give up waiting for the quorum after this long and run the round
                 with whoever is live (None: wait on).
+            members: only these clients may be selected (a tier's share of its
+                parent's cohort, :mod:`~fedstrata.runtime.tier_periods`; None: all).
         """
         if task is not None and task.run_id and task.run_id != self.run_id:
             self._adopt_run(task.run_id)
         await self._gather(round_idx, limit_s)
         self._rounds_started += 1
-        available = np.array(sorted(self._sessions), dtype=np.int64)
+        live = self._sessions.keys() if members is None else self._sessions.keys() & set(members)
+        available = np.array(sorted(live), dtype=np.int64)
         if self.scheduler is not None:
             available = self.scheduler.admit(round_idx, available, self.clock.now())
         (send,) = self.coordinator.handle(StartRound(round_idx, self.clock.now(), available))

@@ -165,11 +165,13 @@ async def run_aggregator(
     mutual: bool,
     start_timeout_s: float | None = DEFAULT_START_TIMEOUT_S,
     connect_timeout_s: float = 20.0,
+    node: str | None = None,
 ) -> TierReport:
     """Serve ``clients`` clients at ``address`` as participant ``tier_id`` of ``parent``.
 
     It registers with the parent once its clients connected (all of them, or those
-    there after ``start_timeout_s``).
+    there after ``start_timeout_s``). Under a ``topology`` section it is the edge or
+    region ``node`` of the tree (None: the edge its clients belong to).
 
     Raises:
         TransportError: the parent is unreachable within ``connect_timeout_s``, or the
@@ -198,7 +200,7 @@ async def run_aggregator(
         log.warning("aggregator %d listening on %s (parent %s)", tier_id, server.target, parent)
         monitor = tier_monitoring(config, tier_id)
         try:
-            tier = dep.tier(link, center, monitor, tier_id=tier_id, reconnect=again)
+            tier = dep.tier(link, center, monitor, tier_id=tier_id, reconnect=again, node=node)
             return await tier.run()
         finally:
             if monitor is not None:

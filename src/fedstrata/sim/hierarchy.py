@@ -60,6 +60,7 @@ from fedstrata.coordinator import (
 )
 from fedstrata.coordinator.cadence import evaluate_round
 from fedstrata.coordinator.hooks import RoundHook
+from fedstrata.coordinator.periods import Periods, node_ids
 from fedstrata.coordinator.planner import rehome
 from fedstrata.coordinator.round_logic import server_step, start_hooks
 from fedstrata.coordinator.round_metrics import (
@@ -133,7 +134,12 @@ class HierSettings:
             )
 
     def repeats(self, tier: Tier) -> int:
-        return {Tier.EDGE: self.kappa_edge, Tier.REGION: self.kappa_region}.get(tier, 1)
+        return self.periods.repeats(tier)
+
+    @property
+    def periods(self) -> Periods:
+        """The tiers' periods (:mod:`fedstrata.coordinator.periods`)."""
+        return Periods(self.kappa_edge, self.kappa_region)
 
 
 @dataclass(eq=False)
@@ -170,8 +176,7 @@ class HierarchicalSimulation:
 
     def __post_init__(self) -> None:
         size = self.trainer.spec.size
-        names = sorted(n.name for n in self.topology.root.walk())
-        self._node_ids = {name: i for i, name in enumerate(names)}
+        self._node_ids = node_ids(self.topology)
         self._codec: ChainCodec | None = None
         spec = self.hier.partial_spec
         if spec is not None:
@@ -290,7 +295,7 @@ class HierarchicalSimulation:
         cohort = [int(c) for c in send.client_ids]
         tally = self._tally(r, t0, cohort, plans, failed)
         tally.system = system_tally(self.profiles, t0, cohort, self.trainer.spec.size)
-        base = r * self.hier.kappa_edge * self.hier.kappa_region
+        base = self.hier.periods.base(r)
         model = self._bc.model_for_clients(params)
         root = self._walk().cycle(self.topology.root, model, t0, base, tally, fresh=True)
         if self._secure is not None:
@@ -350,7 +355,7 @@ class HierarchicalSimulation:
         return TreeWalk(
             self.network, self.trainer, self.executor, self.profiles, self.client_sizes,
             self._coordinator, self._bc, self._inner, self._center, self._node_ids,
-            {Tier.EDGE: self.hier.kappa_edge, Tier.REGION: self.hier.kappa_region},
+            self.hier.periods,
             self.settings.weighting, self.settings.root_seed, self.settings.dropout_rate,
         )  # fmt: skip
 

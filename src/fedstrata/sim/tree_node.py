@@ -17,7 +17,8 @@ masks and the center's ``close_s`` removes the cluster masks.
   for the hop with a :class:`~fedstrata.compress.ChainCodec` and its own error
   feedback keyed by the sending node.
 * :class:`RobustCenter` (the center under ``server.aggregator`` median, trimmed mean,
-  Krum, or your own aggregator ``pkg.mod:rule``): each child's partial *mean* enters
+  Krum, or your own aggregator ``pkg.mod:rule``; :mod:`fedstrata.aggregation.edge_means`,
+  shared with the runtime's center): each child's partial *mean* enters
   the center's aggregator as one vector with the child's total weight (the robust rules
   ignore it; your rule gets it as that vector's weight), so the statistic is taken over
   the edges' or regions' aggregates and its output is what the center applies; the
@@ -29,9 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
-
 from fedstrata.aggregation import MeanState, WeightedMean
+from fedstrata.aggregation.edge_means import CenterState, add_partial_mean, add_partial_payload
 from fedstrata.aggregation.hop import encode_partial_mean, merge_partial_mean
 from fedstrata.aggregation.protocol import Aggregator
 from fedstrata.compress import ChainCodec
@@ -170,15 +170,6 @@ class MeanTier:
 
 
 @dataclass(eq=False)
-class CenterState:
-    """What a :class:`RobustCenter` holds: its aggregator's state and how many vectors
-    (children's means or the center's own clients' updates) went in."""
-
-    held: object
-    count: int = 0
-
-
-@dataclass(eq=False)
 class RobustCenter:
     """A center-only aggregator (robust, or your own) over its children's partial means.
 
@@ -205,20 +196,13 @@ class RobustCenter:
         return self.tier.send(partial, sender, sub)
 
     def merge(self, state: object, hop: Hop) -> object:
-        s, metrics = _held(state), hop.partial.metrics.means()
         if hop.payload is None:
-            mean = (hop.partial.weighted_sum / hop.weight).astype(np.float32)
-            s.held = self.robust.accumulate(
-                s.held, mean, hop.weight, client_id=hop.sender, metrics=metrics
-            )
-        else:
-            assert self.tier.codec is not None
-            s.held = self.robust.accumulate_payload(
-                s.held, self.tier.codec, hop.payload, hop.weight, client_id=hop.sender,
-                metrics=metrics,
-            )  # fmt: skip
-        s.count += 1
-        return s
+            return add_partial_mean(self.robust, _held(state), hop.partial, hop.sender)
+        assert self.tier.codec is not None
+        return add_partial_payload(
+            self.robust, _held(state), self.tier.codec, hop.payload, hop.partial,
+            sender=hop.sender,
+        )  # fmt: skip
 
     def partial(self, state: object) -> MeanState:
         raise AggregationError("the center's aggregator sends nothing up")

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Literal
 
 import numpy as np
 
-from fedstrata.aggregation import MeanState
 from fedstrata.coordinator.machine import RoundCoordinator
+from fedstrata.coordinator.periods import NodePeriod, Periods
 from fedstrata.coordinator.round_logic import client_weight, dense_bytes
 from fedstrata.coordinator.system_tally import SystemTally
 from fedstrata.coordinator.topology import Tier, TopologyNode
@@ -124,7 +125,7 @@ class TreeWalk:
     inner: TierAggregation  # edges and regions
     center: TierAggregation
     node_ids: Mapping[str, int]
-    repeats: Mapping[Tier, int]
+    periods: Periods
     weighting: Literal["examples", "uniform"] = "examples"
     root_seed: int = 0
     dropout_rate: float = 0.0  # devices.dropout_rate: drops after receiving the model
@@ -138,20 +139,14 @@ class TreeWalk:
     ) -> NodeResult:  # fmt: skip
         """``node``'s periods from ``model`` (``fresh``: the center's new model)."""
         agg = self.center if node.tier is Tier.CENTER else self.inner
-        reps = self.repeats.get(node.tier, 1)
-        stride = 1 if node.tier is Tier.EDGE else self.repeats.get(Tier.EDGE, 1)
-        local, t, legs = model, start_s, _NO_LEGS
+        period = NodePeriod(model, self.periods.repeats(node.tier))
+        t, legs = start_s, _NO_LEGS
         out = NodeResult(agg.init(self._size), start_s)
-        for i in range(reps):
-            out = self._iteration(node, local, t, base + i * stride, tally, fresh=fresh and i == 0)
+        for i, sub in enumerate(self.periods.rounds(node.tier, base)):
+            out = self._iteration(node, period.local, t, sub, tally, fresh=fresh and i == 0)
             t, legs = out.end_s, _add(legs, out.legs)
-            if reps > 1 and agg.weight(out.state) > 0:
-                local = local + agg.finalize(out.state)
-        if reps == 1 or agg.weight(out.state) <= 0:
-            return NodeResult(out.state, t, legs)
-        part = agg.partial(out.state)
-        delta = (local - model).astype(np.float64) * part.total_weight
-        return NodeResult(MeanState(delta, part.total_weight, part.count, part.metrics), t, legs)
+            period.after(agg.weight(out.state), partial(agg.finalize, out.state))
+        return NodeResult(period.finish(out.state, agg.weight(out.state), agg.partial), t, legs)
 
     def _iteration(
         self, node: TopologyNode, model: FloatVector, start_s: float, sub: int,
