@@ -173,6 +173,7 @@ def run(
         else reopen_run(config, resume)
     )
     store, snap = opened.store, opened.snapshot
+    prior_wall_s = None if snap is None else snap.wall_s  # the run's time before this segment
     if snap is not None and on_resume is not None:
         on_resume(snap.rounds_done)
     notes: dict[str, str] = {}
@@ -221,7 +222,10 @@ def run(
             where = sim.executor.description
     except KeyboardInterrupt:
         elapsed_s = time.perf_counter() - start
-        raise _interrupted(store, config, progress, trainer, elapsed_s) from None
+        interrupted = _interrupted(
+            store, config, progress, trainer, elapsed_s, prior_wall_s=prior_wall_s
+        )
+        raise interrupted from None
     except BaseException:
         if store is not None:
             store.close()  # records the run as interrupted
@@ -230,7 +234,9 @@ def run(
     later = background_report and config.output.report
     run_dir = None
     if store is not None:
-        run_dir = _finish_store(store, config, result, trainer, report=not later)
+        run_dir = _finish_store(
+            store, config, result, trainer, report=not later, prior_wall_s=prior_wall_s
+        )
     pending = later and run_dir is not None and _spawned(run_dir)
     return RunResult(result, run_dir, trainer.spec.size, workers, where, notes, pending)
 
@@ -292,6 +298,8 @@ def _interrupted(
     progress: SimulationResult | None,
     trainer: Trainer,
     elapsed_s: float,
+    *,
+    prior_wall_s: float | None,
 ) -> RunInterrupted:
     """Save what an interrupted run has (model of the last completed round, summary)."""
     rounds = 0 if progress is None else len(progress.rounds)
@@ -305,7 +313,9 @@ def _interrupted(
     progress.sim_time_s = progress.rounds[-1].sim_time_s if progress.rounds else 0.0
     progress.stopped_reason = f"interrupted after {_rounds(rounds)}"
     try:
-        run_dir = _finish_store(store, config, progress, trainer, RunStatus.INTERRUPTED)
+        run_dir = _finish_store(
+            store, config, progress, trainer, RunStatus.INTERRUPTED, prior_wall_s=prior_wall_s
+        )
     except BaseException:
         store.close()
         raise
@@ -440,6 +450,8 @@ def _drive(
     if isinstance(sim, (Simulation, HierarchicalSimulation)):
         sim.on_round, sim.hooks = on_round, (*sim.hooks, *hooks)
         sim.on_state = ckpt
+        if ckpt is not None:  # snapshots carry the run's wall time over its segments
+            ckpt.start(0.0 if snap is None else snap.wall_s)
         resume = None if snap is None else snap.parts
         result: SimulationResult = sim.run(params, progress, resume=resume)
         return result
@@ -470,7 +482,10 @@ def _finish_store(
     status: RunStatus | None = None,
     *,
     report: bool = True,
+    prior_wall_s: float | None = None,
 ) -> Path:
+    """Save the model and write the summary; ``prior_wall_s``: a resumed run's wall time
+    before this segment (the summary reports the total and the segment)."""
     totals = RunTotals()
     for metrics in result.rounds:
         totals.add(metrics)
@@ -482,8 +497,9 @@ def _finish_store(
         totals.finish(
             store.path.name,
             status,
-            wall_time_s=result.wall_s,
+            wall_time_s=result.wall_s + (prior_wall_s or 0.0),
             stop_reason=result.stopped_reason or "",
+            segment_wall_time_s=None if prior_wall_s is None else result.wall_s,
         )
     )
     store.close()

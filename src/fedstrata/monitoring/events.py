@@ -291,10 +291,13 @@ class RunFinished:
         best_accuracy: the best accuracy measured, or None.
         final_loss: the last test loss measured, or None.
         sim_time_s: simulated time of the whole run.
-        wall_time_s: wall time the run took.
+        wall_time_s: wall time the run took (a resumed run: summed over its
+            segments, each counted up to the checkpoint the next one resumed from).
         bytes_up: total bytes sent by clients.
         bytes_down: total bytes sent to clients.
         stop_reason: why it stopped, when ``status`` is not COMPLETED.
+        segment_wall_time_s: a resumed run's last segment (this process) alone; None
+            for a run that ran in one go.
     """
 
     run_id: str
@@ -308,6 +311,7 @@ class RunFinished:
     bytes_up: int
     bytes_down: int
     stop_reason: str = ""
+    segment_wall_time_s: float | None = None
 
     def __post_init__(self) -> None:
         """Validate and normalise the fields.
@@ -329,6 +333,9 @@ class RunFinished:
         set_field(self, "final_loss", check_loss(ev, "final_loss", self.final_loss))
         for name in ("sim_time_s", "wall_time_s"):
             set_field(self, name, check_seconds(ev, name, getattr(self, name)))
+        if self.segment_wall_time_s is not None:
+            segment = check_seconds(ev, "segment_wall_time_s", self.segment_wall_time_s)
+            set_field(self, "segment_wall_time_s", segment)
         if not isinstance(self.stop_reason, str):
             raise fail(ev, "stop_reason", self.stop_reason, "must be a str")
 
@@ -395,6 +402,7 @@ class RunTotals:
         status: RunStatus,
         wall_time_s: float | None = None,
         stop_reason: str = "",
+        segment_wall_time_s: float | None = None,
     ) -> RunFinished:
         """The RunFinished event for these totals.
 
@@ -403,6 +411,7 @@ class RunTotals:
             status: how it ended.
             wall_time_s: measured wall time; defaults to the sum of the rounds' wall times.
             stop_reason: why it stopped early.
+            segment_wall_time_s: a resumed run's own segment (None: ran in one go).
 
         Raises:
             DataError: an argument breaks RunFinished's rules.
@@ -419,4 +428,5 @@ class RunTotals:
             bytes_up=self.bytes_up,
             bytes_down=self.bytes_down,
             stop_reason=stop_reason,
+            segment_wall_time_s=segment_wall_time_s,
         )
