@@ -163,10 +163,12 @@ def test_finished_center_refuses_a_late_session_over_grpc_as_run_ended(small_dep
     center.finish()
 
     async def main():
-        async with CenterServer(center, TokenTable(tokens)) as server:
-            async with GrpcLink(server.target, 0, tokens[0]) as link:
-                async for _ in link.session():
-                    pass
+        async with (
+            CenterServer(center, TokenTable(tokens)) as server,
+            GrpcLink(server.target, 0, tokens[0]) as link,
+        ):
+            async for _ in link.session():
+                pass
 
     with pytest.raises(RunEndedError, match="the run is over"):
         asyncio.run(main())

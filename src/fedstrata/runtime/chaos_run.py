@@ -14,7 +14,10 @@ the run to end and reports (:class:`ChaosResult`):
   its first round (the federation accepts updates again);
 * ``edge_failover_s``: SIGKILL of an edge -> every surviving client of it is connected
   elsewhere and the spare (if one took them) has registered with the center;
-* ``availability``: 1 - (time without an active center accepting updates) / wall time.
+* ``availability``: 1 - (time without an active center accepting updates) / wall time;
+* ``deposed``: terms that ended with a live center losing its lease (its renewals came
+  late on a loaded host); the node followed again as a standby (not a kill: the run
+  goes on, and the kills are still timed from the SIGKILL to the next term's opening).
 
 Processes are forked from a forkserver that preloads torch and the runtime, so each
 starts quickly; :class:`Federation` kills any still alive when it exits.
@@ -81,6 +84,7 @@ class ChaosResult:
     killed_edges: list[int] = field(default_factory=list)
     killed_centers: int = 0
     checkpoint_save_s: list[float] = field(default_factory=list)
+    deposed: int = 0
 
     @property
     def availability(self) -> float:
@@ -212,7 +216,7 @@ def _inflict(fed: Federation, plan: ChaosPlan, rng: np.random.Generator) -> _Kil
     )
     for round_idx, what in steps:
         fed.wait_round(round_idx, plan.limit_s)
-        time.sleep(plan.delay_s)  # mid-round: the next round is open by now
+        time.sleep(plan.delay_s)  # usually mid-round (the next round open); any moment will do
         if what == "clients":
             victims = rng.choice(sorted(fed.clients), size=plan.kill_clients, replace=False)
             for cid in sorted(int(v) for v in victims):
@@ -251,6 +255,7 @@ def _result(  # noqa: PLR0917
     for m in msgs:
         if m[0] == "center":
             result.checkpoint_save_s += list(m[6])
+            result.deposed += int(m[7])
     result.edge_failover_s = _edge_recoveries(spec, kills, msgs, sessions)
     return result
 
