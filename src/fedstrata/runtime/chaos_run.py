@@ -30,6 +30,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,12 +128,17 @@ class Federation:
         return p
 
     def start(self, limit_s: float) -> None:
-        """Centers (the first takes the lease), edges and spares, then the clients."""
+        """Centers (the first takes the lease), edges and spares, then the clients once
+        every edge listens: a client takes the first of its homes that accepts a
+        connection, so one started before its edge listened (a slow start on a loaded
+        machine) began on the spare or a center, and the edge's death moved nobody."""
         s = self.spec
         self.centers.append(self._start(center_main, 0))
         self._until(lambda: self._lease.read() is not None, limit_s, "no center took the lease")
         self.centers += [self._start(center_main, i) for i in range(1, len(s.centers))]
         self.edges = [self._start(edge_main, k) for k in range(len(s.edges) + len(s.spares))]
+        tiers = [*s.edges, *s.spares]
+        self._until(lambda: all(map(_listening, tiers)), limit_s, "the edges did not listen")
         self.clients = {cid: self._start(client_main, cid) for cid in range(s.num_clients)}
 
     @staticmethod
@@ -183,6 +189,16 @@ class Federation:
                 got.append(self.out.get(timeout=0.2))
             except queue.Empty:
                 return got
+
+
+def _listening(address: str) -> bool:
+    """Whether ``host:port`` accepts a TCP connection now."""
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def run_chaos(spec: ChaosSpec, plan: ChaosPlan) -> ChaosResult:
