@@ -286,3 +286,32 @@ def test_a_run_in_one_go_has_no_segment_and_its_checkpoints_carry_its_wall_time(
     last = EngineSnapshot.from_bytes(found[1])
     assert last.rounds_done == 5
     assert 0 < last.wall_s <= summary["wall_time_s"]
+
+
+def test_an_interrupted_run_saves_its_wall_time_and_its_resume_adds_to_it(tmp_path: Path) -> None:
+    """Ctrl-C after round 1: ``RunInterrupted``, an ``interrupted`` summary with the
+    wall time so far; the resume's summary counts the checkpointed time and its own."""
+    from fedstrata.api.runner import RunInterrupted
+
+    cfg = load_config(overrides=_config(tmp_path, "ctrl-c", EF_DP))
+
+    def stop(m) -> None:
+        if m.round_idx == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted) as info:
+        run(cfg, on_round=stop)
+    run_dir = info.value.run_dir
+    assert run_dir is not None
+    assert info.value.rounds == 1  # round 1 was cut short in its progress callback
+    with RunStore.open(run_dir) as store:
+        first = store.summary()
+    assert first["status"] == "interrupted"
+    assert first["wall_time_segment_s"] is None
+    assert first["wall_time_s"] > 0
+    resumed = run(load_config(run_dir / "config.yaml"), resume=run_dir)
+    with RunStore.open(run_dir) as store:
+        done = store.summary()
+    assert done["status"] == "completed"
+    assert done["wall_time_segment_s"] == pytest.approx(resumed.simulation.wall_s)
+    assert done["wall_time_s"] > done["wall_time_segment_s"]
