@@ -240,3 +240,78 @@ def test_cli_resume_from_an_older_checkpoint_says_where_and_ends_the_same(
     assert "at round 2" in _flat(out.output)
     with RunStore.open(run_dir) as store:
         assert store.load_model()[1].tobytes() == before.tobytes()
+
+
+def test_a_resumed_runs_summary_reports_its_total_wall_time(tmp_path: Path) -> None:
+    """The summary's ``wall_time_s`` is the checkpoint's wall time plus the resumed
+    segment's (``wall_time_segment_s``), not the segment alone."""
+    run_dir = _killed_run(tmp_path, _config(tmp_path, "killed", EF_DP))
+    cfg = load_config(run_dir / "config.yaml")
+    from fedstrata.checkpoint import checkpointer_from_config
+    from fedstrata.checkpoint.snapshot import EngineSnapshot
+
+    sink = checkpointer_from_config(cfg.checkpoint, run_dir)
+    found = sink.latest()
+    sink.close()
+    assert found is not None
+    before = EngineSnapshot.from_bytes(found[1])
+    with RunStore.open(run_dir) as store:
+        kept = [m for m in store.rounds() if m.round_idx < before.rounds_done]
+    assert len(kept) == before.rounds_done == KILL_AFTER + 1
+    assert before.wall_s >= sum(m.wall_round_s for m in kept) > 0  # the rounds it holds
+    resumed = run(cfg, resume=run_dir)
+    with RunStore.open(run_dir) as store:
+        summary = store.summary()
+        every_round_s = sum(m.wall_round_s for m in store.rounds())
+    segment = resumed.simulation.wall_s
+    assert summary["wall_time_segment_s"] == pytest.approx(segment)
+    assert summary["wall_time_s"] == pytest.approx(before.wall_s + segment)
+    assert summary["wall_time_s"] >= every_round_s
+
+
+def test_a_run_in_one_go_has_no_segment_and_its_checkpoints_carry_its_wall_time(
+    tmp_path: Path,
+) -> None:
+    from fedstrata.checkpoint import checkpointer_from_config
+    from fedstrata.checkpoint.snapshot import EngineSnapshot
+
+    cfg, run_dir = _finished_run(tmp_path)
+    with RunStore.open(run_dir) as store:
+        summary = store.summary()
+    assert summary["wall_time_segment_s"] is None
+    sink = checkpointer_from_config(cfg.checkpoint, run_dir)
+    found = sink.latest()
+    sink.close()
+    assert found is not None
+    last = EngineSnapshot.from_bytes(found[1])
+    assert last.rounds_done == 5
+    assert 0 < last.wall_s <= summary["wall_time_s"]
+
+
+def test_an_interrupted_run_saves_its_wall_time_and_its_resume_adds_to_it(tmp_path: Path) -> None:
+    """Ctrl-C after round 1: ``RunInterrupted``, an ``interrupted`` summary with the
+    wall time so far; the resume's summary counts the checkpointed time and its own."""
+    from fedstrata.api.runner import RunInterrupted
+
+    cfg = load_config(overrides=_config(tmp_path, "ctrl-c", EF_DP))
+
+    def stop(m) -> None:
+        if m.round_idx == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted) as info:
+        run(cfg, on_round=stop)
+    run_dir = info.value.run_dir
+    assert run_dir is not None
+    assert info.value.rounds == 1  # round 1 was cut short in its progress callback
+    with RunStore.open(run_dir) as store:
+        first = store.summary()
+    assert first["status"] == "interrupted"
+    assert first["wall_time_segment_s"] is None
+    assert first["wall_time_s"] > 0
+    resumed = run(load_config(run_dir / "config.yaml"), resume=run_dir)
+    with RunStore.open(run_dir) as store:
+        done = store.summary()
+    assert done["status"] == "completed"
+    assert done["wall_time_segment_s"] == pytest.approx(resumed.simulation.wall_s)
+    assert done["wall_time_s"] > done["wall_time_segment_s"]

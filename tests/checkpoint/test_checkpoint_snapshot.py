@@ -117,3 +117,32 @@ def test_object_arrays_are_refused_when_written() -> None:
     part = StatePart(arrays={"o": np.array([object()], dtype=object)})
     with pytest.raises(CheckpointError, match="only numbers and booleans"):
         EngineSnapshot(1, "flat", "x", {"p": part}).to_bytes()
+
+
+@given(wall_s=st.floats(0.0, 1e9, allow_nan=False))
+def test_the_runs_wall_time_round_trips(wall_s: float) -> None:
+    """Law: the wall time a snapshot carries survives to_bytes / from_bytes exactly."""
+    snap = EngineSnapshot(2, "flat", "x", _snap().parts, wall_s)
+    assert EngineSnapshot.from_bytes(snap.to_bytes()).wall_s == wall_s
+
+
+def test_a_snapshot_without_wall_time_reads_as_zero() -> None:
+    """A blob written before the header had ``wall_s`` still loads (no time carried)."""
+    start = len(MAGIC) + 8
+    blob = EngineSnapshot(2, "flat", "x", _snap().parts, 5.0).to_bytes()
+    (length,) = struct.unpack("<Q", blob[len(MAGIC) : start])
+    header = json.loads(blob[start : start + length])
+    del header["wall_s"]
+    text = json.dumps(header).encode()
+    old = MAGIC + struct.pack("<Q", len(text)) + text + blob[start + length :]
+    back = EngineSnapshot.from_bytes(old)
+    assert back.wall_s == 0.0
+    assert back.same_as(_snap())
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "soon"])
+def test_a_bad_wall_time_is_refused(bad: object) -> None:
+    with pytest.raises(CheckpointError, match="wall_s"):
+        EngineSnapshot(2, "flat", "x", {}, bad)  # type: ignore[arg-type]
+    with pytest.raises(CheckpointCorrupt, match="header is invalid"):
+        EngineSnapshot.from_bytes(_with_header(_snap().to_bytes(), {"wall_s": bad}))

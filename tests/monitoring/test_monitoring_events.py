@@ -137,6 +137,8 @@ def test_run_finished_accepts_status_text():
         ({"wall_time_s": math.nan}, "wall_time_s"),
         ({"rounds_completed": -1}, "rounds_completed"),
         ({"stop_reason": 3}, "stop_reason"),
+        ({"segment_wall_time_s": -1.0}, "segment_wall_time_s"),
+        ({"segment_wall_time_s": math.inf}, "segment_wall_time_s"),
     ],
 )
 def test_run_finished_rejects_bad_fields(overrides, field):

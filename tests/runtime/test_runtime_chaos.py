@@ -6,6 +6,13 @@ After round 1 a client is killed, after round 2 an edge, after round 3 the activ
 center. The standby takes over from the newest checkpoint, the dead edge's clients
 re-home to the spare, the run completes, and every update a center acknowledged is
 in the committed history.
+
+On a loaded machine a live center's lease renewals can come late (lease 1 s here) and
+it deposes itself; it then follows again as a standby (``CenterNode.run``), so the
+center left after the SIGKILL can be deposed and still finish the run
+(``result.deposed`` counts such terms). Before, the deposed node exited and no center
+remained: seen under load here (the surviving center logged "lease ... lost"), and the
+likely cause of this test failing 2 of 13 runs on a loaded machine.
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ def test_the_federation_survives_killed_center_edge_and_client(tmp_path):
         client_round=1, edge_round=2, center_round=3, seed=3, limit_s=120.0,
     )  # fmt: skip
     result = run_chaos(spec, plan)
-    assert result.completed
+    assert result.completed, result  # the repr names every figure, deposals included
     assert result.killed_centers == 1
     assert len(result.killed_edges) == 1
     assert len(result.killed_clients) == 1

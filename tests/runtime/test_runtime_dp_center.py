@@ -173,7 +173,7 @@ def test_a_standby_center_spends_on_from_the_committed_epsilon(tmp_path):
         return outcome
 
     outcome = asyncio.run(asyncio.wait_for(main(), 120))
-    assert outcome.epoch == 2
+    assert outcome.epoch >= 2  # 2, or later if a loaded host's late renewals deposed it
     assert outcome.start_round >= 2
     resumed = CenterSnapshot.from_bytes(sink.blobs[outcome.start_round - 1])
     assert "dp" in resumed.parts  # the budget the standby started from

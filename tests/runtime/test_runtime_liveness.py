@@ -174,7 +174,10 @@ def test_client_of_a_dead_server_gives_up_after_its_attempts(small_deployment, c
 
 def test_tiers_start_rounds_only_once_their_clients_are_reachable():
     """Issue 11 defect 7: tiers whose clients come late do not burn rounds."""
-    cfg = load_config(overrides=[*SMALL, "rounds.clients_per_round=null", "rounds.deadline_s=0.5"])
+    # the clients come 3 s late, past a 2 s deadline: a round opened before they were
+    # reachable would time out empty; 2 s (not 0.5 s) leaves a loaded machine time to
+    # finish the real rounds inside their deadline
+    cfg = load_config(overrides=[*SMALL, "rounds.clients_per_round=null", "rounds.deadline_s=2"])
     dep = deployment(cfg)
     split = [[0, 1, 2], [3, 4, 5]]
     tokens = tokens_for(8)
@@ -193,7 +196,7 @@ def test_tiers_start_rounds_only_once_their_clients_are_reachable():
                     return await TierAggregator(link, edges[k], dep.size).run()
 
             async def client(cid, target):
-                await asyncio.sleep(1.0)  # well past the round deadline
+                await asyncio.sleep(3.0)  # well past the round deadline
                 async with GrpcLink(target, cid, tokens[cid]) as link:
                     return await dep.client(link, cid).run()
 

@@ -8,6 +8,11 @@ clients' state files (re-read only where the round rewrote them,
 the newest of those into an :class:`~fedstrata.checkpoint.snapshot.EngineSnapshot`
 blob and hands it to the checkpointer's tiers (memory, then disk / object storage in
 the checkpointer's own thread); a newer round supersedes one not yet serialized.
+
+Each snapshot also records the run's wall time so far (``EngineSnapshot.wall_s``):
+the wall time the run had when this segment started (:meth:`RoundCheckpoints.start`,
+the resumed snapshot's figure) plus the time since, so a resumed run's summary reports
+the total over its segments.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ def driver_of(config: FedConfig) -> str:
 class _Pending:
     rounds_done: int
     parts: EngineParts
+    wall_s: float
 
 
 class RoundCheckpoints:
@@ -78,8 +84,15 @@ class RoundCheckpoints:
         self.saved_rounds: list[int] = []
         self.critical_s: list[float] = []  # per snapshot: time on the round's path
         self.writer_cpu_s: list[float] = []  # per written snapshot: writer thread CPU
+        self.prior_wall_s = 0.0  # the run's wall time before this segment
+        self._segment_start = time.perf_counter()
         self._thread = threading.Thread(target=self._loop, name="fedstrata-ckpt", daemon=True)
         self._thread.start()
+
+    def start(self, prior_wall_s: float = 0.0) -> None:
+        """The driver starts now; the run had ``prior_wall_s`` of wall time before (a
+        resumed snapshot's ``wall_s``; 0 for a fresh run)."""
+        self.prior_wall_s, self._segment_start = prior_wall_s, time.perf_counter()
 
     def __call__(self, rounds_done: int, parts: EngineParts) -> None:
         """Take the round's snapshot (critical path: references and changed files).
@@ -90,8 +103,9 @@ class RoundCheckpoints:
         t0 = time.perf_counter()
         self._raise_failure()
         parts = {**parts, "client_state": self._files.capture()}
+        wall_s = self.prior_wall_s + (t0 - self._segment_start)
         with self._cond:
-            self._pending = _Pending(rounds_done, parts)
+            self._pending = _Pending(rounds_done, parts, wall_s)
             self._cond.notify_all()
         self.critical_s.append(time.perf_counter() - t0)
 
@@ -142,7 +156,7 @@ class RoundCheckpoints:
 
     def _write(self, job: _Pending) -> None:
         cpu0 = time.thread_time()
-        snap = EngineSnapshot(job.rounds_done, self.driver, self.digest, job.parts)
+        snap = EngineSnapshot(job.rounds_done, self.driver, self.digest, job.parts, job.wall_s)
         self.sink.snapshot(job.rounds_done, snap.to_bytes())
         self.saved_rounds.append(job.rounds_done)
         self.writer_cpu_s.append(time.thread_time() - cpu0)

@@ -1,67 +1,52 @@
 """Run a federation described by a :class:`~fedstrata.config.FedConfig`.
 
 The composition root: builds the components (:mod:`fedstrata.api.components`),
-wires them into a :class:`~fedstrata.sim.Simulation`, and records the run in a run
-directory.
+wires them into a :class:`~fedstrata.sim.Simulation` (:mod:`fedstrata.api.assembly`),
+and records the run in a run directory (its end: :mod:`fedstrata.api.run_end`).
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack, closing
-from dataclasses import dataclass, field, replace
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fedstrata.api.assembly import assemble
 from fedstrata.api.checkpoint_stats import with_checkpoint_stats
 from fedstrata.api.components import (
     build_dataset,
     choose_workers,
-    distributed_allocator,
-    executor,
     forks,
-    init_seed,
-    local_plan,
     pin_layout,
-    pipeline,
     population,
-    privacy_hooks,
-    profiles,
     resolve_task,
-    save_torch_model,
-    secure_aggregation,
-    simulation,
     trainer_factory,
-    warm_up,
 )
 from fedstrata.api.fedeval import federated_split
 from fedstrata.api.resume import checkpoints, open_run, reopen_run, resumed_progress
-from fedstrata.builders import ServerStrategy, server_strategy
+from fedstrata.api.run_end import (
+    RunInterrupted,
+    finish_store,
+    interrupted,
+    spawned,
+    warn_if_most_failed,
+)
+from fedstrata.builders import server_strategy
 from fedstrata.config import FedConfig, dump_config
 from fedstrata.config.failover import SIMULATION_REFUSAL
 from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.core.params import FloatVector
-from fedstrata.core.state import DiskStateStore
-from fedstrata.core.training import ClientPopulation, ClientStateful, Trainer, TrainerFactory
+from fedstrata.core.training import ClientPopulation, Trainer
 from fedstrata.errors import ConfigError
-from fedstrata.monitoring import (
-    RoundMetrics,
-    RunStarted,
-    RunStatus,
-    RunStore,
-    RunTotals,
-    Sink,
-    write_report,
-)
-from fedstrata.monitoring.report_job import spawn_report
+from fedstrata.monitoring import RoundMetrics, RunStarted, RunStore, Sink
 from fedstrata.monitoring.wiring import MonitoringSinks
-from fedstrata.sim import ClientJob, Simulation, SimulationResult
+from fedstrata.sim import Simulation, SimulationResult
 from fedstrata.sim.hierarchy import HierarchicalSimulation
 from fedstrata.sim.prefetch import Prefetch
-from fedstrata.sim.tasks import ClientSource
 
 __all__ = ["RunInterrupted", "RunResult", "load_model", "run"]
 
@@ -70,7 +55,6 @@ if TYPE_CHECKING:
 
     from fedstrata.api.checkpoints import RoundCheckpoints
     from fedstrata.checkpoint.snapshot import EngineSnapshot
-    from fedstrata.sim.async_engine import AsyncSimulation
     from fedstrata.torch_adapter import Task
     from fedstrata.torch_adapter.probe import SgdSettings
 
@@ -88,22 +72,6 @@ class RunResult:
     executor: str = "in-process"  # where clients trained, e.g. "4 Ray actors"
     notes: Mapping[str, str] = field(default_factory=dict)  # extra summary rows
     report_pending: bool = False  # report.html is being written in the background
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or another KeyboardInterrupt) stopped a run.
-
-    The run directory, if any, holds the model of the last completed round
-    (``model.npz``), the rounds so far, and a summary with status ``interrupted``.
-
-    Attributes:
-        run_dir: the run directory, or None without a run store.
-        rounds: rounds completed before the interruption.
-    """
-
-    def __init__(self, run_dir: Path | None, rounds: int) -> None:
-        super().__init__(f"interrupted after {_rounds(rounds)}")
-        self.run_dir, self.rounds = run_dir, rounds
 
 
 def run(
@@ -173,6 +141,7 @@ def run(
         else reopen_run(config, resume)
     )
     store, snap = opened.store, opened.snapshot
+    prior_wall_s = None if snap is None else snap.wall_s  # the run's time before this segment
     if snap is not None and on_resume is not None:
         on_resume(snap.rounds_done)
     notes: dict[str, str] = {}
@@ -192,7 +161,7 @@ def run(
                 )
             )
             ckpt = checkpoints(config, store, stack)
-            sim, params = _assemble(
+            sim, params = assemble(
                 config,
                 dataset=dataset,
                 factory=factory,
@@ -221,29 +190,21 @@ def run(
             where = sim.executor.description
     except KeyboardInterrupt:
         elapsed_s = time.perf_counter() - start
-        raise _interrupted(store, config, progress, trainer, elapsed_s) from None
+        stop = interrupted(store, config, progress, trainer, elapsed_s, prior_wall_s=prior_wall_s)
+        raise stop from None
     except BaseException:
         if store is not None:
             store.close()  # records the run as interrupted
         raise
-    _warn_if_most_failed(result)
+    warn_if_most_failed(result)
     later = background_report and config.output.report
     run_dir = None
     if store is not None:
-        run_dir = _finish_store(store, config, result, trainer, report=not later)
-    pending = later and run_dir is not None and _spawned(run_dir)
+        run_dir = finish_store(
+            store, config, result, trainer, report=not later, prior_wall_s=prior_wall_s
+        )
+    pending = later and run_dir is not None and spawned(run_dir)
     return RunResult(result, run_dir, trainer.spec.size, workers, where, notes, pending)
-
-
-def _spawned(run_dir: Path) -> bool:
-    """Start the report's process; on failure write the report here."""
-    try:
-        spawn_report(run_dir)
-    except OSError as exc:
-        log.warning("could not write the report in the background (%s); writing it now", exc)
-        write_report(run_dir)
-        return False
-    return True
 
 
 def load_model(run_dir: Path | str, task: Task | str) -> nn.Module:
@@ -286,121 +247,6 @@ def _load(
     return dataset, chosen, sgd
 
 
-def _interrupted(
-    store: RunStore | None,
-    config: FedConfig,
-    progress: SimulationResult | None,
-    trainer: Trainer,
-    elapsed_s: float,
-) -> RunInterrupted:
-    """Save what an interrupted run has (model of the last completed round, summary)."""
-    rounds = 0 if progress is None else len(progress.rounds)
-    log.info("interrupted after %d rounds", rounds)
-    if store is None:
-        return RunInterrupted(None, rounds)
-    if progress is None:  # interrupted while building: nothing trained yet
-        store.close()  # records the run as interrupted
-        return RunInterrupted(store.path, 0)
-    progress.wall_s = elapsed_s
-    progress.sim_time_s = progress.rounds[-1].sim_time_s if progress.rounds else 0.0
-    progress.stopped_reason = f"interrupted after {_rounds(rounds)}"
-    try:
-        run_dir = _finish_store(store, config, progress, trainer, RunStatus.INTERRUPTED)
-    except BaseException:
-        store.close()
-        raise
-    return RunInterrupted(run_dir, rounds)
-
-
-def _rounds(n: int) -> str:
-    return f"{n} round{'' if n == 1 else 's'}"
-
-
-def _warn_if_most_failed(result: SimulationResult) -> None:
-    """One warning at the end when most client updates of the run failed."""
-    failed = sum(m.clients_failed for m in result.rounds)
-    used = sum(m.clients_completed for m in result.rounds)
-    if failed > used:
-        log.warning(
-            "%d of %d client updates failed in %d rounds: the final model learned from "
-            "few or none of them (see the per-round warnings for the reasons)",
-            failed,
-            failed + used,
-            len(result.rounds),
-        )
-
-
-def _assemble(
-    config: FedConfig,
-    *,
-    dataset: ClientPopulation,
-    factory: TrainerFactory,
-    trainer: Trainer,
-    workers: int,
-    store: RunStore | None,
-    sinks: tuple[Sink, ...],
-    stack: ExitStack,
-    notes: dict[str, str],
-    strategy: ServerStrategy,
-    eval_data: ClientSource | None = None,
-) -> tuple[Simulation | AsyncSimulation | HierarchicalSimulation, FloatVector]:
-    """Wire the components into a simulation; resources are released by ``stack``.
-
-    Facts the run's summary should show (where device profiles came from) go to ``notes``.
-    """
-    size = trainer.spec.size
-    allocator = distributed_allocator(config, dataset.num_clients)
-    state_dir = _client_state_dir(store, stack)
-    secure = secure_aggregation(config, size, dataset, allocator, state_dir)
-    pipe = pipeline(config, size, state_dir, secure and secure[0])
-    job = ClientJob(
-        factory, dataset, config.seed, pipe, eval_data, _local_store(trainer, state_dir)
-    )
-    if workers > 0 and forks(config.sim):  # forked workers inherit a warmed-up torch
-        warm_up(trainer, dataset, local_plan(config.client), config.seed)
-    batch = config.client.batch_size
-    ex = stack.enter_context(
-        closing(executor(job, trainer, workers, config.sim, batch_size=batch))
-    )
-    params = trainer.initial_params(init_seed(config))
-    table, registry = profiles(config, dataset.num_clients), None
-    if config.scheduling.enabled or config.scheduling.async_.enabled:
-        from fedstrata.api.scheduling import async_simulation, open_registry, registry_table
-
-        registry = open_registry(config, stack)
-        merged = registry_table(registry, table)
-        table, notes["device profiles"] = merged.table, merged.summary()
-    if config.topology.mode != "flat":
-        from fedstrata.api.hierarchy import hierarchical_simulation
-
-        tree = hierarchical_simulation(
-            config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, profiles=table,
-            params=params, strategy=strategy, registry=registry, secure=secure,
-            allocator=allocator,
-        )  # fmt: skip
-        tree.sinks = sinks
-        return tree, params
-    if config.scheduling.async_.enabled:
-        runner = async_simulation(
-            config, dataset=dataset, trainer=trainer, executor=ex, profiles=table,
-            server_optimizer=strategy.optimizer, plan=local_plan(config.client),
-            aggregator=strategy.aggregator, pipeline=pipe, params=params,
-        )  # fmt: skip
-        runner.sinks = sinks
-        return runner, params
-    if secure is not None:  # scheduling wraps it (settlement weights, Issue 12 part 4)
-        strategy = replace(strategy, aggregator=secure[1])
-    sim = simulation(
-        config, dataset=dataset, trainer=trainer, executor=ex, pipeline=pipe, params=params,
-        profiles=table, registry=registry, strategy=strategy,
-    )  # fmt: skip
-    sim.hooks = privacy_hooks(config, pipe, dataset.num_clients, size, allocator)
-    if secure is not None:
-        sim.hooks = (*sim.hooks, secure[1])
-    sim.sinks = sinks
-    return sim, params
-
-
 def _open_monitoring(
     config: FedConfig,
     *,
@@ -440,53 +286,11 @@ def _drive(
     if isinstance(sim, (Simulation, HierarchicalSimulation)):
         sim.on_round, sim.hooks = on_round, (*sim.hooks, *hooks)
         sim.on_state = ckpt
+        if ckpt is not None:  # snapshots carry the run's wall time over its segments
+            ckpt.start(0.0 if snap is None else snap.wall_s)
         resume = None if snap is None else snap.parts
         result: SimulationResult = sim.run(params, progress, resume=resume)
         return result
     sim.on_update = on_round
     done: SimulationResult = sim.run(params, progress)
     return done
-
-
-def _local_store(trainer: Trainer, state_dir: Path) -> DiskStateStore | None:
-    """Where each client's local buffers (FedBN) live; None when the model has none."""
-    if isinstance(trainer, ClientStateful) and trainer.client_state is not None:
-        return DiskStateStore(state_dir)
-    return None
-
-
-def _client_state_dir(store: RunStore | None, stack: ExitStack) -> Path:
-    """Where per-client state (error-feedback residuals, local buffers) lives for this run."""
-    if store is not None:
-        return store.path / "client_state"
-    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedstrata-state-")))
-
-
-def _finish_store(
-    store: RunStore,
-    config: FedConfig,
-    result: SimulationResult,
-    trainer: Trainer,
-    status: RunStatus | None = None,
-    *,
-    report: bool = True,
-) -> Path:
-    totals = RunTotals()
-    for metrics in result.rounds:
-        totals.add(metrics)
-    store.save_model(trainer.spec, result.params)
-    save_torch_model(trainer, result.params, store.path)
-    if status is None:
-        status = RunStatus.STOPPED if result.stopped_reason else RunStatus.COMPLETED
-    store.emit(
-        totals.finish(
-            store.path.name,
-            status,
-            wall_time_s=result.wall_s,
-            stop_reason=result.stopped_reason or "",
-        )
-    )
-    store.close()
-    if config.output.report and report:
-        write_report(store.path)
-    return store.path

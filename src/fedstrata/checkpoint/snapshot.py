@@ -10,14 +10,17 @@ Format (``to_bytes``), version 1, no pickle anywhere::
     b"FSTRATA-SNAP\\n"            magic (13 bytes)
     uint64 little-endian         length of the header
     header                       UTF-8 JSON: version, rounds_done, driver,
-                                 config_digest, every part's metadata, and an index of
-                                 the arrays (part, name, dtype, shape, offset, nbytes)
+                                 config_digest, wall_s, every part's metadata, and an
+                                 index of the arrays (part, name, dtype, shape, offset,
+                                 nbytes)
     array bytes                  each array's raw C-order bytes, back to back
 
 It is the raw bytes of the arrays behind a JSON index rather than an ``.npz`` archive:
 an archive's CRC and copies cost more than the rest of the snapshot together
 (``bench/_resilience_resume.py``), and the checkpoint stores already checksum the whole
-blob (SHA-256). Only plain numeric and boolean dtypes are written. A blob of another
+blob (SHA-256). Only plain numeric and boolean dtypes are written. ``wall_s`` (the
+run's wall time when the snapshot was taken, over every segment of a resumed run) is
+optional in the header: a snapshot written before it existed reads as 0.0. A blob of another
 version, one that does not parse, or an index that points outside the blob raises
 :class:`~fedstrata.errors.CheckpointCorrupt` naming the fault.
 """
@@ -25,6 +28,7 @@ version, one that does not parse, or an index that points outside the blob raise
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,12 +59,26 @@ class EngineSnapshot:
         driver: the driver that took it (``flat``, ``tree``); a resume refuses another.
         config_digest: sha256 of the run's resolved configuration.
         parts: component name -> its state.
+        wall_s: the run's wall time up to this snapshot, summed over the segments of a
+            resumed run (what a resume adds its own segment to); not compared by
+            :meth:`same_as`.
+
+    Raises:
+        CheckpointError: ``wall_s`` is negative or not finite.
     """
 
     rounds_done: int
     driver: str
     config_digest: str
     parts: Mapping[str, StatePart] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        wall_s = self.wall_s
+        if not isinstance(wall_s, (int, float)) or not math.isfinite(wall_s) or wall_s < 0:
+            raise CheckpointError(
+                f"EngineSnapshot.wall_s must be a finite number >= 0, got {self.wall_s!r}"
+            )
 
     def part(self, name: str) -> StatePart:
         """Raises: CheckpointCorrupt: the snapshot has no part ``name``."""
@@ -98,6 +116,7 @@ class EngineSnapshot:
             "rounds_done": self.rounds_done,
             "driver": self.driver,
             "config_digest": self.config_digest,
+            "wall_s": self.wall_s,
             "parts": {name: dict(p.meta) for name, p in sorted(self.parts.items())},
             "arrays": index,
         }
@@ -123,9 +142,14 @@ class EngineSnapshot:
             name: StatePart(meta=meta, arrays=arrays[name])
             for name, meta in header["parts"].items()
         }
-        return cls(
-            int(header["rounds_done"]), str(header["driver"]), str(header["config_digest"]), parts
-        )
+        try:
+            wall_s = header.get("wall_s", 0.0)
+            return cls(
+                int(header["rounds_done"]), str(header["driver"]), str(header["config_digest"]),
+                parts, wall_s,
+            )  # fmt: skip
+        except (TypeError, ValueError, CheckpointError) as exc:
+            raise CheckpointCorrupt(f"engine snapshot header is invalid: {exc}") from None
 
     def same_as(self, other: EngineSnapshot) -> bool:
         """Equal round, driver, digest and parts (arrays bit for bit)."""

@@ -83,6 +83,7 @@ def build_summary(
         "final_loss": _finite_or_none(finished.final_loss),
         "sim_time_s": finished.sim_time_s,
         "wall_time_s": finished.wall_time_s,
+        "wall_time_segment_s": finished.segment_wall_time_s,
         "bytes_up": finished.bytes_up,
         "bytes_down": finished.bytes_down,
         "bytes_total": finished.bytes_up + finished.bytes_down,

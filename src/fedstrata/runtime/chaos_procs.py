@@ -41,7 +41,8 @@ def shared_sink(spec: ChaosSpec) -> Checkpointer:
 def center_main(
     spec: ChaosSpec, index: int, pki: DevPki, tokens: dict[int, str], out: Any
 ) -> None:
-    """Center node ``index``: follows, takes over, serves; puts its outcome on ``out``."""
+    """Center node ``index``: follows, takes over, serves (again after being deposed);
+    puts one outcome per term it served on ``out``."""
     dep = deployment(load_config(overrides=list(spec.overrides)))
     settings = FailoverSettings(
         lease=LeaseTiming(spec.lease_s), poll_s=0.05, rejoin_timeout_s=spec.rejoin_timeout_s
@@ -53,9 +54,10 @@ def center_main(
         tls=pki.server, mutual=True, settings=settings,
         participants=len(spec.edges) or None,
     )  # fmt: skip
-    outcome = asyncio.run(node.run())
-    out.put(("center", index, outcome.epoch, outcome.start_round, outcome.serving_at,
-             outcome.completed_before, list(outcome.save_s)))  # fmt: skip
+    asyncio.run(node.run())
+    for term in node.terms:
+        out.put(("center", index, term.epoch, term.start_round, term.serving_at,
+                 term.completed_before, list(term.save_s), term.deposed))  # fmt: skip
 
 
 def edge_main(spec: ChaosSpec, k: int, pki: DevPki, tokens: dict[int, str], out: Any) -> None:

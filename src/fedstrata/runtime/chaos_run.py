@@ -14,7 +14,10 @@ the run to end and reports (:class:`ChaosResult`):
   its first round (the federation accepts updates again);
 * ``edge_failover_s``: SIGKILL of an edge -> every surviving client of it is connected
   elsewhere and the spare (if one took them) has registered with the center;
-* ``availability``: 1 - (time without an active center accepting updates) / wall time.
+* ``availability``: 1 - (time without an active center accepting updates) / wall time;
+* ``deposed``: terms that ended with a live center losing its lease (its renewals came
+  late on a loaded host); the node followed again as a standby (not a kill: the run
+  goes on, and the kills are still timed from the SIGKILL to the next term's opening).
 
 Processes are forked from a forkserver that preloads torch and the runtime, so each
 starts quickly; :class:`Federation` kills any still alive when it exits.
@@ -27,6 +30,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +85,7 @@ class ChaosResult:
     killed_edges: list[int] = field(default_factory=list)
     killed_centers: int = 0
     checkpoint_save_s: list[float] = field(default_factory=list)
+    deposed: int = 0
 
     @property
     def availability(self) -> float:
@@ -123,12 +128,17 @@ class Federation:
         return p
 
     def start(self, limit_s: float) -> None:
-        """Centers (the first takes the lease), edges and spares, then the clients."""
+        """Centers (the first takes the lease), edges and spares, then the clients once
+        every edge listens: a client takes the first of its homes that accepts a
+        connection, so one started before its edge listened (a slow start on a loaded
+        machine) began on the spare or a center, and the edge's death moved nobody."""
         s = self.spec
         self.centers.append(self._start(center_main, 0))
         self._until(lambda: self._lease.read() is not None, limit_s, "no center took the lease")
         self.centers += [self._start(center_main, i) for i in range(1, len(s.centers))]
         self.edges = [self._start(edge_main, k) for k in range(len(s.edges) + len(s.spares))]
+        tiers = [*s.edges, *s.spares]
+        self._until(lambda: all(map(_listening, tiers)), limit_s, "the edges did not listen")
         self.clients = {cid: self._start(client_main, cid) for cid in range(s.num_clients)}
 
     @staticmethod
@@ -181,6 +191,16 @@ class Federation:
                 return got
 
 
+def _listening(address: str) -> bool:
+    """Whether ``host:port`` accepts a TCP connection now."""
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 def run_chaos(spec: ChaosSpec, plan: ChaosPlan) -> ChaosResult:
     """Run ``spec`` under ``plan``; see the module docstring."""
     rng = np.random.default_rng(plan.seed)
@@ -212,7 +232,7 @@ def _inflict(fed: Federation, plan: ChaosPlan, rng: np.random.Generator) -> _Kil
     )
     for round_idx, what in steps:
         fed.wait_round(round_idx, plan.limit_s)
-        time.sleep(plan.delay_s)  # mid-round: the next round is open by now
+        time.sleep(plan.delay_s)  # usually mid-round (the next round open); any moment will do
         if what == "clients":
             victims = rng.choice(sorted(fed.clients), size=plan.kill_clients, replace=False)
             for cid in sorted(int(v) for v in victims):
@@ -251,6 +271,7 @@ def _result(  # noqa: PLR0917
     for m in msgs:
         if m[0] == "center":
             result.checkpoint_save_s += list(m[6])
+            result.deposed += int(m[7])
     result.edge_failover_s = _edge_recoveries(spec, kills, msgs, sessions)
     return result
 

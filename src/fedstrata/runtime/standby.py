@@ -19,7 +19,11 @@ the lease's clock assumptions). Then it *serves*:
 
 Clients and aggregators hold the list of center addresses
 (:class:`~fedstrata.runtime.relink.FailoverLink`) and reconnect to whichever listens.
-A node that loses its lease stops serving at once (no reply, no ``DONE``). After the
+A node that loses its lease stops serving at once (no reply, no ``DONE``). A live node
+can lose it too: its renewals came late (a loaded host starving its process, a long
+pause) and it fenced itself. :meth:`CenterNode.run` then follows again as a standby,
+so the federation keeps a standby (and the node may take over again from the newest
+checkpoint, in a new term); a deposed node does not end the run's chances. After the
 last round the active node releases the lease; a standby that then takes it finds the
 run complete and returns.
 
@@ -105,6 +109,7 @@ class NodeOutcome:
     serving_at: float | None = None
     save_s: list[float] = field(default_factory=list)
     completed_before: bool = False  # the run was already complete when it took over
+    deposed: bool = False  # this term ended with the lease lost while serving
     lapsed_since: float | None = None  # the previous holder's last renewal seen
     restore_s: float | None = None  # loading the checkpoint it resumed from
 
@@ -144,15 +149,28 @@ class CenterNode:
         self.participants, self.parts = participants, parts
         self.center: Center | None = None
         self.on_round: OnRound | None = None  # e.g. the run directory's recorder
+        self.terms: list[NodeOutcome] = []  # every term this node served, in order
 
     async def run(self) -> NodeOutcome:
         """Follow until this node holds the lease, then serve the rest of the run.
 
+        A term that ends with the lease lost (this node was deposed while alive: see
+        the module docstring) is followed by following again; every term is in
+        :attr:`terms`, the last one (the one that saw the run end) is returned.
+
         Raises:
-            LeaseLost: the lease lapsed while serving (this node stopped).
             CheckpointCorrupt: the newest checkpoint is not a center snapshot.
         """
-        return await self.take_over(await follow(self.lease, self.settings))
+        while True:
+            taken = await follow(self.lease, self.settings)
+            try:
+                return await self.take_over(taken)
+            except LeaseLost as exc:
+                self.terms[-1].deposed = True
+                log.warning(
+                    "center %s: deposed in epoch %d (%s); following again as a standby",
+                    self.lease.holder, taken.epoch, exc,
+                )  # fmt: skip
 
     async def take_over(self, taken: Takeover | int) -> NodeOutcome:
         """Serve the rest of the run as the holder of lease ``epoch`` (see :meth:`run`).
@@ -166,6 +184,7 @@ class CenterNode:
         epoch = taken.epoch
         outcome = NodeOutcome(epoch, 0, acquired_at=time.monotonic())
         outcome.lapsed_since = taken.lapsed_since
+        self.terms.append(outcome)
         start = time.perf_counter()
         base = self._base(epoch)
         outcome.restore_s = time.perf_counter() - start if base.round_idx >= 0 else None

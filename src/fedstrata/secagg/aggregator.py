@@ -34,12 +34,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import final
 
 import numpy as np
 
-from fedstrata.aggregation.metrics import MetricSums
 from fedstrata.aggregation.protocol import (
     UNKNOWN_CLIENT,
     check_metrics,
@@ -74,6 +72,7 @@ from fedstrata.secagg.cost import ProtocolCost, protocol_cost
 from fedstrata.secagg.options import SecAggOptions, SecAggReport
 from fedstrata.secagg.prg import U32Vector
 from fedstrata.secagg.ring_input import integer_weight, weighted_input
+from fedstrata.secagg.ring_state import RingState, check_round, ring_sum
 from fedstrata.secagg.simulate import RoundStats, simulate_round_detailed
 
 __all__ = [
@@ -86,39 +85,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)
-class RingState:
-    """Collected protocol inputs of one round; O(cohort x sent coordinates).
-
-    Attributes:
-        inputs: per accepted client, ``[w * q, w]`` in the ring (uint32).
-        client_ids: who sent each input, in arrival order.
-        weights: the integer weights folded in.
-        round_idx: the round named by the payloads (``None`` until one arrives).
-        seed: the random-k support seed named by the payloads.
-        metrics: weighted sums of the client-reported metrics.
-        capped: weights capped at ``max_weight``.
-        report: set by ``finalize``.
-    """
-
-    size: int
-    inputs: list[U32Vector] = field(default_factory=list)
-    client_ids: list[int] = field(default_factory=list)
-    weights: list[int] = field(default_factory=list)
-    round_idx: int | None = None
-    seed: int = 0
-    metrics: MetricSums = field(default_factory=MetricSums)
-    capped: int = 0
-    report: SecAggReport | None = None
-
-
-def ring_sum(inputs: list[U32Vector], modulus_bits: int) -> U32Vector:
-    """The plaintext wraparound sum of ring vectors (what secure aggregation reveals)."""
-    total: U32Vector = np.add.reduce(np.stack(inputs), axis=0, dtype=np.uint32)
-    total &= np.uint32((1 << modulus_bits) - 1)
-    return total
 
 
 @final
@@ -223,7 +189,7 @@ class SecAggAggregator:
         self._check_codec(codec)
         try:
             msg = self.codec.decode_ring(payload)
-            _check_round(state, msg)
+            check_round(state, msg)
         except PayloadError as exc:
             logger.warning("client %d: rejected malformed ring payload: %s", client_id, exc)
             raise
@@ -419,16 +385,6 @@ class SecAggAggregator:
             cost=protocol_cost(
                 stats, state.client_ids, self.codec.count + 1, self.codec.spec.modulus_bits
             ),
-        )
-
-
-def _check_round(state: RingState, msg: RingMessage) -> None:
-    if state.round_idx is None:
-        return
-    if (msg.round_idx, msg.seed) != (state.round_idx, state.seed):
-        raise PayloadError(
-            f"ring payload is for round {msg.round_idx} (support seed {msg.seed}), but this "
-            f"aggregate is round {state.round_idx} (support seed {state.seed})"
         )
 
 
