@@ -141,7 +141,8 @@ def scheduler(
     admits = skip and (poisson or config.topology.mode == "flat")
     settings = ScheduleSettings(
         deadline_s or config.rounds.deadline_s, s.allocation, s.min_steps, s.max_steps, s.safety,
-        skip_infeasible=admits, batch_size=config.client.batch_size,
+        stop_at_deadline=s.stragglers == "partial", skip_infeasible=admits,
+        batch_size=config.client.batch_size,
     )  # fmt: skip
     planner = ScheduledPlanner(
         settings, predictor, regp, profiles, dataset.client_sizes(),

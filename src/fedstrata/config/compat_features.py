@@ -120,7 +120,16 @@ FEATURES: tuple[Feature, ...] = (
         "docs/scheduling.md",
         lambda c: c.scheduling.overselect > 0,
         ("scheduling.overselect=0.5", "scheduling.selector=oort", *_PAIR_FLAT),
-        needs=("allocation", "oort", "registry"),
+        needs=("allocation", "oort", "registry", "deadline"),
+    ),
+    Feature(
+        "drop_stragglers",
+        "dropping stragglers at the deadline",
+        "scheduling.stragglers",
+        "docs/scheduling.md",
+        lambda c: c.scheduling.stragglers == "drop",
+        ("scheduling.stragglers=drop", "rounds.deadline_s=0.3"),
+        needs=("deadline",),
     ),
     Feature(
         "registry",

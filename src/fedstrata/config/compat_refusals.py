@@ -55,6 +55,8 @@ REFUSALS: tuple[Refusal, ...] = (
     Refusal(("checkpoint", "allocation"), _CKPT_SCHEDULING, in_principle=False),
     Refusal(("checkpoint", "oort"), _CKPT_SCHEDULING, in_principle=False),
     Refusal(("checkpoint", "registry"), _CKPT_SCHEDULING, in_principle=False),
+    Refusal(("checkpoint", "overselect"), _CKPT_SCHEDULING, in_principle=False),
+    Refusal(("checkpoint", "drop_stragglers"), _CKPT_SCHEDULING, in_principle=False),
     Refusal(
         ("checkpoint", "async"),
         "a checkpoint is taken between rounds, and FedBuff never pauses: checkpointing its "

@@ -242,6 +242,11 @@ class SchedulingConfig(_Strict):
     skip_infeasible: bool = Field(
         True, description="do not select devices predicted to miss the deadline"
     )
+    stragglers: Literal["partial", "drop"] = Field(
+        "partial",
+        description="a device still training at rounds.deadline_s: sends the whole steps "
+        "done (partial) or runs on and is dropped as late (drop: FedAvg/FedScale's rule)",
+    )
     registry_url: str | None = Field(
         None, description="device registry (SQLite path or PostgreSQL URL); read and written"
     )
@@ -249,7 +254,13 @@ class SchedulingConfig(_Strict):
 
     @property
     def enabled(self) -> bool:
-        return self.allocation or self.selector == "oort" or self.registry_url is not None
+        return (
+            self.allocation
+            or self.selector == "oort"
+            or self.registry_url is not None
+            or self.overselect > 0
+            or self.stragglers == "drop"
+        )
 
 
 class TopologyConfig(_Strict):
