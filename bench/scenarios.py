@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit
-
 from fedstrata.scenarios import SCENARIOS, run_scenario
 
 _STUDIES = {  # module -> the keys bench/scenarios.py promises at the top level

@@ -20,8 +20,8 @@ __all__ = [
     "cohort_delivery",
     "mean_round_s",
     "rounds_to_accuracy",
-    "throughput_eps",
     "secagg_protocol_s",
+    "throughput_eps",
     "time_to_accuracy",
     "useful_utilization",
 ]
@@ -58,9 +58,7 @@ def useful_utilization(rounds: Sequence[RoundMetrics]) -> float | None:
     The scheduler's ``useful_utilization``: busy time on work that missed the deadline
     or was dropped does not count (the catalogue's ``device_utilization`` counts it).
     """
-    return _finite_mean(
-        [m.schedule.useful_utilization for m in rounds if m.schedule is not None]
-    )
+    return _finite_mean([m.schedule.useful_utilization for m in rounds if m.schedule is not None])
 
 
 def cohort_delivery(config: FedConfig, rounds: Sequence[RoundMetrics]) -> float | None:
