@@ -14,13 +14,13 @@ from fedstrata.config import load_config
 from fedstrata.errors import ConfigError
 from fedstrata.monitoring.events import RoundMetrics
 from fedstrata.scenarios import SCENARIOS, ArmOutcome, Comparison, Scenario, arm_overrides
+from fedstrata.scenarios.compare import render_markdown
 from fedstrata.scenarios.figures import (
     cohort_delivery,
     mean_round_s,
     rounds_to_accuracy,
     time_to_accuracy,
 )
-from fedstrata.scenarios.compare import render_markdown
 
 
 def make_round(r: int, *, accuracy: float | None = None, completed: int = 10,
@@ -70,7 +70,8 @@ def test_ratio_times_baseline_is_measured(base: float, opt: float) -> None:
 @pytest.mark.parametrize(("base", "opt"), [(None, 1.0), (1.0, None), (0.0, 1.0)])
 def test_missing_or_zero_figures_give_no_ratio(base: float | None, opt: float | None) -> None:
     c = Comparison(make_scenario(), arm("baseline", base), arm("fedstrata", opt), quick=True)
-    assert c.ratio is None and c.improved is None
+    assert c.ratio is None
+    assert c.improved is None
     out = c.to_json()
     assert out["ratio"] is None
     if base is None or opt is None:
@@ -80,7 +81,8 @@ def test_missing_or_zero_figures_give_no_ratio(base: float | None, opt: float | 
 def test_json_puts_published_beside_measured() -> None:
     c = Comparison(make_scenario(), arm("baseline", 40.0), arm("fedstrata", 10.0), quick=False)
     out = c.to_json()
-    assert out["published"] == 16.0 and out["published_before"] == 47.0
+    assert out["published"] == 16.0
+    assert out["published_before"] == 47.0
     assert out["published_ratio"] == pytest.approx(16 / 47)
     assert (out["measured"], out["baseline"]) == (10.0, 40.0)
     assert {"unit", "simulated", "real", "scaling", "baseline_name"} <= set(out)
@@ -91,7 +93,8 @@ def test_json_puts_published_beside_measured() -> None:
 
 def test_relative_only_publication() -> None:
     s = make_scenario(published_before=None, published_after=None, published_relative=0.69)
-    assert s.published is None and s.published_ratio == 0.69
+    assert s.published is None
+    assert s.published_ratio == 0.69
 
 
 def test_scenario_needs_a_published_figure_and_key_value_overrides() -> None:
@@ -104,7 +107,8 @@ def test_scenario_needs_a_published_figure_and_key_value_overrides() -> None:
 def test_arm_overrides_place_the_arm_dir_and_quick_last(tmp_path: Path) -> None:
     s = make_scenario()
     full = arm_overrides(s, "fedstrata", tmp_path, quick=False, report=False)
-    assert f"output.dir={tmp_path}/x" in full and "rounds.rounds=2" not in full
+    assert f"output.dir={tmp_path}/x" in full
+    assert "rounds.rounds=2" not in full
     quick = arm_overrides(s, "baseline", tmp_path, quick=True, report=False)
     assert "compression.preset=none" in quick
     assert quick.index("rounds.rounds=2") > quick.index("compression.preset=none")

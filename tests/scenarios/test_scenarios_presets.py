@@ -25,8 +25,12 @@ def test_preset_runs_quick_and_shows_its_figure(name: str, tmp_path: Path) -> No
     config = load_config(preset=name, overrides=[*overrides, "rounds.rounds=1"])
     result = run(config)
     rounds = result.simulation.rounds
-    assert len(rounds) == 1 and rounds[0].clients_completed >= 1
-    assert result.run_dir is not None and (result.run_dir / "metrics.sqlite").exists()
+    assert len(rounds) == 1
+    assert rounds[0].clients_completed >= 1
+    assert result.run_dir is not None
+    assert (result.run_dir / "metrics.sqlite").exists()
     figure = s.measure(config, rounds)
     if name not in _TARGETED:
-        assert figure is not None and math.isfinite(figure) and figure > 0
+        assert figure is not None
+        assert math.isfinite(figure)
+        assert figure > 0
