@@ -23,8 +23,8 @@ __all__ = ["SCENARIOS", "get_scenario"]
 _QUICK = ("rounds.rounds=2", "rounds.eval_every=1")
 _LOGISTICS_CLIENTS = 80
 # Flat FL as a depth-one tree: each vehicle is its own pass-through "edge" (a 1 Gb/s,
-# 1 ms hop) straight into the center's shared WAN ingress, its update re-encoded with
-# the same top-10% int8 chain; the flat engine models no shared center ingress.
+# 1 ms hop) straight into the center's shared WAN ingress, its update forwarded in the
+# client's own top-10% int8 encoding; the flat engine models no shared center ingress.
 _FLAT_EDGES = "{" + ", ".join(f"v{i}: [{i}]" for i in range(_LOGISTICS_CLIENTS)) + "}"
 _DEADLINE_OVERSELECT = (  # FedScale's default against stragglers
     "scheduling.allocation=false",
@@ -71,6 +71,7 @@ _CASES = (
             "topology.mode=explicit",
             f"topology.edges={_FLAT_EDGES}",
             "topology.kappa_edge=1",
+            "topology.partial_compression=topk01_int8_ef",
         ),
         optimized=(),
         quick=_QUICK,
