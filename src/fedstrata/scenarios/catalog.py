@@ -20,7 +20,7 @@ from fedstrata.scenarios.scenario import Scenario
 
 __all__ = ["SCENARIOS", "get_scenario"]
 
-_QUICK = ("rounds.rounds=2", "rounds.eval_every=1")
+_QUICK = ("rounds.rounds=1", "rounds.eval_every=1")
 _LOGISTICS_CLIENTS = 80
 # Flat FL as a depth-one tree: each vehicle is its own pass-through "edge" (a 1 Gb/s,
 # 1 ms hop) straight into the center's shared WAN ingress, its update forwarded in the

@@ -69,7 +69,7 @@ class Comparison:
             return None
         return (
             f"{' and '.join(missing)}: the run does not show the figure "
-            f"({self.scenario.figure}) within its {self.optimized.rounds} rounds"
+            f"({self.scenario.figure}) within {self.optimized.rounds} round(s)"
             + (" (quick mode)" if self.quick else "")
         )
 
