@@ -16,9 +16,19 @@ staged              dp_fedavg with the staged budget 0.3 / 0.5 / 0.2
 dp_fedavgm          dp_fedavg with server momentum 0.9, server lr 0.3 (DP-FedAvgM);
                     the noise is added to the aggregate before the server
                     optimizer, so the momentum is post-processing
-dp_cohort_{k}       dp_fedavg with k clients per round instead of 100 (same ε;
-                    full run only)
+dp_cohort_{k}       dp_fedavg with k clients per round instead of 100 (same ε)
+dp_adaptive_clip    dp_fedavg with adaptive clipping (Andrew et al. 2021): the
+                    server clips to a norm tracking the median update norm,
+                    starting at 1; the noised count is inside the same ε
+dp_ftrl             DP-FTRL (Kairouz et al. 2021): tree-aggregated noise on the
+                    running sum, clients in a shuffled order (each once per
+                    10-round epoch, the tree restarts each epoch), no sampling;
+                    RDP under replace-one neighbouring (dp-accounting's event)
+dp_ftrl_m           dp_ftrl with server momentum 0.9, server lr 0.3
+dp_fedavgm_cohort_300  dp_fedavgm with 300 clients per round
 ==================  ===========================================================
+
+Quick mode runs nonprivate, dp_fedavg, staged and dp_fedavgm only.
 
 Non-private training, the denominator of ``dp_rounds_vs_nonprivate_best``, is the
 faster of the non-private arms run (``dp_nonprivate_reference``): the best method at
@@ -92,28 +102,32 @@ class Arm:
     quick: bool = True  # run in quick mode too
 
 
+_MOMENTUM = ("server.optimizer=fedavgm", "server.momentum=0.9", "server.lr=0.3")
+_FTRL = ("privacy.schedule=uniform", "privacy.tree_aggregation=true", "privacy.accountant=rdp")
+
 ARMS: tuple[Arm, ...] = (
     Arm("nonprivate", False, ()),
-    Arm(
-        "nonprivate_fedavgm",
-        False,
-        ("server.optimizer=fedavgm", "server.momentum=0.9", "server.lr=0.3"),
-        quick=False,
-    ),
+    Arm("nonprivate_fedavgm", False, _MOMENTUM, quick=False),
     Arm("dp_fedavg", True, ("privacy.schedule=uniform",)),
     Arm("staged", True, ("privacy.schedule=staged", "privacy.stage_weights=[0.3,0.5,0.2]")),
-    Arm(
-        "dp_fedavgm",
-        True,
-        (
-            "privacy.schedule=uniform",
-            "server.optimizer=fedavgm",
-            "server.momentum=0.9",
-            "server.lr=0.3",
-        ),
-    ),
+    Arm("dp_fedavgm", True, ("privacy.schedule=uniform", *_MOMENTUM)),
     Arm("dp_cohort_200", True, ("privacy.schedule=uniform",), per_round=200, quick=False),
     Arm("dp_cohort_300", True, ("privacy.schedule=uniform",), per_round=300, quick=False),
+    Arm(
+        "dp_adaptive_clip",
+        True,
+        ("privacy.schedule=uniform", "privacy.adaptive_clip=true", "privacy.clip_quantile=0.5"),
+        quick=False,
+    ),
+    Arm("dp_ftrl", True, _FTRL, quick=False),
+    Arm("dp_ftrl_m", True, (*_FTRL, *_MOMENTUM), quick=False),
+    Arm(
+        "dp_fedavgm_cohort_300",
+        True,
+        ("privacy.schedule=uniform", *_MOMENTUM),
+        per_round=300,
+        quick=False,
+    ),
 )
 
 
@@ -123,6 +137,7 @@ class Outcome:
 
     accuracies: tuple[float, ...]
     epsilon: float | None
+    sigma: float | None
     wall_s: float
 
 
@@ -155,6 +170,7 @@ def run_arm(arm: Arm, rounds: int, seed: int) -> Outcome:
     return Outcome(
         accuracies=tuple(float(m.accuracy or 0.0) for m in result.rounds),
         epsilon=None if last is None else float(last.epsilon_spent),
+        sigma=None if last is None else float(last.noise_multiplier),
         wall_s=time.perf_counter() - start,
     )
 
@@ -182,6 +198,7 @@ def _summarise(arm: Arm, outcomes: Sequence[Outcome], target: float) -> dict[str
         "rounds_to_target_median": _finite_or_none(float(statistics.median(per_seed))),
         "rounds_per_seed": [_finite_or_none(r) for r in per_seed],
         "eps": max(eps) if eps else None,
+        "noise_multiplier": outcomes[0].sigma,
         "final_acc_median": round(statistics.median(o.accuracies[-1] for o in outcomes), 4),
         "clients_per_round": arm.per_round,
         "private": arm.private,

@@ -153,6 +153,14 @@ EVIDENCE: dict[str, Evidence] = {
     ),
     "downlink": Evidence("codec.downlink_bytes_per_client below the dense model", _downlink),
     "privacy": Evidence("privacy.epsilon_spent recorded, within privacy.epsilon", _epsilon),
+    "adaptive_clip": Evidence(
+        "privacy.clip_norm (the adapted norm) recorded every round",
+        lambda c, r: all(m.privacy and m.privacy.clip_norm for m in r.simulation.rounds),
+    ),
+    "dp_ftrl": Evidence(
+        "privacy.tree_step (the round's leaf in its epoch's tree) recorded every round",
+        lambda c, r: all(m.privacy and m.privacy.tree_step for m in r.simulation.rounds),
+    ),
     "secagg": Evidence(
         "secure-aggregation protocol stats (secagg, or secagg_tree on a tree) every round",
         lambda c, r: _every("secagg", r) or _every("secagg_tree", r),
