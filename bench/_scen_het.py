@@ -35,7 +35,7 @@ simulated second.
 
 Quick (<= 15 s on 2 quiet cores): 100 devices, 10 per round, 20 rounds, 3 seeds, the
 arms ``deadline_drop``, ``oort_drop`` and ``alloc`` only (``wait_all`` was 30-50x
-slower to the target than any other arm in the full run, ``alloc_oort`` is not needed
+slower to the target than any other arm in the pilot runs, ``alloc_oort`` is not needed
 for the contract's figures). Full: 500 devices, 50 per round, 40 rounds, 3 seeds,
 all seven arms.
 """
