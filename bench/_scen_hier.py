@@ -16,8 +16,12 @@ every seed within 60 rounds (final 0.69-0.77), so the plan became lr 0.1, 4 step
 the target 0.75, below every arm's plateau; nothing was tuned after that. Figures per seed: center
 (= global) rounds to the first evaluation at or above the target, and the simulated
 seconds per global round. Reported: the median over seeds of flat's rounds / the
-hierarchy's (above 1 = fewer center rounds for the hierarchy) and the median of the
-hierarchy's simulated round time / flat's.
+hierarchy's (above 1 = fewer center rounds for the hierarchy), the median of the
+hierarchy's simulated round time / flat's, and the price: each global round of the
+tree trains every cohort member ``KAPPA_EDGE * KAPPA_REGION`` = 8 times (one local
+training per edge round) against once in flat FedAvg, so
+``hier_client_work_ratio_median`` (local trainings to the target, tree / flat) says
+how much more device compute the fewer center rounds cost.
 
 Quick: 2 regions x 2 edges x 10 devices = 40 devices, 16 sampled per round, MLP 64 ->
 32 -> 10 (2,410 parameters). Full: 4 x 5 x 20 = 400 devices, 160 sampled per round,
@@ -140,6 +144,13 @@ def _seed(scale: Scale, seed: int) -> dict[str, Any]:
         "center_rounds_flat": flat.rounds_to_target,
         "center_rounds_hier": hier.rounds_to_target,
         "reduction": flat.rounds_to_target / hier.rounds_to_target if both else None,  # type: ignore[operator]
+        # local trainings per client to the target: a global round of the tree is
+        # kappa_edge * kappa_region edge rounds, each cohort member training in each
+        "client_work_ratio": (
+            hier.rounds_to_target * KAPPA_EDGE * KAPPA_REGION / flat.rounds_to_target  # type: ignore[operator]
+            if both
+            else None
+        ),
         "round_s_flat": flat.round_s,
         "round_s_hier": hier.round_s,
         "round_time_ratio": hier.round_s / flat.round_s,
@@ -169,6 +180,7 @@ def measure(quick: bool, *, seeds: int | None = None) -> dict[str, Any]:
         "hier_center_rounds_reduction_median": reduction,
         "hier_round_time_ratio": _median([p["round_time_ratio"] for p in per_seed]),
         "hier_time_to_target_ratio_median": _median([p["time_to_target_ratio"] for p in per_seed]),
+        "hier_client_work_ratio_median": _median([p["client_work_ratio"] for p in per_seed]),
         "hier_seeds": n_seeds,
         "hier_per_seed": per_seed,
         "hier_target_acc": TARGET,

@@ -137,7 +137,7 @@ FEATURES: tuple[Feature, ...] = (
         "scheduling.overselect",
         "docs/scheduling.md",
         lambda c: c.scheduling.overselect > 0,
-        ("scheduling.overselect=0.5", "scheduling.selector=oort", *_PAIR_FLAT),
+        ("scheduling.overselect=0.5", "rounds.deadline_s=0.3", *_PAIR_FLAT),
         needs=("allocation", "oort", "registry", "deadline"),
     ),
     Feature(

@@ -152,15 +152,15 @@ REFUSALS: tuple[Refusal, ...] = (
         in_principle=True,
     ),
     Refusal(
-        ("deadline", "async"),
-        "FedBuff has no rounds to close at a deadline; stale updates are bounded by "
-        "scheduling.async.max_staleness instead",
-        in_principle=True,
-    ),
-    Refusal(
         ("overselect", "async"),
         "FedBuff has no cohort to over-select: scheduling.async.concurrency clients are "
         "always in flight",
+        in_principle=True,
+    ),
+    Refusal(
+        ("deadline", "async"),
+        "FedBuff has no rounds to close at a deadline; stale updates are bounded by "
+        "scheduling.async.max_staleness instead",
         in_principle=True,
     ),
     Refusal(
