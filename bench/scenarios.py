@@ -15,7 +15,7 @@ time-to-accuracy against the best realistic baseline, >= 3 seeds) and ``_scen_hi
 (center-rounds reduction, non-IID, >= 5 seeds). Their top-level keys are copied into
 the JSON line.
 
-``--quick``: 2 rounds per arm (4 for automotive), smaller cohorts for secagg-1000, no
+``--quick``: 1 round per arm (4 for automotive), smaller cohorts for secagg-1000, no
 worker processes. Figures that need a target accuracy (privacy-staged,
 automotive-roadmap) are None in quick mode, with a note. Full mode runs each preset's
 own rounds (minutes on 2 cores).
