@@ -17,7 +17,7 @@ def scenario_cmd(
         str | None, typer.Argument(help="scenario (a preset); none: list them")
     ] = None,
     *,
-    quick: Annotated[bool, typer.Option(help="1 round per arm, 4 for automotive (CI size)")] = False,
+    quick: Annotated[bool, typer.Option(help="1 round per arm (CI size)")] = False,
     out: Annotated[
         Path | None, typer.Option(help="report folder (default: runs/scenario-NAME)")
     ] = None,
