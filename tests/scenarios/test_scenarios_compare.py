@@ -138,3 +138,16 @@ def test_every_scenario_is_a_preset_and_its_arms_validate(tmp_path: Path) -> Non
                     preset=s.name,
                     overrides=arm_overrides(s, label, tmp_path, quick=quick, report=False),
                 )
+
+
+def test_secondary_figures_are_compared_per_arm() -> None:
+    s = make_scenario(extras={"throughput (eps)": lambda cfg, rounds: None})
+    base = replace(arm("baseline", 1.0), extras={"throughput (eps)": 100.0})
+    opt = replace(arm("fedstrata", 2.0), extras={"throughput (eps)": 230.0})
+    c = Comparison(s, base, opt, quick=False)
+    extra = c.to_json()["extras"]["throughput (eps)"]
+    assert extra["baseline"] == 100.0
+    assert extra["ratio"] == pytest.approx(2.3)
+    assert "| throughput (eps) (secondary) | 100 | 230 | 2.3 |" in render_markdown(c)
+    missing = Comparison(s, arm("baseline", 1.0), opt, quick=False)
+    assert missing.extras()["throughput (eps)"]["ratio"] is None

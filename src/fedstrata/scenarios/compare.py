@@ -6,7 +6,8 @@ is tested on made-up arms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fedstrata.scenarios.scenario import Scenario
@@ -26,6 +27,7 @@ class ArmOutcome:
         sim_time_s: simulated seconds of the whole run.
         wall_s: wall seconds the run took here.
         run_dir: the arm's run directory (as text), or None.
+        extras: the scenario's secondary figures for this arm.
     """
 
     label: str
@@ -35,6 +37,7 @@ class ArmOutcome:
     sim_time_s: float
     wall_s: float
     run_dir: str | None = None
+    extras: Mapping[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,15 @@ class Comparison:
     @property
     def ratio(self) -> float | None:
         """fedstrata's figure / the baseline's; None when either is missing or 0."""
-        base, opt = self.baseline.figure, self.optimized.figure
-        if base is None or opt is None or base == 0:
-            return None
-        return opt / base
+        return _ratio(self.baseline.figure, self.optimized.figure)
+
+    def extras(self) -> dict[str, dict[str, float | None]]:
+        """Each secondary figure: baseline, fedstrata and their ratio."""
+        out = {}
+        for name in self.scenario.extras:
+            base, opt = self.baseline.extras.get(name), self.optimized.extras.get(name)
+            out[name] = {"baseline": base, "fedstrata": opt, "ratio": _ratio(base, opt)}
+        return out
 
     @property
     def improved(self) -> bool | None:
@@ -99,7 +107,14 @@ class Comparison:
             "real": s.real,
             "scaling": s.scaling,
             "note": self.note(),
+            "extras": self.extras(),
         }
+
+
+def _ratio(base: float | None, opt: float | None) -> float | None:
+    if base is None or opt is None or base == 0:
+        return None
+    return opt / base
 
 
 def _fmt(value: float | None) -> str:
@@ -126,6 +141,11 @@ def render_markdown(c: Comparison) -> str:
         "|---|---|---|---|",
         f"| {rows[0][0]} | {rows[0][1]} | {rows[0][2]} | {_fmt(s.published_ratio)} |",
         f"| {rows[1][0]} | {rows[1][1]} | {rows[1][2]} | {_fmt(c.ratio)} |",
+        *(
+            f"| {name} (secondary) | {_fmt(v['baseline'])} | {_fmt(v['fedstrata'])} "
+            f"| {_fmt(v['ratio'])} |"
+            for name, v in c.extras().items()
+        ),
         "",
         f"- Baseline: {s.baseline_name}.",
         f"- Scaling: {s.scaling}.",

@@ -67,6 +67,7 @@ def run_arm(
         sim_time_s=result.simulation.sim_time_s,
         wall_s=wall_s,
         run_dir=None if result.run_dir is None else str(result.run_dir),
+        extras={name: read(config, rounds) for name, read in scenario.extras.items()},
     )
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from fedstrata.config import FedConfig
@@ -42,6 +42,8 @@ class Scenario:
         scaling: how the published size maps to what runs on one machine.
         simulated: what is simulated.
         real: what runs for real.
+        extras: secondary figures (name with unit -> how to read it), reported for
+            both arms beside the main one, e.g. throughput beside utilization.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Scenario:
     scaling: str
     simulated: str
     real: str
+    extras: Mapping[str, Measure] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         given = (self.published_before, self.published_after, self.published_relative)
