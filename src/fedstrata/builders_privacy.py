@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from fedstrata.aggregation.clipped import ClipDecoded
+from fedstrata.builders_dp import adaptive_server_clip, client_clip_norm, tree_hook
 from fedstrata.compress import ChainCodec
 from fedstrata.config import FedConfig
 from fedstrata.coordinator.hooks import RoundHook
@@ -62,7 +63,8 @@ def sampling_rate(config: FedConfig, num_clients: int) -> float:
 def poisson_rate(config: FedConfig, num_clients: int) -> float | None:
     """Central DP without secure aggregation samples Poisson cohorts at this rate;
     None: fixed-size cohorts (also under secure aggregation: its cohort)."""
-    central = config.privacy.mechanism == "central" and not config.secagg.enabled
+    p = config.privacy
+    central = p.mechanism == "central" and not config.secagg.enabled and not p.tree_aggregation
     return sampling_rate(config, num_clients) if central else None
 
 
@@ -265,9 +267,9 @@ def uplink_pipeline(
     if config.privacy.enabled:
         from fedstrata.privacy import CentralGaussian, FixedClip  # deferred: imports scipy
 
-        clip = config.privacy.clip_norm
+        clip = client_clip_norm(config.privacy)
         stages.append(FixedClip(clip))
-        if config.privacy.mechanism == "central":
+        if config.privacy.mechanism == "central" and not config.privacy.tree_aggregation:
             noise_clip = clip if ring is None else ring_sensitivity_real(clip, ring)
             stages.append(CentralGaussian(noise_multiplier=0.0, clip_norm=noise_clip))
     if ring is not None:
@@ -276,10 +278,13 @@ def uplink_pipeline(
         return None
     spec = config.compression.spec()
     if not config.compression.enabled:
-        return Pipeline(stages, DenseCodec(size))
+        dense: Codec = DenseCodec(size)
+        if config.privacy.adaptive_clip:  # the server clips again, to the adapted norm
+            dense = ClipDecoded(dense, client_clip_norm(config.privacy))
+        return Pipeline(stages, dense)
     codec: Codec = ChainCodec(spec, size, store() if spec.error_feedback else None)
     if config.privacy.enabled:  # a lossy decoding may exceed clip_norm: clip it again
-        codec = ClipDecoded(codec, config.privacy.clip_norm)
+        codec = ClipDecoded(codec, client_clip_norm(config.privacy))
     return Pipeline(stages, codec)
 
 
@@ -301,6 +306,8 @@ def privacy_hooks(
         return ()
     if p.mechanism == "distributed":
         return distributed_hook(pipeline, allocator)
+    if p.tree_aggregation:
+        return (tree_hook(config, num_clients, size),)
     from fedstrata.privacy import CentralGaussian
     from fedstrata.privacy.hook import CentralDPHook
 
@@ -308,8 +315,10 @@ def privacy_hooks(
     q = sampling_rate(config, num_clients)
     allocator = dp_allocator(config, num_clients, fixed_size=config.secagg.enabled)
     server_clip = pipeline.codec if isinstance(pipeline.codec, ClipDecoded) else None
+    z_max = max(stage.noise_multiplier for stage in allocator.plan)
+    adaptive = adaptive_server_clip(config, pipeline.codec, q * num_clients, z_max)
     hook = CentralDPHook(
-        allocator, mechanism, expected_cohort=q * num_clients, server_clip=server_clip
+        allocator, mechanism, q * num_clients, server_clip=server_clip, adaptive=adaptive
     )
     if size is not None:
         hook.check_noise(size)

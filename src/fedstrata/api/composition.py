@@ -118,6 +118,11 @@ def _overselected(c: FedConfig, r: RunResult) -> bool:
     return any(m.clients_selected > k for m in r.simulation.rounds)
 
 
+def _whole_or_dropped(c: FedConfig, r: RunResult) -> bool:
+    """Scheduler stats every round and no partial work: a late device is dropped."""
+    return all(m.schedule is not None and m.schedule.partial == 0 for m in r.simulation.rounds)
+
+
 def _checkpointed(c: FedConfig, r: RunResult) -> bool:
     from fedstrata.checkpoint import checkpointer_from_config
     from fedstrata.checkpoint.snapshot import EngineSnapshot
@@ -148,6 +153,14 @@ EVIDENCE: dict[str, Evidence] = {
     ),
     "downlink": Evidence("codec.downlink_bytes_per_client below the dense model", _downlink),
     "privacy": Evidence("privacy.epsilon_spent recorded, within privacy.epsilon", _epsilon),
+    "adaptive_clip": Evidence(
+        "privacy.clip_norm (the adapted norm) recorded every round",
+        lambda c, r: all(m.privacy and m.privacy.clip_norm for m in r.simulation.rounds),
+    ),
+    "dp_ftrl": Evidence(
+        "privacy.tree_step (the round's leaf in its epoch's tree) recorded every round",
+        lambda c, r: all(m.privacy and m.privacy.tree_step for m in r.simulation.rounds),
+    ),
     "secagg": Evidence(
         "secure-aggregation protocol stats (secagg, or secagg_tree on a tree) every round",
         lambda c, r: _every("secagg", r) or _every("secagg_tree", r),
@@ -156,6 +169,10 @@ EVIDENCE: dict[str, Evidence] = {
     "allocation": Evidence("a round target and steps within scheduling.max_steps", _allocated),
     "oort": Evidence("scheduler stats (schedule) every round", lambda c, r: _every("schedule", r)),
     "overselect": Evidence("more clients selected than rounds.clients_per_round", _overselected),
+    "drop_stragglers": Evidence(
+        "scheduler stats every round with no partial work (late devices dropped)",
+        _whole_or_dropped,
+    ),
     "registry": Evidence(
         "device profiles merged with the registry", lambda c, r: "device profiles" in r.notes
     ),

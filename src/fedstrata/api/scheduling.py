@@ -142,7 +142,8 @@ def scheduler(
     admits = skip and (poisson or config.topology.mode == "flat")
     settings = ScheduleSettings(
         deadline_s or config.rounds.deadline_s, s.allocation, s.min_steps, s.max_steps, s.safety,
-        min_fraction=s.min_fraction, skip_infeasible=admits, batch_size=config.client.batch_size,
+        min_fraction=s.min_fraction, stop_at_deadline=s.stragglers == "partial",
+        skip_infeasible=admits, batch_size=config.client.batch_size,
     )  # fmt: skip
     planner: ScheduledPlanner
     if s.replay_url is not None:  # the deployment's recorded decisions, not a prediction

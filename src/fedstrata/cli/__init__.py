@@ -7,6 +7,7 @@ from fedstrata.cli import (  # noqa: F401  (they register their commands)
     model,
     monitor,
     new,
+    scenario,
 )
 from fedstrata.cli.app import app
 

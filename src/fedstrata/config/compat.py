@@ -67,7 +67,7 @@ DRIVERS: tuple[Driver, ...] = (
         frozenset({
             "hierarchy", "fedeval", "sampling", "deadline", "compression", "downlink",
             "privacy", "allocation", "oort", "overselect", "registry", "robust", "dropout",
-            "secagg", "custom_aggregator", "checkpoint",
+            "secagg", "custom_aggregator", "checkpoint", "drop_stragglers",
         }),
         "docs/hierarchy.md",
     ),

@@ -51,10 +51,55 @@ _CKPT_SCHEDULING = (
     "write registry rows twice)"
 )
 
+_SERVER_SEES_SUM = (
+    "the server clips each decoded update to the adapted norm and counts the unclipped "
+    "ones; under secure aggregation it sees only the sum (Andrew et al. sum the clipping "
+    f"bits securely too: {_NOT_BUILT})"
+)
+_FTRL_ORDER = (
+    "DP-FTRL's accountant counts each client at most once per tree: its cohorts are "
+    "fixed blocks of a shuffled client order"
+)
+
 REFUSALS: tuple[Refusal, ...] = (
+    Refusal(("adaptive_clip", "secagg"), _SERVER_SEES_SUM, in_principle=False),
+    Refusal(
+        ("checkpoint", "adaptive_clip"),
+        f"a checkpoint carrying the adapted clip norm is {_NOT_BUILT}",
+        in_principle=False,
+    ),
+    Refusal(
+        ("dp_ftrl", "secagg"),
+        f"{_FTRL_ORDER}; secure aggregation's fixed-size cohort with the tree is {_NOT_BUILT}",
+        in_principle=False,
+    ),
+    Refusal(
+        ("adaptive_clip", "dp_ftrl"),
+        "Andrew et al.'s accounting of the clipping bits is for one noised sum per round; "
+        f"with the tree's noise it is {_NOT_BUILT}",
+        in_principle=False,
+    ),
+    Refusal(
+        ("dp_ftrl", "oort"),
+        f"{_FTRL_ORDER}, not a utility-based selection",
+        in_principle=True,
+    ),
+    Refusal(
+        ("dp_ftrl", "allocation"),
+        f"{_FTRL_ORDER}; leaving devices predicted to miss the deadline out of a block "
+        f"is {_NOT_BUILT}",
+        in_principle=False,
+    ),
+    Refusal(
+        ("checkpoint", "dp_ftrl"),
+        f"a checkpoint carrying the tree's position and ε spent is {_NOT_BUILT}",
+        in_principle=False,
+    ),
     Refusal(("checkpoint", "allocation"), _CKPT_SCHEDULING, in_principle=False),
     Refusal(("checkpoint", "oort"), _CKPT_SCHEDULING, in_principle=False),
     Refusal(("checkpoint", "registry"), _CKPT_SCHEDULING, in_principle=False),
+    Refusal(("checkpoint", "overselect"), _CKPT_SCHEDULING, in_principle=False),
+    Refusal(("checkpoint", "drop_stragglers"), _CKPT_SCHEDULING, in_principle=False),
     Refusal(
         ("checkpoint", "async"),
         "a checkpoint is taken between rounds, and FedBuff never pauses: checkpointing its "
@@ -107,15 +152,15 @@ REFUSALS: tuple[Refusal, ...] = (
         in_principle=True,
     ),
     Refusal(
-        ("deadline", "async"),
-        "FedBuff has no rounds to close at a deadline; stale updates are bounded by "
-        "scheduling.async.max_staleness instead",
-        in_principle=True,
-    ),
-    Refusal(
         ("overselect", "async"),
         "FedBuff has no cohort to over-select: scheduling.async.concurrency clients are "
         "always in flight",
+        in_principle=True,
+    ),
+    Refusal(
+        ("deadline", "async"),
+        "FedBuff has no rounds to close at a deadline; stale updates are bounded by "
+        "scheduling.async.max_staleness instead",
         in_principle=True,
     ),
     Refusal(

@@ -90,6 +90,27 @@ class DownlinkConfig(CompressionConfig):
         return resolve_spec(self.model_dump(exclude_none=True, exclude={"history"}))
 
 
+def _check_dp_methods(p: PrivacyConfig) -> None:
+    """Adaptive clipping and DP-FTRL are central-DP methods with a uniform schedule."""
+    for name in ("adaptive_clip", "tree_aggregation"):
+        if getattr(p, name) and p.mechanism != "central":
+            raise ValueError(f"privacy.{name} runs with privacy.mechanism=central only")
+    if p.tree_aggregation and p.accountant == "pld":
+        raise ValueError(
+            "privacy.tree_aggregation (DP-FTRL) is accounted with dp-accounting's RDP of "
+            "tree aggregation: set privacy.accountant to rdp or auto"
+        )
+    if p.tree_aggregation and p.schedule != "uniform":
+        raise ValueError(
+            "privacy.tree_aggregation (DP-FTRL) runs with privacy.schedule=uniform: its "
+            "accountant covers one noise level for the whole run"
+        )
+    if p.clip_norm_max is not None and p.clip_norm_max < p.clip_norm:
+        raise ValueError(
+            f"privacy.clip_norm_max={p.clip_norm_max} must be >= clip_norm={p.clip_norm}"
+        )
+
+
 class PrivacyConfig(_Strict):
     """User-level differential privacy (see ``docs/privacy.md``).
 
@@ -145,6 +166,26 @@ class PrivacyConfig(_Strict):
     plateau_tol: float = Field(
         0.01, gt=0, description="relative improvement below which the loss has plateaued"
     )
+    adaptive_clip: bool = Field(
+        False,
+        description="central DP: the server clips each update to a norm that tracks the "
+        "clip_quantile of the update norms (Andrew et al. 2021), starting at clip_norm; "
+        "the count of unclipped updates is noised and accounted",
+    )
+    clip_quantile: float = Field(0.5, gt=0, lt=1, description="adaptive_clip: target quantile")
+    clip_lr: float = Field(0.2, gt=0, description="adaptive_clip: geometric step size")
+    clip_count_noise: float | None = Field(
+        None, gt=0, description="adaptive_clip: noise std on the count; default cohort / 20"
+    )
+    clip_norm_max: float | None = Field(
+        None, gt=0, description="adaptive_clip: clients' clip and ceiling; default 10 x clip_norm"
+    )
+    tree_aggregation: bool = Field(
+        False,
+        description="central DP as DP-FTRL (Kairouz et al. 2021): tree-aggregated noise on "
+        "the running sum of updates, clients in shuffled order (each at most once per "
+        "epoch), no sampling amplification; a tree restarts every epoch",
+    )
 
     @model_validator(mode="after")
     def _stages_line_up(self) -> PrivacyConfig:
@@ -156,6 +197,7 @@ class PrivacyConfig(_Strict):
             )
         if any(not 0 < w <= 1 for w in (*self.stage_weights, *(fractions or ()))):
             raise ValueError("privacy stage weights and fractions must be in (0, 1]")
+        _check_dp_methods(self)
         return self
 
     @property
@@ -251,6 +293,11 @@ class SchedulingConfig(_Strict):
     skip_infeasible: bool = Field(
         True, description="do not select devices predicted to miss the deadline"
     )
+    stragglers: Literal["partial", "drop"] = Field(
+        "partial",
+        description="a device still training at rounds.deadline_s: sends the whole steps "
+        "done (partial) or runs on and is dropped as late (drop: FedAvg/FedScale's rule)",
+    )
     registry_url: str | None = Field(
         None, description="device registry (SQLite path or PostgreSQL URL); read and written"
     )
@@ -258,7 +305,13 @@ class SchedulingConfig(_Strict):
 
     @property
     def enabled(self) -> bool:
-        return self.allocation or self.selector == "oort" or self.registry_url is not None
+        return (
+            self.allocation
+            or self.selector == "oort"
+            or self.registry_url is not None
+            or self.overselect > 0
+            or self.stragglers == "drop"
+        )
 
 
 class TopologyConfig(_Strict):

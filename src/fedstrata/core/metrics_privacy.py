@@ -28,10 +28,12 @@ class PrivacySpent(StatsRecord):
         decoded_norm_max: largest update norm as decoded (with a server clip).
         folded_norm_max: largest update norm as folded, <= the clip norm.
         share_std: distributed DP: each client's noise share std, in ring units.
+        clip_norm: adaptive clipping: the round's clip norm (the sum's sensitivity).
+        tree_step: DP-FTRL: the round's leaf (1-based) in its epoch's tree.
     """
 
     FAMILY: ClassVar[str] = "privacy"
-    INTS: ClassVar[frozenset[str]] = frozenset({"stage", "server_clipped"})
+    INTS: ClassVar[frozenset[str]] = frozenset({"stage", "server_clipped", "tree_step"})
     SIGNED: ClassVar[frozenset[str]] = frozenset({"epsilon_remaining"})
     LEGACY: ClassVar[Mapping[str, str]] = {
         "stage": "dp_stage",
@@ -39,6 +41,8 @@ class PrivacySpent(StatsRecord):
         "decoded_norm_max": "dp_decoded_norm_max",
         "folded_norm_max": "dp_folded_norm_max",
         "share_std": "dp_share_std",
+        "clip_norm": "dp_clip_norm",
+        "tree_step": "dp_tree_step",
     }
 
     epsilon_spent: float
@@ -50,6 +54,8 @@ class PrivacySpent(StatsRecord):
     decoded_norm_max: float | None = None
     folded_norm_max: float | None = None
     share_std: float | None = None
+    clip_norm: float | None = None
+    tree_step: int | None = None
 
 
 @dataclass(frozen=True)

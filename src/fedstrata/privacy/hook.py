@@ -33,6 +33,7 @@ from fedstrata.core.metrics import PrivacySpent
 from fedstrata.core.params import FloatVector
 from fedstrata.core.statepart import StatePart
 from fedstrata.errors import ConfigError
+from fedstrata.privacy.adaptive_server import AdaptiveServerClip
 from fedstrata.privacy.allocator import BudgetAllocator
 from fedstrata.privacy.mechanisms import CentralGaussian
 
@@ -68,6 +69,8 @@ class CentralDPHook:
             round); the denominator then is ``q_r * N``.
         server_clip: the wire codec that clips each decoded update to the clip norm
             (a lossy codec under central DP); its norms are reported each round.
+        adaptive: adaptive clipping (``privacy.adaptive_clip``): the server clip's
+            norm follows a quantile of the update norms and sets the noise scale.
     """
 
     allocator: BudgetAllocator
@@ -75,10 +78,12 @@ class CentralDPHook:
     expected_cohort: float
     sampling_rate_of: Callable[[int], float] | None = None
     server_clip: ClipDecoded | None = None
+    adaptive: AdaptiveServerClip | None = None
 
     def __post_init__(self) -> None:
         if not self.expected_cohort > 0:
             raise ConfigError(f"expected_cohort must be > 0, got {self.expected_cohort}")
+        self._clip_used = self.mechanism.clip_norm
 
     @property
     def applies_every_round(self) -> bool:
@@ -130,7 +135,14 @@ class CentralDPHook:
     def aggregate(self, mean: FloatVector, accepted: int, ctx: RoundContext) -> FloatVector:
         total = mean.astype(np.float64) * accepted
         sigma = self.allocator.noise_multiplier(ctx.round_idx)
-        self.mechanism.add_noise(total, ctx, noise_multiplier=sigma)
+        if self.adaptive is None:
+            self.mechanism.add_noise(total, ctx, noise_multiplier=sigma)
+        else:  # Andrew et al. Thm. 1: updates at z_Δ C_t plus the count compose to sigma
+            clip = self.adaptive.clip_norm
+            z_delta = self.adaptive.noise_multiplier(sigma)
+            self.mechanism.add_noise(total, ctx, noise_multiplier=z_delta, clip_norm=clip)
+            self._clip_used = clip
+            self.adaptive.step(ctx)
         cohort = self.expected_cohort * self._rate(ctx.round_idx) / self.allocator.sampling_rate
         return (total / cohort).astype(np.float32)
 
@@ -149,4 +161,5 @@ class CentralDPHook:
             server_clipped=None if clip is None else clip.clipped,
             decoded_norm_max=None if clip is None else clip.decoded_norm_max,
             folded_norm_max=None if clip is None else clip.folded_norm_max,
+            clip_norm=None if self.adaptive is None else self._clip_used,
         )
