@@ -277,15 +277,17 @@ def test_a_deposed_live_center_follows_again_and_finishes_the_run(tmp_path, smal
         return outcome
 
     outcome = asyncio.run(main())
-    first, last = node.terms
+    first, *_, last = node.terms  # more than 2 if a loaded machine deposed it again
     assert first.deposed
     assert first.epoch == 1
     assert last is outcome
     assert not outcome.deposed
+    assert all(t.deposed for t in node.terms[:-1])
     assert outcome.epoch >= 3  # a new term after the thief's
     assert 2 <= outcome.start_round < rounds
     final = CenterSnapshot.from_bytes(sink.blobs[rounds - 1])
     assert [h.round_idx for h in final.history] == list(range(rounds))
-    assert {h.run_id.rsplit(".", 1)[1] for h in final.history} == {"1", str(outcome.epoch)}
+    terms = {h.run_id.rsplit(".", 1)[1] for h in final.history}
+    assert {"1", str(outcome.epoch)} <= terms <= {str(t.epoch) for t in node.terms}
     assert acks.count() > 0
     assert lost_acks(acks.entries(), final.history) == []
