@@ -33,7 +33,14 @@ from fedstrata.core.training import Trainer
 from fedstrata.sim import ProfileTable
 from fedstrata.sim.registry_bridge import with_registered
 
-__all__ = ["RoundPrediction", "describe_plan", "predict", "predicted_flat_round_s", "run_profiles"]
+__all__ = [
+    "RoundPrediction",
+    "describe_plan",
+    "predict",
+    "predicted_flat_round_s",
+    "run_profiles",
+    "unmodelled",
+]
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,20 @@ def _cohort_line(config: FedConfig, n: int) -> str:
     return f"cohort: {who} per round, deadline {deadline}"
 
 
+def unmodelled(config: FedConfig) -> tuple[str, ...]:
+    """Enabled settings the prediction does not model: it sends dense float32 both
+    ways and charges no protocol time, so with these on the simulated round is faster
+    (compression) or slower (secure aggregation) than predicted."""
+    out = []
+    if config.compression.enabled:
+        out.append("compression")
+    if config.downlink.enabled:
+        out.append("downlink")
+    if config.secagg.enabled:
+        out.append("secagg")
+    return tuple(out)
+
+
 def describe_plan(config: FedConfig) -> str:
     """The tree, and the predicted simulated seconds of one global round."""
     pred = predict(config)
@@ -155,4 +176,10 @@ def describe_plan(config: FedConfig) -> str:
             f"predicted global round, {t.mode}: {pred.tree_s:10.2f} s"
             f"  (kappa_edge {t.kappa_edge}, kappa_region {t.kappa_region})",
         ]
+    missing = unmodelled(config)
+    if missing:
+        lines.append(
+            f"not modelled: {', '.join(missing)} (the prediction sends dense float32 both "
+            "ways and charges no protocol time; `fedstrata run` simulates them)"
+        )
     return "\n".join(lines)
