@@ -20,9 +20,7 @@ Runs, side by side on one loaded machine:
   in the simulator, and a deployed client stops at the deadline by its real clock
   (partial work, settled by the center), so a free-running simulation gives some
   clients other steps and its model differs (``max_abs_diff_free`` with its
-  ``reason``, ``mean_steps_runtime`` / ``mean_steps_sim``). The two simulations run
-  in worker processes alongside the deployments (the free one from the start, the
-  replay once the secure deployment recorded its steps). The exact comparison:
+  ``reason``, ``mean_steps_runtime`` / ``mean_steps_sim``). The exact comparison:
   the edges' schedulers record every client's assigned and completed steps in the
   deployment's device registry (``round_history``), and the simulator replays those
   decisions (``scheduling.replay_url``, :mod:`fedstrata.sim.replay`):
@@ -62,7 +60,6 @@ import socket
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -302,18 +299,13 @@ def main() -> None:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "fedstrata.runtime", "fedstrata.torch_adapter"])
     secure_over = _overrides(rounds, private=True)
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        ProcessPoolExecutor(max_workers=2, mp_context=ctx) as sims,
-    ):
-        tree = tree_file(Path(tmp))
-        free_job = sims.submit(simulate, secure_over, tree)  # alongside the deployments
+    with tempfile.TemporaryDirectory() as tmp:
         plain = deploy(ctx, _overrides(rounds, private=False), False, Path(tmp) / "p")
         secure = deploy(ctx, secure_over, False, Path(tmp) / "s")
-        replay = [*secure_over, f"scheduling.replay_url={secure['registry']}"]
-        sim_job = sims.submit(simulate, replay, tree)
         killed = deploy(ctx, secure_over, True, Path(tmp) / "k")
-        free, sim = free_job.result(), sim_job.result()
+        tree = tree_file(Path(tmp))
+        free = simulate(secure_over, tree)
+        sim = simulate([*secure_over, f"scheduling.replay_url={secure['registry']}"], tree)
     runtime = np.frombuffer(secure["params"], dtype=np.float32)
     replayed = np.frombuffer(sim["params"], dtype=np.float32)
     free_params = np.frombuffer(free["params"], dtype=np.float32)

@@ -96,7 +96,8 @@ class TrueDeviceCut:
         down, spe, up = self.legs(ids)
         window = s.deadline_s * _EDGE - down - up
         done = np.floor(np.maximum(window, 0.0) / (spe * per)).astype(np.int64)
-        _, straggler = settle_reported(assigned, np.minimum(done, assigned), s.min_fraction)
+        done = np.minimum(done, assigned)
+        _, straggler = settle_reported(assigned, done, s.min_fraction)
         out: I64 = np.where(straggler, assigned, done)  # it runs on and arrives late
         return out
 
