@@ -46,6 +46,9 @@ def pki(tmp_path_factory):
 class _FakeCenter:
     """The three entry points of a Center, without rounds: uploads are read and counted."""
 
+    finished = False  # never ends a run: the server does not drain at exit
+    connected = 0
+
     def __init__(self, chunk_bytes: int = 1024) -> None:
         self.settings = SimpleNamespace(chunks=ChunkPlan(chunk_bytes=chunk_bytes))
 
