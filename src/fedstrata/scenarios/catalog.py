@@ -25,7 +25,7 @@ _QUICK = ("rounds.rounds=1", "rounds.eval_every=1")
 _LOGISTICS_CLIENTS = 80
 # Flat FL as a depth-one tree: each vehicle is its own pass-through "edge" (a 1 Gb/s,
 # 1 ms hop) straight into the center's shared WAN ingress, its update forwarded in the
-# client's own top-10% int8 encoding; the flat engine models no shared center ingress.
+# client's own top-0.1% int8 encoding; the flat engine models no shared center ingress.
 _FLAT_EDGES = "{" + ", ".join(f"v{i}: [{i}]" for i in range(_LOGISTICS_CLIENTS)) + "}"
 _DEADLINE_OVERSELECT = (  # FedScale's default against stragglers
     "scheduling.allocation=false",
@@ -67,7 +67,7 @@ _CASES = (
         published_before=47.0 * 60,
         published_after=16.0 * 60,
         published_relative=None,
-        baseline_name="flat FedAvg, same top-10% int8 compression and client sampling, "
+        baseline_name="flat FedAvg, same top-0.1% int8 compression and client sampling, "
         "every transfer through the center's shared 10 Mb/s WAN",
         baseline=(
             "topology.mode=explicit",
