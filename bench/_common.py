@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import statistics
@@ -10,7 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +71,19 @@ def run_child(args: Sequence[str], env: dict[str, str] | None = None) -> ProcRun
         raise SystemExit(f"child {args} failed with exit code {proc.returncode}")
     last = out.strip().splitlines()[-1]
     return ProcRun(wall, peaks[0], peaks[1], json.loads(last))
+
+
+@contextmanager
+def quiet_library() -> Iterator[None]:
+    """Hold back the library's per-round warnings (stragglers, dropped updates) while a
+    study whose subject they are runs; the caller's level comes back afterwards."""
+    lib = logging.getLogger("fedstrata")
+    level = lib.level
+    lib.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        lib.setLevel(level)
 
 
 def median(xs: Sequence[float]) -> float:

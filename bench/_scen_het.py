@@ -42,16 +42,14 @@ all seven arms.
 
 from __future__ import annotations
 
-import logging
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from _common import quiet_library
 from fedstrata.aggregation import WeightedMean
 from fedstrata.algorithms import FedAvg
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
@@ -286,19 +284,6 @@ def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """Stragglers and dropped updates are this study's subject, not news: the library's
-    per-round warnings are held back while it runs (the caller's levels come back)."""
-    lib = logging.getLogger("fedstrata")
-    level = lib.level
-    lib.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        lib.setLevel(level)
-
-
 def measure(quick: bool, *, seeds: int | None = None) -> dict[str, Any]:
     """Allocation vs the realistic baselines over ``seeds`` seeds (default 3)."""
     scale = QUICK if quick else FULL
@@ -306,7 +291,7 @@ def measure(quick: bool, *, seeds: int | None = None) -> dict[str, Any]:
     if n_seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {n_seeds}")
     wall = time.perf_counter()
-    with _quiet():
+    with quiet_library():
         per_seed = [one_seed(scale, s) for s in range(n_seeds)]
     return {
         **summarize(per_seed),

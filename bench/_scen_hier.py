@@ -32,16 +32,14 @@ round time of a 1M-parameter model behind a thin WAN.
 
 from __future__ import annotations
 
-import logging
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from _common import quiet_library
 from fedstrata.algorithms import FedAvg
 from fedstrata.compress import ChainCodec, CompressionSpec
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy, Topology
@@ -170,19 +168,6 @@ def _median(values: list[float | None]) -> float | None:
     return float(statistics.median(got)) if got and len(got) == len(values) else None
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """Stragglers and dropped updates are this study's subject, not news: the library's
-    per-round warnings are held back while it runs (the caller's levels come back)."""
-    lib = logging.getLogger("fedstrata")
-    level = lib.level
-    lib.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        lib.setLevel(level)
-
-
 def measure(quick: bool, *, seeds: int | None = None) -> dict[str, Any]:
     """Hierarchy vs flat FedAvg over ``seeds`` seeds (default 5); see the module docstring."""
     scale = QUICK if quick else FULL
@@ -190,7 +175,7 @@ def measure(quick: bool, *, seeds: int | None = None) -> dict[str, Any]:
     if n_seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {n_seeds}")
     wall = time.perf_counter()
-    with _quiet():
+    with quiet_library():
         per_seed = [_seed(scale, s) for s in range(n_seeds)]
     reduction = _median([p["reduction"] for p in per_seed])
     out: dict[str, Any] = {
