@@ -17,7 +17,9 @@ def scenario_cmd(
         str | None, typer.Argument(help="scenario (a preset); none: list them")
     ] = None,
     *,
-    quick: Annotated[bool, typer.Option(help="1 round per arm (CI size)")] = False,
+    quick: Annotated[
+        bool, typer.Option(help="CI size: the scenario's quick overrides (most: 1 round per arm)")
+    ] = False,
     out: Annotated[
         Path | None, typer.Option(help="report folder (default: runs/scenario-NAME)")
     ] = None,

@@ -162,11 +162,8 @@ def replay_planner(
         RegistryError: the registry cannot be opened or read.
         DataError: it holds no history.
     """
-    registry = Registry.open(url)
-    try:
+    with Registry.open(url) as registry:
         history = registry.history()
-    finally:
-        registry.close()
     return ReplayPlanner(
         recorded_rounds(history), settings, predictor, profiles, devices,
         client_sizes=client_sizes, flops_per_example=flops_per_example, down_bytes=nbytes,
