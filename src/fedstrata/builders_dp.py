@@ -18,6 +18,7 @@ from fedstrata.errors import ConfigError
 from fedstrata.pipeline import Codec
 
 if TYPE_CHECKING:
+    from fedstrata.coordinator.machine import Selector
     from fedstrata.privacy.adaptive_server import AdaptiveServerClip
     from fedstrata.privacy.ftrl import EpochOrder, TreeDPHook
 
@@ -25,6 +26,7 @@ __all__ = [
     "CEILING_FACTOR",
     "adaptive_server_clip",
     "client_clip_norm",
+    "cohort_selector",
     "epoch_order",
     "tree_hook",
 ]
@@ -75,6 +77,16 @@ def epoch_order(config: FedConfig, num_clients: int) -> EpochOrder | None:
 
     per_round = config.rounds.clients_per_round or num_clients
     return EpochOrder(num_clients, min(per_round, num_clients), config.seed)
+
+
+def cohort_selector(
+    config: FedConfig, num_clients: int, other: Selector | None = None
+) -> Selector | None:
+    """The selector of a flat round's cohort, for both drivers: DP-FTRL's epoch order
+    (its accountant counts each client at most once per tree, so no other selector may
+    pick), else ``other`` (a scheduler's; None: the coordinator's uniform draw)."""
+    order = epoch_order(config, num_clients)
+    return other if order is None else order
 
 
 def tree_hook(config: FedConfig, num_clients: int, size: int | None) -> TreeDPHook:

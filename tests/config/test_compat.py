@@ -126,14 +126,13 @@ def test_the_runtime_runs_an_explicit_tree_and_refuses_a_planned_one() -> None:
     check_supported(load_config(overrides=[*PAIR_BASE, *tree]))
 
 
-def test_the_runtime_runs_dp_and_secure_aggregation_but_not_the_plateau_switch() -> None:
-    """Issue 13 parts 1-2: DP and secure aggregation run over gRPC; the plateau switch
-    needs the evaluation loss at the allocator, which the runtime's center does not feed."""
+def test_the_runtime_runs_dp_secure_aggregation_and_the_plateau_switch() -> None:
+    """Issue 13: DP and secure aggregation run over gRPC; so does the plateau switch,
+    fed the center's evaluation loss (tests/runtime/test_runtime_dp_methods.py)."""
     check_supported(load_config(overrides=[*PAIR_BASE, "privacy.mechanism=central"]))
     check_supported(load_config(overrides=[*PAIR_BASE, "secagg.enabled=true"]))
     plateau = ["privacy.mechanism=central", "privacy.switch_on_plateau=true"]
-    with pytest.raises(ConfigError, match=r"privacy\.switch_on_plateau"):
-        check_supported(load_config(overrides=[*PAIR_BASE, *plateau]))
+    check_supported(load_config(overrides=[*PAIR_BASE, *plateau]))
 
 
 def test_the_runtime_runs_its_declared_features() -> None:

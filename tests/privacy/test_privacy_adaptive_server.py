@@ -135,11 +135,13 @@ def test_settings_adaptive_clipping_cannot_honour_are_refused(
         load_config(overrides=[*RUN, "privacy.adaptive_clip=true", *extra])
 
 
-def test_the_runtime_refuses_adaptive_clipping_with_a_reason() -> None:
+def test_the_runtime_runs_adaptive_clipping_but_no_checkpoint_carries_it() -> None:
+    """Issue 13: the runtime's center runs the simulator's adaptive clip
+    (tests/runtime/test_runtime_dp_methods.py); a checkpoint of the adapted norm is not
+    built, for either driver."""
     from fedstrata.config.compat import RUNTIME, refusal
 
     config = load_config(overrides=[*RUN, "privacy.adaptive_clip=true"])
-    why = refusal(config, RUNTIME)
-    assert why is not None
-    assert "privacy.adaptive_clip" in why
-    assert "runtime" in why
+    assert refusal(config, RUNTIME) is None
+    with pytest.raises(ConfigError, match="adapted clip norm"):
+        load_config(overrides=[*RUN, "privacy.adaptive_clip=true", "checkpoint.enabled=true"])

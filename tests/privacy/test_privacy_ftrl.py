@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from fedstrata.api import run
 from fedstrata.config import load_config
+from fedstrata.coordinator import RoundCoordinator, RoundPolicy
 from fedstrata.core.context import RoundContext
 from fedstrata.errors import ConfigError, PrivacyBudgetExhausted
 from fedstrata.privacy.ftrl import (
@@ -164,13 +165,29 @@ def test_a_run_takes_each_client_once_per_tree_and_reports_the_trees_epsilon() -
     assert last.epsilon_spent <= 2.0
 
 
+def test_offline_clients_leave_their_block_and_nobody_else_joins_it() -> None:
+    """With fewer clients online than a block holds, the coordinator still asks the
+    epoch order (each client at most once per tree), so a round is its block's online
+    members; a run with devices offline half the time keeps to the blocks."""
+    order = EpochOrder(num_clients=12, per_round=4, root_seed=0)
+    coordinator = RoundCoordinator(RoundPolicy(4, 1, None, 0), selector=order)
+    block = order.block(0)
+    online = np.array([block[0], *np.setdiff1d(np.arange(12), block)[:3]], dtype=np.int64)
+    assert coordinator.select(0, online).tolist() == [int(block[0])]
+    result = run(load_config(overrides=[*RUN, "devices.availability=0.5"])).simulation
+    selected = [m.clients_selected for m in result.rounds]
+    assert all(n <= 4 for n in selected)
+    assert min(selected) < 4
+    steps = [m.privacy.tree_step for m in result.rounds if m.privacy is not None]
+    assert steps == [1, 2, 3, 1, 2, 3]
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
         (("privacy.mechanism=none",), "mechanism=central"),
         (("privacy.schedule=staged",), "schedule=uniform"),
         (("privacy.accountant=pld",), "rdp"),
-        (("devices.availability=0.5",), "availability"),
         (("privacy.adaptive_clip=true",), "adaptive clipping"),
         (("secagg.enabled=true", "privacy.accountant=rdp"), "secure aggregation"),
     ],

@@ -27,7 +27,7 @@ from fedstrata.builders import (
     server_strategy,
     trainer_factory,
 )
-from fedstrata.builders_dp import epoch_order
+from fedstrata.builders_dp import cohort_selector
 from fedstrata.builders_privacy import (
     distributed_allocator,
     dp_allocator,
@@ -285,7 +285,7 @@ def round_coordinator(
     policy = RoundPolicy(
         r.clients_per_round, r.min_clients, r.deadline_s, config.seed, poisson_rate=poisson
     )
-    return RoundCoordinator(policy, selector=selector or epoch_order(config, num_clients))
+    return RoundCoordinator(policy, selector=cohort_selector(config, num_clients, selector))
 
 
 def broadcaster(config: FedConfig, params: FloatVector) -> CompressedBroadcast | None:

@@ -414,11 +414,4 @@ class FedConfig(_Strict):
             secagg_compression_fits(self.compression, self.secagg)
         if self.secagg.enabled and self.privacy.enabled:
             secagg_privacy_fits(self.privacy, self.compression, self.devices.availability)
-        if self.privacy.tree_aggregation and self.devices.availability < 1:
-            raise ValueError(
-                f"privacy.tree_aggregation with devices.availability={self.devices.availability}"
-                " < 1: DP-FTRL's rounds take fixed blocks of a shuffled client order, and the "
-                "round coordinator takes every online client when fewer than "
-                "clients_per_round are online, which could put a client in a tree twice"
-            )
         return self

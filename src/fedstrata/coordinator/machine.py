@@ -213,7 +213,10 @@ class RoundCoordinator:
         rng = derive_rng(self.policy.root_seed, round_idx, -1, "select")
         if self.policy.poisson_rate is not None:
             return ids[rng.random(ids.size) < self.policy.poisson_rate]
-        if k is None or k >= ids.size:
+        # a selector of fixed blocks (DP-FTRL's epoch order) picks its block even when
+        # no more than k clients are available: those are not necessarily the block's
+        fixed = bool(getattr(self.selector, "fixed_blocks", False))
+        if k is None or (k >= ids.size and not fixed):
             return ids
         if self.selector is not None:
             chosen = np.unique(np.asarray(self.selector.select(round_idx, ids, k, rng)))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -91,12 +92,15 @@ class EpochOrder:
     """DP-FTRL's cohorts: a fresh shuffle of the clients each epoch, taken in blocks.
 
     Implements the coordinator's ``Selector``: round ``r`` is block ``r mod L`` of epoch
-    ``r // L``'s shuffle, ``L = num_clients // per_round``; of it, the available clients.
+    ``r // L``'s shuffle, ``L = num_clients // per_round``; of it, the available clients
+    (``fixed_blocks``: the coordinator asks it even when no more than ``per_round``
+    clients are available, so a client outside the block never joins the round).
     """
 
     num_clients: int
     per_round: int
     root_seed: int
+    fixed_blocks: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.per_round <= self.num_clients:

@@ -41,6 +41,7 @@ from fedstrata.builders import (
     server_optimizer,
     trainer_factory,
 )
+from fedstrata.builders_dp import cohort_selector
 from fedstrata.builders_privacy import (
     distributed_allocator,
     poisson_rate,
@@ -67,6 +68,7 @@ from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer
 from fedstrata.runtime.dp_center import DpCenter
+from fedstrata.runtime.dp_methods import plateau_loss
 from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_client import SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
@@ -129,12 +131,6 @@ def check_supported(config: FedConfig) -> None:
         from fedstrata.runtime.fedbuff import buffered_refusal  # deferred: SQLAlchemy
 
         why = buffered_refusal(config)
-    if why is None and config.privacy.enabled and config.privacy.switch_on_plateau:
-        why = (
-            "privacy.switch_on_plateau (docs/privacy.md) is not run by the deployment "
-            "runtime (docs/runtime.md): its center does not feed the evaluation loss to the "
-            "budget allocator yet (leave privacy.switch_on_plateau at its default)"
-        )
     if why is None and config.scheduling.replay_url is not None:
         why = (
             "scheduling.replay_url (docs/scheduling.md) replays a deployment's recorded "
@@ -253,7 +249,9 @@ class Deployment:
         scheduler = self._scheduler() if participants is None else None
         center = Center(
             settings,
-            coordinator=RoundCoordinator(policy, selector=scheduler),
+            coordinator=RoundCoordinator(
+                policy, selector=cohort_selector(cfg, self.num_clients, scheduler)
+            ),
             aggregator=agg,
             server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
             codec=self.uplink_codec() if pipe is None else pipe.codec,
@@ -268,7 +266,8 @@ class Deployment:
             center.secure = rounds(secure[1], timeout)
         if cfg.privacy.enabled:
             hooks = privacy_hooks(cfg, pipe, self.num_clients, self.size, allocator)
-            center.dp = DpCenter(hooks)
+            progress = plateau_loss(cfg, self.trainer, self.test_data)  # switch_on_plateau
+            center.dp = DpCenter(hooks, progress=progress)
         return center
 
     def _secure(

@@ -186,7 +186,7 @@ class Center:
                     break
                 params, opt_state, record = await self._run_round(round_idx, params, opt_state)
                 if self.dp is not None:
-                    spent = self.dp.finish(round_idx, len(record.outcome.accepted))
+                    spent = self.dp.finish(round_idx, len(record.outcome.accepted), params=params)
                     record = dataclasses.replace(record, privacy=spent)
                 result.rounds.append(record)
                 if on_round is not None:

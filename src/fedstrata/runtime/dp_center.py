@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fedstrata.coordinator.hooks import RoundHook
 from fedstrata.coordinator.round_logic import start_hooks
 from fedstrata.core.metrics import PrivacySpent
+from fedstrata.core.params import FloatVector
 from fedstrata.core.statepart import StatePart
 from fedstrata.errors import CheckpointCorrupt, ConfigError
 from fedstrata.privacy import BudgetAllocator
 from fedstrata.privacy.budget import AllocatorState
+from fedstrata.runtime.dp_methods import checkpoint_refusal
 
 __all__ = ["DpCenter", "DpPart"]
 
@@ -38,11 +41,15 @@ class DpCenter:
         hooks: the round hooks of ``config.privacy`` (one DP hook).
         stopped: why the run stopped before its last round (the budget), or None.
         spent: the last round's record, per round.
+        progress: the central evaluation loss of a round's model, fed to the budget
+            allocator (``privacy.switch_on_plateau``,
+            :class:`~fedstrata.runtime.dp_methods.CentralLoss`); None: not fed.
     """
 
     hooks: tuple[RoundHook, ...]
     stopped: str | None = None
     spent: dict[int, PrivacySpent] = field(default_factory=dict)
+    progress: Callable[[int, FloatVector], float | None] | None = None
 
     @property
     def allocator(self) -> BudgetAllocator:
@@ -70,12 +77,23 @@ class DpCenter:
             self.stopped = why
         return why
 
-    def finish(self, round_idx: int, accepted: int, loss: float | None = None) -> PrivacySpent:
-        """Record a round that ran (applied or not) in the accountant.
+    def finish(
+        self,
+        round_idx: int,
+        accepted: int,
+        loss: float | None = None,
+        *,
+        params: FloatVector | None = None,
+    ) -> PrivacySpent:
+        """Record a round that ran (applied or not) in the accountant; without ``loss``
+        the round's model ``params`` is evaluated by :attr:`progress` (if any), as the
+        simulator feeds its evaluation loss to the hooks.
 
         Raises:
             ConfigError: no hook returned a privacy record.
         """
+        if loss is None and params is not None and self.progress is not None:
+            loss = self.progress(round_idx, params)
         records = [hook.finish(round_idx, accepted, loss) for hook in self.hooks]
         spent = next((r for r in records if isinstance(r, PrivacySpent)), None)
         if spent is None:
@@ -109,6 +127,11 @@ class DpPart:
     name = "dp"
 
     def __init__(self, dp: DpCenter) -> None:
+        """Raises: ConfigError: the hooks hold state a checkpoint does not carry
+        (:func:`~fedstrata.runtime.dp_methods.checkpoint_refusal`)."""
+        why = checkpoint_refusal(dp.hooks)
+        if why is not None:
+            raise ConfigError(why)
         self.dp = dp
 
     def save(self) -> bytes:
