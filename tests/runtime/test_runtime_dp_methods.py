@@ -139,13 +139,15 @@ async def _federation_with_deaths(dep, victims: set[tuple[int, int]]):
     return main.result()
 
 
-def test_a_client_that_dies_is_the_simulators_dropout_under_adaptive_clip():
-    """The dead client's update is neither decoded nor counted, and the count's noise
-    is divided by the same expected cohort q N as in the simulator: the norms, the
+@pytest.mark.parametrize("overrides", [ADAPTIVE, FTRL], ids=["adaptive-clip", "dp-ftrl"])
+def test_a_client_that_dies_is_the_simulators_dropout(overrides):
+    """Adaptive clip: the dead client's update is neither decoded nor counted, and the
+    count's noise is divided by the same expected cohort q N as in the simulator; DP-FTRL:
+    it leaves its block, whose sum is still divided by the block's size. The norms, the
     model and ε equal the simulator's with that client dropping out."""
     rate = 0.3
-    sim_cfg = load_config(overrides=[*ADAPTIVE, f"devices.dropout_rate={rate}"])
-    cfg = load_config(overrides=ADAPTIVE)
+    sim_cfg = load_config(overrides=[*overrides, f"devices.dropout_rate={rate}"])
+    cfg = load_config(overrides=overrides)
     dep = deployment(cfg)
     coordinator = dep.center().coordinator
     victims = {
