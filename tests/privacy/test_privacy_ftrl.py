@@ -165,6 +165,20 @@ def test_a_run_takes_each_client_once_per_tree_and_reports_the_trees_epsilon() -
     assert last.epsilon_spent <= 2.0
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 30), st.lists(st.booleans(), min_size=12, max_size=12))
+def test_a_round_is_its_blocks_online_members_whoever_is_online(
+    round_idx: int, online: list[bool]
+) -> None:
+    """The law behind DP-FTRL's accounting: the coordinator's cohort is the epoch
+    order's block less the offline clients, for every set of online clients."""
+    order = EpochOrder(num_clients=12, per_round=4, root_seed=3)
+    coordinator = RoundCoordinator(RoundPolicy(4, 1, None, 3), selector=order)
+    ids = np.flatnonzero(online).astype(np.int64)
+    chosen = coordinator.select(round_idx, ids)
+    assert set(chosen.tolist()) == set(order.block(round_idx).tolist()) & set(ids.tolist())
+
+
 def test_offline_clients_leave_their_block_and_nobody_else_joins_it() -> None:
     """With fewer clients online than a block holds, the coordinator still asks the
     epoch order (each client at most once per tree), so a round is its block's online
