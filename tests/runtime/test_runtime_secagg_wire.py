@@ -69,9 +69,11 @@ def test_a_key_directory_round_trips_packed(raw, enc_len, mask_len):
     msg = KeyDirectory(7, keys)
     data = w.encode_directory(msg)
     assert w.decode_directory(data) == msg
-    # one id and two keys of 32 bytes each take 1 + 64 bytes besides the ids' field
+    # per client: its id (a varint of at most 2 bytes below 16384) and two keys of 32
+    # bytes; besides them, the round (2 bytes), the packed ids' tag and length (2) and
+    # the two key fields' tags and lengths (3 each)
     if len(keys) > 1 and enc_len == mask_len == 32:
-        assert len(data) <= 2 + 2 * len(keys) + 64 * len(keys) + 6
+        assert len(data) <= 2 + 2 + 2 * len(keys) + 64 * len(keys) + 6
 
 
 def test_a_key_directory_with_keys_of_mixed_length_or_missing_bytes_is_refused():
