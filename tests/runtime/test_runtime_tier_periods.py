@@ -46,7 +46,12 @@ DOWNLINK = ["topology.kappa_edge=1", "downlink.preset=int8"]  # relayed by the e
 DEADLINE = ["rounds.deadline_s=30"]  # the edges' rounds share it; nobody is late
 
 
-@pytest.mark.parametrize("extra", [[], INT8, ["server.aggregator=median"], DOWNLINK, DEADLINE])
+MEDIAN_INT8 = ["server.aggregator=median", *INT8]  # the center's rule over re-compressed means
+
+
+@pytest.mark.parametrize(
+    "extra", [[], INT8, ["server.aggregator=median"], MEDIAN_INT8, DOWNLINK, DEADLINE]
+)
 def test_edges_with_periods_and_sampling_equal_the_simulator(extra):
     cfg = load_config(overrides=[*TREE, *extra])
     sim = run(cfg).simulation
@@ -124,7 +129,6 @@ def test_a_center_must_serve_one_tier_per_edge():
         (["topology.edge_failure_rate=0.1"], "topology.edge_failure_rate"),
         (["downlink.preset=int8"], "downlink.preset"),
         (["rounds.min_clients=2"], "rounds.min_clients"),
-        (["server.aggregator=median", *INT8], "server.aggregator"),
         (["secagg.enabled=true", "topology.kappa_edge=1"], "secagg.enabled"),
     ],
 )

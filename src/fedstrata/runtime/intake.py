@@ -180,7 +180,9 @@ class RoundIntake:
             if isinstance(held.payload, MeanState):
                 rnd.state = self.aggregator.merge(rnd.state, held.payload)
             elif isinstance(held.payload, CompressedPartial):  # a tier's re-compressed mean
-                rnd.state = merge_compressed(rnd.state, held.payload, cid)
+                rnd.state = merge_compressed(
+                    rnd.state, held.payload, cid, self.aggregator, size=rnd.size
+                )
             else:
                 rnd.state, decode_s = fold_update(
                     self.aggregator, rnd.state, held.payload, held.weight, self.codec,

@@ -18,15 +18,17 @@ from __future__ import annotations
 import io
 import zipfile
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from fedstrata.aggregation.edge_means import CenterState, OverEdgeMeans
 from fedstrata.aggregation.hop import encode_partial_mean, merge_partial_mean
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.compress import ChainCodec, CompressionSpec
 from fedstrata.core.context import ClientContext
 from fedstrata.core.payload import Payload
-from fedstrata.errors import PayloadError
+from fedstrata.errors import AggregationError, PayloadError
 from fedstrata.pipeline.stage import Codec
 
 __all__ = ["CompressedPartial", "encode_compressed_partial", "merge_compressed", "read_partial"]
@@ -88,12 +90,23 @@ def read_partial(data: bytes) -> MeanState | CompressedPartial:
     return CompressedPartial(Payload.from_bytes(raw.tobytes()), state)
 
 
-def merge_compressed(state: MeanState, partial: CompressedPartial, sender: int) -> MeanState:
-    """Merge a re-compressed partial into ``state`` (decoded straight into the sum).
+def merge_compressed(
+    state: Any, partial: CompressedPartial, sender: int, center: object = None, *, size: int = 0
+) -> Any:
+    """Merge a re-compressed partial into ``state``: decoded straight into the sum of
+    the weighted mean, or, when ``center`` is the center's rule over its edges' means
+    (:class:`~fedstrata.aggregation.edge_means.OverEdgeMeans`, a robust or custom
+    ``server.aggregator``), into that rule as the child's decoded mean, as the
+    simulator's center does (``size``: the model's entries).
 
     Raises:
         PayloadError: a malformed payload (``state`` is unchanged).
         ShapeError: a payload of another size.
     """
+    if isinstance(center, OverEdgeMeans) and isinstance(state, CenterState):
+        decoder = ChainCodec(CompressionSpec(), size)
+        return center.merge_payload(state, decoder, partial.payload, partial.sent, sender=sender)
+    if not isinstance(state, MeanState):
+        raise AggregationError(f"a re-compressed partial merges into a mean, not {type(state)}")
     decoder = ChainCodec(CompressionSpec(), state.size)
     return merge_partial_mean(state, decoder, partial.payload, partial.sent, sender=sender)

@@ -125,13 +125,6 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
             "drawn at every edge from the run's seed, and a scheduler's selection and "
             f"planning over the whole tree is {NOT_BUILT} in the runtime"
         )
-    if config.server.aggregator != "mean" and t.partial_compression.enabled:
-        return (
-            f"server.aggregator={config.server.aggregator!r} with "
-            "topology.partial_compression: the center's rule over re-compressed edge "
-            f"partials is {NOT_BUILT} in the runtime (the simulator runs it; use exact "
-            "partials or the mean)"
-        )
     if config.rounds.min_clients > 1:
         return (
             "rounds.min_clients > 1 with a topology: the center sees its children's "
