@@ -71,6 +71,7 @@ from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_client import SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.secagg_tier import EdgeSecure, edge_rounds, outer_rounds
+from fedstrata.runtime.tier_combos import check_legacy_tiers
 from fedstrata.runtime.tier_periods import TreeSpec, center_rule, tree_refusal
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
@@ -245,6 +246,8 @@ class Deployment:
             agg = center_rule(cfg, agg)  # a robust or custom rule over the edges' means
         if participants is not None and secure is None and not agg.mergeable:
             raise ConfigError(f"server.aggregator={cfg.server.aggregator!r} cannot merge tiers")
+        if participants is not None:
+            check_legacy_tiers(cfg)
         pipe = self._pipeline(None if secure is None else secure[0])
         settings = self._settings(chunk_bytes, min_available or r.min_clients, start)
         settings = dataclasses.replace(
@@ -310,6 +313,7 @@ class Deployment:
             raise ConfigError(f"an aggregator tier needs clients >= 1, got {clients}")
         cfg = self.config
         _check_tiers(cfg)
+        check_legacy_tiers(cfg)
         policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
         settings = self._settings(chunk_bytes, 1, clients)
         scheduler = self._scheduler()  # sizes its own clients' work
