@@ -1,11 +1,16 @@
 """Tiers combined with sampling, quorum, central DP and secure aggregation: the
 runtime's explicit tree runs what the simulator's does (or refuses it by name)."""
 
-import pytest
+import asyncio
 
+import pytest
+from tiertree import run_tree
+
+from fedstrata.api import run
 from fedstrata.config import load_config
 from fedstrata.errors import ConfigError
-from fedstrata.runtime import deployment
+from fedstrata.runtime import check_supported, deployment
+from fedstrata.runtime.tier_periods import TreeSpec
 
 LEGACY = [
     "output.run_store=false",
@@ -28,3 +33,86 @@ def test_legacy_tiers_refuse_clients_per_round_which_they_cannot_draw():
     every = deployment(load_config(overrides=[*LEGACY, "rounds.clients_per_round=null"]))
     every.center(participants=2)
     every.edge(3)
+
+
+TREE = [
+    *LEGACY,
+    "rounds.clients_per_round=4",
+    "topology.mode=explicit",
+    'topology.edges={"e0": [0, 1, 2], "e1": [3, 4, 5]}',
+    "topology.kappa_edge=2",
+]
+EDGES = {"e0": [0, 1, 2], "e1": [3, 4, 5]}
+
+
+def test_a_quorum_of_clients_across_the_tree_equals_the_simulator():
+    cfg = load_config(overrides=[*TREE, "rounds.min_clients=4"])
+    sim = run(cfg).simulation
+    out = asyncio.run(run_tree(deployment(cfg), EDGES))
+    assert not out.result.rejections
+    spec = TreeSpec.of(cfg, 6)
+    for r, record in enumerate(out.result.rounds):
+        # the center's round over the tiers' clients: the simulator's cohort, all accepted
+        drawn = sorted(m for e in spec.edges for m in spec.members(e, spec.periods.base(r)))
+        assert record.clients is not None
+        assert list(record.clients.accepted) == drawn
+        assert record.clients.applied
+    assert out.result.params.tobytes() == sim.params.tobytes()
+
+
+def test_a_round_below_the_quorum_of_clients_leaves_the_model_as_the_simulator_does():
+    """Client 5 never connects: global round 1 draws it (with 0, 1, 2), so only 3 of
+    its 4 selected clients are accepted, below min_clients=4, and the model stays; the
+    deployment ends where the simulator's first round left it."""
+    cfg = load_config(overrides=[*TREE, "rounds.min_clients=4"])
+    spec = TreeSpec.of(cfg, 6)
+    assert 5 in spec.members(spec.edges[1], spec.periods.base(1))
+    assert 5 not in spec.members(spec.edges[1], spec.periods.base(0))
+    out = asyncio.run(run_tree(deployment(cfg), {"e0": [0, 1, 2], "e1": [3, 4]}))
+    first, second = out.result.rounds
+    assert first.clients is not None
+    assert first.clients.applied
+    assert second.clients is not None
+    assert not second.clients.applied
+    assert list(second.clients.accepted) == [0, 1, 2]
+    one = run(load_config(overrides=[*TREE, "rounds.min_clients=4", "rounds.rounds=1"]))
+    assert out.result.params.tobytes() == one.simulation.params.tobytes()
+
+
+def test_central_dp_through_the_edges_spends_the_simulators_epsilon_on_its_model():
+    """Clients clip, edges merge, the center noises the sum of the tree's accepted
+    clients and divides by the expected cohort: the simulator's central DP on a tree."""
+    dp = ["topology.kappa_edge=1", "privacy.mechanism=central", "privacy.epsilon=2"]
+    cfg = load_config(overrides=[*TREE, *dp])
+    check_supported(cfg)
+    sim = run(cfg).simulation
+    out = asyncio.run(run_tree(deployment(cfg), EDGES))
+    assert not out.result.rejections
+    assert out.result.params.tobytes() == sim.params.tobytes()
+    got = [r.privacy for r in out.result.rounds]
+    want = [m.privacy for m in sim.rounds]
+    assert all(g is not None for g in got)
+    assert [g.epsilon_spent for g in got] == [w.epsilon_spent for w in want]
+    assert [g.noise_multiplier for g in got] == [w.noise_multiplier for w in want]
+    for record, metrics in zip(out.result.rounds, sim.rounds, strict=True):
+        assert record.clients is not None
+        assert len(record.clients.accepted) == metrics.clients_completed
+
+
+def test_legacy_tiers_still_refuse_central_dp_and_tiers_refuse_a_secure_quorum():
+    dp = load_config(
+        overrides=[*LEGACY, "privacy.mechanism=central", "rounds.clients_per_round=4"]
+    )
+    with pytest.raises(ConfigError, match=r"privacy\.mechanism='central' with aggregator tiers"):
+        deployment(dp).center(participants=2)
+    secure = load_config(
+        overrides=[
+            *TREE,
+            "topology.kappa_edge=1",
+            "rounds.clients_per_round=null",
+            "secagg.enabled=true",
+            "rounds.min_clients=2",
+        ]
+    )
+    with pytest.raises(ConfigError, match=r"rounds\.min_clients=2 with secagg\.enabled"):
+        deployment(secure).center(participants=2)

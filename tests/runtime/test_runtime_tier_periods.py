@@ -128,7 +128,6 @@ def test_a_center_must_serve_one_tier_per_edge():
         (["topology.mode=auto", "topology.edges=null"], "topology.mode=auto"),
         (["topology.edge_failure_rate=0.1"], "topology.edge_failure_rate"),
         (["downlink.preset=int8"], "downlink.preset"),
-        (["rounds.min_clients=2"], "rounds.min_clients"),
         (["secagg.enabled=true", "topology.kappa_edge=1"], "secagg.enabled"),
     ],
 )

@@ -63,6 +63,7 @@ from fedstrata.runtime.client import decode_model
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.partials import encode_compressed_partial
 from fedstrata.runtime.secagg_tier import EdgeSecure
+from fedstrata.runtime.tier_combos import accepted_clients
 from fedstrata.runtime.tier_periods import TreeSpec, run_periods
 
 if TYPE_CHECKING:  # the monitor's module imports the recorder, which builds tiers
@@ -235,17 +236,18 @@ class TierAggregator:
             return
         hop: int | tuple[int, int]
         if node is not None and self.tree is not None:
-            partial, hop = await self._periods(
+            partial, hop, clients = await self._periods(
                 node, task, params, relayed, report, adopted=adopted
             )
         else:
-            state, _ = await self._collect(
+            state, record = await self._collect(
                 task, params, relayed, report, limit_s=limit_s, members=None
             )
             partial, hop = _mean_of(state), self.tier_id
+            clients = accepted_clients([record])
         log.info("tier: round %d: %d updates, weight %g", r, partial.count, partial.total_weight)
         live = self.center.connected
-        data = self._encode(partial, task, hop)
+        data = self._encode(partial, task, hop, clients)
         accepted, reason = await self.parent.submit_partial(r, data, live)
         if not accepted:
             log.warning("tier: round %d partial refused: %s", r, reason)
@@ -296,8 +298,9 @@ class TierAggregator:
     async def _periods(
         self, node: TopologyNode, task: TaskSpec, params: FloatVector, relayed: bytes | None,
         report: TierReport, *, adopted: list[int],
-    ) -> tuple[MeanState, tuple[int, int]]:  # fmt: skip
-        """The edge's periods (``kappa_edge`` edge rounds); the partial and its hop key."""
+    ) -> tuple[MeanState, tuple[int, int], tuple[int, ...]]:  # fmt: skip
+        """The edge's periods (``kappa_edge`` edge rounds); the partial, its hop key and
+        the clients accepted in every period."""
         assert self.tree is not None
         if self.monitor is not None:
             self.monitor.round_started()
@@ -308,7 +311,8 @@ class TierAggregator:
         if self.monitor is not None:
             for record in out.records:  # one per edge (or region) round
                 self.monitor.round_done(record.outcome.round_idx, record)
-        return out.state, (self.tree.base(node, task.round_idx), self.tree.node_ids[node.name])
+        hop = (self.tree.base(node, task.round_idx), self.tree.node_ids[node.name])
+        return out.state, hop, accepted_clients(out.records)
 
     async def _model(self, round_idx: int, run_id: str) -> tuple[FloatVector, bytes | None]:
         """The parent's model and its broadcast bytes to relay unchanged; under downlink
@@ -324,15 +328,19 @@ class TierAggregator:
         data = await self.parent.download_downlink(round_idx, relay.relay_ask())
         return relay.relay(data, self.size), None
 
-    def _encode(self, partial: MeanState, task: TaskSpec, hop: int | tuple[int, int]) -> bytes:
+    def _encode(
+        self, partial: MeanState, task: TaskSpec, hop: int | tuple[int, int],
+        clients: tuple[int, ...],
+    ) -> bytes:  # fmt: skip
         """The partial for the wire: exact, or re-compressed (an empty one stays exact:
-        the parent fails this tier for it). ``hop``: the codec's key, this tier's id
-        (its round is the task's), or an explicit tree's (first edge round, node id)."""
+        the parent fails this tier for it), with its accepted ``clients``. ``hop``: the
+        codec's key, this tier's id (its round is the task's), or an explicit tree's
+        (first edge round, node id)."""
         if self.codec is None or partial.total_weight <= 0:
-            return encode_partial(partial)
+            return encode_partial(partial, clients)
         at, sender = (task.round_idx, hop) if isinstance(hop, int) else hop
         ctx = RoundContext(at, task.root_seed).for_client(sender)
-        return encode_compressed_partial(partial, self.codec, ctx)
+        return encode_compressed_partial(partial, self.codec, ctx, clients)
 
 
 def _mean_of(state: object) -> MeanState:

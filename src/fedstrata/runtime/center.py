@@ -87,6 +87,7 @@ from fedstrata.runtime.streaming import Broadcast, apply_in_place
 if TYPE_CHECKING:
     from fedstrata.runtime.failover import AckGate, AfterRound
     from fedstrata.runtime.scheduling import CenterScheduler
+    from fedstrata.runtime.tier_combos import TierClients
 
 __all__ = [
     "Center",
@@ -156,6 +157,7 @@ class Center:
         self.downlink, self.scheduler = downlink, scheduler
         self.secure: SecureRounds | None = None  # secure aggregation (secagg_rounds.py)
         self.dp: DpCenter | None = None  # DP hooks and budget (dp_center.py)
+        self.tiers: TierClients | None = None  # aggregator tiers' clients (tier_combos.py)
 
     # ---- the run -------------------------------------------------------------------
 
@@ -186,7 +188,9 @@ class Center:
                     break
                 params, opt_state, record = await self._run_round(round_idx, params, opt_state)
                 if self.dp is not None:
-                    spent = self.dp.finish(round_idx, len(record.outcome.accepted))
+                    spent = self.dp.finish(
+                        round_idx, len((record.clients or record.outcome).accepted)
+                    )
                     record = dataclasses.replace(record, privacy=spent)
                 result.rounds.append(record)
                 if on_round is not None:
@@ -233,15 +237,18 @@ class Center:
         self, round_idx: int, params: FloatVector, opt_state: object
     ) -> tuple[FloatVector, object, RoundRecord]:
         state, record = await self.collect(round_idx, params)
+        if self.tiers is not None:  # the round over the tiers' clients (tier_combos.py)
+            record = self.tiers.close(record)
         if record.voided is not None:
             return params, opt_state, record
+        outcome = record.outcome if record.clients is None else record.clients
         opt = self.server_optimizer
-        if record.outcome.applied and self._streamed(params) and isinstance(opt, FedAvg):
+        if outcome.applied and self._streamed(params) and isinstance(opt, FedAvg):
             return apply_in_place(params, state, opt), opt_state, record  # FedAvg's step
         rnd = None if self.secure is None else self.secure.current
         finalize = self.aggregator.finalize if rnd is None else rnd.finalize
         params, opt_state = server_step(
-            record.outcome, params, opt_state, functools.partial(finalize, state),
+            outcome, params, opt_state, functools.partial(finalize, state),
             hooks=() if self.dp is None else self.dp.hooks, pipeline=self.pipeline,
             optimizer=self.server_optimizer, broadcast=self.downlink,
             root_seed=self.settings.root_seed,

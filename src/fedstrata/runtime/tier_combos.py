@@ -1,28 +1,105 @@
 """What aggregator tiers add to a round's rules, shared by the center and its edges.
 
+* **The round over the tiers' clients.** The simulator closes a tree round over the
+  cohort's clients: a client is accepted when it was accepted in every edge round of
+  the global round (its worst fate counts), the round is applied when at least
+  ``rounds.min_clients`` were, and central DP scales its noise by the accepted clients
+  (:mod:`fedstrata.sim.hierarchy`). A tier reports its accepted clients with its
+  partial (:func:`accepted_clients` over its rounds' records; a region expands its
+  edges' reports), and the center closes the same outcome over them
+  (:class:`TierClients`): its record's ``clients``, which the server step and the DP
+  accountant use, while ``outcome`` stays the round over the tiers.
 * **Legacy tiers** (aggregator tiers without a ``topology`` section): every connected
   client of a tier trains in every round its parent runs; nothing draws a cohort over
   the whole federation, so ``rounds.clients_per_round`` would be accepted and ignored.
-  :func:`check_legacy_tiers` refuses it, naming the setting and the way to sampling
+  :func:`check_tier_combos` refuses it, naming the setting and the way to sampling
   below the tiers (a ``topology`` section, whose cohort is drawn once for the tree as
   the simulator draws it, :mod:`fedstrata.runtime.tier_periods`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from fedstrata.config import FedConfig
+from fedstrata.config.compat_types import NOT_BUILT
+from fedstrata.coordinator import RoundOutcome
 from fedstrata.errors import ConfigError
 
-__all__ = ["check_legacy_tiers"]
+if TYPE_CHECKING:
+    from fedstrata.runtime.records import RoundRecord
+
+__all__ = ["TierClients", "accepted_clients", "check_tier_combos"]
+
+log = logging.getLogger(__name__)
 
 
-def check_legacy_tiers(config: FedConfig) -> None:
-    """Refuse what aggregator tiers without a ``topology`` section would ignore.
+def round_clients(record: RoundRecord) -> set[int]:
+    """The clients accepted in one round of a center: its accepted participants that
+    are clients, and the accepted clients each accepted tier reported."""
+    out: set[int] = set()
+    for p in record.outcome.accepted:
+        out.update(record.tier_clients.get(p, (p,)))
+    return out
+
+
+def accepted_clients(records: Sequence[RoundRecord]) -> tuple[int, ...]:
+    """The clients accepted in every one of ``records`` (a node's periods in one round
+    of its parent: the simulator's worst fate), sorted."""
+    if not records:
+        return ()
+    common = round_clients(records[0])
+    for record in records[1:]:
+        common &= round_clients(record)
+    return tuple(sorted(common))
+
+
+@dataclass(frozen=True)
+class TierClients:
+    """The center's round over its tiers' clients (see the module docstring).
+
+    Attributes:
+        min_clients: fewest accepted clients for the round to update the model.
+    """
+
+    min_clients: int = 1
+
+    def close(self, record: RoundRecord) -> RoundRecord:
+        """``record`` with ``clients``: the round's outcome over the tiers' clients."""
+        clients = accepted_clients([record])
+        tiers = record.outcome
+        applied = tiers.applied and len(clients) >= self.min_clients
+        if tiers.applied and not applied:
+            log.warning(
+                "round %d: only %d client updates through the tiers (< min_clients %d); "
+                "aggregate unused", tiers.round_idx, len(clients), self.min_clients,
+            )  # fmt: skip
+        outcome = RoundOutcome(
+            tiers.round_idx, len(clients), clients, (), (), tiers.end_s, applied
+        )
+        return dataclasses.replace(record, clients=outcome)
+
+
+def check_tier_combos(config: FedConfig) -> None:
+    """Refuse what aggregator tiers would ignore.
 
     Raises:
-        ConfigError: ``rounds.clients_per_round`` is set.
+        ConfigError: ``rounds.clients_per_round`` without a ``topology`` section, or
+            ``rounds.min_clients > 1`` with secure aggregation.
     """
-    if config.topology.mode != "flat" or config.rounds.clients_per_round is None:
+    r = config.rounds
+    if r.min_clients > 1 and config.secagg.enabled:
+        raise ConfigError(
+            f"rounds.min_clients={r.min_clients} with secagg.enabled through aggregator "
+            "tiers: an edge sends up its masked cluster sum without its clients' fates, "
+            f"and a quorum of clients counted at the center is {NOT_BUILT} (leave "
+            'rounds.min_clients at 1) (docs/runtime.md, "Tiers")'
+        )
+    if config.topology.mode != "flat" or r.clients_per_round is None:
         return
     raise ConfigError(
         f"rounds.clients_per_round={config.rounds.clients_per_round} with aggregator tiers "

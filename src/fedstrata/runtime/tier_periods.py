@@ -125,11 +125,6 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
             "drawn at every edge from the run's seed, and a scheduler's selection and "
             f"planning over the whole tree is {NOT_BUILT} in the runtime"
         )
-    if config.rounds.min_clients > 1:
-        return (
-            "rounds.min_clients > 1 with a topology: the center sees its children's "
-            f"partials, and a quorum of clients across them is {NOT_BUILT} (leave it at 1)"
-        )
     return None
 
 
