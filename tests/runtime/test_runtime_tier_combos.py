@@ -3,13 +3,16 @@ runtime's explicit tree runs what the simulator's does (or refuses it by name)."
 
 import asyncio
 
+import numpy as np
 import pytest
 from tiertree import run_tree
 
 from fedstrata.api import run
+from fedstrata.compress import CompressionSpec
 from fedstrata.config import load_config
-from fedstrata.errors import ConfigError
+from fedstrata.errors import ConfigError, PayloadError
 from fedstrata.runtime import check_supported, deployment
+from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer, LocalModel, local_downlink
 from fedstrata.runtime.tier_periods import TreeSpec
 
 LEGACY = [
@@ -116,3 +119,23 @@ def test_legacy_tiers_still_refuse_central_dp_and_tiers_refuse_a_secure_quorum()
     )
     with pytest.raises(ConfigError, match=r"rounds\.min_clients=2 with secagg\.enabled"):
         deployment(secure).center(participants=2)
+
+
+def test_an_edges_local_model_trains_a_client_without_touching_its_replica():
+    spec = CompressionSpec(quantize=8)
+    relay = DownlinkServer(spec, 2)
+    relay.start(np.zeros(5, np.float32))
+    replica = DownlinkReplica()
+    held = replica.apply(relay.message(replica.ask()), 5)
+    version = replica.version
+    local = np.arange(5, dtype=np.float32)
+    served = local_downlink(relay, local, fresh=False)
+    assert isinstance(served, LocalModel)
+    assert local_downlink(relay, local, fresh=True) is relay
+    got = replica.apply(served.message(replica.ask()), 5)
+    assert got.tobytes() == local.tobytes()
+    assert replica.version == version
+    assert replica.params is not None
+    assert replica.params.tobytes() == held.tobytes()
+    with pytest.raises(PayloadError, match="local model has"):
+        replica.apply(served.message(replica.ask()), 4)

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from fedstrata.aggregation.mean import MeanState
+from fedstrata.compress.downlink import DownlinkMessage
 from fedstrata.coordinator.topology import Tier, TopologyNode
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
@@ -60,7 +61,7 @@ from fedstrata.errors import FedstrataError, PayloadError, ProtocolError, Transp
 from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
-from fedstrata.runtime.downlink import DownlinkAsk
+from fedstrata.runtime.downlink import DownlinkAsk, local_model
 from fedstrata.runtime.partials import encode_compressed_partial
 from fedstrata.runtime.secagg_tier import EdgeSecure
 from fedstrata.runtime.tier_combos import accepted_clients
@@ -145,6 +146,7 @@ class TierAggregator:
         self.secure = secure  # two-tier secure aggregation (secagg_tier.py)
         self.tree, self.node = tree, node  # an explicit tree's periods (tier_periods.py)
         self._formed = False  # the tree was checked at the first round
+        self._local = False  # this round's model is the parent's local model (downlink)
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.
@@ -305,8 +307,9 @@ class TierAggregator:
         if self.monitor is not None:
             self.monitor.round_started()
         out = await run_periods(
-            self.center, self.tree, node, task, params=params, relayed=relayed, adopted=adopted
-        )
+            self.center, self.tree, node, task, params=params, relayed=relayed,
+            adopted=adopted, fresh=not self._local,
+        )  # fmt: skip
         report.rounds.extend(out.records)
         if self.monitor is not None:
             for record in out.records:  # one per edge (or region) round
@@ -326,7 +329,9 @@ class TierAggregator:
             relay.reset()
             self._run_id = run_id
         data = await self.parent.download_downlink(round_idx, relay.relay_ask())
-        return relay.relay(data, self.size), None
+        local = local_model(DownlinkMessage.from_bytes(data), self.size)
+        self._local = local is not None  # a region's local model: served dense below
+        return (relay.relay(data, self.size) if local is None else local), None
 
     def _encode(
         self, partial: MeanState, task: TaskSpec, hop: int | tuple[int, int],
