@@ -2,6 +2,7 @@
 runtime's explicit tree runs what the simulator's does (or refuses it by name)."""
 
 import asyncio
+import contextlib
 
 import numpy as np
 import pytest
@@ -10,8 +11,15 @@ from tiertree import run_tree
 from fedstrata.api import run
 from fedstrata.compress import CompressionSpec
 from fedstrata.config import load_config
-from fedstrata.errors import ConfigError, PayloadError
-from fedstrata.runtime import check_supported, deployment
+from fedstrata.errors import ConfigError, NodeClaimedError, PayloadError
+from fedstrata.runtime import (
+    CenterServer,
+    GrpcLink,
+    TokenTable,
+    check_supported,
+    deployment,
+    new_token,
+)
 from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer, LocalModel, local_downlink
 from fedstrata.runtime.tier_periods import TreeSpec
 
@@ -139,3 +147,41 @@ def test_an_edges_local_model_trains_a_client_without_touching_its_replica():
     assert replica.params.tobytes() == held.tobytes()
     with pytest.raises(PayloadError, match="local model has"):
         replica.apply(served.message(replica.ask()), 4)
+
+
+async def _hold(link, node, center, cid):
+    """Open ``link``'s session naming ``node``; return it once the center holds the
+    claim (with the task awaiting its first task, to cancel)."""
+    tasks = link.session(live_clients=3, node=node)
+    waiting = asyncio.ensure_future(anext(tasks))
+    while center.claims.held.get(node) != cid:
+        await asyncio.sleep(0.01)
+    return tasks, waiting
+
+
+async def _drop(tasks, waiting):
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    await tasks.aclose()
+
+
+def test_a_second_aggregator_claiming_an_edge_is_refused_with_a_typed_error():
+    dep = deployment(load_config(overrides=TREE))
+    tokens = {i: new_token() for i in range(9)}
+
+    async def main():
+        center = dep.center(participants=2)
+        async with CenterServer(center, TokenTable(tokens)) as top:
+            async with GrpcLink(top.target, 6, tokens[6]) as first:
+                held = await _hold(first, "e0", center, 6)
+                async with GrpcLink(top.target, 7, tokens[7]) as second:
+                    with pytest.raises(NodeClaimedError, match=r"node 'e0'.*tier 6"):
+                        await anext(second.session(live_clients=3, node="e0"))
+                    await _drop(*await _hold(second, "e1", center, 7))  # another edge
+                await _drop(*held)
+            while center.claims.held:  # the sessions ended: the edges are free
+                await asyncio.sleep(0.01)
+            center.finish()
+
+    asyncio.run(main())

@@ -49,7 +49,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.compress.downlink import DownlinkMessage
@@ -94,6 +94,13 @@ class ParentLink(Protocol):
     ) -> tuple[bool, str]: ...
 
     async def report_live(self, live_clients: int) -> None: ...
+
+
+class NamedParentLink(ParentLink, Protocol):
+    """A parent link whose hello names the tier's node of the tree (``GrpcLink``,
+    ``FailoverLink``): the parent refuses a second tier claiming it."""
+
+    def session(self, live_clients: int = 0, node: str = "") -> AsyncIterator[TaskSpec]: ...
 
 
 @dataclass
@@ -178,7 +185,7 @@ class TierAggregator:
         await self.center.await_start()
         live = self.center.connected
         log.info("tier: registering with the parent (%d clients connected)", live)
-        tasks = self.parent.session(live_clients=live)
+        tasks = self._session(live)
         reporter = asyncio.create_task(self._report_changes(live))
         try:
             async for task in tasks:
@@ -193,6 +200,21 @@ class TierAggregator:
             if aclose is not None:
                 await aclose()
         return True
+
+    def _session(self, live: int) -> AsyncIterator[TaskSpec]:
+        """A session with the parent; an explicit tree's tier names its node in its
+        hello (the edge its clients belong to, or ``node``), so the parent refuses a
+        second tier serving it (:class:`~fedstrata.errors.NodeClaimedError`).
+
+        Raises:
+            ConfigError: the connected clients are not all clients of one edge.
+        """
+        name = self.node if self._formed else None
+        if self.tree is not None and not self._formed:
+            name = self.tree.identify(sorted(self.center.roster.reach()), self.node).name
+        if not name:
+            return self.parent.session(live_clients=live)
+        return cast(NamedParentLink, self.parent).session(live_clients=live, node=name)
 
     def _changed(self, reported: int) -> bool:
         return self.center.connected != reported

@@ -83,11 +83,11 @@ from fedstrata.runtime.records import (
 from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.streaming import Broadcast, apply_in_place
+from fedstrata.runtime.tier_combos import NodeClaims, TierClients
 
 if TYPE_CHECKING:
     from fedstrata.runtime.failover import AckGate, AfterRound
     from fedstrata.runtime.scheduling import CenterScheduler
-    from fedstrata.runtime.tier_combos import TierClients
 
 __all__ = [
     "Center",
@@ -158,6 +158,7 @@ class Center:
         self.secure: SecureRounds | None = None  # secure aggregation (secagg_rounds.py)
         self.dp: DpCenter | None = None  # DP hooks and budget (dp_center.py)
         self.tiers: TierClients | None = None  # aggregator tiers' clients (tier_combos.py)
+        self.claims = NodeClaims()  # which live tier serves each node of the tree
 
     # ---- the run -------------------------------------------------------------------
 
@@ -396,6 +397,7 @@ class Center:
         run_id: str = "",
         live_clients: int = 0,
         profile: DeviceReport | None = None,
+        node: str = "",
     ) -> AsyncIterator[TaskSpec]:
         """A client's session: yields its tasks until ``DONE``; ends fail it.
 
@@ -403,13 +405,16 @@ class Center:
         center saw the old connection break) supersedes the old one, which ends.
         ``run_id``: the run the client last took part in (logged when it differs);
         ``live_clients``: the clients a tier reaches (0: a client, which reaches one);
-        ``profile``: its device, for the scheduler.
+        ``profile``: its device, for the scheduler; ``node``: a tier's node of the
+        tree ("": none).
 
         Raises:
             RunEndedError: the run is over.
+            NodeClaimedError: another live tier serves ``node``.
         """
         if self._finished:
             raise RunEndedError(self._reject(-1, client_id, "the run is over"))
+        self.claims.claim(node, client_id)
         old = self._sessions.get(client_id)
         if old is not None:
             log.warning("client %d reconnected; its previous session ends", client_id)
@@ -437,6 +442,7 @@ class Center:
             if self._sessions.get(client_id) is queue:
                 del self._sessions[client_id]
                 self.roster.leave(client_id)
+                self.claims.release(node, client_id)
             self._left(client_id)
 
     def _left(self, client_id: int) -> None:

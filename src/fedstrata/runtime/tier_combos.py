@@ -9,6 +9,8 @@
   edges' reports), and the center closes the same outcome over them
   (:class:`TierClients`): its record's ``clients``, which the server step and the DP
   accountant use, while ``outcome`` stays the round over the tiers.
+* **One tier per node.** A tier of an explicit tree names its node (edge or region)
+  in its hello; :class:`NodeClaims` refuses a second live tier claiming it.
 * **Legacy tiers** (aggregator tiers without a ``topology`` section): every connected
   client of a tier trains in every round its parent runs; nothing draws a cohort over
   the whole federation, so ``rounds.clients_per_round`` would be accepted and ignored.
@@ -22,18 +24,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fedstrata.config import FedConfig
 from fedstrata.config.compat_types import NOT_BUILT
 from fedstrata.coordinator import RoundOutcome
-from fedstrata.errors import ConfigError
+from fedstrata.errors import ConfigError, NodeClaimedError
 
 if TYPE_CHECKING:
     from fedstrata.runtime.records import RoundRecord
 
-__all__ = ["TierClients", "accepted_clients", "check_tier_combos"]
+__all__ = ["NodeClaims", "TierClients", "accepted_clients", "check_tier_combos"]
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +111,34 @@ def check_tier_combos(config: FedConfig) -> None:
         "whole tree as in the simulator, or set rounds.clients_per_round: null "
         '(docs/runtime.md, "Tiers")'
     )
+
+
+@dataclass
+class NodeClaims:
+    """Which live aggregator tier serves each node of the tree (its hello names it):
+    a second tier claiming a node another one serves is refused, so two aggregators
+    never train one edge's clients in the same run."""
+
+    held: dict[str, int] = field(default_factory=dict)
+
+    def claim(self, node: str, participant: int) -> None:
+        """``participant`` serves ``node`` ("": a client or an unnamed tier: nothing).
+
+        Raises:
+            NodeClaimedError: another participant holds a session for ``node``.
+        """
+        if not node:
+            return
+        owner = self.held.get(node)
+        if owner is not None and owner != participant:
+            raise NodeClaimedError(
+                f"participant {participant} claims node {node!r}, which aggregator tier "
+                f"{owner} serves: each edge or region of the topology is served by one "
+                "aggregator (check --node and the clients connected to each aggregator)"
+            )
+        self.held[node] = participant
+
+    def release(self, node: str, participant: int) -> None:
+        """``participant``'s session ended: ``node`` is free."""
+        if node and self.held.get(node) == participant:
+            del self.held[node]

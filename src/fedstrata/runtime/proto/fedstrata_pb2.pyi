@@ -25,16 +25,18 @@ SECAGG_UNMASK: SecAggPhase
 SECAGG_CLUSTER: SecAggPhase
 
 class Hello(_message.Message):
-    __slots__ = ("client_id", "run_id", "live_clients", "profile")
+    __slots__ = ("client_id", "run_id", "live_clients", "profile", "tier_node")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LIVE_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    TIER_NODE_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     run_id: str
     live_clients: int
     profile: ProfileReport
-    def __init__(self, client_id: _Optional[int] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., profile: _Optional[_Union[ProfileReport, _Mapping]] = ...) -> None: ...
+    tier_node: str
+    def __init__(self, client_id: _Optional[int] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., profile: _Optional[_Union[ProfileReport, _Mapping]] = ..., tier_node: _Optional[str] = ...) -> None: ...
 
 class ProfileReport(_message.Message):
     __slots__ = ("cpu_score", "memory_gb", "network_latency_ms", "uplink_mbps", "downlink_mbps", "bf16_speedup", "fp16_speedup", "local_examples")
