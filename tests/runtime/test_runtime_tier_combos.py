@@ -185,3 +185,55 @@ def test_a_second_aggregator_claiming_an_edge_is_refused_with_a_typed_error():
             center.finish()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "dp", [[], ["privacy.mechanism=distributed", "privacy.epsilon=2"]], ids=["plain", "dist-dp"]
+)
+def test_secure_aggregation_with_sampling_lets_a_lone_client_sit_out_as_the_simulator(dp):
+    """4 of 6 clients: global round 1 selects [0, 1, 2] under e0 and only 5 under e1,
+    which sits out (no cluster sum can hide it); e0's secure sum runs over its three."""
+    over = ["topology.kappa_edge=1", "secagg.enabled=true", "secagg.dropout_rate=0.0"]
+    cfg = load_config(overrides=[*TREE, *over, *dp])
+    check_supported(cfg)
+    spec = TreeSpec.of(cfg, 6)
+    assert [spec.members(e, 1) for e in spec.edges] == [[0, 1, 2], [5]]
+    sim = run(cfg).simulation
+    out = asyncio.run(run_tree(deployment(cfg), EDGES))
+    assert out.result.params.tobytes() == sim.params.tobytes()
+    e1 = out.edges["e1"]
+    assert e1 is not None
+    assert [r for r, why in e1.refused if "client 5 is alone" in why] == [1]
+    # e1 ran its secure round 0 over its selected clients and trained nothing in round 1
+    assert [sorted(rec.outcome.accepted) for rec in e1.rounds] == [[3, 4]]
+    assert sim.rounds[1].clients_completed == 3
+
+
+@pytest.mark.parametrize(
+    ("edges", "per_round"),
+    [({"e0": [0, 1, 2, 3, 4], "e1": [5]}, "null"), (EDGES, "2")],
+    ids=["an-edge-of-one", "clusters-empty"],
+)
+def test_secure_edges_of_fewer_than_two_selected_clients_match_the_simulator(edges, per_round):
+    """An edge of one client always sits out. Two clients per round (seed 0): round 0
+    selects [0] and [5], every cluster is empty, no sum is decoded and the model stays;
+    round 1 selects [0, 1] under e0 and nobody under e1 (an empty cluster), as in the
+    simulator."""
+    over = [
+        "topology.kappa_edge=1", "secagg.enabled=true", "secagg.dropout_rate=0.0",
+        f"topology.edges={edges}", f"rounds.clients_per_round={per_round}", "seed=0",
+    ]  # fmt: skip
+    cfg = load_config(overrides=[*TREE, *over])
+    check_supported(cfg)
+    sim = run(cfg).simulation
+    dep = deployment(cfg)
+    out = asyncio.run(run_tree(dep, edges))
+    assert out.result.params.tobytes() == sim.params.tobytes()
+    if per_round == "2":
+        spec = TreeSpec.of(cfg, 6)
+        assert [[spec.members(e, r) for e in spec.edges] for r in (0, 1)] == [
+            [[0], [5]],
+            [[0, 1], []],
+        ]
+        assert [m.clients_completed for m in sim.rounds] == [0, 2]
+        assert out.result.params.tobytes() != dep.initial_params().tobytes()

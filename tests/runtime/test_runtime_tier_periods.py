@@ -132,7 +132,6 @@ def test_a_center_must_serve_one_tier_per_edge():
     [
         (["topology.mode=auto", "topology.edges=null"], "topology.mode=auto"),
         (["topology.edge_failure_rate=0.1"], "topology.edge_failure_rate"),
-        (["secagg.enabled=true", "topology.kappa_edge=1"], "secagg.enabled"),
     ],
 )
 def test_what_the_runtime_cannot_run_of_a_tree_is_refused(overrides, names):

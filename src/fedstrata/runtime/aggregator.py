@@ -64,7 +64,7 @@ from fedstrata.runtime.client import decode_model
 from fedstrata.runtime.downlink import DownlinkAsk, local_model
 from fedstrata.runtime.partials import encode_compressed_partial
 from fedstrata.runtime.secagg_tier import EdgeSecure
-from fedstrata.runtime.tier_combos import accepted_clients
+from fedstrata.runtime.tier_combos import accepted_clients, lone_share
 from fedstrata.runtime.tier_periods import TreeSpec, run_periods
 
 if TYPE_CHECKING:  # the monitor's module imports the recorder, which builds tiers
@@ -248,6 +248,12 @@ class TierAggregator:
         node, adopted = self._place()
         if self.secure is not None and outer is not None:  # the masked cluster sum
             members = self._members(node, r, adopted)
+            lone = lone_share(members, node, r)
+            if lone is not None:  # the simulator's sit-out: no cluster sum to hide it in
+                seed = self.secure.client.agg.codec.support_seed(task.root_seed, r)
+                ok, why = await self.secure.sit_out(outer, r, seed, lone)
+                report.refused.append((r, lone if ok else f"{lone}; the outer round: {why}"))
+                return
             state, _ = await self._collect(
                 task, params, relayed, report, limit_s=limit_s, members=members
             )

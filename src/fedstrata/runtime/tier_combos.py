@@ -9,6 +9,11 @@
   edges' reports), and the center closes the same outcome over them
   (:class:`TierClients`): its record's ``clients``, which the server step and the DP
   accountant use, while ``outcome`` stays the round over the tiers.
+* **Secure aggregation with sampling.** An edge whose share of the cohort is fewer
+  than two clients cannot hide a client in its cluster's sum: as in the simulator
+  (:mod:`fedstrata.sim.tree_secagg`, "sits out") its client does not train and the
+  edge withdraws from the center's outer round (:func:`lone_share`); edges with two
+  or more run the secure sum over their selected clients only.
 * **One tier per node.** A tier of an explicit tree names its node (edge or region)
   in its hello; :class:`NodeClaims` refuses a second live tier claiming it.
 * **Legacy tiers** (aggregator tiers without a ``topology`` section): every connected
@@ -33,11 +38,25 @@ from fedstrata.coordinator import RoundOutcome
 from fedstrata.errors import ConfigError, NodeClaimedError
 
 if TYPE_CHECKING:
+    from fedstrata.coordinator.topology import TopologyNode
     from fedstrata.runtime.records import RoundRecord
 
-__all__ = ["NodeClaims", "TierClients", "accepted_clients", "check_tier_combos"]
+__all__ = ["NodeClaims", "TierClients", "accepted_clients", "check_tier_combos", "lone_share"]
 
 log = logging.getLogger(__name__)
+
+
+def lone_share(members: Sequence[int] | None, node: TopologyNode | None, r: int) -> str | None:
+    """Why an edge with ``members`` selected sits out round ``r``'s secure sum (None:
+    it runs it; ``members`` None: no tree, every connected client)."""
+    if members is None or len(members) >= 2:
+        return None
+    name = "?" if node is None else node.name
+    who = f"client {members[0]} is alone" if members else "no client is selected"
+    return (
+        f"round {r}: {who} among the selected clients of edge {name!r}; secure "
+        "aggregation needs >= 2 per cluster, so it sits out the round (as in the simulator)"
+    )
 
 
 def round_clients(record: RoundRecord) -> set[int]:

@@ -31,8 +31,9 @@ With a ``topology`` section (``mode: explicit``, ``topology.edges`` or
 * **The center's rule**: a robust or custom ``server.aggregator`` runs at the center
   over the edges' means (:class:`~fedstrata.aggregation.edge_means.OverEdgeMeans`, the
   simulator's rule); edges run the weighted mean.
-* **Secure aggregation** (``secagg.enabled``, every client selected): two-tier masks
-  through the edges, as for a tier without periods (``runtime/secagg_tier.py``).
+* **Secure aggregation** (``secagg.enabled``): two-tier masks through the edges, as for
+  a tier without periods (``runtime/secagg_tier.py``), over each edge's selected
+  clients; an edge with fewer than two sits out (:mod:`~fedstrata.runtime.tier_combos`).
 * **Downlink compression**: the first period of a node relays its parent's message
   (under a region's later region rounds, the region's local model); later periods
   send the node's local model dense (:class:`~fedstrata.runtime.downlink.LocalModel`),
@@ -110,14 +111,6 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
     """A feature that the runtime's explicit tree does not run yet."""
     if config.scheduling.async_.enabled:
         return f"scheduling.async (FedBuff) through aggregator tiers is {NOT_BUILT}"
-    if config.secagg.enabled and _lone_edges(config):
-        return (
-            "secagg.enabled with rounds.clients_per_round (or an edge of one client) under "
-            "a topology: an edge whose share of the cohort is one client cannot run its "
-            "cluster's secure sum; the simulator lets that client sit out the round, and "
-            f"the runtime's edge {NOT_BUILT} (select every client: rounds.clients_per_round: "
-            "null, and give each edge two clients or more)"
-        )
     if config.scheduling.enabled:
         return (
             "scheduling (allocation, oort, registry) with a topology: the cohort is "
@@ -133,16 +126,6 @@ def center_rule(config: FedConfig, agg: Aggregator[Any]) -> Aggregator[Any]:
     if config.server.aggregator == "mean":
         return agg
     return OverEdgeMeans(agg)
-
-
-def _lone_edges(config: FedConfig) -> bool:
-    """Whether an edge may have a single client in a round: sampling, or an edge of one."""
-    t = config.topology
-    groups = [
-        *(t.edges or {}).values(),
-        *(e for r in (t.regions or {}).values() for e in r.values()),
-    ]
-    return config.rounds.clients_per_round is not None or min(map(len, groups), default=2) < 2
 
 
 @dataclass(frozen=True, eq=False)
