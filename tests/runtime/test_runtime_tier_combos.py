@@ -36,14 +36,17 @@ LEGACY = [
 
 def test_legacy_tiers_refuse_clients_per_round_which_they_cannot_draw():
     dep = deployment(load_config(overrides=[*LEGACY, "rounds.clients_per_round=4"]))
-    with pytest.raises(ConfigError, match=r"rounds\.clients_per_round=4 with aggregator tiers"):
+    with pytest.raises(
+        ConfigError, match=r"rounds\.clients_per_round=4 of 6 clients with aggregator"
+    ):
         dep.center(participants=2)
     with pytest.raises(ConfigError, match=r"topology\.mode: explicit"):
         dep.edge(3)
     dep.center()  # the clients at the center: the center draws the cohort
-    every = deployment(load_config(overrides=[*LEGACY, "rounds.clients_per_round=null"]))
-    every.center(participants=2)
-    every.edge(3)
+    for every in ("null", "6"):  # every client: nothing to draw
+        dep = deployment(load_config(overrides=[*LEGACY, f"rounds.clients_per_round={every}"]))
+        dep.center(participants=2)
+        dep.edge(3)
 
 
 TREE = [

@@ -249,7 +249,7 @@ class Deployment:
         if participants is not None and secure is None and not agg.mergeable:
             raise ConfigError(f"server.aggregator={cfg.server.aggregator!r} cannot merge tiers")
         if participants is not None:
-            check_tier_combos(cfg)
+            check_tier_combos(cfg, self.num_clients)
         pipe = self._pipeline(None if secure is None else secure[0])
         settings = self._settings(chunk_bytes, min_available or r.min_clients, start)
         settings = dataclasses.replace(
@@ -317,7 +317,7 @@ class Deployment:
             raise ConfigError(f"an aggregator tier needs clients >= 1, got {clients}")
         cfg = self.config
         _check_tiers(cfg)
-        check_tier_combos(cfg)
+        check_tier_combos(cfg, self.num_clients)
         policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
         settings = self._settings(chunk_bytes, 1, clients)
         scheduler = self._scheduler()  # sizes its own clients' work

@@ -105,12 +105,12 @@ class TierClients:
         return dataclasses.replace(record, clients=outcome)
 
 
-def check_tier_combos(config: FedConfig) -> None:
-    """Refuse what aggregator tiers would ignore.
+def check_tier_combos(config: FedConfig, num_clients: int) -> None:
+    """Refuse what aggregator tiers would ignore (``num_clients``: the federation's).
 
     Raises:
-        ConfigError: ``rounds.clients_per_round`` without a ``topology`` section, or
-            ``rounds.min_clients > 1`` with secure aggregation.
+        ConfigError: ``rounds.clients_per_round`` below ``num_clients`` without a
+            ``topology`` section, or ``rounds.min_clients > 1`` with secure aggregation.
     """
     r = config.rounds
     if r.min_clients > 1 and config.secagg.enabled:
@@ -120,11 +120,12 @@ def check_tier_combos(config: FedConfig) -> None:
             f"and a quorum of clients counted at the center is {NOT_BUILT} (leave "
             'rounds.min_clients at 1) (docs/runtime.md, "Tiers")'
         )
-    if config.topology.mode != "flat" or r.clients_per_round is None:
+    per_round = r.clients_per_round
+    if config.topology.mode != "flat" or per_round is None or per_round >= num_clients:
         return
     raise ConfigError(
-        f"rounds.clients_per_round={config.rounds.clients_per_round} with aggregator tiers "
-        "and no topology section: each tier trains every client connected to it, so no "
+        f"rounds.clients_per_round={per_round} of {num_clients} clients with aggregator "
+        "tiers and no topology section: each tier trains every client connected to it, so no "
         "cohort is drawn over the federation; write the tree as topology.mode: explicit "
         "with topology.edges (edge -> client ids), whose cohort is drawn once for the "
         "whole tree as in the simulator, or set rounds.clients_per_round: null "
