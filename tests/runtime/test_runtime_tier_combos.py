@@ -6,7 +6,7 @@ import contextlib
 
 import numpy as np
 import pytest
-from tiertree import run_tree
+from tiertree import run_regions, run_tree
 
 from fedstrata.api import run
 from fedstrata.compress import CompressionSpec
@@ -240,3 +240,25 @@ def test_secure_edges_of_fewer_than_two_selected_clients_match_the_simulator(edg
         ]
         assert [m.clients_completed for m in sim.rounds] == [0, 2]
         assert out.result.params.tobytes() != dep.initial_params().tobytes()
+
+
+def test_central_dp_and_a_quorum_through_regions_equal_the_simulator():
+    """Edges report their clients to their region, which reports them to the center:
+    the Poisson cohort's accepted clients, the noise and ε are the simulator's."""
+    regions = {"r0": {"e0": [0, 1], "e1": [2, 3]}, "r1": {"e2": [4, 5], "e3": [6, 7]}}
+    tree = [
+        *LEGACY, "data.num_clients=8", "rounds.clients_per_round=6", "topology.mode=explicit",
+        f"topology.regions={regions}", "privacy.mechanism=central", "privacy.epsilon=2",
+        "rounds.min_clients=3",
+    ]  # fmt: skip
+    cfg = load_config(overrides=tree)
+    sim = run(cfg).simulation
+    out = asyncio.run(run_regions(deployment(cfg), regions))
+    assert out.result.params.tobytes() == sim.params.tobytes()
+    got = [r.clients for r in out.result.rounds]
+    assert all(c is not None and c.applied for c in got)
+    assert [len(c.accepted) for c in got if c is not None] == [
+        m.clients_completed for m in sim.rounds
+    ]
+    spent = [r.privacy.epsilon_spent for r in out.result.rounds if r.privacy is not None]
+    assert spent == [m.privacy.epsilon_spent for m in sim.rounds if m.privacy is not None]
