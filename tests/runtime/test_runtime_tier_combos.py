@@ -113,23 +113,12 @@ def test_central_dp_through_the_edges_spends_the_simulators_epsilon_on_its_model
         assert len(record.clients.accepted) == metrics.clients_completed
 
 
-def test_legacy_tiers_still_refuse_central_dp_and_tiers_refuse_a_secure_quorum():
+def test_legacy_tiers_still_refuse_central_dp():
     dp = load_config(
         overrides=[*LEGACY, "privacy.mechanism=central", "rounds.clients_per_round=4"]
     )
     with pytest.raises(ConfigError, match=r"privacy\.mechanism='central' with aggregator tiers"):
         deployment(dp).center(participants=2)
-    secure = load_config(
-        overrides=[
-            *TREE,
-            "topology.kappa_edge=1",
-            "rounds.clients_per_round=null",
-            "secagg.enabled=true",
-            "rounds.min_clients=2",
-        ]
-    )
-    with pytest.raises(ConfigError, match=r"rounds\.min_clients=2 with secagg\.enabled"):
-        deployment(secure).center(participants=2)
 
 
 def test_an_edges_local_model_trains_a_client_without_touching_its_replica():
@@ -262,3 +251,22 @@ def test_central_dp_and_a_quorum_through_regions_equal_the_simulator():
     ]
     spent = [r.privacy.epsilon_spent for r in out.result.rounds if r.privacy is not None]
     assert spent == [m.privacy.epsilon_spent for m in sim.rounds if m.privacy is not None]
+
+
+def test_a_quorum_of_clients_under_secure_aggregation_equals_the_simulator():
+    """Edges name their survivors in their cluster reports. min_clients=4 of 4 sampled:
+    global round 1 has client 5 alone under e1 (it sits out), so 3 are accepted, below
+    the quorum, and the model stays, as in the simulator."""
+    over = [
+        "topology.kappa_edge=1", "secagg.enabled=true", "secagg.dropout_rate=0.0",
+        "rounds.min_clients=4",
+    ]  # fmt: skip
+    cfg = load_config(overrides=[*TREE, *over])
+    sim = run(cfg).simulation
+    out = asyncio.run(run_tree(deployment(cfg), EDGES))
+    assert out.result.params.tobytes() == sim.params.tobytes()
+    first, second = (r.clients for r in out.result.rounds)
+    assert first is not None
+    assert second is not None
+    assert (list(first.accepted), first.applied) == ([0, 2, 3, 4], True)
+    assert (list(second.accepted), second.applied) == ([0, 1, 2], False)

@@ -274,7 +274,7 @@ class Deployment:
         if cfg.privacy.enabled:
             hooks = privacy_hooks(cfg, pipe, self.num_clients, self.size, allocator)
             center.dp = DpCenter(hooks)
-        if participants is not None and secure is None:
+        if participants is not None:
             center.tiers = TierClients(r.min_clients)  # min_clients over the tiers' clients
         return center
 

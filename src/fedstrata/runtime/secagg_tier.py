@@ -36,7 +36,7 @@ from fedstrata.runtime.records import UploadHeader
 from fedstrata.runtime.secagg_client import Prepared, SecAggLink, SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.secagg_session import SecureRound
-from fedstrata.runtime.secagg_wire import Phase, decode_cluster, encode_cluster
+from fedstrata.runtime.secagg_wire import Phase, cluster_clients, decode_cluster, encode_cluster
 from fedstrata.secagg import SecAggAggregator
 from fedstrata.secagg.config import SecAggConfig
 from fedstrata.secagg.graph import NeighbourGraph
@@ -74,6 +74,7 @@ class OuterRound(SecureRound):
         if self.steps[Phase.INPUT].closed.is_set():
             raise ProtocolError(f"round {self.rnd.round_idx}: cluster report after the inputs")
         self.reports[party] = decode_cluster(data)
+        self.rnd.tier_clients[self.rnd.cohort[party]] = cluster_clients(data)  # tier_combos
 
     def _input_arrived(self, party: int, data: bytes, header: UploadHeader) -> None:
         if party not in self.reports:
@@ -197,7 +198,8 @@ class EdgeSecure:
             server.graph,
         )  # fmt: skip
         try:
-            await self.client.step(round_idx, Phase.CLUSTER, encode_cluster(report))
+            clients = [inner.rnd.cohort[i] for i in sorted(server.survivors)]
+            await self.client.step(round_idx, Phase.CLUSTER, encode_cluster(report, clients))
         except TransportError:
             raise
         except FedstrataError as exc:

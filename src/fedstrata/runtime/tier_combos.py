@@ -6,7 +6,8 @@
   ``rounds.min_clients`` were, and central DP scales its noise by the accepted clients
   (:mod:`fedstrata.sim.hierarchy`). A tier reports its accepted clients with its
   partial (:func:`accepted_clients` over its rounds' records; a region expands its
-  edges' reports), and the center closes the same outcome over them
+  edges' reports; under secure aggregation an edge names its survivors in its cluster
+  report), and the center closes the same outcome over them
   (:class:`TierClients`): its record's ``clients``, which the server step and the DP
   accountant use, while ``outcome`` stays the round over the tiers.
 * **Secure aggregation with sampling.** An edge whose share of the cohort is fewer
@@ -33,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fedstrata.config import FedConfig
-from fedstrata.config.compat_types import NOT_BUILT
 from fedstrata.coordinator import RoundOutcome
 from fedstrata.errors import ConfigError, NodeClaimedError
 
@@ -110,16 +110,9 @@ def check_tier_combos(config: FedConfig, num_clients: int) -> None:
 
     Raises:
         ConfigError: ``rounds.clients_per_round`` below ``num_clients`` without a
-            ``topology`` section, or ``rounds.min_clients > 1`` with secure aggregation.
+            ``topology`` section.
     """
     r = config.rounds
-    if r.min_clients > 1 and config.secagg.enabled:
-        raise ConfigError(
-            f"rounds.min_clients={r.min_clients} with secagg.enabled through aggregator "
-            "tiers: an edge sends up its masked cluster sum without its clients' fates, "
-            f"and a quorum of clients counted at the center is {NOT_BUILT} (leave "
-            'rounds.min_clients at 1) (docs/runtime.md, "Tiers")'
-        )
     per_round = r.clients_per_round
     if config.topology.mode != "flat" or per_round is None or per_round >= num_clients:
         return
