@@ -214,8 +214,8 @@ class Deployment:
                 (default: ``rounds.deadline_s``, else 60 s).
 
         Raises:
-            ConfigError: tiers under a non-mergeable aggregator, or with DP or
-                secure aggregation.
+            ConfigError: tiers under a non-mergeable aggregator, or with what tiers
+                refuse (``_check_tiers``, :func:`~.tier_combos.check_tier_combos`).
         """
         cfg, r = self.config, self.config.rounds
         if cfg.scheduling.async_.enabled:
