@@ -6,11 +6,16 @@ import contextlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiertree import run_regions, run_tree
 
+from fedstrata.aggregation import MeanState
 from fedstrata.api import run
-from fedstrata.compress import CompressionSpec
+from fedstrata.compress import ChainCodec, CompressionSpec
 from fedstrata.config import load_config
+from fedstrata.coordinator import RoundOutcome
+from fedstrata.core.context import RoundContext
 from fedstrata.errors import ConfigError, NodeClaimedError, PayloadError
 from fedstrata.runtime import (
     CenterServer,
@@ -21,6 +26,9 @@ from fedstrata.runtime import (
     new_token,
 )
 from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer, LocalModel, local_downlink
+from fedstrata.runtime.partials import encode_compressed_partial, read_tier_partial
+from fedstrata.runtime.records import RoundRecord, encode_partial
+from fedstrata.runtime.tier_combos import accepted_clients
 from fedstrata.runtime.tier_periods import TreeSpec
 
 LEGACY = [
@@ -270,3 +278,38 @@ def test_a_quorum_of_clients_under_secure_aggregation_equals_the_simulator():
     assert second is not None
     assert (list(first.accepted), first.applied) == ([0, 2, 3, 4], True)
     assert (list(second.accepted), second.applied) == ([0, 1, 2], False)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.integers(0, 10**6), max_size=8, unique=True),
+    st.integers(1, 9),
+    st.integers(0, 2**16),
+)
+def test_a_partial_carries_its_tiers_accepted_clients_exactly(clients, size, seed):
+    """Law: a partial's reported clients round-trip with it, exact or re-compressed,
+    and the partial itself is unchanged by carrying them."""
+    rng = np.random.default_rng(seed)
+    state = MeanState(rng.normal(size=size), total_weight=2.5, count=len(clients) or 1)
+    back, got = read_tier_partial(encode_partial(state, clients))
+    assert got == tuple(clients)
+    assert isinstance(back, MeanState)
+    assert back.weighted_sum.tobytes() == state.weighted_sum.tobytes()
+    assert read_tier_partial(encode_partial(state))[1] is None
+    codec = ChainCodec(CompressionSpec(quantize=8), size)
+    ctx = RoundContext(0, seed).for_client(1)
+    packed, got = read_tier_partial(encode_compressed_partial(state, codec, ctx, clients))
+    assert got == tuple(clients)
+    assert packed.total_weight == state.total_weight
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sets(st.integers(0, 12)), min_size=1, max_size=4))
+def test_a_client_is_accepted_for_the_parent_only_if_accepted_in_every_period(periods):
+    """Law (the simulator's worst fate): the clients a node reports after its periods
+    are those accepted in every one of them, sorted."""
+    records = [
+        RoundRecord(RoundOutcome(i, len(a), tuple(sorted(a)), (), (), 0.0, True), 0, 0, None)
+        for i, a in enumerate(periods)
+    ]
+    assert accepted_clients(records) == tuple(sorted(set.intersection(*periods)))
