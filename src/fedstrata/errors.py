@@ -20,6 +20,7 @@ callers can catch the whole family with one ``except``. The tree::
     │   └── InvalidUpdateError   a client's update is NaN/Inf or of the wrong shape
     ├── ProtocolError            a participant broke the round or secure-aggregation protocol
     │   ├── RunEndedError        the run a participant (re)connected to is over
+    │   ├── NodeClaimedError     a second aggregator tier claims a node of the tree
     │   └── SecAggError          secure aggregation failed (e.g. below threshold)
     ├── TransportError           network failure between processes
     │   └── DeadlineError        a deadline passed
@@ -45,6 +46,7 @@ __all__ = [
     "FedstrataError",
     "InvalidUpdateError",
     "MissingDependencyError",
+    "NodeClaimedError",
     "PayloadError",
     "PipelineError",
     "PrivacyBudgetExhausted",
@@ -142,6 +144,11 @@ class ProtocolError(FedstrataError):
 
 class RunEndedError(ProtocolError):
     """The run a participant (re)connected to is over: the center refused its session."""
+
+
+class NodeClaimedError(ProtocolError):
+    """An aggregator tier claims an edge or region of the tree that another live tier
+    serves: the parent refused its session."""
 
 
 class SecAggError(ProtocolError):

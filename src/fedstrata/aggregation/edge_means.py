@@ -123,6 +123,19 @@ class OverEdgeMeans:
             raise AggregationError(f"the center's rule merges partial means, not {type(b)}")
         return add_partial_mean(self.rule, a, b)
 
+    def merge_payload(
+        self, state: CenterState, codec: Codec, payload: Payload, sent: MeanState, *,
+        sender: int = UNKNOWN_CLIENT,
+    ) -> CenterState:  # fmt: skip
+        """Add a child's re-compressed partial mean (``payload``, decoded by ``codec``)
+        with ``sent``'s weight, as the simulator's center does
+        (:func:`add_partial_payload`).
+
+        Raises:
+            PayloadError: a malformed payload (``state`` is unchanged).
+        """
+        return add_partial_payload(self.rule, state, codec, payload, sent, sender=sender)
+
     def finalize(self, state: CenterState) -> FloatVector:
         return self.rule.finalize(state.held)
 

@@ -49,9 +49,10 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from fedstrata.aggregation.mean import MeanState
+from fedstrata.compress.downlink import DownlinkMessage
 from fedstrata.coordinator.topology import Tier, TopologyNode
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
@@ -60,9 +61,10 @@ from fedstrata.errors import FedstrataError, PayloadError, ProtocolError, Transp
 from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
-from fedstrata.runtime.downlink import DownlinkAsk
+from fedstrata.runtime.downlink import DownlinkAsk, local_model
 from fedstrata.runtime.partials import encode_compressed_partial
 from fedstrata.runtime.secagg_tier import EdgeSecure
+from fedstrata.runtime.tier_combos import accepted_clients, lone_share
 from fedstrata.runtime.tier_periods import TreeSpec, run_periods
 
 if TYPE_CHECKING:  # the monitor's module imports the recorder, which builds tiers
@@ -92,6 +94,13 @@ class ParentLink(Protocol):
     ) -> tuple[bool, str]: ...
 
     async def report_live(self, live_clients: int) -> None: ...
+
+
+class NamedParentLink(ParentLink, Protocol):
+    """A parent link whose hello names the tier's node of the tree (``GrpcLink``,
+    ``FailoverLink``): the parent refuses a second tier claiming it."""
+
+    def session(self, live_clients: int = 0, node: str = "") -> AsyncIterator[TaskSpec]: ...
 
 
 @dataclass
@@ -144,6 +153,7 @@ class TierAggregator:
         self.secure = secure  # two-tier secure aggregation (secagg_tier.py)
         self.tree, self.node = tree, node  # an explicit tree's periods (tier_periods.py)
         self._formed = False  # the tree was checked at the first round
+        self._local = False  # this round's model is the parent's local model (downlink)
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.
@@ -175,7 +185,7 @@ class TierAggregator:
         await self.center.await_start()
         live = self.center.connected
         log.info("tier: registering with the parent (%d clients connected)", live)
-        tasks = self.parent.session(live_clients=live)
+        tasks = self._session(live)
         reporter = asyncio.create_task(self._report_changes(live))
         try:
             async for task in tasks:
@@ -190,6 +200,21 @@ class TierAggregator:
             if aclose is not None:
                 await aclose()
         return True
+
+    def _session(self, live: int) -> AsyncIterator[TaskSpec]:
+        """A session with the parent; an explicit tree's tier names its node in its
+        hello (the edge its clients belong to, or ``node``), so the parent refuses a
+        second tier serving it (:class:`~fedstrata.errors.NodeClaimedError`).
+
+        Raises:
+            ConfigError: the connected clients are not all clients of one edge.
+        """
+        name = self.node if self._formed else None
+        if self.tree is not None and not self._formed:
+            name = self.tree.identify(sorted(self.center.roster.reach()), self.node).name
+        if not name:
+            return self.parent.session(live_clients=live)
+        return cast(NamedParentLink, self.parent).session(live_clients=live, node=name)
 
     def _changed(self, reported: int) -> bool:
         return self.center.connected != reported
@@ -223,6 +248,12 @@ class TierAggregator:
         node, adopted = self._place()
         if self.secure is not None and outer is not None:  # the masked cluster sum
             members = self._members(node, r, adopted)
+            lone = lone_share(members, node, r)
+            if lone is not None:  # the simulator's sit-out: no cluster sum to hide it in
+                seed = self.secure.client.agg.codec.support_seed(task.root_seed, r)
+                ok, why = await self.secure.sit_out(outer, r, seed, lone)
+                report.refused.append((r, lone if ok else f"{lone}; the outer round: {why}"))
+                return
             state, _ = await self._collect(
                 task, params, relayed, report, limit_s=limit_s, members=members
             )
@@ -235,17 +266,18 @@ class TierAggregator:
             return
         hop: int | tuple[int, int]
         if node is not None and self.tree is not None:
-            partial, hop = await self._periods(
+            partial, hop, clients = await self._periods(
                 node, task, params, relayed, report, adopted=adopted
             )
         else:
-            state, _ = await self._collect(
+            state, record = await self._collect(
                 task, params, relayed, report, limit_s=limit_s, members=None
             )
             partial, hop = _mean_of(state), self.tier_id
+            clients = accepted_clients([record])
         log.info("tier: round %d: %d updates, weight %g", r, partial.count, partial.total_weight)
         live = self.center.connected
-        data = self._encode(partial, task, hop)
+        data = self._encode(partial, task, hop, clients)
         accepted, reason = await self.parent.submit_partial(r, data, live)
         if not accepted:
             log.warning("tier: round %d partial refused: %s", r, reason)
@@ -296,19 +328,22 @@ class TierAggregator:
     async def _periods(
         self, node: TopologyNode, task: TaskSpec, params: FloatVector, relayed: bytes | None,
         report: TierReport, *, adopted: list[int],
-    ) -> tuple[MeanState, tuple[int, int]]:  # fmt: skip
-        """The edge's periods (``kappa_edge`` edge rounds); the partial and its hop key."""
+    ) -> tuple[MeanState, tuple[int, int], tuple[int, ...]]:  # fmt: skip
+        """The edge's periods (``kappa_edge`` edge rounds); the partial, its hop key and
+        the clients accepted in every period."""
         assert self.tree is not None
         if self.monitor is not None:
             self.monitor.round_started()
         out = await run_periods(
-            self.center, self.tree, node, task, params=params, relayed=relayed, adopted=adopted
-        )
+            self.center, self.tree, node, task, params=params, relayed=relayed,
+            adopted=adopted, fresh=not self._local,
+        )  # fmt: skip
         report.rounds.extend(out.records)
         if self.monitor is not None:
             for record in out.records:  # one per edge (or region) round
                 self.monitor.round_done(record.outcome.round_idx, record)
-        return out.state, (self.tree.base(node, task.round_idx), self.tree.node_ids[node.name])
+        hop = (self.tree.base(node, task.round_idx), self.tree.node_ids[node.name])
+        return out.state, hop, accepted_clients(out.records)
 
     async def _model(self, round_idx: int, run_id: str) -> tuple[FloatVector, bytes | None]:
         """The parent's model and its broadcast bytes to relay unchanged; under downlink
@@ -322,17 +357,23 @@ class TierAggregator:
             relay.reset()
             self._run_id = run_id
         data = await self.parent.download_downlink(round_idx, relay.relay_ask())
-        return relay.relay(data, self.size), None
+        local = local_model(DownlinkMessage.from_bytes(data), self.size)
+        self._local = local is not None  # a region's local model: served dense below
+        return (relay.relay(data, self.size) if local is None else local), None
 
-    def _encode(self, partial: MeanState, task: TaskSpec, hop: int | tuple[int, int]) -> bytes:
+    def _encode(
+        self, partial: MeanState, task: TaskSpec, hop: int | tuple[int, int],
+        clients: tuple[int, ...],
+    ) -> bytes:  # fmt: skip
         """The partial for the wire: exact, or re-compressed (an empty one stays exact:
-        the parent fails this tier for it). ``hop``: the codec's key, this tier's id
-        (its round is the task's), or an explicit tree's (first edge round, node id)."""
+        the parent fails this tier for it), with its accepted ``clients``. ``hop``: the
+        codec's key, this tier's id (its round is the task's), or an explicit tree's
+        (first edge round, node id)."""
         if self.codec is None or partial.total_weight <= 0:
-            return encode_partial(partial)
+            return encode_partial(partial, clients)
         at, sender = (task.round_idx, hop) if isinstance(hop, int) else hop
         ctx = RoundContext(at, task.root_seed).for_client(sender)
-        return encode_compressed_partial(partial, self.codec, ctx)
+        return encode_compressed_partial(partial, self.codec, ctx, clients)
 
 
 def _mean_of(state: object) -> MeanState:

@@ -73,6 +73,7 @@ from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_client import SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.secagg_tier import EdgeSecure, edge_rounds, outer_rounds
+from fedstrata.runtime.tier_combos import TierClients, check_tier_combos
 from fedstrata.runtime.tier_periods import TreeSpec, center_rule, tree_refusal
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
@@ -101,17 +102,19 @@ def _check_tiers(cfg: FedConfig) -> None:
     """Refuse what aggregator tiers cannot run (a reason each).
 
     Raises:
-        ConfigError: central DP on tiers (its noise is calibrated to the number of
-            clients, which a tier hides), or DP without secure aggregation on tiers.
+        ConfigError: central DP on tiers without a topology section (its Poisson
+            cohort is drawn over the federation, which such tiers do not do), or DP
+            without secure aggregation on them.
     """
     p = cfg.privacy
-    if p.enabled and (p.mechanism == "central" or not cfg.secagg.enabled):
+    legacy = cfg.topology.mode == "flat"  # a topology's tiers report their clients
+    if p.enabled and legacy and (p.mechanism == "central" or not cfg.secagg.enabled):
         raise ConfigError(
-            f"privacy.mechanism={p.mechanism!r} with aggregator tiers is not run by the "
-            "deployment runtime: central DP scales its noise by the number of clients, "
-            "which tiers hide from the center; use privacy.mechanism=distributed with "
-            "secagg.enabled (noise shares under two-tier masks), or connect the clients "
-            "to the center"
+            f"privacy.mechanism={p.mechanism!r} with aggregator tiers and no topology "
+            "section is not run by the deployment runtime: central DP samples a Poisson "
+            "cohort over the federation, which such tiers do not draw; write the tree as "
+            "a topology section (topology.mode: explicit), use privacy.mechanism="
+            "distributed with secagg.enabled, or connect the clients to the center"
         )
 
 
@@ -207,8 +210,8 @@ class Deployment:
                 (default: ``rounds.deadline_s``, else 60 s).
 
         Raises:
-            ConfigError: tiers under a non-mergeable aggregator, or with DP or
-                secure aggregation.
+            ConfigError: tiers under a non-mergeable aggregator, or with what tiers
+                refuse (``_check_tiers``, :func:`~.tier_combos.check_tier_combos`).
         """
         cfg, r = self.config, self.config.rounds
         if cfg.scheduling.async_.enabled:
@@ -241,6 +244,8 @@ class Deployment:
             agg = center_rule(cfg, agg)  # a robust or custom rule over the edges' means
         if participants is not None and secure is None and not agg.mergeable:
             raise ConfigError(f"server.aggregator={cfg.server.aggregator!r} cannot merge tiers")
+        if participants is not None:
+            check_tier_combos(cfg, self.num_clients)
         pipe = self._pipeline(None if secure is None else secure[0])
         settings = self._settings(chunk_bytes, min_available or r.min_clients, start)
         settings = dataclasses.replace(
@@ -268,6 +273,8 @@ class Deployment:
             hooks = privacy_hooks(cfg, pipe, self.num_clients, self.size, allocator)
             progress = plateau_loss(cfg, self.trainer, self.test_data)  # switch_on_plateau
             center.dp = DpCenter(hooks, progress=progress)
+        if participants is not None:
+            center.tiers = TierClients(r.min_clients)  # min_clients over the tiers' clients
         return center
 
     def _secure(
@@ -309,6 +316,7 @@ class Deployment:
             raise ConfigError(f"an aggregator tier needs clients >= 1, got {clients}")
         cfg = self.config
         _check_tiers(cfg)
+        check_tier_combos(cfg, self.num_clients)
         policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
         settings = self._settings(chunk_bytes, 1, clients)
         scheduler = self._scheduler()  # sizes its own clients' work

@@ -83,6 +83,7 @@ from fedstrata.runtime.records import (
 from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.streaming import Broadcast, apply_in_place
+from fedstrata.runtime.tier_combos import NodeClaims, TierClients
 
 if TYPE_CHECKING:
     from fedstrata.runtime.failover import AckGate, AfterRound
@@ -156,6 +157,8 @@ class Center:
         self.downlink, self.scheduler = downlink, scheduler
         self.secure: SecureRounds | None = None  # secure aggregation (secagg_rounds.py)
         self.dp: DpCenter | None = None  # DP hooks and budget (dp_center.py)
+        self.tiers: TierClients | None = None  # aggregator tiers' clients (tier_combos.py)
+        self.claims = NodeClaims()  # which live tier serves each node of the tree
 
     # ---- the run -------------------------------------------------------------------
 
@@ -186,7 +189,8 @@ class Center:
                     break
                 params, opt_state, record = await self._run_round(round_idx, params, opt_state)
                 if self.dp is not None:
-                    spent = self.dp.finish(round_idx, len(record.outcome.accepted), params=params)
+                    accepted = (record.clients or record.outcome).accepted
+                    spent = self.dp.finish(round_idx, len(accepted), params=params)
                     record = dataclasses.replace(record, privacy=spent)
                 result.rounds.append(record)
                 if on_round is not None:
@@ -233,15 +237,18 @@ class Center:
         self, round_idx: int, params: FloatVector, opt_state: object
     ) -> tuple[FloatVector, object, RoundRecord]:
         state, record = await self.collect(round_idx, params)
+        if self.tiers is not None:  # the round over the tiers' clients (tier_combos.py)
+            record = self.tiers.close(record)
         if record.voided is not None:
             return params, opt_state, record
+        outcome = record.outcome if record.clients is None else record.clients
         opt = self.server_optimizer
-        if record.outcome.applied and self._streamed(params) and isinstance(opt, FedAvg):
+        if outcome.applied and self._streamed(params) and isinstance(opt, FedAvg):
             return apply_in_place(params, state, opt), opt_state, record  # FedAvg's step
         rnd = None if self.secure is None else self.secure.current
         finalize = self.aggregator.finalize if rnd is None else rnd.finalize
         params, opt_state = server_step(
-            record.outcome, params, opt_state, functools.partial(finalize, state),
+            outcome, params, opt_state, functools.partial(finalize, state),
             hooks=() if self.dp is None else self.dp.hooks, pipeline=self.pipeline,
             optimizer=self.server_optimizer, broadcast=self.downlink,
             root_seed=self.settings.root_seed,
@@ -389,6 +396,7 @@ class Center:
         run_id: str = "",
         live_clients: int = 0,
         profile: DeviceReport | None = None,
+        node: str = "",
     ) -> AsyncIterator[TaskSpec]:
         """A client's session: yields its tasks until ``DONE``; ends fail it.
 
@@ -396,13 +404,16 @@ class Center:
         center saw the old connection break) supersedes the old one, which ends.
         ``run_id``: the run the client last took part in (logged when it differs);
         ``live_clients``: the clients a tier reaches (0: a client, which reaches one);
-        ``profile``: its device, for the scheduler.
+        ``profile``: its device, for the scheduler; ``node``: a tier's node of the
+        tree ("": none).
 
         Raises:
             RunEndedError: the run is over.
+            NodeClaimedError: another live tier serves ``node``.
         """
         if self._finished:
             raise RunEndedError(self._reject(-1, client_id, "the run is over"))
+        self.claims.claim(node, client_id)
         old = self._sessions.get(client_id)
         if old is not None:
             log.warning("client %d reconnected; its previous session ends", client_id)
@@ -430,6 +441,7 @@ class Center:
             if self._sessions.get(client_id) is queue:
                 del self._sessions[client_id]
                 self.roster.leave(client_id)
+                self.claims.release(node, client_id)
             self._left(client_id)
 
     def _left(self, client_id: int) -> None:

@@ -130,10 +130,11 @@ class _AckingLink:
         return str(getattr(self.link, "target", None) or "")
 
     async def session(
-        self, live_clients: int = 0, profile: DeviceReport | None = None
+        self, live_clients: int = 0, profile: DeviceReport | None = None, node: str = ""
     ) -> AsyncIterator[TaskSpec]:
         first = True
-        async for task in self.link.session(live_clients, profile):
+        tasks = self.link.session(live_clients, profile, node) if node else None
+        async for task in tasks or self.link.session(live_clients, profile):
             if first:
                 self.acks.opened(self.participant, self._target())
                 first = False

@@ -20,11 +20,18 @@ which is the simulator's ``DownlinkMessage.nbytes`` for the same (client, versio
 
 Run identity: a client's version belongs to one run; a task of a new run resets its
 replica (its next download is the full model). No I/O here.
+
+An edge's own rounds (``topology.kappa_edge > 1``): the first edge round of a parent's
+round relays the parent's message; the later ones send the edge's local model dense,
+as the simulator's tree does (:class:`LocalModel`, a full-model message marked
+:data:`LOCAL_VERSION`), which a client trains from without touching its replica, so
+the next parent message still applies to the version it holds.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -39,19 +46,29 @@ from fedstrata.compress.downlink import (
 )
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
+from fedstrata.core.payload import CodecId, Payload
 from fedstrata.errors import PayloadError, ProtocolError
 from fedstrata.runtime.streaming import Broadcast, paced
 from fedstrata.runtime.transport import ChunkPlan, iter_chunks
 
 __all__ = [
+    "LOCAL_VERSION",
     "DownlinkAsk",
     "DownlinkReplica",
     "DownlinkServer",
+    "LocalModel",
     "kind_mismatch",
+    "local_downlink",
+    "local_model",
     "serve_model",
 ]
 
 log = logging.getLogger(__name__)
+
+LOCAL_VERSION = (1 << 64) - 2
+"""The version of an edge's local model between its edge rounds (not a version of the
+parent's model: a client trains from it and keeps its replica)."""
+_LOCAL = struct.Struct("<Q").pack(LOCAL_VERSION)
 
 
 @dataclass(frozen=True)
@@ -153,6 +170,49 @@ class DownlinkServer:
         return data
 
 
+class LocalModel(DownlinkServer):
+    """An edge's answer to its clients' downloads in its later edge rounds: its local
+    model, dense, as one full-model message of :data:`LOCAL_VERSION` (whatever version
+    the client holds). The simulator's edge broadcasts its local model dense too."""
+
+    def __init__(self, relay: DownlinkServer, params: FloatVector) -> None:
+        super().__init__(relay.spec, relay.history)
+        body = np.asarray(params, dtype="<f4").tobytes()
+        payload = Payload(CodecId.MODEL_F32, _LOCAL, body)
+        self._data = DownlinkMessage(None, LOCAL_VERSION, (payload,)).to_bytes()
+
+    def message(self, ask: DownlinkAsk) -> bytes:
+        return self._data
+
+
+def local_downlink(
+    relay: DownlinkServer | None, params: FloatVector, *, fresh: bool
+) -> DownlinkServer | None:
+    """What a node serves its receivers in one of its periods: the parent's messages
+    (``relay``) when the period starts from the parent's fresh model, else its local
+    model ``params`` dense (:class:`LocalModel`); None without downlink compression."""
+    if relay is None or fresh:
+        return relay
+    return LocalModel(relay, params)
+
+
+def local_model(message: DownlinkMessage, size: int) -> FloatVector | None:
+    """The edge's local model in ``message`` (None: a message of the parent's model).
+
+    Raises:
+        PayloadError: a local message that is not one full float32 model of ``size``.
+    """
+    if message.version != LOCAL_VERSION:
+        return None
+    ok = message.base_version is None and len(message.payloads) == 1
+    payload = message.payloads[0] if ok else None
+    if payload is None or payload.codec != CodecId.MODEL_F32 or payload.params != _LOCAL:
+        raise PayloadError("an edge's local model must be one full-model payload")
+    if len(payload.body) != 4 * size:
+        raise PayloadError(f"an edge's local model has {len(payload.body)} bytes, want {4 * size}")
+    return np.frombuffer(payload.body, dtype="<f4").astype(np.float32)
+
+
 class DownlinkReplica:
     """A client's model under downlink compression; see the module docstring."""
 
@@ -178,6 +238,9 @@ class DownlinkReplica:
         """
         try:
             message = DownlinkMessage.from_bytes(data)
+            local = local_model(message, size)
+            if local is not None:  # an edge's later edge round: the replica stays
+                return local
             params, version = apply_downlink(message, self.params, self.version)
             if params.shape != (size,):
                 raise PayloadError(f"downlink model has {params.shape[0]} values, want {size}")

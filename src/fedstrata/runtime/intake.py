@@ -38,7 +38,7 @@ from fedstrata.core.metrics import precision_stats
 from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, PayloadError
 from fedstrata.pipeline.stage import Codec
-from fedstrata.runtime.partials import CompressedPartial, merge_compressed, read_partial
+from fedstrata.runtime.partials import CompressedPartial, merge_compressed, read_tier_partial
 from fedstrata.runtime.records import (
     CenterSettings,
     HeldUpload,
@@ -128,8 +128,9 @@ class RoundIntake:
             failed_at=rnd.failed_at, accepted_at=rnd.accepted_at,
         )  # fmt: skip
         return RoundRecord(
-            outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void, codec, precision, system
-        )
+            outcome, rnd.bytes_up, rnd.bytes_down, loss, rnd.void, codec, precision, system,
+            tier_clients=dict(rnd.tier_clients),
+        )  # fmt: skip
 
     def close(self, now_s: float) -> RoundRecord:
         """Close the round at ``now_s``: fold what is resolved in cohort order (an upload
@@ -180,7 +181,9 @@ class RoundIntake:
             if isinstance(held.payload, MeanState):
                 rnd.state = self.aggregator.merge(rnd.state, held.payload)
             elif isinstance(held.payload, CompressedPartial):  # a tier's re-compressed mean
-                rnd.state = merge_compressed(rnd.state, held.payload, cid)
+                rnd.state = merge_compressed(
+                    rnd.state, held.payload, cid, self.aggregator, size=rnd.size
+                )
             else:
                 rnd.state, decode_s = fold_update(
                     self.aggregator, rnd.state, held.payload, held.weight, self.codec,
@@ -327,7 +330,9 @@ class RoundIntake:
         rnd, cid = self.rnd, header.client_id
         if rnd.closed:
             return False, self._late(cid)
-        partial = read_partial(data)
+        partial, clients = read_tier_partial(data)
+        if clients is not None:  # the tier's accepted clients (tier_combos.py)
+            rnd.tier_clients[cid] = clients
         if partial.count == 0 or partial.total_weight <= 0:
             self.fail(cid, "empty partial aggregate")
             return False, self.reject(rnd.round_idx, cid, "empty partial")

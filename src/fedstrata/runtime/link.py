@@ -23,6 +23,7 @@ from fedstrata.errors import (
     ConfigError,
     DeadlineError,
     FedstrataError,
+    NodeClaimedError,
     PayloadError,
     ProtocolError,
     RunEndedError,
@@ -52,6 +53,8 @@ def _mapped(exc: aio.AioRpcError) -> FedstrataError:
     code, detail = exc.code(), exc.details() or ""
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return ProtocolError(f"center refused the call ({code.name}): {detail}")
+    if code is grpc.StatusCode.ALREADY_EXISTS:
+        return NodeClaimedError(f"center refused the session ({code.name}): {detail}")
     if code is grpc.StatusCode.OUT_OF_RANGE:
         return RunEndedError(f"center refused the session ({code.name}): {detail}")
     if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
@@ -154,12 +157,13 @@ class GrpcLink:
         )
 
     async def session(
-        self, live_clients: int = 0, profile: DeviceReport | None = None
+        self, live_clients: int = 0, profile: DeviceReport | None = None, node: str = ""
     ) -> AsyncIterator[TaskSpec]:
         """The tasks the center sends this client, until ``DONE``.
 
         ``live_clients``: an aggregator tier's connected clients (0: a client);
-        ``profile``: this client's device, for the center's scheduler.
+        ``profile``: this client's device, for the center's scheduler; ``node``: an
+        aggregator tier's node of the tree ("": none).
 
         Raises:
             ProtocolError: the center refused the session.
@@ -167,7 +171,10 @@ class GrpcLink:
         """
         call = self._call("Session", "unary_stream", pb.Hello, pb.Task)
         await self._connect()
-        hello = pb.Hello(client_id=self.client_id, run_id=self.run_id, live_clients=live_clients)
+        hello = pb.Hello(
+            client_id=self.client_id, run_id=self.run_id, live_clients=live_clients,
+            tier_node=node,
+        )  # fmt: skip
         if profile is not None:
             hello.profile.CopyFrom(profile_to_pb(profile))
         stream = call(hello, metadata=self._metadata)

@@ -6,7 +6,7 @@ import asyncio
 import io
 import logging
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -28,7 +28,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, PayloadError
-from fedstrata.runtime.partials import CompressedPartial
+from fedstrata.runtime.partials import CLIENTS_KEY, CompressedPartial
 from fedstrata.runtime.sched_reports import PartialWork, RoundTimings
 from fedstrata.runtime.streaming import Broadcast
 from fedstrata.runtime.transport import ChunkPlan
@@ -169,6 +169,10 @@ class RoundRecord:
     system: SystemStats | None = None
     schedule: ScheduleStats | None = None  # the scheduler's figures of the round
     privacy: PrivacySpent | None = None
+    # aggregator tiers (runtime/tier_combos.py): the clients each accepted tier reported,
+    # and the round over the tiers' clients (the simulator's outcome, min_clients)
+    tier_clients: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+    clients: RoundOutcome | None = None
 
 
 @dataclass
@@ -227,6 +231,7 @@ class OpenRound:
     folded_metrics: list[Mapping[str, float]] = field(default_factory=list)  # per folded client
     failed_at: list[float] = field(default_factory=list)  # when members failed (the clock's)
     accepted_at: list[float] = field(default_factory=list)  # when updates were accepted
+    tier_clients: dict[int, tuple[int, ...]] = field(default_factory=dict)  # tiers' reports
 
     @property
     def members(self) -> frozenset[int]:
@@ -241,10 +246,14 @@ def dense_update_limit(size: int) -> int:
     return 2 * dense_bytes(size) + (1 << 20)
 
 
-def encode_partial(state: MeanState) -> bytes:
-    """A weighted-mean partial as bytes (``MeanState.to_arrays`` in an .npz archive)."""
+def encode_partial(state: MeanState, clients: Sequence[int] | None = None) -> bytes:
+    """A weighted-mean partial as bytes (``MeanState.to_arrays`` in an .npz archive);
+    ``clients``: the tier's accepted clients, reported with it (None: not reported)."""
+    arrays = state.to_arrays()
+    if clients is not None:
+        arrays[CLIENTS_KEY] = np.asarray(clients, dtype=np.int64)
     buf = io.BytesIO()  # a float32 (streamed) sum travels as float64, exactly
-    np.savez(buf, **state.to_arrays())  # type: ignore[arg-type]
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
 
 
@@ -260,6 +269,7 @@ def decode_partial(data: bytes) -> MeanState:
             arrays = {k: archive[k] for k in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise PayloadError(f"partial aggregate is not a valid .npz archive: {exc}") from None
+    arrays.pop(CLIENTS_KEY, None)
     return MeanState.from_arrays(arrays)
 
 

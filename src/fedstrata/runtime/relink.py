@@ -155,9 +155,10 @@ class FailoverLink:
         return link
 
     async def session(
-        self, live_clients: int = 0, profile: DeviceReport | None = None
+        self, live_clients: int = 0, profile: DeviceReport | None = None, node: str = ""
     ) -> AsyncIterator[TaskSpec]:
-        """The tasks of a session with the first target that serves.
+        """The tasks of a session with the first target that serves (``node``: an
+        aggregator tier's node of the tree, named in its hello).
 
         Raises:
             TransportError: no target served within ``connect_timeout_s``, or the
@@ -168,7 +169,8 @@ class FailoverLink:
         if self._pending_live is not None:  # reported while searching: newer
             live_clients, self._pending_live = self._pending_live, None
         try:
-            async for task in link.session(live_clients, profile):
+            tasks = link.session(live_clients, profile, node) if node else None
+            async for task in tasks or link.session(live_clients, profile):
                 self.run_id = link.run_id
                 yield task
         except TransportError:

@@ -30,14 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from fedstrata.errors import FedstrataError, ProtocolError, TransportError
+from fedstrata.core.params import FloatVector
+from fedstrata.errors import FedstrataError, ProtocolError, SecAggError, TransportError
 from fedstrata.runtime.records import UploadHeader
 from fedstrata.runtime.secagg_client import Prepared, SecAggLink, SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.secagg_session import SecureRound
-from fedstrata.runtime.secagg_wire import Phase, decode_cluster, encode_cluster
+from fedstrata.runtime.secagg_wire import Phase, cluster_clients, decode_cluster, encode_cluster
 from fedstrata.secagg import SecAggAggregator
 from fedstrata.secagg.config import SecAggConfig
+from fedstrata.secagg.graph import NeighbourGraph
 from fedstrata.secagg.prg import Entropy, MaskExpander, U32Vector, new_private_key
 from fedstrata.secagg.twotier import ClusterReport, remove_cluster_masks
 
@@ -72,11 +74,23 @@ class OuterRound(SecureRound):
         if self.steps[Phase.INPUT].closed.is_set():
             raise ProtocolError(f"round {self.rnd.round_idx}: cluster report after the inputs")
         self.reports[party] = decode_cluster(data)
+        self.rnd.tier_clients[self.rnd.cohort[party]] = cluster_clients(data)  # tier_combos
 
     def _input_arrived(self, party: int, data: bytes, header: UploadHeader) -> None:
         if party not in self.reports:
             raise ProtocolError(f"edge party {party} sent its input before its cluster report")
         super()._input_arrived(party, data, header)
+
+    def finalize(self, state: Any) -> FloatVector:
+        """The round's mean; every cluster empty (all edges sat out): nothing to decode.
+
+        Raises:
+            SecAggError: no client's input is in the sum (the model stays), or the
+                round was abandoned.
+        """
+        if self.total is not None and self.abandoned is None and self.survivors() == 0:
+            raise SecAggError(f"round {self.rnd.round_idx}: every cluster was empty")
+        return super().finalize(state)
 
     def survivors(self) -> int:
         """Clients whose inputs are in the sum: the surviving devices of each edge whose
@@ -138,6 +152,30 @@ class EdgeSecure:
         self.inner.center_public = setup.center_public
         return asyncio.get_running_loop().create_task(self.client.agree(round_idx, setup))
 
+    async def sit_out(
+        self, outer: asyncio.Task[Prepared], round_idx: int, support_seed: int, why: str
+    ) -> tuple[bool, str]:
+        """Take part in the outer round with an empty cluster: fewer than 2 selected
+        clients (the simulator's sit-out), so no inner round runs; the edge sends a
+        report of no survivors and a zero input (weight 0), which the outer masks hide
+        and which adds nothing, so the center's sum is the other clusters' exactly
+        (the simulator's outer protocol over the clusters only) and no party drops out.
+
+        Raises:
+            TransportError: the connection failed.
+        """
+        prepared = await outer
+        log.warning("edge: round %d: an empty cluster in the outer round: %s", round_idx, why)
+        empty = ClusterReport(1, round_idx, frozenset(), (), NeighbourGraph(2, 1, 0))
+        try:
+            await self.client.step(round_idx, Phase.CLUSTER, encode_cluster(empty))
+        except TransportError:
+            raise
+        except FedstrataError as exc:
+            return False, str(exc)
+        zero = np.zeros(self.client.agg.codec.count + 1, dtype=np.uint32)
+        return await self.client.send_input(prepared, round_idx, zero, support_seed, {})
+
     async def finish(
         self, outer: asyncio.Task[Prepared], round_idx: int, metrics: Mapping[str, float]
     ) -> tuple[bool, str]:
@@ -160,7 +198,8 @@ class EdgeSecure:
             server.graph,
         )  # fmt: skip
         try:
-            await self.client.step(round_idx, Phase.CLUSTER, encode_cluster(report))
+            clients = [inner.rnd.cohort[i] for i in sorted(server.survivors)]
+            await self.client.step(round_idx, Phase.CLUSTER, encode_cluster(report, clients))
         except TransportError:
             raise
         except FedstrataError as exc:

@@ -10,6 +10,7 @@ expected message with a :class:`~fedstrata.errors.PayloadError` naming what is w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -292,7 +293,8 @@ def _sealed_pb(s: SealedShares) -> pb.SecAggSealed:
     )
 
 
-def encode_cluster(report: ClusterReport) -> bytes:
+def encode_cluster(report: ClusterReport, clients: Sequence[int] = ()) -> bytes:
+    """A cluster report, with its survivors' client ids (``clients``)."""
     g = report.graph
     msg = pb.SecAggClusterReport(
         threshold=report.threshold,
@@ -302,8 +304,18 @@ def encode_cluster(report: ClusterReport) -> bytes:
         graph_size=g.num_clients,
         graph_degree=g.degree,
         graph_seed=g.seed,
+        clients=list(clients),
     )
     return bytes(msg.SerializeToString())
+
+
+def cluster_clients(data: bytes) -> tuple[int, ...]:
+    """The survivors' client ids a cluster report names (an edge's accepted clients).
+
+    Raises:
+        PayloadError: not a cluster report.
+    """
+    return tuple(int(c) for c in _parse(pb.SecAggClusterReport, data, "cluster report").clients)
 
 
 def decode_cluster(data: bytes) -> ClusterReport:

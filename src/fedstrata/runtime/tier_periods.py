@@ -31,8 +31,13 @@ With a ``topology`` section (``mode: explicit``, ``topology.edges`` or
 * **The center's rule**: a robust or custom ``server.aggregator`` runs at the center
   over the edges' means (:class:`~fedstrata.aggregation.edge_means.OverEdgeMeans`, the
   simulator's rule); edges run the weighted mean.
-* **Secure aggregation** (``secagg.enabled``, every client selected): two-tier masks
-  through the edges, as for a tier without periods (``runtime/secagg_tier.py``).
+* **Secure aggregation** (``secagg.enabled``): two-tier masks through the edges, as for
+  a tier without periods (``runtime/secagg_tier.py``), over each edge's selected
+  clients; an edge with fewer than two sits out (:mod:`~fedstrata.runtime.tier_combos`).
+* **Downlink compression**: the first period of a node relays its parent's message
+  (under a region's later region rounds, the region's local model); later periods
+  send the node's local model dense (:class:`~fedstrata.runtime.downlink.LocalModel`),
+  as the simulator's tree does.
 * **Compression per tier**: the hop's re-compression (``topology.partial_compression``)
   is keyed by the edge's node id and its first edge round, the simulator's keys.
 """
@@ -60,6 +65,7 @@ from fedstrata.coordinator.periods import NodePeriod, Periods, edge_members, nod
 from fedstrata.coordinator.topology import Tier, Topology, TopologyNode
 from fedstrata.core.params import FloatVector
 from fedstrata.errors import ConfigError
+from fedstrata.runtime.downlink import local_downlink
 
 if TYPE_CHECKING:
     from fedstrata.runtime.center import Center
@@ -103,39 +109,13 @@ def tree_refusal(config: FedConfig) -> str | None:
 
 def _tree_pair_refusal(config: FedConfig) -> str | None:
     """A feature that the runtime's explicit tree does not run yet."""
-    t = config.topology
-    if config.downlink.enabled and t.kappa_edge > 1:
-        return (
-            f"downlink.preset with topology.kappa_edge > 1: an edge relays its parent's "
-            f"compressed messages, and compressing its own local models is {NOT_BUILT}"
-        )
     if config.scheduling.async_.enabled:
         return f"scheduling.async (FedBuff) through aggregator tiers is {NOT_BUILT}"
-    if config.secagg.enabled and _lone_edges(config):
-        return (
-            "secagg.enabled with rounds.clients_per_round (or an edge of one client) under "
-            "a topology: an edge whose share of the cohort is one client cannot run its "
-            "cluster's secure sum; the simulator lets that client sit out the round, and "
-            f"the runtime's edge {NOT_BUILT} (select every client: rounds.clients_per_round: "
-            "null, and give each edge two clients or more)"
-        )
     if config.scheduling.enabled:
         return (
             "scheduling (allocation, oort, registry) with a topology: the cohort is "
             "drawn at every edge from the run's seed, and a scheduler's selection and "
             f"planning over the whole tree is {NOT_BUILT} in the runtime"
-        )
-    if config.server.aggregator != "mean" and t.partial_compression.enabled:
-        return (
-            f"server.aggregator={config.server.aggregator!r} with "
-            "topology.partial_compression: the center's rule over re-compressed edge "
-            f"partials is {NOT_BUILT} in the runtime (the simulator runs it; use exact "
-            "partials or the mean)"
-        )
-    if config.rounds.min_clients > 1:
-        return (
-            "rounds.min_clients > 1 with a topology: the center sees its children's "
-            f"partials, and a quorum of clients across them is {NOT_BUILT} (leave it at 1)"
         )
     return None
 
@@ -146,16 +126,6 @@ def center_rule(config: FedConfig, agg: Aggregator[Any]) -> Aggregator[Any]:
     if config.server.aggregator == "mean":
         return agg
     return OverEdgeMeans(agg)
-
-
-def _lone_edges(config: FedConfig) -> bool:
-    """Whether an edge may have a single client in a round: sampling, or an edge of one."""
-    t = config.topology
-    groups = [
-        *(t.edges or {}).values(),
-        *(e for r in (t.regions or {}).values() for e in r.values()),
-    ]
-    return config.rounds.clients_per_round is not None or min(map(len, groups), default=2) < 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -292,6 +262,7 @@ async def run_periods(
     params: FloatVector,
     relayed: bytes | None,
     adopted: Collection[int] = (),
+    fresh: bool = True,
 ) -> PeriodsResult:
     """``node``'s periods from the parent's model ``params``: an edge's ``kappa_edge``
     edge rounds over its share of the cohort, a region's ``kappa_region`` region rounds
@@ -299,13 +270,15 @@ async def run_periods(
 
     The first period broadcasts the parent's bytes (``relayed``) unchanged; later ones
     the node's local model. ``task.deadline_s`` bounds the whole period.
-    ``adopted``: clients of failed edges re-homed here.
+    ``adopted``: clients of failed edges re-homed here. ``fresh``: ``params`` is the
+    center's model (under downlink compression the first period relays its message;
+    False: a region's local model, which every period sends dense, as the simulator).
     """
     base = spec.base(node, task.round_idx)
     edge = node.tier is Tier.EDGE
     members = spec.members(node, base, adopted) if edge else None
     period = NodePeriod(params, spec.periods.repeats(node.tier))
-    settings, start = center.settings, center.clock.now()
+    settings, start, relay = center.settings, center.clock.now(), center.downlink
     records: list[RoundRecord] = []
     state: Any = _MEAN.init(params.shape[0])
     try:
@@ -316,6 +289,7 @@ async def run_periods(
                 state = _MEAN.init(params.shape[0])
                 break
             center.settings = dataclasses.replace(settings, round_timeout_s=left)
+            center.downlink = local_downlink(relay, period.local, fresh=fresh and i == 0)
             state, record = await center.collect(
                 sub, period.local, model=relayed if i == 0 else None,
                 task=dataclasses.replace(task, round_idx=sub), members=members,
@@ -324,7 +298,7 @@ async def run_periods(
             records.append(record)
             period.after(_weight(state), partial(_MEAN.finalize, state))
     finally:
-        center.settings = settings
+        center.settings, center.downlink = settings, relay
     out = period.finish(state, _weight(state), _as_mean)
     log.info(
         "%s %s: round %d: %d periods, %d updates in the last",

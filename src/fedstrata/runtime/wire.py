@@ -25,6 +25,7 @@ from grpc import aio
 
 from fedstrata.core.clock import Clock
 from fedstrata.errors import (
+    NodeClaimedError,
     PayloadError,
     ProtocolError,
     RunEndedError,
@@ -90,12 +91,15 @@ class _Service:
             try:
                 live, profile = hello.live_clients, profile_from_pb(hello)
                 tasks = self.center.session(
-                    cid, run_id=hello.run_id, live_clients=live, profile=profile
-                )
+                    cid, run_id=hello.run_id, live_clients=live, profile=profile,
+                    node=hello.tier_node,
+                )  # fmt: skip
                 async for task in tasks:
                     await context.write(task_to_pb(task))
             except RunEndedError as exc:  # a typed refusal: the participant stops calling
                 await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+            except NodeClaimedError as exc:  # another live tier serves that node
+                await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
             except ProtocolError as exc:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
 

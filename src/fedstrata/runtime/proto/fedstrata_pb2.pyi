@@ -25,16 +25,18 @@ SECAGG_UNMASK: SecAggPhase
 SECAGG_CLUSTER: SecAggPhase
 
 class Hello(_message.Message):
-    __slots__ = ("client_id", "run_id", "live_clients", "profile")
+    __slots__ = ("client_id", "run_id", "live_clients", "profile", "tier_node")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LIVE_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    TIER_NODE_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     run_id: str
     live_clients: int
     profile: ProfileReport
-    def __init__(self, client_id: _Optional[int] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., profile: _Optional[_Union[ProfileReport, _Mapping]] = ...) -> None: ...
+    tier_node: str
+    def __init__(self, client_id: _Optional[int] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., profile: _Optional[_Union[ProfileReport, _Mapping]] = ..., tier_node: _Optional[str] = ...) -> None: ...
 
 class ProfileReport(_message.Message):
     __slots__ = ("cpu_score", "memory_gb", "network_latency_ms", "uplink_mbps", "downlink_mbps", "bf16_speedup", "fp16_speedup", "local_examples")
@@ -306,7 +308,7 @@ class SecAggUnmaskResponse(_message.Message):
     def __init__(self, client_id: _Optional[int] = ..., seed_owners: _Optional[_Iterable[int]] = ..., seed_shares: _Optional[_Iterable[bytes]] = ..., key_owners: _Optional[_Iterable[int]] = ..., key_shares: _Optional[_Iterable[bytes]] = ..., sealed: _Optional[_Union[SecAggSealed, _Mapping]] = ...) -> None: ...
 
 class SecAggClusterReport(_message.Message):
-    __slots__ = ("threshold", "round_id", "survivors", "sealed", "graph_size", "graph_degree", "graph_seed")
+    __slots__ = ("threshold", "round_id", "survivors", "sealed", "graph_size", "graph_degree", "graph_seed", "clients")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     SURVIVORS_FIELD_NUMBER: _ClassVar[int]
@@ -314,6 +316,7 @@ class SecAggClusterReport(_message.Message):
     GRAPH_SIZE_FIELD_NUMBER: _ClassVar[int]
     GRAPH_DEGREE_FIELD_NUMBER: _ClassVar[int]
     GRAPH_SEED_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
     threshold: int
     round_id: int
     survivors: _containers.RepeatedScalarFieldContainer[int]
@@ -321,4 +324,5 @@ class SecAggClusterReport(_message.Message):
     graph_size: int
     graph_degree: int
     graph_seed: int
-    def __init__(self, threshold: _Optional[int] = ..., round_id: _Optional[int] = ..., survivors: _Optional[_Iterable[int]] = ..., sealed: _Optional[_Iterable[_Union[SecAggSealed, _Mapping]]] = ..., graph_size: _Optional[int] = ..., graph_degree: _Optional[int] = ..., graph_seed: _Optional[int] = ...) -> None: ...
+    clients: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, threshold: _Optional[int] = ..., round_id: _Optional[int] = ..., survivors: _Optional[_Iterable[int]] = ..., sealed: _Optional[_Iterable[_Union[SecAggSealed, _Mapping]]] = ..., graph_size: _Optional[int] = ..., graph_degree: _Optional[int] = ..., graph_seed: _Optional[int] = ..., clients: _Optional[_Iterable[int]] = ...) -> None: ...
