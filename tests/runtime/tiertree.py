@@ -7,7 +7,7 @@ import it by a unique name."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fedstrata.runtime import (
@@ -21,6 +21,7 @@ from fedstrata.runtime import (
     new_token,
 )
 from fedstrata.runtime.relink import FailoverLink
+from fedstrata.runtime.sched_reports import DeviceReport
 
 _FAST = Backoff(attempts=6, base_s=0.05, max_s=0.5)
 
@@ -41,13 +42,15 @@ async def run_tree(
     kill_after: int = 1,
     parents: Mapping[int, Sequence[str]] | None = None,
     min_available: int | None = None,
+    profiles: Callable[[int], DeviceReport] | None = None,
 ) -> TreeRun:
     """Center <- one tier per edge <- its clients; tier ids follow ``edges``' order.
 
     ``kill``: the edge whose tier is cancelled after it served ``kill_after`` edge
     rounds (its server stops; its clients re-home along ``parents``: client id ->
     edge names to try, in order). ``min_available``: the center's quorum of reachable
-    clients before each round.
+    clients before each round. ``profiles``: each client's device report under
+    ``scheduling`` (default: measured at start-up).
     """
     n, names = dep.num_clients, list(edges)
     tier_ids = {name: n + k for k, name in enumerate(names)}
@@ -82,7 +85,9 @@ async def run_tree(
                     return GrpcLink(target, cid, tokens[cid])
 
                 async with FailoverLink(order, make, connect_timeout_s=20, probe_s=1) as link:
-                    await dep.client(link, cid, backoff=_FAST).run()  # type: ignore[arg-type]
+                    profile = None if profiles is None else profiles(cid)
+                    agent = dep.client(link, cid, backoff=_FAST, profile=profile)  # type: ignore[arg-type]
+                    await agent.run()
 
             async with asyncio.TaskGroup() as tg:
                 main = tg.create_task(center.run(dep.initial_params()))

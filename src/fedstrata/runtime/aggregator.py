@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,7 +56,13 @@ from fedstrata.coordinator.topology import Tier, TopologyNode
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
-from fedstrata.errors import FedstrataError, PayloadError, ProtocolError, TransportError
+from fedstrata.errors import (
+    DataError,
+    FedstrataError,
+    PayloadError,
+    ProtocolError,
+    TransportError,
+)
 from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
@@ -67,6 +73,9 @@ from fedstrata.runtime.tier_periods import TreeSpec, run_periods
 
 if TYPE_CHECKING:  # the monitor's module imports the recorder, which builds tiers
     from fedstrata.runtime.monitor import TierMonitor
+    from fedstrata.runtime.sched_reports import DeviceReport
+    from fedstrata.runtime.tier_sched import EdgeFollower
+    from fedstrata.runtime.tier_work import MemberReport
 
 __all__ = ["ParentLink", "TierAggregator", "TierReport"]
 
@@ -81,15 +90,18 @@ True to register again, or False to give up (the error is then raised)."""
 class ParentLink(Protocol):
     """What a tier needs from its connection to its parent (``GrpcLink`` has it)."""
 
-    def session(self, live_clients: int = 0) -> AsyncIterator[TaskSpec]: ...
+    def session(
+        self, live_clients: int = 0, *, profiles: Mapping[int, DeviceReport] | None = None
+    ) -> AsyncIterator[TaskSpec]: ...
 
     async def download(self, round_idx: int) -> Payload: ...
 
     async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes: ...
 
     async def submit_partial(
-        self, round_idx: int, data: bytes, live_clients: int = 0
-    ) -> tuple[bool, str]: ...
+        self, round_idx: int, data: bytes, live_clients: int = 0, *,
+        reports: Sequence[MemberReport] = (),
+    ) -> tuple[bool, str]: ...  # fmt: skip
 
     async def report_live(self, live_clients: int) -> None: ...
 
@@ -144,6 +156,7 @@ class TierAggregator:
         self.secure = secure  # two-tier secure aggregation (secagg_tier.py)
         self.tree, self.node = tree, node  # an explicit tree's periods (tier_periods.py)
         self._formed = False  # the tree was checked at the first round
+        self.follower: EdgeFollower | None = None  # the center schedules the tree
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.
@@ -175,7 +188,12 @@ class TierAggregator:
         await self.center.await_start()
         live = self.center.connected
         log.info("tier: registering with the parent (%d clients connected)", live)
-        tasks = self.parent.session(live_clients=live)
+        f = self.follower  # forwards its clients' profiles (tier_sched.py)
+        tasks = (
+            self.parent.session(live_clients=live)
+            if f is None
+            else self.parent.session(live_clients=live, profiles=dict(f.profiles))
+        )
         reporter = asyncio.create_task(self._report_changes(live))
         try:
             async for task in tasks:
@@ -221,6 +239,12 @@ class TierAggregator:
             report.refused.append((r, str(exc)))
             return
         node, adopted = self._place()
+        try:
+            cohort = None if self.follower is None else self.follower.assign(task.work)
+        except DataError as exc:
+            log.warning("tier: round %d skipped: %s", r, exc)
+            report.refused.append((r, str(exc)))
+            return
         if self.secure is not None and outer is not None:  # the masked cluster sum
             members = self._members(node, r, adopted)
             state, _ = await self._collect(
@@ -236,7 +260,7 @@ class TierAggregator:
         hop: int | tuple[int, int]
         if node is not None and self.tree is not None:
             partial, hop = await self._periods(
-                node, task, params, relayed, report, adopted=adopted
+                node, task, params, relayed, report, adopted=adopted, cohort=cohort
             )
         else:
             state, _ = await self._collect(
@@ -246,7 +270,11 @@ class TierAggregator:
         log.info("tier: round %d: %d updates, weight %g", r, partial.count, partial.total_weight)
         live = self.center.connected
         data = self._encode(partial, task, hop)
-        accepted, reason = await self.parent.submit_partial(r, data, live)
+        if self.follower is None:
+            accepted, reason = await self.parent.submit_partial(r, data, live)
+        else:
+            reports = self.follower.take_reports()
+            accepted, reason = await self.parent.submit_partial(r, data, live, reports=reports)
         if not accepted:
             log.warning("tier: round %d partial refused: %s", r, reason)
             report.refused.append((r, reason))
@@ -295,15 +323,16 @@ class TierAggregator:
 
     async def _periods(
         self, node: TopologyNode, task: TaskSpec, params: FloatVector, relayed: bytes | None,
-        report: TierReport, *, adopted: list[int],
+        report: TierReport, *, adopted: list[int], cohort: Sequence[int] | None,
     ) -> tuple[MeanState, tuple[int, int]]:  # fmt: skip
         """The edge's periods (``kappa_edge`` edge rounds); the partial and its hop key."""
         assert self.tree is not None
         if self.monitor is not None:
             self.monitor.round_started()
         out = await run_periods(
-            self.center, self.tree, node, task, params=params, relayed=relayed, adopted=adopted
-        )
+            self.center, self.tree, node, task, params=params, relayed=relayed,
+            adopted=adopted, cohort=cohort,
+        )  # fmt: skip
         report.rounds.extend(out.records)
         if self.monitor is not None:
             for record in out.records:  # one per edge (or region) round

@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from fedstrata.runtime.aggregator import Reconnect
     from fedstrata.runtime.monitor import TierMonitor
     from fedstrata.runtime.scheduling import CenterScheduler
+    from fedstrata.runtime.tier_sched import EdgeFollower
     from fedstrata.secagg import RingCodec, SecAggAggregator
     from fedstrata.torch_adapter import Task
 
@@ -269,6 +270,11 @@ class Deployment:
         if cfg.privacy.enabled:
             hooks = privacy_hooks(cfg, pipe, self.num_clients, self.size, allocator)
             center.dp = DpCenter(hooks)
+        if participants is not None and cfg.topology.mode != "flat" and cfg.scheduling.enabled:
+            from fedstrata.runtime.tier_sched import tree_scheduler  # deferred: SQLAlchemy
+
+            flops = self.trainer.flops_per_example
+            center.tree_sched = tree_scheduler(cfg, flops, self.size, self.num_clients)
         return center
 
     def _secure(
@@ -312,7 +318,7 @@ class Deployment:
         _check_tiers(cfg)
         policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
         settings = self._settings(chunk_bytes, 1, clients)
-        scheduler = self._scheduler()  # sizes its own clients' work
+        scheduler = self._scheduler() if cfg.topology.mode == "flat" else self._follower()
         secure = self._secure()
         center = Center(
             dataclasses.replace(settings, start_timeout_s=start_timeout_s),
@@ -351,10 +357,13 @@ class Deployment:
             else TreeSpec.of(self.config, self.num_clients)
         )
         if secure is None:
-            return TierAggregator(
+            agg = TierAggregator(
                 parent, center, self.size, monitor, codec=self.partial_codec(),
                 tier_id=tier_id, reconnect=reconnect, tree=tree, node=node,
             )  # fmt: skip
+            if tree is not None and center.scheduler is not None:  # the center schedules
+                agg.follower = center.scheduler  # type: ignore[assignment]
+            return agg
         edge = EdgeSecure.of(parent, secure.aggregator, secure)  # type: ignore[arg-type]
         return TierAggregator(
             parent, center, self.size, monitor,
@@ -378,6 +387,15 @@ class Deployment:
 
         flops = self.trainer.flops_per_example
         return center_scheduler(self.config, flops, self.size, self.num_clients)
+
+    def _follower(self) -> EdgeFollower | None:
+        """An explicit tree's edge under ``scheduling``: the center decides
+        (:mod:`~fedstrata.runtime.tier_sched`); None: ``scheduling`` is off."""
+        if not self.config.scheduling.enabled:
+            return None
+        from fedstrata.runtime.tier_sched import edge_follower  # deferred: SQLAlchemy
+
+        return edge_follower(self.config)
 
     def _profile(self, trainer: Trainer, data: LocalData, client_id: int) -> DeviceReport | None:
         if not self.config.scheduling.enabled:

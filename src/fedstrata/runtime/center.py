@@ -43,7 +43,7 @@ import dataclasses
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -87,6 +87,8 @@ from fedstrata.runtime.streaming import Broadcast, apply_in_place
 if TYPE_CHECKING:
     from fedstrata.runtime.failover import AckGate, AfterRound
     from fedstrata.runtime.scheduling import CenterScheduler
+    from fedstrata.runtime.tier_sched import EdgeFollower, TreeScheduler
+    from fedstrata.runtime.tier_work import TierWork
 
 __all__ = [
     "Center",
@@ -136,7 +138,7 @@ class Center:
         clock: Clock | None = None,
         run_id: str | None = None,
         downlink: DownlinkServer | None = None,
-        scheduler: CenterScheduler | None = None,
+        scheduler: CenterScheduler | EdgeFollower | None = None,
     ) -> None:
         self.settings, self.coordinator, self.aggregator = settings, coordinator, aggregator
         self.server_optimizer, self.codec, self.pipeline = server_optimizer, codec, pipeline
@@ -156,6 +158,7 @@ class Center:
         self.downlink, self.scheduler = downlink, scheduler
         self.secure: SecureRounds | None = None  # secure aggregation (secagg_rounds.py)
         self.dp: DpCenter | None = None  # DP hooks and budget (dp_center.py)
+        self.tree_sched: TreeScheduler | None = None  # schedules a tree (tier_sched.py)
 
     # ---- the run -------------------------------------------------------------------
 
@@ -314,7 +317,9 @@ class Center:
             settle=None if self.scheduler is None else self.scheduler.settle,
         )
         self._intake = intake
-        self._dispatch(intake, task)
+        t = self.tree_sched
+        work = None if t is None else t.start(round_idx, self.clock.now(), self.settings.plan)
+        self._dispatch(intake, task, work)
         if self.secure is not None:
             self.secure.open(intake, self.scheduler)  # before any await: no step precedes it
         await self._await_cohort(rnd)
@@ -339,7 +344,9 @@ class Center:
         for queue in self._sessions.values():
             queue.put_nowait(TaskSpec(TaskKind.DONE))
 
-    def _dispatch(self, intake: RoundIntake, relayed: TaskSpec | None = None) -> None:
+    def _dispatch(
+        self, intake: RoundIntake, relayed: TaskSpec | None = None, work: TierWork | None = None
+    ) -> None:
         s, rnd = self.settings, intake.rnd
         plan = s.plan if relayed is None else relayed.plan
         seed = s.root_seed if relayed is None else relayed.root_seed
@@ -355,7 +362,7 @@ class Center:
             else:
                 queue.put_nowait(TaskSpec(
                     TaskKind.TRAIN, rnd.round_idx, seed, own, deadline, rnd.model.nbytes,
-                    rnd.run_id, partial,
+                    rnd.run_id, partial, work,
                 ))  # fmt: skip
         intake.check_done()
 
@@ -373,6 +380,9 @@ class Center:
         if self.scheduler is not None:
             stats = self.scheduler.observe(intake.rnd.round_idx, record.outcome, self.clock.now())
             record = dataclasses.replace(record, schedule=stats)
+        if self.tree_sched is not None:
+            stats = self.tree_sched.observe(intake.rnd.round_idx, self.clock.now())
+            record = dataclasses.replace(record, schedule=stats)
         return record
 
     def _reject(self, round_idx: int, cid: int, reason: str) -> str:
@@ -389,6 +399,7 @@ class Center:
         run_id: str = "",
         live_clients: int = 0,
         profile: DeviceReport | None = None,
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> AsyncIterator[TaskSpec]:
         """A client's session: yields its tasks until ``DONE``; ends fail it.
 
@@ -396,7 +407,8 @@ class Center:
         center saw the old connection break) supersedes the old one, which ends.
         ``run_id``: the run the client last took part in (logged when it differs);
         ``live_clients``: the clients a tier reaches (0: a client, which reaches one);
-        ``profile``: its device, for the scheduler.
+        ``profile``: its device, for the scheduler; ``profiles``: an explicit tree's
+        edge forwards its clients' (for :attr:`tree_sched`).
 
         Raises:
             RunEndedError: the run is over.
@@ -411,6 +423,8 @@ class Center:
             log.info("client %d comes from run %s; this is run %s", client_id, run_id, self.run_id)
         if self.scheduler is not None:
             self.scheduler.join(client_id, profile)
+        if self.tree_sched is not None and profiles:
+            self.tree_sched.join(client_id, profiles)
         queue: asyncio.Queue[TaskSpec] = asyncio.Queue()
         self._sessions[client_id] = queue
         self.roster.join(client_id, live_clients if live_clients > 0 else 1)
@@ -481,6 +495,8 @@ class Center:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
         start = self.clock.now()
         accepted, why = await intake.submit(header, chunks)
+        if accepted and header.reports and self.tree_sched is not None:
+            self.tree_sched.reported(header.reports)
         if self.scheduler is not None:
             up_s = self.clock.now() - start
             self.scheduler.arrived(cid, header.timings, up_s, header.metrics)

@@ -34,6 +34,7 @@ from fedstrata.runtime.center import TaskSpec
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.failover import CommittedRound
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
+from fedstrata.runtime.tier_work import MemberReport
 
 __all__ = ["Ack", "AckLog", "ChaosSpec", "lost_acks"]
 
@@ -130,10 +131,14 @@ class _AckingLink:
         return str(getattr(self.link, "target", None) or "")
 
     async def session(
-        self, live_clients: int = 0, profile: DeviceReport | None = None
+        self,
+        live_clients: int = 0,
+        profile: DeviceReport | None = None,
+        *,
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> AsyncIterator[TaskSpec]:
         first = True
-        async for task in self.link.session(live_clients, profile):
+        async for task in self.link.session(live_clients, profile, profiles=profiles):
             if first:
                 self.acks.opened(self.participant, self._target())
                 first = False
@@ -181,9 +186,14 @@ class _AckingLink:
         return reply
 
     async def submit_partial(
-        self, round_idx: int, data: bytes, live_clients: int = 0
+        self,
+        round_idx: int,
+        data: bytes,
+        live_clients: int = 0,
+        *,
+        reports: Sequence[MemberReport] = (),
     ) -> tuple[bool, str]:
-        reply = await self.link.submit_partial(round_idx, data, live_clients)
+        reply = await self.link.submit_partial(round_idx, data, live_clients, reports=reports)
         return self._record(round_idx, reply)
 
     async def report_live(self, live_clients: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -41,6 +41,8 @@ from fedstrata.runtime.pbconv import (
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 from fedstrata.runtime.security import TlsFiles, channel_credentials
+from fedstrata.runtime.tier_pbconv import put_profiles, put_reports
+from fedstrata.runtime.tier_work import MemberReport
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
 
 __all__ = ["GrpcLink"]
@@ -154,12 +156,17 @@ class GrpcLink:
         )
 
     async def session(
-        self, live_clients: int = 0, profile: DeviceReport | None = None
+        self,
+        live_clients: int = 0,
+        profile: DeviceReport | None = None,
+        *,
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> AsyncIterator[TaskSpec]:
         """The tasks the center sends this client, until ``DONE``.
 
         ``live_clients``: an aggregator tier's connected clients (0: a client);
-        ``profile``: this client's device, for the center's scheduler.
+        ``profile``: this client's device, for the center's scheduler; ``profiles``:
+        an explicit tree's edge forwards its clients' (:mod:`~fedstrata.runtime.tier_sched`).
 
         Raises:
             ProtocolError: the center refused the session.
@@ -170,6 +177,7 @@ class GrpcLink:
         hello = pb.Hello(client_id=self.client_id, run_id=self.run_id, live_clients=live_clients)
         if profile is not None:
             hello.profile.CopyFrom(profile_to_pb(profile))
+        put_profiles(hello, profiles or {})
         stream = call(hello, metadata=self._metadata)
         try:
             async for msg in stream:
@@ -286,11 +294,17 @@ class GrpcLink:
         return await self._stream_up(header, payload.to_bytes())
 
     async def submit_partial(
-        self, round_idx: int, data: bytes, live_clients: int = 0
+        self,
+        round_idx: int,
+        data: bytes,
+        live_clients: int = 0,
+        *,
+        reports: Sequence[MemberReport] = (),
     ) -> tuple[bool, str]:
         """Stream an aggregator's partial (:func:`~fedstrata.runtime.center.encode_partial`).
 
-        ``live_clients``: the tier's connected clients now.
+        ``live_clients``: the tier's connected clients now; ``reports``: an explicit
+        tree's edge reports its cohort members (:mod:`~fedstrata.runtime.tier_sched`).
 
         Raises:
             ProtocolError: the call was refused (authentication).
@@ -303,6 +317,7 @@ class GrpcLink:
             run_id=self.run_id,
             live_clients=live_clients,
         )
+        put_reports(header, reports)
         return await self._stream_up(header, data)
 
     async def report_live(self, live_clients: int) -> None:

@@ -36,6 +36,7 @@ from fedstrata.runtime.center import TaskSpec
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.link import GrpcLink
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
+from fedstrata.runtime.tier_work import MemberReport
 
 __all__ = ["FailoverLink", "NoTargetError", "Switch"]
 
@@ -155,7 +156,11 @@ class FailoverLink:
         return link
 
     async def session(
-        self, live_clients: int = 0, profile: DeviceReport | None = None
+        self,
+        live_clients: int = 0,
+        profile: DeviceReport | None = None,
+        *,
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> AsyncIterator[TaskSpec]:
         """The tasks of a session with the first target that serves.
 
@@ -168,7 +173,7 @@ class FailoverLink:
         if self._pending_live is not None:  # reported while searching: newer
             live_clients, self._pending_live = self._pending_live, None
         try:
-            async for task in link.session(live_clients, profile):
+            async for task in link.session(live_clients, profile, profiles=profiles):
                 self.run_id = link.run_id
                 yield task
         except TransportError:
@@ -213,9 +218,14 @@ class FailoverLink:
         )  # fmt: skip
 
     async def submit_partial(
-        self, round_idx: int, data: bytes, live_clients: int = 0
+        self,
+        round_idx: int,
+        data: bytes,
+        live_clients: int = 0,
+        *,
+        reports: Sequence[MemberReport] = (),
     ) -> tuple[bool, str]:
-        return await self._current().submit_partial(round_idx, data, live_clients)
+        return await self._current().submit_partial(round_idx, data, live_clients, reports=reports)
 
     async def report_live(self, live_clients: int) -> None:
         """A tier's connected clients; while no session is open (the list is being

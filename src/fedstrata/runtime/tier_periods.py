@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -119,11 +119,12 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
             f"the runtime's edge {NOT_BUILT} (select every client: rounds.clients_per_round: "
             "null, and give each edge two clients or more)"
         )
-    if config.scheduling.enabled:
+    if config.scheduling.enabled and (t.regions or config.secagg.enabled):
         return (
-            "scheduling (allocation, oort, registry) with a topology: the cohort is "
-            "drawn at every edge from the run's seed, and a scheduler's selection and "
-            f"planning over the whole tree is {NOT_BUILT} in the runtime"
+            "scheduling with topology.regions or secagg.enabled: the center schedules "
+            "the tree's edges (runtime/tier_sched.py), but relaying its decisions and "
+            f"the members' reports through a region tier, or under the edges' secure "
+            f"sums, is {NOT_BUILT} in the runtime (use topology.edges without secagg)"
         )
     if config.server.aggregator != "mean" and t.partial_compression.enabled:
         return (
@@ -249,12 +250,17 @@ class TreeSpec:
             return self.periods.base(parent_round)
         return parent_round
 
-    def members(self, node: TopologyNode, base: int, adopted: Collection[int] = ()) -> list[int]:
+    def members(
+        self, node: TopologyNode, base: int, adopted: Collection[int] = (),
+        cohort: Sequence[int] | None = None,
+    ) -> list[int]:  # fmt: skip
         """``node``'s clients, and the ``adopted`` ones re-homed to it, in the cohort of
-        the global round of edge round ``base``."""
-        r = self.periods.global_round(base)
-        every = np.fromiter(self.topology.root.all_clients(), np.int64)
-        cohort = RoundCoordinator(self.policy).select(r, every)
+        the global round of edge round ``base`` (``cohort``: the center's scheduled
+        draw, :mod:`~fedstrata.runtime.tier_sched`; None: the seeded draw here)."""
+        if cohort is None:
+            r = self.periods.global_round(base)
+            every = np.fromiter(self.topology.root.all_clients(), np.int64)
+            cohort = RoundCoordinator(self.policy).select(r, every).tolist()
         return edge_members(cohort, [*node.clients, *sorted(adopted)])
 
     def rehomed(self, node: TopologyNode, clients: Collection[int]) -> list[int]:
@@ -292,6 +298,7 @@ async def run_periods(
     params: FloatVector,
     relayed: bytes | None,
     adopted: Collection[int] = (),
+    cohort: Sequence[int] | None = None,
 ) -> PeriodsResult:
     """``node``'s periods from the parent's model ``params``: an edge's ``kappa_edge``
     edge rounds over its share of the cohort, a region's ``kappa_region`` region rounds
@@ -299,11 +306,12 @@ async def run_periods(
 
     The first period broadcasts the parent's bytes (``relayed``) unchanged; later ones
     the node's local model. ``task.deadline_s`` bounds the whole period.
-    ``adopted``: clients of failed edges re-homed here.
+    ``adopted``: clients of failed edges re-homed here; ``cohort``: the center's
+    scheduled draw (None: the seeded draw).
     """
     base = spec.base(node, task.round_idx)
     edge = node.tier is Tier.EDGE
-    members = spec.members(node, base, adopted) if edge else None
+    members = spec.members(node, base, adopted, cohort) if edge else None
     period = NodePeriod(params, spec.periods.repeats(node.tier))
     settings, start = center.settings, center.clock.now()
     records: list[RoundRecord] = []

@@ -53,6 +53,7 @@ from fedstrata.runtime.security import (
     TokenTable,
     server_credentials,
 )
+from fedstrata.runtime.tier_pbconv import profiles_from_pb
 
 __all__ = ["SERVICE", "CenterServer", "WireCounter"]
 
@@ -90,8 +91,9 @@ class _Service:
             try:
                 live, profile = hello.live_clients, profile_from_pb(hello)
                 tasks = self.center.session(
-                    cid, run_id=hello.run_id, live_clients=live, profile=profile
-                )
+                    cid, run_id=hello.run_id, live_clients=live, profile=profile,
+                    profiles=profiles_from_pb(hello),
+                )  # fmt: skip
                 async for task in tasks:
                     await context.write(task_to_pb(task))
             except RunEndedError as exc:  # a typed refusal: the participant stops calling

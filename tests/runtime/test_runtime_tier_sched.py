@@ -1,0 +1,215 @@
+"""Scheduling through an explicit tree's edges (runtime/tier_sched.py): the center
+selects over the whole tree and sizes each member's work to the global deadline, as
+the hierarchical simulator does; its decisions and (replayed) model equal the
+simulator's."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tiertree import run_tree
+
+from fedstrata.api import run
+from fedstrata.config import load_config
+from fedstrata.core.training import LocalPlan
+from fedstrata.errors import ConfigError, DataError, ProtocolError
+from fedstrata.runtime import check_supported, deployment
+from fedstrata.runtime.pbconv import task_from_pb, task_to_pb
+from fedstrata.runtime.proto import fedstrata_pb2 as pb
+from fedstrata.runtime.records import TaskKind, TaskSpec
+from fedstrata.runtime.sched_reports import DeviceReport
+from fedstrata.runtime.tier_pbconv import (
+    profiles_from_pb,
+    put_profiles,
+    put_reports,
+    reports_from_pb,
+)
+from fedstrata.runtime.tier_work import MemberReport, TierWork
+from fedstrata.scheduling import Registry, WorkStatus
+
+EDGES = {"e0": [0, 1, 2], "e1": [3, 4, 5]}
+TREE = [
+    "output.run_store=false",
+    "sim.workers=0",
+    "data.num_clients=6",
+    "rounds.rounds=2",
+    "rounds.clients_per_round=4",
+    "model.kind=logreg",
+    "client.steps=3",
+    "client.epochs=null",
+    "topology.mode=explicit",
+    'topology.edges={"e0": [0, 1, 2], "e1": [3, 4, 5]}',
+    "rounds.deadline_s=30",
+    "scheduling.allocation=true",
+    "scheduling.max_steps=5",
+]
+
+
+def _profiles(dep):
+    """Fast devices (every allocation reaches max_steps), client 5 ten times slower
+    than the rest, so the selection's predicted durations differ."""
+
+    def report(cid: int) -> DeviceReport:
+        gflops = 5.0 if cid == 5 else 50.0
+        n = len(dep.local_data(cid))
+        return DeviceReport(gflops, 4.0, 5.0, 100.0, 100.0, local_examples=n)
+
+    return report
+
+
+def _profile_registry(path, dep, report) -> str:
+    """A registry holding only the deployment's profiles: the simulator's devices."""
+    with Registry.open(path) as reg:
+        for cid in range(dep.num_clients):
+            reg.upsert_devices(report(cid).profiles(cid))
+    return str(path)
+
+
+def _decisions(url: str) -> dict[int, list[tuple[int, int]]]:
+    """Each round's (client, assigned examples) in the registry's round_history."""
+    with Registry.open(url) as reg:
+        h = reg.history()
+    out: dict[int, list[tuple[int, int]]] = {}
+    for r, c, a in zip(h.round_idx, h.device_id, h.assigned_work, strict=True):
+        out.setdefault(int(r), []).append((int(c), int(a)))
+    return {r: sorted(v) for r, v in out.items()}
+
+
+NO_ALLOC = ["scheduling.allocation=false", "topology.kappa_edge=2", "scheduling.overselect=0.25"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "same_cohorts", "steps"),
+    [
+        (["scheduling.overselect=0.25"], [0, 1], 5),  # uniform draw: every round
+        (["scheduling.selector=oort"], [0], 5),  # Oort learns from measured durations
+        (NO_ALLOC, [0, 1], 3),  # HierFAVG's periods: the plans of client.steps
+    ],
+    ids=["overselect", "oort", "periods"],
+)
+def test_the_center_schedules_the_tree_as_the_simulator(tmp_path, extra, same_cohorts, steps):
+    deployed = tmp_path / "deployed.db"
+    cfg = load_config(overrides=[*TREE, *extra, f"scheduling.registry_url={deployed}"])
+    dep = deployment(cfg)
+    report = _profiles(dep)
+    out = asyncio.run(run_tree(dep, EDGES, profiles=report))
+    result = out.result
+    assert not result.rejections
+    assert [r.outcome.applied for r in result.rounds] == [True, True]
+    assert all(r.schedule is not None for r in result.rounds)  # the center learnt
+    # the edges trained the center's cohort, kappa_edge edge rounds each
+    got = _decisions(str(deployed))
+    kappa = cfg.topology.kappa_edge
+    for r in range(2):
+        trained = sorted(
+            c
+            for rep in out.edges.values()
+            if rep is not None
+            for c in rep.rounds[kappa * r].outcome.accepted
+        )
+        assert trained == [c for c, _ in got[r]]
+    with Registry.open(deployed) as reg:
+        history = reg.history()
+    assert (history.status == WorkStatus.COMPLETED).all()
+    assert (history.actual_s > 0).all()  # the edges' reports reached the center
+    # the simulator over the same devices makes the same decisions
+    sim_url = _profile_registry(tmp_path / "sim.db", dep, report)
+    sim_cfg = load_config(overrides=[*TREE, *extra, f"scheduling.registry_url={sim_url}"])
+    run(sim_cfg)
+    want = _decisions(sim_url)
+    size = cfg.client.batch_size
+    # round 0: the same cohort and allocation from the same profiles; later rounds
+    # learn from measured (deployment) or simulated durations, which differ: the
+    # uniform draw's cohort stays the simulator's, Oort's and the allocation may not
+    assert got[0] == want[0]
+    assert min(a for _, a in got[0]) > 0
+    assert max(a for _, a in got[0]) <= steps * size  # max_steps (or the plan's)
+    for r in same_cohorts:
+        assert [c for c, _ in got[r]] == [c for c, _ in want[r]], r
+    # replaying the deployment's record, the simulator computes its model bit for bit
+    replay = load_config(overrides=[*TREE, *extra, f"scheduling.replay_url={deployed}"])
+    sim = run(replay).simulation
+    assert result.params.tobytes() == sim.params.tobytes()
+
+
+def test_partial_work_is_settled_at_the_edge_and_recorded_at_the_center(tmp_path):
+    """A device too slow for its allocation stops at the deadline; its edge settles
+    the steps it did with the shared rule and the center records partial work."""
+    url = tmp_path / "devices.db"
+    cfg = load_config(
+        overrides=[
+            *TREE, "rounds.rounds=1", "rounds.clients_per_round=null",
+            "topology.kappa_edge=1", "rounds.deadline_s=3", "scheduling.max_steps=200",
+            "scheduling.min_steps=1", f"scheduling.registry_url={url}",
+        ]
+    )  # fmt: skip
+    dep = deployment(cfg)
+    step_flops = cfg.client.batch_size * dep.trainer.flops_per_example
+
+    def report(cid: int) -> DeviceReport:
+        # claims 100 steps by the deadline: the real device does far fewer or more
+        gflops = 100 * step_flops / 3 / 1e9
+        return DeviceReport(gflops, 4.0, 1.0, 1e4, 1e4, local_examples=len(dep.local_data(cid)))
+
+    out = asyncio.run(run_tree(dep, EDGES, profiles=report))
+    assert [r.outcome.applied for r in out.result.rounds] == [True]
+    with Registry.open(url) as reg:
+        h = reg.history()
+    assert sorted(h.device_id.tolist()) == list(range(6))
+    assert (h.assigned_work > 0).all()
+    assert (h.completed_work <= h.assigned_work).all()
+    settled = h.status <= WorkStatus.PARTIAL
+    assert settled.any()
+
+
+def test_the_tree_cohort_and_reports_cross_the_wire():
+    work = TierWork((4, 1, 3), (5, 0, 2))
+    steps3 = LocalPlan(epochs=None, steps=3)
+    task = TaskSpec(TaskKind.TRAIN, 3, 7, steps3, 30.0, 10, "run", None, work)
+    assert task_from_pb(task_to_pb(task)).work == work
+    plain = TaskSpec(TaskKind.TRAIN, 3, 7, steps3)
+    assert task_from_pb(task_to_pb(plain)).work is None
+    assert work.plan(1, steps3) == steps3  # 0: the task's plan
+    assert work.plan(4, LocalPlan(epochs=1)).steps == 5
+    with pytest.raises(DataError, match="not in the cohort"):
+        work.plan(9, steps3)
+    with pytest.raises(DataError):
+        TierWork((1, 1), (2, 2))
+
+    reports = (
+        MemberReport(1, "accepted", 40, 0.5, 1.5, 0.2, 0.7, 4, True),
+        MemberReport(3, "failed"),
+    )
+    header = pb.StreamHeader(client_id=6)
+    put_reports(header, reports)
+    assert reports_from_pb(header, 6) == reports
+    header.tier_reports[0].download_s = -1.0
+    with pytest.raises(ProtocolError, match="bad member report"):
+        reports_from_pb(header, 6)
+
+    hello = pb.Hello(client_id=6)
+    profiles = {0: DeviceReport(1.5, 4.0, 5.0, 100.0, 100.0, local_examples=20)}
+    put_profiles(hello, profiles)
+    assert profiles_from_pb(hello) == profiles
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        (["secagg.enabled=true", "rounds.clients_per_round=null"], "secagg.enabled"),
+        (
+            [
+                "data.num_clients=8",
+                "topology.edges=null",
+                'topology.regions={"r0": {"e0": [0, 1], "e1": [2, 3]}, '
+                '"r1": {"e2": [4, 5], "e3": [6, 7]}}',
+            ],
+            "topology.regions",
+        ),
+    ],
+)
+def test_what_the_tree_scheduler_does_not_run_is_refused(overrides, names):
+    cfg = load_config(overrides=[*TREE, *overrides])
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        check_supported(cfg)
