@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from test_runtime_settle import FakeClock, SlowTrainer
 from tiertree import run_tree
 
 from fedstrata.api import run
@@ -133,34 +134,76 @@ def test_the_center_schedules_the_tree_as_the_simulator(tmp_path, extra, same_co
     assert result.params.tobytes() == sim.params.tobytes()
 
 
-def test_partial_work_is_settled_at_the_edge_and_recorded_at_the_center(tmp_path):
-    """A device too slow for its allocation stops at the deadline; its edge settles
-    the steps it did with the shared rule and the center records partial work."""
+SLOW = 2  # a client of edge e0 whose device is slow: it stops at the deadline
+
+
+def _slow_agents(dep, step_s: float):
+    """Client agents with fast profiles; client ``SLOW`` trains ``step_s`` a step on
+    a fake clock (test_runtime_settle's SlowTrainer), so it stops at the deadline."""
+    fast = _profiles(dep)
+    clock = FakeClock()
+
+    def agent(link, cid):
+        if cid != SLOW:
+            return dep.client(link, cid, profile=fast(cid))
+        slow = SlowTrainer(dep.factory(), clock, step_s)
+        out = dep.client(link, cid, slow, profile=fast(cid))
+        out.now = out.local.now = clock
+        return out
+
+    return agent
+
+
+@pytest.mark.parametrize(
+    ("extra", "step_s", "status"),
+    [
+        (["scheduling.max_steps=10", "rounds.deadline_s=60"], 10.0, WorkStatus.PARTIAL),
+        (
+            ["scheduling.max_steps=10", "rounds.deadline_s=4", "scheduling.min_fraction=0.8"],
+            0.5,
+            WorkStatus.DROPPED,
+        ),
+    ],
+    ids=["partial", "dropped"],
+)
+def test_partial_work_is_settled_at_the_edge_as_the_simulator_settles(
+    tmp_path, extra, step_s, status
+):
+    """A member too slow for its allocation stops at the deadline: its edge settles
+    the steps it did with the shared rule (5 of 10 steps weighs 5/10; 7 of 10 under
+    min_fraction 0.8 is a straggler, dropped), the center records it in
+    round_history, and the simulator replaying that record computes the model."""
     url = tmp_path / "devices.db"
     cfg = load_config(
         overrides=[
-            *TREE, "rounds.rounds=1", "rounds.clients_per_round=null",
-            "topology.kappa_edge=1", "rounds.deadline_s=3", "scheduling.max_steps=200",
-            "scheduling.min_steps=1", f"scheduling.registry_url={url}",
+            *TREE, "rounds.clients_per_round=null", *extra, f"scheduling.registry_url={url}",
         ]
     )  # fmt: skip
     dep = deployment(cfg)
-    step_flops = cfg.client.batch_size * dep.trainer.flops_per_example
-
-    def report(cid: int) -> DeviceReport:
-        # claims 100 steps by the deadline: the real device does far fewer or more
-        gflops = 100 * step_flops / 3 / 1e9
-        return DeviceReport(gflops, 4.0, 1.0, 1e4, 1e4, local_examples=len(dep.local_data(cid)))
-
-    out = asyncio.run(run_tree(dep, EDGES, profiles=report))
-    assert [r.outcome.applied for r in out.result.rounds] == [True]
+    out = asyncio.run(run_tree(dep, EDGES, agents=_slow_agents(dep, step_s)))
+    assert [r.outcome.applied for r in out.result.rounds] == [True, True]
     with Registry.open(url) as reg:
         h = reg.history()
-    assert sorted(h.device_id.tolist()) == list(range(6))
-    assert (h.assigned_work > 0).all()
-    assert (h.completed_work <= h.assigned_work).all()
-    settled = h.status <= WorkStatus.PARTIAL
-    assert settled.any()
+    mine = h.device_id == SLOW
+    assert (h.status[mine] == status).all()
+    assert (h.status[~mine] == WorkStatus.COMPLETED).all()
+    assert sorted(set(h.device_id.tolist())) == list(range(6))
+    if status == WorkStatus.PARTIAL:
+        per = min(cfg.client.batch_size, len(dep.local_data(SLOW)))
+        assert h.completed_work[mine].tolist() == [5 * per, 5 * per]
+        assert all(r.schedule is not None and r.schedule.partial == 1 for r in out.result.rounds)
+    else:
+        e0 = out.edges["e0"]
+        assert e0 is not None
+        assert all(SLOW in r.outcome.late for r in e0.rounds)
+        assert all(r.schedule is not None and r.schedule.dropped == 1 for r in out.result.rounds)
+    replay = cfg.model_copy(
+        update={"scheduling": cfg.scheduling.model_copy(
+            update={"registry_url": None, "replay_url": str(url)}
+        )}
+    )  # fmt: skip
+    sim = run(replay).simulation
+    assert out.result.params.tobytes() == sim.params.tobytes()
 
 
 def test_the_tree_cohort_and_reports_cross_the_wire():

@@ -20,6 +20,7 @@ from fedstrata.runtime import (
     TokenTable,
     new_token,
 )
+from fedstrata.runtime.client import ClientAgent
 from fedstrata.runtime.relink import FailoverLink
 from fedstrata.runtime.sched_reports import DeviceReport
 
@@ -43,6 +44,7 @@ async def run_tree(
     parents: Mapping[int, Sequence[str]] | None = None,
     min_available: int | None = None,
     profiles: Callable[[int], DeviceReport] | None = None,
+    agents: Callable[[GrpcLink, int], ClientAgent] | None = None,
 ) -> TreeRun:
     """Center <- one tier per edge <- its clients; tier ids follow ``edges``' order.
 
@@ -50,7 +52,8 @@ async def run_tree(
     rounds (its server stops; its clients re-home along ``parents``: client id ->
     edge names to try, in order). ``min_available``: the center's quorum of reachable
     clients before each round. ``profiles``: each client's device report under
-    ``scheduling`` (default: measured at start-up).
+    ``scheduling`` (default: measured at start-up). ``agents``: builds a client's
+    agent over its link (default: ``dep.client`` with ``profiles``).
     """
     n, names = dep.num_clients, list(edges)
     tier_ids = {name: n + k for k, name in enumerate(names)}
@@ -86,7 +89,11 @@ async def run_tree(
 
                 async with FailoverLink(order, make, connect_timeout_s=20, probe_s=1) as link:
                     profile = None if profiles is None else profiles(cid)
-                    agent = dep.client(link, cid, backoff=_FAST, profile=profile)  # type: ignore[arg-type]
+                    agent = (
+                        dep.client(link, cid, backoff=_FAST, profile=profile)  # type: ignore[arg-type]
+                        if agents is None
+                        else agents(link, cid)  # type: ignore[arg-type]
+                    )
                     await agent.run()
 
             async with asyncio.TaskGroup() as tg:

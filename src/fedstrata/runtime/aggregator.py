@@ -240,7 +240,7 @@ class TierAggregator:
             return
         node, adopted = self._place()
         try:
-            cohort = None if self.follower is None else self.follower.assign(task.work)
+            cohort = None if self.follower is None else self.follower.assign(task)
         except DataError as exc:
             log.warning("tier: round %d skipped: %s", r, exc)
             report.refused.append((r, str(exc)))

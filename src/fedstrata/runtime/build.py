@@ -71,7 +71,7 @@ from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_client import SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.secagg_tier import EdgeSecure, edge_rounds, outer_rounds
-from fedstrata.runtime.tier_periods import TreeSpec, center_rule, tree_refusal
+from fedstrata.runtime.tier_periods import TreeSpec, center_rule, partial_grace_s, tree_refusal
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
@@ -233,8 +233,9 @@ class Deployment:
                 r.clients_per_round, r.min_clients, r.deadline_s, cfg.seed, poisson_rate=poisson
             )
         else:
-            start = participants
-            policy = RoundPolicy(None, 1, r.deadline_s, cfg.seed)
+            start = participants  # a tree's edges close at the deadline, then send up
+            deadline = r.deadline_s if cfg.topology.mode == "flat" else None
+            policy = RoundPolicy(None, 1, deadline, cfg.seed)
         if participants is not None:
             _check_tiers(cfg)
         if cfg.topology.mode != "flat":
@@ -270,6 +271,8 @@ class Deployment:
         if cfg.privacy.enabled:
             hooks = privacy_hooks(cfg, pipe, self.num_clients, self.size, allocator)
             center.dp = DpCenter(hooks)
+        if participants is not None and cfg.topology.mode != "flat":
+            center.wait_grace_s = partial_grace_s(r.deadline_s)
         if participants is not None and cfg.topology.mode != "flat" and cfg.scheduling.enabled:
             from fedstrata.runtime.tier_sched import tree_scheduler  # deferred: SQLAlchemy
 
@@ -318,7 +321,13 @@ class Deployment:
         _check_tiers(cfg)
         policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
         settings = self._settings(chunk_bytes, 1, clients)
-        scheduler = self._scheduler() if cfg.topology.mode == "flat" else self._follower()
+        scheduler: CenterScheduler | EdgeFollower | None = None
+        if cfg.topology.mode == "flat":
+            scheduler = self._scheduler()  # sizes its own clients' work
+        elif cfg.scheduling.enabled:  # the center decides for the tree
+            from fedstrata.runtime.tier_sched import EdgeFollower  # deferred: SQLAlchemy
+
+            scheduler = EdgeFollower()
         secure = self._secure()
         center = Center(
             dataclasses.replace(settings, start_timeout_s=start_timeout_s),
@@ -362,7 +371,9 @@ class Deployment:
                 tier_id=tier_id, reconnect=reconnect, tree=tree, node=node,
             )  # fmt: skip
             if tree is not None and center.scheduler is not None:  # the center schedules
-                agg.follower = center.scheduler  # type: ignore[assignment]
+                from fedstrata.runtime.tier_sched import follower_of  # deferred: SQLAlchemy
+
+                agg.follower = follower_of(center)
             return agg
         edge = EdgeSecure.of(parent, secure.aggregator, secure)  # type: ignore[arg-type]
         return TierAggregator(
@@ -387,15 +398,6 @@ class Deployment:
 
         flops = self.trainer.flops_per_example
         return center_scheduler(self.config, flops, self.size, self.num_clients)
-
-    def _follower(self) -> EdgeFollower | None:
-        """An explicit tree's edge under ``scheduling``: the center decides
-        (:mod:`~fedstrata.runtime.tier_sched`); None: ``scheduling`` is off."""
-        if not self.config.scheduling.enabled:
-            return None
-        from fedstrata.runtime.tier_sched import edge_follower  # deferred: SQLAlchemy
-
-        return edge_follower(self.config)
 
     def _profile(self, trainer: Trainer, data: LocalData, client_id: int) -> DeviceReport | None:
         if not self.config.scheduling.enabled:

@@ -159,6 +159,7 @@ class Center:
         self.secure: SecureRounds | None = None  # secure aggregation (secagg_rounds.py)
         self.dp: DpCenter | None = None  # DP hooks and budget (dp_center.py)
         self.tree_sched: TreeScheduler | None = None  # schedules a tree (tier_sched.py)
+        self.wait_grace_s = 0.0  # a tree's center waits past the deadline for partials
 
     # ---- the run -------------------------------------------------------------------
 
@@ -355,6 +356,8 @@ class Center:
         if self.scheduler is not None and plan is not None:
             plans = self.scheduler.plans(rnd.round_idx, rnd.cohort, plan)
             partial = self.scheduler.partial  # stop at the deadline, settle (settle.py)
+        if self.tree_sched is not None:  # the edges' terms (tier_sched.py)
+            partial = self.tree_sched.scheduler.partial
         for cid, own in zip(rnd.cohort, plans, strict=True):
             queue = self._sessions.get(cid)
             if queue is None:
@@ -368,7 +371,9 @@ class Center:
 
     async def _await_cohort(self, rnd: OpenRound) -> None:
         try:
-            async with asyncio.timeout(self.settings.round_timeout_s):
+            limit = self.settings.round_timeout_s
+            grace = None if limit is None else limit + self.wait_grace_s
+            async with asyncio.timeout(grace):
                 await rnd.done.wait()
         except TimeoutError:
             missing = sorted(rnd.members - rnd.resolved.keys())

@@ -27,7 +27,10 @@ With a ``topology`` section (``mode: explicit``, ``topology.edges`` or
 * **Deadline**: under ``rounds.deadline_s`` an edge's periods share the parent's
   deadline (as in the simulator, where a client's update is late after the global
   round's deadline whichever edge round it belongs to); each edge round waits for
-  what is left of it, and an edge whose time ran out sends up an empty partial.
+  what is left of it, and an edge whose time ran out sends up an empty partial. The
+  deadline judges client updates at their edge, not the edges' partials (as in the
+  simulator): an edge that waited for a late client sends up at the deadline, and the
+  center waits for its partial :func:`partial_grace_s` past it.
 * **The center's rule**: a robust or custom ``server.aggregator`` runs at the center
   over the edges' means (:class:`~fedstrata.aggregation.edge_means.OverEdgeMeans`, the
   simulator's rule); edges run the weighted mean.
@@ -65,7 +68,14 @@ if TYPE_CHECKING:
     from fedstrata.runtime.center import Center
     from fedstrata.runtime.records import RoundRecord, TaskSpec
 
-__all__ = ["PeriodsResult", "TreeSpec", "center_rule", "run_periods", "tree_refusal"]
+__all__ = [
+    "PeriodsResult",
+    "TreeSpec",
+    "center_rule",
+    "partial_grace_s",
+    "run_periods",
+    "tree_refusal",
+]
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +149,13 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
             f"partials, and a quorum of clients across them is {NOT_BUILT} (leave it at 1)"
         )
     return None
+
+
+def partial_grace_s(deadline_s: float | None) -> float:
+    """How long past ``deadline_s`` a tree's center waits for its edges' partials
+    (they close their last edge round at the deadline, then send up): a tenth of the
+    deadline, at least 2 s."""
+    return 0.0 if deadline_s is None else max(2.0, 0.1 * deadline_s)
 
 
 def center_rule(config: FedConfig, agg: Aggregator[Any]) -> Aggregator[Any]:

@@ -48,6 +48,8 @@ from fedstrata.coordinator.periods import edge_members
 from fedstrata.core.metrics import ScheduleStats
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, DataError, FedstrataError
+from fedstrata.runtime.center import Center
+from fedstrata.runtime.records import TaskSpec
 from fedstrata.runtime.sched_reports import DeviceReport, PartialWork, RoundTimings
 from fedstrata.runtime.scheduling import CenterScheduler, center_scheduler
 from fedstrata.runtime.tier_periods import TreeSpec
@@ -55,7 +57,7 @@ from fedstrata.runtime.tier_work import MemberReport, Status, TierWork
 from fedstrata.scheduling.allocation import settle_reported, settlement_weights
 from fedstrata.scheduling.planner import ClientReport
 
-__all__ = ["EdgeFollower", "TreeScheduler", "edge_follower", "tree_scheduler"]
+__all__ = ["EdgeFollower", "TreeScheduler", "follower_of", "tree_scheduler"]
 
 log = logging.getLogger(__name__)
 
@@ -147,15 +149,13 @@ class EdgeFollower:
     Its center (``Deployment.edge``) calls it where a center calls its
     :class:`~fedstrata.runtime.scheduling.CenterScheduler`: it keeps its clients'
     profiles (forwarded up at registration), gives each member the steps the center
-    allocated (:meth:`assign`), settles partial work with the shared rule, and keeps
-    each member's report of the last edge round for the partial (:meth:`take_reports`).
-
-    Args:
-        partial: the partial-work terms (None: work counts as full).
+    allocated (:meth:`assign`), settles partial work with the shared rule under the
+    center's terms, and keeps each member's report of the last edge round for the
+    partial (:meth:`take_reports`).
     """
 
-    def __init__(self, partial: PartialWork | None) -> None:
-        self.partial = partial
+    def __init__(self) -> None:
+        self.partial: PartialWork | None = None  # the center's terms (assign)
         self.profiles: dict[int, DeviceReport] = {}
         self.work: TierWork | None = None
         self._assigned: dict[int, int | None] = {}
@@ -169,17 +169,18 @@ class EdgeFollower:
             return
         self.profiles[client_id] = report
 
-    def assign(self, work: TierWork | None) -> tuple[int, ...]:
-        """Take the center's decision for the global round (its edge rounds all use
-        it); returns the cohort, in the center's draw order.
+    def assign(self, task: TaskSpec) -> tuple[int, ...]:
+        """Take the center's decision for the global round from its ``task`` (its
+        edge rounds all use it): the cohort, the steps and the partial-work terms.
+        Returns the cohort, in the center's draw order.
 
         Raises:
             DataError: the task carried none (the center does not schedule the tree).
         """
-        if work is None:
+        if task.work is None:
             raise DataError("the parent's task carries no scheduled cohort (scheduling on?)")
-        self.work, self._reports = work, {}
-        return work.members
+        self.work, self.partial, self._reports = task.work, task.partial, {}
+        return task.work.members
 
     def members(self, clients: Sequence[int]) -> list[int]:
         """The cohort members among ``clients`` (the edge's own, then re-homed ones),
@@ -267,9 +268,15 @@ def tree_scheduler(
     return TreeScheduler(inner, TreeSpec.of(config, num_clients))
 
 
-def edge_follower(config: FedConfig) -> EdgeFollower:
-    """An edge's :class:`EdgeFollower`, with the center's partial-work terms."""
-    terms = None
-    if config.rounds.deadline_s is not None:
-        terms = PartialWork(config.scheduling.min_fraction, not config.privacy.enabled)
-    return EdgeFollower(terms)
+def follower_of(center: Center) -> EdgeFollower:
+    """The :class:`EdgeFollower` of an edge's ``center`` (``Deployment.edge``).
+
+    Raises:
+        ConfigError: its scheduler is not one (a center built otherwise).
+    """
+    if not isinstance(center.scheduler, EdgeFollower):
+        raise ConfigError(
+            "an explicit tree's edge under scheduling needs the center built by "
+            f"Deployment.edge (its scheduler is {type(center.scheduler).__name__})"
+        )
+    return center.scheduler
