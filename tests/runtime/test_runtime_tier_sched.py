@@ -12,6 +12,7 @@ from test_runtime_settle import FakeClock, SlowTrainer
 from tiertree import run_tree
 
 from fedstrata.api import run
+from fedstrata.builders import local_plan
 from fedstrata.config import load_config
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, DataError, ProtocolError
@@ -26,6 +27,7 @@ from fedstrata.runtime.tier_pbconv import (
     put_reports,
     reports_from_pb,
 )
+from fedstrata.runtime.tier_sched import tree_scheduler
 from fedstrata.runtime.tier_work import MemberReport, TierWork
 from fedstrata.scheduling import Registry, WorkStatus
 
@@ -256,3 +258,34 @@ def test_what_the_tree_scheduler_does_not_run_is_refused(overrides, names):
     cfg = load_config(overrides=[*TREE, *overrides])
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         check_supported(cfg)
+
+
+def test_the_tree_scheduler_decides_once_and_learns_from_the_edges_reports():
+    """Without gRPC: the center's decision over the tree, then the edges' reports; a
+    profile that arrives mid-round counts from the next decision (the round in flight
+    is still learnt from)."""
+    cfg = load_config(overrides=[*TREE, "scheduling.overselect=0.25"])
+    dep = deployment(cfg)
+    report = _profiles(dep)
+    sched = tree_scheduler(cfg, dep.trainer.flops_per_example, dep.size, dep.num_clients)
+    sched.join(6, {c: report(c) for c in range(5)})  # client 5 has not connected yet
+    work = sched.start(0, 0.0, local_plan(cfg.client))
+    assert 5 not in work.members
+    assert len(work.members) == 5  # ceil(4 x 1.25) of the 5 profiled
+    assert all(0 < s <= 5 for s in work.steps)
+    sched.join(7, {5: report(5)})  # mid-round: no effect on the round in flight
+    done = [
+        MemberReport(c, "accepted", 8 * s, 0.01, 0.02, 0.01, 0.5, s, True)
+        for c, s in zip(work.members, work.steps, strict=True)
+    ]
+    sched.reported([*done[:-1], MemberReport(99, "accepted")])  # a stranger is ignored
+    stats = sched.observe(0, 1.0)
+    assert stats is not None
+    assert stats.partial == 0
+    assert stats.predictor_mape_last is not None  # it learnt from the reports
+    history = sched.scheduler.registry.history()  # type: ignore[union-attr]
+    status = dict(zip(history.device_id.tolist(), history.status.tolist(), strict=True))
+    assert status[work.members[-1]] == WorkStatus.FAILED  # no report came for it
+    assert sum(s == WorkStatus.COMPLETED for s in status.values()) == 4
+    sched.start(1, 2.0, local_plan(cfg.client))
+    assert 5 in sched.scheduler.planner().predictor.state.device_id  # profiled now

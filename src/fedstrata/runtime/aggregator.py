@@ -101,6 +101,7 @@ class ParentLink(Protocol):
     async def submit_partial(
         self, round_idx: int, data: bytes, live_clients: int = 0, *,
         reports: Sequence[MemberReport] = (),
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> tuple[bool, str]: ...  # fmt: skip
 
     async def report_live(self, live_clients: int) -> None: ...
@@ -273,8 +274,10 @@ class TierAggregator:
         if self.follower is None:
             accepted, reason = await self.parent.submit_partial(r, data, live)
         else:
-            reports = self.follower.take_reports()
-            accepted, reason = await self.parent.submit_partial(r, data, live, reports=reports)
+            f = self.follower  # its members' reports, its clients' devices (tier_sched.py)
+            accepted, reason = await self.parent.submit_partial(
+                r, data, live, reports=f.take_reports(), profiles=dict(f.profiles)
+            )
         if not accepted:
             log.warning("tier: round %d partial refused: %s", r, reason)
             report.refused.append((r, reason))

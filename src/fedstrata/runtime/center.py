@@ -500,8 +500,9 @@ class Center:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
         start = self.clock.now()
         accepted, why = await intake.submit(header, chunks)
-        if accepted and header.reports and self.tree_sched is not None:
+        if accepted and header.partial and self.tree_sched is not None:
             self.tree_sched.reported(header.reports)
+            self.tree_sched.join(cid, dict(header.profiles))
         if self.scheduler is not None:
             up_s = self.clock.now() - start
             self.scheduler.arrived(cid, header.timings, up_s, header.metrics)

@@ -138,7 +138,12 @@ class _AckingLink:
         profiles: Mapping[int, DeviceReport] | None = None,
     ) -> AsyncIterator[TaskSpec]:
         first = True
-        async for task in self.link.session(live_clients, profile, profiles=profiles):
+        tasks = (
+            self.link.session(live_clients, profile)
+            if profiles is None  # an edge of a scheduled tree forwards them
+            else self.link.session(live_clients, profile, profiles=profiles)
+        )
+        async for task in tasks:
             if first:
                 self.acks.opened(self.participant, self._target())
                 first = False
@@ -192,8 +197,14 @@ class _AckingLink:
         live_clients: int = 0,
         *,
         reports: Sequence[MemberReport] = (),
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> tuple[bool, str]:
-        reply = await self.link.submit_partial(round_idx, data, live_clients, reports=reports)
+        if not reports and profiles is None:
+            reply = await self.link.submit_partial(round_idx, data, live_clients)
+        else:  # an edge of a scheduled tree (tier_sched.py)
+            reply = await self.link.submit_partial(
+                round_idx, data, live_clients, reports=reports, profiles=profiles
+            )
         return self._record(round_idx, reply)
 
     async def report_live(self, live_clients: int) -> None:

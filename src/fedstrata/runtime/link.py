@@ -300,11 +300,13 @@ class GrpcLink:
         live_clients: int = 0,
         *,
         reports: Sequence[MemberReport] = (),
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> tuple[bool, str]:
         """Stream an aggregator's partial (:func:`~fedstrata.runtime.center.encode_partial`).
 
-        ``live_clients``: the tier's connected clients now; ``reports``: an explicit
-        tree's edge reports its cohort members (:mod:`~fedstrata.runtime.tier_sched`).
+        ``live_clients``: the tier's connected clients now; ``reports`` and
+        ``profiles``: an explicit tree's edge reports its cohort members and forwards
+        its clients' devices (:mod:`~fedstrata.runtime.tier_sched`).
 
         Raises:
             ProtocolError: the call was refused (authentication).
@@ -318,6 +320,7 @@ class GrpcLink:
             live_clients=live_clients,
         )
         put_reports(header, reports)
+        put_profiles(header, profiles or {})
         return await self._stream_up(header, data)
 
     async def report_live(self, live_clients: int) -> None:

@@ -11,7 +11,12 @@ from fedstrata.runtime.center import TaskKind, TaskSpec, UploadHeader
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.sched_reports import DeviceReport, PartialWork, RoundTimings
-from fedstrata.runtime.tier_pbconv import put_work, reports_from_pb, work_from_pb
+from fedstrata.runtime.tier_pbconv import (
+    profiles_from_pb,
+    put_work,
+    reports_from_pb,
+    work_from_pb,
+)
 from fedstrata.runtime.transport import ChunkPlan
 
 log = logging.getLogger(__name__)
@@ -141,6 +146,7 @@ def upload_header(h: pb.StreamHeader, cid: int) -> UploadHeader:
         h.secagg_phase,
         h.secagg_support_seed,
         reports_from_pb(h, cid),
+        tuple(sorted(profiles_from_pb(h).items())),
     )
 
 

@@ -29,7 +29,7 @@ from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, PayloadError
 from fedstrata.runtime.partials import CompressedPartial
-from fedstrata.runtime.sched_reports import PartialWork, RoundTimings
+from fedstrata.runtime.sched_reports import DeviceReport, PartialWork, RoundTimings
 from fedstrata.runtime.streaming import Broadcast
 from fedstrata.runtime.tier_work import MemberReport, TierWork
 from fedstrata.runtime.transport import ChunkPlan
@@ -90,6 +90,7 @@ class UploadHeader:
     secagg_phase: int = 0  # a secure-aggregation step (secagg_wire.Phase), 0: none
     support_seed: int = 0  # a masked input's random-k support seed
     reports: tuple[MemberReport, ...] = ()  # an edge's cohort members (tier_sched.py)
+    profiles: tuple[tuple[int, DeviceReport], ...] = ()  # ... and its clients' devices
 
 
 @dataclass(frozen=True)

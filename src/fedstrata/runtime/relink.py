@@ -173,7 +173,12 @@ class FailoverLink:
         if self._pending_live is not None:  # reported while searching: newer
             live_clients, self._pending_live = self._pending_live, None
         try:
-            async for task in link.session(live_clients, profile, profiles=profiles):
+            tasks = (
+                link.session(live_clients, profile)
+                if profiles is None  # an edge of a scheduled tree forwards them
+                else link.session(live_clients, profile, profiles=profiles)
+            )
+            async for task in tasks:
                 self.run_id = link.run_id
                 yield task
         except TransportError:
@@ -224,8 +229,11 @@ class FailoverLink:
         live_clients: int = 0,
         *,
         reports: Sequence[MemberReport] = (),
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> tuple[bool, str]:
-        return await self._current().submit_partial(round_idx, data, live_clients, reports=reports)
+        return await self._current().submit_partial(
+            round_idx, data, live_clients, reports=reports, profiles=profiles
+        )
 
     async def report_live(self, live_clients: int) -> None:
         """A tier's connected clients; while no session is open (the list is being

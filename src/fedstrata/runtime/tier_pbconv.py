@@ -85,15 +85,15 @@ def reports_from_pb(h: pb.StreamHeader, cid: int) -> tuple[MemberReport, ...]:
     return tuple(out)
 
 
-def put_profiles(hello: pb.Hello, profiles: Mapping[int, DeviceReport]) -> None:
+def put_profiles(hello: pb.Hello | pb.StreamHeader, profiles: Mapping[int, DeviceReport]) -> None:
     from fedstrata.runtime.pbconv import profile_to_pb  # pbconv imports this module
 
     for cid in sorted(profiles):
         hello.tier_profiles.add(client_id=cid, profile=profile_to_pb(profiles[cid]))
 
 
-def profiles_from_pb(hello: pb.Hello) -> dict[int, DeviceReport]:
-    """The profiles an edge forwarded for its clients.
+def profiles_from_pb(hello: pb.Hello | pb.StreamHeader) -> dict[int, DeviceReport]:
+    """The profiles an edge forwarded for its clients (in its ``Hello`` or partial).
 
     Raises:
         ProtocolError: a profile outside the registry's ranges.

@@ -80,20 +80,28 @@ class TreeScheduler:
         self.work: TierWork | None = None
         self._reports: dict[int, MemberReport] = {}
         self._start_s = 0.0
+        self._pending: dict[int, DeviceReport] = {}  # profiles for the next decision
+        self._known: dict[int, DeviceReport] = {}
 
     def join(self, tier_id: int, profiles: Mapping[int, DeviceReport]) -> None:
-        """An edge registered and forwarded its clients' profiles."""
+        """An edge forwarded its clients' profiles (registering, or with a partial):
+        they count from the next global round's decision (a planner rebuilt in the
+        middle of a round would forget the round in flight)."""
         stray = sorted(set(profiles) - self._tree)
         if stray:
             log.warning("tier %d forwarded profiles of clients %s, not of the tree", tier_id,
                         stray)  # fmt: skip
         for cid in sorted(set(profiles) & self._tree):
-            self.scheduler.join(cid, profiles[cid])
+            if self._known.get(cid) != profiles[cid]:
+                self._pending[cid] = self._known[cid] = profiles[cid]
 
     def start(self, round_idx: int, now_s: float, default: LocalPlan) -> TierWork:
         """Global round ``round_idx``'s decision: the cohort over the tree, each
         member's plan sized to the deadline (a member's steps: 0 for ``default``)."""
         self._start_s, self._reports = now_s, {}
+        for cid in sorted(self._pending):
+            self.scheduler.join(cid, self._pending[cid])
+        self._pending = {}
         every = np.array(sorted(self._tree), dtype=np.int64)
         available = self.scheduler.admit(round_idx, every, now_s)
         cohort = self.coordinator.select(round_idx, available) if available.size else available

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'fedstrata/runtime/proto/fedstrata.proto\x12\x14\x66\x65\x64strata.runtime.v1\"\xb2\x01\n\x05Hello\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x14\n\x0clive_clients\x18\x03 \x01(\r\x12\x35\n\x07profile\x18\xc8\x01 \x01(\x0b\x32#.fedstrata.runtime.v1.ProfileReport\x12\x39\n\rtier_profiles\x18\xb8\x03 \x03(\x0b\x32!.fedstrata.runtime.v1.TierProfile\"\xc1\x01\n\rProfileReport\x12\x11\n\tcpu_score\x18\x01 \x01(\x01\x12\x11\n\tmemory_gb\x18\x02 \x01(\x01\x12\x1a\n\x12network_latency_ms\x18\x03 \x01(\x01\x12\x13\n\x0buplink_mbps\x18\x04 \x01(\x01\x12\x15\n\rdownlink_mbps\x18\x05 \x01(\x01\x12\x14\n\x0c\x62\x66\x31\x36_speedup\x18\x06 \x01(\x01\x12\x14\n\x0c\x66p16_speedup\x18\x07 \x01(\x01\x12\x16\n\x0elocal_examples\x18\x08 \x01(\x04\"k\n\x0cSchedTimings\x12\x12\n\ndownload_s\x18\x01 \x01(\x01\x12\x11\n\tcompute_s\x18\x02 \x01(\x01\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x04\x12\x0e\n\x05steps\x18\xde\x02 \x01(\r\x12\x12\n\thas_steps\x18\xdf\x02 \x01(\x08\"\x91\x01\n\x04Plan\x12\x12\n\nbatch_size\x18\x01 \x01(\r\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x10\n\x08momentum\x18\x06 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x07 \x01(\x01\x12\x0f\n\x07prox_mu\x18\x08 \x01(\x01\"\x8d\x03\n\x04Task\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fedstrata.runtime.v1.Task.Kind\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x11\n\troot_seed\x18\x03 \x01(\x03\x12\x12\n\ndeadline_s\x18\x04 \x01(\x01\x12(\n\x04plan\x18\x05 \x01(\x0b\x32\x1a.fedstrata.runtime.v1.Plan\x12\x13\n\x0bmodel_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x15\n\x0cpartial_work\x18\xde\x02 \x01(\x08\x12\x15\n\x0cmin_fraction\x18\xdf\x02 \x01(\x01\x12\x19\n\x10partial_weighted\x18\xe0\x02 \x01(\x08\x12\x38\n\ttier_work\x18\xb8\x03 \x03(\x0b\x32$.fedstrata.runtime.v1.TierAssignment\x12\x17\n\x0etier_scheduled\x18\xb9\x03 \x01(\x08\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04\x44ONE\x10\x02\"u\n\x0f\x44ownloadRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\x08\x64ownlink\x18\xc8\x01 \x01(\x08\x12\x19\n\x10\x64ownlink_version\x18\xc9\x01 \x01(\x03\"\xa3\x04\n\x0cStreamHeader\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x04\x12@\n\x07metrics\x18\x05 \x03(\x0b\x32/.fedstrata.runtime.v1.StreamHeader.MetricsEntry\x12;\n\x07\x63ontent\x18\x06 \x01(\x0e\x32*.fedstrata.runtime.v1.StreamHeader.Content\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x14\n\x0clive_clients\x18\x08 \x01(\r\x12=\n\x0ctier_reports\x18\xb8\x03 \x03(\x0b\x32&.fedstrata.runtime.v1.TierMemberReport\x12\x34\n\x07timings\x18\xc8\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.SchedTimings\x12\x37\n\x0csecagg_phase\x18\x64 \x01(\x0e\x32!.fedstrata.runtime.v1.SecAggPhase\x12\x1b\n\x13secagg_support_seed\x18\x65 \x01(\x04\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\"\n\x07\x43ontent\x12\n\n\x06UPDATE\x10\x00\x12\x0b\n\x07PARTIAL\x10\x01\"Z\n\nStreamPart\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.StreamHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"W\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x16\n\x0esecagg_message\x18\x64 \x01(\x0c\"\x90\x01\n\x0bSecAggSetup\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x12\n\ngraph_seed\x18\x02 \x01(\x04\x12\x10\n\x08party_id\x18\x03 \x01(\r\x12\x15\n\rcenter_public\x18\x04 \x01(\x0c\x12\x0f\n\x07parties\x18\x05 \x01(\r\x12\x0e\n\x06\x64\x65gree\x18\x06 \x01(\r\x12\x11\n\tthreshold\x18\x07 \x01(\r\"H\n\nSecAggKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x12\n\nenc_public\x18\x02 \x01(\x0c\x12\x13\n\x0bmask_public\x18\x03 \x01(\x0c\"k\n\x12SecAggKeyDirectory\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x12\n\nclient_ids\x18\x03 \x03(\r\x12\x13\n\x0b\x65nc_publics\x18\x04 \x01(\x0c\x12\x14\n\x0cmask_publics\x18\x05 \x01(\x0cJ\x04\x08\x02\x10\x03\"M\n\x0fSecAggShareKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x12\n\nrecipients\x18\x02 \x03(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\"K\n\x11SecAggShareBundle\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x0f\n\x07senders\x18\x02 \x03(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\"n\n\x11SecAggMaskedInput\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x14\n\x0cmodulus_bits\x18\x04 \x01(\r\x12\x0e\n\x06packed\x18\x05 \x01(\x0c\"K\n\x13SecAggUnmaskRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x11\n\tsurvivors\x18\x02 \x03(\r\x12\x0f\n\x07\x64ropped\x18\x03 \x03(\r\"O\n\x0cSecAggSealed\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x18\n\x10\x65phemeral_public\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"\xaf\x01\n\x14SecAggUnmaskResponse\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x13\n\x0bseed_owners\x18\x02 \x03(\r\x12\x13\n\x0bseed_shares\x18\x03 \x03(\x0c\x12\x12\n\nkey_owners\x18\x04 \x03(\r\x12\x12\n\nkey_shares\x18\x05 \x03(\x0c\x12\x32\n\x06sealed\x18\x06 \x01(\x0b\x32\".fedstrata.runtime.v1.SecAggSealed\"\xbf\x01\n\x13SecAggClusterReport\x12\x11\n\tthreshold\x18\x01 \x01(\r\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12\x11\n\tsurvivors\x18\x03 \x03(\r\x12\x32\n\x06sealed\x18\x04 \x03(\x0b\x32\".fedstrata.runtime.v1.SecAggSealed\x12\x12\n\ngraph_size\x18\x05 \x01(\r\x12\x14\n\x0cgraph_degree\x18\x06 \x01(\r\x12\x12\n\ngraph_seed\x18\x07 \x01(\x04\"V\n\x0bTierProfile\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x34\n\x07profile\x18\x02 \x01(\x0b\x32#.fedstrata.runtime.v1.ProfileReport\"2\n\x0eTierAssignment\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\r\n\x05steps\x18\x02 \x01(\r\"\xba\x02\n\x10TierMemberReport\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x10\n\x08\x65xamples\x18\x02 \x01(\x04\x12\x12\n\ndownload_s\x18\x03 \x01(\x01\x12\x11\n\tcompute_s\x18\x04 \x01(\x01\x12\x10\n\x08upload_s\x18\x05 \x01(\x01\x12=\n\x06status\x18\x06 \x01(\x0e\x32-.fedstrata.runtime.v1.TierMemberReport.Status\x12\x12\n\ntrain_loss\x18\x07 \x01(\x01\x12\x10\n\x08has_loss\x18\x08 \x01(\x08\x12\r\n\x05steps\x18\t \x01(\r\x12\x11\n\thas_steps\x18\n \x01(\x08\x12\x13\n\x0bhas_timings\x18\x0b \x01(\x08\",\n\x06Status\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x00\x12\x08\n\x04LATE\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02*\x8d\x01\n\x0bSecAggPhase\x12\x0f\n\x0bSECAGG_NONE\x10\x00\x12\x10\n\x0cSECAGG_SETUP\x10\x01\x12\x0f\n\x0bSECAGG_KEYS\x10\x02\x12\x11\n\rSECAGG_SHARES\x10\x03\x12\x10\n\x0cSECAGG_INPUT\x10\x04\x12\x11\n\rSECAGG_UNMASK\x10\x05\x12\x12\n\x0eSECAGG_CLUSTER\x10\x06\x32\xf6\x01\n\x06\x43\x65nter\x12\x44\n\x07Session\x12\x1b.fedstrata.runtime.v1.Hello\x1a\x1a.fedstrata.runtime.v1.Task0\x01\x12U\n\x08\x44ownload\x12%.fedstrata.runtime.v1.DownloadRequest\x1a .fedstrata.runtime.v1.StreamPart0\x01\x12O\n\x06Submit\x12 .fedstrata.runtime.v1.StreamPart\x1a!.fedstrata.runtime.v1.SubmitReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'fedstrata/runtime/proto/fedstrata.proto\x12\x14\x66\x65\x64strata.runtime.v1\"\xb2\x01\n\x05Hello\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x14\n\x0clive_clients\x18\x03 \x01(\r\x12\x35\n\x07profile\x18\xc8\x01 \x01(\x0b\x32#.fedstrata.runtime.v1.ProfileReport\x12\x39\n\rtier_profiles\x18\xb8\x03 \x03(\x0b\x32!.fedstrata.runtime.v1.TierProfile\"\xc1\x01\n\rProfileReport\x12\x11\n\tcpu_score\x18\x01 \x01(\x01\x12\x11\n\tmemory_gb\x18\x02 \x01(\x01\x12\x1a\n\x12network_latency_ms\x18\x03 \x01(\x01\x12\x13\n\x0buplink_mbps\x18\x04 \x01(\x01\x12\x15\n\rdownlink_mbps\x18\x05 \x01(\x01\x12\x14\n\x0c\x62\x66\x31\x36_speedup\x18\x06 \x01(\x01\x12\x14\n\x0c\x66p16_speedup\x18\x07 \x01(\x01\x12\x16\n\x0elocal_examples\x18\x08 \x01(\x04\"k\n\x0cSchedTimings\x12\x12\n\ndownload_s\x18\x01 \x01(\x01\x12\x11\n\tcompute_s\x18\x02 \x01(\x01\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x04\x12\x0e\n\x05steps\x18\xde\x02 \x01(\r\x12\x12\n\thas_steps\x18\xdf\x02 \x01(\x08\"\x91\x01\n\x04Plan\x12\x12\n\nbatch_size\x18\x01 \x01(\r\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x10\n\x08momentum\x18\x06 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x07 \x01(\x01\x12\x0f\n\x07prox_mu\x18\x08 \x01(\x01\"\x8d\x03\n\x04Task\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fedstrata.runtime.v1.Task.Kind\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x11\n\troot_seed\x18\x03 \x01(\x03\x12\x12\n\ndeadline_s\x18\x04 \x01(\x01\x12(\n\x04plan\x18\x05 \x01(\x0b\x32\x1a.fedstrata.runtime.v1.Plan\x12\x13\n\x0bmodel_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x15\n\x0cpartial_work\x18\xde\x02 \x01(\x08\x12\x15\n\x0cmin_fraction\x18\xdf\x02 \x01(\x01\x12\x19\n\x10partial_weighted\x18\xe0\x02 \x01(\x08\x12\x38\n\ttier_work\x18\xb8\x03 \x03(\x0b\x32$.fedstrata.runtime.v1.TierAssignment\x12\x17\n\x0etier_scheduled\x18\xb9\x03 \x01(\x08\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04\x44ONE\x10\x02\"u\n\x0f\x44ownloadRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\x08\x64ownlink\x18\xc8\x01 \x01(\x08\x12\x19\n\x10\x64ownlink_version\x18\xc9\x01 \x01(\x03\"\xde\x04\n\x0cStreamHeader\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x11\n\tround_idx\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x04\x12@\n\x07metrics\x18\x05 \x03(\x0b\x32/.fedstrata.runtime.v1.StreamHeader.MetricsEntry\x12;\n\x07\x63ontent\x18\x06 \x01(\x0e\x32*.fedstrata.runtime.v1.StreamHeader.Content\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x14\n\x0clive_clients\x18\x08 \x01(\r\x12=\n\x0ctier_reports\x18\xb8\x03 \x03(\x0b\x32&.fedstrata.runtime.v1.TierMemberReport\x12\x39\n\rtier_profiles\x18\xb9\x03 \x03(\x0b\x32!.fedstrata.runtime.v1.TierProfile\x12\x34\n\x07timings\x18\xc8\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.SchedTimings\x12\x37\n\x0csecagg_phase\x18\x64 \x01(\x0e\x32!.fedstrata.runtime.v1.SecAggPhase\x12\x1b\n\x13secagg_support_seed\x18\x65 \x01(\x04\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\"\n\x07\x43ontent\x12\n\n\x06UPDATE\x10\x00\x12\x0b\n\x07PARTIAL\x10\x01\"Z\n\nStreamPart\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".fedstrata.runtime.v1.StreamHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"W\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x16\n\x0esecagg_message\x18\x64 \x01(\x0c\"\x90\x01\n\x0bSecAggSetup\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x12\n\ngraph_seed\x18\x02 \x01(\x04\x12\x10\n\x08party_id\x18\x03 \x01(\r\x12\x15\n\rcenter_public\x18\x04 \x01(\x0c\x12\x0f\n\x07parties\x18\x05 \x01(\r\x12\x0e\n\x06\x64\x65gree\x18\x06 \x01(\r\x12\x11\n\tthreshold\x18\x07 \x01(\r\"H\n\nSecAggKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x12\n\nenc_public\x18\x02 \x01(\x0c\x12\x13\n\x0bmask_public\x18\x03 \x01(\x0c\"k\n\x12SecAggKeyDirectory\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x12\n\nclient_ids\x18\x03 \x03(\r\x12\x13\n\x0b\x65nc_publics\x18\x04 \x01(\x0c\x12\x14\n\x0cmask_publics\x18\x05 \x01(\x0cJ\x04\x08\x02\x10\x03\"M\n\x0fSecAggShareKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x12\n\nrecipients\x18\x02 \x03(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\"K\n\x11SecAggShareBundle\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x0f\n\x07senders\x18\x02 \x03(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\"n\n\x11SecAggMaskedInput\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x14\n\x0cmodulus_bits\x18\x04 \x01(\r\x12\x0e\n\x06packed\x18\x05 \x01(\x0c\"K\n\x13SecAggUnmaskRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x11\n\tsurvivors\x18\x02 \x03(\r\x12\x0f\n\x07\x64ropped\x18\x03 \x03(\r\"O\n\x0cSecAggSealed\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x18\n\x10\x65phemeral_public\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"\xaf\x01\n\x14SecAggUnmaskResponse\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x13\n\x0bseed_owners\x18\x02 \x03(\r\x12\x13\n\x0bseed_shares\x18\x03 \x03(\x0c\x12\x12\n\nkey_owners\x18\x04 \x03(\r\x12\x12\n\nkey_shares\x18\x05 \x03(\x0c\x12\x32\n\x06sealed\x18\x06 \x01(\x0b\x32\".fedstrata.runtime.v1.SecAggSealed\"\xbf\x01\n\x13SecAggClusterReport\x12\x11\n\tthreshold\x18\x01 \x01(\r\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12\x11\n\tsurvivors\x18\x03 \x03(\r\x12\x32\n\x06sealed\x18\x04 \x03(\x0b\x32\".fedstrata.runtime.v1.SecAggSealed\x12\x12\n\ngraph_size\x18\x05 \x01(\r\x12\x14\n\x0cgraph_degree\x18\x06 \x01(\r\x12\x12\n\ngraph_seed\x18\x07 \x01(\x04\"V\n\x0bTierProfile\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x34\n\x07profile\x18\x02 \x01(\x0b\x32#.fedstrata.runtime.v1.ProfileReport\"2\n\x0eTierAssignment\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\r\n\x05steps\x18\x02 \x01(\r\"\xba\x02\n\x10TierMemberReport\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x10\n\x08\x65xamples\x18\x02 \x01(\x04\x12\x12\n\ndownload_s\x18\x03 \x01(\x01\x12\x11\n\tcompute_s\x18\x04 \x01(\x01\x12\x10\n\x08upload_s\x18\x05 \x01(\x01\x12=\n\x06status\x18\x06 \x01(\x0e\x32-.fedstrata.runtime.v1.TierMemberReport.Status\x12\x12\n\ntrain_loss\x18\x07 \x01(\x01\x12\x10\n\x08has_loss\x18\x08 \x01(\x08\x12\r\n\x05steps\x18\t \x01(\r\x12\x11\n\thas_steps\x18\n \x01(\x08\x12\x13\n\x0bhas_timings\x18\x0b \x01(\x08\",\n\x06Status\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x00\x12\x08\n\x04LATE\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02*\x8d\x01\n\x0bSecAggPhase\x12\x0f\n\x0bSECAGG_NONE\x10\x00\x12\x10\n\x0cSECAGG_SETUP\x10\x01\x12\x0f\n\x0bSECAGG_KEYS\x10\x02\x12\x11\n\rSECAGG_SHARES\x10\x03\x12\x10\n\x0cSECAGG_INPUT\x10\x04\x12\x11\n\rSECAGG_UNMASK\x10\x05\x12\x12\n\x0eSECAGG_CLUSTER\x10\x06\x32\xf6\x01\n\x06\x43\x65nter\x12\x44\n\x07Session\x12\x1b.fedstrata.runtime.v1.Hello\x1a\x1a.fedstrata.runtime.v1.Task0\x01\x12U\n\x08\x44ownload\x12%.fedstrata.runtime.v1.DownloadRequest\x1a .fedstrata.runtime.v1.StreamPart0\x01\x12O\n\x06Submit\x12 .fedstrata.runtime.v1.StreamPart\x1a!.fedstrata.runtime.v1.SubmitReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STREAMHEADER_METRICSENTRY']._loaded_options = None
   _globals['_STREAMHEADER_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_SECAGGPHASE']._serialized_start=3535
-  _globals['_SECAGGPHASE']._serialized_end=3676
+  _globals['_SECAGGPHASE']._serialized_start=3594
+  _globals['_SECAGGPHASE']._serialized_end=3735
   _globals['_HELLO']._serialized_start=66
   _globals['_HELLO']._serialized_end=244
   _globals['_PROFILEREPORT']._serialized_start=247
@@ -50,43 +50,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOWNLOADREQUEST']._serialized_start=1099
   _globals['_DOWNLOADREQUEST']._serialized_end=1216
   _globals['_STREAMHEADER']._serialized_start=1219
-  _globals['_STREAMHEADER']._serialized_end=1766
-  _globals['_STREAMHEADER_METRICSENTRY']._serialized_start=1684
-  _globals['_STREAMHEADER_METRICSENTRY']._serialized_end=1730
-  _globals['_STREAMHEADER_CONTENT']._serialized_start=1732
-  _globals['_STREAMHEADER_CONTENT']._serialized_end=1766
-  _globals['_STREAMPART']._serialized_start=1768
-  _globals['_STREAMPART']._serialized_end=1858
-  _globals['_SUBMITREPLY']._serialized_start=1860
-  _globals['_SUBMITREPLY']._serialized_end=1947
-  _globals['_SECAGGSETUP']._serialized_start=1950
-  _globals['_SECAGGSETUP']._serialized_end=2094
-  _globals['_SECAGGKEYS']._serialized_start=2096
-  _globals['_SECAGGKEYS']._serialized_end=2168
-  _globals['_SECAGGKEYDIRECTORY']._serialized_start=2170
-  _globals['_SECAGGKEYDIRECTORY']._serialized_end=2277
-  _globals['_SECAGGSHAREKEYS']._serialized_start=2279
-  _globals['_SECAGGSHAREKEYS']._serialized_end=2356
-  _globals['_SECAGGSHAREBUNDLE']._serialized_start=2358
-  _globals['_SECAGGSHAREBUNDLE']._serialized_end=2433
-  _globals['_SECAGGMASKEDINPUT']._serialized_start=2435
-  _globals['_SECAGGMASKEDINPUT']._serialized_end=2545
-  _globals['_SECAGGUNMASKREQUEST']._serialized_start=2547
-  _globals['_SECAGGUNMASKREQUEST']._serialized_end=2622
-  _globals['_SECAGGSEALED']._serialized_start=2624
-  _globals['_SECAGGSEALED']._serialized_end=2703
-  _globals['_SECAGGUNMASKRESPONSE']._serialized_start=2706
-  _globals['_SECAGGUNMASKRESPONSE']._serialized_end=2881
-  _globals['_SECAGGCLUSTERREPORT']._serialized_start=2884
-  _globals['_SECAGGCLUSTERREPORT']._serialized_end=3075
-  _globals['_TIERPROFILE']._serialized_start=3077
-  _globals['_TIERPROFILE']._serialized_end=3163
-  _globals['_TIERASSIGNMENT']._serialized_start=3165
-  _globals['_TIERASSIGNMENT']._serialized_end=3215
-  _globals['_TIERMEMBERREPORT']._serialized_start=3218
-  _globals['_TIERMEMBERREPORT']._serialized_end=3532
-  _globals['_TIERMEMBERREPORT_STATUS']._serialized_start=3488
-  _globals['_TIERMEMBERREPORT_STATUS']._serialized_end=3532
-  _globals['_CENTER']._serialized_start=3679
-  _globals['_CENTER']._serialized_end=3925
+  _globals['_STREAMHEADER']._serialized_end=1825
+  _globals['_STREAMHEADER_METRICSENTRY']._serialized_start=1743
+  _globals['_STREAMHEADER_METRICSENTRY']._serialized_end=1789
+  _globals['_STREAMHEADER_CONTENT']._serialized_start=1791
+  _globals['_STREAMHEADER_CONTENT']._serialized_end=1825
+  _globals['_STREAMPART']._serialized_start=1827
+  _globals['_STREAMPART']._serialized_end=1917
+  _globals['_SUBMITREPLY']._serialized_start=1919
+  _globals['_SUBMITREPLY']._serialized_end=2006
+  _globals['_SECAGGSETUP']._serialized_start=2009
+  _globals['_SECAGGSETUP']._serialized_end=2153
+  _globals['_SECAGGKEYS']._serialized_start=2155
+  _globals['_SECAGGKEYS']._serialized_end=2227
+  _globals['_SECAGGKEYDIRECTORY']._serialized_start=2229
+  _globals['_SECAGGKEYDIRECTORY']._serialized_end=2336
+  _globals['_SECAGGSHAREKEYS']._serialized_start=2338
+  _globals['_SECAGGSHAREKEYS']._serialized_end=2415
+  _globals['_SECAGGSHAREBUNDLE']._serialized_start=2417
+  _globals['_SECAGGSHAREBUNDLE']._serialized_end=2492
+  _globals['_SECAGGMASKEDINPUT']._serialized_start=2494
+  _globals['_SECAGGMASKEDINPUT']._serialized_end=2604
+  _globals['_SECAGGUNMASKREQUEST']._serialized_start=2606
+  _globals['_SECAGGUNMASKREQUEST']._serialized_end=2681
+  _globals['_SECAGGSEALED']._serialized_start=2683
+  _globals['_SECAGGSEALED']._serialized_end=2762
+  _globals['_SECAGGUNMASKRESPONSE']._serialized_start=2765
+  _globals['_SECAGGUNMASKRESPONSE']._serialized_end=2940
+  _globals['_SECAGGCLUSTERREPORT']._serialized_start=2943
+  _globals['_SECAGGCLUSTERREPORT']._serialized_end=3134
+  _globals['_TIERPROFILE']._serialized_start=3136
+  _globals['_TIERPROFILE']._serialized_end=3222
+  _globals['_TIERASSIGNMENT']._serialized_start=3224
+  _globals['_TIERASSIGNMENT']._serialized_end=3274
+  _globals['_TIERMEMBERREPORT']._serialized_start=3277
+  _globals['_TIERMEMBERREPORT']._serialized_end=3591
+  _globals['_TIERMEMBERREPORT_STATUS']._serialized_start=3547
+  _globals['_TIERMEMBERREPORT_STATUS']._serialized_end=3591
+  _globals['_CENTER']._serialized_start=3738
+  _globals['_CENTER']._serialized_end=3984
 # @@protoc_insertion_point(module_scope)

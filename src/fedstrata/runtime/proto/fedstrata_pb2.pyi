@@ -143,7 +143,7 @@ class DownloadRequest(_message.Message):
     def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., run_id: _Optional[str] = ..., downlink: _Optional[bool] = ..., downlink_version: _Optional[int] = ...) -> None: ...
 
 class StreamHeader(_message.Message):
-    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients", "tier_reports", "timings", "secagg_phase", "secagg_support_seed")
+    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients", "tier_reports", "tier_profiles", "timings", "secagg_phase", "secagg_support_seed")
     class Content(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UPDATE: _ClassVar[StreamHeader.Content]
@@ -166,6 +166,7 @@ class StreamHeader(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LIVE_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     TIER_REPORTS_FIELD_NUMBER: _ClassVar[int]
+    TIER_PROFILES_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     SECAGG_PHASE_FIELD_NUMBER: _ClassVar[int]
     SECAGG_SUPPORT_SEED_FIELD_NUMBER: _ClassVar[int]
@@ -178,10 +179,11 @@ class StreamHeader(_message.Message):
     run_id: str
     live_clients: int
     tier_reports: _containers.RepeatedCompositeFieldContainer[TierMemberReport]
+    tier_profiles: _containers.RepeatedCompositeFieldContainer[TierProfile]
     timings: SchedTimings
     secagg_phase: SecAggPhase
     secagg_support_seed: int
-    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., tier_reports: _Optional[_Iterable[_Union[TierMemberReport, _Mapping]]] = ..., timings: _Optional[_Union[SchedTimings, _Mapping]] = ..., secagg_phase: _Optional[_Union[SecAggPhase, str]] = ..., secagg_support_seed: _Optional[int] = ...) -> None: ...
+    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., tier_reports: _Optional[_Iterable[_Union[TierMemberReport, _Mapping]]] = ..., tier_profiles: _Optional[_Iterable[_Union[TierProfile, _Mapping]]] = ..., timings: _Optional[_Union[SchedTimings, _Mapping]] = ..., secagg_phase: _Optional[_Union[SecAggPhase, str]] = ..., secagg_support_seed: _Optional[int] = ...) -> None: ...
 
 class StreamPart(_message.Message):
     __slots__ = ("header", "data")
