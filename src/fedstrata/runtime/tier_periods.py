@@ -14,7 +14,9 @@ With a ``topology`` section (``mode: explicit``, ``topology.edges`` or
   tree with the run's seed (``rounds.clients_per_round``, or Poisson sampling), exactly
   as the simulator's coordinator draws it over every client, and each edge trains its
   share (:func:`~fedstrata.coordinator.periods.edge_members`); a selected client that
-  is not connected fails, as a dropout does.
+  is not connected fails, as a dropout does. Under ``scheduling`` the center draws it
+  (and sizes each member's work) over the whole tree and sends it down in the edges'
+  tasks (:mod:`fedstrata.runtime.tier_sched`).
 * **Failures**: an edge that dies loses its subtree for the round in flight (the
   center fails that participant and applies the others); its clients re-home (their
   ``FailoverLink`` lists a sibling edge or the center) and, from the next round, the
