@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 from test_runtime_settle import FakeClock, SlowTrainer
-from tiertree import run_tree
+from tiertree import run_regions, run_tree
 
 from fedstrata.api import run
 from fedstrata.builders import local_plan
@@ -239,25 +239,56 @@ def test_the_tree_cohort_and_reports_cross_the_wire():
     assert profiles_from_pb(hello) == profiles
 
 
-@pytest.mark.parametrize(
-    ("overrides", "names"),
-    [
-        (["secagg.enabled=true", "rounds.clients_per_round=null"], "secagg.enabled"),
-        (
-            [
-                "data.num_clients=8",
-                "topology.edges=null",
-                'topology.regions={"r0": {"e0": [0, 1], "e1": [2, 3]}, '
-                '"r1": {"e2": [4, 5], "e3": [6, 7]}}',
-            ],
-            "topology.regions",
-        ),
-    ],
-)
-def test_what_the_tree_scheduler_does_not_run_is_refused(overrides, names):
-    cfg = load_config(overrides=[*TREE, *overrides])
-    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+def test_what_the_tree_scheduler_does_not_run_is_refused():
+    cfg = load_config(overrides=[*TREE, "secagg.enabled=true", "rounds.clients_per_round=null"])
+    with pytest.raises(ConfigError, match=r"scheduling with secagg\.enabled"):
         check_supported(cfg)
+
+
+REGIONS = {"r0": {"e0": [0, 1], "e1": [2, 3]}, "r1": {"e2": [4, 5], "e3": [6, 7]}}
+
+
+@pytest.mark.parametrize("straggler", [False, True], ids=["all", "straggler"])
+def test_regions_relay_the_centers_decision_and_the_edges_reports(tmp_path, straggler):
+    """Center <- 2 regions <- 2 edges each: the regions relay the center's cohort and
+    steps down and their edges' profiles and reports up; the decision equals the
+    simulator's and its replay computes the model. With a straggler (client 2 of
+    edge e1, dropped under min_fraction), its edge waits for the deadline and its
+    region for that edge: their partials still count, as in the simulator."""
+    deployed = tmp_path / "deployed.db"
+    tree = [
+        *TREE, "data.num_clients=8", "rounds.clients_per_round=5", "topology.edges=null",
+        f"topology.regions={REGIONS}", "scheduling.overselect=0.2",
+    ]  # fmt: skip
+    if straggler:
+        tree += ["rounds.deadline_s=4", "scheduling.min_fraction=0.8", "scheduling.max_steps=10"]
+        tree += ["rounds.clients_per_round=null"]
+    cfg = load_config(overrides=[*tree, f"scheduling.registry_url={deployed}"])
+    dep = deployment(cfg)
+    report = _profiles(dep)
+    agents = _slow_agents(dep, 0.5) if straggler else None
+    out = asyncio.run(run_regions(dep, REGIONS, profiles=report, agents=agents))
+    assert not out.result.rejections
+    assert [r.outcome.applied for r in out.result.rounds] == [True, True]
+    assert all(len(r.outcome.accepted) == 2 for r in out.result.rounds)  # both regions
+    assert all(r.schedule is not None for r in out.result.rounds)
+    got = _decisions(str(deployed))
+    with Registry.open(deployed) as reg:
+        history = reg.history()
+    if straggler:
+        mine = history.device_id == SLOW
+        assert (history.status[mine] == WorkStatus.DROPPED).all()
+        assert (history.status[~mine] == WorkStatus.COMPLETED).all()
+    else:
+        assert [len(got[r]) for r in range(2)] == [6, 6]  # ceil(5 x 1.2) of 8
+        assert (history.status == WorkStatus.COMPLETED).all()  # every report came up
+        sim_url = _profile_registry(tmp_path / "sim.db", dep, report)
+        run(load_config(overrides=[*tree, f"scheduling.registry_url={sim_url}"]))
+        want = _decisions(sim_url)
+        assert got[0] == want[0]
+        assert [c for c, _ in got[1]] == [c for c, _ in want[1]]
+    replay = load_config(overrides=[*tree, f"scheduling.replay_url={deployed}"])
+    assert out.result.params.tobytes() == run(replay).simulation.params.tobytes()
 
 
 def test_the_tree_scheduler_decides_once_and_learns_from_the_edges_reports():

@@ -117,12 +117,16 @@ async def _after_rounds(agg: object, count: int) -> None:
 
 
 async def run_regions(
-    dep: Deployment, regions: Mapping[str, Mapping[str, Sequence[int]]]
+    dep: Deployment,
+    regions: Mapping[str, Mapping[str, Sequence[int]]],
+    *,
+    profiles: Callable[[int], DeviceReport] | None = None,
+    agents: Callable[[GrpcLink, int], ClientAgent] | None = None,
 ) -> TreeRun:
     """Center <- one named tier per region <- one tier per edge <- its clients.
 
     Participant ids: clients 0..n-1, then the regions, then the edges, in the order of
-    ``regions``."""
+    ``regions``. ``profiles``, ``agents``: as for :func:`run_tree`."""
     n = dep.num_clients
     edges = {e: ids for rg in regions.values() for e, ids in rg.items()}
     ids = {name: n + k for k, name in enumerate([*regions, *edges])}
@@ -150,7 +154,13 @@ async def run_regions(
 
             async def client(cid: int, name: str) -> None:
                 async with GrpcLink(targets[name], cid, tokens[cid]) as link:
-                    await dep.client(link, cid).run()
+                    profile = None if profiles is None else profiles(cid)
+                    agent = (
+                        dep.client(link, cid, profile=profile)  # type: ignore[arg-type]
+                        if agents is None
+                        else agents(link, cid)  # type: ignore[arg-type]
+                    )
+                    await agent.run()
 
             async with asyncio.TaskGroup() as tg:
                 main = tg.create_task(center.run(dep.initial_params()))

@@ -74,8 +74,7 @@ from fedstrata.runtime.tier_periods import TreeSpec, run_periods
 if TYPE_CHECKING:  # the monitor's module imports the recorder, which builds tiers
     from fedstrata.runtime.monitor import TierMonitor
     from fedstrata.runtime.sched_reports import DeviceReport
-    from fedstrata.runtime.tier_sched import EdgeFollower
-    from fedstrata.runtime.tier_work import MemberReport
+    from fedstrata.runtime.tier_work import MemberReport, TierFollower
 
 __all__ = ["ParentLink", "TierAggregator", "TierReport"]
 
@@ -157,7 +156,7 @@ class TierAggregator:
         self.secure = secure  # two-tier secure aggregation (secagg_tier.py)
         self.tree, self.node = tree, node  # an explicit tree's periods (tier_periods.py)
         self._formed = False  # the tree was checked at the first round
-        self.follower: EdgeFollower | None = None  # the center schedules the tree
+        self.follower: TierFollower | None = None  # the center schedules the tree
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.

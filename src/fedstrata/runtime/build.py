@@ -272,7 +272,8 @@ class Deployment:
             hooks = privacy_hooks(cfg, pipe, self.num_clients, self.size, allocator)
             center.dp = DpCenter(hooks)
         if participants is not None and cfg.topology.mode != "flat":
-            center.wait_grace_s = partial_grace_s(r.deadline_s)
+            hops = 2 if cfg.topology.regions else 1  # edges under regions send up later
+            center.wait_grace_s = hops * partial_grace_s(r.deadline_s)
         if participants is not None and cfg.topology.mode != "flat" and cfg.scheduling.enabled:
             from fedstrata.runtime.tier_sched import tree_scheduler  # deferred: SQLAlchemy
 
@@ -370,10 +371,12 @@ class Deployment:
                 parent, center, self.size, monitor, codec=self.partial_codec(),
                 tier_id=tier_id, reconnect=reconnect, tree=tree, node=node,
             )  # fmt: skip
-            if tree is not None and center.scheduler is not None:  # the center schedules
-                from fedstrata.runtime.tier_sched import follower_of  # deferred: SQLAlchemy
+            if tree is not None and node is not None and tree.is_region(node):
+                tree.serve_region(center)  # its children are edge tiers
+            if tree is not None and self.config.scheduling.enabled:  # the center decides
+                from fedstrata.runtime.tier_sched import follow  # deferred: SQLAlchemy
 
-                agg.follower = follower_of(center)
+                agg.follower = follow(center, region=node is not None and tree.is_region(node))
             return agg
         edge = EdgeSecure.of(parent, secure.aggregator, secure)  # type: ignore[arg-type]
         return TierAggregator(

@@ -87,8 +87,8 @@ from fedstrata.runtime.streaming import Broadcast, apply_in_place
 if TYPE_CHECKING:
     from fedstrata.runtime.failover import AckGate, AfterRound
     from fedstrata.runtime.scheduling import CenterScheduler
-    from fedstrata.runtime.tier_sched import EdgeFollower, TreeScheduler
-    from fedstrata.runtime.tier_work import TierWork
+    from fedstrata.runtime.tier_sched import EdgeFollower
+    from fedstrata.runtime.tier_work import TierWork, TreeRole
 
 __all__ = [
     "Center",
@@ -158,7 +158,7 @@ class Center:
         self.downlink, self.scheduler = downlink, scheduler
         self.secure: SecureRounds | None = None  # secure aggregation (secagg_rounds.py)
         self.dp: DpCenter | None = None  # DP hooks and budget (dp_center.py)
-        self.tree_sched: TreeScheduler | None = None  # schedules a tree (tier_sched.py)
+        self.tree_sched: TreeRole | None = None  # schedules a tree (tier_sched.py)
         self.wait_grace_s = 0.0  # a tree's center waits past the deadline for partials
 
     # ---- the run -------------------------------------------------------------------
@@ -357,7 +357,7 @@ class Center:
             plans = self.scheduler.plans(rnd.round_idx, rnd.cohort, plan)
             partial = self.scheduler.partial  # stop at the deadline, settle (settle.py)
         if self.tree_sched is not None:  # the edges' terms (tier_sched.py)
-            partial = self.tree_sched.scheduler.partial
+            partial = self.tree_sched.partial
         for cid, own in zip(rnd.cohort, plans, strict=True):
             queue = self._sessions.get(cid)
             if queue is None:

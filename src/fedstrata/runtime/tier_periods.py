@@ -131,12 +131,12 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
             f"the runtime's edge {NOT_BUILT} (select every client: rounds.clients_per_round: "
             "null, and give each edge two clients or more)"
         )
-    if config.scheduling.enabled and (t.regions or config.secagg.enabled):
+    if config.scheduling.enabled and config.secagg.enabled:
         return (
-            "scheduling with topology.regions or secagg.enabled: the center schedules "
-            "the tree's edges (runtime/tier_sched.py), but relaying its decisions and "
-            f"the members' reports through a region tier, or under the edges' secure "
-            f"sums, is {NOT_BUILT} in the runtime (use topology.edges without secagg)"
+            "scheduling with secagg.enabled under a topology: the center schedules the "
+            "tree (runtime/tier_sched.py), but an edge's masked sum goes up through the "
+            "secure-aggregation steps, and carrying its members' reports there is "
+            f"{NOT_BUILT} in the runtime (schedule the tree without secagg)"
         )
     if config.server.aggregator != "mean" and t.partial_compression.enabled:
         return (
@@ -281,6 +281,18 @@ class TreeSpec:
             every = np.fromiter(self.topology.root.all_clients(), np.int64)
             cohort = RoundCoordinator(self.policy).select(r, every).tolist()
         return edge_members(cohort, [*node.clients, *sorted(adopted)])
+
+    def is_region(self, name: str) -> bool:
+        """Whether ``name`` is a region of the tree."""
+        return any(n.name == name and n.tier is Tier.REGION for n in self.topology.root.children)
+
+    def serve_region(self, center: Center) -> None:
+        """Make ``center`` a region's: the deadline judges client updates at their
+        edges, not its edges' partials, which it waits for :func:`partial_grace_s` past
+        the deadline (as the tree's center does)."""
+        p = center.coordinator.policy
+        center.coordinator = RoundCoordinator(RoundPolicy(None, 1, None, p.root_seed))
+        center.wait_grace_s = partial_grace_s(p.deadline_s)
 
     def rehomed(self, node: TopologyNode, clients: Collection[int]) -> list[int]:
         """Clients of other edges connected to ``node`` once the tree was formed: they

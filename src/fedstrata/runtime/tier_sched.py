@@ -53,11 +53,11 @@ from fedstrata.runtime.records import TaskSpec
 from fedstrata.runtime.sched_reports import DeviceReport, PartialWork, RoundTimings
 from fedstrata.runtime.scheduling import CenterScheduler, center_scheduler
 from fedstrata.runtime.tier_periods import TreeSpec
-from fedstrata.runtime.tier_work import MemberReport, Status, TierWork
+from fedstrata.runtime.tier_work import MemberReport, Status, TierFollower, TierWork
 from fedstrata.scheduling.allocation import settle_reported, settlement_weights
 from fedstrata.scheduling.planner import ClientReport
 
-__all__ = ["EdgeFollower", "TreeScheduler", "follower_of", "tree_scheduler"]
+__all__ = ["EdgeFollower", "RegionRelay", "TreeScheduler", "follow", "tree_scheduler"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,11 @@ class TreeScheduler:
         self._start_s = 0.0
         self._pending: dict[int, DeviceReport] = {}  # profiles for the next decision
         self._known: dict[int, DeviceReport] = {}
+
+    @property
+    def partial(self) -> PartialWork | None:
+        """The partial-work terms the edges' tasks carry (the center's scheduler's)."""
+        return self.scheduler.partial
 
     def join(self, tier_id: int, profiles: Mapping[int, DeviceReport]) -> None:
         """An edge forwarded its clients' profiles (registering, or with a partial):
@@ -261,6 +266,57 @@ class EdgeFollower:
         )
 
 
+class RegionRelay:
+    """A region tier's part: it relays the center's decision down to its edges (in
+    each region round's tasks) and its edges' profiles and member reports up (in its
+    ``Hello`` and partial); it decides nothing. Both its center's
+    :class:`~fedstrata.runtime.tier_work.TreeRole` and its tier's
+    :class:`~fedstrata.runtime.tier_work.TierFollower`."""
+
+    def __init__(self) -> None:
+        self.profiles: dict[int, DeviceReport] = {}
+        self.work: TierWork | None = None
+        self._partial: PartialWork | None = None
+        self._reports: dict[int, MemberReport] = {}
+
+    @property
+    def partial(self) -> PartialWork | None:
+        return self._partial
+
+    def assign(self, task: TaskSpec) -> tuple[int, ...]:
+        """The parent's decision, relayed in each region round.
+
+        Raises:
+            DataError: the task carried none.
+        """
+        if task.work is None:
+            raise DataError("the parent's task carries no scheduled cohort (scheduling on?)")
+        self.work, self._partial, self._reports = task.work, task.partial, {}
+        return task.work.members
+
+    def join(self, tier_id: int, profiles: Mapping[int, DeviceReport]) -> None:
+        del tier_id
+        self.profiles.update(profiles)
+
+    def start(self, round_idx: int, now_s: float, default: LocalPlan) -> TierWork:
+        del now_s, default
+        if self.work is None:
+            raise DataError(f"region round {round_idx}: no scheduled cohort assigned")
+        return self.work
+
+    def reported(self, reports: Sequence[MemberReport]) -> None:
+        """An edge's reports; a later region round's replace an earlier one's."""
+        self._reports.update((r.client_id, r) for r in reports)
+
+    def observe(self, round_idx: int, now_s: float) -> None:
+        del round_idx, now_s
+
+    def take_reports(self) -> tuple[MemberReport, ...]:
+        out = tuple(self._reports[c] for c in sorted(self._reports))
+        self._reports = {}
+        return out
+
+
 def tree_scheduler(
     config: FedConfig, flops_per_example: float, size: int, num_clients: int
 ) -> TreeScheduler:
@@ -276,12 +332,19 @@ def tree_scheduler(
     return TreeScheduler(inner, TreeSpec.of(config, num_clients))
 
 
-def follower_of(center: Center) -> EdgeFollower:
-    """The :class:`EdgeFollower` of an edge's ``center`` (``Deployment.edge``).
+def follow(center: Center, *, region: bool) -> TierFollower:
+    """What the tier of ``center`` (``Deployment.edge``) forwards under a scheduled
+    tree: an edge's :class:`EdgeFollower` (its center's scheduler); a region's
+    :class:`RegionRelay`, made its center's tree role (its children are edge tiers,
+    not devices: it plans nothing for them).
 
     Raises:
-        ConfigError: its scheduler is not one (a center built otherwise).
+        ConfigError: an edge's center without an :class:`EdgeFollower`.
     """
+    if region:
+        relay = RegionRelay()
+        center.scheduler, center.tree_sched = None, relay
+        return relay
     if not isinstance(center.scheduler, EdgeFollower):
         raise ConfigError(
             "an explicit tree's edge under scheduling needs the center built by "

@@ -5,21 +5,31 @@ wire records of :mod:`fedstrata.runtime.tier_sched`; no policy, no SQLAlchemy).
   drew it over the whole tree, with each member's allocated steps;
 * up, in an edge's partial: one :class:`MemberReport` per cohort member the edge
   served, what happened to it in the edge's last edge round;
-* up, in an edge's ``Hello``: its clients' :class:`~fedstrata.runtime.sched_reports.DeviceReport`
-  (``TierProfile`` messages, converted in :mod:`fedstrata.runtime.pbconv`).
+* up, in an edge's ``Hello`` and partials: its clients'
+  :class:`~fedstrata.runtime.sched_reports.DeviceReport` (``TierProfile`` messages,
+  converted in :mod:`fedstrata.runtime.tier_pbconv`).
+
+A region tier relays all three between its parent and its edges. :class:`TreeRole` is
+what a tier's center asks of the tree's scheduling (the center's ``TreeScheduler``,
+or a region's relay); :class:`TierFollower` what an aggregator tier asks of it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import DataError
 
-__all__ = ["MemberReport", "TierWork"]
+if TYPE_CHECKING:
+    from fedstrata.core.metrics import ScheduleStats
+    from fedstrata.runtime.records import TaskSpec
+    from fedstrata.runtime.sched_reports import DeviceReport, PartialWork
+
+__all__ = ["MemberReport", "TierFollower", "TierWork", "TreeRole"]
 
 Status = Literal["accepted", "late", "failed"]
 
@@ -97,3 +107,42 @@ class MemberReport:
         ok = all(math.isfinite(t) and t >= 0 for t in times)
         if not ok or self.examples < 0 or (self.steps is not None and self.steps < 0):
             raise DataError(f"MemberReport must be finite and >= 0, got {self}")
+
+
+class TreeRole(Protocol):
+    """A tier's center's part in scheduling the tree (``Center.tree_sched``)."""
+
+    @property
+    def partial(self) -> PartialWork | None:
+        """The partial-work terms its tasks carry."""
+        ...
+
+    def join(self, tier_id: int, profiles: Mapping[int, DeviceReport]) -> None:
+        """A child tier forwarded its clients' profiles."""
+        ...
+
+    def start(self, round_idx: int, now_s: float, default: LocalPlan) -> TierWork:
+        """The cohort and steps to send down in round ``round_idx``."""
+        ...
+
+    def reported(self, reports: Sequence[MemberReport]) -> None:
+        """A child tier's member reports, with its partial."""
+        ...
+
+    def observe(self, round_idx: int, now_s: float) -> ScheduleStats | None:
+        """The round closed."""
+        ...
+
+
+class TierFollower(Protocol):
+    """What an aggregator tier of a scheduled tree forwards (``TierAggregator.follower``)."""
+
+    profiles: dict[int, DeviceReport]
+
+    def assign(self, task: TaskSpec) -> tuple[int, ...]:
+        """Take the parent's decision from its task; the cohort."""
+        ...
+
+    def take_reports(self) -> tuple[MemberReport, ...]:
+        """The members' reports for the partial (cleared)."""
+        ...
