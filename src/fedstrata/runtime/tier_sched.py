@@ -22,6 +22,8 @@ runtime makes the same decisions with the same code, where the knowledge is:
 * **partial work** is settled at the edge with the shared rule
   (:func:`~fedstrata.scheduling.settle_reported`, :func:`~fedstrata.scheduling.settlement_weights`)
   by its :class:`EdgeFollower`, which also times the uploads;
+* **regions** relay both ways (:class:`RegionRelay`): the decision down in each
+  region round's tasks, their edges' profiles and reports up;
 * **timings**: with its partial an edge reports what happened to each of its members
   in its last edge round (:class:`~fedstrata.runtime.tier_work.MemberReport`); the
   center settles their steps with the planner and lets it learn (predictor, Oort
