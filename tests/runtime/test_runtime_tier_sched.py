@@ -15,7 +15,7 @@ from fedstrata.api import run
 from fedstrata.builders import local_plan
 from fedstrata.config import load_config
 from fedstrata.core.training import LocalPlan
-from fedstrata.errors import ConfigError, DataError, ProtocolError
+from fedstrata.errors import DataError, ProtocolError
 from fedstrata.runtime import check_supported, deployment
 from fedstrata.runtime.pbconv import task_from_pb, task_to_pb
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
@@ -239,10 +239,35 @@ def test_the_tree_cohort_and_reports_cross_the_wire():
     assert profiles_from_pb(hello) == profiles
 
 
-def test_what_the_tree_scheduler_does_not_run_is_refused():
-    cfg = load_config(overrides=[*TREE, "secagg.enabled=true", "rounds.clients_per_round=null"])
-    with pytest.raises(ConfigError, match=r"scheduling with secagg\.enabled"):
-        check_supported(cfg)
+def test_under_secure_aggregation_the_edges_report_before_their_masked_sums(tmp_path):
+    """Two-tier secure aggregation with every client selected: each edge sends its
+    members' reports (a partial header without data) before its masked cluster sum;
+    the center learns and records every member, and the simulator replaying the
+    record computes the deployment's model."""
+    url = tmp_path / "devices.db"
+    cfg = load_config(
+        overrides=[
+            *TREE, "rounds.clients_per_round=null", "secagg.enabled=true",
+            "secagg.dropout_rate=0", f"scheduling.registry_url={url}",
+        ]
+    )  # fmt: skip
+    check_supported(cfg)
+    dep = deployment(cfg)
+    out = asyncio.run(run_tree(dep, EDGES, profiles=_profiles(dep)))
+    assert not out.result.rejections
+    assert [len(r.outcome.accepted) for r in out.result.rounds] == [2, 2]
+    assert all(r.schedule is not None for r in out.result.rounds)
+    with Registry.open(url) as reg:
+        h = reg.history()
+    assert len(h) == 12  # 6 members x 2 rounds, each reported by its edge
+    assert (h.status == WorkStatus.COMPLETED).all()
+    assert (h.actual_s > 0).all()
+    replay = cfg.model_copy(
+        update={"scheduling": cfg.scheduling.model_copy(
+            update={"registry_url": None, "replay_url": str(url)}
+        )}
+    )  # fmt: skip
+    assert out.result.params.tobytes() == run(replay).simulation.params.tobytes()
 
 
 REGIONS = {"r0": {"e0": [0, 1], "e1": [2, 3]}, "r1": {"e2": [4, 5], "e3": [6, 7]}}

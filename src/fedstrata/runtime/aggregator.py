@@ -246,10 +246,12 @@ class TierAggregator:
             report.refused.append((r, str(exc)))
             return
         if self.secure is not None and outer is not None:  # the masked cluster sum
-            members = self._members(node, r, adopted)
+            members = self._members(node, r, adopted, cohort)
             state, _ = await self._collect(
                 task, params, relayed, report, limit_s=limit_s, members=members
             )
+            if self.follower is not None:  # its members' reports (tier_sched.py)
+                await self._report_members(r)
             ok, why = await self.secure.finish(
                 outer, r, self.center.aggregator.finalize_metrics(state)
             )
@@ -281,11 +283,26 @@ class TierAggregator:
             log.warning("tier: round %d partial refused: %s", r, reason)
             report.refused.append((r, reason))
 
-    def _members(self, node: TopologyNode | None, r: int, adopted: list[int]) -> list[int] | None:
-        """An edge's share of round ``r``'s cohort (None: no tree, or a region)."""
+    def _members(
+        self, node: TopologyNode | None, r: int, adopted: list[int], cohort: Sequence[int] | None
+    ) -> list[int] | None:
+        """An edge's share of round ``r``'s cohort (``cohort``: the center's scheduled
+        draw; None: the seeded one), or None: no tree, or a region."""
         if self.tree is None or node is None or node.tier is not Tier.EDGE:
             return None
-        return self.tree.members(node, self.tree.base(node, r), adopted)
+        return self.tree.members(node, self.tree.base(node, r), adopted, cohort)
+
+    async def _report_members(self, r: int) -> None:
+        """Under secure aggregation the masked sum goes up through the protocol's
+        steps: the members' reports and the clients' profiles go first, in a partial
+        header without data (as a report of live clients)."""
+        f = self.follower
+        assert f is not None
+        ok, why = await self.parent.submit_partial(
+            r, b"", self.center.connected, reports=f.take_reports(), profiles=dict(f.profiles)
+        )
+        if not ok:
+            log.warning("tier: round %d: member reports refused: %s", r, why)
 
     def _place(self) -> tuple[TopologyNode | None, list[int]]:
         """This tier's edge of the tree (None: no tree) and the clients of other edges

@@ -371,18 +371,20 @@ class Deployment:
                 parent, center, self.size, monitor, codec=self.partial_codec(),
                 tier_id=tier_id, reconnect=reconnect, tree=tree, node=node,
             )  # fmt: skip
-            if tree is not None and node is not None and tree.is_region(node):
-                tree.serve_region(center)  # its children are edge tiers
-            if tree is not None and self.config.scheduling.enabled:  # the center decides
-                from fedstrata.runtime.tier_sched import follow  # deferred: SQLAlchemy
+        else:
+            edge = EdgeSecure.of(parent, secure.aggregator, secure)  # type: ignore[arg-type]
+            agg = TierAggregator(
+                parent, center, self.size, monitor,
+                tier_id=tier_id, reconnect=reconnect, secure=edge, tree=tree, node=node,
+            )  # fmt: skip
+        region = tree is not None and node is not None and tree.is_region(node)
+        if tree is not None and region:
+            tree.serve_region(center)  # its children are edge tiers
+        if tree is not None and self.config.scheduling.enabled:  # the center decides
+            from fedstrata.runtime.tier_sched import follow  # deferred: SQLAlchemy
 
-                agg.follower = follow(center, region=node is not None and tree.is_region(node))
-            return agg
-        edge = EdgeSecure.of(parent, secure.aggregator, secure)  # type: ignore[arg-type]
-        return TierAggregator(
-            parent, center, self.size, monitor,
-            tier_id=tier_id, reconnect=reconnect, secure=edge, tree=tree, node=node,
-        )  # fmt: skip
+            agg.follower = follow(center, region=region)
+        return agg
 
     def partial_codec(self, spec: CompressionSpec | None = None) -> ChainCodec | None:
         """The codec a tier re-compresses its partial with (its own error feedback):

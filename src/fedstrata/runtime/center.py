@@ -492,6 +492,7 @@ class Center:
         if header.partial and header.run_id in (self.run_id, ""):  # "": no task seen yet
             self.roster.report(cid, header.live_clients)
             if header.total_bytes == 0:  # a tier's report of its clients, no partial
+                self._tree_reports(cid, header)  # under secure aggregation (tier_sched.py)
                 return True, ""
         rnd = None if intake is None else intake.rnd
         mergeable = bool(getattr(self.aggregator, "mergeable", False))
@@ -500,15 +501,20 @@ class Center:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
         start = self.clock.now()
         accepted, why = await intake.submit(header, chunks)
-        if accepted and header.partial and self.tree_sched is not None:
-            self.tree_sched.reported(header.reports)
-            self.tree_sched.join(cid, dict(header.profiles))
+        if accepted and header.partial:
+            self._tree_reports(cid, header)
         if self.scheduler is not None:
             up_s = self.clock.now() - start
             self.scheduler.arrived(cid, header.timings, up_s, header.metrics)
         if accepted and self.ack_gate is not None:  # replied once the round is committed
             return await self.ack_gate.wait(header.round_idx)
         return accepted, why
+
+    def _tree_reports(self, cid: int, header: UploadHeader) -> None:
+        """A scheduled tree's tier reported its members and its clients' devices."""
+        if self.tree_sched is not None:
+            self.tree_sched.reported(header.reports)
+            self.tree_sched.join(cid, dict(header.profiles))
 
 
 _STREAM_MEAN = WeightedMean(sum_dtype="float32")

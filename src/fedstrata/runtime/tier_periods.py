@@ -131,13 +131,6 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
             f"the runtime's edge {NOT_BUILT} (select every client: rounds.clients_per_round: "
             "null, and give each edge two clients or more)"
         )
-    if config.scheduling.enabled and config.secagg.enabled:
-        return (
-            "scheduling with secagg.enabled under a topology: the center schedules the "
-            "tree (runtime/tier_sched.py), but an edge's masked sum goes up through the "
-            "secure-aggregation steps, and carrying its members' reports there is "
-            f"{NOT_BUILT} in the runtime (schedule the tree without secagg)"
-        )
     if config.server.aggregator != "mean" and t.partial_compression.enabled:
         return (
             f"server.aggregator={config.server.aggregator!r} with "
