@@ -28,6 +28,8 @@ runtime makes the same decisions with the same code, where the knowledge is:
   in its last edge round (:class:`~fedstrata.runtime.tier_work.MemberReport`); the
   center settles their steps with the planner and lets it learn (predictor, Oort
   feedback, ``round_history`` written to the registry, ``RoundRecord.schedule``).
+  Under two-tier secure aggregation the masked sum goes up through the protocol's
+  steps, so the edge sends them first, in a partial header without data.
 
 One difference from the simulator is the deadline the work is sized to: the simulator
 plans within ``rounds.deadline_s`` less its modelled network's margin for the way down
