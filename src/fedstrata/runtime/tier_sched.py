@@ -45,10 +45,10 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fedstrata.config import FedConfig
 from fedstrata.coordinator import RoundCoordinator, RoundOutcome
-from fedstrata.coordinator.periods import edge_members
 from fedstrata.core.metrics import ScheduleStats
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, DataError, FedstrataError
@@ -65,7 +65,7 @@ __all__ = ["EdgeFollower", "RegionRelay", "TreeScheduler", "follow", "tree_sched
 
 log = logging.getLogger(__name__)
 
-I64 = np.ndarray
+I64 = NDArray[np.int64]
 
 
 class TreeScheduler:
@@ -198,11 +198,6 @@ class EdgeFollower:
             raise DataError("the parent's task carries no scheduled cohort (scheduling on?)")
         self.work, self.partial, self._reports = task.work, task.partial, {}
         return task.work.members
-
-    def members(self, clients: Sequence[int]) -> list[int]:
-        """The cohort members among ``clients`` (the edge's own, then re-homed ones),
-        in that order, as the simulator's edge takes its share."""
-        return [] if self.work is None else edge_members(self.work.members, clients)
 
     def admit(self, round_idx: int, available: I64, now_s: float) -> I64:
         del round_idx, now_s
