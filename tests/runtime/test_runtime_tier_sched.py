@@ -49,12 +49,12 @@ TREE = [
 ]
 
 
-def _profiles(dep):
-    """Fast devices (every allocation reaches max_steps), client 5 ten times slower
-    than the rest, so the selection's predicted durations differ."""
+def _profiles(dep, slow_gflops: float = 5.0):
+    """Fast devices, client 5 slower (``slow_gflops``; the rest 50), so the
+    selection's predicted durations differ."""
 
     def report(cid: int) -> DeviceReport:
-        gflops = 5.0 if cid == 5 else 50.0
+        gflops = slow_gflops if cid == 5 else 50.0
         n = len(dep.local_data(cid))
         return DeviceReport(gflops, 4.0, 5.0, 100.0, 100.0, local_examples=n)
 
@@ -83,19 +83,22 @@ NO_ALLOC = ["scheduling.allocation=false", "topology.kappa_edge=2", "scheduling.
 
 
 @pytest.mark.parametrize(
-    ("extra", "same_cohorts", "steps"),
+    ("extra", "same_cohorts", "steps", "slow_gflops"),
     [
-        (["scheduling.overselect=0.25"], [0, 1], 5),  # uniform draw: every round
-        (["scheduling.selector=oort"], [0], 5),  # Oort learns from measured durations
-        (NO_ALLOC, [0, 1], 3),  # HierFAVG's periods: the plans of client.steps
+        (["scheduling.overselect=0.25"], [0, 1], 5, 5.0),  # uniform draw: every round
+        (["scheduling.selector=oort"], [0], 5, 5.0),  # Oort learns from measured durations
+        (NO_ALLOC, [0, 1], 3, 5.0),  # HierFAVG's periods: the plans of client.steps
+        (["scheduling.overselect=0.25"], [0, 1], 5, 1e-7),  # client 5 cannot do 1 step
     ],
-    ids=["overselect", "oort", "periods"],
+    ids=["overselect", "oort", "periods", "infeasible"],
 )
-def test_the_center_schedules_the_tree_as_the_simulator(tmp_path, extra, same_cohorts, steps):
+def test_the_center_schedules_the_tree_as_the_simulator(
+    tmp_path, extra, same_cohorts, steps, slow_gflops
+):
     deployed = tmp_path / "deployed.db"
     cfg = load_config(overrides=[*TREE, *extra, f"scheduling.registry_url={deployed}"])
     dep = deployment(cfg)
-    report = _profiles(dep)
+    report = _profiles(dep, slow_gflops)
     out = asyncio.run(run_tree(dep, EDGES, profiles=report))
     result = out.result
     assert not result.rejections
@@ -130,6 +133,9 @@ def test_the_center_schedules_the_tree_as_the_simulator(tmp_path, extra, same_co
     assert max(a for _, a in got[0]) <= steps * size  # max_steps (or the plan's)
     for r in same_cohorts:
         assert [c for c, _ in got[r]] == [c for c, _ in want[r]], r
+    if slow_gflops < 1e-3:  # skipped by the scheduled selector, in both
+        assert all(5 not in [c for c, _ in got[r]] for r in got)
+        assert [len(got[r]) for r in got] == [5, 5]  # ceil(4 x 1.25) of the 5 feasible
     # replaying the deployment's record, the simulator computes its model bit for bit
     replay = load_config(overrides=[*TREE, *extra, f"scheduling.replay_url={deployed}"])
     sim = run(replay).simulation
