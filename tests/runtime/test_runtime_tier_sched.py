@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_runtime_settle import FakeClock, SlowTrainer
 from tiertree import run_regions, run_tree
 
@@ -351,3 +353,31 @@ def test_the_tree_scheduler_decides_once_and_learns_from_the_edges_reports():
     assert sum(s == WorkStatus.COMPLETED for s in status.values()) == 4
     sched.start(1, 2.0, local_plan(cfg.client))
     assert 5 in sched.scheduler.planner().predictor.state.device_id  # profiled now
+
+
+_times = st.floats(0, 1e6, allow_nan=False)
+_member_reports = st.builds(
+    MemberReport, st.integers(0, 2**40), st.sampled_from(["accepted", "late", "failed"]),
+    st.integers(0, 2**40), _times, _times, _times,
+    st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    st.none() | st.integers(0, 2**31), st.booleans(),
+)  # fmt: skip
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.integers(0, 2**40), unique=True, max_size=20).flatmap(
+        lambda ids: st.tuples(
+            st.just(ids), st.lists(st.integers(0, 2**31), min_size=len(ids), max_size=len(ids))
+        )
+    ),
+    st.lists(_member_reports, max_size=10),
+)
+def test_the_tree_wire_records_round_trip_exactly(cohort, reports):
+    ids, steps = cohort
+    work = TierWork(tuple(ids), tuple(steps))
+    task = TaskSpec(TaskKind.TRAIN, 1, 2, LocalPlan(epochs=1), None, 0, "r", None, work)
+    assert task_from_pb(task_to_pb(task)).work == work
+    header = pb.StreamHeader(client_id=9)
+    put_reports(header, reports)
+    assert reports_from_pb(header, 9) == tuple(reports)
