@@ -342,7 +342,8 @@ def test_the_tree_scheduler_decides_once_and_learns_from_the_edges_reports():
         MemberReport(c, "accepted", 8 * s, 0.01, 0.02, 0.01, 0.5, s, True)
         for c, s in zip(work.members, work.steps, strict=True)
     ]
-    sched.reported([*done[:-1], MemberReport(99, "accepted")])  # a stranger is ignored
+    sched.reported(0, [*done[:-1], MemberReport(99, "accepted")])  # a stranger: ignored
+    sched.reported(1, [MemberReport(work.members[-1], "accepted")])  # another round's
     stats = sched.observe(0, 1.0)
     assert stats is not None
     assert stats.partial == 0

@@ -513,7 +513,7 @@ class Center:
     def _tree_reports(self, cid: int, header: UploadHeader) -> None:
         """A scheduled tree's tier reported its members and its clients' devices."""
         if self.tree_sched is not None:
-            self.tree_sched.reported(header.reports)
+            self.tree_sched.reported(header.round_idx, header.reports)
             self.tree_sched.join(cid, dict(header.profiles))
 
 

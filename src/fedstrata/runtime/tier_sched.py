@@ -83,7 +83,7 @@ class TreeScheduler:
         self._tree = frozenset(spec.topology.root.all_clients())
         self.work: TierWork | None = None
         self._reports: dict[int, MemberReport] = {}
-        self._start_s = 0.0
+        self._start_s, self._round = 0.0, -1
         self._pending: dict[int, DeviceReport] = {}  # profiles for the next decision
         self._known: dict[int, DeviceReport] = {}
 
@@ -107,7 +107,7 @@ class TreeScheduler:
     def start(self, round_idx: int, now_s: float, default: LocalPlan) -> TierWork:
         """Global round ``round_idx``'s decision: the cohort over the tree, each
         member's plan sized to the deadline (a member's steps: 0 for ``default``)."""
-        self._start_s, self._reports = now_s, {}
+        self._start_s, self._reports, self._round = now_s, {}, round_idx
         for cid in sorted(self._pending):
             self.scheduler.join(cid, self._pending[cid])
         self._pending = {}
@@ -119,8 +119,12 @@ class TreeScheduler:
         log.info("global round %d: cohort %s over the tree", round_idx, members)
         return self.work
 
-    def reported(self, reports: Sequence[MemberReport]) -> None:
-        """An edge's member reports, with its partial."""
+    def reported(self, round_idx: int, reports: Sequence[MemberReport]) -> None:
+        """An edge's member reports, with its partial (of the round in flight only)."""
+        if round_idx != self._round:
+            if reports:
+                log.warning("reports of round %d ignored in round %d", round_idx, self._round)
+            return
         members = () if self.work is None else self.work.members
         for r in reports:
             if r.client_id in members:
@@ -277,6 +281,7 @@ class RegionRelay:
         self.work: TierWork | None = None
         self._partial: PartialWork | None = None
         self._reports: dict[int, MemberReport] = {}
+        self._round = -1  # the region round in flight
 
     @property
     def partial(self) -> PartialWork | None:
@@ -299,13 +304,15 @@ class RegionRelay:
 
     def start(self, round_idx: int, now_s: float, default: LocalPlan) -> TierWork:
         del now_s, default
+        self._round = round_idx
         if self.work is None:
             raise DataError(f"region round {round_idx}: no scheduled cohort assigned")
         return self.work
 
-    def reported(self, reports: Sequence[MemberReport]) -> None:
+    def reported(self, round_idx: int, reports: Sequence[MemberReport]) -> None:
         """An edge's reports; a later region round's replace an earlier one's."""
-        self._reports.update((r.client_id, r) for r in reports)
+        if round_idx == self._round:
+            self._reports.update((r.client_id, r) for r in reports)
 
     def observe(self, round_idx: int, now_s: float) -> None:
         del round_idx, now_s

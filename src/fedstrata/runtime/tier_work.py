@@ -125,8 +125,9 @@ class TreeRole(Protocol):
         """The cohort and steps to send down in round ``round_idx``."""
         ...
 
-    def reported(self, reports: Sequence[MemberReport]) -> None:
-        """A child tier's member reports, with its partial."""
+    def reported(self, round_idx: int, reports: Sequence[MemberReport]) -> None:
+        """A child tier's member reports of round ``round_idx``, with its partial
+        (those of another round than the one in flight are ignored)."""
         ...
 
     def observe(self, round_idx: int, now_s: float) -> ScheduleStats | None:
