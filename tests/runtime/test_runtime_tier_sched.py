@@ -19,7 +19,7 @@ from fedstrata.config import load_config
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import DataError, ProtocolError
 from fedstrata.runtime import check_supported, deployment
-from fedstrata.runtime.pbconv import task_from_pb, task_to_pb
+from fedstrata.runtime.pbconv import task_from_pb, task_to_pb, upload_header
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.records import TaskKind, TaskSpec
 from fedstrata.runtime.sched_reports import DeviceReport
@@ -246,6 +246,12 @@ def test_the_tree_cohort_and_reports_cross_the_wire():
     profiles = {0: DeviceReport(1.5, 4.0, 5.0, 100.0, 100.0, local_examples=20)}
     put_profiles(hello, profiles)
     assert profiles_from_pb(hello) == profiles
+    header = pb.StreamHeader(client_id=6, content=pb.StreamHeader.PARTIAL)
+    put_profiles(header, profiles)  # with a partial: clients that joined later
+    assert upload_header(header, 6).profiles == tuple(profiles.items())
+    header.tier_profiles[0].profile.cpu_score = -1.0
+    with pytest.raises(ProtocolError, match="cpu_score"):
+        profiles_from_pb(header)
 
 
 def test_under_secure_aggregation_the_edges_report_before_their_masked_sums(tmp_path):
