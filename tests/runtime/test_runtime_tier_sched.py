@@ -29,7 +29,7 @@ from fedstrata.runtime.tier_pbconv import (
     put_reports,
     reports_from_pb,
 )
-from fedstrata.runtime.tier_sched import tree_scheduler
+from fedstrata.runtime.tier_sched import EdgeFollower, tree_scheduler
 from fedstrata.runtime.tier_work import MemberReport, TierWork
 from fedstrata.scheduling import Registry, WorkStatus
 
@@ -360,6 +360,9 @@ def test_the_tree_scheduler_decides_once_and_learns_from_the_edges_reports():
     assert sum(s == WorkStatus.COMPLETED for s in status.values()) == 4
     sched.start(1, 2.0, local_plan(cfg.client))
     assert 5 in sched.scheduler.planner().predictor.state.device_id  # profiled now
+    # an edge whose parent sends no scheduled cohort skips the round with the reason
+    with pytest.raises(ProtocolError, match="no scheduled cohort"):
+        EdgeFollower().assign(TaskSpec(TaskKind.TRAIN, 0, 0, local_plan(cfg.client)))
 
 
 _times = st.floats(0, 1e6, allow_nan=False)

@@ -56,13 +56,7 @@ from fedstrata.coordinator.topology import Tier, TopologyNode
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
-from fedstrata.errors import (
-    DataError,
-    FedstrataError,
-    PayloadError,
-    ProtocolError,
-    TransportError,
-)
+from fedstrata.errors import FedstrataError, PayloadError, ProtocolError, TransportError
 from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
@@ -234,17 +228,12 @@ class TierAggregator:
         limit_s = task.deadline_s or self.center.settings.start_timeout_s
         try:
             outer = None if self.secure is None else await self.secure.begin(r)
+            cohort = None if self.follower is None else self.follower.assign(task)
         except ProtocolError as exc:
             log.warning("tier: round %d skipped: %s", r, exc)
             report.refused.append((r, str(exc)))
             return
         node, adopted = self._place()
-        try:
-            cohort = None if self.follower is None else self.follower.assign(task)
-        except DataError as exc:
-            log.warning("tier: round %d skipped: %s", r, exc)
-            report.refused.append((r, str(exc)))
-            return
         if self.secure is not None and outer is not None:  # the masked cluster sum
             members = self._members(node, r, adopted, cohort)
             state, _ = await self._collect(

@@ -51,7 +51,7 @@ from fedstrata.config import FedConfig
 from fedstrata.coordinator import RoundCoordinator, RoundOutcome
 from fedstrata.core.metrics import ScheduleStats
 from fedstrata.core.training import LocalPlan
-from fedstrata.errors import ConfigError, DataError, FedstrataError
+from fedstrata.errors import ConfigError, DataError, FedstrataError, ProtocolError
 from fedstrata.runtime.center import Center
 from fedstrata.runtime.records import TaskSpec
 from fedstrata.runtime.sched_reports import DeviceReport, PartialWork, RoundTimings
@@ -196,10 +196,10 @@ class EdgeFollower:
         Returns the cohort, in the center's draw order.
 
         Raises:
-            DataError: the task carried none (the center does not schedule the tree).
+            ProtocolError: the task carried none (the parent does not schedule the tree).
         """
         if task.work is None:
-            raise DataError("the parent's task carries no scheduled cohort (scheduling on?)")
+            raise ProtocolError("the parent's task carries no scheduled cohort (scheduling on?)")
         self.work, self.partial, self._reports = task.work, task.partial, {}
         return task.work.members
 
@@ -291,10 +291,10 @@ class RegionRelay:
         """The parent's decision, relayed in each region round.
 
         Raises:
-            DataError: the task carried none.
+            ProtocolError: the task carried none.
         """
         if task.work is None:
-            raise DataError("the parent's task carries no scheduled cohort (scheduling on?)")
+            raise ProtocolError("the parent's task carries no scheduled cohort (scheduling on?)")
         self.work, self._partial, self._reports = task.work, task.partial, {}
         return task.work.members
 
