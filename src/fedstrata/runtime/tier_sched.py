@@ -135,10 +135,10 @@ class TreeScheduler:
         ``ScheduleStats`` (None: nothing planned, or the registry failed: logged)."""
         if self.work is None or not self.work.members:
             return None
-        planner = self.scheduler.planner()
-        reports = [self._client_report(cid) for cid in self.work.members]
+        planner, round_s = self.scheduler.planner(), now_s - self._start_s
+        reports = [self._client_report(cid, round_s) for cid in self.work.members]
         try:
-            stats = planner.observe(round_idx, reports, now_s - self._start_s)
+            stats = planner.observe(round_idx, reports, round_s)
         except FedstrataError as exc:
             log.warning("round %d: scheduler could not learn from the round: %s", round_idx, exc)
             return None
@@ -146,7 +146,7 @@ class TreeScheduler:
             self.scheduler.stats.append(stats)
         return stats
 
-    def _client_report(self, cid: int) -> ClientReport:
+    def _client_report(self, cid: int, round_s: float) -> ClientReport:
         m = self._reports.get(cid)
         if m is None:  # its edge failed or did not report it
             return ClientReport(cid, 0, 0.0, 0.0, 0.0, 0.0, "failed")
@@ -155,6 +155,8 @@ class TreeScheduler:
                 self.scheduler.planner().settle(cid, m.steps)
             except DataError as exc:
                 log.warning("client %d: reported steps not settled: %s", cid, exc)
+        if not m.timed and m.status == "late":  # a straggler that sent nothing: busy
+            return ClientReport(cid, 0, 0.0, round_s, 0.0, round_s, "late")  # all round
         if not m.timed:
             return ClientReport(cid, 0, 0.0, 0.0, 0.0, 0.0, m.status)
         arrival = m.download_s + m.compute_s + m.upload_s
@@ -183,6 +185,7 @@ class EdgeFollower:
         self._arrivals: dict[int, tuple[RoundTimings | None, float, float | None]] = {}
         self._dropped: set[int] = set()
         self._reports: dict[int, MemberReport] = {}
+        self._round = -1  # the edge round in flight
 
     def join(self, client_id: int, report: DeviceReport | None) -> None:
         if report is None:
@@ -204,8 +207,9 @@ class EdgeFollower:
         return task.work.members
 
     def admit(self, round_idx: int, available: I64, now_s: float) -> I64:
-        del round_idx, now_s
+        del now_s
         self._assigned, self._arrivals, self._dropped = {}, {}, set()
+        self._round = round_idx
         return available
 
     def select(self, round_idx: int, available: I64, k: int, rng: np.random.Generator) -> I64:
@@ -238,9 +242,12 @@ class EdgeFollower:
 
     def arrived(
         self, client_id: int, timings: RoundTimings | None, upload_s: float,
-        metrics: Mapping[str, float],
+        metrics: Mapping[str, float], round_idx: int | None = None,
     ) -> None:  # fmt: skip
-        self._arrivals[client_id] = (timings, upload_s, metrics.get("train_loss"))
+        """A member's upload of edge round ``round_idx`` (None: the one in flight); a
+        late upload of an earlier edge round is not this one's arrival."""
+        if round_idx is None or round_idx == self._round:
+            self._arrivals[client_id] = (timings, upload_s, metrics.get("train_loss"))
 
     def observe(self, round_idx: int, outcome: RoundOutcome, now_s: float) -> None:
         """Keep each member's report of this edge round (the last one is sent up)."""
