@@ -29,6 +29,7 @@ from fedstrata.runtime.tier_pbconv import (
     put_reports,
     reports_from_pb,
 )
+from fedstrata.runtime.tier_periods import TreeSpec
 from fedstrata.runtime.tier_sched import EdgeFollower, tree_scheduler
 from fedstrata.runtime.tier_work import MemberReport, TierWork
 from fedstrata.scheduling import Registry, WorkStatus
@@ -391,3 +392,19 @@ def test_the_tree_wire_records_round_trip_exactly(cohort, reports):
     header = pb.StreamHeader(client_id=9)
     put_reports(header, reports)
     assert reports_from_pb(header, 9) == tuple(reports)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_the_edges_shares_partition_the_centers_cohort(data):
+    """Whatever the center draws, its edges' shares (each edge's own clients in the
+    center's cohort) are disjoint and cover it: every member trains at one edge."""
+    cfg = load_config(overrides=TREE)
+    spec = TreeSpec.of(cfg, 6)
+    cohort = data.draw(st.lists(st.integers(0, 5), unique=True))
+    shares = [spec.members(e, 0, cohort=cohort) for e in spec.edges]
+    flat = [c for share in shares for c in share]
+    assert sorted(flat) == sorted(cohort)
+    assert len(flat) == len(set(flat))
+    for e, share in zip(spec.edges, shares, strict=True):
+        assert set(share) <= set(e.clients)
