@@ -11,7 +11,13 @@ start). The edges
 run ``kappa_edge`` edge rounds per center round over their share of the cohort
 (``rounds.clients_per_round`` drawn once for the tree), uplink int8 compression and
 int8 re-compressed partials between the tiers. The same configuration runs in the
-simulator's tree driver; the models are compared bit for bit.
+simulator's tree driver; the models are compared bit for bit. Then (3) the in-process
+tree under scheduling (Oort, over-selection, the device registry): the center decides
+over the whole tree from the profiles its edges forward (each client measures its
+device at start-up); ``scheduled_first_round_equal_to_sim`` compares the first
+round's cohort and allocated work with the simulator's reading those profiles from a
+registry, ``scheduled_model_equal_to_replay`` the model with the simulator replaying
+the deployment's ``round_history`` (``scheduling.replay_url``).
 
 | mode    | edges | clients | kappa_edge | rounds |
 |---------|-------|---------|------------|--------|
@@ -21,7 +27,9 @@ simulator's tree driver; the models are compared bit for bit.
 Measured (``--quick``, 2 loaded shared cores, 2026-12-08): both deployments' models
 bit-identical to the simulator's (``max_abs_diff`` 0.0), 3 center rounds of 2 edge
 rounds each; in-process 0.6 s, 5 processes 19.4 s (mostly process start-up), the
-simulator 4.9 s (it also evaluates and times its network model).
+simulator 4.9 s (it also evaluates and times its network model). Scheduled
+(2026-12-08): 7 of 8 clients invited (6 x 1.1), the first round's decision as the
+simulator's and the model as its replay's (both true), 0.39 s.
 
 Usage: ``python bench/runtime_tiers.py [--quick]``; the last stdout line is JSON.
 """
@@ -195,6 +203,48 @@ def _processes(overrides: list[str], edges: dict[str, list[int]], n: int) -> dic
             "processes": len(procs), "wall_s": wall_s}  # fmt: skip
 
 
+def _scheduled(base: list[str], tree: dict[str, list[int]]) -> dict[str, Any]:
+    """The tree under scheduling (Oort, over-selection, the registry): the center
+    decides over the whole tree from the profiles its edges forward (measured at each
+    client's start-up). The simulator reading those profiles from a registry makes the
+    first round's decision; replaying the deployment's record it computes its model."""
+    import tempfile
+    from pathlib import Path
+
+    from fedstrata.api import run
+    from fedstrata.config import load_config
+    from fedstrata.runtime import deployment
+    from fedstrata.scheduling import Registry
+
+    sched = ["scheduling.selector=oort", "scheduling.overselect=0.1", "rounds.deadline_s=60"]
+    with tempfile.TemporaryDirectory() as tmp:
+        deployed, sim_db = Path(tmp) / "deployed.db", Path(tmp) / "sim.db"
+        cfg = load_config(overrides=[*base, *sched, f"scheduling.registry_url={deployed}"])
+        t0 = time.perf_counter()
+        result, _ = asyncio.run(_deploy(deployment(cfg), tree))
+        wall_s = time.perf_counter() - t0
+        with Registry.open(deployed) as reg, Registry.open(sim_db) as sim_reg:
+            sim_reg.upsert_devices(reg.devices())
+            got = reg.history()
+        run(load_config(overrides=[*base, *sched, f"scheduling.registry_url={sim_db}"]))
+        with Registry.open(sim_db) as sim_reg:
+            want = sim_reg.history()
+        replay = load_config(overrides=[*base, *sched, f"scheduling.replay_url={deployed}"])
+        replayed = run(replay).simulation.params
+
+    def first(h: Any) -> list[tuple[int, int]]:
+        m = h.round_idx == 0
+        return sorted(zip(h.device_id[m].tolist(), h.assigned_work[m].tolist(), strict=True))
+
+    return {
+        "scheduled_cohort_size": len(first(got)),
+        "scheduled_first_round_equal_to_sim": first(got) == first(want),
+        "scheduled_history_rows": len(got),
+        "scheduled_model_equal_to_replay": result.params.tobytes() == replayed.tobytes(),
+        "scheduled_wall_s": round(wall_s, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -240,11 +290,17 @@ def main() -> None:
         "processes_model_equal_to_sim": procs["params"] == sim.params.tobytes(),
         "processes_max_abs_diff": float(np.max(np.abs(proc_params - sim.params))),
         "processes_wall_s": round(procs["wall_s"], 3),
+        **_scheduled(_overrides(edges, clients, kappa, rounds), tree),
     }
     print(f"{'edges':>6} {'clients':>8} {'kappa':>6} {'rounds':>7} {'equal':>6} {'wall_s':>7}")
     print(
         f"{edges:>6} {clients:>8} {kappa:>6} {rounds:>7} "
         f"{out['model_equal_to_sim']!s:>6} {out['wall_s']:>7}"
+    )
+    print(
+        f"scheduled (Oort, over-selection): first round as the simulator's: "
+        f"{out['scheduled_first_round_equal_to_sim']}; model as its replay's: "
+        f"{out['scheduled_model_equal_to_replay']}; {out['scheduled_wall_s']} s"
     )
     print(json.dumps(out))
 

@@ -7,7 +7,7 @@ import it by a unique name."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fedstrata.runtime import (
@@ -20,7 +20,9 @@ from fedstrata.runtime import (
     TokenTable,
     new_token,
 )
+from fedstrata.runtime.client import ClientAgent
 from fedstrata.runtime.relink import FailoverLink
+from fedstrata.runtime.sched_reports import DeviceReport
 
 _FAST = Backoff(attempts=6, base_s=0.05, max_s=0.5)
 
@@ -41,13 +43,17 @@ async def run_tree(
     kill_after: int = 1,
     parents: Mapping[int, Sequence[str]] | None = None,
     min_available: int | None = None,
+    profiles: Callable[[int], DeviceReport] | None = None,
+    agents: Callable[[GrpcLink, int], ClientAgent] | None = None,
 ) -> TreeRun:
     """Center <- one tier per edge <- its clients; tier ids follow ``edges``' order.
 
     ``kill``: the edge whose tier is cancelled after it served ``kill_after`` edge
     rounds (its server stops; its clients re-home along ``parents``: client id ->
     edge names to try, in order). ``min_available``: the center's quorum of reachable
-    clients before each round.
+    clients before each round. ``profiles``: each client's device report under
+    ``scheduling`` (default: measured at start-up). ``agents``: builds a client's
+    agent over its link (default: ``dep.client`` with ``profiles``).
     """
     n, names = dep.num_clients, list(edges)
     tier_ids = {name: n + k for k, name in enumerate(names)}
@@ -82,7 +88,13 @@ async def run_tree(
                     return GrpcLink(target, cid, tokens[cid])
 
                 async with FailoverLink(order, make, connect_timeout_s=20, probe_s=1) as link:
-                    await dep.client(link, cid, backoff=_FAST).run()  # type: ignore[arg-type]
+                    profile = None if profiles is None else profiles(cid)
+                    agent = (
+                        dep.client(link, cid, backoff=_FAST, profile=profile)  # type: ignore[arg-type]
+                        if agents is None
+                        else agents(link, cid)  # type: ignore[arg-type]
+                    )
+                    await agent.run()
 
             async with asyncio.TaskGroup() as tg:
                 main = tg.create_task(center.run(dep.initial_params()))
@@ -105,12 +117,16 @@ async def _after_rounds(agg: object, count: int) -> None:
 
 
 async def run_regions(
-    dep: Deployment, regions: Mapping[str, Mapping[str, Sequence[int]]]
+    dep: Deployment,
+    regions: Mapping[str, Mapping[str, Sequence[int]]],
+    *,
+    profiles: Callable[[int], DeviceReport] | None = None,
+    agents: Callable[[GrpcLink, int], ClientAgent] | None = None,
 ) -> TreeRun:
     """Center <- one named tier per region <- one tier per edge <- its clients.
 
     Participant ids: clients 0..n-1, then the regions, then the edges, in the order of
-    ``regions``."""
+    ``regions``. ``profiles``, ``agents``: as for :func:`run_tree`."""
     n = dep.num_clients
     edges = {e: ids for rg in regions.values() for e, ids in rg.items()}
     ids = {name: n + k for k, name in enumerate([*regions, *edges])}
@@ -138,7 +154,13 @@ async def run_regions(
 
             async def client(cid: int, name: str) -> None:
                 async with GrpcLink(targets[name], cid, tokens[cid]) as link:
-                    await dep.client(link, cid).run()
+                    profile = None if profiles is None else profiles(cid)
+                    agent = (
+                        dep.client(link, cid, profile=profile)  # type: ignore[arg-type]
+                        if agents is None
+                        else agents(link, cid)  # type: ignore[arg-type]
+                    )
+                    await agent.run()
 
             async with asyncio.TaskGroup() as tg:
                 main = tg.create_task(center.run(dep.initial_params()))

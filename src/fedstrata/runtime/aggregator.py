@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -69,6 +69,8 @@ from fedstrata.runtime.tier_periods import TreeSpec, run_periods
 
 if TYPE_CHECKING:  # the monitor's module imports the recorder, which builds tiers
     from fedstrata.runtime.monitor import TierMonitor
+    from fedstrata.runtime.sched_reports import DeviceReport
+    from fedstrata.runtime.tier_work import MemberReport, TierFollower
 
 __all__ = ["ParentLink", "TierAggregator", "TierReport"]
 
@@ -83,15 +85,19 @@ True to register again, or False to give up (the error is then raised)."""
 class ParentLink(Protocol):
     """What a tier needs from its connection to its parent (``GrpcLink`` has it)."""
 
-    def session(self, live_clients: int = 0) -> AsyncIterator[TaskSpec]: ...
+    def session(
+        self, live_clients: int = 0, *, profiles: Mapping[int, DeviceReport] | None = None
+    ) -> AsyncIterator[TaskSpec]: ...
 
     async def download(self, round_idx: int) -> Payload: ...
 
     async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes: ...
 
     async def submit_partial(
-        self, round_idx: int, data: bytes, live_clients: int = 0
-    ) -> tuple[bool, str]: ...
+        self, round_idx: int, data: bytes, live_clients: int = 0, *,
+        reports: Sequence[MemberReport] = (),
+        profiles: Mapping[int, DeviceReport] | None = None,
+    ) -> tuple[bool, str]: ...  # fmt: skip
 
     async def report_live(self, live_clients: int) -> None: ...
 
@@ -100,7 +106,10 @@ class NamedParentLink(ParentLink, Protocol):
     """A parent link whose hello names the tier's node of the tree (``GrpcLink``,
     ``FailoverLink``): the parent refuses a second tier claiming it."""
 
-    def session(self, live_clients: int = 0, node: str = "") -> AsyncIterator[TaskSpec]: ...
+    def session(  # type: ignore[override]
+        self, live_clients: int = 0, node: str = "", *,
+        profiles: Mapping[int, DeviceReport] | None = None,
+    ) -> AsyncIterator[TaskSpec]: ...  # fmt: skip
 
 
 @dataclass
@@ -154,6 +163,7 @@ class TierAggregator:
         self.tree, self.node = tree, node  # an explicit tree's periods (tier_periods.py)
         self._formed = False  # the tree was checked at the first round
         self._local = False  # this round's model is the parent's local model (downlink)
+        self.follower: TierFollower | None = None  # the center schedules the tree
 
     async def run(self) -> TierReport:
         """Serve the parent until it ends the run; then end the clients' sessions.
@@ -212,9 +222,16 @@ class TierAggregator:
         name = self.node if self._formed else None
         if self.tree is not None and not self._formed:
             name = self.tree.identify(sorted(self.center.roster.reach()), self.node).name
+        f = self.follower  # forwards its clients' profiles (tier_sched.py)
+        profiles = None if f is None else dict(f.profiles)
         if not name:
-            return self.parent.session(live_clients=live)
-        return cast(NamedParentLink, self.parent).session(live_clients=live, node=name)
+            if profiles is None:
+                return self.parent.session(live_clients=live)
+            return self.parent.session(live_clients=live, profiles=profiles)
+        named = cast(NamedParentLink, self.parent)
+        if profiles is None:
+            return named.session(live_clients=live, node=name)
+        return named.session(live_clients=live, node=name, profiles=profiles)
 
     def _changed(self, reported: int) -> bool:
         return self.center.connected != reported
@@ -241,13 +258,14 @@ class TierAggregator:
         limit_s = task.deadline_s or self.center.settings.start_timeout_s
         try:
             outer = None if self.secure is None else await self.secure.begin(r)
+            cohort = None if self.follower is None else self.follower.assign(task)
         except ProtocolError as exc:
             log.warning("tier: round %d skipped: %s", r, exc)
             report.refused.append((r, str(exc)))
             return
         node, adopted = self._place()
         if self.secure is not None and outer is not None:  # the masked cluster sum
-            members = self._members(node, r, adopted)
+            members = self._members(node, r, adopted, cohort)
             lone = lone_share(members, node, r)
             if lone is not None:  # the simulator's sit-out: no cluster sum to hide it in
                 seed = self.secure.client.agg.codec.support_seed(task.root_seed, r)
@@ -257,6 +275,8 @@ class TierAggregator:
             state, _ = await self._collect(
                 task, params, relayed, report, limit_s=limit_s, members=members
             )
+            if self.follower is not None:  # its members' reports (tier_sched.py)
+                await self._report_members(r)
             ok, why = await self.secure.finish(
                 outer, r, self.center.aggregator.finalize_metrics(state)
             )
@@ -267,7 +287,7 @@ class TierAggregator:
         hop: int | tuple[int, int]
         if node is not None and self.tree is not None:
             partial, hop, clients = await self._periods(
-                node, task, params, relayed, report, adopted=adopted
+                node, task, params, relayed, report, adopted=adopted, cohort=cohort
             )
         else:
             state, record = await self._collect(
@@ -278,16 +298,37 @@ class TierAggregator:
         log.info("tier: round %d: %d updates, weight %g", r, partial.count, partial.total_weight)
         live = self.center.connected
         data = self._encode(partial, task, hop, clients)
-        accepted, reason = await self.parent.submit_partial(r, data, live)
+        if self.follower is None:
+            accepted, reason = await self.parent.submit_partial(r, data, live)
+        else:
+            f = self.follower  # its members' reports, its clients' devices (tier_sched.py)
+            accepted, reason = await self.parent.submit_partial(
+                r, data, live, reports=f.take_reports(), profiles=dict(f.profiles)
+            )
         if not accepted:
             log.warning("tier: round %d partial refused: %s", r, reason)
             report.refused.append((r, reason))
 
-    def _members(self, node: TopologyNode | None, r: int, adopted: list[int]) -> list[int] | None:
-        """An edge's share of round ``r``'s cohort (None: no tree, or a region)."""
+    def _members(
+        self, node: TopologyNode | None, r: int, adopted: list[int], cohort: Sequence[int] | None
+    ) -> list[int] | None:
+        """An edge's share of round ``r``'s cohort (``cohort``: the center's scheduled
+        draw; None: the seeded one), or None: no tree, or a region."""
         if self.tree is None or node is None or node.tier is not Tier.EDGE:
             return None
-        return self.tree.members(node, self.tree.base(node, r), adopted)
+        return self.tree.members(node, self.tree.base(node, r), adopted, cohort)
+
+    async def _report_members(self, r: int) -> None:
+        """Under secure aggregation the masked sum goes up through the protocol's
+        steps: the members' reports and the clients' profiles go first, in a partial
+        header without data (as a report of live clients)."""
+        f = self.follower
+        assert f is not None
+        ok, why = await self.parent.submit_partial(
+            r, b"", self.center.connected, reports=f.take_reports(), profiles=dict(f.profiles)
+        )
+        if not ok:
+            log.warning("tier: round %d: member reports refused: %s", r, why)
 
     def _place(self) -> tuple[TopologyNode | None, list[int]]:
         """This tier's edge of the tree (None: no tree) and the clients of other edges
@@ -327,7 +368,7 @@ class TierAggregator:
 
     async def _periods(
         self, node: TopologyNode, task: TaskSpec, params: FloatVector, relayed: bytes | None,
-        report: TierReport, *, adopted: list[int],
+        report: TierReport, *, adopted: list[int], cohort: Sequence[int] | None,
     ) -> tuple[MeanState, tuple[int, int], tuple[int, ...]]:  # fmt: skip
         """The edge's periods (``kappa_edge`` edge rounds); the partial, its hop key and
         the clients accepted in every period."""
@@ -336,7 +377,7 @@ class TierAggregator:
             self.monitor.round_started()
         out = await run_periods(
             self.center, self.tree, node, task, params=params, relayed=relayed,
-            adopted=adopted, fresh=not self._local,
+            adopted=adopted, fresh=not self._local, cohort=cohort,
         )  # fmt: skip
         report.rounds.extend(out.records)
         if self.monitor is not None:

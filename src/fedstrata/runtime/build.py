@@ -74,7 +74,7 @@ from fedstrata.runtime.secagg_client import SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.secagg_tier import EdgeSecure, edge_rounds, outer_rounds
 from fedstrata.runtime.tier_combos import TierClients, check_tier_combos
-from fedstrata.runtime.tier_periods import TreeSpec, center_rule, tree_refusal
+from fedstrata.runtime.tier_periods import TreeSpec, center_rule, partial_grace_s, tree_refusal
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     from fedstrata.runtime.aggregator import Reconnect
     from fedstrata.runtime.monitor import TierMonitor
     from fedstrata.runtime.scheduling import CenterScheduler
+    from fedstrata.runtime.tier_sched import EdgeFollower
     from fedstrata.secagg import RingCodec, SecAggAggregator
     from fedstrata.torch_adapter import Task
 
@@ -231,8 +232,9 @@ class Deployment:
                 r.clients_per_round, r.min_clients, r.deadline_s, cfg.seed, poisson_rate=poisson
             )
         else:
-            start = participants
-            policy = RoundPolicy(None, 1, r.deadline_s, cfg.seed)
+            start = participants  # a tree's edges close at the deadline, then send up
+            deadline = r.deadline_s if cfg.topology.mode == "flat" else None
+            policy = RoundPolicy(None, 1, deadline, cfg.seed)
         if participants is not None:
             _check_tiers(cfg)
         if cfg.topology.mode != "flat":
@@ -275,6 +277,14 @@ class Deployment:
             center.dp = DpCenter(hooks, progress=progress)
         if participants is not None:
             center.tiers = TierClients(r.min_clients)  # min_clients over the tiers' clients
+        if participants is not None and cfg.topology.mode != "flat":
+            hops = 2 if cfg.topology.regions else 1  # edges under regions send up later
+            center.wait_grace_s = hops * partial_grace_s(r.deadline_s)
+        if participants is not None and cfg.topology.mode != "flat" and cfg.scheduling.enabled:
+            from fedstrata.runtime.tier_sched import tree_scheduler  # deferred: SQLAlchemy
+
+            flops = self.trainer.flops_per_example
+            center.tree_sched = tree_scheduler(cfg, flops, self.size, self.num_clients)
         return center
 
     def _secure(
@@ -319,7 +329,13 @@ class Deployment:
         check_tier_combos(cfg, self.num_clients)
         policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
         settings = self._settings(chunk_bytes, 1, clients)
-        scheduler = self._scheduler()  # sizes its own clients' work
+        scheduler: CenterScheduler | EdgeFollower | None = None
+        if cfg.topology.mode == "flat":
+            scheduler = self._scheduler()  # sizes its own clients' work
+        elif cfg.scheduling.enabled:  # the center decides for the tree
+            from fedstrata.runtime.tier_sched import EdgeFollower  # deferred: SQLAlchemy
+
+            scheduler = EdgeFollower()
         secure = self._secure()
         center = Center(
             dataclasses.replace(settings, start_timeout_s=start_timeout_s),
@@ -358,15 +374,24 @@ class Deployment:
             else TreeSpec.of(self.config, self.num_clients)
         )
         if secure is None:
-            return TierAggregator(
+            agg = TierAggregator(
                 parent, center, self.size, monitor, codec=self.partial_codec(),
                 tier_id=tier_id, reconnect=reconnect, tree=tree, node=node,
             )  # fmt: skip
-        edge = EdgeSecure.of(parent, secure.aggregator, secure)  # type: ignore[arg-type]
-        return TierAggregator(
-            parent, center, self.size, monitor,
-            tier_id=tier_id, reconnect=reconnect, secure=edge, tree=tree, node=node,
-        )  # fmt: skip
+        else:
+            edge = EdgeSecure.of(parent, secure.aggregator, secure)  # type: ignore[arg-type]
+            agg = TierAggregator(
+                parent, center, self.size, monitor,
+                tier_id=tier_id, reconnect=reconnect, secure=edge, tree=tree, node=node,
+            )  # fmt: skip
+        region = tree is not None and node is not None and tree.is_region(node)
+        if tree is not None and region:
+            tree.serve_region(center)  # its children are edge tiers
+        if tree is not None and self.config.scheduling.enabled:  # the center decides
+            from fedstrata.runtime.tier_sched import follow  # deferred: SQLAlchemy
+
+            agg.follower = follow(center, region=region)
+        return agg
 
     def partial_codec(self, spec: CompressionSpec | None = None) -> ChainCodec | None:
         """The codec a tier re-compresses its partial with (its own error feedback):

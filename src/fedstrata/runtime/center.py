@@ -43,7 +43,7 @@ import dataclasses
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -88,6 +88,8 @@ from fedstrata.runtime.tier_combos import NodeClaims, TierClients
 if TYPE_CHECKING:
     from fedstrata.runtime.failover import AckGate, AfterRound
     from fedstrata.runtime.scheduling import CenterScheduler
+    from fedstrata.runtime.tier_sched import EdgeFollower
+    from fedstrata.runtime.tier_work import TierWork, TreeRole
 
 __all__ = [
     "Center",
@@ -137,7 +139,7 @@ class Center:
         clock: Clock | None = None,
         run_id: str | None = None,
         downlink: DownlinkServer | None = None,
-        scheduler: CenterScheduler | None = None,
+        scheduler: CenterScheduler | EdgeFollower | None = None,
     ) -> None:
         self.settings, self.coordinator, self.aggregator = settings, coordinator, aggregator
         self.server_optimizer, self.codec, self.pipeline = server_optimizer, codec, pipeline
@@ -159,6 +161,8 @@ class Center:
         self.dp: DpCenter | None = None  # DP hooks and budget (dp_center.py)
         self.tiers: TierClients | None = None  # aggregator tiers' clients (tier_combos.py)
         self.claims = NodeClaims()  # which live tier serves each node of the tree
+        self.tree_sched: TreeRole | None = None  # schedules a tree (tier_sched.py)
+        self.wait_grace_s = 0.0  # a tree's center waits past the deadline for partials
 
     # ---- the run -------------------------------------------------------------------
 
@@ -321,7 +325,9 @@ class Center:
             settle=None if self.scheduler is None else self.scheduler.settle,
         )
         self._intake = intake
-        self._dispatch(intake, task)
+        t = self.tree_sched
+        work = None if t is None else t.start(round_idx, self.clock.now(), self.settings.plan)
+        self._dispatch(intake, task, work)
         if self.secure is not None:
             self.secure.open(intake, self.scheduler)  # before any await: no step precedes it
         await self._await_cohort(rnd)
@@ -346,7 +352,9 @@ class Center:
         for queue in self._sessions.values():
             queue.put_nowait(TaskSpec(TaskKind.DONE))
 
-    def _dispatch(self, intake: RoundIntake, relayed: TaskSpec | None = None) -> None:
+    def _dispatch(
+        self, intake: RoundIntake, relayed: TaskSpec | None = None, work: TierWork | None = None
+    ) -> None:
         s, rnd = self.settings, intake.rnd
         plan = s.plan if relayed is None else relayed.plan
         seed = s.root_seed if relayed is None else relayed.root_seed
@@ -355,6 +363,8 @@ class Center:
         if self.scheduler is not None and plan is not None:
             plans = self.scheduler.plans(rnd.round_idx, rnd.cohort, plan)
             partial = self.scheduler.partial  # stop at the deadline, settle (settle.py)
+        if self.tree_sched is not None:  # the edges' terms (tier_sched.py)
+            partial = self.tree_sched.partial
         for cid, own in zip(rnd.cohort, plans, strict=True):
             queue = self._sessions.get(cid)
             if queue is None:
@@ -362,13 +372,15 @@ class Center:
             else:
                 queue.put_nowait(TaskSpec(
                     TaskKind.TRAIN, rnd.round_idx, seed, own, deadline, rnd.model.nbytes,
-                    rnd.run_id, partial,
+                    rnd.run_id, partial, work,
                 ))  # fmt: skip
         intake.check_done()
 
     async def _await_cohort(self, rnd: OpenRound) -> None:
         try:
-            async with asyncio.timeout(self.settings.round_timeout_s):
+            limit = self.settings.round_timeout_s
+            grace = None if limit is None else limit + self.wait_grace_s
+            async with asyncio.timeout(grace):
                 await rnd.done.wait()
         except TimeoutError:
             missing = sorted(rnd.members - rnd.resolved.keys())
@@ -379,6 +391,9 @@ class Center:
         self._intake = None
         if self.scheduler is not None:
             stats = self.scheduler.observe(intake.rnd.round_idx, record.outcome, self.clock.now())
+            record = dataclasses.replace(record, schedule=stats)
+        if self.tree_sched is not None:
+            stats = self.tree_sched.observe(intake.rnd.round_idx, self.clock.now())
             record = dataclasses.replace(record, schedule=stats)
         return record
 
@@ -397,6 +412,7 @@ class Center:
         live_clients: int = 0,
         profile: DeviceReport | None = None,
         node: str = "",
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> AsyncIterator[TaskSpec]:
         """A client's session: yields its tasks until ``DONE``; ends fail it.
 
@@ -405,7 +421,8 @@ class Center:
         ``run_id``: the run the client last took part in (logged when it differs);
         ``live_clients``: the clients a tier reaches (0: a client, which reaches one);
         ``profile``: its device, for the scheduler; ``node``: a tier's node of the
-        tree ("": none).
+        tree ("": none); ``profiles``: an explicit tree's edge forwards its clients'
+        (for :attr:`tree_sched`).
 
         Raises:
             RunEndedError: the run is over.
@@ -422,6 +439,8 @@ class Center:
             log.info("client %d comes from run %s; this is run %s", client_id, run_id, self.run_id)
         if self.scheduler is not None:
             self.scheduler.join(client_id, profile)
+        if self.tree_sched is not None and profiles:
+            self.tree_sched.join(client_id, profiles)
         queue: asyncio.Queue[TaskSpec] = asyncio.Queue()
         self._sessions[client_id] = queue
         self.roster.join(client_id, live_clients if live_clients > 0 else 1)
@@ -485,6 +504,7 @@ class Center:
         if header.partial and header.run_id in (self.run_id, ""):  # "": no task seen yet
             self.roster.report(cid, header.live_clients)
             if header.total_bytes == 0:  # a tier's report of its clients, no partial
+                self._tree_reports(cid, header)  # under secure aggregation (tier_sched.py)
                 return True, ""
         rnd = None if intake is None else intake.rnd
         mergeable = bool(getattr(self.aggregator, "mergeable", False))
@@ -493,12 +513,20 @@ class Center:
             return False, self._reject(header.round_idx, cid, problem or "no round is open")
         start = self.clock.now()
         accepted, why = await intake.submit(header, chunks)
+        if accepted and header.partial:
+            self._tree_reports(cid, header)
         if self.scheduler is not None:
             up_s = self.clock.now() - start
             self.scheduler.arrived(cid, header.timings, up_s, header.metrics)
         if accepted and self.ack_gate is not None:  # replied once the round is committed
             return await self.ack_gate.wait(header.round_idx)
         return accepted, why
+
+    def _tree_reports(self, cid: int, header: UploadHeader) -> None:
+        """A scheduled tree's tier reported its members and its clients' devices."""
+        if self.tree_sched is not None:
+            self.tree_sched.reported(header.round_idx, header.reports)
+            self.tree_sched.join(cid, dict(header.profiles))
 
 
 _STREAM_MEAN = WeightedMean(sum_dtype="float32")

@@ -34,6 +34,7 @@ from fedstrata.runtime.center import TaskSpec
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.failover import CommittedRound
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
+from fedstrata.runtime.tier_work import MemberReport, session_of
 
 __all__ = ["Ack", "AckLog", "ChaosSpec", "lost_acks"]
 
@@ -130,11 +131,16 @@ class _AckingLink:
         return str(getattr(self.link, "target", None) or "")
 
     async def session(
-        self, live_clients: int = 0, profile: DeviceReport | None = None, node: str = ""
+        self,
+        live_clients: int = 0,
+        profile: DeviceReport | None = None,
+        node: str = "",
+        *,
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> AsyncIterator[TaskSpec]:
         first = True
-        tasks = self.link.session(live_clients, profile, node) if node else None
-        async for task in tasks or self.link.session(live_clients, profile):
+        tasks = session_of(self.link, live_clients, profile, node, profiles)
+        async for task in tasks:
             if first:
                 self.acks.opened(self.participant, self._target())
                 first = False
@@ -182,9 +188,20 @@ class _AckingLink:
         return reply
 
     async def submit_partial(
-        self, round_idx: int, data: bytes, live_clients: int = 0
+        self,
+        round_idx: int,
+        data: bytes,
+        live_clients: int = 0,
+        *,
+        reports: Sequence[MemberReport] = (),
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> tuple[bool, str]:
-        reply = await self.link.submit_partial(round_idx, data, live_clients)
+        if not reports and profiles is None:
+            reply = await self.link.submit_partial(round_idx, data, live_clients)
+        else:  # an edge of a scheduled tree (tier_sched.py)
+            reply = await self.link.submit_partial(
+                round_idx, data, live_clients, reports=reports, profiles=profiles
+            )
         return self._record(round_idx, reply)
 
     async def report_live(self, live_clients: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -42,6 +42,8 @@ from fedstrata.runtime.pbconv import (
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 from fedstrata.runtime.security import TlsFiles, channel_credentials
+from fedstrata.runtime.tier_pbconv import put_profiles, put_reports
+from fedstrata.runtime.tier_work import MemberReport
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
 
 __all__ = ["GrpcLink"]
@@ -157,13 +159,19 @@ class GrpcLink:
         )
 
     async def session(
-        self, live_clients: int = 0, profile: DeviceReport | None = None, node: str = ""
+        self,
+        live_clients: int = 0,
+        profile: DeviceReport | None = None,
+        node: str = "",
+        *,
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> AsyncIterator[TaskSpec]:
         """The tasks the center sends this client, until ``DONE``.
 
         ``live_clients``: an aggregator tier's connected clients (0: a client);
         ``profile``: this client's device, for the center's scheduler; ``node``: an
-        aggregator tier's node of the tree ("": none).
+        aggregator tier's node of the tree ("": none); ``profiles``: an explicit tree's
+        edge forwards its clients' (:mod:`~fedstrata.runtime.tier_sched`).
 
         Raises:
             ProtocolError: the center refused the session.
@@ -177,6 +185,7 @@ class GrpcLink:
         )  # fmt: skip
         if profile is not None:
             hello.profile.CopyFrom(profile_to_pb(profile))
+        put_profiles(hello, profiles or {})
         stream = call(hello, metadata=self._metadata)
         try:
             async for msg in stream:
@@ -293,11 +302,19 @@ class GrpcLink:
         return await self._stream_up(header, payload.to_bytes())
 
     async def submit_partial(
-        self, round_idx: int, data: bytes, live_clients: int = 0
+        self,
+        round_idx: int,
+        data: bytes,
+        live_clients: int = 0,
+        *,
+        reports: Sequence[MemberReport] = (),
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> tuple[bool, str]:
         """Stream an aggregator's partial (:func:`~fedstrata.runtime.center.encode_partial`).
 
-        ``live_clients``: the tier's connected clients now.
+        ``live_clients``: the tier's connected clients now; ``reports`` and
+        ``profiles``: an explicit tree's edge reports its cohort members and forwards
+        its clients' devices (:mod:`~fedstrata.runtime.tier_sched`).
 
         Raises:
             ProtocolError: the call was refused (authentication).
@@ -310,6 +327,8 @@ class GrpcLink:
             run_id=self.run_id,
             live_clients=live_clients,
         )
+        put_reports(header, reports)
+        put_profiles(header, profiles or {})
         return await self._stream_up(header, data)
 
     async def report_live(self, live_clients: int) -> None:

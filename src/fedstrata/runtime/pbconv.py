@@ -11,6 +11,12 @@ from fedstrata.runtime.center import TaskKind, TaskSpec, UploadHeader
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.sched_reports import DeviceReport, PartialWork, RoundTimings
+from fedstrata.runtime.tier_pbconv import (
+    profiles_from_pb,
+    put_work,
+    reports_from_pb,
+    work_from_pb,
+)
 from fedstrata.runtime.transport import ChunkPlan
 
 log = logging.getLogger(__name__)
@@ -77,7 +83,7 @@ def plan_from_pb(msg: pb.Plan) -> LocalPlan:
 
 def task_to_pb(task: TaskSpec) -> pb.Task:
     kind = pb.Task.TRAIN if task.kind is TaskKind.TRAIN else pb.Task.DONE
-    return pb.Task(
+    msg = pb.Task(
         kind=kind,
         round_idx=task.round_idx,
         root_seed=task.root_seed,
@@ -89,6 +95,8 @@ def task_to_pb(task: TaskSpec) -> pb.Task:
         min_fraction=0.0 if task.partial is None else task.partial.min_fraction,
         partial_weighted=task.partial is not None and task.partial.weighted,
     )
+    put_work(msg, task.work)
+    return msg
 
 
 def task_from_pb(msg: pb.Task) -> TaskSpec:
@@ -105,6 +113,7 @@ def task_from_pb(msg: pb.Task) -> TaskSpec:
         msg.model_bytes,
         msg.run_id,
         _partial_from_pb(msg),
+        work_from_pb(msg),
     )
 
 
@@ -136,6 +145,8 @@ def upload_header(h: pb.StreamHeader, cid: int) -> UploadHeader:
         timings_from_pb(h, cid),
         h.secagg_phase,
         h.secagg_support_seed,
+        reports_from_pb(h, cid),
+        tuple(sorted(profiles_from_pb(h).items())),
     )
 
 

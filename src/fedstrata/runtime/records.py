@@ -29,8 +29,9 @@ from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, PayloadError
 from fedstrata.runtime.partials import CLIENTS_KEY, CompressedPartial
-from fedstrata.runtime.sched_reports import PartialWork, RoundTimings
+from fedstrata.runtime.sched_reports import DeviceReport, PartialWork, RoundTimings
 from fedstrata.runtime.streaming import Broadcast
+from fedstrata.runtime.tier_work import MemberReport, TierWork
 from fedstrata.runtime.transport import ChunkPlan
 
 __all__ = [
@@ -66,6 +67,7 @@ class TaskSpec:
     model_bytes: int = 0
     run_id: str = ""
     partial: PartialWork | None = None  # settle partial work at the deadline (settle.py)
+    work: TierWork | None = None  # an explicit tree's scheduled cohort (tier_sched.py)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class UploadHeader:
     timings: RoundTimings | None = None  # scheduling: the client's measured round
     secagg_phase: int = 0  # a secure-aggregation step (secagg_wire.Phase), 0: none
     support_seed: int = 0  # a masked input's random-k support seed
+    reports: tuple[MemberReport, ...] = ()  # an edge's cohort members (tier_sched.py)
+    profiles: tuple[tuple[int, DeviceReport], ...] = ()  # ... and its clients' devices
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from fedstrata.runtime.center import TaskSpec
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.link import GrpcLink
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
+from fedstrata.runtime.tier_work import MemberReport, session_of
 
 __all__ = ["FailoverLink", "NoTargetError", "Switch"]
 
@@ -155,7 +156,12 @@ class FailoverLink:
         return link
 
     async def session(
-        self, live_clients: int = 0, profile: DeviceReport | None = None, node: str = ""
+        self,
+        live_clients: int = 0,
+        profile: DeviceReport | None = None,
+        node: str = "",
+        *,
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> AsyncIterator[TaskSpec]:
         """The tasks of a session with the first target that serves (``node``: an
         aggregator tier's node of the tree, named in its hello).
@@ -169,8 +175,8 @@ class FailoverLink:
         if self._pending_live is not None:  # reported while searching: newer
             live_clients, self._pending_live = self._pending_live, None
         try:
-            tasks = link.session(live_clients, profile, node) if node else None
-            async for task in tasks or link.session(live_clients, profile):
+            tasks = session_of(link, live_clients, profile, node, profiles)
+            async for task in tasks:
                 self.run_id = link.run_id
                 yield task
         except TransportError:
@@ -215,9 +221,17 @@ class FailoverLink:
         )  # fmt: skip
 
     async def submit_partial(
-        self, round_idx: int, data: bytes, live_clients: int = 0
+        self,
+        round_idx: int,
+        data: bytes,
+        live_clients: int = 0,
+        *,
+        reports: Sequence[MemberReport] = (),
+        profiles: Mapping[int, DeviceReport] | None = None,
     ) -> tuple[bool, str]:
-        return await self._current().submit_partial(round_idx, data, live_clients)
+        return await self._current().submit_partial(
+            round_idx, data, live_clients, reports=reports, profiles=profiles
+        )
 
     async def report_live(self, live_clients: int) -> None:
         """A tier's connected clients; while no session is open (the list is being

@@ -335,12 +335,15 @@ def _carry(old: PredictorState, new: PredictorState) -> PredictorState:
 
 
 def center_scheduler(
-    config: FedConfig, flops_per_example: float, size: int, num_clients: int
-) -> CenterScheduler | None:
+    config: FedConfig, flops_per_example: float, size: int, num_clients: int, *,
+    tree: bool = False,
+) -> CenterScheduler | None:  # fmt: skip
     """The center's scheduler for ``config`` (None: ``scheduling`` is off), built as the
     simulator builds its planner and selector (``fedstrata.api.scheduling``): the
     registry of ``scheduling.registry_url`` (None: an in-memory SQLite registry for
-    this run), Oort or uniform selection, the admission skipping infeasible devices.
+    this run), Oort or uniform selection, the admission skipping infeasible devices
+    (``tree``: over an explicit tree the selector skips them, as the simulator's tree
+    does: :mod:`~fedstrata.runtime.tier_sched`).
 
     Raises:
         RegistryError: the registry cannot be opened or migrated.
@@ -352,15 +355,16 @@ def center_scheduler(
     inner: Selector = OortSelector(num_clients) if s.selector == "oort" else (
         RandomSelector()
     )  # fmt: skip
+    skip = s.allocation and s.skip_infeasible
     settings = ScheduleSettings(
         config.rounds.deadline_s, s.allocation, s.min_steps, s.max_steps, s.safety,
-        min_fraction=s.min_fraction, skip_infeasible=s.allocation and s.skip_infeasible,
+        min_fraction=s.min_fraction, skip_infeasible=skip and not tree,
         batch_size=config.client.batch_size,
     )  # fmt: skip
     nbytes = dense_bytes(size)
     return CenterScheduler(
         settings, inner, flops_per_example=flops_per_example, down_bytes=nbytes,
-        up_bytes=nbytes, registry=registry, overselect=s.overselect, skip_infeasible=False,
+        up_bytes=nbytes, registry=registry, overselect=s.overselect, skip_infeasible=skip and tree,
         precision=config.client.precision, weighted=not config.privacy.enabled,
     )  # fmt: skip
 

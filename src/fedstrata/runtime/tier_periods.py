@@ -14,7 +14,9 @@ With a ``topology`` section (``mode: explicit``, ``topology.edges`` or
   tree with the run's seed (``rounds.clients_per_round``, or Poisson sampling), exactly
   as the simulator's coordinator draws it over every client, and each edge trains its
   share (:func:`~fedstrata.coordinator.periods.edge_members`); a selected client that
-  is not connected fails, as a dropout does.
+  is not connected fails, as a dropout does. Under ``scheduling`` the center draws it
+  (and sizes each member's work) over the whole tree and sends it down in the edges'
+  tasks (:mod:`fedstrata.runtime.tier_sched`).
 * **Failures**: an edge that dies loses its subtree for the round in flight (the
   center fails that participant and applies the others); its clients re-home (their
   ``FailoverLink`` lists a sibling edge or the center) and, from the next round, the
@@ -27,7 +29,10 @@ With a ``topology`` section (``mode: explicit``, ``topology.edges`` or
 * **Deadline**: under ``rounds.deadline_s`` an edge's periods share the parent's
   deadline (as in the simulator, where a client's update is late after the global
   round's deadline whichever edge round it belongs to); each edge round waits for
-  what is left of it, and an edge whose time ran out sends up an empty partial.
+  what is left of it, and an edge whose time ran out sends up an empty partial. The
+  deadline judges client updates at their edge, not the edges' partials (as in the
+  simulator): an edge that waited for a late client sends up at the deadline, and the
+  center waits for its partial :func:`partial_grace_s` past it.
 * **The center's rule**: a robust or custom ``server.aggregator`` runs at the center
   over the edges' means (:class:`~fedstrata.aggregation.edge_means.OverEdgeMeans`, the
   simulator's rule); edges run the weighted mean.
@@ -46,7 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -71,7 +76,14 @@ if TYPE_CHECKING:
     from fedstrata.runtime.center import Center
     from fedstrata.runtime.records import RoundRecord, TaskSpec
 
-__all__ = ["PeriodsResult", "TreeSpec", "center_rule", "run_periods", "tree_refusal"]
+__all__ = [
+    "PeriodsResult",
+    "TreeSpec",
+    "center_rule",
+    "partial_grace_s",
+    "run_periods",
+    "tree_refusal",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +123,14 @@ def _tree_pair_refusal(config: FedConfig) -> str | None:
     """A feature that the runtime's explicit tree does not run yet."""
     if config.scheduling.async_.enabled:
         return f"scheduling.async (FedBuff) through aggregator tiers is {NOT_BUILT}"
-    if config.scheduling.enabled:
-        return (
-            "scheduling (allocation, oort, registry) with a topology: the cohort is "
-            "drawn at every edge from the run's seed, and a scheduler's selection and "
-            f"planning over the whole tree is {NOT_BUILT} in the runtime"
-        )
     return None
+
+
+def partial_grace_s(deadline_s: float | None) -> float:
+    """How long past ``deadline_s`` a tree's center waits for its edges' partials
+    (they close their last edge round at the deadline, then send up): a tenth of the
+    deadline, at least 2 s."""
+    return 0.0 if deadline_s is None else max(2.0, 0.1 * deadline_s)
 
 
 def center_rule(config: FedConfig, agg: Aggregator[Any]) -> Aggregator[Any]:
@@ -219,13 +232,30 @@ class TreeSpec:
             return self.periods.base(parent_round)
         return parent_round
 
-    def members(self, node: TopologyNode, base: int, adopted: Collection[int] = ()) -> list[int]:
+    def members(
+        self, node: TopologyNode, base: int, adopted: Collection[int] = (),
+        cohort: Sequence[int] | None = None,
+    ) -> list[int]:  # fmt: skip
         """``node``'s clients, and the ``adopted`` ones re-homed to it, in the cohort of
-        the global round of edge round ``base``."""
-        r = self.periods.global_round(base)
-        every = np.fromiter(self.topology.root.all_clients(), np.int64)
-        cohort = RoundCoordinator(self.policy).select(r, every)
+        the global round of edge round ``base`` (``cohort``: the center's scheduled
+        draw, :mod:`~fedstrata.runtime.tier_sched`; None: the seeded draw here)."""
+        if cohort is None:
+            r = self.periods.global_round(base)
+            every = np.fromiter(self.topology.root.all_clients(), np.int64)
+            cohort = RoundCoordinator(self.policy).select(r, every).tolist()
         return edge_members(cohort, [*node.clients, *sorted(adopted)])
+
+    def is_region(self, name: str) -> bool:
+        """Whether ``name`` is a region of the tree."""
+        return any(n.name == name and n.tier is Tier.REGION for n in self.topology.root.children)
+
+    def serve_region(self, center: Center) -> None:
+        """Make ``center`` a region's: the deadline judges client updates at their
+        edges, not its edges' partials, which it waits for :func:`partial_grace_s` past
+        the deadline (as the tree's center does)."""
+        p = center.coordinator.policy
+        center.coordinator = RoundCoordinator(RoundPolicy(None, 1, None, p.root_seed))
+        center.wait_grace_s = partial_grace_s(p.deadline_s)
 
     def rehomed(self, node: TopologyNode, clients: Collection[int]) -> list[int]:
         """Clients of other edges connected to ``node`` once the tree was formed: they
@@ -263,6 +293,7 @@ async def run_periods(
     relayed: bytes | None,
     adopted: Collection[int] = (),
     fresh: bool = True,
+    cohort: Sequence[int] | None = None,
 ) -> PeriodsResult:
     """``node``'s periods from the parent's model ``params``: an edge's ``kappa_edge``
     edge rounds over its share of the cohort, a region's ``kappa_region`` region rounds
@@ -270,13 +301,14 @@ async def run_periods(
 
     The first period broadcasts the parent's bytes (``relayed``) unchanged; later ones
     the node's local model. ``task.deadline_s`` bounds the whole period.
-    ``adopted``: clients of failed edges re-homed here. ``fresh``: ``params`` is the
-    center's model (under downlink compression the first period relays its message;
-    False: a region's local model, which every period sends dense, as the simulator).
+    ``adopted``: clients of failed edges re-homed here; ``cohort``: the center's
+    scheduled draw (None: the seeded draw). ``fresh``: ``params`` is the center's model
+    (under downlink compression the first period relays its message; False: a region's
+    local model, which every period sends dense, as the simulator).
     """
     base = spec.base(node, task.round_idx)
     edge = node.tier is Tier.EDGE
-    members = spec.members(node, base, adopted) if edge else None
+    members = spec.members(node, base, adopted, cohort) if edge else None
     period = NodePeriod(params, spec.periods.repeats(node.tier))
     settings, start, relay = center.settings, center.clock.now(), center.downlink
     records: list[RoundRecord] = []

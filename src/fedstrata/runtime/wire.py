@@ -54,6 +54,7 @@ from fedstrata.runtime.security import (
     TokenTable,
     server_credentials,
 )
+from fedstrata.runtime.tier_pbconv import profiles_from_pb
 
 __all__ = ["SERVICE", "CenterServer", "WireCounter"]
 
@@ -92,7 +93,7 @@ class _Service:
                 live, profile = hello.live_clients, profile_from_pb(hello)
                 tasks = self.center.session(
                     cid, run_id=hello.run_id, live_clients=live, profile=profile,
-                    node=hello.tier_node,
+                    node=hello.tier_node, profiles=profiles_from_pb(hello),
                 )  # fmt: skip
                 async for task in tasks:
                     await context.write(task_to_pb(task))

@@ -25,18 +25,20 @@ SECAGG_UNMASK: SecAggPhase
 SECAGG_CLUSTER: SecAggPhase
 
 class Hello(_message.Message):
-    __slots__ = ("client_id", "run_id", "live_clients", "profile", "tier_node")
+    __slots__ = ("client_id", "run_id", "live_clients", "profile", "tier_node", "tier_profiles")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LIVE_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     TIER_NODE_FIELD_NUMBER: _ClassVar[int]
+    TIER_PROFILES_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     run_id: str
     live_clients: int
     profile: ProfileReport
     tier_node: str
-    def __init__(self, client_id: _Optional[int] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., profile: _Optional[_Union[ProfileReport, _Mapping]] = ..., tier_node: _Optional[str] = ...) -> None: ...
+    tier_profiles: _containers.RepeatedCompositeFieldContainer[TierProfile]
+    def __init__(self, client_id: _Optional[int] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., profile: _Optional[_Union[ProfileReport, _Mapping]] = ..., tier_node: _Optional[str] = ..., tier_profiles: _Optional[_Iterable[_Union[TierProfile, _Mapping]]] = ...) -> None: ...
 
 class ProfileReport(_message.Message):
     __slots__ = ("cpu_score", "memory_gb", "network_latency_ms", "uplink_mbps", "downlink_mbps", "bf16_speedup", "fp16_speedup", "local_examples")
@@ -93,7 +95,7 @@ class Plan(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., prox_mu: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "round_idx", "root_seed", "deadline_s", "plan", "model_bytes", "run_id", "partial_work", "min_fraction", "partial_weighted")
+    __slots__ = ("kind", "round_idx", "root_seed", "deadline_s", "plan", "model_bytes", "run_id", "partial_work", "min_fraction", "partial_weighted", "tier_work", "tier_scheduled")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[Task.Kind]
@@ -112,6 +114,8 @@ class Task(_message.Message):
     PARTIAL_WORK_FIELD_NUMBER: _ClassVar[int]
     MIN_FRACTION_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_WEIGHTED_FIELD_NUMBER: _ClassVar[int]
+    TIER_WORK_FIELD_NUMBER: _ClassVar[int]
+    TIER_SCHEDULED_FIELD_NUMBER: _ClassVar[int]
     kind: Task.Kind
     round_idx: int
     root_seed: int
@@ -122,7 +126,9 @@ class Task(_message.Message):
     partial_work: bool
     min_fraction: float
     partial_weighted: bool
-    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round_idx: _Optional[int] = ..., root_seed: _Optional[int] = ..., deadline_s: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., model_bytes: _Optional[int] = ..., run_id: _Optional[str] = ..., partial_work: _Optional[bool] = ..., min_fraction: _Optional[float] = ..., partial_weighted: _Optional[bool] = ...) -> None: ...
+    tier_work: _containers.RepeatedCompositeFieldContainer[TierAssignment]
+    tier_scheduled: bool
+    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round_idx: _Optional[int] = ..., root_seed: _Optional[int] = ..., deadline_s: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., model_bytes: _Optional[int] = ..., run_id: _Optional[str] = ..., partial_work: _Optional[bool] = ..., min_fraction: _Optional[float] = ..., partial_weighted: _Optional[bool] = ..., tier_work: _Optional[_Iterable[_Union[TierAssignment, _Mapping]]] = ..., tier_scheduled: _Optional[bool] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
     __slots__ = ("client_id", "round_idx", "run_id", "downlink", "downlink_version")
@@ -139,7 +145,7 @@ class DownloadRequest(_message.Message):
     def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., run_id: _Optional[str] = ..., downlink: _Optional[bool] = ..., downlink_version: _Optional[int] = ...) -> None: ...
 
 class StreamHeader(_message.Message):
-    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients", "timings", "secagg_phase", "secagg_support_seed")
+    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients", "tier_reports", "tier_profiles", "timings", "secagg_phase", "secagg_support_seed")
     class Content(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UPDATE: _ClassVar[StreamHeader.Content]
@@ -161,6 +167,8 @@ class StreamHeader(_message.Message):
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LIVE_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    TIER_REPORTS_FIELD_NUMBER: _ClassVar[int]
+    TIER_PROFILES_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     SECAGG_PHASE_FIELD_NUMBER: _ClassVar[int]
     SECAGG_SUPPORT_SEED_FIELD_NUMBER: _ClassVar[int]
@@ -172,10 +180,12 @@ class StreamHeader(_message.Message):
     content: StreamHeader.Content
     run_id: str
     live_clients: int
+    tier_reports: _containers.RepeatedCompositeFieldContainer[TierMemberReport]
+    tier_profiles: _containers.RepeatedCompositeFieldContainer[TierProfile]
     timings: SchedTimings
     secagg_phase: SecAggPhase
     secagg_support_seed: int
-    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., timings: _Optional[_Union[SchedTimings, _Mapping]] = ..., secagg_phase: _Optional[_Union[SecAggPhase, str]] = ..., secagg_support_seed: _Optional[int] = ...) -> None: ...
+    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., tier_reports: _Optional[_Iterable[_Union[TierMemberReport, _Mapping]]] = ..., tier_profiles: _Optional[_Iterable[_Union[TierProfile, _Mapping]]] = ..., timings: _Optional[_Union[SchedTimings, _Mapping]] = ..., secagg_phase: _Optional[_Union[SecAggPhase, str]] = ..., secagg_support_seed: _Optional[int] = ...) -> None: ...
 
 class StreamPart(_message.Message):
     __slots__ = ("header", "data")
@@ -326,3 +336,53 @@ class SecAggClusterReport(_message.Message):
     graph_seed: int
     clients: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, threshold: _Optional[int] = ..., round_id: _Optional[int] = ..., survivors: _Optional[_Iterable[int]] = ..., sealed: _Optional[_Iterable[_Union[SecAggSealed, _Mapping]]] = ..., graph_size: _Optional[int] = ..., graph_degree: _Optional[int] = ..., graph_seed: _Optional[int] = ..., clients: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class TierProfile(_message.Message):
+    __slots__ = ("client_id", "profile")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    profile: ProfileReport
+    def __init__(self, client_id: _Optional[int] = ..., profile: _Optional[_Union[ProfileReport, _Mapping]] = ...) -> None: ...
+
+class TierAssignment(_message.Message):
+    __slots__ = ("client_id", "steps")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    steps: int
+    def __init__(self, client_id: _Optional[int] = ..., steps: _Optional[int] = ...) -> None: ...
+
+class TierMemberReport(_message.Message):
+    __slots__ = ("client_id", "examples", "download_s", "compute_s", "upload_s", "status", "train_loss", "has_loss", "steps", "has_steps", "has_timings")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACCEPTED: _ClassVar[TierMemberReport.Status]
+        LATE: _ClassVar[TierMemberReport.Status]
+        FAILED: _ClassVar[TierMemberReport.Status]
+    ACCEPTED: TierMemberReport.Status
+    LATE: TierMemberReport.Status
+    FAILED: TierMemberReport.Status
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_S_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_S_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    HAS_LOSS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    HAS_STEPS_FIELD_NUMBER: _ClassVar[int]
+    HAS_TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    examples: int
+    download_s: float
+    compute_s: float
+    upload_s: float
+    status: TierMemberReport.Status
+    train_loss: float
+    has_loss: bool
+    steps: int
+    has_steps: bool
+    has_timings: bool
+    def __init__(self, client_id: _Optional[int] = ..., examples: _Optional[int] = ..., download_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., upload_s: _Optional[float] = ..., status: _Optional[_Union[TierMemberReport.Status, str]] = ..., train_loss: _Optional[float] = ..., has_loss: _Optional[bool] = ..., steps: _Optional[int] = ..., has_steps: _Optional[bool] = ..., has_timings: _Optional[bool] = ...) -> None: ...
