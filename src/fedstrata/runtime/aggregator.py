@@ -106,7 +106,7 @@ class NamedParentLink(ParentLink, Protocol):
     """A parent link whose hello names the tier's node of the tree (``GrpcLink``,
     ``FailoverLink``): the parent refuses a second tier claiming it."""
 
-    def session(  # type: ignore[override]
+    def session(
         self, live_clients: int = 0, node: str = "", *,
         profiles: Mapping[int, DeviceReport] | None = None,
     ) -> AsyncIterator[TaskSpec]: ...  # fmt: skip

@@ -276,16 +276,24 @@ class Deployment:
             progress = plateau_loss(cfg, self.trainer, self.test_data)  # switch_on_plateau
             center.dp = DpCenter(hooks, progress=progress)
         if participants is not None:
-            center.tiers = TierClients(r.min_clients)  # min_clients over the tiers' clients
-        if participants is not None and cfg.topology.mode != "flat":
-            hops = 2 if cfg.topology.regions else 1  # edges under regions send up later
-            center.wait_grace_s = hops * partial_grace_s(r.deadline_s)
-        if participants is not None and cfg.topology.mode != "flat" and cfg.scheduling.enabled:
+            self._over_tiers(center)
+        return center
+
+    def _over_tiers(self, center: Center) -> None:
+        """Equip a center whose participants are aggregator tiers: ``min_clients`` over
+        the tiers' clients; under a topology, the grace for the edges' partials past the
+        deadline and, under ``scheduling``, the tree's scheduler (tier_sched.py)."""
+        cfg, r = self.config, self.config.rounds
+        center.tiers = TierClients(r.min_clients)
+        if cfg.topology.mode == "flat":
+            return
+        hops = 2 if cfg.topology.regions else 1  # edges under regions send up later
+        center.wait_grace_s = hops * partial_grace_s(r.deadline_s)
+        if cfg.scheduling.enabled:
             from fedstrata.runtime.tier_sched import tree_scheduler  # deferred: SQLAlchemy
 
             flops = self.trainer.flops_per_example
             center.tree_sched = tree_scheduler(cfg, flops, self.size, self.num_clients)
-        return center
 
     def _secure(
         self, allocator: BudgetAllocator | None = None
