@@ -78,7 +78,7 @@ RUNTIME = Driver(
     frozenset({
         "sampling", "deadline", "compression", "downlink", "robust", "custom_aggregator",
         "allocation", "oort", "overselect", "registry", "async", "privacy", "secagg",
-        "checkpoint", "hierarchy",
+        "checkpoint", "hierarchy", "fedeval",
     }),
     "docs/runtime.md",
 )  # fmt: skip

@@ -61,6 +61,7 @@ from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
 from fedstrata.runtime.downlink import DownlinkAsk
+from fedstrata.runtime.fedeval_parts import relay_evaluation
 from fedstrata.runtime.partials import encode_compressed_partial
 from fedstrata.runtime.secagg_tier import EdgeSecure
 from fedstrata.runtime.tier_periods import TreeSpec, run_periods
@@ -181,6 +182,9 @@ class TierAggregator:
             async for task in tasks:
                 if task.kind is TaskKind.DONE:
                     return True
+                if task.kind is TaskKind.EVALUATE:  # federated evaluation (fedeval_parts.py)
+                    await relay_evaluation(self.parent, self.center, task)  # type: ignore[arg-type]
+                    continue
                 await self._round(task, report)
                 if self.center.connected == 0:
                     return False

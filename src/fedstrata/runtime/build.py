@@ -67,6 +67,13 @@ from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer
 from fedstrata.runtime.dp_center import DpCenter
+from fedstrata.runtime.fedeval_build import (
+    FedEvalSetup,
+    center_desk,
+    fedeval_refusal,
+    split_deployment,
+    tier_desk,
+)
 from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_client import SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
@@ -125,6 +132,7 @@ def check_supported(config: FedConfig) -> None:
             its setting, its docs page and the reason.
     """
     why = refusal(config, RUNTIME) or runtime_refusal(config) or tree_refusal(config)
+    why = why or fedeval_refusal(config)
     if why is None and config.scheduling.async_.enabled:
         from fedstrata.runtime.fedbuff import buffered_refusal  # deferred: SQLAlchemy
 
@@ -172,6 +180,7 @@ class Deployment:
     local_data: LocalSource
     test_data: Callable[[], LocalData] | None = None
     largest_client: int | None = None
+    fed_eval: FedEvalSetup | None = None  # federated evaluation's data (fedeval_build.py)
 
     def initial_params(self) -> FloatVector:
         """The initial model (same seed derivation as the simulator)."""
@@ -269,6 +278,7 @@ class Deployment:
         if cfg.privacy.enabled:
             hooks = privacy_hooks(cfg, pipe, self.num_clients, self.size, allocator)
             center.dp = DpCenter(hooks)
+        center.evaluation = center_desk(self, center)
         return center
 
     def _secure(
@@ -327,6 +337,7 @@ class Deployment:
         if secure is not None:
             timeout = secagg_timeout_s or cfg.rounds.deadline_s or DEFAULT_SECAGG_TIMEOUT_S
             center.secure = edge_rounds(secure[1], timeout)
+        center.evaluation = tier_desk(self, center)
         return center
 
     def tier(
@@ -448,7 +459,7 @@ class Deployment:
         secure = self._secure()
         pipe = self._pipeline(None if secure is None else secure[0])
         weighting: Weighting = "uniform" if self.config.privacy.enabled else "examples"
-        return ClientAgent(
+        agent = ClientAgent(
             link,
             client_id,
             trainer,
@@ -462,6 +473,9 @@ class Deployment:
             profile=profile or self._profile(trainer, data, client_id),
             secure=None if secure is None else SecureClient(link, secure[1], weighting),  # type: ignore[arg-type]
         )
+        if self.fed_eval is not None:
+            agent.eval_data = self.fed_eval.eval_data(client_id)
+        return agent
 
 
 def deployment(
@@ -492,13 +506,15 @@ def deployment(
         factory = trainer_factory(config, dataset)
         n = dataset.num_clients
         largest = int(dataset.client_sizes().max())
-        return Deployment(
+        dep = Deployment(
             config, n, factory, factory(), dataset.client, lambda: dataset.test, largest
         )
+        return split_deployment(dep, dataset=dataset)
     factory = trainer_factory(config, None, chosen)
     source = _task_source(chosen, data_dir)
     test = _task_test(chosen)
-    return Deployment(config, _task_clients(config, chosen), factory, factory(), source, test)
+    dep = Deployment(config, _task_clients(config, chosen), factory, factory(), source, test)
+    return split_deployment(dep, task=chosen)
 
 
 def _task_test(task: Task) -> Callable[[], LocalData] | None:

@@ -86,6 +86,7 @@ from fedstrata.runtime.streaming import Broadcast, apply_in_place
 
 if TYPE_CHECKING:
     from fedstrata.runtime.failover import AckGate, AfterRound
+    from fedstrata.runtime.fedeval import EvalDesk
     from fedstrata.runtime.scheduling import CenterScheduler
 
 __all__ = [
@@ -156,6 +157,7 @@ class Center:
         self.downlink, self.scheduler = downlink, scheduler
         self.secure: SecureRounds | None = None  # secure aggregation (secagg_rounds.py)
         self.dp: DpCenter | None = None  # DP hooks and budget (dp_center.py)
+        self.evaluation: EvalDesk | None = None  # federated evaluation (fedeval.py)
 
     # ---- the run -------------------------------------------------------------------
 
@@ -188,6 +190,8 @@ class Center:
                 if self.dp is not None:
                     spent = self.dp.finish(round_idx, len(record.outcome.accepted))
                     record = dataclasses.replace(record, privacy=spent)
+                if self.evaluation is not None:
+                    record = await self.evaluation.after_round(round_idx, params, record)
                 result.rounds.append(record)
                 if on_round is not None:
                     on_round(round_idx, record, params)
@@ -414,6 +418,8 @@ class Center:
         queue: asyncio.Queue[TaskSpec] = asyncio.Queue()
         self._sessions[client_id] = queue
         self.roster.join(client_id, live_clients if live_clients > 0 else 1)
+        if self.evaluation is not None:
+            self.evaluation.joined(client_id, tier=live_clients > 0)
         log.info(
             "client %d connected (%d connected, %d clients reachable)",
             client_id, len(self._sessions), self.roster.reachable,
@@ -439,6 +445,15 @@ class Center:
             intake.fail(client_id, "disconnected during the round")
         if self.secure is not None:
             self.secure.gone(client_id)
+        if self.evaluation is not None:
+            self.evaluation.gone(client_id)
+
+    def push(self, client_id: int, task: TaskSpec) -> bool:
+        """Queue ``task`` on ``client_id``'s session; False: it holds none."""
+        queue = self._sessions.get(client_id)
+        if queue is not None:
+            queue.put_nowait(task)
+        return queue is not None
 
     def download(
         self, client_id: int, round_idx: int, run_id: str = "", ask: DownlinkAsk | None = None

@@ -28,6 +28,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, PayloadError
+from fedstrata.monitoring import ClientFailure, FedEvalMetrics
 from fedstrata.runtime.partials import CompressedPartial
 from fedstrata.runtime.sched_reports import PartialWork, RoundTimings
 from fedstrata.runtime.streaming import Broadcast
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 class TaskKind(Enum):
     TRAIN = "train"
     DONE = "done"
+    EVALUATE = "evaluate"  # federated evaluation of a round's model (runtime/fedeval.py)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class TaskSpec:
     model_bytes: int = 0
     run_id: str = ""
     partial: PartialWork | None = None  # settle partial work at the deadline (settle.py)
+    eval_clients: tuple[int, ...] = ()  # EVALUATE to a tier: the clients asked (fedeval.py)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class UploadHeader:
     timings: RoundTimings | None = None  # scheduling: the client's measured round
     secagg_phase: int = 0  # a secure-aggregation step (secagg_wire.Phase), 0: none
     support_seed: int = 0  # a masked input's random-k support seed
+    evaluation: bool = False  # federated evaluation results (runtime/fedeval.py)
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,8 @@ class RoundRecord:
     system: SystemStats | None = None
     schedule: ScheduleStats | None = None  # the scheduler's figures of the round
     privacy: PrivacySpent | None = None
+    fed_eval: FedEvalMetrics | None = None  # the round's federated evaluation (fedeval.py)
+    fed_eval_failures: tuple[ClientFailure, ...] = ()  # its failed clients
 
 
 @dataclass

@@ -91,15 +91,17 @@ class Plan(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., prox_mu: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "round_idx", "root_seed", "deadline_s", "plan", "model_bytes", "run_id", "partial_work", "min_fraction", "partial_weighted")
+    __slots__ = ("kind", "round_idx", "root_seed", "deadline_s", "plan", "model_bytes", "run_id", "partial_work", "min_fraction", "partial_weighted", "eval_clients")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[Task.Kind]
         TRAIN: _ClassVar[Task.Kind]
         DONE: _ClassVar[Task.Kind]
+        EVALUATE: _ClassVar[Task.Kind]
     KIND_UNSPECIFIED: Task.Kind
     TRAIN: Task.Kind
     DONE: Task.Kind
+    EVALUATE: Task.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_IDX_FIELD_NUMBER: _ClassVar[int]
     ROOT_SEED_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +112,7 @@ class Task(_message.Message):
     PARTIAL_WORK_FIELD_NUMBER: _ClassVar[int]
     MIN_FRACTION_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_WEIGHTED_FIELD_NUMBER: _ClassVar[int]
+    EVAL_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     kind: Task.Kind
     round_idx: int
     root_seed: int
@@ -120,24 +123,27 @@ class Task(_message.Message):
     partial_work: bool
     min_fraction: float
     partial_weighted: bool
-    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round_idx: _Optional[int] = ..., root_seed: _Optional[int] = ..., deadline_s: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., model_bytes: _Optional[int] = ..., run_id: _Optional[str] = ..., partial_work: _Optional[bool] = ..., min_fraction: _Optional[float] = ..., partial_weighted: _Optional[bool] = ...) -> None: ...
+    eval_clients: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round_idx: _Optional[int] = ..., root_seed: _Optional[int] = ..., deadline_s: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., model_bytes: _Optional[int] = ..., run_id: _Optional[str] = ..., partial_work: _Optional[bool] = ..., min_fraction: _Optional[float] = ..., partial_weighted: _Optional[bool] = ..., eval_clients: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
-    __slots__ = ("client_id", "round_idx", "run_id", "downlink", "downlink_version")
+    __slots__ = ("client_id", "round_idx", "run_id", "downlink", "downlink_version", "evaluation")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_IDX_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     DOWNLINK_FIELD_NUMBER: _ClassVar[int]
     DOWNLINK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     round_idx: int
     run_id: str
     downlink: bool
     downlink_version: int
-    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., run_id: _Optional[str] = ..., downlink: _Optional[bool] = ..., downlink_version: _Optional[int] = ...) -> None: ...
+    evaluation: bool
+    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., run_id: _Optional[str] = ..., downlink: _Optional[bool] = ..., downlink_version: _Optional[int] = ..., evaluation: _Optional[bool] = ...) -> None: ...
 
 class StreamHeader(_message.Message):
-    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients", "timings", "secagg_phase", "secagg_support_seed")
+    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients", "timings", "secagg_phase", "secagg_support_seed", "evaluation")
     class Content(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UPDATE: _ClassVar[StreamHeader.Content]
@@ -162,6 +168,7 @@ class StreamHeader(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     SECAGG_PHASE_FIELD_NUMBER: _ClassVar[int]
     SECAGG_SUPPORT_SEED_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     round_idx: int
     total_bytes: int
@@ -173,7 +180,8 @@ class StreamHeader(_message.Message):
     timings: SchedTimings
     secagg_phase: SecAggPhase
     secagg_support_seed: int
-    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., timings: _Optional[_Union[SchedTimings, _Mapping]] = ..., secagg_phase: _Optional[_Union[SecAggPhase, str]] = ..., secagg_support_seed: _Optional[int] = ...) -> None: ...
+    evaluation: bool
+    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., timings: _Optional[_Union[SchedTimings, _Mapping]] = ..., secagg_phase: _Optional[_Union[SecAggPhase, str]] = ..., secagg_support_seed: _Optional[int] = ..., evaluation: _Optional[bool] = ...) -> None: ...
 
 class StreamPart(_message.Message):
     __slots__ = ("header", "data")
@@ -322,3 +330,28 @@ class SecAggClusterReport(_message.Message):
     graph_degree: int
     graph_seed: int
     def __init__(self, threshold: _Optional[int] = ..., round_id: _Optional[int] = ..., survivors: _Optional[_Iterable[int]] = ..., sealed: _Optional[_Iterable[_Union[SecAggSealed, _Mapping]]] = ..., graph_size: _Optional[int] = ..., graph_degree: _Optional[int] = ..., graph_seed: _Optional[int] = ...) -> None: ...
+
+class EvalResult(_message.Message):
+    __slots__ = ("client_id", "num_examples", "metrics", "error")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    num_examples: int
+    metrics: _containers.ScalarMap[str, float]
+    error: str
+    def __init__(self, client_id: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class EvalReport(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[EvalResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[EvalResult, _Mapping]]] = ...) -> None: ...
