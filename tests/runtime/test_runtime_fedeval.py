@@ -21,9 +21,9 @@ from tiertree import run_tree
 
 from fedstrata.api import run
 from fedstrata.config import load_config
-from fedstrata.errors import ConfigError, TransportError
 from fedstrata.coordinator.events import RoundOutcome
 from fedstrata.coordinator.fedeval import fed_eval_event
+from fedstrata.errors import ConfigError, TransportError
 from fedstrata.monitoring import ClientEval, ClientFailure, FedEvalMetrics, MemorySink, RunStore
 from fedstrata.runtime import check_supported, deployment
 from fedstrata.runtime.recorder import RunRecorder
