@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from rthelpers import SMALL
-from tiertree import run_tree
+from tiertree import run_regions, run_tree
 
 from fedstrata.api import run
 from fedstrata.config import load_config
@@ -45,7 +45,16 @@ def _events(result) -> list[FedEvalMetrics]:
     return [r.fed_eval for r in result.rounds if r.fed_eval is not None]
 
 
-@pytest.mark.parametrize("extra", [[], ["evaluation.every=2", "rounds.rounds=3"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["evaluation.every=2", "rounds.rounds=3"],
+        ["downlink.preset=int8"],  # evaluated on the exact model, not the client's replica
+        ["secagg.enabled=true"],  # results bypass the masked protocol
+    ],
+    ids=["every-round", "every-2", "downlink", "secagg"],
+)
 def test_runtime_federated_evaluation_equals_the_simulator(federation, extra):
     cfg = load_config(overrides=[*SMALL, *EVAL, *extra])
     sim = run(cfg).simulation
@@ -127,6 +136,7 @@ def test_edges_relay_evaluations_and_equal_the_simulator():
         overrides=[
             *SMALL, *EVAL, "topology.mode=explicit",
             'topology.edges={"e0": [0, 1, 2], "e1": [3, 4, 5]}', "rounds.clients_per_round=4",
+            "topology.kappa_edge=2",
         ]
     )  # fmt: skip
     sim = run(cfg).simulation
@@ -168,3 +178,19 @@ def test_the_center_records_the_evaluation_in_its_run_store_before_the_round(tmp
     kinds = [type(e).__name__ for e in sink.events]
     assert kinds[:2] == ["ClientFailure", "FedEvalMetrics"]
     assert "RoundMetrics" in kinds[2:]
+
+
+def test_regions_relay_to_their_edges_and_equal_the_simulator():
+    regions = {"r0": {"e0": [0, 1], "e1": [2]}, "r1": {"e2": [3, 4, 5]}}
+    cfg = load_config(
+        overrides=[
+            *SMALL, *EVAL, "topology.mode=explicit", f"topology.regions={regions}",
+            "rounds.clients_per_round=6",
+        ]
+    )  # fmt: skip
+    sim = run(cfg).simulation
+    out = asyncio.run(run_regions(deployment(cfg), regions))
+    assert out.result.params.tobytes() == sim.params.tobytes()
+    events = _events(out.result)
+    assert [e.clients_failed for e in events] == [0, 0]
+    _same(events, sim.fed_evals)

@@ -100,3 +100,20 @@ def test_a_tier_leaves_clients_it_does_not_serve_to_other_tiers():
     results, failures = asyncio.run(answer_later())
     assert results == {}
     assert failures == {0: "no result by the evaluation's deadline"}
+
+
+def test_an_unreadable_report_fails_its_client_and_nobody_waits_on_it():
+    async def main():
+        desk, _ = _desk({1: False, 10: True})
+        asking = asyncio.ensure_future(desk.ask(2, MODEL, [1, 3], "run"))
+        await asyncio.sleep(0)
+        assert desk.refuse(1, 2, "run", "truncated")[0] is False
+        assert desk.refuse(10, 2, "run", "truncated")[0] is False
+        return await asking  # returns at once: no answer is awaited any more
+
+    results, failures = asyncio.run(asyncio.wait_for(main(), 2.0))
+    assert results == {}
+    assert failures == {
+        1: "unreadable report: truncated",
+        3: "not connected (no session reaches it)",
+    }

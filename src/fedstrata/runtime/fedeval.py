@@ -267,6 +267,18 @@ class EvalDesk:
         ask.settle(session_id)
         return True, ""
 
+    def refuse(self, session_id: int, round_idx: int, run_id: str, why: str) -> tuple[bool, str]:
+        """A session's unreadable answer: a client asked directly fails with ``why``; a
+        tier's clients stay unresolved (failed at the center). Returns (False, reason)."""
+        ask = self._open
+        if ask is None or ask.round_idx != round_idx or ask.run_id != run_id:
+            return False, f"no federated evaluation of round {round_idx} is open"
+        if session_id in ask.waiting:
+            if session_id in ask.direct and not ask.resolved(session_id):
+                ask.failures[session_id] = f"unreadable report: {why}"
+            ask.settle(session_id)
+        return False, why
+
     @staticmethod
     def _record(ask: _Open, entry: EvalEntry) -> None:
         if entry.error:

@@ -105,12 +105,17 @@ async def eval_submit(
     """Take an evaluation report; returns (accepted, reason). Never raises for bad input."""
     try:
         desk = _desk(center)
-        data = Reassembler(header.total_bytes, limit)
-        async for chunk in chunks:
-            data.add(chunk)
-        entries = report_entries(data.data())
-    except (ProtocolError, PayloadError) as exc:
+    except ProtocolError as exc:
         return False, str(exc)
+    try:
+        entries: list[EvalEntry] = []
+        if header.total_bytes > 0:  # an empty report: a tier none of whose clients was asked
+            data = Reassembler(header.total_bytes, limit)
+            async for chunk in chunks:
+                data.add(chunk)
+            entries = report_entries(data.data())
+    except PayloadError as exc:  # a broken report answers for nobody: no waiting on it
+        return desk.refuse(header.client_id, header.round_idx, header.run_id, str(exc))
     return desk.submit(header.client_id, header.round_idx, header.run_id, entries)
 
 

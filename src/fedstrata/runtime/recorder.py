@@ -104,8 +104,9 @@ class RunRecorder:
         self._last = now
         self.totals.add(metrics)
         detail = RoundDetail(round_idx, outcome_devices(record.outcome))
-        for event in (*record.fed_eval_failures, record.fed_eval):  # as the simulator's
-            for sink in self.sinks if event is not None else ():
+        evaluated = () if record.fed_eval is None else (record.fed_eval,)
+        for event in (*record.fed_eval_failures, *evaluated):  # as the simulator's order
+            for sink in self.sinks:
                 sink.emit(event)
         emit_round(record.outcome, metrics, self.sinks, None, detail=detail)
         self.store.save_model(self.dep.trainer.spec, params)
