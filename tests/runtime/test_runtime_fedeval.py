@@ -42,7 +42,7 @@ def _same(runtime: list[FedEvalMetrics], sim: list[FedEvalMetrics]) -> None:
 
 
 def _events(result) -> list[FedEvalMetrics]:
-    return [r.fed_eval for r in result.rounds if r.fed_eval is not None]
+    return result.fed_evals
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ def test_task_clients_evaluate_their_held_out_part_as_in_the_simulator():
     sim = run(cfg, task=TASK).simulation
     result, _ = asyncio.run(run_federation(deployment(cfg, task=TASK)))
     assert result.params.tobytes() == sim.params.tobytes()  # trained on the training parts
-    _same([r.fed_eval for r in result.rounds if r.fed_eval is not None], sim.fed_evals)
+    _same(result.fed_evals, sim.fed_evals)
 
 
 async def _own_folders(center_dep: Deployment, deps: dict[int, Deployment]):
@@ -96,7 +96,7 @@ def test_clients_with_data_folders_evaluate_their_own_held_out_part(tmp_path):
     deps = {cid: deployment(cfg, task=TASK, data_dir=folders[cid]) for cid in range(N)}
     result = asyncio.run(_own_folders(deployment(cfg, task=TASK), deps))
     assert result.params.tobytes() == sim.params.tobytes()
-    _same([r.fed_eval for r in result.rounds if r.fed_eval is not None], sim.fed_evals)
+    _same(result.fed_evals, sim.fed_evals)
 
 
 def test_a_task_client_without_held_out_examples_fails_its_evaluation_with_the_reason():

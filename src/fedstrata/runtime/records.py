@@ -197,6 +197,12 @@ class RuntimeResult:
         """Payload bytes moved, both directions, every round."""
         return sum(r.bytes_up + r.bytes_down for r in self.rounds)
 
+    @property
+    def fed_evals(self) -> list[FedEvalMetrics]:
+        """The run's federated evaluations, in round order (the simulator's
+        ``SimulationResult.fed_evals``)."""
+        return [r.fed_eval for r in self.rounds if r.fed_eval is not None]
+
 
 @dataclass(frozen=True, eq=False)
 class HeldUpload:
