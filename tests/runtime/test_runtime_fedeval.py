@@ -148,10 +148,43 @@ def test_edges_relay_evaluations_and_equal_the_simulator():
     _same(events, sim.fed_evals)
 
 
-def test_fedbuff_with_evaluation_is_refused_with_a_reason():
-    cfg = load_config(overrides=[*SMALL, *EVAL, "scheduling.async.enabled=true"])
-    with pytest.raises(ConfigError, match=r"evaluation.every.*FedBuff"):
-        check_supported(cfg)
+def test_fedbuff_server_steps_are_evaluated_as_in_the_simulator(federation):
+    """One client in flight: the order of events is the simulator's (test_runtime_fedbuff),
+    and each due server step's model is evaluated (in the background) on its sample."""
+    cfg = load_config(
+        overrides=[
+            *SMALL, *EVAL, "evaluation.every=2", "scheduling.async.enabled=true",
+            "scheduling.async.buffer_size=2", "scheduling.async.concurrency=1",
+            "scheduling.async.server_updates=3",
+        ]
+    )  # fmt: skip
+    check_supported(cfg)
+    sim = run(cfg).simulation
+    result, _ = asyncio.run(federation(deployment(cfg)))
+    assert result.params.tobytes() == sim.params.tobytes()
+    assert [e.round_idx for e in result.fed_evals] == [1, 2]  # every 2nd step and the last
+    assert all(e.clients_failed == 0 for e in result.fed_evals)
+    _same(result.fed_evals, sim.fed_evals)
+
+
+def test_fedbuff_with_clients_in_flight_evaluates_every_due_step(federation):
+    """Several clients in flight: an evaluation task waits behind a client's training,
+    the run ends only after the last step's evaluation."""
+    cfg = load_config(
+        overrides=[
+            *SMALL, *EVAL, "evaluation.clients=6", "scheduling.async.enabled=true",
+            "scheduling.async.buffer_size=2", "scheduling.async.concurrency=3",
+            "scheduling.async.server_updates=3",
+        ]
+    )  # fmt: skip
+    result, _ = asyncio.run(federation(deployment(cfg)))
+    assert [e.round_idx for e in result.fed_evals] == [0, 1, 2]
+    for event in result.fed_evals:
+        assert event.clients_selected == 6
+        assert event.clients_failed == 0
+        acc = event.get("accuracy")
+        assert acc is not None
+        assert sum(r.num_examples for r in event.results) == acc.examples
 
 
 def test_privacy_with_evaluation_stays_refused():

@@ -70,7 +70,6 @@ from fedstrata.runtime.dp_center import DpCenter
 from fedstrata.runtime.fedeval_build import (
     FedEvalSetup,
     center_desk,
-    fedeval_refusal,
     split_deployment,
     tier_desk,
 )
@@ -132,7 +131,6 @@ def check_supported(config: FedConfig) -> None:
             its setting, its docs page and the reason.
     """
     why = refusal(config, RUNTIME) or runtime_refusal(config) or tree_refusal(config)
-    why = why or fedeval_refusal(config)
     if why is None and config.scheduling.async_.enabled:
         from fedstrata.runtime.fedbuff import buffered_refusal  # deferred: SQLAlchemy
 
@@ -229,11 +227,13 @@ class Deployment:
                 raise ConfigError("FedBuff (scheduling.async) with aggregator tiers is not built")
             from fedstrata.runtime.fedbuff import buffered_center  # deferred: SQLAlchemy
 
-            return buffered_center(
+            buffered = buffered_center(
                 cfg, self._settings(chunk_bytes, min_available or r.min_clients, self.num_clients),
                 num_clients=self.num_clients, size=self.size, codec=self.uplink_codec(),
                 clock=clock, start_timeout_s=start_timeout_s,
             )  # fmt: skip
+            buffered.evaluation = center_desk(self, buffered, buffered.server_updates)
+            return buffered
         if participants is None:
             start = self.num_clients
             poisson = poisson_rate(cfg, self.num_clients)

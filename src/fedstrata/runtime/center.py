@@ -176,6 +176,8 @@ class Center:
         at ``start_round`` with the server optimizer's ``opt_state`` (None: fresh).
         """
         result = RuntimeResult(params=params, rejections=self.rejections)
+        if self.evaluation is not None:
+            result.fed_evals = self.evaluation.history
         if opt_state is None:
             opt_state = self.server_optimizer.init(params)
         if self.downlink is not None:

@@ -11,7 +11,10 @@ When: after round ``r``'s server step, before round ``r + 1`` starts, the center
 the round's sample to evaluate the model round ``r`` produced (the model each of them
 receives next; the simulator charges no simulated time for it, and the center waits
 for the answers at most ``rounds.deadline_s``). The evaluation never changes the model
-or the training cohort of any round.
+or the training cohort of any round. Under FedBuff a round is a server step: the
+buffered center evaluates a copy of each due step's model in the background
+(:meth:`EvalDesk.later`, one evaluation after another) and drains them before it ends
+the run.
 
 The wire: an ``EVALUATE`` task names the round; the client downloads that round's dense
 model (a ``Download`` with ``evaluation`` set: full float32, whatever the downlink
@@ -46,7 +49,7 @@ from numpy.typing import NDArray
 from fedstrata.coordinator.fedeval import FedEvalSettings, evaluation_sample, fed_eval_event
 from fedstrata.core.params import FloatVector
 from fedstrata.errors import DataError, ProtocolError
-from fedstrata.monitoring import ClientEval
+from fedstrata.monitoring import ClientEval, ClientFailure, FedEvalMetrics
 from fedstrata.runtime.records import RoundRecord, TaskKind, TaskSpec
 from fedstrata.runtime.streaming import Broadcast, paced
 
@@ -76,7 +79,8 @@ class EvalPlan:
         settings: cadence, sample size and seed
             (:func:`fedstrata.builders_fedeval.fed_eval_settings`).
         eligible: the clients holding evaluation data, sorted.
-        rounds: the run's rounds (the last is always evaluated).
+        rounds: the run's rounds, or a FedBuff run's server steps (the last is always
+            evaluated).
     """
 
     settings: FedEvalSettings
@@ -123,6 +127,9 @@ class EvalDesk:
         self.center, self.plan, self.timeout_s = center, plan, timeout_s
         self._sessions: dict[int, bool] = {}  # connected session -> is an aggregator tier
         self._open: _Open | None = None
+        self._pending: asyncio.Future[None] | None = None  # scheduled by later()
+        self.history: list[FedEvalMetrics] = []  # every evaluation, in order
+        self.failures: list[ClientFailure] = []  # their failed clients
 
     # ---- the center's hooks ----------------------------------------------------------
 
@@ -150,10 +157,43 @@ class EvalDesk:
     ) -> RoundRecord:
         """The center's evaluation after ``round_idx`` when due: ``record`` with the
         round's :class:`~fedstrata.monitoring.FedEvalMetrics` and failed clients."""
-        plan = self.plan
-        last = round_idx == (plan.rounds - 1 if plan is not None else -1)
-        if plan is None or not plan.settings.due(round_idx, last):
+        done = await self.evaluate(round_idx, params)
+        if done is None:
             return record
+        return dataclasses.replace(record, fed_eval=done[0], fed_eval_failures=done[1])
+
+    def later(self, round_idx: int, params: FloatVector) -> None:
+        """Evaluate a copy of ``params`` after ``round_idx`` (a FedBuff server step) in
+        the background, after the evaluations already scheduled; :meth:`drain` awaits
+        them."""
+        if self.plan is None or not self.plan.settings.due(round_idx, self._last(round_idx)):
+            return
+        snapshot = np.array(params, dtype=np.float32, copy=True)
+        previous = self._pending
+
+        async def chained() -> None:
+            if previous is not None:
+                await previous
+            await self.evaluate(round_idx, snapshot)
+
+        self._pending = asyncio.ensure_future(chained())
+
+    async def drain(self) -> None:
+        """Wait for the evaluations :meth:`later` scheduled."""
+        if self._pending is not None:
+            await self._pending
+
+    def _last(self, round_idx: int) -> bool:
+        return self.plan is not None and round_idx == self.plan.rounds - 1
+
+    async def evaluate(
+        self, round_idx: int, params: FloatVector
+    ) -> tuple[FedEvalMetrics, tuple[ClientFailure, ...]] | None:
+        """The evaluation of ``params`` after ``round_idx`` when due (None: not due, or
+        a tier's desk); kept in :attr:`history`."""
+        plan = self.plan
+        if plan is None or not plan.settings.due(round_idx, self._last(round_idx)):
+            return None
         start = time.perf_counter()
         ids = [int(c) for c in evaluation_sample(plan.settings, plan.eligible, round_idx)]
         model = Broadcast.of_model(np.array(params, dtype=np.float32, copy=True))
@@ -167,7 +207,9 @@ class EvalDesk:
             "round %d: federated evaluation on %d clients (%d failed): %s",
             round_idx, len(ids), len(failed), event.headline(),
         )  # fmt: skip
-        return dataclasses.replace(record, fed_eval=event, fed_eval_failures=failed)
+        self.history.append(event)
+        self.failures.extend(failed)
+        return event, failed
 
     async def ask(
         self,

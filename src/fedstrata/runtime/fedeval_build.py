@@ -14,8 +14,7 @@ Each party splits data as the simulator does (:mod:`fedstrata.builders_fedeval`)
   examples), which the simulator would not sample, fails its evaluation with that
   reason.
 
-Refused (:func:`fedeval_refusal`): FedBuff (``scheduling.async``), whose buffered center
-has no rounds to evaluate after yet.
+Under FedBuff (``scheduling.async``) a "round" is a server step, as in the simulator.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedstrata.builders_fedeval import TaskClientSplit, fed_eval_settings, population_sources
-from fedstrata.config import FedConfig
 from fedstrata.core.training import LocalData
 from fedstrata.data import FederatedDataset
 from fedstrata.runtime.fedeval import EvalDesk, EvalPlan
@@ -39,7 +37,7 @@ if TYPE_CHECKING:
     from fedstrata.runtime.center import Center
     from fedstrata.torch_adapter import Task
 
-__all__ = ["FedEvalSetup", "center_desk", "fedeval_refusal", "split_deployment", "tier_desk"]
+__all__ = ["FedEvalSetup", "center_desk", "split_deployment", "tier_desk"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,17 +47,6 @@ class FedEvalSetup:
 
     eval_data: Callable[[int], LocalData]
     eligible: NDArray[np.intp]
-
-
-def fedeval_refusal(config: FedConfig) -> str | None:
-    """Why the runtime cannot run ``config``'s federated evaluation (None: it can)."""
-    if config.evaluation.enabled and config.scheduling.async_.enabled:
-        return (
-            "evaluation.every (docs/tasks.md) with scheduling.async (FedBuff) is not run by "
-            "the deployment runtime yet: its buffered center does not evaluate after its "
-            "server steps (run it in the simulator, or use synchronous rounds)"
-        )
-    return None
 
 
 def split_deployment(
@@ -84,13 +71,15 @@ def split_deployment(
     return dataclasses.replace(dep, local_data=split.train, fed_eval=setup)
 
 
-def center_desk(dep: Deployment, center: Center) -> EvalDesk | None:
-    """The center's desk: the cadence and sample of the simulator (None: off)."""
+def center_desk(dep: Deployment, center: Center, rounds: int | None = None) -> EvalDesk | None:
+    """The center's desk: the cadence and sample of the simulator (None: off).
+    ``rounds``: the run's rounds (default ``rounds.rounds``; FedBuff: its server steps)."""
     setup = dep.fed_eval
     if setup is None:
         return None
     cfg = dep.config
-    plan = EvalPlan(fed_eval_settings(cfg, setup.eligible), setup.eligible, cfg.rounds.rounds)
+    steps = cfg.rounds.rounds if rounds is None else rounds
+    plan = EvalPlan(fed_eval_settings(cfg, setup.eligible), setup.eligible, steps)
     return EvalDesk(center, plan, cfg.rounds.deadline_s)
 
 

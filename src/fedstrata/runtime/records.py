@@ -183,7 +183,8 @@ class RuntimeResult:
 
     ``run_dir``: where the center wrote its run directory (None: not written).
     ``stopped_reason``: why the run stopped before its last round (the privacy budget),
-    or None.
+    or None. ``fed_evals``: the run's federated evaluations in order (the simulator's
+    ``SimulationResult.fed_evals``).
     """
 
     params: FloatVector
@@ -191,17 +192,12 @@ class RuntimeResult:
     rejections: list[tuple[int, int, str]] = field(default_factory=list)
     run_dir: Path | None = None
     stopped_reason: str | None = None
+    fed_evals: list[FedEvalMetrics] = field(default_factory=list)  # as the simulator's
 
     @property
     def wire_bytes(self) -> int:
         """Payload bytes moved, both directions, every round."""
         return sum(r.bytes_up + r.bytes_down for r in self.rounds)
-
-    @property
-    def fed_evals(self) -> list[FedEvalMetrics]:
-        """The run's federated evaluations, in round order (the simulator's
-        ``SimulationResult.fed_evals``)."""
-        return [r.fed_eval for r in self.rounds if r.fed_eval is not None]
 
 
 @dataclass(frozen=True, eq=False)
