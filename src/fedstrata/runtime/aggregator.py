@@ -94,6 +94,10 @@ class ParentLink(Protocol):
 
     async def report_live(self, live_clients: int) -> None: ...
 
+    async def download_eval(self, round_idx: int) -> Payload: ...  # federated evaluation
+
+    async def submit_eval(self, round_idx: int, report: bytes) -> tuple[bool, str]: ...
+
 
 @dataclass
 class TierReport:
@@ -183,7 +187,7 @@ class TierAggregator:
                 if task.kind is TaskKind.DONE:
                     return True
                 if task.kind is TaskKind.EVALUATE:  # federated evaluation (fedeval_parts.py)
-                    await relay_evaluation(self.parent, self.center, task)  # type: ignore[arg-type]
+                    await relay_evaluation(self.parent, self.center, task)
                     continue
                 await self._round(task, report)
                 if self.center.connected == 0:

@@ -93,6 +93,10 @@ class CenterLink(Protocol):
         """Drop the connection (if any is left) and open a new one."""
         ...
 
+    async def download_eval(self, round_idx: int) -> Payload: ...  # federated evaluation
+
+    async def submit_eval(self, round_idx: int, report: bytes) -> tuple[bool, str]: ...
+
 
 Sleep = Callable[[float], Awaitable[None]]
 

@@ -124,7 +124,7 @@ async def answer_evaluation(agent: ClientAgent, task: TaskSpec) -> None:
     raised (except a broken connection: TransportError)."""
     from fedstrata.runtime.client import decode_model  # deferred: client imports us
 
-    link: EvalLink = agent.link  # type: ignore[assignment]
+    link = agent.link
     cid, r = agent.client_id, task.round_idx
     try:
         if agent.eval_data is None:
