@@ -105,7 +105,7 @@ def test_combinations_accepted_and_ignored_before_are_refused(overrides) -> None
 @pytest.mark.parametrize(
     ("overrides", "setting"),
     [
-        (["evaluation.every=2"], "evaluation.every"),
+        (["devices.dropout_rate=0.2"], "devices.dropout_rate"),
     ],
 )
 def test_the_runtime_refuses_what_it_does_not_run(overrides, setting) -> None:

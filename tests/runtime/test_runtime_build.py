@@ -15,7 +15,9 @@ from fedstrata.runtime import check_supported
 @pytest.mark.parametrize(
     "override",
     [
-        "evaluation.every=2",  # federated evaluation: refused, never accepted and ignored
+        # simulated dropouts: refused, never accepted and ignored (federated evaluation,
+        # the earlier example, runs in the runtime now: test_runtime_fedeval.py)
+        "devices.dropout_rate=0.2",
     ],
 )
 def test_refusals_name_real_keys(override):

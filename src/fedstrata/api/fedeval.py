@@ -7,6 +7,9 @@ Where each client's evaluation data comes from:
   (built-in and npz data: :func:`fedstrata.data.client_test_split`; a task's
   ``client_data``: :class:`fedstrata.torch_adapter.holdout.HoldoutPopulation`);
 * ``evaluation.holdout: 0``: the clients' training data itself (a measure of fit).
+
+The rule is :func:`fedstrata.builders_fedeval.population_sources`, which the
+deployment runtime uses too.
 """
 
 from __future__ import annotations
@@ -14,15 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-from numpy.typing import NDArray
-
+from fedstrata.builders_fedeval import fed_eval_settings, population_sources
 from fedstrata.config import FedConfig
-from fedstrata.core.context import derive_rng
 from fedstrata.core.training import ClientPopulation
-from fedstrata.data import FederatedDataset, client_test_split
-from fedstrata.errors import ConfigError
-from fedstrata.sim.fedeval import FederatedEvaluator, FedEvalSettings
+from fedstrata.sim.fedeval import FederatedEvaluator
 from fedstrata.sim.tasks import ClientSource
 
 if TYPE_CHECKING:
@@ -57,35 +55,6 @@ def federated_split(
     e = config.evaluation
     if not e.enabled:
         return FederatedSplit(dataset)
-    population, source, eligible = _sources(config, dataset, task)
-    settings = FedEvalSettings(e.every, e.sample_size(int(eligible.size)), config.seed)
+    population, source, eligible = population_sources(config, dataset, task)
+    settings = fed_eval_settings(config, eligible)
     return FederatedSplit(population, source, FederatedEvaluator(settings, eligible))
-
-
-def _sources(
-    config: FedConfig, dataset: ClientPopulation, task: Task | None
-) -> tuple[ClientPopulation, ClientSource, NDArray[np.intp]]:
-    holdout = config.evaluation.holdout
-    everyone = np.arange(dataset.num_clients, dtype=np.intp)
-    if task is not None and task.client_test_data is not None:
-        if "holdout" in config.evaluation.model_fields_set:
-            raise ConfigError(
-                f"evaluation.holdout splits each client's data, but task {task.name!r} "
-                "brings its own client_test_data: remove one of them"
-            )
-        from fedstrata.torch_adapter.holdout import TaskTestSource
-
-        return dataset, TaskTestSource(task), everyone
-    if holdout == 0:
-        return dataset, dataset, np.flatnonzero(dataset.client_sizes()).astype(np.intp)
-    if isinstance(dataset, FederatedDataset):
-        rng = derive_rng(config.seed, 0, -1, "holdout")
-        train, held = client_test_split(dataset, holdout, rng)
-        return train, held, np.flatnonzero(held.client_sizes()).astype(np.intp)
-    from fedstrata.torch_adapter import TaskPopulation
-    from fedstrata.torch_adapter.holdout import HoldoutPopulation
-
-    if task is None or not isinstance(dataset, TaskPopulation):
-        raise ConfigError(f"federated evaluation cannot split a {type(dataset).__name__}")
-    split = HoldoutPopulation(dataset, task, holdout, config.seed)
-    return split, split.held_out, np.flatnonzero(split.held_out_sizes()).astype(np.intp)

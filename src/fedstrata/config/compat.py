@@ -78,7 +78,7 @@ RUNTIME = Driver(
     frozenset({
         "sampling", "deadline", "compression", "downlink", "robust", "custom_aggregator",
         "allocation", "oort", "overselect", "registry", "async", "privacy", "secagg",
-        "checkpoint", "hierarchy", "adaptive_clip", "dp_ftrl",
+        "checkpoint", "hierarchy", "adaptive_clip", "dp_ftrl", "fedeval",
     }),
     "docs/runtime.md",
 )  # fmt: skip

@@ -62,6 +62,7 @@ from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
 from fedstrata.runtime.client import decode_model
 from fedstrata.runtime.downlink import DownlinkAsk, local_model
+from fedstrata.runtime.fedeval_parts import relay_evaluation
 from fedstrata.runtime.partials import encode_compressed_partial
 from fedstrata.runtime.secagg_tier import EdgeSecure
 from fedstrata.runtime.tier_combos import accepted_clients, lone_share
@@ -100,6 +101,10 @@ class ParentLink(Protocol):
     ) -> tuple[bool, str]: ...  # fmt: skip
 
     async def report_live(self, live_clients: int) -> None: ...
+
+    async def download_eval(self, round_idx: int) -> Payload: ...  # federated evaluation
+
+    async def submit_eval(self, round_idx: int, report: bytes) -> tuple[bool, str]: ...
 
 
 class NamedParentLink(ParentLink, Protocol):
@@ -201,6 +206,9 @@ class TierAggregator:
             async for task in tasks:
                 if task.kind is TaskKind.DONE:
                     return True
+                if task.kind is TaskKind.EVALUATE:  # federated evaluation (fedeval_parts.py)
+                    await relay_evaluation(self.parent, self.center, task)
+                    continue
                 await self._round(task, report)
                 if self.center.connected == 0:
                     return False

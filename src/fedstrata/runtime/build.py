@@ -69,6 +69,12 @@ from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer
 from fedstrata.runtime.dp_center import DpCenter
 from fedstrata.runtime.dp_methods import plateau_loss
+from fedstrata.runtime.fedeval_build import (
+    FedEvalSetup,
+    center_desk,
+    split_deployment,
+    tier_desk,
+)
 from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_client import SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
@@ -172,6 +178,7 @@ class Deployment:
     local_data: LocalSource
     test_data: Callable[[], LocalData] | None = None
     largest_client: int | None = None
+    fed_eval: FedEvalSetup | None = None  # federated evaluation's data (fedeval_build.py)
 
     def initial_params(self) -> FloatVector:
         """The initial model (same seed derivation as the simulator)."""
@@ -220,11 +227,13 @@ class Deployment:
                 raise ConfigError("FedBuff (scheduling.async) with aggregator tiers is not built")
             from fedstrata.runtime.fedbuff import buffered_center  # deferred: SQLAlchemy
 
-            return buffered_center(
+            buffered = buffered_center(
                 cfg, self._settings(chunk_bytes, min_available or r.min_clients, self.num_clients),
                 num_clients=self.num_clients, size=self.size, codec=self.uplink_codec(),
                 clock=clock, start_timeout_s=start_timeout_s,
             )  # fmt: skip
+            buffered.evaluation = center_desk(self, buffered, buffered.server_updates)
+            return buffered
         if participants is None:
             start = self.num_clients
             poisson = poisson_rate(cfg, self.num_clients)
@@ -275,6 +284,7 @@ class Deployment:
             hooks = privacy_hooks(cfg, pipe, self.num_clients, self.size, allocator)
             progress = plateau_loss(cfg, self.trainer, self.test_data)  # switch_on_plateau
             center.dp = DpCenter(hooks, progress=progress)
+        center.evaluation = center_desk(self, center)
         if participants is not None:
             self._over_tiers(center)
         return center
@@ -358,6 +368,7 @@ class Deployment:
         if secure is not None:
             timeout = secagg_timeout_s or cfg.rounds.deadline_s or DEFAULT_SECAGG_TIMEOUT_S
             center.secure = edge_rounds(secure[1], timeout)
+        center.evaluation = tier_desk(self, center)
         return center
 
     def tier(
@@ -488,7 +499,7 @@ class Deployment:
         secure = self._secure()
         pipe = self._pipeline(None if secure is None else secure[0])
         weighting: Weighting = "uniform" if self.config.privacy.enabled else "examples"
-        return ClientAgent(
+        agent = ClientAgent(
             link,
             client_id,
             trainer,
@@ -502,6 +513,9 @@ class Deployment:
             profile=profile or self._profile(trainer, data, client_id),
             secure=None if secure is None else SecureClient(link, secure[1], weighting),  # type: ignore[arg-type]
         )
+        if self.fed_eval is not None:
+            agent.eval_data = self.fed_eval.eval_data(client_id)
+        return agent
 
 
 def deployment(
@@ -532,13 +546,15 @@ def deployment(
         factory = trainer_factory(config, dataset)
         n = dataset.num_clients
         largest = int(dataset.client_sizes().max())
-        return Deployment(
+        dep = Deployment(
             config, n, factory, factory(), dataset.client, lambda: dataset.test, largest
         )
+        return split_deployment(dep, dataset=dataset)
     factory = trainer_factory(config, None, chosen)
     source = _task_source(chosen, data_dir)
     test = _task_test(chosen)
-    return Deployment(config, _task_clients(config, chosen), factory, factory(), source, test)
+    dep = Deployment(config, _task_clients(config, chosen), factory, factory(), source, test)
+    return split_deployment(dep, task=chosen)
 
 
 def _task_test(task: Task) -> Callable[[], LocalData] | None:

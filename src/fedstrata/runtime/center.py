@@ -87,6 +87,7 @@ from fedstrata.runtime.tier_combos import NodeClaims, TierClients
 
 if TYPE_CHECKING:
     from fedstrata.runtime.failover import AckGate, AfterRound
+    from fedstrata.runtime.fedeval import EvalDesk
     from fedstrata.runtime.scheduling import CenterScheduler
     from fedstrata.runtime.tier_sched import EdgeFollower
     from fedstrata.runtime.tier_work import TierWork, TreeRole
@@ -163,6 +164,7 @@ class Center:
         self.claims = NodeClaims()  # which live tier serves each node of the tree
         self.tree_sched: TreeRole | None = None  # schedules a tree (tier_sched.py)
         self.wait_grace_s = 0.0  # a tree's center waits past the deadline for partials
+        self.evaluation: EvalDesk | None = None  # federated evaluation (fedeval.py)
 
     # ---- the run -------------------------------------------------------------------
 
@@ -181,6 +183,8 @@ class Center:
         at ``start_round`` with the server optimizer's ``opt_state`` (None: fresh).
         """
         result = RuntimeResult(params=params, rejections=self.rejections)
+        if self.evaluation is not None:
+            result.fed_evals = self.evaluation.history
         if opt_state is None:
             opt_state = self.server_optimizer.init(params)
         if self.downlink is not None:
@@ -196,6 +200,8 @@ class Center:
                     accepted = (record.clients or record.outcome).accepted
                     spent = self.dp.finish(round_idx, len(accepted), params=params)
                     record = dataclasses.replace(record, privacy=spent)
+                if self.evaluation is not None:
+                    record = await self.evaluation.after_round(round_idx, params, record)
                 result.rounds.append(record)
                 if on_round is not None:
                     on_round(round_idx, record, params)
@@ -444,6 +450,8 @@ class Center:
         queue: asyncio.Queue[TaskSpec] = asyncio.Queue()
         self._sessions[client_id] = queue
         self.roster.join(client_id, live_clients if live_clients > 0 else 1)
+        if self.evaluation is not None:
+            self.evaluation.joined(client_id, tier=live_clients > 0)
         log.info(
             "client %d connected (%d connected, %d clients reachable)",
             client_id, len(self._sessions), self.roster.reachable,
@@ -470,6 +478,15 @@ class Center:
             intake.fail(client_id, "disconnected during the round")
         if self.secure is not None:
             self.secure.gone(client_id)
+        if self.evaluation is not None:
+            self.evaluation.gone(client_id)
+
+    def push(self, client_id: int, task: TaskSpec) -> bool:
+        """Queue ``task`` on ``client_id``'s session; False: it holds none."""
+        queue = self._sessions.get(client_id)
+        if queue is not None:
+            queue.put_nowait(task)
+        return queue is not None
 
     def download(
         self, client_id: int, round_idx: int, run_id: str = "", ask: DownlinkAsk | None = None

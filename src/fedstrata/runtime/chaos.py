@@ -207,6 +207,14 @@ class _AckingLink:
     async def report_live(self, live_clients: int) -> None:
         await self.link.report_live(live_clients)
 
+    async def download_eval(self, round_idx: int) -> Payload:
+        payload: Payload = await self.link.download_eval(round_idx)
+        return payload
+
+    async def submit_eval(self, round_idx: int, report: bytes) -> tuple[bool, str]:
+        reply: tuple[bool, str] = await self.link.submit_eval(round_idx, report)
+        return reply
+
     async def reconnect(self) -> None:
         await self.link.reconnect()
 

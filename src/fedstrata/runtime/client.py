@@ -57,6 +57,7 @@ from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
 from fedstrata.runtime.downlink import DownlinkAsk, DownlinkReplica
+from fedstrata.runtime.fedeval_parts import answer_evaluation
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 from fedstrata.runtime.secagg_client import Prepared, SecureClient
 from fedstrata.runtime.settle import LocalOutcome, LocalTraining, StopRule
@@ -91,6 +92,10 @@ class CenterLink(Protocol):
     async def reconnect(self) -> None:
         """Drop the connection (if any is left) and open a new one."""
         ...
+
+    async def download_eval(self, round_idx: int) -> Payload: ...  # federated evaluation
+
+    async def submit_eval(self, round_idx: int, report: bytes) -> tuple[bool, str]: ...
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -201,6 +206,7 @@ class ClientAgent:
         self.secure = secure  # secure aggregation: updates leave masked (secagg_client.py)
         self.now, self.stop_rule = now, stop_rule or StopRule()
         self.local = LocalTraining(trainer, client_id, now)  # partial work (settle.py)
+        self.eval_data: LocalData | None = None  # its held-out data (federated evaluation)
 
     async def run(self) -> ClientReport:
         """Serve the center until it ends the run.
@@ -241,7 +247,9 @@ class ClientAgent:
             async for task in tasks:
                 if task.kind is TaskKind.DONE:
                     break
-                if self._admit(task, report):
+                if task.kind is TaskKind.EVALUATE:  # federated evaluation (fedeval_parts.py)
+                    await answer_evaluation(self, task)
+                elif self._admit(task, report):
                     await self._round(task, report)
         finally:
             aclose = getattr(tasks, "aclose", None)

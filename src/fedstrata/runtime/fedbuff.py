@@ -170,9 +170,12 @@ class BufferedCenter(Center):
             now = self.clock.now()
             self._execute(self.coordinator.handle(StartRound(0, now, available)), None)
             await self._over.wait()
+            if self.evaluation is not None:
+                await self.evaluation.drain()
         finally:
             self.finish()
-        return RuntimeResult(params=self._params, rejections=self.rejections)
+        evals = [] if self.evaluation is None else self.evaluation.history
+        return RuntimeResult(params=self._params, rejections=self.rejections, fed_evals=evals)
 
     # ---- the coordinator's commands ------------------------------------------------
 
@@ -222,6 +225,8 @@ class BufferedCenter(Center):
         self._taus, self._bytes = [], [0, 0]
         live = {f.version for f in self._flight.values()}
         self._models = {v: m for v, m in self._models.items() if v in live}
+        if self.evaluation is not None:  # in the background, as the simulator's costs none
+            self.evaluation.later(outcome.round_idx, self._params)
         if len(self.steps) >= self.server_updates:
             self._over.set()
 
@@ -240,6 +245,8 @@ class BufferedCenter(Center):
         for seq, flight in list(self._flight.items()):
             if flight.client_id == client_id:
                 self._fail(seq, "disconnected while in flight")
+        if self.evaluation is not None:  # federated evaluation (fedeval.py)
+            self.evaluation.gone(client_id)
 
     # ---- transport entry points ----------------------------------------------------
 

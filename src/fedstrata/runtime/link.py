@@ -256,9 +256,29 @@ class GrpcLink:
         """
         return (await self._download(round_idx, ask)).data()
 
-    async def _download(self, round_idx: int, ask: DownlinkAsk | None) -> Reassembler:
+    async def download_eval(self, round_idx: int) -> Payload:
+        """The dense model of an ``EVALUATE`` task's round (federated evaluation).
+
+        Raises:
+            ProtocolError: refused; PayloadError: a malformed transfer;
+            TransportError: the connection failed.
+        """
+        return (await self._download(round_idx, None, evaluation=True)).payload()
+
+    async def submit_eval(self, round_idx: int, report: bytes) -> tuple[bool, str]:
+        """Send an ``EvalReport`` (:mod:`fedstrata.runtime.fedeval_parts`); returns
+        (accepted, reason). Raises: ProtocolError, TransportError."""
+        header = pb.StreamHeader(
+            client_id=self.client_id, round_idx=round_idx, run_id=self.run_id, evaluation=True
+        )
+        return await self._stream_up(header, report)
+
+    async def _download(
+        self, round_idx: int, ask: DownlinkAsk | None, *, evaluation: bool = False
+    ) -> Reassembler:
         call = self._call("Download", "unary_stream", pb.DownloadRequest, pb.StreamPart)
         request = downlink_request(self.client_id, round_idx, self.run_id, ask)
+        request.evaluation = evaluation
         reassembler: Reassembler | None = None
         try:
             async for part in call(request, metadata=self._metadata, timeout=self.call_timeout_s):

@@ -81,8 +81,17 @@ def plan_from_pb(msg: pb.Plan) -> LocalPlan:
     )
 
 
+_KINDS = {TaskKind.TRAIN: pb.Task.TRAIN, TaskKind.DONE: pb.Task.DONE}
+
+
 def task_to_pb(task: TaskSpec) -> pb.Task:
-    kind = pb.Task.TRAIN if task.kind is TaskKind.TRAIN else pb.Task.DONE
+    if task.kind is TaskKind.EVALUATE:
+        return pb.Task(
+            kind=pb.Task.EVALUATE, round_idx=task.round_idx, model_bytes=task.model_bytes,
+            run_id=task.run_id, deadline_s=task.deadline_s or 0.0,
+            eval_clients=list(task.eval_clients),
+        )  # fmt: skip
+    kind = _KINDS[task.kind]
     msg = pb.Task(
         kind=kind,
         round_idx=task.round_idx,
@@ -102,6 +111,12 @@ def task_to_pb(task: TaskSpec) -> pb.Task:
 def task_from_pb(msg: pb.Task) -> TaskSpec:
     if msg.kind == pb.Task.DONE:
         return TaskSpec(TaskKind.DONE)
+    if msg.kind == pb.Task.EVALUATE:
+        return TaskSpec(
+            TaskKind.EVALUATE, msg.round_idx, deadline_s=msg.deadline_s or None,
+            model_bytes=msg.model_bytes, run_id=msg.run_id,
+            eval_clients=tuple(int(c) for c in msg.eval_clients),
+        )  # fmt: skip
     if msg.kind != pb.Task.TRAIN:
         raise ProtocolError(f"center sent a task of unknown kind {msg.kind}")
     return TaskSpec(
@@ -147,6 +162,7 @@ def upload_header(h: pb.StreamHeader, cid: int) -> UploadHeader:
         h.secagg_support_seed,
         reports_from_pb(h, cid),
         tuple(sorted(profiles_from_pb(h).items())),
+        h.evaluation,
     )
 
 

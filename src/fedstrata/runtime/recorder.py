@@ -7,7 +7,8 @@ and the events are the simulator's, :mod:`fedstrata.coordinator.round_logic`) an
 model it produced (``model.npz``); at the end ``summary.json`` and ``report.html``. Times are
 real seconds (the runtime has no simulated clock): ``sim_round_s`` is the round's wall
 time. The center evaluates on its test set (if any) every ``rounds.eval_every`` rounds
-and after the last.
+and after the last; a round's federated evaluation (``evaluation.every``,
+:mod:`fedstrata.runtime.fedeval`) is emitted before its metrics, as the simulator does.
 
 Ownership: the recorder owns its store; :meth:`RunRecorder.finish` or
 :meth:`RunRecorder.abort` (an interrupted run) closes it.
@@ -103,6 +104,10 @@ class RunRecorder:
         self._last = now
         self.totals.add(metrics)
         detail = RoundDetail(round_idx, outcome_devices(record.outcome))
+        evaluated = () if record.fed_eval is None else (record.fed_eval,)
+        for event in (*record.fed_eval_failures, *evaluated):  # as the simulator's order
+            for sink in self.sinks:
+                sink.emit(event)
         emit_round(record.outcome, metrics, self.sinks, None, detail=detail)
         self.store.save_model(self.dep.trainer.spec, params)
 

@@ -28,6 +28,7 @@ from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, PayloadError
+from fedstrata.monitoring import ClientFailure, FedEvalMetrics
 from fedstrata.runtime.partials import CLIENTS_KEY, CompressedPartial
 from fedstrata.runtime.sched_reports import DeviceReport, PartialWork, RoundTimings
 from fedstrata.runtime.streaming import Broadcast
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 class TaskKind(Enum):
     TRAIN = "train"
     DONE = "done"
+    EVALUATE = "evaluate"  # federated evaluation of a round's model (runtime/fedeval.py)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class TaskSpec:
     run_id: str = ""
     partial: PartialWork | None = None  # settle partial work at the deadline (settle.py)
     work: TierWork | None = None  # an explicit tree's scheduled cohort (tier_sched.py)
+    eval_clients: tuple[int, ...] = ()  # EVALUATE to a tier: the clients asked (fedeval.py)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class UploadHeader:
     support_seed: int = 0  # a masked input's random-k support seed
     reports: tuple[MemberReport, ...] = ()  # an edge's cohort members (tier_sched.py)
     profiles: tuple[tuple[int, DeviceReport], ...] = ()  # ... and its clients' devices
+    evaluation: bool = False  # federated evaluation results (runtime/fedeval.py)
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,8 @@ class RoundRecord:
     # and the round over the tiers' clients (the simulator's outcome, min_clients)
     tier_clients: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
     clients: RoundOutcome | None = None
+    fed_eval: FedEvalMetrics | None = None  # the round's federated evaluation (fedeval.py)
+    fed_eval_failures: tuple[ClientFailure, ...] = ()  # its failed clients
 
 
 @dataclass
@@ -185,7 +191,8 @@ class RuntimeResult:
 
     ``run_dir``: where the center wrote its run directory (None: not written).
     ``stopped_reason``: why the run stopped before its last round (the privacy budget),
-    or None.
+    or None. ``fed_evals``: the run's federated evaluations in order (the simulator's
+    ``SimulationResult.fed_evals``).
     """
 
     params: FloatVector
@@ -193,6 +200,7 @@ class RuntimeResult:
     rejections: list[tuple[int, int, str]] = field(default_factory=list)
     run_dir: Path | None = None
     stopped_reason: str | None = None
+    fed_evals: list[FedEvalMetrics] = field(default_factory=list)  # as the simulator's
 
     @property
     def wire_bytes(self) -> int:

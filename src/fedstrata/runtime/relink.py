@@ -194,6 +194,12 @@ class FailoverLink:
     async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes:
         return await self._current().download_downlink(round_idx, ask)
 
+    async def download_eval(self, round_idx: int) -> Payload:
+        return await self._current().download_eval(round_idx)
+
+    async def submit_eval(self, round_idx: int, report: bytes) -> tuple[bool, str]:
+        return await self._current().submit_eval(round_idx, report)
+
     async def submit(
         self,
         round_idx: int,

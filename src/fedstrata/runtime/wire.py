@@ -32,6 +32,7 @@ from fedstrata.errors import (
     TransportError,
 )
 from fedstrata.runtime.center import Center
+from fedstrata.runtime.fedeval_parts import eval_download, eval_submit
 from fedstrata.runtime.guard import (
     CONTROL_LIMIT_BYTES,
     Admission,
@@ -111,8 +112,13 @@ class _Service:
             )
             self.guard.check_claim(cid, request.client_id)
             try:
-                ask = downlink_ask(request)
-                total, chunks = self.center.download(cid, request.round_idx, request.run_id, ask)
+                if request.evaluation:  # federated evaluation's model (fedeval.py)
+                    total, chunks = eval_download(self.center, cid, request)
+                else:
+                    ask = downlink_ask(request)
+                    total, chunks = self.center.download(
+                        cid, request.round_idx, request.run_id, ask
+                    )
             except ProtocolError as exc:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             header = pb.StreamHeader(
@@ -134,6 +140,10 @@ class _Service:
             h = first.header
             self.guard.check_claim(cid, h.client_id)
             header = upload_header(h, cid)
+            if header.evaluation:  # federated evaluation results (fedeval.py)
+                limit = self.center.settings.chunks.max_total_bytes
+                ok, why = await eval_submit(self.center, header, self._data_parts(context), limit)
+                return pb.SubmitReply(accepted=ok, reason=why, run_id=self.center.run_id)
             secure = getattr(self.center, "secure", None)
             if secure is not None and not header.partial:  # a secure-aggregation step
                 run_id, limit = self.center.run_id, self.center.settings.chunks.max_total_bytes

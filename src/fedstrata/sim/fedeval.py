@@ -13,56 +13,28 @@ asynchronous one a "round" is a server step).
 A client whose evaluation fails is left out of the statistics, counted in
 ``clients_failed``, and its reason is emitted as a
 :class:`~fedstrata.monitoring.ClientFailure` (prefixed ``federated evaluation:``).
+The sample, a client's metrics and the statistics are the shared rules of
+:mod:`fedstrata.coordinator.fedeval`, which the runtime's center calls too.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fedstrata.coordinator.cadence import evaluation_due
-from fedstrata.core.context import derive_rng
+from fedstrata.coordinator.fedeval import FedEvalSettings, evaluation_sample, fed_eval_event
 from fedstrata.core.params import FloatVector
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError
-from fedstrata.monitoring import ClientEval, ClientFailure, FedEvalMetrics, Sink
+from fedstrata.monitoring import ClientEval, FedEvalMetrics, Sink
 from fedstrata.sim.executor import Executor
 from fedstrata.sim.tasks import ClientTask
 
 __all__ = ["FedEvalSettings", "FederatedEvaluator"]
-
-log = logging.getLogger(__name__)
 _NO_PLAN = LocalPlan(steps=1, epochs=None)  # evaluation tasks carry no training plan
-
-
-@dataclass(frozen=True)
-class FedEvalSettings:
-    """When and how many clients evaluate.
-
-    Attributes:
-        every: evaluate after every ``every``-th round (and after the last).
-        sample_size: clients evaluated each time (a seeded sample of the eligible).
-        root_seed: the run's seed (the sample of round ``r`` is drawn from it).
-    """
-
-    every: int
-    sample_size: int
-    root_seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.every < 1 or self.sample_size < 1:
-            raise ConfigError(
-                f"FedEvalSettings: every and sample_size must be >= 1, got "
-                f"{self.every} and {self.sample_size}"
-            )
-
-    def due(self, round_idx: int, last: bool) -> bool:
-        """Whether the model after round ``round_idx`` is evaluated."""
-        return evaluation_due(round_idx, self.every, last=last)
 
 
 @dataclass(eq=False)
@@ -87,12 +59,10 @@ class FederatedEvaluator:
             )
 
     def sample(self, round_idx: int) -> NDArray[np.intp]:
-        """The clients that evaluate the model of round ``round_idx``, sorted."""
-        n = self.settings.sample_size
-        if n >= self.eligible.size:
-            return self.eligible
-        rng = derive_rng(self.settings.root_seed, round_idx, -1, "fed_eval")
-        return np.sort(rng.choice(self.eligible, n, replace=False))
+        """The clients that evaluate the model of round ``round_idx``, sorted (the
+        runtime's center draws the same sample:
+        :func:`~fedstrata.coordinator.fedeval.evaluation_sample`)."""
+        return evaluation_sample(self.settings, self.eligible, round_idx)
 
     def maybe_run(
         self,
@@ -122,21 +92,14 @@ class FederatedEvaluator:
             ClientTask(i, int(c), round_idx, _NO_PLAN, evaluate=True) for i, c in enumerate(ids)
         ]
         results: list[ClientEval] = []
-        failures: list[ClientFailure] = []
+        failures: list[tuple[int, str]] = []
         for res in executor.run(params, tasks):
             if res.error is not None:
-                reason = f"federated evaluation: {res.error}"
-                failures.append(ClientFailure(round_idx, res.client_id, reason))
+                failures.append((res.client_id, res.error))
             else:
                 results.append(ClientEval(res.client_id, res.num_examples, dict(res.metrics)))
-        if failures:
-            log.warning(
-                "round %d: federated evaluation failed on %d of %d clients (e.g. client %d: %s)",
-                round_idx, len(failures), len(ids), failures[0].client_id,
-                failures[0].reason.removeprefix("federated evaluation: "),
-            )  # fmt: skip
-        for failure in failures:
-            for sink in sinks:
-                sink.emit(failure)
         wall_s = time.perf_counter() - start
-        return FedEvalMetrics.from_results(round_idx, len(ids), results, wall_s)
+        event, _ = fed_eval_event(
+            round_idx, len(ids), results, failures, wall_s=wall_s, sinks=sinks
+        )
+        return event

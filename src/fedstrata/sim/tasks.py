@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fedstrata.coordinator.fedeval import client_evaluation
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import Payload
@@ -132,9 +133,8 @@ def evaluate_client(
         raise DataError("this run has no per-client evaluation data (evaluation.every: 0)")
     data = job.eval_data.client(task.client_id)
     with _client_turn(trainer, job, task.client_id, save=False):
-        result = trainer.evaluate(params, data)
-    metrics = dict(result.metrics) or {"loss": result.loss, "accuracy": result.accuracy}
-    return None, result.num_examples, 0, metrics
+        num_examples, metrics = client_evaluation(trainer, params, data)
+    return None, num_examples, 0, metrics
 
 
 @contextmanager

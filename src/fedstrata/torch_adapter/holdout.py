@@ -29,7 +29,7 @@ from fedstrata.errors import ConfigError, TaskError
 from fedstrata.torch_adapter.data import ClientData, TaskPopulation, call_data_fn, client_data
 from fedstrata.torch_adapter.task import Task
 
-__all__ = ["HoldoutPopulation", "TaskTestSource", "held_out_counts"]
+__all__ = ["HoldoutPopulation", "TaskTestSource", "held_out_counts", "holdout_part"]
 
 
 def held_out_counts(sizes: NDArray[np.intp], fraction: float) -> NDArray[np.intp]:
@@ -121,15 +121,27 @@ class HoldoutPopulation:
             TaskError: the user's function failed, or returned a DataLoader.
         """
         full = self._base.client(client_id)
-        if isinstance(full.source, DataLoader):
-            raise TaskError(f"{full.origin} returned a DataLoader, which cannot be split")
-        n = full.num_examples
-        rng = derive_rng(self._seed, 0, int(client_id), "holdout")
-        is_held = np.zeros(n, dtype=bool)
-        is_held[rng.permutation(n)[: held_out_counts(np.array([n]), self._fraction)[0]]] = True
-        index = np.flatnonzero(~is_held if train else is_held).astype(np.intp)
-        part = "training" if train else "held-out"
-        return client_data(_take(full.source, index), f"{full.origin} ({part} part)")
+        return holdout_part(full, self._fraction, self._seed, client_id, train=train)
+
+
+def holdout_part(
+    full: ClientData, fraction: float, seed: int, client_id: int, *, train: bool
+) -> ClientData:
+    """Client ``client_id``'s training part of ``full``, or its held-out part (the rule
+    of the module docstring; the runtime's client agent splits its own data with it).
+
+    Raises:
+        TaskError: ``full`` is a DataLoader.
+    """
+    if isinstance(full.source, DataLoader):
+        raise TaskError(f"{full.origin} returned a DataLoader, which cannot be split")
+    n = full.num_examples
+    rng = derive_rng(seed, 0, int(client_id), "holdout")
+    is_held = np.zeros(n, dtype=bool)
+    is_held[rng.permutation(n)[: held_out_counts(np.array([n]), fraction)[0]]] = True
+    index = np.flatnonzero(~is_held if train else is_held).astype(np.intp)
+    part = "training" if train else "held-out"
+    return client_data(_take(full.source, index), f"{full.origin} ({part} part)")
 
 
 @final

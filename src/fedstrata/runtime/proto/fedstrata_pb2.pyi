@@ -95,15 +95,17 @@ class Plan(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., epochs: _Optional[int] = ..., steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., prox_mu: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "round_idx", "root_seed", "deadline_s", "plan", "model_bytes", "run_id", "partial_work", "min_fraction", "partial_weighted", "tier_work", "tier_scheduled")
+    __slots__ = ("kind", "round_idx", "root_seed", "deadline_s", "plan", "model_bytes", "run_id", "partial_work", "min_fraction", "partial_weighted", "tier_work", "tier_scheduled", "eval_clients")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[Task.Kind]
         TRAIN: _ClassVar[Task.Kind]
         DONE: _ClassVar[Task.Kind]
+        EVALUATE: _ClassVar[Task.Kind]
     KIND_UNSPECIFIED: Task.Kind
     TRAIN: Task.Kind
     DONE: Task.Kind
+    EVALUATE: Task.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_IDX_FIELD_NUMBER: _ClassVar[int]
     ROOT_SEED_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +118,7 @@ class Task(_message.Message):
     PARTIAL_WEIGHTED_FIELD_NUMBER: _ClassVar[int]
     TIER_WORK_FIELD_NUMBER: _ClassVar[int]
     TIER_SCHEDULED_FIELD_NUMBER: _ClassVar[int]
+    EVAL_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     kind: Task.Kind
     round_idx: int
     root_seed: int
@@ -128,24 +131,27 @@ class Task(_message.Message):
     partial_weighted: bool
     tier_work: _containers.RepeatedCompositeFieldContainer[TierAssignment]
     tier_scheduled: bool
-    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round_idx: _Optional[int] = ..., root_seed: _Optional[int] = ..., deadline_s: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., model_bytes: _Optional[int] = ..., run_id: _Optional[str] = ..., partial_work: _Optional[bool] = ..., min_fraction: _Optional[float] = ..., partial_weighted: _Optional[bool] = ..., tier_work: _Optional[_Iterable[_Union[TierAssignment, _Mapping]]] = ..., tier_scheduled: _Optional[bool] = ...) -> None: ...
+    eval_clients: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round_idx: _Optional[int] = ..., root_seed: _Optional[int] = ..., deadline_s: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., model_bytes: _Optional[int] = ..., run_id: _Optional[str] = ..., partial_work: _Optional[bool] = ..., min_fraction: _Optional[float] = ..., partial_weighted: _Optional[bool] = ..., tier_work: _Optional[_Iterable[_Union[TierAssignment, _Mapping]]] = ..., tier_scheduled: _Optional[bool] = ..., eval_clients: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
-    __slots__ = ("client_id", "round_idx", "run_id", "downlink", "downlink_version")
+    __slots__ = ("client_id", "round_idx", "run_id", "downlink", "downlink_version", "evaluation")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_IDX_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     DOWNLINK_FIELD_NUMBER: _ClassVar[int]
     DOWNLINK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     round_idx: int
     run_id: str
     downlink: bool
     downlink_version: int
-    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., run_id: _Optional[str] = ..., downlink: _Optional[bool] = ..., downlink_version: _Optional[int] = ...) -> None: ...
+    evaluation: bool
+    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., run_id: _Optional[str] = ..., downlink: _Optional[bool] = ..., downlink_version: _Optional[int] = ..., evaluation: _Optional[bool] = ...) -> None: ...
 
 class StreamHeader(_message.Message):
-    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients", "tier_reports", "tier_profiles", "timings", "secagg_phase", "secagg_support_seed")
+    __slots__ = ("client_id", "round_idx", "total_bytes", "num_examples", "metrics", "content", "run_id", "live_clients", "tier_reports", "tier_profiles", "timings", "secagg_phase", "secagg_support_seed", "evaluation")
     class Content(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UPDATE: _ClassVar[StreamHeader.Content]
@@ -172,6 +178,7 @@ class StreamHeader(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     SECAGG_PHASE_FIELD_NUMBER: _ClassVar[int]
     SECAGG_SUPPORT_SEED_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     round_idx: int
     total_bytes: int
@@ -185,7 +192,8 @@ class StreamHeader(_message.Message):
     timings: SchedTimings
     secagg_phase: SecAggPhase
     secagg_support_seed: int
-    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., tier_reports: _Optional[_Iterable[_Union[TierMemberReport, _Mapping]]] = ..., tier_profiles: _Optional[_Iterable[_Union[TierProfile, _Mapping]]] = ..., timings: _Optional[_Union[SchedTimings, _Mapping]] = ..., secagg_phase: _Optional[_Union[SecAggPhase, str]] = ..., secagg_support_seed: _Optional[int] = ...) -> None: ...
+    evaluation: bool
+    def __init__(self, client_id: _Optional[int] = ..., round_idx: _Optional[int] = ..., total_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[StreamHeader.Content, str]] = ..., run_id: _Optional[str] = ..., live_clients: _Optional[int] = ..., tier_reports: _Optional[_Iterable[_Union[TierMemberReport, _Mapping]]] = ..., tier_profiles: _Optional[_Iterable[_Union[TierProfile, _Mapping]]] = ..., timings: _Optional[_Union[SchedTimings, _Mapping]] = ..., secagg_phase: _Optional[_Union[SecAggPhase, str]] = ..., secagg_support_seed: _Optional[int] = ..., evaluation: _Optional[bool] = ...) -> None: ...
 
 class StreamPart(_message.Message):
     __slots__ = ("header", "data")
@@ -386,3 +394,28 @@ class TierMemberReport(_message.Message):
     has_steps: bool
     has_timings: bool
     def __init__(self, client_id: _Optional[int] = ..., examples: _Optional[int] = ..., download_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., upload_s: _Optional[float] = ..., status: _Optional[_Union[TierMemberReport.Status, str]] = ..., train_loss: _Optional[float] = ..., has_loss: _Optional[bool] = ..., steps: _Optional[int] = ..., has_steps: _Optional[bool] = ..., has_timings: _Optional[bool] = ...) -> None: ...
+
+class EvalResult(_message.Message):
+    __slots__ = ("client_id", "num_examples", "metrics", "error")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    num_examples: int
+    metrics: _containers.ScalarMap[str, float]
+    error: str
+    def __init__(self, client_id: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class EvalReport(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[EvalResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[EvalResult, _Mapping]]] = ...) -> None: ...
