@@ -83,9 +83,7 @@ def test_a_client_that_dies_in_flight_frees_its_slot(federation):
     assert not np.array_equal(result.params, dep.initial_params())
 
 
-@pytest.mark.parametrize(
-    "extra", ["downlink.preset=int8", "rounds.deadline_s=5", "scheduling.selector=oort"]
-)
+@pytest.mark.parametrize("extra", ["rounds.deadline_s=5", "scheduling.selector=oort"])
 def test_what_the_buffered_runtime_does_not_carry_is_refused(extra):
     with pytest.raises(ConfigError, match=extra.split("=")[0].replace(".", r"\.")):
         check_supported(load_config(overrides=[*ASYNC, extra]))

@@ -431,8 +431,8 @@ class Deployment:
         return center_scheduler(self.config, flops, self.size, self.num_clients)
 
     def _profile(self, trainer: Trainer, data: LocalData, client_id: int) -> DeviceReport | None:
-        if not self.config.scheduling.enabled:
-            return None
+        if not (self.config.scheduling.enabled or self.config.scheduling.registry_url):
+            return None  # a profile for the scheduler, or FedBuff's registry
         from fedstrata.runtime.scheduling import client_profile  # deferred: SQLAlchemy
 
         return client_profile(self.config, trainer, data, client_id)

@@ -443,8 +443,7 @@ class Center:
             old.put_nowait(_SUPERSEDED)
         if run_id and run_id != self.run_id:
             log.info("client %d comes from run %s; this is run %s", client_id, run_id, self.run_id)
-        if self.scheduler is not None:
-            self.scheduler.join(client_id, profile)
+        self._joined(client_id, profile)
         if self.tree_sched is not None and profiles:
             self.tree_sched.join(client_id, profiles)
         queue: asyncio.Queue[TaskSpec] = asyncio.Queue()
@@ -470,6 +469,11 @@ class Center:
                 self.roster.leave(client_id)
                 self.claims.release(node, client_id)
             self._left(client_id)
+
+    def _joined(self, client_id: int, profile: DeviceReport | None) -> None:
+        """A client connected with its device ``profile``: tell the scheduler."""
+        if self.scheduler is not None:
+            self.scheduler.join(client_id, profile)
 
     def _left(self, client_id: int) -> None:
         """A client's session ended: fail it in the open round (and in its secure round)."""

@@ -65,11 +65,14 @@ from fedstrata.core.update import check_update
 from fedstrata.errors import ConfigError, FedstrataError, ProtocolError
 from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center
-from fedstrata.runtime.downlink import DownlinkAsk
+from fedstrata.runtime.downlink import DownlinkAsk, DownlinkServer, kind_mismatch
+from fedstrata.runtime.fedbuff_downlink import VersionedDownlink
+from fedstrata.runtime.fedbuff_registry import ProfileWriter
 from fedstrata.runtime.records import CenterSettings, RuntimeResult, TaskKind, TaskSpec
 from fedstrata.runtime.records import UploadHeader as Header
+from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.streaming import Broadcast, paced
-from fedstrata.runtime.transport import Reassembler
+from fedstrata.runtime.transport import Reassembler, iter_chunks
 from fedstrata.scheduling import FedBuffConfig, FedBuffServer
 
 __all__ = ["BufferedCenter", "BufferedStep", "buffered_center", "buffered_refusal"]
@@ -106,6 +109,8 @@ class BufferedCenter(Center):
         server_updates: server steps to run.
         clock: time of the coordinator's events.
         run_id: this run's name on the wire (default: random).
+        downlink: downlink compression per dispatched version (None: dense models).
+        registry: where the clients' profiles are written (None: nowhere).
     """
 
     def __init__(
@@ -119,7 +124,10 @@ class BufferedCenter(Center):
         server_updates: int,
         clock: Clock | None = None,
         run_id: str | None = None,
+        downlink: VersionedDownlink | None = None,
+        registry: ProfileWriter | None = None,
     ) -> None:
+        self.versioned, self.profile_writer = downlink, registry
         self._live = _LiveSelector(self)
         coordinator = RoundCoordinator(
             RoundPolicy(root_seed=settings.root_seed), selector=self._live, buffering=buffering
@@ -163,6 +171,8 @@ class BufferedCenter(Center):
                 "open dispatches are not part of the center's snapshot"
             )
         self._params, self._opt_state = params, self.server_optimizer.init(params)
+        if self.versioned is not None:
+            self.versioned.start(params)
         log.info("run %s: FedBuff, %d server steps", self.run_id, self.server_updates)
         try:
             await self.await_start()
@@ -174,6 +184,8 @@ class BufferedCenter(Center):
                 await self.evaluation.drain()
         finally:
             self.finish()
+            if self.profile_writer is not None:
+                self.profile_writer.close()
         evals = [] if self.evaluation is None else self.evaluation.history
         return RuntimeResult(params=self._params, rejections=self.rejections, fed_evals=evals)
 
@@ -207,6 +219,8 @@ class BufferedCenter(Center):
         assert self._params is not None
         if version not in self._models:
             self._models[version] = Broadcast.of_model(self._params)
+        if self.versioned is not None:
+            self.versioned.pin(version)
         self._flight[seq] = _Flight(cid, version)
         nbytes = self._models[version].nbytes
         s = self.settings
@@ -223,8 +237,12 @@ class BufferedCenter(Center):
         up, down = self._bytes
         self.steps.append(BufferedStep(outcome, applied.mean_staleness, up, down))
         self._taus, self._bytes = [], [0, 0]
+        if self.versioned is not None:  # as the simulator's broadcast: after the step
+            self.versioned.publish(self._params, applied.new_version)
         live = {f.version for f in self._flight.values()}
         self._models = {v: m for v, m in self._models.items() if v in live}
+        if self.versioned is not None:
+            self.versioned.keep(live)
         if self.evaluation is not None:  # in the background, as the simulator's costs none
             self.evaluation.later(outcome.round_idx, self._params)
         if len(self.steps) >= self.server_updates:
@@ -235,6 +253,10 @@ class BufferedCenter(Center):
         if flight is not None and not self._over.is_set():
             log.info("task %d: client %d failed: %s", seq, flight.client_id, reason)
             self._execute(self.coordinator.handle(ClientFailed(flight.client_id, reason)), None)
+
+    def _joined(self, client_id: int, profile: DeviceReport | None) -> None:
+        if self.profile_writer is not None:  # the device registry (fedbuff_registry.py)
+            self.profile_writer.join(client_id, profile)
 
     @property
     def connected_ids(self) -> list[int]:
@@ -262,18 +284,27 @@ class BufferedCenter(Center):
     def download(
         self, client_id: int, round_idx: int, run_id: str = "", ask: DownlinkAsk | None = None
     ) -> tuple[int, AsyncIterator[bytes]]:
-        """The model of the version task ``round_idx`` was dispatched on.
+        """The model of the version task ``round_idx`` was dispatched on; under
+        downlink compression (``ask``) the message that brings the client to it.
 
         Raises:
-            ProtocolError: another run, not the client's task, or a downlink request.
+            ProtocolError: another run, not the client's task, or the other kind of
+                download than the run's.
         """
         flight = self._task(client_id, round_idx, run_id)
-        if ask is not None:
-            self._fail(round_idx, "downlink compression is off in this run")
-            raise ProtocolError(self._reject(round_idx, client_id, "downlink is off"))
+        versioned = self.versioned
+        mismatch = kind_mismatch(ask, None if versioned is None else versioned.server)
+        if mismatch is not None:
+            self._fail(round_idx, mismatch)
+            raise ProtocolError(self._reject(round_idx, client_id, mismatch))
+        chunk_bytes = self.settings.chunks.chunk_bytes
+        if versioned is not None and ask is not None:
+            data = versioned.message(flight.version, ask)
+            self._bytes[1] += len(data)
+            return len(data), paced(iter_chunks(data, chunk_bytes))
         model = self._models[flight.version]
         self._bytes[1] += model.nbytes
-        return model.nbytes, paced(model.chunks(self.settings.chunks.chunk_bytes))
+        return model.nbytes, paced(model.chunks(chunk_bytes))
 
     async def submit(self, header: Header, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
         """Receive one update of a task in flight; returns (accepted, reason)."""
@@ -317,21 +348,8 @@ class BufferedCenter(Center):
 
 def buffered_refusal(config: FedConfig) -> str | None:
     """Why the runtime cannot run ``config``'s FedBuff (None: it can): what the FedBuff
-    simulator refuses, and downlink compression or a device registry (which the
-    simulator's FedBuff takes and the runtime's does not carry yet)."""
-    why = refusal(config, driver_for(config))
-    if why is not None:
-        return why
-    for on, setting in (
-        (config.downlink.enabled, "downlink.preset"),
-        (config.scheduling.registry_url is not None, "scheduling.registry_url"),
-    ):
-        if on:
-            return (
-                f"FedBuff (scheduling.async.enabled, docs/runtime.md) with {setting} is not "
-                "built in the deployment runtime yet (leave it at its default)"
-            )
-    return None
+    simulator refuses (the runtime's FedBuff carries all the simulator's does)."""
+    return refusal(config, driver_for(config))
 
 
 def buffered_center(
@@ -346,7 +364,12 @@ def buffered_center(
 ) -> BufferedCenter:
     """The buffered center of ``config`` (``scheduling.async``), built as the simulator
     builds its FedBuff run (``fedstrata.api.scheduling.async_simulation``): ``K``,
-    staleness rules, concurrency, server steps and a robust rule over each step."""
+    staleness rules, concurrency, server steps, a robust rule over each step, downlink
+    compression per dispatched version and the device registry's profiles.
+
+    Raises:
+        RegistryError: ``scheduling.registry_url`` cannot be opened or migrated.
+    """
     a = config.scheduling.async_
     per_round = config.rounds.clients_per_round or num_clients
     updates = a.server_updates or max(1, config.rounds.rounds * per_round // a.buffer_size)
@@ -357,12 +380,16 @@ def buffered_center(
     )
     agg = aggregator(config.server, config.project_dir)
     rule = None if isinstance(agg, WeightedMean) else agg
+    d, url = config.downlink, config.scheduling.registry_url
+    down = DownlinkServer(d.spec(), d.history) if d.enabled else None
     return BufferedCenter(
         replace(settings, start_timeout_s=start_timeout_s),
         buffering=Buffering(min(a.concurrency, num_clients), rules),
         server=FedBuffServer(size, rules, aggregator=rule),
         server_optimizer=server_optimizer(config.server, config.project_dir),
         codec=codec, server_updates=updates, clock=clock,
+        downlink=None if down is None else VersionedDownlink(down, settings.root_seed),
+        registry=None if url is None else ProfileWriter.open(url),
     )  # fmt: skip
 
 

@@ -372,12 +372,14 @@ def center_scheduler(
 def client_profile(
     config: FedConfig, trainer: Trainer, data: LocalData, client_id: int
 ) -> DeviceReport | None:
-    """A client's device report under ``scheduling`` (None: off): this device measured
+    """A client's device report under ``scheduling``, or FedBuff with a device registry
+    (None: neither): this device measured
     as ``fedstrata device bench`` does (a one-step local training, timed), with the
     configured link figures (``devices.uplink_mbps``, ``downlink_mbps``,
     ``latency_ms``)."""
-    if not config.scheduling.enabled:
-        return None
+    s = config.scheduling
+    if not (s.enabled or (s.async_.enabled and s.registry_url is not None)):
+        return None  # FedBuff writes the profiles to its registry (fedbuff_registry.py)
     plan = replace(local_plan(config.client), epochs=None, steps=1)
     params = trainer.initial_params(init_seed(config))
     out = np.empty_like(params)
