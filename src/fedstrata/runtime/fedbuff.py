@@ -24,6 +24,10 @@ limits) whose run is one buffered run instead of rounds:
   goes to another client);
 * the run ends after ``server_updates`` server steps (``DONE`` to every session).
 
+Downlink compression serves each download the encoder's message to the version the
+task was dispatched on (:mod:`~fedstrata.runtime.fedbuff_downlink`); a device registry
+receives the clients' measured profiles (:mod:`~fedstrata.runtime.fedbuff_registry`).
+
 With ``concurrency = 1`` the order of events cannot differ from the simulator's, so the
 model is bit-identical to it (tested); with more clients in flight, which updates are
 stale depends on real arrival times. Ownership and cancellation as :class:`Center`.
