@@ -15,7 +15,7 @@ from fedstrata.compress import CompressionSpec, DownlinkEncoder
 from fedstrata.compress.downlink import DownlinkMessage, apply_downlink
 from fedstrata.config import load_config
 from fedstrata.core.context import RoundContext
-from fedstrata.errors import ProtocolError
+from fedstrata.errors import ConfigError, ProtocolError
 from fedstrata.runtime import check_supported, deployment
 from fedstrata.runtime.downlink import DownlinkAsk, DownlinkServer
 from fedstrata.runtime.fedbuff import BufferedCenter
@@ -123,6 +123,22 @@ def test_the_registry_holds_the_rows_the_simulator_writes(federation, tmp_path):
         for column in ("cpu_score", "memory_gb", "uplink_mbps", "downlink_mbps"):
             assert np.all(getattr(got, column) > 0), column
         assert len(b.history()) == len(a.history()) == 0
+
+
+def test_the_clients_link_figures_reach_the_registry(federation, tmp_path):
+    """Under FedBuff with a registry a client reports its configured link with its
+    measured compute, as under scheduling; without a registry the figures are refused."""
+    link = ["devices.uplink_mbps=7", "devices.downlink_mbps=30", "devices.latency_ms=15"]
+    with pytest.raises(ConfigError, match=r"devices\.uplink_mbps"):
+        check_supported(load_config(overrides=[*ONE, *link]))
+    db = tmp_path / "rt.db"
+    cfg = load_config(overrides=[*ONE, *link, f"scheduling.registry_url={db}"])
+    asyncio.run(federation(deployment(cfg)))
+    with Registry.open(str(db)) as reg:
+        rows = reg.devices()
+    assert rows.uplink_mbps.tolist() == [7.0] * 6
+    assert rows.downlink_mbps.tolist() == [30.0] * 6
+    assert rows.network_latency_ms.tolist() == [15.0] * 6
 
 
 def test_fedbuff_takes_downlink_and_registry(tmp_path):

@@ -139,8 +139,9 @@ def refusal(config: FedConfig, driver: Driver | None = None) -> str | None:
 
 
 RUNTIME_LINK_SETTINGS = ("uplink_mbps", "downlink_mbps", "latency_ms")
-"""``devices.*`` the runtime honours under ``scheduling``: a client's configured link
-figures in the device profile it reports (its compute is measured)."""
+"""``devices.*`` the runtime honours under ``scheduling`` (or FedBuff with a device
+registry): a client's configured link figures in the device profile it reports (its
+compute is measured)."""
 
 
 def simulated_devices(config: FedConfig) -> str | None:
@@ -153,7 +154,9 @@ def simulated_devices(config: FedConfig) -> str | None:
     """
     d = config.devices
     defaults = type(d)()
-    honoured = RUNTIME_LINK_SETTINGS if config.scheduling.enabled else ()
+    s = config.scheduling  # a client reports its profile: scheduling, FedBuff's registry
+    reports = s.enabled or (s.async_.enabled and s.registry_url is not None)
+    honoured = RUNTIME_LINK_SETTINGS if reports else ()
     changed = [
         f"devices.{name}"
         for name in type(d).model_fields
@@ -167,7 +170,8 @@ def simulated_devices(config: FedConfig) -> str | None:
         "the devices section generates the simulator's device profiles, and a "
         "deployment's devices are real (each client measures itself, as fedstrata "
         "device bench does); only devices.uplink_mbps, downlink_mbps and latency_ms are "
-        "used, under scheduling, as the clients' configured link figures (leave the "
+        "used, under scheduling (or FedBuff with scheduling.registry_url), as the "
+        "clients' configured link figures (leave the "
         "others at their defaults)"
     )
 
