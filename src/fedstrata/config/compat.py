@@ -78,7 +78,7 @@ RUNTIME = Driver(
     frozenset({
         "sampling", "deadline", "compression", "downlink", "robust", "custom_aggregator",
         "allocation", "oort", "overselect", "registry", "async", "privacy", "secagg",
-        "checkpoint", "hierarchy",
+        "checkpoint", "hierarchy", "drop_stragglers",
     }),
     "docs/runtime.md",
 )  # fmt: skip

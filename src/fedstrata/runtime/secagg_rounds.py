@@ -37,6 +37,7 @@ class Arrivals(Protocol):
         timings: RoundTimings | None,
         upload_s: float,
         metrics: Mapping[str, float],
+        round_idx: int | None = None,
     ) -> None: ...
 
 
@@ -114,7 +115,9 @@ class SecureRounds:
             return False, f"malformed secure-aggregation step: {exc}", b""
         if phase is Phase.INPUT and self.arrivals is not None:
             upload_s = time.perf_counter() - start
-            self.arrivals.arrived(header.client_id, header.timings, upload_s, header.metrics)
+            self.arrivals.arrived(
+                header.client_id, header.timings, upload_s, header.metrics, header.round_idx
+            )
         return await self.step(header, phase, data)
 
     def gone(self, cid: int) -> None:
