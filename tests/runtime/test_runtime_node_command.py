@@ -170,15 +170,20 @@ def _config(tmp: Path, *extra: str) -> Any:
 
 
 def test_the_runtime_refuses_checkpoints_it_would_not_honour(tmp_path):
-    """A checkpoint is honoured by the center nodes (central DP's budget included);
-    without them, and with what their checkpoint does not carry (secure rounds), it is
+    """A checkpoint is honoured by the center nodes (the DP budget and the secure
+    aggregator's record included); without them, and with what their checkpoint does
+    not carry (the clients' error-feedback residuals under secure aggregation), it is
     refused."""
     check_supported(_config(tmp_path))
     with pytest.raises(ConfigError, match=r"set failover\.enabled"):
         check_supported(_config(tmp_path, "failover.enabled=false"))
     check_supported(_config(tmp_path, "privacy.mechanism=central"))  # its budget is carried
-    with pytest.raises(ConfigError, match="secure aggregation rounds"):
-        check_supported(_config(tmp_path, "secagg.enabled=true"))
+    check_supported(_config(tmp_path, "secagg.enabled=true"))
+    secure_dp = ["secagg.enabled=true", "privacy.mechanism=distributed"]
+    check_supported(_config(tmp_path, *secure_dp, "privacy.accountant=rdp"))
+    ef = ["compression.preset=int8", "compression.error_feedback=true"]
+    with pytest.raises(ConfigError, match="error-feedback residual"):
+        check_supported(_config(tmp_path, "secagg.enabled=true", *ef))
     with pytest.raises(ConfigError, match=r"takes effect only with checkpoint\.enabled"):
         check_supported(_config(tmp_path, "checkpoint.enabled=false"))
 

@@ -103,8 +103,12 @@ def runtime_refusal(config: FedConfig) -> str | None:
     (None: it honours them).
 
     The runtime's center checkpoints as a center node (:class:`FailoverConfig`): every
-    round in the shared object tier, under the lease, with its central-DP budget. What
-    its checkpoint does not carry yet is refused: the secure aggregation rounds.
+    round in the shared object tier, under the lease, with its DP budget (central or
+    distributed) and, under secure aggregation, the secure aggregator's record (the
+    round in flight is abandoned and run again; a client never sends one round's masked
+    input to two terms: :mod:`fedstrata.runtime.secagg_failover`). What it does not
+    carry yet is refused: the clients' error-feedback residuals under secure
+    aggregation.
     """
     ckpt, fo = config.checkpoint, config.failover
     if fo.enabled and not ckpt.enabled:
@@ -121,10 +125,14 @@ def runtime_refusal(config: FedConfig) -> str | None:
             "checkpoint.object_url and checkpoint.object_every=1; a restarted or standby "
             "center then resumes from the newest checkpoint"
         )
-    if config.secagg.enabled:
+    c = config.compression
+    if config.secagg.enabled and c.enabled and c.spec().error_feedback:
         return (
-            f"checkpoint.enabled with secagg.enabled is not run by the deployment runtime "
-            f"({FAILOVER_DOCS}): a center checkpoint carrying the secure aggregation rounds "
-            "(and the distributed-DP budget with them) is not built yet"
+            "checkpoint.enabled with secagg.enabled and compression.error_feedback is not "
+            f"run by the deployment runtime ({FAILOVER_DOCS}): each client keeps its "
+            "error-feedback residual in memory and starts a new one when a new center "
+            "term starts, so a run resumed by a standby would not continue the "
+            "uninterrupted run's residuals; carrying them across terms (and rolling back "
+            "the round in flight) is not built yet (set compression.error_feedback: false)"
         )
     return None

@@ -315,13 +315,21 @@ class ClientAgent:
             else asyncio.create_task(self.secure.prepare(task.round_idx))
         )
         try:
-            trained = await asyncio.to_thread(self._train, task, params, stop_at)
+            rerun = (
+                None
+                if self.secure is None
+                else self.secure.inputs.refusal(task.run_id, task.round_idx)
+            )  # its input went to an earlier center term (secagg_failover.py)
+            trained = (
+                None if rerun else await asyncio.to_thread(self._train, task, params, stop_at)
+            )
             if trained is None:  # a straggler: too little work by the deadline
-                await self._straggle(task, report, keys)
+                await self._straggle(task, report, keys, rerun)
                 return
             payload, n, metrics, done = trained
             timings = self._timings(task, down_s, self.now() - start, done)
             if self.secure is not None and keys is not None:
+                self.secure.inputs.record(task.run_id, task.round_idx)
                 accepted, reason = await self.secure.submit(
                     await keys, task.round_idx, payload, n, metrics, timings=timings,
                     factor=done.factor,
@@ -341,11 +349,15 @@ class ClientAgent:
             report.refused.append((task.round_idx, reason))
 
     async def _straggle(
-        self, task: TaskSpec, report: ClientReport, keys: asyncio.Task[Prepared] | None
+        self,
+        task: TaskSpec,
+        report: ClientReport,
+        keys: asyncio.Task[Prepared] | None,
+        why: str | None = None,
     ) -> None:
-        """Too little work by the deadline: send nothing (under secure aggregation,
-        withdraw from the protocol so that no step waits for this client)."""
-        why = f"partial work below the center's minimum in round {task.round_idx}: not sent"
+        """Too little work by the deadline (or ``why`` not): send nothing (under secure
+        aggregation, withdraw from the protocol so that no step waits for this client)."""
+        why = why or f"partial work below the center's minimum in round {task.round_idx}: not sent"
         log.warning("client %d: %s", self.client_id, why)
         report.rounds.append(task.round_idx)
         report.refused.append((task.round_idx, why))

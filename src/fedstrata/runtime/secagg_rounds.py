@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from fedstrata.errors import FedstrataError
 from fedstrata.runtime.intake import RoundIntake
@@ -24,6 +24,9 @@ from fedstrata.runtime.secagg_wire import Phase
 from fedstrata.runtime.transport import Reassembler
 from fedstrata.secagg import SecAggAggregator
 from fedstrata.secagg.config import SecAggConfig
+
+if TYPE_CHECKING:
+    from fedstrata.runtime.failover import AckGate
 
 __all__ = ["Arrivals", "SecureRounds"]
 
@@ -68,6 +71,7 @@ class SecureRounds:
     current: SecureRound | None = None
     history: list[SecureRound] = field(default_factory=list)
     arrivals: Arrivals | None = None
+    ack_gate: AckGate | None = None  # a center node's: UNMASK answered once committed
 
     def open(self, intake: RoundIntake, arrivals: Arrivals | None = None) -> None:
         """A round opened: start its protocol (``arrivals``: the center's scheduler)."""
@@ -118,7 +122,11 @@ class SecureRounds:
             self.arrivals.arrived(
                 header.client_id, header.timings, upload_s, header.metrics, header.round_idx
             )
-        return await self.step(header, phase, data)
+        reply = await self.step(header, phase, data)
+        if phase is Phase.UNMASK and reply[0] and self.ack_gate is not None:
+            ok, why = await self.ack_gate.wait(header.round_idx)  # failover.py's rule
+            return ok, why, reply[2]
+        return reply
 
     def gone(self, cid: int) -> None:
         """``cid``'s session ended (a dropout of the open round's protocol)."""

@@ -56,6 +56,7 @@ from fedstrata.runtime.failover import (
     StatePart,
 )
 from fedstrata.runtime.lease import LeaseKeeper, LeaseLost, LeaseTiming, SqlLease, Watch
+from fedstrata.runtime.secagg_failover import SecAggPart, term_run_id
 from fedstrata.runtime.security import TlsFiles, TokenTable
 from fedstrata.runtime.wire import CenterServer
 
@@ -221,7 +222,7 @@ class CenterNode:
         s, resumed = self.settings, base.round_idx >= 0
         wait_s = s.rejoin_timeout_s if resumed else s.start_timeout_s
         center = self.dep.center(participants=self.participants, start_timeout_s=wait_s)
-        center.run_id = f"{base.run_name}.{base.epoch}"
+        center.run_id = term_run_id(base.run_name, base.epoch)
         if resumed:  # wait for the participants it had
             center.settings = replace(center.settings, start_clients=len(base.participants))
         return center
@@ -236,6 +237,8 @@ class CenterNode:
         )  # fmt: skip
         center.after_round = self._after_round(committer, outcome, base)
         center.ack_gate = committer.gate
+        if center.secure is not None:  # unmasking answered once the round is committed
+            center.secure.ack_gate = committer.gate
         outcome.save_s = committer.save_s
         params, opt_state = base.params, _opt_state(center, base)
         server = CenterServer(
@@ -323,9 +326,12 @@ async def follow(lease: SqlLease, settings: FailoverSettings) -> Takeover:
 
 
 def _center_parts(center: Center, base: CenterSnapshot) -> list[StatePart]:
-    """The center's own state carried in its checkpoints (its DP budget), restored from
+    """The center's own state carried in its checkpoints (its DP budget, the secure
+    aggregator's record: :mod:`~fedstrata.runtime.secagg_failover`), restored from
     ``base`` where it holds them."""
     parts: list[StatePart] = [] if center.dp is None else [DpPart(center.dp)]
+    if center.secure is not None:
+        parts.append(SecAggPart(center.secure.aggregator))
     for part in parts:
         if part.name in base.parts:
             part.restore(base.parts[part.name])
