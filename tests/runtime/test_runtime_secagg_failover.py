@@ -10,14 +10,17 @@ import json
 import socket
 import threading
 
+import numpy as np
 import pytest
 from rthelpers import SMALL, run_federation, tokens_for
 
 from fedstrata.api import run
 from fedstrata.config import load_config
-from fedstrata.errors import CheckpointCorrupt
+from fedstrata.core.state import MemoryStateStore
+from fedstrata.errors import CheckpointCorrupt, TransportError
 from fedstrata.runtime import GrpcLink, TokenTable, deployment
 from fedstrata.runtime.client import Backoff
+from fedstrata.runtime.client_terms import ResidualTerms
 from fedstrata.runtime.failover import CenterSnapshot
 from fedstrata.runtime.lease import LeaseTiming, SqlLease
 from fedstrata.runtime.relink import FailoverLink
@@ -26,11 +29,15 @@ from fedstrata.runtime.secagg_wire import Phase
 from fedstrata.runtime.standby import CenterNode, FailoverSettings
 
 ROUNDS = 4
+SECURE = ["secagg.enabled=true", "secagg.dropout_rate=0.0"]
 CONFIG = [
     *SMALL, f"rounds.rounds={ROUNDS}", "privacy.epsilon=2", "privacy.mechanism=distributed",
-    "secagg.enabled=true", "secagg.dropout_rate=0.0",
+    *SECURE,
 ]  # fmt: skip
-FAST = FailoverSettings(lease=LeaseTiming(lease_s=0.6), poll_s=0.05, rejoin_timeout_s=30.0)
+EF = [*SMALL, f"rounds.rounds={ROUNDS}", "compression.preset=int8",
+      "compression.error_feedback=true"]  # fmt: skip
+# a lease long enough that a loaded host's late renewal does not depose a live center
+FAST = FailoverSettings(lease=LeaseTiming(lease_s=1.5), poll_s=0.05, rejoin_timeout_s=30.0)
 RETRY = Backoff(attempts=40, base_s=0.05, max_s=0.3)
 
 
@@ -64,11 +71,30 @@ def _ports(n: int) -> list[str]:
     return out
 
 
-class _Inputs:
-    """A client link that tells when it sends a masked input."""
+class _Hold:
+    """Shared by the clients' links: in round ``at`` of the first term, the first update
+    (or masked input) goes through and the others wait until the center is dead, then
+    fail as a call to a dead center does. Later terms pass."""
 
-    def __init__(self, link, sent: list[tuple[int, int]], cid: int) -> None:
-        self.link, self.sent, self.cid = link, sent, cid
+    def __init__(self, at: int | None = None) -> None:
+        self.at, self.passed, self.dead = at, False, asyncio.Event()
+
+    async def gate(self, round_idx: int) -> None:
+        if self.at is None or round_idx != self.at or self.dead.is_set():
+            return
+        if not self.passed:
+            self.passed = True
+            return
+        await self.dead.wait()
+        raise TransportError("the call broke: its center died")
+
+
+class _Sends:
+    """A client link that notes each update or masked input it is handed (then held
+    by ``hold``)."""
+
+    def __init__(self, link, sent: list[tuple[int, int]], cid: int, hold: _Hold) -> None:
+        self.link, self.sent, self.cid, self.hold = link, sent, cid, hold
 
     def __getattr__(self, name):
         return getattr(self.link, name)
@@ -76,12 +102,19 @@ class _Inputs:
     async def secagg_step(self, round_idx, phase, data, **kw):
         if phase == Phase.INPUT and data:
             self.sent.append((self.cid, round_idx))
+            await self.hold.gate(round_idx)
         return await self.link.secagg_step(round_idx, phase, data, **kw)
 
+    async def submit(self, round_idx, *args):
+        self.sent.append((self.cid, round_idx))
+        await self.hold.gate(round_idx)
+        return await self.link.submit(round_idx, *args)
 
-async def _failover(dep, tmp_path, sink: StuckSink, kill_when):
+
+async def _failover(dep, tmp_path, sink: StuckSink, kill_when, hold: _Hold | None = None):
     """Center node 0 active, node 1 standby, the clients over both addresses; node 0
     is cancelled (a crash: the lease lapses) once ``kill_when(node0, sent)``."""
+    hold = hold or _Hold()
     tokens, addrs = tokens_for(dep.num_clients), _ports(2)
     url = str(tmp_path / "lease.sqlite")
     nodes = [
@@ -97,7 +130,7 @@ async def _failover(dep, tmp_path, sink: StuckSink, kill_when):
     async def client(cid: int):
         link = FailoverLink(addrs, lambda t: GrpcLink(t, cid, tokens[cid]), connect_timeout_s=20)
         async with link:
-            agent = dep.client(_Inputs(link, sent, cid), cid, backoff=RETRY)  # type: ignore[arg-type]
+            agent = dep.client(_Sends(link, sent, cid, hold), cid, backoff=RETRY)  # type: ignore[arg-type]
             agents.append(agent)
             return await agent.run()
 
@@ -110,6 +143,8 @@ async def _failover(dep, tmp_path, sink: StuckSink, kill_when):
         while not kill_when(nodes[0], sent):
             await asyncio.sleep(0.005)
         active.cancel()  # crash: no reply, no DONE, the lease lapses
+        await asyncio.gather(active, return_exceptions=True)
+        hold.dead.set()
         outcome = await standby
         reports = await asyncio.gather(*clients)
     finally:
@@ -122,12 +157,15 @@ def _eps(rounds):
     return [r.privacy.epsilon_spent for r in rounds]
 
 
-def test_a_standby_continues_the_uninterrupted_runs_model_and_epsilon(tmp_path):
+@pytest.mark.parametrize(
+    "overrides", [CONFIG, [*EF, *SECURE]], ids=["distributed-dp", "error-feedback"]
+)
+def test_a_standby_continues_the_uninterrupted_runs_model_and_epsilon(tmp_path, overrides):
     """The active center dies once round 1 is durable, before round 2 opens: the standby
     resumes from that checkpoint (the DP budget and the secure aggregator's record in
-    it) and ends with the uninterrupted run's model, bit for bit, and its ε, which are
-    the simulator's."""
-    cfg = load_config(overrides=CONFIG)
+    it; the clients keep their error-feedback residuals) and ends with the uninterrupted
+    run's model, bit for bit, and its ε, which are the simulator's."""
+    cfg = load_config(overrides=overrides)
     dep = deployment(cfg)
     sim = run(cfg).simulation
     plain, _ = asyncio.run(run_federation(dep))
@@ -138,18 +176,18 @@ def test_a_standby_continues_the_uninterrupted_runs_model_and_epsilon(tmp_path):
         return 1 in sink.blobs
 
     outcome, _, _, sent = asyncio.run(asyncio.wait_for(_failover(dep, tmp_path, sink, dead), 180))
-    assert outcome.epoch >= 2
-    assert outcome.start_round == 2
+    assert (outcome.epoch, outcome.start_round) == (2, 2)
     resumed = CenterSnapshot.from_bytes(sink.blobs[1])
-    assert {"dp", "secagg"} <= set(resumed.parts)
+    assert set(resumed.parts) == ({"dp", "secagg"} if cfg.privacy.enabled else {"secagg"})
     assert [h.round_idx for h in resumed.history] == [0, 1]
     assert {r for _, r in sent} == set(range(ROUNDS))  # every round's inputs went out once
     result = outcome.result
     assert result is not None
     assert [r.outcome.round_idx for r in result.rounds] == [2, 3]
     assert result.params.tobytes() == plain.params.tobytes() == sim.params.tobytes()
-    want = [m.privacy.epsilon_spent for m in sim.rounds[2:]]
-    assert _eps(result.rounds) == _eps(plain.rounds[2:]) == want
+    if cfg.privacy.enabled:
+        want = [m.privacy.epsilon_spent for m in sim.rounds[2:]]
+        assert _eps(result.rounds) == _eps(plain.rounds[2:]) == want
     accepted = [sorted(r.outcome.accepted) for r in result.rounds]
     assert accepted == [sorted(r.outcome.accepted) for r in plain.rounds[2:]]
     final = CenterSnapshot.from_bytes(sink.blobs[ROUNDS - 1])
@@ -175,11 +213,11 @@ def test_inputs_sent_to_the_dead_center_are_not_sent_again(tmp_path):
         )
 
     outcome, reports, agents, sent = asyncio.run(
-        asyncio.wait_for(_failover(dep, tmp_path, sink, dead), 180)
+        asyncio.wait_for(_failover(dep, tmp_path, sink, dead, _Hold(2)), 180)
     )
     result = outcome.result
     assert result is not None
-    assert outcome.start_round == 2
+    assert (outcome.epoch, outcome.start_round) == (2, 2)
     first = {c for c, r in sent if r == 2}  # input of round 2 sent in the first term
     (rerun,) = [r for r in result.rounds if r.outcome.round_idx == 2]
     assert first
@@ -192,6 +230,50 @@ def test_inputs_sent_to_the_dead_center_are_not_sent_again(tmp_path):
     assert told == first  # each of them withdrew from the rerun
     assert _eps(result.rounds)[-1] == _eps(plain.rounds)[-1]
     assert [r.outcome.round_idx for r in result.rounds] == [2, 3]
+
+
+def test_a_round_run_again_rolls_the_clients_residuals_back(tmp_path):
+    """Error feedback without secure aggregation: the center dies after updates of
+    round 2 reached it (encoded, their residuals moved, never committed); the standby
+    runs round 2 again and every client's residual is rolled back to before it, so the
+    run ends with the uninterrupted run's model bit for bit."""
+    cfg = load_config(overrides=EF)
+    dep = deployment(cfg)
+    plain, _ = asyncio.run(run_federation(dep))
+    sink = StuckSink()
+
+    def dead(node, sent):  # one update of round 2 accepted, the others held
+        c = None if node.center is None else node.center.coordinator
+        return c is not None and c.round_idx == 2 and len(c.in_flight) == 4
+
+    outcome, _, agents, sent = asyncio.run(
+        asyncio.wait_for(_failover(dep, tmp_path, sink, dead, _Hold(2)), 180)
+    )
+    assert (outcome.epoch, outcome.start_round) == (2, 2), sent
+    assert len([c for c, r in sent if r == 2]) > 5, sent  # sent to both terms
+    assert outcome.result is not None
+    assert outcome.result.params.tobytes() == plain.params.tobytes()
+    assert all(a.terms is not None for a in agents)
+
+
+def test_the_residuals_are_kept_for_a_new_term_and_reset_for_a_new_run():
+    store = MemoryStateStore()
+    terms = ResidualTerms(store)
+    assert terms.change(None, "abc.1") == "run"
+    assert terms.change("abc.1", "abc.1") == "same"
+    assert terms.change("abc.1", "abc.2") == "term"
+    assert terms.change("abc.1", "xyz.2") == "run"
+    store.put(3, "ef", np.ones(4, np.float32))
+    terms.before_encode(5)
+    store.put(3, "ef", np.full(4, 7, np.float32))  # round 5 encoded
+    assert not terms.new_term(6)  # round 5 was committed: kept
+    assert store.get(3, "ef").tolist() == [7] * 4
+    terms.before_encode(6)
+    store.put(3, "ef", np.full(4, 9, np.float32))
+    assert terms.new_term(6)  # round 6 runs again: rolled back
+    assert store.get(3, "ef").tolist() == [7] * 4
+    terms.new_run()
+    assert store.get(3, "ef") is None
 
 
 def test_a_client_sends_one_rounds_input_to_one_term_of_a_run():

@@ -106,9 +106,9 @@ def runtime_refusal(config: FedConfig) -> str | None:
     round in the shared object tier, under the lease, with its DP budget (central or
     distributed) and, under secure aggregation, the secure aggregator's record (the
     round in flight is abandoned and run again; a client never sends one round's masked
-    input to two terms: :mod:`fedstrata.runtime.secagg_failover`). What it does not
-    carry yet is refused: the clients' error-feedback residuals under secure
-    aggregation.
+    input to two terms: :mod:`fedstrata.runtime.secagg_failover`). The clients keep their
+    error-feedback residuals across terms of one run, the round run again rolled back
+    (:mod:`fedstrata.runtime.client_terms`).
     """
     ckpt, fo = config.checkpoint, config.failover
     if fo.enabled and not ckpt.enabled:
@@ -124,15 +124,5 @@ def runtime_refusal(config: FedConfig) -> str | None:
             f"its center nodes ({FAILOVER_DOCS}): set failover.enabled, failover.lease_url, "
             "checkpoint.object_url and checkpoint.object_every=1; a restarted or standby "
             "center then resumes from the newest checkpoint"
-        )
-    c = config.compression
-    if config.secagg.enabled and c.enabled and c.spec().error_feedback:
-        return (
-            "checkpoint.enabled with secagg.enabled and compression.error_feedback is not "
-            f"run by the deployment runtime ({FAILOVER_DOCS}): each client keeps its "
-            "error-feedback residual in memory and starts a new one when a new center "
-            "term starts, so a run resumed by a standby would not continue the "
-            "uninterrupted run's residuals; carrying them across terms (and rolling back "
-            "the round in flight) is not built yet (set compression.error_feedback: false)"
         )
     return None

@@ -45,6 +45,7 @@ import numpy as np
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import CodecId, Payload
+from fedstrata.core.state import MemoryStateStore
 from fedstrata.core.training import LocalData, Trainer
 from fedstrata.errors import (
     ConfigError,
@@ -56,6 +57,7 @@ from fedstrata.errors import (
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
+from fedstrata.runtime.client_terms import ResidualTerms
 from fedstrata.runtime.downlink import DownlinkAsk, DownlinkReplica
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 from fedstrata.runtime.secagg_client import Prepared, SecureClient
@@ -169,6 +171,10 @@ class ClientAgent:
             encoded); its steps go over ``link``, which must have ``secagg_step``.
         now: the monotonic clock a task's deadline is measured on (tests inject one).
         stop_rule: when partial work stops (default :class:`StopRule`).
+        residuals: the store ``pipeline`` and ``new_pipeline`` keep error-feedback
+            residuals in: kept across center terms of one run, the round run again
+            rolled back (:mod:`~fedstrata.runtime.client_terms`; None: every new run id
+            rebuilds the pipeline).
     """
 
     def __init__(
@@ -188,6 +194,7 @@ class ClientAgent:
         secure: SecureClient | None = None,
         now: Callable[[], float] = time.monotonic,
         stop_rule: StopRule | None = None,
+        residuals: MemoryStateStore | None = None,
     ) -> None:
         self.link, self.client_id, self.trainer, self.data = link, client_id, trainer, data
         self.pipeline, self.backoff, self.sleep = pipeline, backoff, sleep
@@ -201,6 +208,7 @@ class ClientAgent:
         self.secure = secure  # secure aggregation: updates leave masked (secagg_client.py)
         self.now, self.stop_rule = now, stop_rule or StopRule()
         self.local = LocalTraining(trainer, client_id, now)  # partial work (settle.py)
+        self.terms = None if residuals is None else ResidualTerms(residuals)
 
     async def run(self) -> ClientReport:
         """Serve the center until it ends the run.
@@ -262,14 +270,7 @@ class ClientAgent:
         """Track the run and refuse a round that does not follow the last one."""
         if task.run_id != self._run_id:
             if self._run_id is not None:
-                log.warning(
-                    "client %d: new run %s (was %s); per-run state reset",
-                    self.client_id, task.run_id, self._run_id,
-                )  # fmt: skip
-                if self._new_pipeline is not None:
-                    self.pipeline = self._new_pipeline()
-                if self.downlink is not None:
-                    self.downlink.reset()
+                self._new_run(task)
             self._run_id, self._last_round = task.run_id, -1
         if task.round_idx <= self._last_round:
             why = (
@@ -281,6 +282,24 @@ class ClientAgent:
             return False
         self._last_round = task.round_idx
         return True
+
+    def _new_run(self, task: TaskSpec) -> None:
+        """A task of another run id: a new term of the same run keeps the residuals (the
+        round in flight rolled back, client_terms.py); another run resets them."""
+        term = self.terms is not None and self.terms.change(self._run_id, task.run_id) == "term"
+        log.warning(
+            "client %d: %s %s (was %s); %s", self.client_id, "new term" if term else "new run",
+            task.run_id, self._run_id, "residuals kept" if term else "per-run state reset",
+        )  # fmt: skip
+        if term and self.terms is not None:
+            self.terms.new_term(task.round_idx)
+        else:
+            if self.terms is not None:
+                self.terms.new_run()
+            if self._new_pipeline is not None:
+                self.pipeline = self._new_pipeline()
+        if self.downlink is not None:
+            self.downlink.reset()
 
     async def _reconnect(self, attempt: int, exc: TransportError, report: ClientReport) -> None:
         assert self.backoff is not None
@@ -400,6 +419,8 @@ class ClientAgent:
         if done.dropped:
             return None
         codec_input = np.array(out, copy=True)
+        if self.terms is not None:
+            self.terms.before_encode(task.round_idx)
         if self.pipeline is not None:
             payload = self.pipeline.encode(codec_input, ctx)
         else:

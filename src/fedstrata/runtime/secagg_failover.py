@@ -16,7 +16,8 @@ because the protocol starts afresh each round (new keys, new masks, new shares):
   center that ran it and run again from the start by the next term (new keys, new
   masks), never resumed or partially unmasked.
 * **at a client**: no protocol state spans rounds; its uplink pipeline (clip, noise
-  share, ring codec) holds none without error feedback.
+  share, ring codec) holds none but an error-feedback residual, which the client keeps
+  across the terms of a run (:mod:`fedstrata.runtime.client_terms`).
 
 Running a round again must not release a client's update twice. The previous center
 may have unmasked the round's sum before it died (it had every survivor's unmasking

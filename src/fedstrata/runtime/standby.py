@@ -259,6 +259,7 @@ class CenterNode:
                 outcome.result = run.result()
                 await asyncio.sleep(self.settings.linger_s)
             except BaseException:  # stop before the run says DONE: calls break, no reply
+                committer.fence = _stopped  # nor commit a round its broken calls closed
                 await server.abort()
                 raise
             finally:
@@ -323,6 +324,11 @@ async def follow(lease: SqlLease, settings: FailoverSettings) -> Takeover:
                 log.warning("center %s: active (epoch %d; was %s)", lease.holder, epoch, was)
                 return Takeover(epoch, watch.since if lapsed else None)
         await asyncio.sleep(settings.poll_s)
+
+
+def _stopped() -> float:
+    """The fence of a node that stopped serving: no validity left, nothing commits."""
+    return 0.0
 
 
 def _center_parts(center: Center, base: CenterSnapshot) -> list[StatePart]:
