@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from rthelpers import SMALL, tokens_for
 
 from fedstrata.api import run
@@ -14,6 +15,7 @@ from fedstrata.config import load_config
 from fedstrata.config.compat import RUNTIME
 from fedstrata.runtime import CenterServer, GrpcLink, TokenTable, check_supported, deployment
 from fedstrata.runtime.scheduling import DeviceReport
+from fedstrata.runtime.secagg_wire import Phase
 from fedstrata.scheduling import Registry, WorkStatus
 
 SLOW = 3  # its uploads wait until the round has closed: it arrives after the deadline
@@ -31,12 +33,21 @@ class _ArrivesLate:
     def __getattr__(self, name):
         return getattr(self.link, name)
 
-    async def submit(self, round_idx, payload, num_examples, metrics, timings=None):
+    async def _closed(self, round_idx: int) -> None:
         coordinator = self.center.coordinator
         while coordinator.round_idx == round_idx and coordinator.in_flight:
             await asyncio.sleep(0.01)
+
+    async def submit(self, round_idx, payload, num_examples, metrics, timings=None):
+        await self._closed(round_idx)
         self.sent.append((round_idx, timings))
         return await self.link.submit(round_idx, payload, num_examples, metrics, timings)
+
+    async def secagg_step(self, round_idx, phase, data, **kw):
+        if phase == Phase.INPUT and data:  # the masked input (key agreement went on)
+            await self._closed(round_idx)
+            self.sent.append((round_idx, kw.get("timings")))
+        return await self.link.secagg_step(round_idx, phase, data, **kw)
 
 
 def _profile(dep, cid: int) -> DeviceReport:
@@ -64,11 +75,17 @@ async def _federation(dep):
     return main.result(), center, late[0], clients[SLOW].result()
 
 
-def test_a_late_client_runs_its_whole_plan_and_is_dropped_at_the_deadline(tmp_path):
+@pytest.mark.parametrize(
+    "secure", [[], ["secagg.enabled=true", "secagg.dropout_rate=0.2"]], ids=["plain", "secagg"]
+)
+def test_a_late_client_runs_its_whole_plan_and_is_dropped_at_the_deadline(tmp_path, secure):
+    """Under secure aggregation the late client is a protocol dropout (its masks are
+    recovered from its neighbours' shares) and its masked input is refused."""
     cfg = load_config(
         overrides=[
             *SMALL, "rounds.clients_per_round=null", f"rounds.deadline_s={DEADLINE_S}",
             "scheduling.stragglers=drop", f"scheduling.registry_url={tmp_path / 'devices.db'}",
+            *secure,
         ]
     )  # fmt: skip
     assert "drop_stragglers" in RUNTIME.supports

@@ -93,7 +93,10 @@ class SecureRounds:
             or rnd.rnd.round_idx != header.round_idx
             or (rnd.rnd.closed and (phase in (Phase.SETUP, Phase.KEYS, Phase.SHARES, Phase.INPUT)))
         ):
-            return False, f"no secure-aggregation step of round {header.round_idx} is open", b""
+            why = f"no secure-aggregation step of round {header.round_idx} is open"
+            if rnd is not None and (header.round_idx < rnd.rnd.round_idx or rnd.rnd.closed):
+                why = f"late: {why}"  # the round closed (at its deadline) before it came
+            return False, why, b""
         return await rnd.step(header, phase, data)
 
     async def submit(
