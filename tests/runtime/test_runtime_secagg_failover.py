@@ -9,6 +9,7 @@ import asyncio
 import json
 import socket
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from fedstrata.runtime.client import Backoff
 from fedstrata.runtime.client_terms import ResidualTerms
 from fedstrata.runtime.failover import CenterSnapshot
 from fedstrata.runtime.lease import LeaseTiming, SqlLease
+from fedstrata.runtime.records import TaskKind, TaskSpec
 from fedstrata.runtime.relink import FailoverLink
 from fedstrata.runtime.secagg_failover import InputLedger, SecAggPart, run_name, term_run_id
 from fedstrata.runtime.secagg_wire import Phase
@@ -273,6 +275,14 @@ def test_the_residuals_are_kept_for_a_new_term_and_reset_for_a_new_run():
     assert terms.new_term(6)  # round 6 runs again: rolled back
     assert store.get(3, "ef").tolist() == [7] * 4
     terms.new_run()
+    assert store.get(3, "ef") is None
+    store.put(3, "ef", np.ones(4, np.float32))
+    terms.before_encode(8)
+    store.put(3, "ef", np.zeros(4, np.float32))
+    task = TaskSpec(TaskKind.TRAIN, 8, 0, None, None, 0, "abc.3")
+    assert terms.switch("abc.2", task)  # a new term re-running round 8: kept, rolled back
+    assert store.get(3, "ef").tolist() == [1] * 4
+    assert not terms.switch("abc.3", replace(task, run_id="other"))  # another run: reset
     assert store.get(3, "ef") is None
 
 

@@ -286,18 +286,12 @@ class ClientAgent:
     def _new_run(self, task: TaskSpec) -> None:
         """A task of another run id: a new term of the same run keeps the residuals (the
         round in flight rolled back, client_terms.py); another run resets them."""
-        term = self.terms is not None and self.terms.change(self._run_id, task.run_id) == "term"
-        log.warning(
-            "client %d: %s %s (was %s); %s", self.client_id, "new term" if term else "new run",
-            task.run_id, self._run_id, "residuals kept" if term else "per-run state reset",
-        )  # fmt: skip
-        if term and self.terms is not None:
-            self.terms.new_term(task.round_idx)
-        else:
-            if self.terms is not None:
-                self.terms.new_run()
-            if self._new_pipeline is not None:
-                self.pipeline = self._new_pipeline()
+        kept = self.terms is not None and self.terms.switch(self._run_id, task)
+        log.warning("client %d: new %s %s (was %s); %s", self.client_id,
+                    "term" if kept else "run", task.run_id, self._run_id,
+                    "residuals kept" if kept else "per-run state reset")  # fmt: skip
+        if not kept and self._new_pipeline is not None:
+            self.pipeline = self._new_pipeline()
         if self.downlink is not None:
             self.downlink.reset()
 

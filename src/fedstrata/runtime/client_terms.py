@@ -25,6 +25,7 @@ from typing import Literal
 
 from fedstrata.core.state import MemoryStateStore
 from fedstrata.core.statepart import StatePart
+from fedstrata.runtime.records import TaskSpec
 from fedstrata.runtime.secagg_failover import run_name
 
 __all__ = ["ResidualTerms", "TermChange"]
@@ -57,6 +58,16 @@ class ResidualTerms:
         if last_run_id is not None and run_name(last_run_id) == run_name(run_id):
             return "term"
         return "run"
+
+    def switch(self, last_run_id: str | None, task: TaskSpec) -> bool:
+        """``task`` is of another run id than ``last_run_id``: a new term of the same run
+        keeps the residuals (:meth:`new_term`), another run resets them
+        (:meth:`new_run`). Returns whether they were kept (the pipeline too)."""
+        if self.change(last_run_id, task.run_id) == "term":
+            self.new_term(task.round_idx)
+            return True
+        self.new_run()
+        return False
 
     def before_encode(self, round_idx: int) -> None:
         """Round ``round_idx`` is about to be encoded: remember the store as it is."""
