@@ -97,6 +97,8 @@ class _Sends:
 
     def __init__(self, link, sent: list[tuple[int, int]], cid: int, hold: _Hold) -> None:
         self.link, self.sent, self.cid, self.hold = link, sent, cid, hold
+        self.committed: dict[int, bool] | None = None  # set: notes each UNMASK answer
+        self.answers: list[tuple[int, bool]] = []  # (round, committed when answered)
 
     def __getattr__(self, name):
         return getattr(self.link, name)
@@ -105,7 +107,10 @@ class _Sends:
         if phase == Phase.INPUT and data:
             self.sent.append((self.cid, round_idx))
             await self.hold.gate(round_idx)
-        return await self.link.secagg_step(round_idx, phase, data, **kw)
+        answer = await self.link.secagg_step(round_idx, phase, data, **kw)
+        if phase == Phase.UNMASK and answer[0] and self.committed is not None:
+            self.answers.append((round_idx, round_idx in self.committed))
+        return answer
 
     async def submit(self, round_idx, *args):
         self.sent.append((self.cid, round_idx))
@@ -127,12 +132,15 @@ async def _failover(dep, tmp_path, sink: StuckSink, kill_when, hold: _Hold | Non
         for i in range(2)
     ]  # fmt: skip
     sent: list[tuple[int, int]] = []
-    agents = []
+    agents, links = [], []
 
     async def client(cid: int):
         link = FailoverLink(addrs, lambda t: GrpcLink(t, cid, tokens[cid]), connect_timeout_s=20)
         async with link:
-            agent = dep.client(_Sends(link, sent, cid, hold), cid, backoff=RETRY)  # type: ignore[arg-type]
+            sends = _Sends(link, sent, cid, hold)
+            sends.committed = sink.blobs
+            links.append(sends)
+            agent = dep.client(sends, cid, backoff=RETRY)  # type: ignore[arg-type]
             agents.append(agent)
             return await agent.run()
 
@@ -152,6 +160,10 @@ async def _failover(dep, tmp_path, sink: StuckSink, kill_when, hold: _Hold | Non
     finally:
         sink.release.set()
     await asyncio.gather(active, return_exceptions=True)
+    if dep.config.secagg.enabled:  # an UNMASK is answered only once its round is durable
+        answers = [a for link in links for a in link.answers]
+        assert answers
+        assert all(committed for _, committed in answers), answers
     return outcome, reports, agents, sent
 
 
@@ -191,6 +203,7 @@ def test_a_standby_continues_the_uninterrupted_runs_model_and_epsilon(tmp_path, 
         want = [m.privacy.epsilon_spent for m in sim.rounds[2:]]
         assert _eps(result.rounds) == _eps(plain.rounds[2:]) == want
     accepted = [sorted(r.outcome.accepted) for r in result.rounds]
+    assert 1 in sink.blobs  # round 1 is durable (its acknowledgements never went out)
     assert accepted == [sorted(r.outcome.accepted) for r in plain.rounds[2:]]
     final = CenterSnapshot.from_bytes(sink.blobs[ROUNDS - 1])
     assert [h.round_idx for h in final.history] == list(range(ROUNDS))
