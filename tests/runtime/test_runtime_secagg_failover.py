@@ -172,13 +172,16 @@ def _eps(rounds):
 
 
 @pytest.mark.parametrize(
-    "overrides", [CONFIG, [*EF, *SECURE]], ids=["distributed-dp", "error-feedback"]
+    "overrides",
+    [CONFIG, [*EF, *SECURE], [*CONFIG, "downlink.preset=int8", "downlink.history=2"]],
+    ids=["distributed-dp", "error-feedback", "downlink"],
 )
 def test_a_standby_continues_the_uninterrupted_runs_model_and_epsilon(tmp_path, overrides):
     """The active center dies once round 1 is durable, before round 2 opens: the standby
     resumes from that checkpoint (the DP budget and the secure aggregator's record in
-    it; the clients keep their error-feedback residuals) and ends with the uninterrupted
-    run's model, bit for bit, and its ε, which are the simulator's."""
+    it, and the downlink encoder; the clients keep their error-feedback residuals and
+    their downlink replica) and ends with the uninterrupted run's model, bit for bit,
+    and its ε, which are the simulator's."""
     cfg = load_config(overrides=overrides)
     dep = deployment(cfg)
     sim = run(cfg).simulation
@@ -192,7 +195,8 @@ def test_a_standby_continues_the_uninterrupted_runs_model_and_epsilon(tmp_path, 
     outcome, _, _, sent = asyncio.run(asyncio.wait_for(_failover(dep, tmp_path, sink, dead), 180))
     assert (outcome.epoch, outcome.start_round) == (2, 2)
     resumed = CenterSnapshot.from_bytes(sink.blobs[1])
-    assert set(resumed.parts) == ({"dp", "secagg"} if cfg.privacy.enabled else {"secagg"})
+    parts = {"secagg"} | ({"dp"} if cfg.privacy.enabled else set())
+    assert set(resumed.parts) == parts | ({"downlink"} if cfg.downlink.enabled else set())
     assert [h.round_idx for h in resumed.history] == [0, 1]
     assert {r for _, r in sent} == set(range(ROUNDS))  # every round's inputs went out once
     result = outcome.result
@@ -326,3 +330,24 @@ def test_the_secagg_part_round_trips_and_refuses_what_is_not_a_record():
     for bad in (b"not json", json.dumps([1]).encode(), b"{}"):
         with pytest.raises(CheckpointCorrupt):
             SecAggPart(other).restore(bad)
+
+
+def test_the_downlink_part_resumes_the_encoder_and_refuses_another_blob():
+    from fedstrata.core.context import RoundContext
+    from fedstrata.runtime.downlink import DownlinkAsk, DownlinkPart
+
+    dep = deployment(load_config(overrides=[*SMALL, "downlink.preset=int8"]))
+    first = dep.center().downlink
+    assert first is not None
+    params = dep.initial_params()
+    first.start(params)
+    for r in range(3):
+        first.publish(params + 0.01 * (r + 1), RoundContext(r, 1))
+    blob = DownlinkPart(first).save()
+    second = dep.center().downlink
+    DownlinkPart(second).restore(blob)
+    second.start(params)  # the run's start resumes the encoder, not version 0
+    assert second.version == first.version == 3
+    assert second.message(DownlinkAsk(1)) == first.message(DownlinkAsk(1))
+    with pytest.raises(CheckpointCorrupt):
+        DownlinkPart(second).restore(b"not a snapshot")

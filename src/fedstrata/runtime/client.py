@@ -292,7 +292,7 @@ class ClientAgent:
                     "residuals kept" if kept else "per-run state reset")  # fmt: skip
         if not kept and self._new_pipeline is not None:
             self.pipeline = self._new_pipeline()
-        if self.downlink is not None:
+        if self.downlink is not None and not kept:  # a new term resumes its versions
             self.downlink.reset()
 
     async def _reconnect(self, attempt: int, exc: TransportError, report: ClientReport) -> None:

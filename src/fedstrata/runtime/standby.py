@@ -47,6 +47,7 @@ from fedstrata.core.metrics import ResilienceStats
 from fedstrata.core.params import FloatVector
 from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S, Deployment
 from fedstrata.runtime.center import Center, RoundRecord, RuntimeResult
+from fedstrata.runtime.downlink import DownlinkPart
 from fedstrata.runtime.dp_center import DpPart
 from fedstrata.runtime.failover import (
     AfterRound,
@@ -333,11 +334,13 @@ def _stopped() -> float:
 
 def _center_parts(center: Center, base: CenterSnapshot) -> list[StatePart]:
     """The center's own state carried in its checkpoints (its DP budget, the secure
-    aggregator's record: :mod:`~fedstrata.runtime.secagg_failover`), restored from
-    ``base`` where it holds them."""
+    aggregator's record: :mod:`~fedstrata.runtime.secagg_failover`, the downlink
+    encoder), restored from ``base`` where it holds them."""
     parts: list[StatePart] = [] if center.dp is None else [DpPart(center.dp)]
     if center.secure is not None:
         parts.append(SecAggPart(center.secure.aggregator))
+    if center.downlink is not None:  # resumed by Center.run's downlink.start
+        parts.append(DownlinkPart(center.downlink))
     for part in parts:
         if part.name in base.parts:
             part.restore(base.parts[part.name])
