@@ -4,6 +4,7 @@ mid-run, the standby takes over and the clients finish the run with it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -17,15 +18,19 @@ from typing import Any
 import pytest
 from rthelpers import SMALL, tokens_for
 
-from fedstrata.checkpoint import open_store
+from fedstrata.checkpoint import checkpointer_from_config, open_store
 from fedstrata.config import load_config
 from fedstrata.errors import ConfigError
 from fedstrata.monitoring import RunStore
 from fedstrata.monitoring.catalogue import federation_metrics
 from fedstrata.monitoring.report import render_report
-from fedstrata.runtime import check_supported
+from fedstrata.runtime import GrpcLink, TokenTable, check_supported, deployment
+from fedstrata.runtime.client import Backoff
 from fedstrata.runtime.failover import CenterSnapshot
 from fedstrata.runtime.lease import SqlLease
+from fedstrata.runtime.node_command import failover_settings, run_center_node
+from fedstrata.runtime.relink import FailoverLink
+from fedstrata.runtime.standby import CenterNode
 
 ROUNDS = 6
 KILL_AFTER = 1  # SIGKILL the active center once this round is committed
@@ -170,15 +175,18 @@ def _config(tmp: Path, *extra: str) -> Any:
 
 
 def test_the_runtime_refuses_checkpoints_it_would_not_honour(tmp_path):
-    """A checkpoint is honoured by the center nodes (central DP's budget included);
-    without them, and with what their checkpoint does not carry (secure rounds), it is
-    refused."""
+    """A checkpoint is honoured by the center nodes (the DP budget, the secure
+    aggregator's record and the clients' residuals across terms included); without
+    them it is refused."""
     check_supported(_config(tmp_path))
     with pytest.raises(ConfigError, match=r"set failover\.enabled"):
         check_supported(_config(tmp_path, "failover.enabled=false"))
     check_supported(_config(tmp_path, "privacy.mechanism=central"))  # its budget is carried
-    with pytest.raises(ConfigError, match="secure aggregation rounds"):
-        check_supported(_config(tmp_path, "secagg.enabled=true"))
+    check_supported(_config(tmp_path, "secagg.enabled=true"))
+    secure_dp = ["secagg.enabled=true", "privacy.mechanism=distributed"]
+    check_supported(_config(tmp_path, *secure_dp, "privacy.accountant=rdp"))
+    ef = ["compression.preset=int8", "compression.error_feedback=true"]
+    check_supported(_config(tmp_path, "secagg.enabled=true", *ef))  # residuals kept
     with pytest.raises(ConfigError, match=r"takes effect only with checkpoint\.enabled"):
         check_supported(_config(tmp_path, "checkpoint.enabled=false"))
 
@@ -212,3 +220,120 @@ def test_node_names_a_center_node_and_needs_failover(tmp_path):
     result = CliRunner().invoke(app, ["serve", "center", *sets, "--node", "a"])
     assert result.exit_code != 0
     assert "--node names a center node: it needs failover.enabled" in result.output
+
+
+# ---- a deposed `serve center` follows again (in one process, over loopback) ----------
+
+
+RETRY = Backoff(attempts=60, base_s=0.05, max_s=0.3)
+LONG = 40  # rounds: the theft comes before the run ends
+
+
+async def _until_async(predicate: Any, limit_s: float = 60.0) -> None:
+    async with asyncio.timeout(limit_s):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def _addresses(n: int) -> list[str]:
+    return [f"127.0.0.1:{p}" for p in _ports(n)]
+
+
+async def _depose(tmp: Path, config: Any, addrs: list[str], finish_elsewhere: bool) -> Any:
+    """``serve center``'s node ``a`` at ``addrs[0]`` with six clients; once round 1 is
+    in the shared tier, node ``b`` steals the lease: it finishes the run at ``addrs[1]``
+    (``finish_elsewhere``) or never renews (``a`` takes the lapsed lease back)."""
+    tokens = tokens_for(6)
+    dep = deployment(config)
+
+    async def client(cid: int) -> Any:
+        link = FailoverLink(addrs, lambda t: GrpcLink(t, cid, tokens[cid]), connect_timeout_s=30)
+        async with link:
+            return await dep.client(link, cid, backoff=RETRY).run()
+
+    node_a = asyncio.create_task(
+        run_center_node(config, node="a", address=addrs[0], tokens=TokenTable(tokens),
+                        tls=None, mutual=False, start_timeout_s=30)
+    )  # fmt: skip
+    clients = [asyncio.create_task(client(c)) for c in range(6)]
+    shared = open_store(str(tmp / "shared"))
+    await _until_async(lambda: max((i.round for i in shared.list()), default=-1) >= 1)
+    thief = SqlLease(str(tmp / "lease.sqlite"), "fed", "b")
+    epoch = None
+    while epoch is None:  # a renewal may race the theft
+        epoch = thief.acquire(thief.read())
+        await asyncio.sleep(0)
+    other = None
+    if finish_elsewhere:
+        for _ in range(10):  # hold the lease while a's next renewal fails: it is deposed
+            assert thief.renew(epoch)
+            await asyncio.sleep(config.failover.lease_s / 5)
+        sink = checkpointer_from_config(config.checkpoint, tmp / "b")
+        node_b = CenterNode(
+            dep, lease=thief, sink=sink, address=addrs[1], tokens=TokenTable(tokens),
+            settings=failover_settings(config.failover, 30),
+        )  # fmt: skip
+        other = await node_b.take_over(epoch)
+        sink.close()
+    outcome = await node_a
+    await asyncio.gather(*clients)
+    return outcome, other
+
+
+def _rounds(run_dir: Path) -> list[int]:
+    with RunStore.open(run_dir) as store:
+        return [m.round_idx for m in store.rounds()]
+
+
+def _status(run_dir: Path) -> str:
+    return str(json.loads((run_dir / "summary.json").read_text())["status"])
+
+
+def test_a_deposed_serve_center_follows_again_and_finishes_the_run(tmp_path):
+    """`serve center` whose lease is taken from it does not exit: it follows again,
+    takes the lapsed lease back in a new term and completes the run from the newest
+    checkpoint; the lost term's run directory keeps its rounds, the new term has its
+    own."""
+    config = _config(tmp_path, f"output.dir={tmp_path / 'runs'}", f"rounds.rounds={LONG}")
+    outcome, _ = asyncio.run(
+        asyncio.wait_for(_depose(tmp_path, config, _addresses(1), False), 120)
+    )
+    assert outcome.epoch >= 3  # after the thief's
+    assert not outcome.deposed
+    assert not outcome.completed_before
+    assert outcome.result is not None
+    assert 2 <= outcome.start_round < LONG
+    dirs = sorted((tmp_path / "runs").iterdir())
+    assert len(dirs) >= 2  # the lost term's (kept) and the last term's
+    last = outcome.result.run_dir
+    assert last in dirs
+    assert _status(last) == "completed"
+    assert _rounds(last) == list(range(outcome.start_round, LONG))
+    first = dirs[0] if dirs[0] != last else dirs[1]
+    assert _status(first) == "interrupted"  # its rounds kept
+    assert _rounds(first)[:2] == [0, 1]
+    recorded = {r for d in dirs for r in _rounds(d)}
+    # a lost term may have made its last round durable and then found its lease gone
+    # (it neither acknowledges nor records it): at most that round per lost term is in
+    # no directory; the rest of the run is in exactly one
+    assert len(set(range(LONG)) - recorded) <= len(dirs) - 1, (recorded, dirs)
+    assert sum(len(_rounds(d)) for d in dirs) == len(recorded)
+
+
+def test_a_deposed_serve_center_that_finds_the_run_complete_keeps_its_record(tmp_path):
+    """Another node finishes the run after deposing `serve center`'s; the deposed node
+    takes the released lease, finds the run complete and returns: only that last,
+    empty term's directory is removed, never the directory of the rounds it served."""
+    config = _config(tmp_path, f"output.dir={tmp_path / 'runs'}", f"rounds.rounds={LONG}")
+    outcome, other = asyncio.run(
+        asyncio.wait_for(_depose(tmp_path, config, _addresses(2), True), 120)
+    )
+    assert outcome.completed_before
+    assert outcome.result is None
+    assert other.result is not None
+    assert other.result.rounds[-1].outcome.round_idx == LONG - 1
+    (kept,) = (tmp_path / "runs").iterdir()
+    assert _status(kept) == "interrupted"
+    served = _rounds(kept)
+    assert served[:2] == [0, 1]
+    assert served[-1] < other.start_round <= served[-1] + 2

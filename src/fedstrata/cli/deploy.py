@@ -129,7 +129,7 @@ def serve_center(
 
     With failover.enabled (docs/resilience-failover.md) it is a center node: a standby
     until it holds the lease, then the active center, resuming from the newest
-    checkpoint in checkpoint.object_url."""
+    checkpoint in checkpoint.object_url; deposed (its lease lost), a standby again."""
     import asyncio
 
     _setup_logging(verbose)

@@ -79,6 +79,7 @@ RUNTIME = Driver(
         "sampling", "deadline", "compression", "downlink", "robust", "custom_aggregator",
         "allocation", "oort", "overselect", "registry", "async", "privacy", "secagg",
         "checkpoint", "hierarchy", "adaptive_clip", "dp_ftrl", "fedeval",
+        "drop_stragglers",
     }),
     "docs/runtime.md",
 )  # fmt: skip

@@ -103,8 +103,12 @@ def runtime_refusal(config: FedConfig) -> str | None:
     (None: it honours them).
 
     The runtime's center checkpoints as a center node (:class:`FailoverConfig`): every
-    round in the shared object tier, under the lease, with its central-DP budget. What
-    its checkpoint does not carry yet is refused: the secure aggregation rounds.
+    round in the shared object tier, under the lease, with its DP budget (central or
+    distributed) and, under secure aggregation, the secure aggregator's record (the
+    round in flight is abandoned and run again; a client never sends one round's masked
+    input to two terms: :mod:`fedstrata.runtime.secagg_failover`). The clients keep their
+    error-feedback residuals across terms of one run, the round run again rolled back
+    (:mod:`fedstrata.runtime.client_terms`).
     """
     ckpt, fo = config.checkpoint, config.failover
     if fo.enabled and not ckpt.enabled:
@@ -120,11 +124,5 @@ def runtime_refusal(config: FedConfig) -> str | None:
             f"its center nodes ({FAILOVER_DOCS}): set failover.enabled, failover.lease_url, "
             "checkpoint.object_url and checkpoint.object_every=1; a restarted or standby "
             "center then resumes from the newest checkpoint"
-        )
-    if config.secagg.enabled:
-        return (
-            f"checkpoint.enabled with secagg.enabled is not run by the deployment runtime "
-            f"({FAILOVER_DOCS}): a center checkpoint carrying the secure aggregation rounds "
-            "(and the distributed-DP budget with them) is not built yet"
         )
     return None

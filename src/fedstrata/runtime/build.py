@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from fedstrata.builders import (
 )
 from fedstrata.builders_dp import cohort_selector
 from fedstrata.builders_privacy import (
+    StoreFactory,
     distributed_allocator,
     poisson_rate,
     privacy_hooks,
@@ -306,7 +308,7 @@ class Deployment:
             center.tree_sched = tree_scheduler(cfg, flops, self.size, self.num_clients)
 
     def _secure(
-        self, allocator: BudgetAllocator | None = None
+        self, allocator: BudgetAllocator | None = None, store: StoreFactory = MemoryStateStore
     ) -> tuple[RingCodec, SecAggAggregator] | None:
         """The ring codec and secure aggregator of the config (None: ``secagg`` off);
         each party builds its own (clients keep error-feedback residuals in memory)."""
@@ -314,11 +316,13 @@ class Deployment:
             allocator = distributed_allocator(self.config, self.num_clients)
         return secure_aggregation(
             self.config, self.size, self.num_clients, self.largest_client,
-            allocator=allocator, store=MemoryStateStore,
+            allocator=allocator, store=store,
         )  # fmt: skip
 
-    def _pipeline(self, ring: Codec | None) -> Pipeline | None:
-        return uplink_pipeline(self.config, self.size, MemoryStateStore, ring)
+    def _pipeline(
+        self, ring: Codec | None, store: StoreFactory = MemoryStateStore
+    ) -> Pipeline | None:
+        return uplink_pipeline(self.config, self.size, store, ring)
 
     def edge(
         self,
@@ -463,11 +467,12 @@ class Deployment:
         store = MemoryStateStore() if c.spec().error_feedback else None
         return ChainCodec(c.spec(), self.size, store)
 
-    def client_pipeline(self) -> Pipeline | None:
+    def client_pipeline(self, residuals: MemoryStateStore | None = None) -> Pipeline | None:
         """A client's uplink pipeline (privacy stages, the ring or the compression chain;
-        its own error-feedback residual), or None: dense."""
-        secure = self._secure()
-        return self._pipeline(None if secure is None else secure[0])
+        its own error-feedback residual, in ``residuals`` when given), or None: dense."""
+        store: StoreFactory = MemoryStateStore if residuals is None else (lambda: residuals)
+        secure = self._secure(store=store)
+        return self._pipeline(None if secure is None else secure[0], store)
 
     def client(
         self,
@@ -496,8 +501,9 @@ class Deployment:
         data = self.local_data(client_id)
         trainer = trainer or self.factory()
         rng = np.random.default_rng(derive_seed(self.config.seed, 0, client_id, "reconnect"))
-        secure = self._secure()
-        pipe = self._pipeline(None if secure is None else secure[0])
+        residuals = MemoryStateStore()  # kept across center terms (client_terms.py)
+        secure = self._secure(store=lambda: residuals)
+        pipe = self._pipeline(None if secure is None else secure[0], lambda: residuals)
         weighting: Weighting = "uniform" if self.config.privacy.enabled else "examples"
         agent = ClientAgent(
             link,
@@ -508,10 +514,11 @@ class Deployment:
             backoff=backoff,
             rng=rng,
             sleep=sleep,
-            new_pipeline=self.client_pipeline,
+            new_pipeline=functools.partial(self.client_pipeline, residuals),
             downlink=DownlinkReplica() if self.config.downlink.enabled else None,
             profile=profile or self._profile(trainer, data, client_id),
             secure=None if secure is None else SecureClient(link, secure[1], weighting),  # type: ignore[arg-type]
+            residuals=residuals,
         )
         if self.fed_eval is not None:
             agent.eval_data = self.fed_eval.eval_data(client_id)

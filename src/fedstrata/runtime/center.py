@@ -538,7 +538,7 @@ class Center:
             self._tree_reports(cid, header)
         if self.scheduler is not None:
             up_s = self.clock.now() - start
-            self.scheduler.arrived(cid, header.timings, up_s, header.metrics)
+            self.scheduler.arrived(cid, header.timings, up_s, header.metrics, header.round_idx)
         if accepted and self.ack_gate is not None:  # replied once the round is committed
             return await self.ack_gate.wait(header.round_idx)
         return accepted, why

@@ -45,6 +45,7 @@ import numpy as np
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import CodecId, Payload
+from fedstrata.core.state import MemoryStateStore
 from fedstrata.core.training import LocalData, Trainer
 from fedstrata.errors import (
     ConfigError,
@@ -56,6 +57,7 @@ from fedstrata.errors import (
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
+from fedstrata.runtime.client_terms import ResidualTerms
 from fedstrata.runtime.downlink import DownlinkAsk, DownlinkReplica
 from fedstrata.runtime.fedeval_parts import answer_evaluation
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
@@ -174,6 +176,10 @@ class ClientAgent:
             encoded); its steps go over ``link``, which must have ``secagg_step``.
         now: the monotonic clock a task's deadline is measured on (tests inject one).
         stop_rule: when partial work stops (default :class:`StopRule`).
+        residuals: the store ``pipeline`` and ``new_pipeline`` keep error-feedback
+            residuals in: kept across center terms of one run, the round run again
+            rolled back (:mod:`~fedstrata.runtime.client_terms`; None: every new run id
+            rebuilds the pipeline).
     """
 
     def __init__(
@@ -193,6 +199,7 @@ class ClientAgent:
         secure: SecureClient | None = None,
         now: Callable[[], float] = time.monotonic,
         stop_rule: StopRule | None = None,
+        residuals: MemoryStateStore | None = None,
     ) -> None:
         self.link, self.client_id, self.trainer, self.data = link, client_id, trainer, data
         self.pipeline, self.backoff, self.sleep = pipeline, backoff, sleep
@@ -207,6 +214,7 @@ class ClientAgent:
         self.now, self.stop_rule = now, stop_rule or StopRule()
         self.local = LocalTraining(trainer, client_id, now)  # partial work (settle.py)
         self.eval_data: LocalData | None = None  # its held-out data (federated evaluation)
+        self.terms = None if residuals is None else ResidualTerms(residuals)
 
     async def run(self) -> ClientReport:
         """Serve the center until it ends the run.
@@ -270,14 +278,7 @@ class ClientAgent:
         """Track the run and refuse a round that does not follow the last one."""
         if task.run_id != self._run_id:
             if self._run_id is not None:
-                log.warning(
-                    "client %d: new run %s (was %s); per-run state reset",
-                    self.client_id, task.run_id, self._run_id,
-                )  # fmt: skip
-                if self._new_pipeline is not None:
-                    self.pipeline = self._new_pipeline()
-                if self.downlink is not None:
-                    self.downlink.reset()
+                self._new_run(task)
             self._run_id, self._last_round = task.run_id, -1
         if task.round_idx <= self._last_round:
             why = (
@@ -289,6 +290,18 @@ class ClientAgent:
             return False
         self._last_round = task.round_idx
         return True
+
+    def _new_run(self, task: TaskSpec) -> None:
+        """A task of another run id: a new term of the same run keeps the residuals (the
+        round in flight rolled back, client_terms.py); another run resets them."""
+        kept = self.terms is not None and self.terms.switch(self._run_id, task)
+        log.warning("client %d: new %s %s (was %s); %s", self.client_id,
+                    "term" if kept else "run", task.run_id, self._run_id,
+                    "residuals kept" if kept else "per-run state reset")  # fmt: skip
+        if not kept and self._new_pipeline is not None:
+            self.pipeline = self._new_pipeline()
+        if self.downlink is not None and not kept:  # a new term resumes its versions
+            self.downlink.reset()
 
     async def _reconnect(self, attempt: int, exc: TransportError, report: ClientReport) -> None:
         assert self.backoff is not None
@@ -323,13 +336,21 @@ class ClientAgent:
             else asyncio.create_task(self.secure.prepare(task.round_idx))
         )
         try:
-            trained = await asyncio.to_thread(self._train, task, params, stop_at)
+            rerun = (
+                None
+                if self.secure is None
+                else self.secure.inputs.refusal(task.run_id, task.round_idx)
+            )  # its input went to an earlier center term (secagg_failover.py)
+            trained = (
+                None if rerun else await asyncio.to_thread(self._train, task, params, stop_at)
+            )
             if trained is None:  # a straggler: too little work by the deadline
-                await self._straggle(task, report, keys)
+                await self._straggle(task, report, keys, rerun)
                 return
             payload, n, metrics, done = trained
             timings = self._timings(task, down_s, self.now() - start, done)
             if self.secure is not None and keys is not None:
+                self.secure.inputs.record(task.run_id, task.round_idx)
                 accepted, reason = await self.secure.submit(
                     await keys, task.round_idx, payload, n, metrics, timings=timings,
                     factor=done.factor,
@@ -349,11 +370,15 @@ class ClientAgent:
             report.refused.append((task.round_idx, reason))
 
     async def _straggle(
-        self, task: TaskSpec, report: ClientReport, keys: asyncio.Task[Prepared] | None
+        self,
+        task: TaskSpec,
+        report: ClientReport,
+        keys: asyncio.Task[Prepared] | None,
+        why: str | None = None,
     ) -> None:
-        """Too little work by the deadline: send nothing (under secure aggregation,
-        withdraw from the protocol so that no step waits for this client)."""
-        why = f"partial work below the center's minimum in round {task.round_idx}: not sent"
+        """Too little work by the deadline (or ``why`` not): send nothing (under secure
+        aggregation, withdraw from the protocol so that no step waits for this client)."""
+        why = why or f"partial work below the center's minimum in round {task.round_idx}: not sent"
         log.warning("client %d: %s", self.client_id, why)
         report.rounds.append(task.round_idx)
         report.refused.append((task.round_idx, why))
@@ -396,6 +421,8 @@ class ClientAgent:
         if done.dropped:
             return None
         codec_input = np.array(out, copy=True)
+        if self.terms is not None:
+            self.terms.before_encode(task.round_idx)
         if self.pipeline is not None:
             payload = self.pipeline.encode(codec_input, ctx)
         else:

@@ -19,13 +19,16 @@ Byte accounting: a download moves ``len(DownlinkMessage.to_bytes())`` payload by
 which is the simulator's ``DownlinkMessage.nbytes`` for the same (client, version).
 
 Run identity: a client's version belongs to one run; a task of a new run resets its
-replica (its next download is the full model). No I/O here.
+replica (its next download is the full model). A new *term* of the same run (a standby
+center resumed it) keeps it: the center's checkpoint carries the encoder
+(:class:`DownlinkPart`), so the new term answers the versions clients hold with the
+messages the previous center would have sent.
 
 An edge's own rounds (``topology.kappa_edge > 1``): the first edge round of a parent's
 round relays the parent's message; the later ones send the edge's local model dense,
 as the simulator's tree does (:class:`LocalModel`, a full-model message marked
 :data:`LOCAL_VERSION`), which a client trains from without touching its replica, so
-the next parent message still applies to the version it holds.
+the next parent message still applies to the version it holds. No I/O here.
 """
 
 from __future__ import annotations
@@ -47,13 +50,15 @@ from fedstrata.compress.downlink import (
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
 from fedstrata.core.payload import CodecId, Payload
-from fedstrata.errors import PayloadError, ProtocolError
+from fedstrata.core.statepart import StatePart
+from fedstrata.errors import CheckpointCorrupt, PayloadError, ProtocolError
 from fedstrata.runtime.streaming import Broadcast, paced
 from fedstrata.runtime.transport import ChunkPlan, iter_chunks
 
 __all__ = [
     "LOCAL_VERSION",
     "DownlinkAsk",
+    "DownlinkPart",
     "DownlinkReplica",
     "DownlinkServer",
     "LocalModel",
@@ -91,11 +96,25 @@ class DownlinkServer:
         self.spec, self.history = spec, history
         self._source: DownlinkHistory | None = None  # the encoder, or a tier's relay
         self._messages: dict[int | None, bytes] = {}
+        self._resume: StatePart | None = None  # a checkpointed encoder, for start()
 
     def start(self, params: FloatVector) -> None:
-        """Start a run from ``params`` (version 0)."""
-        self._source = DownlinkEncoder(params, self.spec, self.history)
+        """Start a run from ``params`` (version 0), or resume it from :meth:`resume`'s
+        encoder state.
+
+        Raises:
+            CheckpointCorrupt: the resumed state does not fit the model.
+        """
+        encoder = DownlinkEncoder(params, self.spec, self.history)
+        if self._resume is not None:
+            encoder.load_state_dict(self._resume)
+            self._resume = None
+        self._source = encoder
         self._messages.clear()
+
+    def resume(self, state: StatePart) -> None:
+        """The next :meth:`start` resumes the encoder ``state`` (a center's checkpoint)."""
+        self._resume = state
 
     @property
     def encoder(self) -> DownlinkEncoder:
@@ -211,6 +230,31 @@ def local_model(message: DownlinkMessage, size: int) -> FloatVector | None:
     if len(payload.body) != 4 * size:
         raise PayloadError(f"an edge's local model has {len(payload.body)} bytes, want {4 * size}")
     return np.frombuffer(payload.body, dtype="<f4").astype(np.float32)
+
+
+class DownlinkPart:
+    """A :class:`DownlinkServer`'s encoder (replica, version, kept deltas) as a center
+    checkpoint part (:class:`~fedstrata.runtime.failover.StatePart`)."""
+
+    name = "downlink"
+
+    def __init__(self, server: DownlinkServer) -> None:
+        self.server = server
+
+    def save(self) -> bytes:
+        from fedstrata.checkpoint.snapshot import EngineSnapshot  # its StatePart encoding
+
+        part = self.server.encoder.state_dict()
+        return EngineSnapshot(0, self.name, "", {self.name: part}).to_bytes()
+
+    def restore(self, blob: bytes) -> None:
+        """Raises: CheckpointCorrupt: not a downlink encoder's state."""
+        from fedstrata.checkpoint.snapshot import EngineSnapshot
+
+        snap = EngineSnapshot.from_bytes(blob)
+        if snap.driver != self.name:
+            raise CheckpointCorrupt(f"the center checkpoint's downlink part is {snap.driver!r}")
+        self.server.resume(snap.part(self.name))
 
 
 class DownlinkReplica:

@@ -7,6 +7,13 @@ it opens its run directory (``output.dir``), builds the checkpoint tiers of the
 tier written every round, which every node resumes from), and serves the rest of the
 run as a :class:`~fedstrata.runtime.standby.CenterNode`. Its run directory holds the
 rounds it served (a standby that took over records from its first round on).
+
+A node that loses the lease while serving (deposed: its renewals came late) does what
+:meth:`CenterNode.run <fedstrata.runtime.standby.CenterNode.run>` does: it stops
+serving, closes that term's run directory as interrupted (its rounds kept: never
+removed), and follows again as a standby; a later term opens a run directory of its
+own. The command ends when a term of this node ends the run, or when it takes the
+lease of a run already complete (that term's empty directory is removed, no other).
 """
 
 from __future__ import annotations
@@ -19,13 +26,13 @@ from pathlib import Path
 from fedstrata.checkpoint import Checkpointer, checkpointer_from_config
 from fedstrata.config import FedConfig
 from fedstrata.config.failover import FailoverConfig
-from fedstrata.errors import ConfigError
+from fedstrata.errors import ConfigError, FedstrataError
 from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S, deployment
-from fedstrata.runtime.lease import LeaseTiming, SqlLease
+from fedstrata.runtime.lease import LeaseLost, LeaseTiming, SqlLease
 from fedstrata.runtime.monitor import center_monitoring
 from fedstrata.runtime.recorder import RunRecorder
 from fedstrata.runtime.security import TlsFiles, TokenTable
-from fedstrata.runtime.standby import CenterNode, FailoverSettings, NodeOutcome, follow
+from fedstrata.runtime.standby import CenterNode, FailoverSettings, NodeOutcome, Takeover, follow
 
 __all__ = ["default_node_name", "failover_settings", "run_center_node"]
 
@@ -73,12 +80,14 @@ async def run_center_node(
 ) -> NodeOutcome:
     """Follow the lease as ``node``, then serve the rest of the run (module docstring).
 
-    Returns when the run is complete (``outcome.result`` holds this node's rounds and
-    ``run_dir``; ``outcome.completed_before``: it was complete when the node took over).
+    Returns when the run is complete (``outcome``: this node's last term;
+    ``outcome.result`` holds its rounds and ``run_dir``; ``outcome.completed_before``:
+    it was complete when the node took over). A term that loses the lease is followed
+    by following again (module docstring); every term is in the returned node's
+    ``terms`` (:attr:`NodeOutcome.deposed` marks the lost ones).
 
     Raises:
         ConfigError: ``failover.enabled`` is off, or an unsupported feature.
-        LeaseLost: this node lost the lease while serving (a standby took over).
         TransportError: the lease database is unreachable, or ``address`` cannot be bound.
         CheckpointError: a checkpoint could not be written.
     """
@@ -88,30 +97,79 @@ async def run_center_node(
     dep = deployment(config)
     lease = SqlLease(fo.lease_url, fo.lease_name or config.name, node)
     settings = failover_settings(fo, start_timeout_s)
-    log.warning("center %s: standby, following lease %r", node, lease.name)
-    taken = await follow(lease, settings)
-    recorder = RunRecorder.create(dep)
-    sink = _checkpointer(config, recorder)
-    center = CenterNode(
-        dep, lease=lease, sink=sink, address=address, tokens=tokens, tls=tls, mutual=mutual,
-        settings=settings, participants=participants,
-    )  # fmt: skip
-    center.on_round = None if recorder is None else recorder.on_round
+    center: CenterNode | None = None
+    while True:
+        log.warning("center %s: standby, following lease %r", node, lease.name)
+        taken = await follow(lease, settings)
+        recorder = RunRecorder.create(dep)
+        sink = _checkpointer(config, recorder)
+        if center is None:
+            center = CenterNode(
+                dep, lease=lease, sink=sink, address=address, tokens=tokens, tls=tls,
+                mutual=mutual, settings=settings, participants=participants,
+            )  # fmt: skip
+        center.sink = sink
+        center.on_round = None if recorder is None else recorder.on_round
+        try:
+            outcome = await _term(center, taken, config, recorder, sink)
+        except LeaseLost as exc:
+            center.terms[-1].deposed = True
+            log.warning(
+                "center %s: deposed in epoch %d (%s); following again as a standby",
+                node, taken.epoch, exc,
+            )  # fmt: skip
+            continue
+        if recorder is not None:
+            _finish(recorder, outcome)
+        return outcome
+
+
+async def _term(
+    center: CenterNode,
+    taken: Takeover,
+    config: FedConfig,
+    recorder: RunRecorder | None,
+    sink: Checkpointer,
+) -> NodeOutcome:
+    """One term of ``center`` (the lease ``taken``) with its run directory and
+    checkpoint tiers. A term that loses the lease closes its tiers (nothing is queued:
+    every commit was flushed before it was acknowledged) and its run directory, kept as
+    an interrupted run with the rounds it served.
+
+    Raises:
+        LeaseLost: the term lost the lease (the caller follows again).
+    """
     try:
         with center_monitoring(config, recorder):
             outcome = await center.take_over(taken)
-        sink.close()
+    except LeaseLost:
+        _close_quietly(sink)
+        if recorder is not None:
+            recorder.abort()
+            log.warning("center: the run directory %s keeps the rounds of the lost term",
+                        recorder.path)  # fmt: skip
+        raise
     except BaseException:
         if recorder is not None:
             recorder.abort()
         raise
-    if recorder is not None:
-        _finish(recorder, outcome)
+    sink.close()
     return outcome
 
 
+def _close_quietly(sink: Checkpointer) -> None:
+    """Stop a deposed term's checkpoint tiers; a failure is logged (the next term opens
+    tiers of its own)."""
+    try:
+        sink.close()
+    except FedstrataError as exc:
+        log.warning("center: closing the lost term's checkpoint tiers: %s", exc)
+
+
 def _finish(recorder: RunRecorder, outcome: NodeOutcome) -> None:
-    """Close the run directory: the rounds served, or none (then it is removed)."""
+    """Close the last term's run directory: the rounds served, or none (then it is
+    removed: it is this term's own, opened when it took the lease; the directories of
+    earlier, lost terms are closed already and never touched here)."""
     if outcome.result is None:  # the run was complete before this node took over
         recorder.abort()
         shutil.rmtree(recorder.path, ignore_errors=True)

@@ -296,7 +296,8 @@ def submission_problem(
         return f"submission for run {header.run_id or '(none)'}; this is run {run_id}"
     if rnd is None or rnd.round_idx != header.round_idx:
         open_idx = None if rnd is None else rnd.round_idx
-        return f"submission for round {header.round_idx}, open round is {open_idx}"
+        late = "late: " if open_idx is None or header.round_idx < open_idx else ""
+        return f"{late}submission for round {header.round_idx}, open round is {open_idx}"
     if cid not in rnd.members:
         return f"client {cid} was not selected for round {rnd.round_idx}"
     if cid in rnd.submitted:

@@ -19,14 +19,18 @@ deployment knows:
   ``round_history``.
 
 Real devices stop by themselves, so the planner runs without the simulator's model of
-devices stopping at the deadline (its ``DeadlineCut``): each client is sent the steps
-it was allocated with :class:`~fedstrata.runtime.sched_reports.PartialWork` terms
+devices stopping at the deadline (its ``DeadlineCut``). Under ``scheduling.stragglers:
+partial`` (the default) each client is sent the steps it was allocated with
+:class:`~fedstrata.runtime.sched_reports.PartialWork` terms
 (:attr:`CenterScheduler.partial`), trains against the deadline, stops when its time is
 up and reports the steps it completed (:mod:`fedstrata.runtime.settle`); the center
 settles them with the simulator's rule (:meth:`CenterScheduler.settle`: weight factor
-``done / assigned``, too little work dropped as a straggler), and the round's
-``ScheduleStats`` and ``round_history`` count partial and dropped work as the
-simulator's do. No gRPC, no I/O besides the registry's.
+``done / assigned``, too little work dropped as a straggler). Under ``drop`` (FedAvg's
+and FedScale's rule, the simulator's ``stop_at_deadline=False``) no terms go out: every
+client runs its whole plan, the center closes the round at the deadline and a member
+that has not arrived by then is late (its upload, when it comes, is refused as late).
+Either way the round's ``ScheduleStats`` and ``round_history`` count partial and
+dropped work as the simulator's do. No gRPC, no I/O besides the registry's.
 """
 
 from __future__ import annotations
@@ -147,7 +151,7 @@ class CenterScheduler:
         self._predictor: TimePredictor | None = None
         self._plans: dict[int, LocalPlan] = {}
         self._arrivals: dict[int, _Arrival] = {}
-        self._start_s = 0.0
+        self._start_s, self._round = 0.0, -1
         self._dropped: set[int] = set()  # settled as stragglers this round
         self.stats: list[ScheduleStats] = []
         self.partial: PartialWork | None = None
@@ -217,6 +221,7 @@ class CenterScheduler:
         """Who may be drawn: the available clients with a profile, less those the
         planner leaves out (``scheduling.skip_infeasible``)."""
         self._start_s, self._plans, self._arrivals, self._dropped = now_s, {}, {}, set()
+        self._round = round_idx
         ids = np.array([c for c in available.tolist() if c in self._reports], dtype=np.int64)
         if ids.size < available.size:
             log.info("round %d: %d clients without a profile are not drawn", round_idx,
@@ -276,8 +281,15 @@ class CenterScheduler:
         timings: RoundTimings | None,
         upload_s: float,
         metrics: Mapping[str, float],
+        round_idx: int | None = None,
     ) -> None:
-        """A cohort member's upload completed (accepted or not) after ``upload_s``."""
+        """A cohort member's upload of ``round_idx`` (None: the round in flight)
+        completed (accepted or not) after ``upload_s``. An upload of an earlier round (a
+        straggler's, refused as late) is not this round's arrival and is ignored."""
+        if round_idx is not None and round_idx != self._round:
+            log.info("client %d: late upload of round %d ignored by the scheduler",
+                     client_id, round_idx)  # fmt: skip
+            return
         loss = metrics.get("train_loss")
         self._arrivals[client_id] = _Arrival(timings, upload_s, loss)
 
@@ -288,9 +300,10 @@ class CenterScheduler:
         """
         if not self._plans or self._planner is None:
             return None
-        reports = [self._report(c, outcome) for c in self._plans]
+        round_s = now_s - self._start_s
+        reports = [self._report(c, outcome, round_s) for c in self._plans]
         try:
-            stats = self._planner.observe(round_idx, reports, now_s - self._start_s)
+            stats = self._planner.observe(round_idx, reports, round_s)
         except FedstrataError as exc:
             log.warning("round %d: scheduler could not learn from the round: %s", round_idx, exc)
             return None
@@ -298,7 +311,7 @@ class CenterScheduler:
             self.stats.append(stats)
         return stats
 
-    def _report(self, cid: int, outcome: RoundOutcome) -> ClientReport:
+    def _report(self, cid: int, outcome: RoundOutcome, round_s: float) -> ClientReport:
         status: Status = "failed"
         if cid in outcome.accepted:
             status = "accepted"
@@ -306,10 +319,11 @@ class CenterScheduler:
             status = "late"
         got = self._arrivals.get(cid)
         t = None if got is None else got.timings
-        if got is None or t is None:  # a straggler that sent nothing is late (dropped)
-            return ClientReport(
-                cid, 0, 0.0, 0.0, 0.0, 0.0, "late" if status == "late" else "failed"
-            )
+        if got is None or t is None:
+            if status == "late":  # a straggler that sent nothing by the close (dropped):
+                # busy for the whole round at least (Oort's duration: a lower bound)
+                return ClientReport(cid, 0, 0.0, round_s, 0.0, round_s, "late")
+            return ClientReport(cid, 0, 0.0, 0.0, 0.0, 0.0, "failed")
         arrival = t.download_s + t.compute_s + got.upload_s
         return ClientReport(
             cid, t.examples, t.download_s, t.compute_s, got.upload_s, arrival, status,
@@ -359,7 +373,7 @@ def center_scheduler(
     settings = ScheduleSettings(
         config.rounds.deadline_s, s.allocation, s.min_steps, s.max_steps, s.safety,
         min_fraction=s.min_fraction, skip_infeasible=skip and not tree,
-        batch_size=config.client.batch_size,
+        batch_size=config.client.batch_size, stop_at_deadline=s.stragglers == "partial",
     )  # fmt: skip
     nbytes = dense_bytes(size)
     return CenterScheduler(

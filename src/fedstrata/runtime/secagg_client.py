@@ -24,6 +24,7 @@ from fedstrata.coordinator.round_logic import Weighting, client_weight
 from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, ProtocolError, TransportError
 from fedstrata.runtime.sched_reports import RoundTimings
+from fedstrata.runtime.secagg_failover import InputLedger
 from fedstrata.runtime.secagg_wire import (
     Phase,
     SetupReply,
@@ -90,6 +91,7 @@ class SecureClient:
     ) -> None:
         self.link, self.agg, self.weighting, self.seals = link, aggregator, weighting, seals
         self.sent: list[tuple[int, bytes]] = []  # (phase, bytes) sent: the client's record
+        self.inputs = InputLedger()  # rounds whose input went out, across center terms
 
     async def step(self, round_idx: int, phase: Phase, data: bytes, **kw: Any) -> bytes:
         """Send one step; the center's answer.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from fedstrata.errors import FedstrataError
 from fedstrata.runtime.intake import RoundIntake
@@ -24,6 +24,9 @@ from fedstrata.runtime.secagg_wire import Phase
 from fedstrata.runtime.transport import Reassembler
 from fedstrata.secagg import SecAggAggregator
 from fedstrata.secagg.config import SecAggConfig
+
+if TYPE_CHECKING:
+    from fedstrata.runtime.failover import AckGate
 
 __all__ = ["Arrivals", "SecureRounds"]
 
@@ -37,6 +40,7 @@ class Arrivals(Protocol):
         timings: RoundTimings | None,
         upload_s: float,
         metrics: Mapping[str, float],
+        round_idx: int | None = None,
     ) -> None: ...
 
 
@@ -67,6 +71,7 @@ class SecureRounds:
     current: SecureRound | None = None
     history: list[SecureRound] = field(default_factory=list)
     arrivals: Arrivals | None = None
+    ack_gate: AckGate | None = None  # a center node's: UNMASK answered once committed
 
     def open(self, intake: RoundIntake, arrivals: Arrivals | None = None) -> None:
         """A round opened: start its protocol (``arrivals``: the center's scheduler)."""
@@ -88,7 +93,10 @@ class SecureRounds:
             or rnd.rnd.round_idx != header.round_idx
             or (rnd.rnd.closed and (phase in (Phase.SETUP, Phase.KEYS, Phase.SHARES, Phase.INPUT)))
         ):
-            return False, f"no secure-aggregation step of round {header.round_idx} is open", b""
+            why = f"no secure-aggregation step of round {header.round_idx} is open"
+            if rnd is not None and (header.round_idx < rnd.rnd.round_idx or rnd.rnd.closed):
+                why = f"late: {why}"  # the round closed (at its deadline) before it came
+            return False, why, b""
         return await rnd.step(header, phase, data)
 
     async def submit(
@@ -114,8 +122,14 @@ class SecureRounds:
             return False, f"malformed secure-aggregation step: {exc}", b""
         if phase is Phase.INPUT and self.arrivals is not None:
             upload_s = time.perf_counter() - start
-            self.arrivals.arrived(header.client_id, header.timings, upload_s, header.metrics)
-        return await self.step(header, phase, data)
+            self.arrivals.arrived(
+                header.client_id, header.timings, upload_s, header.metrics, header.round_idx
+            )
+        reply = await self.step(header, phase, data)
+        if phase is Phase.UNMASK and reply[0] and self.ack_gate is not None:
+            ok, why = await self.ack_gate.wait(header.round_idx)  # failover.py's rule
+            return ok, why, reply[2]
+        return reply
 
     def gone(self, cid: int) -> None:
         """``cid``'s session ended (a dropout of the open round's protocol)."""

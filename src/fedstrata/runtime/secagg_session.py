@@ -61,6 +61,11 @@ __all__ = ["SecureRound", "StepReply"]
 
 log = logging.getLogger(__name__)
 
+_WITHDREW = (
+    "withdrew without an input (its key agreement failed, too little work, or its input "
+    "of this round went to an earlier center term)"
+)
+
 StepReply = tuple[bool, str, bytes]
 """(accepted, reason, the center's answer)."""
 
@@ -139,8 +144,8 @@ class SecureRound:
             if phase not in self.steps:
                 self._other(phase, party, data)
                 return True, "", b""
-            if phase is Phase.INPUT and not data:  # its key agreement failed: it withdraws
-                self._lose(party, "withdrew after its key agreement failed")
+            if phase is Phase.INPUT and not data:  # it withdraws (SecureClient.withdraw)
+                self._lose(party, _WITHDREW)
                 return False, "withdrawn", b""
             self._arrive(phase, party, data, header)
             return await self._answer(phase, party)

@@ -47,6 +47,7 @@ from fedstrata.core.metrics import ResilienceStats
 from fedstrata.core.params import FloatVector
 from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S, Deployment
 from fedstrata.runtime.center import Center, RoundRecord, RuntimeResult
+from fedstrata.runtime.downlink import DownlinkPart
 from fedstrata.runtime.dp_center import DpPart
 from fedstrata.runtime.failover import (
     AfterRound,
@@ -56,6 +57,7 @@ from fedstrata.runtime.failover import (
     StatePart,
 )
 from fedstrata.runtime.lease import LeaseKeeper, LeaseLost, LeaseTiming, SqlLease, Watch
+from fedstrata.runtime.secagg_failover import SecAggPart, term_run_id
 from fedstrata.runtime.security import TlsFiles, TokenTable
 from fedstrata.runtime.wire import CenterServer
 
@@ -221,7 +223,7 @@ class CenterNode:
         s, resumed = self.settings, base.round_idx >= 0
         wait_s = s.rejoin_timeout_s if resumed else s.start_timeout_s
         center = self.dep.center(participants=self.participants, start_timeout_s=wait_s)
-        center.run_id = f"{base.run_name}.{base.epoch}"
+        center.run_id = term_run_id(base.run_name, base.epoch)
         if resumed:  # wait for the participants it had
             center.settings = replace(center.settings, start_clients=len(base.participants))
         return center
@@ -236,6 +238,8 @@ class CenterNode:
         )  # fmt: skip
         center.after_round = self._after_round(committer, outcome, base)
         center.ack_gate = committer.gate
+        if center.secure is not None:  # unmasking answered once the round is committed
+            center.secure.ack_gate = committer.gate
         outcome.save_s = committer.save_s
         params, opt_state = base.params, _opt_state(center, base)
         server = CenterServer(
@@ -256,6 +260,7 @@ class CenterNode:
                 outcome.result = run.result()
                 await asyncio.sleep(self.settings.linger_s)
             except BaseException:  # stop before the run says DONE: calls break, no reply
+                committer.fence = _stopped  # nor commit a round its broken calls closed
                 await server.abort()
                 raise
             finally:
@@ -322,10 +327,20 @@ async def follow(lease: SqlLease, settings: FailoverSettings) -> Takeover:
         await asyncio.sleep(settings.poll_s)
 
 
+def _stopped() -> float:
+    """The fence of a node that stopped serving: no validity left, nothing commits."""
+    return 0.0
+
+
 def _center_parts(center: Center, base: CenterSnapshot) -> list[StatePart]:
-    """The center's own state carried in its checkpoints (its DP budget), restored from
-    ``base`` where it holds them."""
+    """The center's own state carried in its checkpoints (its DP budget, the secure
+    aggregator's record: :mod:`~fedstrata.runtime.secagg_failover`, the downlink
+    encoder), restored from ``base`` where it holds them."""
     parts: list[StatePart] = [] if center.dp is None else [DpPart(center.dp)]
+    if center.secure is not None:
+        parts.append(SecAggPart(center.secure.aggregator))
+    if center.downlink is not None:  # resumed by Center.run's downlink.start
+        parts.append(DownlinkPart(center.downlink))
     for part in parts:
         if part.name in base.parts:
             part.restore(base.parts[part.name])
