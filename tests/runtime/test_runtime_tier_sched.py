@@ -6,6 +6,7 @@ simulator's."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -408,3 +409,32 @@ def test_the_edges_shares_partition_the_centers_cohort(data):
     assert len(flat) == len(set(flat))
     for e, share in zip(spec.edges, shares, strict=True):
         assert set(share) <= set(e.clients)
+
+
+@pytest.mark.parametrize("cohort", [3, 4], ids=["cohort3", "cohort4"])
+def test_a_scheduled_sample_runs_under_secure_aggregation_as_the_replay(tmp_path, cohort):
+    """Scheduling with sampling under two-tier secure aggregation: the center's
+    over-selected cohort is split across the edges, each edge runs its secure sum over
+    its selected members (one alone sits out, as in the simulator), and the simulator
+    replaying the record computes the deployment's model."""
+    url = tmp_path / "devices.db"
+    cfg = load_config(
+        overrides=[
+            *TREE, f"rounds.clients_per_round={cohort}", "scheduling.overselect=0.25",
+            "secagg.enabled=true", "secagg.dropout_rate=0", f"scheduling.registry_url={url}",
+        ]
+    )  # fmt: skip
+    check_supported(cfg)
+    dep = deployment(cfg)
+    out = asyncio.run(run_tree(dep, EDGES, profiles=_profiles(dep)))
+    assert [r.outcome.round_idx for r in out.result.rounds] == [0, 1]
+    assert all(r.schedule is not None for r in out.result.rounds)
+    with Registry.open(url) as reg:
+        h = reg.history()
+    assert len(h) == 2 * math.ceil(cohort * 1.25)  # every invited member, each round
+    replay = cfg.model_copy(
+        update={"scheduling": cfg.scheduling.model_copy(
+            update={"registry_url": None, "replay_url": str(url)}
+        )}
+    )  # fmt: skip
+    assert out.result.params.tobytes() == run(replay).simulation.params.tobytes()

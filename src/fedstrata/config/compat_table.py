@@ -133,9 +133,14 @@ def compatibility_table() -> str:
             "`scheduling.registry_url` (the link figures a "
             "client reports with its measured device profile). The runtime checkpoints "
             "as center nodes with standbys (`failover.enabled`, "
-            "docs/resilience-failover.md): `checkpoint` without them, or with `secagg` "
-            "(its state is not in the center's checkpoint yet), is refused there; "
-            "`failover.enabled` is refused by the simulators.",
+            "docs/resilience-failover.md): `checkpoint` without them is refused there; "
+            "`failover.enabled` is refused by the simulators. The runtime's one ✗, "
+            "`dropout` (`devices.dropout_rate`), is the simulator's model of clients "
+            "that drop out: a deployment's clients drop out for real (kill one; "
+            "docs/runtime.md). Of a `topology` section it refuses `mode: auto` (a tree "
+            "planned from the latency matrix of simulated sites; a deployment's tree is "
+            "its aggregator processes: write it as `topology.edges` or "
+            "`topology.regions`) and `edge_failure_rate` (simulated edge failures).",
             "",
             *_drivers(),
             "",
