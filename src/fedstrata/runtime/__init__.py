@@ -6,7 +6,7 @@ time. See ``docs/runtime.md``.
 """
 
 from fedstrata.runtime.aggregator import ParentLink, TierAggregator, TierReport
-from fedstrata.runtime.build import Deployment, check_supported, deployment
+from fedstrata.runtime.build import Deployment
 from fedstrata.runtime.center import (
     Center,
     CenterSettings,
@@ -27,6 +27,7 @@ from fedstrata.runtime.client import (
 )
 from fedstrata.runtime.guard import ServerLimits
 from fedstrata.runtime.link import GrpcLink
+from fedstrata.runtime.loader import deployment
 from fedstrata.runtime.security import (
     DevPki,
     TlsFiles,
@@ -35,6 +36,7 @@ from fedstrata.runtime.security import (
     make_dev_pki,
     new_token,
 )
+from fedstrata.runtime.support import check_supported
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
 from fedstrata.runtime.wire import CenterServer, WireCounter
 
