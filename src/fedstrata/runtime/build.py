@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fedstrata.aggregation import WeightedMean
 from fedstrata.builders import (
     aggregator,
     init_seed,
@@ -57,6 +56,7 @@ from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.aggregator import ParentLink, TierAggregator
 from fedstrata.runtime.build_client import client_agent
+from fedstrata.runtime.build_tiers import edge_center, over_tiers, tier_aggregator
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
 from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
 from fedstrata.runtime.downlink import DownlinkServer
@@ -65,14 +65,13 @@ from fedstrata.runtime.dp_methods import plateau_loss
 from fedstrata.runtime.fedeval_build import (
     FedEvalSetup,
     center_desk,
-    tier_desk,
 )
 from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_rounds import SecureRounds
-from fedstrata.runtime.secagg_tier import EdgeSecure, edge_rounds, outer_rounds
+from fedstrata.runtime.secagg_tier import outer_rounds
 from fedstrata.runtime.support import check_tiers
-from fedstrata.runtime.tier_combos import TierClients, check_tier_combos
-from fedstrata.runtime.tier_periods import TreeSpec, center_rule, partial_grace_s
+from fedstrata.runtime.tier_combos import check_tier_combos
+from fedstrata.runtime.tier_periods import TreeSpec, center_rule
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
@@ -80,7 +79,6 @@ if TYPE_CHECKING:
     from fedstrata.runtime.aggregator import Reconnect
     from fedstrata.runtime.monitor import TierMonitor
     from fedstrata.runtime.scheduling import CenterScheduler
-    from fedstrata.runtime.tier_sched import EdgeFollower
     from fedstrata.secagg import RingCodec, SecAggAggregator
 
 __all__ = [
@@ -229,24 +227,8 @@ class Deployment:
             center.dp = DpCenter(hooks, progress=progress)
         center.evaluation = center_desk(self, center)
         if participants is not None:
-            self._over_tiers(center)
+            over_tiers(self, center)
         return center
-
-    def _over_tiers(self, center: Center) -> None:
-        """Equip a center whose participants are aggregator tiers: ``min_clients`` over
-        the tiers' clients; under a topology, the grace for the edges' partials past the
-        deadline and, under ``scheduling``, the tree's scheduler (tier_sched.py)."""
-        cfg, r = self.config, self.config.rounds
-        center.tiers = TierClients(r.min_clients)
-        if cfg.topology.mode == "flat":
-            return
-        hops = 2 if cfg.topology.regions else 1  # edges under regions send up later
-        center.wait_grace_s = hops * partial_grace_s(r.deadline_s)
-        if cfg.scheduling.enabled:
-            from fedstrata.runtime.tier_sched import tree_scheduler  # deferred: SQLAlchemy
-
-            flops = self.trainer.flops_per_example
-            center.tree_sched = tree_scheduler(cfg, flops, self.size, self.num_clients)
 
     def _secure(
         self, allocator: BudgetAllocator | None = None, store: StoreFactory = MemoryStateStore
@@ -285,36 +267,11 @@ class Deployment:
         Raises:
             ConfigError: ``clients`` < 1.
         """
-        if clients < 1:
-            raise ConfigError(f"an aggregator tier needs clients >= 1, got {clients}")
-        cfg = self.config
-        check_tiers(cfg)
-        check_tier_combos(cfg, self.num_clients)
-        policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
-        settings = self._settings(chunk_bytes, 1, clients)
-        scheduler: CenterScheduler | EdgeFollower | None = None
-        if cfg.topology.mode == "flat":
-            scheduler = self._scheduler()  # sizes its own clients' work
-        elif cfg.scheduling.enabled:  # the center decides for the tree
-            from fedstrata.runtime.tier_sched import EdgeFollower  # deferred: SQLAlchemy
-
-            scheduler = EdgeFollower()
-        secure = self._secure()
-        center = Center(
-            dataclasses.replace(settings, start_timeout_s=start_timeout_s),
-            coordinator=RoundCoordinator(policy, selector=scheduler),
-            aggregator=WeightedMean() if secure is None else secure[1],
-            # unused: the parent applies
-            server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
-            codec=self.uplink_codec(),
-            downlink=self.downlink_server(),  # a relay of the parent's messages
-            scheduler=scheduler,
-        )
-        if secure is not None:
-            timeout = secagg_timeout_s or cfg.rounds.deadline_s or DEFAULT_SECAGG_TIMEOUT_S
-            center.secure = edge_rounds(secure[1], timeout)
-        center.evaluation = tier_desk(self, center)
-        return center
+        timeout_s = secagg_timeout_s or self.config.rounds.deadline_s or DEFAULT_SECAGG_TIMEOUT_S
+        return edge_center(
+            self, clients, chunk_bytes=chunk_bytes, start_timeout_s=start_timeout_s,
+            secagg_timeout_s=timeout_s,
+        )  # fmt: skip
 
     def tier(
         self,
@@ -331,31 +288,9 @@ class Deployment:
         cluster sum goes up as is), else it re-compresses its partial with
         :meth:`partial_codec`. Under ``topology.edges`` it is the edge ``node`` of that
         tree (None: the edge its clients belong to) and runs its periods."""
-        secure = center.secure
-        tree = (
-            None
-            if self.config.topology.mode == "flat"
-            else TreeSpec.of(self.config, self.num_clients)
+        return tier_aggregator(
+            self, parent, center, monitor, tier_id=tier_id, reconnect=reconnect, node=node
         )
-        if secure is None:
-            agg = TierAggregator(
-                parent, center, self.size, monitor, codec=self.partial_codec(),
-                tier_id=tier_id, reconnect=reconnect, tree=tree, node=node,
-            )  # fmt: skip
-        else:
-            edge = EdgeSecure.of(parent, secure.aggregator, secure)  # type: ignore[arg-type]
-            agg = TierAggregator(
-                parent, center, self.size, monitor,
-                tier_id=tier_id, reconnect=reconnect, secure=edge, tree=tree, node=node,
-            )  # fmt: skip
-        region = tree is not None and node is not None and tree.is_region(node)
-        if tree is not None and region:
-            tree.serve_region(center)  # its children are edge tiers
-        if tree is not None and self.config.scheduling.enabled:  # the center decides
-            from fedstrata.runtime.tier_sched import follow  # deferred: SQLAlchemy
-
-            agg.follower = follow(center, region=region)
-        return agg
 
     def partial_codec(self, spec: CompressionSpec | None = None) -> ChainCodec | None:
         """The codec a tier re-compresses its partial with (its own error feedback):
