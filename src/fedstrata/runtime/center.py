@@ -43,7 +43,7 @@ import dataclasses
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,7 +59,6 @@ from fedstrata.coordinator import (
 from fedstrata.coordinator.round_logic import server_step
 from fedstrata.core.clock import Clock, MonotonicClock
 from fedstrata.core.params import FloatVector
-from fedstrata.core.training import LocalPlan
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
 from fedstrata.runtime.center_io import receive_upload, serve_download, serve_session
@@ -79,6 +78,7 @@ from fedstrata.runtime.records import (
     dense_update_limit,
     encode_partial,
 )
+from fedstrata.runtime.round_steps import await_cohort, close_round, dispatch
 from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.streaming import Broadcast, apply_in_place
@@ -89,7 +89,7 @@ if TYPE_CHECKING:
     from fedstrata.runtime.fedeval import EvalDesk
     from fedstrata.runtime.scheduling import CenterScheduler
     from fedstrata.runtime.tier_sched import EdgeFollower
-    from fedstrata.runtime.tier_work import TierWork, TreeRole
+    from fedstrata.runtime.tier_work import TreeRole
 
 __all__ = [
     "Center",
@@ -329,11 +329,13 @@ class Center:
         self._intake = intake
         t = self.tree_sched
         work = None if t is None else t.start(round_idx, self.clock.now(), self.settings.plan)
-        self._dispatch(intake, task, work)
+        s, sched = self.settings, self.scheduler
+        dispatch(intake, self._sessions, s, scheduler=sched, tree_sched=t, relayed=task, work=work)
         if self.secure is not None:
             self.secure.open(intake, self.scheduler)  # before any await: no step precedes it
-        await self._await_cohort(rnd)
-        record = self._close(intake)
+        await await_cohort(rnd, s.round_timeout_s, self.wait_grace_s)
+        record = close_round(intake, self.clock, self.scheduler, self.tree_sched)
+        self._intake = None
         if self.secure is not None:
             await self.secure.unmask()
         if rnd.void is not None:  # an empty partial: a tier's parent fails this tier
@@ -353,51 +355,6 @@ class Center:
         self._finished = True
         for queue in self._sessions.values():
             queue.put_nowait(TaskSpec(TaskKind.DONE))
-
-    def _dispatch(
-        self, intake: RoundIntake, relayed: TaskSpec | None = None, work: TierWork | None = None
-    ) -> None:
-        s, rnd = self.settings, intake.rnd
-        plan = s.plan if relayed is None else relayed.plan
-        seed = s.root_seed if relayed is None else relayed.root_seed
-        deadline, partial = s.round_timeout_s, None
-        plans: Sequence[LocalPlan | None] = [plan] * len(rnd.cohort)
-        if self.scheduler is not None and plan is not None:
-            plans = self.scheduler.plans(rnd.round_idx, rnd.cohort, plan)
-            partial = self.scheduler.partial  # stop at the deadline, settle (settle.py)
-        if self.tree_sched is not None:  # the edges' terms (tier_sched.py)
-            partial = self.tree_sched.partial
-        for cid, own in zip(rnd.cohort, plans, strict=True):
-            queue = self._sessions.get(cid)
-            if queue is None:
-                intake.fail(cid, "disconnected before the round started")
-            else:
-                queue.put_nowait(TaskSpec(
-                    TaskKind.TRAIN, rnd.round_idx, seed, own, deadline, rnd.model.nbytes,
-                    rnd.run_id, partial, work,
-                ))  # fmt: skip
-        intake.check_done()
-
-    async def _await_cohort(self, rnd: OpenRound) -> None:
-        try:
-            limit = self.settings.round_timeout_s
-            grace = None if limit is None else limit + self.wait_grace_s
-            async with asyncio.timeout(grace):
-                await rnd.done.wait()
-        except TimeoutError:
-            missing = sorted(rnd.members - rnd.resolved.keys())
-            log.warning("round %d: deadline passed; missing clients %s", rnd.round_idx, missing)
-
-    def _close(self, intake: RoundIntake) -> RoundRecord:
-        record = intake.close(self.clock.now())
-        self._intake = None
-        if self.scheduler is not None:
-            stats = self.scheduler.observe(intake.rnd.round_idx, record.outcome, self.clock.now())
-            record = dataclasses.replace(record, schedule=stats)
-        if self.tree_sched is not None:
-            stats = self.tree_sched.observe(intake.rnd.round_idx, self.clock.now())
-            record = dataclasses.replace(record, schedule=stats)
-        return record
 
     def _reject(self, round_idx: int, cid: int, reason: str) -> str:
         log.warning("round %d: rejected client %d: %s", round_idx, cid, reason)
