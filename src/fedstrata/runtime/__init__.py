@@ -18,13 +18,8 @@ from fedstrata.runtime.center import (
     decode_partial,
     encode_partial,
 )
-from fedstrata.runtime.client import (
-    Backoff,
-    CenterLink,
-    ClientAgent,
-    ClientReport,
-    decode_model,
-)
+from fedstrata.runtime.client import ClientAgent
+from fedstrata.runtime.client_link import Backoff, CenterLink, ClientReport, decode_model
 from fedstrata.runtime.guard import ServerLimits
 from fedstrata.runtime.link import GrpcLink
 from fedstrata.runtime.loader import deployment

@@ -60,7 +60,7 @@ from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, PayloadError, ProtocolError, TransportError
 from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
-from fedstrata.runtime.client import decode_model
+from fedstrata.runtime.client_link import decode_model
 from fedstrata.runtime.downlink import DownlinkAsk, local_model
 from fedstrata.runtime.fedeval_parts import relay_evaluation
 from fedstrata.runtime.partials import encode_compressed_partial

@@ -58,7 +58,8 @@ from fedstrata.runtime.aggregator import ParentLink, TierAggregator
 from fedstrata.runtime.build_client import client_agent
 from fedstrata.runtime.build_tiers import edge_center, over_tiers, tier_aggregator
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
-from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
+from fedstrata.runtime.client import ClientAgent
+from fedstrata.runtime.client_link import Backoff, CenterLink, Sleep
 from fedstrata.runtime.downlink import DownlinkServer
 from fedstrata.runtime.dp_center import DpCenter
 from fedstrata.runtime.dp_methods import plateau_loss

@@ -20,7 +20,8 @@ from fedstrata.core.context import derive_seed
 from fedstrata.core.state import MemoryStateStore
 from fedstrata.core.training import LocalData, Trainer
 from fedstrata.errors import ConfigError
-from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
+from fedstrata.runtime.client import ClientAgent
+from fedstrata.runtime.client_link import Backoff, CenterLink, Sleep
 from fedstrata.runtime.downlink import DownlinkReplica
 from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_client import SecureClient

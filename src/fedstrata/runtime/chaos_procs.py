@@ -19,7 +19,7 @@ from fedstrata.config import load_config
 from fedstrata.errors import FedstrataError, ProtocolError, TransportError
 from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S
 from fedstrata.runtime.chaos import AckLog, ChaosSpec
-from fedstrata.runtime.client import Backoff
+from fedstrata.runtime.client_link import Backoff
 from fedstrata.runtime.lease import LeaseTiming, SqlLease
 from fedstrata.runtime.link import GrpcLink
 from fedstrata.runtime.loader import deployment

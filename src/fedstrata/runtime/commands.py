@@ -12,7 +12,7 @@ from fedstrata.errors import ConfigError, TransportError
 from fedstrata.runtime.aggregator import Reconnect, TierReport
 from fedstrata.runtime.build import DEFAULT_BACKOFF, DEFAULT_START_TIMEOUT_S
 from fedstrata.runtime.center import RuntimeResult
-from fedstrata.runtime.client import Backoff, ClientReport
+from fedstrata.runtime.client_link import Backoff, ClientReport
 from fedstrata.runtime.link import GrpcLink
 from fedstrata.runtime.loader import deployment
 from fedstrata.runtime.monitor import center_monitoring, tier_monitoring
