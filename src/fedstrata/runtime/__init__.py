@@ -5,7 +5,7 @@ The only package that imports ``grpc``. The round logic is the simulator's
 time. See ``docs/runtime.md``.
 """
 
-from fedstrata.runtime.aggregator import ParentLink, TierAggregator, TierReport
+from fedstrata.runtime.aggregator import TierAggregator
 from fedstrata.runtime.build import Deployment
 from fedstrata.runtime.center import (
     Center,
@@ -23,6 +23,7 @@ from fedstrata.runtime.client_link import Backoff, CenterLink, ClientReport, dec
 from fedstrata.runtime.guard import ServerLimits
 from fedstrata.runtime.link import GrpcLink
 from fedstrata.runtime.loader import deployment
+from fedstrata.runtime.parent_link import ParentLink, TierReport
 from fedstrata.runtime.security import (
     DevPki,
     TlsFiles,

@@ -54,7 +54,7 @@ from fedstrata.core.training import LocalData, Trainer, TrainerFactory
 from fedstrata.errors import ConfigError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
-from fedstrata.runtime.aggregator import ParentLink, TierAggregator
+from fedstrata.runtime.aggregator import TierAggregator
 from fedstrata.runtime.build_client import client_agent
 from fedstrata.runtime.build_tiers import edge_center, over_tiers, tier_aggregator
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
@@ -77,8 +77,8 @@ from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
     from fedstrata.privacy import BudgetAllocator
-    from fedstrata.runtime.aggregator import Reconnect
     from fedstrata.runtime.monitor import TierMonitor
+    from fedstrata.runtime.parent_link import ParentLink, Reconnect
     from fedstrata.runtime.scheduling import CenterScheduler
     from fedstrata.secagg import RingCodec, SecAggAggregator
 

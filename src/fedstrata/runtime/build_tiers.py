@@ -20,18 +20,19 @@ from fedstrata.aggregation import WeightedMean
 from fedstrata.builders import server_optimizer
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
 from fedstrata.errors import ConfigError
-from fedstrata.runtime.aggregator import ParentLink, TierAggregator
+from fedstrata.runtime.aggregator import TierAggregator
 from fedstrata.runtime.center import Center
 from fedstrata.runtime.fedeval_build import tier_desk
+from fedstrata.runtime.parent_link import ParentLink
 from fedstrata.runtime.secagg_tier import EdgeSecure, edge_rounds
 from fedstrata.runtime.support import check_tiers
 from fedstrata.runtime.tier_combos import TierClients, check_tier_combos
 from fedstrata.runtime.tier_periods import TreeSpec, partial_grace_s
 
 if TYPE_CHECKING:
-    from fedstrata.runtime.aggregator import Reconnect
     from fedstrata.runtime.build import Deployment
     from fedstrata.runtime.monitor import TierMonitor
+    from fedstrata.runtime.parent_link import Reconnect
     from fedstrata.runtime.scheduling import CenterScheduler
     from fedstrata.runtime.tier_sched import EdgeFollower
 

@@ -18,7 +18,7 @@ fails with :class:`~fedstrata.errors.TransportError` (the caller's backoff then
 applies). Each switch is logged at WARNING and counted in :attr:`FailoverLink.switches`.
 
 It has the methods of :class:`~fedstrata.runtime.client_link.CenterLink` and
-:class:`~fedstrata.runtime.aggregator.ParentLink`; every call goes to the target of
+:class:`~fedstrata.runtime.parent_link.ParentLink`; every call goes to the target of
 the current session.
 """
 
