@@ -306,7 +306,7 @@ class Deployment:
     def _scheduler(self) -> CenterScheduler | None:
         if not self.config.scheduling.enabled:
             return None
-        from fedstrata.runtime.scheduling import center_scheduler  # deferred: SQLAlchemy
+        from fedstrata.runtime.sched_build import center_scheduler  # deferred: SQLAlchemy
 
         flops = self.trainer.flops_per_example
         return center_scheduler(self.config, flops, self.size, self.num_clients)
@@ -360,7 +360,7 @@ class Deployment:
         ``backoff`` (jitter seeded by the run seed and ``client_id``); ``sleep``
         awaits the delays (tests inject a fake). Under ``scheduling`` it reports
         ``profile`` to the center (default: this device measured at start-up,
-        :func:`~fedstrata.runtime.scheduling.client_profile`).
+        :func:`~fedstrata.runtime.sched_build.client_profile`).
 
         Raises:
             ConfigError: ``client_id`` is not a client of the federation.

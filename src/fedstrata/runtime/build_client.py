@@ -81,9 +81,9 @@ def device_profile(
     dep: Deployment, trainer: Trainer, data: LocalData, client_id: int
 ) -> DeviceReport | None:
     """This device measured at start-up, for the scheduler or FedBuff's registry
-    (:func:`~fedstrata.runtime.scheduling.client_profile`); None when neither is on."""
+    (:func:`~fedstrata.runtime.sched_build.client_profile`); None when neither is on."""
     if not (dep.config.scheduling.enabled or dep.config.scheduling.registry_url):
         return None  # a profile for the scheduler, or FedBuff's registry
-    from fedstrata.runtime.scheduling import client_profile  # deferred: SQLAlchemy
+    from fedstrata.runtime.sched_build import client_profile  # deferred: SQLAlchemy
 
     return client_profile(dep.config, trainer, data, client_id)
