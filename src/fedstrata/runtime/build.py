@@ -167,7 +167,7 @@ class Deployment:
         if cfg.scheduling.async_.enabled:
             if participants is not None:
                 raise ConfigError("FedBuff (scheduling.async) with aggregator tiers is not built")
-            from fedstrata.runtime.fedbuff import buffered_center  # deferred: SQLAlchemy
+            from fedstrata.runtime.fedbuff_build import buffered_center  # deferred: SQLAlchemy
 
             buffered = buffered_center(
                 cfg, self._settings(chunk_bytes, min_available or r.min_clients, self.num_clients),

@@ -3,19 +3,20 @@
 :func:`check_supported` refuses a configuration whose features the runtime does not
 carry, each with its reason (the runtime's set is
 :data:`fedstrata.config.compat.RUNTIME`, declared beside the simulator's;
-docs/compatibility.md); :func:`check_tiers` refuses what aggregator tiers cannot run.
+docs/compatibility.md); :func:`check_tiers` refuses what aggregator tiers cannot run,
+:func:`buffered_refusal` what the runtime's FedBuff cannot.
 Both only read the configuration: they build nothing.
 """
 
 from __future__ import annotations
 
 from fedstrata.config import FedConfig
-from fedstrata.config.compat import RUNTIME, refusal
+from fedstrata.config.compat import RUNTIME, driver_for, refusal
 from fedstrata.config.failover import runtime_refusal
 from fedstrata.errors import ConfigError
 from fedstrata.runtime.tier_periods import tree_refusal
 
-__all__ = ["check_supported", "check_tiers"]
+__all__ = ["buffered_refusal", "check_supported", "check_tiers"]
 
 
 def check_tiers(cfg: FedConfig) -> None:
@@ -51,8 +52,6 @@ def check_supported(config: FedConfig) -> None:
     """
     why = refusal(config, RUNTIME) or runtime_refusal(config) or tree_refusal(config)
     if why is None and config.scheduling.async_.enabled:
-        from fedstrata.runtime.fedbuff import buffered_refusal  # deferred: SQLAlchemy
-
         why = buffered_refusal(config)
     if why is None and config.scheduling.replay_url is not None:
         why = (
@@ -62,3 +61,9 @@ def check_supported(config: FedConfig) -> None:
         )
     if why is not None:
         raise ConfigError(why)
+
+
+def buffered_refusal(config: FedConfig) -> str | None:
+    """Why the runtime cannot run ``config``'s FedBuff (None: it can): what the FedBuff
+    simulator refuses (the runtime's FedBuff carries all the simulator's does)."""
+    return refusal(config, driver_for(config))
