@@ -135,7 +135,7 @@ def _ports(n: int) -> list[str]:
 def test_a_standby_center_spends_on_from_the_committed_epsilon(tmp_path):
     """Issue 15: ε spent is never lost at a failover. The standby restores the budget
     from the checkpoint's DP part and ends the run at the uninterrupted run's ε."""
-    from fedstrata.runtime.client import Backoff
+    from fedstrata.runtime.client_link import Backoff
     from fedstrata.runtime.failover import CenterSnapshot
     from fedstrata.runtime.lease import LeaseTiming, SqlLease
     from fedstrata.runtime.relink import FailoverLink

@@ -25,7 +25,7 @@ from fedstrata.monitoring import RunStore
 from fedstrata.monitoring.catalogue import federation_metrics
 from fedstrata.monitoring.report import render_report
 from fedstrata.runtime import GrpcLink, TokenTable, check_supported, deployment
-from fedstrata.runtime.client import Backoff
+from fedstrata.runtime.client_link import Backoff
 from fedstrata.runtime.failover import CenterSnapshot
 from fedstrata.runtime.lease import SqlLease
 from fedstrata.runtime.node_command import failover_settings, run_center_node

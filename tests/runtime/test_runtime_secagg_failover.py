@@ -20,7 +20,7 @@ from fedstrata.config import load_config
 from fedstrata.core.state import MemoryStateStore
 from fedstrata.errors import CheckpointCorrupt, TransportError
 from fedstrata.runtime import GrpcLink, TokenTable, deployment
-from fedstrata.runtime.client import Backoff
+from fedstrata.runtime.client_link import Backoff
 from fedstrata.runtime.client_terms import ResidualTerms
 from fedstrata.runtime.failover import CenterSnapshot
 from fedstrata.runtime.lease import LeaseTiming, SqlLease

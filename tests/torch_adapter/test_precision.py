@@ -84,7 +84,7 @@ def test_the_config_reaches_the_trainer_and_the_runtime() -> None:
     )
     dataset = make_federated("digits", partition="iid", num_clients=4, seed=0)
     assert trainer_factory(cfg, dataset)().precision.mode is Precision.BF16  # type: ignore[attr-defined]
-    from fedstrata.runtime.build import deployment
+    from fedstrata.runtime.loader import deployment
 
     deploy = deployment(cfg)
     assert deploy.factory().precision.mode is Precision.BF16  # type: ignore[attr-defined]

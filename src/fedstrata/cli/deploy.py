@@ -294,7 +294,7 @@ def client_cmd(
     import asyncio
 
     _setup_logging(verbose)
-    from fedstrata.runtime.client import Backoff
+    from fedstrata.runtime.client_link import Backoff
     from fedstrata.runtime.commands import run_client
 
     try:

@@ -5,8 +5,8 @@ The only package that imports ``grpc``. The round logic is the simulator's
 time. See ``docs/runtime.md``.
 """
 
-from fedstrata.runtime.aggregator import ParentLink, TierAggregator, TierReport
-from fedstrata.runtime.build import Deployment, check_supported, deployment
+from fedstrata.runtime.aggregator import TierAggregator
+from fedstrata.runtime.build import Deployment
 from fedstrata.runtime.center import (
     Center,
     CenterSettings,
@@ -18,15 +18,12 @@ from fedstrata.runtime.center import (
     decode_partial,
     encode_partial,
 )
-from fedstrata.runtime.client import (
-    Backoff,
-    CenterLink,
-    ClientAgent,
-    ClientReport,
-    decode_model,
-)
+from fedstrata.runtime.client import ClientAgent
+from fedstrata.runtime.client_link import Backoff, CenterLink, ClientReport, decode_model
 from fedstrata.runtime.guard import ServerLimits
 from fedstrata.runtime.link import GrpcLink
+from fedstrata.runtime.loader import deployment
+from fedstrata.runtime.parent_link import ParentLink, TierReport
 from fedstrata.runtime.security import (
     DevPki,
     TlsFiles,
@@ -35,6 +32,7 @@ from fedstrata.runtime.security import (
     make_dev_pki,
     new_token,
 )
+from fedstrata.runtime.support import check_supported
 from fedstrata.runtime.transport import ChunkPlan, Reassembler, iter_chunks
 from fedstrata.runtime.wire import CenterServer, WireCounter
 

@@ -47,22 +47,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, cast
 
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.compress.downlink import DownlinkMessage
 from fedstrata.coordinator.topology import Tier, TopologyNode
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
-from fedstrata.core.payload import Payload
 from fedstrata.errors import FedstrataError, PayloadError, ProtocolError, TransportError
 from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, encode_partial
-from fedstrata.runtime.client import decode_model
-from fedstrata.runtime.downlink import DownlinkAsk, local_model
+from fedstrata.runtime.client_link import decode_model
+from fedstrata.runtime.downlink import local_model
 from fedstrata.runtime.fedeval_parts import relay_evaluation
+from fedstrata.runtime.parent_link import NamedParentLink, ParentLink, Reconnect, TierReport
 from fedstrata.runtime.partials import encode_compressed_partial
 from fedstrata.runtime.secagg_tier import EdgeSecure
 from fedstrata.runtime.tier_combos import accepted_clients, lone_share
@@ -70,59 +69,11 @@ from fedstrata.runtime.tier_periods import TreeSpec, run_periods
 
 if TYPE_CHECKING:  # the monitor's module imports the recorder, which builds tiers
     from fedstrata.runtime.monitor import TierMonitor
-    from fedstrata.runtime.sched_reports import DeviceReport
-    from fedstrata.runtime.tier_work import MemberReport, TierFollower
+    from fedstrata.runtime.tier_work import TierFollower
 
-__all__ = ["ParentLink", "TierAggregator", "TierReport"]
+__all__ = ["TierAggregator"]
 
 log = logging.getLogger(__name__)
-
-
-Reconnect = Callable[[TransportError], Awaitable[bool]]
-"""Called when the parent connection broke: reconnect (after a backoff) and return
-True to register again, or False to give up (the error is then raised)."""
-
-
-class ParentLink(Protocol):
-    """What a tier needs from its connection to its parent (``GrpcLink`` has it)."""
-
-    def session(
-        self, live_clients: int = 0, *, profiles: Mapping[int, DeviceReport] | None = None
-    ) -> AsyncIterator[TaskSpec]: ...
-
-    async def download(self, round_idx: int) -> Payload: ...
-
-    async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes: ...
-
-    async def submit_partial(
-        self, round_idx: int, data: bytes, live_clients: int = 0, *,
-        reports: Sequence[MemberReport] = (),
-        profiles: Mapping[int, DeviceReport] | None = None,
-    ) -> tuple[bool, str]: ...  # fmt: skip
-
-    async def report_live(self, live_clients: int) -> None: ...
-
-    async def download_eval(self, round_idx: int) -> Payload: ...  # federated evaluation
-
-    async def submit_eval(self, round_idx: int, report: bytes) -> tuple[bool, str]: ...
-
-
-class NamedParentLink(ParentLink, Protocol):
-    """A parent link whose hello names the tier's node of the tree (``GrpcLink``,
-    ``FailoverLink``): the parent refuses a second tier claiming it."""
-
-    def session(
-        self, live_clients: int = 0, node: str = "", *,
-        profiles: Mapping[int, DeviceReport] | None = None,
-    ) -> AsyncIterator[TaskSpec]: ...  # fmt: skip
-
-
-@dataclass
-class TierReport:
-    """What a tier did: its rounds' records and the parent's refusals."""
-
-    rounds: list[RoundRecord] = field(default_factory=list)
-    refused: list[tuple[int, str]] = field(default_factory=list)
 
 
 class TierAggregator:

@@ -1,46 +1,39 @@
-"""Build the runtime's center and clients from a :class:`~fedstrata.config.FedConfig`.
+"""Build the runtime's center, tiers and clients from a :class:`~fedstrata.config.FedConfig`.
+
+:class:`Deployment` holds what one configuration builds (its trainer factory and where
+a client's data come from; loaded by :func:`~fedstrata.runtime.loader.deployment`) and
+builds from it the center (:meth:`Deployment.center`), an aggregator tier's two halves
+(:meth:`Deployment.edge`, :meth:`Deployment.tier`) and a client's agent
+(:meth:`Deployment.client`, assembled in :mod:`~fedstrata.runtime.build_client`).
 
 The same configuration drives the simulator (:func:`fedstrata.api.run`) and the
 runtime, so a deterministic configuration trains the same model under both; both use
 the shared builders of :mod:`fedstrata.builders` (the runtime imports neither the
-simulator nor :mod:`fedstrata.api`).
-
-With a task (``task:`` in the config, Issue 14 part 2) the center loads only its model
-factory (the parameter layout and the initial weights) and no data; each client loads
-its own data on its machine: ``task.local_data(DIR)`` for ``fedstrata client --data
-DIR``, else ``task.client_data(client_id)``. Without a task, every process builds the
-config's built-in dataset and a client trains on its partition. Uplink
-compression travels as the client's codec encoded it (error-feedback residuals live
-on the client). Differential privacy and secure aggregation (issue 13 parts 1-2) are
-built by :mod:`fedstrata.builders_privacy`, as in the simulator: each client its own
-ring codec, noise shares and protocol half; the center the protocol's server half
+simulator nor :mod:`fedstrata.api`). Uplink compression travels as the client's codec
+encoded it (error-feedback residuals live on the client). Differential privacy and
+secure aggregation (issue 13 parts 1-2) are built by :mod:`fedstrata.builders_privacy`,
+as in the simulator: each client its own ring codec, noise shares and protocol half;
+the center the protocol's server half
 (:class:`~fedstrata.runtime.secagg_session.SecureRounds`) and the DP hooks
 (:class:`~fedstrata.runtime.dp_center.DpCenter`). An explicit ``topology`` section
 runs as the simulator's tree (:mod:`fedstrata.runtime.tier_periods`). What the runtime
-does not run yet is refused by :func:`check_supported` (docs/compatibility.md).
+does not run yet is refused by :func:`~fedstrata.runtime.support.check_supported`
+(docs/compatibility.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from fedstrata.aggregation import WeightedMean
 from fedstrata.builders import (
     aggregator,
-    build_dataset,
     init_seed,
     local_plan,
-    resolve_task,
     server_optimizer,
-    trainer_factory,
 )
 from fedstrata.builders_dp import cohort_selector
 from fedstrata.builders_privacy import (
@@ -53,104 +46,51 @@ from fedstrata.builders_privacy import (
 )
 from fedstrata.compress import ChainCodec, CompressionSpec
 from fedstrata.config import FedConfig
-from fedstrata.config.compat import RUNTIME, refusal
-from fedstrata.config.failover import runtime_refusal
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
-from fedstrata.coordinator.round_logic import Weighting
 from fedstrata.core.clock import Clock
-from fedstrata.core.context import derive_seed
 from fedstrata.core.params import FloatVector
 from fedstrata.core.state import MemoryStateStore
 from fedstrata.core.training import LocalData, Trainer, TrainerFactory
 from fedstrata.errors import ConfigError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
-from fedstrata.runtime.aggregator import ParentLink, TierAggregator
+from fedstrata.runtime.aggregator import TierAggregator
+from fedstrata.runtime.build_client import client_agent
+from fedstrata.runtime.build_tiers import edge_center, over_tiers, tier_aggregator
 from fedstrata.runtime.center import Center, CenterSettings, dense_update_limit
-from fedstrata.runtime.client import Backoff, CenterLink, ClientAgent, Sleep
-from fedstrata.runtime.downlink import DownlinkReplica, DownlinkServer
+from fedstrata.runtime.client import ClientAgent
+from fedstrata.runtime.client_link import Backoff, CenterLink, Sleep
+from fedstrata.runtime.downlink import DownlinkServer
 from fedstrata.runtime.dp_center import DpCenter
 from fedstrata.runtime.dp_methods import plateau_loss
 from fedstrata.runtime.fedeval_build import (
     FedEvalSetup,
     center_desk,
-    split_deployment,
-    tier_desk,
 )
 from fedstrata.runtime.sched_reports import DeviceReport
-from fedstrata.runtime.secagg_client import SecureClient
 from fedstrata.runtime.secagg_rounds import SecureRounds
-from fedstrata.runtime.secagg_tier import EdgeSecure, edge_rounds, outer_rounds
-from fedstrata.runtime.tier_combos import TierClients, check_tier_combos
-from fedstrata.runtime.tier_periods import TreeSpec, center_rule, partial_grace_s, tree_refusal
+from fedstrata.runtime.secagg_tier import outer_rounds
+from fedstrata.runtime.support import check_tiers
+from fedstrata.runtime.tier_combos import check_tier_combos
+from fedstrata.runtime.tier_periods import TreeSpec, center_rule
 from fedstrata.runtime.transport import DEFAULT_CHUNK_BYTES, ChunkPlan
 
 if TYPE_CHECKING:
     from fedstrata.privacy import BudgetAllocator
-    from fedstrata.runtime.aggregator import Reconnect
     from fedstrata.runtime.monitor import TierMonitor
+    from fedstrata.runtime.parent_link import ParentLink, Reconnect
     from fedstrata.runtime.scheduling import CenterScheduler
-    from fedstrata.runtime.tier_sched import EdgeFollower
     from fedstrata.secagg import RingCodec, SecAggAggregator
-    from fedstrata.torch_adapter import Task
 
 __all__ = [
     "DEFAULT_BACKOFF",
     "DEFAULT_START_TIMEOUT_S",
     "Deployment",
-    "check_supported",
-    "deployment",
 ]
 
 DEFAULT_BACKOFF = Backoff()
 DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_SECAGG_TIMEOUT_S = 60.0
-
-
-def _check_tiers(cfg: FedConfig) -> None:
-    """Refuse what aggregator tiers cannot run (a reason each).
-
-    Raises:
-        ConfigError: central DP on tiers without a topology section (its Poisson
-            cohort is drawn over the federation, which such tiers do not do), or DP
-            without secure aggregation on them.
-    """
-    p = cfg.privacy
-    legacy = cfg.topology.mode == "flat"  # a topology's tiers report their clients
-    if p.enabled and legacy and (p.mechanism == "central" or not cfg.secagg.enabled):
-        raise ConfigError(
-            f"privacy.mechanism={p.mechanism!r} with aggregator tiers and no topology "
-            "section is not run by the deployment runtime: central DP samples a Poisson "
-            "cohort over the federation, which such tiers do not draw; write the tree as "
-            "a topology section (topology.mode: explicit), use privacy.mechanism="
-            "distributed with secagg.enabled, or connect the clients to the center"
-        )
-
-
-def check_supported(config: FedConfig) -> None:
-    """Refuse features the runtime does not carry (issue 12 part 3).
-
-    The runtime's supported set is :data:`fedstrata.config.compat.RUNTIME`, checked by
-    the same declaration as the simulator's (docs/compatibility.md); sections the
-    runtime does not read (``scheduling``, ``topology``, ...) are refused, never ignored.
-
-    Raises:
-        ConfigError: a feature the runtime does not run is enabled; the message names
-            its setting, its docs page and the reason.
-    """
-    why = refusal(config, RUNTIME) or runtime_refusal(config) or tree_refusal(config)
-    if why is None and config.scheduling.async_.enabled:
-        from fedstrata.runtime.fedbuff import buffered_refusal  # deferred: SQLAlchemy
-
-        why = buffered_refusal(config)
-    if why is None and config.scheduling.replay_url is not None:
-        why = (
-            "scheduling.replay_url (docs/scheduling.md) replays a deployment's recorded "
-            "allocations in the simulator; a deployment allocates from its own timings "
-            "(leave scheduling.replay_url unset for the runtime)"
-        )
-    if why is not None:
-        raise ConfigError(why)
 
 
 LocalSource = Callable[[int], LocalData]
@@ -221,13 +161,13 @@ class Deployment:
 
         Raises:
             ConfigError: tiers under a non-mergeable aggregator, or with what tiers
-                refuse (``_check_tiers``, :func:`~.tier_combos.check_tier_combos`).
+                refuse (:func:`~.support.check_tiers`, :func:`~.tier_combos.check_tier_combos`).
         """
         cfg, r = self.config, self.config.rounds
         if cfg.scheduling.async_.enabled:
             if participants is not None:
                 raise ConfigError("FedBuff (scheduling.async) with aggregator tiers is not built")
-            from fedstrata.runtime.fedbuff import buffered_center  # deferred: SQLAlchemy
+            from fedstrata.runtime.fedbuff_build import buffered_center  # deferred: SQLAlchemy
 
             buffered = buffered_center(
                 cfg, self._settings(chunk_bytes, min_available or r.min_clients, self.num_clients),
@@ -247,7 +187,7 @@ class Deployment:
             deadline = r.deadline_s if cfg.topology.mode == "flat" else None
             policy = RoundPolicy(None, 1, deadline, cfg.seed)
         if participants is not None:
-            _check_tiers(cfg)
+            check_tiers(cfg)
         if cfg.topology.mode != "flat":
             TreeSpec.of(cfg, self.num_clients).check_center(participants)
         allocator = distributed_allocator(cfg, self.num_clients)
@@ -288,24 +228,8 @@ class Deployment:
             center.dp = DpCenter(hooks, progress=progress)
         center.evaluation = center_desk(self, center)
         if participants is not None:
-            self._over_tiers(center)
+            over_tiers(self, center)
         return center
-
-    def _over_tiers(self, center: Center) -> None:
-        """Equip a center whose participants are aggregator tiers: ``min_clients`` over
-        the tiers' clients; under a topology, the grace for the edges' partials past the
-        deadline and, under ``scheduling``, the tree's scheduler (tier_sched.py)."""
-        cfg, r = self.config, self.config.rounds
-        center.tiers = TierClients(r.min_clients)
-        if cfg.topology.mode == "flat":
-            return
-        hops = 2 if cfg.topology.regions else 1  # edges under regions send up later
-        center.wait_grace_s = hops * partial_grace_s(r.deadline_s)
-        if cfg.scheduling.enabled:
-            from fedstrata.runtime.tier_sched import tree_scheduler  # deferred: SQLAlchemy
-
-            flops = self.trainer.flops_per_example
-            center.tree_sched = tree_scheduler(cfg, flops, self.size, self.num_clients)
 
     def _secure(
         self, allocator: BudgetAllocator | None = None, store: StoreFactory = MemoryStateStore
@@ -344,36 +268,11 @@ class Deployment:
         Raises:
             ConfigError: ``clients`` < 1.
         """
-        if clients < 1:
-            raise ConfigError(f"an aggregator tier needs clients >= 1, got {clients}")
-        cfg = self.config
-        _check_tiers(cfg)
-        check_tier_combos(cfg, self.num_clients)
-        policy = RoundPolicy(None, 1, cfg.rounds.deadline_s, cfg.seed)
-        settings = self._settings(chunk_bytes, 1, clients)
-        scheduler: CenterScheduler | EdgeFollower | None = None
-        if cfg.topology.mode == "flat":
-            scheduler = self._scheduler()  # sizes its own clients' work
-        elif cfg.scheduling.enabled:  # the center decides for the tree
-            from fedstrata.runtime.tier_sched import EdgeFollower  # deferred: SQLAlchemy
-
-            scheduler = EdgeFollower()
-        secure = self._secure()
-        center = Center(
-            dataclasses.replace(settings, start_timeout_s=start_timeout_s),
-            coordinator=RoundCoordinator(policy, selector=scheduler),
-            aggregator=WeightedMean() if secure is None else secure[1],
-            # unused: the parent applies
-            server_optimizer=server_optimizer(cfg.server, cfg.project_dir),
-            codec=self.uplink_codec(),
-            downlink=self.downlink_server(),  # a relay of the parent's messages
-            scheduler=scheduler,
-        )
-        if secure is not None:
-            timeout = secagg_timeout_s or cfg.rounds.deadline_s or DEFAULT_SECAGG_TIMEOUT_S
-            center.secure = edge_rounds(secure[1], timeout)
-        center.evaluation = tier_desk(self, center)
-        return center
+        timeout_s = secagg_timeout_s or self.config.rounds.deadline_s or DEFAULT_SECAGG_TIMEOUT_S
+        return edge_center(
+            self, clients, chunk_bytes=chunk_bytes, start_timeout_s=start_timeout_s,
+            secagg_timeout_s=timeout_s,
+        )  # fmt: skip
 
     def tier(
         self,
@@ -390,31 +289,9 @@ class Deployment:
         cluster sum goes up as is), else it re-compresses its partial with
         :meth:`partial_codec`. Under ``topology.edges`` it is the edge ``node`` of that
         tree (None: the edge its clients belong to) and runs its periods."""
-        secure = center.secure
-        tree = (
-            None
-            if self.config.topology.mode == "flat"
-            else TreeSpec.of(self.config, self.num_clients)
+        return tier_aggregator(
+            self, parent, center, monitor, tier_id=tier_id, reconnect=reconnect, node=node
         )
-        if secure is None:
-            agg = TierAggregator(
-                parent, center, self.size, monitor, codec=self.partial_codec(),
-                tier_id=tier_id, reconnect=reconnect, tree=tree, node=node,
-            )  # fmt: skip
-        else:
-            edge = EdgeSecure.of(parent, secure.aggregator, secure)  # type: ignore[arg-type]
-            agg = TierAggregator(
-                parent, center, self.size, monitor,
-                tier_id=tier_id, reconnect=reconnect, secure=edge, tree=tree, node=node,
-            )  # fmt: skip
-        region = tree is not None and node is not None and tree.is_region(node)
-        if tree is not None and region:
-            tree.serve_region(center)  # its children are edge tiers
-        if tree is not None and self.config.scheduling.enabled:  # the center decides
-            from fedstrata.runtime.tier_sched import follow  # deferred: SQLAlchemy
-
-            agg.follower = follow(center, region=region)
-        return agg
 
     def partial_codec(self, spec: CompressionSpec | None = None) -> ChainCodec | None:
         """The codec a tier re-compresses its partial with (its own error feedback):
@@ -429,17 +306,10 @@ class Deployment:
     def _scheduler(self) -> CenterScheduler | None:
         if not self.config.scheduling.enabled:
             return None
-        from fedstrata.runtime.scheduling import center_scheduler  # deferred: SQLAlchemy
+        from fedstrata.runtime.sched_build import center_scheduler  # deferred: SQLAlchemy
 
         flops = self.trainer.flops_per_example
         return center_scheduler(self.config, flops, self.size, self.num_clients)
-
-    def _profile(self, trainer: Trainer, data: LocalData, client_id: int) -> DeviceReport | None:
-        if not (self.config.scheduling.enabled or self.config.scheduling.registry_url):
-            return None  # a profile for the scheduler, or FedBuff's registry
-        from fedstrata.runtime.scheduling import client_profile  # deferred: SQLAlchemy
-
-        return client_profile(self.config, trainer, data, client_id)
 
     def downlink_server(self) -> DownlinkServer | None:
         """The center's half of downlink compression (None: off)."""
@@ -490,117 +360,12 @@ class Deployment:
         ``backoff`` (jitter seeded by the run seed and ``client_id``); ``sleep``
         awaits the delays (tests inject a fake). Under ``scheduling`` it reports
         ``profile`` to the center (default: this device measured at start-up,
-        :func:`~fedstrata.runtime.scheduling.client_profile`).
+        :func:`~fedstrata.runtime.sched_build.client_profile`).
 
         Raises:
             ConfigError: ``client_id`` is not a client of the federation.
             TaskError: the task's data function failed or returned unusable data.
         """
-        if not 0 <= client_id < self.num_clients:
-            raise ConfigError(f"client_id must be in [0, {self.num_clients}), got {client_id}")
-        data = self.local_data(client_id)
-        trainer = trainer or self.factory()
-        rng = np.random.default_rng(derive_seed(self.config.seed, 0, client_id, "reconnect"))
-        residuals = MemoryStateStore()  # kept across center terms (client_terms.py)
-        secure = self._secure(store=lambda: residuals)
-        pipe = self._pipeline(None if secure is None else secure[0], lambda: residuals)
-        weighting: Weighting = "uniform" if self.config.privacy.enabled else "examples"
-        agent = ClientAgent(
-            link,
-            client_id,
-            trainer,
-            data,
-            pipe,
-            backoff=backoff,
-            rng=rng,
-            sleep=sleep,
-            new_pipeline=functools.partial(self.client_pipeline, residuals),
-            downlink=DownlinkReplica() if self.config.downlink.enabled else None,
-            profile=profile or self._profile(trainer, data, client_id),
-            secure=None if secure is None else SecureClient(link, secure[1], weighting),  # type: ignore[arg-type]
-            residuals=residuals,
-        )
-        if self.fed_eval is not None:
-            agent.eval_data = self.fed_eval.eval_data(client_id)
-        return agent
-
-
-def deployment(
-    config: FedConfig, *, task: Task | str | None = None, data_dir: Path | None = None
-) -> Deployment:
-    """Build the trainer factory of ``config`` and where a client's data come from.
-
-    Imports torch. Nothing reads data here: with a task, the center never does; a
-    client reads its own in :meth:`Deployment.client`.
-
-    Args:
-        config: the configuration.
-        task: your task object or import string (default: ``config.task``).
-        data_dir: this client's data directory, read by ``task.local_data``.
-
-    Raises:
-        ConfigError: an unsupported feature, or ``data_dir`` without a task that has
-            ``local_data``.
-        TaskError: the task cannot be imported.
-        DataError: the built-in dataset cannot be built.
-    """
-    check_supported(config)
-    chosen = resolve_task(config, task)
-    if chosen is None:
-        if data_dir is not None:
-            raise ConfigError("--data needs a task with local_data (see docs/tasks.md)")
-        dataset = build_dataset(config.data)
-        factory = trainer_factory(config, dataset)
-        n = dataset.num_clients
-        largest = int(dataset.client_sizes().max())
-        dep = Deployment(
-            config, n, factory, factory(), dataset.client, lambda: dataset.test, largest
-        )
-        return split_deployment(dep, dataset=dataset)
-    factory = trainer_factory(config, None, chosen)
-    source = _task_source(chosen, data_dir)
-    test = _task_test(chosen)
-    dep = Deployment(config, _task_clients(config, chosen), factory, factory(), source, test)
-    return split_deployment(dep, task=chosen)
-
-
-def _task_test(task: Task) -> Callable[[], LocalData] | None:
-    """The task's central test set, loaded when first asked for (None without one)."""
-    from fedstrata.torch_adapter.data import call_data_fn  # deferred: torch
-
-    load = task.test_data
-    if load is None:
-        return None
-    return lambda: call_data_fn(load)
-
-
-def _task_clients(config: FedConfig, task: Task) -> int:
-    """The federation's size: ``task.num_clients``, else ``data.num_clients``."""
-    return task.num_clients if task.num_clients is not None else config.data.num_clients
-
-
-def _task_source(task: Task, data_dir: Path | None) -> LocalSource:
-    from fedstrata.torch_adapter.data import call_data_fn  # deferred: torch
-
-    if data_dir is not None:
-        read = task.local_data
-        if read is None:
-            raise ConfigError(
-                f"--data {data_dir}: task {task.name!r} has no local_data(path) to read it"
-            )
-        return lambda _cid: call_data_fn(read, data_dir)  # type: ignore[arg-type]
-    load = task.client_data
-    if load is None:
-        return _NoData(task.name)  # the center needs none; a client fails at start-up
-    return lambda cid: call_data_fn(load, cid)
-
-
-@dataclass(frozen=True)
-class _NoData:
-    task_name: str
-
-    def __call__(self, client_id: int) -> LocalData:
-        raise ConfigError(
-            f"task {self.task_name!r} has no client_data(client_id): give client {client_id} "
-            "its data directory with --data DIR (read by the task's local_data)"
+        return client_agent(
+            self, link, client_id, trainer, backoff=backoff, sleep=sleep, profile=profile
         )

@@ -43,7 +43,7 @@ import dataclasses
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,11 +59,10 @@ from fedstrata.coordinator import (
 from fedstrata.coordinator.round_logic import server_step
 from fedstrata.core.clock import Clock, MonotonicClock
 from fedstrata.core.params import FloatVector
-from fedstrata.core.training import LocalPlan
-from fedstrata.errors import ProtocolError, RunEndedError
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Codec, Pipeline
-from fedstrata.runtime.downlink import DownlinkAsk, DownlinkServer, kind_mismatch, serve_model
+from fedstrata.runtime.center_io import receive_upload, serve_download, serve_session
+from fedstrata.runtime.downlink import DownlinkAsk, DownlinkServer
 from fedstrata.runtime.dp_center import DpCenter
 from fedstrata.runtime.intake import RoundIntake
 from fedstrata.runtime.liveness import Roster
@@ -78,8 +77,8 @@ from fedstrata.runtime.records import (
     decode_partial,
     dense_update_limit,
     encode_partial,
-    submission_problem,
 )
+from fedstrata.runtime.round_steps import await_cohort, close_round, dispatch
 from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.secagg_rounds import SecureRounds
 from fedstrata.runtime.streaming import Broadcast, apply_in_place
@@ -90,7 +89,7 @@ if TYPE_CHECKING:
     from fedstrata.runtime.fedeval import EvalDesk
     from fedstrata.runtime.scheduling import CenterScheduler
     from fedstrata.runtime.tier_sched import EdgeFollower
-    from fedstrata.runtime.tier_work import TierWork, TreeRole
+    from fedstrata.runtime.tier_work import TreeRole
 
 __all__ = [
     "Center",
@@ -106,9 +105,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-_SUPERSEDED = TaskSpec(TaskKind.DONE)  # ends a session replaced by a reconnection
 
 
 class Center:
@@ -333,11 +329,13 @@ class Center:
         self._intake = intake
         t = self.tree_sched
         work = None if t is None else t.start(round_idx, self.clock.now(), self.settings.plan)
-        self._dispatch(intake, task, work)
+        s, sched = self.settings, self.scheduler
+        dispatch(intake, self._sessions, s, scheduler=sched, tree_sched=t, relayed=task, work=work)
         if self.secure is not None:
             self.secure.open(intake, self.scheduler)  # before any await: no step precedes it
-        await self._await_cohort(rnd)
-        record = self._close(intake)
+        await await_cohort(rnd, s.round_timeout_s, self.wait_grace_s)
+        record = close_round(intake, self.clock, self.scheduler, self.tree_sched)
+        self._intake = None
         if self.secure is not None:
             await self.secure.unmask()
         if rnd.void is not None:  # an empty partial: a tier's parent fails this tier
@@ -358,51 +356,6 @@ class Center:
         for queue in self._sessions.values():
             queue.put_nowait(TaskSpec(TaskKind.DONE))
 
-    def _dispatch(
-        self, intake: RoundIntake, relayed: TaskSpec | None = None, work: TierWork | None = None
-    ) -> None:
-        s, rnd = self.settings, intake.rnd
-        plan = s.plan if relayed is None else relayed.plan
-        seed = s.root_seed if relayed is None else relayed.root_seed
-        deadline, partial = s.round_timeout_s, None
-        plans: Sequence[LocalPlan | None] = [plan] * len(rnd.cohort)
-        if self.scheduler is not None and plan is not None:
-            plans = self.scheduler.plans(rnd.round_idx, rnd.cohort, plan)
-            partial = self.scheduler.partial  # stop at the deadline, settle (settle.py)
-        if self.tree_sched is not None:  # the edges' terms (tier_sched.py)
-            partial = self.tree_sched.partial
-        for cid, own in zip(rnd.cohort, plans, strict=True):
-            queue = self._sessions.get(cid)
-            if queue is None:
-                intake.fail(cid, "disconnected before the round started")
-            else:
-                queue.put_nowait(TaskSpec(
-                    TaskKind.TRAIN, rnd.round_idx, seed, own, deadline, rnd.model.nbytes,
-                    rnd.run_id, partial, work,
-                ))  # fmt: skip
-        intake.check_done()
-
-    async def _await_cohort(self, rnd: OpenRound) -> None:
-        try:
-            limit = self.settings.round_timeout_s
-            grace = None if limit is None else limit + self.wait_grace_s
-            async with asyncio.timeout(grace):
-                await rnd.done.wait()
-        except TimeoutError:
-            missing = sorted(rnd.members - rnd.resolved.keys())
-            log.warning("round %d: deadline passed; missing clients %s", rnd.round_idx, missing)
-
-    def _close(self, intake: RoundIntake) -> RoundRecord:
-        record = intake.close(self.clock.now())
-        self._intake = None
-        if self.scheduler is not None:
-            stats = self.scheduler.observe(intake.rnd.round_idx, record.outcome, self.clock.now())
-            record = dataclasses.replace(record, schedule=stats)
-        if self.tree_sched is not None:
-            stats = self.tree_sched.observe(intake.rnd.round_idx, self.clock.now())
-            record = dataclasses.replace(record, schedule=stats)
-        return record
-
     def _reject(self, round_idx: int, cid: int, reason: str) -> str:
         log.warning("round %d: rejected client %d: %s", round_idx, cid, reason)
         self.rejections.append((round_idx, cid, reason))
@@ -410,7 +363,7 @@ class Center:
 
     # ---- transport entry points (client ids already authenticated) -------------------
 
-    async def session(
+    def session(
         self,
         client_id: int,
         *,
@@ -420,55 +373,12 @@ class Center:
         node: str = "",
         profiles: Mapping[int, DeviceReport] | None = None,
     ) -> AsyncIterator[TaskSpec]:
-        """A client's session: yields its tasks until ``DONE``; ends fail it.
-
-        A new session of a client that still holds one (it reconnected before the
-        center saw the old connection break) supersedes the old one, which ends.
-        ``run_id``: the run the client last took part in (logged when it differs);
-        ``live_clients``: the clients a tier reaches (0: a client, which reaches one);
-        ``profile``: its device, for the scheduler; ``node``: a tier's node of the
-        tree ("": none); ``profiles``: an explicit tree's edge forwards its clients'
-        (for :attr:`tree_sched`).
-
-        Raises:
-            RunEndedError: the run is over.
-            NodeClaimedError: another live tier serves ``node``.
-        """
-        if self._finished:
-            raise RunEndedError(self._reject(-1, client_id, "the run is over"))
-        self.claims.claim(node, client_id)
-        old = self._sessions.get(client_id)
-        if old is not None:
-            log.warning("client %d reconnected; its previous session ends", client_id)
-            old.put_nowait(_SUPERSEDED)
-        if run_id and run_id != self.run_id:
-            log.info("client %d comes from run %s; this is run %s", client_id, run_id, self.run_id)
-        self._joined(client_id, profile)
-        if self.tree_sched is not None and profiles:
-            self.tree_sched.join(client_id, profiles)
-        queue: asyncio.Queue[TaskSpec] = asyncio.Queue()
-        self._sessions[client_id] = queue
-        self.roster.join(client_id, live_clients if live_clients > 0 else 1)
-        if self.evaluation is not None:
-            self.evaluation.joined(client_id, tier=live_clients > 0)
-        log.info(
-            "client %d connected (%d connected, %d clients reachable)",
-            client_id, len(self._sessions), self.roster.reachable,
+        """A client's session: yields its tasks until ``DONE``; ends fail it
+        (:func:`~fedstrata.runtime.center_io.serve_session`)."""
+        return serve_session(
+            self, client_id, run_id=run_id, live_clients=live_clients, profile=profile,
+            node=node, profiles=profiles,
         )  # fmt: skip
-        try:
-            while True:
-                task = await queue.get()
-                if task is _SUPERSEDED:
-                    return
-                yield task
-                if task.kind is TaskKind.DONE:
-                    return
-        finally:
-            if self._sessions.get(client_id) is queue:
-                del self._sessions[client_id]
-                self.roster.leave(client_id)
-                self.claims.release(node, client_id)
-            self._left(client_id)
 
     def _joined(self, client_id: int, profile: DeviceReport | None) -> None:
         """A client connected with its device ``profile``: tell the scheduler."""
@@ -495,59 +405,14 @@ class Center:
     def download(
         self, client_id: int, round_idx: int, run_id: str = "", ask: DownlinkAsk | None = None
     ) -> tuple[int, AsyncIterator[bytes]]:
-        """The open round's model for a selected client: (total bytes, chunks); under
-        downlink compression (``ask``) the message that brings it up to date.
-
-        Raises:
-            ProtocolError: another run, no such open round, the client was not
-                selected, or it asked for the other kind of download than the run's.
-        """
-        rnd = None if self._intake is None else self._intake.rnd
-        if run_id != self.run_id:
-            why = f"download for run {run_id or '(none)'}; this is run {self.run_id}"
-            raise ProtocolError(self._reject(round_idx, client_id, why))
-        if rnd is None or rnd.round_idx != round_idx or client_id not in rnd.members:
-            raise ProtocolError(
-                self._reject(round_idx, client_id, f"no model of round {round_idx} for it")
-            )
-        mismatch = kind_mismatch(ask, self.downlink)
-        if mismatch is not None:  # a client of another configuration
-            if self._intake is not None:
-                self._intake.fail(client_id, mismatch)
-            raise ProtocolError(self._reject(round_idx, client_id, mismatch))
-        total, chunks = serve_model(rnd.model, self.downlink, ask, self.settings.chunks)
-        rnd.bytes_down += total
-        return total, chunks
+        """The open round's model for a selected client: (total bytes, chunks)
+        (:func:`~fedstrata.runtime.center_io.serve_download`)."""
+        return serve_download(self, client_id, round_idx, run_id, ask)
 
     async def submit(self, header: UploadHeader, chunks: AsyncIterator[bytes]) -> tuple[bool, str]:
-        """Receive one update; returns (accepted, reason). Never raises for bad input."""
-        cid, intake = header.client_id, self._intake
-        if header.partial and header.run_id in (self.run_id, ""):  # "": no task seen yet
-            self.roster.report(cid, header.live_clients)
-            if header.total_bytes == 0:  # a tier's report of its clients, no partial
-                self._tree_reports(cid, header)  # under secure aggregation (tier_sched.py)
-                return True, ""
-        rnd = None if intake is None else intake.rnd
-        mergeable = bool(getattr(self.aggregator, "mergeable", False))
-        problem = submission_problem(rnd, header, self.run_id, mergeable=mergeable)
-        if problem is not None or intake is None:
-            return False, self._reject(header.round_idx, cid, problem or "no round is open")
-        start = self.clock.now()
-        accepted, why = await intake.submit(header, chunks)
-        if accepted and header.partial:
-            self._tree_reports(cid, header)
-        if self.scheduler is not None:
-            up_s = self.clock.now() - start
-            self.scheduler.arrived(cid, header.timings, up_s, header.metrics, header.round_idx)
-        if accepted and self.ack_gate is not None:  # replied once the round is committed
-            return await self.ack_gate.wait(header.round_idx)
-        return accepted, why
-
-    def _tree_reports(self, cid: int, header: UploadHeader) -> None:
-        """A scheduled tree's tier reported its members and its clients' devices."""
-        if self.tree_sched is not None:
-            self.tree_sched.reported(header.round_idx, header.reports)
-            self.tree_sched.join(cid, dict(header.profiles))
+        """Receive one update; returns (accepted, reason). Never raises for bad input
+        (:func:`~fedstrata.runtime.center_io.receive_upload`)."""
+        return await receive_upload(self, header, chunks)
 
 
 _STREAM_MEAN = WeightedMean(sum_dtype="float32")

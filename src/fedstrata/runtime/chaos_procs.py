@@ -17,11 +17,12 @@ from typing import Any
 from fedstrata.checkpoint import Checkpointer, Tier, open_store
 from fedstrata.config import load_config
 from fedstrata.errors import FedstrataError, ProtocolError, TransportError
-from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S, deployment
+from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S
 from fedstrata.runtime.chaos import AckLog, ChaosSpec
-from fedstrata.runtime.client import Backoff
+from fedstrata.runtime.client_link import Backoff
 from fedstrata.runtime.lease import LeaseTiming, SqlLease
 from fedstrata.runtime.link import GrpcLink
+from fedstrata.runtime.loader import deployment
 from fedstrata.runtime.relink import FailoverLink, NoTargetError
 from fedstrata.runtime.security import DevPki, TokenTable
 from fedstrata.runtime.standby import CenterNode, FailoverSettings

@@ -41,11 +41,11 @@ import numpy as np
 from fedstrata.checkpoint import open_store
 from fedstrata.config import load_config
 from fedstrata.errors import TransportError
-from fedstrata.runtime.build import deployment
 from fedstrata.runtime.chaos import AckLog, ChaosSpec, lost_acks
 from fedstrata.runtime.chaos_procs import center_main, client_main, edge_main
 from fedstrata.runtime.failover import CenterSnapshot
 from fedstrata.runtime.lease import SqlLease
+from fedstrata.runtime.loader import deployment
 from fedstrata.runtime.security import make_dev_pki, new_token
 
 __all__ = ["ChaosPlan", "ChaosResult", "Federation", "run_chaos"]

@@ -2,9 +2,9 @@
 
 :class:`ClientAgent` wraps a :class:`~fedstrata.core.Trainer`, the client's local data
 and (optionally) the uplink :class:`~fedstrata.pipeline.Pipeline`. It talks to the
-center through a :class:`CenterLink` — :class:`~fedstrata.runtime.link.GrpcLink` in
-deployment. Training runs in a worker thread so the event loop keeps serving the
-session's keepalives.
+center through a :class:`~fedstrata.runtime.client_link.CenterLink` —
+:class:`~fedstrata.runtime.link.GrpcLink` in deployment. Training runs in a worker
+thread so the event loop keeps serving the session's keepalives.
 
 Ownership and cancellation: :meth:`ClientAgent.run` owns the session for its whole
 life and returns when the center says the run is over; cancelling it closes the
@@ -12,11 +12,11 @@ session, which the center treats as the client leaving.
 
 Liveness: when the connection breaks (:class:`~fedstrata.errors.TransportError`), the
 agent reconnects (``CenterLink.reconnect``) after an exponential backoff with jitter
-(:class:`Backoff`; the random source and the sleep are injected) and opens a new
-session. The center has failed it in the round it was cut from; it is selectable again
-from the next round. ``Backoff.attempts`` consecutive failures give up: :meth:`run`
-raises a :class:`~fedstrata.errors.TransportError` that says so (the CLI exits non-zero
-with it). Every backoff is logged (WARNING).
+(:class:`~fedstrata.runtime.client_link.Backoff`; the random source and the sleep are
+injected) and opens a new session. The center has failed it in the round it was cut
+from; it is selectable again from the next round. ``Backoff.attempts`` consecutive
+failures give up: :meth:`run` raises a :class:`~fedstrata.errors.TransportError` that
+says so (the CLI exits non-zero with it). Every backoff is logged (WARNING).
 
 Partial work: a task with :class:`~fedstrata.runtime.sched_reports.PartialWork` terms
 (deadline scheduling) is trained step by step against its deadline, stopped when the
@@ -36,19 +36,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable
 
 import numpy as np
 
 from fedstrata.core.context import RoundContext
 from fedstrata.core.params import FloatVector
-from fedstrata.core.payload import CodecId, Payload
+from fedstrata.core.payload import Payload
 from fedstrata.core.state import MemoryStateStore
 from fedstrata.core.training import LocalData, Trainer
 from fedstrata.errors import (
-    ConfigError,
     PayloadError,
     ProtocolError,
     RunEndedError,
@@ -57,102 +54,17 @@ from fedstrata.errors import (
 from fedstrata.pipeline.dense import DenseCodec
 from fedstrata.pipeline.stage import Pipeline
 from fedstrata.runtime.center import TaskKind, TaskSpec
+from fedstrata.runtime.client_link import Backoff, CenterLink, ClientReport, Sleep, decode_model
 from fedstrata.runtime.client_terms import ResidualTerms
-from fedstrata.runtime.downlink import DownlinkAsk, DownlinkReplica
+from fedstrata.runtime.downlink import DownlinkReplica
 from fedstrata.runtime.fedeval_parts import answer_evaluation
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
 from fedstrata.runtime.secagg_client import Prepared, SecureClient
 from fedstrata.runtime.settle import LocalOutcome, LocalTraining, StopRule
 
-__all__ = ["Backoff", "CenterLink", "ClientAgent", "ClientReport", "decode_model"]
+__all__ = ["ClientAgent"]
 
 log = logging.getLogger(__name__)
-
-
-class CenterLink(Protocol):
-    """The transport seam: what a client agent needs from its connection."""
-
-    def session(
-        self, live_clients: int = 0, profile: DeviceReport | None = None
-    ) -> AsyncIterator[TaskSpec]: ...
-
-    async def download(self, round_idx: int) -> Payload: ...
-
-    async def download_downlink(self, round_idx: int, ask: DownlinkAsk) -> bytes:
-        """The downlink message for a client holding ``ask.version``."""
-        ...
-
-    async def submit(
-        self,
-        round_idx: int,
-        payload: Payload,
-        num_examples: int,
-        metrics: Mapping[str, float],
-        timings: RoundTimings | None = None,
-    ) -> tuple[bool, str]: ...
-
-    async def reconnect(self) -> None:
-        """Drop the connection (if any is left) and open a new one."""
-        ...
-
-    async def download_eval(self, round_idx: int) -> Payload: ...  # federated evaluation
-
-    async def submit_eval(self, round_idx: int, report: bytes) -> tuple[bool, str]: ...
-
-
-Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Reconnection policy: exponential backoff with "equal jitter".
-
-    Attempt ``k`` (0-based) waits a uniform draw in ``[d/2, d]``, ``d = min(max_s,
-    base_s * 2**k)``. Attributes: ``attempts`` consecutive failed connections before
-    giving up (0: never reconnect); ``base_s`` and ``max_s`` in seconds.
-
-    Raises:
-        ConfigError: a negative count or a non-positive delay, or ``max_s < base_s``.
-    """
-
-    attempts: int = 6
-    base_s: float = 0.5
-    max_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 0:
-            raise ConfigError(f"Backoff.attempts must be >= 0, got {self.attempts}")
-        if not 0 < self.base_s <= self.max_s:
-            raise ConfigError(
-                f"Backoff needs 0 < base_s <= max_s, got base_s={self.base_s}, max_s={self.max_s}"
-            )
-
-    def delay_s(self, attempt: int, rng: np.random.Generator) -> float:
-        """Seconds to wait before reconnection attempt ``attempt`` (0-based)."""
-        cap = min(self.max_s, self.base_s * 2.0**attempt)
-        return float(rng.uniform(cap / 2, cap))
-
-
-@dataclass
-class ClientReport:
-    """What a client agent did: rounds trained, the center's refusals, reconnections."""
-
-    rounds: list[int] = field(default_factory=list)
-    refused: list[tuple[int, str]] = field(default_factory=list)
-    reconnects: list[tuple[float, str]] = field(default_factory=list)
-
-
-def decode_model(payload: Payload, size: int) -> FloatVector:
-    """The float32 model carried by a broadcast payload.
-
-    Raises:
-        PayloadError: not a model payload, or of the wrong size.
-    """
-    if payload.codec != CodecId.MODEL_F32 or payload.params:
-        raise PayloadError(f"expected a model payload, got codec {payload.codec.name}")
-    if len(payload.body) != 4 * size:
-        raise PayloadError(f"model payload has {len(payload.body)} bytes, expected {4 * size}")
-    return np.frombuffer(payload.body, dtype="<f4").astype(np.float32)
 
 
 class ClientAgent:

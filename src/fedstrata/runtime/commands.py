@@ -9,12 +9,13 @@ from pathlib import Path
 
 from fedstrata.config import FedConfig
 from fedstrata.errors import ConfigError, TransportError
-from fedstrata.runtime.aggregator import Reconnect, TierReport
-from fedstrata.runtime.build import DEFAULT_BACKOFF, DEFAULT_START_TIMEOUT_S, deployment
+from fedstrata.runtime.build import DEFAULT_BACKOFF, DEFAULT_START_TIMEOUT_S
 from fedstrata.runtime.center import RuntimeResult
-from fedstrata.runtime.client import Backoff, ClientReport
+from fedstrata.runtime.client_link import Backoff, ClientReport
 from fedstrata.runtime.link import GrpcLink
+from fedstrata.runtime.loader import deployment
 from fedstrata.runtime.monitor import center_monitoring, tier_monitoring
+from fedstrata.runtime.parent_link import Reconnect, TierReport
 from fedstrata.runtime.recorder import RunRecorder
 from fedstrata.runtime.relink import FailoverLink, NoTargetError
 from fedstrata.runtime.security import TlsFiles, TokenTable, make_dev_pki, new_token

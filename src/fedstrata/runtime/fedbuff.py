@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,9 +46,6 @@ from numpy.typing import NDArray
 
 from fedstrata.aggregation.mean import WeightedMean
 from fedstrata.algorithms.server import ServerOptimizer
-from fedstrata.builders import aggregator, server_optimizer
-from fedstrata.config import FedConfig
-from fedstrata.config.compat import driver_for, refusal
 from fedstrata.coordinator import (
     Accept,
     Buffering,
@@ -69,7 +66,7 @@ from fedstrata.core.update import check_update
 from fedstrata.errors import ConfigError, FedstrataError, ProtocolError
 from fedstrata.pipeline.stage import Codec
 from fedstrata.runtime.center import Center
-from fedstrata.runtime.downlink import DownlinkAsk, DownlinkServer, kind_mismatch
+from fedstrata.runtime.downlink import DownlinkAsk, kind_mismatch
 from fedstrata.runtime.fedbuff_downlink import VersionedDownlink
 from fedstrata.runtime.fedbuff_registry import ProfileWriter
 from fedstrata.runtime.records import CenterSettings, RuntimeResult, TaskKind, TaskSpec
@@ -77,9 +74,9 @@ from fedstrata.runtime.records import UploadHeader as Header
 from fedstrata.runtime.sched_reports import DeviceReport
 from fedstrata.runtime.streaming import Broadcast, paced
 from fedstrata.runtime.transport import Reassembler, iter_chunks
-from fedstrata.scheduling import FedBuffConfig, FedBuffServer
+from fedstrata.scheduling import FedBuffServer
 
-__all__ = ["BufferedCenter", "BufferedStep", "buffered_center", "buffered_refusal"]
+__all__ = ["BufferedCenter", "BufferedStep"]
 
 log = logging.getLogger(__name__)
 
@@ -348,53 +345,6 @@ class BufferedCenter(Center):
             return True, ""
         reason = next((getattr(c, "reason", "") for c in commands), "rejected")
         return False, self._reject(seq, flight.client_id, str(reason))
-
-
-def buffered_refusal(config: FedConfig) -> str | None:
-    """Why the runtime cannot run ``config``'s FedBuff (None: it can): what the FedBuff
-    simulator refuses (the runtime's FedBuff carries all the simulator's does)."""
-    return refusal(config, driver_for(config))
-
-
-def buffered_center(
-    config: FedConfig,
-    settings: CenterSettings,
-    *,
-    num_clients: int,
-    size: int,
-    codec: Codec,
-    clock: Clock | None,
-    start_timeout_s: float | None,
-) -> BufferedCenter:
-    """The buffered center of ``config`` (``scheduling.async``), built as the simulator
-    builds its FedBuff run (``fedstrata.api.scheduling.async_simulation``): ``K``,
-    staleness rules, concurrency, server steps, a robust rule over each step, downlink
-    compression per dispatched version and the device registry's profiles.
-
-    Raises:
-        RegistryError: ``scheduling.registry_url`` cannot be opened or migrated.
-    """
-    a = config.scheduling.async_
-    per_round = config.rounds.clients_per_round or num_clients
-    updates = a.server_updates or max(1, config.rounds.rounds * per_round // a.buffer_size)
-    rules = FedBuffConfig(
-        buffer_size=a.buffer_size,
-        max_staleness=a.max_staleness,
-        staleness_exponent=a.staleness_exponent,
-    )
-    agg = aggregator(config.server, config.project_dir)
-    rule = None if isinstance(agg, WeightedMean) else agg
-    d, url = config.downlink, config.scheduling.registry_url
-    down = DownlinkServer(d.spec(), d.history) if d.enabled else None
-    return BufferedCenter(
-        replace(settings, start_timeout_s=start_timeout_s),
-        buffering=Buffering(min(a.concurrency, num_clients), rules),
-        server=FedBuffServer(size, rules, aggregator=rule),
-        server_optimizer=server_optimizer(config.server, config.project_dir),
-        codec=codec, server_updates=updates, clock=clock,
-        downlink=None if down is None else VersionedDownlink(down, settings.root_seed),
-        registry=None if url is None else ProfileWriter.open(url),
-    )  # fmt: skip
 
 
 class _LiveSelector:

@@ -5,7 +5,7 @@ The simulator's FedBuff (``fedstrata.api.assembly`` with ``scheduling.registry_u
 source of device profiles: one ``device_profile`` row per client (device id = client
 id), and no ``round_history`` (a buffered run plans no work, so it has no round to
 record). A deployment knows its devices by measuring them: each client agent reports
-its device in its ``Hello`` (:func:`~fedstrata.runtime.scheduling.client_profile`:
+its device in its ``Hello`` (:func:`~fedstrata.runtime.sched_build.client_profile`:
 ``fedstrata device bench`` figures with the configured link), and :class:`ProfileWriter`
 writes it to the registry as the synchronous runtime's scheduler does
 (:meth:`~fedstrata.runtime.scheduling.CenterScheduler.join`: a measured profile

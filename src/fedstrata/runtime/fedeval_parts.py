@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from fedstrata.coordinator.fedeval import client_evaluation
 from fedstrata.core.payload import Payload
 from fedstrata.errors import DataError, PayloadError, ProtocolError, TransportError
+from fedstrata.runtime.client_link import decode_model
 from fedstrata.runtime.fedeval import EvalDesk, EvalEntry
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.records import TaskSpec, UploadHeader
@@ -122,8 +123,6 @@ async def eval_submit(
 async def answer_evaluation(agent: ClientAgent, task: TaskSpec) -> None:
     """A client agent's answer to ``task`` (``EVALUATE``); a failure is reported, not
     raised (except a broken connection: TransportError)."""
-    from fedstrata.runtime.client import decode_model  # deferred: client imports us
-
     link = agent.link
     cid, r = agent.client_id, task.round_idx
     try:

@@ -35,9 +35,10 @@ from fedstrata.runtime.pbconv import (
     SERVICE,
     downlink_request,
     grpc_options,
+    partial_header_pb,
     profile_to_pb,
     task_from_pb,
-    timings_to_pb,
+    update_header_pb,
 )
 from fedstrata.runtime.proto import fedstrata_pb2 as pb
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
@@ -310,15 +311,10 @@ class GrpcLink:
             ProtocolError: the call was refused (authentication).
             TransportError: the connection failed.
         """
-        header = pb.StreamHeader(
-            client_id=self.client_id,
-            round_idx=round_idx,
-            num_examples=num_examples,
-            metrics=dict(metrics),
-            run_id=self.run_id,
-        )
-        if timings is not None:
-            header.timings.CopyFrom(timings_to_pb(timings))
+        header = update_header_pb(
+            self.client_id, round_idx, self.run_id, num_examples=num_examples,
+            metrics=metrics, timings=timings,
+        )  # fmt: skip
         return await self._stream_up(header, payload.to_bytes())
 
     async def submit_partial(
@@ -340,13 +336,7 @@ class GrpcLink:
             ProtocolError: the call was refused (authentication).
             TransportError: the connection failed.
         """
-        header = pb.StreamHeader(
-            client_id=self.client_id,
-            round_idx=round_idx,
-            content=pb.StreamHeader.PARTIAL,
-            run_id=self.run_id,
-            live_clients=live_clients,
-        )
+        header = partial_header_pb(self.client_id, round_idx, self.run_id, live_clients)
         put_reports(header, reports)
         put_profiles(header, profiles or {})
         return await self._stream_up(header, data)
@@ -359,13 +349,7 @@ class GrpcLink:
             ProtocolError: the call was refused.
             TransportError: the connection failed.
         """
-        header = pb.StreamHeader(
-            client_id=self.client_id,
-            round_idx=-1,
-            content=pb.StreamHeader.PARTIAL,
-            run_id=self.run_id,
-            live_clients=live_clients,
-        )
+        header = partial_header_pb(self.client_id, -1, self.run_id, live_clients)
         accepted, reason = await self._stream_up(header, b"")
         if not accepted:
             log.warning("tier %d: live-client report refused: %s", self.client_id, reason)
@@ -390,17 +374,11 @@ class GrpcLink:
             ProtocolError: the call was refused (authentication).
             TransportError: the connection failed.
         """
-        header = pb.StreamHeader(
-            client_id=self.client_id,
-            round_idx=round_idx,
-            metrics=dict(metrics or {}),
-            run_id=self.run_id,
-            secagg_phase=phase,  # type: ignore[arg-type]
-            secagg_support_seed=support_seed,
-            num_examples=num_examples,
-        )
-        if timings is not None:
-            header.timings.CopyFrom(timings_to_pb(timings))
+        header = update_header_pb(
+            self.client_id, round_idx, self.run_id, num_examples=num_examples,
+            metrics=metrics, timings=timings,
+        )  # fmt: skip
+        header.secagg_phase, header.secagg_support_seed = phase, support_seed  # type: ignore[assignment]
         reply = await self._send(header, data)
         return reply.accepted, reply.reason, reply.secagg_message
 

@@ -27,8 +27,9 @@ from fedstrata.checkpoint import Checkpointer, checkpointer_from_config
 from fedstrata.config import FedConfig
 from fedstrata.config.failover import FailoverConfig
 from fedstrata.errors import ConfigError, FedstrataError
-from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S, deployment
+from fedstrata.runtime.build import DEFAULT_START_TIMEOUT_S
 from fedstrata.runtime.lease import LeaseLost, LeaseTiming, SqlLease
+from fedstrata.runtime.loader import deployment
 from fedstrata.runtime.monitor import center_monitoring
 from fedstrata.runtime.recorder import RunRecorder
 from fedstrata.runtime.security import TlsFiles, TokenTable

@@ -4,6 +4,7 @@ channel options both sides of a connection use (``proto/fedstrata.proto``)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fedstrata.core.training import LocalPlan, OptimizerKind
 from fedstrata.errors import DataError, ProtocolError
@@ -26,6 +27,7 @@ __all__ = [
     "downlink_ask",
     "downlink_request",
     "grpc_options",
+    "partial_header_pb",
     "plan_from_pb",
     "plan_to_pb",
     "profile_from_pb",
@@ -34,6 +36,7 @@ __all__ = [
     "task_to_pb",
     "timings_from_pb",
     "timings_to_pb",
+    "update_header_pb",
     "upload_header",
 ]
 
@@ -235,3 +238,34 @@ def timings_from_pb(h: pb.StreamHeader, cid: int) -> RoundTimings | None:
     except DataError as exc:
         log.warning("client %d: timings ignored: %s", cid, exc)
         return None
+
+
+def update_header_pb(
+    client_id: int,
+    round_idx: int,
+    run_id: str,
+    *,
+    num_examples: int = 0,
+    metrics: Mapping[str, float] | None = None,
+    timings: RoundTimings | None = None,
+) -> pb.StreamHeader:
+    """The header of an ``UPDATE`` upload (an update or a secure-aggregation step);
+    ``timings``: the round as the client measured it (for the center's scheduler)."""
+    header = pb.StreamHeader(
+        client_id=client_id, round_idx=round_idx, num_examples=num_examples,
+        metrics=dict(metrics or {}), run_id=run_id,
+    )  # fmt: skip
+    if timings is not None:
+        header.timings.CopyFrom(timings_to_pb(timings))
+    return header
+
+
+def partial_header_pb(
+    client_id: int, round_idx: int, run_id: str, live_clients: int
+) -> pb.StreamHeader:
+    """The header of an aggregator tier's ``PARTIAL`` upload (round -1 and no data:
+    a report of its ``live_clients`` alone)."""
+    return pb.StreamHeader(
+        client_id=client_id, round_idx=round_idx, content=pb.StreamHeader.PARTIAL,
+        run_id=run_id, live_clients=live_clients,
+    )  # fmt: skip

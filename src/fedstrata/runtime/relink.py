@@ -17,8 +17,8 @@ over and over, ``pause_s`` apart, for at most ``connect_timeout_s`` before the s
 fails with :class:`~fedstrata.errors.TransportError` (the caller's backoff then
 applies). Each switch is logged at WARNING and counted in :attr:`FailoverLink.switches`.
 
-It has the methods of :class:`~fedstrata.runtime.client.CenterLink` and
-:class:`~fedstrata.runtime.aggregator.ParentLink`; every call goes to the target of
+It has the methods of :class:`~fedstrata.runtime.client_link.CenterLink` and
+:class:`~fedstrata.runtime.parent_link.ParentLink`; every call goes to the target of
 the current session.
 """
 

@@ -8,7 +8,8 @@ skip infeasible devices, over-select, hint Oort). This module only feeds them wh
 deployment knows:
 
 * **profiles**: a client agent reports its device (:class:`DeviceReport`: ``fedstrata
-  device bench`` figures, measured at start-up by :func:`measured_report`, or given)
+  device bench`` figures, measured at start-up by
+  :func:`~fedstrata.runtime.sched_build.measured_report`, or given)
   and its local examples in its ``Hello``; the center writes it to the device registry
   (:class:`~fedstrata.scheduling.Registry`: SQLite by path, PostgreSQL by URL) and
   plans only clients it holds a profile of;
@@ -36,30 +37,23 @@ dropped work as the simulator's do. No gRPC, no I/O besides the registry's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fedstrata.builders import init_seed, local_plan
-from fedstrata.config import FedConfig
 from fedstrata.coordinator import RoundOutcome
-from fedstrata.coordinator.round_logic import dense_bytes
-from fedstrata.core.context import RoundContext
 from fedstrata.core.metrics import ScheduleStats
-from fedstrata.core.training import LocalData, LocalPlan, Trainer
+from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, DataError, FedstrataError
 from fedstrata.runtime.sched_reports import DeviceReport, PartialWork, RoundTimings
 from fedstrata.scheduling import (
     DeviceProfiles,
-    OortSelector,
-    RandomSelector,
     Registry,
     Selector,
     TimePredictor,
-    measure_device,
     replay_history,
 )
 from fedstrata.scheduling.planner import ClientReport, ScheduleSettings, WorkPlanner
@@ -70,35 +64,12 @@ __all__ = [
     "CenterScheduler",
     "DeviceReport",
     "RoundTimings",
-    "center_scheduler",
-    "client_profile",
-    "measured_report",
 ]
 
 log = logging.getLogger(__name__)
 
 I64 = NDArray[np.int64]
 Status = Literal["accepted", "late", "failed"]
-
-
-def measured_report(
-    train_once: Callable[[], int],
-    *,
-    flops_per_example: float,
-    uplink_mbps: float,
-    downlink_mbps: float,
-    latency_ms: float,
-    local_examples: int,
-    repeats: int = 3,
-) -> DeviceReport:
-    """Benchmark this device as ``fedstrata device bench`` does
-    (:func:`~fedstrata.scheduling.measure_device` on one short local training) and
-    report it with the configured link figures."""
-    m = measure_device(train_once, flops_per_example=flops_per_example, repeats=repeats)
-    return DeviceReport.of(
-        m, uplink_mbps=uplink_mbps, downlink_mbps=downlink_mbps, latency_ms=latency_ms,
-        local_examples=local_examples,
-    )  # fmt: skip
 
 
 @dataclass
@@ -346,65 +317,3 @@ def _carry(old: PredictorState, new: PredictorState) -> PredictorState:
     return PredictorState(
         new.device_id, new.prior_s, ewma, count, old.ape_sum, old.ape_count, old.last_mape
     )
-
-
-def center_scheduler(
-    config: FedConfig, flops_per_example: float, size: int, num_clients: int, *,
-    tree: bool = False,
-) -> CenterScheduler | None:  # fmt: skip
-    """The center's scheduler for ``config`` (None: ``scheduling`` is off), built as the
-    simulator builds its planner and selector (``fedstrata.api.scheduling``): the
-    registry of ``scheduling.registry_url`` (None: an in-memory SQLite registry for
-    this run), Oort or uniform selection, the admission skipping infeasible devices
-    (``tree``: over an explicit tree the selector skips them, as the simulator's tree
-    does: :mod:`~fedstrata.runtime.tier_sched`).
-
-    Raises:
-        RegistryError: the registry cannot be opened or migrated.
-    """
-    s = config.scheduling
-    if not s.enabled:
-        return None
-    registry = Registry.open(s.registry_url or "sqlite://")
-    inner: Selector = OortSelector(num_clients) if s.selector == "oort" else (
-        RandomSelector()
-    )  # fmt: skip
-    skip = s.allocation and s.skip_infeasible
-    settings = ScheduleSettings(
-        config.rounds.deadline_s, s.allocation, s.min_steps, s.max_steps, s.safety,
-        min_fraction=s.min_fraction, skip_infeasible=skip and not tree,
-        batch_size=config.client.batch_size, stop_at_deadline=s.stragglers == "partial",
-    )  # fmt: skip
-    nbytes = dense_bytes(size)
-    return CenterScheduler(
-        settings, inner, flops_per_example=flops_per_example, down_bytes=nbytes,
-        up_bytes=nbytes, registry=registry, overselect=s.overselect, skip_infeasible=skip and tree,
-        precision=config.client.precision, weighted=not config.privacy.enabled,
-    )  # fmt: skip
-
-
-def client_profile(
-    config: FedConfig, trainer: Trainer, data: LocalData, client_id: int
-) -> DeviceReport | None:
-    """A client's device report under ``scheduling``, or FedBuff with a device registry
-    (None: neither): this device measured
-    as ``fedstrata device bench`` does (a one-step local training, timed), with the
-    configured link figures (``devices.uplink_mbps``, ``downlink_mbps``,
-    ``latency_ms``)."""
-    s = config.scheduling
-    if not (s.enabled or (s.async_.enabled and s.registry_url is not None)):
-        return None  # FedBuff writes the profiles to its registry (fedbuff_registry.py)
-    plan = replace(local_plan(config.client), epochs=None, steps=1)
-    params = trainer.initial_params(init_seed(config))
-    out = np.empty_like(params)
-    ctx = RoundContext(0, config.seed).for_client(client_id)
-
-    def train_once() -> int:
-        trainer.train(params, data, plan, ctx, out)
-        return plan.num_samples(len(data))
-
-    d = config.devices
-    return measured_report(
-        train_once, flops_per_example=trainer.flops_per_example, uplink_mbps=d.uplink_mbps,
-        downlink_mbps=d.downlink_mbps, latency_ms=d.latency_ms, local_examples=len(data),
-    )  # fmt: skip

@@ -54,8 +54,9 @@ from fedstrata.core.training import LocalPlan
 from fedstrata.errors import ConfigError, DataError, FedstrataError, ProtocolError
 from fedstrata.runtime.center import Center
 from fedstrata.runtime.records import TaskSpec
+from fedstrata.runtime.sched_build import center_scheduler
 from fedstrata.runtime.sched_reports import DeviceReport, PartialWork, RoundTimings
-from fedstrata.runtime.scheduling import CenterScheduler, center_scheduler
+from fedstrata.runtime.scheduling import CenterScheduler
 from fedstrata.runtime.tier_periods import TreeSpec
 from fedstrata.runtime.tier_work import MemberReport, Status, TierFollower, TierWork
 from fedstrata.scheduling.allocation import settle_reported, settlement_weights
