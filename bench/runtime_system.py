@@ -294,6 +294,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds (default: 6)")
     rounds = 3 if parser.parse_args().quick else 6  # >= the 3 privacy stages
+    load_at_start = os.getloadavg()[0]  # other jobs on the machine (wall times suffer)
     import numpy as np
 
     ctx = mp.get_context("forkserver")
@@ -340,7 +341,7 @@ def main() -> None:
         "rounds_completed": killed["rounds"], "killed": killed["killed"],
         "killed_clients": PER_PROC, "center_peak_rss_mb": killed["rss_mb"],
         "bench_wall_s": plain["wall_s"] + secure["wall_s"] + killed["wall_s"],
-        "machine": "2 shared cores, loaded by other jobs",
+        "machine": f"{os.cpu_count()} cores, 1-min load average {load_at_start:.2f} at start",
     }  # fmt: skip
     for key, value in result.items():
         print(f"{key:32s} {value}")
