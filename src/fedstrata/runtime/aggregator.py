@@ -48,7 +48,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from fedstrata.aggregation.mean import MeanState
 from fedstrata.compress.downlink import DownlinkMessage
@@ -61,7 +61,7 @@ from fedstrata.runtime.center import Center, RoundRecord, TaskKind, TaskSpec, en
 from fedstrata.runtime.client_link import decode_model
 from fedstrata.runtime.downlink import local_model
 from fedstrata.runtime.fedeval_parts import relay_evaluation
-from fedstrata.runtime.parent_link import NamedParentLink, ParentLink, Reconnect, TierReport
+from fedstrata.runtime.parent_link import ParentLink, Reconnect, TierReport, session_of
 from fedstrata.runtime.partials import encode_compressed_partial
 from fedstrata.runtime.secagg_tier import EdgeSecure
 from fedstrata.runtime.tier_combos import accepted_clients, lone_share
@@ -183,14 +183,7 @@ class TierAggregator:
             name = self.tree.identify(sorted(self.center.roster.reach()), self.node).name
         f = self.follower  # forwards its clients' profiles (tier_sched.py)
         profiles = None if f is None else dict(f.profiles)
-        if not name:
-            if profiles is None:
-                return self.parent.session(live_clients=live)
-            return self.parent.session(live_clients=live, profiles=profiles)
-        named = cast(NamedParentLink, self.parent)
-        if profiles is None:
-            return named.session(live_clients=live, node=name)
-        return named.session(live_clients=live, node=name, profiles=profiles)
+        return session_of(self.parent, live, node=name or "", profiles=profiles)
 
     def _changed(self, reported: int) -> bool:
         return self.center.connected != reported

@@ -33,8 +33,9 @@ from fedstrata.core.payload import Payload
 from fedstrata.runtime.center import TaskSpec
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.failover import CommittedRound
+from fedstrata.runtime.parent_link import session_of
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
-from fedstrata.runtime.tier_work import MemberReport, session_of
+from fedstrata.runtime.tier_work import MemberReport
 
 __all__ = ["Ack", "AckLog", "ChaosSpec", "lost_acks"]
 

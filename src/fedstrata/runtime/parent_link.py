@@ -2,8 +2,8 @@
 
 :class:`ParentLink` is what a :class:`~fedstrata.runtime.aggregator.TierAggregator`
 needs from its connection to its parent (:class:`~fedstrata.runtime.link.GrpcLink` and
-:class:`~fedstrata.runtime.relink.FailoverLink` have it); :class:`NamedParentLink` one
-whose hello names the tier's node of the tree. :data:`Reconnect` is the hook a tier
+:class:`~fedstrata.runtime.relink.FailoverLink` have it), and :func:`session_of` opens
+a session passing only the arguments that are set. :data:`Reconnect` is the hook a tier
 calls when that connection breaks, and :class:`TierReport` what the tier did.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fedstrata.core.payload import Payload
 from fedstrata.errors import TransportError
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from fedstrata.runtime.sched_reports import DeviceReport
     from fedstrata.runtime.tier_work import MemberReport
 
-__all__ = ["NamedParentLink", "ParentLink", "Reconnect", "TierReport"]
+__all__ = ["ParentLink", "Reconnect", "TierReport", "session_of"]
 
 
 Reconnect = Callable[[TransportError], Awaitable[bool]]
@@ -34,8 +34,13 @@ class ParentLink(Protocol):
     """What a tier needs from its connection to its parent (``GrpcLink`` has it)."""
 
     def session(
-        self, live_clients: int = 0, *, profiles: Mapping[int, DeviceReport] | None = None
-    ) -> AsyncIterator[TaskSpec]: ...
+        self, live_clients: int = 0, *, node: str = "",
+        profiles: Mapping[int, DeviceReport] | None = None,
+    ) -> AsyncIterator[TaskSpec]:  # fmt: skip
+        """``node``: an explicit tree's tier names its node in its hello (the parent
+        refuses a second tier claiming it); ``profiles``: a scheduled tree's edge
+        forwards its clients' devices."""
+        ...
 
     async def download(self, round_idx: int) -> Payload: ...
 
@@ -54,19 +59,28 @@ class ParentLink(Protocol):
     async def submit_eval(self, round_idx: int, report: bytes) -> tuple[bool, str]: ...
 
 
-class NamedParentLink(ParentLink, Protocol):
-    """A parent link whose hello names the tier's node of the tree (``GrpcLink``,
-    ``FailoverLink``): the parent refuses a second tier claiming it."""
-
-    def session(
-        self, live_clients: int = 0, node: str = "", *,
-        profiles: Mapping[int, DeviceReport] | None = None,
-    ) -> AsyncIterator[TaskSpec]: ...  # fmt: skip
-
-
 @dataclass
 class TierReport:
     """What a tier did: its rounds' records and the parent's refusals."""
 
     rounds: list[RoundRecord] = field(default_factory=list)
     refused: list[tuple[int, str]] = field(default_factory=list)
+
+
+def session_of(
+    link: Any, live_clients: int, profile: DeviceReport | None = None, node: str = "",
+    profiles: Mapping[int, DeviceReport] | None = None,
+) -> AsyncIterator[TaskSpec]:  # fmt: skip
+    """``link.session(...)`` passing only the arguments that are set: a client's device
+    ``profile``, a tier's ``node`` of the tree and the ``profiles`` a scheduled tree's
+    edge forwards. A link of an older contract (a client's, a test's stand-in) takes
+    none of them, and a call that sets none asks nothing more of it."""
+    extra: dict[str, Any] = {}
+    if profile is not None:
+        extra["profile"] = profile
+    if node:
+        extra["node"] = node
+    if profiles is not None:
+        extra["profiles"] = profiles
+    tasks: AsyncIterator[TaskSpec] = link.session(live_clients=live_clients, **extra)
+    return tasks

@@ -35,8 +35,9 @@ from fedstrata.errors import ConfigError, TransportError
 from fedstrata.runtime.center import TaskSpec
 from fedstrata.runtime.downlink import DownlinkAsk
 from fedstrata.runtime.link import GrpcLink
+from fedstrata.runtime.parent_link import session_of
 from fedstrata.runtime.sched_reports import DeviceReport, RoundTimings
-from fedstrata.runtime.tier_work import MemberReport, session_of
+from fedstrata.runtime.tier_work import MemberReport
 
 __all__ = ["FailoverLink", "NoTargetError", "Switch"]
 

@@ -17,9 +17,9 @@ or a region's relay); :class:`TierFollower` what an aggregator tier asks of it.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from fedstrata.core.training import LocalPlan
 from fedstrata.errors import DataError
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from fedstrata.runtime.records import TaskSpec
     from fedstrata.runtime.sched_reports import DeviceReport, PartialWork
 
-__all__ = ["MemberReport", "TierFollower", "TierWork", "TreeRole", "session_of"]
+__all__ = ["MemberReport", "TierFollower", "TierWork", "TreeRole"]
 
 Status = Literal["accepted", "late", "failed"]
 
@@ -147,19 +147,3 @@ class TierFollower(Protocol):
     def take_reports(self) -> tuple[MemberReport, ...]:
         """The members' reports for the partial (cleared)."""
         ...
-
-
-def session_of(
-    link: Any, live_clients: int, profile: DeviceReport | None, node: str,
-    profiles: Mapping[int, DeviceReport] | None,
-) -> AsyncIterator[TaskSpec]:  # fmt: skip
-    """``link.session(...)`` with the tier arguments only where they are set: a tier's
-    node of the tree (``node``) and the profiles a scheduled tree's edge forwards
-    (``profiles``); a client's link, and a test's stand-in, takes neither."""
-    extra: dict[str, Any] = {}
-    if node:
-        extra["node"] = node
-    if profiles is not None:
-        extra["profiles"] = profiles
-    tasks: AsyncIterator[TaskSpec] = link.session(live_clients, profile, **extra)
-    return tasks
