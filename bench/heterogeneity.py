@@ -51,13 +51,14 @@ from typing import Any
 
 import numpy as np
 
+import _scen_het  # the realistic-baselines study; its world pieces are shared (bench/ on sys.path)
+from _scen_het import DIST, final_acc, resampled_digits, time_to
 from fedstrata.aggregation import WeightedMean
 from fedstrata.algorithms import FedAvg
 from fedstrata.coordinator import RoundCoordinator, RoundPolicy
 from fedstrata.core import LocalPlan
 from fedstrata.core.payload import HEADER_SIZE
 from fedstrata.data import FederatedDataset, make_federated
-from fedstrata.data.builtin import load_digits_split
 from fedstrata.scheduling import (
     FedBuffConfig,
     FedBuffServer,
@@ -69,7 +70,6 @@ from fedstrata.scheduling import (
 from fedstrata.sim import (
     ClientJob,
     InProcessExecutor,
-    ProfileDistribution,
     ProfileTable,
     SimSettings,
     Simulation,
@@ -84,25 +84,9 @@ from fedstrata.sim.scheduled import (
 )
 
 DEVICES, PER_ROUND, SEED = 1000, 100, 0
-DIST = ProfileDistribution(
-    flops_max=5e6, compute_spread=1000.0, latency_ms=10.0, uplink_mbps=20.0, downlink_mbps=100.0
-)
 PLAN = LocalPlan(batch_size=8, lr=0.05, epochs=1)
 ADVERTISED_SIGMA = 0.2
 BUFFER_K = 10
-
-
-def resampled_digits(per_device: int, alpha: float, seed: int) -> FederatedDataset:
-    """Each device: ``per_device`` digits rows with label mix ~ Dirichlet(alpha)."""
-    train, test = load_digits_split(0.2)
-    rng = np.random.default_rng(seed)
-    by_label = [np.flatnonzero(train.y == c) for c in range(10)]
-    parts = []
-    for _ in range(DEVICES):
-        counts = rng.multinomial(per_device, rng.dirichlet(np.full(10, alpha)))
-        rows = [rng.choice(by_label[c], size=n, replace=False) for c, n in enumerate(counts) if n]
-        parts.append(np.concatenate(rows))
-    return FederatedDataset.from_partition(train, parts, test, 10, "digits-resampled")
 
 
 @dataclass
@@ -122,7 +106,7 @@ def make_world(name: str, rounds: int) -> World:
     from fedstrata.torch_adapter import TorchTrainerFactory
 
     if name == "digits":
-        data = resampled_digits(32, 0.5, SEED)
+        data = resampled_digits(DEVICES, 32, 0.5, SEED)
         kind = "mlp"
     else:
         data = make_federated("synthetic", "iid", DEVICES, SEED, synthetic_max_samples=64)
@@ -268,14 +252,6 @@ def run_async(world: World) -> dict[str, Any]:
     }
 
 
-def final_acc(run: dict[str, Any]) -> float:
-    return float(np.mean([a for _, a in run["curve"]][-3:]))
-
-
-def time_to(run: dict[str, Any], target: float) -> float:
-    return next((t for t, a in run["curve"] if a >= target), float("inf"))
-
-
 def compare(base: dict[str, Any], ours: dict[str, Any]) -> dict[str, float]:
     target = 0.95 * min(final_acc(base), final_acc(ours))
     tb, to = time_to(base, target), time_to(ours, target)
@@ -381,8 +357,6 @@ def main() -> None:
 
 def baselines_study(quick: bool) -> dict[str, Any]:
     """The realistic baselines (``_scen_het``), printed as a table of seed medians."""
-    import _scen_het
-
     study = _scen_het.measure(quick)
     print(
         f"realistic baselines ({study['het_devices']} devices, {study['het_per_round']} per "
