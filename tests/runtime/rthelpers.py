@@ -5,6 +5,8 @@ A module of its own (not ``conftest``) so test files import it by a unique name.
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from fedstrata.runtime import (
@@ -28,6 +30,25 @@ SMALL = [
     "client.steps=3",
     "client.epochs=null",
 ]
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, limit_s: float) -> None:
+    """Poll until something accepts connections on ``port``, at most ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on port {port}")
 
 
 def tokens_for(n: int) -> dict[int, str]:

@@ -1,23 +1,16 @@
 """The deployment commands as a user runs them (a real process, real logging)."""
 
 import os
-import socket
 import subprocess
 import sys
 
-from rthelpers import SMALL
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from rthelpers import SMALL, free_port
 
 
 def test_client_without_a_server_logs_each_attempt_and_exits_nonzero_after_its_retries():
     """Issue 11 defects 3 and 17: with -v every connection attempt and backoff shows;
     after ``--retries`` failures the client exits non-zero with a clear message."""
-    port = _free_port()
+    port = free_port()
     sets = [arg for item in SMALL for arg in ("--set", item)]
     command = [
         sys.executable, "-c", "from fedstrata.cli import main; main()", "client", *sets,

@@ -11,7 +11,7 @@ import json
 import socket
 
 import pytest
-from rthelpers import SMALL, run_federation, tokens_for
+from rthelpers import SMALL, free_port, run_federation, tokens_for
 
 from fedstrata.api import run
 from fedstrata.config import load_config
@@ -46,12 +46,6 @@ def test_the_runtime_spends_the_simulators_epsilon_on_its_model(overrides):
     assert 0 < got[-1].epsilon_spent <= 2.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_budget_stop_ends_the_deployment_and_marks_the_run(tmp_path):
     """Planned for 2 rounds, asked for 3: the center stops before round 2 as the
     simulator does; clients get DONE; the run directory says why it stopped."""
@@ -59,7 +53,7 @@ def test_the_budget_stop_ends_the_deployment_and_marks_the_run(tmp_path):
     cfg = load_config(overrides=[*DP, *over, "output.run_store=true", f"output.dir={tmp_path}"])
     sim_result = run(load_config(overrides=[*DP, *over])).simulation
     dep = deployment(cfg)
-    tokens, port = tokens_for(6), _free_port()
+    tokens, port = tokens_for(6), free_port()
 
     async def client(cid):
         async with GrpcLink(f"127.0.0.1:{port}", cid, tokens[cid]) as link:

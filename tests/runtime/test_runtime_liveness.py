@@ -3,10 +3,9 @@
 import asyncio
 import contextlib
 import logging
-import socket
 
 import pytest
-from rthelpers import SMALL, run_federation, tokens_for
+from rthelpers import SMALL, free_port, run_federation, tokens_for
 
 from fedstrata.config import load_config
 from fedstrata.errors import TransportError
@@ -46,12 +45,6 @@ class _DiesInRound:
 
     async def reconnect(self):  # pragma: no cover - the victim dies instead
         await self.link.reconnect()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_center_finishes_every_round_after_losing_a_client_mid_round(caplog):
@@ -136,7 +129,7 @@ def test_a_quorum_above_the_live_clients_waits_and_says_so(caplog):
 def test_session_to_a_dead_server_fails_within_the_connect_timeout(caplog):
     """Issue 11 defects 3 and 17: opening a session has a deadline, and the attempt
     is logged."""
-    port = _free_port()
+    port = free_port()
 
     async def main():
         async with GrpcLink(f"127.0.0.1:{port}", 0, "t", connect_timeout_s=0.3) as link:
@@ -152,7 +145,7 @@ def test_session_to_a_dead_server_fails_within_the_connect_timeout(caplog):
 def test_client_of_a_dead_server_gives_up_after_its_attempts(small_deployment, caplog):
     """Issue 11 defects 3 and 17: each attempt and each backoff is logged; after
     ``attempts`` failures the agent raises a clear error."""
-    port = _free_port()
+    port = free_port()
     delays: list[float] = []
 
     async def fake_sleep(s):

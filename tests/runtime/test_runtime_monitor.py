@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
-from rthelpers import SMALL, tokens_for
+from rthelpers import SMALL, free_port, tokens_for
 
 from fedstrata.config import load_config
 from fedstrata.errors import ConfigError
@@ -21,12 +20,6 @@ from fedstrata.runtime.monitor import TierMonitor, center_monitoring, tier_monit
 LIMIT_S = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_centers_rounds_reach_its_monitoring_sinks(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -36,7 +29,7 @@ def test_the_centers_rounds_reach_its_monitoring_sinks(tmp_path):
         f"monitoring.tensorboard_dir={tmp_path / 'tb'}", f"monitoring.alerts={rule}",
     ])  # fmt: skip
     dep = deployment(cfg)
-    tokens, port = tokens_for(6), _free_port()
+    tokens, port = tokens_for(6), free_port()
 
     async def client(cid):
         async with GrpcLink(f"127.0.0.1:{port}", cid, tokens[cid]) as link:

@@ -14,14 +14,13 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from rthelpers import free_port, wait_listening
 
 from fedstrata.config import load_config
 from fedstrata.errors import FedstrataError
@@ -46,24 +45,6 @@ OVERRIDES = [
 RETRIES = Backoff(attempts=2, base_s=0.1, max_s=0.2)
 CONNECT_S = 1.0
 LIMIT_S = 120.0  # generous: 23 processes start on a loaded 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int) -> None:
-    """Poll until something accepts connections on ``port`` (clients retry briefly)."""
-    deadline = time.monotonic() + LIMIT_S
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on port {port}")
 
 
 def _center_main(port: int, tokens: dict[int, str], tls: TlsFiles, runs: str, out: Any) -> None:
@@ -156,7 +137,7 @@ def test_tiered_deployment_survives_a_killed_client_and_a_killed_edge(tmp_path, 
     ctx, started = processes
     pki = make_dev_pki(Path(tmp_path), range(N_CLIENTS + len(EDGES)))
     tokens = {i: new_token() for i in range(N_CLIENTS + len(EDGES))}
-    top, ports = _free_port(), [_free_port() for _ in EDGES]
+    top, ports = free_port(), [free_port() for _ in EDGES]
     out = ctx.Queue()
     downloaded = {VICTIM: ctx.Event(), HOLDER: ctx.Event()}
     release = ctx.Event()
@@ -171,7 +152,7 @@ def test_tiered_deployment_survives_a_killed_client_and_a_killed_edge(tmp_path, 
     edges = [start(_edge_main, k, (top, ports[k]), tokens, pki, out) for k in range(len(EDGES))]
     clients = {}
     for port in ports:
-        _wait_listening(port)
+        wait_listening(port, LIMIT_S)
     for k, group in enumerate(EDGES):
         for cid in group:
             stall = {VICTIM: (downloaded[VICTIM], None), HOLDER: (downloaded[HOLDER], release)}

@@ -2,11 +2,10 @@
 
 import asyncio
 import json
-import socket
 
 import numpy as np
 import pytest
-from rthelpers import SMALL, tokens_for
+from rthelpers import SMALL, free_port, tokens_for
 
 from fedstrata.config import load_config
 from fedstrata.monitoring import RunStore
@@ -17,18 +16,12 @@ from fedstrata.runtime.commands import run_center
 LIMIT_S = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_center_writes_its_run_directory_as_rounds_complete(tmp_path):
     """Issue 11 defect 2: config, per-round metrics, model, summary and report."""
     overrides = [*SMALL, "output.run_store=true", f"output.dir={tmp_path}", "name=edge-test"]
     cfg = load_config(overrides=[*overrides, "rounds.rounds=3"])
     dep = deployment(cfg)
-    tokens, port = tokens_for(6), _free_port()
+    tokens, port = tokens_for(6), free_port()
 
     async def client(cid):
         async with GrpcLink(f"127.0.0.1:{port}", cid, tokens[cid]) as link:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from rthelpers import free_port
 
 from fedstrata.config import load_config
 from fedstrata.errors import ConfigError
@@ -91,12 +91,6 @@ def _project(root: Path) -> tuple[Path, list[Path]]:
     return project, folders
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _center_main(config: Path, port: int, tokens: dict[int, str], out: Any) -> None:
     from fedstrata.runtime.commands import run_center
 
@@ -150,7 +144,7 @@ def test_each_client_process_trains_on_its_own_folder_and_the_center_reads_none(
     project, folders = _project(tmp_path)
     config = project / "fed.yaml"
     tokens = {cid: new_token() for cid in range(N_CLIENTS)}
-    port, out = _free_port(), ctx.Queue()
+    port, out = free_port(), ctx.Queue()
 
     def start(target: Any, *args: Any) -> Any:
         p = ctx.Process(target=target, args=args, daemon=True)

@@ -7,12 +7,11 @@ simulator's bit for bit."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
 from typing import Any
 
 import numpy as np
 import pytest
+from rthelpers import free_port, wait_listening
 
 from fedstrata.config import load_config
 from fedstrata.runtime import TokenTable, new_token
@@ -33,23 +32,6 @@ OVERRIDES = [
     "topology.kappa_edge=2",
 ]
 LIMIT_S = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int) -> None:
-    deadline = time.monotonic() + LIMIT_S
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on port {port}")
 
 
 def _center_main(port: int, tokens: dict[int, str], out: Any) -> None:
@@ -97,7 +79,7 @@ def test_an_explicit_tree_of_processes_equals_the_simulator(processes):
 
     ctx, started = processes
     tokens = {i: new_token() for i in range(N + len(EDGES))}
-    top, ports = _free_port(), [_free_port() for _ in EDGES]
+    top, ports = free_port(), [free_port() for _ in EDGES]
     out = ctx.Queue()
 
     def start(target: Any, *args: Any) -> None:
@@ -109,7 +91,7 @@ def test_an_explicit_tree_of_processes_equals_the_simulator(processes):
     for k in range(len(EDGES)):
         start(_edge_main, k, (top, ports[k]), tokens, out)
     for k, group in enumerate(EDGES.values()):
-        _wait_listening(ports[k])
+        wait_listening(ports[k], LIMIT_S)
         for cid in group:
             start(_client_main, cid, ports[k], tokens[cid], out)
     results = [out.get(timeout=LIMIT_S) for _ in range(1 + len(EDGES) + N)]
