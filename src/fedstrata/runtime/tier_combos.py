@@ -12,9 +12,11 @@
   accountant use, while ``outcome`` stays the round over the tiers.
 * **Secure aggregation with sampling.** An edge whose share of the cohort is fewer
   than two clients cannot hide a client in its cluster's sum: as in the simulator
-  (:mod:`fedstrata.sim.tree_secagg`, "sits out") its client does not train and the
-  edge withdraws from the center's outer round (:func:`lone_share`); edges with two
-  or more run the secure sum over their selected clients only.
+  (:mod:`fedstrata.sim.tree_secagg`, "sits out") its client does not train
+  (:func:`lone_share`) and the edge takes part in the center's outer round with an
+  empty cluster (``EdgeSecure.sit_out``: a zero input, no survivors), so no outer
+  party drops; edges with two or more run the secure sum over their selected clients
+  only.
 * **One tier per node.** A tier of an explicit tree names its node (edge or region)
   in its hello; :class:`NodeClaims` refuses a second live tier claiming it.
 * **Legacy tiers** (aggregator tiers without a ``topology`` section): every connected
